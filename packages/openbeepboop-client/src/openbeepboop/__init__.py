@@ -1,0 +1,1 @@
+"""OpenBeepBoop client library."""

@@ -1,0 +1,1 @@
+"""OpenBeepBoop node."""

@@ -1,0 +1,118 @@
+"""The OpenBeepBoop wire contract: every body that crosses HTTP, as pydantic v2 models.
+
+Server, node and client import their request and response models from here and
+nowhere else. The package does no I/O.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from openbeepboop_schemas.chat import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    CompletionMessage,
+    Usage,
+)
+from openbeepboop_schemas.errors import ErrorBody, ErrorEnvelope
+from openbeepboop_schemas.jobs import (
+    BULK_SUBMIT_PATH,
+    BulkSubmitRequest,
+    BulkSubmitResponse,
+    Job,
+    JobError,
+    JobList,
+    ModelCard,
+    ModelList,
+    PollEntry,
+    PollRequest,
+)
+from openbeepboop_schemas.json_schema import CONTRACT_MODELS, component_schemas
+from openbeepboop_schemas.limits import (
+    JOB_ID_PREFIX,
+    MAX_BULK_SUBMIT,
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_FETCH_JOBS,
+    MAX_HEARTBEAT_LEASES,
+    MAX_NODE_MODELS,
+    MAX_POLL_IDS,
+    MAX_SUBMIT_OUTCOMES,
+    MAX_WAIT_SECONDS,
+)
+from openbeepboop_schemas.queue import (
+    ANY_MODEL,
+    AckStatus,
+    ErrorOutcome,
+    FetchRequest,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    Lease,
+    LeaseRef,
+    NodeError,
+    Outcome,
+    ReleaseOutcome,
+    ResultOutcome,
+    SubmitAck,
+    SubmitRequest,
+    SubmitResponse,
+)
+from openbeepboop_schemas.status import NOT_FOUND, TERMINAL_STATUSES, JobStatus, Role
+
+try:
+    __version__ = version("openbeepboop-schemas")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0"
+
+__all__ = [
+    "ANY_MODEL",
+    "BULK_SUBMIT_PATH",
+    "CONTRACT_MODELS",
+    "JOB_ID_PREFIX",
+    "MAX_BULK_SUBMIT",
+    "MAX_ERROR_MESSAGE_CHARS",
+    "MAX_FETCH_JOBS",
+    "MAX_HEARTBEAT_LEASES",
+    "MAX_NODE_MODELS",
+    "MAX_POLL_IDS",
+    "MAX_SUBMIT_OUTCOMES",
+    "MAX_WAIT_SECONDS",
+    "NOT_FOUND",
+    "TERMINAL_STATUSES",
+    "AckStatus",
+    "BulkSubmitRequest",
+    "BulkSubmitResponse",
+    "ChatCompletion",
+    "ChatCompletionRequest",
+    "ChatMessage",
+    "Choice",
+    "CompletionMessage",
+    "ErrorBody",
+    "ErrorEnvelope",
+    "ErrorOutcome",
+    "FetchRequest",
+    "HeartbeatRequest",
+    "HeartbeatResponse",
+    "Job",
+    "JobError",
+    "JobList",
+    "JobStatus",
+    "Lease",
+    "LeaseRef",
+    "ModelCard",
+    "ModelList",
+    "NodeError",
+    "Outcome",
+    "PollEntry",
+    "PollRequest",
+    "ReleaseOutcome",
+    "ResultOutcome",
+    "Role",
+    "SubmitAck",
+    "SubmitRequest",
+    "SubmitResponse",
+    "Usage",
+    "__version__",
+    "component_schemas",
+]

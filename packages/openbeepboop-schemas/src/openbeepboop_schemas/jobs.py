@@ -1,0 +1,113 @@
+"""What users send and read about jobs: submit, bulk submit, poll, list.
+
+One view of a job, :class:`PollEntry`, answers poll, ``GET /v1/jobs/{id}`` and
+``GET /v1/jobs``, so a client parses all three the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from openbeepboop_schemas._base import StrictBody, TolerantBody
+from openbeepboop_schemas.chat import ChatCompletion, ChatCompletionRequest
+from openbeepboop_schemas.limits import MAX_BULK_SUBMIT, MAX_POLL_IDS, MAX_WAIT_SECONDS
+from openbeepboop_schemas.status import JobStatus
+
+#: Path of the bulk submit endpoint (many requests, one transaction).
+BULK_SUBMIT_PATH = "/v1/chat/completions/bulk"
+
+JobId = str
+WaitSeconds = float
+
+
+class Job(TolerantBody):
+    """A job as returned by submit (``202``): enough to come back for it later."""
+
+    id: JobId
+    object: Literal["job"] = "job"
+    status: JobStatus
+    model: str
+    created_at: int
+
+
+class BulkSubmitRequest(StrictBody):
+    """Many chat completion requests submitted in one call and one transaction."""
+
+    requests: list[ChatCompletionRequest] = Field(min_length=1, max_length=MAX_BULK_SUBMIT)
+
+
+class BulkSubmitResponse(TolerantBody):
+    """The jobs created by a bulk submit, in the order of the requests."""
+
+    object: Literal["list"] = "list"
+    data: list[Job]
+
+
+class JobError(TolerantBody):
+    """Why a job failed: the node's (or the server's) message and a category."""
+
+    message: str
+    type: str
+
+
+class PollRequest(StrictBody):
+    """Ask about up to :data:`MAX_POLL_IDS` jobs.
+
+    With ``wait``, the server holds the answer until at least one listed job that
+    was not yet terminal becomes terminal (or all already are), or ``wait``
+    seconds pass, whichever is first.
+    """
+
+    ids: list[JobId] = Field(min_length=1, max_length=MAX_POLL_IDS)
+    wait: WaitSeconds | None = Field(default=None, ge=0, le=MAX_WAIT_SECONDS)
+
+
+class PollEntry(TolerantBody):
+    """Everything a caller may know about one job.
+
+    ``status`` is a :class:`JobStatus` string, or ``NOT_FOUND`` for an id the
+    caller may not see. ``completed`` is true only for ``COMPLETED``.
+    Timestamps are Unix seconds.
+    """
+
+    id: JobId
+    object: Literal["job"] = "job"
+    status: str
+    completed: bool = False
+    model: str | None = None
+    result: ChatCompletion | None = None
+    error: JobError | None = None
+    attempts: int = 0
+    created_at: int | None = None
+    started_at: int | None = None
+    completed_at: int | None = None
+
+
+class JobList(TolerantBody):
+    """One page of the caller's jobs, newest first.
+
+    Pass ``next_after`` as the ``after`` query parameter to get the next page.
+    """
+
+    object: Literal["list"] = "list"
+    data: list[PollEntry]
+    has_more: bool = False
+    next_after: JobId | None = None
+
+
+class ModelCard(TolerantBody):
+    """A model some recently seen node serves."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int = 0
+    owned_by: str = "openbeepboop"
+
+
+class ModelList(TolerantBody):
+    """``GET /v1/models`` in the OpenAI list shape."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,148 @@
+"""The node protocol: fetch leases, deliver outcomes, heartbeat.
+
+A lease is the right to work on one job until ``lease_expires_at``; the
+``lease_token`` proves it on every later call. Outcomes are a tagged union on
+``kind`` so a node can deliver results, errors and releases in one request.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field
+
+from openbeepboop_schemas._base import StrictBody, TolerantBody
+from openbeepboop_schemas.chat import ChatCompletion, ChatCompletionRequest
+from openbeepboop_schemas.limits import (
+    MAX_ERROR_MESSAGE_CHARS,
+    MAX_FETCH_JOBS,
+    MAX_HEARTBEAT_LEASES,
+    MAX_NODE_MODELS,
+    MAX_SUBMIT_OUTCOMES,
+    MAX_WAIT_SECONDS,
+)
+
+#: The model name a node declares to take jobs for any model.
+ANY_MODEL = "*"
+
+NodeId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
+class FetchRequest(StrictBody):
+    """Claim up to ``max_jobs`` queued jobs for ``models``, waiting up to ``wait`` s."""
+
+    node_id: NodeId
+    models: list[ModelName] = Field(min_length=1, max_length=MAX_NODE_MODELS)
+    max_jobs: int = Field(default=1, ge=1, le=MAX_FETCH_JOBS)
+    wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
+    version: str | None = Field(default=None, max_length=64)
+
+
+class Lease(TolerantBody):
+    """One claimed job: the request to run and the proof of the claim."""
+
+    job_id: str
+    lease_token: str
+    lease_expires_at: float
+    lease_seconds: float
+    attempt: int
+    model: str
+    request: ChatCompletionRequest
+
+
+class LeaseRef(StrictBody):
+    """Names a held lease."""
+
+    job_id: str = Field(min_length=1, max_length=128)
+    lease_token: str = Field(min_length=1, max_length=128)
+
+
+class NodeError(StrictBody):
+    """A failed inference as the node saw it.
+
+    ``retryable`` errors (timeouts, rate limits, 5xx, connection) send the job
+    back to the queue with backoff; the rest fail it at once.
+    """
+
+    message: str = Field(max_length=MAX_ERROR_MESSAGE_CHARS)
+    type: str = Field(default="inference_error", max_length=128)
+    retryable: bool
+    status_code: int | None = None
+
+
+class ResultOutcome(LeaseRef):
+    """A finished job's completion."""
+
+    kind: Literal["result"] = "result"
+    result: ChatCompletion
+
+
+class ErrorOutcome(LeaseRef):
+    """A job the node could not complete."""
+
+    kind: Literal["error"] = "error"
+    error: NodeError
+
+
+class ReleaseOutcome(LeaseRef):
+    """Hand a lease back unworked (shutdown): the job requeues at once, no attempt counted."""
+
+    kind: Literal["release"] = "release"
+
+
+Outcome = Annotated[ResultOutcome | ErrorOutcome | ReleaseOutcome, Field(discriminator="kind")]
+
+
+class SubmitRequest(StrictBody):
+    """Deliver one or many outcomes for held leases."""
+
+    node_id: NodeId
+    outcomes: list[Outcome] = Field(min_length=1, max_length=MAX_SUBMIT_OUTCOMES)
+
+
+AckStatus = Literal["accepted", "duplicate", "stale", "rejected"]
+"""What the server did with an outcome.
+
+``accepted``: recorded. ``duplicate``: the same lease already delivered.
+``stale``: the job is terminal or the lease was lost (late result; nothing
+changed). ``rejected``: the caller never held this lease. A node may drop
+its copy in every case: none of them gets better by resending.
+"""
+
+
+class SubmitAck(TolerantBody):
+    """The server's answer for one outcome."""
+
+    job_id: str
+    ack: AckStatus
+    status: str | None = None
+
+
+class SubmitResponse(TolerantBody):
+    """One ack per outcome, in order."""
+
+    acks: list[SubmitAck]
+
+
+class HeartbeatRequest(StrictBody):
+    """Extend the leases a node holds; also refreshes its registry entry."""
+
+    node_id: NodeId
+    leases: list[LeaseRef] = Field(default_factory=list, max_length=MAX_HEARTBEAT_LEASES)
+    models: list[ModelName] | None = Field(default=None, max_length=MAX_NODE_MODELS)
+    version: str | None = Field(default=None, max_length=64)
+
+
+class HeartbeatResponse(TolerantBody):
+    """Which leases were extended (to ``lease_expires_at``), lost, or cancelled.
+
+    A node must abort work on ``lost`` and ``cancelled`` jobs: their results
+    will be ignored.
+    """
+
+    lease_expires_at: float | None = None
+    lease_seconds: float
+    extended: list[str] = Field(default_factory=list)
+    lost: list[str] = Field(default_factory=list)
+    cancelled: list[str] = Field(default_factory=list)
