@@ -41,6 +41,7 @@ def test_answers_a_chat_completion_and_logs_the_call() -> None:
         assert "authorization" not in call.headers
         assert call.headers["x-trace"] == "t1"
         assert call.body_keys == ["messages", "model", "seed"]
+        assert call.answered_at is not None and llm.answered_calls() == [call]
         models = httpx.get(f"{llm.base_url}/models", timeout=10).json()
         assert [m["id"] for m in models["data"]] == ["standin-model"]
 
@@ -118,3 +119,17 @@ def test_runs_as_a_process_with_a_port_file(tmp_path: Path) -> None:
 def test_streaming_is_refused(stream: bool) -> None:
     with StandinLLM() as llm:
         assert chat(llm.base_url, "x", stream=stream).status_code == 400
+
+
+def test_calls_are_logged_on_arrival_before_the_delay() -> None:
+    import threading
+
+    with StandinLLM(delay=30) as llm:
+        worker = threading.Thread(target=lambda: chat(llm.base_url, "slow"), daemon=True)
+        worker.start()
+        from openbeepboop_testkit.processes import wait_until
+
+        [call] = wait_until(llm.calls, timeout=30, message="the call to arrive")
+        assert call.prompt == "slow" and call.answered_at is None
+        assert llm.answered_calls() == []
+        llm.configure(delay=0)

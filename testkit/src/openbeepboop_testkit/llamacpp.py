@@ -79,7 +79,7 @@ def serve_forever(
     threads: int | None = None,
 ) -> None:
     """Load the model, serve it on ``host:port`` until SIGINT/SIGTERM."""
-    import xllamacpp  # the heavy native module, only where a model is served
+    import xllamacpp  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     params = xllamacpp.CommonParams()
     params.model.path = str(model_path)

@@ -100,8 +100,9 @@ class Knobs:
 
 @dataclass(frozen=True)
 class Call:
-    """One request that reached the stand-in's chat completion endpoint."""
+    """One request that reached the stand-in's chat completion endpoint (logged on arrival)."""
 
+    call_id: int
     prompt: str
     model: str
     headers: dict[str, str]
@@ -110,6 +111,9 @@ class Call:
     body: dict[str, Any]
     status: int
     timestamp: float
+    #: When the answer was sent; None while the call is still in its ``delay``
+    #: (or was abandoned by the caller).
+    answered_at: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Call:
@@ -156,7 +160,7 @@ class StandinState:
     def __init__(self, knobs: Knobs) -> None:
         self._lock = threading.Lock()
         self.knobs = knobs
-        self._calls: list[Call] = []
+        self._calls: dict[int, Call] = {}
         self._seen: collections.Counter[str] = collections.Counter()
         self._ids = itertools.count(1)
 
@@ -175,7 +179,7 @@ class StandinState:
     def calls(self) -> list[Call]:
         """A snapshot of the call log, oldest first."""
         with self._lock:
-            return list(self._calls)
+            return list(self._calls.values())
 
     def decide(self, prompt: str) -> tuple[Knobs, int, int | None, str]:
         """Count the call; return (knobs, call id, failure status or None, failure message)."""
@@ -200,7 +204,14 @@ class StandinState:
     def record(self, call: Call) -> None:
         """Append one call to the log."""
         with self._lock:
-            self._calls.append(call)
+            self._calls[call.call_id] = call
+
+    def answered(self, call_id: int) -> None:
+        """Note that a call's answer was sent."""
+        with self._lock:
+            call = self._calls.get(call_id)
+            if call is not None:
+                self._calls[call_id] = replace(call, answered_at=time.time())
 
 
 def _completion(call_id: int, body: dict[str, Any], prompt: str) -> dict[str, Any]:
@@ -255,14 +266,13 @@ def create_app(state: StandinState) -> Starlette:
             return _error(400, "the stand-in does not stream")
         prompt = prompt_text(body["messages"])
         knobs, call_id, fail, message = state.decide(prompt)
-        if knobs.delay > 0:
-            await asyncio.sleep(knobs.delay)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in SECRET_HEADERS}
         auth = request.headers.get("authorization", "")
         api_key = auth[7:] if auth.lower().startswith("bearer ") else None
         api_key = api_key or request.headers.get("api-key") or request.headers.get("x-api-key")
         state.record(
             Call(
+                call_id=call_id,
                 prompt=prompt,
                 model=str(body.get("model", "")),
                 headers=headers,
@@ -273,9 +283,14 @@ def create_app(state: StandinState) -> Starlette:
                 timestamp=time.time(),
             )
         )
+        if knobs.delay > 0:
+            await asyncio.sleep(knobs.delay)
         if fail is not None:
-            return _error(fail, message, code="standin_failure")
-        return JSONResponse(_completion(call_id, body, prompt))
+            response = _error(fail, message, code="standin_failure")
+        else:
+            response = JSONResponse(_completion(call_id, body, prompt))
+        state.answered(call_id)
+        return response
 
     async def models(request: Request) -> JSONResponse:
         data = [
@@ -321,6 +336,10 @@ class CallLog:
     def prompt_counts(self) -> collections.Counter[str]:
         """How many times each prompt reached the stand-in."""
         return collections.Counter(call.prompt for call in self.calls())
+
+    def answered_calls(self) -> list[Call]:
+        """The calls whose answer was sent."""
+        return [call for call in self.calls() if call.answered_at is not None]
 
     def calls_for(self, prompt: str) -> list[Call]:
         """The calls whose prompt is exactly ``prompt``."""
