@@ -1,0 +1,1 @@
+"""Storage: the engine (:mod:`.database`), the schema (:mod:`.tables`) and its migrations."""

@@ -1,0 +1,183 @@
+"""The engine and the two ways to use it: read, or write through the one writer.
+
+SQLite allows one writer at a time. Left alone, concurrent writers in one
+process race for the file lock and some lose with "database is locked" even
+with a busy timeout, because a deferred transaction that reads first and then
+writes cannot wait its turn. So every write here:
+
+* starts with ``BEGIN IMMEDIATE`` (takes the write lock up front, waiting on
+  the busy timeout while another *process* holds it), and
+* goes through one ``threading.Lock`` per :class:`Database`, so threads of the
+  same process queue in Python instead of spinning on the file lock.
+
+Reads use plain ``BEGIN`` and never take the lock: in WAL mode they see a
+consistent snapshot while a write is in progress.
+
+PostgreSQL needs neither trick: writes run concurrently and the claim path
+uses ``FOR UPDATE SKIP LOCKED``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+from sqlalchemy.pool import StaticPool
+
+from openbeepboop_server.errors import InvalidSetting
+
+logger = logging.getLogger(__name__)
+
+#: ``PRAGMA synchronous`` values we accept. NORMAL (the default) loses nothing
+#: when the process dies; FULL also survives a power cut or OS crash.
+SQLITE_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+DEFAULT_SQLITE_SYNCHRONOUS = "NORMAL"
+#: How long a SQLite writer waits for another process's write to finish.
+DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
+#: Connections kept open; the HTTP layer runs the service in a thread pool.
+DEFAULT_POOL_SIZE = 10
+DEFAULT_MAX_OVERFLOW = 30
+
+_BEGIN_OPTION = "openbeepboop_sqlite_begin"
+
+
+class Database:
+    """An engine plus the discipline for using it (see the module docstring)."""
+
+    engine: sa.Engine
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.dialect: str = engine.dialect.name
+        self._writer_lock = threading.Lock()
+        self._write_engine = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        *,
+        sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS,
+        busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+        pool_size: int = DEFAULT_POOL_SIZE,
+        max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    ) -> Database:
+        """An engine for ``url`` (``sqlite:///...`` or ``postgresql+psycopg://...``).
+
+        Connecting is lazy: nothing touches the database until it is used.
+        """
+        engine = create_engine(
+            url,
+            sqlite_synchronous=sqlite_synchronous,
+            busy_timeout_seconds=busy_timeout_seconds,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+        )
+        return cls(engine)
+
+    @property
+    def is_sqlite(self) -> bool:
+        """True on SQLite, where writes are serialised in-process."""
+        return self.dialect == "sqlite"
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[sa.Connection]:
+        """A write transaction: committed on success, rolled back on error."""
+        if self.is_sqlite:
+            with self._writer_lock, self._write_engine.begin() as conn:
+                yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[sa.Connection]:
+        """A read-only snapshot; never waits for writers."""
+        with self.engine.connect() as conn:
+            yield conn
+            conn.rollback()
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached (for ``/healthz``)."""
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+
+    def dispose(self) -> None:
+        """Close every pooled connection."""
+        self.engine.dispose()
+
+
+def create_engine(
+    url: str,
+    *,
+    sqlite_synchronous: str = DEFAULT_SQLITE_SYNCHRONOUS,
+    busy_timeout_seconds: float = DEFAULT_BUSY_TIMEOUT_SECONDS,
+    foreign_keys: bool = True,
+    pool_size: int = DEFAULT_POOL_SIZE,
+    max_overflow: int = DEFAULT_MAX_OVERFLOW,
+) -> sa.Engine:
+    """An engine with our connection settings; also used by migrations.
+
+    Migrations pass ``foreign_keys=False``: Alembic's batch mode rebuilds a
+    SQLite table by dropping and renaming it, and a ``DROP`` with foreign keys
+    on would cascade into child tables.
+    """
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise InvalidSetting(f"invalid database URL: {exc}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        mode = sqlite_synchronous.upper()
+        if mode not in SQLITE_SYNCHRONOUS_MODES:
+            raise InvalidSetting(
+                f"sqlite synchronous must be one of {', '.join(SQLITE_SYNCHRONOUS_MODES)}, "
+                f"not {sqlite_synchronous!r}"
+            )
+        kwargs: dict[str, Any] = {}
+        if parsed.database in (None, "", ":memory:"):
+            # One shared connection, or every checkout would see a new empty database.
+            kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
+        else:
+            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+        engine = sa.create_engine(parsed, **kwargs)
+        _configure_sqlite(
+            engine, synchronous=mode, busy_ms=int(busy_timeout_seconds * 1000), fks=foreign_keys
+        )
+        return engine
+    if backend == "postgresql":
+        return sa.create_engine(
+            parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
+        )
+    raise InvalidSetting(
+        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://..."
+    )
+
+
+def _configure_sqlite(engine: sa.Engine, *, synchronous: str, busy_ms: int, fks: bool) -> None:
+    """Pragmas on every new connection, and our own BEGIN (SQLAlchemy's documented recipe)."""
+
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Stop pysqlite from issuing its own BEGIN/COMMIT so ours are the only ones.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            cursor.execute("PRAGMA journal_mode = WAL")
+            cursor.execute(f"PRAGMA synchronous = {synchronous}")
+            cursor.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
+        finally:
+            cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+        conn.exec_driver_sql(f"BEGIN {mode}")

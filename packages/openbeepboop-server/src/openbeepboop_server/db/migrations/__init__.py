@@ -1,0 +1,1 @@
+"""Alembic environment and revisions (loaded by path by Alembic, not imported)."""

@@ -1,0 +1,124 @@
+"""The schema at head, as SQLAlchemy Core tables.
+
+These objects are what the queue code queries with. They are NOT how the
+schema is created: only the Alembic revisions in ``migrations/versions`` create
+or change tables, and ``tests/db`` checks that the two agree.
+
+Timestamps are Unix seconds stored as floats (``REAL`` / ``double precision``)
+so that SQLite and PostgreSQL compare them the same way and no timezone ever
+enters the picture.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+#: SQLite only makes ``INTEGER PRIMARY KEY`` an alias of the rowid (fast,
+#: monotonic); PostgreSQL wants a 64-bit identity.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+Timestamp = sa.Float(precision=53)
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(128), nullable=False),
+    sa.Column("role", sa.String(16), nullable=False),
+    sa.Column("key_sha256", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("name", name="uq_api_keys_name"),
+    sa.UniqueConstraint("key_sha256", name="uq_api_keys_key_sha256"),
+)
+
+jobs = sa.Table(
+    "jobs",
+    metadata,
+    # ``seq`` orders the queue (FIFO) and pages listings; ``id`` is the public name.
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column(
+        "owner_key_id",
+        BigId,
+        sa.ForeignKey("api_keys.id", name="fk_jobs_owner_key_id"),
+        nullable=False,
+    ),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("request", sa.Text(), nullable=False),
+    sa.Column("result", sa.Text(), nullable=True),
+    sa.Column("error_message", sa.Text(), nullable=True),
+    sa.Column("error_type", sa.String(128), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer(), nullable=False),
+    sa.Column("lease_token", sa.String(64), nullable=True),
+    sa.Column("lease_node_id", sa.String(128), nullable=True),
+    sa.Column("lease_key_id", BigId, nullable=True),
+    sa.Column("lease_expires_at", Timestamp, nullable=True),
+    sa.Column("not_before", Timestamp, nullable=False, server_default="0"),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("started_at", Timestamp, nullable=True),
+    sa.Column("completed_at", Timestamp, nullable=True),
+    sa.Column("updated_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("id", name="uq_jobs_id"),
+    # The claim path: QUEUED jobs of one model in FIFO order; not_before is a
+    # residual filter (backed-off jobs are few), so a claim reads O(max_jobs)
+    # index entries whether 1k or 1M jobs are queued.
+    sa.Index("ix_jobs_claim", "status", "model", "seq"),
+    # Claims for "*" and status-filtered admin listings.
+    sa.Index("ix_jobs_status_seq", "status", "seq"),
+    # Lease expiry sweeps and "when is the next backed-off job due".
+    sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    sa.Index("ix_jobs_status_not_before", "status", "not_before"),
+    # A USER key's own jobs, newest first.
+    sa.Index("ix_jobs_owner_seq", "owner_key_id", "seq"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # One row per claim ever made, so a token we never issued (rejected) can be
+    # told apart from one we issued and took back (stale).
+    sa.Column("id", BigId, primary_key=True, autoincrement=True),
+    sa.Column("token", sa.String(64), nullable=False),
+    sa.Column(
+        "job_seq",
+        BigId,
+        sa.ForeignKey("jobs.seq", name="fk_leases_job_seq", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("node_id", sa.String(128), nullable=False),
+    sa.Column("key_id", BigId, nullable=False),
+    sa.Column("attempt", sa.Integer(), nullable=False),
+    sa.Column("claimed_at", Timestamp, nullable=False),
+    # NULL while held; then completed / failed / retried / released / expired / cancelled.
+    sa.Column("outcome", sa.String(16), nullable=True),
+    sa.Column("ended_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("token", name="uq_leases_token"),
+    sa.Index("ix_leases_job_seq", "job_seq"),
+)
+
+nodes = sa.Table(
+    "nodes",
+    metadata,
+    sa.Column("node_id", sa.String(128), primary_key=True),
+    sa.Column("key_name", sa.String(128), nullable=False),
+    sa.Column("version", sa.String(64), nullable=True),
+    sa.Column("models", sa.Text(), nullable=False),
+    sa.Column("first_seen", Timestamp, nullable=False),
+    sa.Column("last_seen", Timestamp, nullable=False),
+    sa.Index("ix_nodes_last_seen", "last_seen"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    sa.Column("owner_key_id", BigId, primary_key=True),
+    sa.Column("key", sa.String(256), primary_key=True),
+    # JSON list of the job ids the first request created, in order.
+    sa.Column("job_ids", sa.Text(), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_idempotency_created_at", "created_at"),
+)

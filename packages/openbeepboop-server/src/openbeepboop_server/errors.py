@@ -1,0 +1,41 @@
+"""Exceptions the server raises on purpose.
+
+::
+
+    ServerError                 base of every server exception
+    ├── KeyNameTaken            ``keys create`` with a name already in use
+    ├── InvalidKeyName          ``keys create`` with an empty or overlong name
+    ├── InvalidSetting          a configuration value the database layer cannot use
+    ├── DatabaseBehind          schema older than this code: run ``migrate``
+    └── DatabaseAhead           schema newer than this code: upgrade the server
+
+The names are part of the server's internal interface, hence no ``Error``
+suffix. Everything else that escapes (a driver error, a bug) is unexpected and is
+logged by whoever catches it.
+"""
+
+from __future__ import annotations
+
+
+class ServerError(Exception):
+    """Base of every exception the server raises deliberately."""
+
+
+class KeyNameTaken(ServerError):  # noqa: N818
+    """An API key with this name already exists (active or revoked)."""
+
+
+class InvalidKeyName(ServerError, ValueError):  # noqa: N818
+    """A key name that is empty, too long, or padded with spaces."""
+
+
+class InvalidSetting(ServerError, ValueError):  # noqa: N818
+    """A database setting (URL, ``synchronous`` mode, ...) that cannot be used."""
+
+
+class DatabaseBehind(ServerError):  # noqa: N818
+    """The database schema is older than this server; ``openbeepboop-server migrate`` fixes it."""
+
+
+class DatabaseAhead(ServerError):  # noqa: N818
+    """The database was migrated by a newer server version than this one."""

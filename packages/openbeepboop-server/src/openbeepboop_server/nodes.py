@@ -1,0 +1,91 @@
+"""The node registry: which nodes have been seen, with which models and version.
+
+Claims and heartbeats refresh a node's row (inside their own transaction);
+``/v1/models`` and ``openbeepboop-server nodes`` read it. A node is identified
+by the ``node_id`` it declares; the key it last used is recorded beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from openbeepboop_schemas import ANY_MODEL
+
+from openbeepboop_server.db.tables import nodes
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """One node as last seen."""
+
+    node_id: str
+    key_name: str
+    version: str | None
+    models: list[str]
+    last_seen: float
+
+
+def record_node(
+    conn: sa.Connection,
+    *,
+    node_id: str,
+    key_name: str,
+    now: float,
+    models: list[str] | None,
+    version: str | None,
+) -> None:
+    """Insert or refresh a node's row; ``None`` models/version keep what was known."""
+    values: dict[str, object] = {"key_name": key_name, "last_seen": now}
+    if models is not None:
+        values["models"] = json.dumps(sorted(set(models)))
+    if version is not None:
+        values["version"] = version
+    updated = conn.execute(nodes.update().where(nodes.c.node_id == node_id).values(**values))
+    if updated.rowcount:
+        return
+    insert = {
+        "node_id": node_id,
+        "key_name": key_name,
+        "version": version,
+        "models": json.dumps(sorted(set(models or []))),
+        "first_seen": now,
+        "last_seen": now,
+    }
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        conn.execute(
+            pg_insert(nodes)
+            .values(**insert)
+            .on_conflict_do_update(index_elements=[nodes.c.node_id], set_=values)
+        )
+    else:
+        # SQLite writes are serialised (one writer), so nobody inserted in between.
+        conn.execute(nodes.insert().values(**insert))
+
+
+def list_nodes(conn: sa.Connection) -> list[NodeInfo]:
+    """Every registered node, most recently seen first."""
+    rows = conn.execute(sa.select(nodes).order_by(nodes.c.last_seen.desc(), nodes.c.node_id)).all()
+    return [
+        NodeInfo(
+            node_id=row.node_id,
+            key_name=row.key_name,
+            version=row.version,
+            models=list(json.loads(row.models)),
+            last_seen=row.last_seen,
+        )
+        for row in rows
+    ]
+
+
+def served_models(conn: sa.Connection, *, since: float) -> list[str]:
+    """Models declared by nodes seen at or after ``since``, sorted; ``*`` left out."""
+    rows = conn.execute(sa.select(nodes.c.models).where(nodes.c.last_seen >= since)).scalars()
+    models: set[str] = set()
+    for declared in rows:
+        models.update(json.loads(declared))
+    models.discard(ANY_MODEL)
+    return sorted(models)

@@ -1,0 +1,122 @@
+"""Atomic claims: QUEUED jobs become leases, many in one transaction.
+
+On SQLite the caller holds the one writer (``BEGIN IMMEDIATE`` plus the
+in-process lock), so select-then-update cannot race. On PostgreSQL the select
+is ``FOR UPDATE SKIP LOCKED``: concurrent claimers (other replicas) skip rows
+someone else is taking instead of waiting for them.
+
+Each declared model is read through ``ix_jobs_claim`` (status, model, seq) in
+FIFO order with ``LIMIT max_jobs``; the per-model heads are merged by ``seq``.
+That keeps the cost of a claim proportional to ``max_jobs``, not to the
+queue's length. ``*`` reads ``ix_jobs_status_seq`` instead.
+"""
+
+from __future__ import annotations
+
+import heapq
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import ANY_MODEL, ChatCompletionRequest, FetchRequest, JobStatus, Lease
+
+from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.ids import new_lease_token
+
+_CLAIM_COLUMNS = (jobs.c.seq, jobs.c.id, jobs.c.model, jobs.c.request, jobs.c.attempts)
+
+_mark_processing = (
+    jobs.update()
+    .where(jobs.c.seq == sa.bindparam("b_seq"))
+    .values(
+        status=JobStatus.PROCESSING.value,
+        lease_token=sa.bindparam("b_token"),
+        lease_node_id=sa.bindparam("b_node"),
+        lease_key_id=sa.bindparam("b_key"),
+        lease_expires_at=sa.bindparam("b_expires"),
+        attempts=sa.bindparam("b_attempts"),
+        started_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
+def _candidates(
+    conn: sa.Connection, models: list[str], limit: int, now: float, skip_locked: bool
+) -> list[Any]:
+    base = sa.select(*_CLAIM_COLUMNS).where(
+        jobs.c.status == JobStatus.QUEUED.value, jobs.c.not_before <= now
+    )
+    if ANY_MODEL in models:
+        queries = [base.with_hint(jobs, "INDEXED BY ix_jobs_status_seq", "sqlite")]
+    else:
+        queries = [
+            base.where(jobs.c.model == model).with_hint(jobs, "INDEXED BY ix_jobs_claim", "sqlite")
+            for model in dict.fromkeys(models)
+        ]
+    heads: list[list[Any]] = []
+    for query in queries:
+        query = query.order_by(jobs.c.seq).limit(limit)
+        if skip_locked:
+            query = query.with_for_update(skip_locked=True)
+        heads.append(list(conn.execute(query)))
+    if len(heads) == 1:
+        return heads[0]
+    return list(heapq.merge(*heads, key=lambda row: row.seq))[:limit]
+
+
+def claim_jobs(
+    conn: sa.Connection,
+    caller: Caller,
+    fetch: FetchRequest,
+    *,
+    now: float,
+    lease_seconds: float,
+    skip_locked: bool,
+) -> list[Lease]:
+    """Lease up to ``fetch.max_jobs`` claimable jobs of ``fetch.models`` to the caller."""
+    rows = _candidates(conn, fetch.models, fetch.max_jobs, now, skip_locked)
+    if not rows:
+        return []
+    expires = now + lease_seconds
+    updates: list[dict[str, Any]] = []
+    history: list[dict[str, Any]] = []
+    claimed: list[Lease] = []
+    for row in rows:
+        token = new_lease_token()
+        attempt = row.attempts + 1
+        updates.append(
+            {
+                "b_seq": row.seq,
+                "b_token": token,
+                "b_node": fetch.node_id,
+                "b_key": caller.key_id,
+                "b_expires": expires,
+                "b_attempts": attempt,
+                "b_now": now,
+            }
+        )
+        history.append(
+            {
+                "token": token,
+                "job_seq": row.seq,
+                "node_id": fetch.node_id,
+                "key_id": caller.key_id,
+                "attempt": attempt,
+                "claimed_at": now,
+            }
+        )
+        claimed.append(
+            Lease(
+                job_id=row.id,
+                lease_token=token,
+                lease_expires_at=expires,
+                lease_seconds=lease_seconds,
+                attempt=attempt,
+                model=row.model,
+                request=ChatCompletionRequest.model_validate_json(row.request),
+            )
+        )
+    conn.execute(_mark_processing, updates)
+    conn.execute(leases.insert(), history)
+    return claimed

@@ -1,0 +1,252 @@
+"""What happens to leases over time: heartbeats, expiry, restart grace.
+
+Every claim leaves a row in ``leases`` whose ``outcome`` stays NULL while the
+lease is held. That history is what lets the server answer a token precisely:
+never issued (rejected), issued and still held (valid), or issued and taken
+back by expiry, cancellation or an earlier delivery (stale / duplicate).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import HeartbeatRequest, HeartbeatResponse, JobStatus, Role
+
+from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.submission import IN_CHUNK
+
+# Lease outcomes (leases.outcome); NULL means still held.
+COMPLETED = "completed"
+FAILED = "failed"
+RETRIED = "retried"
+RELEASED = "released"
+EXPIRED = "expired"
+CANCELLED = "cancelled"
+#: Outcomes the holder itself delivered: the same lease again is a duplicate.
+DELIVERED = frozenset({COMPLETED, FAILED, RETRIED, RELEASED})
+
+LEASE_EXPIRED_TYPE = "lease_expired"
+#: Rows handled per expiry transaction, so the writer is never held long.
+EXPIRY_BATCH = 500
+
+
+@dataclass
+class JobState:
+    """A leased job's row as read (and then changed) inside one transaction."""
+
+    seq: int
+    job_id: str
+    status: str
+    lease_token: str | None
+    attempts: int
+    max_attempts: int
+
+
+@dataclass
+class LeaseState:
+    """A lease history row joined with its job."""
+
+    lease_id: int
+    token: str
+    key_id: int
+    outcome: str | None
+    job: JobState
+
+    def held_by(self, caller: Caller) -> bool:
+        """The caller took this lease (an ADMIN key may act for any node)."""
+        return caller.role is Role.ADMIN or self.key_id == caller.key_id
+
+    @property
+    def is_current(self) -> bool:
+        """Still the job's live lease: not ended, and the job still PROCESSING under it."""
+        return (
+            self.outcome is None
+            and self.job.status == JobStatus.PROCESSING.value
+            and self.job.lease_token == self.token
+        )
+
+
+def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> dict[str, LeaseState]:
+    """The leases named by ``tokens`` with their jobs (locked FOR UPDATE on PostgreSQL)."""
+    wanted = list(dict.fromkeys(tokens))
+    found: dict[str, LeaseState] = {}
+    job_states: dict[int, JobState] = {}
+    for start in range(0, len(wanted), IN_CHUNK):
+        query = (
+            sa.select(
+                leases.c.id.label("lease_id"),
+                leases.c.token,
+                leases.c.key_id,
+                leases.c.outcome,
+                jobs.c.seq,
+                jobs.c.id.label("job_id"),
+                jobs.c.status,
+                jobs.c.lease_token,
+                jobs.c.attempts,
+                jobs.c.max_attempts,
+            )
+            .select_from(leases.join(jobs, jobs.c.seq == leases.c.job_seq))
+            .where(leases.c.token.in_(wanted[start : start + IN_CHUNK]))
+            .order_by(jobs.c.seq)  # a fixed lock order, so two deliverers cannot deadlock
+        )
+        if lock:
+            query = query.with_for_update(of=jobs)
+        for row in conn.execute(query):
+            # Two tokens of one job share its state, so a change through one is seen by the other.
+            job = job_states.setdefault(
+                row.seq,
+                JobState(
+                    seq=row.seq,
+                    job_id=row.job_id,
+                    status=row.status,
+                    lease_token=row.lease_token,
+                    attempts=row.attempts,
+                    max_attempts=row.max_attempts,
+                ),
+            )
+            found[row.token] = LeaseState(
+                lease_id=row.lease_id,
+                token=row.token,
+                key_id=row.key_id,
+                outcome=row.outcome,
+                job=job,
+            )
+    return found
+
+
+def heartbeat(
+    conn: sa.Connection,
+    caller: Caller,
+    beat: HeartbeatRequest,
+    *,
+    now: float,
+    lease_seconds: float,
+    lock: bool,
+) -> HeartbeatResponse:
+    """Extend every lease the caller still holds; say which were lost or cancelled."""
+    states = load_leases(conn, (ref.lease_token for ref in beat.leases), lock=lock)
+    expires = now + lease_seconds
+    extended: list[str] = []
+    lost: list[str] = []
+    cancelled: list[str] = []
+    to_extend: list[dict[str, Any]] = []
+    for ref in beat.leases:
+        state = states.get(ref.lease_token)
+        if state is None or state.job.job_id != ref.job_id or not state.held_by(caller):
+            lost.append(ref.job_id)
+        elif state.outcome == CANCELLED:
+            cancelled.append(ref.job_id)
+        elif state.is_current:
+            extended.append(ref.job_id)
+            to_extend.append({"b_seq": state.job.seq, "b_token": state.token})
+        else:
+            lost.append(ref.job_id)
+    if to_extend:
+        conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.seq == sa.bindparam("b_seq"),
+                jobs.c.lease_token == sa.bindparam("b_token"),
+            )
+            .values(lease_expires_at=expires, updated_at=now),
+            to_extend,
+        )
+    return HeartbeatResponse(
+        lease_expires_at=expires if extended else None,
+        lease_seconds=lease_seconds,
+        extended=extended,
+        lost=lost,
+        cancelled=cancelled,
+    )
+
+
+def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[str]:
+    """Take back up to :data:`EXPIRY_BATCH` expired leases; the affected job ids.
+
+    The attempt was counted when the job was claimed, so a job whose attempts
+    are used up fails here with a ``lease_expired`` error; the rest requeue at once.
+    """
+    query = (
+        sa.select(
+            jobs.c.seq,
+            jobs.c.id,
+            jobs.c.attempts,
+            jobs.c.max_attempts,
+            jobs.c.lease_token,
+            jobs.c.lease_node_id,
+        )
+        .where(jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < now)
+        .order_by(jobs.c.lease_expires_at)
+        .limit(EXPIRY_BATCH)
+    )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    rows = conn.execute(query).all()
+    if not rows:
+        return []
+    requeue = [{"b_seq": row.seq} for row in rows if row.attempts < row.max_attempts]
+    fail = [
+        {
+            "b_seq": row.seq,
+            "b_message": (
+                f"the lease expired {row.attempts} time(s) (node {row.lease_node_id!s} stopped "
+                f"heartbeating); giving up after {row.max_attempts} attempt(s)"
+            ),
+        }
+        for row in rows
+        if row.attempts >= row.max_attempts
+    ]
+    lease_off = {"lease_token": None, "lease_expires_at": None, "updated_at": now}
+    if requeue:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.seq == sa.bindparam("b_seq"))
+            .values(status=JobStatus.QUEUED.value, not_before=0.0, **lease_off),
+            requeue,
+        )
+    if fail:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.seq == sa.bindparam("b_seq"))
+            .values(
+                status=JobStatus.FAILED.value,
+                error_message=sa.bindparam("b_message"),
+                error_type=LEASE_EXPIRED_TYPE,
+                completed_at=now,
+                **lease_off,
+            ),
+            fail,
+        )
+    end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
+    return [row.id for row in rows]
+
+
+def end_leases(conn: sa.Connection, tokens: list[str], outcome: str, now: float) -> None:
+    """Record how still-held leases ended."""
+    if not tokens:
+        return
+    conn.execute(
+        leases.update()
+        .where(leases.c.token == sa.bindparam("b_token"), leases.c.outcome.is_(None))
+        .values(outcome=outcome, ended_at=now),
+        [{"b_token": token} for token in tokens],
+    )
+
+
+def grant_restart_grace(conn: sa.Connection, *, now: float, lease_seconds: float) -> int:
+    """Give every PROCESSING lease at least a full period from ``now``; how many moved.
+
+    Time the server was down must not count against nodes: they could not
+    heartbeat while it was gone.
+    """
+    floor = now + lease_seconds
+    result = conn.execute(
+        jobs.update()
+        .where(jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < floor)
+        .values(lease_expires_at=floor, updated_at=now)
+    )
+    return int(result.rowcount)

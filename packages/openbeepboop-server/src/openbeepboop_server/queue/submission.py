@@ -1,0 +1,103 @@
+"""Putting jobs on the queue, one or many per transaction, idempotently.
+
+The hot path does as little per row as possible: the request is serialised
+once by pydantic's Rust serializer (``model_dump_json(exclude_unset=True)``
+gives exactly ``request.to_payload()`` as JSON) and rows go to the driver in
+one ``executemany``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import ChatCompletionRequest, Job, JobStatus
+
+from openbeepboop_server.db.tables import idempotency_keys, jobs
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.ids import new_job_id
+from openbeepboop_server.queue.views import job_view
+
+#: SQLite's historical limit on bound parameters is 999; stay well under it.
+IN_CHUNK = 500
+
+
+def insert_jobs(
+    conn: sa.Connection,
+    caller: Caller,
+    requests: Sequence[ChatCompletionRequest],
+    *,
+    now: float,
+    max_attempts: int,
+) -> list[Job]:
+    """Insert one QUEUED job per request; their :class:`Job` views in order."""
+    queued = JobStatus.QUEUED.value
+    rows: list[dict[str, Any]] = [
+        {
+            "id": new_job_id(),
+            "owner_key_id": caller.key_id,
+            "model": request.model,
+            "status": queued,
+            "request": request.model_dump_json(exclude_unset=True),
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "not_before": 0.0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for request in requests
+    ]
+    if rows:
+        conn.execute(jobs.insert(), rows)
+    return [job_view(row["id"], queued, row["model"], now) for row in rows]
+
+
+def find_idempotent(conn: sa.Connection, caller: Caller, key: str) -> list[Job] | None:
+    """The jobs an earlier request with this key created, or None if it is new."""
+    stored = conn.execute(
+        sa.select(idempotency_keys.c.job_ids).where(
+            idempotency_keys.c.owner_key_id == caller.key_id, idempotency_keys.c.key == key
+        )
+    ).scalar()
+    if stored is None:
+        return None
+    ids: list[str] = json.loads(stored)
+    found: dict[str, Job] = {}
+    for start in range(0, len(ids), IN_CHUNK):
+        chunk = ids[start : start + IN_CHUNK]
+        for row in conn.execute(
+            sa.select(jobs.c.id, jobs.c.status, jobs.c.model, jobs.c.created_at).where(
+                jobs.c.id.in_(chunk)
+            )
+        ):
+            found[row.id] = job_view(row.id, row.status, row.model, row.created_at)
+    if not found:
+        # Every job it named was purged: the key is spent, treat the request as new.
+        forget_idempotent(conn, caller, key)
+        return None
+    return [found[job_id] for job_id in ids if job_id in found]
+
+
+def forget_idempotent(conn: sa.Connection, caller: Caller, key: str) -> None:
+    """Drop the record of an idempotency key."""
+    conn.execute(
+        idempotency_keys.delete().where(
+            idempotency_keys.c.owner_key_id == caller.key_id, idempotency_keys.c.key == key
+        )
+    )
+
+
+def remember_idempotent(
+    conn: sa.Connection, caller: Caller, key: str, created: list[Job], now: float
+) -> None:
+    """Record which jobs this key created (a concurrent twin fails on the primary key)."""
+    conn.execute(
+        idempotency_keys.insert().values(
+            owner_key_id=caller.key_id,
+            key=key,
+            job_ids=json.dumps([job.id for job in created]),
+            created_at=now,
+        )
+    )

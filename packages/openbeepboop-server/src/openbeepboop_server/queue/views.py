@@ -1,0 +1,78 @@
+"""Rows of ``jobs`` as the wire models users read (:class:`PollEntry`, :class:`Job`).
+
+Also the one rule of visibility: a USER (or NODE) key sees only the jobs it
+submitted, an ADMIN key sees all; everything else is indistinguishable from an
+id that never existed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import (
+    NOT_FOUND,
+    ChatCompletion,
+    Job,
+    JobError,
+    JobStatus,
+    PollEntry,
+    Role,
+)
+
+from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.keys import Caller
+
+POLL_COLUMNS = (
+    jobs.c.seq,
+    jobs.c.id,
+    jobs.c.status,
+    jobs.c.model,
+    jobs.c.result,
+    jobs.c.error_message,
+    jobs.c.error_type,
+    jobs.c.attempts,
+    jobs.c.created_at,
+    jobs.c.started_at,
+    jobs.c.completed_at,
+)
+
+
+def visible_to(caller: Caller) -> sa.ColumnElement[bool]:
+    """The WHERE clause limiting ``jobs`` to what ``caller`` may see."""
+    if caller.role is Role.ADMIN:
+        return sa.true()
+    return jobs.c.owner_key_id == caller.key_id
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+def poll_entry(row: Any) -> PollEntry:
+    """A :class:`PollEntry` from a row holding :data:`POLL_COLUMNS`."""
+    error = None
+    if row.error_message is not None:
+        error = JobError(message=row.error_message, type=row.error_type or "error")
+    return PollEntry(
+        id=row.id,
+        status=row.status,
+        completed=row.status == JobStatus.COMPLETED.value,
+        model=row.model,
+        result=ChatCompletion.model_validate_json(row.result) if row.result else None,
+        error=error,
+        attempts=row.attempts,
+        created_at=_seconds(row.created_at),
+        started_at=_seconds(row.started_at),
+        completed_at=_seconds(row.completed_at),
+    )
+
+
+def not_found(job_id: str) -> PollEntry:
+    """The entry for an id the caller may not see (or that does not exist)."""
+    return PollEntry(id=job_id, status=NOT_FOUND)
+
+
+def job_view(job_id: str, status: str, model: str, created_at: float) -> Job:
+    """The short :class:`Job` answer to a submit."""
+    return Job(id=job_id, status=JobStatus(status), model=model, created_at=int(created_at))
