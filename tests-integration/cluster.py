@@ -1,0 +1,393 @@
+"""The product's real processes, driven the way an operator and a user drive them.
+
+:class:`Cluster` owns one test's world: a temp directory with a config dir per
+process, the environment every command runs in (XDG dirs inside the temp dir,
+no OPENBEEPBOOP_* leaking in from the developer's shell), and the processes it
+started, whose logs the conftest prints when a test fails. Everything is done
+through the installed console scripts (``openbeepboop-server``, ``-node``,
+``-client``) and plain HTTP, never by importing a package's internals.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import tomli_w
+from openbeepboop_testkit.processes import (
+    ManagedProcess,
+    ProcessSet,
+    free_port,
+    run_command,
+    wait_until,
+)
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
+
+BIN = Path(sys.executable).parent
+SERVER = str(BIN / "openbeepboop-server")
+NODE = str(BIN / "openbeepboop-node")
+CLIENT = str(BIN / "openbeepboop-client")
+KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{32,}")
+TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+#: Long-poll wait used when waiting for jobs (well under the 30 s cap).
+POLL_WAIT_SECONDS = 5.0
+#: Generous deadlines: this runs on a shared two-core machine.
+START_TIMEOUT = 90.0
+JOB_TIMEOUT = 180.0
+COMMAND_TIMEOUT = 120.0
+#: Key the nodes give LiteLLM for the stand-in (the "provider" key).
+PROVIDER_KEY = "sk-provider-standin-key"
+
+
+def base_env(root: Path) -> dict[str, str]:
+    """The environment of every process: XDG dirs in ``root``, nothing of ours inherited."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("OPENBEEPBOOP_") and key not in {"OPENAI_API_KEY", "OPENAI_BASE_URL"}
+    }
+    for name in ("CONFIG", "STATE", "DATA", "CACHE"):
+        path = root / "xdg" / name.lower()
+        path.mkdir(parents=True, exist_ok=True)
+        env[f"XDG_{name}_HOME"] = str(path)
+    env["HOME"] = str(root / "home")
+    (root / "home").mkdir(exist_ok=True)
+    env["PYTHONUNBUFFERED"] = "1"
+    # An offline node must not try to fetch LiteLLM's model price map.
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    env["NO_COLOR"] = "1"
+    return env
+
+
+@dataclass
+class Server:
+    """One ``openbeepboop-server`` with its own config, database and port."""
+
+    cluster: Cluster
+    name: str
+    dir: Path
+    port: int
+    admin_key: str = ""
+    proc: ManagedProcess | None = None
+
+    @property
+    def config(self) -> Path:
+        return self.dir / "server_config.toml"
+
+    @property
+    def database(self) -> Path:
+        return self.dir / "openbeepboop.db"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, check: bool = True) -> Any:
+        """Run ``openbeepboop-server ARGS --config ...`` to completion."""
+        return self.cluster.run([SERVER, *args, "--config", str(self.config)], check=check)
+
+    def setup(self, **queue: Any) -> str:
+        """``setup --non-interactive``, then the ``[queue]`` settings; returns the admin key."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        done = self.cli(
+            "setup",
+            "--non-interactive",
+            "--database-url",
+            f"sqlite:///{self.database}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+        )
+        match = re.search(r"Admin API Key:\s*(sk-\S+)", done.stdout)
+        assert match, f"no 'Admin API Key: sk-...' line in:\n{done.stdout}"
+        self.admin_key = match.group(1)
+        if queue:
+            self.edit_config("queue", **queue)
+        return self.admin_key
+
+    def edit_config(self, section: str, **values: Any) -> None:
+        """Change settings in ``server_config.toml`` (as an operator would with an editor)."""
+        data = tomllib.loads(self.config.read_text())
+        data.setdefault(section, {}).update(values)
+        self.config.write_text(tomli_w.dumps(data))
+
+    def create_key(self, role: str, name: str) -> str:
+        """``keys create``; returns the printed key."""
+        done = self.cli("keys", "create", "--role", role, "--name", name)
+        match = KEY_PATTERN.search(done.stdout)
+        assert match, f"no key printed by keys create:\n{done.stdout}"
+        return match.group(0)
+
+    def start(self) -> ManagedProcess:
+        """``start`` and wait until ``/healthz`` answers."""
+        self.proc = self.cluster.procs.start(
+            self.name, [SERVER, "start", "--config", str(self.config)], env=self.cluster.env
+        )
+        self.proc.wait_for_url(f"{self.url}/healthz", timeout=START_TIMEOUT)
+        return self.proc
+
+    def wait_for_nodes(self, node_ids: Iterable[str], timeout: float = START_TIMEOUT) -> None:
+        """Wait until ``openbeepboop-server nodes`` lists every one of ``node_ids``."""
+        wanted = set(node_ids)
+
+        def listed() -> bool:
+            out = self.cli("nodes").stdout
+            return all(re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])", out) for n in wanted)
+
+        wait_until(listed, timeout, f"nodes {sorted(wanted)} to be seen by the server")
+
+    def stop(self) -> int:
+        """SIGTERM (a clean stop); returns the exit status."""
+        assert self.proc is not None
+        return self.proc.terminate()
+
+    def kill(self) -> int:
+        """SIGKILL, like a crash."""
+        assert self.proc is not None
+        return self.proc.kill()
+
+
+@dataclass
+class Node:
+    """One ``openbeepboop-node`` configured with ``setup --non-interactive``."""
+
+    cluster: Cluster
+    node_id: str
+    config: Path
+    env: dict[str, str] = field(default_factory=dict)
+    proc: ManagedProcess | None = None
+
+    def run(self) -> ManagedProcess:
+        """Start the ``run`` daemon."""
+        self.proc = self.cluster.procs.start(
+            self.node_id,
+            [NODE, "run", "--config", str(self.config)],
+            env={**self.cluster.env, **self.env},
+        )
+        return self.proc
+
+    def batch(self, check: bool = False) -> Any:
+        """``batch`` to completion; returns the CompletedProcess."""
+        return self.cluster.run(
+            [NODE, "batch", "--config", str(self.config)], env=self.env, check=check
+        )
+
+    def kill(self) -> int:
+        assert self.proc is not None
+        return self.proc.kill()
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        return self.proc.terminate()
+
+
+class Api:
+    """The HTTP API as a test user calls it (bodies from SPEC §4 and the schemas)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url = url
+        self.key = key
+        self.http = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=60
+        )
+
+    def close(self) -> None:
+        self.http.close()
+
+    def submit(self, prompt: str, model: str, **extra: Any) -> str:
+        body = {"model": model, "messages": [{"role": "user", "content": prompt}], **extra}
+        response = self.http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 202, response.text
+        job = response.json()
+        assert job["id"].startswith("job-") and job["status"] == "QUEUED", job
+        return str(job["id"])
+
+    def submit_many(self, prompts: Sequence[str], model: str) -> list[str]:
+        from openbeepboop_schemas import BULK_SUBMIT_PATH, MAX_BULK_SUBMIT
+
+        ids: list[str] = []
+        for start in range(0, len(prompts), MAX_BULK_SUBMIT):
+            requests = [
+                {"model": model, "messages": [{"role": "user", "content": prompt}]}
+                for prompt in prompts[start : start + MAX_BULK_SUBMIT]
+            ]
+            response = self.http.post(BULK_SUBMIT_PATH, json={"requests": requests})
+            assert response.status_code == 202, response.text
+            ids += [job["id"] for job in response.json()["data"]]
+        assert len(ids) == len(prompts)
+        return ids
+
+    def poll(self, ids: Sequence[str], wait: float | None = None) -> list[dict[str, Any]]:
+        body: dict[str, Any] = {"ids": list(ids)}
+        if wait is not None:
+            body["wait"] = wait
+        response = self.http.post("/v1/results/poll", json=body, timeout=(wait or 0) + 60)
+        assert response.status_code == 200, response.text
+        entries: list[dict[str, Any]] = response.json()
+        assert [entry["id"] for entry in entries] == list(ids)
+        return entries
+
+    def get(self, job_id: str) -> httpx.Response:
+        return self.http.get(f"/v1/jobs/{job_id}")
+
+    def cancel(self, job_id: str) -> httpx.Response:
+        return self.http.post(f"/v1/jobs/{job_id}/cancel")
+
+    def entry(self, job_id: str) -> dict[str, Any]:
+        return self.poll([job_id])[0]
+
+    def wait_for_status(
+        self, job_id: str, statuses: Iterable[str], timeout: float = JOB_TIMEOUT
+    ) -> dict[str, Any]:
+        """Poll (short waits) until the job is in one of ``statuses``."""
+        wanted = set(statuses)
+
+        def reached() -> dict[str, Any] | None:
+            entry = self.poll([job_id], wait=1.0 if wanted <= TERMINAL else None)[0]
+            return entry if entry["status"] in wanted else None
+
+        return wait_until(reached, timeout, f"{job_id} to reach {sorted(wanted)}")
+
+    def wait_terminal(
+        self, ids: Sequence[str], timeout: float = JOB_TIMEOUT
+    ) -> dict[str, dict[str, Any]]:
+        """Long-poll until every job is terminal; returns the entries by id."""
+        done: dict[str, dict[str, Any]] = {}
+        pending = list(ids)
+
+        def all_done() -> bool:
+            nonlocal pending
+            for start in range(0, len(pending), 1000):
+                for entry in self.poll(pending[start : start + 1000], wait=POLL_WAIT_SECONDS):
+                    if entry["status"] in TERMINAL:
+                        done[entry["id"]] = entry
+            pending = [job_id for job_id in pending if job_id not in done]
+            return not pending
+
+        wait_until(
+            all_done, timeout, lambda: f"{len(pending)} of {len(ids)} jobs to finish", interval=0
+        )
+        return done
+
+
+class Cluster:
+    """Servers, nodes and clients of one test, in one temp directory."""
+
+    def __init__(self, root: Path, procs: ProcessSet) -> None:
+        self.root = root
+        self.procs = procs
+        self.env = base_env(root)
+        # Processes started straight through ``procs`` get the same isolated env.
+        procs.env = self.env
+        self.apis: list[Api] = []
+        self._servers = 0
+
+    def run(
+        self,
+        argv: Sequence[str],
+        env: dict[str, str] | None = None,
+        check: bool = True,
+        timeout: float = COMMAND_TIMEOUT,
+    ) -> Any:
+        return run_command(argv, env={**self.env, **(env or {})}, timeout=timeout, check=check)
+
+    def server(self, **queue: Any) -> Server:
+        """A configured (not started) server; ``queue`` settings go into its ``[queue]``."""
+        self._servers += 1
+        name = "server" if self._servers == 1 else f"server{self._servers}"
+        server = Server(self, name, self.root / name, free_port())
+        server.setup(**queue)
+        return server
+
+    def node(
+        self,
+        server: Server,
+        key: str,
+        node_id: str,
+        model: str,
+        litellm_model: str,
+        api_base: str,
+        concurrency: int = 4,
+        provider_key: str = PROVIDER_KEY,
+    ) -> Node:
+        """``openbeepboop-node setup --non-interactive`` for one model."""
+        config = self.root / "nodes" / node_id / "node_config.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        self.run(
+            [
+                NODE,
+                "setup",
+                "--non-interactive",
+                "--config",
+                str(config),
+                "--server-url",
+                server.url,
+                "--api-key",
+                key,
+                "--node-id",
+                node_id,
+                "--concurrency",
+                str(concurrency),
+                "--model",
+                model,
+                "--litellm-model",
+                litellm_model,
+                "--api-base",
+                api_base,
+            ]
+        )
+        # LiteLLM's openai/ provider wants a key; the node's environment is
+        # where an operator keeps one (SPEC: api_key_env, default OPENAI_API_KEY).
+        return Node(self, node_id, config, env={"OPENAI_API_KEY": provider_key})
+
+    def client_config(self, server: Server, key: str, name: str = "client") -> Path:
+        """``openbeepboop-client setup --non-interactive``; returns the config path."""
+        config = self.root / "clients" / name / "client_config.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        self.run(
+            [
+                CLIENT,
+                "setup",
+                "--non-interactive",
+                "--config",
+                str(config),
+                "--server-url",
+                server.url,
+                "--api-key",
+                key,
+            ]
+        )
+        return config
+
+    def client(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> Any:
+        """Run ``openbeepboop-client ARGS``."""
+        return self.run([CLIENT, *args], check=check, timeout=timeout)
+
+    def api(self, server: Server, key: str) -> Api:
+        api = Api(server.url, key)
+        self.apis.append(api)
+        return api
+
+    def close(self) -> None:
+        for api in self.apis:
+            api.close()
+
+
+def parse_json_output(text: str) -> Any:
+    """The JSON a command printed (the whole of stdout)."""
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise AssertionError(f"not JSON:\n{text}") from exc

@@ -1,0 +1,36 @@
+"""Provider errors: permanent ones fail the job with the provider's message, transient retry."""
+
+from __future__ import annotations
+
+from cluster import Cluster
+from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE, StandinLLM
+
+
+def test_permanent_failure_and_fail_once_then_succeed(cluster: Cluster, llm: StandinLLM) -> None:
+    llm.configure(fail_prompts=["POISON"], fail_first_n=1, flaky_marker="FLAKY")
+    server = cluster.server(retry_backoff_seconds=0.5)
+    server.start()
+    node_key = server.create_key("NODE", "node")
+    api = cluster.api(server, server.create_key("USER", "user"))
+    cluster.node(server, node_key, "node-1", "m", "openai/m", llm.base_url).run()
+    poison = api.submit("a POISON prompt", "m")
+    flaky = api.submit("a FLAKY prompt", "m")
+    fine = api.submit("a fine prompt", "m")
+
+    done = api.wait_terminal([poison, flaky, fine])
+
+    failed = done[poison]
+    assert failed["status"] == "FAILED", failed
+    assert failed["completed"] is False and failed["result"] is None
+    assert PERMANENT_ERROR_MESSAGE in failed["error"]["message"]
+    assert failed["attempts"] == 1
+    assert len(llm.calls_for("a POISON prompt")) == 1  # permanent: never retried
+
+    recovered = done[flaky]
+    assert recovered["status"] == "COMPLETED", recovered
+    assert recovered["result"]["choices"][0]["message"]["content"] == "Echo: a FLAKY prompt"
+    assert [call.status for call in llm.calls_for("a FLAKY prompt")] == [500, 200]
+    assert recovered["attempts"] == 2
+
+    assert done[fine]["status"] == "COMPLETED"
+    assert done[fine]["attempts"] == 1

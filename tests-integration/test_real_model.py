@@ -1,0 +1,38 @@
+"""The whole stack on a real model: SmolLM2-135M on llama.cpp (see testkit.llamacpp)."""
+
+from __future__ import annotations
+
+import pytest
+from cluster import Cluster
+from openbeepboop_testkit.llamacpp import MODEL_NAME, llamacpp_available, start_llamacpp
+
+pytestmark = pytest.mark.skipif(
+    llamacpp_available() is not None, reason=f"real model unavailable: {llamacpp_available()}"
+)
+
+
+def test_smollm2_answers_through_server_node_and_client(cluster: Cluster) -> None:
+    _, base_url = start_llamacpp(cluster.procs, cluster.root)
+    server = cluster.server()
+    server.start()
+    node_key = server.create_key("NODE", "cpu-box")
+    user_key = server.create_key("USER", "user")
+    cluster.node(
+        server, node_key, "cpu-box", "smollm2", f"openai/{MODEL_NAME}", base_url, concurrency=2
+    ).run()
+
+    from openbeepboop import Client
+
+    client = Client(base_url=server.url, api_key=user_key)
+    job = client.chat.completions.create(
+        model="smollm2",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=32,
+        temperature=0,
+    )
+    result = job.get(wait=True, timeout=240)
+
+    choice = result.choices[0]
+    assert choice.message.content and choice.message.content.strip()
+    assert result.usage is not None and result.usage.completion_tokens > 0
+    assert choice.finish_reason
