@@ -1,0 +1,121 @@
+"""``create_app(settings)``: the whole server as one Starlette app.
+
+Routes, middleware, exception handlers and the lifespan are assembled in one
+call; nothing is opened until the lifespan starts. At start-up the lifespan
+connects to the database, refuses to run on a schema older than the code
+(``openbeepboop-server migrate`` first: the server never migrates on its
+own), gives every in-flight lease a full lease period again (server down time
+must not count against nodes), and starts the housekeeper. At shutdown it
+answers every waiting long-poll, stops the housekeeper and closes the
+database.
+
+Middleware, outermost first: access log (one line and one latency sample per
+request), body size limit. Service calls are synchronous SQLAlchemy and always
+run in the thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+
+from openbeepboop_server import __version__
+from openbeepboop_server.config import Settings
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.housekeeping import Housekeeper
+from openbeepboop_server.http.access_log import AccessLog
+from openbeepboop_server.http.context import ServerContext
+from openbeepboop_server.http.endpoints import build_routes
+from openbeepboop_server.http.errors import (
+    ApiError,
+    handle_api_error,
+    handle_http_exception,
+    handle_unexpected,
+)
+from openbeepboop_server.http.limits import BodySizeLimit
+from openbeepboop_server.http.routes import ENDPOINTS
+from openbeepboop_server.keys import KeyService
+from openbeepboop_server.metrics import Metrics
+from openbeepboop_server.openapi import build_openapi
+from openbeepboop_server.queue.service import QueueService
+from openbeepboop_server.wakeups import Wakeups
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> Starlette:
+    """The queue server's ASGI app for ``settings``; the database opens when the app starts."""
+    holder: dict[str, ServerContext] = {}
+    metrics = Metrics(
+        lambda: holder["context"].queue if "context" in holder else None,
+        settings.queue.node_seen_seconds,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        db = await run_in_threadpool(
+            Database.connect,
+            settings.database.url,
+            sqlite_synchronous=settings.database.sqlite_synchronous,
+        )
+        housekeeper: Housekeeper | None = None
+        wakeups = Wakeups()
+        try:
+            await run_in_threadpool(ensure_current, db)
+            queue = QueueService(db, settings.queue.policy())
+            granted = await run_in_threadpool(queue.grant_restart_grace)
+            if granted:
+                logger.info("extended %d in-flight lease(s) after the restart", granted)
+            context = ServerContext(
+                settings=settings,
+                db=db,
+                queue=queue,
+                keys=KeyService(db),
+                wakeups=wakeups,
+                metrics=metrics,
+            )
+            app.state.context = holder["context"] = context
+            housekeeper = Housekeeper(context)
+            housekeeper.start()
+            yield
+        finally:
+            wakeups.close()
+            if housekeeper is not None:
+                await housekeeper.stop()
+            holder.pop("context", None)
+            await run_in_threadpool(db.dispose)
+
+    app = Starlette(
+        routes=build_routes(ENDPOINTS),
+        middleware=[
+            Middleware(AccessLog, metrics=metrics),
+            Middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes),
+        ],
+        exception_handlers={
+            ApiError: handle_api_error,
+            HTTPException: handle_http_exception,
+            Exception: handle_unexpected,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.openapi_json = json.dumps(
+        build_openapi(ENDPOINTS, __version__), separators=(",", ":")
+    ).encode()
+    return app
+
+
+def begin_shutdown(app: Starlette) -> None:
+    """Answer every waiting long-poll now (called when a stop signal arrives)."""
+    context: ServerContext | None = getattr(app.state, "context", None)
+    if context is not None:
+        context.wakeups.close()

@@ -1,0 +1,108 @@
+"""``openbeepboop-server start``: serve the app with uvicorn until SIGINT or SIGTERM.
+
+The database schema is checked before anything listens: a database behind
+the code's migrations is refused with one line saying to run
+``openbeepboop-server migrate`` (the server never migrates by itself, so an
+upgrade is always a deliberate step). On a stop signal, waiting long-polls
+answer at once, in-flight requests get a grace period, and the process exits
+with status 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from pathlib import Path
+from types import FrameType
+
+import click
+import uvicorn
+from starlette.applications import Starlette
+
+from openbeepboop_server.app import begin_shutdown, create_app
+from openbeepboop_server.cli.options import config_option, configure_logging, read_settings
+from openbeepboop_server.config import display_url
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import ensure_current
+
+logger = logging.getLogger(__name__)
+
+#: How long in-flight requests may run on after a stop signal.
+GRACEFUL_SHUTDOWN_SECONDS = 10
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn, plus: a stop signal also ends the app's waiting long-polls."""
+
+    def __init__(self, config: uvicorn.Config, app: Starlette) -> None:
+        super().__init__(config)
+        self._app = app
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets=sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(begin_shutdown, self._app)
+        super().handle_exit(sig, frame)
+
+
+def check_schema(url: str, sqlite_synchronous: str) -> None:
+    """Raise ``DatabaseBehind`` (one line: run migrate) before the server binds its port."""
+    db = Database.connect(url, sqlite_synchronous=sqlite_synchronous)
+    try:
+        ensure_current(db)
+    finally:
+        db.dispose()
+
+
+@click.command()
+@config_option
+@click.option("--host", help="Listen on this address instead of the config's.")
+@click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port instead.")
+def start(config_path: Path | None, host: str | None, port: int | None) -> None:
+    """Run the queue server (stops cleanly on Ctrl-C or SIGTERM)."""
+    configure_logging(default=logging.INFO)
+    settings = read_settings(config_path)
+    if host is not None:
+        settings.server.host = host
+    if port is not None:
+        settings.server.port = port
+    check_schema(settings.database.url, settings.database.sqlite_synchronous)
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.server.host,
+        port=settings.server.port,
+        lifespan="on",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
+    )
+    server = _Server(config, app)
+    logger.info(
+        "serving %s on http://%s:%d",
+        display_url(settings.database.url),
+        settings.server.host,
+        settings.server.port,
+    )
+    # uvicorn re-raises the stop signal once it has shut down; these handlers
+    # receive it instead of the defaults, so a requested stop exits with 0.
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda sig, _: received.append(sig)) for sig in _STOP_SIGNALS
+    }
+    try:
+        server.run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if not server.started:
+        raise click.ClickException("the server did not start (see the log above for the reason)")
+    logger.info("stopped")

@@ -1,0 +1,249 @@
+"""``server_config.toml``: what it may hold, where it lives, how it is read and written.
+
+The file is validated as a whole when it is read, so a typo or an out-of-range
+value is one clear line naming the field (``[queue] lease_seconds: ...``)
+before anything starts. Unknown keys are errors for the same reason: a
+misspelt setting silently ignored is worse than a refusal.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import platformdirs
+import tomli_w
+from openbeepboop_schemas import MAX_WAIT_SECONDS
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
+
+from openbeepboop_server.errors import ServerError
+from openbeepboop_server.queue.policy import QueuePolicy
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+APP_NAME = "openbeepboop"
+CONFIG_FILE_NAME = "server_config.toml"
+DATABASE_FILE_NAME = "openbeepboop.db"
+#: Environment variable naming the config file when ``--config`` is not given.
+CONFIG_ENV = "OPENBEEPBOOP_SERVER_CONFIG"
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+#: Largest request body accepted (``413`` above it): 10 MB.
+DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
+DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RETENTION_DAYS = 30.0
+DEFAULT_RETRY_BACKOFF_SECONDS = 2.0
+DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
+DEFAULT_NODE_SEEN_SECONDS = 300.0
+#: How often leases are checked for expiry.
+DEFAULT_REAP_INTERVAL_SECONDS = 1.0
+#: How often finished jobs past retention are purged.
+DEFAULT_PURGE_INTERVAL_SECONDS = 3600.0
+SQLITE_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
+
+
+class ConfigError(ServerError):
+    """The configuration file is missing, unreadable or invalid."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ServerSection(_Section):
+    """``[server]``: where to listen and what a request may cost."""
+
+    host: str = Field(default=DEFAULT_HOST, min_length=1)
+    port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
+    max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
+    #: Cap on long-poll waits, below the contract's 30 s for proxies with short idle timeouts.
+    max_wait_seconds: float = Field(default=MAX_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+
+
+class DatabaseSection(_Section):
+    """``[database]``: the SQLAlchemy URL and SQLite durability."""
+
+    url: str = Field(min_length=1)
+    sqlite_synchronous: SqliteSynchronous = "NORMAL"
+
+    @field_validator("url")
+    @classmethod
+    def _parseable(cls, value: str) -> str:
+        try:
+            make_url(value)
+        except ArgumentError as exc:
+            raise ValueError(f"not a database URL ({exc})") from None
+        return value
+
+    @field_validator("sqlite_synchronous", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class QueueSection(_Section):
+    """``[queue]``: leases, retries, retention and housekeeping."""
+
+    lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, gt=0)
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1)
+    retention_days: float = Field(default=DEFAULT_RETENTION_DAYS, gt=0)
+    retry_backoff_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_SECONDS, ge=0)
+    retry_backoff_max_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_MAX_SECONDS, ge=0)
+    node_seen_seconds: float = Field(default=DEFAULT_NODE_SEEN_SECONDS, gt=0)
+    reap_interval_seconds: float = Field(default=DEFAULT_REAP_INTERVAL_SECONDS, gt=0, le=60)
+    purge_interval_seconds: float = Field(default=DEFAULT_PURGE_INTERVAL_SECONDS, gt=0)
+
+    def policy(self) -> QueuePolicy:
+        """The queue service's view of these settings."""
+        return QueuePolicy(
+            lease_seconds=self.lease_seconds,
+            max_attempts=self.max_attempts,
+            retry_backoff_seconds=self.retry_backoff_seconds,
+            retry_backoff_max_seconds=self.retry_backoff_max_seconds,
+            retention_days=self.retention_days,
+            node_seen_seconds=self.node_seen_seconds,
+        )
+
+
+class Settings(_Section):
+    """Everything ``server_config.toml`` holds; what :func:`create_app` is built from."""
+
+    server: ServerSection = Field(default_factory=ServerSection)
+    database: DatabaseSection
+    queue: QueueSection = Field(default_factory=QueueSection)
+
+    def to_toml(self) -> str:
+        """The settings as the TOML text ``setup`` writes."""
+        return tomli_w.dumps(self.model_dump(mode="json"))
+
+
+def default_config_path() -> Path:
+    """``$OPENBEEPBOOP_SERVER_CONFIG``, else ``server_config.toml`` in the user config dir."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override).expanduser()
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / CONFIG_FILE_NAME
+
+
+def default_database_url() -> str:
+    """SQLite in the user data dir, as an absolute path."""
+    directory = Path(platformdirs.user_data_dir(APP_NAME, appauthor=False)).resolve()
+    return sqlite_url(directory / DATABASE_FILE_NAME)
+
+
+def sqlite_url(path: Path) -> str:
+    """``sqlite:///`` plus an absolute path."""
+    return f"sqlite:///{path.expanduser().resolve()}"
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file a SQLite URL points at, or ``None`` for other databases and ``:memory:``."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return None
+    database = parsed.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    return Path(database)
+
+
+def display_url(url: str) -> str:
+    """``url`` with any password masked, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<invalid URL>"
+
+
+def _resolve_sqlite(url: str, base: Path) -> str:
+    # A relative SQLite path means "next to the config file", not "wherever the
+    # server happens to be started from".
+    path = sqlite_path(url)
+    if path is None:
+        return url
+    path = path.expanduser()
+    if not path.is_absolute():
+        path = base / path
+    return str(
+        make_url(url).set(database=str(path.resolve())).render_as_string(hide_password=False)
+    )
+
+
+def _describe(exc: ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    loc = [str(part) for part in first["loc"]]
+    if len(loc) >= 2:
+        where = f"[{loc[0]}] {'.'.join(loc[1:])}"
+    elif loc:
+        where = f"[{loc[0]}]" if loc[0] in Settings.model_fields else loc[0]
+    else:
+        where = "file"
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting"
+    elif first["type"] == "missing":
+        message = "required setting is missing"
+    return f"{where}: {message}"
+
+
+def parse_settings(data: dict[str, Any], *, source: str = "configuration", base: Path) -> Settings:
+    """Validate a config mapping; relative SQLite paths are taken relative to ``base``."""
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {_describe(exc)}") from None
+    settings.database.url = _resolve_sqlite(settings.database.url, base)
+    return settings
+
+
+def load_settings(path: Path) -> Settings:
+    """Read and validate ``server_config.toml``; every problem is one :class:`ConfigError` line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no configuration at {path}: run `openbeepboop-server setup` first "
+            "(or pass --config PATH)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    return parse_settings(data, source=str(path), base=path.parent.resolve())
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically with mode 0600 (the file sits beside keys).
+
+    The data goes to a temporary file in the same directory, created 0600 from
+    the start, flushed to disk and renamed over the target, so a crash leaves
+    either the old file or the new one, never half of one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, 0o600)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,61 @@
+"""``Authorization: Bearer sk-...`` → a :class:`Caller`, or ``401``/``403``.
+
+The key is looked up on every request (no cache), so a revoked key stops
+working on the very next request, in every replica. The key itself is never
+logged and never echoed in an error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from openbeepboop_schemas import Role
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from openbeepboop_server.http.context import get_context
+from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.keys import Caller
+
+KEY_PREFIX = "sk-"
+#: Longer "keys" are refused without a database lookup.
+MAX_KEY_LENGTH = 256
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+def _unauthorized(message: str, code: str) -> ApiError:
+    return ApiError(401, message, code=code, headers=_CHALLENGE)
+
+
+def bearer_token(request: Request) -> str:
+    """The key from the ``Authorization`` header, or ``401`` if there is none."""
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized(
+            "missing API key: send an 'Authorization: Bearer sk-...' header", "missing_api_key"
+        )
+    scheme, _, token = header.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized(
+            "malformed Authorization header: expected 'Bearer sk-...'", "invalid_api_key"
+        )
+    return token
+
+
+async def authenticate(request: Request, roles: Collection[Role]) -> Caller:
+    """The caller behind the request's key, if its role is one of ``roles``."""
+    token = bearer_token(request)
+    caller = None
+    if token.startswith(KEY_PREFIX) and len(token) <= MAX_KEY_LENGTH:
+        caller = await run_in_threadpool(get_context(request).keys.authenticate, token)
+    if caller is None:
+        raise _unauthorized("invalid or revoked API key", "invalid_api_key")
+    if caller.role not in roles:
+        allowed = ", ".join(sorted(role.value for role in roles))
+        raise ApiError(
+            403,
+            f"a {caller.role.value} key may not call this endpoint (allowed roles: {allowed})",
+            code="insufficient_role",
+        )
+    return caller

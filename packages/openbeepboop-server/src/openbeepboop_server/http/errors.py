@@ -1,0 +1,129 @@
+"""Every failure answers with the OpenAI error envelope, whatever raised it.
+
+Handlers raise :class:`ApiError`; Starlette's own 404/405 and anything
+unexpected are converted here too, so no client ever sees a bare text body.
+Unexpected exceptions are logged with the request's method, path and id, and
+answer a generic ``500`` envelope that reveals nothing of the internals.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from openbeepboop_schemas import ErrorEnvelope
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+logger = logging.getLogger(__name__)
+
+#: ``type`` of the envelope by status, for errors that do not choose their own.
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    500: "server_error",
+    503: "service_unavailable",
+}
+
+
+class ApiError(Exception):
+    """An expected failure with its HTTP status; becomes an error envelope."""
+
+    def __init__(
+        self,
+        status_code: int,
+        message: str,
+        *,
+        type: str | None = None,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.envelope = ErrorEnvelope.build(
+            message=message,
+            type=type or ERROR_TYPES.get(status_code, "invalid_request_error"),
+            param=param,
+            code=code,
+        )
+        self.headers = headers
+
+    @classmethod
+    def from_envelope(cls, status_code: int, envelope: ErrorEnvelope) -> ApiError:
+        """An error carrying a ready-made envelope (e.g. from a validation error)."""
+        body = envelope.error
+        return cls(status_code, body.message, type=body.type, param=body.param, code=body.code)
+
+
+class BodyTooLargeError(ApiError):
+    """The request body is larger than ``[server] max_body_bytes``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"request body is larger than the server's limit of {limit} bytes; "
+            "split the work into smaller requests",
+            code="request_too_large",
+        )
+
+
+def envelope_response(
+    status_code: int, envelope: ErrorEnvelope, headers: dict[str, str] | None = None
+) -> Response:
+    """The JSON response for an envelope."""
+    return Response(
+        envelope.model_dump_json(),
+        status_code=status_code,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    """:class:`ApiError` → its envelope."""
+    assert isinstance(exc, ApiError)
+    return envelope_response(exc.status_code, exc.envelope, exc.headers)
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's 404 (no such route) and 405 (wrong method) → envelopes."""
+    assert isinstance(exc, HTTPException)
+    status = exc.status_code
+    if status == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+        code: str | None = "unknown_url"
+    elif status == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        message = f"method {request.method} is not allowed on {request.url.path}" + (
+            f" (allowed: {allowed})" if allowed else ""
+        )
+        code = "method_not_allowed"
+    else:
+        message = str(exc.detail)
+        code = None
+    envelope = ErrorEnvelope.build(
+        message=message, type=ERROR_TYPES.get(status, "invalid_request_error"), code=code
+    )
+    return envelope_response(status, envelope, dict(exc.headers) if exc.headers else None)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """Anything else: log it with context, answer a ``500`` envelope."""
+    logger.error(
+        "unhandled error on %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request.scope.get("request_id", "-"),
+        exc_info=exc,
+    )
+    envelope = ErrorEnvelope.build(
+        message="the server hit an unexpected error; it has been logged",
+        type="server_error",
+        code="internal_error",
+    )
+    return envelope_response(500, envelope)

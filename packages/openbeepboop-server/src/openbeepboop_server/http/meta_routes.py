@@ -1,0 +1,89 @@
+"""Endpoints about the server itself: health, the OpenAPI document, metrics."""
+
+from __future__ import annotations
+
+import logging
+
+from openbeepboop_schemas import ErrorEnvelope
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from openbeepboop_server.http.endpoints import ADMINS, Call, Endpoint
+from openbeepboop_server.http.errors import envelope_response
+from openbeepboop_server.metrics import CONTENT_TYPE
+
+logger = logging.getLogger(__name__)
+
+HEALTH_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "status": {"type": "string", "const": "ok"},
+        "database": {"type": "string", "const": "ok"},
+    },
+    "required": ["status", "database"],
+}
+
+
+async def healthz(call: Call) -> Response:
+    """``200`` when the database answers, ``503`` envelope when it does not."""
+    try:
+        await run_in_threadpool(call.context.db.ping)
+    except Exception:
+        logger.warning("health check: the database is unreachable", exc_info=True)
+        return envelope_response(
+            503,
+            ErrorEnvelope.build(
+                message="the database is unreachable",
+                type="service_unavailable",
+                code="database_unavailable",
+            ),
+        )
+    return Response(b'{"status":"ok","database":"ok"}', media_type="application/json")
+
+
+async def openapi(call: Call) -> Response:
+    """The OpenAPI document (built once, with the app)."""
+    document: bytes = call.request.app.state.openapi_json
+    return Response(document, media_type="application/json")
+
+
+async def metrics(call: Call) -> Response:
+    """Prometheus text exposition; queue depth is read from the database now."""
+    body = await run_in_threadpool(call.context.metrics.render)
+    return Response(body, media_type=CONTENT_TYPE)
+
+
+ENDPOINTS = (
+    Endpoint(
+        "GET",
+        "/healthz",
+        "healthz",
+        "Liveness and database reachability",
+        healthz,
+        None,
+        response=HEALTH_SCHEMA,
+        errors=(503,),
+        tag="server",
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        "openapi",
+        "This document",
+        openapi,
+        None,
+        response={"type": "object"},
+        tag="server",
+    ),
+    Endpoint(
+        "GET",
+        "/metrics",
+        "metrics",
+        "Prometheus metrics",
+        metrics,
+        ADMINS,
+        response={"type": "string"},
+        media_type=CONTENT_TYPE.split(";")[0],
+        tag="server",
+    ),
+)

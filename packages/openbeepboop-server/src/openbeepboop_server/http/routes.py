@@ -1,0 +1,12 @@
+"""Every endpoint of the server, in the order the OpenAPI document lists them."""
+
+from __future__ import annotations
+
+from openbeepboop_server.http import meta_routes, node_routes, user_routes
+from openbeepboop_server.http.endpoints import Endpoint
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    *user_routes.ENDPOINTS,
+    *node_routes.ENDPOINTS,
+    *meta_routes.ENDPOINTS,
+)

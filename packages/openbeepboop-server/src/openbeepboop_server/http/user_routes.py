@@ -1,0 +1,256 @@
+"""Endpoints for USER (and ADMIN) keys: submit, bulk submit, poll, get, list, cancel, models."""
+
+from __future__ import annotations
+
+from openbeepboop_schemas import (
+    BULK_SUBMIT_PATH,
+    MAX_WAIT_SECONDS,
+    BulkSubmitRequest,
+    BulkSubmitResponse,
+    ChatCompletionRequest,
+    ErrorEnvelope,
+    JobStatus,
+    ModelCard,
+    ModelList,
+    PollEntry,
+    PollRequest,
+)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from openbeepboop_server.http.bodies import list_response, model_response
+from openbeepboop_server.http.endpoints import (
+    USERS,
+    Call,
+    Endpoint,
+    QueryParam,
+    array_of,
+    component,
+)
+from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.longpoll import poll_entries
+
+IDEMPOTENCY_HEADER = "idempotency-key"
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 100
+
+
+def _idempotency_key(call: Call) -> str | None:
+    value = call.request.headers.get(IDEMPOTENCY_HEADER)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY_LENGTH or not value.isprintable():
+        raise ApiError(
+            400,
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} printable characters",
+            param="Idempotency-Key",
+            code="invalid_header",
+        )
+    return value
+
+
+def _job_not_found(job_id: str) -> ApiError:
+    # The same answer for a job that never existed and another key's job.
+    return ApiError(404, f"no job with id '{job_id}'", param="job_id", code="job_not_found")
+
+
+async def submit(call: Call) -> Response:
+    """Queue one chat completion request."""
+    request = call.body_as(ChatCompletionRequest)
+    context = call.context
+    job = await run_in_threadpool(context.queue.submit, call.user, request, _idempotency_key(call))
+    context.metrics.submitted.inc()
+    context.wakeups.jobs_available([job.model])
+    return model_response(job, 202)
+
+
+async def submit_bulk(call: Call) -> Response:
+    """Queue many requests in one transaction."""
+    bulk = call.body_as(BulkSubmitRequest)
+    context = call.context
+    jobs = await run_in_threadpool(
+        context.queue.submit_many, call.user, bulk.requests, _idempotency_key(call)
+    )
+    context.metrics.submitted.inc(len(jobs))
+    context.wakeups.jobs_available([job.model for job in jobs])
+    return model_response(BulkSubmitResponse(data=jobs), 202)
+
+
+async def poll(call: Call) -> Response:
+    """One entry per id, in order; optionally long-polls."""
+    body = call.body_as(PollRequest)
+    entries = await poll_entries(call.context, call.request, call.user, body.ids, body.wait)
+    return list_response(entries, PollEntry)
+
+
+async def get_job(call: Call) -> Response:
+    """One job, or 404 (also for another key's job)."""
+    job_id = call.request.path_params["job_id"]
+    entry = await run_in_threadpool(call.context.queue.get, call.user, job_id)
+    if entry is None:
+        raise _job_not_found(job_id)
+    return model_response(entry)
+
+
+async def cancel_job(call: Call) -> Response:
+    """Cancel a job; a job already finished is returned unchanged."""
+    job_id = call.request.path_params["job_id"]
+    context = call.context
+    entry = await run_in_threadpool(context.queue.cancel, call.user, job_id)
+    if entry is None:
+        raise _job_not_found(job_id)
+    if entry.status == JobStatus.CANCELLED.value:
+        context.metrics.cancelled.inc()
+    context.wakeups.jobs_changed([entry.id])
+    return model_response(entry)
+
+
+class _ListQuery(BaseModel):
+    """The query string of ``GET /v1/jobs`` (unknown parameters are ignored)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    status: JobStatus | None = None
+    limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
+    after: str | None = Field(default=None, min_length=1, max_length=128)
+
+
+async def list_jobs(call: Call) -> Response:
+    """The caller's jobs, newest first, paged with ``after``."""
+    try:
+        query = _ListQuery.model_validate(dict(call.request.query_params))
+    except ValidationError as exc:
+        raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc)) from None
+    page = await run_in_threadpool(
+        call.context.queue.list_jobs,
+        call.user,
+        status=query.status,
+        limit=query.limit,
+        after=query.after,
+    )
+    return model_response(page)
+
+
+async def list_models(call: Call) -> Response:
+    """Models that nodes seen recently serve."""
+    names = await run_in_threadpool(call.context.queue.served_models)
+    return model_response(ModelList(data=[ModelCard(id=name) for name in names]))
+
+
+JOB_ID_PARAM_DOC = "A job id (``job-...``)."
+
+ENDPOINTS = (
+    Endpoint(
+        "POST",
+        "/v1/chat/completions",
+        "submitJob",
+        "Submit one chat completion request as a job",
+        submit,
+        USERS,
+        status=202,
+        body=ChatCompletionRequest,
+        response=component("Job"),
+        idempotent=True,
+        description=(
+            "The body is an OpenAI chat completion request; fields this server does not "
+            "know are kept and passed to the node. `stream: true` is refused. A `202` "
+            "means the job is durable. Send an `Idempotency-Key` header to make "
+            "retries safe: the same key from the same API key returns the first job."
+        ),
+    ),
+    Endpoint(
+        "POST",
+        BULK_SUBMIT_PATH,
+        "submitJobs",
+        "Submit many chat completion requests in one transaction",
+        submit_bulk,
+        USERS,
+        status=202,
+        body=BulkSubmitRequest,
+        response=component("BulkSubmitResponse"),
+        idempotent=True,
+        description="All requests are queued or none is. Honours `Idempotency-Key`.",
+    ),
+    Endpoint(
+        "POST",
+        "/v1/results/poll",
+        "pollJobs",
+        "Status and results of many jobs, optionally long-polling",
+        poll,
+        USERS,
+        body=PollRequest,
+        response=array_of("PollEntry"),
+        description=(
+            "One entry per id, in order; ids the caller may not see answer `NOT_FOUND`. "
+            f"With `wait` (at most {MAX_WAIT_SECONDS:g} s) the answer is held until a listed "
+            "job that was not terminal becomes terminal, or the wait elapses."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/jobs",
+        "listJobs",
+        "The caller's jobs, newest first",
+        list_jobs,
+        USERS,
+        response=component("JobList"),
+        query=(
+            QueryParam(
+                "status",
+                {"type": "string", "enum": [status.value for status in JobStatus]},
+                "Only jobs with this status.",
+            ),
+            QueryParam(
+                "limit",
+                {
+                    "type": "integer",
+                    "minimum": 1,
+                    "maximum": MAX_PAGE_SIZE,
+                    "default": DEFAULT_PAGE_SIZE,
+                },
+                "Page size.",
+            ),
+            QueryParam(
+                "after",
+                {"type": "string", "minLength": 1, "maxLength": 128},
+                "The `next_after` of the previous page.",
+            ),
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/jobs/{job_id}",
+        "getJob",
+        "One job",
+        get_job,
+        USERS,
+        response=component("PollEntry"),
+        errors=(404,),
+    ),
+    Endpoint(
+        "POST",
+        "/v1/jobs/{job_id}/cancel",
+        "cancelJob",
+        "Cancel a job",
+        cancel_job,
+        USERS,
+        response=component("PollEntry"),
+        errors=(404,),
+        description=(
+            "A queued job is cancelled at once; a processing one too, and its node learns "
+            "at its next heartbeat. A job already finished is returned unchanged."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/v1/models",
+        "listModels",
+        "Models that recently seen nodes serve",
+        list_models,
+        USERS,
+        response=component("ModelList"),
+    ),
+)

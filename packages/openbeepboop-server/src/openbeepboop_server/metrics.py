@@ -1,0 +1,147 @@
+"""Prometheus metrics of one app, in a registry of its own.
+
+Counters and the latency histogram are updated as requests are served; the
+queue depth and the number of nodes are read from the database when
+``/metrics`` is scraped (so they are right with several replicas, and cost
+nothing between scrapes). Each app owns its :class:`CollectorRegistry`, so
+several apps in one process (tests) never clash.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+logger = logging.getLogger(__name__)
+
+#: Content type of the text exposition format.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+#: Latency buckets from a sub-millisecond poll to a full 30 s long-poll.
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+    30.0,
+    60.0,
+)
+
+
+class _NodeLike(Protocol):
+    @property
+    def last_seen(self) -> float: ...
+
+
+class QueueReader(Protocol):
+    """What the scrape-time collector needs from the queue service."""
+
+    def queue_depth(self) -> list[tuple[str, str, int]]: ...
+
+    def list_nodes(self) -> Sequence[_NodeLike]: ...
+
+
+class _QueueCollector:
+    """Reads queue depth and recent nodes from the database at scrape time."""
+
+    def __init__(self, source: Callable[[], QueueReader | None], node_seen_seconds: float) -> None:
+        self._source = source
+        self._node_seen_seconds = node_seen_seconds
+
+    def describe(self) -> list[Metric]:
+        # Declaring nothing stops the registry from calling collect() (and
+        # so the database) when the collector is registered.
+        return []
+
+    def collect(self) -> Iterable[Metric]:
+        queue = self._source()
+        up = GaugeMetricFamily(
+            "openbeepboop_database_up", "1 if the last scrape could read the database."
+        )
+        if queue is None:
+            up.add_metric([], 0)
+            yield up
+            return
+        jobs = GaugeMetricFamily(
+            "openbeepboop_jobs",
+            "Jobs in the database by status and model.",
+            labels=["status", "model"],
+        )
+        nodes = GaugeMetricFamily(
+            "openbeepboop_nodes_seen", "Nodes that fetched or heartbeated recently."
+        )
+        try:
+            depth = queue.queue_depth()
+            cutoff = time.time() - self._node_seen_seconds
+            seen = sum(1 for node in queue.list_nodes() if node.last_seen >= cutoff)
+        except Exception:
+            logger.exception("metrics scrape could not read the queue")
+            up.add_metric([], 0)
+            yield up
+            return
+        for status, model, count in depth:
+            jobs.add_metric([status, model], count)
+        nodes.add_metric([], seen)
+        up.add_metric([], 1)
+        yield from (jobs, nodes, up)
+
+
+class Metrics:
+    """Every metric of one app."""
+
+    def __init__(self, source: Callable[[], QueueReader | None], node_seen_seconds: float) -> None:
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.submitted = Counter(
+            "openbeepboop_jobs_submitted",
+            "Jobs accepted by submit and bulk submit.",
+            registry=self.registry,
+        )
+        self.claimed = Counter(
+            "openbeepboop_jobs_claimed", "Leases handed to nodes.", registry=self.registry
+        )
+        self.outcomes = Counter(
+            "openbeepboop_outcomes",
+            "Outcomes delivered by nodes, by kind (result, error, release) and ack.",
+            labelnames=["kind", "ack"],
+            registry=self.registry,
+        )
+        self.cancelled = Counter(
+            "openbeepboop_jobs_cancelled", "Jobs cancelled by users.", registry=self.registry
+        )
+        self.lease_expiries = Counter(
+            "openbeepboop_lease_expiries",
+            "Leases that expired (job requeued or failed).",
+            registry=self.registry,
+        )
+        self.purged = Counter(
+            "openbeepboop_jobs_purged",
+            "Finished jobs deleted after the retention period.",
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "openbeepboop_http_request_duration_seconds",
+            "HTTP request latency by method, route and status (long-polls included).",
+            labelnames=["method", "route", "status"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.registry.register(_QueueCollector(source, node_seen_seconds))
+
+    def render(self) -> bytes:
+        """The text exposition of every metric (reads the database: call off the event loop)."""
+        return generate_latest(self.registry)

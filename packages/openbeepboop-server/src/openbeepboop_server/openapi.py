@@ -1,0 +1,134 @@
+"""The OpenAPI 3.1 document, generated from the endpoint table and the contract's models.
+
+Paths come from :data:`openbeepboop_server.http.routes.ENDPOINTS` (the same
+table the router is built from) and every schema from
+:func:`openbeepboop_schemas.component_schemas`, so the document cannot drift
+from what the server enforces.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from openbeepboop_schemas import component_schemas
+
+from openbeepboop_server.http.endpoints import Endpoint, component
+
+OPENAPI_VERSION = "3.1.0"
+SECURITY_SCHEME = "bearerAuth"
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed JSON or a body that fails validation; `param` names the field.",
+    401: "Missing, unknown or revoked API key.",
+    403: "The key's role may not call this endpoint.",
+    404: "No such job (or another key's job).",
+    413: "Request body over the server's size limit.",
+    503: "The database is unreachable.",
+}
+
+_STATUS_DESCRIPTIONS = {200: "OK", 202: "Accepted: the job is durable."}
+
+
+def _error_response(status: int) -> dict[str, Any]:
+    return {
+        "description": _ERROR_DESCRIPTIONS.get(status, "Error"),
+        "content": {"application/json": {"schema": component("ErrorEnvelope")}},
+    }
+
+
+def _operation(endpoint: Endpoint) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": endpoint.operation_id,
+        "summary": endpoint.summary,
+        "tags": [endpoint.tag],
+    }
+    if endpoint.description:
+        operation["description"] = endpoint.description
+    parameters: list[dict[str, Any]] = []
+    for name in _path_params(endpoint.path):
+        parameters.append(
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        )
+    for query in endpoint.query:
+        parameters.append(
+            {
+                "name": query.name,
+                "in": "query",
+                "required": False,
+                "schema": dict(query.schema),
+                "description": query.description,
+            }
+        )
+    if endpoint.idempotent:
+        parameters.append(_IDEMPOTENCY_PARAM)
+    if parameters:
+        operation["parameters"] = parameters
+    if endpoint.body is not None:
+        operation["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": component(endpoint.body.__name__)}},
+        }
+
+    success: dict[str, Any] = {"description": _STATUS_DESCRIPTIONS.get(endpoint.status, "OK")}
+    if endpoint.response is not None:
+        success["content"] = {endpoint.media_type: {"schema": dict(endpoint.response)}}
+    responses: dict[str, Any] = {str(endpoint.status): success}
+    errors: set[int] = set(endpoint.errors)
+    if endpoint.body is not None:
+        errors |= {400, 413}
+    if endpoint.query:
+        errors.add(400)
+    if endpoint.roles is not None:
+        errors |= {401, 403}
+    for status in sorted(errors):
+        responses[str(status)] = _error_response(status)
+    operation["responses"] = responses
+    operation["security"] = [] if endpoint.roles is None else [{SECURITY_SCHEME: []}]
+    if endpoint.roles is not None:
+        operation["x-roles"] = sorted(role.value for role in endpoint.roles)
+    return operation
+
+
+_IDEMPOTENCY_PARAM: dict[str, Any] = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    "description": "Makes a retried submit return the first job instead of creating another.",
+}
+
+
+def _path_params(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
+
+
+def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
+    """The whole document."""
+    paths: dict[str, dict[str, Any]] = {}
+    for endpoint in endpoints:
+        paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "OpenBeepBoop queue server",
+            "version": version,
+            "description": (
+                "A durable queue of OpenAI-style chat completion jobs. Users submit and "
+                "poll; nodes fetch leases, heartbeat and deliver results. Every error "
+                "answers with the OpenAI error envelope."
+            ),
+        },
+        "paths": paths,
+        "components": {
+            "schemas": component_schemas(),
+            "securitySchemes": {
+                SECURITY_SCHEME: {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "An API key: `sk-...`.",
+                }
+            },
+        },
+        "security": [{SECURITY_SCHEME: []}],
+    }

@@ -1,0 +1,205 @@
+"""In-process wake-ups for long-polls: a waiting node or client learns of a change at once.
+
+Two kinds of waiter exist. A *fetch* waiter is a node long-polling for jobs of
+some models; it is woken when jobs it could claim appear (submit, requeue,
+lease expiry). A *watch* waiter is a client long-polling on job ids; it is
+woken when one of those jobs may have become terminal. A wake-up is only a
+hint to look again: the waiter re-reads the database, so a spurious wake-up
+costs one query and a missed one (another replica changed the row) is caught
+by the periodic re-check the HTTP layer does anyway.
+
+Waiters register *before* they first look at the database, so a change that
+lands between the look and the wait is never lost: it sets the waiter's event
+and the wait returns at once. Everything here runs on the event loop thread;
+nothing blocks and nothing polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable, Iterator
+
+from openbeepboop_schemas import ANY_MODEL
+
+
+class Waiter:
+    """One long-poll in progress; ``wait`` returns when it is woken or the timeout passes."""
+
+    __slots__ = ("_event", "closed", "disconnected")
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+        #: The client went away: stop waiting and do no more work for it.
+        self.disconnected = False
+        #: The server is shutting down: answer with what there is.
+        self.closed = False
+
+    @property
+    def woken(self) -> bool:
+        """True when a wake-up arrived since the last :meth:`clear`."""
+        return self._event.is_set()
+
+    @property
+    def done(self) -> bool:
+        """True when waiting any longer is pointless (client gone, server stopping)."""
+        return self.disconnected or self.closed
+
+    def wake(self) -> None:
+        """Make the current or next :meth:`wait` return."""
+        self._event.set()
+
+    def clear(self) -> None:
+        """Forget past wake-ups; call right before re-reading the database."""
+        self._event.clear()
+
+    def disconnect(self) -> None:
+        """The client hung up."""
+        self.disconnected = True
+        self._event.set()
+
+    async def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds; True if woken rather than timed out."""
+        if self._event.is_set():
+            return True
+        if timeout <= 0:
+            return False
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(self._event.wait(), timeout)
+        return self._event.is_set()
+
+
+class FetchWaiter(Waiter):
+    """A node waiting for jobs of ``models`` (``"*"`` = any model)."""
+
+    __slots__ = ("any_model", "models")
+
+    def __init__(self, models: Iterable[str]) -> None:
+        super().__init__()
+        self.models = frozenset(models)
+        self.any_model = ANY_MODEL in self.models
+
+    def serves(self, model: str) -> bool:
+        """True if a job of ``model`` is claimable by this waiter."""
+        return self.any_model or model in self.models
+
+    def overlaps(self, other: FetchWaiter) -> bool:
+        """True if a job this waiter could take might suit ``other`` as well."""
+        return self.any_model or other.any_model or not self.models.isdisjoint(other.models)
+
+
+class Wakeups:
+    """The registry of waiting long-polls of one app, and the notifications that wake them."""
+
+    def __init__(self) -> None:
+        # Insertion-ordered: the node that has waited longest is woken first.
+        self._fetchers: dict[FetchWaiter, None] = {}
+        self._watchers: dict[str, set[Waiter]] = {}
+        self._watching: dict[Waiter, tuple[str, ...]] = {}
+        self._closed = False
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called (server shutting down)."""
+        return self._closed
+
+    @property
+    def fetch_waiters(self) -> int:
+        """How many fetch long-polls are waiting right now."""
+        return len(self._fetchers)
+
+    @property
+    def watch_waiters(self) -> int:
+        """How many poll long-polls are waiting right now."""
+        return len(self._watching)
+
+    # -- registration -------------------------------------------------------
+
+    @contextlib.contextmanager
+    def fetching(self, models: Iterable[str]) -> Iterator[FetchWaiter]:
+        """Register a fetch waiter for the duration of the block."""
+        waiter = FetchWaiter(models)
+        waiter.closed = self._closed
+        self._fetchers[waiter] = None
+        try:
+            yield waiter
+        finally:
+            del self._fetchers[waiter]
+            if waiter.woken and not waiter.closed:
+                # It was picked to take new jobs but leaves without claiming
+                # (client gone, deadline): pass the turn on so the jobs do not
+                # sit until the next periodic re-check.
+                self._hand_on(waiter)
+
+    @contextlib.contextmanager
+    def watching(self, job_ids: Iterable[str]) -> Iterator[Waiter]:
+        """Register a waiter for changes to any of ``job_ids`` for the duration of the block."""
+        waiter = Waiter()
+        waiter.closed = self._closed
+        ids = tuple(dict.fromkeys(job_ids))
+        self._watching[waiter] = ids
+        for job_id in ids:
+            self._watchers.setdefault(job_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            del self._watching[waiter]
+            for job_id in ids:
+                group = self._watchers.get(job_id)
+                if group is not None:
+                    group.discard(waiter)
+                    if not group:
+                        del self._watchers[job_id]
+
+    # -- notifications ------------------------------------------------------
+
+    def jobs_available(self, models: Iterable[str]) -> None:
+        """New claimable jobs of these models (one entry per job): wake as many fetchers.
+
+        Only as many nodes as there are new jobs are woken, oldest waiter
+        first, so a thousand idle nodes do not all race for one job.
+        """
+        budget: dict[str, int] = {}
+        for model in models:
+            budget[model] = budget.get(model, 0) + 1
+        if not budget:
+            return
+        for waiter in self._fetchers:
+            if waiter.woken:
+                continue
+            match = next((name for name in budget if waiter.serves(name)), None)
+            if match is None:
+                continue
+            waiter.wake()
+            budget[match] -= 1
+            if not budget[match]:
+                del budget[match]
+                if not budget:
+                    return
+
+    def queue_changed(self) -> None:
+        """Jobs were requeued or backoffs changed (models unknown): every fetcher looks again."""
+        for waiter in self._fetchers:
+            waiter.wake()
+
+    def jobs_changed(self, job_ids: Iterable[str]) -> None:
+        """These jobs may have reached a terminal status: wake the polls watching them."""
+        for job_id in job_ids:
+            for waiter in self._watchers.get(job_id, ()):
+                waiter.wake()
+
+    def close(self) -> None:
+        """Server shutting down: every long-poll answers now with what it has."""
+        self._closed = True
+        for fetcher in self._fetchers:
+            fetcher.closed = True
+            fetcher.wake()
+        for watcher in self._watching:
+            watcher.closed = True
+            watcher.wake()
+
+    def _hand_on(self, leaving: FetchWaiter) -> None:
+        for waiter in self._fetchers:
+            if not waiter.woken and leaving.overlaps(waiter):
+                waiter.wake()
+                return
