@@ -6,13 +6,14 @@ setup → start → keys → node setup/run → client setup → ``submit --wait
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
 
 from cluster import Cluster, parse_json_output
 from openbeepboop_testkit.processes import run_command, wait_until
-from openbeepboop_testkit.standin import StandinLLM
+from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE, StandinLLM
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -85,3 +86,51 @@ def test_readme_library_example_runs_verbatim(cluster: Cluster, llm: StandinLLM)
     assert len(prompts) == 1
     # The example prints the model's answer: the stand-in echoes the prompt.
     assert f"Echo: {prompts[0]}" in done.stdout, done.stdout
+
+
+def test_submit_file_and_results_in_openai_batch_format(cluster: Cluster, llm: StandinLLM) -> None:
+    llm.configure(fail_prompts=["POISON"])
+    server = cluster.server()
+    server.start()
+    node_key = server.create_key("NODE", "node")
+    user_key = server.create_key("USER", "batcher")
+    cluster.node(server, node_key, "node-1", "llama3", "openai/llama3", llm.base_url).run()
+    config = cluster.client_config(server, user_key)
+    prompts = {f"req-{i}": f"batch line {i}" for i in range(5)}
+    prompts["req-bad"] = "a POISON line"
+    batch = cluster.root / "batch.jsonl"
+    batch.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "custom_id": custom_id,
+                    "method": "POST",
+                    "url": "/v1/chat/completions",
+                    "body": {"model": "llama3", "messages": [{"role": "user", "content": text}]},
+                }
+            )
+            + "\n"
+            for custom_id, text in prompts.items()
+        )
+    )
+    ids_file = cluster.root / "batch.ids.jsonl"
+    out = cluster.root / "results.jsonl"
+
+    cluster.client("submit-file", str(batch), "--ids-out", str(ids_file), "--config", str(config))
+    cluster.client(
+        "results", str(ids_file), "-o", str(out), "--wait", "--config", str(config), timeout=240
+    )
+
+    lines = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+    by_id = {line["custom_id"]: line for line in lines}
+    assert set(by_id) == set(prompts)
+    for custom_id, text in prompts.items():
+        line = by_id[custom_id]
+        if custom_id == "req-bad":
+            assert line["response"] is None or line["response"].get("status_code") != 200
+            assert PERMANENT_ERROR_MESSAGE in line["error"]["message"], line
+            continue
+        assert line["error"] is None, line
+        assert line["response"]["status_code"] == 200
+        body = line["response"]["body"]
+        assert body["choices"][0]["message"]["content"] == f"Echo: {text}"
