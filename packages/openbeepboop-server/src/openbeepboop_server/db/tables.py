@@ -69,9 +69,10 @@ jobs = sa.Table(
     sa.Index("ix_jobs_claim", "status", "model", "seq"),
     # Claims for "*" and status-filtered admin listings.
     sa.Index("ix_jobs_status_seq", "status", "seq"),
-    # Lease expiry sweeps and "when is the next backed-off job due".
+    # Lease expiry sweeps. (No index on not_before: "when is the next
+    # backed-off job due" is asked only when nothing is claimable, i.e. when
+    # the QUEUED rows of those models are all backed off, and scans just those.)
     sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
-    sa.Index("ix_jobs_status_not_before", "status", "not_before"),
     # A USER key's own jobs, newest first.
     sa.Index("ix_jobs_owner_seq", "owner_key_id", "seq"),
 )

@@ -213,7 +213,6 @@ class QueueService:
                 fetch,
                 now=now,
                 lease_seconds=self._policy.lease_seconds,
-                skip_locked=self._row_locks,
             )
             registry.record_node(
                 conn,

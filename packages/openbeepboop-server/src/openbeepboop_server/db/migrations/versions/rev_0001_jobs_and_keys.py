@@ -66,7 +66,6 @@ def upgrade() -> None:
     op.create_index("ix_jobs_claim", "jobs", ["status", "model", "seq"])
     op.create_index("ix_jobs_status_seq", "jobs", ["status", "seq"])
     op.create_index("ix_jobs_status_lease", "jobs", ["status", "lease_expires_at"])
-    op.create_index("ix_jobs_status_not_before", "jobs", ["status", "not_before"])
     op.create_index("ix_jobs_owner_seq", "jobs", ["owner_key_id", "seq"])
 
 

@@ -1,0 +1,261 @@
+"""Fixtures for the server core's tests (database, queue, keys, nodes).
+
+``tests/conftest.py`` belongs to the HTTP side; core tests import what they need
+from here (``tests/db`` and ``tests/queue`` re-export it in their conftest).
+
+PostgreSQL: tests that want it ask for ``postgres_url_factory``. It starts the
+local cluster if it is installed but down, and SKIPS (with the reason) when
+PostgreSQL or the psycopg driver is absent, so the suite passes on a laptop.
+Every database it hands out is fresh and uniquely named, and all of them are
+dropped at the end of the session. ``OPENBEEPBOOP_TEST_POSTGRES_URL`` points it
+at another server (any database on it; the default is
+``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from openbeepboop_schemas import ChatCompletion, ChatCompletionRequest, Role
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import upgrade_to_head
+from openbeepboop_server.keys import Caller, KeyService
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.service import QueueService
+
+POSTGRES_ENV = "OPENBEEPBOOP_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
+)
+POSTGRES_START_TIMEOUT = 60.0
+
+
+class FakeClock:
+    """A clock tests move by hand, so lease and backoff tests never sleep."""
+
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def chat_request(
+    model: str = "llama3", content: str = "Hi", **extra: object
+) -> ChatCompletionRequest:
+    """A minimal valid chat completion request."""
+    return ChatCompletionRequest.model_validate(
+        {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+    )
+
+
+def completion(content: str = "Hello!", model: str = "llama3", **extra: object) -> ChatCompletion:
+    """A chat.completion as a node would deliver it."""
+    return ChatCompletion.model_validate(
+        {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "created": 1_700_000_000,
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": content},
+                    "finish_reason": "stop",
+                }
+            ],
+            **extra,
+        }
+    )
+
+
+def sqlite_url_for(path: Path) -> str:
+    """A SQLAlchemy URL for a SQLite file."""
+    return f"sqlite:///{path}"
+
+
+def migrated_database(url: str) -> Database:
+    """Migrate ``url`` to head and connect to it."""
+    upgrade_to_head(url)
+    return Database.connect(url)
+
+
+# -- PostgreSQL -------------------------------------------------------------------
+
+
+def _try_connect(url: str) -> str | None:
+    """None if ``url`` answers, else why not."""
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except Exception as exc:  # any driver error means "not usable here"
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    finally:
+        engine.dispose()
+
+
+def _start_local_cluster() -> None:
+    """Start the Debian-packaged cluster(s) if the tools exist (no-op otherwise)."""
+    ctl = shutil.which("pg_ctlcluster")
+    versions_dir = Path("/etc/postgresql")
+    if ctl is None or not versions_dir.is_dir():
+        return
+    for version in sorted(p.name for p in versions_dir.iterdir()):
+        subprocess.run(
+            [ctl, "--skip-systemctl-redirect", version, "main", "start"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def _find_postgres() -> str:
+    """The admin URL of a reachable PostgreSQL, or skip saying why."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests need the psycopg driver (pip install 'psycopg[binary]')")
+    candidates = (
+        (os.environ[POSTGRES_ENV],) if os.environ.get(POSTGRES_ENV) else DEFAULT_POSTGRES_URLS
+    )
+    reasons: list[str] = []
+    for url in candidates:
+        if (why := _try_connect(url)) is None:
+            return url
+        reasons.append(why)
+    _start_local_cluster()
+    deadline = time.monotonic() + POSTGRES_START_TIMEOUT
+    while time.monotonic() < deadline:
+        for url in candidates:
+            if _try_connect(url) is None:
+                return url
+        if shutil.which("pg_ctlcluster") is None:
+            break
+        time.sleep(0.5)
+    pytest.skip(f"PostgreSQL is not reachable at {candidates[0]} ({reasons[0]})")
+
+
+@pytest.fixture(scope="session")
+def postgres_url_factory() -> Iterator[Callable[[], str]]:
+    """Makes fresh, uniquely named PostgreSQL databases; drops them all at session end."""
+    admin_url = sa.make_url(_find_postgres())
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    prefix = f"obb_test_{uuid.uuid4().hex[:10]}"
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"{prefix}_{len(created)}"
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return admin_url.set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with admin.connect() as conn:
+        for name in created:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+# -- the usual set-up ------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL, once per backend (PostgreSQL skips if absent)."""
+    if request.param == "sqlite":
+        return sqlite_url_for(tmp_path / "queue.db")
+    factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
+    return factory()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite file database."""
+    return sqlite_url_for(tmp_path / "queue.db")
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> Iterator[Database]:
+    """A migrated, file-backed SQLite database."""
+    database = migrated_database(sqlite_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    """A hand-moved clock."""
+    return FakeClock()
+
+
+@pytest.fixture
+def policy() -> QueuePolicy:
+    """Default policy, short and round numbers for arithmetic in tests."""
+    return QueuePolicy(
+        lease_seconds=60, max_attempts=3, retry_backoff_seconds=2, retry_backoff_max_seconds=30
+    )
+
+
+@pytest.fixture
+def keys(db: Database, clock: FakeClock) -> KeyService:
+    """Key service on the test database."""
+    return KeyService(db, clock=clock)
+
+
+@pytest.fixture
+def queue(db: Database, policy: QueuePolicy, clock: FakeClock) -> QueueService:
+    """Queue service on the test database with the fake clock."""
+    return QueueService(db, policy, clock=clock)
+
+
+def make_caller(keys: KeyService, role: Role, name: str) -> Caller:
+    """Create a key and authenticate with it."""
+    key, _ = keys.create(role, name)
+    caller = keys.authenticate(key)
+    assert caller is not None
+    return caller
+
+
+@pytest.fixture
+def alice(keys: KeyService) -> Caller:
+    """A USER key."""
+    return make_caller(keys, Role.USER, "alice")
+
+
+@pytest.fixture
+def bob(keys: KeyService) -> Caller:
+    """Another USER key."""
+    return make_caller(keys, Role.USER, "bob")
+
+
+@pytest.fixture
+def admin(keys: KeyService) -> Caller:
+    """An ADMIN key."""
+    return make_caller(keys, Role.ADMIN, "admin")
+
+
+@pytest.fixture
+def node(keys: KeyService) -> Caller:
+    """A NODE key."""
+    return make_caller(keys, Role.NODE, "node-key")
+
+
+@pytest.fixture
+def other_node(keys: KeyService) -> Caller:
+    """A second NODE key."""
+    return make_caller(keys, Role.NODE, "other-node-key")

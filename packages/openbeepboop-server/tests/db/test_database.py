@@ -1,0 +1,153 @@
+"""The engine's settings and the one-writer discipline on SQLite."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from openbeepboop_schemas import Role
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.tables import api_keys
+from openbeepboop_server.errors import InvalidSetting, ServerError
+
+
+def _pragma(db: Database, name: str) -> object:
+    with db.read() as conn:
+        return conn.execute(sa.text(f"PRAGMA {name}")).scalar()
+
+
+def test_sqlite_connections_use_wal_foreign_keys_and_a_busy_timeout(db: Database) -> None:
+    assert _pragma(db, "journal_mode") == "wal"
+    assert _pragma(db, "foreign_keys") == 1
+    assert _pragma(db, "busy_timeout") == 30_000
+    assert _pragma(db, "synchronous") == 1  # NORMAL
+
+
+@pytest.mark.parametrize(("mode", "value"), [("NORMAL", 1), ("FULL", 2), ("full", 2), ("OFF", 0)])
+def test_sqlite_synchronous_is_configurable(tmp_path: Path, mode: str, value: int) -> None:
+    db = Database.connect(f"sqlite:///{tmp_path / 'x.db'}", sqlite_synchronous=mode)
+    try:
+        assert _pragma(db, "synchronous") == value
+    finally:
+        db.dispose()
+
+
+def test_invalid_settings_are_clear_errors(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSetting, match="synchronous"):
+        Database.connect(f"sqlite:///{tmp_path / 'x.db'}", sqlite_synchronous="SOMETIMES")
+    with pytest.raises(InvalidSetting, match="unsupported database"):
+        Database.connect("mysql://localhost/x")
+    with pytest.raises(InvalidSetting, match="invalid database URL"):
+        Database.connect("not a url")
+    assert issubclass(InvalidSetting, ServerError)
+
+
+def test_writes_begin_immediate_and_reads_deferred(db: Database) -> None:
+    seen: list[str] = []
+
+    @sa.event.listens_for(db.engine, "before_cursor_execute")
+    def _record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        seen.append(statement)
+
+    with db.write() as conn:
+        conn.execute(sa.text("SELECT 1"))
+    with db.read() as conn:
+        conn.execute(sa.text("SELECT 2"))
+    assert seen == ["BEGIN IMMEDIATE", "SELECT 1", "BEGIN DEFERRED", "SELECT 2"]
+
+
+def test_many_threads_writing_at_once_never_see_database_is_locked(db: Database) -> None:
+    """Read-then-write transactions from many threads: the writer lock serialises them."""
+    errors: list[BaseException] = []
+    start = threading.Barrier(8)
+
+    def writer(n: int) -> None:
+        try:
+            start.wait(timeout=30)
+            for i in range(40):
+                with db.write() as conn:
+                    count = conn.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar()
+                    conn.execute(
+                        api_keys.insert().values(
+                            name=f"k-{n}-{i}",
+                            role=Role.USER.value,
+                            key_sha256=f"{n:02d}{i:04d}{count:058d}",
+                            created_at=1.0,
+                        )
+                    )
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert errors == []
+    with db.read() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(api_keys)).scalar() == 320
+
+
+def test_reads_do_not_wait_for_an_open_write(db: Database) -> None:
+    writing = threading.Event()
+    release = threading.Event()
+
+    def hold_the_writer() -> None:
+        with db.write() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    name="pending", role="USER", key_sha256="f" * 64, created_at=1.0
+                )
+            )
+            writing.set()
+            release.wait(timeout=60)
+
+    holder = threading.Thread(target=hold_the_writer)
+    holder.start()
+    try:
+        assert writing.wait(timeout=30)
+        with db.read() as conn:  # would block (or fail) if reads took the lock
+            names = conn.execute(sa.select(api_keys.c.name)).scalars().all()
+        assert names == []  # the uncommitted row is invisible to the snapshot
+    finally:
+        release.set()
+        holder.join(timeout=60)
+    with db.read() as conn:
+        assert conn.execute(sa.select(api_keys.c.name)).scalars().all() == ["pending"]
+
+
+def test_a_failed_write_rolls_back(db: Database) -> None:
+    def failing_write() -> None:
+        with db.write() as conn:
+            conn.execute(
+                api_keys.insert().values(name="x", role="USER", key_sha256="e" * 64, created_at=1.0)
+            )
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        failing_write()
+    with db.read() as conn:
+        assert conn.execute(sa.select(api_keys.c.name)).scalars().all() == []
+    with db.write() as conn:  # and the writer lock was released
+        conn.execute(sa.text("SELECT 1"))
+
+
+def test_ping(db: Database, tmp_path: Path) -> None:
+    db.ping()
+    unreachable = Database.connect(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}")
+    with pytest.raises(sa.exc.OperationalError):
+        unreachable.ping()
+    unreachable.dispose()
+
+
+def test_postgresql_engine(postgres_url_factory) -> None:  # type: ignore[no-untyped-def]
+    db = Database.connect(postgres_url_factory())
+    try:
+        db.ping()
+        assert not db.is_sqlite
+        with db.write() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+    finally:
+        db.dispose()

@@ -1,0 +1,129 @@
+"""Claiming: routing by model, FIFO, leases, the node registry, the index."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from _core_fixtures import FakeClock, chat_request
+from openbeepboop_schemas import FetchRequest
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.service import QueueService
+
+
+def fetch(models: list[str], max_jobs: int = 10, node_id: str = "gpu-1") -> FetchRequest:
+    return FetchRequest(node_id=node_id, models=models, max_jobs=max_jobs, version="1.2.3")
+
+
+def test_claim_returns_leases_with_the_request(
+    queue: QueueService, alice: Caller, node: Caller, clock: FakeClock
+) -> None:
+    request = chat_request(model="llama3", seed=3)
+    job = queue.submit(alice, request)
+    (lease,) = queue.claim(node, fetch(["llama3"]))
+    assert lease.job_id == job.id
+    assert lease.model == "llama3"
+    assert lease.attempt == 1
+    assert lease.lease_seconds == queue.policy.lease_seconds
+    assert lease.lease_expires_at == clock.now + queue.policy.lease_seconds
+    assert lease.lease_token
+    assert lease.request.to_payload() == request.to_payload()
+    entry = queue.get(alice, job.id)
+    assert entry is not None
+    assert entry.status == "PROCESSING" and entry.attempts == 1
+    assert entry.started_at == int(clock.now)
+
+
+def test_a_claimed_job_is_not_claimed_again(
+    queue: QueueService, alice: Caller, node: Caller, other_node: Caller
+) -> None:
+    queue.submit(alice, chat_request())
+    assert len(queue.claim(node, fetch(["llama3"]))) == 1
+    assert queue.claim(other_node, fetch(["llama3"], node_id="gpu-2")) == []
+    assert queue.claim(node, fetch(["llama3"])) == []
+
+
+def test_claim_is_fifo_and_honours_max_jobs(
+    queue: QueueService, alice: Caller, node: Caller
+) -> None:
+    created = [job.id for job in queue.submit_many(alice, [chat_request()] * 7)]
+    first = queue.claim(node, fetch(["llama3"], max_jobs=3))
+    second = queue.claim(node, fetch(["llama3"], max_jobs=10))
+    assert [lease.job_id for lease in first] == created[:3]
+    assert [lease.job_id for lease in second] == created[3:]
+
+
+def test_nodes_only_receive_their_models(queue: QueueService, alice: Caller, node: Caller) -> None:
+    a = queue.submit(alice, chat_request(model="a"))
+    b = queue.submit(alice, chat_request(model="b"))
+    c = queue.submit(alice, chat_request(model="c"))
+    assert queue.claim(node, fetch(["zzz"])) == []
+    claimed = queue.claim(node, fetch(["c", "a"]))
+    assert [lease.job_id for lease in claimed] == [a.id, c.id]  # FIFO across models
+    assert {lease.model for lease in claimed} == {"a", "c"}
+    assert queue.get(alice, b.id).status == "QUEUED"  # type: ignore[union-attr]
+
+
+def test_star_takes_any_model(queue: QueueService, alice: Caller, node: Caller) -> None:
+    created = [queue.submit(alice, chat_request(model=m)).id for m in ("x", "y", "z")]
+    claimed = queue.claim(node, fetch(["*"]))
+    assert [lease.job_id for lease in claimed] == created
+
+
+def test_max_jobs_across_several_models(queue: QueueService, alice: Caller, node: Caller) -> None:
+    created = [queue.submit(alice, chat_request(model=m)).id for m in "ababab"]
+    claimed = queue.claim(node, fetch(["a", "b"], max_jobs=4))
+    assert [lease.job_id for lease in claimed] == created[:4]
+
+
+def test_claim_records_history_and_the_node(
+    queue: QueueService, alice: Caller, node: Caller, db: Database, clock: FakeClock
+) -> None:
+    job = queue.submit(alice, chat_request())
+    (lease,) = queue.claim(node, fetch(["llama3", "*"], node_id="box-7"))
+    with db.read() as conn:
+        row = conn.execute(sa.select(leases)).one()
+        holder = conn.execute(
+            sa.select(jobs.c.lease_node_id, jobs.c.lease_key_id).where(jobs.c.id == job.id)
+        ).one()
+    assert row.token == lease.lease_token
+    assert row.node_id == "box-7" and row.key_id == node.key_id
+    assert row.attempt == 1 and row.outcome is None and row.claimed_at == clock.now
+    assert tuple(holder) == ("box-7", node.key_id)
+    (info,) = queue.list_nodes()
+    assert info.node_id == "box-7"
+    assert info.key_name == "node-key"
+    assert info.version == "1.2.3"
+    assert info.models == ["*", "llama3"]
+    assert info.last_seen == clock.now
+
+
+def test_an_empty_claim_still_records_the_node(queue: QueueService, node: Caller) -> None:
+    assert queue.claim(node, fetch(["llama3"], node_id="idle")) == []
+    assert [n.node_id for n in queue.list_nodes()] == ["idle"]
+
+
+def test_the_claim_query_walks_an_index_in_fifo_order(
+    queue: QueueService, alice: Caller, node: Caller, db: Database
+) -> None:
+    """A claim reads O(max_jobs) index entries: no full scan, no sort of the whole queue."""
+    queue.submit_many(alice, [chat_request(model=m) for m in "ab" * 50])
+    statements: list[tuple[str, object]] = []
+
+    @sa.event.listens_for(db.engine, "before_cursor_execute")
+    def _record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith("SELECT") and "FROM jobs" in statement:
+            statements.append((statement, params))
+
+    queue.claim(node, fetch(["a"], max_jobs=2))
+    queue.claim(node, fetch(["*"], max_jobs=2))
+    sa.event.remove(db.engine, "before_cursor_execute", _record)
+    assert len(statements) == 2
+    plans = []
+    with db.read() as conn:
+        for statement, params in statements:
+            rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params).all()
+            plans.append(" | ".join(str(row[-1]) for row in rows))
+    by_model, any_model = plans
+    assert "ix_jobs_claim" in by_model and "TEMP B-TREE" not in by_model, by_model
+    assert "ix_jobs_status_seq" in any_model and "TEMP B-TREE" not in any_model, any_model
