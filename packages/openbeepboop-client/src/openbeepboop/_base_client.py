@@ -1,0 +1,336 @@
+"""The HTTP machinery ``Client`` and ``AsyncClient`` share.
+
+:class:`BaseClient` builds requests and turns responses into models or typed
+errors; :class:`SyncAPIClient` and :class:`AsyncAPIClient` add the one thing
+that differs, sending (with retries) on ``httpx.Client`` or
+``httpx.AsyncClient``. The httpx client is created on the first request, so
+making a ``Client`` costs nothing and opens no connection.
+
+The API key goes into the ``Authorization`` header of each request and nowhere
+else: it is not logged, not in any ``repr`` and not in error messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+import httpx
+import pydantic
+
+from openbeepboop import _retry
+from openbeepboop._config import ClientSettings
+from openbeepboop._constants import LONG_POLL_GRACE
+from openbeepboop._exceptions import (
+    APIConnectionError,
+    APIResponseValidationError,
+    APIStatusError,
+    APITimeoutError,
+    status_error_class,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+
+#: Turns a decoded JSON body into the model a method returns.
+Parser = Callable[[object], T]
+QueryParams = Mapping[str, str | int]
+
+
+@dataclass(frozen=True)
+class RequestOptions:
+    """One API call: what to send, and per-call overrides of the client's defaults."""
+
+    method: str
+    path: str
+    json: object | None = None
+    params: QueryParams | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    timeout: httpx.Timeout | None = None
+
+
+@functools.lru_cache(maxsize=1)
+def _user_agent() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"openbeepboop-client/{version('openbeepboop-client')}"
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "openbeepboop-client"
+
+
+class BaseClient(Generic[HttpT]):
+    """Settings, request building and response handling, without any I/O."""
+
+    _settings: ClientSettings
+    _http: HttpT | None
+    _owns_http: bool
+
+    def __init__(self, settings: ClientSettings, http_client: HttpT | None = None) -> None:
+        self._settings = settings
+        self._http = http_client
+        # A client passed in by the caller is theirs to close.
+        self._owns_http = http_client is None
+
+    @property
+    def base_url(self) -> str:
+        """The server's URL, e.g. ``http://127.0.0.1:8000``."""
+        return self._settings.base_url
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        """Default timeout of each HTTP request."""
+        return self._settings.timeout
+
+    @property
+    def max_retries(self) -> int:
+        """How many times a failed request is retried."""
+        return self._settings.max_retries
+
+    @property
+    def default_model(self) -> str | None:
+        """The model used when a request names none (from config), if any."""
+        return self._settings.default_model
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _default_headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self._settings.api_key}",
+            "Accept": "application/json",
+            "User-Agent": _user_agent(),
+        }
+
+    def _http_client_kwargs(self) -> dict[str, object]:
+        # Headers (the key among them) go on each request, not on the pool, so
+        # a caller-supplied http_client works the same way.
+        return {"timeout": self._settings.timeout}
+
+    def _build_request(
+        self, http: httpx.Client | httpx.AsyncClient, options: RequestOptions
+    ) -> httpx.Request:
+        # Built once per call and re-sent unchanged on every retry: that is what
+        # keeps the Idempotency-Key of a submit the same across attempts.
+        headers = {**self._default_headers(), **options.headers}
+        return http.build_request(
+            options.method,
+            f"{self._settings.base_url}{options.path}",
+            json=options.json,
+            params=dict(options.params) if options.params else None,
+            headers=headers,
+            timeout=options.timeout if options.timeout is not None else self._settings.timeout,
+        )
+
+    def _parse_response(self, response: httpx.Response, parse: Parser[T]) -> T:
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise APIResponseValidationError(
+                f"the server answered {response.status_code} with a body that is not JSON",
+                response,
+                body=response.text[:500],
+            ) from None
+        try:
+            return parse(body)
+        except pydantic.ValidationError as exc:
+            raise APIResponseValidationError(
+                f"the server's answer does not fit the wire contract: {_first_error(exc)}",
+                response,
+                body=body,
+            ) from exc
+
+    def _make_status_error(self, response: httpx.Response) -> APIStatusError:
+        body: object | None
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            body = response.text or None
+        message = _error_message(response, body)
+        error_class = status_error_class(response.status_code)
+        return error_class(message, response=response, body=body)
+
+    def _should_retry(self, response: httpx.Response) -> bool:
+        return _retry.is_retryable_status(response.status_code)
+
+    def _log_retry(
+        self, request: httpx.Request, retries_done: int, delay: float, reason: str
+    ) -> None:
+        logger.info(
+            "%s %s failed (%s); retry %d of %d in %.2fs",
+            request.method,
+            request.url.path,
+            reason,
+            retries_done + 1,
+            self._settings.max_retries,
+            delay,
+        )
+
+
+class SyncAPIClient(BaseClient[httpx.Client]):
+    """Sends requests on one lazily created, keep-alive ``httpx.Client``."""
+
+    def _client(self) -> httpx.Client:
+        if self._http is None:
+            self._http = httpx.Client(**self._http_client_kwargs())  # type: ignore[arg-type]
+        return self._http
+
+    def _sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def request(self, options: RequestOptions, parse: Parser[T]) -> T:
+        """Send one call, retrying what is worth retrying, and parse the answer."""
+        http = self._client()
+        request = self._build_request(http, options)
+        retries_done = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = http.send(request)
+            except httpx.TimeoutException as exc:
+                if retries_done >= self._settings.max_retries:
+                    raise APITimeoutError(request) from exc
+                delay = _retry.retry_delay(retries_done, None)
+                self._log_retry(request, retries_done, delay, "timeout")
+            except httpx.TransportError as exc:
+                if retries_done >= self._settings.max_retries or not (
+                    _retry.is_retryable_transport_error(exc)
+                ):
+                    raise _connection_error(request, exc) from exc
+                delay = _retry.retry_delay(retries_done, None)
+                self._log_retry(request, retries_done, delay, type(exc).__name__)
+            else:
+                _log_response(response, started)
+                if response.is_success:
+                    return self._parse_response(response, parse)
+                if retries_done >= self._settings.max_retries or not self._should_retry(response):
+                    raise self._make_status_error(response)
+                delay = _retry.retry_delay(retries_done, response)
+                self._log_retry(request, retries_done, delay, f"HTTP {response.status_code}")
+                response.close()
+            self._sleep(delay)
+            retries_done += 1
+
+    def close(self) -> None:
+        """Close the connection pool (if this client made it)."""
+        if self._http is not None and self._owns_http:
+            self._http.close()
+
+
+class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
+    """Sends requests on one lazily created, keep-alive ``httpx.AsyncClient``."""
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(**self._http_client_kwargs())  # type: ignore[arg-type]
+        return self._http
+
+    async def _sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    async def request(self, options: RequestOptions, parse: Parser[T]) -> T:
+        """Send one call, retrying what is worth retrying, and parse the answer."""
+        http = self._client()
+        request = self._build_request(http, options)
+        retries_done = 0
+        while True:
+            started = time.monotonic()
+            try:
+                response = await http.send(request)
+            except httpx.TimeoutException as exc:
+                if retries_done >= self._settings.max_retries:
+                    raise APITimeoutError(request) from exc
+                delay = _retry.retry_delay(retries_done, None)
+                self._log_retry(request, retries_done, delay, "timeout")
+            except httpx.TransportError as exc:
+                if retries_done >= self._settings.max_retries or not (
+                    _retry.is_retryable_transport_error(exc)
+                ):
+                    raise _connection_error(request, exc) from exc
+                delay = _retry.retry_delay(retries_done, None)
+                self._log_retry(request, retries_done, delay, type(exc).__name__)
+            else:
+                _log_response(response, started)
+                if response.is_success:
+                    return self._parse_response(response, parse)
+                if retries_done >= self._settings.max_retries or not self._should_retry(response):
+                    raise self._make_status_error(response)
+                delay = _retry.retry_delay(retries_done, response)
+                self._log_retry(request, retries_done, delay, f"HTTP {response.status_code}")
+                await response.aclose()
+            await self._sleep(delay)
+            retries_done += 1
+
+    async def close(self) -> None:
+        """Close the connection pool (if this client made it)."""
+        if self._http is not None and self._owns_http:
+            await self._http.aclose()
+
+
+def long_poll_timeout(base: httpx.Timeout, wait: float | None) -> httpx.Timeout | None:
+    """A timeout whose read part outlasts a server-side wait of ``wait`` seconds."""
+    if not wait:
+        return None
+    needed = wait + LONG_POLL_GRACE
+    if base.read is not None and base.read >= needed:
+        return None
+    return httpx.Timeout(connect=base.connect, read=needed, write=base.write, pool=base.pool)
+
+
+def _connection_error(request: httpx.Request, exc: httpx.TransportError) -> APIConnectionError:
+    reason = str(exc) or type(exc).__name__
+    url = request.url
+    where = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+    return APIConnectionError(
+        request, message=f"could not connect to the server at {where}: {reason}"
+    )
+
+
+def _log_response(response: httpx.Response, started: float) -> None:
+    logger.debug(
+        "%s %s -> %d (%.0f ms)",
+        response.request.method,
+        response.request.url.path,
+        response.status_code,
+        (time.monotonic() - started) * 1000,
+    )
+
+
+def _error_message(response: httpx.Response, body: object | None) -> str:
+    """One line: ``404 Not Found: no such job``, from the envelope when there is one."""
+    detail: str | None = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and error.get("message"):
+            detail = str(error["message"])
+        elif isinstance(error, str):
+            detail = error
+    elif isinstance(body, str) and body.strip():
+        detail = body.strip()[:200]
+    head = f"{response.status_code} {response.reason_phrase}".strip()
+    text = f"{head}: {detail}" if detail else head
+    return " ".join(text.split())
+
+
+def _first_error(exc: pydantic.ValidationError) -> str:
+    first = exc.errors(include_url=False)[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return f"{where}: {first['msg']}" if where else str(first["msg"])
+
+
+__all__ = [
+    "AsyncAPIClient",
+    "BaseClient",
+    "Parser",
+    "RequestOptions",
+    "SyncAPIClient",
+    "long_poll_timeout",
+]

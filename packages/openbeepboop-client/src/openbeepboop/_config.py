@@ -1,0 +1,235 @@
+"""Where the client's settings come from, and the file ``setup`` writes.
+
+Each setting is taken from the first place that has it:
+
+1. the argument given to ``Client(...)``,
+2. the environment (``OPENBEEPBOOP_SERVER_URL``, ``OPENBEEPBOOP_API_KEY``,
+   ``OPENBEEPBOOP_DEFAULT_MODEL``),
+3. ``client_config.toml`` (``config_path=`` or the platformdirs user config
+   dir), written by ``openbeepboop-client setup``.
+
+Nothing here runs at import time: the file is read when a client is made.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from openbeepboop._constants import (
+    APP_NAME,
+    CONFIG_FILENAME,
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_TIMEOUT,
+    ENV_API_KEY,
+    ENV_DEFAULT_MODEL,
+    ENV_SERVER_URL,
+)
+from openbeepboop._exceptions import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    # Only installed on 3.10 (see pyproject), so a type checker elsewhere may lack it.
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+logger = logging.getLogger(__name__)
+
+#: Keys ``client_config.toml`` may hold, with the type each must have.
+CONFIG_KEYS: dict[str, tuple[type, ...]] = {
+    "server_url": (str,),
+    "api_key": (str,),
+    "default_model": (str,),
+    "timeout": (int, float),
+    "max_retries": (int,),
+}
+#: File mode of the config file: it holds an API key.
+CONFIG_FILE_MODE = 0o600
+
+
+def default_config_path() -> Path:
+    """``<user config dir>/openbeepboop/client_config.toml`` for this platform."""
+    import platformdirs  # only needed when no explicit path is given
+
+    return Path(platformdirs.user_config_dir(APP_NAME, appauthor=False)) / CONFIG_FILENAME
+
+
+@dataclass(frozen=True)
+class ConfigFile:
+    """The values found in one ``client_config.toml``."""
+
+    path: Path
+    values: Mapping[str, object]
+
+    def get_str(self, key: str) -> str | None:
+        """A string value, or None when the file does not set it."""
+        value = self.values.get(key)
+        return value if isinstance(value, str) and value.strip() else None
+
+
+def read_config_file(path: Path) -> ConfigFile:
+    """Parse and type-check a config file; every problem is one ConfigError line."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(
+            f"config file {path} does not exist (run `openbeepboop-client setup`)"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    for key, value in data.items():
+        types = CONFIG_KEYS.get(key)
+        if types is None:
+            logger.warning("ignoring unknown key %r in %s", key, path)
+        elif not isinstance(value, types) or isinstance(value, bool):
+            wanted = " or ".join(t.__name__ for t in types)
+            raise ConfigError(f"config file {path}: '{key}' must be a {wanted}")
+    return ConfigFile(path=path, values=data)
+
+
+def write_config_file(path: Path, values: Mapping[str, str | float | int]) -> None:
+    """Write ``values`` as TOML to ``path`` atomically, readable by the owner only.
+
+    The file is written under a temporary name in the same directory (created
+    0600 from the start, so the key is never world-readable) and renamed over
+    the target, so a crash leaves the old file or the new one, never half.
+    """
+    import tomli_w  # only `setup` writes files
+
+    text = tomli_w.dumps({key: value for key, value in values.items() if value is not None})
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp_name, CONFIG_FILE_MODE)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+def normalize_base_url(url: str) -> str:
+    """``http(s)://host[:port][/prefix]`` without a trailing ``/`` or ``/v1``.
+
+    Users coming from the OpenAI SDK often write ``.../v1``; our paths already
+    start with ``/v1``, so it is dropped rather than doubled.
+    """
+    url = url.strip().rstrip("/")
+    if url.endswith("/v1"):
+        url = url[: -len("/v1")]
+    if not url.startswith(("http://", "https://")):
+        raise ConfigError(f"server URL must start with http:// or https:// (got {url!r})")
+    return url
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Everything a client needs, resolved once when it is made."""
+
+    base_url: str
+    api_key: str
+    timeout: httpx.Timeout
+    max_retries: int
+    default_model: str | None = None
+    config_path: Path | None = None
+
+    def __repr__(self) -> str:  # the key must never end up in a log or traceback
+        return (
+            f"ClientSettings(base_url={self.base_url!r}, api_key='***', "
+            f"timeout={self.timeout!r}, max_retries={self.max_retries}, "
+            f"default_model={self.default_model!r}, config_path={self.config_path!r})"
+        )
+
+
+def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
+    """A full ``httpx.Timeout``; a bare number keeps the short connect timeout."""
+    if isinstance(timeout, httpx.Timeout):
+        return timeout
+    seconds = DEFAULT_TIMEOUT if timeout is None else float(timeout)
+    return httpx.Timeout(seconds, connect=min(seconds, DEFAULT_CONNECT_TIMEOUT))
+
+
+def resolve_settings(
+    *,
+    base_url: str | None = None,
+    api_key: str | None = None,
+    timeout: float | httpx.Timeout | None = None,
+    max_retries: int | None = None,
+    default_model: str | None = None,
+    config_path: str | os.PathLike[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> ClientSettings:
+    """Settings from arguments, then the environment, then the config file."""
+    env = os.environ if environ is None else environ
+    base_url = base_url or _env(env, ENV_SERVER_URL)
+    api_key = api_key or _env(env, ENV_API_KEY)
+    default_model = default_model or _env(env, ENV_DEFAULT_MODEL)
+
+    explicit = config_path is not None
+    path = Path(config_path) if config_path is not None else None
+    file: ConfigFile | None = None
+    if path is not None:
+        file = read_config_file(path)
+    else:
+        path = default_config_path()
+        if path.exists():
+            try:
+                file = read_config_file(path)
+            except ConfigError:
+                if not (base_url and api_key):
+                    raise
+                # Arguments or environment already say everything needed; a
+                # broken file the caller did not ask for must not stop them.
+                logger.warning("ignoring unreadable config file %s", path, exc_info=True)
+
+    if file is not None:
+        base_url = base_url or file.get_str("server_url")
+        api_key = api_key or file.get_str("api_key")
+        default_model = default_model or file.get_str("default_model")
+        if timeout is None and "timeout" in file.values:
+            timeout = float(file.values["timeout"])  # type: ignore[arg-type]
+        if max_retries is None and "max_retries" in file.values:
+            max_retries = int(file.values["max_retries"])  # type: ignore[call-overload]
+
+    where = f"{path}" + ("" if file is not None or explicit else " (not found)")
+    if not base_url:
+        raise ConfigError(
+            f"no server URL: pass base_url=, set {ENV_SERVER_URL}, or run "
+            f"`openbeepboop-client setup` (config file: {where})"
+        )
+    if not api_key:
+        raise ConfigError(
+            f"no API key: pass api_key=, set {ENV_API_KEY}, or run "
+            f"`openbeepboop-client setup` (config file: {where})"
+        )
+    retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
+    if retries < 0:
+        raise ConfigError(f"max_retries must be 0 or more (got {retries})")
+    return ClientSettings(
+        base_url=normalize_base_url(base_url),
+        api_key=api_key.strip(),
+        timeout=make_timeout(timeout),
+        max_retries=retries,
+        default_model=default_model,
+        config_path=path if file is not None else None,
+    )
+
+
+def _env(environ: Mapping[str, str], name: str) -> str | None:
+    value = environ.get(name, "").strip()
+    return value or None

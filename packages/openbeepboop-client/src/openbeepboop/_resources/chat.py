@@ -1,0 +1,236 @@
+"""``client.chat.completions``: submit chat completion jobs, one or many.
+
+Every submit carries an ``Idempotency-Key`` header, generated per call (or per
+bulk chunk) and kept the same across that call's retries, so a retry after a
+lost answer returns the job the server already made instead of a second one.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeAlias
+
+from openbeepboop_schemas import (
+    BULK_SUBMIT_PATH,
+    MAX_BULK_SUBMIT,
+    BulkSubmitResponse,
+    ChatCompletionRequest,
+    ChatMessage,
+)
+from openbeepboop_schemas import Job as JobModel
+
+from openbeepboop._base_client import RequestOptions
+from openbeepboop._chat_request import build_chat_request
+from openbeepboop._constants import CHAT_COMPLETIONS_PATH, IDEMPOTENCY_HEADER, MAX_BULK_BODY_BYTES
+from openbeepboop._exceptions import (
+    APIResponseValidationError,
+    BulkSubmitError,
+    InvalidRequestError,
+    OpenBeepBoopError,
+)
+from openbeepboop._jobs import AsyncJob, Job
+
+if TYPE_CHECKING:
+    from openbeepboop._client import AsyncClient, Client
+
+#: A message as a dict (the OpenAI way) or as the schemas' model.
+Message: TypeAlias = Mapping[str, object] | ChatMessage
+
+
+def _parse_job(body: object) -> JobModel:
+    return JobModel.model_validate(body)
+
+
+def _parse_bulk(body: object) -> BulkSubmitResponse:
+    return BulkSubmitResponse.model_validate(body)
+
+
+def _submit_options(request: ChatCompletionRequest, idempotency_key: str | None) -> RequestOptions:
+    return RequestOptions(
+        "POST",
+        CHAT_COMPLETIONS_PATH,
+        json=request.to_payload(),
+        headers={IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())},
+    )
+
+
+def _single_request(
+    model: str | None,
+    messages: Sequence[Message],
+    params: Mapping[str, object],
+    default: str | None,
+) -> ChatCompletionRequest:
+    return build_chat_request({**params, "model": model, "messages": messages}, default)
+
+
+def build_bulk_requests(
+    requests: Iterable[Mapping[str, object]], default_model: str | None
+) -> list[ChatCompletionRequest]:
+    """Validate every request before anything is sent; the error names the index."""
+    built: list[ChatCompletionRequest] = []
+    for index, params in enumerate(requests):
+        try:
+            built.append(build_chat_request(params, default_model))
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(f"request {index}: {exc}") from None
+    return built
+
+
+def plan_bulk_chunks(
+    requests: Sequence[ChatCompletionRequest], idempotency_key: str | None
+) -> list[RequestOptions]:
+    """Split into bodies of at most MAX_BULK_SUBMIT requests and ~MAX_BULK_BODY_BYTES each.
+
+    Each chunk gets its own Idempotency-Key: ``KEY-<n>`` when the caller gave
+    one (so re-running the same call later is safe too), else a fresh uuid4.
+    """
+    chunks: list[list[dict[str, object]]] = []
+    current: list[dict[str, object]] = []
+    size = 0
+    for request in requests:
+        payload = request.to_payload()
+        payload_size = len(json.dumps(payload, separators=(",", ":"))) + 1
+        if current and (
+            len(current) >= MAX_BULK_SUBMIT or size + payload_size > MAX_BULK_BODY_BYTES
+        ):
+            chunks.append(current)
+            current, size = [], 0
+        current.append(payload)
+        size += payload_size
+    if current:
+        chunks.append(current)
+    return [
+        RequestOptions(
+            "POST",
+            BULK_SUBMIT_PATH,
+            json={"requests": chunk},
+            headers={
+                IDEMPOTENCY_HEADER: f"{idempotency_key}-{index}"
+                if idempotency_key
+                else str(uuid.uuid4())
+            },
+        )
+        for index, chunk in enumerate(chunks)
+    ]
+
+
+def _check_bulk_answer(options: RequestOptions, answer: BulkSubmitResponse) -> list[JobModel]:
+    sent = len(options.json["requests"])  # type: ignore[index]
+    if len(answer.data) != sent:
+        raise APIResponseValidationError(
+            f"bulk submit of {sent} requests answered {len(answer.data)} jobs"
+        )
+    return answer.data
+
+
+def _partial_failure(done: int, total: int, exc: OpenBeepBoopError) -> str:
+    return f"bulk submit stopped after {done} of {total} jobs were created: {exc}"
+
+
+class Completions:
+    """``client.chat.completions`` of the synchronous client."""
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    def create(
+        self,
+        *,
+        messages: Sequence[Message],
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        **params: object,
+    ) -> Job:
+        """Submit one chat completion job; returns at once with its :class:`Job`.
+
+        ``params`` are any other OpenAI chat completion fields (``temperature``,
+        ``max_tokens``, ``response_format``, ...), passed through to the node.
+        ``model`` falls back to ``default_model`` from the config.
+        """
+        request = _single_request(model, messages, params, self._client.default_model)
+        data = self._client.request(_submit_options(request, idempotency_key), _parse_job)
+        return Job(data, self._client.jobs)
+
+    def create_many(
+        self,
+        requests: Iterable[Mapping[str, object]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[Job]:
+        """Submit many jobs through the bulk endpoint; their handles, in order.
+
+        Each request is a mapping of OpenAI fields (``model``, ``messages``, ...).
+        All are validated first; then they go in chunks of up to
+        ``MAX_BULK_SUBMIT``, each one transaction on the server. If a later chunk
+        fails, BulkSubmitError carries the jobs already created.
+        """
+        built = build_bulk_requests(requests, self._client.default_model)
+        jobs: list[Job] = []
+        for options in plan_bulk_chunks(built, idempotency_key):
+            try:
+                answer = self._client.request(options, _parse_bulk)
+                data = _check_bulk_answer(options, answer)
+            except OpenBeepBoopError as exc:
+                if not jobs:
+                    raise
+                message = _partial_failure(len(jobs), len(built), exc)
+                raise BulkSubmitError(message, [job.data for job in jobs]) from exc
+            jobs.extend(Job(item, self._client.jobs) for item in data)
+        return jobs
+
+
+class AsyncCompletions:
+    """``client.chat.completions`` of :class:`~openbeepboop.AsyncClient`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self._client = client
+
+    async def create(
+        self,
+        *,
+        messages: Sequence[Message],
+        model: str | None = None,
+        idempotency_key: str | None = None,
+        **params: object,
+    ) -> AsyncJob:
+        """Submit one chat completion job; see :meth:`Completions.create`."""
+        request = _single_request(model, messages, params, self._client.default_model)
+        data = await self._client.request(_submit_options(request, idempotency_key), _parse_job)
+        return AsyncJob(data, self._client.jobs)
+
+    async def create_many(
+        self,
+        requests: Iterable[Mapping[str, object]],
+        *,
+        idempotency_key: str | None = None,
+    ) -> list[AsyncJob]:
+        """Submit many jobs through the bulk endpoint; see :meth:`Completions.create_many`."""
+        built = build_bulk_requests(requests, self._client.default_model)
+        jobs: list[AsyncJob] = []
+        for options in plan_bulk_chunks(built, idempotency_key):
+            try:
+                answer = await self._client.request(options, _parse_bulk)
+                data = _check_bulk_answer(options, answer)
+            except OpenBeepBoopError as exc:
+                if not jobs:
+                    raise
+                message = _partial_failure(len(jobs), len(built), exc)
+                raise BulkSubmitError(message, [job.data for job in jobs]) from exc
+            jobs.extend(AsyncJob(item, self._client.jobs) for item in data)
+        return jobs
+
+
+class Chat:
+    """``client.chat``: holds ``completions``, as in the OpenAI SDK."""
+
+    def __init__(self, client: Client) -> None:
+        self.completions = Completions(client)
+
+
+class AsyncChat:
+    """``client.chat`` of :class:`~openbeepboop.AsyncClient`."""
+
+    def __init__(self, client: AsyncClient) -> None:
+        self.completions = AsyncCompletions(client)

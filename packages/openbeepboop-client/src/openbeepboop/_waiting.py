@@ -1,0 +1,121 @@
+"""How to wait for many jobs without hammering the server.
+
+The loop is the same for the sync and async clients, so it lives here as a
+plan they both drive: each round long-polls the first :data:`MAX_POLL_IDS` of
+the still-unfinished ids with the server-side ``wait`` (the server answers as
+soon as one of them finishes, or when ``wait`` runs out) and asks about the
+remaining unfinished ids without waiting. Rounds start at most every
+:data:`~openbeepboop._constants.MIN_WAIT_ROUND_SECONDS`, so a stream of
+finishing jobs is collected in batches, and a server that ignored ``wait``
+still could not make the client spin.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from openbeepboop_schemas import (
+    MAX_POLL_IDS,
+    MAX_WAIT_SECONDS,
+    NOT_FOUND,
+    TERMINAL_STATUSES,
+    PollEntry,
+)
+
+from openbeepboop import _constants
+from openbeepboop._exceptions import JobTimeoutError
+
+#: Statuses that never change again: the terminal ones and "no such job".
+FINAL_STATUSES = frozenset({*(status.value for status in TERMINAL_STATUSES), NOT_FOUND})
+
+
+def is_final(entry: PollEntry) -> bool:
+    """True when polling this job again can never tell anything new."""
+    return entry.status in FINAL_STATUSES
+
+
+@dataclass(frozen=True)
+class PollCall:
+    """One poll request of a round: which ids, and the server-side wait (None: none)."""
+
+    ids: list[str]
+    wait: float | None
+
+
+class WaitPlan:
+    """The state of one ``wait(ids)``: what is known, what is still pending, the deadline."""
+
+    def __init__(
+        self,
+        ids: Sequence[str],
+        timeout: float | None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._order = list(ids)
+        self._clock = clock
+        self._timeout = timeout
+        self._deadline = None if timeout is None else clock() + timeout
+        self._entries: dict[str, PollEntry] = {}
+        self.pending: list[str] = list(dict.fromkeys(ids))
+        self.total = len(self.pending)
+        self.tally: Counter[str] = Counter()
+        self._rounds = 0
+        self._round_started = 0.0
+
+    @property
+    def done(self) -> bool:
+        """True once every id is final."""
+        return not self.pending
+
+    def next_round(self) -> list[PollCall]:
+        """The polls of the next round; raises JobTimeoutError when time is up.
+
+        The first round always runs, even with ``timeout=0``, so a wait that
+        cannot last still reports where every job stands.
+        """
+        wait: float = MAX_WAIT_SECONDS
+        if self._deadline is not None:
+            remaining = self._deadline - self._clock()
+            if remaining <= 0 and self._rounds > 0:
+                raise JobTimeoutError(self._timeout or 0.0, self.pending, self.entries())
+            wait = max(0.0, min(wait, remaining))
+        self._rounds += 1
+        self._round_started = self._clock()
+        chunks = [
+            self.pending[start : start + MAX_POLL_IDS]
+            for start in range(0, len(self.pending), MAX_POLL_IDS)
+        ]
+        return [
+            PollCall(ids=chunk, wait=(wait or None) if index == 0 else None)
+            for index, chunk in enumerate(chunks)
+        ]
+
+    def record(self, ids: Sequence[str], entries: Sequence[PollEntry]) -> int:
+        """Take in one poll's answer; returns how many jobs became final."""
+        finished = 0
+        pending = set(self.pending)
+        for job_id, entry in zip(ids, entries, strict=True):
+            self._entries[job_id] = entry
+            if job_id in pending and is_final(entry):
+                pending.discard(job_id)
+                finished += 1
+                self.tally[entry.status] += 1
+        if finished:
+            self.pending = [job_id for job_id in self.pending if job_id in pending]
+        return finished
+
+    def pause(self) -> float:
+        """Seconds to sleep before the next round (0 when done or past the deadline)."""
+        if self.done:
+            return 0.0
+        pause = self._round_started + _constants.MIN_WAIT_ROUND_SECONDS - self._clock()
+        if self._deadline is not None:
+            pause = min(pause, self._deadline - self._clock())
+        return max(0.0, pause)
+
+    def entries(self) -> list[PollEntry]:
+        """The latest entry of every id asked about, in the order asked (known ones only)."""
+        return [self._entries[job_id] for job_id in self._order if job_id in self._entries]

@@ -1,0 +1,213 @@
+"""Batch commands: ``submit-file``, ``results`` and ``wait`` (OpenAI Batch JSONL)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import click
+from openbeepboop_schemas import PollEntry
+
+from openbeepboop._batch_files import (
+    IdMapping,
+    default_ids_path,
+    default_output_path,
+    ids_lines,
+    output_line,
+    read_batch_input,
+    read_ids_file,
+    write_jsonl,
+)
+from openbeepboop._exceptions import BulkSubmitError, JobTimeoutError
+from openbeepboop.cli._common import (
+    config_option,
+    echo_json,
+    json_option,
+    make_client,
+    stderr_is_terminal,
+    timeout_option,
+)
+
+_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+_output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+@click.command("submit-file")
+@click.argument("file", type=_existing_file)
+@click.option(
+    "--ids-out",
+    type=_output_file,
+    default=None,
+    help="Where to write the custom_id -> job id map (default: FILE.ids.jsonl).",
+)
+@click.option("--model", "-m", default=None, help="Model for lines whose body names none.")
+@click.option("--force", is_flag=True, help="Overwrite an existing id map.")
+@config_option
+@json_option
+def submit_file_command(
+    file: Path,
+    ids_out: Path | None,
+    model: str | None,
+    force: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Bulk submit FILE: OpenAI Batch input lines (custom_id, method, url, body).
+
+    Every line is checked before anything is sent: one bad line, and nothing is
+    submitted. The custom_id -> job id map is written to --ids-out; collect the
+    answers later with `openbeepboop-client results IDS_FILE`.
+    """
+    ids_path = ids_out or default_ids_path(file)
+    if ids_path.exists() and not force:
+        raise click.ClickException(
+            f"{ids_path} already exists (it maps an earlier submission); "
+            "choose another --ids-out or pass --force"
+        )
+    with make_client(config_path) as client:
+        requests = read_batch_input(file, model or client.default_model)
+        bodies = [request.request.to_payload() for request in requests]
+        try:
+            jobs = client.chat.completions.create_many(bodies)
+        except BulkSubmitError as exc:
+            made = [
+                IdMapping(custom_id=request.custom_id, job_id=job.id)
+                for request, job in zip(requests, exc.jobs, strict=False)
+            ]
+            write_jsonl(ids_path, ids_lines(made))
+            raise click.ClickException(
+                f"{exc}; the ids of the {len(made)} jobs created are in {ids_path}"
+            ) from exc
+    mappings = [
+        IdMapping(custom_id=request.custom_id, job_id=job.id)
+        for request, job in zip(requests, jobs, strict=True)
+    ]
+    write_jsonl(ids_path, ids_lines(mappings))
+    if as_json:
+        echo_json({"submitted": len(mappings), "ids_file": str(ids_path)})
+    else:
+        click.echo(f"Submitted {len(mappings)} jobs. Job ids written to {ids_path}")
+        click.echo(f"Collect the results with: openbeepboop-client results {ids_path} --wait")
+
+
+def _collect(
+    ids_file: Path,
+    output: Path | None,
+    wait: bool,
+    timeout: float | None,
+    progress: bool | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    mappings = read_ids_file(ids_file)
+    out_path = output or default_output_path(ids_file)
+    job_ids = [mapping.job_id for mapping in mappings]
+    timed_out: JobTimeoutError | None = None
+    with make_client(config_path) as client:
+        if wait:
+            show = stderr_is_terminal() if progress is None else progress
+            try:
+                entries = client.jobs.wait(job_ids, timeout=timeout, progress=show)
+            except JobTimeoutError as exc:
+                timed_out, entries = exc, exc.entries
+        else:
+            entries = client.jobs.poll(job_ids)
+    written, counts, pending = _write_output(out_path, mappings, entries)
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    if as_json:
+        echo_json(
+            {
+                "output": str(out_path),
+                "written": written,
+                "counts": dict(counts),
+                "pending": pending,
+            }
+        )
+    else:
+        click.echo(f"Wrote {written} results to {out_path}" + (f" ({summary})" if summary else ""))
+        if pending and timed_out is None:
+            click.echo(
+                f"{pending} jobs not finished yet; run again later, or with --wait.", err=True
+            )
+    if timed_out is not None:
+        raise click.ClickException(
+            f"{pending} jobs not finished after {timeout:g}s (they keep running); "
+            f"finished ones are in {out_path}"
+        )
+
+
+def _write_output(
+    path: Path, mappings: Sequence[IdMapping], entries: Sequence[PollEntry]
+) -> tuple[int, Counter[str], int]:
+    """Write every finished job's Batch output line, in id-map order."""
+    by_id = {entry.id: entry for entry in entries}
+    counts: Counter[str] = Counter()
+    lines = []
+    for mapping in mappings:
+        entry = by_id.get(mapping.job_id)
+        line = output_line(mapping.custom_id, entry) if entry is not None else None
+        if line is not None and entry is not None:
+            lines.append(line)
+            counts[entry.status] += 1
+    written = write_jsonl(path, lines)
+    return written, counts, len(mappings) - written
+
+
+_output_option = click.option(
+    "-o",
+    "--output",
+    type=_output_file,
+    default=None,
+    help="Output JSONL (default: IDS_FILE with .results.jsonl).",
+)
+_progress_option = click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Progress bar on stderr (default: when stderr is a terminal).",
+)
+
+
+@click.command("results")
+@click.argument("ids_file", type=_existing_file)
+@_output_option
+@click.option("--wait", is_flag=True, help="Wait until every job has finished.")
+@timeout_option
+@_progress_option
+@config_option
+@json_option
+def results_command(
+    ids_file: Path,
+    output: Path | None,
+    wait: bool,
+    timeout: float | None,
+    progress: bool | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Collect the jobs of IDS_FILE as OpenAI Batch output lines.
+
+    Finished jobs are written (completed ones with `response`, failed or
+    cancelled ones with `error`), joined back on custom_id; unfinished ones are
+    counted and left for a later run, unless --wait.
+    """
+    _collect(ids_file, output, wait, timeout, progress, config_path, as_json)
+
+
+@click.command("wait")
+@click.argument("ids_file", type=_existing_file)
+@_output_option
+@timeout_option
+@_progress_option
+@config_option
+@json_option
+def wait_command(
+    ids_file: Path,
+    output: Path | None,
+    timeout: float | None,
+    progress: bool | None,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Wait for every job of IDS_FILE, then write the results (`results --wait`)."""
+    _collect(ids_file, output, True, timeout, progress, config_path, as_json)

@@ -1,0 +1,46 @@
+"""Turn the library's exceptions into the CLI's one-line errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from openbeepboop._exceptions import (
+    APIConnectionError,
+    APITimeoutError,
+    AuthenticationError,
+    OpenBeepBoopError,
+    PermissionDeniedError,
+)
+
+
+def describe(exc: BaseException) -> str:
+    """One human line for an expected failure."""
+    if isinstance(exc, APITimeoutError):
+        text = f"{exc}; the server may be overloaded (retry, or raise the timeout)"
+    elif isinstance(exc, APIConnectionError):
+        text = f"{exc} (is the server running, and is server_url right?)"
+    elif isinstance(exc, AuthenticationError):
+        text = (
+            f"the server rejected the API key ({exc}); check api_key in "
+            "client_config.toml or OPENBEEPBOOP_API_KEY"
+        )
+    elif isinstance(exc, PermissionDeniedError):
+        text = f"this API key may not do that ({exc}); use a USER or ADMIN key"
+    elif isinstance(exc, OSError):
+        text = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
+    else:
+        text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+class GuardedGroup(click.Group):
+    """A click group whose commands' expected failures become ``Error: ...`` lines."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the command; library and file errors exit 1 with one line on stderr."""
+        try:
+            return super().invoke(ctx)
+        except (OpenBeepBoopError, OSError) as exc:
+            raise click.ClickException(describe(exc)) from None

@@ -1,0 +1,149 @@
+"""``openbeepboop-client setup``: write client_config.toml.
+
+On a terminal it asks for what the flags did not give (offering the current
+file's values); without one, or with ``--non-interactive``, it never prompts:
+a missing required value is an error, never a hang.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from openbeepboop._config import (
+    ConfigFile,
+    default_config_path,
+    normalize_base_url,
+    read_config_file,
+    write_config_file,
+)
+from openbeepboop._exceptions import ConfigError
+
+DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
+
+
+def stdin_is_terminal() -> bool:
+    """True when a person can answer prompts (tests replace this)."""
+    return sys.stdin.isatty()
+
+
+def mask_key(key: str) -> str:
+    """``sk-abcd…wxyz``: enough to recognise a key, not enough to use it."""
+    if len(key) <= 12:
+        return "***"
+    return f"{key[:7]}…{key[-4:]}"
+
+
+def _check_key(key: str) -> str:
+    key = key.strip()
+    if not key or any(char.isspace() for char in key):
+        raise ConfigError("the API key must be one word without spaces (e.g. sk-...)")
+    return key
+
+
+def _prompt_values(
+    current: ConfigFile | None,
+    server_url: str | None,
+    api_key: str | None,
+    default_model: str | None,
+) -> tuple[str, str, str | None]:
+    """Ask on the terminal for each value no flag gave."""
+    if server_url is None:
+        server_url = click.prompt(
+            "Queue server URL",
+            default=(current.get_str("server_url") if current else None) or DEFAULT_SERVER_URL,
+        )
+    if api_key is None:
+        existing = current.get_str("api_key") if current else None
+        hint = f" [keep {mask_key(existing)}]" if existing else ""
+        entered: str = click.prompt(
+            f"API key (USER role){hint}",
+            hide_input=True,
+            default=existing or None,
+            show_default=False,
+        )
+        api_key = entered
+    if default_model is None:
+        default_model = click.prompt(
+            "Default model (empty for none)",
+            default=(current.get_str("default_model") if current else None) or "",
+            show_default=True,
+        )
+    return str(server_url), str(api_key), (default_model or None)
+
+
+@click.command("setup")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Where to write client_config.toml (default: the user config directory).",
+)
+@click.option("--non-interactive", is_flag=True, help="Never prompt; take everything from flags.")
+@click.option("--server-url", default=None, help="The queue server, e.g. http://127.0.0.1:8000.")
+@click.option("--api-key", default=None, help="Your API key (sk-...); USER or ADMIN role.")
+@click.option("--default-model", default=None, help="Model used when a request names none.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Without a terminal: update an existing config (unset flags keep their values).",
+)
+def setup_command(
+    config_path: Path | None,
+    non_interactive: bool,
+    server_url: str | None,
+    api_key: str | None,
+    default_model: str | None,
+    force: bool,
+) -> None:
+    """Write client_config.toml (mode 0600): server URL, API key, default model."""
+    path = config_path or default_config_path()
+    current = read_config_file(path) if path.exists() else None
+    interactive = not non_interactive and stdin_is_terminal()
+    if interactive:
+        if current is not None:
+            click.echo(f"Updating {path} (Enter keeps the value shown).")
+        server_url, api_key, default_model = _prompt_values(
+            current, server_url, api_key, default_model
+        )
+    else:
+        if current is not None and not force:
+            raise click.ClickException(
+                f"{path} already exists; pass --force to update it "
+                "(settings you do not pass keep their current values)"
+            )
+        if current is not None:
+            server_url = server_url or current.get_str("server_url")
+            api_key = api_key or current.get_str("api_key")
+            default_model = default_model or current.get_str("default_model")
+        missing = [
+            flag
+            for flag, value in (("--server-url", server_url), ("--api-key", api_key))
+            if not value
+        ]
+        if missing:
+            raise click.ClickException(
+                f"{' and '.join(missing)} required without a terminal (or run setup in one)"
+            )
+    assert server_url is not None and api_key is not None  # checked or prompted above
+    values: dict[str, str | float | int] = {
+        "server_url": normalize_base_url(server_url),
+        "api_key": _check_key(api_key),
+    }
+    if default_model:
+        values["default_model"] = default_model
+    if current is not None:
+        # Keep settings the wizard does not ask about (timeout, max_retries).
+        for key in ("timeout", "max_retries"):
+            value = current.values.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                values[key] = value
+    write_config_file(path, values)
+    click.echo(f"Wrote {path} (readable by you only).")
+    click.echo(f"  server_url    = {values['server_url']}")
+    click.echo(f"  api_key       = {mask_key(str(values['api_key']))}")
+    click.echo(f"  default_model = {values.get('default_model', '(none)')}")
+    click.echo('Try it: openbeepboop-client submit "Say hello" --wait')
