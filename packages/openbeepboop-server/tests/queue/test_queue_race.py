@@ -1,0 +1,169 @@
+"""Atomic claims under contention: threads, and processes each with its own Database.
+
+1,000 jobs, many fetchers: every job is claimed exactly once. Runs on SQLite
+(file in tmp_path) and on PostgreSQL (skipped if absent).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import random
+import threading
+from collections import Counter
+from dataclasses import asdict
+
+from _core_fixtures import chat_request, completion, make_caller
+from openbeepboop_schemas import FetchRequest, ResultOutcome, Role, SubmitRequest
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import upgrade_to_head
+from openbeepboop_server.keys import Caller, KeyService
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.service import QueueService
+
+JOBS = 1_000
+WORKERS = 4
+TIMEOUT = 240.0
+
+
+def _drain(url: str, caller: Caller, node_id: str, seed: int) -> list[str]:
+    """Claim (and complete) until the queue is empty; the job ids this fetcher got."""
+    db = Database.connect(url)
+    queue = QueueService(db, QueuePolicy())
+    rng = random.Random(seed)
+    got: list[str] = []
+    empty = 0
+    try:
+        while empty < 3:
+            leases = queue.claim(
+                caller, FetchRequest(node_id=node_id, models=["*"], max_jobs=rng.randint(1, 12))
+            )
+            if not leases:
+                empty += 1
+                continue
+            empty = 0
+            got.extend(lease.job_id for lease in leases)
+            outcomes = [
+                ResultOutcome(
+                    job_id=lease.job_id, lease_token=lease.lease_token, result=completion()
+                )
+                for lease in leases
+            ]
+            acks = queue.deliver(caller, SubmitRequest(node_id=node_id, outcomes=outcomes)).acks
+            assert {ack.ack for ack in acks} == {"accepted"}
+    finally:
+        db.dispose()
+    return got
+
+
+def _process_worker(
+    url: str, caller: dict[str, object], node_id: str, start: object, results: object
+) -> None:
+    """Entry point of one fetcher process (spawned, so it shares nothing with the parent)."""
+    start.wait(TIMEOUT)  # type: ignore[attr-defined]
+    try:
+        results.put((node_id, _drain(url, Caller(**caller), node_id, hash(node_id))))  # type: ignore[arg-type, attr-defined]
+    except BaseException as exc:
+        results.put((node_id, f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]
+
+
+def _setup(url: str) -> tuple[Caller, list[str]]:
+    upgrade_to_head(url)
+    db = Database.connect(url)
+    try:
+        keys = KeyService(db)
+        user = make_caller(keys, Role.USER, "user")
+        node = make_caller(keys, Role.NODE, "node")
+        queue = QueueService(db, QueuePolicy())
+        models = ["a", "b", "c"]
+        created = queue.submit_many(user, [chat_request(model=models[i % 3]) for i in range(JOBS)])
+    finally:
+        db.dispose()
+    return node, [job.id for job in created]
+
+
+def _check(created: list[str], claimed: list[list[str]], url: str) -> None:
+    everything = [job_id for got in claimed for job_id in got]
+    duplicates = [job_id for job_id, n in Counter(everything).items() if n > 1]
+    assert duplicates == []
+    assert sorted(everything) == sorted(created)
+    # More than one fetcher actually took part.
+    assert sum(1 for got in claimed if got) >= 2
+    db = Database.connect(url)
+    try:
+        depth = QueueService(db, QueuePolicy()).queue_depth()
+    finally:
+        db.dispose()
+    assert {(status, count) for status, _, count in depth} <= {
+        ("COMPLETED", c) for c in range(JOBS + 1)
+    }
+    assert sum(count for _, _, count in depth) == JOBS
+
+
+def test_concurrent_threads_never_claim_a_job_twice(backend_url: str) -> None:
+    node, created = _setup(backend_url)
+    start = threading.Barrier(WORKERS)
+    claimed: list[list[str]] = [[] for _ in range(WORKERS)]
+    errors: list[BaseException] = []
+
+    def run(i: int) -> None:
+        try:
+            start.wait(timeout=TIMEOUT)
+            claimed[i] = _drain(backend_url, node, f"thread-{i}", i)
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(WORKERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads)
+    assert errors == []
+    _check(created, claimed, backend_url)
+
+
+def test_concurrent_processes_never_claim_a_job_twice(backend_url: str) -> None:
+    node, created = _setup(backend_url)
+    context = multiprocessing.get_context("spawn")
+    start = context.Event()
+    results = context.Queue()
+    processes = [
+        context.Process(
+            target=_process_worker,
+            args=(backend_url, asdict(node), f"proc-{i}", start, results),
+        )
+        for i in range(WORKERS)
+    ]
+    for process in processes:
+        process.start()
+    try:
+        start.set()
+        answers = dict(results.get(timeout=TIMEOUT) for _ in processes)
+    finally:
+        for process in processes:
+            process.join(timeout=TIMEOUT)
+            if process.is_alive():
+                process.kill()
+    failures = {name: got for name, got in answers.items() if isinstance(got, str)}
+    assert failures == {}
+    _check(created, list(answers.values()), backend_url)
+
+
+def test_claims_for_different_models_do_not_interfere(backend_url: str) -> None:
+    node, created = _setup(backend_url)
+    db = Database.connect(backend_url)
+    try:
+        queue = QueueService(db, QueuePolicy())
+        by_model: dict[str, list[str]] = {}
+        for model in ("a", "b", "c"):
+            got: list[str] = []
+            while leases := queue.claim(
+                node, FetchRequest(node_id=model, models=[model], max_jobs=100)
+            ):
+                assert {lease.model for lease in leases} == {model}
+                got.extend(lease.job_id for lease in leases)
+            by_model[model] = got
+    finally:
+        db.dispose()
+    assert sorted(job for got in by_model.values() for job in got) == sorted(created)
+    assert by_model["a"] == created[0::3] and by_model["b"] == created[1::3]

@@ -1,0 +1,84 @@
+"""The node registry: recorded by claims and heartbeats, listed for operators."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _core_fixtures import migrated_database, postgres_url_factory, sqlite_url_for
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.nodes import NodeInfo, list_nodes, record_node, served_models
+
+__all__ = ["postgres_url_factory"]  # a fixture, imported for the PostgreSQL test
+
+
+@pytest.fixture
+def node_db(tmp_path: Path) -> Iterator[Database]:
+    db = migrated_database(sqlite_url_for(tmp_path / "nodes.db"))
+    yield db
+    db.dispose()
+
+
+def _record(db: Database, node_id: str, now: float, **kwargs: object) -> None:
+    values: dict[str, object] = {"key_name": "k", "models": None, "version": None, **kwargs}
+    with db.write() as conn:
+        record_node(conn, node_id=node_id, now=now, **values)  # type: ignore[arg-type]
+
+
+def test_a_new_node_is_registered(node_db: Database) -> None:
+    _record(node_db, "gpu-1", 10.0, models=["b", "a", "a"], version="0.1.0")
+    with node_db.read() as conn:
+        assert list_nodes(conn) == [
+            NodeInfo(
+                node_id="gpu-1", key_name="k", version="0.1.0", models=["a", "b"], last_seen=10.0
+            )
+        ]
+
+
+def test_refreshing_keeps_unknown_fields(node_db: Database) -> None:
+    _record(node_db, "gpu-1", 10.0, models=["a"], version="0.1.0")
+    _record(node_db, "gpu-1", 20.0, key_name="other-key")
+    with node_db.read() as conn:
+        (info,) = list_nodes(conn)
+    assert (info.models, info.version, info.key_name, info.last_seen) == (
+        ["a"],
+        "0.1.0",
+        "other-key",
+        20.0,
+    )
+
+
+def test_a_node_first_seen_by_heartbeat_has_no_models(node_db: Database) -> None:
+    _record(node_db, "hb", 5.0)
+    with node_db.read() as conn:
+        assert list_nodes(conn)[0].models == []
+
+
+def test_list_is_most_recent_first(node_db: Database) -> None:
+    _record(node_db, "a", 1.0)
+    _record(node_db, "b", 3.0)
+    _record(node_db, "c", 2.0)
+    with node_db.read() as conn:
+        assert [n.node_id for n in list_nodes(conn)] == ["b", "c", "a"]
+
+
+def test_served_models_since(node_db: Database) -> None:
+    _record(node_db, "old", 1.0, models=["old-model", "shared"])
+    _record(node_db, "new", 10.0, models=["*", "shared", "new-model"])
+    with node_db.read() as conn:
+        assert served_models(conn, since=5.0) == ["new-model", "shared"]
+        assert served_models(conn, since=0.0) == ["new-model", "old-model", "shared"]
+        assert served_models(conn, since=11.0) == []
+
+
+def test_postgresql_upsert(postgres_url_factory) -> None:  # type: ignore[no-untyped-def]
+    db = migrated_database(postgres_url_factory())
+    try:
+        _record(db, "gpu-1", 1.0, models=["a"])
+        _record(db, "gpu-1", 2.0, models=["b"], version="2")
+        with db.read() as conn:
+            (info,) = list_nodes(conn)
+        assert (info.models, info.version, info.last_seen) == (["b"], "2", 2.0)
+    finally:
+        db.dispose()
