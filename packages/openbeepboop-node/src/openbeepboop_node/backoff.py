@@ -1,0 +1,84 @@
+"""Waiting out an unreachable server: exponential backoff with jitter, logged once.
+
+Fetch, heartbeat and delivery all talk to the same server, so they share one
+:class:`Connectivity`: the first failure logs a warning, the first success
+after it logs that the server is back, and nothing is logged per retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+
+logger = logging.getLogger(__name__)
+
+#: Each failed attempt multiplies the wait by this much, up to the maximum.
+BACKOFF_MULTIPLIER = 2.0
+#: The wait is drawn from [JITTER_FLOOR * delay, delay] so nodes do not retry in step.
+JITTER_FLOOR = 0.5
+
+
+class Backoff:
+    """Growing, jittered waits between attempts; :meth:`reset` after a success."""
+
+    def __init__(self, initial: float, maximum: float, rng: random.Random | None = None) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self._failures = 0
+        self._rng = rng or random.Random()  # noqa: S311 - jitter, not secrets
+
+    @property
+    def failures(self) -> int:
+        """Attempts failed in a row since the last :meth:`reset`."""
+        return self._failures
+
+    def next_delay(self, hint: float | None = None) -> float:
+        """Seconds to wait before the next attempt (``hint``: the server's Retry-After)."""
+        ceiling = min(self.maximum, self.initial * BACKOFF_MULTIPLIER**self._failures)
+        self._failures += 1
+        delay = self._rng.uniform(JITTER_FLOOR * ceiling, ceiling)
+        if hint is not None and hint > 0:
+            delay = max(delay, min(hint, self.maximum))
+        return delay
+
+    def reset(self) -> None:
+        """Start again from the initial wait."""
+        self._failures = 0
+
+
+class Connectivity:
+    """Whether the server answers, logging only when that changes."""
+
+    def __init__(self, server_url: str) -> None:
+        self._server_url = server_url
+        self._down_since: float | None = None
+
+    @property
+    def down(self) -> bool:
+        """True between a failure and the next success."""
+        return self._down_since is not None
+
+    def outage_seconds(self) -> float:
+        """How long the server has been unreachable (0 when it is up)."""
+        return 0.0 if self._down_since is None else time.monotonic() - self._down_since
+
+    def failed(self, reason: object) -> None:
+        """Record a failed call; logs only the first of an outage."""
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+            logger.warning(
+                "queue server %s unreachable (%s); retrying with backoff, results are kept",
+                self._server_url,
+                reason,
+            )
+
+    def succeeded(self) -> None:
+        """Record a successful call; logs once when an outage ends."""
+        if self._down_since is not None:
+            logger.warning(
+                "queue server %s reachable again after %.1f s",
+                self._server_url,
+                self.outage_seconds(),
+            )
+            self._down_since = None

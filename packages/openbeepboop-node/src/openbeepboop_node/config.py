@@ -1,0 +1,326 @@
+"""node_config.toml: what it may hold, where it lives, how it is read and written.
+
+The file is validated in full when it is read, so a typo is one clear line
+naming the field (``models[0].litellm_model: field required``) before the node
+claims any job. ``OPENBEEPBOOP_SERVER_URL`` and ``OPENBEEPBOOP_API_KEY``
+override the file. The file holds keys, so it is written atomically with mode
+0600.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import sys
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+import tomli_w
+from openbeepboop_schemas import ANY_MODEL, MAX_FETCH_JOBS, MAX_NODE_MODELS, MAX_WAIT_SECONDS
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from openbeepboop_node.exceptions import ConfigError
+from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+#: Folder name under the platform's user config and state directories.
+APP_NAME = "openbeepboop"
+CONFIG_FILE_NAME = "node_config.toml"
+ENV_SERVER_URL = "OPENBEEPBOOP_SERVER_URL"
+ENV_API_KEY = "OPENBEEPBOOP_API_KEY"
+
+DEFAULT_CONCURRENCY = 4
+#: Long-poll wait of one fetch; below the contract's MAX_WAIT_SECONDS.
+DEFAULT_FETCH_WAIT_SECONDS = 25.0
+DEFAULT_BACKOFF_INITIAL_SECONDS = 0.5
+DEFAULT_BACKOFF_MAX_SECONDS = 30.0
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
+#: Default timeout of one LLM call; a model's ``timeout`` overrides it.
+DEFAULT_REQUEST_TIMEOUT_SECONDS = 600.0
+#: How long finished outcomes are collected before one submit carries them all.
+DEFAULT_SUBMIT_LINGER_SECONDS = 0.005
+#: ``batch``: how long the server may stay unreachable mid-run before giving up.
+DEFAULT_BATCH_GIVE_UP_SECONDS = 60.0
+#: Placeholder in a ``name = "*"`` model's ``litellm_model``: the job's model name.
+MODEL_PLACEHOLDER = "{model}"
+
+_NODE_ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9._:@-]+")
+
+
+def default_config_path() -> Path:
+    """``<user config dir>/openbeepboop/node_config.toml``."""
+    return Path(platformdirs.user_config_dir(APP_NAME)) / CONFIG_FILE_NAME
+
+
+def default_spool_path(node_id: str) -> Path:
+    """``<user state dir>/openbeepboop/node-<node_id>-spool.sqlite3``."""
+    return Path(platformdirs.user_state_dir(APP_NAME)) / f"node-{node_id}-spool.sqlite3"
+
+
+def default_node_id() -> str:
+    """This machine's host name, trimmed to what the wire contract accepts."""
+    name = _NODE_ID_BAD_CHARS.sub("-", socket.gethostname()).strip("-")[:128]
+    return name or "node"
+
+
+class ModelConfig(BaseModel):
+    """One ``[[models]]`` entry: a model name jobs ask for and how to reach it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(min_length=1, max_length=256)
+    litellm_model: str = Field(min_length=1)
+    api_base: str | None = None
+    api_key: SecretStr | None = None
+    api_key_env: str | None = Field(default=None, min_length=1)
+    timeout: float | None = Field(default=None, gt=0)
+    defaults: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("api_base")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    @field_validator("defaults")
+    @classmethod
+    def _known_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(value) - DEFAULTABLE_PARAMS)
+        if unknown:
+            raise ValueError(
+                f"not an OpenAI generation parameter a node forwards: {', '.join(unknown)}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> ModelConfig:
+        if self.api_key is not None and self.api_key_env is not None:
+            raise ValueError("set api_key or api_key_env, not both")
+        if self.name == ANY_MODEL and MODEL_PLACEHOLDER not in self.litellm_model:
+            raise ValueError(
+                f'a name = "{ANY_MODEL}" model needs {MODEL_PLACEHOLDER} in litellm_model '
+                f'(e.g. "ollama_chat/{MODEL_PLACEHOLDER}")'
+            )
+        return self
+
+    def litellm_model_for(self, job_model: str) -> str:
+        """The LiteLLM model string for a job asking for ``job_model``."""
+        return self.litellm_model.replace(MODEL_PLACEHOLDER, job_model)
+
+    def resolve_api_key(self, environ: Mapping[str, str] | None = None) -> str | None:
+        """The provider key: from the file, or from the named environment variable."""
+        if self.api_key is not None:
+            return self.api_key.get_secret_value()
+        if self.api_key_env is None:
+            return None
+        value = (os.environ if environ is None else environ).get(self.api_key_env)
+        if not value:
+            raise ConfigError(
+                f"model {self.name!r}: api_key_env: environment variable "
+                f"{self.api_key_env} is not set"
+            )
+        return value
+
+
+class NodeConfig(BaseModel):
+    """The whole of node_config.toml (all durations in seconds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    server_url: str
+    api_key: SecretStr = Field(min_length=1)
+    node_id: str = Field(
+        default_factory=default_node_id,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9._:@-]+$",
+    )
+    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_FETCH_JOBS)
+    fetch_wait: float = Field(default=DEFAULT_FETCH_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    #: Seconds between heartbeats; unset means a third of the server's lease.
+    heartbeat_interval: float | None = Field(default=None, gt=0)
+    backoff_initial: float = Field(default=DEFAULT_BACKOFF_INITIAL_SECONDS, gt=0)
+    backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)
+    shutdown_grace: float = Field(default=DEFAULT_SHUTDOWN_GRACE_SECONDS, ge=0)
+    request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
+    submit_linger: float = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
+    batch_give_up: float = Field(default=DEFAULT_BATCH_GIVE_UP_SECONDS, ge=0)
+    spool_path: Path | None = None
+    models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
+
+    @field_validator("server_url")
+    @classmethod
+    def _server_url(cls, value: str) -> str:
+        value = value.strip()
+        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+            raise ValueError("must be an http:// or https:// URL")
+        return value.rstrip("/")
+
+    @field_validator("models")
+    @classmethod
+    def _unique_names(cls, value: list[ModelConfig]) -> list[ModelConfig]:
+        seen: set[str] = set()
+        for model in value:
+            if model.name in seen:
+                raise ValueError(f"model name {model.name!r} appears twice")
+            seen.add(model.name)
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> NodeConfig:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must not be below backoff_initial")
+        return self
+
+    def model_for(self, job_model: str) -> ModelConfig | None:
+        """The entry serving ``job_model``: its own name first, then a ``*`` entry."""
+        for model in self.models:
+            if model.name == job_model:
+                return model
+        for model in self.models:
+            if model.name == ANY_MODEL:
+                return model
+        return None
+
+    def model_names(self) -> list[str]:
+        """The model names this node declares to the server."""
+        return [model.name for model in self.models]
+
+    def resolved_spool_path(self) -> Path:
+        """Where finished outcomes wait for delivery."""
+        return self.spool_path or default_spool_path(self.node_id)
+
+    def timeout_for(self, model: ModelConfig) -> float:
+        """The LLM call timeout for ``model``."""
+        return model.timeout or self.request_timeout
+
+    def check_keys(self, environ: Mapping[str, str] | None = None) -> None:
+        """Fail now, not on the first job, if a model's ``api_key_env`` is unset."""
+        for model in self.models:
+            model.resolve_api_key(environ)
+
+    def to_toml_data(self) -> dict[str, Any]:
+        """The config as TOML-ready data: defaults left out, keys in clear."""
+        data = self.model_dump(mode="json", exclude_unset=True, exclude={"api_key", "models"})
+        data = {"server_url": self.server_url, "api_key": self.api_key.get_secret_value(), **data}
+        data["node_id"] = self.node_id
+        data["concurrency"] = self.concurrency
+        models = []
+        for model in self.models:
+            entry = model.model_dump(
+                mode="json", exclude_none=True, exclude={"api_key", "defaults"}
+            )
+            if model.api_key is not None:
+                entry["api_key"] = model.api_key.get_secret_value()
+            if model.defaults:
+                entry["defaults"] = dict(model.defaults)
+            models.append(entry)
+        data["models"] = models
+        return data
+
+
+def format_validation_error(exc: ValidationError) -> str:
+    """The first problem as ``field.path: message`` (``models[0].name: ...``)."""
+    first = exc.errors(include_url=False)[0]
+    where = ""
+    for part in first["loc"]:
+        where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))
+    message = first["msg"]
+    if first["type"] == "extra_forbidden":
+        message = "unknown setting"
+    elif first["type"] == "missing":
+        message = "required setting is missing"
+    more = exc.error_count() - 1
+    suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{where}: {message}{suffix}" if where else f"{message}{suffix}"
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """The raw TOML table at ``path``; ConfigError when missing or not TOML."""
+    try:
+        with path.open("rb") as handle:
+            data: dict[str, Any] = tomllib.load(handle)
+            return data
+    except FileNotFoundError:
+        raise ConfigError(
+            f"no node config at {path}: run `openbeepboop-node setup` (or pass --config)"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+
+
+def apply_env(data: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """``data`` with the OPENBEEPBOOP_SERVER_URL / OPENBEEPBOOP_API_KEY overrides applied."""
+    env = os.environ if environ is None else environ
+    merged = dict(data)
+    if env.get(ENV_SERVER_URL):
+        merged["server_url"] = env[ENV_SERVER_URL]
+    if env.get(ENV_API_KEY):
+        merged["api_key"] = env[ENV_API_KEY]
+    return merged
+
+
+def parse_config(data: Mapping[str, Any], source: str = CONFIG_FILE_NAME) -> NodeConfig:
+    """Validate raw settings; ConfigError names the file and the field."""
+    try:
+        return NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: {format_validation_error(exc)}") from None
+
+
+def load_config(path: Path | None = None, environ: Mapping[str, str] | None = None) -> NodeConfig:
+    """Read, override from the environment, and validate the node's config."""
+    path = path or default_config_path()
+    return parse_config(apply_env(read_toml(path), environ), str(path))
+
+
+def write_config(config: NodeConfig, path: Path) -> None:
+    """Write ``config`` to ``path`` atomically, mode 0600 from the first byte."""
+    text = tomli_w.dumps(config.to_toml_data())
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp already creates the file 0600; chmod again in case of an odd umask.
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    # Makes the rename itself durable; not every platform can open a folder.
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

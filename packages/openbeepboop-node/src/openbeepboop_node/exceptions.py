@@ -1,0 +1,65 @@
+"""Every error the node raises on purpose, under one base class.
+
+::
+
+    OpenBeepBoopNodeError
+    ├── ConfigError             node_config.toml is missing, unreadable or invalid
+    ├── ServerUnavailableError  the queue server cannot be reached now (retry later)
+    ├── KeyRejectedError        the server answered 401/403: retrying will not help
+    ├── ServerRequestError      the server refused a request as invalid (other 4xx)
+    ├── SpoolError              the local result spool cannot be opened or written
+    └── InferenceError          the LLM call failed; carries the wire NodeError
+
+The command line turns each into one line on stderr and a non-zero exit.
+"""
+
+from __future__ import annotations
+
+from openbeepboop_schemas import NodeError
+
+
+class OpenBeepBoopNodeError(Exception):
+    """Base class of every error the node raises on purpose."""
+
+
+class ConfigError(OpenBeepBoopNodeError):
+    """The node's configuration is missing or invalid; the message names the field."""
+
+
+class ServerUnavailableError(OpenBeepBoopNodeError):
+    """The queue server did not answer usefully (connection error, timeout, 429, 5xx).
+
+    ``retry_after`` is the server's ``Retry-After`` hint in seconds, when it gave one.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class KeyRejectedError(OpenBeepBoopNodeError):
+    """The queue server refused the node's API key (401) or its role (403)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class ServerRequestError(OpenBeepBoopNodeError):
+    """The queue server rejected a request as invalid (4xx other than 401/403/429)."""
+
+    def __init__(self, message: str, status_code: int) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
+
+class SpoolError(OpenBeepBoopNodeError):
+    """The local result spool cannot be opened or written."""
+
+
+class InferenceError(OpenBeepBoopNodeError):
+    """An LLM call failed; ``error`` is what the node reports to the queue."""
+
+    def __init__(self, error: NodeError) -> None:
+        super().__init__(error.message)
+        self.error = error

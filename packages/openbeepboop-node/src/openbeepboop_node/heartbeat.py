@@ -1,0 +1,100 @@
+"""Keeping leases alive while their jobs run, and hearing which ones to abort.
+
+Every held lease is extended together, every third of the lease period (or
+``heartbeat_interval`` when the operator set one), so a generation slower
+than the lease never loses it. The server's answer names leases that were
+lost (expired, taken over) or whose job was cancelled; the worker aborts
+those jobs. Nothing is sent while the node holds no lease: an idle node is
+already in touch through its long-poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+
+from openbeepboop_schemas import MAX_HEARTBEAT_LEASES, LeaseRef
+
+from openbeepboop_node.backoff import Connectivity
+from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError
+from openbeepboop_node.queue_client import QueueClient
+
+logger = logging.getLogger(__name__)
+
+#: Fraction of the lease period between two heartbeats.
+HEARTBEAT_FRACTION = 1 / 3
+#: Never heartbeat more often than this, whatever the lease.
+MIN_HEARTBEAT_SECONDS = 0.05
+
+GoneCallback = Callable[[Sequence[str], str], None]
+
+
+class Heartbeater:
+    """Extends the leases ``leases()`` returns; reports lost and cancelled ones."""
+
+    def __init__(
+        self,
+        client: QueueClient,
+        connectivity: Connectivity,
+        *,
+        leases: Callable[[], list[LeaseRef]],
+        lease_seconds: Callable[[], float | None],
+        on_gone: GoneCallback,
+        models: Sequence[str] | None = None,
+        interval: float | None = None,
+    ) -> None:
+        self._client = client
+        self._connectivity = connectivity
+        self._leases = leases
+        self._lease_seconds = lease_seconds
+        self._on_gone = on_gone
+        self._models = list(models) if models is not None else None
+        self._interval = interval
+        self._wake = asyncio.Event()
+        self.sent = 0
+
+    def wake(self) -> None:
+        """A lease was taken: start the heartbeat clock if it was idle."""
+        self._wake.set()
+
+    def period(self) -> float | None:
+        """Seconds until the next heartbeat, or None while no lease is held."""
+        if self._interval is not None:
+            return self._interval
+        seconds = self._lease_seconds()
+        if seconds is None:
+            return None
+        return max(MIN_HEARTBEAT_SECONDS, seconds * HEARTBEAT_FRACTION)
+
+    async def run(self) -> None:
+        """Heartbeat until cancelled; raises KeyRejectedError if the key is refused."""
+        while True:
+            if not self._leases():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            await asyncio.sleep(self.period() or MIN_HEARTBEAT_SECONDS)
+            refs = self._leases()
+            for start in range(0, len(refs), MAX_HEARTBEAT_LEASES):
+                await self.beat(refs[start : start + MAX_HEARTBEAT_LEASES])
+
+    async def beat(self, refs: list[LeaseRef]) -> None:
+        """One heartbeat for ``refs``."""
+        if not refs:
+            return
+        try:
+            answer = await self._client.heartbeat(refs, self._models)
+        except ServerUnavailableError as exc:
+            # Try again next period; a lease that expires meanwhile is reported lost.
+            self._connectivity.failed(exc)
+            return
+        except ServerRequestError as exc:
+            logger.warning("heartbeat refused: %s", exc)
+            return
+        self.sent += 1
+        self._connectivity.succeeded()
+        if answer.cancelled:
+            self._on_gone(answer.cancelled, "cancelled")
+        if answer.lost:
+            self._on_gone(answer.lost, "lost")

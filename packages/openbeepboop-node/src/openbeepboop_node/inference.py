@@ -1,0 +1,201 @@
+"""The one module that talks to LiteLLM: run a job's request, map its failures.
+
+LiteLLM is imported here and nowhere else, lazily (importing it takes seconds
+and reads the environment), after setting it up to stay offline: the bundled
+model cost map instead of a download, no telemetry, no callbacks, no
+"give feedback" banners on stdout.
+
+A job's request reaches LiteLLM only through the allow-list in
+:mod:`openbeepboop_node.request_params`; the operator's model settings
+(``model``, ``api_base``, ``api_key``, ``timeout``) are applied last, and
+LiteLLM's own retries are off because the queue retries.
+
+Failures become a wire :class:`~openbeepboop_schemas.NodeError`: retryable
+for timeouts, connection errors, 408, 429 and 5xx; permanent for bad
+requests (context window, content policy), auth and unknown models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from openbeepboop_schemas import (
+    MAX_ERROR_MESSAGE_CHARS,
+    ChatCompletion,
+    ChatCompletionRequest,
+    NodeError,
+)
+from pydantic import ValidationError
+
+from openbeepboop_node.config import ModelConfig, NodeConfig
+from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.request_params import job_params
+
+logger = logging.getLogger(__name__)
+
+#: Environment LiteLLM reads at import: use bundled data, fetch nothing on its own.
+OFFLINE_ENVIRONMENT = {
+    "LITELLM_LOCAL_MODEL_COST_MAP": "True",
+    "LITELLM_OFFLINE_MODE": "true",
+}
+
+#: Loggers LiteLLM writes to (with a handler of its own).
+LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
+
+_import_lock = threading.Lock()
+_litellm: Any = None
+
+#: (LiteLLM exception class name, wire error type, retryable), most specific first.
+_EXCEPTION_TYPES: tuple[tuple[str, str, bool], ...] = (
+    ("ContextWindowExceededError", "context_window_exceeded", False),
+    ("ContentPolicyViolationError", "content_policy_violation", False),
+    ("Timeout", "timeout", True),
+    ("RateLimitError", "rate_limit_error", True),
+    ("ServiceUnavailableError", "service_unavailable", True),
+    ("BadGatewayError", "server_error", True),
+    ("InternalServerError", "server_error", True),
+    ("APIConnectionError", "api_connection_error", True),
+    ("AuthenticationError", "authentication_error", False),
+    ("PermissionDeniedError", "permission_error", False),
+    ("NotFoundError", "not_found_error", False),
+    ("UnprocessableEntityError", "invalid_request_error", False),
+    ("BadRequestError", "invalid_request_error", False),
+)
+
+#: Wire error type by HTTP status, for exceptions only known by their status.
+_STATUS_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    408: "timeout",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+#: Statuses worth another attempt besides 5xx.
+_RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+
+def load_litellm() -> Any:
+    """Import and configure LiteLLM once (blocking: call it from a thread at start-up)."""
+    global _litellm
+    with _import_lock:
+        if _litellm is None:
+            for name, value in OFFLINE_ENVIRONMENT.items():
+                os.environ.setdefault(name, value)
+            # Imported by name: LiteLLM is untyped for our purposes and huge to analyse.
+            litellm: Any = importlib.import_module("litellm")
+
+            litellm.telemetry = False  # older releases phoned home unless told not to
+            litellm.suppress_debug_info = True
+            litellm.turn_off_message_logging = True
+            litellm.success_callback = []
+            litellm.failure_callback = []
+            litellm.callbacks = []
+            if not os.environ.get("LITELLM_LOG"):
+                # Its loggers print per-call chatter to stdout; the operator can
+                # still ask for it with LITELLM_LOG=DEBUG.
+                for name in LITELLM_LOGGERS:
+                    logging.getLogger(name).setLevel(logging.WARNING)
+            _litellm = litellm
+        return _litellm
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether a provider's HTTP status is worth another attempt."""
+    return status in _RETRYABLE_STATUSES or status >= 500
+
+
+def to_node_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> NodeError:
+    """What the queue should record for a failed LLM call (``secrets`` are masked)."""
+    litellm = load_litellm()
+    status = getattr(exc, "status_code", None)
+    status = status if isinstance(status, int) and 100 <= status <= 599 else None
+    message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    message = message[:MAX_ERROR_MESSAGE_CHARS]
+    for class_name, error_type, retryable in _EXCEPTION_TYPES:
+        cls = getattr(litellm, class_name, None)
+        if isinstance(cls, type) and isinstance(exc, cls):
+            if class_name == "APIConnectionError":
+                status = None  # no HTTP answer came back; LiteLLM says 500
+            return NodeError(
+                message=message, type=error_type, retryable=retryable, status_code=status
+            )
+    if status is not None:
+        return NodeError(
+            message=message,
+            type=_STATUS_TYPES.get(status, "server_error" if status >= 500 else "api_error"),
+            retryable=is_retryable_status(status),
+            status_code=status,
+        )
+    # Not a provider answer at all (a LiteLLM bug, a local failure): let the
+    # queue try again, bounded by the job's max_attempts.
+    return NodeError(message=message, type="node_error", retryable=True)
+
+
+class Inference:
+    """Runs jobs' chat completions with the operator's model settings."""
+
+    def __init__(self, config: NodeConfig, environ: Mapping[str, str] | None = None) -> None:
+        self._config = config
+        # Resolved once: an unset api_key_env is a start-up error, not a job failure.
+        self._keys = {model.name: model.resolve_api_key(environ) for model in config.models}
+
+    def load(self) -> None:
+        """Import LiteLLM now rather than on the first job."""
+        load_litellm()
+
+    def call_kwargs(
+        self, model: ModelConfig, job_model: str, request: ChatCompletionRequest
+    ) -> dict[str, Any]:
+        """The keyword arguments for ``litellm.acompletion``: job parameters, then ours."""
+        params, dropped = job_params(request, model.defaults)
+        if dropped:
+            logger.debug("not forwarding job fields %s", ", ".join(sorted(dropped)))
+        params["model"] = model.litellm_model_for(job_model)
+        params["timeout"] = self._config.timeout_for(model)
+        params["stream"] = False
+        params["num_retries"] = 0  # the queue retries, with backoff and an attempt count
+        params["max_retries"] = 0
+        if model.api_base is not None:
+            params["api_base"] = model.api_base
+        key = self._keys.get(model.name)
+        if key is not None:
+            params["api_key"] = key
+        return params
+
+    async def complete(
+        self, model: ModelConfig, job_model: str, request: ChatCompletionRequest
+    ) -> ChatCompletion:
+        """Run one request; InferenceError carries the error to report."""
+        litellm = _litellm or await asyncio.to_thread(load_litellm)
+        kwargs = self.call_kwargs(model, job_model, request)
+        try:
+            response = await litellm.acompletion(**kwargs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            secret = self._keys.get(model.name)
+            raise InferenceError(to_node_error(exc, (secret,) if secret else ())) from exc
+        try:
+            return ChatCompletion.model_validate(response.model_dump())
+        except (ValidationError, AttributeError, TypeError) as exc:
+            raise InferenceError(
+                NodeError(
+                    message=f"the LLM's answer is not a chat.completion: {exc}"[
+                        :MAX_ERROR_MESSAGE_CHARS
+                    ],
+                    type="invalid_response",
+                    retryable=False,
+                )
+            ) from exc

@@ -1,0 +1,265 @@
+"""``openbeepboop-node setup``: build node_config.toml from flags and prompts.
+
+Every prompt has a flag twin. On a terminal, whatever the flags leave open is
+asked for (with the current file's values as defaults, so running setup
+again edits the config); without a terminal, or with ``--non-interactive``,
+a missing required value is an error naming its flag, never a hang. A model
+given with ``--model`` replaces the entry of that name or is added to the
+file's other models.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import click
+
+from openbeepboop_node.config import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_REQUEST_TIMEOUT_SECONDS,
+    NodeConfig,
+    default_node_id,
+    parse_config,
+    read_toml,
+)
+from openbeepboop_node.exceptions import ConfigError
+from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
+
+#: Offered as the server URL when nothing else is known.
+DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
+
+
+@dataclass
+class SetupAnswers:
+    """What the flags said; ``None`` means "not given"."""
+
+    server_url: str | None = None
+    api_key: str | None = None
+    node_id: str | None = None
+    concurrency: int | None = None
+    model: str | None = None
+    litellm_model: str | None = None
+    api_base: str | None = None
+    api_key_env: str | None = None
+    model_api_key: str | None = None
+    request_timeout: float | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    defaults: dict[str, Any] = field(default_factory=dict)
+
+
+def stdin_is_terminal() -> bool:
+    """Whether prompts can be answered (tests replace this)."""
+    return sys.stdin.isatty()
+
+
+def parse_default(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` from ``--default``; VALUE is JSON when it parses, else a string."""
+    name, sep, raw = text.partition("=")
+    name = name.strip()
+    if not sep or not name:
+        raise click.BadParameter(f"expected KEY=VALUE, got {text!r}", param_hint="--default")
+    if name not in DEFAULTABLE_PARAMS:
+        raise click.BadParameter(
+            f"{name!r} is not an OpenAI generation parameter a node forwards",
+            param_hint="--default",
+        )
+    try:
+        value: Any = json.loads(raw)
+    except ValueError:
+        value = raw
+    return name, value
+
+
+class _Asker:
+    """Asks on a terminal; elsewhere fails on what is required and missing."""
+
+    def __init__(self, interactive: bool) -> None:
+        self.interactive = interactive
+
+    def value(
+        self,
+        given: Any,
+        prompt: str,
+        flag: str,
+        *,
+        current: Any = None,
+        fallback: Any = None,
+        required: bool = True,
+        secret: bool = False,
+        kind: Any = str,
+    ) -> Any:
+        if given is not None:
+            return given
+        default = current if current is not None else fallback
+        if not self.interactive:
+            if default is None and required:
+                raise ConfigError(f"missing {flag} (required when setup cannot prompt)")
+            return default
+        if secret and default:
+            answer = click.prompt(
+                f"{prompt} (Enter keeps the current one)",
+                default="",
+                hide_input=True,
+                show_default=False,
+                type=kind,
+            )
+            return answer or default
+        if not required and default is None:
+            answer = click.prompt(f"{prompt} (blank for none)", default="", type=kind)
+            return answer if answer != "" else None
+        return click.prompt(prompt, default=default, hide_input=secret, type=kind)
+
+    def another(self) -> bool:
+        return self.interactive and click.confirm("Add another model?", default=False)
+
+
+def _model_entry(
+    ask: _Asker, answers: SetupAnswers, existing: list[dict[str, Any]], suggest: bool
+) -> dict[str, Any]:
+    """One ``[[models]]`` entry; ``suggest`` offers the first current model's name."""
+    first = existing[0] if existing and suggest else {}
+    name = ask.value(
+        answers.model, "Model name clients ask for", "--model", current=first.get("name")
+    )
+    entry: dict[str, Any] = dict(next((m for m in existing if m.get("name") == name), {}))
+    entry["name"] = name
+    entry["litellm_model"] = ask.value(
+        answers.litellm_model,
+        "LiteLLM model (e.g. ollama_chat/llama3, openai/gpt-4o-mini)",
+        "--litellm-model",
+        current=entry.get("litellm_model"),
+    )
+    api_base = ask.value(
+        answers.api_base,
+        "API base URL of the model server",
+        "--api-base",
+        current=entry.get("api_base"),
+        required=False,
+    )
+    _set(entry, "api_base", api_base)
+    if answers.api_key_env is not None and answers.model_api_key is not None:
+        raise ConfigError("give --api-key-env or --model-api-key, not both")
+    key_env = None
+    if answers.model_api_key is None:
+        key_env = ask.value(
+            answers.api_key_env,
+            "Environment variable holding the provider's API key",
+            "--api-key-env",
+            current=entry.get("api_key_env"),
+            required=False,
+        )
+    key = None
+    if not key_env:
+        key = ask.value(
+            answers.model_api_key,
+            "Provider API key",
+            "--model-api-key",
+            current=entry.get("api_key"),
+            required=False,
+            secret=True,
+        )
+    _set(entry, "api_key_env", key_env or None)
+    _set(entry, "api_key", key or None)
+    timeout = ask.value(
+        answers.request_timeout,
+        "Request timeout in seconds",
+        "--request-timeout",
+        current=entry.get("timeout"),
+        fallback=DEFAULT_REQUEST_TIMEOUT_SECONDS,
+        kind=click.FloatRange(min=0, min_open=True),
+    )
+    _set(entry, "timeout", timeout if timeout != DEFAULT_REQUEST_TIMEOUT_SECONDS else None)
+    defaults = dict(entry.get("defaults") or {})
+    defaults.update(answers.defaults)
+    for param, given, kind in (
+        ("temperature", answers.temperature, click.FloatRange(0, 2)),
+        ("max_tokens", answers.max_tokens, click.IntRange(min=1)),
+    ):
+        value = ask.value(
+            given,
+            f"Default {param} when a job sets none",
+            f"--{param.replace('_', '-')}",
+            current=defaults.get(param),
+            required=False,
+            kind=kind,
+        )
+        _set(defaults, param, value)
+    _set(entry, "defaults", defaults or None)
+    return entry
+
+
+def _set(table: dict[str, Any], key: str, value: Any) -> None:
+    if value is None or value == "":
+        table.pop(key, None)
+    else:
+        table[key] = value
+
+
+def _has_model_flags(answers: SetupAnswers) -> bool:
+    model_fields = (
+        answers.model,
+        answers.litellm_model,
+        answers.api_base,
+        answers.api_key_env,
+        answers.model_api_key,
+        answers.request_timeout,
+        answers.temperature,
+        answers.max_tokens,
+    )
+    return any(value is not None for value in model_fields) or bool(answers.defaults)
+
+
+def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeConfig:
+    """The config setup would write: flags, then answers, then the current file."""
+    current: dict[str, Any] = read_toml(path) if path.exists() else {}
+    ask = _Asker(interactive)
+    data = dict(current)
+    data["server_url"] = ask.value(
+        answers.server_url,
+        "Queue server URL",
+        "--server-url",
+        current=current.get("server_url"),
+        fallback=DEFAULT_SERVER_URL if interactive else None,
+    )
+    data["api_key"] = ask.value(
+        answers.api_key,
+        "Node API key (NODE or ADMIN role)",
+        "--api-key",
+        current=current.get("api_key"),
+        secret=True,
+    )
+    data["node_id"] = ask.value(
+        answers.node_id,
+        "Node id",
+        "--node-id",
+        current=current.get("node_id"),
+        fallback=default_node_id(),
+    )
+    data["concurrency"] = ask.value(
+        answers.concurrency,
+        "Jobs to run at once",
+        "--concurrency",
+        current=current.get("concurrency"),
+        fallback=DEFAULT_CONCURRENCY,
+        kind=click.IntRange(1, 256),
+    )
+    models: list[dict[str, Any]] = [dict(m) for m in current.get("models") or []]
+    if interactive or not models or _has_model_flags(answers):
+        pending, suggest = answers, True
+        while True:
+            entry = _model_entry(ask, pending, models, suggest)
+            names = [m.get("name") for m in models]
+            if entry["name"] in names:
+                models[names.index(entry["name"])] = entry
+            else:
+                models.append(entry)
+            if not ask.another():
+                break
+            pending, suggest = SetupAnswers(), False
+    data["models"] = models
+    return parse_config(data, str(path))

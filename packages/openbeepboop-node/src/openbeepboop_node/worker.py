@@ -1,0 +1,449 @@
+"""The node itself: claim jobs, run them concurrently, deliver, shut down cleanly.
+
+:class:`Node` runs three loops on one event loop and one HTTP connection pool:
+
+- fetch: long-polls for as many jobs as it has free slots (one request, many
+  leases) and starts each as a task; it asks again as soon as a slot frees
+  up, not when a whole batch is done;
+- heartbeat (:mod:`~openbeepboop_node.heartbeat`): keeps held leases alive and
+  aborts jobs the server reports cancelled or lost;
+- delivery (:mod:`~openbeepboop_node.delivery`): spools outcomes, then submits
+  them in batches.
+
+``run`` works until :meth:`Node.stop` (the CLI calls it on SIGINT/SIGTERM):
+fetching stops, running jobs get ``shutdown_grace`` seconds to finish, the
+rest are aborted and their leases released so they requeue at once, and
+everything finished is delivered. ``run_batch`` works through what is queued
+and returns when the server has nothing left for this node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import httpx
+from openbeepboop_schemas import (
+    ErrorOutcome,
+    Lease,
+    LeaseRef,
+    NodeError,
+    Outcome,
+    ReleaseOutcome,
+    ResultOutcome,
+    SubmitAck,
+)
+
+from openbeepboop_node.backoff import Backoff, Connectivity
+from openbeepboop_node.config import NodeConfig
+from openbeepboop_node.delivery import Deliverer
+from openbeepboop_node.exceptions import (
+    InferenceError,
+    ServerRequestError,
+    ServerUnavailableError,
+)
+from openbeepboop_node.heartbeat import Heartbeater
+from openbeepboop_node.inference import Inference
+from openbeepboop_node.queue_client import QueueClient
+from openbeepboop_node.spool import Spool
+
+logger = logging.getLogger(__name__)
+
+#: After shutdown, how long ``run`` keeps trying to deliver before leaving the
+#: rest in the spool for the next start (at most; never more than the grace
+#: period, never less than SHUTDOWN_DELIVERY_MIN_SECONDS).
+SHUTDOWN_DELIVERY_SECONDS = 10.0
+SHUTDOWN_DELIVERY_MIN_SECONDS = 1.0
+#: A fetch that comes back empty sooner than this (a server that does not
+#: long-poll) is followed by a pause, so an idle node never spins.
+MIN_EMPTY_FETCH_SECONDS = 0.5
+
+
+@dataclass
+class RunSummary:
+    """What one ``run`` or ``run_batch`` did."""
+
+    completed: int = 0
+    failed: int = 0
+    aborted: int = 0
+    released: int = 0
+    undelivered: int = 0
+    acks: dict[str, int] = field(default_factory=dict)
+
+
+class Node:
+    """One node: the configured models, a concurrency limit, one queue server."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        version: str | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.inference = Inference(config, environ)
+        self.client = QueueClient(
+            config.server_url,
+            config.api_key.get_secret_value(),
+            config.node_id,
+            version=version,
+            fetch_wait=config.fetch_wait,
+            transport=transport,
+        )
+        self.connectivity = Connectivity(config.server_url)
+        self.summary = RunSummary()
+        self._models = config.model_names()
+        self._spool: Spool | None = None
+        self._deliverer: Deliverer | None = None
+        self._heartbeater: Heartbeater | None = None
+        self._held: dict[str, Lease] = {}
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._abort_reasons: dict[str, str] = {}
+        self._stopping = asyncio.Event()
+        self._slot_free = asyncio.Event()
+
+    # -- control ---------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        """True once :meth:`stop` was called."""
+        return self._stopping.is_set()
+
+    @property
+    def running_jobs(self) -> int:
+        """Jobs being worked on right now."""
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Stop fetching and shut down gracefully (safe to call more than once)."""
+        self._stopping.set()
+        self._slot_free.set()
+
+    async def run(self) -> RunSummary:
+        """Work until :meth:`stop`; returns what was done."""
+        return await self._serve(batch=False)
+
+    async def run_batch(self) -> RunSummary:
+        """Work until the server has nothing queued for this node's models.
+
+        Raises ServerUnavailableError when the server cannot be reached at first, or
+        stays unreachable longer than ``batch_give_up`` seconds later on, and
+        when results could not all be delivered (they stay in the spool).
+        """
+        return await self._serve(batch=True)
+
+    # -- the loops -------------------------------------------------------
+
+    async def _serve(self, batch: bool) -> RunSummary:
+        config = self.config
+        background: list[asyncio.Task[None]] = []
+        try:
+            self._spool = Spool(config.resolved_spool_path())
+            self._deliverer = Deliverer(
+                self.client,
+                self._spool,
+                self.connectivity,
+                Backoff(config.backoff_initial, config.backoff_max),
+                linger=config.submit_linger,
+                on_settled=self._settled,
+            )
+            self._heartbeater = Heartbeater(
+                self.client,
+                self.connectivity,
+                leases=self._lease_refs,
+                lease_seconds=self._lease_seconds,
+                on_gone=self._gone,
+                models=self._models,
+                interval=config.heartbeat_interval,
+            )
+            self._log_start(batch)
+            await self._deliverer.restore()
+            background.append(asyncio.create_task(self._deliverer.run(), name="delivery"))
+            background.append(asyncio.create_task(self._heartbeater.run(), name="heartbeat"))
+            # LiteLLM takes seconds to import; spooled results go out meanwhile.
+            await self._until_done(asyncio.to_thread(self.inference.load), background)
+            fetching = asyncio.create_task(self._fetch_loop(batch), name="fetch")
+            gave_up = True
+            try:
+                await self._until_done(fetching, background)
+                gave_up = False
+            finally:
+                await self._drain(batch, background, gave_up)
+        finally:
+            await self._close(background)
+        return self.summary
+
+    async def _close(self, background: list[asyncio.Task[None]]) -> None:
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if self._deliverer is not None:
+            # Whatever finished but was not spooled yet goes to disk before exit.
+            await self._deliverer.persist()
+            self.summary.undelivered = self._deliverer.undelivered_results()
+            self._deliverer.close()
+            if self.summary.undelivered:
+                logger.warning(
+                    "%d result(s) not delivered yet; kept in %s for the next start",
+                    self.summary.undelivered,
+                    self.config.resolved_spool_path(),
+                )
+        await self.client.aclose()
+        if self._spool is not None:
+            self._spool.close()
+
+    async def _until_done(
+        self, work: Awaitable[object], background: list[asyncio.Task[None]]
+    ) -> None:
+        """Await ``work``, unless a background loop fails first (a refused key)."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait([task, *background], return_when=asyncio.FIRST_COMPLETED)
+        for finished in background:
+            if finished in done:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+                finished.result()  # raises what ended it
+                raise RuntimeError(f"the {finished.get_name()} loop ended unexpectedly")
+        task.result()
+
+    async def _fetch_loop(self, batch: bool) -> None:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        contacted = False
+        while not self.stopping:
+            free = config.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._slot_free.clear()
+            started = loop.time()
+            try:
+                leases = await self._fetch(free, 0.0 if batch else config.fetch_wait)
+            except ServerUnavailableError as exc:
+                self.connectivity.failed(exc)
+                if batch and (
+                    not contacted or self.connectivity.outage_seconds() > config.batch_give_up
+                ):
+                    raise
+                await self._pause(backoff.next_delay(exc.retry_after))
+                continue
+            if self.connectivity.down:
+                self.connectivity.succeeded()
+                if self._deliverer is not None:
+                    self._deliverer.retry_now()
+            contacted = True
+            backoff.reset()
+            if leases is None:  # stopped while waiting
+                return
+            for lease in leases:
+                self._start(lease)
+            if leases:
+                continue
+            if batch:
+                if not self._running:
+                    return
+                await self._slot_free.wait()  # a job ended: there may be more to claim
+            elif loop.time() - started < MIN_EMPTY_FETCH_SECONDS:
+                await self._pause(MIN_EMPTY_FETCH_SECONDS - (loop.time() - started))
+
+    async def _fetch(self, max_jobs: int, wait: float) -> list[Lease] | None:
+        """One fetch, abandoned (None) if the node is stopped meanwhile."""
+        call = asyncio.ensure_future(self.client.fetch(self._models, max_jobs, wait))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([call, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not call.done():
+            # Leases the server hands out in this instant expire and requeue.
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            return None
+        try:
+            return call.result()
+        except ServerRequestError as exc:
+            raise ServerRequestError(
+                f"{exc} (check node_id and models in the node config)", exc.status_code
+            ) from exc
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by :meth:`stop`."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # -- jobs ------------------------------------------------------------
+
+    def _start(self, lease: Lease) -> None:
+        task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
+        self._held[lease.job_id] = lease
+        self._running[lease.job_id] = task
+        task.add_done_callback(self._job_done)
+        if self._heartbeater is not None:
+            self._heartbeater.wake()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        job_id = task.get_name().removeprefix("job ")
+        self._running.pop(job_id, None)
+        self._slot_free.set()
+
+    async def _work(self, lease: Lease) -> None:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        outcome: Outcome
+        model = self.config.model_for(lease.model)
+        try:
+            if model is None:
+                raise InferenceError(
+                    NodeError(
+                        message=(
+                            f"model {lease.model!r} is not configured on node "
+                            f"{self.config.node_id!r}"
+                        ),
+                        type="model_not_served",
+                        retryable=False,
+                    )
+                )
+            result = await self.inference.complete(model, lease.model, lease.request)
+            outcome = ResultOutcome(
+                job_id=lease.job_id, lease_token=lease.lease_token, result=result
+            )
+        except asyncio.CancelledError:
+            reason = self._abort_reasons.pop(lease.job_id, "shutdown")
+            self.summary.aborted += 1
+            logger.info(
+                "job %s model=%s attempt=%d %.2fs aborted (%s)",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                loop.time() - started,
+                reason,
+            )
+            raise
+        except InferenceError as exc:
+            outcome = self._failed(lease, exc.error, loop.time() - started)
+        except Exception as exc:  # a bug here must not cost the job: let it be retried
+            logger.exception("job %s: unexpected error", lease.job_id)
+            error = NodeError(
+                message=f"node error: {exc}"[:1000], type="node_error", retryable=True
+            )
+            outcome = self._failed(lease, error, loop.time() - started)
+        else:
+            self.summary.completed += 1
+            usage = result.usage
+            logger.info(
+                "job %s model=%s attempt=%d %.2fs tokens=%d+%d completed",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                loop.time() - started,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+            )
+        assert self._deliverer is not None
+        self._deliverer.put(outcome)
+
+    def _failed(self, lease: Lease, error: NodeError, seconds: float) -> ErrorOutcome:
+        self.summary.failed += 1
+        logger.warning(
+            "job %s model=%s attempt=%d %.2fs failed (%s, %s): %s",
+            lease.job_id,
+            lease.model,
+            lease.attempt,
+            seconds,
+            error.type,
+            "retryable" if error.retryable else "permanent",
+            error.message,
+        )
+        return ErrorOutcome(job_id=lease.job_id, lease_token=lease.lease_token, error=error)
+
+    # -- what the other loops tell us ------------------------------------
+
+    def _lease_refs(self) -> list[LeaseRef]:
+        return [
+            LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token)
+            for lease in self._held.values()
+        ]
+
+    def _lease_seconds(self) -> float | None:
+        if not self._held:
+            return None
+        return float(min(lease.lease_seconds for lease in self._held.values()))
+
+    def _gone(self, job_ids: Sequence[str], reason: str) -> None:
+        """The server says these leases are over: abort their jobs."""
+        for job_id in job_ids:
+            self._held.pop(job_id, None)
+            task = self._running.get(job_id)
+            if task is not None and not task.done():
+                logger.warning("job %s: %s by the server, aborting it", job_id, reason)
+                self._abort_reasons[job_id] = reason
+                task.cancel()
+
+    def _settled(self, acks: Sequence[SubmitAck]) -> None:
+        for ack in acks:
+            if ack.job_id not in self._running:
+                self._held.pop(ack.job_id, None)
+            self.summary.acks[ack.ack] = self.summary.acks.get(ack.ack, 0) + 1
+
+    # -- shutdown --------------------------------------------------------
+
+    async def _drain(
+        self, batch: bool, background: list[asyncio.Task[None]], gave_up: bool
+    ) -> None:
+        """Let running jobs finish (within the grace period), release the rest, deliver."""
+        self.stop()
+        broken = any(task.done() for task in background)  # a refused key: nothing will land
+        running = list(self._running.values())
+        if running and not broken:
+            logger.info(
+                "waiting up to %.0f s for %d running job(s) to finish",
+                self.config.shutdown_grace,
+                len(running),
+            )
+            await asyncio.wait(running, timeout=self.config.shutdown_grace or None)
+        leftover = [(job_id, task) for job_id, task in self._running.items() if not task.done()]
+        for job_id, task in leftover:
+            self._abort_reasons.setdefault(job_id, "shutdown")
+            task.cancel()
+        await asyncio.gather(*(task for _, task in leftover), return_exceptions=True)
+        assert self._deliverer is not None
+        for job_id, _ in leftover:
+            lease = self._held.get(job_id)
+            if lease is not None:
+                self._deliverer.put(
+                    ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token)
+                )
+                self.summary.released += 1
+        if broken or gave_up:
+            return
+        if not batch:
+            grace = min(SHUTDOWN_DELIVERY_SECONDS, self.config.shutdown_grace)
+            await self._deliverer.wait_idle(max(SHUTDOWN_DELIVERY_MIN_SECONDS, grace))
+            return
+        # batch: keep trying while the server is up or has been down only briefly.
+        while not await self._deliverer.wait_idle(1.0):
+            if any(task.done() for task in background):
+                return
+            if self.connectivity.outage_seconds() > self.config.batch_give_up:
+                return
+
+    def _log_start(self, batch: bool) -> None:
+        served = ", ".join(
+            f"{m.name} ({m.litellm_model}{' @ ' + m.api_base if m.api_base else ''})"
+            for m in self.config.models
+        )
+        logger.info(
+            "node %s %s for %s; concurrency %d; serving %s",
+            self.config.node_id,
+            "draining the queue" if batch else "working",
+            self.config.server_url,
+            self.config.concurrency,
+            served,
+        )

@@ -1,0 +1,308 @@
+"""The node's loop against a fake queue (respx) and the real stand-in LLM via LiteLLM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+from conditions import wait_for
+from fake_queue import FakeQueue
+from openbeepboop_node.exceptions import KeyRejectedError
+from openbeepboop_node.spool import Spool
+from openbeepboop_node.worker import Node
+from openbeepboop_schemas import ChatCompletion
+from openbeepboop_testkit.standin import StandinLLM
+
+
+async def start(node: Node) -> asyncio.Task[object]:
+    return asyncio.create_task(node.run())
+
+
+async def test_runs_jobs_and_delivers_results(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    ids = [fake.add_job(f"prompt {i}") for i in range(10)]
+    node = make_node(concurrency=4)
+    task = await start(node)
+    await wait_for(lambda: len(fake.results()) == 10, what="10 results")
+    node.stop()
+    summary = await task
+    assert summary.completed == 10
+    for job_id, i in zip(ids, range(10), strict=True):
+        result = ChatCompletion.model_validate(fake.results()[job_id]["result"])
+        assert result.choices[0].message.content == f"Echo: prompt {i}"
+    assert llm.prompt_counts() == {f"prompt {i}": 1 for i in range(10)}
+    # Never more jobs asked for than free slots; results travel in batches.
+    assert all(f["max_jobs"] <= 4 for f in fake.fetches)
+    assert sum(len(s["outcomes"]) for s in fake.submits) == 10
+    assert len(Spool(node.config.resolved_spool_path())) == 0
+
+
+async def test_fetches_more_as_slots_free_up(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=0.3)
+    for i in range(6):
+        fake.add_job(f"p{i}")
+    node = make_node(concurrency=3)
+    task = await start(node)
+    await wait_for(lambda: len(fake.results()) == 6, what="6 results")
+    node.stop()
+    await task
+    # One request claims several jobs at once.
+    assert any(len(f) and f["max_jobs"] == 3 for f in fake.fetches)
+    assert len(llm.calls()) == 6
+
+
+async def test_unknown_model_is_a_permanent_error_and_never_reaches_the_llm(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    fake.ignore_routing = True  # a server that hands out a model the node never declared
+    job_id = fake.add_job("hello", model="gpt-9")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: job_id in fake.errors(), what="the error outcome")
+    node.stop()
+    await task
+    assert fake.fetches[0]["models"] == ["standin"]
+    error = fake.errors()[job_id]["error"]
+    assert error["retryable"] is False
+    assert error["type"] == "model_not_served"
+    assert "gpt-9" in error["message"]
+    assert llm.calls() == []
+
+
+async def test_wildcard_model_substitutes_the_job_model(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    job_id = fake.add_job("hi", model="anything")
+    node = make_node(
+        models=[
+            {
+                "name": "*",
+                "litellm_model": "openai/{model}",
+                "api_base": llm.base_url,
+                "api_key": "x",
+            }
+        ]
+    )
+    task = await start(node)
+    await wait_for(lambda: job_id in fake.results(), what="the result")
+    node.stop()
+    await task
+    assert fake.fetches[0]["models"] == ["*"]
+    assert [c.model for c in llm.calls()] == ["anything"]
+
+
+async def test_provider_errors_are_reported_with_retryable_flag(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(fail_prompts=("BAD",))
+    bad = fake.add_job("this is BAD")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: bad in fake.errors(), what="the error")
+    node.stop()
+    summary = await task
+    error = fake.errors()[bad]["error"]
+    assert error["retryable"] is False
+    assert error["status_code"] == 400
+    assert "stand-in provider rejected this prompt permanently" in error["message"]
+    assert summary.failed == 1
+
+
+async def test_slow_job_keeps_its_lease_through_heartbeats(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    fake.lease_seconds = 0.3  # heartbeat every 0.1 s
+    llm.configure(delay=1.0)
+    job_id = fake.add_job("slow")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: job_id in fake.results(), what="the slow result")
+    node.stop()
+    await task
+    beats = fake.heartbeat_leases().count(job_id)
+    assert beats >= 3, beats
+    assert [a["ack"] for a in fake.acks] == ["accepted"]
+
+
+async def test_heartbeat_cancelled_aborts_the_llm_call(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    fake.lease_seconds = 0.3
+    llm.configure(delay=60.0)
+    job_id = fake.add_job("long")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: node.running_jobs == 1, what="the job to start")
+    fake.cancelled.add(job_id)
+    await wait_for(lambda: node.running_jobs == 0, timeout=10, what="the job to be aborted")
+    assert node.summary.aborted == 1
+    # Nothing is delivered for a cancelled job, and the node keeps working.
+    llm.configure(delay=0.0)
+    other = fake.add_job("next")
+    await wait_for(lambda: other in fake.results(), what="the next job")
+    node.stop()
+    await task
+    assert job_id not in fake.outcomes
+    assert [s["outcomes"][0]["job_id"] for s in fake.submits] == [other]
+
+
+async def test_lost_lease_aborts_the_job(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    fake.lease_seconds = 0.3
+    llm.configure(delay=60.0)
+    job_id = fake.add_job("long")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: node.running_jobs == 1, what="the job to start")
+    fake.lost.add(job_id)
+    await wait_for(lambda: node.running_jobs == 0, timeout=10, what="the job to be aborted")
+    node.stop()
+    await task
+    assert job_id not in fake.outcomes
+
+
+async def test_stale_ack_is_dropped_and_logged(
+    fake: FakeQueue,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm.configure(delay=0.5)
+    job_id = fake.add_job("late")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: node.running_jobs == 1, what="the job to start")
+    fake.lost.add(job_id)  # the lease expires before the result arrives
+    with caplog.at_level(logging.WARNING, logger="openbeepboop_node"):
+        await wait_for(lambda: fake.acks, what="the late delivery")
+        node.stop()
+        await task
+    assert [a["ack"] for a in fake.acks] == ["stale"]
+    assert "server ignored the result" in caplog.text
+    assert len(Spool(node.config.resolved_spool_path())) == 0
+
+
+async def test_shutdown_lets_running_jobs_finish(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=0.5)
+    job_id = fake.add_job("finish me")
+    node = make_node(shutdown_grace=20)
+    task = await start(node)
+    await wait_for(lambda: node.running_jobs == 1, what="the job to start")
+    node.stop()
+    summary = await task
+    assert job_id in fake.results()
+    assert summary.completed == 1 and summary.released == 0
+
+
+async def test_shutdown_releases_jobs_that_outlast_the_grace_period(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=60.0)
+    job_ids = [fake.add_job(f"forever {i}") for i in range(2)]
+    node = make_node(shutdown_grace=0.2)
+    task = await start(node)
+    await wait_for(lambda: node.running_jobs == 2, what="both jobs to start")
+    node.stop()
+    summary = await asyncio.wait_for(task, 20)
+    assert sorted(fake.released) == job_ids
+    assert summary.released == 2
+    assert fake.outcomes == {}
+    # Released jobs are back in the queue at once.
+    assert sorted(j[0] for j in fake.queued) == job_ids
+
+
+async def test_results_survive_an_outage_and_the_llm_is_not_called_again(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    ids = [fake.add_job(f"outage {i}") for i in range(3)]
+    node = make_node()
+    fake.down_paths = {"/internal/queue/submit"}
+    task = await start(node)
+    await wait_for(lambda: node.summary.completed == 3, what="3 completions")
+    spool = Spool(node.config.resolved_spool_path())
+    await wait_for(lambda: len(spool) == 3, what="3 spooled results")
+    assert fake.outcomes == {}
+    fake.down_paths = set()
+    await wait_for(lambda: len(fake.results()) == 3, what="delivery after the outage")
+    node.stop()
+    await task
+    assert sorted(fake.results()) == ids
+    assert llm.prompt_counts() == {f"outage {i}": 1 for i in range(3)}
+    assert len(spool) == 0
+
+
+async def test_spooled_results_are_delivered_by_the_next_run(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    ids = [fake.add_job(f"restart {i}") for i in range(3)]
+    fake.down_paths = {"/internal/queue/submit"}
+    first = make_node(shutdown_grace=0.5)
+    task = await start(first)
+    await wait_for(lambda: first.summary.completed == 3, what="3 completions")
+    first.stop()
+    summary = await task
+    assert summary.undelivered == 3
+    assert fake.outcomes == {}
+
+    fake.down_paths = set()
+    second = make_node()
+    task = await start(second)
+    await wait_for(lambda: len(fake.results()) == 3, what="delivery by the second run")
+    second.stop()
+    await task
+    assert sorted(fake.results()) == ids
+    assert llm.prompt_counts() == {f"restart {i}": 1 for i in range(3)}
+    assert len(Spool(second.config.resolved_spool_path())) == 0
+
+
+async def test_server_down_is_logged_once_and_recovery_once(
+    fake: FakeQueue,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake.down = True
+    node = make_node()
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(node)
+        # Several retries, with growing gaps, while it is down.
+        await wait_for(lambda: len(fake.attempts) >= 4, what="retries")
+        fake.down = False
+        job_id = fake.add_job("after the outage")
+        await wait_for(lambda: job_id in fake.results(), what="work after the outage")
+        node.stop()
+        await task
+    down = [r for r in caplog.records if "unreachable" in r.getMessage()]
+    back = [r for r in caplog.records if "reachable again" in r.getMessage()]
+    assert len(down) == 1 and len(back) == 1
+    assert node.config.api_key.get_secret_value() not in caplog.text
+
+
+async def test_refused_key_stops_the_node(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    fake.key = "sk-some-other-key"
+    node = make_node()
+    with pytest.raises(KeyRejectedError, match="rejected the API key"):
+        await asyncio.wait_for(node.run(), 30)
+
+
+async def test_batch_drains_the_queue_and_returns(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    for i in range(7):
+        fake.add_job(f"batch {i}")
+    node = make_node(concurrency=3)
+    summary = await asyncio.wait_for(node.run_batch(), 60)
+    assert summary.completed == 7
+    assert len(fake.results()) == 7
+    assert all(f["wait"] == 0 for f in fake.fetches)
+    assert summary.undelivered == 0
