@@ -12,7 +12,10 @@ from pathlib import Path
 
 import pytest
 import respx
+from click.testing import CliRunner, Result
 from openbeepboop import Client, _constants
+from openbeepboop._config import write_config_file
+from openbeepboop.cli import main
 
 BASE_URL = "http://obb.test"
 API_KEY = "sk-test-" + "k" * 40
@@ -115,3 +118,50 @@ def entry_body(job_id: str, status: str = "QUEUED", **fields: object) -> dict:
 
 def error_body(message: str, type_: str = "invalid_request_error", **fields: object) -> dict:
     return {"error": {"message": message, "type": type_, "param": None, "code": None, **fields}}
+
+
+# --- the command line -------------------------------------------------------
+
+
+def make_runner() -> CliRunner:
+    try:  # click < 8.2 mixes stderr into output unless told not to
+        return CliRunner(mix_stderr=False)  # type: ignore[call-arg]
+    except TypeError:
+        return CliRunner()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    path = tmp_path / "client_config.toml"
+    write_config_file(path, {"server_url": BASE_URL, "api_key": API_KEY, "default_model": "llama3"})
+    return path
+
+
+class Cli:
+    """Runs ``openbeepboop-client`` in-process with the test's config file."""
+
+    def __init__(self, config: Path) -> None:
+        self.config = config
+        self.runner = make_runner()
+
+    def __call__(self, *args: str, config: bool = True, input: str | None = None) -> Result:
+        argv = list(args)
+        if config:
+            argv += ["--config", str(self.config)]
+        return self.runner.invoke(main, argv, input=input, catch_exceptions=False)
+
+
+@pytest.fixture
+def cli(config_file: Path) -> Cli:
+    return Cli(config_file)
+
+
+def assert_one_line_error(result: Result, *fragments: str) -> None:
+    """Non-zero exit, one ``Error: ...`` line on stderr, no traceback."""
+    assert result.exit_code != 0, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    assert "Traceback" not in result.stderr + result.stdout
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]

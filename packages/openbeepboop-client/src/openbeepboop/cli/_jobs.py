@@ -16,6 +16,7 @@ from openbeepboop.cli._common import (
     entry_json,
     json_option,
     make_client,
+    stderr_is_terminal,
     timeout_option,
 )
 
@@ -53,7 +54,8 @@ def submit_command(
             else:
                 click.echo(f"Job submitted successfully. ID: {job.id}")
             return
-        click.echo(f"Job submitted: {job.id}; waiting for it to finish...", err=True)
+        if stderr_is_terminal():
+            click.echo(f"Job submitted: {job.id}; waiting for it to finish...", err=True)
         try:
             entries = client.jobs.wait([job.id], timeout=timeout)
         except JobTimeoutError as exc:
