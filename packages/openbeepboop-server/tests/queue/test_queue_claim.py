@@ -127,3 +127,26 @@ def test_the_claim_query_walks_an_index_in_fifo_order(
     by_model, any_model = plans
     assert "ix_jobs_claim" in by_model and "TEMP B-TREE" not in by_model, by_model
     assert "ix_jobs_status_seq" in any_model and "TEMP B-TREE" not in any_model, any_model
+
+
+def test_next_claimable_at_reads_only_the_backoff_index(
+    queue: QueueService, alice: Caller, db: Database
+) -> None:
+    queue.submit_many(alice, [chat_request(model=m) for m in "ab" * 50])
+    statements: list[tuple[str, object]] = []
+
+    @sa.event.listens_for(db.engine, "before_cursor_execute")
+    def _record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if "min(not_before)" in statement:
+            statements.append((statement, params))
+
+    assert queue.next_claimable_at(["a", "b"]) is None
+    assert queue.next_claimable_at(["*"]) is None
+    sa.event.remove(db.engine, "before_cursor_execute", _record)
+    with db.read() as conn:
+        for statement, params in statements:
+            plan = " | ".join(
+                str(row[-1])
+                for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
+            )
+            assert "ix_jobs_backoff" in plan, plan

@@ -167,3 +167,32 @@ def test_claims_for_different_models_do_not_interfere(backend_url: str) -> None:
         db.dispose()
     assert sorted(job for got in by_model.values() for job in got) == sorted(created)
     assert by_model["a"] == created[0::3] and by_model["b"] == created[1::3]
+
+
+def test_concurrent_submits_with_one_idempotency_key_make_one_job(backend_url: str) -> None:
+    upgrade_to_head(backend_url)
+    db = Database.connect(backend_url)
+    try:
+        user = make_caller(KeyService(db), Role.USER, "user")
+        queue = QueueService(db, QueuePolicy())
+        start = threading.Barrier(WORKERS * 2)
+        answers: list[str] = []
+        errors: list[BaseException] = []
+
+        def submit() -> None:
+            try:
+                start.wait(timeout=TIMEOUT)
+                answers.append(queue.submit(user, chat_request(), idempotency_key="same").id)
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=submit) for _ in range(WORKERS * 2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=TIMEOUT)
+        assert errors == []
+        assert len(answers) == WORKERS * 2 and len(set(answers)) == 1
+        assert [count for _, _, count in queue.queue_depth()] == [1]
+    finally:
+        db.dispose()

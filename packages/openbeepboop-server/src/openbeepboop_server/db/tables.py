@@ -69,10 +69,16 @@ jobs = sa.Table(
     sa.Index("ix_jobs_claim", "status", "model", "seq"),
     # Claims for "*" and status-filtered admin listings.
     sa.Index("ix_jobs_status_seq", "status", "seq"),
-    # Lease expiry sweeps. (No index on not_before: "when is the next
-    # backed-off job due" is asked only when nothing is claimable, i.e. when
-    # the QUEUED rows of those models are all backed off, and scans just those.)
+    # Lease expiry sweeps and restart grace.
     sa.Index("ix_jobs_status_lease", "status", "lease_expires_at"),
+    # Backed-off jobs only (partial: fresh and released jobs have not_before = 0
+    # and cost this index nothing), for "when is the next retry due".
+    sa.Index(
+        "ix_jobs_backoff",
+        "not_before",
+        sqlite_where=sa.text("status = 'QUEUED' AND not_before > 0"),
+        postgresql_where=sa.text("status = 'QUEUED' AND not_before > 0"),
+    ),
     # A USER key's own jobs, newest first.
     sa.Index("ix_jobs_owner_seq", "owner_key_id", "seq"),
 )

@@ -127,3 +127,26 @@ def claim_jobs(
     conn.execute(_mark_processing, updates)
     conn.execute(leases.insert(), history)
     return claimed
+
+
+def next_claimable_at(conn: sa.Connection, models: list[str], *, now: float) -> float | None:
+    """The earliest ``not_before`` still ahead among QUEUED jobs of ``models``.
+
+    Reads only the partial index of backed-off jobs, so it costs the number
+    of jobs waiting for a retry, never the length of the queue.
+    """
+    table = "jobs INDEXED BY ix_jobs_backoff" if conn.dialect.name == "sqlite" else "jobs"
+    # The literal terms are the index's own predicate, which is what lets it be used.
+    sql = (
+        f"SELECT min(not_before) FROM {table} "  # noqa: S608 - fixed fragments only
+        "WHERE status = 'QUEUED' AND not_before > 0 AND not_before > :now"
+    )
+    params: dict[str, Any] = {"now": now}
+    statement = sa.text(sql)
+    if ANY_MODEL not in models:
+        statement = sa.text(sql + " AND model IN :models").bindparams(
+            sa.bindparam("models", expanding=True)
+        )
+        params["models"] = list(models)
+    value = conn.execute(statement, params).scalar()
+    return None if value is None else float(value)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 from openbeepboop_schemas import (
-    ANY_MODEL,
     TERMINAL_STATUSES,
     ChatCompletionRequest,
     FetchRequest,
@@ -36,7 +35,7 @@ from openbeepboop_server.db.tables import idempotency_keys, jobs, leases
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.nodes import NodeInfo
 from openbeepboop_server.queue import leases as lease_ops
-from openbeepboop_server.queue.claiming import claim_jobs
+from openbeepboop_server.queue.claiming import claim_jobs, next_claimable_at
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.submission import (
@@ -109,7 +108,7 @@ class QueueService:
         now = self._clock()
         with self._db.write() as conn:
             if key is not None:
-                earlier = find_idempotent(conn, caller, key)
+                earlier = find_idempotent(conn, caller, key, forget_spent=True)
                 if earlier is not None:
                     return earlier
             created = insert_jobs(
@@ -312,22 +311,23 @@ class QueueService:
 
     def next_claimable_at(self, models: list[str]) -> float | None:
         """When the earliest backed-off QUEUED job of these models becomes claimable."""
-        query = sa.select(sa.func.min(jobs.c.not_before)).where(
-            jobs.c.status == JobStatus.QUEUED.value, jobs.c.not_before > self._clock()
-        )
-        if ANY_MODEL not in models:
-            query = query.where(jobs.c.model.in_(models))
         with self._db.read() as conn:
-            value = conn.execute(query).scalar()
-        return None if value is None else float(value)
+            return next_claimable_at(conn, models, now=self._clock())
 
-    def queue_depth(self) -> list[tuple[str, str, int]]:
-        """Job counts by (status, model)."""
+    def queue_depth(
+        self, statuses: Iterable[JobStatus] | None = None
+    ) -> list[tuple[str, str, int]]:
+        """Job counts by (status, model), optionally only for some statuses.
+
+        Reads the (status, model, seq) index; cost grows with the rows counted,
+        so a metrics scrape may prefer the live statuses only.
+        """
+        query = sa.select(jobs.c.status, jobs.c.model, sa.func.count())
+        if statuses is not None:
+            query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
         with self._db.read() as conn:
             rows = conn.execute(
-                sa.select(jobs.c.status, jobs.c.model, sa.func.count())
-                .group_by(jobs.c.status, jobs.c.model)
-                .order_by(jobs.c.status, jobs.c.model)
+                query.group_by(jobs.c.status, jobs.c.model).order_by(jobs.c.status, jobs.c.model)
             ).all()
         return [(row[0], row[1], int(row[2])) for row in rows]
 

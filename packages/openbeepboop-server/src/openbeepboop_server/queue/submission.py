@@ -54,8 +54,14 @@ def insert_jobs(
     return [job_view(row["id"], queued, row["model"], now) for row in rows]
 
 
-def find_idempotent(conn: sa.Connection, caller: Caller, key: str) -> list[Job] | None:
-    """The jobs an earlier request with this key created, or None if it is new."""
+def find_idempotent(
+    conn: sa.Connection, caller: Caller, key: str, *, forget_spent: bool = False
+) -> list[Job] | None:
+    """The jobs an earlier request with this key created, or None if it is new.
+
+    A key whose jobs were all purged is spent: it counts as new, and with
+    ``forget_spent`` (inside a write transaction) its record is dropped.
+    """
     stored = conn.execute(
         sa.select(idempotency_keys.c.job_ids).where(
             idempotency_keys.c.owner_key_id == caller.key_id, idempotency_keys.c.key == key
@@ -74,8 +80,8 @@ def find_idempotent(conn: sa.Connection, caller: Caller, key: str) -> list[Job] 
         ):
             found[row.id] = job_view(row.id, row.status, row.model, row.created_at)
     if not found:
-        # Every job it named was purged: the key is spent, treat the request as new.
-        forget_idempotent(conn, caller, key)
+        if forget_spent:
+            forget_idempotent(conn, caller, key)
         return None
     return [found[job_id] for job_id in ids if job_id in found]
 

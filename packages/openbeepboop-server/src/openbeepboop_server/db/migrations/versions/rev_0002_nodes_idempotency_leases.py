@@ -1,4 +1,4 @@
-"""node registry, idempotency keys, lease history
+"""node registry, idempotency keys, lease history, backoff index
 
 Revision ID: 0002
 Revises: 0001
@@ -49,6 +49,14 @@ def upgrade() -> None:
         "attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END "
         "WHERE status = 'PROCESSING'"
     )
+    backoff = sa.text("status = 'QUEUED' AND not_before > 0")
+    op.create_index(
+        "ix_jobs_backoff",
+        "jobs",
+        ["not_before"],
+        sqlite_where=backoff,
+        postgresql_where=backoff,
+    )
     op.create_table(
         "nodes",
         sa.Column("node_id", sa.String(128), primary_key=True),
@@ -72,4 +80,5 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("idempotency_keys")
     op.drop_table("nodes")
+    op.drop_index("ix_jobs_backoff", table_name="jobs")
     op.drop_table("leases")
