@@ -187,7 +187,7 @@ def _describe(exc: ValidationError) -> str:
     if len(loc) >= 2:
         where = f"[{loc[0]}] {'.'.join(loc[1:])}"
     elif loc:
-        where = f"[{loc[0]}]" if loc[0] in Settings.model_fields else loc[0]
+        where = f"[{loc[0]}]"
     else:
         where = "file"
     message = first["msg"]

@@ -90,6 +90,8 @@ class Endpoint:
     tag: str = "jobs"
     #: Takes an ``Idempotency-Key`` header.
     idempotent: bool = False
+    #: Validate the body in pydantic's strict mode (no ``true`` → ``1``).
+    strict: bool = False
 
 
 def component(name: str) -> dict[str, Any]:
@@ -108,7 +110,9 @@ def _endpoint_app(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]
         caller = None
         if endpoint.roles is not None:
             caller = await authenticate(request, endpoint.roles)
-        body = await read_model(request, endpoint.body) if endpoint.body is not None else None
+        body = None
+        if endpoint.body is not None:
+            body = await read_model(request, endpoint.body, strict=endpoint.strict)
         call = Call(request=request, context=get_context(request), caller=caller, body=body)
         return await endpoint.handler(call)
 

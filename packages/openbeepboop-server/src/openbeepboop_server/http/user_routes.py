@@ -12,14 +12,18 @@ from openbeepboop_schemas import (
     JobStatus,
     ModelCard,
     ModelList,
-    PollEntry,
     PollRequest,
 )
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from openbeepboop_server.http.bodies import list_response, model_response
+from openbeepboop_server.http.bodies import (
+    job_list_response,
+    model_response,
+    poll_entries_response,
+    poll_entry_response,
+)
 from openbeepboop_server.http.endpoints import (
     USERS,
     Call,
@@ -83,7 +87,7 @@ async def poll(call: Call) -> Response:
     """One entry per id, in order; optionally long-polls."""
     body = call.body_as(PollRequest)
     entries = await poll_entries(call.context, call.request, call.user, body.ids, body.wait)
-    return list_response(entries, PollEntry)
+    return poll_entries_response(entries)
 
 
 async def get_job(call: Call) -> Response:
@@ -92,7 +96,7 @@ async def get_job(call: Call) -> Response:
     entry = await run_in_threadpool(call.context.queue.get, call.user, job_id)
     if entry is None:
         raise _job_not_found(job_id)
-    return model_response(entry)
+    return poll_entry_response(entry)
 
 
 async def cancel_job(call: Call) -> Response:
@@ -105,13 +109,13 @@ async def cancel_job(call: Call) -> Response:
     if entry.status == JobStatus.CANCELLED.value:
         context.metrics.cancelled.inc()
     context.wakeups.jobs_changed([entry.id])
-    return model_response(entry)
+    return poll_entry_response(entry)
 
 
 class _ListQuery(BaseModel):
-    """The query string of ``GET /v1/jobs`` (unknown parameters are ignored)."""
+    """The query string of ``GET /v1/jobs``."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid")
 
     status: JobStatus | None = None
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
@@ -120,8 +124,16 @@ class _ListQuery(BaseModel):
 
 async def list_jobs(call: Call) -> Response:
     """The caller's jobs, newest first, paged with ``after``."""
+    params = call.request.query_params
+    for name in params:
+        if name not in _ListQuery.model_fields:
+            raise ApiError(
+                400, f"unknown query parameter '{name}'", param=name, code="unknown_parameter"
+            )
+        if len(params.getlist(name)) > 1:
+            raise ApiError(400, f"query parameter '{name}' given more than once", param=name)
     try:
-        query = _ListQuery.model_validate(dict(call.request.query_params))
+        query = _ListQuery.model_validate(dict(params))
     except ValidationError as exc:
         raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc)) from None
     page = await run_in_threadpool(
@@ -131,7 +143,7 @@ async def list_jobs(call: Call) -> Response:
         limit=query.limit,
         after=query.after,
     )
-    return model_response(page)
+    return job_list_response(page)
 
 
 async def list_models(call: Call) -> Response:
@@ -154,6 +166,7 @@ ENDPOINTS = (
         body=ChatCompletionRequest,
         response=component("Job"),
         idempotent=True,
+        strict=True,
         description=(
             "The body is an OpenAI chat completion request; fields this server does not "
             "know are kept and passed to the node. `stream: true` is refused. A `202` "
@@ -172,6 +185,7 @@ ENDPOINTS = (
         body=BulkSubmitRequest,
         response=component("BulkSubmitResponse"),
         idempotent=True,
+        strict=True,
         description="All requests are queued or none is. Honours `Idempotency-Key`.",
     ),
     Endpoint(

@@ -1,0 +1,69 @@
+"""Plain helpers shared by the surface tests (bodies, headers, settings, ports)."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from openbeepboop_server.config import Settings, parse_settings, sqlite_url
+
+
+def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
+    """Settings on a fresh SQLite file in ``tmp_path``; ``sections`` override defaults."""
+    data: dict[str, Any] = {"database": {"url": sqlite_url(tmp_path / "queue.db")}}
+    for name, values in sections.items():
+        data[name] = {**data.get(name, {}), **values}
+    return parse_settings(data, source="test", base=tmp_path)
+
+
+def chat(model: str = "llama3", content: str = "Hi", **extra: Any) -> dict[str, Any]:
+    """A minimal chat completion request body."""
+    return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def completion(content: str = "Hello!", model: str = "llama3") -> dict[str, Any]:
+    """A chat.completion as a node delivers it."""
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": content},
+                "finish_reason": "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5},
+    }
+
+
+def bearer(key: str) -> dict[str, str]:
+    """The Authorization header for ``key``."""
+    return {"Authorization": f"Bearer {key}"}
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class ApiKeys:
+    """One key per role, a second user, and a revoked key."""
+
+    admin: str
+    node: str
+    user: str
+    other_user: str
+    revoked: str
+
+    def by_name(self, name: str) -> str | None:
+        """A key by fixture name; ``"none"`` is no key at all."""
+        return None if name == "none" else str(getattr(self, name))

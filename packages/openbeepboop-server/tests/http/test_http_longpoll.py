@@ -1,0 +1,347 @@
+"""Long-polls wake at once on a change, give up at the deadline, and never leak a waiter.
+
+These drive the app with httpx's ASGI transport inside one event loop (the
+lifespan is entered by hand), so a waiting request and the request that
+wakes it really run concurrently. Timing assertions compare against the
+requested wait (10 s), never against a tight bound: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from _surface_support import bearer, chat, completion, make_settings
+from openbeepboop_schemas import Role
+from openbeepboop_server.app import create_app
+from openbeepboop_server.db.migrate import upgrade_to_head
+from openbeepboop_server.http.context import ServerContext
+from starlette.applications import Starlette
+
+WAIT = 10.0
+#: Generous: the machine is shared with other test suites.
+CONDITION_TIMEOUT = 20.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass
+class Live:
+    app: Starlette
+    http: httpx.AsyncClient
+    context: ServerContext
+    user: str
+    node: str
+
+
+@pytest.fixture
+async def live(tmp_path: Path) -> AsyncIterator[Live]:
+    settings = make_settings(tmp_path)
+    upgrade_to_head(settings.database.url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        context: ServerContext = app.state.context
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield Live(
+                app=app,
+                http=http,
+                context=context,
+                user=context.keys.create(Role.USER, "u")[0],
+                node=context.keys.create(Role.NODE, "n")[0],
+            )
+
+
+async def eventually(condition: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + CONDITION_TIMEOUT
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.005)
+
+
+async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    response = await call
+    return response, time.monotonic() - started
+
+
+def fetch_body(models: list[str], wait: float = WAIT) -> dict[str, Any]:
+    return {"node_id": "waiting-node", "models": models, "wait": wait}
+
+
+@pytest.mark.anyio
+async def test_waiting_fetch_gets_a_job_submitted_after_it_started(live: Live) -> None:
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/internal/queue/fetch", json=fetch_body(["llama3"]), headers=bearer(live.node)
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.fetch_waiters == 1, "the fetch to wait")
+    submitted = await live.http.post(
+        "/v1/chat/completions", json=chat("llama3"), headers=bearer(live.user)
+    )
+    response, elapsed = await waiting
+    assert response.status_code == 200
+    assert [lease["job_id"] for lease in response.json()] == [submitted.json()["id"]]
+    assert elapsed < WAIT / 2, f"the fetch returned after {elapsed:.2f}s of a {WAIT}s wait"
+    assert live.context.wakeups.fetch_waiters == 0
+
+
+@pytest.mark.anyio
+async def test_fetch_for_another_model_keeps_waiting(live: Live) -> None:
+    waiting = asyncio.ensure_future(
+        live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["qwen"], wait=1.0), headers=bearer(live.node)
+        )
+    )
+    await eventually(lambda: live.context.wakeups.fetch_waiters == 1, "the fetch to wait")
+    await live.http.post("/v1/chat/completions", json=chat("llama3"), headers=bearer(live.user))
+    response = await waiting
+    assert response.json() == []
+    assert live.context.wakeups.fetch_waiters == 0
+
+
+@pytest.mark.anyio
+async def test_fetch_with_nothing_returns_empty_after_the_wait(live: Live) -> None:
+    response, elapsed = await timed(
+        live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0.3), headers=bearer(live.node)
+        )
+    )
+    assert response.json() == []
+    assert elapsed >= 0.3
+
+
+@pytest.mark.anyio
+async def test_poll_wait_returns_when_the_job_completes(live: Live) -> None:
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    [lease] = (
+        await live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
+        )
+    ).json()
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/v1/results/poll",
+                json={"ids": [job["id"]], "wait": WAIT},
+                headers=bearer(live.user),
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    delivered = await live.http.post(
+        "/internal/queue/submit",
+        json={
+            "node_id": "waiting-node",
+            "outcomes": [
+                {
+                    "kind": "result",
+                    "job_id": lease["job_id"],
+                    "lease_token": lease["lease_token"],
+                    "result": completion(),
+                }
+            ],
+        },
+        headers=bearer(live.node),
+    )
+    assert delivered.json()["acks"][0]["ack"] == "accepted"
+    response, elapsed = await waiting
+    [entry] = response.json()
+    assert entry["status"] == "COMPLETED"
+    assert elapsed < WAIT / 2
+    assert live.context.wakeups.watch_waiters == 0
+
+
+@pytest.mark.anyio
+async def test_poll_wait_returns_when_the_job_is_cancelled(live: Live) -> None:
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/v1/results/poll",
+                json={"ids": [job["id"]], "wait": WAIT},
+                headers=bearer(live.user),
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    await live.http.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(live.user))
+    response, elapsed = await waiting
+    assert response.json()[0]["status"] == "CANCELLED"
+    assert elapsed < WAIT / 2
+
+
+@pytest.mark.anyio
+async def test_poll_of_finished_or_unknown_ids_does_not_wait(live: Live) -> None:
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    await live.http.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(live.user))
+    response, elapsed = await timed(
+        live.http.post(
+            "/v1/results/poll",
+            json={"ids": [job["id"], "job-unknown"], "wait": WAIT},
+            headers=bearer(live.user),
+        )
+    )
+    assert [entry["status"] for entry in response.json()] == ["CANCELLED", "NOT_FOUND"]
+    assert elapsed < WAIT / 2
+
+
+@pytest.mark.anyio
+async def test_cancelled_request_leaves_no_waiter(live: Live) -> None:
+    waiting = asyncio.ensure_future(
+        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
+    )
+    await eventually(lambda: live.context.wakeups.fetch_waiters == 1, "the fetch to wait")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert live.context.wakeups.fetch_waiters == 0
+
+
+async def _raw_call(
+    app: Starlette, path: str, body: dict[str, Any], key: str, disconnect: asyncio.Event
+) -> list[dict[str, Any]]:
+    """Call the app as a server would, delivering ``http.disconnect`` when ``disconnect`` is set."""
+    import json
+
+    payload = json.dumps(body).encode()
+    sent = False
+    messages: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": payload, "more_body": False}
+        await disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        messages.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"authorization", f"Bearer {key}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(payload)).encode()),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 8000),
+        "state": {},
+    }
+    await app(scope, receive, send)
+    return messages
+
+
+@pytest.mark.anyio
+async def test_client_disconnect_ends_the_wait_and_claims_nothing(live: Live) -> None:
+    disconnect = asyncio.Event()
+    call = asyncio.ensure_future(
+        timed(
+            _raw_call(live.app, "/internal/queue/fetch", fetch_body(["m"]), live.node, disconnect)
+        )  # type: ignore[arg-type]
+    )
+    await eventually(lambda: live.context.wakeups.fetch_waiters == 1, "the fetch to wait")
+    disconnect.set()
+    _, elapsed = await call
+    assert elapsed < WAIT / 2
+    assert live.context.wakeups.fetch_waiters == 0
+    # A job submitted now is still there for a node that is listening.
+    await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    leases = await live.http.post(
+        "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
+    )
+    assert len(leases.json()) == 1
+
+
+@pytest.mark.anyio
+async def test_poll_disconnect_ends_the_wait(live: Live) -> None:
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    disconnect = asyncio.Event()
+    call = asyncio.ensure_future(
+        timed(
+            _raw_call(  # type: ignore[arg-type]
+                live.app,
+                "/v1/results/poll",
+                {"ids": [job["id"]], "wait": WAIT},
+                live.user,
+                disconnect,
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    disconnect.set()
+    _, elapsed = await call
+    assert elapsed < WAIT / 2
+    assert live.context.wakeups.watch_waiters == 0
+
+
+@pytest.mark.anyio
+async def test_shutdown_answers_waiting_long_polls(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    upgrade_to_head(settings.database.url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        context: ServerContext = app.state.context
+        node = context.keys.create(Role.NODE, "n")[0]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            waiting = asyncio.ensure_future(
+                timed(
+                    http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(node))
+                )
+            )
+            await eventually(lambda: context.wakeups.fetch_waiters == 1, "the fetch to wait")
+            from openbeepboop_server.app import begin_shutdown
+
+            begin_shutdown(app)
+            response, elapsed = await waiting
+    assert response.json() == []
+    assert elapsed < WAIT / 2
+
+
+@pytest.mark.anyio
+async def test_max_wait_seconds_caps_the_wait(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, server={"max_wait_seconds": 0.2})
+    upgrade_to_head(settings.database.url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        context: ServerContext = app.state.context
+        node = context.keys.create(Role.NODE, "n")[0]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            response, elapsed = await timed(
+                http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(node))
+            )
+    assert response.json() == []
+    assert elapsed < WAIT / 2

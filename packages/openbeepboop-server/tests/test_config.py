@@ -1,0 +1,181 @@
+"""server_config.toml: defaults, validation one clear line at a time, paths, safe writing."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from openbeepboop_server.config import (
+    CONFIG_ENV,
+    DEFAULT_MAX_BODY_BYTES,
+    ConfigError,
+    Settings,
+    default_config_path,
+    default_database_url,
+    display_url,
+    load_settings,
+    parse_settings,
+    write_private_file,
+)
+from openbeepboop_server.errors import ServerError
+
+MINIMAL = '[database]\nurl = "sqlite:////tmp/x.db"\n'
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "server_config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_fill_everything_but_the_database(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, MINIMAL))
+    assert (settings.server.host, settings.server.port) == ("127.0.0.1", 8000)
+    assert settings.server.max_body_bytes == DEFAULT_MAX_BODY_BYTES == 10 * 1024 * 1024
+    assert settings.server.max_wait_seconds == 30
+    assert settings.database.sqlite_synchronous == "NORMAL"
+    queue = settings.queue
+    assert (queue.lease_seconds, queue.max_attempts, queue.retention_days) == (300, 3, 30)
+    policy = queue.policy()
+    assert (policy.lease_seconds, policy.max_attempts, policy.retention_days) == (300, 3, 30)
+
+
+def test_spec_example_loads(tmp_path: Path) -> None:
+    text = """
+[server]
+host = "127.0.0.1"
+port = 8000
+
+[database]
+url = "sqlite:////srv/openbeepboop.db"
+
+[queue]
+lease_seconds = 300
+max_attempts = 3
+retention_days = 30
+"""
+    settings = load_settings(_write(tmp_path, text))
+    assert settings.database.url == "sqlite:////srv/openbeepboop.db"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            MINIMAL + "[queue]\nlease_seconds = -5\n",
+            "[queue] lease_seconds: Input should be greater than 0",
+        ),
+        (MINIMAL + "[queue]\nlease_secs = 5\n", "[queue] lease_secs: unknown setting"),
+        (MINIMAL + '[server]\nport = "eighty"\n', "[server] port: Input should be a valid integer"),
+        (
+            MINIMAL + "[server]\nport = 70000\n",
+            "[server] port: Input should be less than or equal to 65535",
+        ),
+        (MINIMAL + "[server]\nmax_wait_seconds = 31\n", "[server] max_wait_seconds:"),
+        (MINIMAL + "[queue]\nmax_attempts = 0\n", "[queue] max_attempts:"),
+        ("[server]\nport = 1\n", "[database]: required setting is missing"),
+        (MINIMAL + "[colours]\nred = 1\n", "[colours]: unknown setting"),
+        ('[database]\nurl = "not a url"\n', "[database] url: Value error, not a database URL"),
+        (
+            MINIMAL.replace("\n", '\nsqlite_synchronous = "SOMETIMES"\n', 1),
+            "[database] sqlite_synchronous:",
+        ),
+    ],
+)
+def test_invalid_values_are_one_line_naming_the_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path)
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+
+
+def test_config_error_is_a_server_error() -> None:
+    assert issubclass(ConfigError, ServerError)
+
+
+def test_missing_file_says_to_run_setup(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="openbeepboop-server setup"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[server\nport = ")
+    with pytest.raises(ConfigError, match="invalid TOML") as caught:
+        load_settings(path)
+    assert str(path) in str(caught.value)
+
+
+def test_binary_file_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "server_config.toml"
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="UTF-8"):
+        load_settings(path)
+
+
+def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, '[database]\nurl = "sqlite:///data/queue.db"\n')
+    settings = load_settings(path)
+    assert settings.database.url == f"sqlite:///{(tmp_path / 'data' / 'queue.db').resolve()}"
+
+
+def test_sqlite_synchronous_is_case_insensitive(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, MINIMAL + 'sqlite_synchronous = "full"\n'))
+    assert settings.database.sqlite_synchronous == "FULL"
+
+
+def test_postgresql_url_is_kept_and_its_password_never_shown(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://queue:s3cret@db.internal:5432/obb"
+    settings = parse_settings({"database": {"url": url}}, base=tmp_path)
+    assert settings.database.url == url
+    assert "s3cret" not in display_url(url)
+    assert "db.internal" in display_url(url)
+
+
+def test_round_trip_through_toml(tmp_path: Path) -> None:
+    settings = parse_settings(
+        {
+            "server": {"port": 9999, "max_body_bytes": 2048},
+            "database": {"url": "sqlite:////tmp/q.db", "sqlite_synchronous": "FULL"},
+            "queue": {"lease_seconds": 12.5, "max_attempts": 7},
+        },
+        base=tmp_path,
+    )
+    path = tmp_path / "round.toml"
+    write_private_file(path, settings.to_toml())
+    assert load_settings(path) == settings
+
+
+def test_private_file_is_0600_and_replaced_atomically(tmp_path: Path) -> None:
+    path = tmp_path / "sub" / "server_config.toml"
+    write_private_file(path, "a = 1\n")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    path.chmod(0o644)
+    write_private_file(path, "a = 2\n")
+    assert path.read_text() == "a = 2\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in path.parent.iterdir()) == ["server_config.toml"]
+
+
+def test_default_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    default = default_config_path()
+    assert default.name == "server_config.toml"
+    assert default.parent.name == "openbeepboop"
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "elsewhere.toml"))
+    assert default_config_path() == tmp_path / "elsewhere.toml"
+    url = default_database_url()
+    assert url.startswith("sqlite:////") or url.startswith("sqlite:///" + os.sep)
+    assert url.endswith("openbeepboop.db")
+
+
+def test_settings_are_plain_data(tmp_path: Path) -> None:
+    settings = parse_settings({"database": {"url": "sqlite:////tmp/a.db"}}, base=tmp_path)
+    assert isinstance(settings, Settings)
+    assert settings.model_dump()["queue"]["reap_interval_seconds"] == 1.0

@@ -1,0 +1,114 @@
+"""The wake-up registry on its own: who is woken, how many, and that nothing leaks."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import pytest
+from openbeepboop_server.wakeups import Wakeups
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def test_new_jobs_wake_as_many_matching_fetchers_oldest_first() -> None:
+    wakeups = Wakeups()
+    with (
+        wakeups.fetching(["a"]) as first,
+        wakeups.fetching(["b"]) as other_model,
+        wakeups.fetching(["a", "c"]) as second,
+        wakeups.fetching(["*"]) as anything,
+    ):
+        wakeups.jobs_available(["a"])
+        assert (first.woken, other_model.woken, second.woken, anything.woken) == (
+            True,
+            False,
+            False,
+            False,
+        )
+        wakeups.jobs_available(["a", "a"])
+        # first is already woken (it will claim anyway): the next two take the turn.
+        assert (second.woken, anything.woken, other_model.woken) == (True, True, False)
+    assert wakeups.fetch_waiters == 0
+
+
+def test_any_model_waiter_takes_any_job() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["*"]) as anything:
+        wakeups.jobs_available(["whatever"])
+        assert anything.woken
+
+
+def test_a_woken_fetcher_that_leaves_passes_the_turn_on() -> None:
+    wakeups = Wakeups()
+    with contextlib.ExitStack() as first_block:
+        woken = first_block.enter_context(wakeups.fetching(["m"]))
+        with wakeups.fetching(["m"]) as next_in_line:
+            wakeups.jobs_available(["m"])
+            assert woken.woken and not next_in_line.woken
+            first_block.close()  # leaves without claiming (client gone, deadline)
+            assert next_in_line.woken
+
+
+def test_a_fetcher_that_claimed_does_not_pass_a_turn_on() -> None:
+    wakeups = Wakeups()
+    with contextlib.ExitStack() as first_block:
+        woken = first_block.enter_context(wakeups.fetching(["m"]))
+        with wakeups.fetching(["m"]) as other:
+            wakeups.jobs_available(["m"])
+            woken.clear()  # what the fetch loop does right before claiming
+            first_block.close()
+            assert not other.woken
+
+
+def test_queue_changed_wakes_every_fetcher() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["a"]) as a, wakeups.fetching(["b"]) as b:
+        wakeups.queue_changed()
+        assert a.woken and b.woken
+
+
+def test_job_changes_wake_only_their_watchers() -> None:
+    wakeups = Wakeups()
+    with wakeups.watching(["j1", "j2"]) as both, wakeups.watching(["j3"]) as other:
+        wakeups.jobs_changed(["j2"])
+        assert both.woken and not other.woken
+        assert wakeups.watch_waiters == 2
+    assert wakeups.watch_waiters == 0
+    # The per-id index is emptied too.
+    wakeups.jobs_changed(["j1", "j2", "j3"])
+    assert not wakeups._watchers
+
+
+def test_close_wakes_and_marks_everyone() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["a"]) as fetcher, wakeups.watching(["j"]) as watcher:
+        wakeups.close()
+        assert fetcher.woken and fetcher.done
+        assert watcher.woken and watcher.done
+    with wakeups.fetching(["a"]) as late:
+        assert late.done
+
+
+@pytest.mark.anyio
+async def test_wait_returns_on_wake_and_times_out_otherwise() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["a"]) as waiter:
+        assert await waiter.wait(0.01) is False
+        asyncio.get_running_loop().call_later(0.01, wakeups.jobs_available, ["a"])
+        assert await waiter.wait(30) is True
+        assert await waiter.wait(0) is True  # still set until cleared
+        waiter.clear()
+        assert await waiter.wait(0) is False
+
+
+@pytest.mark.anyio
+async def test_disconnect_wakes_and_marks_done() -> None:
+    wakeups = Wakeups()
+    with wakeups.watching(["j"]) as waiter:
+        asyncio.get_running_loop().call_later(0.01, waiter.disconnect)
+        assert await waiter.wait(30) is True
+        assert waiter.done
