@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 import click
 
+from openbeepboop_node import wizard
 from openbeepboop_node.config import default_config_path, load_config, write_config
 from openbeepboop_node.exceptions import ConfigError, OpenBeepBoopNodeError, ServerUnavailableError
-from openbeepboop_node.wizard import SetupAnswers, build_config, parse_default, stdin_is_terminal
 from openbeepboop_node.worker import Node, RunSummary
 
 logger = logging.getLogger("openbeepboop_node")
@@ -118,10 +118,12 @@ def setup(
 ) -> None:
     """Create or update node_config.toml (wizard on a terminal, flags otherwise)."""
     path = config_path or default_config_path()
-    answers = SetupAnswers(**values, defaults=dict(parse_default(d) for d in defaults))
-    interactive = not non_interactive and stdin_is_terminal()
+    answers = wizard.SetupAnswers(
+        **values, defaults=dict(wizard.parse_default(d) for d in defaults)
+    )
+    interactive = not non_interactive and wizard.stdin_is_terminal()
     try:
-        config = build_config(path, answers, interactive)
+        config = wizard.build_config(path, answers, interactive)
         write_config(config, path)
     except ConfigError as exc:
         raise CommandError(str(exc)) from None

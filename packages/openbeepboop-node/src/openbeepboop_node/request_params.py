@@ -18,8 +18,9 @@ from openbeepboop_schemas import ChatCompletionRequest
 
 #: OpenAI chat completion parameters a job may set. Everything else a job
 #: carries (LiteLLM controls, provider routing, transport settings, ``stream``)
-#: is dropped. ``service_tier`` and ``store`` are left out on purpose: they
-#: bill or store data on the operator's account.
+#: is dropped. ``service_tier``, ``store`` and ``web_search_options`` are left
+#: out on purpose: they bill or store data on the operator's account. LiteLLM
+#: may still drop a forwarded parameter a provider does not support.
 FORWARDED_PARAMS: frozenset[str] = frozenset(
     {
         "messages",
@@ -47,6 +48,8 @@ FORWARDED_PARAMS: frozenset[str] = frozenset(
         "audio",
         "prediction",
         "verbosity",
+        "safety_identifier",
+        "prompt_cache_key",
     }
 )
 

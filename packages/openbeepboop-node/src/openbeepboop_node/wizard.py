@@ -110,9 +110,22 @@ class _Asker:
             )
             return answer or default
         if not required and default is None:
-            answer = click.prompt(f"{prompt} (blank for none)", default="", type=kind)
-            return answer if answer != "" else None
+            return self._optional(prompt, kind)
         return click.prompt(prompt, default=default, hide_input=secret, type=kind)
+
+    @staticmethod
+    def _optional(prompt: str, kind: Any) -> Any:
+        # click would reject a blank answer for a typed prompt: convert by hand.
+        while True:
+            answer = click.prompt(f"{prompt} (blank for none)", default="", show_default=False)
+            if answer == "":
+                return None
+            if not isinstance(kind, click.ParamType):
+                return answer
+            try:
+                return kind.convert(answer, None, None)
+            except click.BadParameter as exc:
+                click.echo(f"Error: {exc.message}", err=True)
 
     def another(self) -> bool:
         return self.interactive and click.confirm("Add another model?", default=False)

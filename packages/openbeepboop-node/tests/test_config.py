@@ -1,0 +1,201 @@
+"""node_config.toml: validation with field-naming errors, env overrides, atomic 0600 writes."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+import pytest
+import tomli_w
+from openbeepboop_node.config import (
+    ModelConfig,
+    NodeConfig,
+    default_config_path,
+    default_node_id,
+    default_spool_path,
+    load_config,
+    parse_config,
+    write_config,
+)
+from openbeepboop_node.exceptions import ConfigError
+
+VALID = {
+    "server_url": "http://127.0.0.1:8000/",
+    "api_key": "sk-" + "a" * 40,
+    "node_id": "gpu-box-1",
+    "concurrency": 4,
+    "models": [
+        {
+            "name": "llama3",
+            "litellm_model": "ollama_chat/llama3",
+            "api_base": "http://localhost:11434",
+        }
+    ],
+}
+
+
+def write(path: Path, data: dict[str, object]) -> Path:
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path / "node.toml", VALID), environ={})
+    assert config.server_url == "http://127.0.0.1:8000"  # trailing slash dropped
+    assert config.node_id == "gpu-box-1"
+    assert config.fetch_wait == 25.0
+    assert config.shutdown_grace == 30.0
+    assert config.heartbeat_interval is None
+    assert config.model_names() == ["llama3"]
+    assert config.timeout_for(config.models[0]) == 600.0
+
+
+def test_environment_overrides_the_file(tmp_path: Path) -> None:
+    path = write(tmp_path / "node.toml", VALID)
+    config = load_config(
+        path,
+        environ={"OPENBEEPBOOP_SERVER_URL": "https://q.example", "OPENBEEPBOOP_API_KEY": "sk-env"},
+    )
+    assert config.server_url == "https://q.example"
+    assert config.api_key.get_secret_value() == "sk-env"
+
+
+def test_default_paths_follow_the_platform_dirs(isolated_home: Path) -> None:
+    assert default_config_path() == isolated_home / "config" / "openbeepboop" / "node_config.toml"
+    assert default_spool_path("n1").parent == isolated_home / "state" / "openbeepboop"
+    assert default_spool_path("n1").name == "node-n1-spool.sqlite3"
+
+
+def test_node_id_defaults_to_a_valid_host_name() -> None:
+    data = {k: v for k, v in VALID.items() if k != "node_id"}
+    config = parse_config(data)
+    assert config.node_id == default_node_id()
+    assert config.node_id
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        ({"concurrency": 0}, "concurrency: Input should be greater than or equal to 1"),
+        ({"concurency": 3}, "concurency: unknown setting"),
+        ({"server_url": "127.0.0.1:8000"}, "server_url: Value error, must be an http"),
+        ({"node_id": "has space"}, "node_id: String should match pattern"),
+        ({"models": []}, "models: List should have at least 1 item"),
+        (
+            {"models": [{"name": "llama3"}]},
+            "models[0].litellm_model: required setting is missing",
+        ),
+        (
+            {"models": [{"name": "a", "litellm_model": "x", "api_key": "k", "api_key_env": "E"}]},
+            "models[0]: Value error, set api_key or api_key_env, not both",
+        ),
+        (
+            {"models": [{"name": "a", "litellm_model": "x", "defaults": {"api_base": "http://e"}}]},
+            "models[0].defaults: Value error, not an OpenAI generation parameter",
+        ),
+        (
+            {"models": [{"name": "*", "litellm_model": "ollama_chat/llama3"}]},
+            "needs {model} in litellm_model",
+        ),
+        (
+            {"models": [{"name": "a", "litellm_model": "x"}, {"name": "a", "litellm_model": "y"}]},
+            "model name 'a' appears twice",
+        ),
+    ],
+)
+def test_invalid_config_is_one_line_naming_the_field(
+    tmp_path: Path, change: dict[str, object], expected: str
+) -> None:
+    path = write(tmp_path / "node.toml", {**VALID, **change})
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_required_setting_names_it(tmp_path: Path) -> None:
+    data = {k: v for k, v in VALID.items() if k != "api_key"}
+    with pytest.raises(ConfigError, match="api_key: required setting is missing"):
+        load_config(write(tmp_path / "node.toml", data), environ={})
+
+
+def test_missing_file_says_how_to_create_it(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="run `openbeepboop-node setup`"):
+        load_config(tmp_path / "nope.toml", environ={})
+
+
+def test_broken_toml_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('server_url = "http://x\n')
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(path, environ={})
+
+
+def test_api_key_env_must_be_set_when_the_node_starts() -> None:
+    model = ModelConfig(name="gpt", litellm_model="openai/gpt-4o-mini", api_key_env="MY_KEY")
+    assert model.resolve_api_key({"MY_KEY": "sk-x"}) == "sk-x"
+    with pytest.raises(ConfigError, match="environment variable MY_KEY is not set"):
+        model.resolve_api_key({})
+
+
+def test_wildcard_model_serves_whatever_is_not_listed() -> None:
+    config = parse_config(
+        {
+            **VALID,
+            "models": [
+                {"name": "llama3", "litellm_model": "ollama_chat/llama3"},
+                {"name": "*", "litellm_model": "ollama_chat/{model}"},
+            ],
+        }
+    )
+    assert config.model_for("llama3") is config.models[0]
+    wildcard = config.model_for("mistral")
+    assert wildcard is config.models[1]
+    assert wildcard.litellm_model_for("mistral") == "ollama_chat/mistral"
+    only_named = parse_config(VALID)
+    assert only_named.model_for("mistral") is None
+
+
+def test_keys_never_show_in_repr() -> None:
+    config = parse_config(
+        {**VALID, "models": [{"name": "a", "litellm_model": "x", "api_key": "sk-provider-secret"}]}
+    )
+    assert "a" * 40 not in repr(config)
+    assert "sk-provider-secret" not in repr(config)
+
+
+def test_write_is_atomic_0600_and_round_trips(tmp_path: Path) -> None:
+    config = parse_config(
+        {
+            **VALID,
+            "models": [
+                {
+                    "name": "gpt",
+                    "litellm_model": "openai/gpt-4o-mini",
+                    "api_key_env": "OPENAI_API_KEY",
+                    "timeout": 120,
+                    "defaults": {"temperature": 0.2, "max_tokens": 256},
+                },
+                {"name": "local", "litellm_model": "openai/x", "api_key": "sk-local"},
+            ],
+        }
+    )
+    path = tmp_path / "deep" / "node_config.toml"
+    write_config(config, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    again = load_config(path, environ={})
+    assert again == config
+    text = path.read_text()
+    assert "[[models]]" in text and "[models.defaults]" in text
+    # Overwriting keeps the mode.
+    write_config(again, path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_config_is_immutable() -> None:
+    config = NodeConfig.model_validate(VALID)
+    with pytest.raises(ValueError, match="frozen"):
+        config.concurrency = 9  # type: ignore[misc]

@@ -1,0 +1,135 @@
+"""Delivery: spooled before sending, batched, retried through outages, split on refusal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+import respx
+from conditions import wait_for
+from fake_queue import NODE_KEY
+from openbeepboop_node.backoff import Backoff, Connectivity
+from openbeepboop_node.delivery import Deliverer
+from openbeepboop_node.queue_client import QueueClient
+from openbeepboop_node.spool import Spool
+from openbeepboop_schemas import ErrorOutcome, NodeError, ReleaseOutcome
+
+URL = "http://queue.test"
+
+
+def error(job_id: str) -> ErrorOutcome:
+    return ErrorOutcome(
+        job_id=job_id, lease_token=f"t-{job_id}", error=NodeError(message="e", retryable=True)
+    )
+
+
+def accept_all(request: httpx.Request) -> httpx.Response:
+    outcomes = json.loads(request.content)["outcomes"]
+    return httpx.Response(
+        200, json={"acks": [{"job_id": o["job_id"], "ack": "accepted"} for o in outcomes]}
+    )
+
+
+class Harness:
+    def __init__(self, tmp_path: Path, linger: float = 0.02) -> None:
+        self.router = respx.MockRouter(assert_all_called=False)
+        self.route = self.router.post(f"{URL}/internal/queue/submit")
+        self.client = QueueClient(
+            URL, NODE_KEY, "n", transport=httpx.MockTransport(self.router.async_handler)
+        )
+        self.spool = Spool(tmp_path / "spool.sqlite3")
+        self.deliverer = Deliverer(
+            self.client, self.spool, Connectivity(URL), Backoff(0.01, 0.05), linger=linger
+        )
+
+    async def __aenter__(self) -> Harness:
+        self.task = asyncio.create_task(self.deliverer.run())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+        self.deliverer.close()
+        await self.client.aclose()
+
+    def sent_batches(self) -> list[list[str]]:
+        return [
+            [o["job_id"] for o in json.loads(call.request.content)["outcomes"]]
+            for call in self.route.calls
+        ]
+
+
+async def test_outcomes_finishing_together_share_one_submit(tmp_path: Path) -> None:
+    async with Harness(tmp_path) as h:
+        h.route.side_effect = accept_all
+        for i in range(5):
+            h.deliverer.put(error(f"job-{i}"))
+        assert await h.deliverer.wait_idle(10)
+    assert h.sent_batches() == [[f"job-{i}" for i in range(5)]]
+    assert len(h.spool) == 0
+
+
+async def test_spooled_before_the_first_send(tmp_path: Path) -> None:
+    seen_on_disk: list[int] = []
+
+    def check_spool(request: httpx.Request) -> httpx.Response:
+        seen_on_disk.append(len(Spool(tmp_path / "spool.sqlite3")))
+        return accept_all(request)
+
+    async with Harness(tmp_path) as h:
+        h.route.side_effect = check_spool
+        h.deliverer.put(error("job-1"))
+        h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
+        assert await h.deliverer.wait_idle(10)
+    # The error was on disk when it was sent; the release is never spooled.
+    assert seen_on_disk == [1]
+
+
+async def test_retries_until_the_server_is_back(tmp_path: Path) -> None:
+    async with Harness(tmp_path) as h:
+        h.route.side_effect = httpx.ConnectError("down")
+        h.deliverer.put(error("job-1"))
+        await wait_for(lambda: len(h.route.calls) >= 3, what="retries")
+        assert len(h.spool) == 1
+        h.route.side_effect = accept_all
+        assert await h.deliverer.wait_idle(10)
+    assert len(h.spool) == 0
+
+
+async def test_a_refused_batch_is_split_and_only_the_bad_outcome_dropped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refuse_job_2(request: httpx.Request) -> httpx.Response:
+        ids = [o["job_id"] for o in json.loads(request.content)["outcomes"]]
+        if "job-2" in ids:
+            return httpx.Response(
+                400, json={"error": {"message": "bad outcome", "type": "invalid_request_error"}}
+            )
+        return accept_all(request)
+
+    async with Harness(tmp_path) as h:
+        h.route.side_effect = refuse_job_2
+        with caplog.at_level(logging.ERROR, logger="openbeepboop_node"):
+            for i in range(1, 4):
+                h.deliverer.put(error(f"job-{i}"))
+            assert await h.deliverer.wait_idle(10)
+    assert h.sent_batches() == [["job-1", "job-2", "job-3"], ["job-1"], ["job-2"], ["job-3"]]
+    assert "job job-2: server refused its outcome" in caplog.text
+    assert h.deliverer.acks == {"accepted": 2}
+    assert len(h.spool) == 0
+
+
+async def test_restore_sends_what_an_earlier_run_left(tmp_path: Path) -> None:
+    earlier = Spool(tmp_path / "spool.sqlite3")
+    earlier.add([error("job-9")])
+    earlier.close()
+    h = Harness(tmp_path)
+    h.route.side_effect = accept_all
+    assert await h.deliverer.restore() == 1
+    async with h:
+        assert await h.deliverer.wait_idle(10)
+    assert h.sent_batches() == [["job-9"]]

@@ -1,0 +1,85 @@
+"""Heartbeats: a third of the lease, every held lease, lost/cancelled reported back."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from conditions import wait_for
+from fake_queue import NODE_KEY, FakeQueue, respx_transport
+from openbeepboop_node.backoff import Connectivity
+from openbeepboop_node.heartbeat import Heartbeater
+from openbeepboop_node.queue_client import QueueClient
+from openbeepboop_schemas import LeaseRef
+
+
+def make(
+    fake: FakeQueue, held: list[LeaseRef], interval: float | None = None
+) -> tuple[Heartbeater, list[tuple[list[str], str]]]:
+    _, transport = respx_transport(fake)
+    client = QueueClient("http://queue.test", NODE_KEY, "n", transport=transport)
+    gone: list[tuple[list[str], str]] = []
+
+    def on_gone(ids: Sequence[str], reason: str) -> None:
+        gone.append((list(ids), reason))
+        held[:] = [ref for ref in held if ref.job_id not in ids]
+
+    beater = Heartbeater(
+        client,
+        Connectivity("http://queue.test"),
+        leases=lambda: list(held),
+        lease_seconds=lambda: 0.3 if held else None,
+        on_gone=on_gone,
+        interval=interval,
+    )
+    return beater, gone
+
+
+def test_period_is_a_third_of_the_lease_unless_configured() -> None:
+    fake = FakeQueue()
+    beater, _ = make(fake, [LeaseRef(job_id="j", lease_token="t")])
+    assert abs((beater.period() or 0) - 0.1) < 1e-9
+    idle, _ = make(fake, [])
+    assert idle.period() is None
+    fixed, _ = make(fake, [], interval=5)
+    assert fixed.period() == 5
+
+
+async def test_idle_node_sends_nothing_then_beats_for_held_leases() -> None:
+    fake = FakeQueue(lease_seconds=0.3)
+    held: list[LeaseRef] = []
+    beater, gone = make(fake, held)
+    task = asyncio.create_task(beater.run())
+    await asyncio.sleep(0.2)
+    assert fake.heartbeats == []
+    fake.add_job("a")
+    fake.add_job("b")
+    for lease in fake._fetch({"node_id": "n", "models": ["standin"], "max_jobs": 2}):
+        held.append(LeaseRef(job_id=str(lease["job_id"]), lease_token=str(lease["lease_token"])))
+    beater.wake()
+    await wait_for(lambda: len(fake.heartbeats) >= 2, what="two heartbeats")
+    assert fake.heartbeats[0]["leases"] == [r.model_dump() for r in held]
+    fake.cancelled.add("job-0001")
+    fake.lost.add("job-0002")
+    await wait_for(lambda: len(gone) == 2, what="both leases reported gone")
+    assert sorted(gone) == [(["job-0001"], "cancelled"), (["job-0002"], "lost")]
+    count = len(fake.heartbeats)
+    await asyncio.sleep(0.3)
+    assert len(fake.heartbeats) == count  # nothing held, nothing sent
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_an_unreachable_server_does_not_stop_the_heartbeat() -> None:
+    fake = FakeQueue(lease_seconds=0.15)
+    fake.add_job("a")
+    (lease,) = fake._fetch({"node_id": "n", "models": ["standin"], "max_jobs": 1})
+    held = [LeaseRef(job_id=str(lease["job_id"]), lease_token=str(lease["lease_token"]))]
+    beater, _ = make(fake, held)
+    fake.down = True
+    task = asyncio.create_task(beater.run())
+    await wait_for(lambda: len(fake.attempts) >= 2, what="attempts while down")
+    fake.down = False
+    await wait_for(lambda: fake.heartbeats, what="a heartbeat after the outage")
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

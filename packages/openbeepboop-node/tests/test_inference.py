@@ -1,0 +1,240 @@
+"""LiteLLM for real, against the stand-in LLM on loopback: results, allow-list, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from conftest import PROVIDER_KEY
+from openbeepboop_node.config import NodeConfig
+from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.inference import Inference, load_litellm, to_node_error
+from openbeepboop_node.request_params import FORWARDED_PARAMS
+from openbeepboop_schemas import ChatCompletion, ChatCompletionRequest
+from openbeepboop_testkit.standin import StandinLLM
+
+
+def request(content: str = "Hi", **params: Any) -> ChatCompletionRequest:
+    return ChatCompletionRequest.model_validate(
+        {"model": "standin", "messages": [{"role": "user", "content": content}], **params}
+    )
+
+
+async def complete(config: NodeConfig, req: ChatCompletionRequest) -> ChatCompletion:
+    inference = Inference(config)
+    return await inference.complete(config.models[0], req.model, req)
+
+
+@pytest.fixture(scope="module")
+def attacker() -> Iterator[StandinLLM]:
+    """A second LLM server that a malicious job would like the node to call."""
+    with StandinLLM() as server:
+        yield server
+
+
+def test_importing_the_node_does_not_import_litellm() -> None:
+    probe = (
+        "import sys, openbeepboop_node, openbeepboop_node.cli, openbeepboop_node.worker\n"
+        "print('litellm' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
+
+
+def test_litellm_is_set_up_to_stay_offline() -> None:
+    litellm = load_litellm()
+    assert os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] == "True"
+    assert litellm.suppress_debug_info is True
+    assert litellm.success_callback == [] and litellm.failure_callback == []
+    assert litellm.model_cost  # the bundled cost map loaded without a download
+
+
+async def test_result_is_the_chat_completion(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    result = await complete(make_config(), request("Hello there"))
+    assert result.object == "chat.completion"
+    assert result.choices[0].message.content == "Echo: Hello there"
+    assert result.usage is not None and result.usage.completion_tokens == 3
+    (call,) = llm.calls()
+    assert call.api_key == PROVIDER_KEY
+    assert call.model == "standin-model"
+
+
+async def test_generation_parameters_reach_the_llm(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    await complete(
+        make_config(),
+        request(temperature=0.3, max_tokens=50, seed=7, stop=["\n"], top_p=0.9, n=2),
+    )
+    (call,) = llm.calls()
+    assert call.body["temperature"] == 0.3
+    assert call.body["max_tokens"] == 50
+    assert call.body["seed"] == 7
+    assert call.body["stop"] == ["\n"]
+    assert call.body["n"] == 2
+    assert call.body["top_p"] == 0.9
+
+
+async def test_model_defaults_apply_only_where_the_job_is_silent(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    config = make_config()
+    model = config.models[0].model_copy(update={"defaults": {"temperature": 0.1, "max_tokens": 9}})
+    config = config.model_copy(update={"models": [model]})
+    await complete(config, request("a", temperature=1.5))
+    await complete(config, request("b"))
+    first, second = llm.calls()
+    assert (first.body["temperature"], first.body["max_tokens"]) == (1.5, 9)
+    assert (second.body["temperature"], second.body["max_tokens"]) == (0.1, 9)
+
+
+ATTACK_FIELDS = {
+    "api_base": None,  # filled with the attacker's URL
+    "base_url": None,
+    "api_key": "sk-attacker",
+    "custom_llm_provider": "anthropic",
+    "mock_response": "pwned",
+    "extra_headers": {"X-Evil": "1"},
+    "headers": {"X-Evil": "1"},
+    "metadata": {"steal": True},
+    "timeout": 0.000001,
+    "num_retries": 50,
+    "max_retries": 50,
+    "extra_body": {"evil": True},
+    "api_version": "evil",
+    "organization": "evil-org",
+    "input_cost_per_token": 100,
+    "litellm_logging_obj": "x",
+    "fallbacks": ["openai/gpt-4o"],
+    "stream": False,
+    "stream_options": {"include_usage": True},
+    "service_tier": "priority",
+    "store": True,
+}
+
+
+async def test_a_job_cannot_redirect_the_call_or_leak_the_key(
+    llm: StandinLLM, attacker: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    attacker.reset()
+    fields = dict(ATTACK_FIELDS, api_base=attacker.base_url, base_url=attacker.base_url)
+    result = await complete(make_config(), request("innocent", **fields))
+    # The operator's endpoint and key were used, the attacker saw nothing.
+    assert attacker.calls() == []
+    (call,) = llm.calls()
+    assert call.api_key == PROVIDER_KEY
+    assert "x-evil" not in {h.lower() for h in call.headers}
+    assert set(call.body_keys) <= FORWARDED_PARAMS | {"model", "stream"}
+    assert "evil" not in json.dumps(call.body)
+    # No mock answer: the real (stand-in) LLM answered.
+    assert result.choices[0].message.content == "Echo: innocent"
+    assert PROVIDER_KEY not in result.model_dump_json()
+
+
+async def test_an_explicit_api_key_field_does_not_replace_the_operators(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    await complete(make_config(), request("x", api_key="sk-attacker", extra_body={"api_key": "y"}))
+    assert [c.api_key for c in llm.calls()] == [PROVIDER_KEY]
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "retryable"),
+    [
+        (400, "invalid_request_error", False),
+        (401, "authentication_error", False),
+        (403, "permission_error", False),
+        (404, "not_found_error", False),
+        (408, "timeout", True),
+        (422, "invalid_request_error", False),
+        (429, "rate_limit_error", True),
+        (500, "server_error", True),
+        (502, "server_error", True),
+        (503, "service_unavailable", True),
+    ],
+)
+async def test_provider_status_maps_to_retryable_or_permanent(
+    llm: StandinLLM,
+    make_config: Callable[..., NodeConfig],
+    status: int,
+    error_type: str,
+    retryable: bool,
+) -> None:
+    llm.configure(fail_status=status)
+    with pytest.raises(InferenceError) as caught:
+        await complete(make_config(), request("fail"))
+    error = caught.value.error
+    assert (error.type, error.retryable, error.status_code) == (error_type, retryable, status)
+    assert f"stand-in error (status {status})" in error.message
+    assert len(llm.calls()) == 1  # LiteLLM's own retries are off: the queue retries
+
+
+async def test_slow_llm_times_out_as_retryable(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    llm.configure(delay=3.0)
+    config = make_config()
+    model = config.models[0].model_copy(update={"timeout": 0.3})
+    config = config.model_copy(update={"models": [model]})
+    with pytest.raises(InferenceError) as caught:
+        await complete(config, request("slow"))
+    assert caught.value.error.retryable is True
+    assert caught.value.error.type == "timeout"
+
+
+async def test_unreachable_llm_is_a_retryable_connection_error(
+    make_config: Callable[..., NodeConfig],
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    config = make_config()
+    model = config.models[0].model_copy(update={"api_base": f"http://127.0.0.1:{port}/v1"})
+    config = config.model_copy(update={"models": [model]})
+    with pytest.raises(InferenceError) as caught:
+        await complete(config, request("anyone?"))
+    # LiteLLM reports a refused connection as a 500 "Connection error": retryable either way.
+    assert caught.value.error.retryable is True
+    assert "connection" in caught.value.error.message.lower()
+
+
+def test_context_window_and_content_policy_are_permanent() -> None:
+    litellm = load_litellm()
+    window = litellm.ContextWindowExceededError(
+        message="too long", model="m", llm_provider="openai"
+    )
+    policy = litellm.ContentPolicyViolationError(message="no", model="m", llm_provider="openai")
+    assert (to_node_error(window).type, to_node_error(window).retryable) == (
+        "context_window_exceeded",
+        False,
+    )
+    assert "too long" in to_node_error(window).message
+    assert (to_node_error(policy).type, to_node_error(policy).retryable) == (
+        "content_policy_violation",
+        False,
+    )
+
+
+def test_connection_errors_are_retryable() -> None:
+    litellm = load_litellm()
+    error = to_node_error(
+        litellm.APIConnectionError(message="refused", llm_provider="openai", model="m")
+    )
+    assert (error.type, error.retryable, error.status_code) == ("api_connection_error", True, None)
+
+
+def test_unknown_failures_are_retryable_and_keys_are_masked() -> None:
+    error = to_node_error(RuntimeError(f"boom with {PROVIDER_KEY}"), (PROVIDER_KEY,))
+    assert error.retryable is True
+    assert error.type == "node_error"
+    assert PROVIDER_KEY not in error.message and "***" in error.message

@@ -1,0 +1,231 @@
+"""``openbeepboop-node setup``: flags, prompts, and never a hang without a terminal."""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from openbeepboop_node import wizard
+from openbeepboop_node.cli import main
+from openbeepboop_node.config import load_config
+
+KEY = "sk-" + "n" * 40
+BASE = [
+    "setup",
+    "--non-interactive",
+    "--server-url",
+    "http://127.0.0.1:8000",
+    "--api-key",
+    KEY,
+    "--node-id",
+    "gpu-box-1",
+    "--concurrency",
+    "2",
+    "--model",
+    "llama3",
+    "--litellm-model",
+    "ollama_chat/llama3",
+    "--api-base",
+    "http://localhost:11434",
+]
+
+
+def run(*args: str, input: str | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), input=input)
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_non_interactive_setup_writes_a_0600_config(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    code, out, err = run(*BASE, "--config", str(path), "--request-timeout", "90")
+    assert code == 0, err
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    config = load_config(path, environ={})
+    assert config.server_url == "http://127.0.0.1:8000"
+    assert config.api_key.get_secret_value() == KEY
+    assert (config.node_id, config.concurrency) == ("gpu-box-1", 2)
+    (model,) = config.models
+    assert (model.name, model.litellm_model, model.api_base, model.timeout) == (
+        "llama3",
+        "ollama_chat/llama3",
+        "http://localhost:11434",
+        90.0,
+    )
+    assert str(path) in out
+    assert KEY not in out + err
+
+
+def test_default_location_is_the_user_config_dir(isolated_home: Path) -> None:
+    code, _, err = run(*BASE)
+    assert code == 0, err
+    path = isolated_home / "config" / "openbeepboop" / "node_config.toml"
+    assert load_config(path, environ={}).node_id == "gpu-box-1"
+
+
+@pytest.mark.parametrize(
+    ("drop", "flag"),
+    [("--server-url", "--server-url"), ("--api-key", "--api-key"), ("--model", "--model")],
+)
+def test_missing_required_value_is_an_error_not_a_hang(
+    tmp_path: Path, drop: str, flag: str
+) -> None:
+    args = list(BASE)
+    i = args.index(drop)
+    del args[i : i + 2]
+    if drop == "--model":  # and the model's other flags, so nothing names a model
+        for other in ("--litellm-model", "--api-base"):
+            j = args.index(other)
+            del args[j : j + 2]
+    path = tmp_path / "node_config.toml"
+    code, _, err = run(*args, "--config", str(path))
+    assert code == 1
+    assert f"missing {flag}" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not path.exists()
+
+
+def test_without_a_terminal_setup_never_prompts(tmp_path: Path) -> None:
+    # No --non-interactive, but stdin is not a terminal (CliRunner): still no prompt.
+    args = [a for a in BASE if a != "--non-interactive"][: BASE.index("--api-key") - 1]
+    code, out, err = run(*args, "--config", str(tmp_path / "c.toml"), input="")
+    assert code == 1
+    assert "missing --api-key" in err
+    assert "?" not in out and ":" not in out
+
+
+def test_running_setup_again_adds_a_model_and_keeps_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    assert run(*BASE, "--config", str(path))[0] == 0
+    code, _, err = run(
+        "setup",
+        "--non-interactive",
+        "--config",
+        str(path),
+        "--model",
+        "gpt-4o-mini",
+        "--litellm-model",
+        "openai/gpt-4o-mini",
+        "--api-key-env",
+        "OPENAI_API_KEY",
+        "--temperature",
+        "0.2",
+        "--default",
+        "max_completion_tokens=300",
+    )
+    assert code == 0, err
+    config = load_config(path, environ={})
+    assert config.model_names() == ["llama3", "gpt-4o-mini"]
+    gpt = config.models[1]
+    assert gpt.api_key_env == "OPENAI_API_KEY" and gpt.api_key is None
+    assert gpt.defaults == {"temperature": 0.2, "max_completion_tokens": 300}
+    assert config.api_key.get_secret_value() == KEY  # kept from the first run
+
+
+def test_replacing_a_models_key_source(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    assert run(*BASE, "--config", str(path), "--api-key-env", "LLAMA_KEY")[0] == 0
+    code, _, err = run(
+        "setup", "--non-interactive", "--config", str(path), "--model-api-key", "sk-direct"
+    )
+    assert code == 0, err
+    (model,) = load_config(path, environ={}).models
+    assert model.api_key is not None and model.api_key.get_secret_value() == "sk-direct"
+    assert model.api_key_env is None
+    assert model.api_base == "http://localhost:11434"
+
+
+def test_both_key_sources_is_an_error(tmp_path: Path) -> None:
+    code, _, err = run(
+        *BASE, "--config", str(tmp_path / "c.toml"), "--api-key-env", "E", "--model-api-key", "k"
+    )
+    assert code == 1
+    assert "not both" in err
+
+
+def test_bad_values_are_refused_with_the_field_named(tmp_path: Path) -> None:
+    args = list(BASE)
+    args[args.index("http://127.0.0.1:8000")] = "ftp://nope"
+    code, _, err = run(*args, "--config", str(tmp_path / "c.toml"))
+    assert code == 1
+    assert "server_url" in err
+    code, _, err = run(*BASE, "--config", str(tmp_path / "c.toml"), "--default", "api_base=x")
+    assert code == 2  # a usage error from click
+    assert "not an OpenAI generation parameter" in err
+
+
+def test_interactive_wizard_asks_what_the_flags_leave_open(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wizard, "stdin_is_terminal", lambda: True)
+    path = tmp_path / "node_config.toml"
+    answers = "\n".join(
+        [
+            "http://10.0.0.5:8000",  # server URL
+            KEY,  # node API key (hidden)
+            "box-7",  # node id
+            "3",  # concurrency
+            "llama3",  # model name
+            "ollama_chat/llama3",  # LiteLLM model
+            "http://localhost:11434",  # API base
+            "",  # no key env var
+            "",  # no provider key
+            "",  # timeout: default
+            "0.7",  # default temperature
+            "",  # default max_tokens: none
+            "y",  # another model
+            "mistral",
+            "ollama_chat/mistral",
+            "http://localhost:11434",
+            "",
+            "",
+            "45",
+            "",
+            "",
+            "n",
+        ]
+    )
+    code, out, err = run("setup", "--config", str(path), input=answers + "\n")
+    assert code == 0, out + err
+    config = load_config(path, environ={})
+    assert config.server_url == "http://10.0.0.5:8000"
+    assert (config.node_id, config.concurrency) == ("box-7", 3)
+    assert config.model_names() == ["llama3", "mistral"]
+    assert config.models[0].defaults == {"temperature": 0.7}
+    assert config.models[1].timeout == 45
+    assert KEY not in out
+
+
+def test_interactive_wizard_keeps_current_values_on_enter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "node_config.toml"
+    assert run(*BASE, "--config", str(path), "--model-api-key", "sk-provider")[0] == 0
+    monkeypatch.setattr(wizard, "stdin_is_terminal", lambda: True)
+    # Enter everywhere, then "no" to another model.
+    code, out, err = run("setup", "--config", str(path), input="\n" * 12 + "n\n")
+    assert code == 0, out + err
+    config = load_config(path, environ={})
+    assert config.api_key.get_secret_value() == KEY
+    assert config.models[0].api_key is not None
+    assert config.models[0].api_key.get_secret_value() == "sk-provider"
+    assert config.node_id == "gpu-box-1"
+    assert "sk-provider" not in out and KEY not in out
+    assert "Queue server URL [http://127.0.0.1:8000]" in out
+    assert "Node API key (NODE or ADMIN role) (Enter keeps the current one)" in out
+
+
+def test_setup_is_reachable_as_a_module(tmp_path: Path) -> None:
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-m", "openbeepboop_node", "setup", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for flag in ("--non-interactive", "--api-key-env", "--model-api-key", "--request-timeout"):
+        assert flag in out
