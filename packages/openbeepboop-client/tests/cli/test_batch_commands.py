@@ -240,9 +240,13 @@ def test_wait_timeout_writes_what_finished(
     tmp_path: Path, cli: Cli, server: respx.MockRouter
 ) -> None:
     ids = ids_file(tmp_path, [("a", "job-1"), ("b", "job-2")])
-    server.post("/v1/results/poll").respond(
-        200, json=[entry_body("job-1", "COMPLETED"), entry_body("job-2", "QUEUED")]
-    )
+    status = {"job-1": "COMPLETED", "job-2": "QUEUED"}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        asked = json.loads(request.content)["ids"]
+        return httpx.Response(200, json=[entry_body(job_id, status[job_id]) for job_id in asked])
+
+    server.post("/v1/results/poll").mock(side_effect=answer)
     result = cli("wait", str(ids), "--timeout", "0.05", "--no-progress")
     assert_one_line_error(result, "1 jobs not finished", "p.results.jsonl")
     assert [line["custom_id"] for line in read_jsonl(tmp_path / "p.results.jsonl")] == ["a"]
