@@ -17,6 +17,7 @@ from openbeepboop import (
     Job,
     JobCancelledError,
     JobFailedError,
+    JobStatus,
     NotFoundError,
     RateLimitError,
 )
@@ -124,6 +125,7 @@ def test_get_waits_and_returns_the_completion(server: respx.MockRouter, client: 
     assert result.choices[0].message.content == "Hey"
     assert result.model_dump()["system_fingerprint"] == "fp_1"  # unknown fields kept
     assert job.status == "COMPLETED"
+    assert job.status == JobStatus.COMPLETED
     assert poll.call_count == 2
 
 

@@ -27,7 +27,8 @@ def build_chat_request(
     if not body.get("model"):
         if not default_model:
             raise InvalidRequestError(
-                "no model: pass model=... or set default_model in client_config.toml"
+                "no model: name one in the request, or set default_model "
+                "(client_config.toml or OPENBEEPBOOP_DEFAULT_MODEL)"
             )
         body["model"] = default_model
     try:

@@ -192,3 +192,11 @@ def test_usage_errors_are_not_tracebacks(cli: Cli) -> None:
     result = cli("poll")
     assert result.exit_code == 2
     assert "Traceback" not in result.stderr
+
+
+def test_submit_without_any_model(server: respx.MockRouter, tmp_path: Path) -> None:
+    route = server.post("/v1/chat/completions").respond(202, json=job_body())
+    config = tmp_path / "c.toml"
+    config.write_text(f'server_url = "http://obb.test"\napi_key = "{API_KEY}"\n')
+    assert_one_line_error(Cli(config)("submit", "Hi"), "no model", "--model")
+    assert not route.called

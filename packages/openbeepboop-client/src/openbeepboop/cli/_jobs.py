@@ -47,6 +47,11 @@ def submit_command(
     if system:
         messages.insert(0, {"role": "system", "content": system})
     with make_client(config_path) as client:
+        if not (model or client.default_model):
+            raise click.ClickException(
+                "no model: pass --model, or set a default "
+                "(openbeepboop-client setup --default-model NAME)"
+            )
         job = client.chat.completions.create(model=model, messages=messages)
         if not wait:
             if as_json:
