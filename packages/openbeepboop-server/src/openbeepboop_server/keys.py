@@ -21,6 +21,7 @@ from openbeepboop_schemas import Role
 
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import api_keys
+from openbeepboop_server.db.text import db_text
 from openbeepboop_server.errors import InvalidKeyName, KeyNameTaken
 
 KEY_PREFIX = "sk-"
@@ -68,9 +69,14 @@ class KeyService:
     def create(self, role: Role, name: str) -> tuple[str, KeyInfo]:
         """A new key for ``role`` named ``name``; the key is returned once and never stored."""
         role = Role(role)
-        if not name or len(name) > MAX_KEY_NAME_LENGTH or name != name.strip():
+        if (
+            not name
+            or len(name) > MAX_KEY_NAME_LENGTH
+            or name != name.strip()
+            or not name.isprintable()
+        ):
             raise InvalidKeyName(
-                f"key name must be 1-{MAX_KEY_NAME_LENGTH} characters without "
+                f"key name must be 1-{MAX_KEY_NAME_LENGTH} printable characters without "
                 "leading or trailing spaces"
             )
         key = generate_key()
@@ -106,6 +112,7 @@ class KeyService:
 
     def revoke(self, name: str) -> bool:
         """Revoke the active key ``name``; False if there is none."""
+        name = db_text(name)
         with self._db.write() as conn:
             result = conn.execute(
                 api_keys.update()

@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL
 
 from openbeepboop_server.db.tables import nodes
+from openbeepboop_server.db.text import db_text, db_texts
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ def record_node(
     version: str | None,
 ) -> None:
     """Insert or refresh a node's row; ``None`` models/version keep what was known."""
+    node_id, key_name = db_text(node_id), db_text(key_name)
+    version = None if version is None else db_text(version)
+    models = None if models is None else db_texts(models)
     values: dict[str, object] = {"key_name": key_name, "last_seen": now}
     if models is not None:
         values["models"] = json.dumps(sorted(set(models)))

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL, ChatCompletionRequest, FetchRequest, JobStatus, Lease
 
 from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.db.text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.ids import new_lease_token
 
@@ -82,7 +83,7 @@ def claim_jobs(
     lease_seconds: float,
 ) -> list[Lease]:
     """Lease up to ``fetch.max_jobs`` claimable jobs of ``fetch.models`` to the caller."""
-    rows = _candidates(conn, fetch.models, fetch.max_jobs, now)
+    rows = _candidates(conn, db_texts(fetch.models), fetch.max_jobs, now)
     if not rows:
         return []
     expires = now + lease_seconds
@@ -96,7 +97,7 @@ def claim_jobs(
             {
                 "b_seq": row.seq,
                 "b_token": token,
-                "b_node": fetch.node_id,
+                "b_node": db_text(fetch.node_id),
                 "b_key": caller.key_id,
                 "b_expires": expires,
                 "b_attempts": attempt,
@@ -107,7 +108,7 @@ def claim_jobs(
             {
                 "token": token,
                 "job_seq": row.seq,
-                "node_id": fetch.node_id,
+                "node_id": db_text(fetch.node_id),
                 "key_id": caller.key_id,
                 "attempt": attempt,
                 "claimed_at": now,
@@ -147,6 +148,6 @@ def next_claimable_at(conn: sa.Connection, models: list[str], *, now: float) -> 
         statement = sa.text(sql + " AND model IN :models").bindparams(
             sa.bindparam("models", expanding=True)
         )
-        params["models"] = list(models)
+        params["models"] = db_texts(models)
     value = conn.execute(statement, params).scalar()
     return None if value is None else float(value)

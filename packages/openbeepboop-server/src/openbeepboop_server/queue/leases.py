@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import HeartbeatRequest, HeartbeatResponse, JobStatus, Role
 
 from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.db.text import db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.submission import IN_CHUNK
 
@@ -72,7 +73,7 @@ class LeaseState:
 
 def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> dict[str, LeaseState]:
     """The leases named by ``tokens`` with their jobs (locked FOR UPDATE on PostgreSQL)."""
-    wanted = list(dict.fromkeys(tokens))
+    wanted = db_texts(list(dict.fromkeys(tokens)))
     found: dict[str, LeaseState] = {}
     job_states: dict[int, JobState] = {}
     for start in range(0, len(wanted), IN_CHUNK):
@@ -135,7 +136,7 @@ def heartbeat(
     cancelled: list[str] = []
     to_extend: list[dict[str, Any]] = []
     for ref in beat.leases:
-        state = states.get(ref.lease_token)
+        state = states.get(ref.lease_token)  # a NUL-bearing token was never issued: absent
         if state is None or state.job.job_id != ref.job_id or not state.held_by(caller):
             lost.append(ref.job_id)
         elif state.outcome == CANCELLED:

@@ -33,6 +33,7 @@ from openbeepboop_schemas import (
 )
 
 from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.db.text import db_text
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases as lease_outcomes
 from openbeepboop_server.queue.leases import LeaseState, load_leases
@@ -176,8 +177,8 @@ def _apply(
                 "b_seq": job.seq,
                 "b_attempts": job.attempts,
                 "b_not_before": now + delay,
-                "b_message": outcome.error.message,
-                "b_type": outcome.error.type,
+                "b_message": db_text(outcome.error.message),
+                "b_type": db_text(outcome.error.type),
                 "b_now": now,
             }
         )
@@ -186,8 +187,8 @@ def _apply(
         changes.fail.append(
             {
                 "b_seq": job.seq,
-                "b_message": outcome.error.message,
-                "b_type": outcome.error.type,
+                "b_message": db_text(outcome.error.message),
+                "b_type": db_text(outcome.error.type),
                 "b_now": now,
             }
         )

@@ -32,6 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from openbeepboop_server import nodes as registry
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import idempotency_keys, jobs, leases
+from openbeepboop_server.db.text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.nodes import NodeInfo
 from openbeepboop_server.queue import leases as lease_ops
@@ -122,13 +123,13 @@ class QueueService:
         """One job, or None if the caller may not see it."""
         with self._db.read() as conn:
             row = conn.execute(
-                sa.select(*POLL_COLUMNS).where(jobs.c.id == job_id, visible_to(caller))
+                sa.select(*POLL_COLUMNS).where(jobs.c.id == db_text(job_id), visible_to(caller))
             ).first()
         return None if row is None else poll_entry(row)
 
     def poll(self, caller: Caller, ids: list[str]) -> list[PollEntry]:
         """One entry per id, in order; ``NOT_FOUND`` for ids the caller may not see."""
-        wanted = list(dict.fromkeys(ids))
+        wanted = db_texts(list(dict.fromkeys(ids)))
         found: dict[str, PollEntry] = {}
         with self._db.read() as conn:
             for start in range(0, len(wanted), IN_CHUNK):
@@ -139,7 +140,7 @@ class QueueService:
                 )
                 for row in rows:
                     found[row.id] = poll_entry(row)
-        return [found.get(job_id) or not_found(job_id) for job_id in ids]
+        return [found.get(db_text(job_id)) or not_found(job_id) for job_id in ids]
 
     def list_jobs(
         self,
@@ -161,7 +162,7 @@ class QueueService:
         with self._db.read() as conn:
             if after is not None:
                 cursor = conn.execute(
-                    sa.select(jobs.c.seq).where(jobs.c.id == after, visible_to(caller))
+                    sa.select(jobs.c.seq).where(jobs.c.id == db_text(after), visible_to(caller))
                 ).scalar()
                 if cursor is None:
                     return JobList(data=[], has_more=False, next_after=None)
@@ -176,7 +177,7 @@ class QueueService:
         now = self._clock()
         with self._db.write() as conn:
             query = sa.select(jobs.c.seq, jobs.c.status, jobs.c.lease_token).where(
-                jobs.c.id == job_id, visible_to(caller)
+                jobs.c.id == db_text(job_id), visible_to(caller)
             )
             if self._row_locks:
                 query = query.with_for_update()

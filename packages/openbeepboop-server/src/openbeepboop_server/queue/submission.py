@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ChatCompletionRequest, Job, JobStatus
 
 from openbeepboop_server.db.tables import idempotency_keys, jobs
+from openbeepboop_server.db.text import db_text, idempotency_column
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.ids import new_job_id
 from openbeepboop_server.queue.views import job_view
@@ -38,7 +39,7 @@ def insert_jobs(
         {
             "id": new_job_id(),
             "owner_key_id": caller.key_id,
-            "model": request.model,
+            "model": db_text(request.model),
             "status": queued,
             "request": request.model_dump_json(exclude_unset=True),
             "attempts": 0,
@@ -64,7 +65,8 @@ def find_idempotent(
     """
     stored = conn.execute(
         sa.select(idempotency_keys.c.job_ids).where(
-            idempotency_keys.c.owner_key_id == caller.key_id, idempotency_keys.c.key == key
+            idempotency_keys.c.owner_key_id == caller.key_id,
+            idempotency_keys.c.key == idempotency_column(key),
         )
     ).scalar()
     if stored is None:
@@ -90,7 +92,8 @@ def forget_idempotent(conn: sa.Connection, caller: Caller, key: str) -> None:
     """Drop the record of an idempotency key."""
     conn.execute(
         idempotency_keys.delete().where(
-            idempotency_keys.c.owner_key_id == caller.key_id, idempotency_keys.c.key == key
+            idempotency_keys.c.owner_key_id == caller.key_id,
+            idempotency_keys.c.key == idempotency_column(key),
         )
     )
 
@@ -102,7 +105,7 @@ def remember_idempotent(
     conn.execute(
         idempotency_keys.insert().values(
             owner_key_id=caller.key_id,
-            key=key,
+            key=idempotency_column(key),
             job_ids=json.dumps([job.id for job in created]),
             created_at=now,
         )

@@ -1,0 +1,104 @@
+"""Odd but schema-valid input never becomes a database error, on either backend.
+
+PostgreSQL refuses NUL characters in text parameters; the queue must answer
+such input like any other unknown value instead of failing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from _core_fixtures import FakeClock, chat_request, make_caller, migrated_database
+from openbeepboop_schemas import (
+    NOT_FOUND,
+    ErrorOutcome,
+    FetchRequest,
+    HeartbeatRequest,
+    LeaseRef,
+    NodeError,
+    Role,
+    SubmitRequest,
+)
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.keys import KeyService
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.service import QueueService
+
+NUL = "a\x00b"
+
+
+@pytest.fixture
+def any_db(backend_url: str) -> Iterator[Database]:
+    db = migrated_database(backend_url)
+    yield db
+    db.dispose()
+
+
+def test_nul_characters_everywhere(any_db: Database) -> None:
+    clock = FakeClock()
+    keys = KeyService(any_db, clock=clock)
+    user = make_caller(keys, Role.USER, "user")
+    node = make_caller(keys, Role.NODE, "node")
+    queue = QueueService(any_db, QueuePolicy(), clock=clock)
+
+    job = queue.submit(user, chat_request(model=NUL, content=NUL), idempotency_key=NUL)
+    assert queue.submit(user, chat_request(model=NUL), idempotency_key=NUL).id == job.id
+    assert queue.get(user, NUL) is None
+    assert queue.cancel(user, NUL) is None
+    assert [e.status for e in queue.poll(user, [NUL, job.id])] == [NOT_FOUND, "QUEUED"]
+    assert queue.list_jobs(user, after=NUL).data == []
+    assert queue.next_claimable_at([NUL]) is None
+
+    (lease,) = queue.claim(node, FetchRequest(node_id="n", models=[NUL], version=NUL))
+    assert lease.job_id == job.id
+    assert lease.request.messages[0].content == NUL  # the payload itself is untouched
+    beat = queue.heartbeat(
+        node,
+        HeartbeatRequest(
+            node_id="n",
+            leases=[
+                LeaseRef(job_id=job.id, lease_token=lease.lease_token),
+                LeaseRef(job_id=NUL, lease_token=NUL),
+            ],
+            models=[NUL],
+            version=NUL,
+        ),
+    )
+    assert beat.extended == [job.id] and beat.lost == [NUL]
+    error = NodeError(message=NUL, type=NUL, retryable=False)
+    acks = queue.deliver(
+        node,
+        SubmitRequest(
+            node_id="n",
+            outcomes=[
+                ErrorOutcome(job_id=NUL, lease_token=NUL, error=error),
+                ErrorOutcome(job_id=job.id, lease_token=lease.lease_token, error=error),
+            ],
+        ),
+    ).acks
+    assert [a.ack for a in acks] == ["rejected", "accepted"]
+    entry = queue.get(user, job.id)
+    assert entry is not None and entry.status == "FAILED"
+    assert entry.error is not None and entry.error.message.startswith("a")
+    assert queue.served_models() == ["a\ufffdb"]
+
+
+def test_very_long_idempotency_keys(any_db: Database) -> None:
+    keys = KeyService(any_db)
+    user = make_caller(keys, Role.USER, "user")
+    queue = QueueService(any_db, QueuePolicy())
+    long_a, long_b = "k" * 5000 + "a", "k" * 5000 + "b"
+    first = queue.submit(user, chat_request(), idempotency_key=long_a)
+    assert queue.submit(user, chat_request(), idempotency_key=long_a).id == first.id
+    assert queue.submit(user, chat_request(), idempotency_key=long_b).id != first.id
+
+
+def test_key_names_must_be_printable(any_db: Database) -> None:
+    from openbeepboop_server.errors import InvalidKeyName
+
+    keys = KeyService(any_db)
+    with pytest.raises(InvalidKeyName):
+        keys.create(Role.USER, NUL)
+    assert keys.revoke(NUL) is False
+    assert keys.authenticate("sk-" + NUL) is None
