@@ -151,24 +151,40 @@ def _find_postgres() -> str:
 
 @pytest.fixture(scope="session")
 def postgres_url_factory() -> Iterator[Callable[[], str]]:
-    """Makes fresh, uniquely named PostgreSQL databases; drops them all at session end."""
+    """Makes fresh, empty PostgreSQL databases for tests; all dropped at session end.
+
+    One uniquely named database per session; each call hands out a new schema
+    in it, selected through the connection's ``search_path``, so every test
+    starts empty. (``DROP DATABASE`` forces a checkpoint, too slow to do per
+    test on a busy machine; one at the end is fine.)
+    """
     admin_url = sa.make_url(_find_postgres())
     admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    prefix = f"obb_test_{uuid.uuid4().hex[:10]}"
-    created: list[str] = []
+    name = f"obb_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    session_url = admin_url.set(database=name)
+    session = sa.create_engine(
+        session_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    made = 0
 
     def make() -> str:
-        name = f"{prefix}_{len(created)}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        created.append(name)
-        return admin_url.set(database=name).render_as_string(hide_password=False)
+        nonlocal made
+        made += 1
+        schema = f"t{made}"
+        with session.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = session_url.update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
 
-    yield make
-    with admin.connect() as conn:
-        for name in created:
+    try:
+        yield make
+    finally:
+        session.dispose()
+        with admin.connect() as conn:
             conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+        admin.dispose()
 
 
 # -- the usual set-up ------------------------------------------------------------

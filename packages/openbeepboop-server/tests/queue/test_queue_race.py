@@ -35,7 +35,7 @@ def _drain(url: str, caller: Caller, node_id: str, seed: int) -> list[str]:
     try:
         while empty < 3:
             leases = queue.claim(
-                caller, FetchRequest(node_id=node_id, models=["*"], max_jobs=rng.randint(1, 12))
+                caller, FetchRequest(node_id=node_id, models=["*"], max_jobs=rng.randint(1, 24))
             )
             if not leases:
                 empty += 1
