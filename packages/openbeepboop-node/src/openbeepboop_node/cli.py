@@ -31,7 +31,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 #: Exit status after a second signal cut a graceful shutdown short.
 EXIT_INTERRUPTED = 130
 #: Libraries whose INFO/DEBUG chatter only ``-vv`` shows.
-NOISY_LOGGERS = ("httpx", "httpcore", "LiteLLM", "LiteLLM Router", "LiteLLM Proxy", "asyncio")
+NOISY_LOGGERS = (
+    "httpx",
+    "httpcore",
+    "openai",
+    "aiohttp",
+    "LiteLLM",
+    "LiteLLM Router",
+    "LiteLLM Proxy",
+    "asyncio",
+)
 
 
 class CommandError(click.ClickException):

@@ -17,6 +17,7 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import platformdirs
 import tomli_w
@@ -169,7 +170,8 @@ class NodeConfig(BaseModel):
     @classmethod
     def _server_url(cls, value: str) -> str:
         value = value.strip()
-        if not value.startswith(("http://", "https://")) or len(value) <= len("https://"):
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError("must be an http:// or https:// URL")
         return value.rstrip("/")
 

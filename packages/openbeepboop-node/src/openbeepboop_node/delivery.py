@@ -52,6 +52,7 @@ class Deliverer:
         self._linger = linger
         self._on_settled = on_settled
         self._inbox: list[Outcome] = []
+        self._durable: dict[OutcomeKey, asyncio.Future[None]] = {}
         self._pending: dict[OutcomeKey, Outcome] = {}
         self._spooled: set[OutcomeKey] = set()
         self._retry_at = 0.0
@@ -69,11 +70,18 @@ class Deliverer:
         """Outcomes not yet acknowledged (queued, spooled or in flight)."""
         return len(self._inbox) + len(self._pending)
 
-    def put(self, outcome: Outcome) -> None:
-        """Hand over a finished job's outcome (never blocks)."""
+    def put(self, outcome: Outcome) -> asyncio.Future[None]:
+        """Hand over a finished job's outcome (never blocks).
+
+        The returned future is done once the outcome is on disk (at once for
+        a release), so "finished" is only ever logged for a durable result.
+        """
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._durable[outcome_key(outcome)] = done
         self._inbox.append(outcome)
         self._idle.clear()
         self._wake.set()
+        return done
 
     async def restore(self) -> int:
         """Take over what a previous run left in the spool; returns how many."""
@@ -149,7 +157,11 @@ class Deliverer:
             else:
                 self._spooled.update(outcome_key(o) for o in durable)
         for outcome in batch:
-            self._pending[outcome_key(outcome)] = outcome
+            key = outcome_key(outcome)
+            self._pending[key] = outcome
+            done = self._durable.pop(key, None)
+            if done is not None and not done.done():
+                done.set_result(None)
 
     async def _send(self, batch: list[Outcome]) -> None:
         loop = asyncio.get_running_loop()

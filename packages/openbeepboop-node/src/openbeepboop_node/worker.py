@@ -327,40 +327,48 @@ class Node:
             )
             raise
         except InferenceError as exc:
-            outcome = self._failed(lease, exc.error, loop.time() - started)
+            outcome = self._failed(lease, exc.error)
         except Exception as exc:  # a bug here must not cost the job: let it be retried
             logger.exception("job %s: unexpected error", lease.job_id)
             error = NodeError(
                 message=f"node error: {exc}"[:1000], type="node_error", retryable=True
             )
-            outcome = self._failed(lease, error, loop.time() - started)
+            outcome = self._failed(lease, error)
         else:
             self.summary.completed += 1
-            usage = result.usage
+        assert self._deliverer is not None
+        # The slot frees now; the job's line is logged once its outcome is on disk.
+        durable = self._deliverer.put(outcome)
+        seconds = loop.time() - started
+        durable.add_done_callback(lambda _: self._log_job(lease, outcome, seconds))
+
+    def _log_job(self, lease: Lease, outcome: Outcome, seconds: float) -> None:
+        if isinstance(outcome, ResultOutcome):
+            usage = outcome.result.usage
             logger.info(
                 "job %s model=%s attempt=%d %.2fs tokens=%d+%d completed",
                 lease.job_id,
                 lease.model,
                 lease.attempt,
-                loop.time() - started,
+                seconds,
                 usage.prompt_tokens if usage else 0,
                 usage.completion_tokens if usage else 0,
             )
-        assert self._deliverer is not None
-        self._deliverer.put(outcome)
+        elif isinstance(outcome, ErrorOutcome):
+            error = outcome.error
+            logger.warning(
+                "job %s model=%s attempt=%d %.2fs failed (%s, %s): %s",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                seconds,
+                error.type,
+                "retryable" if error.retryable else "permanent",
+                error.message,
+            )
 
-    def _failed(self, lease: Lease, error: NodeError, seconds: float) -> ErrorOutcome:
+    def _failed(self, lease: Lease, error: NodeError) -> ErrorOutcome:
         self.summary.failed += 1
-        logger.warning(
-            "job %s model=%s attempt=%d %.2fs failed (%s, %s): %s",
-            lease.job_id,
-            lease.model,
-            lease.attempt,
-            seconds,
-            error.type,
-            "retryable" if error.retryable else "permanent",
-            error.message,
-        )
         return ErrorOutcome(job_id=lease.job_id, lease_token=lease.lease_token, error=error)
 
     # -- what the other loops tell us ------------------------------------

@@ -1,0 +1,307 @@
+"""The command line: batch exit codes, and a real ``openbeepboop-node run`` process.
+
+The subprocess tests talk to a fake queue server over loopback HTTP and to the
+stand-in LLM through real LiteLLM, and signal the process as an operator (or
+the OOM killer) would.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tomli_w
+from click.testing import CliRunner
+from conditions import wait_until
+from conftest import PROVIDER_KEY
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
+from openbeepboop_node.cli import main
+from openbeepboop_node.spool import Spool
+from openbeepboop_testkit.standin import StandinLLM
+
+#: How long a node process may take to start (LiteLLM's import is slow) and stop.
+PROCESS_DEADLINE_SECONDS = 60.0
+
+
+def write_config(path: Path, server_url: str, llm: StandinLLM, **top: Any) -> Path:
+    data: dict[str, Any] = {
+        "server_url": server_url,
+        "api_key": NODE_KEY,
+        "node_id": "cli-node",
+        "concurrency": 2,
+        "fetch_wait": 1.0,
+        "backoff_initial": 0.05,
+        "backoff_max": 0.2,
+        "batch_give_up": 1.0,
+        "spool_path": str(path.parent / "spool.sqlite3"),
+        **top,
+        "models": [
+            {
+                "name": "standin",
+                "litellm_model": "openai/standin-model",
+                "api_base": llm.base_url,
+                "api_key": PROVIDER_KEY,
+            }
+        ],
+    }
+    path.write_text(tomli_w.dumps(data))
+    return path
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def invoke(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args))
+    return result.exit_code, result.stderr
+
+
+def assert_one_line_error(stderr: str, text: str) -> None:
+    assert "Traceback" not in stderr
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("openbeepboop-node: error: ")
+    assert text in last
+
+
+@pytest.fixture
+def served(fake: FakeQueue) -> Iterator[FakeQueueServer]:
+    with FakeQueueServer(fake) as server:
+        yield server
+
+
+def test_batch_drains_and_exits_zero(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    ids = [fake.add_job(f"cron {i}") for i in range(5)]
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 0, stderr
+    assert sorted(fake.results()) == ids
+    assert "batch done: 5 completed" in stderr
+    assert len(Spool(tmp_path / "spool.sqlite3")) == 0
+
+
+def test_batch_with_nothing_queued_exits_zero(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 0, stderr
+    assert len(fake.fetches) == 1 and fake.fetches[0]["wait"] == 0
+
+
+def test_batch_exits_non_zero_when_the_server_is_unreachable(
+    tmp_path: Path, llm: StandinLLM
+) -> None:
+    config = write_config(tmp_path / "node.toml", closed_port_url(), llm)
+    started = time.monotonic()
+    code, stderr = invoke("batch", "-q", "--config", str(config))
+    assert code == 1
+    assert_one_line_error(stderr, "cannot connect to http://127.0.0.1:")
+    assert time.monotonic() - started < 30
+
+
+def test_batch_exits_non_zero_when_the_key_is_refused(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    fake.key = "sk-another-key"
+    fake.add_job("never")
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 1
+    assert_one_line_error(stderr, "rejected the API key")
+    assert NODE_KEY not in stderr
+    assert llm.calls() == []
+
+
+def test_batch_exits_non_zero_when_results_cannot_be_delivered(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    fake.add_job("done but stuck")
+    fake.down_paths = {"/internal/queue/submit"}
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 1
+    assert_one_line_error(stderr, "1 result(s) could not be delivered")
+    assert len(Spool(tmp_path / "spool.sqlite3")) == 1
+
+
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_invalid_config_is_one_line(tmp_path: Path, command: str) -> None:
+    path = tmp_path / "node.toml"
+    path.write_text('server_url = "http://x"\napi_key = "k"\nconcurrency = "many"\n')
+    code, stderr = invoke(command, "--config", str(path))
+    assert code == 1
+    assert_one_line_error(stderr, "concurrency: Input should be a valid integer")
+
+
+def test_missing_api_key_env_is_a_start_up_error(
+    tmp_path: Path, llm: StandinLLM, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    path = write_config(tmp_path / "node.toml", "http://127.0.0.1:1", llm)
+    path.write_text(
+        path.read_text().replace(f'api_key = "{PROVIDER_KEY}"', 'api_key_env = "NO_SUCH_KEY_VAR"')
+    )
+    code, stderr = invoke("run", "--config", str(path))
+    assert code == 1
+    assert_one_line_error(stderr, "environment variable NO_SUCH_KEY_VAR is not set")
+
+
+# -- a real node process ---------------------------------------------------
+
+
+def node_command() -> list[str]:
+    script = Path(sys.executable).parent / "openbeepboop-node"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("openbeepboop-node")
+    return [found] if found else [sys.executable, "-m", "openbeepboop_node"]
+
+
+class NodeProcess:
+    def __init__(self, config: Path, log: Path, command: str = "run") -> None:
+        self.log = log
+        self._file = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            [*node_command(), command, "--config", str(config)],
+            stdin=subprocess.DEVNULL,
+            stdout=self._file,
+            stderr=subprocess.STDOUT,
+            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_for_log(self, needle: str) -> None:
+        def seen() -> bool:
+            if self.proc.poll() is not None and needle not in self.text():
+                raise AssertionError(f"node exited ({self.proc.returncode}):\n{self.text()}")
+            return needle in self.text()
+
+        wait_until(seen, PROCESS_DEADLINE_SECONDS, f"{needle!r} in the node's log")
+
+    def wait(self) -> int:
+        try:
+            return self.proc.wait(PROCESS_DEADLINE_SECONDS)
+        finally:
+            self._file.close()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(PROCESS_DEADLINE_SECONDS)
+        self._file.close()
+
+
+@pytest.fixture
+def processes() -> Iterator[list[NodeProcess]]:
+    started: list[NodeProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+def test_sigterm_lets_the_running_job_finish_and_exits_zero(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    processes: list[NodeProcess],
+) -> None:
+    llm.configure(delay=1.5)
+    job_id = fake.add_job("finish before exit")
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    node = NodeProcess(config, tmp_path / "node.log")
+    processes.append(node)
+    node.wait_for_log("serving standin (openai/standin-model @ http://127.0.0.1:")
+    wait_until(lambda: job_id in fake.leases, PROCESS_DEADLINE_SECONDS, "the lease")
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.wait() == 0, node.text()
+    assert job_id in fake.results()
+    assert fake.released == []
+    assert "Traceback" not in node.text()
+    assert NODE_KEY not in node.text() and PROVIDER_KEY not in node.text()
+
+
+def test_sigterm_releases_jobs_that_outlast_the_grace_period(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    processes: list[NodeProcess],
+) -> None:
+    llm.configure(delay=120)
+    job_id = fake.add_job("never finishes")
+    config = write_config(tmp_path / "node.toml", served.url, llm, shutdown_grace=0.5)
+    node = NodeProcess(config, tmp_path / "node.log")
+    processes.append(node)
+    wait_until(lambda: job_id in fake.leases, PROCESS_DEADLINE_SECONDS, "the lease")
+    node.wait_for_log("concurrency 2")
+    node.proc.send_signal(signal.SIGTERM)
+    assert node.wait() == 0, node.text()
+    assert fake.released == [job_id]
+    assert [j[0] for j in fake.queued] == [job_id]  # requeued at once
+    assert "Traceback" not in node.text()
+
+
+def test_a_second_signal_exits_at_once_without_a_traceback(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    processes: list[NodeProcess],
+) -> None:
+    config = write_config(tmp_path / "node.toml", served.url, llm, shutdown_grace=120)
+    node = NodeProcess(config, tmp_path / "node.log")
+    processes.append(node)
+    # Signals are handled from the start-up line on, even while LiteLLM loads.
+    node.wait_for_log("serving standin")
+    node.proc.send_signal(signal.SIGINT)
+    node.wait_for_log("SIGINT: finishing running jobs")
+    node.proc.send_signal(signal.SIGINT)
+    code = node.wait()
+    assert code == 130
+    assert "SIGINT again, exiting now" in node.text()
+    assert "Traceback" not in node.text()
+
+
+def test_kill_9_after_finished_loses_nothing_and_the_llm_is_not_called_again(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    processes: list[NodeProcess],
+) -> None:
+    job_id = fake.add_job("precious")
+    fake.down_paths = {"/internal/queue/submit"}  # the server goes away before delivery
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    first = NodeProcess(config, tmp_path / "first.log")
+    processes.append(first)
+    first.wait_for_log(f"job {job_id} model=standin attempt=1")
+    first.proc.kill()
+    first.wait()
+    assert fake.outcomes == {}
+
+    fake.down_paths = set()
+    second = NodeProcess(config, tmp_path / "second.log")
+    processes.append(second)
+    wait_until(lambda: job_id in fake.results(), PROCESS_DEADLINE_SECONDS, "the result")
+    second.proc.send_signal(signal.SIGTERM)
+    assert second.wait() == 0, second.text()
+    assert llm.prompt_counts() == {"precious": 1}
+    content = fake.results()[job_id]["result"]["choices"][0]["message"]["content"]
+    assert content == "Echo: precious"
