@@ -196,3 +196,42 @@ def test_concurrent_submits_with_one_idempotency_key_make_one_job(backend_url: s
         assert [count for _, _, count in queue.queue_depth()] == [1]
     finally:
         db.dispose()
+
+
+def test_the_same_result_delivered_twice_at_once_is_accepted_once(backend_url: str) -> None:
+    node, _created = _setup(backend_url)
+    db = Database.connect(backend_url)
+    try:
+        queue = QueueService(db, QueuePolicy())
+        leases = queue.claim(node, FetchRequest(node_id="n", models=["*"], max_jobs=50))
+        submit = SubmitRequest(
+            node_id="n",
+            outcomes=[
+                ResultOutcome(
+                    job_id=lease.job_id, lease_token=lease.lease_token, result=completion()
+                )
+                for lease in leases
+            ],
+        )
+        start = threading.Barrier(WORKERS)
+        acks: list[list[str]] = []
+        errors: list[BaseException] = []
+
+        def deliver() -> None:
+            try:
+                start.wait(timeout=TIMEOUT)
+                acks.append([ack.ack for ack in queue.deliver(node, submit).acks])
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=deliver) for _ in range(WORKERS)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=TIMEOUT)
+        assert errors == []
+        for position in range(len(leases)):
+            answers = sorted(answer[position] for answer in acks)
+            assert answers == ["accepted"] + ["duplicate"] * (WORKERS - 1)
+    finally:
+        db.dispose()

@@ -1,0 +1,1 @@
+"""The queue's logic, knowing nothing of HTTP: :class:`.service.QueueService` and its parts."""

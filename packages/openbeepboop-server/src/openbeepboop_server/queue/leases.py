@@ -95,7 +95,9 @@ def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> di
             .order_by(jobs.c.seq)  # a fixed lock order, so two deliverers cannot deadlock
         )
         if lock:
-            query = query.with_for_update(of=jobs)
+            # Both rows: after waiting for a concurrent delivery, PostgreSQL then
+            # re-reads the lease's outcome too, so a twin delivery is a duplicate.
+            query = query.with_for_update(of=[jobs, leases])
         for row in conn.execute(query):
             # Two tokens of one job share its state, so a change through one is seen by the other.
             job = job_states.setdefault(
