@@ -1,0 +1,60 @@
+"""A bare LiteLLM loop: the node's work with no queue around it (run as its own process).
+
+``python bench/scenarios/bare_litellm.py --api-base URL --concurrency 16 --calls 2000``
+prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
+``litellm.acompletion`` with at most ``concurrency`` in flight, the same
+call the node makes (``openai/`` model, ``api_base``, key, no retries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+from typing import Any
+
+
+async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: str) -> float:
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> None:
+        async with semaphore:
+            response = await litellm.acompletion(
+                model="openai/standin-model",
+                messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
+                max_tokens=16,
+                api_base=api_base,
+                api_key="sk-standin-provider-key",
+                timeout=600.0,
+                stream=False,
+                num_retries=0,
+                max_retries=0,
+            )
+            response.model_dump()  # the node turns every answer into a dict too
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(calls)))
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    """Warm up, then time ``--calls`` calls."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--api-base", required=True)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--calls", type=int, default=2000)
+    args = parser.parse_args()
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    asyncio.run(_loop(litellm, args.api_base, args.concurrency, 4 * args.concurrency, "warm"))
+    seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
+    print(json.dumps({"calls": args.calls, "seconds": seconds}))
+
+
+if __name__ == "__main__":
+    main()
