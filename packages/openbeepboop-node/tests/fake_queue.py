@@ -13,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import select
+import socket
 import threading
 import time
 from collections import deque
@@ -258,10 +260,16 @@ class FakeQueueServer:
                         and not outer.closing
                         and not fake.has_work(data.get("models", []))
                     ):
+                        if self._client_gone():
+                            return  # like the real server: claim nothing for a hung-up node
                         time.sleep(POLL_STEP_SECONDS)
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 status, payload = fake.handle(path, headers, body)
                 self._send(status, payload)
+
+            def _client_gone(self) -> bool:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
 
             def _send(self, status: int, payload: Any) -> None:
                 data = json.dumps(payload).encode()
