@@ -238,3 +238,15 @@ def test_unknown_failures_are_retryable_and_keys_are_masked() -> None:
     assert error.retryable is True
     assert error.type == "node_error"
     assert PROVIDER_KEY not in error.message and "***" in error.message
+
+
+async def test_keyless_openai_compatible_server_works(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    config = make_config()
+    model = config.models[0].model_copy(update={"api_key": None})
+    config = config.model_copy(update={"models": [model]})
+    result = await complete(config, request("no key"))
+    assert result.choices[0].message.content == "Echo: no key"
+    assert [c.api_key for c in llm.calls()] == ["no-key"]

@@ -45,6 +45,8 @@ OFFLINE_ENVIRONMENT = {
     "LITELLM_OFFLINE_MODE": "true",
 }
 
+#: Sent as the key to a keyless OpenAI-compatible server (see _placeholder_key).
+PLACEHOLDER_API_KEY = "no-key"
 #: Loggers LiteLLM writes to (with a handler of its own).
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
@@ -143,13 +145,31 @@ def to_node_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> NodeErro
     return NodeError(message=message, type="node_error", retryable=True)
 
 
+def _placeholder_key(model: ModelConfig, environ: Mapping[str, str]) -> str | None:
+    # A local OpenAI-compatible server (llama.cpp, ...) wants no key, but the
+    # OpenAI client refuses to send a request without one. LiteLLM fills in a
+    # dummy for hosted_vllm/ and lm_studio/; do the same for openai/ + api_base
+    # when no key is configured anywhere.
+    if (
+        model.litellm_model.startswith("openai/")
+        and model.api_base is not None
+        and not environ.get("OPENAI_API_KEY")
+    ):
+        return PLACEHOLDER_API_KEY
+    return None
+
+
 class Inference:
     """Runs jobs' chat completions with the operator's model settings."""
 
     def __init__(self, config: NodeConfig, environ: Mapping[str, str] | None = None) -> None:
         self._config = config
+        env = os.environ if environ is None else environ
         # Resolved once: an unset api_key_env is a start-up error, not a job failure.
-        self._keys = {model.name: model.resolve_api_key(environ) for model in config.models}
+        self._keys = {
+            model.name: model.resolve_api_key(env) or _placeholder_key(model, env)
+            for model in config.models
+        }
 
     def load(self) -> None:
         """Import LiteLLM now rather than on the first job."""
