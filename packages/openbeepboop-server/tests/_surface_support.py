@@ -67,3 +67,15 @@ class ApiKeys:
     def by_name(self, name: str) -> str | None:
         """A key by fixture name; ``"none"`` is no key at all."""
         return None if name == "none" else str(getattr(self, name))
+
+
+def server_command() -> list[str]:
+    """How to run ``openbeepboop-server`` in this environment (the installed script if any)."""
+    import shutil
+    import sys
+
+    script = Path(sys.executable).parent / "openbeepboop-server"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("openbeepboop-server")
+    return [found] if found else [sys.executable, "-m", "openbeepboop_server"]

@@ -49,6 +49,9 @@ def _error(response: Any, status: int) -> dict[str, Any]:
         ("/v1/chat/completions", chat(temperature=7), "temperature"),
         ("/v1/chat/completions", chat(top_p=True), "top_p"),
         ("/v1/chat/completions", chat(n="2"), "n"),
+        ("/v1/chat/completions", chat(n=2.5), "n"),
+        ("/v1/chat/completions", chat(stream="false"), "stream"),
+        ("/v1/chat/completions", chat(stream=0), "stream"),
         ("/v1/chat/completions", chat(stream=True), "stream"),
         ("/v1/chat/completions/bulk", {"requests": []}, "requests"),
         (
@@ -138,6 +141,24 @@ def test_unknown_openai_fields_pass_through(client: TestClient, api_keys: ApiKey
         headers=bearer(api_keys.node),
     ).json()
     assert leases[0]["request"] == body
+
+
+def test_integral_floats_are_integers_and_pass_through_is_exact(
+    client: TestClient, api_keys: ApiKeys
+) -> None:
+    body = chat(model="exact", n=2.0, max_tokens=16.0, seed=7.0, temperature=1)
+    assert (
+        client.post("/v1/chat/completions", json=body, headers=bearer(api_keys.user)).status_code
+        == 202
+    )
+    [lease] = client.post(
+        "/internal/queue/fetch",
+        json={"node_id": "n1", "models": ["exact"]},
+        headers=bearer(api_keys.node),
+    ).json()
+    sent = lease["request"]
+    assert (sent["n"], sent["max_tokens"], sent["temperature"]) == (2, 16, 1)
+    assert isinstance(sent["seed"], float)  # not a field the server knows: untouched
 
 
 def test_stream_true_says_why(client: TestClient, api_keys: ApiKeys) -> None:

@@ -16,7 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from openbeepboop_server import __version__
 from openbeepboop_server.cli.admin import keys, migrate, nodes
 from openbeepboop_server.cli.serve import start
-from openbeepboop_server.cli.setup import setup
+from openbeepboop_server.cli.wizard import setup
 from openbeepboop_server.errors import ServerError
 
 

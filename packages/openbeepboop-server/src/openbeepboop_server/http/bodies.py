@@ -1,18 +1,25 @@
 """Reading request bodies into contract models, and writing models as responses.
 
-Parsing and validation are one pydantic step on the raw bytes: malformed JSON,
+Parsing and validation are one pydantic step: malformed JSON,
 a wrong type, a missing or unknown field all become one ``400``
 ``invalid_request_error`` whose ``param`` names the field.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
-from openbeepboop_schemas import ErrorEnvelope, JobList, PollEntry
+from openbeepboop_schemas import (
+    BulkSubmitRequest,
+    ChatCompletionRequest,
+    ErrorEnvelope,
+    JobList,
+    PollEntry,
+)
 from pydantic import BaseModel, TypeAdapter, ValidationError
-from pydantic_core import to_json
+from pydantic_core import from_json, to_json
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -27,17 +34,55 @@ async def read_model(request: Request, model: type[ModelT], *, strict: bool = Fa
     """The request body validated as ``model``, or a ``400`` naming what is wrong.
 
     ``strict`` refuses values of the wrong JSON type instead of converting
-    them (``"top_p": true`` would otherwise silently become ``1``).
+    them (``"top_p": true`` would otherwise silently become ``1``, and
+    ``"stream": "false"`` become ``False``), as the OpenAI API does.
     """
     body = await request.body()
     if not body.strip():
         raise ApiError(400, "request body is empty: expected a JSON object", code="invalid_body")
     try:
-        return model.model_validate_json(body, strict=strict)
+        if not strict:
+            return model.model_validate_json(body)
+        try:
+            data = from_json(body)
+        except ValueError as exc:
+            raise ApiError(400, f"malformed JSON: {exc}", code="invalid_body") from None
+        return model.model_validate(_integral_numbers(data, model), strict=True)
     except ValidationError as exc:
         raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc, model)) from None
     except RecursionError:
         raise ApiError(400, "request body is nested too deeply", code="invalid_body") from None
+
+
+@functools.cache
+def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
+    """Fields of ``model`` typed ``int`` (or ``int | None``), not ``int | float``."""
+    names = set()
+    for name, field in model.model_fields.items():
+        kinds = set(get_args(field.annotation)) or {field.annotation}
+        if int in kinds and float not in kinds:
+            names.add(name)
+    return frozenset(names)
+
+
+def _integral_numbers(data: Any, model: type[BaseModel]) -> Any:
+    """Turn ``7.0`` into ``7`` for the integer fields of chat completion requests.
+
+    JSON has one number type and JSON Schema calls ``7.0`` an integer, but
+    pydantic's strict mode would refuse it. Only the declared fields change;
+    the fields a request passes through to the node keep their exact value.
+    """
+    if model is BulkSubmitRequest and isinstance(data, dict):
+        requests = data.get("requests")
+        if isinstance(requests, list):
+            for item in requests:
+                _integral_numbers(item, ChatCompletionRequest)
+    elif model is ChatCompletionRequest and isinstance(data, dict):
+        for name in _integer_fields(ChatCompletionRequest):
+            value = data.get(name)
+            if isinstance(value, float) and value.is_integer():
+                data[name] = int(value)
+    return data
 
 
 def model_response(

@@ -1,0 +1,200 @@
+"""``keys``, ``nodes``, ``migrate`` and ``start``'s refusals through click's CliRunner."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from openbeepboop_schemas import FetchRequest, Role
+from openbeepboop_server.cli import main
+from openbeepboop_server.config import load_settings, sqlite_url
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import pending_revisions, upgrade_to
+from openbeepboop_server.keys import KeyService
+from openbeepboop_server.queue.service import QueueService
+
+KEY = re.compile(r"sk-[A-Za-z0-9_-]{32,}")
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "server_config.toml"
+    result = CliRunner().invoke(
+        main,
+        [
+            "setup",
+            "--config",
+            str(path),
+            "--database-url",
+            sqlite_url(tmp_path / "q.db"),
+            "--non-interactive",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    return path
+
+
+def run(*args: str) -> Result:
+    return CliRunner().invoke(main, list(args))
+
+
+def one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def test_keys_create_prints_only_the_key_on_stdout(config: Path) -> None:
+    result = run("keys", "create", "--role", "USER", "--name", "alice", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    key = result.stdout.strip()
+    assert KEY.fullmatch(key)
+    assert "not shown again" in result.stderr
+    db = Database.connect(load_settings(config).database.url)
+    try:
+        caller = KeyService(db).authenticate(key)
+    finally:
+        db.dispose()
+    assert caller is not None and caller.role is Role.USER and caller.key_name == "alice"
+
+
+@pytest.mark.parametrize("role", ["admin", "NODE", "User"])
+def test_keys_create_takes_any_case_of_role(config: Path, role: str) -> None:
+    result = run("keys", "create", "--role", role, "--name", f"k-{role}", "--config", str(config))
+    assert result.exit_code == 0, result.output
+
+
+def test_keys_create_refuses_a_taken_name(config: Path) -> None:
+    assert (
+        run("keys", "create", "--role", "USER", "--name", "bob", "--config", str(config)).exit_code
+        == 0
+    )
+    result = run("keys", "create", "--role", "NODE", "--name", "bob", "--config", str(config))
+    assert "bob" in one_error_line(result)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--role", "ROOT", "--name", "x"],
+        ["--role", "USER"],
+        ["--role", "USER", "--name", ""],
+        ["--role", "USER", "--name", "x" * 65],
+    ],
+)
+def test_keys_create_usage_errors(config: Path, args: list[str]) -> None:
+    result = run("keys", "create", *args, "--config", str(config))
+    assert result.exit_code == 2
+    assert "Traceback" not in result.output
+
+
+def test_keys_list_never_shows_keys(config: Path) -> None:
+    run("keys", "create", "--role", "NODE", "--name", "gpu-box", "--config", str(config))
+    result = run("keys", "list", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert not KEY.search(result.output)
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "ROLE", "CREATED", "STATUS"]
+    rows = {line.split()[0]: line.split() for line in lines[1:]}
+    assert rows["admin"][1] == "ADMIN"
+    assert rows["gpu-box"][1] == "NODE"
+    assert rows["gpu-box"][-1] == "active"
+
+
+def test_keys_list_json(config: Path) -> None:
+    result = run("keys", "list", "--json", "--config", str(config))
+    entries = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(e["name"], e["role"], e["revoked_at"]) for e in entries] == [("admin", "ADMIN", None)]
+
+
+def test_keys_revoke(config: Path) -> None:
+    key = run(
+        "keys", "create", "--role", "USER", "--name", "carol", "--config", str(config)
+    ).stdout.strip()
+    result = run("keys", "revoke", "carol", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "carol" in result.stdout
+    db = Database.connect(load_settings(config).database.url)
+    try:
+        assert KeyService(db).authenticate(key) is None
+    finally:
+        db.dispose()
+    listed = run("keys", "list", "--config", str(config)).stdout
+    assert "revoked" in next(line for line in listed.splitlines() if line.startswith("carol"))
+    assert "carol" in one_error_line(run("keys", "revoke", "carol", "--config", str(config)))
+    assert "nobody" in one_error_line(run("keys", "revoke", "nobody", "--config", str(config)))
+
+
+def test_nodes_lists_what_the_registry_saw(config: Path) -> None:
+    assert "No node" in run("nodes", "--config", str(config)).stdout
+    settings = load_settings(config)
+    db = Database.connect(settings.database.url)
+    try:
+        keys = KeyService(db)
+        key, _ = keys.create(Role.NODE, "gpu-key")
+        caller = keys.authenticate(key)
+        assert caller is not None
+        QueueService(db, settings.queue.policy()).claim(
+            caller, FetchRequest(node_id="gpu-box-1", models=["llama3", "qwen"], version="9.9")
+        )
+    finally:
+        db.dispose()
+    result = run("nodes", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    header, row = result.stdout.splitlines()
+    assert header.split()[:4] == ["NODE", "KEY", "VERSION", "MODELS"]
+    assert row.split()[:4] == ["gpu-box-1", "gpu-key", "9.9", "llama3,qwen"]
+    assert "ago" in row
+    as_json = json.loads(run("nodes", "--json", "--config", str(config)).stdout)
+    assert as_json["node_id"] == "gpu-box-1"
+    assert as_json["models"] == ["llama3", "qwen"]
+
+
+def test_migrate_brings_an_old_database_to_head_and_start_refuses_before(tmp_path: Path) -> None:
+    url = sqlite_url(tmp_path / "old.db")
+    upgrade_to(url, "0001")
+    config = tmp_path / "server_config.toml"
+    config.write_text(f'[database]\nurl = "{url}"\n')
+
+    refused = run("start", "--config", str(config))
+    line = one_error_line(refused)
+    assert "openbeepboop-server migrate" in line
+    keys = run("keys", "list", "--config", str(config))
+    assert "openbeepboop-server migrate" in one_error_line(keys)
+
+    migrated = run("migrate", "--config", str(config))
+    assert migrated.exit_code == 0, migrated.output
+    assert "Applied" in migrated.stdout
+    assert pending_revisions(url) == []
+    again = run("migrate", "--config", str(config))
+    assert again.exit_code == 0 and "up to date" in again.stdout
+
+
+def test_missing_or_invalid_config_is_one_line(tmp_path: Path) -> None:
+    missing = run("keys", "list", "--config", str(tmp_path / "nope.toml"))
+    assert "openbeepboop-server setup" in one_error_line(missing)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[database]\nurl = "sqlite:////tmp/x.db"\n[queue]\nlease_seconds = "long"\n')
+    for command in (["start"], ["migrate"], ["nodes"], ["keys", "list"]):
+        line = one_error_line(run(*command, "--config", str(bad)))
+        assert "[queue] lease_seconds" in line
+
+
+def test_config_env_variable_is_honoured(config: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENBEEPBOOP_SERVER_CONFIG", str(config))
+    result = run("keys", "list")
+    assert result.exit_code == 0, result.output
+    assert "admin" in result.stdout
+
+
+def test_version_and_help() -> None:
+    assert run("--version").exit_code == 0
+    help_text = run("--help").stdout
+    for command in ("setup", "start", "migrate", "keys", "nodes"):
+        assert command in help_text

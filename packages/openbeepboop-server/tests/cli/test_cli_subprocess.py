@@ -1,0 +1,73 @@
+"""The installed ``openbeepboop-server`` command in real processes, as an operator runs it."""
+
+from __future__ import annotations
+
+import re
+import stat
+import subprocess
+from pathlib import Path
+
+from _surface_support import server_command
+from openbeepboop_server.config import sqlite_url
+
+TIMEOUT = 120
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*server_command(), *args],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_setup_then_keys_create_list_revoke(tmp_path: Path) -> None:
+    config = tmp_path / "server_config.toml"
+    url = sqlite_url(tmp_path / "queue.db")
+
+    setup = run("setup", "--config", str(config), "--database-url", url, "--non-interactive")
+    assert setup.returncode == 0, setup.stderr
+    assert re.search(r"^Admin API Key: sk-[A-Za-z0-9_-]{32,}$", setup.stdout, re.MULTILINE)
+    assert stat.S_IMODE(config.stat().st_mode) == 0o600
+
+    again = run("setup", "--config", str(config), "--database-url", url, "--non-interactive")
+    assert again.returncode == 1
+    assert again.stderr.startswith("Error: ") and len(again.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in again.stderr
+
+    created = run("keys", "create", "--role", "NODE", "--name", "gpu-box", "--config", str(config))
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert re.fullmatch(r"sk-[A-Za-z0-9_-]{32,}", key)
+
+    listed = run("keys", "list", "--config", str(config))
+    assert listed.returncode == 0, listed.stderr
+    assert "gpu-box" in listed.stdout and "NODE" in listed.stdout
+    assert "sk-" not in listed.stdout
+
+    revoked = run("keys", "revoke", "gpu-box", "--config", str(config))
+    assert revoked.returncode == 0, revoked.stderr
+    after = run("keys", "list", "--config", str(config))
+    row = next(line for line in after.stdout.splitlines() if line.startswith("gpu-box"))
+    assert "revoked" in row
+
+    unknown = run("keys", "revoke", "gpu-box", "--config", str(config))
+    assert unknown.returncode == 1
+    assert "Traceback" not in unknown.stderr
+
+
+def test_python_dash_m_works(tmp_path: Path) -> None:
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "openbeepboop_server", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0
+    assert "openbeepboop-server" in result.stdout
