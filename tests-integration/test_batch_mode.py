@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
-from cluster import Cluster
+from cluster import Cluster, Server
+from conftest import Shared
+from openbeepboop_testkit.processes import free_port
 from openbeepboop_testkit.standin import StandinLLM
 
 
-def test_batch_drains_the_queue_and_exits_zero(cluster: Cluster, llm: StandinLLM) -> None:
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "cron")
-    api = cluster.api(server, server.create_key("USER", "user"))
-    node = cluster.node(server, node_key, "cron-box", "m", "openai/m", llm.base_url, 4)
+def test_batch_drains_the_queue_and_exits_zero(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+) -> None:
+    server, model = shared.server, f"{tag}-m"
+    api = cluster.api(server, shared.user_key)
+    node = cluster.node(server, shared.node_key, f"{tag}-cron", model, "openai/m", llm.base_url)
     prompts = [f"batch prompt {i}" for i in range(25)]
-    ids = api.submit_many(prompts, "m")
-    other = api.submit("another model's job", "other-model")
+    ids = api.submit_many(prompts, model)
+    other = api.submit("another model's job", f"{tag}-other-model")
 
     done = node.batch()
 
@@ -33,11 +35,10 @@ def test_batch_drains_the_queue_and_exits_zero(cluster: Cluster, llm: StandinLLM
 def test_batch_exits_nonzero_with_one_line_when_the_server_is_down(
     cluster: Cluster, llm: StandinLLM
 ) -> None:
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "cron")
-    node = cluster.node(server, node_key, "cron-box", "m", "openai/m", llm.base_url)
-    server.stop()
+    # A server URL where nothing listens (as after a crash or before a deploy).
+    nowhere = Server(cluster, "absent", cluster.root / "absent", free_port())
+    node_key = "sk-" + "x" * 43
+    node = cluster.node(nowhere, node_key, "cron-box", "m", "openai/m", llm.base_url)
 
     done = node.batch()
 

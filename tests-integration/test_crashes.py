@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 from cluster import Cluster
+from conftest import Shared
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import StandinLLM
 
 
 def test_job_of_a_killed_node_completes_on_another_after_lease_expiry(
-    cluster: Cluster, llm: StandinLLM
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
 ) -> None:
-    server = cluster.server(lease_seconds=3)
-    server.start()
-    node_key = server.create_key("NODE", "nodes")
-    api = cluster.api(server, server.create_key("USER", "user"))
-    first = cluster.node(server, node_key, "doomed", "m", "openai/m", llm.base_url, concurrency=1)
-    second = cluster.node(server, node_key, "rescuer", "m", "openai/m", llm.base_url)
+    server, node_key, model = shared.server, shared.node_key, f"{tag}-m"
+    api = cluster.api(server, shared.user_key)
+    first = cluster.node(server, node_key, f"{tag}-doomed", model, "openai/m", llm.base_url, 1)
+    second = cluster.node(server, node_key, f"{tag}-rescuer", model, "openai/m", llm.base_url)
 
     llm.configure(delay=600)  # the first node is stuck in the LLM call
     first.run()
-    job_id = api.submit("survive a node crash", "m")
+    job_id = api.submit("survive a node crash", model)
     wait_until(lambda: llm.calls_for("survive a node crash"), 120, "the first node's LLM call")
     assert api.entry(job_id)["status"] == "PROCESSING"
 

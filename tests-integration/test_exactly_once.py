@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 from cluster import Cluster
+from conftest import Shared
 from openbeepboop_testkit.standin import StandinLLM
 
 
-def test_three_nodes_300_jobs_each_prompt_runs_once(cluster: Cluster, llm: StandinLLM) -> None:
+def test_three_nodes_300_jobs_each_prompt_runs_once(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+) -> None:
     llm.configure(delay=0.05)
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "fleet")
-    api = cluster.api(server, server.create_key("USER", "user"))
+    server, model = shared.server, f"{tag}-m"
+    api = cluster.api(server, shared.user_key)
     nodes = [
         cluster.node(
-            server, node_key, f"node-{i}", "m", "openai/m", llm.base_url, 4, f"sk-provider-{i}"
+            server,
+            shared.node_key,
+            f"{tag}-node-{i}",
+            model,
+            "openai/m",
+            llm.base_url,
+            4,
+            f"sk-provider-{i}",
         )
         for i in range(3)
     ]
@@ -24,7 +32,7 @@ def test_three_nodes_300_jobs_each_prompt_runs_once(cluster: Cluster, llm: Stand
     server.wait_for_nodes(node.node_id for node in nodes)
 
     prompts = [f"unique prompt #{i}" for i in range(300)]
-    ids = api.submit_many(prompts, "m")
+    ids = api.submit_many(prompts, model)
     done = api.wait_terminal(ids)
 
     assert {entry["status"] for entry in done.values()} == {"COMPLETED"}

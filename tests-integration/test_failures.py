@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from cluster import Cluster
+from conftest import Shared
 from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE, StandinLLM
 
 
-def test_permanent_failure_and_fail_once_then_succeed(cluster: Cluster, llm: StandinLLM) -> None:
+def test_permanent_failure_and_fail_once_then_succeed(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+) -> None:
     llm.configure(fail_prompts=["POISON"], fail_first_n=1, flaky_marker="FLAKY")
-    server = cluster.server(retry_backoff_seconds=0.5)
-    server.start()
-    node_key = server.create_key("NODE", "node")
-    api = cluster.api(server, server.create_key("USER", "user"))
-    cluster.node(server, node_key, "node-1", "m", "openai/m", llm.base_url).run()
-    poison = api.submit("a POISON prompt", "m")
-    flaky = api.submit("a FLAKY prompt", "m")
-    fine = api.submit("a fine prompt", "m")
+    server, model = shared.server, f"{tag}-m"
+    api = cluster.api(server, shared.user_key)
+    cluster.node(server, shared.node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
+    poison = api.submit("a POISON prompt", model)
+    flaky = api.submit("a FLAKY prompt", model)
+    fine = api.submit("a fine prompt", model)
 
     done = api.wait_terminal([poison, flaky, fine])
 

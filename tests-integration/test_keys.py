@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from cluster import Cluster, parse_json_output
+from conftest import Shared
 
 
-def test_two_users_cannot_see_each_others_jobs(cluster: Cluster) -> None:
-    server = cluster.server()
-    server.start()
-    alice = cluster.api(server, server.create_key("USER", "alice"))
-    bob_key = server.create_key("USER", "bob")
+def test_two_users_cannot_see_each_others_jobs(cluster: Cluster, shared: Shared, tag: str) -> None:
+    server = shared.server
+    alice = cluster.api(server, server.create_key("USER", f"{tag}-alice"))
+    bob_key = server.create_key("USER", f"{tag}-bob")
     bob = cluster.api(server, bob_key)
-    job_id = alice.submit("alice's secret", "m")
+    job_id = alice.submit("alice's secret", f"{tag}-m")
     unknown = "job-doesnotexist0000000000"
 
     assert alice.get(job_id).status_code == 200
@@ -37,15 +37,14 @@ def test_two_users_cannot_see_each_others_jobs(cluster: Cluster) -> None:
         assert "Traceback" not in out.stderr and out.stderr.strip()
 
 
-def test_revoked_key_stops_working_at_once(cluster: Cluster) -> None:
-    server = cluster.server()
-    server.start()
-    key = server.create_key("USER", "leaver")
+def test_revoked_key_stops_working_at_once(cluster: Cluster, shared: Shared, tag: str) -> None:
+    server, name = shared.server, f"{tag}-leaver"
+    key = server.create_key("USER", name)
     api = cluster.api(server, key)
-    job_id = api.submit("before revocation", "m")
+    job_id = api.submit("before revocation", f"{tag}-m")
     config = cluster.client_config(server, key, "leaver")
 
-    server.cli("keys", "revoke", "leaver")
+    server.cli("keys", "revoke", name)
 
     assert api.get(job_id).status_code == 401
     response = api.http.post(
@@ -58,4 +57,4 @@ def test_revoked_key_stops_working_at_once(cluster: Cluster) -> None:
     assert "Traceback" not in out.stderr
     assert len(out.stderr.strip().splitlines()) == 1, out.stderr
     listed = server.cli("keys", "list").stdout
-    assert "leaver" in listed and key not in listed
+    assert name in listed and key not in listed

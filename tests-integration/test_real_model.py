@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from cluster import Cluster
+from conftest import Shared
 from openbeepboop_testkit.llamacpp import MODEL_NAME, llamacpp_available, start_llamacpp
 
 pytestmark = pytest.mark.skipif(
@@ -11,21 +12,20 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_smollm2_answers_through_server_node_and_client(cluster: Cluster) -> None:
+def test_smollm2_answers_through_server_node_and_client(
+    cluster: Cluster, shared: Shared, tag: str
+) -> None:
     _, base_url = start_llamacpp(cluster.procs, cluster.root)
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "cpu-box")
-    user_key = server.create_key("USER", "user")
+    server, model = shared.server, f"{tag}-smollm2"
     cluster.node(
-        server, node_key, "cpu-box", "smollm2", f"openai/{MODEL_NAME}", base_url, concurrency=2
+        server, shared.node_key, f"{tag}-cpu", model, f"openai/{MODEL_NAME}", base_url, 2
     ).run()
 
     from openbeepboop import Client
 
-    client = Client(base_url=server.url, api_key=user_key)
+    client = Client(base_url=server.url, api_key=shared.user_key)
     job = client.chat.completions.create(
-        model="smollm2",
+        model=model,
         messages=[{"role": "user", "content": "What is the capital of France?"}],
         max_tokens=32,
         temperature=0,

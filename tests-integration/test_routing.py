@@ -3,29 +3,31 @@
 from __future__ import annotations
 
 from cluster import Cluster
+from conftest import Shared
 from openbeepboop_testkit.standin import StandinLLM
 
 
-def test_two_nodes_two_models_each_gets_only_its_own(cluster: Cluster, llm: StandinLLM) -> None:
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "nodes")
-    api = cluster.api(server, server.create_key("USER", "user"))
+def test_two_nodes_two_models_each_gets_only_its_own(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+) -> None:
+    server, node_key = shared.server, shared.node_key
+    api = cluster.api(server, shared.user_key)
+    model_a, model_b, model_c = f"{tag}-model-a", f"{tag}-model-b", f"{tag}-model-c"
     # Same LLM server, but each node calls it with its own upstream model and
     # provider key, so every call says which node made it.
     alpha = cluster.node(
-        server, node_key, "alpha", "model-a", "openai/up-a", llm.base_url, 2, "sk-prov-a"
+        server, node_key, f"{tag}-alpha", model_a, "openai/up-a", llm.base_url, 2, "sk-prov-a"
     )
     beta = cluster.node(
-        server, node_key, "beta", "model-b", "openai/up-b", llm.base_url, 2, "sk-prov-b"
+        server, node_key, f"{tag}-beta", model_b, "openai/up-b", llm.base_url, 2, "sk-prov-b"
     )
     alpha.run()
     beta.run()
-    server.wait_for_nodes(["alpha", "beta"])
+    server.wait_for_nodes([f"{tag}-alpha", f"{tag}-beta"])
 
-    jobs = {api.submit(f"for a #{i}", "model-a"): "a" for i in range(10)}
-    jobs |= {api.submit(f"for b #{i}", "model-b"): "b" for i in range(10)}
-    orphan = api.submit("nobody serves model-c", "model-c")
+    jobs = {api.submit(f"for a #{i}", model_a): "a" for i in range(10)}
+    jobs |= {api.submit(f"for b #{i}", model_b): "b" for i in range(10)}
+    orphan = api.submit("nobody serves model-c", model_c)
     done = api.wait_terminal(list(jobs))
 
     assert {entry["status"] for entry in done.values()} == {"COMPLETED"}
@@ -37,4 +39,5 @@ def test_two_nodes_two_models_each_gets_only_its_own(cluster: Cluster, llm: Stan
     assert api.entry(orphan)["status"] == "QUEUED"
     models = api.http.get("/v1/models")
     assert models.status_code == 200
-    assert {"model-a", "model-b"} <= {card["id"] for card in models.json()["data"]}
+    served = {card["id"] for card in models.json()["data"]}
+    assert {model_a, model_b} <= served and model_c not in served

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from cluster import Cluster, parse_json_output
+from conftest import Shared
 from openbeepboop_testkit.processes import run_command, wait_until
 from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE, StandinLLM
 
@@ -21,9 +22,9 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def readme_library_example() -> str:
     """The first ```python block of the README's "Python library" section."""
     text = README.read_text()
-    section = re.search(r"^#+\s*Python library\s*$(.*?)(?=^#+ |\Z)", text, re.M | re.S)
-    assert section, "README.md has no 'Python library' section"
-    block = re.search(r"```python\n(.*?)```", section.group(1), re.S)
+    heading = re.search(r"^#+\s*Python library\s*$", text, re.M)
+    assert heading, "README.md has no 'Python library' section"
+    block = re.search(r"^```python\n(.*?)^```", text[heading.end() :], re.S | re.M)
     assert block, "the README's 'Python library' section has no ```python block"
     return block.group(1)
 
@@ -64,14 +65,18 @@ def test_cli_workflow_submit_wait_and_poll(cluster: Cluster, llm: StandinLLM) ->
     assert {call.model for call in llm.calls()} == {"llama3"}
 
 
-def test_readme_library_example_runs_verbatim(cluster: Cluster, llm: StandinLLM) -> None:
+def test_readme_library_example_runs_verbatim(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+) -> None:
     example = readme_library_example()
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "node")
-    user_key = server.create_key("USER", "reader")
-    # The example asks for "llama3": that is the model name this node serves.
-    cluster.node(server, node_key, "node-1", "llama3", "openai/llama3", llm.base_url).run()
+    server = shared.server
+    user_key = server.create_key("USER", f"{tag}-reader")
+    # The example asks for "llama3": that is the model name this node serves
+    # (the only test that uses that name on the shared server).
+    node = cluster.node(
+        server, shared.node_key, f"{tag}-node", "llama3", "openai/llama3", llm.base_url
+    )
+    node.run()
 
     script = cluster.root / "readme_example.py"
     script.write_text(example)
@@ -88,14 +93,14 @@ def test_readme_library_example_runs_verbatim(cluster: Cluster, llm: StandinLLM)
     assert f"Echo: {prompts[0]}" in done.stdout, done.stdout
 
 
-def test_submit_file_and_results_in_openai_batch_format(cluster: Cluster, llm: StandinLLM) -> None:
+def test_submit_file_and_results_in_openai_batch_format(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+) -> None:
     llm.configure(fail_prompts=["POISON"])
-    server = cluster.server()
-    server.start()
-    node_key = server.create_key("NODE", "node")
-    user_key = server.create_key("USER", "batcher")
-    cluster.node(server, node_key, "node-1", "llama3", "openai/llama3", llm.base_url).run()
-    config = cluster.client_config(server, user_key)
+    server = shared.server
+    model = f"{tag}-model"
+    cluster.node(server, shared.node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
+    config = cluster.client_config(server, shared.user_key)
     prompts = {f"req-{i}": f"batch line {i}" for i in range(5)}
     prompts["req-bad"] = "a POISON line"
     batch = cluster.root / "batch.jsonl"
@@ -106,7 +111,7 @@ def test_submit_file_and_results_in_openai_batch_format(cluster: Cluster, llm: S
                     "custom_id": custom_id,
                     "method": "POST",
                     "url": "/v1/chat/completions",
-                    "body": {"model": "llama3", "messages": [{"role": "user", "content": text}]},
+                    "body": {"model": model, "messages": [{"role": "user", "content": text}]},
                 }
             )
             + "\n"
