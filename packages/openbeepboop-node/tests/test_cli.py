@@ -215,28 +215,6 @@ def processes() -> Iterator[list[NodeProcess]]:
         proc.stop()
 
 
-def test_sigterm_lets_the_running_job_finish_and_exits_zero(
-    tmp_path: Path,
-    fake: FakeQueue,
-    served: FakeQueueServer,
-    llm: StandinLLM,
-    processes: list[NodeProcess],
-) -> None:
-    llm.configure(delay=1.5)
-    job_id = fake.add_job("finish before exit")
-    config = write_config(tmp_path / "node.toml", served.url, llm)
-    node = NodeProcess(config, tmp_path / "node.log")
-    processes.append(node)
-    node.wait_for_log("serving standin (openai/standin-model @ http://127.0.0.1:")
-    wait_until(lambda: job_id in fake.leases, PROCESS_DEADLINE_SECONDS, "the lease")
-    node.proc.send_signal(signal.SIGTERM)
-    assert node.wait() == 0, node.text()
-    assert job_id in fake.results()
-    assert fake.released == []
-    assert "Traceback" not in node.text()
-    assert NODE_KEY not in node.text() and PROVIDER_KEY not in node.text()
-
-
 def test_sigterm_releases_jobs_that_outlast_the_grace_period(
     tmp_path: Path,
     fake: FakeQueue,
@@ -279,15 +257,16 @@ def test_a_second_signal_exits_at_once_without_a_traceback(
     assert "Traceback" not in node.text()
 
 
-def test_kill_9_after_finished_loses_nothing_and_the_llm_is_not_called_again(
+def test_kill_9_loses_no_result_and_sigterm_lets_the_running_job_finish(
     tmp_path: Path,
     fake: FakeQueue,
     served: FakeQueueServer,
     llm: StandinLLM,
     processes: list[NodeProcess],
 ) -> None:
+    # 1. A result finished while the server cannot take it, then kill -9.
     job_id = fake.add_job("precious")
-    fake.down_paths = {"/internal/queue/submit"}  # the server goes away before delivery
+    fake.down_paths = {"/internal/queue/submit"}
     config = write_config(tmp_path / "node.toml", served.url, llm)
     first = NodeProcess(config, tmp_path / "first.log")
     processes.append(first)
@@ -296,12 +275,24 @@ def test_kill_9_after_finished_loses_nothing_and_the_llm_is_not_called_again(
     first.wait()
     assert fake.outcomes == {}
 
+    # 2. The next run delivers it without calling the LLM again...
     fake.down_paths = set()
     second = NodeProcess(config, tmp_path / "second.log")
     processes.append(second)
+    second.wait_for_log("serving standin (openai/standin-model @ http://127.0.0.1:")
     wait_until(lambda: job_id in fake.results(), PROCESS_DEADLINE_SECONDS, "the result")
-    second.proc.send_signal(signal.SIGTERM)
-    assert second.wait() == 0, second.text()
     assert llm.prompt_counts() == {"precious": 1}
     content = fake.results()[job_id]["result"]["choices"][0]["message"]["content"]
     assert content == "Echo: precious"
+
+    # 3. ...and on SIGTERM lets a running job finish, delivers it and exits 0.
+    llm.configure(delay=1.5)
+    slow = fake.add_job("finish before exit")
+    wait_until(lambda: slow in fake.leases, PROCESS_DEADLINE_SECONDS, "the lease")
+    second.proc.send_signal(signal.SIGTERM)
+    assert second.wait() == 0, second.text()
+    assert slow in fake.results()
+    assert fake.released == []
+    log = first.text() + second.text()
+    assert "Traceback" not in log
+    assert NODE_KEY not in log and PROVIDER_KEY not in log

@@ -301,8 +301,8 @@ def write_config(config: NodeConfig, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        # mkstemp already creates the file 0600; chmod again in case of an odd umask.
-        os.fchmod(fd, 0o600)
+        # mkstemp already creates the file 0600; make sure whatever the platform.
+        os.chmod(tmp_name, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()

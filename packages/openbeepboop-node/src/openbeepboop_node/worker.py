@@ -42,6 +42,7 @@ from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.exceptions import (
     InferenceError,
+    KeyRejectedError,
     ServerRequestError,
     ServerUnavailableError,
 )
@@ -168,12 +169,14 @@ class Node:
             # LiteLLM takes seconds to import; spooled results go out meanwhile.
             await self._until_done(asyncio.to_thread(self.inference.load), background)
             fetching = asyncio.create_task(self._fetch_loop(batch), name="fetch")
-            gave_up = True
+            failure: BaseException | None = None
             try:
                 await self._until_done(fetching, background)
-                gave_up = False
+            except BaseException as exc:
+                failure = exc
+                raise
             finally:
-                await self._drain(batch, background, gave_up)
+                await self._drain(batch, background, failure)
         finally:
             await self._close(background)
         return self.summary
@@ -403,11 +406,14 @@ class Node:
     # -- shutdown --------------------------------------------------------
 
     async def _drain(
-        self, batch: bool, background: list[asyncio.Task[None]], gave_up: bool
+        self, batch: bool, background: list[asyncio.Task[None]], failure: BaseException | None
     ) -> None:
         """Let running jobs finish (within the grace period), release the rest, deliver."""
         self.stop()
-        broken = any(task.done() for task in background)  # a refused key: nothing will land
+        # A refused key: nothing will be accepted, so there is nothing to wait for.
+        broken = isinstance(failure, KeyRejectedError) or any(t.done() for t in background)
+        # `batch` gave up on an unreachable server: finish and spool, do not wait to deliver.
+        unreachable = isinstance(failure, ServerUnavailableError)
         running = list(self._running.values())
         if running and not broken:
             logger.info(
@@ -429,7 +435,7 @@ class Node:
                     ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token)
                 )
                 self.summary.released += 1
-        if broken or gave_up:
+        if broken or unreachable:
             return
         if not batch:
             grace = min(SHUTDOWN_DELIVERY_SECONDS, self.config.shutdown_grace)
