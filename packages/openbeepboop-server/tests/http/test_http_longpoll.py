@@ -345,3 +345,44 @@ async def test_max_wait_seconds_caps_the_wait(tmp_path: Path) -> None:
             )
     assert response.json() == []
     assert elapsed < WAIT / 2
+
+
+@pytest.mark.anyio
+async def test_waiting_fetch_wakes_when_a_backoff_ends(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, queue={"retry_backoff_seconds": 0.5})
+    upgrade_to_head(settings.database.url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        context: ServerContext = app.state.context
+        # No periodic re-check within the wait: only the backoff timer can wake it.
+        context.recheck_seconds = 60
+        user = context.keys.create(Role.USER, "u")[0]
+        node = context.keys.create(Role.NODE, "n")[0]
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            await http.post("/v1/chat/completions", json=chat("m"), headers=bearer(user))
+            [lease] = (
+                await http.post(
+                    "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(node)
+                )
+            ).json()
+            await http.post(
+                "/internal/queue/submit",
+                json={
+                    "node_id": "waiting-node",
+                    "outcomes": [
+                        {
+                            "kind": "error",
+                            "job_id": lease["job_id"],
+                            "lease_token": lease["lease_token"],
+                            "error": {"message": "busy", "type": "rate_limit", "retryable": True},
+                        }
+                    ],
+                },
+                headers=bearer(node),
+            )
+            response, elapsed = await timed(
+                http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(node))
+            )
+    assert [item["job_id"] for item in response.json()] == [lease["job_id"]]
+    assert elapsed < WAIT / 2
