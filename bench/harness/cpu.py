@@ -12,6 +12,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -89,7 +90,16 @@ class CpuShare:
         total = sum(self.shares.values())
         if share >= SATURATED:
             return f"{name} CPU ({share:.0%} of a core; all processes {total:.0%} of 2)"
+        if self.disturbed:
+            return (
+                f"shared-machine contention (others used {self.others:.1f} of 2 cores; "
+                f"busiest of ours: {name} {share:.0%})"
+            )
         return f"{latency_chain} (busiest: {name} {share:.0%} of a core)"
+
+    def per_item_ms(self, name: str, count: int) -> float:
+        """CPU milliseconds ``name`` spent per item (load-independent-ish cost)."""
+        return self.shares.get(name, 0.0) * self.seconds / count * 1e3 if count else 0.0
 
 
 class CpuMeter:
@@ -137,9 +147,10 @@ class CpuMeter:
         return CpuShare(seconds=elapsed, shares=shares, others=others)
 
     def _spy(self) -> None:
-        """One ``py-spy record`` per measured process (folded stacks, 200 Hz)."""
+        """One ``py-spy record`` per process: folded stacks, 200 Hz, GIL holder only (CPU)."""
         assert self._profile is not None
-        spy = shutil.which("py-spy")
+        beside = Path(sys.executable).with_name("py-spy")  # a venv's bin is not always on PATH
+        spy = str(beside) if beside.exists() else shutil.which("py-spy")
         if spy is None:
             raise RuntimeError("--profile needs py-spy (pip install py-spy)")
         self._profile.mkdir(parents=True, exist_ok=True)
@@ -148,7 +159,7 @@ class CpuMeter:
                 continue
             out = self._profile / f"{name}.folded"
             argv = [spy, "record", "--pid", str(proc.pid), "--rate", "200", "--format", "raw"]
-            argv += ["--output", str(out), "--nonblocking"]
+            argv += ["--output", str(out), "--nonblocking", "--gil"]
             self._spies.append(
                 subprocess.Popen(
                     argv,

@@ -45,7 +45,9 @@ def run(ctx: Context) -> list[Figure]:
             bound=cpu.bound(),
             detail=(
                 f"{calls} sequential calls of {BATCH} requests ({jobs} jobs) in {elapsed:.2f} s, "
-                f"{elapsed / calls * 1e3:.0f} ms per call; CPU: {cpu.describe()}"
+                f"{elapsed / calls * 1e3:.0f} ms per call;"
+                f" server CPU {cpu.per_item_ms('server', jobs):.3f} ms per job; "
+                f"CPU: {cpu.describe()}"
             ),
         )
     ]

@@ -69,7 +69,9 @@ def run(ctx: Context) -> list[Figure]:
             detail=(
                 f"{jobs} jobs, bulk submits of {BATCH}, {NODES} synthetic nodes fetching up to "
                 f"{MAX_JOBS} leases per request and delivering in batches; all submitted after "
-                f"{submitted:.2f} s, all answered after {elapsed:.2f} s; CPU: {cpu.describe()}"
+                f"{submitted:.2f} s, all answered after {elapsed:.2f} s;"
+                f" server CPU {cpu.per_item_ms('server', jobs):.3f} ms per job; "
+                f"CPU: {cpu.describe()}"
             ),
         )
     ]

@@ -111,7 +111,10 @@ def run_one_node(ctx: Context) -> list[Figure]:
             bound=cpu.bound("per-job chain: fetch + LiteLLM call (20 ms + its CPU)"),
             detail=(
                 f"{jobs} jobs in {elapsed:.2f} s = {per_job:.1f} ms per job "
-                f"(LLM delay {LLM_DELAY * 1e3:.0f} ms); CPU: {cpu.describe()}"
+                f"(LLM delay {LLM_DELAY * 1e3:.0f} ms); CPU per job: server "
+                f"{cpu.per_item_ms('server', jobs):.2f} ms, "
+                f"node {cpu.per_item_ms('node', jobs):.2f} ms; "
+                f"CPU: {cpu.describe()}"
             ),
         ),
         Figure(
@@ -152,6 +155,11 @@ def run_two_nodes(ctx: Context) -> list[Figure]:
             "jobs/s",
             at_least(150),
             bound=cpu.bound(),
-            detail=f"{jobs} jobs in {elapsed:.2f} s; CPU: {cpu.describe()}",
+            detail=(
+                f"{jobs} jobs in {elapsed:.2f} s; CPU per job: server "
+                f"{cpu.per_item_ms('server', jobs):.2f} ms, nodes "
+                f"{sum(cpu.per_item_ms(n.node_id, jobs) for n in nodes):.2f} ms; "
+                f"CPU: {cpu.describe()}"
+            ),
         )
     ]

@@ -65,6 +65,7 @@ def run(ctx: Context) -> list[Figure]:
             detail=(
                 f"{calls} calls each, LLM delay {LLM_DELAY * 1e3:.0f} ms: bare loop "
                 f"{bare_rate:.1f} calls/s, node {node_rate:.1f} jobs/s (submit → all terminal); "
+                f"node CPU {cpu.per_item_ms('node', calls):.2f} ms per job; "
                 f"CPU during the node run: {cpu.describe()}"
             ),
             extra={"bare": bare_rate, "node": node_rate},

@@ -48,7 +48,9 @@ def run(ctx: Context) -> list[Figure]:
             detail=(
                 f"{count} sequential requests (httpx, keep-alive) in {elapsed:.2f} s; "
                 f"latency p50 {median(latencies) * 1e3:.2f} ms, "
-                f"p99 {percentile(latencies, 99) * 1e3:.2f} ms; CPU: {cpu.describe()}"
+                f"p99 {percentile(latencies, 99) * 1e3:.2f} ms;"
+                f" server CPU {cpu.per_item_ms('server', count):.3f} ms per job; "
+                f"CPU: {cpu.describe()}"
             ),
         )
     ]
