@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -45,7 +46,7 @@ from openbeepboop_testkit.processes import ProcessSet, WaitTimeoutError, free_po
 #: The model name clients ask for; the node maps it to the real model.
 CLIENT_MODEL = "smollm2"
 #: Kept short: a 135M-parameter model on a CPU answers a few sentences quickly.
-MAX_TOKENS = 96
+MAX_TOKENS = 64
 PROMPTS = [
     "What is the capital of France?",
     "Give me one tip for writing clear Python code.",
@@ -167,16 +168,21 @@ def answers(results_path: Path) -> dict[str, str]:
 
 @contextmanager
 def stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM into KeyboardInterrupt so cleanup runs as on Ctrl-C."""
+    """Turn SIGINT and SIGTERM into KeyboardInterrupt so cleanup always runs.
+
+    SIGINT is set explicitly: a shell that starts the demo in the background
+    hands it SIGINT ignored, and Ctrl-C must still stop everything.
+    """
 
     def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
@@ -297,7 +303,13 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
     say("\n==> Answers")
     found = answers(results)
     for index, prompt in enumerate(PROMPTS, start=1):
-        say(f"\n  {prompt}\n  → {found.get(f'prompt-{index}', '(missing)')}")
+        answer = textwrap.fill(
+            found.get(f"prompt-{index}", "(missing)"),
+            width=88,
+            initial_indent="  → ",
+            subsequent_indent="    ",
+        )
+        say(f"\n  {prompt}\n{answer}")
     missing = [f"prompt-{i}" for i in range(1, len(PROMPTS) + 1) if f"prompt-{i}" not in found]
     if missing:
         raise DemoError(f"no result for {', '.join(missing)}")
@@ -348,10 +360,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             procs.dump_logs(sys.stdout)
             code = 1
         finally:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not skip cleanup
+            # A second Ctrl-C (or SIGTERM) must not cut the clean-up short.
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
             say("\n==> Stopping the node, the server and the model")
             procs.stop_all()
-            signal.signal(signal.SIGINT, signal.default_int_handler)
             if args.keep or code == 1:
                 say(f"    configs, database and logs kept in {workdir}")
             else:
