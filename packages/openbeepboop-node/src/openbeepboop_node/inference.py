@@ -176,12 +176,16 @@ class Inference:
         load_litellm()
 
     def call_kwargs(
-        self, model: ModelConfig, job_model: str, request: ChatCompletionRequest
+        self,
+        model: ModelConfig,
+        job_model: str,
+        request: ChatCompletionRequest,
+        job_id: str | None = None,
     ) -> dict[str, Any]:
         """The keyword arguments for ``litellm.acompletion``: job parameters, then ours."""
         params, dropped = job_params(request, model.defaults)
         if dropped:
-            logger.debug("not forwarding job fields %s", ", ".join(sorted(dropped)))
+            logger.debug("job %s: not forwarding %s", job_id or "-", ", ".join(sorted(dropped)))
         params["model"] = model.litellm_model_for(job_model)
         params["timeout"] = self._config.timeout_for(model)
         params["stream"] = False
@@ -195,11 +199,15 @@ class Inference:
         return params
 
     async def complete(
-        self, model: ModelConfig, job_model: str, request: ChatCompletionRequest
+        self,
+        model: ModelConfig,
+        job_model: str,
+        request: ChatCompletionRequest,
+        job_id: str | None = None,
     ) -> ChatCompletion:
         """Run one request; InferenceError carries the error to report."""
         litellm = _litellm or await asyncio.to_thread(load_litellm)
-        kwargs = self.call_kwargs(model, job_model, request)
+        kwargs = self.call_kwargs(model, job_model, request, job_id)
         try:
             response = await litellm.acompletion(**kwargs)
         except asyncio.CancelledError:

@@ -313,7 +313,7 @@ class Node:
                         retryable=False,
                     )
                 )
-            result = await self.inference.complete(model, lease.model, lease.request)
+            result = await self.inference.complete(model, lease.model, lease.request, lease.job_id)
             outcome = ResultOutcome(
                 job_id=lease.job_id, lease_token=lease.lease_token, result=result
             )
