@@ -306,3 +306,23 @@ async def test_batch_drains_the_queue_and_returns(
     assert len(fake.results()) == 7
     assert all(f["wait"] == 0 for f in fake.fetches)
     assert summary.undelivered == 0
+
+
+async def test_a_job_leased_again_to_the_same_node_replaces_the_old_attempt(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=60.0)
+    job_id = fake.add_job("twice")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: node.running_jobs == 1, what="the first attempt")
+    # The first lease expired on the server and the job came back to this node.
+    llm.configure(delay=0.0)
+    lease = fake.leases[job_id]
+    with fake.lock:
+        fake.queued.append((job_id, lease.model, lease.request, 2))
+    await wait_for(lambda: job_id in fake.results(), what="the second attempt's result")
+    node.stop()
+    summary = await task
+    assert fake.results()[job_id]["lease_token"] == f"tok-{job_id}-2"
+    assert summary.aborted == 1 and summary.completed == 1

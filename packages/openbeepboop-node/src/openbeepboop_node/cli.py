@@ -190,6 +190,9 @@ def _run_node(config_path: Path | None, batch: bool) -> RunSummary:
         summary = asyncio.run(_serve(node, batch))
     except OpenBeepBoopNodeError as exc:
         raise CommandError(str(exc)) from None
+    except KeyboardInterrupt:  # only where signal handlers cannot be installed
+        click.echo("openbeepboop-node: interrupted", err=True)
+        raise SystemExit(EXIT_INTERRUPTED) from None
     if batch and summary.undelivered:
         raise CommandError(
             str(

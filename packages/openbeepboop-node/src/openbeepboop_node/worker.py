@@ -284,6 +284,10 @@ class Node:
     # -- jobs ------------------------------------------------------------
 
     def _start(self, lease: Lease) -> None:
+        previous = self._running.get(lease.job_id)
+        if previous is not None:  # leased to us again: the old lease is over
+            self._abort_reasons[lease.job_id] = "superseded by a new lease"
+            previous.cancel()
         task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
         self._held[lease.job_id] = lease
         self._running[lease.job_id] = task
@@ -293,7 +297,8 @@ class Node:
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         job_id = task.get_name().removeprefix("job ")
-        self._running.pop(job_id, None)
+        if self._running.get(job_id) is task:
+            del self._running[job_id]
         self._slot_free.set()
 
     async def _work(self, lease: Lease) -> None:
