@@ -10,8 +10,12 @@ import multiprocessing
 import random
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
+from typing import Any
 
+import pytest
 from _core_fixtures import chat_request, completion, make_caller
 from openbeepboop_schemas import FetchRequest, ResultOutcome, Role, SubmitRequest
 from openbeepboop_server.db.database import Database
@@ -55,15 +59,33 @@ def _drain(url: str, caller: Caller, node_id: str, seed: int) -> list[str]:
     return got
 
 
-def _process_worker(
-    url: str, caller: dict[str, object], node_id: str, start: object, results: object
-) -> None:
-    """Entry point of one fetcher process (spawned, so it shares nothing with the parent)."""
-    start.wait(TIMEOUT)  # type: ignore[attr-defined]
-    try:
-        results.put((node_id, _drain(url, Caller(**caller), node_id, hash(node_id))))  # type: ignore[arg-type, attr-defined]
-    except BaseException as exc:
-        results.put((node_id, f"{type(exc).__name__}: {exc}"))  # type: ignore[attr-defined]
+_START: Any = None
+
+
+def _init_fetcher(start: Any) -> None:
+    """Runs once in each pooled process: keep the shared start barrier."""
+    global _START
+    _START = start
+
+
+def _process_fetcher(url: str, caller: dict[str, Any], node_id: str) -> list[str]:
+    """One fetcher, in a pooled process (spawned: it shares nothing with the test)."""
+    _START.wait(TIMEOUT)  # all fetchers go at once
+    return _drain(url, Caller(**caller), node_id, sum(map(ord, node_id)))
+
+
+@pytest.fixture(scope="module")
+def fetcher_pool() -> Iterator[ProcessPoolExecutor]:
+    """WORKERS spawned processes, shared by the SQLite and PostgreSQL runs (start-up is slow)."""
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(
+        max_workers=WORKERS,
+        mp_context=context,
+        initializer=_init_fetcher,
+        initargs=(context.Barrier(WORKERS),),
+    )
+    yield pool
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _setup(url: str) -> tuple[Caller, list[str]]:
@@ -122,31 +144,16 @@ def test_concurrent_threads_never_claim_a_job_twice(backend_url: str) -> None:
     _check(created, claimed, backend_url)
 
 
-def test_concurrent_processes_never_claim_a_job_twice(backend_url: str) -> None:
+def test_concurrent_processes_never_claim_a_job_twice(
+    backend_url: str, fetcher_pool: ProcessPoolExecutor
+) -> None:
     node, created = _setup(backend_url)
-    context = multiprocessing.get_context("spawn")
-    start = context.Event()
-    results = context.Queue()
-    processes = [
-        context.Process(
-            target=_process_worker,
-            args=(backend_url, asdict(node), f"proc-{i}", start, results),
-        )
+    futures = [
+        fetcher_pool.submit(_process_fetcher, backend_url, asdict(node), f"proc-{i}")
         for i in range(WORKERS)
     ]
-    for process in processes:
-        process.start()
-    try:
-        start.set()
-        answers = dict(results.get(timeout=TIMEOUT) for _ in processes)
-    finally:
-        for process in processes:
-            process.join(timeout=TIMEOUT)
-            if process.is_alive():
-                process.kill()
-    failures = {name: got for name, got in answers.items() if isinstance(got, str)}
-    assert failures == {}
-    _check(created, list(answers.values()), backend_url)
+    claimed = [future.result(timeout=TIMEOUT) for future in futures]
+    _check(created, claimed, backend_url)
 
 
 def test_claims_for_different_models_do_not_interfere(backend_url: str) -> None:
