@@ -56,10 +56,10 @@ class Spool:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            # WAL + FULL: each commit is fsync'd, so a kill -9 (or a power cut)
-            # right after "finished" cannot lose the result.
+            # WAL, and synchronous=FULL for every write that adds outcomes: that
+            # commit is fsync'd, so a kill -9 (or a power cut) right after
+            # "finished" cannot lose the result.
             self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the result spool {path}: {exc}") from exc
@@ -75,6 +75,7 @@ class Spool:
                 "INSERT OR REPLACE INTO outcomes (job_id, lease_token, body, spooled_at) "
                 "VALUES (?, ?, ?, ?)",
                 rows,
+                durable=True,
             )
 
     def remove(self, keys: Iterable[OutcomeKey]) -> None:
@@ -83,7 +84,11 @@ class Spool:
         if not rows:
             return
         with self._lock:
-            self._write("DELETE FROM outcomes WHERE job_id = ? AND lease_token = ?", rows)
+            # Not fsync'd on its own: a delete lost in a crash only means the
+            # next start resends an outcome, which the server acks "duplicate".
+            self._write(
+                "DELETE FROM outcomes WHERE job_id = ? AND lease_token = ?", rows, durable=False
+            )
 
     def pending(self) -> list[Outcome]:
         """Every stored outcome, oldest first."""
@@ -102,8 +107,9 @@ class Spool:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]]) -> None:
+    def _write(self, sql: str, rows: Sequence[tuple[object, ...]], durable: bool) -> None:
         try:
+            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(sql, rows)
