@@ -129,23 +129,22 @@ def _find_postgres() -> str:
         import psycopg  # noqa: F401
     except ImportError:
         pytest.skip("PostgreSQL tests need the psycopg driver (pip install 'psycopg[binary]')")
-    candidates = (
-        (os.environ[POSTGRES_ENV],) if os.environ.get(POSTGRES_ENV) else DEFAULT_POSTGRES_URLS
-    )
+    override = os.environ.get(POSTGRES_ENV)
+    candidates = (override,) if override else DEFAULT_POSTGRES_URLS
     reasons: list[str] = []
     for url in candidates:
         if (why := _try_connect(url)) is None:
             return url
         reasons.append(why)
-    _start_local_cluster()
-    deadline = time.monotonic() + POSTGRES_START_TIMEOUT
-    while time.monotonic() < deadline:
-        for url in candidates:
-            if _try_connect(url) is None:
-                return url
-        if shutil.which("pg_ctlcluster") is None:
-            break
-        time.sleep(0.5)
+    # Only the local default cluster is ours to start; an explicit server is not.
+    if not override and shutil.which("pg_ctlcluster") is not None:
+        _start_local_cluster()
+        deadline = time.monotonic() + POSTGRES_START_TIMEOUT
+        while time.monotonic() < deadline:
+            for url in candidates:
+                if _try_connect(url) is None:
+                    return url
+            time.sleep(0.5)
     pytest.skip(f"PostgreSQL is not reachable at {candidates[0]} ({reasons[0]})")
 
 
