@@ -2,16 +2,25 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from cluster import Cluster
 from conftest import Shared
 from openbeepboop_testkit.llamacpp import MODEL_NAME, llamacpp_available, start_llamacpp
 
-pytestmark = pytest.mark.skipif(
-    llamacpp_available() is not None, reason=f"real model unavailable: {llamacpp_available()}"
-)
+
+@pytest.fixture
+def llamacpp_ready() -> None:
+    """Skip where the model is not installed — but never in CI, where it must run."""
+    reason = llamacpp_available()
+    if reason is not None:
+        if os.environ.get("CI"):
+            pytest.fail(f"the real-model test must run in CI: {reason}")
+        pytest.skip(f"real model unavailable: {reason}")
 
 
+@pytest.mark.usefixtures("llamacpp_ready")
 def test_smollm2_answers_through_server_node_and_client(
     cluster: Cluster, shared: Shared, tag: str
 ) -> None:
