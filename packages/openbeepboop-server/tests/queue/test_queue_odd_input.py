@@ -21,6 +21,8 @@ from openbeepboop_schemas import (
     SubmitRequest,
 )
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.errors import InvalidKeyName
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
@@ -95,10 +97,43 @@ def test_very_long_idempotency_keys(any_db: Database) -> None:
 
 
 def test_key_names_must_be_printable(any_db: Database) -> None:
-    from openbeepboop_server.errors import InvalidKeyName
-
     keys = KeyService(any_db)
     with pytest.raises(InvalidKeyName):
         keys.create(Role.USER, NUL)
     assert keys.revoke(NUL) is False
     assert keys.authenticate("sk-" + NUL) is None
+
+
+def test_a_stored_request_this_version_cannot_read_fails_instead_of_blocking_claims(
+    any_db: Database,
+) -> None:
+    keys = KeyService(any_db)
+    user = make_caller(keys, Role.USER, "user")
+    node = make_caller(keys, Role.NODE, "node")
+    queue = QueueService(any_db, QueuePolicy())
+    broken, fine = queue.submit_many(user, [chat_request(), chat_request()])
+    with any_db.write() as conn:
+        conn.execute(
+            jobs.update().where(jobs.c.id == broken.id).values(request='{"model": "llama3"}')
+        )
+    leases = queue.claim(node, FetchRequest(node_id="n", models=["*"], max_jobs=5))
+    assert [lease.job_id for lease in leases] == [fine.id]
+    entry = queue.get(user, broken.id)
+    assert entry is not None and entry.status == "FAILED"
+    assert entry.error is not None and entry.error.type == "invalid_request_error"
+
+
+def test_a_stored_result_this_version_cannot_validate_is_still_shown(any_db: Database) -> None:
+    keys = KeyService(any_db)
+    user = make_caller(keys, Role.USER, "user")
+    queue = QueueService(any_db, QueuePolicy())
+    job = queue.submit(user, chat_request())
+    with any_db.write() as conn:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job.id)
+            .values(status="COMPLETED", result='{"id": "old", "choices": "weird"}')
+        )
+    (entry,) = queue.poll(user, [job.id])
+    assert entry.status == "COMPLETED" and entry.result is not None
+    assert entry.result.id == "old"

@@ -45,6 +45,10 @@ DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
 DEFAULT_POOL_SIZE = 10
 DEFAULT_MAX_OVERFLOW = 30
 
+#: Values per ``IN (...)`` list: SQLite's historical limit on bound parameters
+#: is 999, so long lists are queried in chunks of this size.
+IN_CHUNK = 500
+
 _BEGIN_OPTION = "openbeepboop_sqlite_begin"
 
 

@@ -14,18 +14,35 @@ queue's length. ``*`` reads ``ix_jobs_status_seq`` instead.
 from __future__ import annotations
 
 import heapq
+import logging
 from typing import Any
 
 import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL, ChatCompletionRequest, FetchRequest, JobStatus, Lease
+from pydantic import ValidationError
 
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.db.text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.ids import new_lease_token
 
+logger = logging.getLogger(__name__)
+
 _COLUMNS = "seq, id, model, request, attempts"
 _WHERE = "status = :status AND not_before <= :now"
+
+
+_fail_unreadable = (
+    jobs.update()
+    .where(jobs.c.seq == sa.bindparam("b_seq"))
+    .values(
+        status=JobStatus.FAILED.value,
+        error_message=sa.bindparam("b_message"),
+        error_type="invalid_request_error",
+        completed_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
 
 
 def _candidate_sql(by_model: bool, dialect: str) -> sa.TextClause:
@@ -87,17 +104,33 @@ def claim_jobs(
     if not rows:
         return []
     expires = now + lease_seconds
+    node_id = db_text(fetch.node_id)
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
     claimed: list[Lease] = []
+    unreadable: list[dict[str, Any]] = []
     for row in rows:
+        try:
+            request = ChatCompletionRequest.model_validate_json(row.request)
+        except ValidationError as exc:
+            # Stored by an older version under looser rules: no node can run it,
+            # and leaving it QUEUED would hand it out (and fail here) forever.
+            logger.warning("job %s has a request this version cannot read: %s", row.id, exc)
+            unreadable.append(
+                {
+                    "b_seq": row.seq,
+                    "b_message": f"the stored request is no longer valid: {exc}",
+                    "b_now": now,
+                }
+            )
+            continue
         token = new_lease_token()
         attempt = row.attempts + 1
         updates.append(
             {
                 "b_seq": row.seq,
                 "b_token": token,
-                "b_node": db_text(fetch.node_id),
+                "b_node": node_id,
                 "b_key": caller.key_id,
                 "b_expires": expires,
                 "b_attempts": attempt,
@@ -108,7 +141,7 @@ def claim_jobs(
             {
                 "token": token,
                 "job_seq": row.seq,
-                "node_id": db_text(fetch.node_id),
+                "node_id": node_id,
                 "key_id": caller.key_id,
                 "attempt": attempt,
                 "claimed_at": now,
@@ -122,11 +155,14 @@ def claim_jobs(
                 lease_seconds=lease_seconds,
                 attempt=attempt,
                 model=row.model,
-                request=ChatCompletionRequest.model_validate_json(row.request),
+                request=request,
             )
         )
-    conn.execute(_mark_processing, updates)
-    conn.execute(leases.insert(), history)
+    if unreadable:
+        conn.execute(_fail_unreadable, unreadable)
+    if updates:
+        conn.execute(_mark_processing, updates)
+        conn.execute(leases.insert(), history)
     return claimed
 
 

@@ -15,10 +15,10 @@ from typing import Any
 import sqlalchemy as sa
 from openbeepboop_schemas import HeartbeatRequest, HeartbeatResponse, JobStatus, Role
 
+from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.db.text import db_texts
 from openbeepboop_server.keys import Caller
-from openbeepboop_server.queue.submission import IN_CHUNK
 
 # Lease outcomes (leases.outcome); NULL means still held.
 COMPLETED = "completed"

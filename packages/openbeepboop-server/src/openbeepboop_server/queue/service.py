@@ -30,7 +30,7 @@ from openbeepboop_schemas import (
 from sqlalchemy.exc import IntegrityError
 
 from openbeepboop_server import nodes as registry
-from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.database import IN_CHUNK, Database
 from openbeepboop_server.db.tables import idempotency_keys, jobs, leases
 from openbeepboop_server.db.text import db_text, db_texts
 from openbeepboop_server.keys import Caller
@@ -40,7 +40,6 @@ from openbeepboop_server.queue.claiming import claim_jobs, next_claimable_at
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.submission import (
-    IN_CHUNK,
     find_idempotent,
     insert_jobs,
     remember_idempotent,

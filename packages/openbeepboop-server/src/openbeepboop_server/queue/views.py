@@ -7,6 +7,8 @@ id that never existed.
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,9 +21,12 @@ from openbeepboop_schemas import (
     PollEntry,
     Role,
 )
+from pydantic import ValidationError
 
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.keys import Caller
+
+logger = logging.getLogger(__name__)
 
 POLL_COLUMNS = (
     jobs.c.seq,
@@ -59,13 +64,23 @@ def poll_entry(row: Any) -> PollEntry:
         status=row.status,
         completed=row.status == JobStatus.COMPLETED.value,
         model=row.model,
-        result=ChatCompletion.model_validate_json(row.result) if row.result else None,
+        result=_completion(row.id, row.result) if row.result else None,
         error=error,
         attempts=row.attempts,
         created_at=_seconds(row.created_at),
         started_at=_seconds(row.started_at),
         completed_at=_seconds(row.completed_at),
     )
+
+
+def _completion(job_id: str, stored: str) -> ChatCompletion:
+    try:
+        return ChatCompletion.model_validate_json(stored)
+    except ValidationError:
+        # Accepted by an older version under looser rules: show it as stored
+        # rather than failing every poll that names this job.
+        logger.warning("job %s has a stored result this version cannot validate", job_id)
+        return ChatCompletion.model_construct(**json.loads(stored))
 
 
 def not_found(job_id: str) -> PollEntry:
