@@ -18,6 +18,7 @@ from openbeepboop_server.db.migrate import (
     ensure_current,
     head_revision,
     pending_revisions,
+    upgrade_engine,
     upgrade_to,
     upgrade_to_head,
 )
@@ -194,6 +195,25 @@ def test_sqlite_foreign_keys_are_back_on_after_migrating(tmp_path: Path) -> None
     db = Database.connect(url)
     try:
         with db.read() as conn:
+            assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
+    finally:
+        db.dispose()
+
+
+def test_an_in_memory_database_migrates_through_its_own_engine() -> None:
+    db = Database.connect("sqlite://")
+    try:
+        upgrade_engine(db.engine)
+        ensure_current(db)
+        with db.write() as conn:
+            conn.execute(
+                sa.text(
+                    "INSERT INTO api_keys (name, role, key_sha256, created_at) "
+                    "VALUES ('k', 'USER', 'h', 1.0)"
+                )
+            )
+        with db.read() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM api_keys")).scalar() == 1
             assert conn.execute(sa.text("PRAGMA foreign_keys")).scalar() == 1
     finally:
         db.dispose()
