@@ -113,59 +113,52 @@ def server(tmp_path: Path) -> Iterator[Server]:
         instance.process.wait()
 
 
-def test_a_202_job_survives_kill_9_and_is_claimable_after_restart(server: Server) -> None:
-    server.start()
-    submitted = httpx.post(
-        f"{server.url}/v1/chat/completions",
-        json=chat("llama3"),
-        headers=bearer(server.keys["USER"]),
-    )
-    assert submitted.status_code == 202
-    job_id = submitted.json()["id"]
-
-    assert server.signal(signal.SIGKILL) == -signal.SIGKILL
-    server.start()
-
-    entry = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=bearer(server.keys["USER"])).json()
-    assert entry["status"] == "QUEUED"
-    leases = httpx.post(
-        f"{server.url}/internal/queue/fetch",
-        json={"node_id": "after-crash", "models": ["llama3"]},
-        headers=bearer(server.keys["NODE"]),
-    ).json()
-    assert [lease["job_id"] for lease in leases] == [job_id]
-
-
-def test_a_lease_survives_the_servers_down_time(server: Server) -> None:
-    # A short lease, so the down time is longer than the lease itself.
+def test_kill_9_loses_no_accepted_job_and_no_lease(server: Server) -> None:
+    # A short lease, so the server's down time is longer than the lease itself.
     settings = load_settings(server.config)
     settings.queue.lease_seconds = 1
     write_private_file(server.config, settings.to_toml())
     server.start()
-    httpx.post(
-        f"{server.url}/v1/chat/completions", json=chat(), headers=bearer(server.keys["USER"])
-    )
+    user, node = bearer(server.keys["USER"]), bearer(server.keys["NODE"])
+
+    working = httpx.post(f"{server.url}/v1/chat/completions", json=chat("busy"), headers=user)
     [lease] = httpx.post(
         f"{server.url}/internal/queue/fetch",
-        json={"node_id": "n", "models": ["*"]},
-        headers=bearer(server.keys["NODE"]),
+        json={"node_id": "n", "models": ["busy"]},
+        headers=node,
     ).json()
-    server.signal(signal.SIGKILL)
+    assert lease["job_id"] == working.json()["id"]
+    submitted = httpx.post(f"{server.url}/v1/chat/completions", json=chat("llama3"), headers=user)
+    assert submitted.status_code == 202
+    job_id = submitted.json()["id"]
+
+    assert server.signal(signal.SIGKILL) == -signal.SIGKILL
     # Stay down until the lease has run out by the clock...
     while time.time() < lease["lease_expires_at"] + 0.5:
         time.sleep(0.1)
     # ...and come back with a lease period long enough for a loaded machine to
-    # send the heartbeat in time: the grace gives a full new period.
+    # send the heartbeat in time: the restart grace gives a full new period.
     settings.queue.lease_seconds = 60
     write_private_file(server.config, settings.to_toml())
     server.start()
+
+    # The 202 job is there, queued, and claimable.
+    entry = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=user).json()
+    assert entry["status"] == "QUEUED"
+    leases = httpx.post(
+        f"{server.url}/internal/queue/fetch",
+        json={"node_id": "after-crash", "models": ["llama3"]},
+        headers=node,
+    ).json()
+    assert [item["job_id"] for item in leases] == [job_id]
+    # The lease held across the crash was not expired by the down time.
     beat = httpx.post(
         f"{server.url}/internal/queue/heartbeat",
         json={
             "node_id": "n",
             "leases": [{"job_id": lease["job_id"], "lease_token": lease["lease_token"]}],
         },
-        headers=bearer(server.keys["NODE"]),
+        headers=node,
     ).json()
     assert beat["extended"] == [lease["job_id"]], beat
 
