@@ -2,8 +2,9 @@
 
 ``python bench/scenarios/bare_litellm.py --api-base URL --concurrency 16 --calls 2000``
 prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
-``litellm.acompletion`` with at most ``concurrency`` in flight, the same
-call the node makes (``openai/`` model, ``api_base``, key, no retries).
+``litellm.acompletion`` with at most ``concurrency`` in flight: the same
+call the node makes (``openai/`` model, ``api_base``, key, no retries), on
+LiteLLM configured by the node's own ``load_litellm``.
 """
 
 from __future__ import annotations
@@ -47,10 +48,11 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=2000)
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    import litellm
+    # LiteLLM set up exactly as the node sets it up (offline, no telemetry, no
+    # callbacks), so that the ratio measures the node's own work and nothing else.
+    from openbeepboop_node.inference import load_litellm
 
-    litellm.telemetry = False
-    litellm.suppress_debug_info = True
+    litellm = load_litellm()
     asyncio.run(_loop(litellm, args.api_base, args.concurrency, 4 * args.concurrency, "warm"))
     seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
     print(json.dumps({"calls": args.calls, "seconds": seconds}))
