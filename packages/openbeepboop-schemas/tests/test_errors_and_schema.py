@@ -55,3 +55,23 @@ def test_every_contract_model_exports_a_schema() -> None:
     assert "$defs" not in text
     poll = schemas["PollRequest"]
     assert poll["properties"]["ids"]["maxItems"] == 1000
+
+
+def test_schema_is_standard_json_schema() -> None:
+    schemas = component_schemas()
+    temperature = schemas["ChatCompletionRequest"]["properties"]["temperature"]
+    assert "ge" not in json.dumps(temperature)
+    numeric = [arm for arm in temperature["anyOf"] if arm.get("type") in ("integer", "number")]
+    assert numeric
+    assert all(arm["minimum"] == 0 and arm["maximum"] == 2 for arm in numeric)
+
+
+def test_schema_says_stream_must_be_false() -> None:
+    stream = component_schemas()["ChatCompletionRequest"]["properties"]["stream"]
+    assert {"type": "boolean", "const": False} in stream["anyOf"]
+
+
+def test_schema_requires_the_outcome_tag() -> None:
+    schemas = component_schemas()
+    for name in ("ResultOutcome", "ErrorOutcome", "ReleaseOutcome"):
+        assert "kind" in schemas[name]["required"], name

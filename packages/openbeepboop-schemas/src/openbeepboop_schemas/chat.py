@@ -8,14 +8,45 @@ server returned is kept, including fields this version does not know.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator
+from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from openbeepboop_schemas._base import TolerantBody
 
-#: ``int | float`` keeps ``1`` as ``1`` (not ``1.0``) so pass-through is exact.
-Number = int | float
+
+def _between(low: float, high: float) -> Callable[[Any], Any]:
+    """A check that a value is a JSON number in ``[low, high]``, returned as sent."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        if not low <= value <= high:
+            raise ValueError(f"must be between {low:g} and {high:g}")
+        return value
+
+    return check
+
+
+def _number_schema(low: float, high: float) -> WithJsonSchema:
+    return WithJsonSchema({"type": "number", "minimum": low, "maximum": high})
+
+
+# Plain validators rather than ``int | float`` with bounds: ``1`` stays ``1``
+# (pass-through is exact), an error points at the field itself (no union branch
+# in its ``loc``), and the JSON Schema is standard. ``Any`` because the value is
+# handed on untouched, whichever JSON number it was.
+UnitInterval = Annotated[Any, PlainValidator(_between(0, 1)), _number_schema(0, 1)]
+Temperature = Annotated[Any, PlainValidator(_between(0, 2)), _number_schema(0, 2)]
+Penalty = Annotated[Any, PlainValidator(_between(-2, 2)), _number_schema(-2, 2)]
+
+#: The JSON Schema of ``stream``: the validator below refuses ``true``.
+_STREAM_SCHEMA: dict[str, Any] = {
+    "anyOf": [{"type": "boolean", "const": False}, {"type": "null"}],
+    "default": None,
+    "description": "Must be false or absent: jobs run asynchronously.",
+}
 
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
@@ -38,14 +69,16 @@ class ChatCompletionRequest(TolerantBody):
 
     model: str = Field(min_length=1, max_length=256)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool | None = None
-    temperature: Number | None = Field(default=None, ge=0, le=2)
-    top_p: Number | None = Field(default=None, ge=0, le=1)
+    stream: bool | None = Field(
+        default=None, json_schema_extra=lambda schema: schema.update(_STREAM_SCHEMA)
+    )
+    temperature: Temperature | None = None
+    top_p: UnitInterval | None = None
     n: int | None = Field(default=None, ge=1, le=128)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    presence_penalty: Number | None = Field(default=None, ge=-2, le=2)
-    frequency_penalty: Number | None = Field(default=None, ge=-2, le=2)
+    presence_penalty: Penalty | None = None
+    frequency_penalty: Penalty | None = None
 
     @field_validator("stream")
     @classmethod

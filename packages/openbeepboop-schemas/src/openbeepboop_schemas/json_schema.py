@@ -57,8 +57,8 @@ REF_TEMPLATE = "#/components/schemas/{model}"
 def component_schemas() -> dict[str, Any]:
     """``{name: schema}`` for every contract model and the models they use.
 
-    Request bodies use their validation schema, responses their serialization
-    schema, which is what a reader of each side needs.
+    Every model uses its validation schema: requests are what the server
+    accepts, and responses are what a client can parse.
     """
     _, top = models_json_schema(
         [(model, "validation") for model in CONTRACT_MODELS], ref_template=REF_TEMPLATE

@@ -7,9 +7,9 @@ A lease is the right to work on one job until ``lease_expires_at``; the
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from openbeepboop_schemas._base import StrictBody, TolerantBody
 from openbeepboop_schemas.chat import ChatCompletion, ChatCompletionRequest
@@ -71,21 +71,33 @@ class NodeError(StrictBody):
     status_code: int | None = None
 
 
-class ResultOutcome(LeaseRef):
+def _kind_is_required(schema: dict[str, Any]) -> None:
+    # ``kind`` has a default so Python callers need not spell it, but the
+    # server dispatches on it: on the wire it is required.
+    required = schema.setdefault("required", [])
+    if "kind" not in required:
+        required.append("kind")
+
+
+class _TaggedOutcome(LeaseRef):
+    model_config = ConfigDict(json_schema_extra=_kind_is_required)
+
+
+class ResultOutcome(_TaggedOutcome):
     """A finished job's completion."""
 
     kind: Literal["result"] = "result"
     result: ChatCompletion
 
 
-class ErrorOutcome(LeaseRef):
+class ErrorOutcome(_TaggedOutcome):
     """A job the node could not complete."""
 
     kind: Literal["error"] = "error"
     error: NodeError
 
 
-class ReleaseOutcome(LeaseRef):
+class ReleaseOutcome(_TaggedOutcome):
     """Hand a lease back unworked (shutdown): the job requeues at once, no attempt counted."""
 
     kind: Literal["release"] = "release"

@@ -103,79 +103,9 @@ def _path_params(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{") and part.endswith("}")]
 
 
-#: pydantic writes constraints on a union (``int | float``) under its own
-#: names next to ``anyOf``; JSON Schema spells them these ways.
-_CONSTRAINT_NAMES = {
-    "ge": "minimum",
-    "le": "maximum",
-    "gt": "exclusiveMinimum",
-    "lt": "exclusiveMaximum",
-}
-
-
-def _standard_constraints(node: Any) -> Any:
-    """Rename pydantic's union constraints to JSON Schema keywords, recursively."""
-    if isinstance(node, list):
-        return [_standard_constraints(item) for item in node]
-    if not isinstance(node, dict):
-        return node
-    fixed = {key: _standard_constraints(value) for key, value in node.items()}
-    if "anyOf" in fixed or "oneOf" in fixed:
-        for short, keyword in _CONSTRAINT_NAMES.items():
-            if short in fixed and keyword not in fixed:
-                fixed[keyword] = fixed.pop(short)
-    return fixed
-
-
-def _require_discriminators(schemas: dict[str, Any]) -> None:
-    """A discriminator property must be present: mark it required in every variant.
-
-    The models give ``kind`` a default for convenience in Python, but the
-    server dispatches on it, so on the wire it is required.
-    """
-
-    def visit(node: Any) -> None:
-        if isinstance(node, list):
-            for item in node:
-                visit(item)
-            return
-        if not isinstance(node, dict):
-            return
-        discriminator = node.get("discriminator")
-        if isinstance(discriminator, dict):
-            name = discriminator.get("propertyName")
-            for ref in discriminator.get("mapping", {}).values():
-                variant = schemas.get(str(ref).rsplit("/", 1)[-1])
-                if variant is not None and name and name not in variant.get("required", []):
-                    variant["required"] = [*variant.get("required", []), name]
-        for value in node.values():
-            visit(value)
-
-    visit(list(schemas.values()))
-
-
-#: Rules a model enforces in a validator, which pydantic cannot put in the
-#: JSON Schema itself: (model, field) -> the field's schema.
-_VALIDATOR_RULES: dict[tuple[str, str], dict[str, Any]] = {
-    # Jobs run asynchronously: ``stream: true`` is refused with a 400.
-    ("ChatCompletionRequest", "stream"): {
-        "anyOf": [{"type": "boolean", "const": False}, {"type": "null"}],
-        "default": None,
-        "title": "Stream",
-        "description": "Must be false or absent: jobs run asynchronously.",
-    },
-}
-
-
 def contract_components() -> dict[str, Any]:
-    """The contract's schemas as OpenAPI 3.1 components, in standard JSON Schema."""
-    schemas: dict[str, Any] = _standard_constraints(component_schemas())
-    _require_discriminators(schemas)
-    for (model, field), rule in _VALIDATOR_RULES.items():
-        properties = schemas.get(model, {}).get("properties", {})
-        if field in properties:
-            properties[field] = rule
-    return schemas
+    """The contract's schemas as OpenAPI 3.1 components."""
+    return component_schemas()
 
 
 def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
