@@ -3,8 +3,8 @@
 Every app runs on a file-backed SQLite database in ``tmp_path``, migrated the
 only way production ones are (Alembic), and is driven through
 ``with TestClient(app)`` so the lifespan (database, reaper, wake-ups) runs.
-Core tests (``tests/db``, ``tests/queue``) have their own fixtures in
-``_core_fixtures.py``.
+The core's fixtures (``_core_fixtures.py``: databases on SQLite and
+PostgreSQL, services, callers) are registered here too, for every folder.
 """
 
 from __future__ import annotations
@@ -26,6 +26,22 @@ _TESTS = str(Path(__file__).resolve().parent)
 if _TESTS not in sys.path:
     sys.path.insert(0, _TESTS)
 
+# The core's fixtures (database, services, callers, PostgreSQL), for every folder.
+from _core_fixtures import (  # noqa: E402, F401
+    admin,
+    alice,
+    backend_url,
+    bob,
+    clock,
+    db,
+    keys,
+    node,
+    other_node,
+    policy,
+    postgres_url_factory,
+    queue,
+    sqlite_url,
+)
 from _surface_support import ApiKeys, make_settings  # noqa: E402
 
 
@@ -60,13 +76,13 @@ def context(client: TestClient) -> ServerContext:
 @pytest.fixture
 def api_keys(context: ServerContext) -> ApiKeys:
     """Keys of every role, created through the running app's key service."""
-    keys = context.keys
-    revoked, _ = keys.create(Role.USER, "revoked-user")
-    assert keys.revoke("revoked-user")
+    service = context.keys
+    revoked, _ = service.create(Role.USER, "revoked-user")
+    assert service.revoke("revoked-user")
     return ApiKeys(
-        admin=keys.create(Role.ADMIN, "test-admin")[0],
-        node=keys.create(Role.NODE, "test-node")[0],
-        user=keys.create(Role.USER, "alice")[0],
-        other_user=keys.create(Role.USER, "bob")[0],
+        admin=service.create(Role.ADMIN, "test-admin")[0],
+        node=service.create(Role.NODE, "test-node")[0],
+        user=service.create(Role.USER, "alice")[0],
+        other_user=service.create(Role.USER, "bob")[0],
         revoked=revoked,
     )

@@ -128,3 +128,33 @@ def test_revocation_from_another_process_takes_effect_at_once(
     finally:
         other.dispose()
     assert service.authenticate(key) is None
+
+
+def test_inline_lookup_answers_like_authenticate(service: KeyService) -> None:
+    key, _ = service.create(Role.NODE, "gpu")
+    assert service.inline_capable
+    try:
+        assert service.authenticate_inline(key) == service.authenticate(key)
+        for bad in (key + "x", "sk-" + "a" * 43, "", key[3:]):
+            assert service.authenticate_inline(bad) is None
+        service.close_inline()
+        service.close_inline()  # closing twice is harmless
+        assert service.authenticate_inline(key) == service.authenticate(key)  # reconnected
+    finally:
+        service.close_inline()
+
+
+def test_inline_lookup_sees_a_revocation_from_another_process_at_once(
+    service: KeyService, key_db: Database
+) -> None:
+    key, _ = service.create(Role.USER, "alice")
+    try:
+        assert service.authenticate_inline(key) is not None
+        other = Database.connect(str(key_db.engine.url))
+        try:
+            assert KeyService(other).revoke("alice") is True
+        finally:
+            other.dispose()
+        assert service.authenticate_inline(key) is None
+    finally:
+        service.close_inline()

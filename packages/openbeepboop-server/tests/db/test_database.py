@@ -151,3 +151,25 @@ def test_postgresql_engine(postgres_url_factory) -> None:  # type: ignore[no-unt
             assert conn.execute(sa.text("SELECT 1")).scalar() == 1
     finally:
         db.dispose()
+
+
+def test_writes_after_a_failed_write_and_after_dispose_still_work(db: Database) -> None:
+    def insert(name: str, fail: bool = False) -> None:
+        with db.write() as conn:
+            conn.execute(
+                api_keys.insert().values(
+                    name=name, role="USER", key_sha256=name * 64, created_at=1.0
+                )
+            )
+            if fail:
+                raise RuntimeError("boom")
+
+    insert("a")
+    with pytest.raises(RuntimeError):
+        insert("b", fail=True)
+    insert("c")  # the writer's connection was replaced, not left mid-transaction
+    db.dispose()  # closes the writer's connection too
+    insert("d")
+    with db.read() as conn:
+        names = conn.execute(sa.select(api_keys.c.name).order_by(api_keys.c.name)).scalars()
+        assert list(names) == ["a", "c", "d"]

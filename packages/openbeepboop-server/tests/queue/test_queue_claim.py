@@ -150,3 +150,28 @@ def test_next_claimable_at_reads_only_the_backoff_index(
                 for row in conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, params)
             )
             assert "ix_jobs_backoff" in plan, plan
+
+
+def test_a_busy_node_rewrites_its_registry_row_at_most_once_a_second(
+    queue: QueueService, node: Caller, clock: FakeClock, db: Database
+) -> None:
+    writes: list[str] = []
+
+    @sa.event.listens_for(db.engine, "before_cursor_execute")
+    def _record(conn, cursor, statement, params, context, executemany):  # type: ignore[no-untyped-def]
+        if statement.lstrip().upper().startswith(("UPDATE NODES", "INSERT INTO NODES")):
+            writes.append(statement)
+
+    first = clock.now
+    for _ in range(3):
+        queue.claim(node, fetch(["a"]))
+    assert len(writes) == 1
+    clock.advance(0.5)
+    queue.claim(node, fetch(["a", "b"]))  # new facts are written at once
+    assert len(writes) == 2
+    clock.advance(2)
+    queue.claim(node, fetch(["a", "b"]))  # and last_seen at most a second late
+    sa.event.remove(db.engine, "before_cursor_execute", _record)
+    assert len(writes) == 3
+    (info,) = queue.list_nodes()
+    assert info.models == ["a", "b"] and info.last_seen == first + 2.5
