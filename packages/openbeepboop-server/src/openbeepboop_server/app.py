@@ -67,10 +67,12 @@ def create_app(settings: Settings) -> Starlette:
             sqlite_synchronous=settings.database.sqlite_synchronous,
         )
         housekeeper: Housekeeper | None = None
+        keys: KeyService | None = None
         wakeups = Wakeups()
         try:
             await run_in_threadpool(ensure_current, db)
             queue = QueueService(db, settings.queue.policy())
+            keys = KeyService(db)
             granted = await run_in_threadpool(queue.grant_restart_grace)
             if granted:
                 logger.info("extended %d in-flight lease(s) after the restart", granted)
@@ -78,7 +80,7 @@ def create_app(settings: Settings) -> Starlette:
                 settings=settings,
                 db=db,
                 queue=queue,
-                keys=KeyService(db),
+                keys=keys,
                 wakeups=wakeups,
                 metrics=metrics,
             )
@@ -91,6 +93,8 @@ def create_app(settings: Settings) -> Starlette:
             if housekeeper is not None:
                 await housekeeper.stop()
             holder.pop("context", None)
+            if keys is not None:
+                keys.close_inline()
             await run_in_threadpool(db.dispose)
 
     app = Starlette(

@@ -11,10 +11,13 @@ stops working on the very next request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from openbeepboop_schemas import Role
@@ -23,6 +26,8 @@ from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import api_keys
 from openbeepboop_server.db.text import db_text
 from openbeepboop_server.errors import InvalidKeyName, KeyNameTaken
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "sk-"
 #: Random bytes behind each key (43 URL-safe characters).
@@ -59,12 +64,18 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
 
 
+#: The lookup :meth:`KeyService.authenticate` does, as plain SQL for the inline path.
+_INLINE_LOOKUP = "SELECT id, name, role FROM api_keys WHERE key_sha256 = ? AND revoked_at IS NULL"
+
+
 class KeyService:
     """Key management over the ``api_keys`` table."""
 
     def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
         self._db = db
         self._clock = clock
+        # The event loop's own connection for inline lookups (SQLite only).
+        self._inline: Any = None
 
     def create(self, role: Role, name: str) -> tuple[str, KeyInfo]:
         """A new key for ``role`` named ``name``; the key is returned once and never stored."""
@@ -134,3 +145,48 @@ class KeyService:
         if row is None:
             return None
         return Caller(key_id=row.id, key_name=row.name, role=Role(row.role))
+
+    @property
+    def inline_capable(self) -> bool:
+        """True when :meth:`authenticate_inline` may be used (SQLite)."""
+        return self._db.is_sqlite
+
+    def authenticate_inline(self, key: str) -> Caller | None:
+        """:meth:`authenticate` without leaving the calling thread (SQLite only).
+
+        Every request is authenticated, and handing the lookup to a worker
+        thread cost more than the lookup itself (~0.3 ms of CPU against
+        ~20 us for one indexed read). So on SQLite the event loop reads the
+        key itself, on a connection of its own (never one from the pool, so
+        it can never wait for a checkout), in autocommit mode: each lookup
+        sees the latest commit, a key revoked by another process stops
+        working at once, and in WAL mode a read never waits for a writer.
+        Call it from one thread only (the event loop's).
+        """
+        if not key.startswith(KEY_PREFIX):
+            return None
+        digest = hash_key(key)
+        for attempt in (1, 2):
+            try:
+                if self._inline is None:
+                    # Pragmas (busy timeout, WAL) come from the engine's connect hook.
+                    self._inline = self._db.engine.raw_connection()
+                row = self._inline.execute(_INLINE_LOOKUP, (digest,)).fetchone()
+                break
+            except sqlite3.Error:
+                self.close_inline()
+                if attempt == 2:
+                    raise
+                logger.warning("inline key lookup failed; reconnecting", exc_info=True)
+        if row is None:
+            return None
+        return Caller(key_id=row[0], key_name=row[1], role=Role(row[2]))
+
+    def close_inline(self) -> None:
+        """Give the inline lookup's connection back (at shutdown)."""
+        conn, self._inline = self._inline, None
+        if conn is not None:
+            try:
+                conn.close()
+            except sqlite3.Error:
+                logger.debug("closing the inline lookup connection failed", exc_info=True)
