@@ -62,6 +62,11 @@ class Database:
         self.dialect: str = engine.dialect.name
         self._writer_lock = threading.Lock()
         self._write_engine = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+        # SQLite has one writer at a time anyway, so the writer keeps one
+        # connection instead of checking one out of the pool per transaction
+        # (a shared in-memory database keeps the pool's single connection).
+        self._keep_writer = self.is_sqlite and not isinstance(engine.pool, StaticPool)
+        self._writer: sa.Connection | None = None
 
     @classmethod
     def connect(
@@ -94,7 +99,21 @@ class Database:
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction: committed on success, rolled back on error."""
-        if self.is_sqlite:
+        if self._keep_writer:
+            with self._writer_lock:
+                if self._writer is None:
+                    self._writer = self._write_engine.connect()
+                conn = self._writer
+                try:
+                    with conn.begin():
+                        yield conn
+                except BaseException:
+                    # Whatever went wrong, the next write starts on a fresh connection.
+                    self._writer = None
+                    with contextlib.suppress(Exception):
+                        conn.close()
+                    raise
+        elif self.is_sqlite:
             with self._writer_lock, self._write_engine.begin() as conn:
                 yield conn
         else:
@@ -114,7 +133,11 @@ class Database:
             conn.execute(sa.text("SELECT 1"))
 
     def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection (and the writer's own)."""
+        with self._writer_lock:
+            writer, self._writer = self._writer, None
+            if writer is not None:
+                writer.close()
         self.engine.dispose()
 
 
