@@ -48,6 +48,11 @@ from openbeepboop_server.queue.views import POLL_COLUMNS, not_found, poll_entry,
 
 logger = logging.getLogger(__name__)
 
+#: A node's registry row is rewritten at most this often by one process
+#: (``last_seen`` lags by at most this much; ``/v1/models`` looks minutes back).
+NODE_RECORD_SECONDS = 1.0
+#: Bound on the memory of recent registry writes.
+MAX_REMEMBERED_NODES = 10_000
 #: Largest page ``list_jobs`` returns, whatever is asked.
 MAX_LIST_LIMIT = 1_000
 #: Terminal jobs deleted per purge transaction.
@@ -67,6 +72,8 @@ class QueueService:
         self._clock = clock
         # PostgreSQL replicas claim concurrently; SQLite has one writer anyway.
         self._row_locks = not db.is_sqlite
+        # What this process last wrote to each node's registry row, and when.
+        self._recorded: dict[str, tuple[float, tuple[object, ...]]] = {}
 
     @property
     def policy(self) -> QueuePolicy:
@@ -213,14 +220,10 @@ class QueueService:
                 now=now,
                 lease_seconds=self._policy.lease_seconds,
             )
-            registry.record_node(
-                conn,
-                node_id=fetch.node_id,
-                key_name=caller.key_name,
-                now=now,
-                models=fetch.models,
-                version=fetch.version,
+            recorded = self._record_node(
+                conn, fetch.node_id, caller.key_name, now, fetch.models, fetch.version
             )
+        self._remember_recorded(recorded)
         return claimed
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
@@ -244,15 +247,44 @@ class QueueService:
                 lease_seconds=self._policy.lease_seconds,
                 lock=self._row_locks,
             )
-            registry.record_node(
-                conn,
-                node_id=beat.node_id,
-                key_name=caller.key_name,
-                now=now,
-                models=beat.models,
-                version=beat.version,
+            recorded = self._record_node(
+                conn, beat.node_id, caller.key_name, now, beat.models, beat.version
             )
+        self._remember_recorded(recorded)
         return response
+
+    def _record_node(
+        self,
+        conn: sa.Connection,
+        node_id: str,
+        key_name: str,
+        now: float,
+        models: list[str] | None,
+        version: str | None,
+    ) -> tuple[str, float, tuple[object, ...]] | None:
+        """Refresh the node's registry row, unless this process did so with the same facts
+        less than :data:`NODE_RECORD_SECONDS` ago.
+
+        A busy node fetches many times a second; rewriting its ``last_seen``
+        each time was a quarter of a small claim's cost, for a value read
+        with a resolution of seconds. Returns what to remember once the
+        transaction has committed (None when skipped).
+        """
+        facts = (key_name, None if models is None else tuple(models), version)
+        last = self._recorded.get(node_id)
+        if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:
+            return None
+        registry.record_node(
+            conn, node_id=node_id, key_name=key_name, now=now, models=models, version=version
+        )
+        return node_id, now, facts
+
+    def _remember_recorded(self, recorded: tuple[str, float, tuple[object, ...]] | None) -> None:
+        if recorded is not None:
+            node_id, now, facts = recorded
+            if len(self._recorded) >= MAX_REMEMBERED_NODES:
+                self._recorded.clear()  # many short-lived node ids: start over, stay bounded
+            self._recorded[node_id] = (now, facts)
 
     # -- housekeeping --------------------------------------------------------
 
