@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -35,7 +36,12 @@ def accept_all(request: httpx.Request) -> httpx.Response:
 
 
 class Harness:
-    def __init__(self, tmp_path: Path, linger: float = 0.02) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        linger: float = 0.02,
+        more_coming: Callable[[], bool] | None = None,
+    ) -> None:
         self.router = respx.MockRouter(assert_all_called=False)
         self.route = self.router.post(f"{URL}/internal/queue/submit")
         self.client = QueueClient(
@@ -43,7 +49,12 @@ class Harness:
         )
         self.spool = Spool(tmp_path / "spool.sqlite3")
         self.deliverer = Deliverer(
-            self.client, self.spool, Connectivity(URL), Backoff(0.01, 0.05), linger=linger
+            self.client,
+            self.spool,
+            Connectivity(URL),
+            Backoff(0.01, 0.05),
+            linger=linger,
+            more_coming=more_coming,
         )
 
     async def __aenter__(self) -> Harness:
@@ -133,3 +144,19 @@ async def test_restore_sends_what_an_earlier_run_left(tmp_path: Path) -> None:
     async with h:
         assert await h.deliverer.wait_idle(10)
     assert h.sent_batches() == [["job-9"]]
+
+
+async def test_a_lone_outcome_does_not_wait_out_the_linger(tmp_path: Path) -> None:
+    async with Harness(tmp_path, linger=3600, more_coming=lambda: False) as h:
+        h.route.side_effect = accept_all
+        h.deliverer.put(error("job-1"))
+        assert await h.deliverer.wait_idle(30)
+    assert h.sent_batches() == [["job-1"]]
+
+
+async def test_the_linger_applies_while_other_jobs_may_finish(tmp_path: Path) -> None:
+    async with Harness(tmp_path, linger=3600, more_coming=lambda: True) as h:
+        h.route.side_effect = accept_all
+        h.deliverer.put(error("job-1"))
+        assert not await h.deliverer.wait_idle(0.2)
+    assert h.sent_batches() == []

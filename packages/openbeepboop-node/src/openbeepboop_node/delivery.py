@@ -43,6 +43,7 @@ class Deliverer:
         backoff: Backoff,
         *,
         linger: float = 0.0,
+        more_coming: Callable[[], bool] | None = None,
         on_settled: SettledCallback | None = None,
     ) -> None:
         self._client = client
@@ -50,6 +51,7 @@ class Deliverer:
         self._connectivity = connectivity
         self._backoff = backoff
         self._linger = linger
+        self._more_coming = more_coming
         self._on_settled = on_settled
         self._inbox: list[Outcome] = []
         self._durable: dict[OutcomeKey, asyncio.Future[None]] = {}
@@ -133,7 +135,8 @@ class Deliverer:
                 await self._wake.wait()
             self._wake.clear()
             if self._inbox:
-                if self._linger:
+                if self._linger and (self._more_coming is None or self._more_coming()):
+                    # Only worth waiting when another outcome may join the batch.
                     await asyncio.sleep(self._linger)
                 batch, self._inbox = self._inbox, []
                 await self._accept(batch)

@@ -151,6 +151,7 @@ class Node:
                 self.connectivity,
                 Backoff(config.backoff_initial, config.backoff_max),
                 linger=config.submit_linger,
+                more_coming=self._jobs_in_flight,
                 on_settled=self._settled,
             )
             self._heartbeater = Heartbeater(
@@ -380,6 +381,10 @@ class Node:
         return ErrorOutcome(job_id=lease.job_id, lease_token=lease.lease_token, error=error)
 
     # -- what the other loops tell us ------------------------------------
+
+    def _jobs_in_flight(self) -> bool:
+        """True while a job is still working (its outcome could join the next submit)."""
+        return any(not task.done() for task in self._running.values())
 
     def _lease_refs(self) -> list[LeaseRef]:
         return [
