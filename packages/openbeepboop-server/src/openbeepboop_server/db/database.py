@@ -96,6 +96,15 @@ class Database:
         """True on SQLite, where writes are serialised in-process."""
         return self.dialect == "sqlite"
 
+    @property
+    def writer_idle(self) -> bool:
+        """True on a SQLite file whose writer lock nobody in this process holds right now.
+
+        Then a short write may run on the calling thread (the event loop)
+        without waiting; see :mod:`openbeepboop_server.http.service_calls`.
+        """
+        return self._keep_writer and not self._writer_lock.locked()
+
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
         """A write transaction: committed on success, rolled back on error."""

@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from openbeepboop_server.http.context import ServerContext
+from openbeepboop_server.http.service_calls import run_service
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.wakeups import Waiter
 
@@ -68,13 +69,13 @@ async def fetch_leases(
     queue = context.queue
     wait = min(fetch.wait, context.settings.server.max_wait_seconds)
     if wait <= 0:
-        return await run_in_threadpool(queue.claim, caller, fetch)
+        return await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
     deadline = time.monotonic() + wait
     with context.wakeups.fetching(fetch.models) as waiter:
         async with disconnect_watch(request, waiter):
             while True:
                 waiter.clear()
-                leases = await run_in_threadpool(queue.claim, caller, fetch)
+                leases = await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
                 if leases or waiter.done or time.monotonic() >= deadline:
                     return leases
                 wake_at = await run_in_threadpool(queue.next_claimable_at, fetch.models)
@@ -96,10 +97,10 @@ async def poll_entries(
     queue = context.queue
     wait = min(wait or 0.0, context.settings.server.max_wait_seconds)
     if wait <= 0:
-        return await run_in_threadpool(queue.poll, caller, ids)
+        return await run_service(context.db, len(ids), queue.poll, caller, ids)
     deadline = time.monotonic() + wait
     with context.wakeups.watching(ids) as waiter:
-        entries = await run_in_threadpool(queue.poll, caller, ids)
+        entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
         live = {entry.id for entry in entries if entry.status in _LIVE}
         if not live:
             return entries
@@ -107,7 +108,7 @@ async def poll_entries(
             while not waiter.done and time.monotonic() < deadline:
                 await waiter.wait(_sleep_for(deadline, context.recheck_seconds))
                 waiter.clear()
-                entries = await run_in_threadpool(queue.poll, caller, ids)
+                entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
                 if any(entry.id in live and entry.status in _TERMINAL for entry in entries):
                     break
         return entries

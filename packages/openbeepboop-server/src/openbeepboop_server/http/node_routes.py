@@ -15,6 +15,7 @@ from starlette.responses import Response
 from openbeepboop_server.http.bodies import list_response, model_response
 from openbeepboop_server.http.endpoints import NODES, Call, Endpoint, array_of, component
 from openbeepboop_server.http.longpoll import fetch_leases
+from openbeepboop_server.http.service_calls import run_service
 
 _TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
@@ -33,7 +34,9 @@ async def deliver(call: Call) -> Response:
     """Record results, errors and releases for held leases."""
     submit = call.body_as(SubmitRequest)
     context = call.context
-    answer = await run_in_threadpool(context.queue.deliver, call.user, submit)
+    answer = await run_service(
+        context.db, len(submit.outcomes), context.queue.deliver, call.user, submit
+    )
     finished: list[str] = []
     requeued = False
     for outcome, ack in zip(submit.outcomes, answer.acks, strict=False):

@@ -34,6 +34,7 @@ from openbeepboop_server.http.endpoints import (
 )
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.longpoll import poll_entries
+from openbeepboop_server.http.service_calls import run_service
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -65,7 +66,9 @@ async def submit(call: Call) -> Response:
     """Queue one chat completion request."""
     request = call.body_as(ChatCompletionRequest)
     context = call.context
-    job = await run_in_threadpool(context.queue.submit, call.user, request, _idempotency_key(call))
+    job = await run_service(
+        context.db, 1, context.queue.submit, call.user, request, _idempotency_key(call)
+    )
     context.metrics.submitted.inc()
     context.wakeups.jobs_available([job.model])
     return model_response(job, 202)
