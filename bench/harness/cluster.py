@@ -6,24 +6,26 @@ server is ``openbeepboop-server setup --non-interactive`` + ``keys create`` +
 ``start`` on a SQLite file; nodes are ``openbeepboop-node setup
 --non-interactive`` + ``run``; the stand-in LLM is the test kit's, as its own
 process (so its CPU is not the harness's and can be measured apart).
+
+Setting up, starting and stopping servers and nodes in an isolated environment
+is the test kit's (:mod:`openbeepboop_testkit.cluster`, shared with the
+integration tests); what is here is the benchmarks' own shape: a server with
+its NODE and USER keys made, the stand-in process, nodes started at once.
 """
 
 from __future__ import annotations
 
-import os
-import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-from openbeepboop_testkit.processes import ManagedProcess, ProcessSet, free_port, run_command
+from openbeepboop_testkit import cluster as kit
+from openbeepboop_testkit.cluster import Node
+from openbeepboop_testkit.processes import ManagedProcess, free_port
 from openbeepboop_testkit.standin import StandinClient, standin_command
 
-BIN = Path(sys.executable).parent
-SERVER = str(BIN / "openbeepboop-server")
-NODE = str(BIN / "openbeepboop-node")
-KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{32,}")
+__all__ = ["MODEL", "Cluster", "Node", "Server", "Standin", "healthy"]
+
 #: Generous: the machine is shared and LiteLLM takes seconds to import.
 START_TIMEOUT = 120.0
 COMMAND_TIMEOUT = 120.0
@@ -32,99 +34,19 @@ MODEL = "bench-model"
 PROVIDER_KEY = "sk-standin-provider-key"
 
 
-def base_env(root: Path) -> dict[str, str]:
-    """Every process's environment: XDG dirs in ``root``, no OPENBEEPBOOP_* inherited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBEEPBOOP_")}
-    for name in ("CONFIG", "STATE", "DATA", "CACHE"):
-        path = root / "xdg" / name.lower()
-        path.mkdir(parents=True, exist_ok=True)
-        env[f"XDG_{name}_HOME"] = str(path)
-    (root / "home").mkdir(exist_ok=True)
-    env["HOME"] = str(root / "home")
-    env["PYTHONUNBUFFERED"] = "1"
-    # Offline: LiteLLM must not try to download its model price map.
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env["NO_COLOR"] = "1"
-    return env
-
-
 @dataclass
-class Server:
+class Server(kit.Server):
     """One ``openbeepboop-server`` with its own config, SQLite file and keys."""
 
-    cluster: Cluster
-    name: str
-    dir: Path
-    port: int
-    admin_key: str = ""
     node_key: str = ""
     user_key: str = ""
-    proc: ManagedProcess | None = None
 
-    @property
-    def config(self) -> Path:
-        return self.dir / "server_config.toml"
-
-    @property
-    def database(self) -> Path:
-        return self.dir / "openbeepboop.db"
-
-    @property
-    def database_url(self) -> str:
-        return f"sqlite:///{self.database}"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int:
-        assert self.proc is not None, "server not started"
-        return self.proc.pid
-
-    def cli(self, *args: str) -> str:
-        """``openbeepboop-server ARGS --config ...``; its stdout."""
-        argv = [SERVER, *args, "--config", str(self.config)]
-        return run_command(argv, env=self.cluster.env, timeout=COMMAND_TIMEOUT).stdout
-
-    def setup(self) -> None:
-        """Config, database, and one ADMIN, NODE and USER key."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        out = self.cli(
-            "setup",
-            "--non-interactive",
-            "--database-url",
-            self.database_url,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        )
-        match = re.search(r"Admin API Key:\s*(sk-\S+)", out)
-        if match is None:
-            raise RuntimeError(f"no admin key in setup's output:\n{out}")
-        self.admin_key = match.group(1)
-        self.node_key = self._create_key("NODE", "bench-nodes")
-        self.user_key = self._create_key("USER", "bench-user")
-
-    def _create_key(self, role: str, name: str) -> str:
-        match = KEY_PATTERN.search(self.cli("keys", "create", "--role", role, "--name", name))
-        if match is None:
-            raise RuntimeError(f"keys create --role {role} printed no key")
-        return match.group(0)
-
-    def start(self) -> None:
-        """``start``, then wait for ``/healthz``."""
-        self.proc = self.cluster.procs.start(
-            self.name, [SERVER, "start", "--config", str(self.config)]
-        )
-        self.proc.wait_for_url(f"{self.url}/healthz", timeout=START_TIMEOUT)
-
-    def stop(self) -> None:
-        """SIGTERM (clean stop)."""
-        if self.proc is not None:
-            self.proc.terminate()
-            self.proc = None
+    def setup(self) -> str:
+        """Config, database, and one ADMIN, NODE and USER key; returns the admin key."""
+        admin_key = super().setup()
+        self.node_key = self.create_key("NODE", "bench-nodes")
+        self.user_key = self.create_key("USER", "bench-user")
+        return admin_key
 
 
 @dataclass
@@ -160,26 +82,14 @@ class Standin:
         self.control.reset()
 
 
-@dataclass
-class Node:
-    """One ``openbeepboop-node run`` against the stand-in."""
-
-    node_id: str
-    config: Path
-    proc: ManagedProcess
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
-class Cluster:
+class Cluster(kit.Cluster):
     """One benchmark's world: a temp dir, its environment, its processes."""
 
+    start_timeout = START_TIMEOUT
+    command_timeout = COMMAND_TIMEOUT
+
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.env = base_env(root)
-        self.procs = ProcessSet(root / "logs", self.env)
+        super().__init__(root)
         self._count = 0
 
     def server(self, name: str = "server") -> Server:
@@ -199,36 +109,19 @@ class Cluster:
 
     def node(self, server: Server, standin: Standin, node_id: str, concurrency: int) -> Node:
         """``openbeepboop-node setup --non-interactive`` then ``run`` (not waited for)."""
-        config = self.root / f"{node_id}.toml"
-        run_command(
-            [
-                NODE,
-                "setup",
-                "--non-interactive",
-                "--config",
-                str(config),
-                "--server-url",
-                server.url,
-                "--api-key",
-                server.node_key,
-                "--node-id",
-                node_id,
-                "--concurrency",
-                str(concurrency),
-                "--model",
-                MODEL,
-                "--litellm-model",
-                "openai/standin-model",
-                "--api-base",
-                standin.base_url,
-                "--model-api-key",
-                PROVIDER_KEY,
-            ],
-            env=self.env,
-            timeout=COMMAND_TIMEOUT,
+        node = self.setup_node(
+            server,
+            server.node_key,
+            node_id,
+            self.root / f"{node_id}.toml",
+            model=MODEL,
+            litellm_model="openai/standin-model",
+            api_base=standin.base_url,
+            concurrency=concurrency,
+            more=["--model-api-key", PROVIDER_KEY],
         )
-        proc = self.procs.start(node_id, [NODE, "run", "--config", str(config)])
-        return Node(node_id, config, proc)
+        node.run()
+        return node
 
     def close(self) -> None:
         """Stop every process still running."""
