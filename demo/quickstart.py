@@ -36,6 +36,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
+from openbeepboop_testkit.cluster import (
+    CLIENT_CONFIG,
+    DATABASE,
+    KEY_PATTERN,
+    NODE_CONFIG,
+    SERVER_CONFIG,
+    isolated_env,
+)
 from openbeepboop_testkit.llamacpp import (
     MODEL_NAME,
     LlamaCppUnavailableError,
@@ -109,23 +117,10 @@ def run(argv: Sequence[str], env: dict[str, str], capture: bool = True) -> str:
 
 def find_key(text: str) -> str:
     """The ``sk-...`` key a command printed."""
-    match = re.search(r"sk-[A-Za-z0-9_\-]{32,}", text)
+    match = KEY_PATTERN.search(text)
     if match is None:
         raise DemoError("no key in the command's output")
     return match.group(0)
-
-
-def isolated_env(workdir: Path) -> dict[str, str]:
-    """The user's environment, with every config/state dir inside ``workdir``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENBEEPBOOP_")}
-    for name in ("CONFIG", "STATE", "DATA", "CACHE"):
-        path = workdir / "xdg" / name.lower()
-        path.mkdir(parents=True, exist_ok=True)
-        env[f"XDG_{name}_HOME"] = str(path)
-    env["PYTHONUNBUFFERED"] = "1"
-    # The node stays offline: no fetch of LiteLLM's model price list.
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    return env
 
 
 def write_batch(path: Path, model: str) -> None:
@@ -187,7 +182,8 @@ def stop_on_signals() -> Iterator[None]:
 
 def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
     """Every step, in order."""
-    env = isolated_env(workdir)
+    # Every config/state dir inside ``workdir``; the user's HOME and colours are kept.
+    env = isolated_env(workdir, home=False, no_color=False)
     procs.env = env
     server_bin = command("openbeepboop-server")
     node_bin = command("openbeepboop-node")
@@ -212,7 +208,7 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
         node_env["OPENAI_API_KEY"] = os.environ.get("OPENAI_API_KEY", "sk-local-no-key-needed")
 
     say("\n==> Setting up a queue server (SQLite in a temporary directory)")
-    server_config = workdir / "server" / "server_config.toml"
+    server_config = workdir / "server" / SERVER_CONFIG
     port = free_port()
     out = run(
         [
@@ -222,7 +218,7 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
             "--config",
             str(server_config),
             "--database-url",
-            f"sqlite:///{workdir / 'server' / 'openbeepboop.db'}",
+            f"sqlite:///{workdir / 'server' / DATABASE}",
             "--host",
             "127.0.0.1",
             "--port",
@@ -243,7 +239,7 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
     user_key = find_key(run([*keys, "--role", "USER", "--name", "demo-user"], env))
 
     say("\n==> Setting up and starting a node")
-    node_config = workdir / "node" / "node_config.toml"
+    node_config = workdir / "node" / NODE_CONFIG
     node_setup = [
         node_bin,
         "setup",
@@ -271,7 +267,7 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
     procs.start("node", [node_bin, "run", "--config", str(node_config)], env={**env, **node_env})
 
     say("\n==> Submitting a batch of prompts with the client")
-    client_config = workdir / "client" / "client_config.toml"
+    client_config = workdir / "client" / CLIENT_CONFIG
     run(
         [
             client_bin,
