@@ -120,6 +120,13 @@ def setup_argv(program: str, config: Path, server_url: str, api_key: str, *more:
     ]
 
 
+def _started(proc: ManagedProcess | None, what: str) -> ManagedProcess:
+    """The process of a server or node, which must have been started by now."""
+    if proc is None:
+        raise RuntimeError(f"{what} was never started")
+    return proc
+
+
 class Cluster:
     """One test's or benchmark's world: a temp dir, its environment, its processes.
 
@@ -240,9 +247,7 @@ class Server:
         return self._started().pid
 
     def _started(self) -> ManagedProcess:
-        if self.proc is None:
-            raise RuntimeError(f"{self.name} was never started")
-        return self.proc
+        return _started(self.proc, self.name)
 
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run ``openbeepboop-server ARGS --config ...`` to completion."""
@@ -301,9 +306,7 @@ class Node:
         return self._started().pid
 
     def _started(self) -> ManagedProcess:
-        if self.proc is None:
-            raise RuntimeError(f"node {self.node_id} was never started")
-        return self.proc
+        return _started(self.proc, f"node {self.node_id}")
 
     def run(self) -> ManagedProcess:
         """Start the ``run`` daemon (not waited for)."""
