@@ -6,39 +6,36 @@ no OPENBEEPBOOP_* leaking in from the developer's shell), and the processes it
 started, whose logs the conftest prints when a test fails. Everything is done
 through the installed console scripts (``openbeepboop-server``, ``-node``,
 ``-client``) and plain HTTP, never by importing a package's internals.
+
+The setup, start, stop and kill of servers and nodes and the isolated
+environment are the test kit's (:mod:`openbeepboop_testkit.cluster`, shared
+with the benchmarks); what is here is what only the tests need: queue settings
+in ``[queue]``, the provider key in the node's environment, clients, and the
+HTTP API as a test user calls it.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import tomli_w
-from openbeepboop_testkit.processes import (
-    ManagedProcess,
-    ProcessSet,
-    free_port,
-    run_command,
-    wait_until,
-)
+from openbeepboop_testkit import cluster as kit
+from openbeepboop_testkit.cluster import CLIENT, CLIENT_CONFIG, NODE, NODE_CONFIG, SERVER, Node
+from openbeepboop_testkit.processes import ProcessSet, free_port, wait_until
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-BIN = Path(sys.executable).parent
-SERVER = str(BIN / "openbeepboop-server")
-NODE = str(BIN / "openbeepboop-node")
-CLIENT = str(BIN / "openbeepboop-client")
-KEY_PATTERN = re.compile(r"sk-[A-Za-z0-9_\-]{32,}")
+__all__ = ["CLIENT", "NODE", "SERVER", "Api", "Cluster", "Node", "Server", "parse_json_output"]
+
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 #: Long-poll wait used when waiting for jobs (well under the 30 s cap).
 POLL_WAIT_SECONDS = 5.0
@@ -50,93 +47,23 @@ COMMAND_TIMEOUT = 120.0
 PROVIDER_KEY = "sk-provider-standin-key"
 
 
-def base_env(root: Path) -> dict[str, str]:
-    """The environment of every process: XDG dirs in ``root``, nothing of ours inherited."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith("OPENBEEPBOOP_") and key not in {"OPENAI_API_KEY", "OPENAI_BASE_URL"}
-    }
-    for name in ("CONFIG", "STATE", "DATA", "CACHE"):
-        path = root / "xdg" / name.lower()
-        path.mkdir(parents=True, exist_ok=True)
-        env[f"XDG_{name}_HOME"] = str(path)
-    env["HOME"] = str(root / "home")
-    (root / "home").mkdir(exist_ok=True)
-    env["PYTHONUNBUFFERED"] = "1"
-    # An offline node must not try to fetch LiteLLM's model price map.
-    env["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
-    env["NO_COLOR"] = "1"
-    return env
-
-
-@dataclass
-class Server:
+class Server(kit.Server):
     """One ``openbeepboop-server`` with its own config, database and port."""
 
     cluster: Cluster
-    name: str
-    dir: Path
-    port: int
-    admin_key: str = ""
-    proc: ManagedProcess | None = None
-
-    @property
-    def config(self) -> Path:
-        return self.dir / "server_config.toml"
-
-    @property
-    def database(self) -> Path:
-        return self.dir / "openbeepboop.db"
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def cli(self, *args: str, check: bool = True) -> Any:
-        """Run ``openbeepboop-server ARGS --config ...`` to completion."""
-        return self.cluster.run([SERVER, *args, "--config", str(self.config)], check=check)
 
     def setup(self, **queue: Any) -> str:
         """``setup --non-interactive``, then the ``[queue]`` settings; returns the admin key."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        done = self.cli(
-            "setup",
-            "--non-interactive",
-            "--database-url",
-            f"sqlite:///{self.database}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(self.port),
-        )
-        match = re.search(r"Admin API Key:\s*(sk-\S+)", done.stdout)
-        assert match, f"no 'Admin API Key: sk-...' line in:\n{done.stdout}"
-        self.admin_key = match.group(1)
+        admin_key = super().setup()
         if queue:
             self.edit_config("queue", **queue)
-        return self.admin_key
+        return admin_key
 
     def edit_config(self, section: str, **values: Any) -> None:
         """Change settings in ``server_config.toml`` (as an operator would with an editor)."""
         data = tomllib.loads(self.config.read_text())
         data.setdefault(section, {}).update(values)
         self.config.write_text(tomli_w.dumps(data))
-
-    def create_key(self, role: str, name: str) -> str:
-        """``keys create``; returns the printed key."""
-        done = self.cli("keys", "create", "--role", role, "--name", name)
-        match = KEY_PATTERN.search(done.stdout)
-        assert match, f"no key printed by keys create:\n{done.stdout}"
-        return match.group(0)
-
-    def start(self) -> ManagedProcess:
-        """``start`` and wait until ``/healthz`` answers."""
-        self.proc = self.cluster.procs.start(
-            self.name, [SERVER, "start", "--config", str(self.config)], env=self.cluster.env
-        )
-        self.proc.wait_for_url(f"{self.url}/healthz", timeout=START_TIMEOUT)
-        return self.proc
 
     def wait_for_nodes(self, node_ids: Iterable[str], timeout: float = START_TIMEOUT) -> None:
         """Wait until ``openbeepboop-server nodes`` lists every one of ``node_ids``."""
@@ -147,50 +74,6 @@ class Server:
             return all(re.search(rf"(?<![\w.-]){re.escape(n)}(?![\w.-])", out) for n in wanted)
 
         wait_until(listed, timeout, f"nodes {sorted(wanted)} to be seen by the server")
-
-    def stop(self) -> int:
-        """SIGTERM (a clean stop); returns the exit status."""
-        assert self.proc is not None
-        return self.proc.terminate()
-
-    def kill(self) -> int:
-        """SIGKILL, like a crash."""
-        assert self.proc is not None
-        return self.proc.kill()
-
-
-@dataclass
-class Node:
-    """One ``openbeepboop-node`` configured with ``setup --non-interactive``."""
-
-    cluster: Cluster
-    node_id: str
-    config: Path
-    env: dict[str, str] = field(default_factory=dict)
-    proc: ManagedProcess | None = None
-
-    def run(self) -> ManagedProcess:
-        """Start the ``run`` daemon."""
-        self.proc = self.cluster.procs.start(
-            self.node_id,
-            [NODE, "run", "--config", str(self.config)],
-            env={**self.cluster.env, **self.env},
-        )
-        return self.proc
-
-    def batch(self, check: bool = False) -> Any:
-        """``batch`` to completion; returns the CompletedProcess."""
-        return self.cluster.run(
-            [NODE, "batch", "--config", str(self.config)], env=self.env, check=check
-        )
-
-    def kill(self) -> int:
-        assert self.proc is not None
-        return self.proc.kill()
-
-    def stop(self) -> int:
-        assert self.proc is not None
-        return self.proc.terminate()
 
 
 class Api:
@@ -282,26 +165,18 @@ class Api:
         return done
 
 
-class Cluster:
+class Cluster(kit.Cluster):
     """Servers, nodes and clients of one test, in one temp directory."""
 
+    start_timeout = START_TIMEOUT
+    command_timeout = COMMAND_TIMEOUT
+    # The nodes' provider key comes from each node's own environment.
+    dropped_env = ("OPENAI_API_KEY", "OPENAI_BASE_URL")
+
     def __init__(self, root: Path, procs: ProcessSet) -> None:
-        self.root = root
-        self.procs = procs
-        self.env = base_env(root)
-        # Processes started straight through ``procs`` get the same isolated env.
-        procs.env = self.env
+        super().__init__(root, procs)
         self.apis: list[Api] = []
         self._servers = 0
-
-    def run(
-        self,
-        argv: Sequence[str],
-        env: dict[str, str] | None = None,
-        check: bool = True,
-        timeout: float = COMMAND_TIMEOUT,
-    ) -> Any:
-        return run_command(argv, env={**self.env, **(env or {})}, timeout=timeout, check=check)
 
     def server(self, **queue: Any) -> Server:
         """A configured (not started) server; ``queue`` settings go into its ``[queue]``."""
@@ -323,53 +198,23 @@ class Cluster:
         provider_key: str = PROVIDER_KEY,
     ) -> Node:
         """``openbeepboop-node setup --non-interactive`` for one model."""
-        config = self.root / "nodes" / node_id / "node_config.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        self.run(
-            [
-                NODE,
-                "setup",
-                "--non-interactive",
-                "--config",
-                str(config),
-                "--server-url",
-                server.url,
-                "--api-key",
-                key,
-                "--node-id",
-                node_id,
-                "--concurrency",
-                str(concurrency),
-                "--model",
-                model,
-                "--litellm-model",
-                litellm_model,
-                "--api-base",
-                api_base,
-            ]
-        )
         # LiteLLM's openai/ provider wants a key; the node's environment is
         # where an operator keeps one (SPEC: api_key_env, default OPENAI_API_KEY).
-        return Node(self, node_id, config, env={"OPENAI_API_KEY": provider_key})
+        return self.setup_node(
+            server,
+            key,
+            node_id,
+            self.root / "nodes" / node_id / NODE_CONFIG,
+            model=model,
+            litellm_model=litellm_model,
+            api_base=api_base,
+            concurrency=concurrency,
+            env={"OPENAI_API_KEY": provider_key},
+        )
 
     def client_config(self, server: Server, key: str, name: str = "client") -> Path:
         """``openbeepboop-client setup --non-interactive``; returns the config path."""
-        config = self.root / "clients" / name / "client_config.toml"
-        config.parent.mkdir(parents=True, exist_ok=True)
-        self.run(
-            [
-                CLIENT,
-                "setup",
-                "--non-interactive",
-                "--config",
-                str(config),
-                "--server-url",
-                server.url,
-                "--api-key",
-                key,
-            ]
-        )
-        return config
+        return self.setup_client(server, key, self.root / "clients" / name / CLIENT_CONFIG)
 
     def client(self, *args: str, check: bool = True, timeout: float = COMMAND_TIMEOUT) -> Any:
         """Run ``openbeepboop-client ARGS``."""
