@@ -56,6 +56,32 @@ async def test_fetches_more_as_slots_free_up(
     assert len(llm.calls()) == 6
 
 
+@pytest.mark.parametrize("fetch_linger", [0.0, 1.0])
+async def test_busy_node_waits_for_more_free_slots_before_fetching(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node], fetch_linger: float
+) -> None:
+    llm.configure(delay=0.5)
+    fake.add_job("first")
+    node = make_node(concurrency=4, fetch_linger=fetch_linger)
+    task = await start(node)
+    await wait_for(lambda: len(llm.calls()) == 1, what="the first call")
+    llm.configure(delay=1.0)  # the first call keeps its 0.5 s
+    for i in range(3):
+        fake.add_job(f"slow {i}")
+    await wait_for(lambda: len(llm.calls()) == 4, what="all slots busy")
+    for i in range(4):
+        fake.add_job(f"later {i}")
+    await wait_for(lambda: len(fake.results()) == 8, what="8 results")
+    node.stop()
+    await task
+    asked = [f["max_jobs"] for f in fake.fetches]
+    # An idle node asks at once (for every slot); a busy one, when "first" ends
+    # while three jobs still run, either asks for its one free slot at once or
+    # waits for the others so that one fetch brings several leases.
+    assert asked[0] == 4
+    assert (1 in asked) == (fetch_linger == 0), asked
+
+
 async def test_unknown_model_is_a_permanent_error_and_never_reaches_the_llm(
     fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
 ) -> None:

@@ -56,6 +56,9 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 600.0
 #: How long finished outcomes are collected before one submit carries them all.
 DEFAULT_SUBMIT_LINGER_SECONDS = 0.005
+#: While jobs are running, how long a freed slot waits for others to free up
+#: so that one fetch brings several leases (an idle node fetches at once).
+DEFAULT_FETCH_LINGER_SECONDS = 0.01
 #: ``batch``: how long the server may stay unreachable mid-run before giving up.
 DEFAULT_BATCH_GIVE_UP_SECONDS = 60.0
 #: Placeholder in a ``name = "*"`` model's ``litellm_model``: the job's model name.
@@ -162,6 +165,7 @@ class NodeConfig(BaseModel):
     shutdown_grace: float = Field(default=DEFAULT_SHUTDOWN_GRACE_SECONDS, ge=0)
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
     submit_linger: float = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
+    fetch_linger: float = Field(default=DEFAULT_FETCH_LINGER_SECONDS, ge=0, le=1)
     batch_give_up: float = Field(default=DEFAULT_BATCH_GIVE_UP_SECONDS, ge=0)
     spool_path: Path | None = None
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)

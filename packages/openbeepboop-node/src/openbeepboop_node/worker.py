@@ -3,8 +3,10 @@
 :class:`Node` runs three loops on one event loop and one HTTP connection pool:
 
 - fetch: long-polls for as many jobs as it has free slots (one request, many
-  leases) and starts each as a task; it asks again as soon as a slot frees
-  up, not when a whole batch is done;
+  leases) and starts each as a task; it asks again when a slot frees up, not
+  when a whole batch is done: at once on an idle node, after at most
+  ``fetch_linger`` while other jobs still run (so one fetch brings several
+  leases instead of one request per finished job);
 - heartbeat (:mod:`~openbeepboop_node.heartbeat`): keeps held leases alive and
   aborts jobs the server reports cancelled or lost;
 - delivery (:mod:`~openbeepboop_node.delivery`): spools outcomes, then submits
@@ -227,6 +229,10 @@ class Node:
                 await self._slot_free.wait()
                 continue
             self._slot_free.clear()
+            if self._running and config.fetch_linger:
+                free = await self._gather_slots(config.fetch_linger)
+                if self.stopping:
+                    return
             started = loop.time()
             try:
                 leases = await self._fetch(free, 0.0 if batch else config.fetch_wait)
@@ -256,6 +262,28 @@ class Node:
                 await self._slot_free.wait()  # a job ended: there may be more to claim
             elif loop.time() - started < MIN_EMPTY_FETCH_SECONDS:
                 await self._pause(MIN_EMPTY_FETCH_SECONDS - (loop.time() - started))
+
+    async def _gather_slots(self, linger: float) -> int:
+        """Wait up to ``linger`` for half the slots to be free; returns how many are.
+
+        Only called while jobs are running: each fetch costs the node about as
+        much CPU as a job's own bookkeeping, so a busy node asks for several
+        jobs at once instead of one per finished job. The wait ends early once
+        half the slots (at least one) are free.
+        """
+        loop = asyncio.get_running_loop()
+        concurrency = self.config.concurrency
+        enough = max(1, concurrency // 2)
+        deadline = loop.time() + linger
+        while not self.stopping and self._running:
+            free = concurrency - len(self._running)
+            remaining = deadline - loop.time()
+            if free >= enough or remaining <= 0:
+                break
+            self._slot_free.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), remaining)
+        return concurrency - len(self._running)
 
     async def _fetch(self, max_jobs: int, wait: float) -> list[Lease] | None:
         """One fetch, abandoned (None) if the node is stopped meanwhile."""
