@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,15 @@ def test_version_and_help() -> None:
     help_text = run("--help").stdout
     for command in ("setup", "start", "migrate", "keys", "nodes"):
         assert command in help_text
+
+
+def test_start_on_a_busy_port_is_one_line(config: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run("start", "--config", str(config), "--host", "127.0.0.1", "--port", str(port))
+    assert result.exit_code == 1
+    line = one_error_line(result)
+    assert f"cannot listen on 127.0.0.1:{port}" in line
+    assert "pass --port" in line

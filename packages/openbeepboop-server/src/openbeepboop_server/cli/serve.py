@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 from pathlib import Path
 from types import FrameType
 
@@ -60,6 +61,26 @@ def check_schema(url: str, sqlite_synchronous: str) -> None:
         db.dispose()
 
 
+def bind(host: str, port: int) -> socket.socket:
+    """The listening socket, bound here so a busy port is one clear line, not a uvicorn log."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        hint = " (is another server running? pass --port)" if port else ""
+        reason = exc.strerror or str(exc)
+        raise click.ClickException(f"cannot listen on {host}:{port}: {reason}{hint}") from None
+    return sock
+
+
 @click.command()
 @config_option
 @click.option("--host", help="Listen on this address instead of the config's.")
@@ -67,12 +88,35 @@ def check_schema(url: str, sqlite_synchronous: str) -> None:
 def start(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Run the queue server (stops cleanly on Ctrl-C or SIGTERM)."""
     configure_logging(default=logging.INFO)
+    # uvicorn re-raises the stop signal once it has shut down; these handlers
+    # receive it instead of the defaults, so a requested stop exits with 0 —
+    # also one that arrives before uvicorn is listening.
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda sig, _: received.append(sig)) for sig in _STOP_SIGNALS
+    }
+    try:
+        _serve(config_path, host, port, received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve(
+    config_path: Path | None, host: str | None, port: int | None, received: list[int]
+) -> None:
+    """Check the schema, bind, then hand the socket to uvicorn until a stop signal."""
     settings = read_settings(config_path)
     if host is not None:
         settings.server.host = host
     if port is not None:
         settings.server.port = port
     check_schema(settings.database.url, settings.database.sqlite_synchronous)
+    sock = bind(settings.server.host, settings.server.port)
+    if received:
+        sock.close()
+        logger.info("stopped before serving")
+        return
 
     app = create_app(settings)
     config = uvicorn.Config(
@@ -92,17 +136,7 @@ def start(config_path: Path | None, host: str | None, port: int | None) -> None:
         settings.server.host,
         settings.server.port,
     )
-    # uvicorn re-raises the stop signal once it has shut down; these handlers
-    # receive it instead of the defaults, so a requested stop exits with 0.
-    received: list[int] = []
-    previous = {
-        sig: signal.signal(sig, lambda sig, _: received.append(sig)) for sig in _STOP_SIGNALS
-    }
-    try:
-        server.run()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+    server.run(sockets=[sock])
     if not server.started:
         raise click.ClickException("the server did not start (see the log above for the reason)")
     logger.info("stopped")
