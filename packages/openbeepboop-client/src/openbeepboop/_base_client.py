@@ -18,14 +18,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 import httpx
 import pydantic
 
 from openbeepboop import _retry
-from openbeepboop._config import ClientSettings
+from openbeepboop._config import ClientSettings, make_timeout
 from openbeepboop._constants import LONG_POLL_GRACE
 from openbeepboop._exceptions import (
     APIConnectionError,
@@ -102,6 +102,16 @@ class BaseClient(Generic[HttpT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _settings_with(
+        self, timeout: float | httpx.Timeout | None, max_retries: int | None
+    ) -> ClientSettings:
+        """These settings with the overrides ``with_options`` was given (None keeps a value)."""
+        return replace(
+            self._settings,
+            timeout=make_timeout(timeout) if timeout is not None else self._settings.timeout,
+            max_retries=max_retries if max_retries is not None else self._settings.max_retries,
+        )
 
     def _default_headers(self) -> dict[str, str]:
         return {

@@ -12,14 +12,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import replace
 from functools import cached_property
 from types import TracebackType
 
 import httpx
 
 from openbeepboop._base_client import AsyncAPIClient, SyncAPIClient
-from openbeepboop._config import ClientSettings, make_timeout, resolve_settings
+from openbeepboop._config import ClientSettings, resolve_settings
 from openbeepboop._resources import AsyncChat, AsyncJobs, AsyncModels, Chat, Jobs, Models
 
 
@@ -80,12 +79,7 @@ class Client(SyncAPIClient):
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
     ) -> Client:
         """A client with other defaults that shares this one's connection pool."""
-        settings = replace(
-            self._settings,
-            timeout=make_timeout(timeout) if timeout is not None else self._settings.timeout,
-            max_retries=max_retries if max_retries is not None else self._settings.max_retries,
-        )
-        copy = Client._from_settings(settings, self._client())
+        copy = Client._from_settings(self._settings_with(timeout, max_retries), self._client())
         copy._owns_http = False
         return copy
 
@@ -152,12 +146,7 @@ class AsyncClient(AsyncAPIClient):
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
     ) -> AsyncClient:
         """A client with other defaults that shares this one's connection pool."""
-        settings = replace(
-            self._settings,
-            timeout=make_timeout(timeout) if timeout is not None else self._settings.timeout,
-            max_retries=max_retries if max_retries is not None else self._settings.max_retries,
-        )
-        copy = AsyncClient._from_settings(settings, self._client())
+        copy = AsyncClient._from_settings(self._settings_with(timeout, max_retries), self._client())
         copy._owns_http = False
         return copy
 
