@@ -342,6 +342,9 @@ async def test_a_job_leased_again_to_the_same_node_replaces_the_old_attempt(
     node = make_node()
     task = await start(node)
     await wait_for(lambda: node.running_jobs == 1, what="the first attempt")
+    # The slot is taken before the LLM call goes out: wait until the stand-in
+    # holds the first call (with its 60 s delay) before making the LLM fast.
+    await wait_for(lambda: len(llm.calls()) == 1, what="the first LLM call")
     # The first lease expired on the server and the job came back to this node.
     llm.configure(delay=0.0)
     lease = fake.leases[job_id]
