@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import httpx
@@ -17,7 +18,7 @@ from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import Spool
-from openbeepboop_schemas import ErrorOutcome, NodeError, ReleaseOutcome
+from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome
 
 URL = "http://queue.test"
 
@@ -84,20 +85,55 @@ async def test_outcomes_finishing_together_share_one_submit(tmp_path: Path) -> N
     assert len(h.spool) == 0
 
 
-async def test_spooled_before_the_first_send(tmp_path: Path) -> None:
-    seen_on_disk: list[int] = []
+class SlowSpool(Spool):
+    """A spool whose writes wait until the test lets them through."""
 
-    def check_spool(request: httpx.Request) -> httpx.Response:
-        seen_on_disk.append(len(Spool(tmp_path / "spool.sqlite3")))
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.release = threading.Event()
+        self.writing = threading.Event()
+
+    def add(self, outcomes: Sequence[Outcome]) -> None:
+        self.writing.set()
+        if not self.release.wait(30):
+            raise AssertionError("the test never let the spool write through")
+        super().add(outcomes)
+
+
+async def test_the_send_does_not_wait_for_the_spool_write(tmp_path: Path) -> None:
+    sent_while_writing: list[bool] = []
+    h = Harness(tmp_path)
+    slow = SlowSpool(tmp_path / "slow.sqlite3")
+    h.deliverer._spool = slow  # noqa: SLF001 - the harness builds a plain spool
+
+    def note_and_accept(request: httpx.Request) -> httpx.Response:
+        sent_while_writing.append(slow.writing.is_set() and not slow.release.is_set())
         return accept_all(request)
 
-    async with Harness(tmp_path) as h:
-        h.route.side_effect = check_spool
-        h.deliverer.put(error("job-1"))
-        h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
+    h.route.side_effect = note_and_accept
+    async with h:
+        durable = h.deliverer.put(error("job-1"))
+        released = h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
+        # Acked by the server while the fsync is still running ...
         assert await h.deliverer.wait_idle(10)
-    # The error was on disk when it was sent; the release is never spooled.
-    assert seen_on_disk == [1]
+        assert sent_while_writing == [True]
+        assert released.done() and not durable.done()
+        slow.release.set()
+        # ... and still nothing is left behind once the write lands: the
+        # deletion was queued behind it.
+        await asyncio.wait_for(durable, 10)
+        await wait_for(lambda: len(slow) == 0, what="the acked result to leave the spool")
+    slow.close()
+
+
+async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:
+    async with Harness(tmp_path) as h:
+        h.route.side_effect = httpx.ConnectError("down")
+        durable = h.deliverer.put(error("job-1"))
+        h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
+        await asyncio.wait_for(durable, 10)
+        # The error is on disk (for the next start); the release is never spooled.
+        assert [o.job_id for o in Spool(tmp_path / "spool.sqlite3").pending()] == ["job-1"]
 
 
 async def test_retries_until_the_server_is_back(tmp_path: Path) -> None:

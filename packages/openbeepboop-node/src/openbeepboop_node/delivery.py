@@ -1,11 +1,18 @@
-"""Delivering outcomes: spool first, then one submit for everything that finished.
+"""Delivering outcomes: spool and send at once, one submit for everything that finished.
 
 Outcomes that finish close together travel in one ``POST /internal/queue/submit``
 (whatever finished while the previous submit was in flight, or within a few
 milliseconds of each other). Results and errors are written to the
-:class:`~openbeepboop_node.spool.Spool` before the first attempt to send them
-and deleted once the server acknowledged them, whatever the ack; a server
-that cannot be reached is retried with backoff for as long as it takes.
+:class:`~openbeepboop_node.spool.Spool` and sent in the same instant: the
+fsync (milliseconds) runs on the spool thread while the request is in
+flight, so it no longer adds to every job's latency. That loses nothing a
+write-then-send order would keep: a node killed before the fsync ends loses
+the outcome either way (its lease expires and the job runs again), and the
+copy on disk is what survives a server outage or a restart. An outcome is
+deleted from the spool once the server acknowledged it, whatever the ack;
+the deletion is queued behind the write on the same thread, so an ack that
+arrives before the fsync ends still leaves nothing behind. A server that
+cannot be reached is retried with backoff for as long as it takes.
 Releases (leases handed back unworked) are not spooled: losing one only
 means the job waits for its lease to expire.
 """
@@ -22,7 +29,7 @@ from typing import TypeVar
 from openbeepboop_schemas import MAX_SUBMIT_OUTCOMES, Outcome, ReleaseOutcome, SubmitAck
 
 from openbeepboop_node.backoff import Backoff, Connectivity
-from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError, SpoolError
+from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool, outcome_key
 
@@ -114,8 +121,9 @@ class Deliverer:
     async def persist(self) -> None:
         """Spool whatever was handed over but not yet spooled (after :meth:`run` ended)."""
         batch, self._inbox = self._inbox, []
-        if batch:
-            await self._accept(batch)
+        write = self._accept(batch)
+        if write is not None:
+            await asyncio.wait([write])
 
     def retry_now(self) -> None:
         """Skip the current backoff wait (e.g. the server just answered another call)."""
@@ -139,7 +147,7 @@ class Deliverer:
                     # Only worth waiting when another outcome may join the batch.
                     await asyncio.sleep(self._linger)
                 batch, self._inbox = self._inbox, []
-                await self._accept(batch)
+                self._accept(batch)  # the spool write runs while the batch is sent
             if not self._pending:
                 continue
             delay = self._retry_at - loop.time()
@@ -149,22 +157,45 @@ class Deliverer:
                 continue
             await self._send(list(self._pending.values())[:MAX_SUBMIT_OUTCOMES])
 
-    async def _accept(self, batch: list[Outcome]) -> None:
-        durable = [o for o in batch if not isinstance(o, ReleaseOutcome)]
-        if durable:
-            try:
-                await self._on_disk(self._spool.add, durable)
-            except SpoolError as exc:
-                # Still deliverable from memory; only a crash now would lose them.
-                logger.error("%s; delivering %d result(s) unspooled", exc, len(durable))
-            else:
-                self._spooled.update(outcome_key(o) for o in durable)
+    def _accept(self, batch: list[Outcome]) -> asyncio.Future[None] | None:
+        """Make ``batch`` sendable now and start writing it to the spool.
+
+        Returns the spool write (None when nothing in the batch is spooled).
+        Its keys count as spooled from this moment: a deletion after an ack
+        is queued behind the write on the one spool thread, so it always
+        finds the row.
+        """
+        durable: list[Outcome] = []
         for outcome in batch:
             key = outcome_key(outcome)
             self._pending[key] = outcome
-            done = self._durable.pop(key, None)
-            if done is not None and not done.done():
-                done.set_result(None)
+            if isinstance(outcome, ReleaseOutcome):
+                self._resolve_durable(key)
+            else:
+                durable.append(outcome)
+        if not durable:
+            return None
+        keys = [outcome_key(o) for o in durable]
+        self._spooled.update(keys)
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(self._disk, self._spool.add, durable)
+        write.add_done_callback(lambda done: self._written(keys, done))
+        return write
+
+    def _written(self, keys: list[OutcomeKey], write: asyncio.Future[None]) -> None:
+        """The spool write for ``keys`` ended: log a failure, let "finished" be logged."""
+        failure = None if write.cancelled() else write.exception()
+        if failure is not None:
+            # Still deliverable from memory; only a crash now would lose them.
+            logger.error("%s; delivering %d result(s) unspooled", failure, len(keys))
+            self._spooled.difference_update(keys)
+        for key in keys:
+            self._resolve_durable(key)
+
+    def _resolve_durable(self, key: OutcomeKey) -> None:
+        done = self._durable.pop(key, None)
+        if done is not None and not done.done():
+            done.set_result(None)
 
     async def _send(self, batch: list[Outcome]) -> None:
         loop = asyncio.get_running_loop()
@@ -180,7 +211,7 @@ class Deliverer:
             return
         self._connectivity.succeeded()
         self._backoff.reset()
-        await self._settle(batch, acks)
+        self._settle(batch, acks)
 
     async def _refused(self, batch: list[Outcome], exc: ServerRequestError) -> None:
         # One bad outcome must not hold the others back: send them one by one,
@@ -191,9 +222,9 @@ class Deliverer:
             return
         (outcome,) = batch
         logger.error("job %s: server refused its outcome, dropping it: %s", outcome.job_id, exc)
-        await self._forget([outcome_key(outcome)])
+        self._forget([outcome_key(outcome)])
 
-    async def _settle(self, batch: list[Outcome], acks: list[SubmitAck]) -> None:
+    def _settle(self, batch: list[Outcome], acks: list[SubmitAck]) -> None:
         if len(acks) == len(batch):
             answered = list(zip(batch, acks, strict=True))
         else:  # a server that skipped some: match by job; the rest goes again
@@ -213,21 +244,31 @@ class Deliverer:
                 logger.warning("job %s: server says this node never held the lease", outcome.job_id)
             else:
                 logger.debug("job %s: %s %s", outcome.job_id, outcome.kind, ack.ack)
-        await self._forget(settled)
+        self._forget(settled)
         if self._on_settled is not None:
             self._on_settled(acks)
 
-    async def _forget(self, keys: list[OutcomeKey]) -> None:
+    def _forget(self, keys: list[OutcomeKey]) -> None:
+        """Drop acknowledged outcomes; their spool rows go on the spool thread, unawaited.
+
+        Not awaited so that the next submit never waits behind a spool write
+        still in flight (the deletion is queued after it).
+        """
         for key in keys:
             self._pending.pop(key, None)
         on_disk = [key for key in keys if key in self._spooled]
         if on_disk:
             self._spooled.difference_update(on_disk)
-            try:
-                await self._on_disk(self._spool.remove, on_disk)
-            except SpoolError as exc:
-                # Harmless: a later run resends them and gets "duplicate".
-                logger.error("%s", exc)
+            loop = asyncio.get_running_loop()
+            removal = loop.run_in_executor(self._disk, self._spool.remove, on_disk)
+            removal.add_done_callback(_log_removal_failure)
 
     async def _on_disk(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._disk, func, *args)
+
+
+def _log_removal_failure(removal: asyncio.Future[None]) -> None:
+    failure = None if removal.cancelled() else removal.exception()
+    if failure is not None:
+        # Harmless: a later run resends the outcome and gets "duplicate".
+        logger.error("%s", failure)
