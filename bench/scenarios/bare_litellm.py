@@ -4,7 +4,8 @@
 prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
 ``litellm.acompletion`` with at most ``concurrency`` in flight: the same
 call the node makes (``openai/`` model, ``api_base``, key, no retries), on
-LiteLLM configured by the node's own ``load_litellm``.
+LiteLLM configured by the node's own ``load_litellm`` and, like the node,
+with the stand-in's model registered as free (``price_unknown_model_as_free``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import os
 import time
 from typing import Any
 
+#: What the bench's nodes call LiteLLM with (``litellm_model``).
+MODEL = "openai/standin-model"
+
 
 async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: str) -> float:
     semaphore = asyncio.Semaphore(concurrency)
@@ -23,7 +27,7 @@ async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: 
     async def one(index: int) -> None:
         async with semaphore:
             response = await litellm.acompletion(
-                model="openai/standin-model",
+                model=MODEL,
                 messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
                 max_tokens=16,
                 api_base=api_base,
@@ -50,9 +54,10 @@ def main() -> None:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     # LiteLLM set up exactly as the node sets it up (offline, no telemetry, no
     # callbacks), so that the ratio measures the node's own work and nothing else.
-    from openbeepboop_node.inference import load_litellm
+    from openbeepboop_node.inference import load_litellm, price_unknown_model_as_free
 
     litellm = load_litellm()
+    price_unknown_model_as_free(MODEL)
     asyncio.run(_loop(litellm, args.api_base, args.concurrency, 4 * args.concurrency, "warm"))
     seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
     print(json.dumps({"calls": args.calls, "seconds": seconds}))

@@ -50,6 +50,17 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
     assert config.timeout_for(config.models[0]) == 600.0
 
 
+@pytest.mark.parametrize(
+    ("concurrency", "prefetch", "held"),
+    [(1, None, 2), (4, None, 5), (16, None, 20), (16, 0, 16), (2, 7, 9)],
+)
+def test_prefetch_defaults_to_a_quarter_of_the_slots(
+    concurrency: int, prefetch: int | None, held: int
+) -> None:
+    config = parse_config({**VALID, "concurrency": concurrency, "prefetch": prefetch})
+    assert config.concurrency + config.prefetch_leases() == held
+
+
 def test_environment_overrides_the_file(tmp_path: Path) -> None:
     path = write(tmp_path / "node.toml", VALID)
     config = load_config(
@@ -77,6 +88,7 @@ def test_node_id_defaults_to_a_valid_host_name() -> None:
     ("change", "expected"),
     [
         ({"concurrency": 0}, "concurrency: Input should be greater than or equal to 1"),
+        ({"prefetch": -1}, "prefetch: Input should be greater than or equal to 0"),
         ({"concurency": 3}, "concurency: unknown setting"),
         ({"server_url": "127.0.0.1:8000"}, "server_url: Value error, must be an http"),
         ({"node_id": "has space"}, "node_id: String should match pattern"),

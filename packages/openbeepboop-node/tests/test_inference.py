@@ -14,7 +14,12 @@ import pytest
 from conftest import PROVIDER_KEY
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.exceptions import InferenceError
-from openbeepboop_node.inference import Inference, load_litellm, to_node_error
+from openbeepboop_node.inference import (
+    Inference,
+    load_litellm,
+    price_unknown_model_as_free,
+    to_node_error,
+)
 from openbeepboop_node.request_params import FORWARDED_PARAMS
 from openbeepboop_schemas import ChatCompletion, ChatCompletionRequest
 from openbeepboop_testkit.standin import StandinLLM
@@ -67,6 +72,28 @@ async def test_result_is_the_chat_completion(
     (call,) = llm.calls()
     assert call.api_key == PROVIDER_KEY
     assert call.model == "standin-model"
+
+
+async def test_a_model_litellm_cannot_price_is_registered_as_free(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    litellm = load_litellm()
+    model = "openai/obb-test-unpriced-model"
+    with pytest.raises(Exception):  # noqa: B017 - LiteLLM raises a bare Exception
+        litellm.get_model_info(model=model)
+    models = [{"name": "standin", "litellm_model": model, "api_base": llm.base_url}]
+    config = make_config(models=[{**models[0], "api_key": PROVIDER_KEY}])
+    result = await complete(config, request("Hi"))
+    assert result.choices[0].message.content == "Echo: Hi"
+    info = litellm.get_model_info(model=model)
+    assert (info["input_cost_per_token"], info["output_cost_per_token"]) == (0.0, 0.0)
+
+
+def test_a_model_litellm_prices_keeps_its_price() -> None:
+    litellm = load_litellm()
+    before = litellm.get_model_info(model="gpt-4o")["input_cost_per_token"]
+    price_unknown_model_as_free("gpt-4o")
+    assert litellm.get_model_info(model="gpt-4o")["input_cost_per_token"] == before > 0
 
 
 async def test_generation_parameters_reach_the_llm(

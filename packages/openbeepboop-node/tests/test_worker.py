@@ -34,8 +34,10 @@ async def test_runs_jobs_and_delivers_results(
         result = ChatCompletion.model_validate(fake.results()[job_id]["result"])
         assert result.choices[0].message.content == f"Echo: prompt {i}"
     assert llm.prompt_counts() == {f"prompt {i}": 1 for i in range(10)}
-    # Never more jobs asked for than free slots; results travel in batches.
-    assert all(f["max_jobs"] <= 4 for f in fake.fetches)
+    # Never more jobs asked for than the node has room for (4 slots + 1
+    # prefetched by default); results travel in batches.
+    assert node.config.prefetch_leases() == 1
+    assert all(f["max_jobs"] <= 5 for f in fake.fetches)
     assert sum(len(s["outcomes"]) for s in fake.submits) == 10
     assert len(Spool(node.config.resolved_spool_path())) == 0
 
@@ -62,7 +64,7 @@ async def test_busy_node_waits_for_more_free_slots_before_fetching(
 ) -> None:
     llm.configure(delay=0.5)
     fake.add_job("first")
-    node = make_node(concurrency=4, fetch_linger=fetch_linger)
+    node = make_node(concurrency=4, fetch_linger=fetch_linger, prefetch=0)
     task = await start(node)
     await wait_for(lambda: len(llm.calls()) == 1, what="the first call")
     llm.configure(delay=1.0)  # the first call keeps its 0.5 s
@@ -80,6 +82,81 @@ async def test_busy_node_waits_for_more_free_slots_before_fetching(
     # waits for the others so that one fetch brings several leases.
     assert asked[0] == 4
     assert (1 in asked) == (fetch_linger == 0), asked
+
+
+def most_calls_at_once(llm: StandinLLM) -> int:
+    """The highest number of LLM calls that were in flight together."""
+    events = []
+    for call in llm.calls():
+        assert call.answered_at is not None, "a call never got its answer"
+        events += [(call.timestamp, 1), (call.answered_at, -1)]
+    in_flight = peak = 0
+    for _, step in sorted(events, key=lambda event: (event[0], event[1])):
+        in_flight += step
+        peak = max(peak, in_flight)
+    return peak
+
+
+async def test_prefetched_leases_wait_for_a_slot(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=0.3)
+    for i in range(10):
+        fake.add_job(f"p{i}")
+    node = make_node(concurrency=2, prefetch=3)
+    task = await start(node)
+    # Two calling their LLM, three more leased and waiting in the node.
+    await wait_for(lambda: node.held_jobs == 5, what="5 leases held")
+    assert node.running_jobs == 2
+    await wait_for(lambda: len(fake.results()) == 10, what="10 results")
+    node.stop()
+    summary = await task
+    assert summary.completed == 10
+    assert fake.fetches[0]["max_jobs"] == 5
+    assert all(f["max_jobs"] <= 5 for f in fake.fetches)
+    # concurrency bounds the LLM calls, whatever the node holds.
+    assert most_calls_at_once(llm) == 2
+    assert sorted(llm.prompt_counts().values()) == [1] * 10
+
+
+async def test_shutdown_hands_prefetched_leases_back_at_once(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=1.0)
+    first = fake.add_job("first")
+    waiting = [fake.add_job(f"waiting {i}") for i in range(2)]
+    node = make_node(concurrency=1, prefetch=2)
+    task = await start(node)
+    await wait_for(lambda: node.held_jobs == 3 and len(llm.calls()) == 1, what="3 leases held")
+    node.stop()
+    summary = await task
+    # The running job finished within the grace period; the two that never
+    # got a slot were released (requeued for any node), not run.
+    assert summary.completed == 1 and summary.aborted == 0
+    assert summary.released == 2
+    assert first in fake.results()
+    assert sorted(fake.released) == sorted(waiting)
+    assert llm.prompt_counts() == {"first": 1}
+
+
+async def test_a_cancelled_prefetched_job_never_reaches_the_llm(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=1.0)
+    running = fake.add_job("running")
+    waiting = fake.add_job("waiting")
+    node = make_node(concurrency=1, prefetch=1, heartbeat_interval=0.05)
+    task = await start(node)
+    await wait_for(lambda: node.held_jobs == 2, what="2 leases held")
+    with fake.lock:
+        fake.cancelled.add(waiting)
+    # The next heartbeat says so; the lease is dropped while it waits.
+    await wait_for(lambda: node.held_jobs == 1, what="the cancelled lease to go")
+    await wait_for(lambda: running in fake.results(), what="the running job's result")
+    node.stop()
+    await task
+    assert llm.prompt_counts() == {"running": 1}
+    assert waiting not in fake.outcomes
 
 
 async def test_unknown_model_is_a_permanent_error_and_never_reaches_the_llm(

@@ -59,6 +59,10 @@ DEFAULT_SUBMIT_LINGER_SECONDS = 0.005
 #: While jobs are running, how long a freed slot waits for others to free up
 #: so that one fetch brings several leases (an idle node fetches at once).
 DEFAULT_FETCH_LINGER_SECONDS = 0.01
+#: Leases a node holds beyond ``concurrency`` when ``prefetch`` is unset: a
+#: quarter of the slots, at least one, so a slot that frees starts its next
+#: job at once instead of after a fetch round trip.
+DEFAULT_PREFETCH_SHARE = 4
 #: ``batch``: how long the server may stay unreachable mid-run before giving up.
 DEFAULT_BATCH_GIVE_UP_SECONDS = 60.0
 #: Placeholder in a ``name = "*"`` model's ``litellm_model``: the job's model name.
@@ -75,6 +79,11 @@ def default_config_path() -> Path:
 def default_spool_path(node_id: str) -> Path:
     """``<user state dir>/openbeepboop/node-<node_id>-spool.sqlite3``."""
     return Path(platformdirs.user_state_dir(APP_NAME)) / f"node-{node_id}-spool.sqlite3"
+
+
+def default_prefetch(concurrency: int) -> int:
+    """Leases held beyond ``concurrency`` unless the config says otherwise."""
+    return max(1, concurrency // DEFAULT_PREFETCH_SHARE)
 
 
 def default_node_id() -> str:
@@ -166,6 +175,9 @@ class NodeConfig(BaseModel):
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
     submit_linger: float = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
     fetch_linger: float = Field(default=DEFAULT_FETCH_LINGER_SECONDS, ge=0, le=1)
+    #: Leases held beyond ``concurrency``, waiting for a slot; unset means
+    #: :func:`default_prefetch`; 0 holds only what is running.
+    prefetch: int | None = Field(default=None, ge=0, le=MAX_FETCH_JOBS)
     batch_give_up: float = Field(default=DEFAULT_BATCH_GIVE_UP_SECONDS, ge=0)
     spool_path: Path | None = None
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
@@ -212,6 +224,10 @@ class NodeConfig(BaseModel):
     def resolved_spool_path(self) -> Path:
         """Where finished outcomes wait for delivery."""
         return self.spool_path or default_spool_path(self.node_id)
+
+    def prefetch_leases(self) -> int:
+        """How many leases may wait in the node for a free slot."""
+        return default_prefetch(self.concurrency) if self.prefetch is None else self.prefetch
 
     def timeout_for(self, model: ModelConfig) -> float:
         """The LLM call timeout for ``model``."""

@@ -5,6 +5,9 @@ and reads the environment), after setting it up to stay offline: the bundled
 model cost map instead of a download, no telemetry, no callbacks, no
 "give feedback" banners on stdout.
 
+A model LiteLLM has no price for (most self-hosted ones) is registered with
+zero prices on first use, see :func:`price_unknown_model_as_free`.
+
 A job's request reaches LiteLLM only through the allow-list in
 :mod:`openbeepboop_node.request_params`; the operator's model settings
 (``model``, ``api_base``, ``api_key``, ``timeout``) are applied last, and
@@ -52,6 +55,8 @@ LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
 _import_lock = threading.Lock()
 _litellm: Any = None
+#: LiteLLM model strings already checked against LiteLLM's price list.
+_priced: set[str] = set()
 
 #: (LiteLLM exception class name, wire error type, retryable), most specific first.
 _EXCEPTION_TYPES: tuple[tuple[str, str, bool], ...] = (
@@ -108,6 +113,53 @@ def load_litellm() -> Any:
                     logging.getLogger(name).setLevel(logging.WARNING)
             _litellm = litellm
         return _litellm
+
+
+def price_unknown_model_as_free(litellm_model: str) -> None:
+    """Give LiteLLM zero prices for ``litellm_model`` if its price list lacks it.
+
+    After every call LiteLLM works out what the call cost. For a model its
+    bundled price list does not know (an Ollama tag, a vLLM or llama.cpp
+    deployment name) it first searches the list through every fallback
+    rule, which costs more CPU than the rest of the call's bookkeeping
+    (about 3 ms a call on the bench machine, see docs/performance.md) and
+    finds nothing. OpenBeepBoop reports no cost, so a free entry changes
+    nothing a user sees; models LiteLLM does price are left alone. Checked
+    once per model string.
+    """
+    if litellm_model in _priced:
+        return
+    litellm = load_litellm()
+    _priced.add(litellm_model)
+    if _priced_by_litellm(litellm, litellm_model):
+        return
+    try:
+        _, provider, _, _ = litellm.get_llm_provider(litellm_model)
+    except Exception:  # a model string LiteLLM cannot route: the call will say so
+        return
+    entry = {
+        "input_cost_per_token": 0.0,
+        "output_cost_per_token": 0.0,
+        "litellm_provider": provider,
+        "mode": "chat",
+    }
+    # LiteLLM warns that such an entry has no cache prices: true, and no news.
+    litellm_logger = logging.getLogger(LITELLM_LOGGERS[0])
+    level = litellm_logger.level
+    litellm_logger.setLevel(logging.ERROR)
+    try:
+        litellm.register_model({litellm_model: entry})
+    finally:
+        litellm_logger.setLevel(level)
+    logger.debug("%s: not in LiteLLM's price list, registered as free", litellm_model)
+
+
+def _priced_by_litellm(litellm: Any, litellm_model: str) -> bool:
+    try:
+        litellm.get_model_info(model=litellm_model)
+    except Exception:  # LiteLLM's way of saying it has no price for this model
+        return False
+    return True
 
 
 def is_retryable_status(status: int) -> bool:
@@ -208,6 +260,7 @@ class Inference:
         """Run one request; InferenceError carries the error to report."""
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         kwargs = self.call_kwargs(model, job_model, request, job_id)
+        price_unknown_model_as_free(kwargs["model"])
         try:
             response = await litellm.acompletion(**kwargs)
         except asyncio.CancelledError:

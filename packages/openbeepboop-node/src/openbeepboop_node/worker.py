@@ -2,11 +2,15 @@
 
 :class:`Node` runs three loops on one event loop and one HTTP connection pool:
 
-- fetch: long-polls for as many jobs as it has free slots (one request, many
-  leases) and starts each as a task; it asks again when a slot frees up, not
-  when a whole batch is done: at once on an idle node, after at most
-  ``fetch_linger`` while other jobs still run (so one fetch brings several
-  leases instead of one request per finished job);
+- fetch: long-polls for as many leases as the node has room for (one
+  request, many leases) and starts each as a task. Room is ``concurrency``
+  slots (LLM calls at once) plus ``prefetch`` leases that wait in the node
+  for a slot, so a slot that frees starts its next job at once instead of
+  after a fetch round trip. It asks again when a lease ends, not when a
+  whole batch is done: at once on an idle node or when a slot would
+  otherwise sit idle, after at most ``fetch_linger`` while every slot is
+  busy (so one fetch brings several leases instead of one request per
+  finished job);
 - heartbeat (:mod:`~openbeepboop_node.heartbeat`): keeps held leases alive and
   aborts jobs the server reports cancelled or lost;
 - delivery (:mod:`~openbeepboop_node.delivery`): spools outcomes, then submits
@@ -105,7 +109,12 @@ class Node:
         self._deliverer: Deliverer | None = None
         self._heartbeater: Heartbeater | None = None
         self._held: dict[str, Lease] = {}
-        self._running: dict[str, asyncio.Task[None]] = {}
+        #: Every held job's task: running, or waiting for a slot (prefetched).
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        #: The jobs that hold a slot (their LLM call may be in flight).
+        self._calling: set[str] = set()
+        self._slots = asyncio.Semaphore(config.concurrency)
+        self._room = config.concurrency + config.prefetch_leases()
         self._abort_reasons: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -119,8 +128,13 @@ class Node:
 
     @property
     def running_jobs(self) -> int:
-        """Jobs being worked on right now."""
-        return len(self._running)
+        """Jobs holding a slot right now (at most ``concurrency``)."""
+        return len(self._calling)
+
+    @property
+    def held_jobs(self) -> int:
+        """Jobs leased to this node: running, or prefetched and waiting for a slot."""
+        return len(self._jobs)
 
     def stop(self) -> None:
         """Stop fetching and shut down gracefully (safe to call more than once)."""
@@ -223,13 +237,13 @@ class Node:
         backoff = Backoff(config.backoff_initial, config.backoff_max)
         contacted = False
         while not self.stopping:
-            free = config.concurrency - len(self._running)
+            free = self._room - len(self._jobs)
             if free <= 0:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
             self._slot_free.clear()
-            if self._running and config.fetch_linger:
+            if self._jobs and config.fetch_linger:
                 free = await self._gather_slots(config.fetch_linger)
                 if self.stopping:
                     return
@@ -257,33 +271,41 @@ class Node:
             if leases:
                 continue
             if batch:
-                if not self._running:
+                if not self._jobs:
                     return
                 await self._slot_free.wait()  # a job ended: there may be more to claim
             elif loop.time() - started < MIN_EMPTY_FETCH_SECONDS:
                 await self._pause(MIN_EMPTY_FETCH_SECONDS - (loop.time() - started))
 
     async def _gather_slots(self, linger: float) -> int:
-        """Wait up to ``linger`` for half the slots to be free; returns how many are.
+        """Wait up to ``linger`` for half the room to be free; returns how much is.
 
-        Only called while jobs are running: each fetch costs the node about as
+        Only called while jobs are held: each fetch costs the node about as
         much CPU as a job's own bookkeeping, so a busy node asks for several
-        jobs at once instead of one per finished job. The wait ends early once
-        half the slots (at least one) are free.
+        jobs at once instead of one per finished job. The wait ends early
+        once half the room (at least one lease) is free, or, with prefetch
+        on, as soon as a slot would otherwise sit idle.
         """
         loop = asyncio.get_running_loop()
-        concurrency = self.config.concurrency
-        enough = max(1, concurrency // 2)
+        enough = max(1, self._room // 2)
         deadline = loop.time() + linger
-        while not self.stopping and self._running:
-            free = concurrency - len(self._running)
+        while not self.stopping and self._jobs:
+            free = self._room - len(self._jobs)
             remaining = deadline - loop.time()
-            if free >= enough or remaining <= 0:
+            if free >= enough or remaining <= 0 or self._slot_would_idle():
                 break
             self._slot_free.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), remaining)
-        return concurrency - len(self._running)
+        return self._room - len(self._jobs)
+
+    def _slot_would_idle(self) -> bool:
+        """With prefetch on: no lease waits for a slot, and a slot is free."""
+        return (
+            self._room > self.config.concurrency
+            and len(self._jobs) == len(self._calling)
+            and len(self._calling) < self.config.concurrency
+        )
 
     async def _fetch(self, max_jobs: int, wait: float) -> list[Lease] | None:
         """One fetch, abandoned (None) if the node is stopped meanwhile."""
@@ -313,27 +335,58 @@ class Node:
     # -- jobs ------------------------------------------------------------
 
     def _start(self, lease: Lease) -> None:
-        previous = self._running.get(lease.job_id)
+        previous = self._jobs.get(lease.job_id)
         if previous is not None:  # leased to us again: the old lease is over
             self._abort_reasons[lease.job_id] = "superseded by a new lease"
             previous.cancel()
         task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
         self._held[lease.job_id] = lease
-        self._running[lease.job_id] = task
+        self._jobs[lease.job_id] = task
         task.add_done_callback(self._job_done)
         if self._heartbeater is not None:
             self._heartbeater.wake()
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         job_id = task.get_name().removeprefix("job ")
-        if self._running.get(job_id) is task:
-            del self._running[job_id]
+        if self._jobs.get(job_id) is task:
+            del self._jobs[job_id]
         self._slot_free.set()
 
     async def _work(self, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started: float | None = None
         outcome: Outcome
+        try:
+            async with self._slots:  # a prefetched lease waits here for a slot
+                started = loop.time()
+                self._calling.add(lease.job_id)
+                try:
+                    outcome = await self._outcome(lease)
+                finally:
+                    self._calling.discard(lease.job_id)
+        except asyncio.CancelledError:
+            reason = self._abort_reasons.pop(lease.job_id, "shutdown")
+            if started is None:
+                logger.debug("job %s: handed back before it started (%s)", lease.job_id, reason)
+                raise
+            self.summary.aborted += 1
+            logger.info(
+                "job %s model=%s attempt=%d %.2fs aborted (%s)",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                loop.time() - started,
+                reason,
+            )
+            raise
+        assert self._deliverer is not None
+        # The slot is free now; the job's line is logged once its outcome is on disk.
+        durable = self._deliverer.put(outcome)
+        seconds = loop.time() - started
+        durable.add_done_callback(lambda _: self._log_job(lease, outcome, seconds))
+
+    async def _outcome(self, lease: Lease) -> Outcome:
+        """Run the job's LLM call; whatever happens becomes the outcome to deliver."""
         model = self.config.model_for(lease.model)
         try:
             if model is None:
@@ -348,36 +401,18 @@ class Node:
                     )
                 )
             result = await self.inference.complete(model, lease.model, lease.request, lease.job_id)
-            outcome = ResultOutcome(
-                job_id=lease.job_id, lease_token=lease.lease_token, result=result
-            )
-        except asyncio.CancelledError:
-            reason = self._abort_reasons.pop(lease.job_id, "shutdown")
-            self.summary.aborted += 1
-            logger.info(
-                "job %s model=%s attempt=%d %.2fs aborted (%s)",
-                lease.job_id,
-                lease.model,
-                lease.attempt,
-                loop.time() - started,
-                reason,
-            )
-            raise
         except InferenceError as exc:
-            outcome = self._failed(lease, exc.error)
+            return self._failed(lease, exc.error)
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:  # a bug here must not cost the job: let it be retried
             logger.exception("job %s: unexpected error", lease.job_id)
             error = NodeError(
                 message=f"node error: {exc}"[:1000], type="node_error", retryable=True
             )
-            outcome = self._failed(lease, error)
-        else:
-            self.summary.completed += 1
-        assert self._deliverer is not None
-        # The slot frees now; the job's line is logged once its outcome is on disk.
-        durable = self._deliverer.put(outcome)
-        seconds = loop.time() - started
-        durable.add_done_callback(lambda _: self._log_job(lease, outcome, seconds))
+            return self._failed(lease, error)
+        self.summary.completed += 1
+        return ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=result)
 
     def _log_job(self, lease: Lease, outcome: Outcome, seconds: float) -> None:
         if isinstance(outcome, ResultOutcome):
@@ -412,7 +447,7 @@ class Node:
 
     def _jobs_in_flight(self) -> bool:
         """True while a job is still working (its outcome could join the next submit)."""
-        return any(not task.done() for task in self._running.values())
+        return bool(self._calling)
 
     def _lease_refs(self) -> list[LeaseRef]:
         return [
@@ -429,7 +464,7 @@ class Node:
         """The server says these leases are over: abort their jobs."""
         for job_id in job_ids:
             self._held.pop(job_id, None)
-            task = self._running.get(job_id)
+            task = self._jobs.get(job_id)
             if task is not None and not task.done():
                 logger.warning("job %s: %s by the server, aborting it", job_id, reason)
                 self._abort_reasons[job_id] = reason
@@ -437,7 +472,7 @@ class Node:
 
     def _settled(self, acks: Sequence[SubmitAck]) -> None:
         for ack in acks:
-            if ack.job_id not in self._running:
+            if ack.job_id not in self._jobs:
                 self._held.pop(ack.job_id, None)
             self.summary.acks[ack.ack] = self.summary.acks.get(ack.ack, 0) + 1
 
@@ -452,7 +487,11 @@ class Node:
         broken = isinstance(failure, KeyRejectedError) or any(t.done() for t in background)
         # `batch` gave up on an unreachable server: finish and spool, do not wait to deliver.
         unreachable = isinstance(failure, ServerUnavailableError)
-        running = list(self._running.values())
+        # Prefetched leases that never got a slot go back at once: starting
+        # them now would only hold the shutdown up.
+        unstarted = self._abort([job_id for job_id in self._jobs if job_id not in self._calling])
+        await asyncio.gather(*unstarted.values(), return_exceptions=True)
+        running = list(self._jobs.values())
         if running and not broken:
             logger.info(
                 "waiting up to %.0f s for %d running job(s) to finish",
@@ -460,13 +499,10 @@ class Node:
                 len(running),
             )
             await asyncio.wait(running, timeout=self.config.shutdown_grace or None)
-        leftover = [(job_id, task) for job_id, task in self._running.items() if not task.done()]
-        for job_id, task in leftover:
-            self._abort_reasons.setdefault(job_id, "shutdown")
-            task.cancel()
-        await asyncio.gather(*(task for _, task in leftover), return_exceptions=True)
+        leftover = self._abort(list(self._jobs))
+        await asyncio.gather(*leftover.values(), return_exceptions=True)
         assert self._deliverer is not None
-        for job_id, _ in leftover:
+        for job_id in [*unstarted, *leftover]:
             lease = self._held.get(job_id)
             if lease is not None:
                 self._deliverer.put(
@@ -486,16 +522,28 @@ class Node:
             if self.connectivity.outage_seconds() > self.config.batch_give_up:
                 return
 
+    def _abort(self, job_ids: list[str]) -> dict[str, asyncio.Task[None]]:
+        """Cancel these jobs' tasks for the shutdown; returns the ones still going."""
+        aborted: dict[str, asyncio.Task[None]] = {}
+        for job_id in job_ids:
+            task = self._jobs.get(job_id)
+            if task is not None and not task.done():
+                self._abort_reasons.setdefault(job_id, "shutdown")
+                task.cancel()
+                aborted[job_id] = task
+        return aborted
+
     def _log_start(self, batch: bool) -> None:
         served = ", ".join(
             f"{m.name} ({m.litellm_model}{' @ ' + m.api_base if m.api_base else ''})"
             for m in self.config.models
         )
         logger.info(
-            "node %s %s for %s; concurrency %d; serving %s",
+            "node %s %s for %s; concurrency %d, prefetch %d; serving %s",
             self.config.node_id,
             "draining the queue" if batch else "working",
             self.config.server_url,
             self.config.concurrency,
+            self._room - self.config.concurrency,
             served,
         )
