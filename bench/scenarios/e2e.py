@@ -10,12 +10,15 @@ their long-poll when the clock starts.
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
+from pathlib import Path
 
 from harness.api import UserApi, bulk_body, submit_body, wait_all_terminal
 from harness.cluster import Cluster, Node, Server, Standin
 from harness.figures import Figure, at_least, at_most, median, percentile
-from openbeepboop_testkit.processes import wait_until
+from openbeepboop_testkit.processes import run_command, wait_until
 
 from scenarios import Context
 
@@ -24,6 +27,7 @@ BATCH = 1000
 #: Pause between single-job samples: the node is back in its long-poll.
 GAP_SECONDS = 0.1
 JOB_TIMEOUT = 600.0
+BARE = Path(__file__).with_name("bare_litellm.py")
 
 
 async def _throughput(server: Server, jobs: int, tag: str) -> tuple[float, dict[str, int]]:
@@ -77,6 +81,27 @@ def start_nodes(
     return nodes
 
 
+def bare_rate(cluster: Cluster, standin: Standin, calls: int, concurrency: int) -> float:
+    """Calls per second of the bare LiteLLM loop (its own process): a node's ceiling."""
+    done = run_command(
+        [
+            sys.executable,
+            str(BARE),
+            "--api-base",
+            standin.base_url,
+            "--concurrency",
+            str(concurrency),
+            "--calls",
+            str(calls),
+        ],
+        env=cluster.env,
+        timeout=600,
+    )
+    bare = json.loads(done.stdout.strip().splitlines()[-1])
+    standin.reset()
+    return float(bare["calls"] / bare["seconds"])
+
+
 def _check(counts: dict[str, int], jobs: int) -> None:
     if counts.get("COMPLETED", 0) != jobs:
         raise RuntimeError(f"expected {jobs} COMPLETED, got {counts}")
@@ -90,6 +115,8 @@ def run_one_node(ctx: Context) -> list[Figure]:
         server = cluster.server()
         server.start()
         standin = cluster.standin(LLM_DELAY)
+        # One LiteLLM call after another, no queue: what 1 x 1 can reach at best.
+        bare = bare_rate(cluster, standin, jobs, 1)
         (node,) = start_nodes(cluster, server, standin, 1, 1)
         pids = {"server": server.pid, "node": node.pid, "standin": standin.pid}
         meter = ctx.meter("e2e-1x1", pids).start()
@@ -108,10 +135,12 @@ def run_one_node(ctx: Context) -> list[Figure]:
             jobs / elapsed,
             "jobs/s",
             at_least(30),
-            bound=cpu.bound("per-job chain: fetch + LiteLLM call (20 ms + its CPU)"),
+            bound=cpu.bound("the LiteLLM call itself (20 ms + its CPU), next lease prefetched"),
             detail=(
                 f"{jobs} jobs in {elapsed:.2f} s = {per_job:.1f} ms per job "
-                f"(LLM delay {LLM_DELAY * 1e3:.0f} ms); CPU per job: server "
+                f"(LLM delay {LLM_DELAY * 1e3:.0f} ms); bare LiteLLM loop at concurrency 1 "
+                f"{bare:.1f} calls/s = {1e3 / bare:.1f} ms per call "
+                f"(node ÷ bare {jobs / elapsed / bare * 100:.0f} %); CPU per job: server "
                 f"{cpu.per_item_ms('server', jobs):.2f} ms, "
                 f"node {cpu.per_item_ms('node', jobs):.2f} ms; "
                 f"CPU: {cpu.describe()}"
@@ -125,7 +154,8 @@ def run_one_node(ctx: Context) -> list[Figure]:
             at_most(40),
             bound="chain: submit + pickup + LiteLLM (20 ms + CPU) + deliver + poll wake-up",
             detail=(
-                f"{samples} samples, user long-polls the job; p99 "
+                f"{samples} samples, user long-polls the job; one bare LiteLLM call "
+                f"{1e3 / bare:.1f} ms; p99 "
                 f"{percentile(latencies, 99) * 1e3:.1f} ms, min {min(latencies) * 1e3:.1f} ms; "
                 f"CPU: {single_cpu.describe()}"
             ),

@@ -8,40 +8,13 @@ costs on top.
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
-from pathlib import Path
 
-from harness.cluster import Cluster, Standin
 from harness.figures import Figure, at_least
-from openbeepboop_testkit.processes import run_command
 
 from scenarios import Context
-from scenarios.e2e import LLM_DELAY, _check, _throughput, start_nodes
+from scenarios.e2e import LLM_DELAY, _check, _throughput, bare_rate, start_nodes
 
 CONCURRENCY = 16
-BARE = Path(__file__).with_name("bare_litellm.py")
-
-
-def _bare(cluster: Cluster, standin: Standin, calls: int) -> float:
-    """Calls per second of the bare LiteLLM loop (its own process)."""
-    done = run_command(
-        [
-            sys.executable,
-            str(BARE),
-            "--api-base",
-            standin.base_url,
-            "--concurrency",
-            str(CONCURRENCY),
-            "--calls",
-            str(calls),
-        ],
-        env=cluster.env,
-        timeout=600,
-    )
-    bare = json.loads(done.stdout.strip().splitlines()[-1])
-    standin.reset()
-    return float(bare["calls"] / bare["seconds"])
 
 
 def run(ctx: Context) -> list[Figure]:
@@ -49,7 +22,7 @@ def run(ctx: Context) -> list[Figure]:
     calls = ctx.size(2000, 800)
     with ctx.cluster("efficiency") as cluster:
         standin = cluster.standin(LLM_DELAY)
-        bare_rates = [_bare(cluster, standin, calls)]
+        bare_rates = [bare_rate(cluster, standin, calls, CONCURRENCY)]
         standin.reset()
         server = cluster.server()
         server.start()
@@ -62,14 +35,14 @@ def run(ctx: Context) -> list[Figure]:
         _check(counts, calls)
         # The bare loop again, idle node and server still up: the machine as it
         # was for the node run; the ratio uses the mean of both bare runs.
-        bare_rates.append(_bare(cluster, standin, calls))
-    bare_rate = sum(bare_rates) / len(bare_rates)
+        bare_rates.append(bare_rate(cluster, standin, calls, CONCURRENCY))
+    bare_mean = sum(bare_rates) / len(bare_rates)
     node_rate = calls / elapsed
     return [
         Figure(
             "efficiency",
             f"node efficiency: node ÷ bare LiteLLM loop, concurrency {CONCURRENCY}",
-            node_rate / bare_rate * 100,
+            node_rate / bare_mean * 100,
             "%",
             at_least(90),
             bound=cpu.bound(),
@@ -80,6 +53,6 @@ def run(ctx: Context) -> list[Figure]:
                 f"node CPU {cpu.per_item_ms('node', calls):.2f} ms per job; "
                 f"CPU during the node run: {cpu.describe()}"
             ),
-            extra={"bare": bare_rate, "node": node_rate},
+            extra={"bare": bare_mean, "node": node_rate},
         )
     ]

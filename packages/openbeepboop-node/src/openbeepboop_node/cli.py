@@ -140,7 +140,10 @@ def setup(
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
     click.echo(f"Node config written to {path} (mode 0600).")
     click.echo(f"  server: {config.server_url}")
-    click.echo(f"  node id: {config.node_id}, concurrency {config.concurrency}")
+    click.echo(
+        f"  node id: {config.node_id}, concurrency {config.concurrency}, "
+        f"prefetch {config.prefetch_leases()}"
+    )
     for model in config.models:
         where = f" @ {model.api_base}" if model.api_base else ""
         click.echo(f"  model {model.name} -> {model.litellm_model}{where}")
