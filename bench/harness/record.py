@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import subprocess
@@ -48,14 +49,42 @@ def git_sha(repo: Path) -> str:
     return f"{sha}+dirty" if dirty else sha
 
 
+#: A chat.completion-sized document: the speed check's unit of work.
+_SPEED_CHECK_DOC = {
+    "id": "chatcmpl-speed",
+    "object": "chat.completion",
+    "choices": [
+        {"index": i, "message": {"role": "assistant", "content": "x" * 64}} for i in range(8)
+    ],
+    "usage": {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46},
+}
+
+
+def speed_check_ms() -> float:
+    """Milliseconds for a fixed pure-Python workload (best of 5; lower is faster).
+
+    The bench machine is a shared VM whose speed drifts from day to day (the
+    same commit's figures have halved between two sessions); this number,
+    recorded with every run, tells a slower host from a slower commit.
+    """
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        for _ in range(5000):
+            json.loads(json.dumps(_SPEED_CHECK_DOC))
+        best = min(best, time.perf_counter() - started)
+    return best * 1e3
+
+
 def machine() -> str:
-    """One line: cores, CPU, RAM, Python, OS, load."""
+    """One line: cores, CPU, RAM, Python, OS, load, and the speed check."""
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"{os.cpu_count()} CPUs (nproc), {cpu_model()}, "
         f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, "
         f"Python {platform.python_version()}, {platform.system()} {platform.release()}; "
-        f"load average at start {load} (shared machine)"
+        f"load average at start {load} (shared machine); "
+        f"speed check {speed_check_ms():.0f} ms (fixed pure-Python work, lower is faster)"
     )
 
 
