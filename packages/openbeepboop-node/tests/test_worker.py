@@ -432,3 +432,25 @@ async def test_a_job_leased_again_to_the_same_node_replaces_the_old_attempt(
     summary = await task
     assert fake.results()[job_id]["lease_token"] == f"tok-{job_id}-2"
     assert summary.aborted == 1 and summary.completed == 1
+
+
+async def test_a_job_leased_again_counts_once_among_the_running(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=60.0)
+    job_id = fake.add_job("twice")
+    node = make_node(concurrency=4, shutdown_grace=0.1)
+    task = await start(node)
+    await wait_for(lambda: len(llm.calls()) == 1, what="the first LLM call")
+    lease = fake.leases[job_id]
+    with fake.lock:
+        fake.queued.append((job_id, lease.model, lease.request, 2))
+    await wait_for(lambda: len(llm.calls()) == 2, what="the second attempt's call")
+    # Both attempts ran for a moment; only the new one counts as running and
+    # held once the old one is cancelled (slots are tracked by task, not job id).
+    assert node.running_jobs == 1
+    assert node.held_jobs == 1
+    node.stop()
+    summary = await task
+    assert summary.aborted == 2
+    assert fake.released == [job_id]

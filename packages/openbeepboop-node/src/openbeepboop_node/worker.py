@@ -111,8 +111,10 @@ class Node:
         self._held: dict[str, Lease] = {}
         #: Every held job's task: running, or waiting for a slot (prefetched).
         self._jobs: dict[str, asyncio.Task[None]] = {}
-        #: The jobs that hold a slot (their LLM call may be in flight).
-        self._calling: set[str] = set()
+        #: The tasks that hold a slot (their LLM call may be in flight). Tasks,
+        #: not job ids: a job leased again runs as a new task beside the old one
+        #: for a moment.
+        self._calling: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
         self._room = config.concurrency + config.prefetch_leases()
         self._abort_reasons: dict[str, str] = {}
@@ -359,11 +361,13 @@ class Node:
         try:
             async with self._slots:  # a prefetched lease waits here for a slot
                 started = loop.time()
-                self._calling.add(lease.job_id)
+                task = asyncio.current_task()
+                assert task is not None
+                self._calling.add(task)
                 try:
                     outcome = await self._outcome(lease)
                 finally:
-                    self._calling.discard(lease.job_id)
+                    self._calling.discard(task)
         except asyncio.CancelledError:
             reason = self._abort_reasons.pop(lease.job_id, "shutdown")
             if started is None:
@@ -489,7 +493,9 @@ class Node:
         unreachable = isinstance(failure, ServerUnavailableError)
         # Prefetched leases that never got a slot go back at once: starting
         # them now would only hold the shutdown up.
-        unstarted = self._abort([job_id for job_id in self._jobs if job_id not in self._calling])
+        unstarted = self._abort(
+            [job_id for job_id, task in self._jobs.items() if task not in self._calling]
+        )
         await asyncio.gather(*unstarted.values(), return_exceptions=True)
         running = list(self._jobs.values())
         if running and not broken:
