@@ -49,7 +49,7 @@ class Harness:
         self.client = QueueClient(
             URL, NODE_KEY, "n", transport=httpx.MockTransport(self.router.async_handler)
         )
-        self.spool = spool or Spool(tmp_path / "spool.sqlite3")
+        self.spool = spool if spool is not None else Spool(tmp_path / "spool.sqlite3")
         self.deliverer = Deliverer(
             self.client,
             self.spool,

@@ -48,12 +48,12 @@ async def test_fetches_more_as_slots_free_up(
     llm.configure(delay=0.3)
     for i in range(6):
         fake.add_job(f"p{i}")
-    node = make_node(concurrency=3)
+    node = make_node(concurrency=3, prefetch=0)
     task = await start(node)
     await wait_for(lambda: len(fake.results()) == 6, what="6 results")
     node.stop()
     await task
-    # One request claims several jobs at once.
+    # One request claims several jobs at once (as many as there are slots).
     assert any(len(f) and f["max_jobs"] == 3 for f in fake.fetches)
     assert len(llm.calls()) == 6
 
