@@ -59,6 +59,21 @@ def test_non_interactive_setup_writes_a_0600_config(tmp_path: Path) -> None:
     assert KEY not in out + err
 
 
+def test_prefetch_is_a_flag_kept_across_later_setups(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    code, out, err = run(*BASE, "--config", str(path))
+    assert code == 0, err
+    assert load_config(path, environ={}).prefetch is None  # the default: not written
+    assert "concurrency 2, prefetch 1" in out
+    code, out, err = run(*BASE, "--config", str(path), "--prefetch", "0")
+    assert code == 0, err
+    assert "concurrency 2, prefetch 0" in out
+    code, _, err = run(*BASE, "--config", str(path), "--concurrency", "8")
+    assert code == 0, err
+    config = load_config(path, environ={})
+    assert (config.concurrency, config.prefetch_leases()) == (8, 0)
+
+
 def test_default_location_is_the_user_config_dir(isolated_home: Path) -> None:
     code, _, err = run(*BASE)
     assert code == 0, err

@@ -100,6 +100,11 @@ def main() -> None:
 @click.option("--api-key", help="API key with the NODE (or ADMIN) role.")
 @click.option("--node-id", help="This node's name (default: the host name).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Jobs to run at once.")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0, 256),
+    help="Leases held beyond --concurrency, waiting for a slot (default: a quarter of it).",
+)
 @click.option("--model", help="Model name clients ask for (added or replaced).")
 @click.option("--litellm-model", help="What LiteLLM is called with, e.g. ollama_chat/llama3.")
 @click.option("--api-base", help="URL of the model server, e.g. http://localhost:11434.")

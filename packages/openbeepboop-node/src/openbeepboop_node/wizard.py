@@ -41,6 +41,7 @@ class SetupAnswers:
     api_key: str | None = None
     node_id: str | None = None
     concurrency: int | None = None
+    prefetch: int | None = None
     model: str | None = None
     litellm_model: str | None = None
     api_base: str | None = None
@@ -261,6 +262,9 @@ def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeCo
         fallback=DEFAULT_CONCURRENCY,
         kind=click.IntRange(1, 256),
     )
+    if answers.prefetch is not None:
+        # A flag only, never a question: the default suits most setups (docs/node.md).
+        data["prefetch"] = answers.prefetch
     models: list[dict[str, Any]] = [dict(m) for m in current.get("models") or []]
     if interactive or not models or _has_model_flags(answers):
         pending, suggest = answers, True
