@@ -322,6 +322,21 @@ async def test_shutdown_releases_jobs_that_outlast_the_grace_period(
     assert sorted(j[0] for j in fake.queued) == job_ids
 
 
+async def test_a_grace_period_of_zero_releases_running_jobs_at_once(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=60.0)
+    job_id = fake.add_job("forever")
+    node = make_node(shutdown_grace=0)
+    task = await start(node)
+    await wait_for(lambda: len(llm.calls()) == 1, what="the job to reach the LLM")
+    node.stop()
+    # 0 means "do not wait", not "wait without limit".
+    summary = await asyncio.wait_for(task, 20)
+    assert summary.released == 1 and summary.aborted == 1
+    assert fake.released == [job_id]
+
+
 async def test_results_survive_an_outage_and_the_llm_is_not_called_again(
     fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
 ) -> None:

@@ -498,13 +498,13 @@ class Node:
         )
         await asyncio.gather(*unstarted.values(), return_exceptions=True)
         running = list(self._jobs.values())
-        if running and not broken:
+        if running and not broken and self.config.shutdown_grace > 0:
             logger.info(
                 "waiting up to %.0f s for %d running job(s) to finish",
                 self.config.shutdown_grace,
                 len(running),
             )
-            await asyncio.wait(running, timeout=self.config.shutdown_grace or None)
+            await asyncio.wait(running, timeout=self.config.shutdown_grace)
         leftover = self._abort(list(self._jobs))
         await asyncio.gather(*leftover.values(), return_exceptions=True)
         assert self._deliverer is not None
