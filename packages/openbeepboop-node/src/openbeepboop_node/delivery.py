@@ -184,7 +184,7 @@ class Deliverer:
 
     def _written(self, keys: list[OutcomeKey], write: asyncio.Future[None]) -> None:
         """The spool write for ``keys`` ended: log a failure, let "finished" be logged."""
-        failure = None if write.cancelled() else write.exception()
+        failure = _failure(write)
         if failure is not None:
             # Still deliverable from memory; only a crash now would lose them.
             logger.error("%s; delivering %d result(s) unspooled", failure, len(keys))
@@ -268,7 +268,12 @@ class Deliverer:
 
 
 def _log_removal_failure(removal: asyncio.Future[None]) -> None:
-    failure = None if removal.cancelled() else removal.exception()
+    failure = _failure(removal)
     if failure is not None:
         # Harmless: a later run resends the outcome and gets "duplicate".
         logger.error("%s", failure)
+
+
+def _failure(work: asyncio.Future[None]) -> BaseException | None:
+    """What a finished spool-thread call raised (None if it succeeded or was cancelled)."""
+    return None if work.cancelled() else work.exception()
