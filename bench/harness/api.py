@@ -126,3 +126,35 @@ async def wait_all_terminal(api: UserApi, ids: list[str], timeout: float) -> dic
         pending = still
         watch = pending[-1:]
     return counts
+
+
+#: The server's request histogram (``GET /metrics``): one ``_count`` line per route.
+REQUEST_COUNT_METRIC = "openbeepboop_http_request_duration_seconds_count"
+
+
+def request_counts(url: str, admin_key: str) -> dict[str, int]:
+    """Requests the server has answered so far, by route (from ``GET /metrics``).
+
+    Scraped before and after a measured window, the difference says how many
+    round trips the nodes made per job, the node's main cost besides LiteLLM.
+    """
+    response = httpx.get(f"{url}/metrics", headers=headers(admin_key), timeout=TIMEOUT)
+    response.raise_for_status()
+    counts: dict[str, int] = {}
+    for line in response.text.splitlines():
+        if not line.startswith(REQUEST_COUNT_METRIC + "{"):
+            continue
+        labels, _, value = line[len(REQUEST_COUNT_METRIC) + 1 :].rpartition("} ")
+        route = dict(part.split("=", 1) for part in labels.split(","))["route"].strip('"')
+        counts[route] = counts.get(route, 0) + int(float(value))
+    return counts
+
+
+def requests_per_item(before: dict[str, int], after: dict[str, int], items: int) -> str:
+    """``fetch 0.41, submit 0.12, …`` per item for the node routes that moved."""
+    moved = {
+        route.rsplit("/", 1)[-1]: (after[route] - before.get(route, 0)) / items
+        for route in sorted(after)
+        if route.startswith("/internal/") and after[route] > before.get(route, 0)
+    }
+    return ", ".join(f"{name} {share:.2f}" for name, share in moved.items()) or "none"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 
+from harness.api import request_counts, requests_per_item
 from harness.figures import Figure, at_least
 
 from scenarios import Context
@@ -30,8 +31,12 @@ def run(ctx: Context) -> list[Figure]:
         meter = ctx.meter(
             "efficiency", {"server": server.pid, "node": node.pid, "standin": standin.pid}
         ).start()
+        requests_before = request_counts(server.url, server.admin_key)
         elapsed, counts = asyncio.run(_throughput(server, calls, "efficiency"))
         cpu = meter.stop()
+        node_requests = requests_per_item(
+            requests_before, request_counts(server.url, server.admin_key), calls
+        )
         _check(counts, calls)
         # The bare loop again, idle node and server still up: the machine as it
         # was for the node run; the ratio uses the mean of both bare runs.
@@ -51,6 +56,7 @@ def run(ctx: Context) -> list[Figure]:
                 f"{' and '.join(f'{rate:.1f}' for rate in bare_rates)} calls/s (before and "
                 f"after), node {node_rate:.1f} jobs/s (submit → all terminal); "
                 f"node CPU {cpu.per_item_ms('node', calls):.2f} ms per job; "
+                f"node requests per job: {node_requests}; "
                 f"CPU during the node run: {cpu.describe()}"
             ),
             extra={"bare": bare_mean, "node": node_rate},

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_queue import NODE_KEY, FakeQueue, respx_transport
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.worker import Node
 from openbeepboop_testkit.standin import StandinLLM
@@ -81,11 +81,19 @@ def fake() -> FakeQueue:
 
 
 @pytest.fixture
-def make_node(fake: FakeQueue, make_config: Callable[..., NodeConfig]) -> Callable[..., Node]:
-    """A Node wired to the fake queue through respx."""
+def served(fake: FakeQueue) -> Iterator[FakeQueueServer]:
+    """The fake queue on a loopback port."""
+    with FakeQueueServer(fake) as server:
+        yield server
 
-    def build(config: NodeConfig | None = None, **overrides: Any) -> Node:
-        _, transport = respx_transport(fake)
-        return Node(config or make_config(**overrides), version="test", transport=transport)
+
+@pytest.fixture
+def make_node(
+    served: FakeQueueServer, make_config: Callable[..., NodeConfig]
+) -> Callable[..., Node]:
+    """A Node talking HTTP to the fake queue."""
+
+    def build(**overrides: Any) -> Node:
+        return Node(make_config(server_url=served.url, **overrides), version="test")
 
     return build

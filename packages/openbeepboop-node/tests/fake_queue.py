@@ -1,16 +1,16 @@
-"""A minimal, stateful stand-in for the queue server's node protocol.
+"""A minimal, stateful stand-in for the queue server's node protocol, over real HTTP.
 
-:class:`FakeQueue` keeps jobs, leases and everything the node sent. Tests talk
-to it in-process through respx (:func:`respx_transport`) or, for a real node
-subprocess, over loopback HTTP (:class:`FakeQueueServer`). It enforces what the
-node relies on: strict request bodies (the schemas' own models), the Bearer
-key, leases with tokens, acks ``accepted``/``duplicate``/``stale``/``rejected``,
-and heartbeats that report cancelled and lost leases.
+:class:`FakeQueue` keeps jobs, leases and everything the node sent;
+:class:`FakeQueueServer` serves it on a loopback port, in a thread, to an
+in-process node or a node subprocess alike. It enforces what the node relies
+on: strict request bodies (the schemas' own models), the Bearer key, leases
+with tokens, acks ``accepted``/``duplicate``/``stale``/``rejected``, and
+heartbeats that report cancelled and lost leases. :class:`LoopbackServer`
+is the HTTP part on its own, for tests that script each answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
 import select
@@ -18,12 +18,11 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-import httpx
-import respx
 from openbeepboop_schemas import (
     FetchRequest,
     HeartbeatRequest,
@@ -114,6 +113,21 @@ class FakeQueue:
             return 200, handler(json.loads(body))
         except ValidationError as exc:
             return 400, _error(str(exc), "invalid_request_error")
+
+    def respond(self, request: Received) -> Reply | None:
+        """The HTTP side: a long-poll fetch waits for work; "down" drops the connection."""
+        self.attempts.append((request.path, time.monotonic()))
+        if self.unreachable(request.path):
+            return DROP
+        if request.path == FETCH:
+            data = json.loads(request.body)
+            deadline = time.monotonic() + float(data.get("wait", 0))
+            while time.monotonic() < deadline and not self.has_work(data.get("models", [])):
+                if request.gone():
+                    return DROP  # like the real server: claim nothing for a hung-up node
+                time.sleep(POLL_STEP_SECONDS)
+        status, payload = self.handle(request.path, request.headers, request.body)
+        return Reply(status, payload)
 
     def has_work(self, models: list[str]) -> bool:
         with self.lock:
@@ -206,37 +220,50 @@ def _error(message: str, kind: str) -> dict[str, Any]:
     return {"error": {"message": message, "type": kind, "param": None, "code": None}}
 
 
-def respx_transport(fake: FakeQueue) -> tuple[respx.MockRouter, httpx.MockTransport]:
-    """A respx router playing ``fake``, as a transport for the node's client only.
+@dataclass(frozen=True)
+class Received:
+    """One request as the loopback server read it."""
 
-    Only the node's queue client goes through it, so LiteLLM's own HTTP calls
-    to the stand-in LLM stay real.
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    #: The caller's (host, port): one per connection.
+    peer: tuple[str, int]
+    #: True once the caller hung up or the server is shutting down.
+    gone: Callable[[], bool]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """An answer: JSON ``payload``, or ``text`` as it is."""
+
+    status: int = 200
+    payload: Any = None
+    text: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+#: What a responder returns to drop the connection without answering, the way
+#: a server that went away (or a broken proxy) does.
+DROP = None
+
+Responder = Callable[[Received], "Reply | None"]
+
+
+class LoopbackServer:
+    """HTTP/1.1 with keep-alive on a free loopback port, in a thread.
+
+    Every request is recorded in :attr:`received` and answered by
+    :attr:`respond` (replaceable while serving).
     """
-    router = respx.MockRouter(assert_all_called=False)
 
-    async def effect(request: httpx.Request) -> httpx.Response:
-        path = request.url.path
-        fake.attempts.append((path, time.monotonic()))
-        if fake.unreachable(path):
-            raise httpx.ConnectError("fake queue server is down", request=request)
-        if path == FETCH:
-            body = json.loads(request.content)
-            deadline = time.monotonic() + float(body.get("wait", 0))
-            while time.monotonic() < deadline and not fake.has_work(body.get("models", [])):
-                await asyncio.sleep(POLL_STEP_SECONDS)
-        status, payload = fake.handle(path, dict(request.headers), request.content)
-        return httpx.Response(status, json=payload)
-
-    for path in (FETCH, SUBMIT, HEARTBEAT):
-        router.post(url__regex=rf".*{path}$", name=path).mock(side_effect=effect)
-    return router, httpx.MockTransport(router.async_handler)
-
-
-class FakeQueueServer:
-    """``fake`` served over HTTP on a free loopback port, in a thread."""
-
-    def __init__(self, fake: FakeQueue) -> None:
-        self.fake = fake
+    def __init__(self, respond: Responder) -> None:
+        self.respond = respond
+        self.received: list[Received] = []
+        self.closing = False
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -247,39 +274,37 @@ class FakeQueueServer:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("content-length", 0)))
-                path = self.path
-                fake.attempts.append((path, time.monotonic()))
-                if fake.unreachable(path):
-                    self._send(503, _error("fake queue server is down", "server_error"))
+                request = Received(
+                    self.path,
+                    {k.lower(): v for k, v in self.headers.items()},
+                    body,
+                    self.client_address[:2],
+                    lambda: outer.closing or self._client_gone(),
+                )
+                outer.received.append(request)
+                reply = outer.respond(request)
+                if reply is DROP:
+                    self.close_connection = True
                     return
-                if path == FETCH:
-                    data = json.loads(body)
-                    deadline = time.monotonic() + float(data.get("wait", 0))
-                    while (
-                        time.monotonic() < deadline
-                        and not outer.closing
-                        and not fake.has_work(data.get("models", []))
-                    ):
-                        if self._client_gone():
-                            return  # like the real server: claim nothing for a hung-up node
-                        time.sleep(POLL_STEP_SECONDS)
-                headers = {k.lower(): v for k, v in self.headers.items()}
-                status, payload = fake.handle(path, headers, body)
-                self._send(status, payload)
+                self._send(reply)
 
             def _client_gone(self) -> bool:
                 readable, _, _ = select.select([self.connection], [], [], 0)
                 return bool(readable) and self.connection.recv(1, socket.MSG_PEEK) == b""
 
-            def _send(self, status: int, payload: Any) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
+            def _send(self, reply: Reply) -> None:
+                if reply.text is not None:
+                    data, kind = reply.text.encode(), "text/plain"
+                else:
+                    data, kind = json.dumps(reply.payload).encode(), "application/json"
+                self.send_response(reply.status)
+                self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(data)))
+                for name, value in reply.headers.items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.closing = False
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
@@ -289,7 +314,11 @@ class FakeQueueServer:
         host, port = self._httpd.server_address[:2]
         return f"http://{host}:{port}"
 
-    def __enter__(self) -> FakeQueueServer:
+    def bodies(self, path: str) -> list[Any]:
+        """The JSON bodies received on ``path``, in order."""
+        return [request.json() for request in self.received if request.path == path]
+
+    def __enter__(self) -> LoopbackServer:
         self._thread.start()
         return self
 
@@ -298,3 +327,15 @@ class FakeQueueServer:
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(10)
+
+
+class FakeQueueServer(LoopbackServer):
+    """``fake`` served over HTTP on a free loopback port."""
+
+    def __init__(self, fake: FakeQueue) -> None:
+        super().__init__(fake.respond)
+        self.fake = fake
+
+    def __enter__(self) -> FakeQueueServer:
+        super().__enter__()
+        return self

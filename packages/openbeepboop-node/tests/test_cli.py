@@ -75,12 +75,6 @@ def assert_one_line_error(stderr: str, text: str) -> None:
     assert text in last
 
 
-@pytest.fixture
-def served(fake: FakeQueue) -> Iterator[FakeQueueServer]:
-    with FakeQueueServer(fake) as server:
-        yield server
-
-
 def test_batch_drains_and_exits_zero(
     tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
 ) -> None:

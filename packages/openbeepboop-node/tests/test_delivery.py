@@ -3,24 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import httpx
 import pytest
-import respx
 from conditions import wait_for
-from fake_queue import NODE_KEY
+from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import Spool
 from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome
 
-URL = "http://queue.test"
+SUBMIT = "/internal/queue/submit"
 
 
 def error(job_id: str) -> ErrorOutcome:
@@ -29,11 +26,13 @@ def error(job_id: str) -> ErrorOutcome:
     )
 
 
-def accept_all(request: httpx.Request) -> httpx.Response:
-    outcomes = json.loads(request.content)["outcomes"]
-    return httpx.Response(
-        200, json={"acks": [{"job_id": o["job_id"], "ack": "accepted"} for o in outcomes]}
-    )
+def accept_all(request: Received) -> Reply:
+    outcomes = request.json()["outcomes"]
+    return Reply(200, {"acks": [{"job_id": o["job_id"], "ack": "accepted"} for o in outcomes]})
+
+
+def unreachable(request: Received) -> Reply | None:
+    return DROP
 
 
 class Harness:
@@ -44,16 +43,13 @@ class Harness:
         more_coming: Callable[[], bool] | None = None,
         spool: Spool | None = None,
     ) -> None:
-        self.router = respx.MockRouter(assert_all_called=False)
-        self.route = self.router.post(f"{URL}/internal/queue/submit")
-        self.client = QueueClient(
-            URL, NODE_KEY, "n", transport=httpx.MockTransport(self.router.async_handler)
-        )
+        self.server = LoopbackServer(accept_all).__enter__()
+        self.client = QueueClient(self.server.url, NODE_KEY, "n")
         self.spool = spool if spool is not None else Spool(tmp_path / "spool.sqlite3")
         self.deliverer = Deliverer(
             self.client,
             self.spool,
-            Connectivity(URL),
+            Connectivity(self.server.url),
             Backoff(0.01, 0.05),
             linger=linger,
             more_coming=more_coming,
@@ -68,17 +64,15 @@ class Harness:
         await asyncio.gather(self.task, return_exceptions=True)
         self.deliverer.close()
         await self.client.aclose()
+        self.server.__exit__()
 
     def sent_batches(self) -> list[list[str]]:
-        return [
-            [o["job_id"] for o in json.loads(call.request.content)["outcomes"]]
-            for call in self.route.calls
-        ]
+        return [[o["job_id"] for o in body["outcomes"]] for body in self.server.bodies(SUBMIT)]
 
 
 async def test_outcomes_finishing_together_share_one_submit(tmp_path: Path) -> None:
     async with Harness(tmp_path) as h:
-        h.route.side_effect = accept_all
+        h.server.respond = accept_all
         for i in range(5):
             h.deliverer.put(error(f"job-{i}"))
         assert await h.deliverer.wait_idle(10)
@@ -105,11 +99,11 @@ async def test_the_send_does_not_wait_for_the_spool_write(tmp_path: Path) -> Non
     slow = SlowSpool(tmp_path / "slow.sqlite3")
     h = Harness(tmp_path, spool=slow)
 
-    def note_and_accept(request: httpx.Request) -> httpx.Response:
+    def note_and_accept(request: Received) -> Reply:
         sent_while_writing.append(not slow.release.is_set())
         return accept_all(request)
 
-    h.route.side_effect = note_and_accept
+    h.server.respond = note_and_accept
     async with h:
         durable = h.deliverer.put(error("job-1"))
         released = h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
@@ -126,7 +120,7 @@ async def test_the_send_does_not_wait_for_the_spool_write(tmp_path: Path) -> Non
 
 async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:
     async with Harness(tmp_path) as h:
-        h.route.side_effect = httpx.ConnectError("down")
+        h.server.respond = unreachable
         durable = h.deliverer.put(error("job-1"))
         h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
         await asyncio.wait_for(durable, 10)
@@ -136,11 +130,11 @@ async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:
 
 async def test_retries_until_the_server_is_back(tmp_path: Path) -> None:
     async with Harness(tmp_path) as h:
-        h.route.side_effect = httpx.ConnectError("down")
+        h.server.respond = unreachable
         h.deliverer.put(error("job-1"))
-        await wait_for(lambda: len(h.route.calls) >= 3, what="retries")
+        await wait_for(lambda: len(h.server.received) >= 3, what="retries")
         assert len(h.spool) == 1
-        h.route.side_effect = accept_all
+        h.server.respond = accept_all
         assert await h.deliverer.wait_idle(10)
     assert len(h.spool) == 0
 
@@ -148,16 +142,16 @@ async def test_retries_until_the_server_is_back(tmp_path: Path) -> None:
 async def test_a_refused_batch_is_split_and_only_the_bad_outcome_dropped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def refuse_job_2(request: httpx.Request) -> httpx.Response:
-        ids = [o["job_id"] for o in json.loads(request.content)["outcomes"]]
+    def refuse_job_2(request: Received) -> Reply:
+        ids = [o["job_id"] for o in request.json()["outcomes"]]
         if "job-2" in ids:
-            return httpx.Response(
-                400, json={"error": {"message": "bad outcome", "type": "invalid_request_error"}}
+            return Reply(
+                400, {"error": {"message": "bad outcome", "type": "invalid_request_error"}}
             )
         return accept_all(request)
 
     async with Harness(tmp_path) as h:
-        h.route.side_effect = refuse_job_2
+        h.server.respond = refuse_job_2
         with caplog.at_level(logging.ERROR, logger="openbeepboop_node"):
             for i in range(1, 4):
                 h.deliverer.put(error(f"job-{i}"))
@@ -173,7 +167,7 @@ async def test_restore_sends_what_an_earlier_run_left(tmp_path: Path) -> None:
     earlier.add([error("job-9")])
     earlier.close()
     h = Harness(tmp_path)
-    h.route.side_effect = accept_all
+    h.server.respond = accept_all
     assert await h.deliverer.restore() == 1
     async with h:
         assert await h.deliverer.wait_idle(10)
@@ -182,7 +176,7 @@ async def test_restore_sends_what_an_earlier_run_left(tmp_path: Path) -> None:
 
 async def test_a_lone_outcome_does_not_wait_out_the_linger(tmp_path: Path) -> None:
     async with Harness(tmp_path, linger=3600, more_coming=lambda: False) as h:
-        h.route.side_effect = accept_all
+        h.server.respond = accept_all
         h.deliverer.put(error("job-1"))
         assert await h.deliverer.wait_idle(30)
     assert h.sent_batches() == [["job-1"]]
@@ -190,7 +184,7 @@ async def test_a_lone_outcome_does_not_wait_out_the_linger(tmp_path: Path) -> No
 
 async def test_the_linger_applies_while_other_jobs_may_finish(tmp_path: Path) -> None:
     async with Harness(tmp_path, linger=3600, more_coming=lambda: True) as h:
-        h.route.side_effect = accept_all
+        h.server.respond = accept_all
         h.deliverer.put(error("job-1"))
         assert not await h.deliverer.wait_idle(0.2)
     assert h.sent_batches() == []

@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
+import pytest
 from conditions import wait_for
-from fake_queue import NODE_KEY, FakeQueue, respx_transport
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
 from openbeepboop_node.backoff import Connectivity
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_schemas import LeaseRef
 
+#: Every client made, closed after each test (an aiohttp session must be closed).
+clients: list[QueueClient] = []
+
+
+@pytest.fixture(autouse=True)
+async def close_clients() -> AsyncIterator[None]:
+    yield
+    while clients:
+        await clients.pop().aclose()
+
 
 def make(
-    fake: FakeQueue, held: list[LeaseRef], interval: float | None = None
+    url: str, held: list[LeaseRef], interval: float | None = None
 ) -> tuple[Heartbeater, list[tuple[list[str], str]]]:
-    _, transport = respx_transport(fake)
-    client = QueueClient("http://queue.test", NODE_KEY, "n", transport=transport)
+    client = QueueClient(url, NODE_KEY, "n")
+    clients.append(client)
     gone: list[tuple[list[str], str]] = []
 
     def on_gone(ids: Sequence[str], reason: str) -> None:
@@ -26,7 +37,7 @@ def make(
 
     beater = Heartbeater(
         client,
-        Connectivity("http://queue.test"),
+        Connectivity(url),
         leases=lambda: list(held),
         lease_seconds=lambda: 0.3 if held else None,
         on_gone=on_gone,
@@ -36,19 +47,21 @@ def make(
 
 
 def test_period_is_a_third_of_the_lease_unless_configured() -> None:
-    fake = FakeQueue()
-    beater, _ = make(fake, [LeaseRef(job_id="j", lease_token="t")])
+    url = "http://127.0.0.1:9"  # never called
+    beater, _ = make(url, [LeaseRef(job_id="j", lease_token="t")])
     assert abs((beater.period() or 0) - 0.1) < 1e-9
-    idle, _ = make(fake, [])
+    idle, _ = make(url, [])
     assert idle.period() is None
-    fixed, _ = make(fake, [], interval=5)
+    fixed, _ = make(url, [], interval=5)
     assert fixed.period() == 5
 
 
-async def test_idle_node_sends_nothing_then_beats_for_held_leases() -> None:
-    fake = FakeQueue(lease_seconds=0.3)
+async def test_idle_node_sends_nothing_then_beats_for_held_leases(
+    fake: FakeQueue, served: FakeQueueServer
+) -> None:
+    fake.lease_seconds = 0.3
     held: list[LeaseRef] = []
-    beater, gone = make(fake, held)
+    beater, gone = make(served.url, held)
     task = asyncio.create_task(beater.run())
     await asyncio.sleep(0.2)
     assert fake.heartbeats == []
@@ -70,12 +83,14 @@ async def test_idle_node_sends_nothing_then_beats_for_held_leases() -> None:
     await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_an_unreachable_server_does_not_stop_the_heartbeat() -> None:
-    fake = FakeQueue(lease_seconds=0.15)
+async def test_an_unreachable_server_does_not_stop_the_heartbeat(
+    fake: FakeQueue, served: FakeQueueServer
+) -> None:
+    fake.lease_seconds = 0.15
     fake.add_job("a")
     (lease,) = fake._fetch({"node_id": "n", "models": ["standin"], "max_jobs": 1})
     held = [LeaseRef(job_id=str(lease["job_id"]), lease_token=str(lease["lease_token"]))]
-    beater, _ = make(fake, held)
+    beater, _ = make(served.url, held)
     fake.down = True
     task = asyncio.create_task(beater.run())
     await wait_for(lambda: len(fake.attempts) >= 2, what="attempts while down")

@@ -1,22 +1,22 @@
-"""The HTTP side of the node protocol, with respx standing in for the server."""
+"""The HTTP side of the node protocol, against a loopback server that scripts each answer."""
 
 from __future__ import annotations
 
-import json
+import threading
+from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
-import respx
+from fake_queue import DROP, LoopbackServer, Received, Reply, Responder
 from openbeepboop_node.exceptions import (
     KeyRejectedError,
     ServerRequestError,
     ServerUnavailableError,
 )
-from openbeepboop_node.queue_client import READ_TIMEOUT_MARGIN_SECONDS, QueueClient
+from openbeepboop_node.queue_client import READ_TIMEOUT_MARGIN_SECONDS, QueueClient, proxy_for
 from openbeepboop_schemas import LeaseRef, ReleaseOutcome
 
-URL = "http://queue.test"
 KEY = "sk-" + "q" * 40
+FETCH = "/internal/queue/fetch"
 
 LEASE = {
     "job_id": "job-1",
@@ -31,21 +31,36 @@ LEASE = {
 
 
 @pytest.fixture
-def client() -> QueueClient:
-    return QueueClient(URL, KEY, "node-1", version="9.9", fetch_wait=25)
+def server() -> Iterator[LoopbackServer]:
+    with LoopbackServer(lambda request: Reply(500, text="unscripted")) as loopback:
+        yield loopback
 
 
-@respx.mock(base_url=URL)
+@pytest.fixture
+async def client(server: LoopbackServer) -> AsyncIterator[QueueClient]:
+    queue = QueueClient(server.url, KEY, "node-1", version="9.9", fetch_wait=25)
+    yield queue
+    await queue.aclose()
+
+
+def always(reply: Reply | None) -> Responder:
+    """A responder giving every request the same answer."""
+    return lambda request: reply
+
+
 async def test_fetch_sends_models_slots_and_key(
-    respx_mock: respx.MockRouter, client: QueueClient
+    server: LoopbackServer, client: QueueClient
 ) -> None:
-    route = respx_mock.post("/internal/queue/fetch").respond(200, json=[LEASE])
+    server.respond = always(Reply(200, [LEASE]))
     (lease,) = await client.fetch(["llama3", "*"], max_jobs=3, wait=25)
     assert lease.job_id == "job-1"
     assert lease.request.to_payload()["seed"] == 1  # unknown OpenAI fields preserved
-    sent = route.calls.last.request
+    (sent,) = server.received
+    assert sent.path == FETCH
     assert sent.headers["authorization"] == f"Bearer {KEY}"
-    assert json.loads(sent.content) == {
+    assert sent.headers["content-type"] == "application/json"
+    assert sent.headers["user-agent"] == "openbeepboop-node/9.9"
+    assert sent.json() == {
         "node_id": "node-1",
         "models": ["llama3", "*"],
         "max_jobs": 3,
@@ -53,19 +68,27 @@ async def test_fetch_sends_models_slots_and_key(
         "version": "9.9",
     }
     # The long-poll must not hit the read timeout.
-    assert sent.extensions["timeout"]["read"] == 25 + READ_TIMEOUT_MARGIN_SECONDS
+    assert client.read_timeout == 25 + READ_TIMEOUT_MARGIN_SECONDS
 
 
-@respx.mock(base_url=URL)
-async def test_submit_and_heartbeat_round_trip(
-    respx_mock: respx.MockRouter, client: QueueClient
+async def test_requests_share_one_kept_alive_connection(
+    server: LoopbackServer, client: QueueClient
 ) -> None:
-    respx_mock.post("/internal/queue/submit").respond(
-        200, json={"acks": [{"job_id": "job-1", "ack": "accepted", "status": "QUEUED"}]}
-    )
-    respx_mock.post("/internal/queue/heartbeat").respond(
-        200, json={"lease_seconds": 300, "extended": ["job-1"], "cancelled": ["job-2"]}
-    )
+    server.respond = always(Reply(200, []))
+    for _ in range(3):
+        assert await client.fetch(["m"], 1, 0) == []
+    assert len({request.peer for request in server.received}) == 1
+
+
+async def test_submit_and_heartbeat_round_trip(server: LoopbackServer, client: QueueClient) -> None:
+    def by_path(request: Received) -> Reply:
+        if request.path == "/internal/queue/submit":
+            return Reply(
+                200, {"acks": [{"job_id": "job-1", "ack": "accepted", "status": "QUEUED"}]}
+            )
+        return Reply(200, {"lease_seconds": 300, "extended": ["job-1"], "cancelled": ["job-2"]})
+
+    server.respond = by_path
     (ack,) = await client.submit([ReleaseOutcome(job_id="job-1", lease_token="tok")])
     assert ack.ack == "accepted"
     answer = await client.heartbeat(
@@ -73,13 +96,16 @@ async def test_submit_and_heartbeat_round_trip(
         ["llama3"],
     )
     assert answer.extended == ["job-1"] and answer.cancelled == ["job-2"] and answer.lost == []
+    assert [request.path for request in server.received] == [
+        "/internal/queue/submit",
+        "/internal/queue/heartbeat",
+    ]
 
 
 @pytest.mark.parametrize("status", [401, 403])
-@respx.mock(base_url=URL)
-async def test_refused_key(respx_mock: respx.MockRouter, client: QueueClient, status: int) -> None:
-    respx_mock.post("/internal/queue/fetch").respond(
-        status, json={"error": {"message": "invalid API key", "type": "authentication_error"}}
+async def test_refused_key(server: LoopbackServer, client: QueueClient, status: int) -> None:
+    server.respond = always(
+        Reply(status, {"error": {"message": "invalid API key", "type": "authentication_error"}})
     )
     with pytest.raises(KeyRejectedError, match="invalid API key") as caught:
         await client.fetch(["m"], 1, 0)
@@ -88,48 +114,81 @@ async def test_refused_key(respx_mock: respx.MockRouter, client: QueueClient, st
 
 
 @pytest.mark.parametrize("status", [429, 500, 502, 503])
-@respx.mock(base_url=URL)
 async def test_overload_and_server_errors_mean_retry_later(
-    respx_mock: respx.MockRouter, client: QueueClient, status: int
+    server: LoopbackServer, client: QueueClient, status: int
 ) -> None:
-    respx_mock.post("/internal/queue/submit").respond(
-        status, headers={"Retry-After": "7"}, text="busy"
-    )
-    with pytest.raises(ServerUnavailableError) as caught:
+    server.respond = always(Reply(status, text="busy", headers={"Retry-After": "7"}))
+    with pytest.raises(ServerUnavailableError, match="busy") as caught:
         await client.submit([ReleaseOutcome(job_id="job-1", lease_token="t")])
     assert caught.value.retry_after == 7.0
 
 
-@respx.mock(base_url=URL)
-async def test_connection_errors_and_timeouts_mean_retry_later(
-    respx_mock: respx.MockRouter, client: QueueClient
+async def test_a_refused_connection_means_retry_later() -> None:
+    with LoopbackServer(always(Reply(200, []))) as gone:
+        url = gone.url
+    client = QueueClient(url, KEY, "node-1")
+    try:
+        with pytest.raises(ServerUnavailableError, match="cannot connect"):
+            await client.fetch(["m"], 1, 0)
+    finally:
+        await client.aclose()
+
+
+async def test_a_dropped_connection_means_retry_later(
+    server: LoopbackServer, client: QueueClient
 ) -> None:
-    route = respx_mock.post("/internal/queue/fetch")
-    route.side_effect = httpx.ConnectError("refused")
+    server.respond = always(DROP)
     with pytest.raises(ServerUnavailableError, match="cannot connect"):
         await client.fetch(["m"], 1, 0)
-    route.side_effect = httpx.ReadTimeout("slow")
-    with pytest.raises(ServerUnavailableError, match="ReadTimeout"):
-        await client.fetch(["m"], 1, 0)
+    # ... and the next request gets through on a new connection.
+    server.respond = always(Reply(200, []))
+    assert await client.fetch(["m"], 1, 0) == []
 
 
-@respx.mock(base_url=URL)
-async def test_a_200_that_is_not_the_contract_is_an_outage(
-    respx_mock: respx.MockRouter, client: QueueClient
+async def test_an_answer_slower_than_the_read_timeout_means_retry_later(
+    server: LoopbackServer,
 ) -> None:
-    respx_mock.post("/internal/queue/fetch").respond(200, text="<html>captive portal</html>")
+    let_go = threading.Event()
+
+    def stall(request: Received) -> Reply:
+        let_go.wait(30)
+        return Reply(200, [])
+
+    server.respond = stall
+    client = QueueClient(server.url, KEY, "node-1", fetch_wait=0, read_margin=0.2)
+    try:
+        with pytest.raises(ServerUnavailableError, match="timed out"):
+            await client.fetch(["m"], 1, 0)
+    finally:
+        let_go.set()
+        await client.aclose()
+
+
+async def test_a_200_that_is_not_the_contract_is_an_outage(
+    server: LoopbackServer, client: QueueClient
+) -> None:
+    server.respond = always(Reply(200, text="<html>captive portal</html>"))
     with pytest.raises(ServerUnavailableError, match="unexpected answer"):
         await client.fetch(["m"], 1, 0)
 
 
-@respx.mock(base_url=URL)
-async def test_invalid_request_is_not_retried(
-    respx_mock: respx.MockRouter, client: QueueClient
-) -> None:
-    respx_mock.post("/internal/queue/fetch").respond(
-        400,
-        json={"error": {"message": "'models': too many", "type": "invalid_request_error"}},
+async def test_invalid_request_is_not_retried(server: LoopbackServer, client: QueueClient) -> None:
+    server.respond = always(
+        Reply(400, {"error": {"message": "'models': too many", "type": "invalid_request_error"}})
     )
     with pytest.raises(ServerRequestError, match="too many") as caught:
         await client.fetch(["m"], 1, 0)
     assert caught.value.status_code == 400
+
+
+def test_proxy_comes_from_the_environment_unless_bypassed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name in ("http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    assert proxy_for("http://queue.example:8000") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp:3128")
+    monkeypatch.setenv("NO_PROXY", "internal.corp")
+    assert proxy_for("https://queue.example") == "http://proxy.corp:3128"
+    assert proxy_for("http://queue.example") is None
+    assert proxy_for("https://queue.internal.corp") is None

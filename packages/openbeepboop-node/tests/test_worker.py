@@ -1,4 +1,4 @@
-"""The node's loop against a fake queue (respx) and the real stand-in LLM via LiteLLM."""
+"""The node's loop against a fake queue (loopback HTTP) and the real stand-in LLM via LiteLLM."""
 
 from __future__ import annotations
 

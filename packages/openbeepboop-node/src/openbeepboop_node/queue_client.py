@@ -1,19 +1,29 @@
 """The node's side of the node protocol (SPEC §4): fetch, submit, heartbeat.
 
-One :class:`httpx.AsyncClient` with keep-alive serves every call, with a read
-timeout above the long-poll wait. Failures are sorted into what the caller
-can do about them: :class:`ServerUnavailableError` (wait and retry),
+One :class:`aiohttp.ClientSession` with keep-alive serves every call, with a
+read timeout above the long-poll wait. aiohttp rather than httpx because
+these requests are most of the node's own CPU besides LiteLLM: an httpx
+request costs about four times as much CPU in the caller (0.74 against 0.19
+ms on the bench machine, see docs/performance.md), and LiteLLM already
+installs and uses aiohttp. Failures are sorted into what the caller can do
+about them: :class:`ServerUnavailableError` (wait and retry),
 :class:`KeyRejectedError` (stop: the key is wrong), :class:`ServerRequestError`
 (this request will never succeed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import ssl
+import urllib.parse
+import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TypeVar
 
-import httpx
+import aiohttp
+import certifi
 from openbeepboop_schemas import (
     ErrorEnvelope,
     FetchRequest,
@@ -38,12 +48,14 @@ FETCH_PATH = "/internal/queue/fetch"
 SUBMIT_PATH = "/internal/queue/submit"
 HEARTBEAT_PATH = "/internal/queue/heartbeat"
 
-#: Connect, write and pool timeout of every call, in seconds.
+#: Connect timeout (including waiting for a pooled connection), in seconds.
 DEFAULT_TIMEOUT_SECONDS = 30.0
 #: The read timeout exceeds the long-poll wait by this much.
 READ_TIMEOUT_MARGIN_SECONDS = 15.0
-#: Connections kept alive: a long-poll, a heartbeat and a submit run at once.
-MAX_KEEPALIVE_CONNECTIONS = 8
+#: An idle connection is dropped after this long. Below the 5 s after which
+#: uvicorn (the server) closes idle connections, so the node does not send a
+#: request down a connection the server has just closed.
+KEEPALIVE_SECONDS = 4.0
 
 T = TypeVar("T")
 
@@ -53,19 +65,48 @@ def _lease_list() -> TypeAdapter[list[Lease]]:
     return TypeAdapter(list[Lease])
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
+@dataclass(frozen=True)
+class Answer:
+    """What the server said to one request, read in full."""
+
+    url: str
+    status: int
+    body: bytes
+    reason: str = ""
+    retry_after: str | None = None
+
+
+def _retry_after(answer: Answer) -> float | None:
     try:
-        return float(value) if value is not None else None
+        return float(answer.retry_after) if answer.retry_after is not None else None
     except ValueError:
         return None
 
 
-def _error_message(response: httpx.Response) -> str:
+def _error_message(answer: Answer) -> str:
     try:
-        return ErrorEnvelope.model_validate_json(response.content).error.message
+        return ErrorEnvelope.model_validate_json(answer.body).error.message
     except ValidationError:
-        return response.text[:200] or response.reason_phrase
+        return answer.body[:200].decode("utf-8", "replace") or answer.reason
+
+
+def proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url`` (``HTTP(S)_PROXY``, ``NO_PROXY``).
+
+    Looked up once per client: aiohttp's own ``trust_env`` looks proxies and
+    ``~/.netrc`` up again on a worker thread for every request.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.hostname and urllib.request.proxy_bypass(parts.hostname):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The system's trusted CAs plus certifi's bundle (what httpx and LiteLLM trust)."""
+    context = ssl.create_default_context()
+    context.load_verify_locations(certifi.where())
+    return context
 
 
 class QueueClient:
@@ -79,27 +120,40 @@ class QueueClient:
         *,
         version: str | None = None,
         fetch_wait: float = 25.0,
-        transport: httpx.AsyncBaseTransport | None = None,
+        read_margin: float = READ_TIMEOUT_MARGIN_SECONDS,
     ) -> None:
         self.server_url = server_url.rstrip("/")
         self.node_id = node_id
         self.version = version
-        headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+        self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
         if version:
-            headers["User-Agent"] = f"openbeepboop-node/{version}"
-        self._http = httpx.AsyncClient(
-            base_url=self.server_url,
-            headers=headers,
-            timeout=httpx.Timeout(
-                DEFAULT_TIMEOUT_SECONDS, read=fetch_wait + READ_TIMEOUT_MARGIN_SECONDS
-            ),
-            limits=httpx.Limits(max_keepalive_connections=MAX_KEEPALIVE_CONNECTIONS),
-            transport=transport,
-        )
+            self._headers["User-Agent"] = f"openbeepboop-node/{version}"
+        #: No request may wait longer than this for a byte of the answer.
+        self.read_timeout = fetch_wait + read_margin
+        self._proxy = proxy_for(self.server_url)
+        # Made on first use: an aiohttp session belongs to the running event loop.
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(
+                    keepalive_timeout=KEEPALIVE_SECONDS, ssl=_ssl_context()
+                ),
+                headers=self._headers,
+                cookie_jar=aiohttp.DummyCookieJar(),  # the protocol has no cookies
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=DEFAULT_TIMEOUT_SECONDS, sock_read=self.read_timeout
+                ),
+                raise_for_status=False,
+            )
+        return self._session
 
     async def aclose(self) -> None:
         """Close the connection pool."""
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def fetch(self, models: Sequence[str], max_jobs: int, wait: float) -> list[Lease]:
         """Claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds."""
@@ -132,29 +186,40 @@ class QueueClient:
         response = await self._post(HEARTBEAT_PATH, body)
         return self._parse(response, HeartbeatResponse.model_validate_json)
 
-    def _parse(self, response: httpx.Response, parse: Callable[[bytes], T]) -> T:
+    def _parse(self, answer: Answer, parse: Callable[[bytes], T]) -> T:
         # A 200 that is not the contract's JSON (a proxy's error page, a
         # different service on that port) is treated like an outage.
         try:
-            return parse(response.content)
+            return parse(answer.body)
         except ValidationError as exc:
             raise ServerUnavailableError(
-                f"unexpected answer from {response.request.url}: {exc.error_count()} problem(s)"
+                f"unexpected answer from {answer.url}: {exc.error_count()} problem(s)"
             ) from exc
 
-    async def _post(self, path: str, body: BaseModel) -> httpx.Response:
+    async def _post(self, path: str, body: BaseModel) -> Answer:
+        url = self.server_url + path
         try:
-            response = await self._http.post(path, content=body.model_dump_json())
-        except httpx.TimeoutException as exc:
+            async with self._open().post(
+                url, data=body.model_dump_json(), proxy=self._proxy
+            ) as response:
+                answer = Answer(
+                    url,
+                    response.status,
+                    await response.read(),
+                    response.reason or "",
+                    response.headers.get("Retry-After"),
+                )
+        except asyncio.TimeoutError as exc:  # aiohttp's read and connect timeouts
             raise ServerUnavailableError(
-                f"{type(exc).__name__} talking to {self.server_url}"
+                f"timed out talking to {self.server_url} ({type(exc).__name__})"
             ) from exc
-        except httpx.TransportError as exc:
-            raise ServerUnavailableError(f"cannot connect to {self.server_url}: {exc}") from exc
-        status = response.status_code
+        except aiohttp.ClientError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise ServerUnavailableError(f"cannot connect to {self.server_url}: {reason}") from exc
+        status = answer.status
         if status < 400:
-            return response
-        message = _error_message(response)
+            return answer
+        message = _error_message(answer)
         if status in (401, 403):
             what = "API key" if status == 401 else "API key's role (NODE or ADMIN needed)"
             raise KeyRejectedError(
@@ -162,6 +227,6 @@ class QueueClient:
             )
         if status in (408, 429) or status >= 500:
             raise ServerUnavailableError(
-                f"server answered {status}: {message}", _retry_after(response)
+                f"server answered {status}: {message}", _retry_after(answer)
             )
         raise ServerRequestError(f"server refused {path} ({status}): {message}", status)

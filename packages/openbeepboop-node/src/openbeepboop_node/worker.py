@@ -31,7 +31,6 @@ import logging
 from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-import httpx
 from openbeepboop_schemas import (
     ErrorOutcome,
     Lease,
@@ -89,7 +88,6 @@ class Node:
         config: NodeConfig,
         *,
         version: str | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
         environ: Mapping[str, str] | None = None,
     ) -> None:
         self.config = config
@@ -100,7 +98,6 @@ class Node:
             config.node_id,
             version=version,
             fetch_wait=config.fetch_wait,
-            transport=transport,
         )
         self.connectivity = Connectivity(config.server_url)
         self.summary = RunSummary()
