@@ -62,6 +62,23 @@ def test_litellm_is_set_up_to_stay_offline() -> None:
     assert litellm.model_cost  # the bundled cost map loaded without a download
 
 
+def test_what_litellm_leaves_behind_is_frozen_out_of_the_collector() -> None:
+    # In a fresh interpreter: this test process may have loaded LiteLLM already.
+    probe = (
+        "import gc\n"
+        "from openbeepboop_node.inference import load_litellm\n"
+        "assert gc.get_freeze_count() == 0\n"
+        "litellm = load_litellm()\n"
+        "print(gc.get_freeze_count(), any(o is litellm.model_cost for o in gc.get_objects()))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.split()
+    # LiteLLM's import is some 400,000 objects; a full collection no longer walks them.
+    assert int(out[0]) > 100_000
+    assert out[1] == "False"
+
+
 async def test_result_is_the_chat_completion(
     llm: StandinLLM, make_config: Callable[..., NodeConfig]
 ) -> None:

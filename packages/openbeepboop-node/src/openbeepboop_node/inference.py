@@ -3,7 +3,8 @@
 LiteLLM is imported here and nowhere else, lazily (importing it takes seconds
 and reads the environment), after setting it up to stay offline: the bundled
 model cost map instead of a download, no telemetry, no callbacks, no
-"give feedback" banners on stdout.
+"give feedback" banners on stdout. What the import leaves behind is frozen
+out of the garbage collector's full collections.
 
 A model LiteLLM has no price for (most self-hosted ones) is registered with
 zero prices on first use, see :func:`price_unknown_model_as_free`.
@@ -21,6 +22,7 @@ requests (context window, content policy), auth and unknown models.
 from __future__ import annotations
 
 import asyncio
+import gc
 import importlib
 import logging
 import os
@@ -111,8 +113,23 @@ def load_litellm() -> Any:
                 # still ask for it with LITELLM_LOG=DEBUG.
                 for name in LITELLM_LOGGERS:
                     logging.getLogger(name).setLevel(logging.WARNING)
+            _freeze_import_objects()
             _litellm = litellm
         return _litellm
+
+
+def _freeze_import_objects() -> None:
+    """Keep the cyclic garbage collector off everything imported so far.
+
+    LiteLLM's import leaves ~415,000 objects that live as long as the
+    process. Every full collection walked all of them: 250-330 ms with the
+    event loop stopped, every ~2,000 jobs, ~0.2 ms per job on average.
+    Frozen, a node's collections cost ~0.12 ms per job with no long pauses
+    (docs/performance.md). Garbage is collected first, so nothing
+    collectable is frozen.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def price_unknown_model_as_free(litellm_model: str) -> None:
