@@ -253,6 +253,11 @@ DROP = None
 Responder = Callable[[Received], "Reply | None"]
 
 
+def always(reply: Reply | None) -> Responder:
+    """A responder giving every request the same answer (or :data:`DROP`)."""
+    return lambda request: reply
+
+
 class LoopbackServer:
     """HTTP/1.1 with keep-alive on a free loopback port, in a thread.
 
@@ -318,15 +323,21 @@ class LoopbackServer:
         """The JSON bodies received on ``path``, in order."""
         return [request.json() for request in self.received if request.path == path]
 
-    def __enter__(self) -> LoopbackServer:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
+    def stop(self) -> None:
         self.closing = True
         self._httpd.shutdown()
         self._httpd.server_close()
         self._thread.join(10)
+
+    def __enter__(self) -> LoopbackServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
 
 class FakeQueueServer(LoopbackServer):

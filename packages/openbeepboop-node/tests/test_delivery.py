@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from conditions import wait_for
-from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply
+from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply, always
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
@@ -31,10 +31,6 @@ def accept_all(request: Received) -> Reply:
     return Reply(200, {"acks": [{"job_id": o["job_id"], "ack": "accepted"} for o in outcomes]})
 
 
-def unreachable(request: Received) -> Reply | None:
-    return DROP
-
-
 class Harness:
     def __init__(
         self,
@@ -43,7 +39,8 @@ class Harness:
         more_coming: Callable[[], bool] | None = None,
         spool: Spool | None = None,
     ) -> None:
-        self.server = LoopbackServer(accept_all).__enter__()
+        self.server = LoopbackServer(accept_all)
+        self.server.start()
         self.client = QueueClient(self.server.url, NODE_KEY, "n")
         self.spool = spool if spool is not None else Spool(tmp_path / "spool.sqlite3")
         self.deliverer = Deliverer(
@@ -64,7 +61,7 @@ class Harness:
         await asyncio.gather(self.task, return_exceptions=True)
         self.deliverer.close()
         await self.client.aclose()
-        self.server.__exit__()
+        self.server.stop()
 
     def sent_batches(self) -> list[list[str]]:
         return [[o["job_id"] for o in body["outcomes"]] for body in self.server.bodies(SUBMIT)]
@@ -120,7 +117,7 @@ async def test_the_send_does_not_wait_for_the_spool_write(tmp_path: Path) -> Non
 
 async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:
     async with Harness(tmp_path) as h:
-        h.server.respond = unreachable
+        h.server.respond = always(DROP)
         durable = h.deliverer.put(error("job-1"))
         h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
         await asyncio.wait_for(durable, 10)
@@ -130,7 +127,7 @@ async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:
 
 async def test_retries_until_the_server_is_back(tmp_path: Path) -> None:
     async with Harness(tmp_path) as h:
-        h.server.respond = unreachable
+        h.server.respond = always(DROP)
         h.deliverer.put(error("job-1"))
         await wait_for(lambda: len(h.server.received) >= 3, what="retries")
         assert len(h.spool) == 1

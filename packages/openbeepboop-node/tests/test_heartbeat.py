@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import pytest
 from conditions import wait_for
@@ -13,40 +13,41 @@ from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_schemas import LeaseRef
 
-#: Every client made, closed after each test (an aiohttp session must be closed).
-clients: list[QueueClient] = []
+Make = Callable[..., tuple[Heartbeater, list[tuple[list[str], str]]]]
 
 
-@pytest.fixture(autouse=True)
-async def close_clients() -> AsyncIterator[None]:
-    yield
-    while clients:
-        await clients.pop().aclose()
+@pytest.fixture
+async def make() -> AsyncIterator[Make]:
+    """Heartbeaters for ``url`` over ``held``; their clients are closed after the test."""
+    clients: list[QueueClient] = []
+
+    def build(
+        url: str, held: list[LeaseRef], interval: float | None = None
+    ) -> tuple[Heartbeater, list[tuple[list[str], str]]]:
+        client = QueueClient(url, NODE_KEY, "n")
+        clients.append(client)
+        gone: list[tuple[list[str], str]] = []
+
+        def on_gone(ids: Sequence[str], reason: str) -> None:
+            gone.append((list(ids), reason))
+            held[:] = [ref for ref in held if ref.job_id not in ids]
+
+        beater = Heartbeater(
+            client,
+            Connectivity(url),
+            leases=lambda: list(held),
+            lease_seconds=lambda: 0.3 if held else None,
+            on_gone=on_gone,
+            interval=interval,
+        )
+        return beater, gone
+
+    yield build
+    for client in clients:
+        await client.aclose()
 
 
-def make(
-    url: str, held: list[LeaseRef], interval: float | None = None
-) -> tuple[Heartbeater, list[tuple[list[str], str]]]:
-    client = QueueClient(url, NODE_KEY, "n")
-    clients.append(client)
-    gone: list[tuple[list[str], str]] = []
-
-    def on_gone(ids: Sequence[str], reason: str) -> None:
-        gone.append((list(ids), reason))
-        held[:] = [ref for ref in held if ref.job_id not in ids]
-
-    beater = Heartbeater(
-        client,
-        Connectivity(url),
-        leases=lambda: list(held),
-        lease_seconds=lambda: 0.3 if held else None,
-        on_gone=on_gone,
-        interval=interval,
-    )
-    return beater, gone
-
-
-def test_period_is_a_third_of_the_lease_unless_configured() -> None:
+def test_period_is_a_third_of_the_lease_unless_configured(make: Make) -> None:
     url = "http://127.0.0.1:9"  # never called
     beater, _ = make(url, [LeaseRef(job_id="j", lease_token="t")])
     assert abs((beater.period() or 0) - 0.1) < 1e-9
@@ -57,7 +58,7 @@ def test_period_is_a_third_of_the_lease_unless_configured() -> None:
 
 
 async def test_idle_node_sends_nothing_then_beats_for_held_leases(
-    fake: FakeQueue, served: FakeQueueServer
+    fake: FakeQueue, served: FakeQueueServer, make: Make
 ) -> None:
     fake.lease_seconds = 0.3
     held: list[LeaseRef] = []
@@ -84,7 +85,7 @@ async def test_idle_node_sends_nothing_then_beats_for_held_leases(
 
 
 async def test_an_unreachable_server_does_not_stop_the_heartbeat(
-    fake: FakeQueue, served: FakeQueueServer
+    fake: FakeQueue, served: FakeQueueServer, make: Make
 ) -> None:
     fake.lease_seconds = 0.15
     fake.add_job("a")

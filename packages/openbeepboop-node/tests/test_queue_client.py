@@ -6,7 +6,7 @@ import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from fake_queue import DROP, LoopbackServer, Received, Reply, Responder
+from fake_queue import DROP, LoopbackServer, Received, Reply, always
 from openbeepboop_node.exceptions import (
     KeyRejectedError,
     ServerRequestError,
@@ -41,11 +41,6 @@ async def client(server: LoopbackServer) -> AsyncIterator[QueueClient]:
     queue = QueueClient(server.url, KEY, "node-1", version="9.9", fetch_wait=25)
     yield queue
     await queue.aclose()
-
-
-def always(reply: Reply | None) -> Responder:
-    """A responder giving every request the same answer."""
-    return lambda request: reply
 
 
 async def test_fetch_sends_models_slots_and_key(

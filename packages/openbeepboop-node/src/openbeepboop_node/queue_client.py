@@ -73,12 +73,13 @@ class Answer:
     status: int
     body: bytes
     reason: str = ""
-    retry_after: str | None = None
+    #: Seconds from a ``Retry-After`` header, when it holds a number.
+    retry_after: float | None = None
 
 
-def _retry_after(answer: Answer) -> float | None:
+def _seconds(value: str | None) -> float | None:
     try:
-        return float(answer.retry_after) if answer.retry_after is not None else None
+        return float(value) if value is not None else None
     except ValueError:
         return None
 
@@ -207,7 +208,7 @@ class QueueClient:
                     response.status,
                     await response.read(),
                     response.reason or "",
-                    response.headers.get("Retry-After"),
+                    _seconds(response.headers.get("Retry-After")),
                 )
         except asyncio.TimeoutError as exc:  # aiohttp's read and connect timeouts
             raise ServerUnavailableError(
@@ -226,7 +227,5 @@ class QueueClient:
                 f"server {self.server_url} rejected the {what}: {message}", status
             )
         if status in (408, 429) or status >= 500:
-            raise ServerUnavailableError(
-                f"server answered {status}: {message}", _retry_after(answer)
-            )
+            raise ServerUnavailableError(f"server answered {status}: {message}", answer.retry_after)
         raise ServerRequestError(f"server refused {path} ({status}): {message}", status)
