@@ -60,6 +60,8 @@ class FakeQueue:
     fail_status: int | None = None
     #: Hand out jobs whatever models the node declared (to test a node's own check).
     ignore_routing: bool = False
+    #: Seconds a fetch's answer takes to leave once its jobs are claimed (a slow round trip).
+    fetch_delay: float = 0.0
     #: Every request that reached the fake, reachable or not: (path, time).
     attempts: list[tuple[str, float]] = field(default_factory=list)
     queued: deque[tuple[str, str, dict[str, Any], int]] = field(default_factory=deque)
@@ -127,6 +129,8 @@ class FakeQueue:
                     return DROP  # like the real server: claim nothing for a hung-up node
                 time.sleep(POLL_STEP_SECONDS)
         status, payload = self.handle(request.path, request.headers, request.body)
+        if request.path == FETCH and self.fetch_delay:
+            time.sleep(self.fetch_delay)
         return Reply(status, payload)
 
     def has_work(self, models: list[str]) -> bool:

@@ -52,9 +52,9 @@ def test_valid_config_loads_with_defaults(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("concurrency", "prefetch", "held"),
-    [(1, None, 2), (4, None, 5), (16, None, 20), (16, 0, 16), (2, 7, 9)],
+    [(1, None, 2), (4, None, 8), (16, None, 32), (16, 0, 16), (2, 7, 9)],
 )
-def test_prefetch_defaults_to_a_quarter_of_the_slots(
+def test_prefetch_limit_defaults_to_as_many_as_the_slots(
     concurrency: int, prefetch: int | None, held: int
 ) -> None:
     config = parse_config({**VALID, "concurrency": concurrency, "prefetch": prefetch})

@@ -64,10 +64,10 @@ def test_prefetch_is_a_flag_kept_across_later_setups(tmp_path: Path) -> None:
     code, out, err = run(*BASE, "--config", str(path))
     assert code == 0, err
     assert load_config(path, environ={}).prefetch is None  # the default: not written
-    assert "concurrency 2, prefetch 1" in out
+    assert "concurrency 2, prefetch up to 2" in out
     code, out, err = run(*BASE, "--config", str(path), "--prefetch", "0")
     assert code == 0, err
-    assert "concurrency 2, prefetch 0" in out
+    assert "concurrency 2, prefetch up to 0" in out
     code, _, err = run(*BASE, "--config", str(path), "--concurrency", "8")
     assert code == 0, err
     config = load_config(path, environ={})

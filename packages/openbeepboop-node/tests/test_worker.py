@@ -12,7 +12,7 @@ from fake_queue import FakeQueue
 from openbeepboop_node.exceptions import KeyRejectedError
 from openbeepboop_node.spool import Spool
 from openbeepboop_node.worker import Node
-from openbeepboop_schemas import ChatCompletion
+from openbeepboop_schemas import MAX_FETCH_JOBS, ChatCompletion
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -34,10 +34,10 @@ async def test_runs_jobs_and_delivers_results(
         result = ChatCompletion.model_validate(fake.results()[job_id]["result"])
         assert result.choices[0].message.content == f"Echo: prompt {i}"
     assert llm.prompt_counts() == {f"prompt {i}": 1 for i in range(10)}
-    # Never more jobs asked for than the node has room for (4 slots + 1
-    # prefetched by default); results travel in batches.
-    assert node.config.prefetch_leases() == 1
-    assert all(f["max_jobs"] <= 5 for f in fake.fetches)
+    # Never more jobs asked for than the node has room for (4 slots and at
+    # most as many prefetched by default); results travel in batches.
+    assert node.config.prefetch_leases() == 4
+    assert all(f["max_jobs"] <= 8 for f in fake.fetches)
     assert sum(len(s["outcomes"]) for s in fake.submits) == 10
     assert len(Spool(node.config.resolved_spool_path())) == 0
 
@@ -105,15 +105,16 @@ async def test_prefetched_leases_wait_for_a_slot(
         fake.add_job(f"p{i}")
     node = make_node(concurrency=2, prefetch=3)
     task = await start(node)
-    # Two calling their LLM, three more leased and waiting in the node.
-    await wait_for(lambda: node.held_jobs == 5, what="5 leases held")
+    # Two calling their LLM, one more leased and waiting in the node (jobs
+    # this slow never need more than one waiting).
+    await wait_for(lambda: node.held_jobs == 3, what="3 leases held")
     assert node.running_jobs == 2
     await wait_for(lambda: len(fake.results()) == 10, what="10 results")
     node.stop()
     summary = await task
     assert summary.completed == 10
-    assert fake.fetches[0]["max_jobs"] == 5
-    assert all(f["max_jobs"] <= 5 for f in fake.fetches)
+    assert fake.fetches[0]["max_jobs"] == 3
+    assert all(f["max_jobs"] <= 3 for f in fake.fetches)
     # concurrency bounds the LLM calls, whatever the node holds.
     assert most_calls_at_once(llm) == 2
     assert sorted(llm.prompt_counts().values()) == [1] * 10
@@ -124,18 +125,19 @@ async def test_shutdown_hands_prefetched_leases_back_at_once(
 ) -> None:
     llm.configure(delay=1.0)
     first = fake.add_job("first")
-    waiting = [fake.add_job(f"waiting {i}") for i in range(2)]
+    waiting = fake.add_job("waiting")
+    fake.add_job("queued")
     node = make_node(concurrency=1, prefetch=2)
     task = await start(node)
-    await wait_for(lambda: node.held_jobs == 3 and len(llm.calls()) == 1, what="3 leases held")
+    await wait_for(lambda: node.held_jobs == 2 and len(llm.calls()) == 1, what="2 leases held")
     node.stop()
     summary = await task
-    # The running job finished within the grace period; the two that never
-    # got a slot were released (requeued for any node), not run.
+    # The running job finished within the grace period; the one that never
+    # got a slot was released (requeued for any node), not run.
     assert summary.completed == 1 and summary.aborted == 0
-    assert summary.released == 2
+    assert summary.released == 1
     assert first in fake.results()
-    assert sorted(fake.released) == sorted(waiting)
+    assert fake.released == [waiting]
     assert llm.prompt_counts() == {"first": 1}
 
 
@@ -157,6 +159,57 @@ async def test_a_cancelled_prefetched_job_never_reaches_the_llm(
     await task
     assert llm.prompt_counts() == {"running": 1}
     assert waiting not in fake.outcomes
+
+
+async def test_a_busy_node_with_slow_fetches_holds_more_leases(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    # Instant LLM answers, fetches that take 100 ms: one waiting lease would
+    # leave the slots idle for most of every round trip.
+    fake.fetch_delay = 0.1
+    for i in range(60):
+        fake.add_job(f"p{i}")
+    node = make_node(concurrency=2, prefetch=6)
+    task = await start(node)
+    await wait_for(lambda: len(fake.results()) == 60, what="60 results")
+    node.stop()
+    await task
+    asked = [f["max_jobs"] for f in fake.fetches]
+    assert asked[0] == 3  # an idle node: its slots and one lease to wait
+    assert max(asked) > 3, asked  # the buffer grew with the round trip
+    assert max(asked) <= 8, asked  # never beyond the slots and the limit
+    assert most_calls_at_once(llm) <= 2
+
+
+async def test_slow_jobs_keep_one_lease_waiting_whatever_the_limit(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=0.3)
+    for i in range(8):
+        fake.add_job(f"p{i}")
+    node = make_node(concurrency=2, prefetch=6)
+    task = await start(node)
+    most_held = 0
+    while len(fake.results()) < 8:
+        most_held = max(most_held, node.held_jobs)
+        await asyncio.sleep(0.005)
+    node.stop()
+    await task
+    # Room for 8, but jobs that take 300 ms each need one in reserve at most.
+    assert most_held == 3
+    assert all(f["max_jobs"] <= 3 for f in fake.fetches)
+
+
+async def test_a_fetch_never_asks_for_more_than_the_contract_allows(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    job_id = fake.add_job("one")
+    node = make_node(concurrency=MAX_FETCH_JOBS)  # room: the slots and a lease more
+    task = await start(node)
+    await wait_for(lambda: job_id in fake.results(), what="the result")
+    node.stop()
+    await task
+    assert fake.fetches[0]["max_jobs"] == MAX_FETCH_JOBS
 
 
 async def test_unknown_model_is_a_permanent_error_and_never_reaches_the_llm(

@@ -103,7 +103,7 @@ def main() -> None:
 @click.option(
     "--prefetch",
     type=click.IntRange(0, 256),
-    help="Leases held beyond --concurrency, waiting for a slot (default: a quarter of it).",
+    help="Most leases held beyond --concurrency, waiting for a slot (default: as many).",
 )
 @click.option("--model", help="Model name clients ask for (added or replaced).")
 @click.option("--litellm-model", help="What LiteLLM is called with, e.g. ollama_chat/llama3.")
@@ -147,7 +147,7 @@ def setup(
     click.echo(f"  server: {config.server_url}")
     click.echo(
         f"  node id: {config.node_id}, concurrency {config.concurrency}, "
-        f"prefetch {config.prefetch_leases()}"
+        f"prefetch up to {config.prefetch_leases()}"
     )
     for model in config.models:
         where = f" @ {model.api_base}" if model.api_base else ""

@@ -59,10 +59,6 @@ DEFAULT_SUBMIT_LINGER_SECONDS = 0.005
 #: While jobs are running, how long a freed slot waits for others to free up
 #: so that one fetch brings several leases (an idle node fetches at once).
 DEFAULT_FETCH_LINGER_SECONDS = 0.01
-#: Leases a node holds beyond ``concurrency`` when ``prefetch`` is unset: a
-#: quarter of the slots, at least one, so a slot that frees starts its next
-#: job at once instead of after a fetch round trip.
-DEFAULT_PREFETCH_SHARE = 4
 #: ``batch``: how long the server may stay unreachable mid-run before giving up.
 DEFAULT_BATCH_GIVE_UP_SECONDS = 60.0
 #: Placeholder in a ``name = "*"`` model's ``litellm_model``: the job's model name.
@@ -82,8 +78,14 @@ def default_spool_path(node_id: str) -> Path:
 
 
 def default_prefetch(concurrency: int) -> int:
-    """Leases held beyond ``concurrency`` unless the config says otherwise."""
-    return max(1, concurrency // DEFAULT_PREFETCH_SHARE)
+    """The most leases held beyond ``concurrency`` unless the config says otherwise.
+
+    As many as there are slots: a limit, not what is held. The node holds
+    only what it uses up during one fetch round trip, twice over
+    (:mod:`openbeepboop_node.prefetch`), which is one lease for jobs that
+    take seconds and up to a slot's worth each for a busy node on short jobs.
+    """
+    return concurrency
 
 
 def default_node_id() -> str:

@@ -4,13 +4,14 @@
 
 - fetch: long-polls for as many leases as the node has room for (one
   request, many leases) and starts each as a task. Room is ``concurrency``
-  slots (LLM calls at once) plus ``prefetch`` leases that wait in the node
-  for a slot, so a slot that frees starts its next job at once instead of
-  after a fetch round trip. It asks again when a lease ends, not when a
-  whole batch is done: at once on an idle node or when a slot would
-  otherwise sit idle, after at most ``fetch_linger`` while every slot is
-  busy (so one fetch brings several leases instead of one request per
-  finished job);
+  slots (LLM calls at once) plus leases that wait in the node for a slot, so
+  a slot that frees starts its next job at once instead of after a fetch
+  round trip; how many wait is sized by :mod:`~openbeepboop_node.prefetch`
+  (up to ``prefetch``). It asks again when a lease ends, not when a whole
+  batch is done: at once on an idle node or when the waiting leases would
+  run out before a fetch returns, otherwise after at most ``fetch_linger``
+  (so one fetch brings several leases instead of one request per finished
+  job);
 - heartbeat (:mod:`~openbeepboop_node.heartbeat`): keeps held leases alive and
   aborts jobs the server reports cancelled or lost;
 - delivery (:mod:`~openbeepboop_node.delivery`): spools outcomes, then submits
@@ -32,6 +33,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openbeepboop_schemas import (
+    MAX_FETCH_JOBS,
     ErrorOutcome,
     Lease,
     LeaseRef,
@@ -53,6 +55,7 @@ from openbeepboop_node.exceptions import (
 )
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
+from openbeepboop_node.prefetch import PrefetchSizer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import Spool
 
@@ -113,7 +116,7 @@ class Node:
         #: for a moment.
         self._calling: set[asyncio.Task[None]] = set()
         self._slots = asyncio.Semaphore(config.concurrency)
-        self._room = config.concurrency + config.prefetch_leases()
+        self._prefetch = PrefetchSizer(config.prefetch_leases())
         self._abort_reasons: dict[str, str] = {}
         self._stopping = asyncio.Event()
         self._slot_free = asyncio.Event()
@@ -152,6 +155,11 @@ class Node:
         when results could not all be delivered (they stay in the spool).
         """
         return await self._serve(batch=True)
+
+    @property
+    def _room(self) -> int:
+        """Leases the node may hold now: its slots and the waiting leases it wants."""
+        return self.config.concurrency + self._prefetch.target
 
     # -- the loops -------------------------------------------------------
 
@@ -246,9 +254,12 @@ class Node:
                 free = await self._gather_slots(config.fetch_linger)
                 if self.stopping:
                     return
+            # Room can exceed what one fetch may ask for (256 slots and their prefetch).
+            asked = min(free, MAX_FETCH_JOBS)
+            busy = bool(self._jobs)
             started = loop.time()
             try:
-                leases = await self._fetch(free, 0.0 if batch else config.fetch_wait)
+                leases = await self._fetch(asked, 0.0 if batch else config.fetch_wait)
             except ServerUnavailableError as exc:
                 self.connectivity.failed(exc)
                 if batch and (
@@ -265,6 +276,8 @@ class Node:
             backoff.reset()
             if leases is None:  # stopped while waiting
                 return
+            if busy and len(leases) == asked:  # an idle node's long-poll is no round trip
+                self._prefetch.round_trip(loop.time() - started)
             for lease in leases:
                 self._start(lease)
             if leases:
@@ -283,7 +296,8 @@ class Node:
         much CPU as a job's own bookkeeping, so a busy node asks for several
         jobs at once instead of one per finished job. The wait ends early
         once half the room (at least one lease) is free, or, with prefetch
-        on, as soon as a slot would otherwise sit idle.
+        on, as soon as the leases waiting for a slot would run out before a
+        fetch could bring more.
         """
         loop = asyncio.get_running_loop()
         enough = max(1, self._room // 2)
@@ -291,20 +305,16 @@ class Node:
         while not self.stopping and self._jobs:
             free = self._room - len(self._jobs)
             remaining = deadline - loop.time()
-            if free >= enough or remaining <= 0 or self._slot_would_idle():
+            if free >= enough or remaining <= 0 or self._running_low():
                 break
             self._slot_free.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), remaining)
         return self._room - len(self._jobs)
 
-    def _slot_would_idle(self) -> bool:
-        """With prefetch on: no lease waits for a slot, and a slot is free."""
-        return (
-            self._room > self.config.concurrency
-            and len(self._jobs) == len(self._calling)
-            and len(self._calling) < self.config.concurrency
-        )
+    def _running_low(self) -> bool:
+        """With prefetch on: the leases waiting for a slot would run out during a fetch."""
+        return self._prefetch.fetch_now(len(self._jobs) - len(self._calling))
 
     async def _fetch(self, max_jobs: int, wait: float) -> list[Lease] | None:
         """One fetch, abandoned (None) if the node is stopped meanwhile."""
@@ -349,6 +359,7 @@ class Node:
         job_id = task.get_name().removeprefix("job ")
         if self._jobs.get(job_id) is task:
             del self._jobs[job_id]
+        self._prefetch.job_ended()
         self._slot_free.set()
 
     async def _work(self, lease: Lease) -> None:
@@ -542,11 +553,11 @@ class Node:
             for m in self.config.models
         )
         logger.info(
-            "node %s %s for %s; concurrency %d, prefetch %d; serving %s",
+            "node %s %s for %s; concurrency %d, prefetch up to %d; serving %s",
             self.config.node_id,
             "draining the queue" if batch else "working",
             self.config.server_url,
             self.config.concurrency,
-            self._room - self.config.concurrency,
+            self._prefetch.limit,
             served,
         )
