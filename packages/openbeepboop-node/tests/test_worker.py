@@ -10,6 +10,7 @@ import pytest
 from conditions import wait_for
 from fake_queue import FakeQueue
 from openbeepboop_node.exceptions import KeyRejectedError
+from openbeepboop_node.prefetch import PrefetchSizer
 from openbeepboop_node.spool import Spool
 from openbeepboop_node.worker import Node
 from openbeepboop_schemas import MAX_FETCH_JOBS, ChatCompletion
@@ -198,6 +199,38 @@ async def test_slow_jobs_keep_one_lease_waiting_whatever_the_limit(
     # Room for 8, but jobs that take 300 ms each need one in reserve at most.
     assert most_held == 3
     assert all(f["max_jobs"] <= 3 for f in fake.fetches)
+
+
+class PinnedSizer(PrefetchSizer):
+    """A prefetch sizer whose target the test sets, and which never hurries a fetch."""
+
+    pinned = 1
+
+    @property
+    def target(self) -> int:
+        return self.pinned
+
+    def fetch_now(self, waiting: int) -> bool:
+        return False
+
+
+async def test_room_that_shrinks_while_the_node_lingers_is_not_fetched_for(
+    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+) -> None:
+    llm.configure(delay=1.0)
+    fake.ignore_routing = True
+    fake.add_job("fails at once", model="gpt-9")
+    slow = [fake.add_job(f"slow {i}") for i in range(5)]
+    node = make_node(concurrency=4, fetch_linger=0.5)
+    sizer = node._prefetch = PinnedSizer(4)
+    task = await start(node)
+    # Room 5, held 4 after the failure: the node lingers for a second free place...
+    await wait_for(lambda: node.summary.failed == 1 and node.held_jobs == 4, what="one failure")
+    sizer.pinned = 0  # ...while the buffer it wants shrinks to nothing: no room at all.
+    await wait_for(lambda: all(job_id in fake.results() for job_id in slow), what="5 results")
+    node.stop()
+    await task
+    assert all(f["max_jobs"] >= 1 for f in fake.fetches)
 
 
 async def test_a_fetch_never_asks_for_more_than_the_contract_allows(

@@ -254,6 +254,8 @@ class Node:
                 free = await self._gather_slots(config.fetch_linger)
                 if self.stopping:
                     return
+                if free <= 0:  # the wanted buffer shrank meanwhile (the pace slowed)
+                    continue
             # Room can exceed what one fetch may ask for (256 slots and their prefetch).
             asked = min(free, MAX_FETCH_JOBS)
             busy = bool(self._jobs)
