@@ -32,6 +32,8 @@ COMMAND_TIMEOUT = 120.0
 #: The model name jobs ask for, and the key nodes give LiteLLM for the stand-in.
 MODEL = "bench-model"
 PROVIDER_KEY = "sk-standin-provider-key"
+#: Share of calls left out at each end by :meth:`Standin.steady_rate`.
+STEADY_TRIM = 0.1
 
 
 @dataclass
@@ -80,6 +82,22 @@ class Standin:
     def reset(self) -> None:
         """Forget the call log (it grows with every call)."""
         self.control.reset()
+
+    def steady_rate(self, last: int, trim: float = STEADY_TRIM) -> float:
+        """Calls per second reaching the stand-in over the middle of the last ``last`` calls.
+
+        The first and last ``trim`` of the calls are left out: filling and
+        draining the pipeline (16 calls starting at once, the last few
+        finishing alone; for a node, also the bulk insert before its first
+        lease and the delivery after its last call) is not the rate the
+        caller sustains. Arrival times are the stand-in's own clock, so a
+        node and a bare loop are timed by the same instrument.
+        """
+        times = sorted(call.timestamp for call in self.control.calls())[-last:]
+        if len(times) < last:
+            raise RuntimeError(f"the stand-in saw {len(times)} calls, expected {last}")
+        first, final = int(last * trim), last - 1 - int(last * trim)
+        return (final - first) / (times[final] - times[first])
 
 
 class Cluster(kit.Cluster):

@@ -6,6 +6,9 @@ prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
 call the node makes (``openai/`` model, ``api_base``, key, no retries), on
 LiteLLM configured by the node's own ``load_litellm`` and, like the node,
 with the stand-in's model registered as free (``price_unknown_model_as_free``).
+With ``--serve`` it stays up after its warm-up and runs one timed batch per
+number written to its stdin, so that a benchmark can alternate it with a
+node seconds apart instead of waiting for LiteLLM's import every time.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import argparse
 import asyncio
 import json
 import os
+import sys
 import time
 from typing import Any
 
@@ -50,6 +54,11 @@ def main() -> None:
     parser.add_argument("--api-base", required=True)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--calls", type=int, default=2000)
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="after the warm-up, print 'ready', then run one timed batch per number read on stdin",
+    )
     args = parser.parse_args()
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     # LiteLLM set up exactly as the node sets it up (offline, no telemetry, no
@@ -59,8 +68,15 @@ def main() -> None:
     litellm = load_litellm()
     price_unknown_model_as_free(MODEL)
     asyncio.run(_loop(litellm, args.api_base, args.concurrency, 4 * args.concurrency, "warm"))
-    seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
-    print(json.dumps({"calls": args.calls, "seconds": seconds}))
+    if not args.serve:
+        seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
+        print(json.dumps({"calls": args.calls, "seconds": seconds}))
+        return
+    print("ready", flush=True)
+    for line in sys.stdin:
+        calls = int(line)
+        seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, calls, "bare"))
+        print(json.dumps({"calls": calls, "seconds": seconds}), flush=True)
 
 
 if __name__ == "__main__":

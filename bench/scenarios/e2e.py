@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -82,24 +83,75 @@ def start_nodes(
 
 
 def bare_rate(cluster: Cluster, standin: Standin, calls: int, concurrency: int) -> float:
-    """Calls per second of the bare LiteLLM loop (its own process): a node's ceiling."""
-    done = run_command(
-        [
-            sys.executable,
-            str(BARE),
-            "--api-base",
-            standin.base_url,
-            "--concurrency",
-            str(concurrency),
-            "--calls",
-            str(calls),
-        ],
-        env=cluster.env,
-        timeout=600,
-    )
-    bare = json.loads(done.stdout.strip().splitlines()[-1])
+    """Calls per second of the bare LiteLLM loop (its own process): a node's ceiling.
+
+    The stand-in's call log is emptied first and holds the loop's calls
+    afterwards (warm-up included), for a caller that wants to read it.
+    """
     standin.reset()
+    done = run_command(_bare_command(standin, concurrency, calls), env=cluster.env, timeout=600)
+    bare = json.loads(done.stdout.strip().splitlines()[-1])
     return float(bare["calls"] / bare["seconds"])
+
+
+def _bare_command(standin: Standin, concurrency: int, calls: int) -> list[str]:
+    return [
+        sys.executable,
+        str(BARE),
+        "--api-base",
+        standin.base_url,
+        "--concurrency",
+        str(concurrency),
+        "--calls",
+        str(calls),
+    ]
+
+
+class BareLoop:
+    """The bare LiteLLM loop kept running (``--serve``): one timed batch per :meth:`rate`."""
+
+    def __init__(self, cluster: Cluster, standin: Standin, concurrency: int) -> None:
+        self._standin = standin
+        self._proc = subprocess.Popen(
+            [*_bare_command(standin, concurrency, 0), "--serve"],
+            env=cluster.env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._read()  # "ready": LiteLLM imported, warm-up calls made
+
+    def rate(self, calls: int) -> float:
+        """Calls per second over ``calls`` calls; the stand-in's log holds just those after."""
+        assert self._proc.stdin is not None
+        self._standin.reset()
+        self._proc.stdin.write(f"{calls}\n")
+        self._proc.stdin.flush()
+        result = json.loads(self._read())
+        return float(result["calls"] / result["seconds"])
+
+    def close(self) -> None:
+        """Stop the loop (end of its input)."""
+        if self._proc.stdin is not None:
+            self._proc.stdin.close()
+        try:
+            self._proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()
+
+    def _read(self) -> str:
+        assert self._proc.stdout is not None
+        line = self._proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"the bare LiteLLM loop exited ({self._proc.wait()})")
+        return line
+
+    def __enter__(self) -> BareLoop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def _check(counts: dict[str, int], jobs: int) -> None:
