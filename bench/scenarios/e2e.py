@@ -121,6 +121,10 @@ class BareLoop:
         )
         self._read()  # "ready": LiteLLM imported, warm-up calls made
 
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
     def rate(self, calls: int) -> float:
         """Calls per second over ``calls`` calls; the stand-in's log holds just those after."""
         assert self._proc.stdin is not None

@@ -47,6 +47,7 @@ def run(ctx: Context) -> list[Figure]:
     bare_runs: list[Rates] = []
     node_runs: list[Rates] = []
     cpus: list[CpuShare] = []
+    bare_ms: list[float] = []
     with ctx.cluster("efficiency") as cluster:
         standin = cluster.standin(LLM_DELAY)
         server = cluster.server()
@@ -56,7 +57,10 @@ def run(ctx: Context) -> list[Figure]:
         with BareLoop(cluster, standin, CONCURRENCY) as loop:
 
             def bare() -> None:
+                meter = ctx.meter(f"efficiency-bare-{len(bare_runs) + 1}", {"bare": loop.pid})
+                meter.start()
                 whole = loop.rate(calls)
+                bare_ms.append(meter.stop().per_item_ms("bare", calls))
                 bare_runs.append(Rates(standin.steady_rate(calls), whole))
 
             bare()
@@ -95,8 +99,9 @@ def run(ctx: Context) -> list[Figure]:
                 f"own clock; node: first submit → all terminal as the user sees it): bare "
                 f"{_list(run.whole for run in bare_runs)}, node "
                 f"{_list(run.whole for run in node_runs)}, ratios "
-                f"{_list([ratio * 100 for ratio in whole_ratios], '.1f')} %; node CPU "
-                f"{_list(node_ms, '.2f')} ms per job; node requests per job: {node_requests}; "
+                f"{_list([ratio * 100 for ratio in whole_ratios], '.1f')} %; CPU per call: "
+                f"node {_list(node_ms, '.2f')} ms, bare loop {_list(bare_ms, '.2f')} ms; "
+                f"node requests per job: {node_requests}; "
                 f"CPU during the median node run: {cpu.describe()}"
             ),
             extra={
