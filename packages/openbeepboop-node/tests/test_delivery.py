@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
@@ -14,7 +14,7 @@ from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply, always
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
-from openbeepboop_node.spool import Spool
+from openbeepboop_node.spool import OutcomeKey, Spool
 from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome
 
 SUBMIT = "/internal/queue/submit"
@@ -84,10 +84,10 @@ class SlowSpool(Spool):
         super().__init__(path)
         self.release = threading.Event()
 
-    def add(self, outcomes: Sequence[Outcome]) -> None:
+    def add(self, outcomes: Sequence[Outcome], forget: Iterable[OutcomeKey] = ()) -> None:
         if not self.release.wait(30):
             raise AssertionError("the test never let the spool write through")
-        super().add(outcomes)
+        super().add(outcomes, forget)
 
 
 async def test_the_send_does_not_wait_for_the_spool_write(tmp_path: Path) -> None:
@@ -113,6 +113,46 @@ async def test_the_send_does_not_wait_for_the_spool_write(tmp_path: Path) -> Non
         # deletion was queued behind it.
         await asyncio.wait_for(durable, 10)
         await wait_for(lambda: len(slow) == 0, what="the acked result to leave the spool")
+
+
+class RecordingSpool(Spool):
+    """A spool that notes every transaction: (job ids written, job ids forgotten)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: list[tuple[list[str], list[str]]] = []
+
+    def add(self, outcomes: Sequence[Outcome], forget: Iterable[OutcomeKey] = ()) -> None:
+        forget = list(forget)
+        self.writes.append(([o.job_id for o in outcomes], [job_id for job_id, _ in forget]))
+        super().add(outcomes, forget)
+
+    def remove(self, keys: Iterable[OutcomeKey]) -> None:
+        keys = list(keys)
+        self.writes.append(([], [job_id for job_id, _ in keys]))
+        super().remove(keys)
+
+
+async def test_acked_rows_leave_the_spool_with_the_next_write(tmp_path: Path) -> None:
+    spool = RecordingSpool(tmp_path / "rec.sqlite3")
+    h = Harness(tmp_path, linger=0, spool=spool)
+    answered = threading.Event()
+
+    def ack_once_more_is_waiting(request: Received) -> Reply:
+        answered.wait(10)  # job-1's ack leaves only once job-2 is handed over
+        return accept_all(request)
+
+    h.server.respond = ack_once_more_is_waiting
+    async with h:
+        h.deliverer.put(error("job-1"))
+        await wait_for(lambda: len(h.server.bodies(SUBMIT)) == 1, what="job-1's submit")
+        h.deliverer.put(error("job-2"))
+        answered.set()
+        assert await h.deliverer.wait_idle(10)
+        await wait_for(lambda: len(spool) == 0, what="an empty spool")
+    # job-1's deletion rode along with job-2's write; only the last one,
+    # with nothing left to send, took a transaction of its own.
+    assert spool.writes == [(["job-1"], []), (["job-2"], ["job-1"]), ([], ["job-2"])]
 
 
 async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from openbeepboop_node.spool import Spool, outcome_key
+from openbeepboop_node.spool import ROWS_PER_STATEMENT, Spool, outcome_key
 from openbeepboop_schemas import ErrorOutcome, NodeError, ResultOutcome
 
 
@@ -44,6 +44,22 @@ def test_add_pending_remove(tmp_path: Path) -> None:
     assert spool.pending() == [result("job-1")]
     spool.add([result("job-1")])  # the same lease twice is stored once
     assert len(spool) == 1
+    spool.close()
+
+
+def test_a_write_also_forgets_what_was_acknowledged_in_the_same_transaction(
+    tmp_path: Path,
+) -> None:
+    spool = Spool(tmp_path / "spool.sqlite3")
+    # More rows than one statement takes, both ways.
+    first = [result(f"job-{i}") for i in range(ROWS_PER_STATEMENT + 7)]
+    spool.add(first)
+    later = [result(f"later-{i}") for i in range(3)]
+    spool.add(later, forget=[outcome_key(o) for o in first[1:]])
+    assert spool.pending() == [first[0], *later]
+    spool.add([], forget=[outcome_key(first[0])])
+    assert spool.pending() == later
+    spool.remove([])  # nothing to do, and no error
     spool.close()
 
 

@@ -36,6 +36,9 @@ from openbeepboop_node.spool import OutcomeKey, Spool, outcome_key
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+#: Acknowledged rows kept on disk at most before they get a deletion of their own.
+MAX_ACKED_ON_DISK = 1000
 SettledCallback = Callable[[Sequence[SubmitAck]], None]
 
 
@@ -64,6 +67,8 @@ class Deliverer:
         self._durable: dict[OutcomeKey, asyncio.Future[None]] = {}
         self._pending: dict[OutcomeKey, Outcome] = {}
         self._spooled: set[OutcomeKey] = set()
+        #: Acknowledged and still on disk: deleted along with the next write.
+        self._acked: list[OutcomeKey] = []
         self._retry_at = 0.0
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
@@ -121,9 +126,9 @@ class Deliverer:
     async def persist(self) -> None:
         """Spool whatever was handed over but not yet spooled (after :meth:`run` ended)."""
         batch, self._inbox = self._inbox, []
-        write = self._accept(batch)
-        if write is not None:
-            await asyncio.wait([write])
+        writes = [work for work in (self._accept(batch), self._flush_acked()) if work is not None]
+        if writes:
+            await asyncio.wait(writes)
 
     def retry_now(self) -> None:
         """Skip the current backoff wait (e.g. the server just answered another call)."""
@@ -139,6 +144,7 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         while True:
             if not self._inbox and not self._pending:
+                self._flush_acked()  # no write is coming soon to carry the deletions
                 self._idle.set()
                 await self._wake.wait()
             self._wake.clear()
@@ -178,7 +184,8 @@ class Deliverer:
         keys = [outcome_key(o) for o in durable]
         self._spooled.update(keys)
         loop = asyncio.get_running_loop()
-        write = loop.run_in_executor(self._disk, self._spool.add, durable)
+        forget, self._acked = self._acked, []
+        write = loop.run_in_executor(self._disk, self._spool.add, durable, forget)
         write.add_done_callback(lambda done: self._written(keys, done))
         return write
 
@@ -249,19 +256,30 @@ class Deliverer:
             self._on_settled(acks)
 
     def _forget(self, keys: list[OutcomeKey]) -> None:
-        """Drop acknowledged outcomes; their spool rows go on the spool thread, unawaited.
+        """Drop acknowledged outcomes; their spool rows go with the next spool write.
 
-        Not awaited so that the next submit never waits behind a spool write
-        still in flight (the deletion is queued after it).
+        A deletion of its own would cost the spool thread a transaction per
+        submit; the next write (queued after the one that stored the row)
+        carries it instead, or :meth:`_flush_acked` once nothing is left to
+        send. Never awaited, so a submit never waits behind the spool.
         """
         for key in keys:
             self._pending.pop(key, None)
         on_disk = [key for key in keys if key in self._spooled]
         if on_disk:
             self._spooled.difference_update(on_disk)
-            loop = asyncio.get_running_loop()
-            removal = loop.run_in_executor(self._disk, self._spool.remove, on_disk)
-            removal.add_done_callback(_log_removal_failure)
+            self._acked.extend(on_disk)
+            if len(self._acked) >= MAX_ACKED_ON_DISK:
+                self._flush_acked()
+
+    def _flush_acked(self) -> asyncio.Future[None] | None:
+        """Delete the acknowledged rows now, in a transaction of their own; None if none."""
+        if not self._acked:
+            return None
+        forget, self._acked = self._acked, []
+        removal = asyncio.get_running_loop().run_in_executor(self._disk, self._spool.remove, forget)
+        removal.add_done_callback(_log_removal_failure)
+        return removal
 
     async def _on_disk(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._disk, func, *args)

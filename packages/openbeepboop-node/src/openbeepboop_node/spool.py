@@ -7,7 +7,13 @@ sent; it is deleted once the server acknowledged it (whatever the ack). A
 node that starts delivers what a previous run left behind.
 
 The methods block on disk I/O; the worker calls them from one background
-thread so the event loop keeps running other jobs meanwhile.
+thread so the event loop keeps running other jobs meanwhile. Every
+statement handed to SQLite lets go of the GIL and takes it back, and on a
+node whose event loop is busy with LiteLLM each take-back waits for the
+loop's thread: a write is therefore one transaction of as few statements
+as possible (all rows in one INSERT, all acknowledged rows in one DELETE,
+riding along with the next write), which took a busy node's throughput
+from ~87 % to ~95 % of a bare LiteLLM loop (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ import functools
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 from openbeepboop_schemas import Outcome
 from pydantic import TypeAdapter
@@ -35,6 +42,12 @@ CREATE TABLE IF NOT EXISTS outcomes (
 """
 
 OutcomeKey = tuple[str, str]
+T = TypeVar("T", bound=tuple[object, ...])
+
+#: Rows per statement: 4 parameters each stays far below SQLite's 32,766.
+ROWS_PER_STATEMENT = 500
+_INSERT = "INSERT OR REPLACE INTO outcomes (job_id, lease_token, body, spooled_at) VALUES "
+_DELETE = "DELETE FROM outcomes WHERE (job_id, lease_token) IN (VALUES "
 
 
 @functools.cache
@@ -56,39 +69,29 @@ class Spool:
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            # WAL, and synchronous=FULL for every write that adds outcomes: that
-            # commit is fsync'd, so a kill -9 (or a power cut) right after
-            # "finished" cannot lose the result.
+            # WAL, and synchronous=FULL: every commit is fsync'd, so a kill -9
+            # (or a power cut) right after "finished" cannot lose the result.
             self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the result spool {path}: {exc}") from exc
 
-    def add(self, outcomes: Sequence[Outcome]) -> None:
-        """Store outcomes durably (one transaction); returns once they are on disk."""
-        if not outcomes:
-            return
+    def add(self, outcomes: Sequence[Outcome], forget: Iterable[OutcomeKey] = ()) -> None:
+        """Store outcomes durably, and drop ``forget``, in one transaction; returns once on disk.
+
+        ``forget`` is what the server has acknowledged since the last write:
+        deleting it here costs no transaction of its own. A deletion lost in
+        a crash only means the next start resends an outcome, which the
+        server acknowledges as a duplicate.
+        """
         now = time.time()
         rows = [(o.job_id, o.lease_token, o.model_dump_json(), now) for o in outcomes]
-        with self._lock:
-            self._write(
-                "INSERT OR REPLACE INTO outcomes (job_id, lease_token, body, spooled_at) "
-                "VALUES (?, ?, ?, ?)",
-                rows,
-                durable=True,
-            )
+        self._write(rows, list(forget))
 
     def remove(self, keys: Iterable[OutcomeKey]) -> None:
-        """Forget outcomes the server acknowledged."""
-        rows = list(keys)
-        if not rows:
-            return
-        with self._lock:
-            # Not fsync'd on its own: a delete lost in a crash only means the
-            # next start resends an outcome, which the server acks "duplicate".
-            self._write(
-                "DELETE FROM outcomes WHERE job_id = ? AND lease_token = ?", rows, durable=False
-            )
+        """Forget outcomes the server acknowledged (when no write is coming to carry them)."""
+        self._write([], list(keys))
 
     def pending(self) -> list[Outcome]:
         """Every stored outcome, oldest first."""
@@ -107,15 +110,35 @@ class Spool:
         with self._lock:
             self._db.close()
 
-    def _write(self, sql: str, rows: Sequence[tuple[object, ...]], durable: bool) -> None:
-        try:
-            self._db.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-            self._db.execute("BEGIN IMMEDIATE")
+    def _write(self, rows: Sequence[tuple[object, ...]], forget: Sequence[OutcomeKey]) -> None:
+        if not rows and not forget:
+            return
+        with self._lock:
             try:
-                self._db.executemany(sql, rows)
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            raise SpoolError(f"cannot write the result spool {self.path}: {exc}") from exc
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
+                        self._db.execute(_INSERT + _placeholders(len(chunk), 4), _flat(chunk))
+                    for chunk in _chunks(forget, ROWS_PER_STATEMENT):
+                        self._db.execute(_DELETE + _placeholders(len(chunk), 2) + ")", _flat(chunk))
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise SpoolError(f"cannot write the result spool {self.path}: {exc}") from exc
+
+
+def _chunks(rows: Sequence[T], size: int) -> Iterator[Sequence[T]]:
+    for start in range(0, len(rows), size):
+        yield rows[start : start + size]
+
+
+def _placeholders(rows: int, columns: int) -> str:
+    """``(?, ?), (?, ?), ...``: ``rows`` groups of ``columns`` parameters."""
+    group = "(" + ", ".join("?" * columns) + ")"
+    return ", ".join([group] * rows)
+
+
+def _flat(rows: Sequence[tuple[object, ...]]) -> list[object]:
+    return [value for row in rows for value in row]
