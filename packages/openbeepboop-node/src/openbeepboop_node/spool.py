@@ -2,9 +2,10 @@
 
 An LLM call can take minutes and cost money; its result must survive the
 server being down and the node being killed. Every result and error is
-written here, in one fsync'd SQLite transaction per batch, *before* it is
-sent; it is deleted once the server acknowledged it (whatever the ack). A
-node that starts delivers what a previous run left behind.
+written here, in one fsync'd SQLite transaction per batch, while its first
+submit is in flight; it is deleted once the server acknowledged it
+(whatever the ack), along with the next write. A node that starts delivers
+what a previous run left behind.
 
 The methods block on disk I/O; the worker calls them from one background
 thread so the event loop keeps running other jobs meanwhile. Every
