@@ -83,14 +83,10 @@ def start_nodes(
 
 
 def bare_rate(cluster: Cluster, standin: Standin, calls: int, concurrency: int) -> float:
-    """Calls per second of the bare LiteLLM loop (its own process): a node's ceiling.
-
-    The stand-in's call log is emptied first and holds the loop's calls
-    afterwards (warm-up included), for a caller that wants to read it.
-    """
-    standin.reset()
+    """Calls per second of the bare LiteLLM loop (its own process): a node's ceiling."""
     done = run_command(_bare_command(standin, concurrency, calls), env=cluster.env, timeout=600)
     bare = json.loads(done.stdout.strip().splitlines()[-1])
+    standin.reset()
     return float(bare["calls"] / bare["seconds"])
 
 

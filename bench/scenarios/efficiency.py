@@ -77,8 +77,10 @@ def run(ctx: Context) -> list[Figure]:
         node_requests = requests_per_item(
             requests_before, request_counts(server.url, server.admin_key), calls * ROUNDS
         )
-    ratios = _ratios([run.steady for run in node_runs], [run.steady for run in bare_runs])
-    whole_ratios = _ratios([run.whole for run in node_runs], [run.whole for run in bare_runs])
+    bare_steady, bare_whole = [run.steady for run in bare_runs], [run.whole for run in bare_runs]
+    node_steady, node_whole = [run.steady for run in node_runs], [run.whole for run in node_runs]
+    ratios = _ratios(node_steady, bare_steady)
+    whole_ratios = _ratios(node_whole, bare_whole)
     cpu = cpus[ratios.index(median(ratios))]
     node_ms = [share.per_item_ms("node", calls) for share in cpus]
     return [
@@ -93,20 +95,19 @@ def run(ctx: Context) -> list[Figure]:
                 f"{ROUNDS} node runs of {calls} jobs, each between two bare-loop runs of "
                 f"{calls} calls, LLM delay {LLM_DELAY * 1e3:.0f} ms; steady rates (calls "
                 f"reaching the stand-in, middle {100 - 2 * STEADY_TRIM * 100:.0f} % of each "
-                f"run): bare loop {_list(run.steady for run in bare_runs)} calls/s, node "
-                f"{_list(run.steady for run in node_runs)} jobs/s, median of the ratios "
+                f"run): bare loop {_list(bare_steady)} calls/s, node "
+                f"{_list(node_steady)} jobs/s, median of the ratios "
                 f"{_list([ratio * 100 for ratio in ratios], '.1f')} %; whole runs (bare: its "
                 f"own clock; node: first submit → all terminal as the user sees it): bare "
-                f"{_list(run.whole for run in bare_runs)}, node "
-                f"{_list(run.whole for run in node_runs)}, ratios "
+                f"{_list(bare_whole)}, node {_list(node_whole)}, ratios "
                 f"{_list([ratio * 100 for ratio in whole_ratios], '.1f')} %; CPU per call: "
                 f"node {_list(node_ms, '.2f')} ms, bare loop {_list(bare_ms, '.2f')} ms; "
                 f"node requests per job: {node_requests}; "
                 f"CPU during the median node run: {cpu.describe()}"
             ),
             extra={
-                "bare": median([run.steady for run in bare_runs]),
-                "node": median([run.steady for run in node_runs]),
+                "bare": median(bare_steady),
+                "node": median(node_steady),
                 "whole_ratio": median(whole_ratios),
             },
         )
