@@ -112,3 +112,46 @@ async def test_disconnect_wakes_and_marks_done() -> None:
         asyncio.get_running_loop().call_later(0.01, waiter.disconnect)
         assert await waiter.wait(30) is True
         assert waiter.done
+
+
+@pytest.mark.anyio
+async def test_reserve_picks_the_longest_parked_fetcher_that_serves_the_model() -> None:
+    wakeups = Wakeups()
+    with (
+        wakeups.fetching(["m"], "busy") as busy,
+        wakeups.fetching(["other"], "other") as other,
+        wakeups.fetching(["m"]) as anonymous,
+        wakeups.fetching(["*"], "first") as first,
+        wakeups.fetching(["m"], "second") as second,
+    ):
+        for waiter in (other, anonymous, first, second):
+            waiter.parked = True  # busy is still claiming: not parked
+        assert wakeups.parked_fetch_waiters == 4
+        assert wakeups.reserve("m") is first
+        assert first.reserved and first.woken
+        assert wakeups.reserve("m") is second
+        assert wakeups.reserve("m") is None  # busy is not parked, anonymous has no claimant
+        assert not (busy.reserved or other.reserved or anonymous.reserved)
+
+
+@pytest.mark.anyio
+async def test_a_hand_off_reaches_a_waiter_until_it_leaves() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["m"], "node") as waiter:
+        waiter.parked = True
+        assert wakeups.reserve("m") is waiter
+        assert waiter.hand(["lease"]) is True
+        assert await waiter.handed() == ["lease"]
+        assert not waiter.reserved and not waiter.woken  # nothing left to pass on
+        assert waiter.hand(["again"]) is False  # not reserved any more
+        assert wakeups.reserve("m") is waiter
+    assert waiter.hand(["late"]) is False  # it left: the caller must give the lease back
+
+
+@pytest.mark.anyio
+async def test_nothing_is_reserved_once_closing() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["m"], "node") as waiter:
+        waiter.parked = True
+        wakeups.close()
+        assert wakeups.reserve("m") is None

@@ -12,6 +12,15 @@ Waiters register *before* they first look at the database, so a change that
 lands between the look and the wait is never lost: it sets the waiter's event
 and the wait returns at once. Everything here runs on the event loop thread;
 nothing blocks and nothing polls.
+
+A single submit can also *hand* its job straight to a fetch waiter that is
+parked (asleep in its long-poll): :meth:`Wakeups.reserve` picks the waiter,
+the submit's own transaction claims for it, and :meth:`FetchWaiter.hand`
+passes the leases over. That saves the waiter a transaction of its own and a
+trip through the event loop between the submit's commit and the node's
+answer (see docs/server-internals.md, "Hand-off"). A reserved waiter that
+wakes for another reason waits for the hand-off to settle before it does
+anything else, so a job is never claimed for a waiter that is not looking.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from openbeepboop_schemas import ANY_MODEL
 
@@ -70,14 +80,25 @@ class Waiter:
 
 
 class FetchWaiter(Waiter):
-    """A node waiting for jobs of ``models`` (``"*"`` = any model)."""
+    """A node waiting for jobs of ``models`` (``"*"`` = any model).
 
-    __slots__ = ("any_model", "models")
+    ``claimant`` is what a submit needs to claim on the waiter's behalf (the
+    HTTP layer stores the caller and its fetch request); a waiter without one
+    is never reserved.
+    """
 
-    def __init__(self, models: Iterable[str]) -> None:
+    __slots__ = ("_handoff", "any_model", "claimant", "left", "models", "parked")
+
+    def __init__(self, models: Iterable[str], claimant: Any = None) -> None:
         super().__init__()
         self.models = frozenset(models)
         self.any_model = ANY_MODEL in self.models
+        self.claimant = claimant
+        #: Asleep in its long-poll: nothing of its own is in flight.
+        self.parked = False
+        #: Its long-poll is over; a hand-off can no longer reach it.
+        self.left = False
+        self._handoff: asyncio.Future[list[Any]] | None = None
 
     def serves(self, model: str) -> bool:
         """True if a job of ``model`` is claimable by this waiter."""
@@ -86,6 +107,40 @@ class FetchWaiter(Waiter):
     def overlaps(self, other: FetchWaiter) -> bool:
         """True if a job this waiter could take might suit ``other`` as well."""
         return self.any_model or other.any_model or not self.models.isdisjoint(other.models)
+
+    @property
+    def reserved(self) -> bool:
+        """True while a submit is claiming on this waiter's behalf (or its leases wait)."""
+        return self._handoff is not None
+
+    def hand(self, leases: list[Any]) -> bool:
+        """Give the waiter what was claimed for it (``[]`` when nothing was).
+
+        False if the waiter's long-poll ended meanwhile (cancelled): the
+        caller then owns ``leases`` and must give them back to the queue.
+        """
+        handoff = self._handoff
+        if handoff is None or handoff.done() or self.left:
+            return False
+        handoff.set_result(leases)
+        return True
+
+    async def handed(self) -> list[Any]:
+        """Wait for the submit that reserved this waiter; what it claimed for it."""
+        if self._handoff is None:
+            return []
+        try:
+            leases = await self._handoff
+        finally:
+            self._handoff = None
+        if leases:
+            # Answered: a wake-up still pending would only be passed on in vain.
+            self.clear()
+        return leases
+
+    def _reserve(self) -> None:
+        self._handoff = asyncio.get_running_loop().create_future()
+        self.wake()
 
 
 class Wakeups:
@@ -109,6 +164,11 @@ class Wakeups:
         return len(self._fetchers)
 
     @property
+    def parked_fetch_waiters(self) -> int:
+        """How many fetch long-polls are asleep right now (a submit may hand them its job)."""
+        return sum(1 for waiter in self._fetchers if waiter.parked)
+
+    @property
     def watch_waiters(self) -> int:
         """How many poll long-polls are waiting right now."""
         return len(self._watching)
@@ -116,14 +176,15 @@ class Wakeups:
     # -- registration -------------------------------------------------------
 
     @contextlib.contextmanager
-    def fetching(self, models: Iterable[str]) -> Iterator[FetchWaiter]:
+    def fetching(self, models: Iterable[str], claimant: Any = None) -> Iterator[FetchWaiter]:
         """Register a fetch waiter for the duration of the block."""
-        waiter = FetchWaiter(models)
+        waiter = FetchWaiter(models, claimant)
         waiter.closed = self._closed
         self._fetchers[waiter] = None
         try:
             yield waiter
         finally:
+            waiter.left = True
             del self._fetchers[waiter]
             if waiter.woken and not waiter.closed:
                 # It was picked to take new jobs but leaves without claiming
@@ -176,6 +237,25 @@ class Wakeups:
                 del budget[match]
                 if not budget:
                     return
+
+    def reserve(self, model: str) -> FetchWaiter | None:
+        """The longest-parked waiter that can take a job of ``model``, now reserved; or None.
+
+        The caller must :meth:`FetchWaiter.hand` it the outcome, even on
+        failure (``[]``), or the waiter sleeps until its deadline.
+        """
+        if self._closed:
+            return None
+        for waiter in self._fetchers:
+            if (
+                waiter.parked
+                and waiter.claimant is not None
+                and not (waiter.woken or waiter.reserved or waiter.done)
+                and waiter.serves(model)
+            ):
+                waiter._reserve()
+                return waiter
+        return None
 
     def queue_changed(self) -> None:
         """Jobs were requeued or backoffs changed (models unknown): every fetcher looks again."""

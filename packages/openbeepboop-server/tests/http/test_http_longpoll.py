@@ -9,6 +9,7 @@ requested wait (10 s), never against a tight bound: the machine is shared.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -17,10 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 from _surface_support import bearer, chat, completion, make_settings
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.db.migrate import upgrade_to_head
+from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.http import service_calls
 from openbeepboop_server.http.context import ServerContext
 from starlette.applications import Starlette
 
@@ -386,3 +390,181 @@ async def test_waiting_fetch_wakes_when_a_backoff_ends(tmp_path: Path) -> None:
             )
     assert [item["job_id"] for item in response.json()] == [lease["job_id"]]
     assert elapsed < WAIT / 2
+
+
+# -- hand-off: a submit claims for a parked fetch in its own transaction ------
+
+
+def _count_claims(live: Live, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Count the claims fetches make themselves (a hand-off is not one of them)."""
+    calls: list[int] = []
+    claim = live.context.queue.claim
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return claim(*args)
+
+    monkeypatch.setattr(live.context.queue, "claim", counting)
+    return calls
+
+
+def _job_row(live: Live, job_id: str) -> Any:
+    with live.context.db.read() as conn:
+        return conn.execute(
+            sa.select(jobs.c.status, jobs.c.attempts, jobs.c.lease_token).where(jobs.c.id == job_id)
+        ).one()
+
+
+def _block_submits(live: Live, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
+    """Make every submit run in a worker thread and wait there until ``proceed`` is set."""
+    monkeypatch.setattr(service_calls, "INLINE_MAX_ITEMS", 0)
+    entered, proceed = threading.Event(), threading.Event()
+    submit_and_claim = live.context.queue.submit_and_claim
+
+    def blocked(*args: Any) -> Any:
+        entered.set()
+        if not proceed.wait(CONDITION_TIMEOUT):
+            raise AssertionError("the test never let the submit go on")
+        return submit_and_claim(*args)
+
+    monkeypatch.setattr(live.context.queue, "submit_and_claim", blocked)
+    return entered, proceed
+
+
+@pytest.mark.anyio
+async def test_submit_hands_its_job_to_a_parked_fetch(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    claims = _count_claims(live, monkeypatch)
+    waiting = asyncio.ensure_future(
+        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    assert job["status"] == "QUEUED"  # what the job was accepted as
+    [lease] = (await waiting).json()
+    assert lease["job_id"] == job["id"] and lease["attempt"] == 1
+    assert claims == [1], "the fetch claimed again instead of taking the hand-off"
+    assert _job_row(live, job["id"]).status == "PROCESSING"
+    delivered = await live.http.post(
+        "/internal/queue/submit",
+        json={
+            "node_id": "waiting-node",
+            "outcomes": [
+                {
+                    "kind": "result",
+                    "job_id": lease["job_id"],
+                    "lease_token": lease["lease_token"],
+                    "result": completion(),
+                }
+            ],
+        },
+        headers=bearer(live.node),
+    )
+    assert delivered.json()["acks"][0]["ack"] == "accepted"
+    assert live.context.wakeups.fetch_waiters == 0
+
+
+@pytest.mark.anyio
+async def test_hand_off_to_a_fetch_that_was_cancelled_meanwhile_is_given_back(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, proceed = _block_submits(live, monkeypatch)
+    waiting = asyncio.ensure_future(
+        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    submitting = asyncio.ensure_future(
+        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    )
+    await eventually(entered.is_set, "the submit to reserve the fetch")
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    proceed.set()
+    job = (await submitting).json()
+    row = _job_row(live, job["id"])
+    assert (row.status, row.attempts, row.lease_token) == ("QUEUED", 0, None)
+    [lease] = (
+        await live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
+        )
+    ).json()
+    assert lease["job_id"] == job["id"] and lease["attempt"] == 1
+
+
+@pytest.mark.anyio
+async def test_hand_off_to_a_fetch_whose_node_hung_up_is_given_back(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, proceed = _block_submits(live, monkeypatch)
+    disconnect = asyncio.Event()
+    call = asyncio.ensure_future(
+        _raw_call(live.app, "/internal/queue/fetch", fetch_body(["m"]), live.node, disconnect)
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    submitting = asyncio.ensure_future(
+        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    )
+    await eventually(entered.is_set, "the submit to reserve the fetch")
+    disconnect.set()
+    # The hang-up reaches the waiter while the claim for it is held up.
+    waiters = list(live.context.wakeups._fetchers)
+    await eventually(lambda: all(waiter.disconnected for waiter in waiters), "the hang-up")
+    proceed.set()
+    job = (await submitting).json()
+    messages = await call
+    assert b"job_id" not in b"".join(m.get("body", b"") for m in messages)
+    row = _job_row(live, job["id"])
+    assert (row.status, row.attempts) == ("QUEUED", 0)
+
+
+@pytest.mark.anyio
+async def test_reserved_fetch_whose_wait_ends_still_gets_its_hand_off(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    entered, proceed = _block_submits(live, monkeypatch)
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/internal/queue/fetch", json=fetch_body(["m"], wait=0.5), headers=bearer(live.node)
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    submitting = asyncio.ensure_future(
+        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    )
+    await eventually(entered.is_set, "the submit to reserve the fetch")
+    await asyncio.sleep(0.6)  # past the fetch's deadline while its claim is held up
+    proceed.set()
+    job = (await submitting).json()
+    response, _ = await waiting
+    assert [lease["job_id"] for lease in response.json()] == [job["id"]]
+
+
+@pytest.mark.anyio
+async def test_fetch_busy_claiming_is_woken_not_handed(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two fetches park; two submits: each gets one job, whichever way it came.
+    waiting = [
+        asyncio.ensure_future(
+            live.http.post(
+                "/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node)
+            )
+        )
+        for _ in range(2)
+    ]
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 2, "both to park")
+    ids = [
+        (
+            await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+        ).json()["id"]
+        for _ in range(2)
+    ]
+    got = [[lease["job_id"] for lease in (await task).json()] for task in waiting]
+    assert sorted(job for leases in got for job in leases) == sorted(ids)
+    assert all(len(leases) == 1 for leases in got)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, chat_request
-from openbeepboop_schemas import FetchRequest
+from _core_fixtures import FakeClock, chat_request, make_caller, migrated_database
+from openbeepboop_schemas import FetchRequest, Role
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.keys import Caller
+from openbeepboop_server.keys import Caller, KeyService
+from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
 
@@ -175,3 +176,55 @@ def test_a_busy_node_rewrites_its_registry_row_at_most_once_a_second(
     assert len(writes) == 3
     (info,) = queue.list_nodes()
     assert info.models == ["a", "b"] and info.last_seen == first + 2.5
+
+
+def test_submit_and_claim_leases_the_new_job_in_the_same_transaction(
+    queue: QueueService, alice: Caller, node: Caller, db: Database, clock: FakeClock
+) -> None:
+    job, (lease,) = queue.submit_and_claim(
+        alice, chat_request(), None, node, fetch(["llama3"], node_id="parked")
+    )
+    assert lease.job_id == job.id and lease.attempt == 1
+    assert lease.lease_expires_at == clock.now + queue.policy.lease_seconds
+    entry = queue.get(alice, job.id)
+    assert entry is not None and entry.status == "PROCESSING"
+    with db.read() as conn:
+        assert conn.execute(sa.select(leases.c.token, leases.c.node_id)).one() == (
+            lease.lease_token,
+            "parked",
+        )
+    assert [n.node_id for n in queue.list_nodes()] == ["parked"]
+
+
+def test_submit_and_claim_still_takes_older_claimable_jobs_first(
+    queue: QueueService, alice: Caller, node: Caller
+) -> None:
+    older = queue.submit(alice, chat_request())
+    job, leased = queue.submit_and_claim(alice, chat_request(), None, node, fetch(["llama3"], 1))
+    assert [lease.job_id for lease in leased] == [older.id]
+    entry = queue.get(alice, job.id)
+    assert entry is not None and entry.status == "QUEUED"
+
+
+def test_submit_and_claim_replaying_an_idempotency_key_claims_nothing(
+    queue: QueueService, alice: Caller, node: Caller
+) -> None:
+    first = queue.submit(alice, chat_request(), "same-key")
+    job, leased = queue.submit_and_claim(alice, chat_request(), "same-key", node, fetch(["*"]))
+    assert (job.id, leased) == (first.id, [])
+    entry = queue.get(alice, first.id)
+    assert entry is not None and entry.status == "QUEUED"
+
+
+def test_submit_and_claim_on_every_backend(backend_url: str, policy: QueuePolicy) -> None:
+    # On PostgreSQL the claim's FOR UPDATE SKIP LOCKED must see the row its own transaction added.
+    db = migrated_database(backend_url)
+    try:
+        keys = KeyService(db)
+        alice, node = make_caller(keys, Role.USER, "a"), make_caller(keys, Role.NODE, "n")
+        queue = QueueService(db, policy)
+        job, (lease,) = queue.submit_and_claim(alice, chat_request(), None, node, fetch(["*"]))
+        assert lease.job_id == job.id
+        assert queue.claim(node, fetch(["*"])) == []
+    finally:
+        db.dispose()

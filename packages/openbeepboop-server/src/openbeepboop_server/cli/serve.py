@@ -26,6 +26,7 @@ from openbeepboop_server.cli.options import config_option, configure_logging, re
 from openbeepboop_server.config import display_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.http.one_send import OneSendHTTPProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,7 @@ def _serve(
         app,
         host=settings.server.host,
         port=settings.server.port,
+        http=OneSendHTTPProtocol,
         lifespan="on",
         log_config=None,
         access_log=False,

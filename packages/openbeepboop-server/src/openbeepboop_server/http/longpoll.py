@@ -1,5 +1,9 @@
 """The two long-polls: a node waiting for jobs, a client waiting for results.
 
+Also the submit that hands its job straight to a parked node
+(:func:`submit_handing_off`), since it is the other half of the fetch's
+protocol with its waiter.
+
 Both follow one pattern. Register a waiter, then read the database; if there
 is nothing to answer yet, sleep until a wake-up, the next periodic re-check
 (changes made by another replica) or the deadline, and read again. No
@@ -18,10 +22,21 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 
-from openbeepboop_schemas import TERMINAL_STATUSES, FetchRequest, Lease, PollEntry
+from openbeepboop_schemas import (
+    TERMINAL_STATUSES,
+    ChatCompletionRequest,
+    FetchRequest,
+    Job,
+    Lease,
+    Outcome,
+    PollEntry,
+    ReleaseOutcome,
+    SubmitRequest,
+)
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
+from openbeepboop_server.db.text import db_text
 from openbeepboop_server.http.context import ServerContext
 from openbeepboop_server.http.service_calls import run_service
 from openbeepboop_server.keys import Caller
@@ -71,7 +86,7 @@ async def fetch_leases(
     if wait <= 0:
         return await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
     deadline = time.monotonic() + wait
-    with context.wakeups.fetching(fetch.models) as waiter:
+    with context.wakeups.fetching(fetch.models, (caller, fetch)) as waiter:
         async with disconnect_watch(request, waiter):
             while True:
                 waiter.clear()
@@ -79,11 +94,76 @@ async def fetch_leases(
                 if leases or waiter.done or time.monotonic() >= deadline:
                     return leases
                 wake_at = await run_in_threadpool(queue.next_claimable_at, fetch.models)
-                await waiter.wait(_sleep_for(deadline, context.recheck_seconds, wake_at))
+                waiter.parked = True
+                try:
+                    await waiter.wait(_sleep_for(deadline, context.recheck_seconds, wake_at))
+                finally:
+                    waiter.parked = False
+                if waiter.reserved:
+                    leases = await waiter.handed()
+                    if leases and waiter.disconnected:
+                        await give_back(context, caller, fetch.node_id, leases)
+                        return []
+                    if leases:
+                        return leases
                 if waiter.done:
                     # The node hung up or the server is stopping: claiming now
                     # would only strand the jobs until their leases expire.
                     return []
+
+
+async def submit_handing_off(
+    context: ServerContext,
+    caller: Caller,
+    request: ChatCompletionRequest,
+    idempotency_key: str | None,
+) -> Job:
+    """Queue one job; if a node is parked in a long-poll for its model, claim it for that node.
+
+    The claim runs in the submit's own transaction and the leases go straight
+    to the waiting fetch (see :mod:`openbeepboop_server.wakeups`), so an idle
+    node holds the job one transaction and one loop turn sooner. Without a
+    parked node it is a plain submit plus a wake-up.
+    """
+    queue, wakeups = context.queue, context.wakeups
+    waiter = wakeups.reserve(db_text(request.model))
+    if waiter is None:
+        job = await run_service(context.db, 1, queue.submit, caller, request, idempotency_key)
+        wakeups.jobs_available([job.model])
+        return job
+    node_caller, fetch = waiter.claimant
+    leases: list[Lease] = []
+    try:
+        job, leases = await run_service(
+            context.db,
+            1,
+            queue.submit_and_claim,
+            caller,
+            request,
+            idempotency_key,
+            node_caller,
+            fetch,
+        )
+    finally:
+        handed = waiter.hand(leases)
+    if leases and not handed:
+        await give_back(context, node_caller, fetch.node_id, leases)
+    elif all(lease.job_id != job.id for lease in leases):
+        # Not claimed (an idempotent replay, or older claimable jobs came first).
+        wakeups.jobs_available([job.model])
+    return job
+
+
+async def give_back(
+    context: ServerContext, caller: Caller, node_id: str, leases: list[Lease]
+) -> None:
+    """Release leases whose node will never see them: requeued at once, no attempt counted."""
+    outcomes: list[Outcome] = [
+        ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token) for lease in leases
+    ]
+    release = SubmitRequest(node_id=node_id, outcomes=outcomes)
+    await run_service(context.db, len(leases), context.queue.deliver, caller, release)
+    context.wakeups.jobs_available([lease.model for lease in leases])
 
 
 async def poll_entries(

@@ -33,8 +33,7 @@ from openbeepboop_server.http.endpoints import (
     component,
 )
 from openbeepboop_server.http.errors import ApiError
-from openbeepboop_server.http.longpoll import poll_entries
-from openbeepboop_server.http.service_calls import run_service
+from openbeepboop_server.http.longpoll import poll_entries, submit_handing_off
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -66,11 +65,8 @@ async def submit(call: Call) -> Response:
     """Queue one chat completion request."""
     request = call.body_as(ChatCompletionRequest)
     context = call.context
-    job = await run_service(
-        context.db, 1, context.queue.submit, call.user, request, _idempotency_key(call)
-    )
+    job = await submit_handing_off(context, call.user, request, _idempotency_key(call))
     context.metrics.submitted.inc()
-    context.wakeups.jobs_available([job.model])
     return model_response(job, 202)
 
 

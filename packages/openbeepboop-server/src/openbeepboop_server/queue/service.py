@@ -98,7 +98,7 @@ class QueueService:
         if not requests:
             return []
         try:
-            return self._submit(caller, requests, idempotency_key)
+            return self._submit(caller, requests, idempotency_key)[0]
         except IntegrityError:
             if idempotency_key is None:
                 raise
@@ -109,21 +109,50 @@ class QueueService:
                 raise
             return earlier
 
+    def submit_and_claim(
+        self,
+        caller: Caller,
+        request: ChatCompletionRequest,
+        idempotency_key: str | None,
+        node: Caller,
+        fetch: FetchRequest,
+    ) -> tuple[Job, list[Lease]]:
+        """Queue one job and, in the same transaction, claim for a node waiting on ``fetch``.
+
+        The claim is the node's own claim (same query, same limits, so an
+        older claimable job still comes first), only without a transaction
+        of its own. An idempotent replay creates nothing and claims nothing.
+        """
+        try:
+            created, claimed = self._submit(caller, [request], idempotency_key, (node, fetch))
+        except IntegrityError:
+            return self.submit(caller, request, idempotency_key), []
+        return created[0], claimed
+
     def _submit(
-        self, caller: Caller, requests: list[ChatCompletionRequest], key: str | None
-    ) -> list[Job]:
+        self,
+        caller: Caller,
+        requests: list[ChatCompletionRequest],
+        key: str | None,
+        claimant: tuple[Caller, FetchRequest] | None = None,
+    ) -> tuple[list[Job], list[Lease]]:
         now = self._clock()
+        claimed: list[Lease] = []
+        recorded = None
         with self._db.write() as conn:
             if key is not None:
                 earlier = find_idempotent(conn, caller, key, forget_spent=True)
                 if earlier is not None:
-                    return earlier
+                    return earlier, []
             created = insert_jobs(
                 conn, caller, requests, now=now, max_attempts=self._policy.max_attempts
             )
             if key is not None:
                 remember_idempotent(conn, caller, key, created, now)
-        return created
+            if claimant is not None:
+                claimed, recorded = self._claim_in(conn, *claimant, now)
+        self._remember_recorded(recorded)
+        return created, claimed
 
     def get(self, caller: Caller, job_id: str) -> PollEntry | None:
         """One job, or None if the caller may not see it."""
@@ -213,18 +242,19 @@ class QueueService:
         """Lease up to ``fetch.max_jobs`` jobs for the declared models; records the node."""
         now = self._clock()
         with self._db.write() as conn:
-            claimed = claim_jobs(
-                conn,
-                caller,
-                fetch,
-                now=now,
-                lease_seconds=self._policy.lease_seconds,
-            )
-            recorded = self._record_node(
-                conn, fetch.node_id, caller.key_name, now, fetch.models, fetch.version
-            )
+            claimed, recorded = self._claim_in(conn, caller, fetch, now)
         self._remember_recorded(recorded)
         return claimed
+
+    def _claim_in(
+        self, conn: sa.Connection, caller: Caller, fetch: FetchRequest, now: float
+    ) -> tuple[list[Lease], tuple[str, float, tuple[object, ...]] | None]:
+        """The claim inside an open write transaction; also what to remember once committed."""
+        claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
+        recorded = self._record_node(
+            conn, fetch.node_id, caller.key_name, now, fetch.models, fetch.version
+        )
+        return claimed, recorded
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
         """Record results, errors and releases; one ack per outcome, in order."""
