@@ -155,3 +155,19 @@ async def test_nothing_is_reserved_once_closing() -> None:
         waiter.parked = True
         wakeups.close()
         assert wakeups.reserve("m") is None
+
+
+@pytest.mark.anyio
+async def test_a_submit_learns_whether_its_leases_were_taken() -> None:
+    wakeups = Wakeups()
+    with wakeups.fetching(["m"], "node") as waiter:
+        waiter.parked = True
+        wakeups.reserve("m")
+        assert waiter.hand(["lease"])
+        assert await waiter.handed() == ["lease"]
+        assert await waiter.taken() is True
+    with wakeups.fetching(["m"], "node") as leaving:
+        leaving.parked = True
+        wakeups.reserve("m")
+        assert leaving.hand(["lease"])  # handed, but the fetch ends before taking it
+    assert await leaving.taken() is False  # so the submit gives the lease back

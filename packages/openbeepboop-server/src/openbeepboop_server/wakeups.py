@@ -87,7 +87,7 @@ class FetchWaiter(Waiter):
     is never reserved.
     """
 
-    __slots__ = ("_handoff", "any_model", "claimant", "left", "models", "parked")
+    __slots__ = ("_handoff", "_taken", "any_model", "claimant", "left", "models", "parked")
 
     def __init__(self, models: Iterable[str], claimant: Any = None) -> None:
         super().__init__()
@@ -99,6 +99,7 @@ class FetchWaiter(Waiter):
         #: Its long-poll is over; a hand-off can no longer reach it.
         self.left = False
         self._handoff: asyncio.Future[list[Any]] | None = None
+        self._taken: asyncio.Future[bool] | None = None
 
     def serves(self, model: str) -> bool:
         """True if a job of ``model`` is claimable by this waiter."""
@@ -125,6 +126,18 @@ class FetchWaiter(Waiter):
         handoff.set_result(leases)
         return True
 
+    async def taken(self) -> bool:
+        """After :meth:`hand` returned True: wait until the waiter took the leases.
+
+        True once it owns them (it answers with them, or gives them back if
+        its node hung up); False if it left first, and the caller must give
+        them back. Its answer is on its way when this returns: from taking
+        the leases to sending them the waiter does not yield to the loop.
+        """
+        if self._taken is None:
+            return False
+        return await self._taken
+
     async def handed(self) -> list[Any]:
         """Wait for the submit that reserved this waiter; what it claimed for it."""
         if self._handoff is None:
@@ -133,14 +146,23 @@ class FetchWaiter(Waiter):
             leases = await self._handoff
         finally:
             self._handoff = None
+        if self._taken is not None and not self._taken.done():
+            self._taken.set_result(True)
         if leases:
             # Answered: a wake-up still pending would only be passed on in vain.
             self.clear()
         return leases
 
     def _reserve(self) -> None:
-        self._handoff = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        self._handoff = loop.create_future()
+        self._taken = loop.create_future()
         self.wake()
+
+    def _leave(self) -> None:
+        self.left = True
+        if self._taken is not None and not self._taken.done():
+            self._taken.set_result(False)
 
 
 class Wakeups:
@@ -184,7 +206,7 @@ class Wakeups:
         try:
             yield waiter
         finally:
-            waiter.left = True
+            waiter._leave()
             del self._fetchers[waiter]
             if waiter.woken and not waiter.closed:
                 # It was picked to take new jobs but leaves without claiming

@@ -222,14 +222,22 @@ async def test_cancelled_request_leaves_no_waiter(live: Live) -> None:
 
 
 async def _raw_call(
-    app: Starlette, path: str, body: dict[str, Any], key: str, disconnect: asyncio.Event
+    app: Starlette,
+    path: str,
+    body: dict[str, Any],
+    key: str,
+    disconnect: asyncio.Event,
+    messages: list[dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
-    """Call the app as a server would, delivering ``http.disconnect`` when ``disconnect`` is set."""
+    """Call the app as a server would, delivering ``http.disconnect`` when ``disconnect`` is set.
+
+    What the app sends is appended to ``messages`` (a list of its own if None).
+    """
     import json
 
     payload = json.dumps(body).encode()
     sent = False
-    messages: list[dict[str, Any]] = []
+    messages = [] if messages is None else messages
 
     async def receive() -> dict[str, Any]:
         nonlocal sent
@@ -240,7 +248,7 @@ async def _raw_call(
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
-        messages.append(message)
+        messages.append({**message, "path": path})
 
     scope = {
         "type": "http",
@@ -568,3 +576,23 @@ async def test_fetch_busy_claiming_is_woken_not_handed(
     got = [[lease["job_id"] for lease in (await task).json()] for task in waiting]
     assert sorted(job for leases in got for job in leases) == sorted(ids)
     assert all(len(leases) == 1 for leases in got)
+
+
+@pytest.mark.anyio
+async def test_the_node_is_answered_before_the_user_on_a_hand_off(live: Live) -> None:
+    # The lease is on the job's critical path; the user's 202 only starts a wait.
+    sent: list[dict[str, Any]] = []
+    never = asyncio.Event()
+    fetch = asyncio.ensure_future(
+        _raw_call(live.app, "/internal/queue/fetch", fetch_body(["m"]), live.node, never, sent)
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    await _raw_call(live.app, "/v1/chat/completions", chat("m"), live.user, never, sent)
+    await fetch
+    order = [(m["path"], m["type"]) for m in sent]
+    assert order == [
+        ("/internal/queue/fetch", "http.response.start"),
+        ("/internal/queue/fetch", "http.response.body"),
+        ("/v1/chat/completions", "http.response.start"),
+        ("/v1/chat/completions", "http.response.body"),
+    ]

@@ -43,6 +43,8 @@ from openbeepboop_server.keys import Caller
 from openbeepboop_server.wakeups import Waiter
 
 _TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+#: Disconnect listeners cancelled but not yet finished (the loop only holds weak references).
+_ending_listeners: set[asyncio.Task[None]] = set()
 _LIVE = frozenset({"QUEUED", "PROCESSING"})
 
 
@@ -65,9 +67,17 @@ async def disconnect_watch(request: Request, waiter: Waiter) -> AsyncIterator[No
     try:
         yield
     finally:
+        # Not awaited: the answer goes out in this turn of the loop, and the
+        # listener finishes its cancellation in the next (kept referenced until then).
         task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        _ending_listeners.add(task)
+        task.add_done_callback(_listener_ended)
+
+
+def _listener_ended(task: asyncio.Task[None]) -> None:
+    _ending_listeners.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a receive that failed has nothing left to tell
 
 
 def _sleep_for(deadline: float, recheck: float, wake_at: float | None = None) -> float:
@@ -146,6 +156,10 @@ async def submit_handing_off(
         )
     finally:
         handed = waiter.hand(leases)
+    # Once the waiter has the leases its answer is on the way, ahead of this
+    # 202: the lease is on the job's critical path, the 202 only starts a wait.
+    if handed and leases and not await waiter.taken():
+        handed = False
     if leases and not handed:
         await give_back(context, node_caller, fetch.node_id, leases)
     elif all(lease.job_id != job.id for lease in leases):
