@@ -30,20 +30,25 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from openbeepboop_schemas import ANY_MODEL
+from openbeepboop_schemas import ANY_MODEL, Role
 
 
 class Waiter:
     """One long-poll in progress; ``wait`` returns when it is woken or the timeout passes."""
 
-    __slots__ = ("_event", "closed", "disconnected")
+    __slots__ = ("_event", "closed", "disconnected", "results", "viewer")
 
-    def __init__(self) -> None:
+    def __init__(self, viewer: Any = None) -> None:
         self._event = asyncio.Event()
         #: The client went away: stop waiting and do no more work for it.
         self.disconnected = False
         #: The server is shutting down: answer with what there is.
         self.closed = False
+        #: Who is watching (a :class:`~openbeepboop_server.keys.Caller`); None: nobody to
+        #: hand results to.
+        self.viewer = viewer
+        #: Poll entries handed over by the delivery that finished them, by job id.
+        self.results: dict[str, Any] = {}
 
     @property
     def woken(self) -> bool:
@@ -215,9 +220,9 @@ class Wakeups:
                 self._hand_on(waiter)
 
     @contextlib.contextmanager
-    def watching(self, job_ids: Iterable[str]) -> Iterator[Waiter]:
+    def watching(self, job_ids: Iterable[str], viewer: Any = None) -> Iterator[Waiter]:
         """Register a waiter for changes to any of ``job_ids`` for the duration of the block."""
-        waiter = Waiter()
+        waiter = Waiter(viewer)
         waiter.closed = self._closed
         ids = tuple(dict.fromkeys(job_ids))
         self._watching[waiter] = ids
@@ -283,6 +288,22 @@ class Wakeups:
         """Jobs were requeued or backoffs changed (models unknown): every fetcher looks again."""
         for waiter in self._fetchers:
             waiter.wake()
+
+    def watched(self, job_ids: Iterable[str]) -> list[str]:
+        """Those of ``job_ids`` some poll is waiting on right now."""
+        return [job_id for job_id in dict.fromkeys(job_ids) if job_id in self._watchers]
+
+    def hand_result(self, owner_key_id: int, entry: Any) -> None:
+        """Give a finished job's poll entry to the waiters allowed to see it.
+
+        Each watcher's caller is checked as a poll would check it (ADMIN, or
+        the key that owns the job): a poll of several ids may watch a job it
+        cannot see, and must still be told "not found" about it.
+        """
+        for waiter in self._watchers.get(entry.id, ()):
+            viewer = waiter.viewer
+            if viewer is not None and (viewer.role is Role.ADMIN or viewer.key_id == owner_key_id):
+                waiter.results[entry.id] = entry
 
     def jobs_changed(self, job_ids: Iterable[str]) -> None:
         """These jobs may have reached a terminal status: wake the polls watching them."""

@@ -596,3 +596,89 @@ async def test_the_node_is_answered_before_the_user_on_a_hand_off(live: Live) ->
         ("/v1/chat/completions", "http.response.start"),
         ("/v1/chat/completions", "http.response.body"),
     ]
+
+
+# -- a delivery hands the finished jobs' entries to the polls waiting on them --
+
+
+def _result(lease: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "kind": "result",
+        "job_id": lease["job_id"],
+        "lease_token": lease["lease_token"],
+        "result": completion(),
+    }
+
+
+@pytest.mark.anyio
+async def test_a_waiting_poll_is_answered_from_the_delivery_without_a_read(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    [lease] = (
+        await live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
+        )
+    ).json()
+    reads: list[int] = []
+    poll = live.context.queue.poll
+
+    def counting(*args: Any) -> Any:
+        reads.append(1)
+        return poll(*args)
+
+    monkeypatch.setattr(live.context.queue, "poll", counting)
+    waiting = asyncio.ensure_future(
+        live.http.post(
+            "/v1/results/poll", json={"ids": [job["id"]], "wait": WAIT}, headers=bearer(live.user)
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    await live.http.post(
+        "/internal/queue/submit",
+        json={"node_id": "waiting-node", "outcomes": [_result(lease)]},
+        headers=bearer(live.node),
+    )
+    [entry] = (await waiting).json()
+    assert entry["id"] == job["id"] and entry["status"] == "COMPLETED"
+    assert entry["result"]["choices"][0]["message"]["content"] == "Hello!"
+    assert reads == [1], "the poll read the job again instead of taking the delivery's entry"
+
+
+@pytest.mark.anyio
+async def test_a_handed_entry_never_reaches_a_poll_that_may_not_see_the_job(live: Live) -> None:
+    other_user = live.context.keys.create(Role.USER, "other")[0]
+    theirs = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    mine = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(other_user))
+    ).json()
+    leases = (
+        await live.http.post(
+            "/internal/queue/fetch",
+            json={**fetch_body(["m"], wait=0), "max_jobs": 2},
+            headers=bearer(live.node),
+        )
+    ).json()
+    waiting = asyncio.ensure_future(
+        live.http.post(
+            "/v1/results/poll",
+            json={"ids": [theirs["id"], mine["id"]], "wait": WAIT},
+            headers=bearer(other_user),
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    await live.http.post(
+        "/internal/queue/submit",
+        json={"node_id": "waiting-node", "outcomes": [_result(lease) for lease in leases]},
+        headers=bearer(live.node),
+    )
+    entries = (await waiting).json()
+    assert [(e["id"], e["status"]) for e in entries] == [
+        (theirs["id"], "NOT_FOUND"),
+        (mine["id"], "COMPLETED"),
+    ]
+    assert "result" not in entries[0] or entries[0]["result"] is None

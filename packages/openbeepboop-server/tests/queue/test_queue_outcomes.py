@@ -253,3 +253,23 @@ def test_one_request_mixes_kinds_and_acks_in_order(
         b.lease_token: "failed",
         c.lease_token: "released",
     }
+
+
+def test_deliver_and_read_returns_only_watched_jobs_that_finished(
+    queue: QueueService, alice: Caller, node: Caller
+) -> None:
+    done, retried, unwatched = (queue.submit(alice, chat_request()) for _ in range(3))
+    leases = {lease.job_id: lease for lease in (claim_one(queue, node) for _ in range(3))}
+    outcomes = [
+        result(leases[done.id]),
+        error(leases[retried.id], retryable=True),
+        result(leases[unwatched.id]),
+    ]
+    response, finished = queue.deliver_and_read(
+        node, SubmitRequest(node_id="gpu-1", outcomes=outcomes), [done.id, retried.id]
+    )
+    assert [ack.ack for ack in response.acks] == ["accepted"] * 3
+    assert [(owner, entry.id, entry.status) for owner, entry in finished] == [
+        (alice.key_id, done.id, "COMPLETED")
+    ]
+    assert finished[0][1] == queue.get(alice, done.id)  # what a poll would read

@@ -265,6 +265,30 @@ class QueueService:
             )
         return response
 
+    def deliver_and_read(
+        self, caller: Caller, submit: SubmitRequest, watched: list[str]
+    ) -> tuple[SubmitResponse, list[tuple[int, PollEntry]]]:
+        """:meth:`deliver`, then, in the same transaction, the poll entries of ``watched``
+        jobs that are now terminal, each with the key that owns it.
+
+        For polls waiting on those jobs: they get their answer without a read of their own.
+        """
+        now = self._clock()
+        finished: list[tuple[int, PollEntry]] = []
+        with self._db.write() as conn:
+            response = deliver(
+                conn, caller, submit, now=now, policy=self._policy, lock=self._row_locks
+            )
+            for start in range(0, len(watched), IN_CHUNK):
+                rows = conn.execute(
+                    sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
+                        jobs.c.id.in_(db_texts(watched[start : start + IN_CHUNK])),
+                        jobs.c.status.in_(_TERMINAL),
+                    )
+                )
+                finished.extend((row.owner_key_id, poll_entry(row)) for row in rows)
+        return response, finished
+
     def heartbeat(self, caller: Caller, beat: HeartbeatRequest) -> HeartbeatResponse:
         """Extend held leases; also refreshes the node's registry entry."""
         now = self._clock()
