@@ -83,6 +83,39 @@ def fetch_body(models: list[str], wait: float = WAIT) -> dict[str, Any]:
     return {"node_id": "waiting-node", "models": models, "wait": wait}
 
 
+def _result(lease: dict[str, Any]) -> dict[str, Any]:
+    """A node's result outcome for ``lease``."""
+    return {
+        "kind": "result",
+        "job_id": lease["job_id"],
+        "lease_token": lease["lease_token"],
+        "result": completion(),
+    }
+
+
+async def _deliver(live: Live, leases: list[dict[str, Any]]) -> list[str]:
+    """Deliver a result for each lease as the node; the acks."""
+    response = await live.http.post(
+        "/internal/queue/submit",
+        json={"node_id": "waiting-node", "outcomes": [_result(lease) for lease in leases]},
+        headers=bearer(live.node),
+    )
+    return [ack["ack"] for ack in response.json()["acks"]]
+
+
+def _count_calls(live: Live, monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
+    """Count calls to one queue method (one entry per call)."""
+    calls: list[int] = []
+    original = getattr(live.context.queue, method)
+
+    def counting(*args: Any) -> Any:
+        calls.append(1)
+        return original(*args)
+
+    monkeypatch.setattr(live.context.queue, method, counting)
+    return calls
+
+
 @pytest.mark.anyio
 async def test_waiting_fetch_gets_a_job_submitted_after_it_started(live: Live) -> None:
     waiting = asyncio.ensure_future(
@@ -129,7 +162,9 @@ async def test_fetch_with_nothing_returns_empty_after_the_wait(live: Live) -> No
 
 
 @pytest.mark.anyio
-async def test_poll_wait_returns_when_the_job_completes(live: Live) -> None:
+async def test_poll_wait_returns_when_the_job_completes(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = (
         await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
     ).json()
@@ -138,6 +173,7 @@ async def test_poll_wait_returns_when_the_job_completes(live: Live) -> None:
             "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
         )
     ).json()
+    reads = _count_calls(live, monkeypatch, "poll")
     waiting = asyncio.ensure_future(
         timed(
             live.http.post(
@@ -148,27 +184,15 @@ async def test_poll_wait_returns_when_the_job_completes(live: Live) -> None:
         )
     )
     await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
-    delivered = await live.http.post(
-        "/internal/queue/submit",
-        json={
-            "node_id": "waiting-node",
-            "outcomes": [
-                {
-                    "kind": "result",
-                    "job_id": lease["job_id"],
-                    "lease_token": lease["lease_token"],
-                    "result": completion(),
-                }
-            ],
-        },
-        headers=bearer(live.node),
-    )
-    assert delivered.json()["acks"][0]["ack"] == "accepted"
+    assert await _deliver(live, [lease]) == ["accepted"]
     response, elapsed = await waiting
     [entry] = response.json()
     assert entry["status"] == "COMPLETED"
+    assert entry["result"]["choices"][0]["message"]["content"] == "Hello!"
     assert elapsed < WAIT / 2
     assert live.context.wakeups.watch_waiters == 0
+    # Answered with the entry the delivery read: no second read of its own.
+    assert reads == [1]
 
 
 @pytest.mark.anyio
@@ -403,19 +427,6 @@ async def test_waiting_fetch_wakes_when_a_backoff_ends(tmp_path: Path) -> None:
 # -- hand-off: a submit claims for a parked fetch in its own transaction ------
 
 
-def _count_claims(live: Live, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Count the claims fetches make themselves (a hand-off is not one of them)."""
-    calls: list[int] = []
-    claim = live.context.queue.claim
-
-    def counting(*args: Any) -> Any:
-        calls.append(1)
-        return claim(*args)
-
-    monkeypatch.setattr(live.context.queue, "claim", counting)
-    return calls
-
-
 def _job_row(live: Live, job_id: str) -> Any:
     with live.context.db.read() as conn:
         return conn.execute(
@@ -443,7 +454,7 @@ def _block_submits(live: Live, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, An
 async def test_submit_hands_its_job_to_a_parked_fetch(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    claims = _count_claims(live, monkeypatch)
+    claims = _count_calls(live, monkeypatch, "claim")  # a hand-off is not one
     waiting = asyncio.ensure_future(
         live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
     )
@@ -456,22 +467,7 @@ async def test_submit_hands_its_job_to_a_parked_fetch(
     assert lease["job_id"] == job["id"] and lease["attempt"] == 1
     assert claims == [1], "the fetch claimed again instead of taking the hand-off"
     assert _job_row(live, job["id"]).status == "PROCESSING"
-    delivered = await live.http.post(
-        "/internal/queue/submit",
-        json={
-            "node_id": "waiting-node",
-            "outcomes": [
-                {
-                    "kind": "result",
-                    "job_id": lease["job_id"],
-                    "lease_token": lease["lease_token"],
-                    "result": completion(),
-                }
-            ],
-        },
-        headers=bearer(live.node),
-    )
-    assert delivered.json()["acks"][0]["ack"] == "accepted"
+    assert await _deliver(live, [lease]) == ["accepted"]
     assert live.context.wakeups.fetch_waiters == 0
 
 
@@ -601,52 +597,6 @@ async def test_the_node_is_answered_before_the_user_on_a_hand_off(live: Live) ->
 # -- a delivery hands the finished jobs' entries to the polls waiting on them --
 
 
-def _result(lease: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "kind": "result",
-        "job_id": lease["job_id"],
-        "lease_token": lease["lease_token"],
-        "result": completion(),
-    }
-
-
-@pytest.mark.anyio
-async def test_a_waiting_poll_is_answered_from_the_delivery_without_a_read(
-    live: Live, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job = (
-        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
-    ).json()
-    [lease] = (
-        await live.http.post(
-            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
-        )
-    ).json()
-    reads: list[int] = []
-    poll = live.context.queue.poll
-
-    def counting(*args: Any) -> Any:
-        reads.append(1)
-        return poll(*args)
-
-    monkeypatch.setattr(live.context.queue, "poll", counting)
-    waiting = asyncio.ensure_future(
-        live.http.post(
-            "/v1/results/poll", json={"ids": [job["id"]], "wait": WAIT}, headers=bearer(live.user)
-        )
-    )
-    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
-    await live.http.post(
-        "/internal/queue/submit",
-        json={"node_id": "waiting-node", "outcomes": [_result(lease)]},
-        headers=bearer(live.node),
-    )
-    [entry] = (await waiting).json()
-    assert entry["id"] == job["id"] and entry["status"] == "COMPLETED"
-    assert entry["result"]["choices"][0]["message"]["content"] == "Hello!"
-    assert reads == [1], "the poll read the job again instead of taking the delivery's entry"
-
-
 @pytest.mark.anyio
 async def test_a_handed_entry_never_reaches_a_poll_that_may_not_see_the_job(live: Live) -> None:
     other_user = live.context.keys.create(Role.USER, "other")[0]
@@ -671,11 +621,7 @@ async def test_a_handed_entry_never_reaches_a_poll_that_may_not_see_the_job(live
         )
     )
     await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
-    await live.http.post(
-        "/internal/queue/submit",
-        json={"node_id": "waiting-node", "outcomes": [_result(lease) for lease in leases]},
-        headers=bearer(live.node),
-    )
+    assert await _deliver(live, leases) == ["accepted", "accepted"]
     entries = (await waiting).json()
     assert [(e["id"], e["status"]) for e in entries] == [
         (theirs["id"], "NOT_FOUND"),
