@@ -221,7 +221,13 @@ def test_sigterm_releases_jobs_that_outlast_the_grace_period(
     config = write_config(tmp_path / "node.toml", served.url, llm, shutdown_grace=0.5)
     node = NodeProcess(config, tmp_path / "node.log")
     processes.append(node)
-    wait_until(lambda: job_id in fake.leases, PROCESS_DEADLINE_SECONDS, "the lease")
+    # Running, not merely leased: a lease still in flight when the signal lands
+    # never reaches the node (it expires instead), which is not this test's case.
+    wait_until(
+        lambda: llm.prompt_counts() == {"never finishes": 1},
+        PROCESS_DEADLINE_SECONDS,
+        "the job's LLM call",
+    )
     node.wait_for_log("concurrency 2")
     node.proc.send_signal(signal.SIGTERM)
     assert node.wait() == 0, node.text()
