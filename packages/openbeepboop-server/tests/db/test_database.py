@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import Role
-from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.database import Database, _enable_wal
 from openbeepboop_server.db.tables import api_keys
 from openbeepboop_server.errors import InvalidSetting, ServerError
 
@@ -173,3 +174,24 @@ def test_writes_after_a_failed_write_and_after_dispose_still_work(db: Database) 
     with db.read() as conn:
         names = conn.execute(sa.select(api_keys.c.name).order_by(api_keys.c.name)).scalars()
         assert list(names) == ["a", "c", "d"]
+
+
+def test_wal_switch_retries_while_another_connection_holds_a_new_file(tmp_path: Path) -> None:
+    # Two servers opening a new file at once: SQLite refuses the journal-mode
+    # switch at once ("database is locked", no busy handler), so it is retried.
+    path = tmp_path / "new.db"
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t (x)")
+    holder.execute("BEGIN EXCLUSIVE")
+    switching = sqlite3.connect(path, isolation_level=None, timeout=0)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        switching.execute("PRAGMA journal_mode = WAL")  # what a single attempt gets
+    release = threading.Timer(0.2, holder.execute, ["COMMIT"])
+    release.start()
+    try:
+        _enable_wal(switching.cursor(), busy_ms=30_000)
+    finally:
+        release.join()
+    assert switching.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    holder.close()
+    switching.close()

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +52,9 @@ DEFAULT_MAX_OVERFLOW = 30
 IN_CHUNK = 500
 
 _BEGIN_OPTION = "openbeepboop_sqlite_begin"
+#: Pause between attempts to switch a new SQLite file to WAL while another
+#: connection is switching it (see :func:`_enable_wal`).
+WAL_RETRY_SECONDS = 0.01
 
 
 class Database:
@@ -207,7 +212,7 @@ def _configure_sqlite(engine: sa.Engine, *, synchronous: str, busy_ms: int, fks:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            cursor.execute("PRAGMA journal_mode = WAL")
+            _enable_wal(cursor, busy_ms)
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
         finally:
@@ -217,3 +222,24 @@ def _configure_sqlite(engine: sa.Engine, *, synchronous: str, busy_ms: int, fks:
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _enable_wal(cursor: Any, busy_ms: int) -> None:
+    """``PRAGMA journal_mode = WAL``, retried while another connection holds the file.
+
+    Switching a file's journal mode needs it to itself, and SQLite answers
+    "database is locked" at once instead of calling the busy handler. That
+    happens when two servers (or a server and ``migrate``) open a new file at
+    the same moment; once one of them has switched it, the mode is stored in
+    the file and the others' switch is a no-op. So: retry for as long as the
+    busy timeout allows any other wait.
+    """
+    deadline = time.monotonic() + busy_ms / 1000
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(WAL_RETRY_SECONDS)
