@@ -30,7 +30,9 @@ import contextlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from openbeepboop_schemas import ANY_MODEL, Role
+from openbeepboop_schemas import ANY_MODEL
+
+from openbeepboop_server.queue.views import may_see
 
 
 class Waiter:
@@ -301,8 +303,7 @@ class Wakeups:
         cannot see, and must still be told "not found" about it.
         """
         for waiter in self._watchers.get(entry.id, ()):
-            viewer = waiter.viewer
-            if viewer is not None and (viewer.role is Role.ADMIN or viewer.key_id == owner_key_id):
+            if waiter.viewer is not None and may_see(waiter.viewer, owner_key_id):
                 waiter.results[entry.id] = entry
 
     def jobs_changed(self, job_ids: Iterable[str]) -> None:

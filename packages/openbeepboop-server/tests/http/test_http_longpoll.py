@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -27,6 +27,8 @@ from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.http import service_calls
 from openbeepboop_server.http.context import ServerContext
 from starlette.applications import Starlette
+
+T = TypeVar("T")
 
 WAIT = 10.0
 #: Generous: the machine is shared with other test suites.
@@ -434,8 +436,14 @@ def _job_row(live: Live, job_id: str) -> Any:
         ).one()
 
 
-def _block_submits(live: Live, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
-    """Make every submit run in a worker thread and wait there until ``proceed`` is set."""
+async def _hand_off_held(
+    live: Live, monkeypatch: pytest.MonkeyPatch, fetch: Awaitable[T]
+) -> tuple[asyncio.Future[T], asyncio.Future[httpx.Response], threading.Event]:
+    """Park ``fetch``, then start a submit that reserves it and is held in its claim.
+
+    Every submit runs in a worker thread and waits there until the returned
+    event is set. Returns the fetch, the submit and that event.
+    """
     monkeypatch.setattr(service_calls, "INLINE_MAX_ITEMS", 0)
     entered, proceed = threading.Event(), threading.Event()
     submit_and_claim = live.context.queue.submit_and_claim
@@ -447,7 +455,13 @@ def _block_submits(live: Live, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, An
         return submit_and_claim(*args)
 
     monkeypatch.setattr(live.context.queue, "submit_and_claim", blocked)
-    return entered, proceed
+    fetching = asyncio.ensure_future(fetch)
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    submitting = asyncio.ensure_future(
+        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    )
+    await eventually(entered.is_set, "the submit to reserve the fetch")
+    return fetching, submitting, proceed
 
 
 @pytest.mark.anyio
@@ -475,15 +489,11 @@ async def test_submit_hands_its_job_to_a_parked_fetch(
 async def test_hand_off_to_a_fetch_that_was_cancelled_meanwhile_is_given_back(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    entered, proceed = _block_submits(live, monkeypatch)
-    waiting = asyncio.ensure_future(
-        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
+    waiting, submitting, proceed = await _hand_off_held(
+        live,
+        monkeypatch,
+        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node)),
     )
-    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
-    submitting = asyncio.ensure_future(
-        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
-    )
-    await eventually(entered.is_set, "the submit to reserve the fetch")
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
@@ -503,16 +513,12 @@ async def test_hand_off_to_a_fetch_that_was_cancelled_meanwhile_is_given_back(
 async def test_hand_off_to_a_fetch_whose_node_hung_up_is_given_back(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    entered, proceed = _block_submits(live, monkeypatch)
     disconnect = asyncio.Event()
-    call = asyncio.ensure_future(
-        _raw_call(live.app, "/internal/queue/fetch", fetch_body(["m"]), live.node, disconnect)
+    call, submitting, proceed = await _hand_off_held(
+        live,
+        monkeypatch,
+        _raw_call(live.app, "/internal/queue/fetch", fetch_body(["m"]), live.node, disconnect),
     )
-    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
-    submitting = asyncio.ensure_future(
-        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
-    )
-    await eventually(entered.is_set, "the submit to reserve the fetch")
     disconnect.set()
     # The hang-up reaches the waiter while the claim for it is held up.
     waiters = list(live.context.wakeups._fetchers)
@@ -529,23 +535,17 @@ async def test_hand_off_to_a_fetch_whose_node_hung_up_is_given_back(
 async def test_reserved_fetch_whose_wait_ends_still_gets_its_hand_off(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    entered, proceed = _block_submits(live, monkeypatch)
-    waiting = asyncio.ensure_future(
-        timed(
-            live.http.post(
-                "/internal/queue/fetch", json=fetch_body(["m"], wait=0.5), headers=bearer(live.node)
-            )
-        )
+    waiting, submitting, proceed = await _hand_off_held(
+        live,
+        monkeypatch,
+        live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0.5), headers=bearer(live.node)
+        ),
     )
-    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
-    submitting = asyncio.ensure_future(
-        live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
-    )
-    await eventually(entered.is_set, "the submit to reserve the fetch")
     await asyncio.sleep(0.6)  # past the fetch's deadline while its claim is held up
     proceed.set()
     job = (await submitting).json()
-    response, _ = await waiting
+    response = await waiting
     assert [lease["job_id"] for lease in response.json()] == [job["id"]]
 
 

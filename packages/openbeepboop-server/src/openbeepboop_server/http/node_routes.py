@@ -34,22 +34,13 @@ async def deliver(call: Call) -> Response:
     """Record results, errors and releases for held leases."""
     submit = call.body_as(SubmitRequest)
     context = call.context
+    # Polls waiting on these jobs get their entries from this transaction.
     watched = context.wakeups.watched(outcome.job_id for outcome in submit.outcomes)
-    if watched:
-        answer, finished_entries = await run_service(
-            context.db,
-            len(submit.outcomes),
-            context.queue.deliver_and_read,
-            call.user,
-            submit,
-            watched,
-        )
-        for owner_key_id, entry in finished_entries:
-            context.wakeups.hand_result(owner_key_id, entry)
-    else:
-        answer = await run_service(
-            context.db, len(submit.outcomes), context.queue.deliver, call.user, submit
-        )
+    answer, finished_entries = await run_service(
+        context.db, len(submit.outcomes), context.queue.deliver_and_read, call.user, submit, watched
+    )
+    for owner_key_id, entry in finished_entries:
+        context.wakeups.hand_result(owner_key_id, entry)
     finished: list[str] = []
     requeued = False
     for outcome, ack in zip(submit.outcomes, answer.acks, strict=False):

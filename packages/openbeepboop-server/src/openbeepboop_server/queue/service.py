@@ -258,12 +258,7 @@ class QueueService:
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
         """Record results, errors and releases; one ack per outcome, in order."""
-        now = self._clock()
-        with self._db.write() as conn:
-            response = deliver(
-                conn, caller, submit, now=now, policy=self._policy, lock=self._row_locks
-            )
-        return response
+        return self.deliver_and_read(caller, submit, [])[0]
 
     def deliver_and_read(
         self, caller: Caller, submit: SubmitRequest, watched: list[str]

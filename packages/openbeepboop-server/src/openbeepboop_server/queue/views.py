@@ -50,6 +50,11 @@ def visible_to(caller: Caller) -> sa.ColumnElement[bool]:
     return jobs.c.owner_key_id == caller.key_id
 
 
+def may_see(caller: Caller, owner_key_id: int) -> bool:
+    """:func:`visible_to` for one job already read: ADMIN, or the key that owns it."""
+    return caller.role is Role.ADMIN or caller.key_id == owner_key_id
+
+
 def _seconds(value: float | None) -> int | None:
     return None if value is None else int(value)
 
