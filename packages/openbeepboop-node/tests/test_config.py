@@ -89,6 +89,7 @@ def test_node_id_defaults_to_a_valid_host_name() -> None:
     [
         ({"concurrency": 0}, "concurrency: Input should be greater than or equal to 1"),
         ({"prefetch": -1}, "prefetch: Input should be greater than or equal to 0"),
+        ({"spool_after": -0.1}, "spool_after: Input should be greater than or equal to 0"),
         ({"concurency": 3}, "concurency: unknown setting"),
         ({"server_url": "127.0.0.1:8000"}, "server_url: Value error, must be an http"),
         ({"node_id": "has space"}, "node_id: String should match pattern"),

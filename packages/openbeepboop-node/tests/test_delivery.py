@@ -1,4 +1,9 @@
-"""Delivery: spooled before sending, batched, retried through outages, split on refusal."""
+"""Delivery: batched, spooled unless acknowledged, retried through outages, split on refusal.
+
+``Harness`` delivers with ``spool_after=0`` (every result written while it is
+sent) unless a test asks for the node's write-behind: results then reach the
+disk only when their ack is late, their submit failed, or the run ends.
+"""
 
 from __future__ import annotations
 
@@ -38,6 +43,7 @@ class Harness:
         linger: float = 0.02,
         more_coming: Callable[[], bool] | None = None,
         spool: Spool | None = None,
+        spool_after: float = 0.0,
     ) -> None:
         self.server = LoopbackServer(accept_all)
         self.server.start()
@@ -49,6 +55,7 @@ class Harness:
             Connectivity(self.server.url),
             Backoff(0.01, 0.05),
             linger=linger,
+            spool_after=spool_after,
             more_coming=more_coming,
         )
 
@@ -155,8 +162,10 @@ async def test_acked_rows_leave_the_spool_with_the_next_write(tmp_path: Path) ->
     assert spool.writes == [(["job-1"], []), (["job-2"], ["job-1"]), ([], ["job-2"])]
 
 
-async def test_an_unsent_result_is_on_disk(tmp_path: Path) -> None:
-    async with Harness(tmp_path) as h:
+@pytest.mark.parametrize("spool_after", [0.0, 3600.0])
+async def test_an_unsent_result_is_on_disk(tmp_path: Path, spool_after: float) -> None:
+    # Written at once when its submit fails, however long the ack may take.
+    async with Harness(tmp_path, spool_after=spool_after) as h:
         h.server.respond = always(DROP)
         durable = h.deliverer.put(error("job-1"))
         h.deliverer.put(ReleaseOutcome(job_id="job-2", lease_token="t"))
@@ -225,3 +234,60 @@ async def test_the_linger_applies_while_other_jobs_may_finish(tmp_path: Path) ->
         h.deliverer.put(error("job-1"))
         assert not await h.deliverer.wait_idle(0.2)
     assert h.sent_batches() == []
+
+
+async def test_an_acknowledged_result_is_never_written(tmp_path: Path) -> None:
+    spool = RecordingSpool(tmp_path / "rec.sqlite3")
+    async with Harness(tmp_path, spool=spool, spool_after=3600) as h:
+        h.server.respond = accept_all
+        durable = [h.deliverer.put(error(f"job-{i}")) for i in range(3)]
+        assert await h.deliverer.wait_idle(10)
+        # Durable at the server: the job lines may be logged.
+        assert all(future.done() for future in durable)
+    assert h.sent_batches() == [["job-0", "job-1", "job-2"]]
+    assert spool.writes == []
+
+
+async def test_a_result_whose_ack_is_late_is_spooled_meanwhile(tmp_path: Path) -> None:
+    spool = RecordingSpool(tmp_path / "rec.sqlite3")
+    answer = threading.Event()
+
+    def ack_when_let(request: Received) -> Reply:
+        answer.wait(30)
+        return accept_all(request)
+
+    async with Harness(tmp_path, spool=spool, spool_after=0.05) as h:
+        h.server.respond = ack_when_let
+        durable = h.deliverer.put(error("job-1"))
+        # On disk while its submit still waits for the server ...
+        await asyncio.wait_for(durable, 10)
+        assert [o.job_id for o in Spool(tmp_path / "rec.sqlite3").pending()] == ["job-1"]
+        assert len(h.server.bodies(SUBMIT)) == 1
+        answer.set()
+        # ... and deleted once the ack came.
+        assert await h.deliverer.wait_idle(10)
+        await wait_for(lambda: len(spool) == 0, what="the acked result to leave the spool")
+    assert spool.writes == [(["job-1"], []), ([], ["job-1"])]
+
+
+async def test_what_is_unacknowledged_at_the_end_is_spooled(tmp_path: Path) -> None:
+    answer = threading.Event()
+
+    def hold(request: Received) -> Reply:
+        answer.wait(30)
+        return accept_all(request)
+
+    h = Harness(tmp_path, spool_after=3600)
+    h.server.respond = hold
+    run = asyncio.create_task(h.deliverer.run())
+    h.deliverer.put(error("job-1"))
+    await wait_for(lambda: len(h.server.bodies(SUBMIT)) == 1, what="job-1's submit")
+    assert len(h.spool) == 0
+    # The run ends (the node stops) with the submit unanswered: persist writes it.
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    await h.deliverer.persist()
+    assert [o.job_id for o in h.spool.pending()] == ["job-1"]
+    answer.set()
+    h.task = run
+    await h.__aexit__()

@@ -56,6 +56,9 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 30.0
 DEFAULT_REQUEST_TIMEOUT_SECONDS = 600.0
 #: How long finished outcomes are collected before one submit carries them all.
 DEFAULT_SUBMIT_LINGER_SECONDS = 0.005
+#: How long a result may wait for the server's acknowledgement before it is
+#: written to the spool (0: write every result while it is being sent).
+DEFAULT_SPOOL_AFTER_SECONDS = 0.5
 #: While jobs are running, how long a freed slot waits for others to free up
 #: so that one fetch brings several leases (an idle node fetches at once).
 DEFAULT_FETCH_LINGER_SECONDS = 0.01
@@ -177,6 +180,7 @@ class NodeConfig(BaseModel):
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
     submit_linger: float = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
     fetch_linger: float = Field(default=DEFAULT_FETCH_LINGER_SECONDS, ge=0, le=1)
+    spool_after: float = Field(default=DEFAULT_SPOOL_AFTER_SECONDS, ge=0, le=60)
     #: Leases held beyond ``concurrency``, waiting for a slot; unset means
     #: :func:`default_prefetch`; 0 holds only what is running.
     prefetch: int | None = Field(default=None, ge=0, le=MAX_FETCH_JOBS)

@@ -1,26 +1,38 @@
-"""Delivering outcomes: spool and send at once, one submit for everything that finished.
+"""Delivering outcomes: send at once, spool what the server has not acknowledged.
 
 Outcomes that finish close together travel in one ``POST /internal/queue/submit``
 (whatever finished while the previous submit was in flight, or within a few
-milliseconds of each other). Results and errors are written to the
-:class:`~openbeepboop_node.spool.Spool` and sent in the same instant: the
-fsync (milliseconds) runs on the spool thread while the request is in
-flight, so it no longer adds to every job's latency. That loses nothing a
-write-then-send order would keep: a node killed before the fsync ends loses
-the outcome either way (its lease expires and the job runs again), and the
-copy on disk is what survives a server outage or a restart. An outcome is
-deleted from the spool once the server acknowledged it, whatever the ack;
-the deletion is queued behind the write on the same thread, so an ack that
-arrives before the fsync ends still leaves nothing behind. A server that
-cannot be reached is retried with backoff for as long as it takes.
-Releases (leases handed back unworked) are not spooled: losing one only
-means the job waits for its lease to expire.
+milliseconds of each other). The :class:`~openbeepboop_node.spool.Spool` is
+written behind the send: an outcome goes to disk only if the server has not
+acknowledged it within ``spool_after`` seconds, or at once when a submit
+fails (the server is down or unreachable), or at shutdown. A healthy server
+acknowledges within milliseconds, after committing the result, so a busy
+node's results normally never touch the disk: the spool is for results the
+server does not have. An outcome is durable from the moment either holds it
+(the job's line is logged only then), so a ``kill -9`` after that line loses
+nothing. A kill in the instant before it (the submit in flight, at most
+``spool_after`` seconds) loses the outcome, as a kill during the fsync of a
+write-first spool would: the lease expires and the job runs again.
+
+Why not write every outcome while its submit is in flight (as the node did
+before): every SQLite statement hands Python's GIL to the spool thread and
+back, and on a node whose event loop is busy with LiteLLM those hand-overs
+cost more throughput than anything else the node does (docs/performance.md,
+sixth pass). ``spool_after = 0`` restores that behaviour.
+
+A spooled outcome is deleted once the server acknowledged it, whatever the
+ack; the deletion is queued behind the write on the same thread, so an ack
+that arrives before the fsync ends still leaves nothing behind. A server that
+cannot be reached is retried with backoff for as long as it takes. Releases
+(leases handed back unworked) are never spooled: losing one only means the
+job waits for its lease to expire.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +65,7 @@ class Deliverer:
         backoff: Backoff,
         *,
         linger: float = 0.0,
+        spool_after: float = 0.0,
         more_coming: Callable[[], bool] | None = None,
         on_settled: SettledCallback | None = None,
     ) -> None:
@@ -61,12 +74,16 @@ class Deliverer:
         self._connectivity = connectivity
         self._backoff = backoff
         self._linger = linger
+        self._spool_after = spool_after
         self._more_coming = more_coming
         self._on_settled = on_settled
         self._inbox: list[Outcome] = []
         self._durable: dict[OutcomeKey, asyncio.Future[None]] = {}
         self._pending: dict[OutcomeKey, Outcome] = {}
         self._spooled: set[OutcomeKey] = set()
+        #: Sendable, neither on disk nor acknowledged yet: when each was handed over.
+        self._unspooled: dict[OutcomeKey, float] = {}
+        self._spool_timer: asyncio.TimerHandle | None = None
         #: Acknowledged and still on disk: deleted along with the next write.
         self._acked: list[OutcomeKey] = []
         self._retry_at = 0.0
@@ -87,8 +104,9 @@ class Deliverer:
     def put(self, outcome: Outcome) -> asyncio.Future[None]:
         """Hand over a finished job's outcome (never blocks).
 
-        The returned future is done once the outcome is on disk (at once for
-        a release), so "finished" is only ever logged for a durable result.
+        The returned future is done once the outcome is durable: acknowledged
+        by the server or on disk (at once for a release), so "finished" is
+        only ever logged for a durable result.
         """
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._durable[outcome_key(outcome)] = done
@@ -124,9 +142,10 @@ class Deliverer:
         return sum(1 for o in outcomes if not isinstance(o, ReleaseOutcome))
 
     async def persist(self) -> None:
-        """Spool whatever was handed over but not yet spooled (after :meth:`run` ended)."""
+        """Spool whatever is not acknowledged and not on disk yet (after :meth:`run` ended)."""
         batch, self._inbox = self._inbox, []
-        writes = [work for work in (self._accept(batch), self._flush_acked()) if work is not None]
+        self._accept(batch)
+        writes = [w for w in (self._to_disk(list(self._unspooled)), self._flush_acked()) if w]
         if writes:
             await asyncio.wait(writes)
 
@@ -137,6 +156,9 @@ class Deliverer:
 
     def close(self) -> None:
         """Stop the spool thread (after :meth:`run` has ended)."""
+        if self._spool_timer is not None:
+            self._spool_timer.cancel()
+            self._spool_timer = None
         self._disk.shutdown(wait=True)
 
     async def run(self) -> None:
@@ -153,7 +175,11 @@ class Deliverer:
                     # Only worth waiting when another outcome may join the batch.
                     await asyncio.sleep(self._linger)
                 batch, self._inbox = self._inbox, []
-                self._accept(batch)  # the spool write runs while the batch is sent
+                self._accept(batch)
+                if self._spool_after <= 0:
+                    self._to_disk(list(self._unspooled))  # written while the batch is sent
+                else:
+                    self._arm_spool_timer()
             if not self._pending:
                 continue
             delay = self._retry_at - loop.time()
@@ -163,29 +189,52 @@ class Deliverer:
                 continue
             await self._send(list(self._pending.values())[:MAX_SUBMIT_OUTCOMES])
 
-    def _accept(self, batch: list[Outcome]) -> asyncio.Future[None] | None:
-        """Make ``batch`` sendable now and start writing it to the spool.
-
-        Returns the spool write (None when nothing in the batch is spooled).
-        Its keys count as spooled from this moment: a deletion after an ack
-        is queued behind the write on the one spool thread, so it always
-        finds the row.
-        """
-        durable: list[Outcome] = []
+    def _accept(self, batch: list[Outcome]) -> None:
+        """Make ``batch`` sendable now; its results are not on disk yet."""
+        now = asyncio.get_running_loop().time()
         for outcome in batch:
             key = outcome_key(outcome)
             self._pending[key] = outcome
             if isinstance(outcome, ReleaseOutcome):
                 self._resolve_durable(key)
             else:
-                durable.append(outcome)
-        if not durable:
-            return None
-        keys = [outcome_key(o) for o in durable]
-        self._spooled.update(keys)
+                self._unspooled[key] = now
+
+    def _arm_spool_timer(self) -> None:
+        """Wake :meth:`_spool_due` when the oldest unacknowledged outcome is due."""
+        if self._spool_timer is not None or not self._unspooled:
+            return
+        oldest = next(iter(self._unspooled.values()))
         loop = asyncio.get_running_loop()
+        self._spool_timer = loop.call_at(oldest + self._spool_after, self._spool_due)
+
+    def _spool_due(self) -> None:
+        self._spool_timer = None
+        deadline = asyncio.get_running_loop().time() - self._spool_after
+        # Oldest first (handed over in that order): stop at the first one not due.
+        due = list(
+            itertools.takewhile(lambda key: self._unspooled[key] <= deadline, self._unspooled)
+        )
+        self._to_disk(due)
+        self._arm_spool_timer()
+
+    def _to_disk(self, keys: list[OutcomeKey]) -> asyncio.Future[None] | None:
+        """Start writing these outcomes to the spool; returns the write (None if no keys).
+
+        Their keys count as spooled from this moment: a deletion after an
+        ack is queued behind the write on the one spool thread, so it
+        always finds the row. Acknowledged rows still on disk are deleted
+        in the same transaction.
+        """
+        if not keys:
+            return None
+        for key in keys:
+            del self._unspooled[key]
+        self._spooled.update(keys)
+        outcomes = [self._pending[key] for key in keys]
         forget, self._acked = self._acked, []
-        write = loop.run_in_executor(self._disk, self._spool.add, durable, forget)
+        loop = asyncio.get_running_loop()
+        write = loop.run_in_executor(self._disk, self._spool.add, outcomes, forget)
         write.add_done_callback(lambda done: self._written(keys, done))
         return write
 
@@ -212,6 +261,8 @@ class Deliverer:
         except ServerUnavailableError as exc:
             self._connectivity.failed(exc)
             self._retry_at = loop.time() + self._backoff.next_delay(exc.retry_after)
+            # No ack is coming soon: what is not on disk yet goes there now.
+            self._to_disk(list(self._unspooled))
             return
         except ServerRequestError as exc:
             await self._refused(batch, exc)
@@ -258,13 +309,17 @@ class Deliverer:
     def _forget(self, keys: list[OutcomeKey]) -> None:
         """Drop acknowledged outcomes; their spool rows go with the next spool write.
 
-        A deletion of its own would cost the spool thread a transaction per
-        submit; the next write (queued after the one that stored the row)
-        carries it instead, or :meth:`_flush_acked` once nothing is left to
-        send. Never awaited, so a submit never waits behind the spool.
+        An outcome the server took before it was spooled is durable there
+        and never written. A deletion of its own would cost the spool thread
+        a transaction per submit; the next write (queued after the one that
+        stored the row) carries it instead, or :meth:`_flush_acked` once
+        nothing is left to send. Never awaited, so a submit never waits
+        behind the spool.
         """
         for key in keys:
             self._pending.pop(key, None)
+            if self._unspooled.pop(key, None) is not None:
+                self._resolve_durable(key)
         on_disk = [key for key in keys if key in self._spooled]
         if on_disk:
             self._spooled.difference_update(on_disk)

@@ -174,6 +174,7 @@ class Node:
                 self.connectivity,
                 Backoff(config.backoff_initial, config.backoff_max),
                 linger=config.submit_linger,
+                spool_after=config.spool_after,
                 more_coming=self._jobs_in_flight,
                 on_settled=self._settled,
             )
@@ -394,7 +395,8 @@ class Node:
             )
             raise
         assert self._deliverer is not None
-        # The slot is free now; the job's line is logged once its outcome is on disk.
+        # The slot is free now; the job's line is logged once its outcome is
+        # durable (acknowledged by the server, or on disk).
         durable = self._deliverer.put(outcome)
         seconds = loop.time() - started
         durable.add_done_callback(lambda _: self._log_job(lease, outcome, seconds))
