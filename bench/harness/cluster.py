@@ -117,11 +117,12 @@ class Cluster(kit.Cluster):
         server.setup()
         return server
 
-    def standin(self, delay: float = 0.0) -> Standin:
+    def standin(self, delay: float = 0.0, keep_alive: float | None = None) -> Standin:
         """A stand-in LLM process answering after ``delay`` seconds."""
         self._count += 1
         port_file = self.root / f"standin-{self._count}.port"
-        proc = self.procs.start("standin", standin_command(port_file, delay=delay))
+        argv = standin_command(port_file, keep_alive=keep_alive, delay=delay)
+        proc = self.procs.start("standin", argv)
         port = proc.wait_for_port_file(port_file, timeout=START_TIMEOUT)
         return Standin(proc, port)
 

@@ -62,6 +62,8 @@ class FakeQueue:
     ignore_routing: bool = False
     #: Seconds a fetch's answer takes to leave once its jobs are claimed (a slow round trip).
     fetch_delay: float = 0.0
+    #: Paths whose requests get no answer while they are listed (a hung server).
+    hung_paths: set[str] = field(default_factory=set)
     #: Every request that reached the fake, reachable or not: (path, time).
     attempts: list[tuple[str, float]] = field(default_factory=list)
     queued: deque[tuple[str, str, dict[str, Any], int]] = field(default_factory=deque)
@@ -121,6 +123,10 @@ class FakeQueue:
         self.attempts.append((request.path, time.monotonic()))
         if self.unreachable(request.path):
             return DROP
+        while request.path in self.hung_paths:
+            if request.gone():
+                return DROP
+            time.sleep(POLL_STEP_SECONDS)
         if request.path == FETCH:
             data = json.loads(request.body)
             deadline = time.monotonic() + float(data.get("wait", 0))

@@ -25,6 +25,7 @@ from conditions import wait_until
 from conftest import PROVIDER_KEY
 from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
 from openbeepboop_node.cli import main
+from openbeepboop_node.queue_client import SUBMIT_PATH
 from openbeepboop_node.spool import Spool
 from openbeepboop_testkit.standin import StandinLLM
 
@@ -234,6 +235,37 @@ def test_sigterm_releases_jobs_that_outlast_the_grace_period(
     assert fake.released == [job_id]
     assert [j[0] for j in fake.queued] == [job_id]  # requeued at once
     assert "Traceback" not in node.text()
+
+
+def test_a_second_signal_keeps_an_unacknowledged_result_in_the_spool(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    processes: list[NodeProcess],
+) -> None:
+    # The server takes the result's submit and never answers; with spool_after
+    # an hour away the result is only in memory when the second signal lands.
+    job_id = fake.add_job("unanswered")
+    fake.hung_paths = {SUBMIT_PATH}
+    config = write_config(
+        tmp_path / "node.toml", served.url, llm, shutdown_grace=120, spool_after=3600
+    )
+    node = NodeProcess(config, tmp_path / "node.log")
+    processes.append(node)
+    wait_until(
+        lambda: any(path == SUBMIT_PATH for path, _ in fake.attempts),
+        PROCESS_DEADLINE_SECONDS,
+        "the result's submit",
+    )
+    assert len(Spool(tmp_path / "spool.sqlite3")) == 0
+    node.proc.send_signal(signal.SIGINT)
+    node.wait_for_log("SIGINT: finishing running jobs")
+    node.proc.send_signal(signal.SIGINT)
+    assert node.wait() == 130
+    assert [o.job_id for o in Spool(tmp_path / "spool.sqlite3").pending()] == [job_id]
+    assert "1 unacknowledged result(s) kept in the spool" in node.text()
+    fake.hung_paths = set()
 
 
 def test_a_second_signal_exits_at_once_without_a_traceback(

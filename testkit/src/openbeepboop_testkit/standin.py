@@ -367,12 +367,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _config(state: StandinState, log_level: str) -> uvicorn.Config:
+def _config(state: StandinState, log_level: str, keep_alive: float = 5.0) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(state),
         log_level=log_level,
         access_log=False,
         lifespan="off",
+        # uvicorn's default (5 s); longer for a client slowed down many times
+        # (under valgrind), which would otherwise reuse connections just closed.
+        timeout_keep_alive=int(keep_alive),
         # A request sleeping on a long ``delay`` must not hold up shutdown.
         timeout_graceful_shutdown=1,
     )
@@ -479,12 +482,16 @@ class StandinClient(CallLog):
         return [Call.from_json(item) for item in self._request("GET", "/_calls")]
 
 
-def standin_command(port_file: str | os.PathLike[str], **knobs: Any) -> list[str]:
+def standin_command(
+    port_file: str | os.PathLike[str], keep_alive: float | None = None, **knobs: Any
+) -> list[str]:
     """The argv that runs a stand-in process with these knobs (for ``processes``)."""
     import sys
 
     argv = [sys.executable, "-m", "openbeepboop_testkit.standin", "--port", "0"]
     argv += ["--port-file", str(port_file)]
+    if keep_alive is not None:
+        argv += ["--keep-alive", str(keep_alive)]
     knobs_obj = Knobs().updated(knobs)
     defaults = Knobs()
     if knobs_obj.delay != defaults.delay:
@@ -522,6 +529,9 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--fail-prompt", action="append", default=[], dest="fail_prompts")
     parser.add_argument("--model", action="append", default=[], dest="models")
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument(
+        "--keep-alive", type=float, default=5.0, help="seconds an idle connection is kept"
+    )
     args = parser.parse_args(list(argv) if argv is not None else None)
     knobs = Knobs(
         delay=args.delay,
@@ -538,7 +548,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         if args.port_file is not None:
             _write_atomically(args.port_file, f"{port}\n")
 
-    server = _NotifyingServer(_config(StandinState(knobs), args.log_level), announce)
+    config = _config(StandinState(knobs), args.log_level, args.keep_alive)
+    server = _NotifyingServer(config, announce)
     server.run(sockets=[sock])
 
 

@@ -219,6 +219,7 @@ async def _serve(node: Node, batch: bool) -> RunSummary:
     def on_signal(name: str) -> None:
         if node.stopping:
             click.echo(f"openbeepboop-node: {name} again, exiting now", err=True)
+            node.persist_now()
             os._exit(EXIT_INTERRUPTED)
         logger.warning("%s: finishing running jobs, then exiting (again to exit now)", name)
         node.stop()

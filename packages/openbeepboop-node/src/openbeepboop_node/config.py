@@ -180,7 +180,7 @@ class NodeConfig(BaseModel):
     request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
     submit_linger: float = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
     fetch_linger: float = Field(default=DEFAULT_FETCH_LINGER_SECONDS, ge=0, le=1)
-    spool_after: float = Field(default=DEFAULT_SPOOL_AFTER_SECONDS, ge=0, le=60)
+    spool_after: float = Field(default=DEFAULT_SPOOL_AFTER_SECONDS, ge=0)
     #: Leases held beyond ``concurrency``, waiting for a slot; unset means
     #: :func:`default_prefetch`; 0 holds only what is running.
     prefetch: int | None = Field(default=None, ge=0, le=MAX_FETCH_JOBS)

@@ -149,6 +149,21 @@ class Deliverer:
         if writes:
             await asyncio.wait(writes)
 
+    def persist_now(self) -> int:
+        """Write what is neither acknowledged nor on disk, on this thread; returns how many.
+
+        For a process about to exit at once (a second signal): nothing else
+        will run, so this blocks the event loop for the one transaction
+        (waiting for a spool write in flight to finish first).
+        """
+        batch, self._inbox = self._inbox, []
+        self._accept(batch)
+        keys = list(self._unspooled)
+        if keys:
+            self._spool.add([self._pending[key] for key in keys])
+            self._unspooled.clear()
+        return len(keys)
+
     def retry_now(self) -> None:
         """Skip the current backoff wait (e.g. the server just answered another call)."""
         self._retry_at = 0.0

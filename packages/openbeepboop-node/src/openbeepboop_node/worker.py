@@ -52,6 +52,7 @@ from openbeepboop_node.exceptions import (
     KeyRejectedError,
     ServerRequestError,
     ServerUnavailableError,
+    SpoolError,
 )
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
@@ -142,6 +143,22 @@ class Node:
         """Stop fetching and shut down gracefully (safe to call more than once)."""
         self._stopping.set()
         self._slot_free.set()
+
+    def persist_now(self) -> None:
+        """Put finished results the server has not acknowledged on disk, now.
+
+        Called just before the process exits without a shutdown (a second
+        signal): they are sent by the next start instead of being lost.
+        """
+        if self._deliverer is None:
+            return
+        try:
+            kept = self._deliverer.persist_now()
+        except SpoolError as exc:
+            logger.error("%s", exc)
+            return
+        if kept:
+            logger.warning("%d unacknowledged result(s) kept in the spool", kept)
 
     async def run(self) -> RunSummary:
         """Work until :meth:`stop`; returns what was done."""
