@@ -62,6 +62,24 @@ def test_litellm_is_set_up_to_stay_offline() -> None:
     assert litellm.model_cost  # the bundled cost map loaded without a download
 
 
+@pytest.mark.parametrize(("litellm_log", "redacted"), [("", "False"), ("DEBUG", "True")])
+def test_litellm_blanks_messages_out_of_its_logging_only_when_its_logs_are_on(
+    litellm_log: str, redacted: str
+) -> None:
+    # In a fresh interpreter: LiteLLM is set up once per process.
+    probe = (
+        "from openbeepboop_node.inference import load_litellm\n"
+        "print(load_litellm().turn_off_message_logging)"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "LITELLM_LOG"}
+    if litellm_log:
+        env["LITELLM_LOG"] = litellm_log
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
+    assert out[-1] == redacted
+
+
 def test_what_litellm_leaves_behind_is_frozen_out_of_the_collector() -> None:
     # In a fresh interpreter: this test process may have loaded LiteLLM already.
     probe = (
