@@ -262,7 +262,8 @@ async def test_a_result_whose_ack_is_late_is_spooled_meanwhile(tmp_path: Path) -
         # On disk while its submit still waits for the server ...
         await asyncio.wait_for(durable, 10)
         assert [o.job_id for o in Spool(tmp_path / "rec.sqlite3").pending()] == ["job-1"]
-        assert len(h.server.bodies(SUBMIT)) == 1
+        await wait_for(lambda: len(h.server.bodies(SUBMIT)) == 1, what="job-1's submit")
+        assert not answer.is_set()  # the server holds its ack until told
         answer.set()
         # ... and deleted once the ack came.
         assert await h.deliverer.wait_idle(10)
