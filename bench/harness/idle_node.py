@@ -22,7 +22,7 @@ import time
 
 import orjson
 from openbeepboop_node.queue_client import QueueClient
-from openbeepboop_schemas import ResultOutcome
+from openbeepboop_schemas import Lease, ResultOutcome
 
 from harness.cluster import MODEL
 from harness.synthetic import RESULT
@@ -31,26 +31,45 @@ from harness.synthetic import RESULT
 FETCH_WAIT_SECONDS = 30.0
 
 
+class IdleNode:
+    """One idle node's side of a pickup: one long-poll for one job, then its answer."""
+
+    def __init__(self, url: str, key: str, node_id: str) -> None:
+        self._client = QueueClient(url, key, node_id, fetch_wait=FETCH_WAIT_SECONDS)
+        self._result = orjson.loads(RESULT)
+
+    async def fetch(self) -> list[Lease]:
+        """Long-poll for one job (as ``openbeepboop-node run`` does when idle)."""
+        return await self._client.fetch([MODEL], 1, FETCH_WAIT_SECONDS)
+
+    async def answer(self, leases: list[Lease]) -> None:
+        """Deliver a canned result for each lease."""
+        outcomes = [
+            ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=self._result)
+            for lease in leases
+        ]
+        if outcomes:
+            await self._client.submit(outcomes)
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._client.aclose()
+
+
 async def serve(url: str, key: str, node_id: str) -> None:
     """Fetch, report, answer; until the parent closes stdin (or the process is stopped)."""
-    client = QueueClient(url, key, node_id, fetch_wait=FETCH_WAIT_SECONDS)
-    result = orjson.loads(RESULT)
+    node = IdleNode(url, key, node_id)
     try:
         while True:
-            fetch = asyncio.ensure_future(client.fetch([MODEL], 1, FETCH_WAIT_SECONDS))
+            fetch = asyncio.ensure_future(node.fetch())
             print("fetching", flush=True)
             leases = await fetch
             arrived = time.perf_counter()
-            outcomes = [
-                ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=result)
-                for lease in leases
-            ]
-            if outcomes:
-                await client.submit(outcomes)
+            await node.answer(leases)
             for lease in leases:
                 print(f"leased {arrived!r} {lease.job_id}", flush=True)
     finally:
-        await client.aclose()
+        await node.aclose()
 
 
 def main() -> None:

@@ -1,14 +1,19 @@
 """Pickup latency: an idle node long-polling; one job submitted; how soon the node holds it.
 
-Two ways, both timed from the moment the harness starts the submit:
+Three ways, all timed from the moment the harness starts the submit:
 
-* the figure: a synthetic node in the harness's own event loop, stamped the
-  moment its fetch returns the lease (not after the harness has also parsed
-  its own ``202``): the queue's pickup, with no process of its own to wake;
-* (info) a node in its own process (:mod:`harness.idle_node`, the node's own
-  queue client on aiohttp), stamped when the lease arrives there
-  (``perf_counter`` is CLOCK_MONOTONIC, one clock for both processes). On
-  this 2-core machine that adds waking an idle process on the other core.
+* the figure: the node's own queue client (aiohttp, what ``openbeepboop-node
+  run`` fetches with) in the harness's event loop, stamped the moment its
+  fetch returns the lease (not after the harness has also parsed its own
+  ``202``): the queue's pickup, with no process of its own to wake;
+* (info) the same with the harness's httpx synthetic node, which was the
+  figure until 2026-12-02: httpx costs the caller more CPU per request
+  than aiohttp, about 1 ms of this figure on the bench machine
+  (docs/performance.md, sixth pass), and no node fetches with it;
+* (info) a node in its own process (:mod:`harness.idle_node`), stamped when
+  the lease arrives there (``perf_counter`` is CLOCK_MONOTONIC, one clock
+  for both processes). On this 2-core machine that adds waking an idle
+  process on the other core.
 """
 
 from __future__ import annotations
@@ -16,10 +21,13 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from harness.api import UserApi, submit_body
 from harness.figures import Figure, at_most, median, percentile
+from harness.idle_node import IdleNode
 from harness.synthetic import SyntheticNode
 
 from scenarios import Context
@@ -32,12 +40,43 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 60.0
 
 
-async def _in_process(url: str, user_key: str, node_key: str, count: int) -> list[float]:
-    api = UserApi(url, user_key)
-    node = SyntheticNode(url, node_key, "synthetic-idle")
+class _Fetcher:
+    """One idle node in the harness's loop: fetch one job, answer it, close."""
 
-    async def fetch_stamped() -> tuple[list[dict[str, object]], float]:
-        leases = await node.fetch(1, 30.0)
+    def __init__(
+        self,
+        fetch: Callable[[], Awaitable[list[Any]]],
+        job_id: Callable[[Any], str],
+        answer: Callable[[list[Any]], Awaitable[object]],
+        aclose: Callable[[], Awaitable[None]],
+    ) -> None:
+        self.fetch, self.job_id, self.answer, self.aclose = fetch, job_id, answer, aclose
+
+
+def _node_client(url: str, key: str) -> _Fetcher:
+    node = IdleNode(url, key, "node-client-idle")
+    return _Fetcher(node.fetch, lambda lease: lease.job_id, node.answer, node.aclose)
+
+
+def _httpx_synthetic(url: str, key: str) -> _Fetcher:
+    node = SyntheticNode(url, key, "synthetic-idle")
+    return _Fetcher(
+        lambda: node.fetch(1, 30.0), lambda lease: str(lease["job_id"]), node.deliver, node.aclose
+    )
+
+
+async def _in_process(
+    url: str,
+    user_key: str,
+    node_key: str,
+    count: int,
+    make: Callable[[str, str], _Fetcher] = _node_client,
+) -> list[float]:
+    api = UserApi(url, user_key)
+    node = make(url, node_key)
+
+    async def fetch_stamped() -> tuple[list[Any], float]:
+        leases = await node.fetch()
         return leases, time.perf_counter()
 
     latencies: list[float] = []
@@ -50,10 +89,10 @@ async def _in_process(url: str, user_key: str, node_key: str, count: int) -> lis
             sent = time.perf_counter()
             job_id = await api.submit(submit_body(index, "pickup"))
             leases, arrived = await fetch
-            if [lease["job_id"] for lease in leases] != [job_id]:
+            if [node.job_id(lease) for lease in leases] != [job_id]:
                 raise RuntimeError(f"expected a lease for {job_id}, got {leases}")
             latencies.append(arrived - sent)
-            await node.deliver(leases)
+            await node.answer(leases)
     finally:
         await api.aclose()
         await node.aclose()
@@ -112,11 +151,14 @@ def run(ctx: Context) -> list[Figure]:
         meter = ctx.meter("pickup", {"server": server.pid}).start()
         latencies = asyncio.run(_in_process(*urls, count))
         cpu = meter.stop()
+        asyncio.run(_in_process(*urls, 10, _httpx_synthetic))
+        synthetic = asyncio.run(_in_process(*urls, count, _httpx_synthetic))
         asyncio.run(_own_process(*urls, 10))
         own = asyncio.run(_own_process(*urls, count))
     p50, p99 = median(latencies) * 1e3, percentile(latencies, 99) * 1e3
     detail = (
-        f"{count} samples, one synthetic node in a 30 s long-poll (max_jobs 1), submit sent "
+        f"{count} samples, the node's queue client (aiohttp) in the harness's loop, in a 30 s "
+        f"long-poll (max_jobs 1), submit sent "
         f"{GAP_SECONDS * 1e3:.0f} ms after the fetch, stamped when the fetch returns; max "
         f"{max(latencies) * 1e3:.1f} ms; CPU: {cpu.describe()}"
     )
@@ -138,6 +180,18 @@ def run(ctx: Context) -> list[Figure]:
             "ms",
             at_most(50),
             bound=chain,
+        ),
+        Figure(
+            "pickup_httpx_synthetic",
+            "pickup latency, the harness's httpx node, p50 (info)",
+            median(synthetic) * 1e3,
+            "ms",
+            None,
+            bound=chain + " + httpx's CPU in the harness",
+            detail=(
+                f"{count} samples, the figure until 2026-12-02 (docs/performance.md, sixth "
+                f"pass); p99 {percentile(synthetic, 99) * 1e3:.1f} ms"
+            ),
         ),
         Figure(
             "pickup_own_process",
