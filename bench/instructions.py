@@ -32,7 +32,7 @@ from pathlib import Path
 from harness.api import UserApi, bulk_body, wait_all_terminal
 from harness.cluster import MODEL, PROVIDER_KEY, Cluster
 from openbeepboop_testkit.cluster import NODE
-from scenarios.e2e import BARE, LLM_DELAY
+from scenarios.e2e import LLM_DELAY, _bare_command
 
 CALLGRIND = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes"]
 #: Under valgrind an idle keep-alive connection can sit for seconds between
@@ -60,12 +60,7 @@ def main() -> None:
             [
                 *CALLGRIND,
                 f"--callgrind-out-file={bare_out}",
-                sys.executable,
-                str(BARE),
-                "--api-base",
-                standin.base_url,
-                "--concurrency",
-                str(args.concurrency),
+                *_bare_command(standin, args.concurrency, 0),
                 "--serve",
             ],
             env=cluster.env,

@@ -37,16 +37,18 @@ class IdleNode:
     def __init__(self, url: str, key: str, node_id: str) -> None:
         self._client = QueueClient(url, key, node_id, fetch_wait=FETCH_WAIT_SECONDS)
         self._result = orjson.loads(RESULT)
+        self._leases: list[Lease] = []
 
-    async def fetch(self) -> list[Lease]:
-        """Long-poll for one job (as ``openbeepboop-node run`` does when idle)."""
-        return await self._client.fetch([MODEL], 1, FETCH_WAIT_SECONDS)
+    async def fetch(self) -> list[str]:
+        """Long-poll for one job (as ``openbeepboop-node run`` does when idle); the job ids."""
+        self._leases = await self._client.fetch([MODEL], 1, FETCH_WAIT_SECONDS)
+        return [lease.job_id for lease in self._leases]
 
-    async def answer(self, leases: list[Lease]) -> None:
-        """Deliver a canned result for each lease."""
+    async def answer(self) -> None:
+        """Deliver a canned result for each lease the last fetch brought."""
         outcomes = [
             ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=self._result)
-            for lease in leases
+            for lease in self._leases
         ]
         if outcomes:
             await self._client.submit(outcomes)
@@ -63,11 +65,11 @@ async def serve(url: str, key: str, node_id: str) -> None:
         while True:
             fetch = asyncio.ensure_future(node.fetch())
             print("fetching", flush=True)
-            leases = await fetch
+            job_ids = await fetch
             arrived = time.perf_counter()
-            await node.answer(leases)
-            for lease in leases:
-                print(f"leased {arrived!r} {lease.job_id}", flush=True)
+            await node.answer()
+            for job_id in job_ids:
+                print(f"leased {arrived!r} {job_id}", flush=True)
     finally:
         await node.aclose()
 

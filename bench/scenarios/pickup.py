@@ -21,9 +21,9 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from harness.api import UserApi, submit_body
 from harness.figures import Figure, at_most, median, percentile
@@ -40,29 +40,34 @@ BENCH_DIR = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 60.0
 
 
-class _Fetcher:
-    """One idle node in the harness's loop: fetch one job, answer it, close."""
+class _Fetcher(Protocol):
+    """One idle node in the harness's loop: fetch one job (its ids), answer it, close."""
 
-    def __init__(
-        self,
-        fetch: Callable[[], Awaitable[list[Any]]],
-        job_id: Callable[[Any], str],
-        answer: Callable[[list[Any]], Awaitable[object]],
-        aclose: Callable[[], Awaitable[None]],
-    ) -> None:
-        self.fetch, self.job_id, self.answer, self.aclose = fetch, job_id, answer, aclose
+    async def fetch(self) -> list[str]: ...
+    async def answer(self) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class _HttpxSynthetic:
+    """The harness's httpx synthetic node as a :class:`_Fetcher` (the figure until 2026-12-02)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self._node = SyntheticNode(url, key, "synthetic-idle")
+        self._leases: list[dict[str, Any]] = []
+
+    async def fetch(self) -> list[str]:
+        self._leases = await self._node.fetch(1, 30.0)
+        return [str(lease["job_id"]) for lease in self._leases]
+
+    async def answer(self) -> None:
+        await self._node.deliver(self._leases)
+
+    async def aclose(self) -> None:
+        await self._node.aclose()
 
 
 def _node_client(url: str, key: str) -> _Fetcher:
-    node = IdleNode(url, key, "node-client-idle")
-    return _Fetcher(node.fetch, lambda lease: lease.job_id, node.answer, node.aclose)
-
-
-def _httpx_synthetic(url: str, key: str) -> _Fetcher:
-    node = SyntheticNode(url, key, "synthetic-idle")
-    return _Fetcher(
-        lambda: node.fetch(1, 30.0), lambda lease: str(lease["job_id"]), node.deliver, node.aclose
-    )
+    return IdleNode(url, key, "node-client-idle")
 
 
 async def _in_process(
@@ -75,9 +80,9 @@ async def _in_process(
     api = UserApi(url, user_key)
     node = make(url, node_key)
 
-    async def fetch_stamped() -> tuple[list[Any], float]:
-        leases = await node.fetch()
-        return leases, time.perf_counter()
+    async def fetch_stamped() -> tuple[list[str], float]:
+        job_ids = await node.fetch()
+        return job_ids, time.perf_counter()
 
     latencies: list[float] = []
     try:
@@ -88,11 +93,11 @@ async def _in_process(
                 raise RuntimeError(f"the idle fetch returned early: {fetch.result()}")
             sent = time.perf_counter()
             job_id = await api.submit(submit_body(index, "pickup"))
-            leases, arrived = await fetch
-            if [node.job_id(lease) for lease in leases] != [job_id]:
-                raise RuntimeError(f"expected a lease for {job_id}, got {leases}")
+            leased, arrived = await fetch
+            if leased != [job_id]:
+                raise RuntimeError(f"expected a lease for {job_id}, got {leased}")
             latencies.append(arrived - sent)
-            await node.answer(leases)
+            await node.answer()
     finally:
         await api.aclose()
         await node.aclose()
@@ -151,8 +156,8 @@ def run(ctx: Context) -> list[Figure]:
         meter = ctx.meter("pickup", {"server": server.pid}).start()
         latencies = asyncio.run(_in_process(*urls, count))
         cpu = meter.stop()
-        asyncio.run(_in_process(*urls, 10, _httpx_synthetic))
-        synthetic = asyncio.run(_in_process(*urls, count, _httpx_synthetic))
+        asyncio.run(_in_process(*urls, 10, _HttpxSynthetic))
+        synthetic = asyncio.run(_in_process(*urls, count, _HttpxSynthetic))
         asyncio.run(_own_process(*urls, 10))
         own = asyncio.run(_own_process(*urls, count))
     p50, p99 = median(latencies) * 1e3, percentile(latencies, 99) * 1e3

@@ -143,8 +143,7 @@ class Deliverer:
 
     async def persist(self) -> None:
         """Spool whatever is not acknowledged and not on disk yet (after :meth:`run` ended)."""
-        batch, self._inbox = self._inbox, []
-        self._accept(batch)
+        self._accept()
         writes = [w for w in (self._to_disk(list(self._unspooled)), self._flush_acked()) if w]
         if writes:
             await asyncio.wait(writes)
@@ -156,8 +155,7 @@ class Deliverer:
         will run, so this blocks the event loop for the one transaction
         (waiting for a spool write in flight to finish first).
         """
-        batch, self._inbox = self._inbox, []
-        self._accept(batch)
+        self._accept()
         keys = list(self._unspooled)
         if keys:
             self._spool.add([self._pending[key] for key in keys])
@@ -189,8 +187,7 @@ class Deliverer:
                 if self._linger and (self._more_coming is None or self._more_coming()):
                     # Only worth waiting when another outcome may join the batch.
                     await asyncio.sleep(self._linger)
-                batch, self._inbox = self._inbox, []
-                self._accept(batch)
+                self._accept()
                 if self._spool_after <= 0:
                     self._to_disk(list(self._unspooled))  # written while the batch is sent
                 else:
@@ -204,8 +201,9 @@ class Deliverer:
                 continue
             await self._send(list(self._pending.values())[:MAX_SUBMIT_OUTCOMES])
 
-    def _accept(self, batch: list[Outcome]) -> None:
-        """Make ``batch`` sendable now; its results are not on disk yet."""
+    def _accept(self) -> None:
+        """Make everything handed over sendable now; its results are not on disk yet."""
+        batch, self._inbox = self._inbox, []
         now = asyncio.get_running_loop().time()
         for outcome in batch:
             key = outcome_key(outcome)
