@@ -106,6 +106,36 @@ async def test_wait_returns_on_wake_and_times_out_otherwise() -> None:
 
 
 @pytest.mark.anyio
+async def test_a_woken_wait_resumes_in_the_next_turn_of_the_loop() -> None:
+    # Every turn of the loop between a wake-up and the long-poll's answer is
+    # latency on the way to the node or the user (and lets other work cut in).
+    wakeups = Wakeups()
+    with wakeups.watching(["j"]) as waiter:
+        waiting = asyncio.ensure_future(waiter.wait(30))
+        await asyncio.sleep(0)  # now asleep in its wait
+        wakeups.jobs_changed(["j"])
+        await asyncio.sleep(0)  # one turn
+        assert waiting.done() and waiting.result() is True
+
+
+@pytest.mark.anyio
+async def test_waits_in_progress_are_all_woken_and_leave_nothing_behind() -> None:
+    wakeups = Wakeups()
+    with wakeups.watching(["j"]) as waiter:
+        both = asyncio.gather(waiter.wait(30), waiter.wait(30))
+        await asyncio.sleep(0)
+        waiter.wake()
+        assert await both == [True, True]
+        assert not waiter._sleeping  # no future kept once woken
+        late = asyncio.ensure_future(waiter.wait(30))
+        await asyncio.sleep(0)
+        late.cancel()  # the client's request was cancelled mid-wait
+        with contextlib.suppress(asyncio.CancelledError):
+            await late
+        assert not waiter._sleeping
+
+
+@pytest.mark.anyio
 async def test_disconnect_wakes_and_marks_done() -> None:
     wakeups = Wakeups()
     with wakeups.watching(["j"]) as waiter:

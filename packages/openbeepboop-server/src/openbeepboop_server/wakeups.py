@@ -35,13 +35,26 @@ from openbeepboop_schemas import ANY_MODEL
 from openbeepboop_server.queue.views import may_see
 
 
-class Waiter:
-    """One long-poll in progress; ``wait`` returns when it is woken or the timeout passes."""
+def _end_sleep(sleeping: asyncio.Future[None]) -> None:
+    if not sleeping.done():
+        sleeping.set_result(None)
 
-    __slots__ = ("_event", "closed", "disconnected", "results", "viewer")
+
+class Waiter:
+    """One long-poll in progress; ``wait`` returns when it is woken or the timeout passes.
+
+    A wake-up resolves the sleeping wait's own future, so the long-poll runs
+    in the loop's very next turn. (``asyncio.wait_for`` on an ``Event`` took
+    three turns: the event's task, the timeout wrapper, then the request, and
+    whatever else was ready ran in between.)
+    """
+
+    __slots__ = ("_sleeping", "_woken", "closed", "disconnected", "results", "viewer")
 
     def __init__(self, viewer: Any = None) -> None:
-        self._event = asyncio.Event()
+        self._woken = False
+        #: The futures of the waits in progress (one per request, in practice).
+        self._sleeping: set[asyncio.Future[None]] = set()
         #: The client went away: stop waiting and do no more work for it.
         self.disconnected = False
         #: The server is shutting down: answer with what there is.
@@ -55,7 +68,7 @@ class Waiter:
     @property
     def woken(self) -> bool:
         """True when a wake-up arrived since the last :meth:`clear`."""
-        return self._event.is_set()
+        return self._woken
 
     @property
     def done(self) -> bool:
@@ -64,26 +77,35 @@ class Waiter:
 
     def wake(self) -> None:
         """Make the current or next :meth:`wait` return."""
-        self._event.set()
+        self._woken = True
+        for sleeping in self._sleeping:
+            _end_sleep(sleeping)
 
     def clear(self) -> None:
         """Forget past wake-ups; call right before re-reading the database."""
-        self._event.clear()
+        self._woken = False
 
     def disconnect(self) -> None:
         """The client hung up."""
         self.disconnected = True
-        self._event.set()
+        self.wake()
 
     async def wait(self, timeout: float) -> bool:
         """Wait up to ``timeout`` seconds; True if woken rather than timed out."""
-        if self._event.is_set():
+        if self._woken:
             return True
         if timeout <= 0:
             return False
-        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-            await asyncio.wait_for(self._event.wait(), timeout)
-        return self._event.is_set()
+        loop = asyncio.get_running_loop()
+        sleeping: asyncio.Future[None] = loop.create_future()
+        timer = loop.call_later(timeout, _end_sleep, sleeping)
+        self._sleeping.add(sleeping)
+        try:
+            await sleeping
+        finally:
+            timer.cancel()
+            self._sleeping.discard(sleeping)
+        return self._woken
 
 
 class FetchWaiter(Waiter):

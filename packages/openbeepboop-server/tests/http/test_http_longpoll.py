@@ -198,6 +198,50 @@ async def test_poll_wait_returns_when_the_job_completes(
 
 
 @pytest.mark.anyio
+async def test_a_waiting_poll_is_answered_before_the_delivery_that_finished_its_job(
+    live: Live,
+) -> None:
+    # The user is waiting on the poll; the node's ack can wait a turn (the
+    # result is committed before either answer is written).
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    [lease] = (
+        await live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
+        )
+    ).json()
+    answered: list[str] = []
+
+    async def recording(scope: Any, receive: Any, send: Any) -> None:
+        async def send_recorded(message: Any) -> None:
+            if message["type"] == "http.response.body" and not message.get("more_body"):
+                answered.append(scope["path"])
+            await send(message)
+
+        await live.app(scope, receive, send_recorded)
+
+    transport = httpx.ASGITransport(app=recording)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        waiting = asyncio.ensure_future(
+            http.post(
+                "/v1/results/poll",
+                json={"ids": [job["id"]], "wait": WAIT},
+                headers=bearer(live.user),
+            )
+        )
+        await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+        delivered = await http.post(
+            "/internal/queue/submit",
+            json={"node_id": "waiting-node", "outcomes": [_result(lease)]},
+            headers=bearer(live.node),
+        )
+        assert [ack["ack"] for ack in delivered.json()["acks"]] == ["accepted"]
+        assert (await waiting).json()[0]["status"] == "COMPLETED"
+    assert answered == ["/v1/results/poll", "/internal/queue/submit"]
+
+
+@pytest.mark.anyio
 async def test_poll_wait_returns_when_the_job_is_cancelled(live: Live) -> None:
     job = (
         await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))

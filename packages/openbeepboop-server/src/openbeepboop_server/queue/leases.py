@@ -71,34 +71,38 @@ class LeaseState:
         )
 
 
+#: Leases by token (``tokens``, expanded when executed) with their jobs, built
+#: once: a select built per delivery cost ~150 us of CPU, three times the read.
+_LEASES_BY_TOKEN = (
+    sa.select(
+        leases.c.id.label("lease_id"),
+        leases.c.token,
+        leases.c.key_id,
+        leases.c.outcome,
+        jobs.c.seq,
+        jobs.c.id.label("job_id"),
+        jobs.c.status,
+        jobs.c.lease_token,
+        jobs.c.attempts,
+        jobs.c.max_attempts,
+    )
+    .select_from(leases.join(jobs, jobs.c.seq == leases.c.job_seq))
+    .where(leases.c.token.in_(sa.bindparam("tokens", expanding=True)))
+    .order_by(jobs.c.seq)  # a fixed lock order, so two deliverers cannot deadlock
+)
+#: Both rows locked: after waiting for a concurrent delivery, PostgreSQL then
+#: re-reads the lease's outcome too, so a twin delivery is a duplicate.
+_LEASES_BY_TOKEN_LOCKED = _LEASES_BY_TOKEN.with_for_update(of=[jobs, leases])
+
+
 def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> dict[str, LeaseState]:
     """The leases named by ``tokens`` with their jobs (locked FOR UPDATE on PostgreSQL)."""
     wanted = db_texts(list(dict.fromkeys(tokens)))
     found: dict[str, LeaseState] = {}
     job_states: dict[int, JobState] = {}
+    query = _LEASES_BY_TOKEN_LOCKED if lock else _LEASES_BY_TOKEN
     for start in range(0, len(wanted), IN_CHUNK):
-        query = (
-            sa.select(
-                leases.c.id.label("lease_id"),
-                leases.c.token,
-                leases.c.key_id,
-                leases.c.outcome,
-                jobs.c.seq,
-                jobs.c.id.label("job_id"),
-                jobs.c.status,
-                jobs.c.lease_token,
-                jobs.c.attempts,
-                jobs.c.max_attempts,
-            )
-            .select_from(leases.join(jobs, jobs.c.seq == leases.c.job_seq))
-            .where(leases.c.token.in_(wanted[start : start + IN_CHUNK]))
-            .order_by(jobs.c.seq)  # a fixed lock order, so two deliverers cannot deadlock
-        )
-        if lock:
-            # Both rows: after waiting for a concurrent delivery, PostgreSQL then
-            # re-reads the lease's outcome too, so a twin delivery is a duplicate.
-            query = query.with_for_update(of=[jobs, leases])
-        for row in conn.execute(query):
+        for row in conn.execute(query, {"tokens": wanted[start : start + IN_CHUNK]}):
             # Two tokens of one job share its state, so a change through one is seen by the other.
             job = job_states.setdefault(
                 row.seq,

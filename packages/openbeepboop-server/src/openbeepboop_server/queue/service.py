@@ -44,7 +44,13 @@ from openbeepboop_server.queue.submission import (
     insert_jobs,
     remember_idempotent,
 )
-from openbeepboop_server.queue.views import POLL_COLUMNS, not_found, poll_entry, visible_to
+from openbeepboop_server.queue.views import (
+    POLL_COLUMNS,
+    not_found,
+    poll_entry,
+    visible_rows,
+    visible_to,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +65,11 @@ MAX_LIST_LIMIT = 1_000
 PURGE_BATCH = 1_000
 _TERMINAL = tuple(status.value for status in TERMINAL_STATUSES)
 _DAY = 86_400.0
+#: The watched jobs (``ids``) a delivery has just finished, with their owners
+#: (built once, like the poll's select: see queue/views.py).
+_FINISHED_BY_IDS = sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
+    jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.status.in_(_TERMINAL)
+)
 
 
 class QueueService:
@@ -168,12 +179,7 @@ class QueueService:
         found: dict[str, PollEntry] = {}
         with self._db.read() as conn:
             for start in range(0, len(wanted), IN_CHUNK):
-                rows = conn.execute(
-                    sa.select(*POLL_COLUMNS).where(
-                        jobs.c.id.in_(wanted[start : start + IN_CHUNK]), visible_to(caller)
-                    )
-                )
-                for row in rows:
+                for row in visible_rows(conn, caller, wanted[start : start + IN_CHUNK]):
                     found[row.id] = poll_entry(row)
         return [found.get(db_text(job_id)) or not_found(job_id) for job_id in ids]
 
@@ -276,10 +282,7 @@ class QueueService:
             )
             for start in range(0, len(watched), IN_CHUNK):
                 rows = conn.execute(
-                    sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
-                        jobs.c.id.in_(db_texts(watched[start : start + IN_CHUNK])),
-                        jobs.c.status.in_(_TERMINAL),
-                    )
+                    _FINISHED_BY_IDS, {"ids": db_texts(watched[start : start + IN_CHUNK])}
                 )
                 finished.extend((row.owner_key_id, poll_entry(row)) for row in rows)
         return response, finished

@@ -43,6 +43,20 @@ POLL_COLUMNS = (
 )
 
 
+#: Poll rows by id (``ids``, expanded when executed), built once: building a
+#: select with its IN list on every call cost ~150 us of CPU, three times the
+#: read itself (docs/performance.md, seventh pass).
+_POLL_BY_IDS = sa.select(*POLL_COLUMNS).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+_POLL_BY_IDS_OWNED = _POLL_BY_IDS.where(jobs.c.owner_key_id == sa.bindparam("owner"))
+
+
+def visible_rows(conn: sa.Connection, caller: Caller, ids: list[str]) -> sa.CursorResult[Any]:
+    """Rows of :data:`POLL_COLUMNS` for those of ``ids`` (non-empty) that ``caller`` may see."""
+    if caller.role is Role.ADMIN:
+        return conn.execute(_POLL_BY_IDS, {"ids": ids})
+    return conn.execute(_POLL_BY_IDS_OWNED, {"ids": ids, "owner": caller.key_id})
+
+
 def visible_to(caller: Caller) -> sa.ColumnElement[bool]:
     """The WHERE clause limiting ``jobs`` to what ``caller`` may see."""
     if caller.role is Role.ADMIN:
