@@ -81,6 +81,8 @@ _mark_processing = (
     )
 )
 
+_record_leases = leases.insert()
+
 
 def _candidates(conn: sa.Connection, models: list[str], limit: int, now: float) -> list[Any]:
     params: dict[str, Any] = {"status": JobStatus.QUEUED.value, "now": now, "limit": limit}
@@ -167,7 +169,7 @@ def claim_jobs(
         conn.execute(_fail_unreadable, unreadable)
     if updates:
         conn.execute(_mark_processing, updates)
-        conn.execute(leases.insert(), history)
+        conn.execute(_record_leases, history)
     return claimed
 
 

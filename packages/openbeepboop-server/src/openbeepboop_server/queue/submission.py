@@ -22,6 +22,8 @@ from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.ids import new_job_id
 from openbeepboop_server.queue.views import job_view
 
+_insert_jobs = jobs.insert()
+
 
 def insert_jobs(
     conn: sa.Connection,
@@ -49,7 +51,7 @@ def insert_jobs(
         for request in requests
     ]
     if rows:
-        conn.execute(jobs.insert(), rows)
+        conn.execute(_insert_jobs, rows)
     return [job_view(row["id"], queued, row["model"], now) for row in rows]
 
 
