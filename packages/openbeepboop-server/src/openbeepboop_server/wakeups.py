@@ -9,7 +9,7 @@ costs one query and a missed one (another replica changed the row) is caught
 by the periodic re-check the HTTP layer does anyway.
 
 Waiters register *before* they first look at the database, so a change that
-lands between the look and the wait is never lost: it sets the waiter's event
+lands between the look and the wait is never lost: it marks the waiter woken
 and the wait returns at once. Everything here runs on the event loop thread;
 nothing blocks and nothing polls.
 

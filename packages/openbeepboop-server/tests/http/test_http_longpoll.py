@@ -95,6 +95,19 @@ def _result(lease: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+async def _leased_job(live: Live) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A job submitted by the user and leased by the node (no long-poll): the job and its lease."""
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    [lease] = (
+        await live.http.post(
+            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
+        )
+    ).json()
+    return job, lease
+
+
 async def _deliver(live: Live, leases: list[dict[str, Any]]) -> list[str]:
     """Deliver a result for each lease as the node; the acks."""
     response = await live.http.post(
@@ -167,14 +180,7 @@ async def test_fetch_with_nothing_returns_empty_after_the_wait(live: Live) -> No
 async def test_poll_wait_returns_when_the_job_completes(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    job = (
-        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
-    ).json()
-    [lease] = (
-        await live.http.post(
-            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
-        )
-    ).json()
+    job, lease = await _leased_job(live)
     reads = _count_calls(live, monkeypatch, "poll")
     waiting = asyncio.ensure_future(
         timed(
@@ -203,14 +209,7 @@ async def test_a_waiting_poll_is_answered_before_the_delivery_that_finished_its_
 ) -> None:
     # The user is waiting on the poll; the node's ack can wait a turn (the
     # result is committed before either answer is written).
-    job = (
-        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
-    ).json()
-    [lease] = (
-        await live.http.post(
-            "/internal/queue/fetch", json=fetch_body(["m"], wait=0), headers=bearer(live.node)
-        )
-    ).json()
+    job, lease = await _leased_job(live)
     answered: list[str] = []
 
     async def recording(scope: Any, receive: Any, send: Any) -> None:
