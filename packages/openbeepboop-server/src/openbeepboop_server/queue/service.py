@@ -168,9 +168,7 @@ class QueueService:
     def get(self, caller: Caller, job_id: str) -> PollEntry | None:
         """One job, or None if the caller may not see it."""
         with self._db.read() as conn:
-            row = conn.execute(
-                sa.select(*POLL_COLUMNS).where(jobs.c.id == db_text(job_id), visible_to(caller))
-            ).first()
+            row = visible_rows(conn, caller, [db_text(job_id)]).first()
         return None if row is None else poll_entry(row)
 
     def poll(self, caller: Caller, ids: list[str]) -> list[PollEntry]:
