@@ -18,7 +18,6 @@ from openbeepboop_schemas.chat import (
 )
 from openbeepboop_schemas.errors import ErrorBody, ErrorEnvelope
 from openbeepboop_schemas.jobs import (
-    BULK_SUBMIT_PATH,
     BulkSubmitRequest,
     BulkSubmitResponse,
     Job,
@@ -40,6 +39,23 @@ from openbeepboop_schemas.limits import (
     MAX_POLL_IDS,
     MAX_SUBMIT_OUTCOMES,
     MAX_WAIT_SECONDS,
+)
+from openbeepboop_schemas.paths import (
+    BULK_SUBMIT_PATH,
+    CHAT_COMPLETIONS_PATH,
+    FETCH_PATH,
+    HEALTHZ_PATH,
+    HEARTBEAT_PATH,
+    JOB_CANCEL_PATH,
+    JOB_PATH,
+    JOBS_PATH,
+    METRICS_PATH,
+    MODELS_PATH,
+    OPENAPI_PATH,
+    POLL_PATH,
+    QUEUE_SUBMIT_PATH,
+    job_cancel_path,
+    job_path,
 )
 from openbeepboop_schemas.queue import (
     ANY_MODEL,
@@ -68,8 +84,15 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 __all__ = [
     "ANY_MODEL",
     "BULK_SUBMIT_PATH",
+    "CHAT_COMPLETIONS_PATH",
     "CONTRACT_MODELS",
+    "FETCH_PATH",
+    "HEALTHZ_PATH",
+    "HEARTBEAT_PATH",
+    "JOBS_PATH",
+    "JOB_CANCEL_PATH",
     "JOB_ID_PREFIX",
+    "JOB_PATH",
     "MAX_BULK_SUBMIT",
     "MAX_ERROR_MESSAGE_CHARS",
     "MAX_FETCH_JOBS",
@@ -78,7 +101,12 @@ __all__ = [
     "MAX_POLL_IDS",
     "MAX_SUBMIT_OUTCOMES",
     "MAX_WAIT_SECONDS",
+    "METRICS_PATH",
+    "MODELS_PATH",
     "NOT_FOUND",
+    "OPENAPI_PATH",
+    "POLL_PATH",
+    "QUEUE_SUBMIT_PATH",
     "TERMINAL_STATUSES",
     "AckStatus",
     "BulkSubmitRequest",
@@ -115,4 +143,6 @@ __all__ = [
     "Usage",
     "__version__",
     "component_schemas",
+    "job_cancel_path",
+    "job_path",
 ]

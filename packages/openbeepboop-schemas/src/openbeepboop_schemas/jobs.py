@@ -15,9 +15,6 @@ from openbeepboop_schemas.chat import ChatCompletion, ChatCompletionRequest
 from openbeepboop_schemas.limits import MAX_BULK_SUBMIT, MAX_POLL_IDS, MAX_WAIT_SECONDS
 from openbeepboop_schemas.status import JobStatus
 
-#: Path of the bulk submit endpoint (many requests, one transaction).
-BULK_SUBMIT_PATH = "/v1/chat/completions/bulk"
-
 JobId = str
 WaitSeconds = float
 

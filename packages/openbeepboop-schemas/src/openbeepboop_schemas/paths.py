@@ -1,0 +1,51 @@
+"""Every HTTP path of the contract, defined once for server, node, client and bench.
+
+A path with a ``{job_id}`` placeholder is a Starlette route pattern as it
+stands; :func:`job_path` and :func:`job_cancel_path` fill it in for a caller.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+# What users call (USER and ADMIN keys).
+#: Submit one job.
+CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
+#: Submit many jobs in one call and one transaction.
+BULK_SUBMIT_PATH = "/v1/chat/completions/bulk"
+#: Poll (or long-poll) many jobs at once.
+POLL_PATH = "/v1/results/poll"
+#: The caller's jobs, newest first.
+JOBS_PATH = "/v1/jobs"
+#: One job (route pattern).
+JOB_PATH = "/v1/jobs/{job_id}"
+#: Cancel one job (route pattern).
+JOB_CANCEL_PATH = "/v1/jobs/{job_id}/cancel"
+#: Models that nodes seen recently can serve.
+MODELS_PATH = "/v1/models"
+
+# What nodes call (NODE and ADMIN keys).
+#: Claim leases, long-polling.
+FETCH_PATH = "/internal/queue/fetch"
+#: Deliver results or errors for held leases.
+QUEUE_SUBMIT_PATH = "/internal/queue/submit"
+#: Extend held leases.
+HEARTBEAT_PATH = "/internal/queue/heartbeat"
+
+# Open to anyone, or to operators.
+#: Liveness and database reachability (no key).
+HEALTHZ_PATH = "/healthz"
+#: The OpenAPI document (no key).
+OPENAPI_PATH = "/openapi.json"
+#: Prometheus metrics (ADMIN key).
+METRICS_PATH = "/metrics"
+
+
+def job_path(job_id: str) -> str:
+    """The path of one job, its id escaped so that no id can reach another route."""
+    return JOB_PATH.format(job_id=quote(job_id, safe=""))
+
+
+def job_cancel_path(job_id: str) -> str:
+    """The cancel path of one job, its id escaped like :func:`job_path`."""
+    return JOB_CANCEL_PATH.format(job_id=quote(job_id, safe=""))
