@@ -11,8 +11,6 @@ for it. Output lines are the OpenAI Batch output shape (``id``,
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,12 +18,13 @@ from pathlib import Path
 from openbeepboop_schemas import NOT_FOUND, ChatCompletionRequest, JobStatus, PollEntry
 
 from openbeepboop._chat_request import build_chat_request
-from openbeepboop._constants import CHAT_COMPLETIONS_PATH
 from openbeepboop._exceptions import InvalidRequestError
+from openbeepboop._files import write_private_file
 
-#: What every input line must say in ``method`` and ``url``.
+#: What every input line must say in ``method`` and ``url``. These are fields of
+#: OpenAI's Batch file format, naming OpenAI's endpoint, not a route of ours.
 BATCH_METHOD = "POST"
-BATCH_URL = CHAT_COMPLETIONS_PATH
+BATCH_URL = "/v1/chat/completions"
 
 
 class BatchFileError(InvalidRequestError):
@@ -159,21 +158,7 @@ def output_line(custom_id: str, entry: PollEntry) -> dict[str, object] | None:
 
 
 def write_jsonl(path: Path, lines: Iterable[dict[str, object]]) -> int:
-    """Write JSON lines atomically (temp file + rename); returns how many."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    count = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for line in lines:
-                handle.write(json.dumps(line, ensure_ascii=False, separators=(",", ":")))
-                handle.write("\n")
-                count += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o644)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return count
+    """Write JSON lines atomically (see :func:`write_private_file`); returns how many."""
+    texts = [json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines]
+    write_private_file(path, "".join(texts))
+    return len(texts)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from openbeepboop._constants import (
     ENV_SERVER_URL,
 )
 from openbeepboop._exceptions import ConfigError
+from openbeepboop._files import write_private_file
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -51,8 +51,6 @@ CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "timeout": (int, float),
     "max_retries": (int,),
 }
-#: File mode of the config file: it holds an API key.
-CONFIG_FILE_MODE = 0o600
 
 
 def default_config_path() -> Path:
@@ -100,27 +98,11 @@ def read_config_file(path: Path) -> ConfigFile:
 
 
 def write_config_file(path: Path, values: Mapping[str, str | float | int]) -> None:
-    """Write ``values`` as TOML to ``path`` atomically, readable by the owner only.
-
-    The file is written under a temporary name in the same directory (created
-    0600 from the start, so the key is never world-readable) and renamed over
-    the target, so a crash leaves the old file or the new one, never half.
-    """
+    """Write ``values`` as TOML to ``path`` atomically, readable by the owner only."""
     import tomli_w  # only `setup` writes files
 
     text = tomli_w.dumps({key: value for key, value in values.items() if value is not None})
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp_name, CONFIG_FILE_MODE)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    write_private_file(path, text)
 
 
 def normalize_base_url(url: str) -> str:
