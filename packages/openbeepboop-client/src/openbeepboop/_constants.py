@@ -43,12 +43,6 @@ IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Response headers that may carry the server's id for a request, first match wins.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id")
 
-#: User endpoints (SPEC §4); the bulk path comes from the schemas package.
-CHAT_COMPLETIONS_PATH = "/v1/chat/completions"
-POLL_PATH = "/v1/results/poll"
-JOBS_PATH = "/v1/jobs"
-MODELS_PATH = "/v1/models"
-
 #: A bulk submit is split so no request body exceeds about this many bytes,
 #: comfortably under the server's default 10 MB body limit.
 MAX_BULK_BODY_BYTES = 8_000_000

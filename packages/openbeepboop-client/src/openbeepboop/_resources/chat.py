@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from openbeepboop_schemas import (
     BULK_SUBMIT_PATH,
+    CHAT_COMPLETIONS_PATH,
     MAX_BULK_SUBMIT,
     BulkSubmitResponse,
     ChatCompletionRequest,
@@ -23,7 +24,7 @@ from openbeepboop_schemas import Job as JobModel
 
 from openbeepboop._base_client import RequestOptions
 from openbeepboop._chat_request import build_chat_request
-from openbeepboop._constants import CHAT_COMPLETIONS_PATH, IDEMPOTENCY_HEADER, MAX_BULK_BODY_BYTES
+from openbeepboop._constants import IDEMPOTENCY_HEADER, MAX_BULK_BODY_BYTES
 from openbeepboop._exceptions import (
     APIResponseValidationError,
     BulkSubmitError,

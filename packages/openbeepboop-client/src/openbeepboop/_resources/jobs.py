@@ -9,23 +9,25 @@ from __future__ import annotations
 import builtins
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
-from urllib.parse import quote
 
 import pydantic
 from openbeepboop_schemas import (
+    JOBS_PATH,
     MAX_POLL_IDS,
     NOT_FOUND,
+    POLL_PATH,
     ChatCompletion,
     JobList,
     JobStatus,
     PollEntry,
     PollRequest,
+    job_cancel_path,
+    job_path,
 )
 from pydantic import TypeAdapter
 
 from openbeepboop._base_client import RequestOptions, long_poll_timeout
 from openbeepboop._chat_request import describe_validation_error
-from openbeepboop._constants import JOBS_PATH, POLL_PATH
 from openbeepboop._exceptions import APIResponseValidationError, InvalidRequestError
 from openbeepboop._jobs import completion_of
 from openbeepboop._progress import open_progress
@@ -49,17 +51,13 @@ def _parse_poll(body: object) -> list[PollEntry]:
     return _POLL_ANSWER.validate_python(body)
 
 
-def _job_path(job_id: str, suffix: str = "") -> str:
-    # An id is user input (CLI arguments, files): quote it so it stays one segment.
-    return f"{JOBS_PATH}/{quote(job_id, safe='')}{suffix}"
-
-
 def _get_options(job_id: str) -> RequestOptions:
-    return RequestOptions("GET", _job_path(job_id))
+    # An id is user input (CLI arguments, files): job_path quotes it into one segment.
+    return RequestOptions("GET", job_path(job_id))
 
 
 def _cancel_options(job_id: str) -> RequestOptions:
-    return RequestOptions("POST", _job_path(job_id, "/cancel"))
+    return RequestOptions("POST", job_cancel_path(job_id))
 
 
 def _list_options(

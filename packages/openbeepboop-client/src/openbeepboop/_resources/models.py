@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from openbeepboop_schemas import ModelList
+from openbeepboop_schemas import MODELS_PATH, ModelList
 
 from openbeepboop._base_client import RequestOptions
-from openbeepboop._constants import MODELS_PATH
 
 if TYPE_CHECKING:
     from openbeepboop._client import AsyncClient, Client
