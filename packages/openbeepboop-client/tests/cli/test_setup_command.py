@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import Cli, assert_one_line_error
 from openbeepboop._config import default_config_path, read_config_file
-from openbeepboop.cli import _setup
+from openbeepboop.cli import setup as cli_setup
 
 KEY = "sk-" + "s" * 40
 OTHER_KEY = "sk-" + "o" * 40
@@ -94,7 +94,7 @@ def test_bad_key_is_one_line(tmp_path: Path) -> None:
 
 
 def test_wizard_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_setup, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_setup, "stdin_is_terminal", lambda: True)
     path = tmp_path / "c.toml"
     result = Cli(path)("setup", input=f"http://queue:9000\n{KEY}\nqwen\n")
     assert result.exit_code == 0, result.stderr
@@ -112,7 +112,7 @@ def test_wizard_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_flags_skip_their_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_setup, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(cli_setup, "stdin_is_terminal", lambda: True)
     path = tmp_path / "c.toml"
     result = Cli(path)("setup", "--server-url", "http://h:1", "--api-key", KEY, input="\n")
     assert result.exit_code == 0, result.stderr

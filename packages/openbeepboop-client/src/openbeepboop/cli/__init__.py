@@ -1,8 +1,11 @@
 """``openbeepboop-client``: submit jobs and collect their results from a shell.
 
-Expected failures (unreachable server, rejected key, unknown job, bad file,
-missing config) end as one ``Error: ...`` line on stderr and a non-zero exit,
-never a traceback; ``-v`` shows what happened on the wire (keys never).
+One module per command group: ``setup`` (the wizard), ``jobs`` (one job at a
+time), ``batch`` (OpenAI Batch files); ``options`` and ``output`` hold what
+they share, ``errors`` turns expected failures into one line. Those failures
+(unreachable server, rejected key, unknown job, bad file, missing config) end
+as one ``Error: ...`` line on stderr and a non-zero exit, never a traceback;
+``-v`` shows what happened on the wire (keys never).
 """
 
 from __future__ import annotations
@@ -11,30 +14,45 @@ import logging
 
 import click
 
-from openbeepboop.cli._batch import results_command, submit_file_command, wait_command
-from openbeepboop.cli._errors import GuardedGroup
-from openbeepboop.cli._jobs import (
+from openbeepboop.cli.batch import results_command, submit_file_command, wait_command
+from openbeepboop.cli.errors import GuardedGroup
+from openbeepboop.cli.jobs import (
     cancel_command,
     list_command,
     models_command,
     poll_command,
     submit_command,
 )
-from openbeepboop.cli._setup import setup_command
+from openbeepboop.cli.setup import setup_command
 
 __all__ = ["main"]
 
+#: Loggers of this package; ``-v`` opens them, ``-vv`` opens third-party ones too.
+_OWN_LOGGER = "openbeepboop"
+
+
+def configure_logging(verbosity: int) -> None:
+    """Log to stderr: -1 quiet, 0 default (warnings), 1 our debug, 2 everyone's debug."""
+    # The default is already warnings and errors only, so -q changes nothing today;
+    # it stays so that scripts can ask for quiet the same way from all three CLIs.
+    logging.basicConfig(
+        level=logging.DEBUG if verbosity >= 2 else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if verbosity >= 1:
+        logging.getLogger(_OWN_LOGGER).setLevel(logging.DEBUG)
+
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv: HTTP detail).")
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: also third-party libraries).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(package_name="openbeepboop-client", prog_name="openbeepboop-client")
-def main(verbose: int) -> None:
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """Submit LLM jobs to an OpenBeepBoop queue server and collect the results later."""
-    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    if verbose < 2:
-        # httpx logs every request line at INFO; -v is about our own decisions.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    verbosity = -1 if quiet else min(verbose, 2)
+    ctx.meta["verbosity"] = verbosity
+    configure_logging(verbosity)
 
 
 for _command in (

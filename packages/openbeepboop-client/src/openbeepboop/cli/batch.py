@@ -20,14 +20,14 @@ from openbeepboop._batch_files import (
     write_jsonl,
 )
 from openbeepboop._exceptions import BulkSubmitError, JobTimeoutError
-from openbeepboop.cli._common import (
+from openbeepboop.cli.options import (
     config_option,
-    echo_json,
     json_option,
     make_client,
     stderr_is_terminal,
     timeout_option,
 )
+from openbeepboop.cli.output import echo_json
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _output_file = click.Path(dir_okay=False, writable=True, path_type=Path)

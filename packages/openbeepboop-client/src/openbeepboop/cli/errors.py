@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -33,6 +34,26 @@ def describe(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+class MissingWithoutTerminal(click.ClickException):
+    """Values a wizard would ask for, missing where it may not ask: one line, exit 2."""
+
+    exit_code = 2
+
+    def __init__(self, flags: Sequence[str]) -> None:
+        verb = "is" if len(flags) == 1 else "are"
+        super().__init__(
+            f"{join_words(flags)} {verb} required without a terminal "
+            "(pass them as flags, or run setup in a terminal)"
+        )
+
+
+def join_words(words: Sequence[str]) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 class GuardedGroup(click.Group):

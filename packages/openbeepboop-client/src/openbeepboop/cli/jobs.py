@@ -9,16 +9,14 @@ import click
 from openbeepboop_schemas import NOT_FOUND, JobStatus
 
 from openbeepboop._exceptions import JobTimeoutError
-from openbeepboop.cli._common import (
+from openbeepboop.cli.options import (
     config_option,
-    echo_entries,
-    echo_json,
-    entry_json,
     json_option,
     make_client,
     stderr_is_terminal,
     timeout_option,
 )
+from openbeepboop.cli.output import echo_entries, echo_json
 
 
 @click.command("submit")
@@ -173,7 +171,6 @@ def models_command(config_path: Path | None, as_json: bool) -> None:
 
 __all__ = [
     "cancel_command",
-    "entry_json",
     "list_command",
     "models_command",
     "poll_command",

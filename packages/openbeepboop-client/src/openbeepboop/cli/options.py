@@ -1,19 +1,13 @@
-"""What every command shares: the ``--config`` option, the client, JSON output."""
+"""What every command shares: the ``--config``, ``--json`` and ``--timeout`` options, the client."""
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import click
-from openbeepboop_schemas import PollEntry
 
 from openbeepboop._client import Client
-
-F = TypeVar("F", bound=Callable[..., object])
 
 config_option = click.option(
     "--config",
@@ -36,21 +30,6 @@ timeout_option = click.option(
 def make_client(config_path: Path | None) -> Client:
     """A client from --config, the environment and the default config file."""
     return Client(config_path=config_path)
-
-
-def entry_json(entry: PollEntry) -> dict[str, object]:
-    """A poll entry as the server sent it (fields it did not send stay out)."""
-    return entry.model_dump(mode="json", exclude_unset=True)
-
-
-def echo_json(data: object) -> None:
-    """Pretty JSON on stdout, the way ``poll`` prints it."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def echo_entries(entries: Sequence[PollEntry]) -> None:
-    """The JSON array of poll entries."""
-    echo_json([entry_json(entry) for entry in entries])
 
 
 def stderr_is_terminal() -> bool:

@@ -1,8 +1,10 @@
 """``openbeepboop-client setup``: write client_config.toml.
 
-On a terminal it asks for what the flags did not give (offering the current
-file's values); without one, or with ``--non-interactive``, it never prompts:
-a missing required value is an error, never a hang.
+It prompts only when ``--non-interactive`` is not given and stdin is a
+terminal, asking for what the flags did not give (offering the current file's
+values). Otherwise it never prompts: a required value that neither a flag nor
+the existing file gives ends the command with exit status 2 and one line
+naming the missing flags, never a hang.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from openbeepboop._config import (
     write_config_file,
 )
 from openbeepboop._exceptions import ConfigError
+from openbeepboop.cli.errors import MissingWithoutTerminal
 
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
 
@@ -125,9 +128,7 @@ def setup_command(
             if not value
         ]
         if missing:
-            raise click.ClickException(
-                f"{' and '.join(missing)} required without a terminal (or run setup in one)"
-            )
+            raise MissingWithoutTerminal(missing)
     assert server_url is not None and api_key is not None  # checked or prompted above
     values: dict[str, str | float | int] = {
         "server_url": normalize_base_url(server_url),
