@@ -118,3 +118,34 @@ def test_flags_skip_their_prompts(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert result.exit_code == 0, result.stderr
     assert "Queue server URL" not in result.stdout
     assert read_config_file(path).values == {"server_url": "http://h:1", "api_key": KEY}
+
+
+NO_TERMINAL = (
+    "Error: --server-url and --api-key are required without a terminal "
+    "(pass them as flags, or run setup in a terminal)"
+)
+
+
+def test_without_a_terminal_missing_flags_exit_2_with_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    result = Cli(path)("setup")  # stdin is not a terminal under the test runner
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [NO_TERMINAL]
+    assert result.stdout == ""  # no prompt
+    assert not path.exists()
+    one = Cli(path)("setup", "--non-interactive", "--server-url", "http://h:1")
+    assert one.exit_code == 2
+    assert one.stderr.splitlines() == [
+        "Error: --api-key is required without a terminal "
+        "(pass them as flags, or run setup in a terminal)"
+    ]
+
+
+def test_non_interactive_never_prompts_even_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_setup, "stdin_is_terminal", lambda: True)
+    result = Cli(tmp_path / "c.toml")("setup", "--non-interactive", input=f"http://h:1\n{KEY}\n\n")
+    assert result.exit_code == 2
+    assert result.stderr.splitlines() == [NO_TERMINAL]
+    assert "Queue server URL" not in result.stdout

@@ -33,14 +33,13 @@ _OWN_LOGGER = "openbeepboop"
 
 def configure_logging(verbosity: int) -> None:
     """Log to stderr: -1 quiet, 0 default (warnings), 1 our debug, 2 everyone's debug."""
-    # The default is already warnings and errors only, so -q changes nothing today;
-    # it stays so that scripts can ask for quiet the same way from all three CLIs.
+    # The client's default already shows only warnings and errors, so -q equals it
+    # here; it exists so that scripts ask for quiet the same way in all three CLIs.
     logging.basicConfig(
         level=logging.DEBUG if verbosity >= 2 else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    if verbosity >= 1:
-        logging.getLogger(_OWN_LOGGER).setLevel(logging.DEBUG)
+    logging.getLogger(_OWN_LOGGER).setLevel(logging.DEBUG if verbosity >= 1 else logging.NOTSET)
 
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
