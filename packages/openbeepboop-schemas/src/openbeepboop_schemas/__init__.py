@@ -1,7 +1,9 @@
-"""The OpenBeepBoop wire contract: every body that crosses HTTP, as pydantic v2 models.
+"""The OpenBeepBoop wire contract: every body that crosses HTTP, and where it goes.
 
-Server, node and client import their request and response models from here and
-nowhere else. The package does no I/O.
+Pydantic v2 models for every request and response body, every HTTP path
+(:mod:`~openbeepboop_schemas.paths`), the size limits, job statuses and key
+roles. Server, node, client and bench import them from here and nowhere else.
+The package does no I/O.
 """
 
 from __future__ import annotations
