@@ -25,6 +25,14 @@ from typing import Any
 
 import httpx
 import tomli_w
+from openbeepboop_schemas import (
+    BULK_SUBMIT_PATH,
+    CHAT_COMPLETIONS_PATH,
+    MAX_BULK_SUBMIT,
+    POLL_PATH,
+    job_cancel_path,
+    job_path,
+)
 from openbeepboop_testkit import cluster as kit
 from openbeepboop_testkit.cluster import CLIENT, CLIENT_CONFIG, NODE, NODE_CONFIG, SERVER, Node
 from openbeepboop_testkit.processes import ProcessSet, free_port, wait_until
@@ -77,7 +85,7 @@ class Server(kit.Server):
 
 
 class Api:
-    """The HTTP API as a test user calls it (bodies from SPEC §4 and the schemas)."""
+    """The HTTP API as a test user calls it (docs/api.md, 'Users'); paths from the schemas."""
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url
@@ -91,15 +99,13 @@ class Api:
 
     def submit(self, prompt: str, model: str, **extra: Any) -> str:
         body = {"model": model, "messages": [{"role": "user", "content": prompt}], **extra}
-        response = self.http.post("/v1/chat/completions", json=body)
+        response = self.http.post(CHAT_COMPLETIONS_PATH, json=body)
         assert response.status_code == 202, response.text
         job = response.json()
         assert job["id"].startswith("job-") and job["status"] == "QUEUED", job
         return str(job["id"])
 
     def submit_many(self, prompts: Sequence[str], model: str) -> list[str]:
-        from openbeepboop_schemas import BULK_SUBMIT_PATH, MAX_BULK_SUBMIT
-
         ids: list[str] = []
         for start in range(0, len(prompts), MAX_BULK_SUBMIT):
             requests = [
@@ -116,17 +122,17 @@ class Api:
         body: dict[str, Any] = {"ids": list(ids)}
         if wait is not None:
             body["wait"] = wait
-        response = self.http.post("/v1/results/poll", json=body, timeout=(wait or 0) + 60)
+        response = self.http.post(POLL_PATH, json=body, timeout=(wait or 0) + 60)
         assert response.status_code == 200, response.text
         entries: list[dict[str, Any]] = response.json()
         assert [entry["id"] for entry in entries] == list(ids)
         return entries
 
     def get(self, job_id: str) -> httpx.Response:
-        return self.http.get(f"/v1/jobs/{job_id}")
+        return self.http.get(job_path(job_id))
 
     def cancel(self, job_id: str) -> httpx.Response:
-        return self.http.post(f"/v1/jobs/{job_id}/cancel")
+        return self.http.post(job_cancel_path(job_id))
 
     def entry(self, job_id: str) -> dict[str, Any]:
         return self.poll([job_id])[0]
@@ -199,7 +205,8 @@ class Cluster(kit.Cluster):
     ) -> Node:
         """``openbeepboop-node setup --non-interactive`` for one model."""
         # LiteLLM's openai/ provider wants a key; the node's environment is
-        # where an operator keeps one (SPEC: api_key_env, default OPENAI_API_KEY).
+        # where an operator keeps one (api_key_env, default OPENAI_API_KEY: docs/node.md,
+        # 'node_config.toml').
         return self.setup_node(
             server,
             key,

@@ -1,9 +1,13 @@
-"""USER keys are isolated from each other; a revoked key stops working at once (SPEC §5)."""
+"""USER keys are isolated from each other; a revoked key stops working at once.
+
+See docs/server-internals.md, 'Ownership' and 'API keys'.
+"""
 
 from __future__ import annotations
 
 from cluster import Cluster, parse_json_output
 from conftest import Shared
+from openbeepboop_schemas import CHAT_COMPLETIONS_PATH, JOBS_PATH
 
 
 def test_two_users_cannot_see_each_others_jobs(cluster: Cluster, shared: Shared, tag: str) -> None:
@@ -23,7 +27,7 @@ def test_two_users_cannot_see_each_others_jobs(cluster: Cluster, shared: Shared,
     [seen, never] = bob.poll([job_id, unknown])
     assert seen["status"] == never["status"] == "NOT_FOUND"
     assert seen["result"] is None and seen.get("model") is None
-    listing = bob.http.get("/v1/jobs")
+    listing = bob.http.get(JOBS_PATH)
     assert listing.status_code == 200
     assert job_id not in {entry["id"] for entry in listing.json()["data"]}
     assert alice.entry(job_id)["status"] == "QUEUED"  # bob's cancel did nothing
@@ -48,7 +52,7 @@ def test_revoked_key_stops_working_at_once(cluster: Cluster, shared: Shared, tag
 
     assert api.get(job_id).status_code == 401
     response = api.http.post(
-        "/v1/chat/completions", json={"model": "m", "messages": [{"role": "user", "content": "x"}]}
+        CHAT_COMPLETIONS_PATH, json={"model": "m", "messages": [{"role": "user", "content": "x"}]}
     )
     assert response.status_code == 401
     assert response.json()["error"]["message"]

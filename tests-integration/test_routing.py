@@ -1,9 +1,10 @@
-"""Nodes receive only jobs for the models they declare (SPEC §3, routing)."""
+"""Nodes receive only jobs for the models they declare (docs/server-internals.md, 'Claiming')."""
 
 from __future__ import annotations
 
 from cluster import Cluster
 from conftest import Shared
+from openbeepboop_schemas import MODELS_PATH
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -37,7 +38,7 @@ def test_two_nodes_two_models_each_gets_only_its_own(
         side = "a" if call.prompt.startswith("for a") else "b"
         assert (call.model, call.api_key) == (f"up-{side}", f"sk-prov-{side}"), call
     assert api.entry(orphan)["status"] == "QUEUED"
-    models = api.http.get("/v1/models")
+    models = api.http.get(MODELS_PATH)
     assert models.status_code == 200
     served = {card["id"] for card in models.json()["data"]}
     assert {model_a, model_b} <= served and model_c not in served
