@@ -91,52 +91,6 @@ def submit_file_command(
         click.echo(f"Collect the results with: openbeepboop-client results {ids_path} --wait")
 
 
-def _collect(
-    ids_file: Path,
-    output: Path | None,
-    wait: bool,
-    timeout: float | None,
-    progress: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-) -> None:
-    mappings = read_ids_file(ids_file)
-    out_path = output or default_output_path(ids_file)
-    job_ids = [mapping.job_id for mapping in mappings]
-    timed_out: JobTimeoutError | None = None
-    with make_client(config_path) as client:
-        if wait:
-            show = stderr_is_terminal() if progress is None else progress
-            try:
-                entries = client.jobs.wait(job_ids, timeout=timeout, progress=show)
-            except JobTimeoutError as exc:
-                timed_out, entries = exc, exc.entries
-        else:
-            entries = client.jobs.poll(job_ids)
-    written, counts, pending = _write_output(out_path, mappings, entries)
-    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
-    if as_json:
-        echo_json(
-            {
-                "output": str(out_path),
-                "written": written,
-                "counts": dict(counts),
-                "pending": pending,
-            }
-        )
-    else:
-        click.echo(f"Wrote {written} results to {out_path}" + (f" ({summary})" if summary else ""))
-        if pending and timed_out is None:
-            click.echo(
-                f"{pending} jobs not finished yet; run again later, or with --wait.", err=True
-            )
-    if timed_out is not None:
-        raise click.ClickException(
-            f"{pending} jobs not finished after {timeout:g}s (they keep running); "
-            f"finished ones are in {out_path}"
-        )
-
-
 def _write_output(
     path: Path, mappings: Sequence[IdMapping], entries: Sequence[PollEntry]
 ) -> tuple[int, Counter[str], int]:
@@ -191,7 +145,41 @@ def results_command(
     cancelled ones with `error`), joined back on custom_id; unfinished ones are
     counted and left for a later run, unless --wait.
     """
-    _collect(ids_file, output, wait, timeout, progress, config_path, as_json)
+    mappings = read_ids_file(ids_file)
+    out_path = output or default_output_path(ids_file)
+    job_ids = [mapping.job_id for mapping in mappings]
+    timed_out: JobTimeoutError | None = None
+    with make_client(config_path) as client:
+        if wait:
+            show = stderr_is_terminal() if progress is None else progress
+            try:
+                entries = client.jobs.wait(job_ids, timeout=timeout, progress=show)
+            except JobTimeoutError as exc:
+                timed_out, entries = exc, exc.entries
+        else:
+            entries = client.jobs.poll(job_ids)
+    written, counts, pending = _write_output(out_path, mappings, entries)
+    summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
+    if as_json:
+        echo_json(
+            {
+                "output": str(out_path),
+                "written": written,
+                "counts": dict(counts),
+                "pending": pending,
+            }
+        )
+    else:
+        click.echo(f"Wrote {written} results to {out_path}" + (f" ({summary})" if summary else ""))
+        if pending and timed_out is None:
+            click.echo(
+                f"{pending} jobs not finished yet; run again later, or with --wait.", err=True
+            )
+    if timed_out is not None:
+        raise click.ClickException(
+            f"{pending} jobs not finished after {timeout:g}s (they keep running); "
+            f"finished ones are in {out_path}"
+        )
 
 
 @click.command("wait")
@@ -201,13 +189,7 @@ def results_command(
 @_progress_option
 @config_option
 @json_option
-def wait_command(
-    ids_file: Path,
-    output: Path | None,
-    timeout: float | None,
-    progress: bool | None,
-    config_path: Path | None,
-    as_json: bool,
-) -> None:
+@click.pass_context
+def wait_command(ctx: click.Context, /, **options: object) -> None:
     """Wait for every job of IDS_FILE, then write the results (`results --wait`)."""
-    _collect(ids_file, output, True, timeout, progress, config_path, as_json)
+    ctx.invoke(results_command, wait=True, **options)
