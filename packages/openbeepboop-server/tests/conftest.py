@@ -17,8 +17,8 @@ import pytest
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.config import Settings
+from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
-from openbeepboop_server.http.context import ServerContext
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 

@@ -10,8 +10,9 @@ answers every waiting long-poll, stops the housekeeper and closes the
 database.
 
 Middleware, outermost first: access log (one line and one latency sample per
-request), body size limit. Service calls are synchronous SQLAlchemy and always
-run in the thread pool, never on the event loop.
+request), body size limit. Service calls are synchronous SQLAlchemy: on a
+SQLite file a small one runs on the event loop while no thread is writing,
+everything else in the thread pool (:mod:`openbeepboop_server.dispatch.calls`).
 """
 
 from __future__ import annotations
@@ -28,11 +29,12 @@ from starlette.middleware import Middleware
 
 from openbeepboop_server import __version__
 from openbeepboop_server.config import Settings
+from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.housekeeping import Housekeeper
 from openbeepboop_server.http.access_log import AccessLog
-from openbeepboop_server.http.context import ServerContext
 from openbeepboop_server.http.endpoints import build_routes
 from openbeepboop_server.http.errors import (
     ApiError,
@@ -46,7 +48,6 @@ from openbeepboop_server.keys import KeyService
 from openbeepboop_server.metrics import Metrics
 from openbeepboop_server.openapi import build_openapi
 from openbeepboop_server.queue.service import QueueService
-from openbeepboop_server.wakeups import Wakeups
 
 logger = logging.getLogger(__name__)
 

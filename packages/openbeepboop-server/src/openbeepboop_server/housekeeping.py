@@ -17,9 +17,9 @@ import contextlib
 import logging
 import time
 
-from starlette.concurrency import run_in_threadpool
+from anyio.to_thread import run_sync
 
-from openbeepboop_server.http.context import ServerContext
+from openbeepboop_server.context import ServerContext
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ class Housekeeper:
     async def expire_leases(self) -> list[str]:
         """One reaper step: requeue or fail jobs whose lease ran out, and wake waiters."""
         context = self._context
-        expired = await run_in_threadpool(context.queue.expire_leases)
+        expired = await run_sync(context.queue.expire_leases)
         if expired:
             logger.info("%d lease(s) expired: %s", len(expired), ", ".join(expired[:10]))
             context.metrics.lease_expiries.inc(len(expired))
@@ -61,7 +61,7 @@ class Housekeeper:
     async def purge(self) -> int:
         """One purge step: delete finished jobs older than the retention period."""
         context = self._context
-        purged = await run_in_threadpool(context.queue.purge_finished)
+        purged = await run_sync(context.queue.purge_finished)
         if purged:
             logger.info("purged %d finished job(s) past retention", purged)
             context.metrics.purged.inc(purged)

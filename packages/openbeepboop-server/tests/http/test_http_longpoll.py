@@ -22,10 +22,10 @@ import sqlalchemy as sa
 from _surface_support import bearer, chat, completion, make_settings
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
+from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import jobs
-from openbeepboop_server.http import service_calls
-from openbeepboop_server.http.context import ServerContext
+from openbeepboop_server.dispatch import calls
 from starlette.applications import Starlette
 
 T = TypeVar("T")
@@ -487,7 +487,7 @@ async def _hand_off_held(
     Every submit runs in a worker thread and waits there until the returned
     event is set. Returns the fetch, the submit and that event.
     """
-    monkeypatch.setattr(service_calls, "INLINE_MAX_ITEMS", 0)
+    monkeypatch.setattr(calls, "INLINE_MAX_ITEMS", 0)
     entered, proceed = threading.Event(), threading.Event()
     submit_and_claim = live.context.queue.submit_and_claim
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from _surface_support import ApiKeys, bearer, chat, completion
 from openbeepboop_schemas import HeartbeatResponse, Lease, SubmitResponse
-from openbeepboop_server.http.context import ServerContext
+from openbeepboop_server.context import ServerContext
 from starlette.testclient import TestClient
 
 

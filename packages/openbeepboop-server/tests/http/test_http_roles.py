@@ -15,8 +15,8 @@ import pytest
 from _surface_support import ApiKeys, bearer, chat, make_settings
 from openbeepboop_schemas import BULK_SUBMIT_PATH, Role
 from openbeepboop_server.app import create_app
+from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
-from openbeepboop_server.http.context import ServerContext
 from starlette.testclient import TestClient
 
 ADMIN, NODE, USER = "admin", "node", "user"

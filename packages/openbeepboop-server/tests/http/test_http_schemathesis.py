@@ -27,8 +27,8 @@ from _surface_support import bearer, make_settings
 from hypothesis import HealthCheck, given, settings
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
+from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
-from openbeepboop_server.http.context import ServerContext
 from openbeepboop_server.http.routes import ENDPOINTS
 from schemathesis import GenerationMode
 from schemathesis.python import asgi

@@ -26,7 +26,7 @@ from openbeepboop_server.cli.options import config_option, configure_logging, re
 from openbeepboop_server.config import display_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
-from openbeepboop_server.http.one_send import OneSendHTTPProtocol
+from openbeepboop_server.http.single_write_protocol import OneSendHTTPProtocol
 
 logger = logging.getLogger(__name__)
 

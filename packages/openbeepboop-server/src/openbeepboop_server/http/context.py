@@ -1,38 +1,10 @@
-"""What a running app holds: settings, database, services, wake-ups, metrics.
-
-It is created by the lifespan (the database is opened at start-up, not at
-import or at ``create_app``) and kept on ``app.state``; handlers reach it
-through :func:`get_context`.
-"""
+"""A request's way to the running app's :class:`~openbeepboop_server.context.ServerContext`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from starlette.requests import Request
 
-from openbeepboop_server.config import Settings
-from openbeepboop_server.db.database import Database
-from openbeepboop_server.keys import KeyService
-from openbeepboop_server.metrics import Metrics
-from openbeepboop_server.queue.service import QueueService
-from openbeepboop_server.wakeups import Wakeups
-
-#: Seconds between database re-checks of a long-poll, for changes made by other replicas.
-RECHECK_SECONDS = 1.0
-
-
-@dataclass
-class ServerContext:
-    """The live objects of one running app."""
-
-    settings: Settings
-    db: Database
-    queue: QueueService
-    keys: KeyService
-    wakeups: Wakeups
-    metrics: Metrics
-    recheck_seconds: float = RECHECK_SECONDS
+from openbeepboop_server.context import ServerContext
 
 
 def get_context(request: Request) -> ServerContext:

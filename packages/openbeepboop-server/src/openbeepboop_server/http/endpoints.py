@@ -19,10 +19,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from openbeepboop_server.context import ServerContext
 from openbeepboop_server.http.access_log import ROUTE_KEY
 from openbeepboop_server.http.auth import authenticate
 from openbeepboop_server.http.bodies import read_model
-from openbeepboop_server.http.context import ServerContext, get_context
+from openbeepboop_server.http.context import get_context
 from openbeepboop_server.keys import Caller
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

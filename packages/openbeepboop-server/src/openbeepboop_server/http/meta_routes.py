@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from openbeepboop_schemas import ErrorEnvelope
+from openbeepboop_schemas import HEALTHZ_PATH, METRICS_PATH, OPENAPI_PATH, ErrorEnvelope
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -56,7 +56,7 @@ async def metrics(call: Call) -> Response:
 ENDPOINTS = (
     Endpoint(
         "GET",
-        "/healthz",
+        HEALTHZ_PATH,
         "healthz",
         "Liveness and database reachability",
         healthz,
@@ -67,7 +67,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "GET",
-        "/openapi.json",
+        OPENAPI_PATH,
         "openapi",
         "This document",
         openapi,
@@ -77,7 +77,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "GET",
-        "/metrics",
+        METRICS_PATH,
         "metrics",
         "Prometheus metrics",
         metrics,

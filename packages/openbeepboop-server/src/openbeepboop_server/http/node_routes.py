@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 
 from openbeepboop_schemas import (
+    FETCH_PATH,
+    HEARTBEAT_PATH,
     MAX_WAIT_SECONDS,
+    QUEUE_SUBMIT_PATH,
     FetchRequest,
     HeartbeatRequest,
     Lease,
@@ -14,18 +17,19 @@ from openbeepboop_schemas import (
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from openbeepboop_server.dispatch.delivery import deliver_outcomes
+from openbeepboop_server.dispatch.waiting import fetch_leases
 from openbeepboop_server.http.bodies import list_response, model_response
+from openbeepboop_server.http.disconnect import disconnect_watch
 from openbeepboop_server.http.endpoints import NODES, Call, Endpoint, array_of, component
-from openbeepboop_server.http.longpoll import fetch_leases
-from openbeepboop_server.http.service_calls import run_service
-
-_TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 
 
 async def fetch(call: Call) -> Response:
     """Claim up to ``max_jobs`` jobs, long-polling up to ``wait``."""
     request = call.body_as(FetchRequest)
-    leases = await fetch_leases(call.context, call.request, call.user, request)
+    leases = await fetch_leases(
+        call.context, call.user, request, partial(disconnect_watch, call.request)
+    )
     if leases:
         call.context.metrics.claimed.inc(len(leases))
     # The request a node runs is sent back exactly as the user submitted it.
@@ -34,33 +38,7 @@ async def fetch(call: Call) -> Response:
 
 async def deliver(call: Call) -> Response:
     """Record results, errors and releases for held leases."""
-    submit = call.body_as(SubmitRequest)
-    context = call.context
-    # Polls waiting on these jobs get their entries from this transaction.
-    watched = context.wakeups.watched(outcome.job_id for outcome in submit.outcomes)
-    answer, finished_entries = await run_service(
-        context.db, len(submit.outcomes), context.queue.deliver_and_read, call.user, submit, watched
-    )
-    for owner_key_id, entry in finished_entries:
-        context.wakeups.hand_result(owner_key_id, entry)
-    finished: list[str] = []
-    requeued = False
-    for outcome, ack in zip(submit.outcomes, answer.acks, strict=False):
-        context.metrics.outcomes.labels(outcome.kind, ack.ack).inc()
-        if ack.ack != "accepted":
-            continue
-        if ack.status in _TERMINAL:
-            finished.append(ack.job_id)
-        elif ack.status == "QUEUED":
-            requeued = True
-    if finished:
-        context.wakeups.jobs_changed(finished)
-    if requeued:
-        context.wakeups.queue_changed()
-    if finished_entries:
-        # A user waits on the polls just handed their entries; the node's ack
-        # can wait one turn of the loop (its result is committed either way).
-        await asyncio.sleep(0)
+    answer = await deliver_outcomes(call.context, call.user, call.body_as(SubmitRequest))
     return model_response(answer)
 
 
@@ -74,7 +52,7 @@ async def heartbeat(call: Call) -> Response:
 ENDPOINTS = (
     Endpoint(
         "POST",
-        "/internal/queue/fetch",
+        FETCH_PATH,
         "fetchJobs",
         "Claim jobs for the declared models, long-polling",
         fetch,
@@ -90,7 +68,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "POST",
-        "/internal/queue/submit",
+        QUEUE_SUBMIT_PATH,
         "deliverOutcomes",
         "Deliver results, errors or releases for held leases",
         deliver,
@@ -102,7 +80,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "POST",
-        "/internal/queue/heartbeat",
+        HEARTBEAT_PATH,
         "heartbeat",
         "Extend held leases",
         heartbeat,

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from functools import partial
+
 from openbeepboop_schemas import (
     BULK_SUBMIT_PATH,
+    CHAT_COMPLETIONS_PATH,
+    JOB_CANCEL_PATH,
+    JOB_PATH,
+    JOBS_PATH,
     MAX_WAIT_SECONDS,
+    MODELS_PATH,
+    POLL_PATH,
     BulkSubmitRequest,
     BulkSubmitResponse,
     ChatCompletionRequest,
@@ -18,12 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from openbeepboop_server.dispatch.handoff import submit_handing_off
+from openbeepboop_server.dispatch.waiting import poll_entries
 from openbeepboop_server.http.bodies import (
     job_list_response,
     model_response,
     poll_entries_response,
     poll_entry_response,
 )
+from openbeepboop_server.http.disconnect import disconnect_watch
 from openbeepboop_server.http.endpoints import (
     USERS,
     Call,
@@ -33,7 +44,6 @@ from openbeepboop_server.http.endpoints import (
     component,
 )
 from openbeepboop_server.http.errors import ApiError
-from openbeepboop_server.http.longpoll import poll_entries, submit_handing_off
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -85,7 +95,9 @@ async def submit_bulk(call: Call) -> Response:
 async def poll(call: Call) -> Response:
     """One entry per id, in order; optionally long-polls."""
     body = call.body_as(PollRequest)
-    entries = await poll_entries(call.context, call.request, call.user, body.ids, body.wait)
+    entries = await poll_entries(
+        call.context, call.user, body.ids, body.wait, partial(disconnect_watch, call.request)
+    )
     return poll_entries_response(entries)
 
 
@@ -156,7 +168,7 @@ JOB_ID_PARAM_DOC = "A job id (``job-...``)."
 ENDPOINTS = (
     Endpoint(
         "POST",
-        "/v1/chat/completions",
+        CHAT_COMPLETIONS_PATH,
         "submitJob",
         "Submit one chat completion request as a job",
         submit,
@@ -189,7 +201,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "POST",
-        "/v1/results/poll",
+        POLL_PATH,
         "pollJobs",
         "Status and results of many jobs, optionally long-polling",
         poll,
@@ -204,7 +216,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "GET",
-        "/v1/jobs",
+        JOBS_PATH,
         "listJobs",
         "The caller's jobs, newest first",
         list_jobs,
@@ -235,7 +247,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "GET",
-        "/v1/jobs/{job_id}",
+        JOB_PATH,
         "getJob",
         "One job",
         get_job,
@@ -245,7 +257,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "POST",
-        "/v1/jobs/{job_id}/cancel",
+        JOB_CANCEL_PATH,
         "cancelJob",
         "Cancel a job",
         cancel_job,
@@ -259,7 +271,7 @@ ENDPOINTS = (
     ),
     Endpoint(
         "GET",
-        "/v1/models",
+        MODELS_PATH,
         "listModels",
         "Models that recently seen nodes serve",
         list_models,

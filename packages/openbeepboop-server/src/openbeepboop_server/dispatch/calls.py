@@ -4,13 +4,15 @@ Handing a call to a worker thread costs two cross-thread wake-ups (the worker,
 then the loop); on a small VM that is ~1 ms of CPU and latency, more than a
 small SQLite transaction itself (0.2-0.4 ms for one submit, a one-job claim,
 one result or a poll of a few ids). So on SQLite a *small* call (a handful
-of jobs, leases, outcomes or ids) runs inline when the one writer is free. Everything else keeps the
-thread pool: large calls (they would hold the loop for milliseconds),
-PostgreSQL (a network round trip must never block the loop), and any call
-made while another thread is writing (it would wait for the writer lock on
-the loop). A thread that grabs the lock in the instant between the check and
-the call makes the loop wait for one short write at most; no thread ever
-waits for the loop while holding the lock, so that cannot deadlock.
+of jobs, leases, outcomes or ids) runs inline when the one writer is free.
+Everything else keeps the thread pool (anyio's worker threads, the ones
+Starlette's ``run_in_threadpool`` uses): large calls (they would hold the loop
+for milliseconds), PostgreSQL (a network round trip must never block the
+loop), and any call made while another thread is writing (it would wait for
+the writer lock on the loop). A thread that grabs the lock in the instant
+between the check and the call makes the loop wait for one short write at
+most; no thread ever waits for the loop while holding the lock, so that
+cannot deadlock.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
-from starlette.concurrency import run_in_threadpool
+from anyio.to_thread import run_sync
 
 from openbeepboop_server.db.database import Database
 
@@ -32,4 +34,4 @@ async def run_service(db: Database, items: int, func: Callable[..., T], *args: o
     """``func(*args)``, inline if small and the SQLite writer is free, else in the thread pool."""
     if items <= INLINE_MAX_ITEMS and db.writer_idle:
         return func(*args)
-    return await run_in_threadpool(func, *args)
+    return await run_sync(func, *args)

@@ -6,7 +6,8 @@ lease expiry). A *watch* waiter is a client long-polling on job ids; it is
 woken when one of those jobs may have become terminal. A wake-up is only a
 hint to look again: the waiter re-reads the database, so a spurious wake-up
 costs one query and a missed one (another replica changed the row) is caught
-by the periodic re-check the HTTP layer does anyway.
+by the periodic re-check every long-poll does anyway
+(:mod:`openbeepboop_server.dispatch.waiting`).
 
 Waiters register *before* they first look at the database, so a change that
 lands between the look and the wait is never lost: it marks the waiter woken
@@ -18,7 +19,8 @@ parked (asleep in its long-poll): :meth:`Wakeups.reserve` picks the waiter,
 the submit's own transaction claims for it, and :meth:`FetchWaiter.hand`
 passes the leases over. That saves the waiter a transaction of its own and a
 trip through the event loop between the submit's commit and the node's
-answer (see docs/server-internals.md, "Hand-off"). A reserved waiter that
+answer (:mod:`openbeepboop_server.dispatch.handoff`; docs/server-internals.md,
+"Hand-off: a submit claims for a parked node"). A reserved waiter that
 wakes for another reason waits for the hand-off to settle before it does
 anything else, so a job is never claimed for a waiter that is not looking.
 """
@@ -111,8 +113,8 @@ class Waiter:
 class FetchWaiter(Waiter):
     """A node waiting for jobs of ``models`` (``"*"`` = any model).
 
-    ``claimant`` is what a submit needs to claim on the waiter's behalf (the
-    HTTP layer stores the caller and its fetch request); a waiter without one
+    ``claimant`` is what a submit needs to claim on the waiter's behalf (a
+    fetch long-poll stores its caller and fetch request); a waiter without one
     is never reserved.
     """
 

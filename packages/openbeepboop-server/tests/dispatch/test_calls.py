@@ -7,7 +7,7 @@ import threading
 
 import pytest
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.http.service_calls import INLINE_MAX_ITEMS, run_service
+from openbeepboop_server.dispatch.calls import INLINE_MAX_ITEMS, run_service
 
 
 def _where() -> threading.Thread:

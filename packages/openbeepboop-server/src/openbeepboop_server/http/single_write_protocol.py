@@ -11,7 +11,7 @@ its own. Nothing else about the transport changes.
 
 Measured with the pickup scenario (idle long-polling node, submit -> leased),
 on top of the hand-off: p50 5.44 -> 5.00 ms, p99 10.1 -> 8.4 ms
-(docs/performance.md, fifth pass).
+(docs/performance.md, one write per response).
 """
 
 from __future__ import annotations

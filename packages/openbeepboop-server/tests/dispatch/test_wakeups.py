@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
-from openbeepboop_server.wakeups import Wakeups
+from openbeepboop_server.dispatch.wakeups import Wakeups
 
 
 @pytest.fixture

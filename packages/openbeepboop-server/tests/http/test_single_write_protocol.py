@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from openbeepboop_server.http.one_send import HeadHoldingTransport
+from openbeepboop_server.http.single_write_protocol import HeadHoldingTransport
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
 

@@ -1,0 +1,34 @@
+"""What a running app holds: settings, database, services, wake-ups, metrics.
+
+It is created by the lifespan (the database is opened at start-up, not at
+import or at ``create_app``) and kept on ``app.state``; HTTP handlers reach it
+through :func:`openbeepboop_server.http.context.get_context`, the housekeeper
+and the dispatch layer are given it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from openbeepboop_server.config import Settings
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.dispatch.wakeups import Wakeups
+from openbeepboop_server.keys import KeyService
+from openbeepboop_server.metrics import Metrics
+from openbeepboop_server.queue.service import QueueService
+
+#: Seconds between database re-checks of a long-poll, for changes made by other replicas.
+RECHECK_SECONDS = 1.0
+
+
+@dataclass
+class ServerContext:
+    """The live objects of one running app."""
+
+    settings: Settings
+    db: Database
+    queue: QueueService
+    keys: KeyService
+    wakeups: Wakeups
+    metrics: Metrics
+    recheck_seconds: float = RECHECK_SECONDS

@@ -1,0 +1,112 @@
+"""The two long-polls: a node waiting for leases, a client waiting for results.
+
+Both follow one pattern. Register a waiter, then read the database; if there
+is nothing to answer yet, sleep until a wake-up, the next periodic re-check
+(changes made by another replica) or the deadline, and read again. No
+database transaction is open while sleeping, and the sleep is a future the
+wake-up resolves (:meth:`~openbeepboop_server.dispatch.wakeups.Waiter.wait`):
+no thread is held and nothing spins.
+
+The caller passes a :data:`DisconnectWatch`: for the waiter of a long-poll, a
+block during which the client hanging up marks the waiter disconnected (the
+HTTP layer turns its request's ``http.disconnect`` into that). A fetch whose
+node has gone claims nothing more: the jobs stay queued for someone who is
+listening.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
+from anyio.to_thread import run_sync
+from openbeepboop_schemas import FetchRequest, Lease, PollEntry
+
+from openbeepboop_server.dispatch.calls import run_service
+from openbeepboop_server.dispatch.context import DispatchContext
+from openbeepboop_server.dispatch.handoff import give_back
+from openbeepboop_server.dispatch.statuses import LIVE, TERMINAL
+from openbeepboop_server.dispatch.wakeups import Waiter
+from openbeepboop_server.keys import Caller
+
+#: Given a long-poll's waiter: a block during which the client hanging up disconnects it.
+DisconnectWatch = Callable[[Waiter], AbstractAsyncContextManager[None]]
+
+
+def _sleep_for(deadline: float, recheck: float, wake_at: float | None = None) -> float:
+    timeout = min(deadline - time.monotonic(), recheck)
+    if wake_at is not None:
+        timeout = min(timeout, max(0.0, wake_at - time.time()))
+    return max(0.0, timeout)
+
+
+async def fetch_leases(
+    context: DispatchContext,
+    caller: Caller,
+    fetch: FetchRequest,
+    disconnect_watch: DisconnectWatch,
+) -> list[Lease]:
+    """Claim jobs for ``fetch``, waiting up to its ``wait`` (capped by config) for some."""
+    queue = context.queue
+    wait = min(fetch.wait, context.settings.server.max_wait_seconds)
+    if wait <= 0:
+        return await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
+    deadline = time.monotonic() + wait
+    with context.wakeups.fetching(fetch.models, (caller, fetch)) as waiter:
+        async with disconnect_watch(waiter):
+            while True:
+                waiter.clear()
+                leases = await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
+                if leases or waiter.done or time.monotonic() >= deadline:
+                    return leases
+                wake_at = await run_sync(queue.next_claimable_at, fetch.models)
+                waiter.parked = True
+                try:
+                    await waiter.wait(_sleep_for(deadline, context.recheck_seconds, wake_at))
+                finally:
+                    waiter.parked = False
+                if waiter.reserved:
+                    leases = await waiter.handed()
+                    if leases and waiter.disconnected:
+                        await give_back(context, caller, fetch.node_id, leases)
+                        return []
+                    if leases:
+                        return leases
+                if waiter.done:
+                    # The node hung up or the server is stopping: claiming now
+                    # would only strand the jobs until their leases expire.
+                    return []
+
+
+async def poll_entries(
+    context: DispatchContext,
+    caller: Caller,
+    ids: list[str],
+    wait: float | None,
+    disconnect_watch: DisconnectWatch,
+) -> list[PollEntry]:
+    """Poll ``ids``; with ``wait``, hold the answer until one live job becomes terminal."""
+    queue = context.queue
+    wait = min(wait or 0.0, context.settings.server.max_wait_seconds)
+    if wait <= 0:
+        return await run_service(context.db, len(ids), queue.poll, caller, ids)
+    deadline = time.monotonic() + wait
+    with context.wakeups.watching(ids, caller) as waiter:
+        entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
+        live = {entry.id for entry in entries if entry.status in LIVE}
+        if not live:
+            return entries
+        async with disconnect_watch(waiter):
+            while not waiter.done and time.monotonic() < deadline:
+                await waiter.wait(_sleep_for(deadline, context.recheck_seconds))
+                waiter.clear()
+                handed = waiter.results
+                if all(job_id in handed for job_id in ids):
+                    # The delivery that finished them read them for us (one
+                    # read transaction fewer on the way to the user).
+                    return [handed[job_id] for job_id in ids]
+                entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
+                if any(entry.id in live and entry.status in TERMINAL for entry in entries):
+                    break
+        return entries

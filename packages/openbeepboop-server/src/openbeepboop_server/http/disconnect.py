@@ -1,0 +1,51 @@
+"""A request's ``http.disconnect``, turned into the dispatch layer's disconnect callback.
+
+A long-poll in :mod:`openbeepboop_server.dispatch.waiting` takes a
+:data:`~openbeepboop_server.dispatch.waiting.DisconnectWatch`; the handlers
+pass ``functools.partial(disconnect_watch, request)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+
+from openbeepboop_server.dispatch.wakeups import Waiter
+
+#: Disconnect listeners cancelled but not yet finished (the loop only holds weak references).
+_ending_listeners: set[asyncio.Task[None]] = set()
+
+
+@contextlib.asynccontextmanager
+async def disconnect_watch(request: Request, waiter: Waiter) -> AsyncIterator[None]:
+    """While the block runs, a client disconnect marks ``waiter`` as disconnected.
+
+    Only use after the body has been read: from then on the only message the
+    server can deliver is ``http.disconnect``.
+    """
+    task = asyncio.ensure_future(_listen(request, waiter))
+    try:
+        yield
+    finally:
+        # Not awaited: the answer goes out in this turn of the loop, and the
+        # listener finishes its cancellation in the next (kept referenced until then).
+        task.cancel()
+        _ending_listeners.add(task)
+        task.add_done_callback(_listener_ended)
+
+
+async def _listen(request: Request, waiter: Waiter) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            waiter.disconnect()
+            return
+
+
+def _listener_ended(task: asyncio.Task[None]) -> None:
+    _ending_listeners.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: a receive that failed has nothing left to tell
