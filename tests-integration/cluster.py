@@ -77,7 +77,7 @@ class Server(kit.Server):
 
 
 class Api:
-    """The HTTP API as a test user calls it (bodies from SPEC §4 and the schemas)."""
+    """The HTTP API as a test user calls it (bodies as docs/api.md and the schemas define them)."""
 
     def __init__(self, url: str, key: str) -> None:
         self.url = url
@@ -199,7 +199,8 @@ class Cluster(kit.Cluster):
     ) -> Node:
         """``openbeepboop-node setup --non-interactive`` for one model."""
         # LiteLLM's openai/ provider wants a key; the node's environment is
-        # where an operator keeps one (SPEC: api_key_env, default OPENAI_API_KEY).
+        # where an operator keeps one (docs/node.md, "node_config.toml": api_key_env,
+        # default OPENAI_API_KEY).
         return self.setup_node(
             server,
             key,

@@ -1,4 +1,4 @@
-"""Cancelling a queued job and a running one (SPEC §3)."""
+"""Cancelling a queued job and a running one (docs/server-internals.md, "Cancellation")."""
 
 from __future__ import annotations
 

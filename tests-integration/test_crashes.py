@@ -1,4 +1,7 @@
-"""kill -9 of a node or of the server loses nothing (SPEC §3)."""
+"""kill -9 of a node or of the server loses nothing.
+
+See docs/node.md, "Never losing a result", and docs/server-internals.md, "Leases".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""USER keys are isolated from each other; a revoked key stops working at once (SPEC §5)."""
+"""USER keys are isolated from each other; a revoked key stops working at once.
+
+See docs/server-internals.md, "Ownership" and "API keys".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""Results finished while the server is down are delivered after it restarts (SPEC §3)."""
+"""Results finished while the server is down are delivered after it restarts.
+
+See docs/node.md, "Never losing a result".
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Nodes receive only jobs for the models they declare (SPEC §3, routing)."""
+"""Nodes receive only jobs for the models they declare (docs/server-internals.md, "Claiming")."""
 
 from __future__ import annotations
 
