@@ -146,7 +146,7 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not run by CI): figures appended to bench/RESULTS.md."""
+    """Benchmarks (not run by CI); ``nox -s bench -- --record`` also updates bench/RESULTS.md."""
     wheels = build_wheels(session)
     session.install(*wheels, TESTKIT, "-r", "bench/requirements.txt")
     session.run("python", "bench/run.py", *session.posargs)

@@ -1,16 +1,20 @@
-"""Run the benchmarks, print the table, append the figures to bench/RESULTS.md.
+"""Run the benchmarks, print the table, keep the full detail under bench/out/.
 
 ``nox -s bench`` runs this in a clean venv with wheels of all five
 distributions; ``nox -s bench -- --only submit,bulk --quick`` runs a subset,
 smaller. Everything runs on loopback in a temp directory: real
 ``openbeepboop-server start`` processes on SQLite, real nodes or synthetic
-ones, the test kit's stand-in LLM as its own process.
+ones, the test kit's stand-in LLM as its own process. Every run's detail goes
+to a folder of its own under ``bench/out/`` (ignored by git); ``--record``
+also puts the run into bench/RESULTS.md (its figures become the latest, and
+the history table gets a row).
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import tempfile
 import time
@@ -59,11 +63,19 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--quick", action="store_true", help="smaller counts (a few minutes)")
     parser.add_argument(
-        "--no-record", action="store_true", help="print the table, do not touch RESULTS.md"
+        "--record",
+        action="store_true",
+        help="also record the run in RESULTS.md (latest figures and a history row)",
     )
-    parser.add_argument("--note", default="", help="a line recorded with the run")
+    parser.add_argument("--note", default="", help="a line kept with the run (what changed)")
     parser.add_argument(
-        "--results", type=Path, default=HERE / "RESULTS.md", help="where to append the figures"
+        "--results", type=Path, default=HERE / "RESULTS.md", help="the file --record updates"
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=HERE / "out",
+        help="where each run's full detail goes, one folder per run (default: bench/out)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, databases)")
     parser.add_argument(
@@ -84,11 +96,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen scenarios; exit 1 if one crashed (a missed target is not an error)."""
     args = _parse(argv)
+    command = shlex.join(["bench/run.py", *(sys.argv[1:] if argv is None else argv)])
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     started = time.time()
     machine = record.machine()
     print(f"machine: {machine}", flush=True)
-    figures: list[Figure] = []
+    figures: list[tuple[str, Figure]] = []
+    outputs: dict[str, str] = {}
     failed: list[str] = []
     root = Path(tempfile.mkdtemp(prefix="openbeepboop-bench-"))
     ctx = Context(root=root, quick=args.quick, profile_dir=args.profile)
@@ -98,33 +112,37 @@ def main(argv: list[str] | None = None) -> int:
         try:
             got = SCENARIOS[name](ctx)
         except Exception:
-            traceback.print_exc()
+            outputs[name] = traceback.format_exc()
+            print(outputs[name], end="", file=sys.stderr, flush=True)
             print(f"--- {name} FAILED (logs under {root})", flush=True)
             failed.append(name)
             continue
+        lines: list[str] = []
         for fig in got:
             met = {True: "ok", False: "MISSED", None: ""}[fig.met]
             target = f" (target {fig.target})" if fig.target else ""
-            print(f"    {fig.label}: {fig.measured()}{target} {met}", flush=True)
-            print(f"      {fig.detail}", flush=True)
+            lines += [f"    {fig.label}: {fig.measured()}{target} {met}", f"      {fig.detail}"]
+        outputs[name] = "\n".join(lines) + "\n"
+        print(outputs[name], end="", flush=True)
         print(f"--- {name} done in {time.perf_counter() - t0:.0f} s", flush=True)
-        figures.extend(got)
+        figures.extend((name, fig) for fig in got)
+    if failed:
+        command += f" (crashed: {', '.join(failed)})"
+    run = record.Run(
+        started=started,
+        sha=record.git_sha(HERE.parent),
+        machine=machine,
+        command=command,
+        took=time.time() - started,
+        note=args.note,
+        figures=figures,
+    )
     print()
     print(record.table(figures))
-    if figures and not args.no_record:
-        parameters = f"--only {','.join(args.names)}" + (" --quick" if args.quick else "")
-        if failed:
-            parameters += f" (crashed: {', '.join(failed)})"
-        record.append(
-            args.results,
-            figures,
-            repo=HERE.parent,
-            machine=machine,
-            parameters=parameters,
-            started=started,
-            note=args.note,
-        )
-        print(f"\nappended to {args.results}")
+    print(f"\nfull detail in {record.write_detail(args.out, run, outputs)}")
+    if figures and args.record:
+        record.record(args.results, run)
+        print(f"recorded in {args.results}")
     if args.keep or failed:
         print(f"logs and databases kept in {root}")
     else:

@@ -8,5 +8,6 @@
 - :mod:`.cpu`: how busy each process was while a figure was measured
   (what bounds it);
 - :mod:`.figures`: one measured figure against its target;
-- :mod:`.record`: the machine, the table, the entry appended to RESULTS.md.
+- :mod:`.record`: the machine, the table, a run's detail under ``bench/out/``,
+  and its place in RESULTS.md when it is recorded.
 """

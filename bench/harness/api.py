@@ -2,7 +2,7 @@
 
 The harness shares two cores with what it measures, so bodies are built once
 (before the clock starts) with orjson and answers are parsed with orjson, not
-with pydantic models. Bodies follow the wire contract (SPEC §4,
+with pydantic models. Bodies and paths follow the wire contract (docs/api.md,
 ``openbeepboop_schemas``); the harness never reaches into the server.
 """
 
@@ -13,15 +13,22 @@ from typing import Any
 
 import httpx
 import orjson
-from openbeepboop_schemas import BULK_SUBMIT_PATH
+from openbeepboop_schemas import (
+    BULK_SUBMIT_PATH,
+    CHAT_COMPLETIONS_PATH,
+    FETCH_PATH,
+    HEARTBEAT_PATH,
+    METRICS_PATH,
+    POLL_PATH,
+    QUEUE_SUBMIT_PATH,
+    TERMINAL_STATUSES,
+)
 
 from harness.cluster import MODEL
 
-SUBMIT_PATH = "/v1/chat/completions"
-POLL_PATH = "/v1/results/poll"
-FETCH_PATH = "/internal/queue/fetch"
-DELIVER_PATH = "/internal/queue/submit"
-TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
+TERMINAL = frozenset(status.value for status in TERMINAL_STATUSES)
+#: The routes nodes call, as ``/metrics`` labels them.
+NODE_ROUTES = (FETCH_PATH, QUEUE_SUBMIT_PATH, HEARTBEAT_PATH)
 #: Ids per poll (the contract allows 1,000).
 POLL_CHUNK = 1000
 #: Long-poll wait the harness uses (under the 30 s cap).
@@ -71,7 +78,7 @@ class UserApi:
 
     async def submit(self, body: bytes) -> str:
         """One job; its id."""
-        job: dict[str, Any] = _ok(await self.http.post(SUBMIT_PATH, content=body))
+        job: dict[str, Any] = _ok(await self.http.post(CHAT_COMPLETIONS_PATH, content=body))
         return str(job["id"])
 
     async def bulk(self, body: bytes) -> list[str]:
@@ -138,7 +145,7 @@ def request_counts(url: str, admin_key: str) -> dict[str, int]:
     Scraped before and after a measured window, the difference says how many
     round trips the nodes made per job, the node's main cost besides LiteLLM.
     """
-    response = httpx.get(f"{url}/metrics", headers=headers(admin_key), timeout=TIMEOUT)
+    response = httpx.get(f"{url}{METRICS_PATH}", headers=headers(admin_key), timeout=TIMEOUT)
     response.raise_for_status()
     counts: dict[str, int] = {}
     for line in response.text.splitlines():
@@ -155,6 +162,6 @@ def requests_per_item(before: dict[str, int], after: dict[str, int], items: int)
     moved = {
         route.rsplit("/", 1)[-1]: (after[route] - before.get(route, 0)) / items
         for route in sorted(after)
-        if route.startswith("/internal/") and after[route] > before.get(route, 0)
+        if route in NODE_ROUTES and after[route] > before.get(route, 0)
     }
     return ", ".join(f"{name} {share:.2f}" for name, share in moved.items()) or "none"

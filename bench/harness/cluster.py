@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+from openbeepboop_schemas import HEALTHZ_PATH
 from openbeepboop_testkit import cluster as kit
 from openbeepboop_testkit.cluster import Node
 from openbeepboop_testkit.processes import ManagedProcess, free_port
@@ -156,6 +157,6 @@ class Cluster(kit.Cluster):
 def healthy(url: str) -> bool:
     """True if ``url/healthz`` answers 200."""
     try:
-        return httpx.get(f"{url}/healthz", timeout=5).status_code == 200
+        return httpx.get(f"{url}{HEALTHZ_PATH}", timeout=5).status_code == 200
     except httpx.HTTPError:
         return False

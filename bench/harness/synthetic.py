@@ -13,9 +13,9 @@ from typing import Any
 
 import httpx
 import orjson
-from openbeepboop_schemas import MAX_SUBMIT_OUTCOMES
+from openbeepboop_schemas import FETCH_PATH, MAX_SUBMIT_OUTCOMES, QUEUE_SUBMIT_PATH
 
-from harness.api import DELIVER_PATH, FETCH_PATH, TIMEOUT, headers
+from harness.api import TIMEOUT, headers
 from harness.cluster import MODEL
 
 #: The result every synthetic job gets (a valid OpenAI ``chat.completion``).
@@ -74,7 +74,7 @@ class SyntheticNode:
                 for lease in chunk
             )
             body = b'{"node_id":' + self._node + b',"outcomes":[' + outcomes + b"]}"
-            response = await self.http.post(DELIVER_PATH, content=body)
+            response = await self.http.post(QUEUE_SUBMIT_PATH, content=body)
             if response.status_code != 200:
                 raise RuntimeError(f"submit answered {response.status_code}: {response.text[:300]}")
             acks = orjson.loads(response.content)["acks"]

@@ -22,6 +22,7 @@ from harness.cluster import Server
 from harness.cpu import peak_rss_mb, rss_mb
 from harness.figures import Figure, at_most, median, percentile
 from harness.synthetic import SyntheticNode
+from openbeepboop_schemas import JOBS_PATH, METRICS_PATH
 
 from scenarios import Context
 
@@ -88,7 +89,7 @@ async def _other_reads(server: Server) -> None:
     api = UserApi(server.url, server.user_key)
     try:
         job_id = await api.submit(submit_body(0, "deep-extra"))
-        listing = await api.http.get("/v1/jobs", params={"limit": 100})
+        listing = await api.http.get(JOBS_PATH, params={"limit": 100})
         listing.raise_for_status()
         ids = [entry["id"] for entry in orjson.loads(listing.content)["data"]]
         await api.poll([job_id, *ids])
@@ -97,7 +98,7 @@ async def _other_reads(server: Server) -> None:
     async with httpx.AsyncClient(
         base_url=server.url, headers=headers(server.admin_key), timeout=TIMEOUT
     ) as admin:
-        (await admin.get("/metrics")).raise_for_status()
+        (await admin.get(METRICS_PATH)).raise_for_status()
 
 
 def _measure(ctx: Context, queued: int, samples: int) -> dict[str, float]:

@@ -9,7 +9,7 @@ Three ways, all timed from the moment the harness starts the submit:
 * (info) the same with the harness's httpx synthetic node, which was the
   figure until 2026-12-02: httpx costs the caller more CPU per request
   than aiohttp, about 1 ms of this figure on the bench machine
-  (docs/performance.md, sixth pass), and no node fetches with it;
+  (docs/performance.md, "How pickup is timed"), and no node fetches with it;
 * (info) a node in its own process (:mod:`harness.idle_node`), stamped when
   the lease arrives there (``perf_counter`` is CLOCK_MONOTONIC, one clock
   for both processes). On this 2-core machine that adds waking an idle
@@ -194,8 +194,8 @@ def run(ctx: Context) -> list[Figure]:
             None,
             bound=chain + " + httpx's CPU in the harness",
             detail=(
-                f"{count} samples, the figure until 2026-12-02 (docs/performance.md, sixth "
-                f"pass); p99 {percentile(synthetic, 99) * 1e3:.1f} ms"
+                f"{count} samples, the figure until 2026-12-02 (docs/performance.md, "
+                f'"How pickup is timed"); p99 {percentile(synthetic, 99) * 1e3:.1f} ms'
             ),
         ),
         Figure(

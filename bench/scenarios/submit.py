@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterator
 from urllib.parse import urlsplit
 
 import httpx
-from harness.api import SUBMIT_PATH, TIMEOUT, chat_request, headers, submit_body
+from harness.api import TIMEOUT, chat_request, headers, submit_body
 from harness.cluster import MODEL, Server
 from harness.cpu import CpuShare
 from harness.figures import Figure, at_least, median, percentile
+from openbeepboop_schemas import CHAT_COMPLETIONS_PATH
 
 from scenarios import Context
 
@@ -46,7 +47,7 @@ def _stdlib(server: Server, count: int) -> Iterator[Callable[[int], None]]:
     bodies = [submit_body(i) for i in range(count)]
 
     def send(index: int) -> None:
-        conn.request("POST", SUBMIT_PATH, body=bodies[index], headers=hdrs)
+        conn.request("POST", CHAT_COMPLETIONS_PATH, body=bodies[index], headers=hdrs)
         response = conn.getresponse()
         body = response.read()
         if response.status != 202:
@@ -66,7 +67,7 @@ def _httpx(server: Server, count: int) -> Iterator[Callable[[int], None]]:
     ) as http_client:
 
         def send(index: int) -> None:
-            response = http_client.post(SUBMIT_PATH, content=bodies[index])
+            response = http_client.post(CHAT_COMPLETIONS_PATH, content=bodies[index])
             if response.status_code != 202:
                 raise RuntimeError(f"submit answered {response.status_code}: {response.text}")
 

@@ -31,7 +31,8 @@ SERVER = str(BIN / "openbeepboop-server")
 NODE = str(BIN / "openbeepboop-node")
 CLIENT = str(BIN / "openbeepboop-client")
 
-#: The file names ``setup`` of each program writes (SPEC: one config per process).
+#: The file names ``setup`` of each program writes: one config per process (docs/server.md,
+#: docs/node.md and docs/client.md, each under its ``setup`` command).
 SERVER_CONFIG = "server_config.toml"
 NODE_CONFIG = "node_config.toml"
 CLIENT_CONFIG = "client_config.toml"
