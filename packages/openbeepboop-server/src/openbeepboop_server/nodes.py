@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL
 
 from openbeepboop_server.db.tables import nodes
-from openbeepboop_server.db.text import db_text, db_texts
+from openbeepboop_server.db.safe_text import db_text, db_texts
 
 
 @dataclass(frozen=True)

@@ -36,7 +36,7 @@ from openbeepboop_schemas import (
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
-from openbeepboop_server.db.text import db_text
+from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.http.context import ServerContext
 from openbeepboop_server.http.service_calls import run_service
 from openbeepboop_server.keys import Caller

@@ -23,7 +23,7 @@ from openbeepboop_schemas import ANY_MODEL, ChatCompletionRequest, FetchRequest,
 from pydantic import ValidationError
 
 from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.db.text import db_text, db_texts
+from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.ids import new_lease_token
 

@@ -17,7 +17,7 @@ from openbeepboop_schemas import HeartbeatRequest, HeartbeatResponse, JobStatus,
 
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.db.text import db_texts
+from openbeepboop_server.db.safe_text import db_texts
 from openbeepboop_server.keys import Caller
 
 # Lease outcomes (leases.outcome); NULL means still held.

@@ -33,7 +33,7 @@ from openbeepboop_schemas import (
 )
 
 from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.db.text import db_text
+from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases as lease_outcomes
 from openbeepboop_server.queue.leases import LeaseState, load_leases

@@ -32,7 +32,7 @@ from sqlalchemy.exc import IntegrityError
 from openbeepboop_server import nodes as registry
 from openbeepboop_server.db.database import IN_CHUNK, Database
 from openbeepboop_server.db.tables import idempotency_keys, jobs, leases
-from openbeepboop_server.db.text import db_text, db_texts
+from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.nodes import NodeInfo
 from openbeepboop_server.queue import leases as lease_ops
