@@ -282,7 +282,7 @@ class QueueService:
     def queue_depth(
         self, statuses: Iterable[JobStatus] | None = None
     ) -> list[tuple[str, str, int]]:
-        """Job counts by (status, model), optionally only for some statuses (:func:`.views.depth`)."""
+        """Job counts by (status, model), optionally only for some statuses (see views.depth)."""
         with self._db.read() as conn:
             return views.depth(conn, statuses)
 
