@@ -1,4 +1,4 @@
-"""The queue's tunables and their defaults (the ones SPEC.md names).
+"""The queue's tunables and their defaults (docs/server.md, "Configuration reference").
 
 The defaults are defined here, once: ``config.py``'s ``[queue]`` section uses
 them as its field defaults and is where values are validated (a bad value is
