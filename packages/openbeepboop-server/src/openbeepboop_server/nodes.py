@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from openbeepboop_schemas import ANY_MODEL
+from openbeepboop_schemas import ANY_MODEL, FetchRequest, HeartbeatRequest
 
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
@@ -94,20 +94,15 @@ class NodeRecorder:
         self._recorded: dict[str, tuple[float, tuple[object, ...]]] = {}
 
     def record(
-        self,
-        conn: sa.Connection,
-        node_id: str,
-        key_name: str,
-        now: float,
-        models: list[str] | None,
-        version: str | None,
+        self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, key_name: str, now: float
     ) -> Recorded | None:
-        """Refresh the node's row, unless this process did so with the same facts
-        less than :data:`NODE_RECORD_SECONDS` ago.
+        """Refresh the row of the node that sent ``seen``, unless this process did so
+        with the same facts less than :data:`NODE_RECORD_SECONDS` ago.
 
         Returns what to :meth:`remember` once the transaction has committed
         (None when skipped).
         """
+        node_id, models, version = seen.node_id, seen.models, seen.version
         facts = (key_name, None if models is None else tuple(models), version)
         last = self._recorded.get(node_id)
         if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:

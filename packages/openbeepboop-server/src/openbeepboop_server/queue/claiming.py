@@ -99,6 +99,7 @@ def claim_jobs(
                 {
                     "b_seq": row.seq,
                     "b_message": f"the stored request is no longer valid: {exc}",
+                    "b_type": transitions.UNREADABLE_TYPE,
                     "b_now": now,
                 }
             )

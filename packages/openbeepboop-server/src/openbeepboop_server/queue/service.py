@@ -188,9 +188,7 @@ class QueueService:
     ) -> tuple[list[Lease], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
         claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
-        recorded = self._nodes.record(
-            conn, fetch.node_id, caller.key_name, now, fetch.models, fetch.version
-        )
+        recorded = self._nodes.record(conn, fetch, caller.key_name, now)
         return claimed, recorded
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
@@ -225,9 +223,7 @@ class QueueService:
                 lease_seconds=self._policy.lease_seconds,
                 lock=self._row_locks,
             )
-            recorded = self._nodes.record(
-                conn, beat.node_id, caller.key_name, now, beat.models, beat.version
-            )
+            recorded = self._nodes.record(conn, beat, caller.key_name, now)
         self._nodes.remember(recorded)
         return response
 

@@ -58,7 +58,10 @@ from openbeepboop_server.queue.leases import EXPIRED, end_leases
 TERMINAL = tuple(status.value for status in TERMINAL_STATUSES)
 #: Rows handled per expiry transaction, so the writer is never held long.
 EXPIRY_BATCH = 500
+#: ``error_type`` of a job failed because its last lease expired.
 LEASE_EXPIRED_TYPE = "lease_expired"
+#: ``error_type`` of a job failed because its stored request can no longer be read.
+UNREADABLE_TYPE = "invalid_request_error"
 
 Rows = Sequence[dict[str, Any]]
 
@@ -80,17 +83,6 @@ _START = (
     )
 )
 _RECORD_LEASES = leases.insert()
-_FAIL_UNREADABLE = (
-    jobs.update()
-    .where(_BY_SEQ)
-    .values(
-        status=JobStatus.FAILED.value,
-        error_message=sa.bindparam("b_message"),
-        error_type="invalid_request_error",
-        completed_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-    )
-)
 _COMPLETE = (
     jobs.update()
     .where(_BY_SEQ)
@@ -158,18 +150,6 @@ _REQUEUE_EXPIRED = (
         **_LEASE_OFF,
     )
 )
-_FAIL_EXPIRED = (
-    jobs.update()
-    .where(_BY_SEQ)
-    .values(
-        status=JobStatus.FAILED.value,
-        error_message=sa.bindparam("b_message"),
-        error_type=LEASE_EXPIRED_TYPE,
-        completed_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-        **_LEASE_OFF,
-    )
-)
 _CANCEL = (
     jobs.update()
     .where(_BY_SEQ)
@@ -197,9 +177,12 @@ def start(conn: sa.Connection, rows: Rows, history: Rows) -> None:
 
 
 def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
-    """QUEUED -> FAILED: requests no node can run. ``rows``: ``b_seq``, ``b_message``, ``b_now``."""
+    """QUEUED -> FAILED: requests no node can run (the job holds no lease to clear).
+
+    ``rows``: ``b_seq``, ``b_message``, ``b_type`` (:data:`UNREADABLE_TYPE`), ``b_now``.
+    """
     if rows:
-        conn.execute(_FAIL_UNREADABLE, rows)
+        conn.execute(_FAIL, rows)
 
 
 def complete(conn: sa.Connection, rows: Rows) -> None:
@@ -244,6 +227,7 @@ def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[
                 f"the lease expired {row.attempts} time(s) (node {row.lease_node_id!s} stopped "
                 f"heartbeating); giving up after {row.max_attempts} attempt(s)"
             ),
+            "b_type": LEASE_EXPIRED_TYPE,
             "b_now": now,
         }
         for row in rows
@@ -252,7 +236,7 @@ def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[
     if requeued:
         conn.execute(_REQUEUE_EXPIRED, requeued)
     if failed:
-        conn.execute(_FAIL_EXPIRED, failed)
+        conn.execute(_FAIL, failed)
     end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
     return [row.id for row in rows]
 
