@@ -1,48 +1,172 @@
-"""Fixtures for the HTTP surface, CLI and config tests.
+"""Fixtures shared by every folder: databases (SQLite, and PostgreSQL when there is one)
+and a started app.
 
 Every app runs on a file-backed SQLite database in ``tmp_path``, migrated the
 only way production ones are (Alembic), and is driven through
 ``with TestClient(app)`` so the lifespan (database, reaper, wake-ups) runs.
-The core's fixtures (``_core_fixtures.py``: databases on SQLite and
-PostgreSQL, services, callers) are registered here too, for every folder.
+Fixtures only one folder needs live in that folder's conftest.py; the plain
+helpers tests call are in ``tests/support``.
+
+PostgreSQL: tests that want it ask for ``postgres_url_factory`` (or
+``backend_url``). It starts the local cluster if it is installed but down, and
+SKIPS (with the reason) when PostgreSQL or the psycopg driver is absent, so
+the suite passes on a laptop. Every database it hands out is fresh and
+uniquely named, and all of them are dropped at the end of the session.
+``OPENBEEPBOOP_TEST_POSTGRES_URL`` points it at another server (any database
+on it; the default is ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator
+import os
+import shutil
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from openbeepboop_schemas import Role
+import sqlalchemy as sa
 from openbeepboop_server.app import create_app
 from openbeepboop_server.config import Settings
-from openbeepboop_server.context import ServerContext
+from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import upgrade_to_head
 from starlette.applications import Starlette
 from starlette.testclient import TestClient
 
-_TESTS = str(Path(__file__).resolve().parent)
-if _TESTS not in sys.path:
-    sys.path.insert(0, _TESTS)
+from tests.support.core import migrated_database, sqlite_url_for
+from tests.support.surface import make_settings
 
-# The core's fixtures (database, services, callers, PostgreSQL), for every folder.
-from _core_fixtures import (  # noqa: E402, F401
-    admin,
-    alice,
-    backend_url,
-    bob,
-    clock,
-    db,
-    keys,
-    node,
-    other_node,
-    policy,
-    postgres_url_factory,
-    queue,
-    sqlite_url,
+POSTGRES_ENV = "OPENBEEPBOOP_TEST_POSTGRES_URL"
+DEFAULT_POSTGRES_URLS = (
+    "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "postgresql+psycopg://root@127.0.0.1:5432/test",
 )
-from _surface_support import ApiKeys, make_settings  # noqa: E402
+POSTGRES_START_TIMEOUT = 60.0
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+def _try_connect(url: str) -> str | None:
+    """None if ``url`` answers, else why not."""
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 3}, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+        return None
+    except Exception as exc:  # any driver error means "not usable here"
+        return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
+    finally:
+        engine.dispose()
+
+
+def _start_local_cluster() -> None:
+    """Start the Debian-packaged cluster(s) if the tools exist (no-op otherwise)."""
+    ctl = shutil.which("pg_ctlcluster")
+    versions_dir = Path("/etc/postgresql")
+    if ctl is None or not versions_dir.is_dir():
+        return
+    for version in sorted(p.name for p in versions_dir.iterdir()):
+        subprocess.run(
+            [ctl, "--skip-systemctl-redirect", version, "main", "start"],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+
+
+def _find_postgres() -> str:
+    """The admin URL of a reachable PostgreSQL, or skip saying why."""
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("PostgreSQL tests need the psycopg driver (pip install 'psycopg[binary]')")
+    override = os.environ.get(POSTGRES_ENV)
+    candidates = (override,) if override else DEFAULT_POSTGRES_URLS
+    reasons: list[str] = []
+    for url in candidates:
+        if (why := _try_connect(url)) is None:
+            return url
+        reasons.append(why)
+    # Only the local default cluster is ours to start; an explicit server is not.
+    if not override and shutil.which("pg_ctlcluster") is not None:
+        _start_local_cluster()
+        deadline = time.monotonic() + POSTGRES_START_TIMEOUT
+        while time.monotonic() < deadline:
+            for url in candidates:
+                if _try_connect(url) is None:
+                    return url
+            time.sleep(0.5)
+    pytest.skip(f"PostgreSQL is not reachable at {candidates[0]} ({reasons[0]})")
+
+
+@pytest.fixture(scope="session")
+def postgres_url_factory() -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty PostgreSQL databases for tests; all dropped at session end.
+
+    One uniquely named database per session; each call hands out a new schema
+    in it, selected through the connection's ``search_path``, so every test
+    starts empty. (``DROP DATABASE`` forces a checkpoint, too slow to do per
+    test on a busy machine; one at the end is fine.)
+    """
+    admin_url = sa.make_url(_find_postgres())
+    admin = sa.create_engine(admin_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"obb_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    session_url = admin_url.set(database=name)
+    session = sa.create_engine(
+        session_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool
+    )
+    made = 0
+
+    def make() -> str:
+        nonlocal made
+        made += 1
+        schema = f"t{made}"
+        with session.connect() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        url = session_url.update_query_dict({"options": f"-csearch_path={schema}"})
+        return url.render_as_string(hide_password=False)
+
+    try:
+        yield make
+    finally:
+        session.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+# -- databases -----------------------------------------------------------------------
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database URL, once per backend (PostgreSQL skips if absent)."""
+    if request.param == "sqlite":
+        return sqlite_url_for(tmp_path / "queue.db")
+    factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
+    return factory()
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """An empty SQLite file database."""
+    return sqlite_url_for(tmp_path / "queue.db")
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> Iterator[Database]:
+    """A migrated, file-backed SQLite database."""
+    database = migrated_database(sqlite_url)
+    yield database
+    database.dispose()
+
+
+# -- a started app -----------------------------------------------------------------
 
 
 @pytest.fixture
@@ -64,25 +188,3 @@ def client(app: Starlette) -> Iterator[TestClient]:
     """A started app (lifespan running) and a client for it."""
     with TestClient(app) as test_client:
         yield test_client
-
-
-@pytest.fixture
-def context(client: TestClient) -> ServerContext:
-    """The running app's context (database, services, wake-ups)."""
-    result: ServerContext = client.app.state.context  # type: ignore[attr-defined]
-    return result
-
-
-@pytest.fixture
-def api_keys(context: ServerContext) -> ApiKeys:
-    """Keys of every role, created through the running app's key service."""
-    service = context.keys
-    revoked, _ = service.create(Role.USER, "revoked-user")
-    assert service.revoke("revoked-user")
-    return ApiKeys(
-        admin=service.create(Role.ADMIN, "test-admin")[0],
-        node=service.create(Role.NODE, "test-node")[0],
-        user=service.create(Role.USER, "alice")[0],
-        other_user=service.create(Role.USER, "bob")[0],
-        revoked=revoked,
-    )

@@ -163,6 +163,30 @@ def test_private_file_is_0600_and_replaced_atomically(tmp_path: Path) -> None:
     assert sorted(p.name for p in path.parent.iterdir()) == ["server_config.toml"]
 
 
+def test_private_file_creates_its_directory_0700(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "server_config.toml"
+    write_private_file(path, "a = 1\n")
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert path.read_text() == "a = 1\n"
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "server_config.toml"
+    write_private_file(path, "a = 1\n")
+
+    def refuse(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", refuse)
+    with pytest.raises(OSError, match="No space left"):
+        write_private_file(path, "a = 2\n")
+    assert path.read_text() == "a = 1\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["server_config.toml"]
+
+
 def test_default_paths(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.delenv(CONFIG_ENV, raising=False)
     default = default_config_path()

@@ -17,13 +17,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from _surface_support import bearer, chat, free_port, server_command
 from click.testing import CliRunner
 from openbeepboop_schemas import Role
 from openbeepboop_server.cli import main
 from openbeepboop_server.config import load_settings, sqlite_url, write_private_file
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import KeyService
+
+from tests.support.surface import bearer, chat, free_port, server_command
 
 START_TIMEOUT = 60.0
 STOP_TIMEOUT = 30.0

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, migrated_database, sqlite_url_for
 from openbeepboop_schemas import Role
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import api_keys
 from openbeepboop_server.errors import InvalidKeyName, KeyNameTaken, ServerError
 from openbeepboop_server.keys import Caller, KeyInfo, KeyService
+
+from tests.support.core import FakeClock, migrated_database, sqlite_url_for
 
 KEY_PATTERN = re.compile(r"^sk-[A-Za-z0-9_-]{32,}$")
 

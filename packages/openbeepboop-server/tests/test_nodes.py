@@ -6,11 +6,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _core_fixtures import migrated_database, postgres_url_factory, sqlite_url_for
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.nodes import NodeInfo, list_nodes, record_node, served_models
 
-__all__ = ["postgres_url_factory"]  # a fixture, imported for the PostgreSQL test
+from tests.support.core import migrated_database, sqlite_url_for
 
 
 @pytest.fixture

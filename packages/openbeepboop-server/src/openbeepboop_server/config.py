@@ -22,7 +22,15 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
 from openbeepboop_server.errors import ServerError
-from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.policy import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_NODE_SEEN_SECONDS,
+    DEFAULT_RETENTION_DAYS,
+    DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
+    DEFAULT_RETRY_BACKOFF_SECONDS,
+    QueuePolicy,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -39,12 +47,6 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 #: Largest request body accepted (``413`` above it): 10 MB.
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
-DEFAULT_LEASE_SECONDS = 300.0
-DEFAULT_MAX_ATTEMPTS = 3
-DEFAULT_RETENTION_DAYS = 30.0
-DEFAULT_RETRY_BACKOFF_SECONDS = 2.0
-DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
-DEFAULT_NODE_SEEN_SECONDS = 300.0
 #: How often leases are checked for expiry.
 DEFAULT_REAP_INTERVAL_SECONDS = 1.0
 #: How often finished jobs past retention are purged.
@@ -94,7 +96,11 @@ class DatabaseSection(_Section):
 
 
 class QueueSection(_Section):
-    """``[queue]``: leases, retries, retention and housekeeping."""
+    """``[queue]``: leases, retries, retention and housekeeping.
+
+    The queue's defaults come from :mod:`.queue.policy`; the bounds are checked
+    here only, where a bad value can be reported by its setting's name.
+    """
 
     lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, gt=0)
     max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1)
@@ -232,18 +238,36 @@ def write_private_file(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` atomically with mode 0600 (the file sits beside keys).
 
     The data goes to a temporary file in the same directory, created 0600 from
-    the start, flushed to disk and renamed over the target, so a crash leaves
-    either the old file or the new one, never half of one.
+    the start, flushed to disk and renamed over the target, and the directory
+    is synced too, so a crash leaves either the old file or the new one, never
+    half of one. A parent directory it has to create is made 0700.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    directory = path.parent
+    if not directory.is_dir():
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            os.fchmod(handle.fileno(), 0o600)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp_name, 0o600)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    _fsync_directory(directory)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; some platforms cannot open a directory."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -23,8 +23,8 @@ import sqlalchemy as sa
 from openbeepboop_schemas import Role
 
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import api_keys
-from openbeepboop_server.db.text import db_text
 from openbeepboop_server.errors import InvalidKeyName, KeyNameTaken
 
 logger = logging.getLogger(__name__)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -199,6 +201,38 @@ def test_version_and_help() -> None:
     help_text = run("--help").stdout
     for command in ("setup", "start", "migrate", "keys", "nodes"):
         assert command in help_text
+
+
+@pytest.fixture
+def restored_logging() -> Iterator[None]:
+    """Put the logging set-up a command changed back as it was."""
+    loggers = [logging.getLogger(name) for name in ("", "openbeepboop_server", "alembic")]
+    saved = [(logger, logger.level, logger.handlers[:]) for logger in loggers]
+    yield
+    for logger, level, handlers in saved:
+        logger.setLevel(level)
+        logger.handlers[:] = handlers
+
+
+@pytest.mark.usefixtures("restored_logging")
+@pytest.mark.parametrize(
+    ("flags", "root", "own"),
+    [
+        ([], logging.WARNING, logging.WARNING),
+        (["-q"], logging.WARNING, logging.WARNING),
+        (["-v"], logging.WARNING, logging.DEBUG),
+        (["-vv"], logging.DEBUG, logging.DEBUG),
+    ],
+)
+def test_verbosity_is_an_option_of_the_top_level_group(
+    config: Path, flags: list[str], root: int, own: int
+) -> None:
+    result = run(*flags, "keys", "list", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert logging.getLogger().level == root
+    assert logging.getLogger("openbeepboop_server.queue").getEffectiveLevel() == own
+    third_party = logging.getLogger("alembic").getEffectiveLevel()
+    assert third_party == (logging.DEBUG if "-vv" in flags else logging.WARNING)
 
 
 def test_start_on_a_busy_port_is_one_line(config: Path) -> None:

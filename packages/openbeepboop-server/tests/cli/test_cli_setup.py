@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 from openbeepboop_schemas import ChatCompletionRequest, Role
-from openbeepboop_server.cli import main, wizard
+from openbeepboop_server.cli import main, setup
 from openbeepboop_server.config import load_settings, sqlite_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import pending_revisions
@@ -108,7 +108,7 @@ def test_interactive_wizard_asks_and_uses_the_answers(
     paths: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, url = paths
-    monkeypatch.setattr(wizard, "is_interactive", lambda non_interactive: True)
+    monkeypatch.setattr(setup, "is_interactive", lambda non_interactive: True)
     answers = "\n".join([url, "127.0.0.2", "8111", "120", "4", "14", "FULL"]) + "\n"
     result = _setup(CliRunner(), "--config", str(config), input=answers)
     assert result.exit_code == 0, result.output
@@ -126,7 +126,7 @@ def test_interactive_wizard_skips_questions_answered_by_flags(
     paths: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config, url = paths
-    monkeypatch.setattr(wizard, "is_interactive", lambda non_interactive: True)
+    monkeypatch.setattr(setup, "is_interactive", lambda non_interactive: True)
     result = _setup(
         CliRunner(),
         "--config", str(config),

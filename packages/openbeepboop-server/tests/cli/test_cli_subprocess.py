@@ -12,10 +12,11 @@ import stat
 import subprocess
 from pathlib import Path
 
-from _surface_support import server_command
 from openbeepboop_server.config import sqlite_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import KeyService
+
+from tests.support.surface import server_command
 
 TIMEOUT = 120
 

@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _surface_support import ApiKeys, bearer, chat, make_settings
 from openbeepboop_schemas import ErrorEnvelope, Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from starlette.testclient import TestClient
+
+from tests.support.surface import ApiKeys, bearer, chat, make_settings
 
 LIMIT = 4096
 

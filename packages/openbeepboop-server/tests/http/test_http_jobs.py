@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from _surface_support import ApiKeys, bearer, chat
 from openbeepboop_schemas import BULK_SUBMIT_PATH, BulkSubmitResponse, Job, JobList, PollEntry
 from starlette.testclient import TestClient
+
+from tests.support.surface import ApiKeys, bearer, chat
 
 
 def _submit(client: TestClient, key: str, **body: object) -> Job:

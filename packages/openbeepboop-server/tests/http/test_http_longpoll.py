@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 import sqlalchemy as sa
-from _surface_support import bearer, chat, completion, make_settings
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
@@ -27,6 +26,8 @@ from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.dispatch import calls
 from starlette.applications import Starlette
+
+from tests.support.surface import bearer, chat, completion, make_settings
 
 T = TypeVar("T")
 

@@ -7,12 +7,13 @@ import re
 from pathlib import Path
 
 import pytest
-from _surface_support import ApiKeys, bearer, chat, completion, make_settings
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from starlette.testclient import TestClient
+
+from tests.support.surface import ApiKeys, bearer, chat, completion, make_settings
 
 
 def _sample(text: str, name: str, **labels: str) -> float | None:

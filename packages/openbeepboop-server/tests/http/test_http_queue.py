@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from _surface_support import ApiKeys, bearer, chat, completion
 from openbeepboop_schemas import HeartbeatResponse, Lease, SubmitResponse
 from openbeepboop_server.context import ServerContext
 from starlette.testclient import TestClient
+
+from tests.support.surface import ApiKeys, bearer, chat, completion
 
 
 def _fetch(client: TestClient, key: str, models: list[str], **extra: object) -> list[Lease]:

@@ -23,7 +23,6 @@ from typing import Any
 
 import pytest
 import schemathesis
-from _surface_support import bearer, make_settings
 from hypothesis import HealthCheck, given, settings
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
@@ -32,6 +31,8 @@ from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.http.routes import ENDPOINTS
 from schemathesis import GenerationMode
 from schemathesis.python import asgi
+
+from tests.support.surface import bearer, make_settings
 
 #: Examples per operation and mode; the run is derandomized (the same cases
 #: every time, so CI is not flaky). For a deeper, random search:

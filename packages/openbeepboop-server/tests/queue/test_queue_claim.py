@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, chat_request, make_caller, migrated_database
 from openbeepboop_schemas import FetchRequest, Role
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.keys import Caller, KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request, make_caller, migrated_database
 
 
 def fetch(models: list[str], max_jobs: int = 10, node_id: str = "gpu-1") -> FetchRequest:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, chat_request, completion
 from openbeepboop_schemas import FetchRequest, HeartbeatRequest, ResultOutcome, SubmitRequest
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import idempotency_keys, jobs, leases
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request, completion
 
 DAY = 86_400
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, chat_request
 from openbeepboop_schemas import FetchRequest, HeartbeatRequest, Lease, LeaseRef
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request
 
 
 def claim(queue: QueueService, node: Caller, n: int = 1, node_id: str = "gpu-1") -> list[Lease]:

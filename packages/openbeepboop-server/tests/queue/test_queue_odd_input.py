@@ -9,7 +9,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from _core_fixtures import FakeClock, chat_request, make_caller, migrated_database
 from openbeepboop_schemas import (
     NOT_FOUND,
     ErrorOutcome,
@@ -26,6 +25,8 @@ from openbeepboop_server.errors import InvalidKeyName
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request, make_caller, migrated_database
 
 NUL = "a\x00b"
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, chat_request, completion
 from openbeepboop_schemas import (
     ErrorOutcome,
     FetchRequest,
@@ -17,6 +16,8 @@ from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request, completion
 
 
 def claim_one(queue: QueueService, node: Caller, node_id: str = "gpu-1") -> Lease:

@@ -16,13 +16,14 @@ from dataclasses import asdict
 from typing import Any
 
 import pytest
-from _core_fixtures import chat_request, completion, make_caller
 from openbeepboop_schemas import FetchRequest, ResultOutcome, Role, SubmitRequest
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.keys import Caller, KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import chat_request, completion, make_caller
 
 JOBS = 1_000
 WORKERS = 4

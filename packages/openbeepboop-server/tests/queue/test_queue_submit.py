@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 
 import sqlalchemy as sa
-from _core_fixtures import FakeClock, chat_request
 from openbeepboop_schemas import JobStatus
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request
 
 
 def _count(db: Database) -> int:

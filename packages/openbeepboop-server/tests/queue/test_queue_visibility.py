@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from _core_fixtures import FakeClock, chat_request
 from openbeepboop_schemas import NOT_FOUND, JobStatus
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, chat_request
 
 
 def test_a_user_sees_only_their_own_jobs(queue: QueueService, alice: Caller, bob: Caller) -> None:

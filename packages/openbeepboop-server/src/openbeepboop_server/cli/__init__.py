@@ -1,72 +1,40 @@
 """``openbeepboop-server``: setup, start, migrate, keys, nodes.
 
-Every expected failure (bad config, database behind, key name taken, port
-busy, ...) ends with one human line on stderr and exit status 1, never a
-traceback; ``-v`` adds the traceback of an unexpected one. Only this package
-configures logging.
+One module per command group (``setup.py``, ``start.py``, ``migrate.py``,
+``keys.py``, ``nodes.py``); what they share is in ``options.py``, and
+``errors.py`` turns expected failures into one line on stderr. Only this
+package's command line configures logging, once, here.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import logging
 
 import click
-from sqlalchemy.exc import SQLAlchemyError
 
 from openbeepboop_server import __version__
-from openbeepboop_server.cli.admin import keys, migrate, nodes
-from openbeepboop_server.cli.serve import start
-from openbeepboop_server.cli.wizard import setup
-from openbeepboop_server.errors import ServerError
+from openbeepboop_server.cli import keys, migrate, nodes, setup, start
+from openbeepboop_server.cli.errors import OneLineErrors
+from openbeepboop_server.cli.options import configure_logging
+
+#: The level a command logs at without -v/-q; WARNING for those not named here.
+_DEFAULT_LEVELS = {"start": logging.INFO}
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
-
-
-class _Cli(click.Group):
-    """A group that turns expected exceptions into one line on stderr."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ServerError as exc:
-            raise click.ClickException(_first_line(exc)) from None
-        except SQLAlchemyError as exc:
-            # Driver messages can hold the URL; SQLAlchemy hides passwords in
-            # its own rendering, and only the first line is shown.
-            orig = getattr(exc, "orig", None)
-            raise click.ClickException(
-                f"database error: {_first_line(orig if orig is not None else exc)}"
-            ) from None
-        except OSError as exc:
-            where = f" ({exc.filename})" if exc.filename else ""
-            raise click.ClickException(f"{exc.strerror or _first_line(exc)}{where}") from None
-        except (click.ClickException, click.exceptions.Exit, click.Abort, KeyboardInterrupt):
-            raise
-        except Exception as exc:
-            if ctx.find_root().meta.get("verbosity", 0) > 0:
-                raise
-            raise click.ClickException(
-                f"unexpected {type(exc).__name__}: {_first_line(exc)} (run with -v for details)"
-            ) from None
-
-
-@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.group(cls=OneLineErrors, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv: also third-party libraries).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
 @click.version_option(__version__, prog_name="openbeepboop-server")
 @click.pass_context
 def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     """OpenBeepBoop queue server: a durable queue of LLM jobs over HTTP."""
-    ctx.meta["verbosity"] = -1 if quiet else verbose
+    verbosity = -1 if quiet else min(verbose, 2)
+    ctx.meta["verbosity"] = verbosity
+    default = _DEFAULT_LEVELS.get(ctx.invoked_subcommand or "", logging.WARNING)
+    configure_logging(verbosity, default=default)
 
 
-main.add_command(setup)
-main.add_command(start)
-main.add_command(migrate)
-main.add_command(keys)
-main.add_command(nodes)
+for _command in (setup.setup, start.start, migrate.migrate, keys.keys, nodes.nodes):
+    main.add_command(_command)
 
 __all__ = ["main"]

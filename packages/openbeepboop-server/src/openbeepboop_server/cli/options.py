@@ -1,20 +1,29 @@
-"""What every command shares: ``--config``, logging set-up, reading the settings."""
+"""What every command shares: ``--config``, reading the settings, opening the
+database, logging set-up, the terminal check, and how tables and times are shown."""
 
 from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
 from openbeepboop_server.config import CONFIG_ENV, Settings, default_config_path, load_settings
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import ensure_current
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+#: The package's own loggers, raised to DEBUG by ``-v``.
+PACKAGE_LOGGER = "openbeepboop_server"
+#: Third-party loggers kept at WARNING until ``-vv`` (Alembic narrates every connection at INFO).
+QUIET_THIRD_PARTY_LOGGERS = ("alembic",)
 
 
 def config_option(function: F) -> F:
@@ -38,24 +47,54 @@ def read_settings(config_path: Path | None) -> Settings:
     return load_settings(resolve_config_path(config_path))
 
 
-def configure_logging(*, default: int = logging.WARNING) -> None:
-    """Set up logging: ``default`` level; ``-v`` INFO, ``-vv`` DEBUG, ``-q`` WARNING."""
-    ctx = click.get_current_context(silent=True)
-    verbosity = ctx.find_root().meta.get("verbosity", 0) if ctx is not None else 0
+@contextmanager
+def open_database(settings: Settings) -> Iterator[Database]:
+    """The configured database, checked to be at this code's schema; disposed after."""
+    db = Database.connect(
+        settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
+    )
+    try:
+        ensure_current(db)
+        yield db
+    finally:
+        db.dispose()
+
+
+def configure_logging(verbosity: int, *, default: int = logging.WARNING) -> None:
+    """Logging for one command: -1 (``-q``) WARNING; 0 ``default``; 1 (``-v``) also DEBUG
+    for this package's loggers; 2 (``-vv``) DEBUG for every library too."""
     if verbosity < 0:
         level = logging.WARNING
-    elif verbosity == 0:
-        level = default
-    elif verbosity == 1:
-        level = min(default, logging.INFO)
-    else:
+    elif verbosity >= 2:
         level = logging.DEBUG
+    else:
+        level = default
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    if level > logging.DEBUG:
-        # Alembic narrates every connection at INFO; only -vv wants that.
-        logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger(PACKAGE_LOGGER).setLevel(logging.DEBUG if verbosity == 1 else logging.NOTSET)
+    for name in QUIET_THIRD_PARTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbosity >= 2 else logging.WARNING)
 
 
 def is_interactive(non_interactive: bool) -> bool:
     """True when prompts may be shown: a terminal on stdin and no ``--non-interactive``."""
     return not non_interactive and sys.stdin is not None and sys.stdin.isatty()
+
+
+def format_time(timestamp: float | None) -> str:
+    """A UTC timestamp as ``YYYY-MM-DD HH:MM:SSZ`` (``-`` for none)."""
+    if timestamp is None:
+        return "-"
+    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Left-aligned columns, two spaces apart, under a header line."""
+    widths = [
+        max(len(header), *(len(row[i]) for row in rows)) if rows else len(header)
+        for i, header in enumerate(headers)
+    ]
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in (headers, *rows)
+    ]
+    return "\n".join(lines)

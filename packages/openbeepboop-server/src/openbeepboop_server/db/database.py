@@ -106,7 +106,7 @@ class Database:
         """True on a SQLite file whose writer lock nobody in this process holds right now.
 
         Then a short write may run on the calling thread (the event loop)
-        without waiting; see :mod:`openbeepboop_server.http.service_calls`.
+        without waiting; see :mod:`openbeepboop_server.dispatch.calls`.
         """
         return self._keep_writer and not self._writer_lock.locked()
 

@@ -17,8 +17,8 @@ from openbeepboop_schemas import SubmitRequest, SubmitResponse
 
 from openbeepboop_server.dispatch.calls import run_service
 from openbeepboop_server.dispatch.context import DispatchContext
-from openbeepboop_server.dispatch.statuses import QUEUED, TERMINAL
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.statuses import QUEUED, TERMINAL
 
 
 async def deliver_outcomes(

@@ -19,7 +19,7 @@ from openbeepboop_schemas import (
     SubmitRequest,
 )
 
-from openbeepboop_server.db.text import db_text
+from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.dispatch.calls import run_service
 from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.keys import Caller

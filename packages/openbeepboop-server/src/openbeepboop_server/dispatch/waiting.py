@@ -26,9 +26,9 @@ from openbeepboop_schemas import FetchRequest, Lease, PollEntry
 from openbeepboop_server.dispatch.calls import run_service
 from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.dispatch.handoff import give_back
-from openbeepboop_server.dispatch.statuses import LIVE, TERMINAL
 from openbeepboop_server.dispatch.wakeups import Waiter
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.statuses import LIVE, TERMINAL
 
 #: Given a long-poll's waiter: a block during which the client hanging up disconnects it.
 DisconnectWatch = Callable[[Waiter], AbstractAsyncContextManager[None]]

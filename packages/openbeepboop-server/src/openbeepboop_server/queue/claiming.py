@@ -1,4 +1,7 @@
-"""Atomic claims: QUEUED jobs become leases, many in one transaction.
+"""Atomic claims: which QUEUED jobs become leases, many in one transaction.
+
+The rows change status through :func:`.transitions.start` (and
+:func:`.transitions.fail_unreadable`); this module picks them.
 
 On SQLite the caller holds the one writer (``BEGIN IMMEDIATE`` plus the
 in-process lock), so select-then-update cannot race. On PostgreSQL the select
@@ -22,28 +25,15 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL, ChatCompletionRequest, FetchRequest, JobStatus, Lease
 from pydantic import ValidationError
 
-from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.db.text import db_text, db_texts
+from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue import transitions
 from openbeepboop_server.queue.ids import new_lease_token
 
 logger = logging.getLogger(__name__)
 
 _COLUMNS = "seq, id, model, request, attempts"
 _WHERE = "status = :status AND not_before <= :now"
-
-
-_fail_unreadable = (
-    jobs.update()
-    .where(jobs.c.seq == sa.bindparam("b_seq"))
-    .values(
-        status=JobStatus.FAILED.value,
-        error_message=sa.bindparam("b_message"),
-        error_type="invalid_request_error",
-        completed_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-    )
-)
 
 
 @functools.cache
@@ -64,24 +54,6 @@ def _candidate_sql(by_model: bool, dialect: str) -> sa.TextClause:
     return sa.text(
         f"SELECT {_COLUMNS} FROM {table} WHERE {where} ORDER BY seq LIMIT :limit{lock}"  # noqa: S608 - fixed fragments only
     )
-
-
-_mark_processing = (
-    jobs.update()
-    .where(jobs.c.seq == sa.bindparam("b_seq"))
-    .values(
-        status=JobStatus.PROCESSING.value,
-        lease_token=sa.bindparam("b_token"),
-        lease_node_id=sa.bindparam("b_node"),
-        lease_key_id=sa.bindparam("b_key"),
-        lease_expires_at=sa.bindparam("b_expires"),
-        attempts=sa.bindparam("b_attempts"),
-        started_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-    )
-)
-
-_record_leases = leases.insert()
 
 
 def _candidates(conn: sa.Connection, models: list[str], limit: int, now: float) -> list[Any]:
@@ -127,6 +99,7 @@ def claim_jobs(
                 {
                     "b_seq": row.seq,
                     "b_message": f"the stored request is no longer valid: {exc}",
+                    "b_type": transitions.UNREADABLE_TYPE,
                     "b_now": now,
                 }
             )
@@ -165,11 +138,8 @@ def claim_jobs(
                 request=request,
             )
         )
-    if unreadable:
-        conn.execute(_fail_unreadable, unreadable)
-    if updates:
-        conn.execute(_mark_processing, updates)
-        conn.execute(_record_leases, history)
+    transitions.fail_unreadable(conn, unreadable)
+    transitions.start(conn, updates, history)
     return claimed
 
 

@@ -1,9 +1,11 @@
-"""What happens to leases over time: heartbeats, expiry, restart grace.
+"""Leases over time: their history, heartbeats, restart grace.
 
 Every claim leaves a row in ``leases`` whose ``outcome`` stays NULL while the
 lease is held. That history is what lets the server answer a token precisely:
 never issued (rejected), issued and still held (valid), or issued and taken
 back by expiry, cancellation or an earlier delivery (stale / duplicate).
+Taking an expired lease back changes the job's status, so it lives with the
+other status changes in :mod:`.transitions`.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import sqlalchemy as sa
 from openbeepboop_schemas import HeartbeatRequest, HeartbeatResponse, JobStatus, Role
 
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.safe_text import db_texts
 from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.db.text import db_texts
 from openbeepboop_server.keys import Caller
 
 # Lease outcomes (leases.outcome); NULL means still held.
@@ -29,10 +31,6 @@ EXPIRED = "expired"
 CANCELLED = "cancelled"
 #: Outcomes the holder itself delivered: the same lease again is a duplicate.
 DELIVERED = frozenset({COMPLETED, FAILED, RETRIED, RELEASED})
-
-LEASE_EXPIRED_TYPE = "lease_expired"
-#: Rows handled per expiry transaction, so the writer is never held long.
-EXPIRY_BATCH = 500
 
 
 @dataclass
@@ -171,65 +169,17 @@ def heartbeat(
     )
 
 
-def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[str]:
-    """Take back up to :data:`EXPIRY_BATCH` expired leases; the affected job ids.
+_END_LEASE_BY_ID = (
+    leases.update()
+    .where(leases.c.id == sa.bindparam("b_id"))
+    .values(outcome=sa.bindparam("b_outcome"), ended_at=sa.bindparam("b_now"))
+)
 
-    The attempt was counted when the job was claimed, so a job whose attempts
-    are used up fails here with a ``lease_expired`` error; the rest requeue at once.
-    """
-    query = (
-        sa.select(
-            jobs.c.seq,
-            jobs.c.id,
-            jobs.c.attempts,
-            jobs.c.max_attempts,
-            jobs.c.lease_token,
-            jobs.c.lease_node_id,
-        )
-        .where(jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_expires_at < now)
-        .order_by(jobs.c.lease_expires_at)
-        .limit(EXPIRY_BATCH)
-    )
-    if skip_locked:
-        query = query.with_for_update(skip_locked=True)
-    rows = conn.execute(query).all()
-    if not rows:
-        return []
-    requeue = [{"b_seq": row.seq} for row in rows if row.attempts < row.max_attempts]
-    fail = [
-        {
-            "b_seq": row.seq,
-            "b_message": (
-                f"the lease expired {row.attempts} time(s) (node {row.lease_node_id!s} stopped "
-                f"heartbeating); giving up after {row.max_attempts} attempt(s)"
-            ),
-        }
-        for row in rows
-        if row.attempts >= row.max_attempts
-    ]
-    lease_off = {"lease_token": None, "lease_expires_at": None, "updated_at": now}
-    if requeue:
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.seq == sa.bindparam("b_seq"))
-            .values(status=JobStatus.QUEUED.value, not_before=0.0, **lease_off),
-            requeue,
-        )
-    if fail:
-        conn.execute(
-            jobs.update()
-            .where(jobs.c.seq == sa.bindparam("b_seq"))
-            .values(
-                status=JobStatus.FAILED.value,
-                error_message=sa.bindparam("b_message"),
-                error_type=LEASE_EXPIRED_TYPE,
-                completed_at=now,
-                **lease_off,
-            ),
-            fail,
-        )
-    end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
-    return [row.id for row in rows]
+
+def end_leases_by_id(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Record how held leases ended; ``rows``: ``b_id`` (lease row), ``b_outcome``, ``b_now``."""
+    if rows:
+        conn.execute(_END_LEASE_BY_ID, rows)
 
 
 def end_leases(conn: sa.Connection, tokens: list[str], outcome: str, now: float) -> None:

@@ -12,7 +12,8 @@ Per outcome, in order:
   the attempt back.
 
 Nothing but ``accepted`` changes the database. The whole request is one
-transaction; rows are written with one ``executemany`` per kind of change.
+transaction; rows are written with one ``executemany`` per kind of change,
+the job rows through :mod:`.transitions` (complete, fail, requeue).
 """
 
 from __future__ import annotations
@@ -32,59 +33,12 @@ from openbeepboop_schemas import (
     SubmitResponse,
 )
 
-from openbeepboop_server.db.tables import jobs, leases
-from openbeepboop_server.db.text import db_text
+from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases as lease_outcomes
+from openbeepboop_server.queue import transitions
 from openbeepboop_server.queue.leases import LeaseState, load_leases
 from openbeepboop_server.queue.policy import QueuePolicy
-
-_LEASE_OFF = {"lease_token": None, "lease_expires_at": None}
-
-_complete = (
-    jobs.update()
-    .where(jobs.c.seq == sa.bindparam("b_seq"))
-    .values(
-        status=JobStatus.COMPLETED.value,
-        result=sa.bindparam("b_result"),
-        error_message=None,
-        error_type=None,
-        completed_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-        **_LEASE_OFF,
-    )
-)
-_fail = (
-    jobs.update()
-    .where(jobs.c.seq == sa.bindparam("b_seq"))
-    .values(
-        status=JobStatus.FAILED.value,
-        error_message=sa.bindparam("b_message"),
-        error_type=sa.bindparam("b_type"),
-        completed_at=sa.bindparam("b_now"),
-        updated_at=sa.bindparam("b_now"),
-        **_LEASE_OFF,
-    )
-)
-_requeue = (
-    jobs.update()
-    .where(jobs.c.seq == sa.bindparam("b_seq"))
-    .values(
-        status=JobStatus.QUEUED.value,
-        attempts=sa.bindparam("b_attempts"),
-        not_before=sa.bindparam("b_not_before"),
-        # The node's last error stays visible while the job waits for its retry.
-        error_message=sa.bindparam("b_message"),
-        error_type=sa.bindparam("b_type"),
-        updated_at=sa.bindparam("b_now"),
-        **_LEASE_OFF,
-    )
-)
-_end_lease = (
-    leases.update()
-    .where(leases.c.id == sa.bindparam("b_id"))
-    .values(outcome=sa.bindparam("b_outcome"), ended_at=sa.bindparam("b_now"))
-)
 
 
 class _Changes:
@@ -97,14 +51,10 @@ class _Changes:
         self.ended: list[dict[str, Any]] = []
 
     def write(self, conn: sa.Connection) -> None:
-        for statement, rows in (
-            (_complete, self.complete),
-            (_fail, self.fail),
-            (_requeue, self.requeue),
-            (_end_lease, self.ended),
-        ):
-            if rows:
-                conn.execute(statement, rows)
+        transitions.complete(conn, self.complete)
+        transitions.fail(conn, self.fail)
+        transitions.requeue(conn, self.requeue)
+        lease_outcomes.end_leases_by_id(conn, self.ended)
 
 
 def deliver(

@@ -1,4 +1,10 @@
-"""The queue's tunables, with the defaults the spec names."""
+"""The queue's tunables and their defaults (docs/server.md, "Configuration reference").
+
+The defaults are defined here, once: ``config.py``'s ``[queue]`` section uses
+them as its field defaults and is where values are validated (a bad value is
+one line naming the setting). A :class:`QueuePolicy` built in code is taken
+as given.
+"""
 
 from __future__ import annotations
 
@@ -6,29 +12,26 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+DEFAULT_LEASE_SECONDS = 300.0
+DEFAULT_MAX_ATTEMPTS = 3
+#: First retry delay; it doubles per attempt, with jitter, up to the maximum.
+DEFAULT_RETRY_BACKOFF_SECONDS = 2.0
+DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
+DEFAULT_RETENTION_DAYS = 30.0
+#: How recently a node must have been seen for ``/v1/models`` to list its models.
+DEFAULT_NODE_SEEN_SECONDS = 300.0
+
 
 @dataclass(frozen=True)
 class QueuePolicy:
     """How long leases last, how often a job is tried, how long results are kept."""
 
-    lease_seconds: float = 300
-    max_attempts: int = 3
-    retry_backoff_seconds: float = 2.0  # first retry delay; doubles per attempt, with jitter
-    retry_backoff_max_seconds: float = 300
-    retention_days: float = 30
-    node_seen_seconds: float = 300  # "seen recently" for /v1/models
-
-    def __post_init__(self) -> None:
-        if self.lease_seconds <= 0:
-            raise ValueError("lease_seconds must be positive")
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
-        if self.retry_backoff_seconds < 0 or self.retry_backoff_max_seconds < 0:
-            raise ValueError("retry backoff must not be negative")
-        if self.retention_days < 0:
-            raise ValueError("retention_days must not be negative")
-        if self.node_seen_seconds <= 0:
-            raise ValueError("node_seen_seconds must be positive")
+    lease_seconds: float = DEFAULT_LEASE_SECONDS
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
+    retry_backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
+    retention_days: float = DEFAULT_RETENTION_DAYS
+    node_seen_seconds: float = DEFAULT_NODE_SEEN_SECONDS
 
     def retry_delay(self, attempts: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds before a job that has failed ``attempts`` times may run again.

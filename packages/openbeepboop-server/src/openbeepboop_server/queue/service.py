@@ -3,7 +3,8 @@
 Each method is one transaction: reads go through :meth:`Database.read` (no
 lock), writes through :meth:`Database.write` (the one writer on SQLite). The
 work itself lives in the sibling modules: :mod:`.submission`, :mod:`.claiming`,
-:mod:`.outcomes`, :mod:`.leases`, :mod:`.views`.
+:mod:`.outcomes`, :mod:`.leases`, :mod:`.cancel`, :mod:`.retention` and
+:mod:`.views`; every change of a job's status goes through :mod:`.transitions`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 from openbeepboop_schemas import (
-    TERMINAL_STATUSES,
     ChatCompletionRequest,
     FetchRequest,
     HeartbeatRequest,
@@ -30,46 +30,23 @@ from openbeepboop_schemas import (
 from sqlalchemy.exc import IntegrityError
 
 from openbeepboop_server import nodes as registry
-from openbeepboop_server.db.database import IN_CHUNK, Database
-from openbeepboop_server.db.tables import idempotency_keys, jobs, leases
-from openbeepboop_server.db.text import db_text, db_texts
+from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import Caller
-from openbeepboop_server.nodes import NodeInfo
+from openbeepboop_server.nodes import NodeInfo, NodeRecorder, Recorded
 from openbeepboop_server.queue import leases as lease_ops
+from openbeepboop_server.queue import transitions, views
+from openbeepboop_server.queue.cancel import cancel_job
 from openbeepboop_server.queue.claiming import claim_jobs, next_claimable_at
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.retention import PURGE_BATCH, purge_batch, retention_cutoff
 from openbeepboop_server.queue.submission import (
     find_idempotent,
     insert_jobs,
     remember_idempotent,
 )
-from openbeepboop_server.queue.views import (
-    POLL_COLUMNS,
-    not_found,
-    poll_entry,
-    visible_rows,
-    visible_to,
-)
 
 logger = logging.getLogger(__name__)
-
-#: A node's registry row is rewritten at most this often by one process
-#: (``last_seen`` lags by at most this much; ``/v1/models`` looks minutes back).
-NODE_RECORD_SECONDS = 1.0
-#: Bound on the memory of recent registry writes.
-MAX_REMEMBERED_NODES = 10_000
-#: Largest page ``list_jobs`` returns, whatever is asked.
-MAX_LIST_LIMIT = 1_000
-#: Terminal jobs deleted per purge transaction.
-PURGE_BATCH = 1_000
-_TERMINAL = tuple(status.value for status in TERMINAL_STATUSES)
-_DAY = 86_400.0
-#: The watched jobs (``ids``) a delivery has just finished, with their owners
-#: (built once, like the poll's select: see queue/views.py).
-_FINISHED_BY_IDS = sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
-    jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.status.in_(_TERMINAL)
-)
 
 
 class QueueService:
@@ -83,8 +60,7 @@ class QueueService:
         self._clock = clock
         # PostgreSQL replicas claim concurrently; SQLite has one writer anyway.
         self._row_locks = not db.is_sqlite
-        # What this process last wrote to each node's registry row, and when.
-        self._recorded: dict[str, tuple[float, tuple[object, ...]]] = {}
+        self._nodes = NodeRecorder()
 
     @property
     def policy(self) -> QueuePolicy:
@@ -162,24 +138,18 @@ class QueueService:
                 remember_idempotent(conn, caller, key, created, now)
             if claimant is not None:
                 claimed, recorded = self._claim_in(conn, *claimant, now)
-        self._remember_recorded(recorded)
+        self._nodes.remember(recorded)
         return created, claimed
 
     def get(self, caller: Caller, job_id: str) -> PollEntry | None:
         """One job, or None if the caller may not see it."""
         with self._db.read() as conn:
-            row = visible_rows(conn, caller, [db_text(job_id)]).first()
-        return None if row is None else poll_entry(row)
+            return views.entry(conn, caller, job_id)
 
     def poll(self, caller: Caller, ids: list[str]) -> list[PollEntry]:
         """One entry per id, in order; ``NOT_FOUND`` for ids the caller may not see."""
-        wanted = db_texts(list(dict.fromkeys(ids)))
-        found: dict[str, PollEntry] = {}
         with self._db.read() as conn:
-            for start in range(0, len(wanted), IN_CHUNK):
-                for row in visible_rows(conn, caller, wanted[start : start + IN_CHUNK]):
-                    found[row.id] = poll_entry(row)
-        return [found.get(db_text(job_id)) or not_found(job_id) for job_id in ids]
+            return views.poll_entries(conn, caller, ids)
 
     def list_jobs(
         self,
@@ -194,51 +164,14 @@ class QueueService:
         ``after`` is the ``next_after`` of the previous page. An ``after`` the
         caller cannot see ends the listing (an empty page), like a cursor past the end.
         """
-        limit = max(1, min(limit, MAX_LIST_LIMIT))
-        query = sa.select(*POLL_COLUMNS).where(visible_to(caller))
-        if status is not None:
-            query = query.where(jobs.c.status == JobStatus(status).value)
         with self._db.read() as conn:
-            if after is not None:
-                cursor = conn.execute(
-                    sa.select(jobs.c.seq).where(jobs.c.id == db_text(after), visible_to(caller))
-                ).scalar()
-                if cursor is None:
-                    return JobList(data=[], has_more=False, next_after=None)
-                query = query.where(jobs.c.seq < cursor)
-            rows = conn.execute(query.order_by(jobs.c.seq.desc()).limit(limit + 1)).all()
-        page = [poll_entry(row) for row in rows[:limit]]
-        has_more = len(rows) > limit
-        return JobList(data=page, has_more=has_more, next_after=page[-1].id if has_more else None)
+            return views.list_page(conn, caller, status=status, limit=limit, after=after)
 
     def cancel(self, caller: Caller, job_id: str) -> PollEntry | None:
         """Cancel a QUEUED or PROCESSING job; a terminal job is returned unchanged."""
         now = self._clock()
         with self._db.write() as conn:
-            query = sa.select(jobs.c.seq, jobs.c.status, jobs.c.lease_token).where(
-                jobs.c.id == db_text(job_id), visible_to(caller)
-            )
-            if self._row_locks:
-                query = query.with_for_update()
-            row = conn.execute(query).first()
-            if row is None:
-                return None
-            if row.status not in _TERMINAL:
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.seq == row.seq)
-                    .values(
-                        status=JobStatus.CANCELLED.value,
-                        completed_at=now,
-                        updated_at=now,
-                        lease_token=None,
-                        lease_expires_at=None,
-                    )
-                )
-                if row.lease_token is not None:
-                    lease_ops.end_leases(conn, [row.lease_token], lease_ops.CANCELLED, now)
-            entry = conn.execute(sa.select(*POLL_COLUMNS).where(jobs.c.seq == row.seq)).one()
-        return poll_entry(entry)
+            return cancel_job(conn, caller, job_id, now=now, lock=self._row_locks)
 
     # -- nodes ---------------------------------------------------------------
 
@@ -247,17 +180,15 @@ class QueueService:
         now = self._clock()
         with self._db.write() as conn:
             claimed, recorded = self._claim_in(conn, caller, fetch, now)
-        self._remember_recorded(recorded)
+        self._nodes.remember(recorded)
         return claimed
 
     def _claim_in(
         self, conn: sa.Connection, caller: Caller, fetch: FetchRequest, now: float
-    ) -> tuple[list[Lease], tuple[str, float, tuple[object, ...]] | None]:
+    ) -> tuple[list[Lease], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
         claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
-        recorded = self._record_node(
-            conn, fetch.node_id, caller.key_name, now, fetch.models, fetch.version
-        )
+        recorded = self._nodes.record(conn, fetch, caller.key_name, now)
         return claimed, recorded
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
@@ -273,16 +204,11 @@ class QueueService:
         For polls waiting on those jobs: they get their answer without a read of their own.
         """
         now = self._clock()
-        finished: list[tuple[int, PollEntry]] = []
         with self._db.write() as conn:
             response = deliver(
                 conn, caller, submit, now=now, policy=self._policy, lock=self._row_locks
             )
-            for start in range(0, len(watched), IN_CHUNK):
-                rows = conn.execute(
-                    _FINISHED_BY_IDS, {"ids": db_texts(watched[start : start + IN_CHUNK])}
-                )
-                finished.extend((row.owner_key_id, poll_entry(row)) for row in rows)
+            finished = views.finished_entries(conn, watched)
         return response, finished
 
     def heartbeat(self, caller: Caller, beat: HeartbeatRequest) -> HeartbeatResponse:
@@ -297,44 +223,9 @@ class QueueService:
                 lease_seconds=self._policy.lease_seconds,
                 lock=self._row_locks,
             )
-            recorded = self._record_node(
-                conn, beat.node_id, caller.key_name, now, beat.models, beat.version
-            )
-        self._remember_recorded(recorded)
+            recorded = self._nodes.record(conn, beat, caller.key_name, now)
+        self._nodes.remember(recorded)
         return response
-
-    def _record_node(
-        self,
-        conn: sa.Connection,
-        node_id: str,
-        key_name: str,
-        now: float,
-        models: list[str] | None,
-        version: str | None,
-    ) -> tuple[str, float, tuple[object, ...]] | None:
-        """Refresh the node's registry row, unless this process did so with the same facts
-        less than :data:`NODE_RECORD_SECONDS` ago.
-
-        A busy node fetches many times a second; rewriting its ``last_seen``
-        each time was a quarter of a small claim's cost, for a value read
-        with a resolution of seconds. Returns what to remember once the
-        transaction has committed (None when skipped).
-        """
-        facts = (key_name, None if models is None else tuple(models), version)
-        last = self._recorded.get(node_id)
-        if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:
-            return None
-        registry.record_node(
-            conn, node_id=node_id, key_name=key_name, now=now, models=models, version=version
-        )
-        return node_id, now, facts
-
-    def _remember_recorded(self, recorded: tuple[str, float, tuple[object, ...]] | None) -> None:
-        if recorded is not None:
-            node_id, now, facts = recorded
-            if len(self._recorded) >= MAX_REMEMBERED_NODES:
-                self._recorded.clear()  # many short-lived node ids: start over, stay bounded
-            self._recorded[node_id] = (now, facts)
 
     # -- housekeeping --------------------------------------------------------
 
@@ -343,9 +234,11 @@ class QueueService:
         expired: list[str] = []
         while True:
             with self._db.write() as conn:
-                batch = lease_ops.expire_batch(conn, now=self._clock(), skip_locked=self._row_locks)
+                batch = transitions.expire_batch(
+                    conn, now=self._clock(), skip_locked=self._row_locks
+                )
             expired.extend(batch)
-            if len(batch) < lease_ops.EXPIRY_BATCH:
+            if len(batch) < transitions.EXPIRY_BATCH:
                 break
         if expired:
             logger.info("took back %d expired lease(s)", len(expired))
@@ -363,28 +256,14 @@ class QueueService:
 
     def purge_finished(self) -> int:
         """Delete terminal jobs finished more than ``retention_days`` ago; how many."""
-        cutoff = self._clock() - self._policy.retention_days * _DAY
+        cutoff = retention_cutoff(self._policy, self._clock())
         purged = 0
         while True:
             with self._db.write() as conn:
-                seqs = list(
-                    conn.execute(
-                        sa.select(jobs.c.seq)
-                        .where(jobs.c.status.in_(_TERMINAL), jobs.c.completed_at < cutoff)
-                        .order_by(jobs.c.seq)
-                        .limit(PURGE_BATCH)
-                    ).scalars()
-                )
-                if seqs:
-                    conn.execute(leases.delete().where(leases.c.job_seq.in_(seqs)))
-                    conn.execute(jobs.delete().where(jobs.c.seq.in_(seqs)))
-                else:
-                    conn.execute(
-                        idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff)
-                    )
-            purged += len(seqs)
-            if len(seqs) < PURGE_BATCH:
-                if seqs:
+                batch = purge_batch(conn, cutoff)
+            purged += batch
+            if batch < PURGE_BATCH:
+                if batch:
                     continue  # one more round deletes the spent idempotency keys
                 break
         if purged:
@@ -399,19 +278,9 @@ class QueueService:
     def queue_depth(
         self, statuses: Iterable[JobStatus] | None = None
     ) -> list[tuple[str, str, int]]:
-        """Job counts by (status, model), optionally only for some statuses.
-
-        Reads the (status, model, seq) index; cost grows with the rows counted,
-        so a metrics scrape may prefer the live statuses only.
-        """
-        query = sa.select(jobs.c.status, jobs.c.model, sa.func.count())
-        if statuses is not None:
-            query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
+        """Job counts by (status, model), optionally only for some statuses (see views.depth)."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                query.group_by(jobs.c.status, jobs.c.model).order_by(jobs.c.status, jobs.c.model)
-            ).all()
-        return [(row[0], row[1], int(row[2])) for row in rows]
+            return views.depth(conn, statuses)
 
     def served_models(self) -> list[str]:
         """Models that nodes seen within ``node_seen_seconds`` serve (``*`` excluded)."""

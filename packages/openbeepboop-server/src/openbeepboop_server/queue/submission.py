@@ -16,8 +16,8 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ChatCompletionRequest, Job, JobStatus
 
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import idempotency_keys, jobs
-from openbeepboop_server.db.text import db_text, idempotency_column
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.ids import new_job_id
 from openbeepboop_server.queue.views import job_view

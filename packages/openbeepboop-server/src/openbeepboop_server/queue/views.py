@@ -1,14 +1,16 @@
-"""Rows of ``jobs`` as the wire models users read (:class:`PollEntry`, :class:`Job`).
+"""Reading jobs: one, a poll's many, a listing's page, the queue's depth.
 
-Also the one rule of visibility: a USER (or NODE) key sees only the jobs it
-submitted, an ADMIN key sees all; everything else is indistinguishable from an
-id that never existed.
+Rows of ``jobs`` become the wire models users read (:class:`PollEntry`,
+:class:`Job`, :class:`JobList`). Also the one rule of visibility: a USER (or
+NODE) key sees only the jobs it submitted, an ADMIN key sees all; everything
+else is indistinguishable from an id that never existed. Nothing here writes.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,14 +19,18 @@ from openbeepboop_schemas import (
     ChatCompletion,
     Job,
     JobError,
+    JobList,
     JobStatus,
     PollEntry,
     Role,
 )
 from pydantic import ValidationError
 
+from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.statuses import TERMINAL_IN_SQL
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +49,18 @@ POLL_COLUMNS = (
 )
 
 
+#: Largest page :func:`list_page` returns, whatever is asked.
+MAX_LIST_LIMIT = 1_000
+
 #: Poll rows by id (``ids``, expanded when executed), built once: building a
 #: select with its IN list on every call cost ~150 us of CPU, three times the
-#: read itself (docs/performance.md, seventh pass).
+#: read itself (docs/performance.md, "Statements built once").
 _POLL_BY_IDS = sa.select(*POLL_COLUMNS).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
 _POLL_BY_IDS_OWNED = _POLL_BY_IDS.where(jobs.c.owner_key_id == sa.bindparam("owner"))
+#: The watched jobs (``ids``) a delivery has just finished, with their owners (built once too).
+_FINISHED_BY_IDS = sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
+    jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.status.in_(TERMINAL_IN_SQL)
+)
 
 
 def visible_rows(conn: sa.Connection, caller: Caller, ids: list[str]) -> sa.CursorResult[Any]:
@@ -110,3 +123,73 @@ def not_found(job_id: str) -> PollEntry:
 def job_view(job_id: str, status: str, model: str, created_at: float) -> Job:
     """The short :class:`Job` answer to a submit."""
     return Job(id=job_id, status=JobStatus(status), model=model, created_at=int(created_at))
+
+
+def entry(conn: sa.Connection, caller: Caller, job_id: str) -> PollEntry | None:
+    """One job's entry, or None if the caller may not see it."""
+    row = visible_rows(conn, caller, [db_text(job_id)]).first()
+    return None if row is None else poll_entry(row)
+
+
+def poll_entries(conn: sa.Connection, caller: Caller, ids: list[str]) -> list[PollEntry]:
+    """One entry per id, in order; ``NOT_FOUND`` for ids the caller may not see."""
+    wanted = db_texts(list(dict.fromkeys(ids)))
+    found: dict[str, PollEntry] = {}
+    for start in range(0, len(wanted), IN_CHUNK):
+        for row in visible_rows(conn, caller, wanted[start : start + IN_CHUNK]):
+            found[row.id] = poll_entry(row)
+    return [found.get(db_text(job_id)) or not_found(job_id) for job_id in ids]
+
+
+def finished_entries(conn: sa.Connection, ids: list[str]) -> list[tuple[int, PollEntry]]:
+    """The entries of those of ``ids`` that are terminal, each with the key that owns it."""
+    finished: list[tuple[int, PollEntry]] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        rows = conn.execute(_FINISHED_BY_IDS, {"ids": db_texts(ids[start : start + IN_CHUNK])})
+        finished.extend((row.owner_key_id, poll_entry(row)) for row in rows)
+    return finished
+
+
+def list_page(
+    conn: sa.Connection,
+    caller: Caller,
+    *,
+    status: JobStatus | None,
+    limit: int,
+    after: str | None,
+) -> JobList:
+    """The caller's jobs (all jobs for ADMIN), newest first, ``limit`` per page.
+
+    ``after`` is the ``next_after`` of the previous page. An ``after`` the
+    caller cannot see ends the listing (an empty page), like a cursor past the end.
+    """
+    limit = max(1, min(limit, MAX_LIST_LIMIT))
+    query = sa.select(*POLL_COLUMNS).where(visible_to(caller))
+    if status is not None:
+        query = query.where(jobs.c.status == JobStatus(status).value)
+    if after is not None:
+        cursor = conn.execute(
+            sa.select(jobs.c.seq).where(jobs.c.id == db_text(after), visible_to(caller))
+        ).scalar()
+        if cursor is None:
+            return JobList(data=[], has_more=False, next_after=None)
+        query = query.where(jobs.c.seq < cursor)
+    rows = conn.execute(query.order_by(jobs.c.seq.desc()).limit(limit + 1)).all()
+    page = [poll_entry(row) for row in rows[:limit]]
+    has_more = len(rows) > limit
+    return JobList(data=page, has_more=has_more, next_after=page[-1].id if has_more else None)
+
+
+def depth(conn: sa.Connection, statuses: Iterable[JobStatus] | None) -> list[tuple[str, str, int]]:
+    """Job counts by (status, model), optionally only for some statuses.
+
+    Reads the (status, model, seq) index; cost grows with the rows counted,
+    so a metrics scrape may prefer the live statuses only.
+    """
+    query = sa.select(jobs.c.status, jobs.c.model, sa.func.count())
+    if statuses is not None:
+        query = query.where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
+    rows = conn.execute(
+        query.group_by(jobs.c.status, jobs.c.model).order_by(jobs.c.status, jobs.c.model)
+    ).all()
+    return [(row[0], row[1], int(row[2])) for row in rows]

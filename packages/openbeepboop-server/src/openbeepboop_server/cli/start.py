@@ -22,7 +22,7 @@ import uvicorn
 from starlette.applications import Starlette
 
 from openbeepboop_server.app import begin_shutdown, create_app
-from openbeepboop_server.cli.options import config_option, configure_logging, read_settings
+from openbeepboop_server.cli.options import config_option, read_settings
 from openbeepboop_server.config import display_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
@@ -88,7 +88,6 @@ def bind(host: str, port: int) -> socket.socket:
 @click.option("--port", type=click.IntRange(0, 65535), help="Listen on this port instead.")
 def start(config_path: Path | None, host: str | None, port: int | None) -> None:
     """Run the queue server (stops cleanly on Ctrl-C or SIGTERM)."""
-    configure_logging(default=logging.INFO)
     # uvicorn re-raises the stop signal once it has shut down; these handlers
     # receive it instead of the defaults, so a requested stop exits with 0 —
     # also one that arrives before uvicorn is listening.

@@ -20,18 +20,10 @@ import click
 import sqlalchemy as sa
 from openbeepboop_schemas import Role
 
-from openbeepboop_server.cli.options import (
-    config_option,
-    configure_logging,
-    is_interactive,
-    resolve_config_path,
-)
+from openbeepboop_server.cli.options import config_option, is_interactive, resolve_config_path
 from openbeepboop_server.config import (
     DEFAULT_HOST,
-    DEFAULT_LEASE_SECONDS,
-    DEFAULT_MAX_ATTEMPTS,
     DEFAULT_PORT,
-    DEFAULT_RETENTION_DAYS,
     SQLITE_SYNCHRONOUS_MODES,
     ConfigError,
     Settings,
@@ -46,6 +38,11 @@ from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.errors import KeyNameTaken
 from openbeepboop_server.keys import KeyService
+from openbeepboop_server.queue.policy import (
+    DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_RETENTION_DAYS,
+)
 
 DEFAULT_ADMIN_KEY_NAME = "admin"
 
@@ -165,7 +162,6 @@ def setup(
     force: bool,
 ) -> None:
     """Create server_config.toml and the database, and print the admin API key once."""
-    configure_logging()
     config = resolve_config_path(config_path).absolute()
     if config.exists() and not force:
         raise click.ClickException(

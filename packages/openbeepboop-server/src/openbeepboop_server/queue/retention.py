@@ -1,0 +1,45 @@
+"""Retention: finished jobs are kept ``retention_days``, then purged in batches.
+
+Deleting a job is the last arrow of the state machine (:func:`.transitions.purge`);
+this module decides which jobs are past retention. Idempotency keys older than
+the cutoff go too, once no finished job is left to delete: a key whose jobs
+are gone is spent anyway (``submission.py``).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from openbeepboop_server.db.tables import idempotency_keys, jobs
+from openbeepboop_server.queue import transitions
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.statuses import TERMINAL_IN_SQL
+
+#: Terminal jobs deleted per purge transaction.
+PURGE_BATCH = 1_000
+_DAY = 86_400.0
+
+
+def retention_cutoff(policy: QueuePolicy, now: float) -> float:
+    """Jobs finished before this time are past retention."""
+    return now - policy.retention_days * _DAY
+
+
+def purge_batch(conn: sa.Connection, cutoff: float) -> int:
+    """Delete up to :data:`PURGE_BATCH` terminal jobs finished before ``cutoff``; how many.
+
+    When there is none left, deletes the idempotency keys created before ``cutoff``.
+    """
+    seqs = list(
+        conn.execute(
+            sa.select(jobs.c.seq)
+            .where(jobs.c.status.in_(TERMINAL_IN_SQL), jobs.c.completed_at < cutoff)
+            .order_by(jobs.c.seq)
+            .limit(PURGE_BATCH)
+        ).scalars()
+    )
+    if seqs:
+        transitions.purge(conn, seqs)
+    else:
+        conn.execute(idempotency_keys.delete().where(idempotency_keys.c.created_at < cutoff))
+    return len(seqs)

@@ -1,0 +1,250 @@
+"""Every change of a job's status: the job's state machine, one function per arrow.
+
+::
+
+    insert_jobs (submission.py)
+        │
+        ▼          start
+     QUEUED ───────────────────────► PROCESSING
+        │   ◄───────────────────────     │
+        │    requeue, expire_batch       ├─ complete ───────────► COMPLETED
+        │                                ├─ fail, expire_batch ─► FAILED
+        │                                └─ cancel ─────────────► CANCELLED
+        ├─ cancel ──────────────────────────────────────────────► CANCELLED
+        └─ fail_unreadable ─────────────────────────────────────► FAILED
+
+    COMPLETED, FAILED, CANCELLED ── purge (past retention) ──► deleted
+
+Each arrow, who decides to take it, and what it does to the row:
+
+* :func:`start` (``claiming.py``, a node's claim): QUEUED -> PROCESSING under a
+  new lease; the attempt is counted here, at the claim.
+* :func:`fail_unreadable` (``claiming.py``): QUEUED -> FAILED, a stored request
+  this version can no longer read (it would fail every claim forever).
+* :func:`complete` (``outcomes.py``, a result on the live lease):
+  PROCESSING -> COMPLETED.
+* :func:`requeue` (``outcomes.py``): PROCESSING -> QUEUED, after a retryable
+  error while attempts are left (``not_before`` set by the policy's backoff), or
+  a release (at once, the attempt given back).
+* :func:`fail` (``outcomes.py``): PROCESSING -> FAILED, a permanent error, or a
+  retryable one once ``max_attempts`` are used up.
+* :func:`expire_batch` (housekeeping, through ``QueueService.expire_leases``):
+  PROCESSING whose lease expired -> QUEUED at once while attempts are left,
+  else FAILED with a ``lease_expired`` error.
+* :func:`cancel` (``cancel.py``): QUEUED or PROCESSING -> CANCELLED; a node
+  holding the lease learns it at its next heartbeat.
+* :func:`purge` (``retention.py``): terminal jobs past retention are deleted
+  with their lease history.
+
+Nothing else writes ``jobs.status``. Leaving PROCESSING always clears the lease
+columns; the lease's own history row (``leases.py``) records how it ended.
+Statements are built once at import (building one per call costs more CPU
+than running it: docs/performance.md, "Statements built once"); the callers
+collect rows and each function writes them with one ``executemany``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import JobStatus
+
+from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.queue.leases import EXPIRED, end_leases
+
+#: Rows handled per expiry transaction, so the writer is never held long.
+EXPIRY_BATCH = 500
+#: ``error_type`` of a job failed because its last lease expired.
+LEASE_EXPIRED_TYPE = "lease_expired"
+#: ``error_type`` of a job failed because its stored request can no longer be read.
+UNREADABLE_TYPE = "invalid_request_error"
+
+Rows = Sequence[dict[str, Any]]
+
+_LEASE_OFF = {"lease_token": None, "lease_expires_at": None}
+_BY_SEQ = jobs.c.seq == sa.bindparam("b_seq")
+
+_START = (
+    jobs.update()
+    .where(_BY_SEQ)
+    .values(
+        status=JobStatus.PROCESSING.value,
+        lease_token=sa.bindparam("b_token"),
+        lease_node_id=sa.bindparam("b_node"),
+        lease_key_id=sa.bindparam("b_key"),
+        lease_expires_at=sa.bindparam("b_expires"),
+        attempts=sa.bindparam("b_attempts"),
+        started_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+_RECORD_LEASES = leases.insert()
+_COMPLETE = (
+    jobs.update()
+    .where(_BY_SEQ)
+    .values(
+        status=JobStatus.COMPLETED.value,
+        result=sa.bindparam("b_result"),
+        error_message=None,
+        error_type=None,
+        completed_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+        **_LEASE_OFF,
+    )
+)
+_FAIL = (
+    jobs.update()
+    .where(_BY_SEQ)
+    .values(
+        status=JobStatus.FAILED.value,
+        error_message=sa.bindparam("b_message"),
+        error_type=sa.bindparam("b_type"),
+        completed_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+        **_LEASE_OFF,
+    )
+)
+_REQUEUE = (
+    jobs.update()
+    .where(_BY_SEQ)
+    .values(
+        status=JobStatus.QUEUED.value,
+        attempts=sa.bindparam("b_attempts"),
+        not_before=sa.bindparam("b_not_before"),
+        # The node's last error stays visible while the job waits for its retry.
+        error_message=sa.bindparam("b_message"),
+        error_type=sa.bindparam("b_type"),
+        updated_at=sa.bindparam("b_now"),
+        **_LEASE_OFF,
+    )
+)
+_EXPIRED = (
+    sa.select(
+        jobs.c.seq,
+        jobs.c.id,
+        jobs.c.attempts,
+        jobs.c.max_attempts,
+        jobs.c.lease_token,
+        jobs.c.lease_node_id,
+    )
+    .where(
+        jobs.c.status == JobStatus.PROCESSING.value,
+        jobs.c.lease_expires_at < sa.bindparam("now"),
+    )
+    .order_by(jobs.c.lease_expires_at)
+    .limit(EXPIRY_BATCH)
+)
+#: PostgreSQL replicas reap concurrently: each skips the rows another is taking.
+_EXPIRED_SKIP_LOCKED = _EXPIRED.with_for_update(skip_locked=True)
+_REQUEUE_EXPIRED = (
+    jobs.update()
+    .where(_BY_SEQ)
+    .values(
+        status=JobStatus.QUEUED.value,
+        not_before=0.0,
+        updated_at=sa.bindparam("b_now"),
+        **_LEASE_OFF,
+    )
+)
+_CANCEL = (
+    jobs.update()
+    .where(_BY_SEQ)
+    .values(
+        status=JobStatus.CANCELLED.value,
+        completed_at=sa.bindparam("b_now"),
+        updated_at=sa.bindparam("b_now"),
+        **_LEASE_OFF,
+    )
+)
+_PURGE_LEASES = leases.delete().where(leases.c.job_seq.in_(sa.bindparam("seqs", expanding=True)))
+_PURGE_JOBS = jobs.delete().where(jobs.c.seq.in_(sa.bindparam("seqs", expanding=True)))
+
+
+def start(conn: sa.Connection, rows: Rows, history: Rows) -> None:
+    """QUEUED -> PROCESSING: put claimed jobs under their new leases and record the leases.
+
+    ``rows``: ``b_seq``, ``b_token``, ``b_node``, ``b_key``, ``b_expires``,
+    ``b_attempts`` (the attempt this claim starts), ``b_now``; ``history``:
+    rows of the ``leases`` table.
+    """
+    if rows:
+        conn.execute(_START, rows)
+        conn.execute(_RECORD_LEASES, history)
+
+
+def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
+    """QUEUED -> FAILED: requests no node can run (the job holds no lease to clear).
+
+    ``rows``: ``b_seq``, ``b_message``, ``b_type`` (:data:`UNREADABLE_TYPE`), ``b_now``.
+    """
+    if rows:
+        conn.execute(_FAIL, rows)
+
+
+def complete(conn: sa.Connection, rows: Rows) -> None:
+    """PROCESSING -> COMPLETED. ``rows``: ``b_seq``, ``b_result`` (JSON), ``b_now``."""
+    if rows:
+        conn.execute(_COMPLETE, rows)
+
+
+def fail(conn: sa.Connection, rows: Rows) -> None:
+    """PROCESSING -> FAILED. ``rows``: ``b_seq``, ``b_message``, ``b_type``, ``b_now``."""
+    if rows:
+        conn.execute(_FAIL, rows)
+
+
+def requeue(conn: sa.Connection, rows: Rows) -> None:
+    """PROCESSING -> QUEUED.
+
+    ``rows``: ``b_seq``, ``b_attempts`` (attempts counted so far),
+    ``b_not_before`` (0 for at once), ``b_message`` and ``b_type`` (the error
+    shown while the job waits, or None), ``b_now``.
+    """
+    if rows:
+        conn.execute(_REQUEUE, rows)
+
+
+def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[str]:
+    """PROCESSING past its lease -> QUEUED, or FAILED once attempts are used up.
+
+    Takes back up to :data:`EXPIRY_BATCH` expired leases; returns the affected
+    job ids. The attempt was counted when the job was claimed, so a job whose
+    attempts are used up fails here with a ``lease_expired`` error; the rest
+    requeue at once.
+    """
+    rows = conn.execute(_EXPIRED_SKIP_LOCKED if skip_locked else _EXPIRED, {"now": now}).all()
+    if not rows:
+        return []
+    requeued = [{"b_seq": row.seq, "b_now": now} for row in rows if row.attempts < row.max_attempts]
+    failed = [
+        {
+            "b_seq": row.seq,
+            "b_message": (
+                f"the lease expired {row.attempts} time(s) (node {row.lease_node_id!s} stopped "
+                f"heartbeating); giving up after {row.max_attempts} attempt(s)"
+            ),
+            "b_type": LEASE_EXPIRED_TYPE,
+            "b_now": now,
+        }
+        for row in rows
+        if row.attempts >= row.max_attempts
+    ]
+    if requeued:
+        conn.execute(_REQUEUE_EXPIRED, requeued)
+    if failed:
+        conn.execute(_FAIL, failed)
+    end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
+    return [row.id for row in rows]
+
+
+def cancel(conn: sa.Connection, seq: int, now: float) -> None:
+    """QUEUED or PROCESSING -> CANCELLED (the caller has checked the job is not terminal)."""
+    conn.execute(_CANCEL, {"b_seq": seq, "b_now": now})
+
+
+def purge(conn: sa.Connection, seqs: list[int]) -> None:
+    """Terminal -> deleted: the jobs ``seqs`` and their lease history."""
+    conn.execute(_PURGE_LEASES, {"seqs": seqs})
+    conn.execute(_PURGE_JOBS, {"seqs": seqs})

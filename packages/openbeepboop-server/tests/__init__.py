@@ -1,0 +1,1 @@
+"""The server's unit tests: a package, so their shared helpers import as ``tests.support``."""

@@ -1,0 +1,1 @@
+"""The command line's tests: CliRunner, and the installed script in a subprocess."""
