@@ -57,11 +57,12 @@ def _with_schemas(name: str, extras: str = "test") -> list[str]:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Ruff lint and format check; the five versions agree."""
+    """Ruff lint and format check; the five versions agree; pointers into docs/ resolve."""
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
     session.run("python", "scripts/bump_version.py", "--check")
+    session.run("python", "scripts/check_doc_refs.py")
 
 
 @nox.session
