@@ -17,8 +17,8 @@ import click
 from openbeepboop_node.cli.errors import CommandError
 from openbeepboop_node.cli.options import config_option
 from openbeepboop_node.config import load_config
-from openbeepboop_node.exceptions import ConfigError, OpenBeepBoopNodeError, ServerUnavailableError
-from openbeepboop_node.worker import EXIT_INTERRUPTED, Node, RunSummary, serve_with_signals
+from openbeepboop_node.exceptions import ConfigError, OpenBeepBoopNodeError
+from openbeepboop_node.worker import EXIT_INTERRUPTED, Node, serve_with_signals
 
 logger = logging.getLogger(__name__)
 
@@ -33,29 +33,18 @@ def _version() -> str:
 @config_option
 def run_command(config_path: Path | None) -> None:
     """Work as a daemon: long-poll, run jobs, heartbeat; stop cleanly on SIGINT/SIGTERM."""
-    summary = _run_node(config_path, batch=False)
-    logger.info(
-        "stopped: %d completed, %d failed, %d released",
-        summary.completed,
-        summary.failed,
-        summary.released,
-    )
+    _run_node(config_path, batch=False)
 
 
 @click.command("batch")
 @config_option
 def batch_command(config_path: Path | None) -> None:
     """Process everything queued for this node's models, deliver it, exit (for cron)."""
-    summary = _run_node(config_path, batch=True)
-    logger.info(
-        "batch done: %d completed, %d failed, %d released",
-        summary.completed,
-        summary.failed,
-        summary.released,
-    )
+    _run_node(config_path, batch=True)
 
 
-def _run_node(config_path: Path | None, batch: bool) -> RunSummary:
+def _run_node(config_path: Path | None, batch: bool) -> None:
+    """Run the node until it stops (``batch``: until the queue is drained); log what it did."""
     try:
         config = load_config(config_path)
         node = Node(config, version=_version())
@@ -70,11 +59,13 @@ def _run_node(config_path: Path | None, batch: bool) -> RunSummary:
         raise SystemExit(EXIT_INTERRUPTED) from None
     if batch and summary.undelivered:
         raise CommandError(
-            str(
-                ServerUnavailableError(
-                    f"{summary.undelivered} result(s) could not be delivered to "
-                    f"{config.server_url}; they are kept and sent by the next run"
-                )
-            )
+            f"{summary.undelivered} result(s) could not be delivered to "
+            f"{config.server_url}; they are kept and sent by the next run"
         )
-    return summary
+    logger.info(
+        "%s: %d completed, %d failed, %d released",
+        "batch done" if batch else "stopped",
+        summary.completed,
+        summary.failed,
+        summary.released,
+    )
