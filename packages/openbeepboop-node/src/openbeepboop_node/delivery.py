@@ -17,7 +17,8 @@ write-first spool would: the lease expires and the job runs again.
 Why not write every outcome while its submit is in flight: every SQLite
 statement hands Python's GIL to the spool thread and back, and on a node
 whose event loop is busy with LiteLLM those hand-overs cost more throughput
-than anything else the node does (docs/performance.md, write-behind spool).
+than anything else the node does (docs/performance.md, "Write-behind
+spool").
 ``spool_after = 0`` writes every outcome that way.
 
 A spooled outcome is deleted once the server acknowledged it, whatever the

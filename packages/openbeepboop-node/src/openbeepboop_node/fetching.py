@@ -8,7 +8,8 @@ many wait is sized by :mod:`~openbeepboop_node.prefetch` (up to
 ``prefetch``). The loop asks again when a lease ends, not when a whole batch
 is done: at once on an idle node or when the waiting leases would run out
 before a fetch returns, otherwise after at most ``fetch_linger`` (so one
-fetch brings several leases instead of one request per finished job). An
+fetch brings several leases instead of one request per finished job;
+docs/performance.md, "Fetch linger"). An
 unreachable server is retried with backoff; an empty answer that came back
 sooner than a long-poll would is followed by a pause.
 """

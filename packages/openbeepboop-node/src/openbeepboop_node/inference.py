@@ -127,8 +127,8 @@ def _freeze_import_objects() -> None:
     process. Every full collection walked all of them: 250-330 ms with the
     event loop stopped, every ~2,000 jobs, ~0.2 ms per job on average.
     Frozen, a node's collections cost ~0.12 ms per job with no long pauses
-    (docs/performance.md, garbage collection). Garbage is collected first,
-    so nothing collectable is frozen.
+    (docs/performance.md, "LiteLLM's import frozen out of the GC"). Garbage
+    is collected first, so nothing collectable is frozen.
     """
     gc.collect()
     gc.freeze()
@@ -141,8 +141,8 @@ def price_unknown_model_as_free(litellm_model: str) -> None:
     bundled price list does not know (an Ollama tag, a vLLM or llama.cpp
     deployment name) it first searches the list through every fallback
     rule, which costs more CPU than the rest of the call's bookkeeping
-    (about 3 ms a call on the bench machine; docs/performance.md, price
-    lookup) and finds nothing. OpenBeepBoop reports no cost, so a free entry
+    (about 3 ms a call on the bench machine; docs/performance.md, "Unpriced
+    models registered as free") and finds nothing. OpenBeepBoop reports no cost, so a free entry
     changes nothing a user sees; models LiteLLM does price are left alone.
     Checked once per model string.
     """

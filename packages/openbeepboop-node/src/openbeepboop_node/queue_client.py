@@ -4,8 +4,8 @@ One :class:`aiohttp.ClientSession` with keep-alive serves every call, with a
 read timeout above the long-poll wait. aiohttp rather than httpx because
 these requests are most of the node's own CPU besides LiteLLM: an httpx
 request costs about four times as much CPU in the caller (0.74 against 0.19
-ms on the bench machine; docs/performance.md, queue client), and LiteLLM
-already installs and uses aiohttp. Failures are sorted into what the caller can do
+ms on the bench machine; docs/performance.md, "aiohttp queue client"), and
+LiteLLM already installs and uses aiohttp. Failures are sorted into what the caller can do
 about them: :class:`ServerUnavailableError` (wait and retry),
 :class:`KeyRejectedError` (stop: the key is wrong), :class:`ServerRequestError`
 (this request will never succeed).

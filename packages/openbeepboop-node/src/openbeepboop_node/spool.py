@@ -15,8 +15,8 @@ node whose event loop is busy with LiteLLM each take-back waits for the
 loop's thread: a write is therefore one transaction of as few statements
 as possible (all rows in one INSERT, all acknowledged rows in one DELETE,
 riding along with the next write), which took a busy node's throughput
-from ~87 % to ~95 % of a bare LiteLLM loop (docs/performance.md, spool
-writes).
+from ~87 % to ~95 % of a bare LiteLLM loop (docs/performance.md, "One
+spool transaction per write").
 """
 
 from __future__ import annotations
