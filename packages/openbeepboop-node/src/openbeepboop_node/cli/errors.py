@@ -29,11 +29,10 @@ class MissingWithoutTerminal(click.ClickException):
 
     def __init__(self, flags: Sequence[str]) -> None:
         self.flags = list(flags)
-        several = len(self.flags) > 1
+        verb = "is" if len(self.flags) == 1 else "are"
         super().__init__(
-            f"{join_flags(self.flags)} {'are' if several else 'is'} required without a "
-            f"terminal (pass {'them as flags' if several else 'it as a flag'}, "
-            "or run setup in a terminal)"
+            f"{join_flags(self.flags)} {verb} required without a terminal "
+            "(pass them as flags, or run setup in a terminal)"
         )
 
 
