@@ -24,6 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from openbeepboop_schemas import (
+    FETCH_PATH,
+    HEARTBEAT_PATH,
+    QUEUE_SUBMIT_PATH,
     FetchRequest,
     HeartbeatRequest,
     SubmitRequest,
@@ -31,9 +34,9 @@ from openbeepboop_schemas import (
 from pydantic import ValidationError
 
 NODE_KEY = "sk-node-" + "k" * 40
-FETCH = "/internal/queue/fetch"
-SUBMIT = "/internal/queue/submit"
-HEARTBEAT = "/internal/queue/heartbeat"
+FETCH = FETCH_PATH
+SUBMIT = QUEUE_SUBMIT_PATH
+HEARTBEAT = HEARTBEAT_PATH
 #: How often a long-polling fetch looks at the queue again.
 POLL_STEP_SECONDS = 0.01
 

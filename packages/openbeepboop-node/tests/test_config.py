@@ -16,6 +16,7 @@ from openbeepboop_node.config import (
     load_config,
     parse_config,
     write_config,
+    write_private_file,
 )
 from openbeepboop_node.exceptions import ConfigError
 
@@ -206,6 +207,36 @@ def test_write_is_atomic_0600_and_round_trips(tmp_path: Path) -> None:
     # Overwriting keeps the mode.
     write_config(again, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_private_file_is_0600_in_a_0700_folder(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "secret.toml"
+    write_private_file(path, "key = 'sk-x'\n")
+    assert path.read_text() == "key = 'sk-x'\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    write_private_file(path, "key = 'sk-y'\n")
+    assert path.read_text() == "key = 'sk-y'\n"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert list(path.parent.iterdir()) == [path]
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_a_failed_private_write_leaves_the_old_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, failing: str
+) -> None:
+    path = tmp_path / "secret.toml"
+    write_private_file(path, "old\n")
+
+    def fail(*args: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(f"openbeepboop_node.config.os.{failing}", fail)
+    with pytest.raises(OSError, match="No space left"):
+        write_private_file(path, "new\n")
+    monkeypatch.undo()
+    assert path.read_text() == "old\n"
+    assert list(tmp_path.iterdir()) == [path]
 
 
 def test_config_is_immutable() -> None:

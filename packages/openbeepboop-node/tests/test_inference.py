@@ -20,6 +20,7 @@ from openbeepboop_node.inference import (
     price_unknown_model_as_free,
     to_node_error,
 )
+from openbeepboop_node.model_routes import ModelRoutes
 from openbeepboop_node.request_params import FORWARDED_PARAMS
 from openbeepboop_schemas import ChatCompletion, ChatCompletionRequest
 from openbeepboop_testkit.standin import StandinLLM
@@ -32,8 +33,9 @@ def request(content: str = "Hi", **params: Any) -> ChatCompletionRequest:
 
 
 async def complete(config: NodeConfig, req: ChatCompletionRequest) -> ChatCompletion:
-    inference = Inference(config)
-    return await inference.complete(config.models[0], req.model, req)
+    route = ModelRoutes(config).route_for(req.model)
+    assert route is not None
+    return await Inference().complete(route, req)
 
 
 @pytest.fixture(scope="module")

@@ -239,11 +239,6 @@ class NodeConfig(BaseModel):
         """The LLM call timeout for ``model``."""
         return model.timeout or self.request_timeout
 
-    def check_keys(self, environ: Mapping[str, str] | None = None) -> None:
-        """Fail now, not on the first job, if a model's ``api_key_env`` is unset."""
-        for model in self.models:
-            model.resolve_api_key(environ)
-
     def to_toml_data(self) -> dict[str, Any]:
         """The config as TOML-ready data: defaults left out, keys in clear."""
         data = self.model_dump(mode="json", exclude_unset=True, exclude={"api_key", "models"})
@@ -322,26 +317,39 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 
 
 def write_config(config: NodeConfig, path: Path) -> None:
-    """Write ``config`` to ``path`` atomically, mode 0600 from the first byte."""
-    text = tomli_w.dumps(config.to_toml_data())
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    """Write ``config`` to ``path`` with :func:`write_private_file`."""
+    write_private_file(path, tomli_w.dumps(config.to_toml_data()))
+
+
+def write_private_file(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically, readable by its owner only (0600).
+
+    The text goes to a temporary file in the same directory, created with
+    mode 0600 before a byte is written, flushed and fsynced, then renamed
+    over ``path``; the directory is fsynced so the rename survives a crash.
+    A missing directory is created (mode 0700). On failure the temporary
+    file is removed and ``path`` is left as it was.
+    """
+    folder = path.parent
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    tmp = Path(tmp_name)
     try:
-        # mkstemp already creates the file 0600; make sure whatever the platform.
-        os.chmod(tmp_name, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            if hasattr(os, "fchmod"):  # mkstemp's 0600 already, made sure of where possible
+                os.fchmod(handle.fileno(), 0o600)
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
+        os.replace(tmp, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    _fsync_dir(path.parent)
+    _fsync_dir(folder)
 
 
 def _fsync_dir(folder: Path) -> None:
-    # Makes the rename itself durable; not every platform can open a folder.
+    """Make a rename in ``folder`` durable; platforms that cannot open a folder skip it."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:

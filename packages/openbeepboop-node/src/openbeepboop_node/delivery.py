@@ -14,11 +14,12 @@ nothing. A kill in the instant before it (the submit in flight, at most
 ``spool_after`` seconds) loses the outcome, as a kill during the fsync of a
 write-first spool would: the lease expires and the job runs again.
 
-Why not write every outcome while its submit is in flight (as the node did
-before): every SQLite statement hands Python's GIL to the spool thread and
-back, and on a node whose event loop is busy with LiteLLM those hand-overs
-cost more throughput than anything else the node does (docs/performance.md,
-sixth pass). ``spool_after = 0`` restores that behaviour.
+Why not write every outcome while its submit is in flight: every SQLite
+statement hands Python's GIL to the spool thread and back, and on a node
+whose event loop is busy with LiteLLM those hand-overs cost more throughput
+than anything else the node does (docs/performance.md, "Write-behind
+spool").
+``spool_after = 0`` writes every outcome that way.
 
 A spooled outcome is deleted once the server acknowledged it, whatever the
 ack; the deletion is queued behind the write on the same thread, so an ack

@@ -10,8 +10,9 @@ A model LiteLLM has no price for (most self-hosted ones) is registered with
 zero prices on first use, see :func:`price_unknown_model_as_free`.
 
 A job's request reaches LiteLLM only through the allow-list in
-:mod:`openbeepboop_node.request_params`; the operator's model settings
-(``model``, ``api_base``, ``api_key``, ``timeout``) are applied last, and
+:mod:`openbeepboop_node.request_params`; the operator's settings for the
+model, resolved once into a :class:`~openbeepboop_node.model_routes.ModelRoute`
+(``model``, ``api_base``, ``api_key``, ``timeout``), are applied last, and
 LiteLLM's own retries are off because the queue retries.
 
 Failures become a wire :class:`~openbeepboop_schemas.NodeError`: retryable
@@ -27,7 +28,6 @@ import importlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from openbeepboop_schemas import (
@@ -38,8 +38,8 @@ from openbeepboop_schemas import (
 )
 from pydantic import ValidationError
 
-from openbeepboop_node.config import ModelConfig, NodeConfig
 from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.model_routes import ModelRoute
 from openbeepboop_node.request_params import job_params
 
 logger = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ OFFLINE_ENVIRONMENT = {
     "LITELLM_OFFLINE_MODE": "true",
 }
 
-#: Sent as the key to a keyless OpenAI-compatible server (see _placeholder_key).
-PLACEHOLDER_API_KEY = "no-key"
 #: Loggers LiteLLM writes to (with a handler of its own).
 LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
@@ -129,8 +127,8 @@ def _freeze_import_objects() -> None:
     process. Every full collection walked all of them: 250-330 ms with the
     event loop stopped, every ~2,000 jobs, ~0.2 ms per job on average.
     Frozen, a node's collections cost ~0.12 ms per job with no long pauses
-    (docs/performance.md). Garbage is collected first, so nothing
-    collectable is frozen.
+    (docs/performance.md, "LiteLLM's import frozen out of the GC"). Garbage
+    is collected first, so nothing collectable is frozen.
     """
     gc.collect()
     gc.freeze()
@@ -143,10 +141,10 @@ def price_unknown_model_as_free(litellm_model: str) -> None:
     bundled price list does not know (an Ollama tag, a vLLM or llama.cpp
     deployment name) it first searches the list through every fallback
     rule, which costs more CPU than the rest of the call's bookkeeping
-    (about 3 ms a call on the bench machine, see docs/performance.md) and
-    finds nothing. OpenBeepBoop reports no cost, so a free entry changes
-    nothing a user sees; models LiteLLM does price are left alone. Checked
-    once per model string.
+    (about 3 ms a call on the bench machine; docs/performance.md, "Unpriced
+    models registered as free") and finds nothing. OpenBeepBoop reports no cost, so a free entry
+    changes nothing a user sees; models LiteLLM does price are left alone.
+    Checked once per model string.
     """
     if litellm_model in _priced:
         return
@@ -218,76 +216,44 @@ def to_node_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> NodeErro
     return NodeError(message=message, type="node_error", retryable=True)
 
 
-def _placeholder_key(model: ModelConfig, environ: Mapping[str, str]) -> str | None:
-    # A local OpenAI-compatible server (llama.cpp, ...) wants no key, but the
-    # OpenAI client refuses to send a request without one. LiteLLM fills in a
-    # dummy for hosted_vllm/ and lm_studio/; do the same for openai/ + api_base
-    # when no key is configured anywhere.
-    if (
-        model.litellm_model.startswith("openai/")
-        and model.api_base is not None
-        and not environ.get("OPENAI_API_KEY")
-    ):
-        return PLACEHOLDER_API_KEY
-    return None
-
-
 class Inference:
-    """Runs jobs' chat completions with the operator's model settings."""
-
-    def __init__(self, config: NodeConfig, environ: Mapping[str, str] | None = None) -> None:
-        self._config = config
-        env = os.environ if environ is None else environ
-        # Resolved once: an unset api_key_env is a start-up error, not a job failure.
-        self._keys = {
-            model.name: model.resolve_api_key(env) or _placeholder_key(model, env)
-            for model in config.models
-        }
+    """Runs jobs' chat completions on the routes their models resolved to."""
 
     def load(self) -> None:
         """Import LiteLLM now rather than on the first job."""
         load_litellm()
 
     def call_kwargs(
-        self,
-        model: ModelConfig,
-        job_model: str,
-        request: ChatCompletionRequest,
-        job_id: str | None = None,
+        self, route: ModelRoute, request: ChatCompletionRequest, job_id: str | None = None
     ) -> dict[str, Any]:
         """The keyword arguments for ``litellm.acompletion``: job parameters, then ours."""
-        params, dropped = job_params(request, model.defaults)
+        params, dropped = job_params(request, route.defaults)
         if dropped:
             logger.debug("job %s: not forwarding %s", job_id or "-", ", ".join(sorted(dropped)))
-        params["model"] = model.litellm_model_for(job_model)
-        params["timeout"] = self._config.timeout_for(model)
+        params["model"] = route.litellm_model
+        params["timeout"] = route.timeout
         params["stream"] = False
         params["num_retries"] = 0  # the queue retries, with backoff and an attempt count
         params["max_retries"] = 0
-        if model.api_base is not None:
-            params["api_base"] = model.api_base
-        key = self._keys.get(model.name)
-        if key is not None:
-            params["api_key"] = key
+        if route.api_base is not None:
+            params["api_base"] = route.api_base
+        if route.api_key is not None:
+            params["api_key"] = route.api_key
         return params
 
     async def complete(
-        self,
-        model: ModelConfig,
-        job_model: str,
-        request: ChatCompletionRequest,
-        job_id: str | None = None,
+        self, route: ModelRoute, request: ChatCompletionRequest, job_id: str | None = None
     ) -> ChatCompletion:
         """Run one request; InferenceError carries the error to report."""
         litellm = _litellm or await asyncio.to_thread(load_litellm)
-        kwargs = self.call_kwargs(model, job_model, request, job_id)
+        kwargs = self.call_kwargs(route, request, job_id)
         price_unknown_model_as_free(kwargs["model"])
         try:
             response = await litellm.acompletion(**kwargs)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            secret = self._keys.get(model.name)
+            secret = route.api_key
             raise InferenceError(to_node_error(exc, (secret,) if secret else ())) from exc
         try:
             return ChatCompletion.model_validate(response.model_dump())

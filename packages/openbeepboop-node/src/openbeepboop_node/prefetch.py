@@ -5,7 +5,8 @@ lease held and not running is a job another node could be running. A fixed
 number is wrong one way or the other: for jobs of a few seconds one waiting
 lease is plenty, while a node finishing 200 jobs a second waits 20-40 ms for
 a fetch to come back (its event loop is busy with LiteLLM's bookkeeping)
-and frees 4-8 slots meanwhile (docs/performance.md, fourth pass).
+and frees 4-8 slots meanwhile (docs/performance.md, "Prefetch sized by the
+node").
 
 So the buffer is sized from what the node itself sees: the rate at which
 its jobs end (smoothed over about a second, so that several jobs ending in

@@ -1,11 +1,11 @@
-"""The node's side of the node protocol (SPEC §4): fetch, submit, heartbeat.
+"""The node's side of the node protocol (docs/api.md, 'Nodes'): fetch, submit, heartbeat.
 
 One :class:`aiohttp.ClientSession` with keep-alive serves every call, with a
 read timeout above the long-poll wait. aiohttp rather than httpx because
 these requests are most of the node's own CPU besides LiteLLM: an httpx
 request costs about four times as much CPU in the caller (0.74 against 0.19
-ms on the bench machine, see docs/performance.md), and LiteLLM already
-installs and uses aiohttp. Failures are sorted into what the caller can do
+ms on the bench machine; docs/performance.md, "aiohttp queue client"), and
+LiteLLM already installs and uses aiohttp. Failures are sorted into what the caller can do
 about them: :class:`ServerUnavailableError` (wait and retry),
 :class:`KeyRejectedError` (stop: the key is wrong), :class:`ServerRequestError`
 (this request will never succeed).
@@ -25,6 +25,9 @@ from typing import TypeVar
 import aiohttp
 import certifi
 from openbeepboop_schemas import (
+    FETCH_PATH,
+    HEARTBEAT_PATH,
+    QUEUE_SUBMIT_PATH,
     ErrorEnvelope,
     FetchRequest,
     HeartbeatRequest,
@@ -43,10 +46,6 @@ from openbeepboop_node.exceptions import (
     ServerRequestError,
     ServerUnavailableError,
 )
-
-FETCH_PATH = "/internal/queue/fetch"
-SUBMIT_PATH = "/internal/queue/submit"
-HEARTBEAT_PATH = "/internal/queue/heartbeat"
 
 #: Connect timeout (including waiting for a pooled connection), in seconds.
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -171,7 +170,7 @@ class QueueClient:
     async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:
         """Deliver outcomes; one ack per outcome, in order."""
         body = SubmitRequest(node_id=self.node_id, outcomes=list(outcomes))
-        response = await self._post(SUBMIT_PATH, body)
+        response = await self._post(QUEUE_SUBMIT_PATH, body)
         return self._parse(response, SubmitResponse.model_validate_json).acks
 
     async def heartbeat(

@@ -1,20 +1,22 @@
 """Finished outcomes on disk until the server has acknowledged them.
 
 An LLM call can take minutes and cost money; its result must survive the
-server being down and the node being killed. Every result and error is
-written here, in one fsync'd SQLite transaction per batch, while its first
-submit is in flight; it is deleted once the server acknowledged it
-(whatever the ack), along with the next write. A node that starts delivers
-what a previous run left behind.
+server being down and the node being killed. A result or error the server
+has not acknowledged in time (``spool_after``), could not take, or still
+lacks at shutdown is written here, in one fsync'd SQLite transaction per
+batch (:mod:`~openbeepboop_node.delivery` decides when); it is deleted once
+the server acknowledged it (whatever the ack), along with the next write. A
+node that starts delivers what a previous run left behind.
 
-The methods block on disk I/O; the worker calls them from one background
+The methods block on disk I/O; delivery calls them from one background
 thread so the event loop keeps running other jobs meanwhile. Every
 statement handed to SQLite lets go of the GIL and takes it back, and on a
 node whose event loop is busy with LiteLLM each take-back waits for the
 loop's thread: a write is therefore one transaction of as few statements
 as possible (all rows in one INSERT, all acknowledged rows in one DELETE,
 riding along with the next write), which took a busy node's throughput
-from ~87 % to ~95 % of a bare LiteLLM loop (docs/performance.md).
+from ~87 % to ~95 % of a bare LiteLLM loop (docs/performance.md, "One
+spool transaction per write").
 """
 
 from __future__ import annotations

@@ -2,29 +2,33 @@
 
 Every prompt has a flag twin. On a terminal, whatever the flags leave open is
 asked for (with the current file's values as defaults, so running setup
-again edits the config); without a terminal, or with ``--non-interactive``,
-a missing required value is an error naming its flag, never a hang. A model
-given with ``--model`` replaces the entry of that name or is added to the
-file's other models.
+again edits the config). Without a terminal, or with ``--non-interactive``,
+nothing is asked: required values that no flag and no current value give
+end the command with one line naming their flags (exit status 2), never a
+hang. A model given with ``--model`` replaces the entry of that name or is
+added to the file's other models.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import click
 
+from openbeepboop_node.cli.errors import CommandError, MissingWithoutTerminal
+from openbeepboop_node.cli.options import config_option, is_interactive
 from openbeepboop_node.config import (
     DEFAULT_CONCURRENCY,
     DEFAULT_REQUEST_TIMEOUT_SECONDS,
     NodeConfig,
+    default_config_path,
     default_node_id,
     parse_config,
     read_toml,
+    write_config,
 )
 from openbeepboop_node.exceptions import ConfigError
 from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
@@ -53,11 +57,6 @@ class SetupAnswers:
     defaults: dict[str, Any] = field(default_factory=dict)
 
 
-def stdin_is_terminal() -> bool:
-    """Whether prompts can be answered (tests replace this)."""
-    return sys.stdin.isatty()
-
-
 def parse_default(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` from ``--default``; VALUE is JSON when it parses, else a string."""
     name, sep, raw = text.partition("=")
@@ -77,10 +76,12 @@ def parse_default(text: str) -> tuple[str, Any]:
 
 
 class _Asker:
-    """Asks on a terminal; elsewhere fails on what is required and missing."""
+    """Asks on a terminal; elsewhere notes the flags of what is required and missing."""
 
     def __init__(self, interactive: bool) -> None:
         self.interactive = interactive
+        #: Flags of required values nothing gave (without a terminal).
+        self.missing: list[str] = []
 
     def value(
         self,
@@ -99,7 +100,7 @@ class _Asker:
         default = current if current is not None else fallback
         if not self.interactive:
             if default is None and required:
-                raise ConfigError(f"missing {flag} (required when setup cannot prompt)")
+                self.missing.append(flag)
             return default
         if secret and default:
             answer = click.prompt(
@@ -229,7 +230,11 @@ def _has_model_flags(answers: SetupAnswers) -> bool:
 
 
 def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeConfig:
-    """The config setup would write: flags, then answers, then the current file."""
+    """The config setup would write: flags, then answers, then the current file.
+
+    Without ``interactive``, raises MissingWithoutTerminal naming every
+    required value that neither a flag nor the current file gives.
+    """
     current: dict[str, Any] = read_toml(path) if path.exists() else {}
     ask = _Asker(interactive)
     data = dict(current)
@@ -279,4 +284,67 @@ def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeCo
                 break
             pending, suggest = SetupAnswers(), False
     data["models"] = models
+    if ask.missing:
+        raise MissingWithoutTerminal(ask.missing)
     return parse_config(data, str(path))
+
+
+@click.command("setup")
+@config_option
+@click.option("--non-interactive", is_flag=True, help="Never prompt; missing values are errors.")
+@click.option("--server-url", help="Queue server URL, e.g. http://127.0.0.1:8000.")
+@click.option("--api-key", help="API key with the NODE (or ADMIN) role.")
+@click.option("--node-id", help="This node's name (default: the host name).")
+@click.option("--concurrency", type=click.IntRange(1, 256), help="Jobs to run at once.")
+@click.option(
+    "--prefetch",
+    type=click.IntRange(0, 256),
+    help="Most leases held beyond --concurrency, waiting for a slot (default: as many).",
+)
+@click.option("--model", help="Model name clients ask for (added or replaced).")
+@click.option("--litellm-model", help="What LiteLLM is called with, e.g. ollama_chat/llama3.")
+@click.option("--api-base", help="URL of the model server, e.g. http://localhost:11434.")
+@click.option("--api-key-env", help="Environment variable holding the provider's API key.")
+@click.option("--model-api-key", help="The provider's API key (stored in the config file).")
+@click.option(
+    "--request-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds one LLM call may take (default 600).",
+)
+@click.option("--temperature", type=click.FloatRange(0, 2), help="Default temperature.")
+@click.option("--max-tokens", type=click.IntRange(min=1), help="Default max_tokens.")
+@click.option(
+    "--default",
+    "defaults",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Another default generation parameter (VALUE as JSON), repeatable.",
+)
+def setup_command(
+    config_path: Path | None,
+    non_interactive: bool,
+    defaults: tuple[str, ...],
+    **values: Any,
+) -> None:
+    """Create or update node_config.toml (wizard on a terminal, flags otherwise)."""
+    path = config_path or default_config_path()
+    answers = SetupAnswers(**values, defaults=dict(parse_default(d) for d in defaults))
+    try:
+        config = build_config(path, answers, is_interactive(non_interactive))
+        write_config(config, path)
+    except ConfigError as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+    click.echo(f"Node config written to {path} (mode 0600).")
+    click.echo(f"  server: {config.server_url}")
+    click.echo(
+        f"  node id: {config.node_id}, concurrency {config.concurrency}, "
+        f"prefetch up to {config.prefetch_leases()}"
+    )
+    for model in config.models:
+        where = f" @ {model.api_base}" if model.api_base else ""
+        click.echo(f"  model {model.name} -> {model.litellm_model}{where}")
+    click.echo(
+        "Start it with: openbeepboop-node run" + (f" --config {path}" if config_path else "")
+    )

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from openbeepboop_node import wizard
-from openbeepboop_node.cli import main
+from openbeepboop_node.cli import main, options
 from openbeepboop_node.config import load_config
 
 KEY = "sk-" + "n" * 40
@@ -82,11 +81,15 @@ def test_default_location_is_the_user_config_dir(isolated_home: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("drop", "flag"),
-    [("--server-url", "--server-url"), ("--api-key", "--api-key"), ("--model", "--model")],
+    ("drop", "missing"),
+    [
+        ("--server-url", "--server-url is"),
+        ("--api-key", "--api-key is"),
+        ("--model", "--model and --litellm-model are"),
+    ],
 )
 def test_missing_required_value_is_an_error_not_a_hang(
-    tmp_path: Path, drop: str, flag: str
+    tmp_path: Path, drop: str, missing: str
 ) -> None:
     args = list(BASE)
     i = args.index(drop)
@@ -97,8 +100,8 @@ def test_missing_required_value_is_an_error_not_a_hang(
             del args[j : j + 2]
     path = tmp_path / "node_config.toml"
     code, _, err = run(*args, "--config", str(path))
-    assert code == 1
-    assert f"missing {flag}" in err
+    assert code == 2
+    assert err.startswith(f"Error: {missing} required without a terminal (")
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not path.exists()
 
@@ -107,9 +110,20 @@ def test_without_a_terminal_setup_never_prompts(tmp_path: Path) -> None:
     # No --non-interactive, but stdin is not a terminal (CliRunner): still no prompt.
     args = [a for a in BASE if a != "--non-interactive"][: BASE.index("--api-key") - 1]
     code, out, err = run(*args, "--config", str(tmp_path / "c.toml"), input="")
-    assert code == 1
-    assert "missing --api-key" in err
+    assert code == 2
+    assert err == (
+        "Error: --api-key, --model and --litellm-model are required without a terminal "
+        "(pass them as flags, or run setup in a terminal)\n"
+    )
     assert "?" not in out and ":" not in out
+
+
+def test_a_value_the_current_file_holds_is_not_missing(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    assert run(*BASE, "--config", str(path))[0] == 0
+    code, _, err = run("setup", "--config", str(path), "--concurrency", "3", input="")
+    assert code == 0, err
+    assert load_config(path, environ={}).concurrency == 3
 
 
 def test_running_setup_again_adds_a_model_and_keeps_the_rest(tmp_path: Path) -> None:
@@ -175,7 +189,7 @@ def test_bad_values_are_refused_with_the_field_named(tmp_path: Path) -> None:
 def test_interactive_wizard_asks_what_the_flags_leave_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(wizard, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(options, "stdin_is_terminal", lambda: True)
     path = tmp_path / "node_config.toml"
     answers = "\n".join(
         [
@@ -219,7 +233,7 @@ def test_interactive_wizard_keeps_current_values_on_enter(
 ) -> None:
     path = tmp_path / "node_config.toml"
     assert run(*BASE, "--config", str(path), "--model-api-key", "sk-provider")[0] == 0
-    monkeypatch.setattr(wizard, "stdin_is_terminal", lambda: True)
+    monkeypatch.setattr(options, "stdin_is_terminal", lambda: True)
     # Enter everywhere, then "no" to another model.
     code, out, err = run("setup", "--config", str(path), input="\n" * 12 + "n\n")
     assert code == 0, out + err

@@ -25,8 +25,8 @@ from conditions import wait_until
 from conftest import PROVIDER_KEY
 from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
 from openbeepboop_node.cli import main
-from openbeepboop_node.queue_client import SUBMIT_PATH
 from openbeepboop_node.spool import Spool
+from openbeepboop_schemas import QUEUE_SUBMIT_PATH
 from openbeepboop_testkit.standin import StandinLLM
 
 #: How long a node process may take to start (LiteLLM's import is slow) and stop.
@@ -102,7 +102,7 @@ def test_batch_exits_non_zero_when_the_server_is_unreachable(
 ) -> None:
     config = write_config(tmp_path / "node.toml", closed_port_url(), llm)
     started = time.monotonic()
-    code, stderr = invoke("batch", "-q", "--config", str(config))
+    code, stderr = invoke("-q", "batch", "--config", str(config))
     assert code == 1
     assert_one_line_error(stderr, "cannot connect to http://127.0.0.1:")
     assert time.monotonic() - started < 30
@@ -247,14 +247,14 @@ def test_a_second_signal_keeps_an_unacknowledged_result_in_the_spool(
     # The server takes the result's submit and never answers; with spool_after
     # an hour away the result is only in memory when the second signal lands.
     job_id = fake.add_job("unanswered")
-    fake.hung_paths = {SUBMIT_PATH}
+    fake.hung_paths = {QUEUE_SUBMIT_PATH}
     config = write_config(
         tmp_path / "node.toml", served.url, llm, shutdown_grace=120, spool_after=3600
     )
     node = NodeProcess(config, tmp_path / "node.log")
     processes.append(node)
     wait_until(
-        lambda: any(path == SUBMIT_PATH for path, _ in fake.attempts),
+        lambda: any(path == QUEUE_SUBMIT_PATH for path, _ in fake.attempts),
         PROCESS_DEADLINE_SECONDS,
         "the result's submit",
     )

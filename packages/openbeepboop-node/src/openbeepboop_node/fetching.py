@@ -1,0 +1,179 @@
+"""Fetching: claiming leases for the room a node has, and pausing between fetches.
+
+One long-poll asks for as many leases as the node has room for (one request,
+many leases) and each starts as a job. Room is ``concurrency`` slots (LLM
+calls at once) plus leases that wait in the node for a slot, so a slot that
+frees starts its next job at once instead of after a fetch round trip; how
+many wait is sized by :mod:`~openbeepboop_node.prefetch` (up to
+``prefetch``). The loop asks again when a lease ends, not when a whole batch
+is done: at once on an idle node or when the waiting leases would run out
+before a fetch returns, otherwise after at most ``fetch_linger`` (so one
+fetch brings several leases instead of one request per finished job;
+docs/performance.md, "Fetch linger"). An
+unreachable server is retried with backoff; an empty answer that came back
+sooner than a long-poll would is followed by a pause.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+
+from openbeepboop_schemas import MAX_FETCH_JOBS, Lease
+
+from openbeepboop_node.backoff import Backoff, Connectivity
+from openbeepboop_node.config import NodeConfig
+from openbeepboop_node.delivery import Deliverer
+from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError
+from openbeepboop_node.prefetch import PrefetchSizer
+from openbeepboop_node.queue_client import QueueClient
+from openbeepboop_node.running import JobRunner
+
+#: A fetch that comes back empty sooner than this (a server that does not
+#: long-poll) is followed by a pause, so an idle node never spins.
+MIN_EMPTY_FETCH_SECONDS = 0.5
+
+
+class Fetcher:
+    """The fetch loop of one node: claims leases and hands them to its :class:`JobRunner`."""
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        client: QueueClient,
+        connectivity: Connectivity,
+        *,
+        models: Sequence[str],
+        runner: JobRunner,
+        deliverer: Deliverer,
+        prefetch: PrefetchSizer,
+        stopping: asyncio.Event,
+        slot_free: asyncio.Event,
+    ) -> None:
+        self._config = config
+        self._client = client
+        self._connectivity = connectivity
+        self._models = models
+        self._start = runner.start
+        self._jobs = runner.tasks
+        self._calling = runner.calling
+        self._deliverer = deliverer
+        self._prefetch = prefetch
+        self._stopping = stopping
+        self._slot_free = slot_free
+
+    @property
+    def _room(self) -> int:
+        """Leases the node may hold now: its slots and the waiting leases it wants."""
+        return self._config.concurrency + self._prefetch.target
+
+    async def run(self, batch: bool) -> None:
+        """Fetch until stopped; with ``batch``, until the server has nothing left.
+
+        With ``batch``, raises ServerUnavailableError when the server cannot
+        be reached at first or stays unreachable beyond ``batch_give_up``.
+        """
+        config = self._config
+        stopping = self._stopping
+        loop = asyncio.get_running_loop()
+        backoff = Backoff(config.backoff_initial, config.backoff_max)
+        contacted = False
+        while not stopping.is_set():
+            free = self._room - len(self._jobs)
+            if free <= 0:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+                continue
+            self._slot_free.clear()
+            if self._jobs and config.fetch_linger:
+                free = await self._gather_slots(config.fetch_linger)
+                if stopping.is_set():
+                    return
+                if free <= 0:  # the wanted buffer shrank meanwhile (the pace slowed)
+                    continue
+            # Room can exceed what one fetch may ask for (256 slots and their prefetch).
+            asked = min(free, MAX_FETCH_JOBS)
+            busy = bool(self._jobs)
+            started = loop.time()
+            try:
+                leases = await self._fetch(asked, 0.0 if batch else config.fetch_wait)
+            except ServerUnavailableError as exc:
+                self._connectivity.failed(exc)
+                if batch and (
+                    not contacted or self._connectivity.outage_seconds() > config.batch_give_up
+                ):
+                    raise
+                await self._pause(backoff.next_delay(exc.retry_after))
+                continue
+            if self._connectivity.down:
+                self._connectivity.succeeded()
+                self._deliverer.retry_now()
+            contacted = True
+            backoff.reset()
+            if leases is None:  # stopped while waiting
+                return
+            if busy and len(leases) == asked:  # an idle node's long-poll is no round trip
+                self._prefetch.round_trip(loop.time() - started)
+            for lease in leases:
+                self._start(lease)
+            if leases:
+                continue
+            if batch:
+                if not self._jobs:
+                    return
+                await self._slot_free.wait()  # a job ended: there may be more to claim
+            elif loop.time() - started < MIN_EMPTY_FETCH_SECONDS:
+                await self._pause(MIN_EMPTY_FETCH_SECONDS - (loop.time() - started))
+
+    async def _gather_slots(self, linger: float) -> int:
+        """Wait up to ``linger`` for half the room to be free; returns how much is.
+
+        Only called while jobs are held: each fetch costs the node about as
+        much CPU as a job's own bookkeeping, so a busy node asks for several
+        jobs at once instead of one per finished job. The wait ends early
+        once half the room (at least one lease) is free, or, with prefetch
+        on, as soon as the leases waiting for a slot would run out before a
+        fetch could bring more.
+        """
+        loop = asyncio.get_running_loop()
+        enough = max(1, self._room // 2)
+        deadline = loop.time() + linger
+        while not self._stopping.is_set() and self._jobs:
+            free = self._room - len(self._jobs)
+            remaining = deadline - loop.time()
+            if free >= enough or remaining <= 0 or self._running_low():
+                break
+            self._slot_free.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._slot_free.wait(), remaining)
+        return self._room - len(self._jobs)
+
+    def _running_low(self) -> bool:
+        """With prefetch on: the leases waiting for a slot would run out during a fetch."""
+        return self._prefetch.fetch_now(len(self._jobs) - len(self._calling))
+
+    async def _fetch(self, max_jobs: int, wait: float) -> list[Lease] | None:
+        """One fetch, abandoned (None) if the node is stopped meanwhile."""
+        call = asyncio.ensure_future(self._client.fetch(self._models, max_jobs, wait))
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait([call, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not call.done():
+            # Leases the server hands out in this instant expire and requeue.
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            return None
+        try:
+            return call.result()
+        except ServerRequestError as exc:
+            raise ServerRequestError(
+                f"{exc} (check node_id and models in the node config)", exc.status_code
+            ) from exc
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, cut short by the node's stop."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)

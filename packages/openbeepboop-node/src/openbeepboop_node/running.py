@@ -1,0 +1,253 @@
+"""Running the jobs a node holds: one task per lease, a slot, the LLM call, its outcome.
+
+A lease is held from the fetch that brought it until the server has
+acknowledged its outcome or said the lease is over. Its job runs as one
+task, which first waits for one of the ``concurrency`` slots (a prefetched
+lease waits there), then makes the LLM call through
+:mod:`~openbeepboop_node.inference` on the job's resolved
+:class:`~openbeepboop_node.model_routes.ModelRoute`. Whatever happens becomes
+the outcome to deliver: a result, or an error the queue records (retryable
+or not). The slot is free as soon as the call returns; the job's log line
+is written once the outcome is durable (acknowledged, or on disk).
+
+The heartbeat loop reads the held leases from here and reports the ones the
+server took back (their tasks are cancelled); the delivery loop reports
+acknowledgements.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from openbeepboop_schemas import (
+    ErrorOutcome,
+    Lease,
+    LeaseRef,
+    NodeError,
+    Outcome,
+    ResultOutcome,
+    SubmitAck,
+)
+
+from openbeepboop_node.delivery import Deliverer
+from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.heartbeat import Heartbeater
+from openbeepboop_node.inference import Inference
+from openbeepboop_node.model_routes import ModelRoutes
+from openbeepboop_node.prefetch import PrefetchSizer
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    """What one ``run`` or ``run_batch`` did."""
+
+    completed: int = 0
+    failed: int = 0
+    aborted: int = 0
+    released: int = 0
+    undelivered: int = 0
+    acks: dict[str, int] = field(default_factory=dict)
+
+
+class JobRunner:
+    """The leases a node holds and their jobs' tasks."""
+
+    def __init__(
+        self,
+        *,
+        node_id: str,
+        concurrency: int,
+        routes: ModelRoutes,
+        inference: Inference,
+        prefetch: PrefetchSizer,
+        slot_free: asyncio.Event,
+        summary: RunSummary,
+    ) -> None:
+        self._node_id = node_id
+        self._routes = routes
+        self._inference = inference
+        self._prefetch = prefetch
+        self._slot_free = slot_free
+        self._slots = asyncio.Semaphore(concurrency)
+        self.summary = summary
+        #: Where outcomes go; set once the delivery loop exists (it asks this runner too).
+        self.deliverer: Deliverer | None = None
+        #: Set once the heartbeat loop exists: a new lease starts its clock.
+        self.heartbeater: Heartbeater | None = None
+        #: Every held lease whose outcome the server has not acknowledged.
+        self.leases: dict[str, Lease] = {}
+        #: Every held job's task: running, or waiting for a slot (prefetched).
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        #: The tasks that hold a slot (their LLM call may be in flight). Tasks,
+        #: not job ids: a job leased again runs as a new task beside the old one
+        #: for a moment.
+        self.calling: set[asyncio.Task[None]] = set()
+        #: Why a job's task was cancelled, for its log line ("shutdown" if unset).
+        self.abort_reasons: dict[str, str] = {}
+
+    # -- one job ---------------------------------------------------------
+
+    def start(self, lease: Lease) -> None:
+        """Start the job of a lease just fetched."""
+        previous = self.tasks.get(lease.job_id)
+        if previous is not None:  # leased to us again: the old lease is over
+            self.abort_reasons[lease.job_id] = "superseded by a new lease"
+            previous.cancel()
+        task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
+        self.leases[lease.job_id] = lease
+        self.tasks[lease.job_id] = task
+        task.add_done_callback(self._job_done)
+        if self.heartbeater is not None:
+            self.heartbeater.wake()
+
+    def _job_done(self, task: asyncio.Task[None]) -> None:
+        job_id = task.get_name().removeprefix("job ")
+        if self.tasks.get(job_id) is task:
+            del self.tasks[job_id]
+        self._prefetch.job_ended()
+        self._slot_free.set()
+
+    async def _work(self, lease: Lease) -> None:
+        loop = asyncio.get_running_loop()
+        started: float | None = None
+        outcome: Outcome
+        try:
+            async with self._slots:  # a prefetched lease waits here for a slot
+                started = loop.time()
+                task = asyncio.current_task()
+                assert task is not None
+                self.calling.add(task)
+                try:
+                    outcome = await self._outcome(lease)
+                finally:
+                    self.calling.discard(task)
+        except asyncio.CancelledError:
+            reason = self.abort_reasons.pop(lease.job_id, "shutdown")
+            if started is None:
+                logger.debug("job %s: handed back before it started (%s)", lease.job_id, reason)
+                raise
+            self.summary.aborted += 1
+            logger.info(
+                "job %s model=%s attempt=%d %.2fs aborted (%s)",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                loop.time() - started,
+                reason,
+            )
+            raise
+        assert self.deliverer is not None
+        # The slot is free now; the job's line is logged once its outcome is
+        # durable (acknowledged by the server, or on disk).
+        durable = self.deliverer.put(outcome)
+        seconds = loop.time() - started
+        durable.add_done_callback(lambda _: self._log_job(lease, outcome, seconds))
+
+    async def _outcome(self, lease: Lease) -> Outcome:
+        """Run the job's LLM call; whatever happens becomes the outcome to deliver."""
+        route = self._routes.route_for(lease.model)
+        try:
+            if route is None:
+                raise InferenceError(
+                    NodeError(
+                        message=(
+                            f"model {lease.model!r} is not configured on node {self._node_id!r}"
+                        ),
+                        type="model_not_served",
+                        retryable=False,
+                    )
+                )
+            result = await self._inference.complete(route, lease.request, lease.job_id)
+        except InferenceError as exc:
+            return self._failed(lease, exc.error)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug here must not cost the job: let it be retried
+            logger.exception("job %s: unexpected error", lease.job_id)
+            error = NodeError(
+                message=f"node error: {exc}"[:1000], type="node_error", retryable=True
+            )
+            return self._failed(lease, error)
+        self.summary.completed += 1
+        return ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=result)
+
+    def _log_job(self, lease: Lease, outcome: Outcome, seconds: float) -> None:
+        if isinstance(outcome, ResultOutcome):
+            usage = outcome.result.usage
+            logger.info(
+                "job %s model=%s attempt=%d %.2fs tokens=%d+%d completed",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                seconds,
+                usage.prompt_tokens if usage else 0,
+                usage.completion_tokens if usage else 0,
+            )
+        elif isinstance(outcome, ErrorOutcome):
+            error = outcome.error
+            logger.warning(
+                "job %s model=%s attempt=%d %.2fs failed (%s, %s): %s",
+                lease.job_id,
+                lease.model,
+                lease.attempt,
+                seconds,
+                error.type,
+                "retryable" if error.retryable else "permanent",
+                error.message,
+            )
+
+    def _failed(self, lease: Lease, error: NodeError) -> ErrorOutcome:
+        self.summary.failed += 1
+        return ErrorOutcome(job_id=lease.job_id, lease_token=lease.lease_token, error=error)
+
+    # -- what the heartbeat and delivery loops ask and tell --------------
+
+    def in_flight(self) -> bool:
+        """True while a job is still working (its outcome could join the next submit)."""
+        return bool(self.calling)
+
+    def lease_refs(self) -> list[LeaseRef]:
+        """The held leases, as the heartbeat names them."""
+        return [
+            LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token)
+            for lease in self.leases.values()
+        ]
+
+    def lease_seconds(self) -> float | None:
+        """The shortest lease period among the held leases; None when none is held."""
+        if not self.leases:
+            return None
+        return float(min(lease.lease_seconds for lease in self.leases.values()))
+
+    def gone(self, job_ids: Sequence[str], reason: str) -> None:
+        """The server says these leases are over: abort their jobs."""
+        for job_id in job_ids:
+            self.leases.pop(job_id, None)
+            task = self.tasks.get(job_id)
+            if task is not None and not task.done():
+                logger.warning("job %s: %s by the server, aborting it", job_id, reason)
+                self.abort_reasons[job_id] = reason
+                task.cancel()
+
+    def settled(self, acks: Sequence[SubmitAck]) -> None:
+        """The server acknowledged these outcomes: their leases are no longer held."""
+        for ack in acks:
+            if ack.job_id not in self.tasks:
+                self.leases.pop(ack.job_id, None)
+            self.summary.acks[ack.ack] = self.summary.acks.get(ack.ack, 0) + 1
+
+    def abort(self, job_ids: list[str]) -> dict[str, asyncio.Task[None]]:
+        """Cancel these jobs' tasks for the shutdown; returns the ones still going."""
+        aborted: dict[str, asyncio.Task[None]] = {}
+        for job_id in job_ids:
+            task = self.tasks.get(job_id)
+            if task is not None and not task.done():
+                self.abort_reasons.setdefault(job_id, "shutdown")
+                task.cancel()
+                aborted[job_id] = task
+        return aborted
