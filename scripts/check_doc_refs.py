@@ -44,6 +44,8 @@ def main() -> int:
     known: dict[str, set[str]] = {}
     broken: list[str] = []
     for name in files:
+        if name == "scripts/check_doc_refs.py":  # its own examples
+            continue
         text = unwrap((ROOT / name).read_text(encoding="utf-8"))
         for match in POINTER.finditer(text):
             document = ROOT / match.group(1)

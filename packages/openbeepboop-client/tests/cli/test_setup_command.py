@@ -137,7 +137,7 @@ def test_without_a_terminal_missing_flags_exit_2_with_one_line(tmp_path: Path) -
     assert one.exit_code == 2
     assert one.stderr.splitlines() == [
         "Error: --api-key is required without a terminal "
-        "(pass them as flags, or run setup in a terminal)"
+        "(pass it as a flag, or run setup in a terminal)"
     ]
 
 

@@ -1,4 +1,6 @@
-"""Every endpoint, every kind of caller: exactly the roles of docs/api.md, "Endpoints and roles", get in.
+"""Every endpoint, every kind of caller: exactly the roles the API grants get in.
+
+The roles are those of docs/api.md, "Endpoints and roles".
 
 The expected matrix is written out here from the spec, not derived from the
 server's own endpoint table, so a wrong role in the table fails this test.

@@ -42,10 +42,10 @@ class MissingWithoutTerminal(click.ClickException):
     exit_code = 2
 
     def __init__(self, flags: Sequence[str]) -> None:
-        verb = "is" if len(flags) == 1 else "are"
+        verb, them = ("is", "it as a flag") if len(flags) == 1 else ("are", "them as flags")
         super().__init__(
             f"{join_words(flags)} {verb} required without a terminal "
-            "(pass them as flags, or run setup in a terminal)"
+            f"(pass {them}, or run setup in a terminal)"
         )
 
 

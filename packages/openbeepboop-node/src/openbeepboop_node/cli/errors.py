@@ -29,10 +29,10 @@ class MissingWithoutTerminal(click.ClickException):
 
     def __init__(self, flags: Sequence[str]) -> None:
         self.flags = list(flags)
-        verb = "is" if len(self.flags) == 1 else "are"
+        verb, them = ("is", "it as a flag") if len(self.flags) == 1 else ("are", "them as flags")
         super().__init__(
             f"{join_flags(self.flags)} {verb} required without a terminal "
-            "(pass them as flags, or run setup in a terminal)"
+            f"(pass {them}, or run setup in a terminal)"
         )
 
 
