@@ -67,7 +67,7 @@ def test_keys_create_prints_only_the_key_on_stdout(config: Path) -> None:
     assert caller is not None and caller.role is Role.USER and caller.key_name == "alice"
 
 
-@pytest.mark.parametrize("role", ["admin", "NODE", "User"])
+@pytest.mark.parametrize("role", ["admin", "NODE", "User", "metrics"])
 def test_keys_create_takes_any_case_of_role(config: Path, role: str) -> None:
     result = run("keys", "create", "--role", role, "--name", f"k-{role}", "--config", str(config))
     assert result.exit_code == 0, result.output

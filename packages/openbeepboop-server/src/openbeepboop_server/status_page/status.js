@@ -1,6 +1,6 @@
 // The OpenBeepBoop status page: asks for a key, reads GET v1/status with it,
 // renders the tables and refreshes itself. Every value from the server is
-// written with textContent (never innerHTML), so no job id, model name, node
+// written with textContent (never parsed as HTML), so no job id, model name, node
 // id or error message can inject markup. The key lives in sessionStorage:
 // it dies with the tab and is never put in a URL.
 "use strict";
