@@ -30,7 +30,8 @@ def test_concurrent_requests_share_one_build_and_it_expires() -> None:
 
     async def scenario() -> list[bytes]:
         waiting = [asyncio.ensure_future(cache.get(build)) for _ in range(5)]
-        await asyncio.sleep(0.05)
+        while not builds:  # the first request is building; the other four wait for it
+            await asyncio.sleep(0.001)
         release.set()
         bodies = await asyncio.gather(*waiting)
         clock.now = 1.9
