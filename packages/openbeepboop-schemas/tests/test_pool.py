@@ -22,7 +22,12 @@ def _status(**fields: object) -> PoolStatus:
 
 def test_defaults_are_an_empty_pool_and_unknown_fields_are_kept() -> None:
     status = _status(brand_new=1)
-    assert (status.queued, status.models, status.nodes, status.window.error_rate) == (0, [], [], None)
+    assert (status.queued, status.models, status.nodes, status.window.error_rate) == (
+        0,
+        [],
+        [],
+        None,
+    )
     assert status.model_dump()["brand_new"] == 1
     # Defaults are not shared between instances.
     status.models.append(ModelStatus(model="x"))
@@ -31,7 +36,15 @@ def test_defaults_are_an_empty_pool_and_unknown_fields_are_kept() -> None:
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(None, "-"), (-3, "0s"), (59.9, "59s"), (119, "119s"), (120, "2m"), (7200, "2h"), (2 * 86400, "2d")],
+    [
+        (None, "-"),
+        (-3, "0s"),
+        (59.9, "59s"),
+        (119, "119s"),
+        (120, "2m"),
+        (7200, "2h"),
+        (2 * 86400, "2d"),
+    ],
 )
 def test_durations(seconds: float | None, text: str) -> None:
     assert format_duration(seconds) == text
@@ -48,11 +61,17 @@ def test_text_shows_every_table_and_says_what_was_left_out() -> None:
         processing=1,
         oldest_queued_seconds=130,
         window=WindowCounts(completed=12, failed=4, completed_per_minute=2.4, error_rate=0.25),
-        models=[ModelStatus(model="llama3", queued=5, processing=1, oldest_queued_seconds=130, nodes=2)],
+        models=[
+            ModelStatus(model="llama3", queued=5, processing=1, oldest_queued_seconds=130, nodes=2)
+        ],
         models_total=3,
         nodes=[
             NodeStatus(
-                node_id="n1", key_name="k", models=["llama3", "*"], last_seen=990, seen_seconds_ago=10
+                node_id="n1",
+                key_name="k",
+                models=["llama3", "*"],
+                last_seen=990,
+                seen_seconds_ago=10,
             )
         ],
         nodes_online=1,

@@ -20,8 +20,14 @@ def _setup(tmp_path: Path) -> Path:
     config = tmp_path / "server_config.toml"
     result = CliRunner().invoke(
         main,
-        ["setup", "--config", str(config), "--non-interactive"]
-        + ["--database-url", sqlite_url(tmp_path / "q.db")],
+        [
+            "setup",
+            "--config",
+            str(config),
+            "--non-interactive",
+            "--database-url",
+            sqlite_url(tmp_path / "q.db"),
+        ],
     )
     assert result.exit_code == 0, result.output
     db = Database.connect(load_settings(config).database.url)

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from openbeepboop_schemas import (
@@ -158,14 +159,19 @@ def build_pool_status(
     per_model: dict[str, _Tally] = {}
     per_key: dict[int, _Tally] = {}
     for status, model, owner, count in conn.execute(_FINISHED, {"since": now - window_seconds}):
-        for tally in (total, per_model.setdefault(model, _Tally()), per_key.setdefault(owner, _Tally())):
+        tallies = (
+            total,
+            per_model.setdefault(model, _Tally()),
+            per_key.setdefault(owner, _Tally()),
+        )
+        for tally in tallies:
             tally.counts[status] += int(count)
 
     names = set(depth) | set(nodes_per_model) | set(per_model)
     # Busiest first: the models an operator must see are the ones with work waiting.
-    ranked = sorted(
-        names, key=lambda name: (-sum(depth.get(name, Counter()).values()), name)
-    )[:MAX_STATUS_MODELS]
+    ranked = sorted(names, key=lambda name: (-sum(depth.get(name, Counter()).values()), name))[
+        :MAX_STATUS_MODELS
+    ]
     models = [
         _model_status(conn, name, depth, nodes_per_model, per_model, now, window_seconds)
         for name in ranked
@@ -212,7 +218,8 @@ def _model_status(
     )
 
 
-def _failure(row: sa.Row[tuple[str, str, str | None, str | None, float, int]]) -> RecentFailure:
+def _failure(row: Any) -> RecentFailure:
+    """A failure as the status shows it, from a row of :data:`_RECENT_FAILURES`."""
     message = row.error_message
     if message is not None and len(message) > MAX_FAILURE_MESSAGE_CHARS:
         message = message[: MAX_FAILURE_MESSAGE_CHARS - 1] + "…"
