@@ -22,24 +22,6 @@ from openbeepboop_server.queue.service import QueueService
 KEY = re.compile(r"sk-[A-Za-z0-9_-]{32,}")
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server_config.toml"
-    result = CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "--config",
-            str(path),
-            "--database-url",
-            sqlite_url(tmp_path / "q.db"),
-            "--non-interactive",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return path
-
-
 def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 

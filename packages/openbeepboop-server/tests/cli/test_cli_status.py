@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 from openbeepboop_schemas import FetchRequest, PoolStatus, Role
 from openbeepboop_server.cli import main
-from openbeepboop_server.config import load_settings, sqlite_url
+from openbeepboop_server.config import load_settings
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.service import QueueService
@@ -16,20 +17,9 @@ from openbeepboop_server.queue.service import QueueService
 from tests.support.core import chat_request
 
 
-def _setup(tmp_path: Path) -> Path:
-    config = tmp_path / "server_config.toml"
-    result = CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "--config",
-            str(config),
-            "--non-interactive",
-            "--database-url",
-            sqlite_url(tmp_path / "q.db"),
-        ],
-    )
-    assert result.exit_code == 0, result.output
+@pytest.fixture
+def pool(config: Path) -> Path:
+    """A set-up server with 3 jobs queued by alice, 1 of them claimed by gpu-box-1."""
     db = Database.connect(load_settings(config).database.url)
     try:
         keys = KeyService(db)
@@ -45,9 +35,8 @@ def _setup(tmp_path: Path) -> Path:
     return config
 
 
-def test_status_tables(tmp_path: Path) -> None:
-    config = _setup(tmp_path)
-    result = CliRunner().invoke(main, ["status", "--config", str(config)])
+def test_status_tables(pool: Path) -> None:
+    result = CliRunner().invoke(main, ["status", "--config", str(pool)])
     assert result.exit_code == 0, result.output
     lines = result.stdout.splitlines()
     assert lines[0].startswith("Queued: 2 (oldest waiting ")
@@ -59,9 +48,8 @@ def test_status_tables(tmp_path: Path) -> None:
     assert "secret" not in result.output
 
 
-def test_status_json_is_the_endpoints_model(tmp_path: Path) -> None:
-    config = _setup(tmp_path)
-    result = CliRunner().invoke(main, ["status", "--json", "--config", str(config)])
+def test_status_json_is_the_endpoints_model(pool: Path) -> None:
+    result = CliRunner().invoke(main, ["status", "--json", "--config", str(pool)])
     assert result.exit_code == 0, result.output
     status = PoolStatus.model_validate(json.loads(result.stdout))
     assert (status.queued, status.processing, status.nodes_online) == (2, 1, 1)
