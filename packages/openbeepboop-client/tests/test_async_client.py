@@ -87,6 +87,9 @@ async def test_create_many_list_get_models(server: respx.MockRouter, aclient: As
     )
     server.get("/v1/jobs/job-1").respond(200, json=entry_body("job-1", "PROCESSING"))
     server.get("/v1/models").respond(200, json={"object": "list", "data": [{"id": "llama3"}]})
+    server.get("/v1/status").respond(
+        200, json={"generated_at": 1.0, "window_seconds": 60, "node_seen_seconds": 60, "queued": 2}
+    )
     jobs = await aclient.chat.completions.create_many(
         [{"model": "m", "messages": MESSAGES}, {"model": "m", "messages": MESSAGES}]
     )
@@ -94,6 +97,7 @@ async def test_create_many_list_get_models(server: respx.MockRouter, aclient: As
     assert (await aclient.jobs.list(status="QUEUED")).data[0].id == "job-2"
     assert (await aclient.jobs.get("job-1")).status == "PROCESSING"
     assert (await aclient.models.list()).data[0].id == "llama3"
+    assert (await aclient.pool.status()).queued == 2
 
 
 async def test_errors_and_retries(server: respx.MockRouter, aclient: AsyncClient) -> None:

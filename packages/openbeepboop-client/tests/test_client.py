@@ -19,6 +19,7 @@ from openbeepboop import (
     JobFailedError,
     JobStatus,
     NotFoundError,
+    PermissionDeniedError,
     RateLimitError,
 )
 from openbeepboop._resources import chat as chat_module
@@ -283,6 +284,21 @@ def test_models_list(server: respx.MockRouter, client: Client) -> None:
         200, json={"object": "list", "data": [{"id": "llama3", "object": "model"}]}
     )
     assert [card.id for card in client.models.list().data] == ["llama3"]
+
+
+def test_pool_status(server: respx.MockRouter, client: Client) -> None:
+    server.get("/v1/status").respond(
+        200,
+        json={"generated_at": 5.0, "window_seconds": 300, "node_seen_seconds": 300, "queued": 4},
+    )
+    status = client.pool.status()
+    assert status.queued == 4 and status.models == [] and status.window.error_rate is None
+
+
+def test_pool_status_with_a_user_key(server: respx.MockRouter, client: Client) -> None:
+    server.get("/v1/status").respond(403, json=error_body("no", "permission_error"))
+    with pytest.raises(PermissionDeniedError):
+        client.pool.status()
 
 
 def test_base_url_with_v1_suffix_still_hits_the_right_paths(server: respx.MockRouter) -> None:

@@ -33,7 +33,7 @@ def test_status_strings_are_exactly_the_contracts() -> None:
     assert {s.value for s in TERMINAL_STATUSES} == {"COMPLETED", "FAILED", "CANCELLED"}
     assert JobStatus.COMPLETED.is_terminal and not JobStatus.PROCESSING.is_terminal
     assert NOT_FOUND == "NOT_FOUND"
-    assert [r.value for r in Role] == ["ADMIN", "NODE", "USER"]
+    assert [r.value for r in Role] == ["ADMIN", "NODE", "USER", "METRICS"]
 
 
 def test_job_as_returned_on_submit() -> None:

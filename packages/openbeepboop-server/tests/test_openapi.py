@@ -24,6 +24,10 @@ EXPECTED = {
     ("get", "/healthz"): (None, "200", True),
     ("get", "/openapi.json"): (None, "200", True),
     ("get", "/metrics"): (None, "200", False),
+    ("get", "/v1/status"): (None, "200", False),
+    ("get", "/status"): (None, "200", True),
+    ("get", "/status/status.js"): (None, "200", True),
+    ("get", "/status/status.css"): (None, "200", True),
 }
 
 
@@ -98,7 +102,8 @@ def test_roles_are_documented(document: dict[str, Any]) -> None:
     paths = document["paths"]
     assert paths["/v1/chat/completions"]["post"]["x-roles"] == ["ADMIN", "USER"]
     assert paths["/internal/queue/fetch"]["post"]["x-roles"] == ["ADMIN", "NODE"]
-    assert paths["/metrics"]["get"]["x-roles"] == ["ADMIN"]
+    assert paths["/metrics"]["get"]["x-roles"] == ["ADMIN", "METRICS"]
+    assert paths["/v1/status"]["get"]["x-roles"] == ["ADMIN", "METRICS"]
 
 
 def test_every_reference_resolves(document: dict[str, Any]) -> None:

@@ -19,7 +19,16 @@ import httpx
 
 from openbeepboop._base_client import AsyncAPIClient, SyncAPIClient
 from openbeepboop._config import ClientSettings, resolve_settings
-from openbeepboop._resources import AsyncChat, AsyncJobs, AsyncModels, Chat, Jobs, Models
+from openbeepboop._resources import (
+    AsyncChat,
+    AsyncJobs,
+    AsyncModels,
+    AsyncPool,
+    Chat,
+    Jobs,
+    Models,
+    Pool,
+)
 
 
 class Client(SyncAPIClient):
@@ -74,6 +83,11 @@ class Client(SyncAPIClient):
     def models(self) -> Models:
         """Models the server's nodes serve."""
         return Models(self)
+
+    @cached_property
+    def pool(self) -> Pool:
+        """The pool's status (an ADMIN or METRICS key)."""
+        return Pool(self)
 
     def with_options(
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
@@ -141,6 +155,11 @@ class AsyncClient(AsyncAPIClient):
     def models(self) -> AsyncModels:
         """Models the server's nodes serve."""
         return AsyncModels(self)
+
+    @cached_property
+    def pool(self) -> AsyncPool:
+        """The pool's status (an ADMIN or METRICS key)."""
+        return AsyncPool(self)
 
     def with_options(
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None

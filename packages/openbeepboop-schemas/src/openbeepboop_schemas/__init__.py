@@ -2,7 +2,7 @@
 
 Pydantic v2 models for every request and response body, every HTTP path
 (:mod:`~openbeepboop_schemas.paths`), the size limits, job statuses and key
-roles. Server, node, client and bench import them from here and nowhere else.
+roles, the pool status. Server, node, client and bench import them from here and nowhere else.
 The package does no I/O.
 """
 
@@ -56,8 +56,21 @@ from openbeepboop_schemas.paths import (
     OPENAPI_PATH,
     POLL_PATH,
     QUEUE_SUBMIT_PATH,
+    STATUS_PAGE_PATH,
+    STATUS_PATH,
+    STATUS_SCRIPT_PATH,
+    STATUS_STYLE_PATH,
     job_cancel_path,
     job_path,
+)
+from openbeepboop_schemas.pool import (
+    KeyUsage,
+    ModelStatus,
+    NodeStatus,
+    PoolStatus,
+    RecentFailure,
+    WindowCounts,
+    format_pool_status,
 )
 from openbeepboop_schemas.queue import (
     ANY_MODEL,
@@ -109,6 +122,10 @@ __all__ = [
     "OPENAPI_PATH",
     "POLL_PATH",
     "QUEUE_SUBMIT_PATH",
+    "STATUS_PAGE_PATH",
+    "STATUS_PATH",
+    "STATUS_SCRIPT_PATH",
+    "STATUS_STYLE_PATH",
     "TERMINAL_STATUSES",
     "AckStatus",
     "BulkSubmitRequest",
@@ -128,14 +145,19 @@ __all__ = [
     "JobError",
     "JobList",
     "JobStatus",
+    "KeyUsage",
     "Lease",
     "LeaseRef",
     "ModelCard",
     "ModelList",
+    "ModelStatus",
     "NodeError",
+    "NodeStatus",
     "Outcome",
     "PollEntry",
     "PollRequest",
+    "PoolStatus",
+    "RecentFailure",
     "ReleaseOutcome",
     "ResultOutcome",
     "Role",
@@ -143,8 +165,10 @@ __all__ = [
     "SubmitRequest",
     "SubmitResponse",
     "Usage",
+    "WindowCounts",
     "__version__",
     "component_schemas",
+    "format_pool_status",
     "job_cancel_path",
     "job_path",
 ]

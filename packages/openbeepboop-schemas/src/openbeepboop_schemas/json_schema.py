@@ -22,6 +22,7 @@ from openbeepboop_schemas.jobs import (
     PollEntry,
     PollRequest,
 )
+from openbeepboop_schemas.pool import PoolStatus
 from openbeepboop_schemas.queue import (
     FetchRequest,
     HeartbeatRequest,
@@ -48,6 +49,7 @@ CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
     SubmitResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    PoolStatus,
     ErrorEnvelope,
 )
 

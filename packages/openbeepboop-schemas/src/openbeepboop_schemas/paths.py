@@ -37,8 +37,15 @@ HEARTBEAT_PATH = "/internal/queue/heartbeat"
 HEALTHZ_PATH = "/healthz"
 #: The OpenAPI document (no key).
 OPENAPI_PATH = "/openapi.json"
-#: Prometheus metrics (ADMIN key).
+#: Prometheus metrics (ADMIN or METRICS key).
 METRICS_PATH = "/metrics"
+#: The pool at a glance as JSON: queues, nodes, throughput, failures (ADMIN or METRICS key).
+STATUS_PATH = "/v1/status"
+#: The status page (no key to load it; it holds no data and asks for a key).
+STATUS_PAGE_PATH = "/status"
+#: The status page's script and style sheet (no key), served from the package.
+STATUS_SCRIPT_PATH = "/status/status.js"
+STATUS_STYLE_PATH = "/status/status.css"
 
 
 def job_path(job_id: str) -> str:

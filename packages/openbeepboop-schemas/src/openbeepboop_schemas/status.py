@@ -30,8 +30,13 @@ NOT_FOUND = "NOT_FOUND"
 
 
 class Role(str, Enum):
-    """What an API key may do: ADMIN everything, NODE the queue, USER jobs."""
+    """What an API key may do: ADMIN everything, NODE the queue, USER jobs.
+
+    METRICS only reads: ``/metrics`` and the pool status, for dashboards and
+    scrapers that must not be able to submit, see prompts or take leases.
+    """
 
     ADMIN = "ADMIN"
     NODE = "NODE"
     USER = "USER"
+    METRICS = "METRICS"

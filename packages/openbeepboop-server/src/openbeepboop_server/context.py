@@ -8,10 +8,11 @@ and the dispatch layer are given it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from openbeepboop_server.config import Settings
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.dispatch.status_cache import StatusCache
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.metrics import Metrics
@@ -32,3 +33,5 @@ class ServerContext:
     wakeups: Wakeups
     metrics: Metrics
     recheck_seconds: float = RECHECK_SECONDS
+    #: The pool status as last served (``GET /v1/status``).
+    status_cache: StatusCache = field(default_factory=StatusCache)

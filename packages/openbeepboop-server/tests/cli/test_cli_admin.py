@@ -22,24 +22,6 @@ from openbeepboop_server.queue.service import QueueService
 KEY = re.compile(r"sk-[A-Za-z0-9_-]{32,}")
 
 
-@pytest.fixture
-def config(tmp_path: Path) -> Path:
-    path = tmp_path / "server_config.toml"
-    result = CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "--config",
-            str(path),
-            "--database-url",
-            sqlite_url(tmp_path / "q.db"),
-            "--non-interactive",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    return path
-
-
 def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
 
@@ -67,7 +49,7 @@ def test_keys_create_prints_only_the_key_on_stdout(config: Path) -> None:
     assert caller is not None and caller.role is Role.USER and caller.key_name == "alice"
 
 
-@pytest.mark.parametrize("role", ["admin", "NODE", "User"])
+@pytest.mark.parametrize("role", ["admin", "NODE", "User", "metrics"])
 def test_keys_create_takes_any_case_of_role(config: Path, role: str) -> None:
     result = run("keys", "create", "--role", role, "--name", f"k-{role}", "--config", str(config))
     assert result.exit_code == 0, result.output

@@ -29,4 +29,5 @@ def api_keys(context: ServerContext) -> ApiKeys:
         user=service.create(Role.USER, "alice")[0],
         other_user=service.create(Role.USER, "bob")[0],
         revoked=revoked,
+        metrics=service.create(Role.METRICS, "dashboard")[0],
     )

@@ -22,11 +22,12 @@ from starlette.testclient import TestClient
 
 from tests.support.surface import ApiKeys, bearer, chat, make_settings
 
-ADMIN, NODE, USER = "admin", "node", "user"
+ADMIN, NODE, USER, METRICS = "admin", "node", "user", "metrics"
 USERS = {ADMIN, USER}
 NODES = {ADMIN, NODE}
-EVERYONE = {ADMIN, NODE, USER, "none", "revoked"}
-CALLERS = ["admin", "node", "user", "none", "revoked"]
+OBSERVERS = {ADMIN, METRICS}
+EVERYONE = {ADMIN, NODE, USER, METRICS, "none", "revoked"}
+CALLERS = ["admin", "node", "user", "metrics", "none", "revoked"]
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ CASES = [
     Case("POST", "/internal/queue/heartbeat", NODES, 200, {"node_id": "n1", "leases": []}),
     Case("GET", "/healthz", EVERYONE, 200),
     Case("GET", "/openapi.json", EVERYONE, 200),
-    Case("GET", "/metrics", {ADMIN}, 200),
+    Case("GET", "/metrics", OBSERVERS, 200),
+    Case("GET", "/v1/status", OBSERVERS, 200),
+    Case("GET", "/status", EVERYONE, 200),
+    Case("GET", "/status/status.js", EVERYONE, 200),
+    Case("GET", "/status/status.css", EVERYONE, 200),
 ]
 
 
@@ -90,6 +95,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
                 user=keys.create(Role.USER, "u")[0],
                 other_user=keys.create(Role.USER, "u2")[0],
                 revoked=revoked,
+                metrics=keys.create(Role.METRICS, "m")[0],
             ),
         )
 

@@ -63,6 +63,7 @@ class ApiKeys:
     user: str
     other_user: str
     revoked: str
+    metrics: str = ""
 
     def by_name(self, name: str) -> str | None:
         """A key by fixture name; ``"none"`` is no key at all."""

@@ -1,8 +1,9 @@
 """``openbeepboop-client``: submit jobs and collect their results from a shell.
 
 One module per command group: ``setup`` (the wizard), ``jobs`` (one job at a
-time), ``batch`` (OpenAI Batch files); ``options`` and ``output`` hold what
-they share, ``errors`` turns expected failures into one line. Those failures
+time), ``batch`` (OpenAI Batch files), ``status`` (the pool at a glance);
+``options`` and ``output`` hold what they share, ``errors`` turns expected
+failures into one line. Those failures
 (unreachable server, rejected key, unknown job, bad file, missing config) end
 as one ``Error: ...`` line on stderr and a non-zero exit, never a traceback;
 ``-v`` shows what happened on the wire (keys never).
@@ -24,6 +25,7 @@ from openbeepboop.cli.jobs import (
     submit_command,
 )
 from openbeepboop.cli.setup import setup_command
+from openbeepboop.cli.status import status_command
 
 __all__ = ["main"]
 
@@ -64,5 +66,6 @@ for _command in (
     submit_file_command,
     results_command,
     wait_command,
+    status_command,
 ):
     main.add_command(_command)

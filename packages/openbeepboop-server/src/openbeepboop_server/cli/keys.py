@@ -37,7 +37,10 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     "--role",
     required=True,
     type=click.Choice([role.value for role in Role], case_sensitive=False),
-    help="ADMIN: everything; NODE: the queue endpoints; USER: submit and poll.",
+    help=(
+        "ADMIN: everything; NODE: the queue endpoints; USER: submit and poll; "
+        "METRICS: read-only /metrics and the pool status."
+    ),
 )
 @click.option("--name", required=True, callback=_check_name, help="A unique name for the key.")
 @config_option

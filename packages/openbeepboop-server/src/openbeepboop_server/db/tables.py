@@ -81,6 +81,18 @@ jobs = sa.Table(
     ),
     # A USER key's own jobs, newest first.
     sa.Index("ix_jobs_owner_seq", "owner_key_id", "seq"),
+    # Finished jobs only (partial: submits and claims never touch it), for the
+    # pool status: what finished in the last minutes, by model and key (covering),
+    # and the latest failures; retention's "finished before the cutoff" reads it too.
+    sa.Index(
+        "ix_jobs_finished",
+        "status",
+        "completed_at",
+        "model",
+        "owner_key_id",
+        sqlite_where=sa.text("completed_at IS NOT NULL"),
+        postgresql_where=sa.text("completed_at IS NOT NULL"),
+    ),
 )
 
 leases = sa.Table(

@@ -10,6 +10,7 @@ notifications that wake them), ``handoff`` (a submit claiming for a parked
 fetch; leases given back), ``waiting`` (the fetch and poll long-polls),
 ``delivery`` (what a node's outcomes wake and hand to waiting polls),
 ``calls`` (whether a service call runs on the loop or in a thread),
+``status_cache`` (the pool status, built at most once a moment),
 ``statuses`` (the schemas' statuses as strings) and ``context`` (what dispatch
 needs of the running app).
 """

@@ -30,7 +30,8 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 
 USERS = frozenset({Role.USER, Role.ADMIN})
 NODES = frozenset({Role.NODE, Role.ADMIN})
-ADMINS = frozenset({Role.ADMIN})
+#: Who may read how the pool is doing (``/metrics``, the status): never submit or fetch.
+OBSERVERS = frozenset({Role.ADMIN, Role.METRICS})
 
 
 @dataclass(frozen=True)

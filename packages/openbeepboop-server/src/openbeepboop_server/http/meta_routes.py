@@ -8,7 +8,7 @@ from openbeepboop_schemas import HEALTHZ_PATH, METRICS_PATH, OPENAPI_PATH, Error
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from openbeepboop_server.http.endpoints import ADMINS, Call, Endpoint
+from openbeepboop_server.http.endpoints import OBSERVERS, Call, Endpoint
 from openbeepboop_server.http.errors import envelope_response
 from openbeepboop_server.metrics import CONTENT_TYPE
 
@@ -81,7 +81,7 @@ ENDPOINTS = (
         "metrics",
         "Prometheus metrics",
         metrics,
-        ADMINS,
+        OBSERVERS,
         response={"type": "string"},
         media_type=CONTENT_TYPE.split(";")[0],
         tag="server",

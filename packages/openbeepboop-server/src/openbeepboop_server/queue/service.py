@@ -3,8 +3,9 @@
 Each method is one transaction: reads go through :meth:`Database.read` (no
 lock), writes through :meth:`Database.write` (the one writer on SQLite). The
 work itself lives in the sibling modules: :mod:`.submission`, :mod:`.claiming`,
-:mod:`.outcomes`, :mod:`.leases`, :mod:`.cancel`, :mod:`.retention` and
-:mod:`.views`; every change of a job's status goes through :mod:`.transitions`.
+:mod:`.outcomes`, :mod:`.leases`, :mod:`.cancel`, :mod:`.retention`,
+:mod:`.views` and :mod:`.pool_status`; every change of a job's status goes
+through :mod:`.transitions`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from openbeepboop_schemas import (
     JobStatus,
     Lease,
     PollEntry,
+    PoolStatus,
     SubmitRequest,
     SubmitResponse,
 )
@@ -39,6 +41,7 @@ from openbeepboop_server.queue.cancel import cancel_job
 from openbeepboop_server.queue.claiming import claim_jobs, next_claimable_at
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
 from openbeepboop_server.queue.retention import PURGE_BATCH, purge_batch, retention_cutoff
 from openbeepboop_server.queue.submission import (
     find_idempotent,
@@ -287,6 +290,16 @@ class QueueService:
         since = self._clock() - self._policy.node_seen_seconds
         with self._db.read() as conn:
             return registry.served_models(conn, since=since)
+
+    def pool_status(self, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> PoolStatus:
+        """The pool at a glance (``GET /v1/status``, ``status``): see :mod:`.pool_status`."""
+        with self._db.read() as conn:
+            return build_pool_status(
+                conn,
+                now=self._clock(),
+                node_seen_seconds=self._policy.node_seen_seconds,
+                window_seconds=window_seconds,
+            )
 
     def list_nodes(self) -> list[NodeInfo]:
         """Every node ever seen, most recent first."""
