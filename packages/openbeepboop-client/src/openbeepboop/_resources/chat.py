@@ -131,6 +131,11 @@ def _check_bulk_answer(
     return [(job, warnings_for(job.model, answer.warnings)) for job in answer.data]
 
 
+def _log_bulk_warnings(jobs: Sequence[Job | AsyncJob]) -> None:
+    """Log the warnings of a whole ``create_many`` once: one model can span many chunks."""
+    log_warnings(warning for job in jobs for warning in job.warnings)
+
+
 def _partial_failure(done: int, total: int, exc: OpenBeepBoopError) -> str:
     return f"bulk submit stopped after {done} of {total} jobs were created: {exc}"
 
@@ -178,20 +183,18 @@ class Completions:
         """
         built = build_bulk_requests(requests, self._client.default_model)
         jobs: list[Job] = []
-        try:
-            for options in plan_bulk_chunks(built, idempotency_key):
-                try:
-                    answer = self._client.request(options, _parse_bulk)
-                    data = _check_bulk_answer(options, answer)
-                except OpenBeepBoopError as exc:
-                    if not jobs:
-                        raise
-                    message = _partial_failure(len(jobs), len(built), exc)
-                    raise BulkSubmitError(message, [job.data for job in jobs]) from exc
-                jobs.extend(Job(item, self._client.jobs, warned) for item, warned in data)
-        finally:
-            # Once per call, not per chunk: one model can span many chunks.
-            log_warnings(warning for job in jobs for warning in job.warnings)
+        for options in plan_bulk_chunks(built, idempotency_key):
+            try:
+                answer = self._client.request(options, _parse_bulk)
+                data = _check_bulk_answer(options, answer)
+            except OpenBeepBoopError as exc:
+                if not jobs:
+                    raise
+                _log_bulk_warnings(jobs)
+                message = _partial_failure(len(jobs), len(built), exc)
+                raise BulkSubmitError(message, [job.data for job in jobs]) from exc
+            jobs.extend(Job(item, self._client.jobs, warned) for item, warned in data)
+        _log_bulk_warnings(jobs)
         return jobs
 
 
@@ -224,20 +227,18 @@ class AsyncCompletions:
         """Submit many jobs through the bulk endpoint; see :meth:`Completions.create_many`."""
         built = build_bulk_requests(requests, self._client.default_model)
         jobs: list[AsyncJob] = []
-        try:
-            for options in plan_bulk_chunks(built, idempotency_key):
-                try:
-                    answer = await self._client.request(options, _parse_bulk)
-                    data = _check_bulk_answer(options, answer)
-                except OpenBeepBoopError as exc:
-                    if not jobs:
-                        raise
-                    message = _partial_failure(len(jobs), len(built), exc)
-                    raise BulkSubmitError(message, [job.data for job in jobs]) from exc
-                jobs.extend(AsyncJob(item, self._client.jobs, warned) for item, warned in data)
-        finally:
-            # Once per call, not per chunk: one model can span many chunks.
-            log_warnings(warning for job in jobs for warning in job.warnings)
+        for options in plan_bulk_chunks(built, idempotency_key):
+            try:
+                answer = await self._client.request(options, _parse_bulk)
+                data = _check_bulk_answer(options, answer)
+            except OpenBeepBoopError as exc:
+                if not jobs:
+                    raise
+                _log_bulk_warnings(jobs)
+                message = _partial_failure(len(jobs), len(built), exc)
+                raise BulkSubmitError(message, [job.data for job in jobs]) from exc
+            jobs.extend(AsyncJob(item, self._client.jobs, warned) for item, warned in data)
+        _log_bulk_warnings(jobs)
         return jobs
 
 
