@@ -1,6 +1,6 @@
 """``/v1/models`` with node counts and the window; submit warnings for unserved models.
 
-See docs/api.md, "Models" and "Submit".
+See docs/server.md, "Which models are served", and docs/api.md, "No silent black hole".
 """
 
 from __future__ import annotations
