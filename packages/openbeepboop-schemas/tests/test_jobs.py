@@ -7,12 +7,15 @@ from openbeepboop_schemas import (
     MAX_BULK_SUBMIT,
     MAX_POLL_IDS,
     MAX_WAIT_SECONDS,
+    MODEL_NOT_SERVED,
     NOT_FOUND,
     TERMINAL_STATUSES,
     BulkSubmitRequest,
+    BulkSubmitResponse,
     Job,
     JobList,
     JobStatus,
+    ModelList,
     PollEntry,
     PollRequest,
     Role,
@@ -20,6 +23,7 @@ from openbeepboop_schemas import (
 from pydantic import ValidationError
 
 REQUEST = {"model": "m", "messages": [{"role": "user", "content": "Hi"}]}
+_JOB = {"id": "job-1", "object": "job", "model": "m", "created_at": 1}
 
 
 def test_status_strings_are_exactly_the_contracts() -> None:
@@ -115,3 +119,25 @@ def test_job_list_page() -> None:
         {"object": "list", "data": [{"id": "job-1", "status": "QUEUED"}], "has_more": True}
     )
     assert page.has_more and page.data[0].id == "job-1"
+
+
+def test_submit_warnings_default_to_empty_and_tolerate_new_fields() -> None:
+    # An older server sends no warnings; a newer one may add fields to them.
+    assert Job.model_validate({**_JOB, "status": "QUEUED"}).warnings == []
+    job = Job.model_validate(
+        {
+            **_JOB,
+            "status": "QUEUED",
+            "warnings": [{"code": MODEL_NOT_SERVED, "message": "no node", "model": "m", "x": 1}],
+        }
+    )
+    (warning,) = job.warnings
+    assert (warning.code, warning.model, warning.message) == (MODEL_NOT_SERVED, "m", "no node")
+    assert BulkSubmitResponse.model_validate({"data": []}).warnings == []
+
+
+def test_model_cards_count_their_nodes() -> None:
+    listed = ModelList.model_validate({"data": [{"id": "llama3", "nodes": 2}]})
+    assert listed.data[0].nodes == 2 and listed.any_model_nodes == 0
+    # What an OpenAI-shaped server without counts sends still parses.
+    assert ModelList.model_validate({"data": [{"id": "x", "object": "model"}]}).data[0].nodes == 0

@@ -203,3 +203,23 @@ def test_settings_are_plain_data(tmp_path: Path) -> None:
     settings = parse_settings({"database": {"url": "sqlite:////tmp/a.db"}}, base=tmp_path)
     assert isinstance(settings, Settings)
     assert settings.model_dump()["queue"]["reap_interval_seconds"] == 1.0
+
+
+def test_the_default_window_follows_the_lease(tmp_path: Path) -> None:
+    queue = load_settings(_write(tmp_path, MINIMAL)).queue
+    assert queue.node_seen_seconds is None
+    assert queue.node_seen_window() == 150  # 1.5 heartbeats of a 300 s lease
+    queue.lease_seconds = 60
+    assert queue.node_seen_window() == 90  # three 30 s long-polls
+    queue.lease_seconds, queue.node_seen_seconds = 6, 5
+    assert queue.node_seen_window() == 5 and queue.node_seen_warning() is None
+    # Shorter than a busy node's heartbeat period (lease / 3): said at start-up.
+    queue.lease_seconds = 30
+    assert "node_seen_seconds = 5" in (queue.node_seen_warning() or "")
+
+
+def test_setup_leaves_the_derived_window_out_of_the_file(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, MINIMAL))
+    assert "node_seen_seconds" not in settings.to_toml()
+    settings.queue.node_seen_seconds = 42
+    assert "node_seen_seconds = 42" in settings.to_toml()

@@ -243,10 +243,12 @@ class JobCancelledError(JobError):
 
 
 class JobTimeoutError(JobError, TimeoutError):
-    """A wait ran out before the job(s) finished; they keep running on the server.
+    """A wait ran out before the job(s) finished; they stay on the server, unharmed.
 
     ``pending`` lists the ids still unfinished and ``entries`` the latest view of
-    every id waited for (in the order asked), so nothing learned is lost.
+    every id waited for (in the order asked), so nothing learned is lost. The
+    message says where the unfinished jobs stand (a ``QUEUED`` job is not
+    running anywhere yet; a ``PROCESSING`` one is).
     """
 
     pending: list[str]
@@ -257,11 +259,31 @@ class JobTimeoutError(JobError, TimeoutError):
     ) -> None:
         self.pending = list(pending)
         self.entries = list(entries)
-        what = f"job {self.pending[0]}" if len(self.pending) == 1 else f"{len(self.pending)} jobs"
+        self.timeout = timeout
         super().__init__(
-            f"{what} not finished after {timeout:g}s (still running on the server)",
+            f"{self.standing()} after waiting {timeout:g}s; "
+            f"{'it stays' if len(self.pending) == 1 else 'they stay'} on the server",
             self.pending[0] if self.pending else "",
         )
+
+    def statuses(self) -> dict[str, int]:
+        """How many unfinished jobs are in each status, as last seen (``?``: never seen)."""
+        latest = {entry.id: entry.status for entry in self.entries}
+        counts: dict[str, int] = {}
+        for job_id in self.pending:
+            status = latest.get(job_id, "?")
+            counts[status] = counts.get(status, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def standing(self) -> str:
+        """``job job-1 is still QUEUED`` or ``3 jobs are not finished (2 QUEUED, 1 PROCESSING)``."""
+        statuses = self.statuses()
+        if len(self.pending) == 1:
+            status = next(iter(statuses))
+            still = "not finished" if status == "?" else f"still {status}"
+            return f"job {self.pending[0]} is {still}"
+        where = ", ".join(f"{count} {status}" for status, count in statuses.items())
+        return f"{len(self.pending)} jobs are not finished ({where})"
 
 
 #: Status code → error class; 5xx is handled apart.

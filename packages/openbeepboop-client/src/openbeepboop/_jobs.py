@@ -1,7 +1,7 @@
 """``Job`` and ``AsyncJob``: the handle ``create`` returns for one submitted job.
 
 A handle holds what submit answered (``id``, ``status``, ``model``,
-``created_at``) and knows how to ask the server about its job again. ``status``
+``created_at``, ``warnings``) and knows how to ask the server about its job again. ``status``
 reads like an attribute and refreshes when called::
 
     job.status          # "QUEUED" - the last status this handle saw
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Literal, overload
 
-from openbeepboop_schemas import ChatCompletion, JobStatus, PollEntry
+from openbeepboop_schemas import ChatCompletion, JobStatus, JobWarning, PollEntry
 from openbeepboop_schemas import Job as JobModel
 
 from openbeepboop._exceptions import APIResponseValidationError, JobCancelledError, JobFailedError
@@ -77,9 +77,10 @@ class _JobHandle:
     _status: str
     entry: PollEntry | None
 
-    def __init__(self, data: JobModel) -> None:
+    def __init__(self, data: JobModel, warnings: list[JobWarning] | None = None) -> None:
         self._data = data
         self._status = data.status.value if isinstance(data.status, JobStatus) else str(data.status)
+        self._warnings = list(data.warnings) if warnings is None else warnings
         self.entry = None
 
     @property
@@ -96,6 +97,14 @@ class _JobHandle:
     def created_at(self) -> int:
         """When the server accepted the job (Unix seconds)."""
         return self._data.created_at
+
+    @property
+    def warnings(self) -> list[JobWarning]:
+        """What the server warned about at submit (e.g. no node serves the model); often empty.
+
+        For a job of a bulk submit: the answer's warnings that concern its model.
+        """
+        return self._warnings
 
     @property
     def data(self) -> JobModel:
@@ -119,8 +128,10 @@ class _JobHandle:
 class Job(_JobHandle):
     """A submitted job, for the synchronous :class:`~openbeepboop.Client`."""
 
-    def __init__(self, data: JobModel, jobs: Jobs) -> None:
-        super().__init__(data)
+    def __init__(
+        self, data: JobModel, jobs: Jobs, warnings: list[JobWarning] | None = None
+    ) -> None:
+        super().__init__(data, warnings)
         self._jobs = jobs
 
     @property
@@ -172,8 +183,10 @@ class Job(_JobHandle):
 class AsyncJob(_JobHandle):
     """A submitted job, for :class:`~openbeepboop.AsyncClient`: every call is awaited."""
 
-    def __init__(self, data: JobModel, jobs: AsyncJobs) -> None:
-        super().__init__(data)
+    def __init__(
+        self, data: JobModel, jobs: AsyncJobs, warnings: list[JobWarning] | None = None
+    ) -> None:
+        super().__init__(data, warnings)
         self._jobs = jobs
 
     @property

@@ -116,6 +116,10 @@ class WaitPlan:
             pause = min(pause, self._deadline - self._clock())
         return max(0.0, pause)
 
+    def pending_entries(self) -> list[PollEntry]:
+        """The latest entry of every unfinished job seen so far, in the order asked."""
+        return [self._entries[job_id] for job_id in self.pending if job_id in self._entries]
+
     def entries(self) -> list[PollEntry]:
         """The latest entry of every id asked about, in the order asked (known ones only)."""
         return [self._entries[job_id] for job_id in self._order if job_id in self._entries]

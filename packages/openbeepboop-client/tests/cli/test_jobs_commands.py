@@ -35,7 +35,7 @@ def test_submit_model_and_system_flags(server: respx.MockRouter, cli: Cli) -> No
 def test_submit_json(server: respx.MockRouter, cli: Cli) -> None:
     server.post("/v1/chat/completions").respond(202, json=job_body("job-abc"))
     result = cli("submit", "Hi", "--json")
-    assert json.loads(result.stdout) == job_body("job-abc")
+    assert json.loads(result.stdout) == {**job_body("job-abc"), "warnings": []}
 
 
 def test_submit_wait_prints_the_poll_array(server: respx.MockRouter, cli: Cli) -> None:
@@ -57,7 +57,16 @@ def test_submit_wait_timeout(server: respx.MockRouter, cli: Cli) -> None:
     server.post("/v1/chat/completions").respond(202, json=job_body("job-abc"))
     server.post("/v1/results/poll").respond(200, json=[entry_body("job-abc", "QUEUED")])
     result = cli("submit", "Hi", "--wait", "--timeout", "0.05")
-    assert_one_line_error(result, "job-abc", "not finished")
+    assert result.exit_code == 124
+    # stdout keeps the contract: the poll array, as it stands.
+    assert [entry["status"] for entry in json.loads(result.stdout)] == ["QUEUED"]
+    # Without a terminal: one line when the wait starts (the id, in case it is cut
+    # short), one when it ends, saying the truth about a queued job.
+    started, ended = result.stderr.splitlines()
+    assert started == "Waiting for job job-abc (model llama3), up to 0.05s..."
+    assert ended.startswith("Error: job job-abc is still QUEUED after waiting 0.05s")
+    assert "stays queued on the server" in ended and "keep" not in ended
+    assert ended.endswith("Collect it later with: openbeepboop-client poll job-abc")
 
 
 def test_poll_prints_indented_json_array(server: respx.MockRouter, cli: Cli) -> None:

@@ -20,11 +20,14 @@ from openbeepboop_schemas.chat import (
 )
 from openbeepboop_schemas.errors import ErrorBody, ErrorEnvelope
 from openbeepboop_schemas.jobs import (
+    MODEL_NOT_SERVED,
+    WARNING_HEADER,
     BulkSubmitRequest,
     BulkSubmitResponse,
     Job,
     JobError,
     JobList,
+    JobWarning,
     ModelCard,
     ModelList,
     PollEntry,
@@ -118,6 +121,7 @@ __all__ = [
     "MAX_WAIT_SECONDS",
     "METRICS_PATH",
     "MODELS_PATH",
+    "MODEL_NOT_SERVED",
     "NOT_FOUND",
     "OPENAPI_PATH",
     "POLL_PATH",
@@ -127,6 +131,7 @@ __all__ = [
     "STATUS_SCRIPT_PATH",
     "STATUS_STYLE_PATH",
     "TERMINAL_STATUSES",
+    "WARNING_HEADER",
     "AckStatus",
     "BulkSubmitRequest",
     "BulkSubmitResponse",
@@ -145,6 +150,7 @@ __all__ = [
     "JobError",
     "JobList",
     "JobStatus",
+    "JobWarning",
     "KeyUsage",
     "Lease",
     "LeaseRef",

@@ -1,7 +1,9 @@
-"""What users send and read about jobs: submit, bulk submit, poll, list.
+"""What users send and read about jobs: submit, bulk submit, poll, list, models.
 
 One view of a job, :class:`PollEntry`, answers poll, ``GET /v1/jobs/{id}`` and
-``GET /v1/jobs``, so a client parses all three the same way.
+``GET /v1/jobs``, so a client parses all three the same way. A submit that
+was queued but may not run soon says why in :class:`JobWarning` entries (and
+in :data:`WARNING_HEADER` headers), never by refusing the job.
 """
 
 from __future__ import annotations
@@ -18,15 +20,39 @@ from openbeepboop_schemas.status import JobStatus
 JobId = str
 WaitSeconds = float
 
+#: Response header repeating each warning's ``message`` of a submit, one header per
+#: warning, for callers that read headers but not bodies (proxies, ``curl -i``).
+WARNING_HEADER = "OpenBeepBoop-Warning"
+#: Warning code: no node that serves the job's model has been seen recently.
+MODEL_NOT_SERVED = "model_not_served"
+
+
+class JobWarning(TolerantBody):
+    """Something the submitter should know about a job that was nevertheless queued.
+
+    ``code`` is machine-readable (:data:`MODEL_NOT_SERVED`; clients should
+    tolerate codes they do not know), ``message`` one human line, ``model``
+    the model it is about, if any.
+    """
+
+    code: str
+    message: str
+    model: str | None = None
+
 
 class Job(TolerantBody):
-    """A job as returned by submit (``202``): enough to come back for it later."""
+    """A job as returned by submit (``202``): enough to come back for it later.
+
+    ``warnings`` is empty unless the job may wait long (no node serves its
+    model right now); it is not stored, only part of the submit's answer.
+    """
 
     id: JobId
     object: Literal["job"] = "job"
     status: JobStatus
     model: str
     created_at: int
+    warnings: list[JobWarning] = Field(default_factory=list)
 
 
 class BulkSubmitRequest(StrictBody):
@@ -36,10 +62,16 @@ class BulkSubmitRequest(StrictBody):
 
 
 class BulkSubmitResponse(TolerantBody):
-    """The jobs created by a bulk submit, in the order of the requests."""
+    """The jobs created by a bulk submit, in the order of the requests.
+
+    ``warnings`` holds one entry per model that needs one (not one per job:
+    a 5,000-line batch for one unserved model gets one warning, naming the
+    model); the jobs in ``data`` carry none of their own.
+    """
 
     object: Literal["list"] = "list"
     data: list[Job]
+    warnings: list[JobWarning] = Field(default_factory=list)
 
 
 class JobError(TolerantBody):
@@ -95,16 +127,27 @@ class JobList(TolerantBody):
 
 
 class ModelCard(TolerantBody):
-    """A model some recently seen node serves."""
+    """A model some recently seen node serves.
+
+    ``nodes`` counts the recently seen nodes that would be handed its jobs:
+    those that declare it by name plus those that declare ``*``. (OpenAI SDK
+    readers ignore the extra field.)
+    """
 
     id: str
     object: Literal["model"] = "model"
     created: int = 0
     owned_by: str = "openbeepboop"
+    nodes: int = 0
 
 
 class ModelList(TolerantBody):
-    """``GET /v1/models`` in the OpenAI list shape."""
+    """``GET /v1/models`` in the OpenAI list shape.
+
+    A node that declares ``*`` is no model and is not listed: it is counted
+    in every card's ``nodes`` and in ``any_model_nodes``.
+    """
 
     object: Literal["list"] = "list"
     data: list[ModelCard]
+    any_model_nodes: int = 0

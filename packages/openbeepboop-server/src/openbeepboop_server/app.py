@@ -5,7 +5,8 @@ call; nothing is opened until the lifespan starts. At start-up the lifespan
 connects to the database, refuses to run on a schema older than the code
 (``openbeepboop-server migrate`` first: the server never migrates on its
 own), gives every in-flight lease a full lease period again (server down time
-must not count against nodes), and starts the housekeeper. At shutdown it
+must not count against nodes), reads which models recently seen nodes serve
+(so the first submits are checked against it), and starts the housekeeper. At shutdown it
 answers every waiting long-poll, stops the housekeeper and closes the
 database.
 
@@ -57,7 +58,7 @@ def create_app(settings: Settings) -> Starlette:
     holder: dict[str, ServerContext] = {}
     metrics = Metrics(
         lambda: holder["context"].queue if "context" in holder else None,
-        settings.queue.node_seen_seconds,
+        settings.queue.node_seen_window(),
     )
 
     @asynccontextmanager
@@ -77,6 +78,11 @@ def create_app(settings: Settings) -> Starlette:
             granted = await run_in_threadpool(queue.grant_restart_grace)
             if granted:
                 logger.info("extended %d in-flight lease(s) after the restart", granted)
+            # Submits check their model against this from the first request on.
+            await run_in_threadpool(queue.refresh_served)
+            seen_warning = settings.queue.node_seen_warning()
+            if seen_warning:
+                logger.warning("%s", seen_warning)
             context = ServerContext(
                 settings=settings,
                 db=db,

@@ -25,11 +25,11 @@ from openbeepboop_server.errors import ServerError
 from openbeepboop_server.queue.policy import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
-    DEFAULT_NODE_SEEN_SECONDS,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
     DEFAULT_RETRY_BACKOFF_SECONDS,
     QueuePolicy,
+    default_node_seen_seconds,
 )
 
 if sys.version_info >= (3, 11):
@@ -107,9 +107,32 @@ class QueueSection(_Section):
     retention_days: float = Field(default=DEFAULT_RETENTION_DAYS, gt=0)
     retry_backoff_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_SECONDS, ge=0)
     retry_backoff_max_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_MAX_SECONDS, ge=0)
-    node_seen_seconds: float = Field(default=DEFAULT_NODE_SEEN_SECONDS, gt=0)
+    #: None (the default, and what ``setup`` writes): derived from ``lease_seconds``.
+    node_seen_seconds: float | None = Field(default=None, gt=0)
     reap_interval_seconds: float = Field(default=DEFAULT_REAP_INTERVAL_SECONDS, gt=0, le=60)
     purge_interval_seconds: float = Field(default=DEFAULT_PURGE_INTERVAL_SECONDS, gt=0)
+
+    def node_seen_window(self) -> float:
+        """``node_seen_seconds``, or the default that follows ``lease_seconds``."""
+        if self.node_seen_seconds is not None:
+            return self.node_seen_seconds
+        return default_node_seen_seconds(self.lease_seconds)
+
+    def node_seen_warning(self) -> str | None:
+        """Why an explicit ``node_seen_seconds`` will hide live nodes, or None.
+
+        A node whose every slot is busy is heard from only by its heartbeat,
+        every third of the lease; a window shorter than that drops it from
+        ``/v1/models`` (and warns its submitters) while it works.
+        """
+        window, heartbeat = self.node_seen_window(), self.lease_seconds / 3
+        if window > heartbeat:
+            return None
+        return (
+            f"[queue] node_seen_seconds = {window:g} is not longer than the heartbeat period "
+            f"of a busy node (lease_seconds / 3 = {heartbeat:g} s): nodes whose every slot is "
+            "busy will drop out of /v1/models between heartbeats"
+        )
 
     def policy(self) -> QueuePolicy:
         """The queue service's view of these settings."""
@@ -119,7 +142,7 @@ class QueueSection(_Section):
             retry_backoff_seconds=self.retry_backoff_seconds,
             retry_backoff_max_seconds=self.retry_backoff_max_seconds,
             retention_days=self.retention_days,
-            node_seen_seconds=self.node_seen_seconds,
+            node_seen_seconds=self.node_seen_window(),
         )
 
 
@@ -131,8 +154,13 @@ class Settings(_Section):
     queue: QueueSection = Field(default_factory=QueueSection)
 
     def to_toml(self) -> str:
-        """The settings as the TOML text ``setup`` writes."""
-        return tomli_w.dumps(self.model_dump(mode="json"))
+        """The settings as the TOML text ``setup`` writes.
+
+        Settings left unset (None: derived at start-up, like
+        ``node_seen_seconds``) stay out of the file, so they keep following
+        what they derive from.
+        """
+        return tomli_w.dumps(self.model_dump(mode="json", exclude_none=True))
 
 
 def default_config_path() -> Path:

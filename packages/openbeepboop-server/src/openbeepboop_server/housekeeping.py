@@ -1,13 +1,16 @@
-"""Background upkeep while the server runs: expire leases, purge old jobs.
+"""Background upkeep while the server runs: expire leases, purge old jobs, re-read nodes.
 
 Lease expiry runs every ``[queue] reap_interval_seconds`` (1 s by default), so
 a dead node's jobs go back to the queue within about a second of their lease
 running out; each expiry wakes the long-polls that may care. Purging finished
 jobs past retention runs once soon after start-up and then every
-``purge_interval_seconds`` (an hour). Both run the synchronous service calls
-in the thread pool; a failure is logged and retried on the next tick, never
-fatal. With several replicas each runs its own reaper: the service calls are
-safe to run concurrently.
+``purge_interval_seconds`` (an hour). Apart from those, every
+:data:`SERVED_REFRESH_SECONDS` the registry is re-read into the snapshot that
+submits check their model against (:class:`~openbeepboop_server.nodes.ServedSnapshot`),
+on its own schedule so that a long reap interval cannot make it stale. All
+run the synchronous service calls in the thread pool; a failure is logged and
+retried on the next tick, never fatal. With several replicas each runs its own
+loops: the service calls are safe to run concurrently.
 """
 
 from __future__ import annotations
@@ -25,27 +28,33 @@ logger = logging.getLogger(__name__)
 
 #: The first purge waits this long after start-up, out of the way of the first requests.
 FIRST_PURGE_DELAY_SECONDS = 5.0
+#: How often the served-models snapshot is re-read: how far a submit's warning may lag.
+SERVED_REFRESH_SECONDS = 1.0
 
 
 class Housekeeper:
-    """Runs the reaper loop of one app; :meth:`start` at start-up, :meth:`stop` at shutdown."""
+    """Runs the background loops of one app; :meth:`start` at start-up, :meth:`stop` at shutdown."""
 
     def __init__(self, context: ServerContext) -> None:
         self._context = context
-        self._task: asyncio.Task[None] | None = None
+        self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
-        """Begin the background loop on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="housekeeping")
+        """Begin the background loops on the running event loop."""
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._run(), name="housekeeping"),
+            loop.create_task(self._refresh_served(), name="served-models"),
+        ]
 
     async def stop(self) -> None:
-        """Stop the loop and wait for the current step to finish."""
-        if self._task is None:
-            return
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        self._task = None
+        """Stop the loops and wait for their current steps to finish."""
+        tasks, self._tasks = self._tasks, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def expire_leases(self) -> list[str]:
         """One reaper step: requeue or fail jobs whose lease ran out, and wake waiters."""
@@ -84,3 +93,12 @@ class Housekeeper:
                 except Exception:
                     logger.exception("purging finished jobs failed; retrying next time")
             await asyncio.sleep(queue_settings.reap_interval_seconds)
+
+    async def _refresh_served(self) -> None:
+        queue = self._context.queue
+        while True:
+            await asyncio.sleep(SERVED_REFRESH_SECONDS)
+            try:
+                await run_sync(queue.refresh_served)
+            except Exception:
+                logger.exception("re-reading the served models failed; retrying next time")

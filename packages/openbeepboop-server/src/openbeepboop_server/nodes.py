@@ -4,15 +4,25 @@ Claims and heartbeats refresh a node's row (inside their own transaction),
 through a :class:`NodeRecorder` that skips rewrites a busy node would cause;
 ``/v1/models`` and ``openbeepboop-server nodes`` read it. A node is identified
 by the ``node_id`` it declares; the key it last used is recorded beside it.
+Submits ask a :class:`ServedSnapshot`, an in-memory copy refreshed about once
+a second, whether anybody serves their model: never the database.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
-from openbeepboop_schemas import ANY_MODEL, FetchRequest, HeartbeatRequest
+from openbeepboop_schemas import (
+    ANY_MODEL,
+    MODEL_NOT_SERVED,
+    FetchRequest,
+    HeartbeatRequest,
+    JobWarning,
+)
 
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
@@ -23,8 +33,10 @@ NODE_RECORD_SECONDS = 1.0
 #: Bound on the memory of recent registry writes.
 MAX_REMEMBERED_NODES = 10_000
 
+#: What a registry row says of a node besides ``last_seen``: key name, models, version.
+Facts = tuple[str, tuple[str, ...] | None, str | None]
 #: What a :class:`NodeRecorder` remembers once a write has committed: node id, when, facts.
-Recorded = tuple[str, float, tuple[object, ...]]
+Recorded = tuple[str, float, Facts]
 
 
 @dataclass(frozen=True)
@@ -89,9 +101,10 @@ class NodeRecorder:
     service); what it remembers is only ever a reason to skip a write.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, snapshot: ServedSnapshot | None = None) -> None:
         # What this process last wrote to each node's registry row, and when.
-        self._recorded: dict[str, tuple[float, tuple[object, ...]]] = {}
+        self._recorded: dict[str, tuple[float, Facts]] = {}
+        self._snapshot = snapshot
 
     def record(
         self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, key_name: str, now: float
@@ -103,7 +116,7 @@ class NodeRecorder:
         (None when skipped).
         """
         node_id, models, version = seen.node_id, seen.models, seen.version
-        facts = (key_name, None if models is None else tuple(models), version)
+        facts: Facts = (key_name, None if models is None else tuple(models), version)
         last = self._recorded.get(node_id)
         if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:
             return None
@@ -113,9 +126,14 @@ class NodeRecorder:
         return node_id, now, facts
 
     def remember(self, recorded: Recorded | None) -> None:
-        """Note a committed :meth:`record` (None: nothing was written)."""
+        """Note a committed :meth:`record` (None: nothing was written).
+
+        The node's models also count at once in the :class:`ServedSnapshot`, if any.
+        """
         if recorded is not None:
             node_id, now, facts = recorded
+            if self._snapshot is not None:
+                self._snapshot.note(facts[1])
             if len(self._recorded) >= MAX_REMEMBERED_NODES:
                 self._recorded.clear()  # many short-lived node ids: start over, stay bounded
             self._recorded[node_id] = (now, facts)
@@ -136,11 +154,113 @@ def list_nodes(conn: sa.Connection) -> list[NodeInfo]:
     ]
 
 
+@dataclass(frozen=True)
+class ServedModels:
+    """Which models the nodes seen recently serve, and how many nodes serve each.
+
+    ``named`` counts, per model, the nodes that declare it by name but not
+    ``*``; ``any_model`` counts the nodes that declare ``*`` (they are handed
+    jobs of every model, so they count for each one without being a model).
+    """
+
+    named: Mapping[str, int] = field(default_factory=dict)
+    any_model: int = 0
+
+    def models(self) -> list[str]:
+        """The models declared by name, sorted (``*`` is none)."""
+        return sorted(self.named)
+
+    def nodes_for(self, model: str) -> int:
+        """How many of these nodes would be handed a job for ``model``."""
+        return self.named.get(model, 0) + self.any_model
+
+    def serves(self, model: str) -> bool:
+        """True if some node would be handed a job for ``model``."""
+        return self.any_model > 0 or model in self.named
+
+    def with_models(self, models: Iterable[str]) -> ServedModels:
+        """These plus one more node declaring ``models`` (each counted once)."""
+        declared = set(models)
+        if ANY_MODEL in declared:
+            named = {**self.named, **{m: self.named.get(m, 0) for m in declared - {ANY_MODEL}}}
+            return ServedModels(named, self.any_model + 1)
+        counts = Counter(self.named)
+        counts.update(declared)
+        return ServedModels(dict(counts), self.any_model)
+
+
+def served_by(conn: sa.Connection, *, since: float) -> ServedModels:
+    """What the nodes seen at or after ``since`` serve."""
+    rows = conn.execute(sa.select(nodes.c.models).where(nodes.c.last_seen >= since)).scalars()
+    served = ServedModels()
+    for declared in rows:
+        served = served.with_models(json.loads(declared))
+    return served
+
+
 def served_models(conn: sa.Connection, *, since: float) -> list[str]:
     """Models declared by nodes seen at or after ``since``, sorted; ``*`` left out."""
-    rows = conn.execute(sa.select(nodes.c.models).where(nodes.c.last_seen >= since)).scalars()
-    models: set[str] = set()
-    for declared in rows:
-        models.update(json.loads(declared))
-    models.discard(ANY_MODEL)
-    return sorted(models)
+    return served_by(conn, since=since).models()
+
+
+def not_served_warning(model: str, window: float) -> JobWarning:
+    """The warning a submit for ``model`` carries when no node serves it.
+
+    The model is quoted as JSON with non-ASCII escaped, so the message is one
+    line that is also a valid HTTP header value, whatever the name holds.
+    """
+    return JobWarning(
+        code=MODEL_NOT_SERVED,
+        model=model,
+        message=(
+            f"no node serving model {json.dumps(model)} has been seen in the last "
+            f"{window:g} s; the job is queued and waits until such a node asks for work"
+        ),
+    )
+
+
+class ServedSnapshot:
+    """What nodes serve, as last read, for checks that must not touch the database.
+
+    A submit is a hot path (hundreds per second): asking the registry there
+    would add a read to every submit. Instead the housekeeper replaces the
+    snapshot about once a second (:meth:`replace`), and every registry write
+    of this process adds its node's models at once (:meth:`note`), so a node
+    that has just fetched counts immediately. A node that went silent counts
+    until the next replacement: the answer lags by about a second. Reads and
+    writes swap one immutable value, so no lock is needed.
+    """
+
+    def __init__(self, window: float) -> None:
+        self.window = window
+        self._served = ServedModels()
+
+    @property
+    def served(self) -> ServedModels:
+        """The snapshot as it stands."""
+        return self._served
+
+    def replace(self, served: ServedModels) -> None:
+        """Take a fresh reading of the registry."""
+        self._served = served
+
+    def note(self, models: Iterable[str] | None) -> None:
+        """A node declaring ``models`` was just recorded by this process."""
+        if models is None:
+            return
+        current = self._served
+        declared = set(models)
+        if current.any_model or declared <= current.named.keys():
+            return  # nothing it could add to an answer; the next refresh counts it
+        self._served = current.with_models(declared)
+
+    def warnings(self, models: Iterable[str]) -> list[JobWarning]:
+        """One warning per distinct model of ``models`` that no recent node serves."""
+        served = self._served
+        if served.any_model:
+            return []
+        return [
+            not_served_warning(model, self.window)
+            for model in dict.fromkeys(models)
+            if model not in served.named
+        ]

@@ -119,7 +119,7 @@ def test_cancel_queued_job(client: TestClient, api_keys: ApiKeys) -> None:
 
 def test_models_lists_what_recent_nodes_serve(client: TestClient, api_keys: ApiKeys) -> None:
     empty = client.get("/v1/models", headers=bearer(api_keys.user)).json()
-    assert empty == {"object": "list", "data": []}
+    assert empty == {"object": "list", "data": [], "any_model_nodes": 0}
     client.post(
         "/internal/queue/fetch",
         json={"node_id": "gpu-1", "models": ["llama3", "*", "qwen"]},

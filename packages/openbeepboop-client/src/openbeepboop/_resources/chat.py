@@ -19,6 +19,7 @@ from openbeepboop_schemas import (
     BulkSubmitResponse,
     ChatCompletionRequest,
     ChatMessage,
+    JobWarning,
 )
 from openbeepboop_schemas import Job as JobModel
 
@@ -32,6 +33,7 @@ from openbeepboop._exceptions import (
     OpenBeepBoopError,
 )
 from openbeepboop._jobs import AsyncJob, Job
+from openbeepboop._submit_warnings import log_warnings, warnings_for
 
 if TYPE_CHECKING:
     from openbeepboop._client import AsyncClient, Client
@@ -117,13 +119,21 @@ def plan_bulk_chunks(
     ]
 
 
-def _check_bulk_answer(options: RequestOptions, answer: BulkSubmitResponse) -> list[JobModel]:
+def _check_bulk_answer(
+    options: RequestOptions, answer: BulkSubmitResponse
+) -> list[tuple[JobModel, list[JobWarning]]]:
+    """The jobs of one chunk's answer, each with the warnings that concern it."""
     sent = len(options.json["requests"])  # type: ignore[index]
     if len(answer.data) != sent:
         raise APIResponseValidationError(
             f"bulk submit of {sent} requests answered {len(answer.data)} jobs"
         )
-    return answer.data
+    return [(job, warnings_for(job.model, answer.warnings)) for job in answer.data]
+
+
+def _log_bulk_warnings(jobs: Sequence[Job | AsyncJob]) -> None:
+    """Log the warnings of a whole ``create_many`` once: one model can span many chunks."""
+    log_warnings(warning for job in jobs for warning in job.warnings)
 
 
 def _partial_failure(done: int, total: int, exc: OpenBeepBoopError) -> str:
@@ -148,10 +158,13 @@ class Completions:
 
         ``params`` are any other OpenAI chat completion fields (``temperature``,
         ``max_tokens``, ``response_format``, ...), passed through to the node.
-        ``model`` falls back to ``default_model`` from the config.
+        ``model`` falls back to ``default_model`` from the config. When the
+        server warns (no node serves the model right now: the job waits until
+        one does), ``job.warnings`` holds it and it is logged at WARNING.
         """
         request = _single_request(model, messages, params, self._client.default_model)
         data = self._client.request(_submit_options(request, idempotency_key), _parse_job)
+        log_warnings(data.warnings)
         return Job(data, self._client.jobs)
 
     def create_many(
@@ -165,7 +178,8 @@ class Completions:
         Each request is a mapping of OpenAI fields (``model``, ``messages``, ...).
         All are validated first; then they go in chunks of up to
         ``MAX_BULK_SUBMIT``, each one transaction on the server. If a later chunk
-        fails, BulkSubmitError carries the jobs already created.
+        fails, BulkSubmitError carries the jobs already created. Each job's
+        ``warnings`` are those of its model; each distinct one is logged once.
         """
         built = build_bulk_requests(requests, self._client.default_model)
         jobs: list[Job] = []
@@ -176,9 +190,11 @@ class Completions:
             except OpenBeepBoopError as exc:
                 if not jobs:
                     raise
+                _log_bulk_warnings(jobs)
                 message = _partial_failure(len(jobs), len(built), exc)
                 raise BulkSubmitError(message, [job.data for job in jobs]) from exc
-            jobs.extend(Job(item, self._client.jobs) for item in data)
+            jobs.extend(Job(item, self._client.jobs, warned) for item, warned in data)
+        _log_bulk_warnings(jobs)
         return jobs
 
 
@@ -199,6 +215,7 @@ class AsyncCompletions:
         """Submit one chat completion job; see :meth:`Completions.create`."""
         request = _single_request(model, messages, params, self._client.default_model)
         data = await self._client.request(_submit_options(request, idempotency_key), _parse_job)
+        log_warnings(data.warnings)
         return AsyncJob(data, self._client.jobs)
 
     async def create_many(
@@ -217,9 +234,11 @@ class AsyncCompletions:
             except OpenBeepBoopError as exc:
                 if not jobs:
                     raise
+                _log_bulk_warnings(jobs)
                 message = _partial_failure(len(jobs), len(built), exc)
                 raise BulkSubmitError(message, [job.data for job in jobs]) from exc
-            jobs.extend(AsyncJob(item, self._client.jobs) for item in data)
+            jobs.extend(AsyncJob(item, self._client.jobs, warned) for item, warned in data)
+        _log_bulk_warnings(jobs)
         return jobs
 
 

@@ -30,7 +30,7 @@ from openbeepboop._base_client import RequestOptions, long_poll_timeout
 from openbeepboop._chat_request import describe_validation_error
 from openbeepboop._exceptions import APIResponseValidationError, InvalidRequestError
 from openbeepboop._jobs import completion_of
-from openbeepboop._progress import open_progress
+from openbeepboop._progress import Progress, open_progress
 from openbeepboop._waiting import WaitPlan
 
 if TYPE_CHECKING:
@@ -85,6 +85,13 @@ def _chunks(ids: Sequence[str]) -> builtins.list[builtins.list[str]]:
     return [builtins.list(ids[i : i + MAX_POLL_IDS]) for i in range(0, len(ids), MAX_POLL_IDS)]
 
 
+def _reporter(progress: bool | Progress, total: int) -> Progress:
+    """What a wait reports to: a bar (True), nothing (False), or the caller's own."""
+    if isinstance(progress, bool):
+        return open_progress(progress, total)
+    return progress
+
+
 def _check_poll_answer(ids: Sequence[str], entries: builtins.list[PollEntry]) -> None:
     if len(entries) != len(ids):
         raise APIResponseValidationError(f"poll for {len(ids)} ids answered {len(entries)} entries")
@@ -122,21 +129,28 @@ class Jobs:
         return entries
 
     def wait(
-        self, ids: Sequence[str], *, timeout: float | None = None, progress: bool = False
+        self,
+        ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+        progress: bool | Progress = False,
     ) -> builtins.list[PollEntry]:
         """Block until every job is finished; their entries, in the order of ``ids``.
 
         Uses the server's long-poll, never a tight loop, so it suits thousands
         of ids. ``timeout`` (seconds, None: no limit) raises JobTimeoutError,
-        which carries the entries seen so far. ``progress`` draws a bar on stderr.
+        which carries the entries seen so far. ``progress=True`` draws a bar on
+        stderr (finished by status, and how many are queued and running); the
+        command line passes its own status line instead.
         """
         plan = WaitPlan(ids, timeout)
-        bar = open_progress(progress, plan.total)
+        bar = _reporter(progress, plan.total)
         try:
             while not plan.done:
                 for call in plan.next_round():
                     finished = plan.record(call.ids, self._poll_chunk(call.ids, call.wait))
                     bar.advance(finished, plan.tally)
+                bar.pending(plan.pending_entries())
                 pause = plan.pause()
                 if pause:
                     self._client._sleep(pause)
@@ -205,16 +219,21 @@ class AsyncJobs:
         return entries
 
     async def wait(
-        self, ids: Sequence[str], *, timeout: float | None = None, progress: bool = False
+        self,
+        ids: Sequence[str],
+        *,
+        timeout: float | None = None,
+        progress: bool | Progress = False,
     ) -> builtins.list[PollEntry]:
         """Wait until every job is finished; see :meth:`Jobs.wait`."""
         plan = WaitPlan(ids, timeout)
-        bar = open_progress(progress, plan.total)
+        bar = _reporter(progress, plan.total)
         try:
             while not plan.done:
                 for call in plan.next_round():
                     finished = plan.record(call.ids, await self._poll_chunk(call.ids, call.wait))
                     bar.advance(finished, plan.tally)
+                bar.pending(plan.pending_entries())
                 pause = plan.pause()
                 if pause:
                     await self._client._sleep(pause)

@@ -31,6 +31,8 @@ __all__ = ["main"]
 
 #: Loggers of this package; ``-v`` opens them, ``-vv`` opens third-party ones too.
 _OWN_LOGGER = "openbeepboop"
+#: The library logs a submit's warnings here; commands print their own ``Warning:`` line.
+_SUBMIT_WARNINGS_LOGGER = "openbeepboop._submit_warnings"
 
 
 def configure_logging(verbosity: int) -> None:
@@ -42,6 +44,7 @@ def configure_logging(verbosity: int) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger(_OWN_LOGGER).setLevel(logging.DEBUG if verbosity >= 1 else logging.NOTSET)
+    logging.getLogger(_SUBMIT_WARNINGS_LOGGER).setLevel(logging.ERROR)
 
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})

@@ -20,6 +20,7 @@ from openbeepboop._batch_files import (
     write_jsonl,
 )
 from openbeepboop._exceptions import BulkSubmitError, JobTimeoutError
+from openbeepboop.cli.errors import WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -27,7 +28,8 @@ from openbeepboop.cli.options import (
     stderr_is_terminal,
     timeout_option,
 )
-from openbeepboop.cli.output import echo_json
+from openbeepboop.cli.output import echo_json, echo_warnings
+from openbeepboop.cli.waiting import where_they_stand
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
@@ -57,7 +59,9 @@ def submit_file_command(
 
     Every line is checked before anything is sent: one bad line, and nothing is
     submitted. The custom_id -> job id map is written to --ids-out; collect the
-    answers later with `openbeepboop-client results IDS_FILE`.
+    answers later with `openbeepboop-client results IDS_FILE`. A warning from
+    the server (a model no node serves right now) is printed once per model on
+    stderr; those jobs are queued all the same.
     """
     ids_path = ids_out or default_ids_path(file)
     if ids_path.exists() and not force:
@@ -84,6 +88,7 @@ def submit_file_command(
         for request, job in zip(requests, jobs, strict=True)
     ]
     write_jsonl(ids_path, ids_lines(mappings))
+    echo_warnings(warning for job in jobs for warning in job.warnings)
     if as_json:
         echo_json({"submitted": len(mappings), "ids_file": str(ids_path)})
     else:
@@ -176,9 +181,9 @@ def results_command(
                 f"{pending} jobs not finished yet; run again later, or with --wait.", err=True
             )
     if timed_out is not None:
-        raise click.ClickException(
-            f"{pending} jobs not finished after {timeout:g}s (they keep running); "
-            f"finished ones are in {out_path}"
+        raise WaitTimedOut(
+            f"{where_they_stand(timed_out)}. Finished ones are in {out_path}; "
+            f"run `openbeepboop-client results {ids_file}` again later for the rest"
         )
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+from openbeepboop_schemas import PollEntry
 
 from openbeepboop._exceptions import (
     APIConnectionError,
@@ -34,6 +35,32 @@ def describe(exc: BaseException) -> str:
     else:
         text = str(exc) or type(exc).__name__
     return " ".join(text.split())
+
+
+#: Exit status of a wait that ran out (``--timeout``), as ``timeout(1)`` uses: the
+#: jobs are unharmed, only unfinished, so a script can tell this from a failure (1).
+EXIT_WAIT_TIMEOUT = 124
+#: Exit status of a wait stopped with Ctrl-C (128 + SIGINT, as shells report it).
+EXIT_INTERRUPTED = 130
+
+
+class WaitTimedOut(click.ClickException):
+    """``--timeout`` ran out before every job finished: one line saying where they stand.
+
+    ``entries`` are the latest view of every job waited for, for stdout.
+    """
+
+    exit_code = EXIT_WAIT_TIMEOUT
+
+    def __init__(self, message: str, entries: Sequence[PollEntry] = ()) -> None:
+        super().__init__(message)
+        self.entries = list(entries)
+
+
+class WaitInterrupted(click.ClickException):
+    """Ctrl-C stopped a wait: one line saying that the jobs are untouched."""
+
+    exit_code = EXIT_INTERRUPTED
 
 
 class MissingWithoutTerminal(click.ClickException):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 from openbeepboop_schemas import NOT_FOUND, JobStatus
 
-from openbeepboop._exceptions import JobTimeoutError
+from openbeepboop.cli.errors import WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -16,7 +16,8 @@ from openbeepboop.cli.options import (
     stderr_is_terminal,
     timeout_option,
 )
-from openbeepboop.cli.output import echo_entries, echo_json
+from openbeepboop.cli.output import echo_entries, echo_json, echo_warnings
+from openbeepboop.cli.waiting import wait_for
 
 
 @click.command("submit")
@@ -40,6 +41,10 @@ def submit_command(
 
     Without --wait prints the job id; with --wait prints the poll JSON array
     once the job has finished (whether it completed, failed or was cancelled).
+    A warning from the server (no node serves the model right now: the job
+    waits until one does) is printed on stderr. With --timeout the wait ends
+    after that many seconds: the array as it stands, one line saying where
+    the job is, exit 124; the job stays on the server.
     """
     messages = [{"role": "user", "content": prompt}]
     if system:
@@ -51,21 +56,22 @@ def submit_command(
                 "(openbeepboop-client setup --default-model NAME)"
             )
         job = client.chat.completions.create(model=model, messages=messages)
+        echo_warnings(job.warnings)
         if not wait:
             if as_json:
                 echo_json(job.to_dict())
             else:
                 click.echo(f"Job submitted successfully. ID: {job.id}")
             return
-        if stderr_is_terminal():
-            click.echo(f"Job submitted: {job.id}; waiting for it to finish...", err=True)
+        if not stderr_is_terminal():
+            # No status line for a log file: one line, so the id is there if the wait is cut short.
+            limit = "" if timeout is None else f", up to {timeout:g}s"
+            click.echo(f"Waiting for job {job.id} (model {job.model}){limit}...", err=True)
         try:
-            entries = client.jobs.wait([job.id], timeout=timeout)
-        except JobTimeoutError as exc:
-            raise click.ClickException(
-                f"job {job.id} not finished after {timeout:g}s; it keeps running "
-                f"(check later: openbeepboop-client poll {job.id})"
-            ) from exc
+            entries = wait_for(client, [job.id], timeout=timeout, model=job.model)
+        except WaitTimedOut as exc:
+            echo_entries(exc.entries)
+            raise
         echo_entries(entries)
 
 
@@ -80,17 +86,17 @@ def poll_command(
     """Print the JSON array of poll entries of one or more job IDS.
 
     An id the server does not know (or that belongs to another key) comes back
-    with status NOT_FOUND; the array is printed and the exit status is 1.
+    with status NOT_FOUND; the array is printed and the exit status is 1. With
+    --wait and --timeout, a wait that runs out prints the array as it stands,
+    one line naming the unfinished jobs, and exits 124.
     """
     with make_client(config_path) as client:
         if wait:
             try:
-                entries = client.jobs.wait(ids, timeout=timeout)
-            except JobTimeoutError as exc:
+                entries = wait_for(client, ids, timeout=timeout)
+            except WaitTimedOut as exc:
                 echo_entries(exc.entries)
-                raise click.ClickException(
-                    f"{len(exc.pending)} job(s) not finished after {timeout:g}s; they keep running"
-                ) from exc
+                raise
         else:
             entries = client.jobs.poll(ids)
     echo_entries(entries)

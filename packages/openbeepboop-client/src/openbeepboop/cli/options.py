@@ -23,7 +23,7 @@ timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0),
     default=None,
-    help="With waiting: give up after this many seconds (jobs keep running).",
+    help="With waiting: stop after this many seconds, exit 124 (the jobs stay on the server).",
 )
 
 

@@ -1,12 +1,14 @@
-"""How commands print for scripts: poll entries and other answers as JSON on stdout."""
+"""How commands print: poll entries and other answers as JSON on stdout, warnings on stderr."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import click
-from openbeepboop_schemas import PollEntry
+from openbeepboop_schemas import JobWarning, PollEntry
+
+from openbeepboop._submit_warnings import distinct
 
 
 def entry_json(entry: PollEntry) -> dict[str, object]:
@@ -22,3 +24,9 @@ def echo_json(data: object) -> None:
 def echo_entries(entries: Sequence[PollEntry]) -> None:
     """The JSON array of poll entries."""
     echo_json([entry_json(entry) for entry in entries])
+
+
+def echo_warnings(warnings: Iterable[JobWarning]) -> None:
+    """One ``Warning: ...`` line on stderr per distinct warning (stdout stays the contract's)."""
+    for warning in distinct(warnings):
+        click.echo(f"Warning: {warning.message}", err=True)

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, get_args
 
 from openbeepboop_schemas import (
     BulkSubmitRequest,
+    BulkSubmitResponse,
     ChatCompletionRequest,
     ErrorEnvelope,
     JobList,
@@ -94,6 +95,15 @@ def model_response(
         status_code=status_code,
         media_type=JSON,
     )
+
+
+#: A bulk answer's warnings are per model, on the response: each job's own stay out.
+_BULK_EXCLUDE: dict[str, Any] = {"data": {"__all__": {"warnings"}}}
+
+
+def bulk_submit_response(answer: BulkSubmitResponse) -> Response:
+    """The ``202`` of a bulk submit, without an empty ``warnings`` on every job."""
+    return Response(answer.model_dump_json(exclude=_BULK_EXCLUDE), status_code=202, media_type=JSON)
 
 
 _ADAPTERS: dict[type[BaseModel], TypeAdapter[list[BaseModel]]] = {}

@@ -13,11 +13,13 @@ from openbeepboop_schemas import (
     MAX_WAIT_SECONDS,
     MODELS_PATH,
     POLL_PATH,
+    WARNING_HEADER,
     BulkSubmitRequest,
     BulkSubmitResponse,
     ChatCompletionRequest,
     ErrorEnvelope,
     JobStatus,
+    JobWarning,
     ModelCard,
     ModelList,
     PollRequest,
@@ -29,6 +31,7 @@ from starlette.responses import Response
 from openbeepboop_server.dispatch.handoff import submit_handing_off
 from openbeepboop_server.dispatch.waiting import poll_entries
 from openbeepboop_server.http.bodies import (
+    bulk_submit_response,
     job_list_response,
     model_response,
     poll_entries_response,
@@ -71,25 +74,42 @@ def _job_not_found(job_id: str) -> ApiError:
     return ApiError(404, f"no job with id '{job_id}'", param="job_id", code="job_not_found")
 
 
+def _warned(response: Response, warnings: list[JobWarning]) -> Response:
+    """``response`` with one :data:`WARNING_HEADER` per warning (messages are ASCII)."""
+    for warning in warnings:
+        response.headers.append(WARNING_HEADER, warning.message)
+    return response
+
+
 async def submit(call: Call) -> Response:
-    """Queue one chat completion request."""
+    """Queue one chat completion request; warn when no node serves its model.
+
+    The job is queued either way (a node may come later); the warning comes
+    from memory, never from a read of its own.
+    """
     request = call.body_as(ChatCompletionRequest)
     context = call.context
     job = await submit_handing_off(context, call.user, request, _idempotency_key(call))
     context.metrics.submitted.inc()
-    return model_response(job, 202)
+    warnings = context.queue.submit_warnings((job.model,))
+    if warnings:
+        job.warnings = warnings
+    return _warned(model_response(job, 202), warnings)
 
 
 async def submit_bulk(call: Call) -> Response:
-    """Queue many requests in one transaction."""
+    """Queue many requests in one transaction; one warning per model no node serves."""
     bulk = call.body_as(BulkSubmitRequest)
     context = call.context
     jobs = await run_in_threadpool(
         context.queue.submit_many, call.user, bulk.requests, _idempotency_key(call)
     )
     context.metrics.submitted.inc(len(jobs))
-    context.wakeups.jobs_available([job.model for job in jobs])
-    return model_response(BulkSubmitResponse(data=jobs), 202)
+    models = list(dict.fromkeys(job.model for job in jobs))
+    context.wakeups.jobs_available(models)
+    warnings = context.queue.submit_warnings(models)
+    answer = BulkSubmitResponse(data=jobs, warnings=warnings)
+    return _warned(bulk_submit_response(answer), warnings)
 
 
 async def poll(call: Call) -> Response:
@@ -158,9 +178,10 @@ async def list_jobs(call: Call) -> Response:
 
 
 async def list_models(call: Call) -> Response:
-    """Models that nodes seen recently serve."""
-    names = await run_in_threadpool(call.context.queue.served_models)
-    return model_response(ModelList(data=[ModelCard(id=name) for name in names]))
+    """Models that nodes seen recently serve, each with how many nodes serve it."""
+    served = await run_in_threadpool(call.context.queue.served_by)
+    cards = [ModelCard(id=name, nodes=served.nodes_for(name)) for name in served.models()]
+    return model_response(ModelList(data=cards, any_model_nodes=served.any_model))
 
 
 JOB_ID_PARAM_DOC = "A job id (``job-...``)."
@@ -182,7 +203,9 @@ ENDPOINTS = (
             "The body is an OpenAI chat completion request; fields this server does not "
             "know are kept and passed to the node. `stream: true` is refused. A `202` "
             "means the job is durable. Send an `Idempotency-Key` header to make "
-            "retries safe: the same key from the same API key returns the first job."
+            "retries safe: the same key from the same API key returns the first job. "
+            "When no node serving the model has been seen recently the job is still "
+            f"queued, and `warnings` (and an `{WARNING_HEADER}` header) say so."
         ),
     ),
     Endpoint(
@@ -197,7 +220,11 @@ ENDPOINTS = (
         response=component("BulkSubmitResponse"),
         idempotent=True,
         strict=True,
-        description="All requests are queued or none is. Honours `Idempotency-Key`.",
+        description=(
+            "All requests are queued or none is. Honours `Idempotency-Key`. `warnings` "
+            "(and one `" + WARNING_HEADER + "` header each) name every model no node "
+            "seen recently serves, once per model."
+        ),
     ),
     Endpoint(
         "POST",

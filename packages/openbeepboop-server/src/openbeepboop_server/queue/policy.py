@@ -12,14 +12,37 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from openbeepboop_schemas import MAX_WAIT_SECONDS
+
 DEFAULT_LEASE_SECONDS = 300.0
 DEFAULT_MAX_ATTEMPTS = 3
 #: First retry delay; it doubles per attempt, with jitter, up to the maximum.
 DEFAULT_RETRY_BACKOFF_SECONDS = 2.0
 DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
 DEFAULT_RETENTION_DAYS = 30.0
-#: How recently a node must have been seen for ``/v1/models`` to list its models.
-DEFAULT_NODE_SEEN_SECONDS = 300.0
+#: Idle long-poll periods a node may stay silent before it no longer counts as seen.
+SEEN_LONG_POLLS = 3
+#: Heartbeat periods (a third of the lease) a busy node may stay silent, likewise.
+SEEN_HEARTBEATS = 1.5
+
+
+def default_node_seen_seconds(lease_seconds: float) -> float:
+    """How recently a node must have been seen to count as serving its models.
+
+    A live node is in touch at least this often: while idle it holds a fetch
+    long-poll of at most :data:`MAX_WAIT_SECONDS` (the server refreshes its
+    ``last_seen`` during it, too), and while every slot is busy it only
+    heartbeats, every third of the lease. The window covers three long-polls
+    or one and a half heartbeat periods, whichever is longer, so a live node
+    never drops out between two contacts, while a node killed outright is
+    gone within the window (docs/server.md, "Which models are served").
+    """
+    return max(SEEN_LONG_POLLS * MAX_WAIT_SECONDS, SEEN_HEARTBEATS * lease_seconds / 3)
+
+
+#: How recently a node must have been seen for ``/v1/models`` to list its models,
+#: at the default lease: 150 s.
+DEFAULT_NODE_SEEN_SECONDS = default_node_seen_seconds(DEFAULT_LEASE_SECONDS)
 
 
 @dataclass(frozen=True)

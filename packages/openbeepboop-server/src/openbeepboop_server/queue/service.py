@@ -23,6 +23,7 @@ from openbeepboop_schemas import (
     Job,
     JobList,
     JobStatus,
+    JobWarning,
     Lease,
     PollEntry,
     PoolStatus,
@@ -34,7 +35,13 @@ from sqlalchemy.exc import IntegrityError
 from openbeepboop_server import nodes as registry
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import Caller
-from openbeepboop_server.nodes import NodeInfo, NodeRecorder, Recorded
+from openbeepboop_server.nodes import (
+    NodeInfo,
+    NodeRecorder,
+    Recorded,
+    ServedModels,
+    ServedSnapshot,
+)
 from openbeepboop_server.queue import leases as lease_ops
 from openbeepboop_server.queue import transitions, views
 from openbeepboop_server.queue.cancel import cancel_job
@@ -63,7 +70,8 @@ class QueueService:
         self._clock = clock
         # PostgreSQL replicas claim concurrently; SQLite has one writer anyway.
         self._row_locks = not db.is_sqlite
-        self._nodes = NodeRecorder()
+        self._served = ServedSnapshot(policy.node_seen_seconds)
+        self._nodes = NodeRecorder(self._served)
 
     @property
     def policy(self) -> QueuePolicy:
@@ -287,9 +295,27 @@ class QueueService:
 
     def served_models(self) -> list[str]:
         """Models that nodes seen within ``node_seen_seconds`` serve (``*`` excluded)."""
+        return self.served_by().models()
+
+    def served_by(self) -> ServedModels:
+        """What the nodes seen within ``node_seen_seconds`` serve, read now."""
         since = self._clock() - self._policy.node_seen_seconds
         with self._db.read() as conn:
-            return registry.served_models(conn, since=since)
+            return registry.served_by(conn, since=since)
+
+    def refresh_served(self) -> ServedModels:
+        """Re-read :meth:`served_by` into the snapshot :meth:`submit_warnings` answers from."""
+        served = self.served_by()
+        self._served.replace(served)
+        return served
+
+    def submit_warnings(self, models: Iterable[str]) -> list[JobWarning]:
+        """A warning per distinct model of a submit that no node seen recently serves.
+
+        Answered from memory (see :class:`~openbeepboop_server.nodes.ServedSnapshot`):
+        a submit never waits for the registry, at the price of about a second of lag.
+        """
+        return self._served.warnings(models)
 
     def pool_status(self, window_seconds: float = DEFAULT_WINDOW_SECONDS) -> PoolStatus:
         """The pool at a glance (``GET /v1/status``, ``status``): see :mod:`.pool_status`."""

@@ -1,0 +1,79 @@
+"""How ``submit --wait`` and ``poll --wait`` wait: a status line, a timeout, an honest ending.
+
+While stderr is a terminal the wait keeps a :class:`StatusLine` there. When
+``--timeout`` runs out (exit 124) or Ctrl-C stops it (exit 130), the one
+error line names the unfinished jobs, says truthfully where they stand (a
+``QUEUED`` job is not running anywhere: it waits on the server for a node),
+and gives the command that collects them (exit statuses in
+:mod:`openbeepboop.cli.errors`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from openbeepboop_schemas import JobStatus, PollEntry
+
+from openbeepboop._client import Client
+from openbeepboop._exceptions import JobTimeoutError
+from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
+from openbeepboop.cli.options import stderr_is_terminal
+from openbeepboop.cli.status_line import StatusLine
+
+#: Job ids spelled out in the "collect later" command; the rest are on stdout.
+MAX_IDS_NAMED = 5
+
+
+def _what_happens(statuses: dict[str, int], count: int) -> str:
+    queued, running = JobStatus.QUEUED.value, JobStatus.PROCESSING.value
+    if count == 1:
+        if running in statuses:
+            return "a node is working on it, and the server keeps its result"
+        if queued in statuses:
+            return "no node has taken it, and it stays queued on the server until one does"
+        return "it stays on the server"
+    if set(statuses) == {running}:
+        return "nodes are working on them, and the server keeps their results"
+    if queued in statuses:
+        return "they stay on the server (queued ones until a node takes them)"
+    return "they stay on the server"
+
+
+def collect_later(ids: Sequence[str]) -> str:
+    """``Collect it later with: openbeepboop-client poll ID ...``."""
+    named = " ".join(ids[:MAX_IDS_NAMED])
+    rest = len(ids) - MAX_IDS_NAMED
+    more = f" ... ({rest} more; every id is in the JSON on stdout)" if rest > 0 else ""
+    them = "it" if len(ids) == 1 else "them"
+    return f"Collect {them} later with: openbeepboop-client poll {named}{more}"
+
+
+def where_they_stand(exc: JobTimeoutError) -> str:
+    """``job job-1 is still QUEUED after waiting 3s: no node has taken it, ...``."""
+    happens = _what_happens(exc.statuses(), len(exc.pending))
+    return f"{exc.standing()} after waiting {exc.timeout:g}s: {happens}"
+
+
+def timed_out(exc: JobTimeoutError) -> WaitTimedOut:
+    """The one-line ending of a wait whose ``--timeout`` ran out."""
+    return WaitTimedOut(f"{where_they_stand(exc)}. {collect_later(exc.pending)}", exc.entries)
+
+
+def wait_for(
+    client: Client, ids: Sequence[str], *, timeout: float | None, model: str | None = None
+) -> list[PollEntry]:
+    """Wait until every job of ``ids`` is finished; their entries, in order.
+
+    Raises :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
+    :class:`WaitInterrupted` (exit 130) on Ctrl-C, each with its one line.
+    """
+    line = StatusLine(ids, model=model, timeout=timeout) if stderr_is_terminal() else False
+    try:
+        return client.jobs.wait(ids, timeout=timeout, progress=line)
+    except JobTimeoutError as exc:
+        raise timed_out(exc) from None
+    except KeyboardInterrupt:
+        unique = list(dict.fromkeys(ids))
+        raise WaitInterrupted(
+            f"stopped waiting; nothing was cancelled. {collect_later(unique)}"
+        ) from None
