@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from openbeepboop_schemas import MAX_FETCH_JOBS, Lease
 
@@ -44,6 +44,31 @@ from openbeepboop_node.running import JobRunner
 #: A fetch that comes back empty sooner than this (a server that does not
 #: long-poll) is followed by a pause, so an idle node never spins.
 MIN_EMPTY_FETCH_SECONDS = 0.5
+
+
+def models_to_ask(
+    live: Sequence[str], caps: Mapping[str, int], held: Mapping[str, int]
+) -> tuple[Sequence[str], int]:
+    """The models a fetch names, and the most leases it may ask for, given the caps.
+
+    ``live``: the models not paused; ``caps``: per-model ``concurrency``;
+    ``held``: leases held per capped model. Without caps ``live`` is returned
+    as it is (no list built per fetch).
+    """
+    if not caps:
+        return live, MAX_FETCH_JOBS
+    models: list[str] = []
+    most = MAX_FETCH_JOBS
+    for name in live:
+        cap = caps.get(name)
+        if cap is None:
+            models.append(name)
+            continue
+        room = cap - held[name]
+        if room > 0:
+            models.append(name)
+            most = min(most, room)
+    return models, most
 
 
 class Fetcher:
@@ -89,21 +114,7 @@ class Fetcher:
 
     def asking(self) -> tuple[Sequence[str], int]:
         """The models to ask for now, and the most leases their own limits allow."""
-        live = self._health.live
-        if not self._caps:
-            return live, MAX_FETCH_JOBS
-        models: list[str] = []
-        most = MAX_FETCH_JOBS
-        for name in live:
-            cap = self._caps.get(name)
-            if cap is None:
-                models.append(name)
-                continue
-            room = cap - self._held[name]
-            if room > 0:
-                models.append(name)
-                most = min(most, room)
-        return models, most
+        return models_to_ask(self._health.live, self._caps, self._held)
 
     async def run(self, batch: bool) -> None:
         """Fetch until stopped; with ``batch``, until the server has nothing left.

@@ -112,6 +112,10 @@ class Node:
         """Jobs leased to this node: running, or prefetched and waiting for a slot."""
         return len(self._runner.tasks) if self._runner is not None else 0
 
+    def held_by_model(self) -> dict[str, int]:
+        """Leases held now per model entry with its own ``concurrency``."""
+        return dict(self._runner.held) if self._runner is not None else {}
+
     def stop(self) -> None:
         """Stop fetching and shut down gracefully (safe to call more than once)."""
         self._stopping.set()
