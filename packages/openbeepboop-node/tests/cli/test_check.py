@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import tomli_w
+import pytest
 from click.testing import CliRunner
 from conftest import PROVIDER_KEY
 from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
@@ -18,7 +19,7 @@ from openbeepboop_node.cli.errors import (
     EXIT_KEY_REFUSED,
     EXIT_SERVER_UNREACHABLE,
 )
-from openbeepboop_node.config import load_config
+from openbeepboop_node.config import NodeConfig, load_config, write_config
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -28,27 +29,22 @@ def closed_url() -> str:
         return f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
-def write(path: Path, server_url: str, api_base: str, **top: Any) -> Path:
-    data: dict[str, Any] = {
-        "server_url": server_url,
-        "api_key": NODE_KEY,
-        "node_id": "checked-node",
-        "fetch_wait": 1.0,
-        "backoff_initial": 0.05,
-        "backend_probe_max": 0.2,
-        "spool_path": str(path.parent / "spool.sqlite3"),
-        **top,
-        "models": [
-            {
-                "name": "standin",
-                "litellm_model": "openai/standin-model",
-                "api_base": api_base,
-                "api_key": PROVIDER_KEY,
-            }
-        ],
-    }
-    path.write_text(tomli_w.dumps(data))
-    return path
+@pytest.fixture
+def write(make_config: Callable[..., NodeConfig]) -> Callable[..., Path]:
+    """Write a node_config.toml for one model whose backend is at ``api_base``."""
+
+    def write_file(path: Path, server_url: str, api_base: str, **top: Any) -> Path:
+        model = {
+            "name": "standin",
+            "litellm_model": "openai/standin-model",
+            "api_base": api_base,
+            "api_key": PROVIDER_KEY,
+        }
+        config = make_config(server_url=server_url, node_id="checked-node", models=[model], **top)
+        write_config(config, path)
+        return path
+
+    return write_file
 
 
 def invoke(*args: str) -> tuple[int, str, str]:
@@ -57,10 +53,18 @@ def invoke(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
+@pytest.fixture
+def live_config(
+    write: Callable[..., Path], tmp_path: Path, served: FakeQueueServer, llm: StandinLLM
+) -> Path:
+    """A config for the fake queue and the stand-in: every check passes."""
+    return write(tmp_path / "node.toml", served.url, llm.base_url)
+
+
 def test_check_passes_when_server_key_and_backend_answer(
-    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+    live_config: Path, fake: FakeQueue
 ) -> None:
-    config = write(tmp_path / "node.toml", served.url, llm.base_url)
+    config = live_config
     code, out, err = invoke("check", "--config", str(config))
     assert code == 0, out + err
     lines = out.splitlines()
@@ -79,7 +83,7 @@ def test_check_passes_when_server_key_and_backend_answer(
 
 
 def test_check_names_a_dead_backend_and_exits_with_its_status(
-    tmp_path: Path, served: FakeQueueServer
+    write: Callable[..., Path], tmp_path: Path, served: FakeQueueServer
 ) -> None:
     dead = closed_url()
     config = write(tmp_path / "node.toml", served.url, f"{dead}/v1")
@@ -89,10 +93,10 @@ def test_check_names_a_dead_backend_and_exits_with_its_status(
 
 
 def test_check_json_and_the_status_of_each_kind_of_failure(
-    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+    live_config: Path, fake: FakeQueue, write: Callable[..., Path], llm: StandinLLM, tmp_path: Path
 ) -> None:
     fake.key = "sk-another-key"
-    config = write(tmp_path / "node.toml", served.url, llm.base_url)
+    config = live_config
     code, out, _ = invoke("check", "--config", str(config), "--json")
     assert code == EXIT_KEY_REFUSED
     report = json.loads(out)
@@ -163,7 +167,7 @@ def test_setup_checks_and_writes_with_a_live_backend(
 
 
 def test_batch_exits_with_the_backend_status_and_leaves_the_jobs_queued(
-    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer
+    write: Callable[..., Path], tmp_path: Path, fake: FakeQueue, served: FakeQueueServer
 ) -> None:
     ids = [fake.add_job(f"nobody home {i}") for i in range(3)]
     config = write(tmp_path / "node.toml", served.url, f"{closed_url()}/v1", batch_backend_wait=0.3)
