@@ -202,8 +202,13 @@ class Cluster(kit.Cluster):
         api_base: str,
         concurrency: int = 4,
         provider_key: str = PROVIDER_KEY,
+        more: Sequence[str] = (),
     ) -> Node:
-        """``openbeepboop-node setup --non-interactive`` for one model."""
+        """``openbeepboop-node setup --non-interactive`` for one model (``more``: extra flags).
+
+        Setup checks the server, the key and the backend first: a test that
+        points a node at something that is down on purpose passes ``--no-check``.
+        """
         # LiteLLM's openai/ provider wants a key; the node's environment is
         # where an operator keeps one (api_key_env, default OPENAI_API_KEY: docs/node.md,
         # 'node_config.toml').
@@ -216,6 +221,7 @@ class Cluster(kit.Cluster):
             litellm_model=litellm_model,
             api_base=api_base,
             concurrency=concurrency,
+            more=more,
             env={"OPENAI_API_KEY": provider_key},
         )
 

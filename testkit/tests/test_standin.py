@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from openbeepboop_testkit.processes import ProcessSet
+from openbeepboop_testkit.processes import ProcessSet, free_port
 from openbeepboop_testkit.standin import (
     PERMANENT_ERROR_MESSAGE,
     StandinClient,
@@ -133,3 +133,14 @@ def test_calls_are_logged_on_arrival_before_the_delay() -> None:
         assert call.prompt == "slow" and call.answered_at is None
         assert llm.answered_calls() == []
         llm.configure(delay=0)
+
+
+def test_a_chosen_port_is_refused_until_the_stand_in_starts_there() -> None:
+    port = free_port()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=5)
+    llm = StandinLLM(port=port)
+    for _ in range(2):  # started, stopped and started again on the same port
+        with llm:
+            assert llm.port == port
+            assert chat(llm.base_url, "up").status_code == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -13,9 +14,10 @@ from typing import Any
 import pytest
 from conftest import PROVIDER_KEY
 from openbeepboop_node.config import NodeConfig
-from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.inference import (
     Inference,
+    connection_failure,
     load_litellm,
     price_unknown_model_as_free,
     to_node_error,
@@ -258,20 +260,124 @@ async def test_slow_llm_times_out_as_retryable(
     assert caught.value.error.type == "timeout"
 
 
-async def test_unreachable_llm_is_a_retryable_connection_error(
-    make_config: Callable[..., NodeConfig],
-) -> None:
+def closed_port() -> int:
+    """A loopback port where nothing listens (connections are refused)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # closed again: nothing listens there
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def unanswered_port() -> Iterator[int]:
+    """A loopback port whose listener never accepts: its queue is full, a connect times out.
+
+    With a backlog of 0 Linux completes one handshake into the accept queue;
+    the filler takes it, and every later SYN is dropped.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    fillers = []
+    for _ in range(2):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(listener.getsockname())
+        fillers.append(filler)
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        for filler in fillers:
+            filler.close()
+        listener.close()
+
+
+def config_for(
+    make_config: Callable[..., NodeConfig], litellm_model: str, api_base: str, timeout: float = 20
+) -> NodeConfig:
     config = make_config()
-    model = config.models[0].model_copy(update={"api_base": f"http://127.0.0.1:{port}/v1"})
-    config = config.model_copy(update={"models": [model]})
-    with pytest.raises(InferenceError) as caught:
+    model = config.models[0].model_copy(
+        update={"litellm_model": litellm_model, "api_base": api_base, "timeout": timeout}
+    )
+    return config.model_copy(update={"models": [model]})
+
+
+@pytest.mark.parametrize("litellm_model", ["openai/m", "ollama_chat/m", "hosted_vllm/m"])
+async def test_a_refused_connection_is_a_backend_failure_not_the_jobs(
+    make_config: Callable[..., NodeConfig], litellm_model: str
+) -> None:
+    config = config_for(make_config, litellm_model, f"http://127.0.0.1:{closed_port()}/v1")
+    with pytest.raises(BackendUnreachableError) as caught:
         await complete(config, request("anyone?"))
-    # LiteLLM reports a refused connection as a 500 "Connection error": retryable either way.
-    assert caught.value.error.retryable is True
-    assert "connection" in caught.value.error.message.lower()
+    assert "127.0.0.1" in str(caught.value)
+
+
+@pytest.mark.parametrize("litellm_model", ["openai/m", "ollama_chat/m"])
+async def test_a_name_that_does_not_resolve_is_a_backend_failure(
+    make_config: Callable[..., NodeConfig], litellm_model: str
+) -> None:
+    # .invalid never resolves (RFC 6761): no DNS server is asked for a real name.
+    config = config_for(make_config, litellm_model, "http://backend.invalid:11434")
+    with pytest.raises(BackendUnreachableError):
+        await complete(config, request("anyone?"))
+
+
+@pytest.mark.parametrize("litellm_model", ["openai/m", "ollama_chat/m"])
+async def test_a_connect_timeout_is_a_backend_failure(
+    make_config: Callable[..., NodeConfig], litellm_model: str, unanswered_port: int
+) -> None:
+    base = f"http://127.0.0.1:{unanswered_port}"
+    config = config_for(make_config, litellm_model, base, timeout=0.5)
+    with pytest.raises(BackendUnreachableError):
+        await complete(config, request("anyone?"))
+
+
+async def test_a_slow_answer_is_a_timeout_of_the_job_not_a_dead_backend(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    # Connected, then no answer in time (a read timeout): today's retry rules.
+    llm.configure(delay=3.0)
+    config = config_for(make_config, "openai/m", llm.base_url, timeout=0.3)
+    with pytest.raises(InferenceError) as caught:
+        await complete(config, request("slow"))
+    assert (caught.value.error.type, caught.value.error.retryable) == ("timeout", True)
+
+
+@pytest.mark.parametrize("status", [500, 503, 400])
+async def test_a_backend_that_answers_with_an_error_keeps_the_retry_rules(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig], status: int
+) -> None:
+    llm.configure(fail_status=status)
+    with pytest.raises(InferenceError) as caught:
+        await complete(make_config(), request("answered"))
+    assert caught.value.error.status_code == status
+
+
+def test_a_tls_failure_is_not_taken_for_a_dead_backend() -> None:
+    import httpx
+
+    error = httpx.ConnectError("certificate verify failed")
+    error.__cause__ = ssl.SSLCertVerificationError("certificate verify failed")
+    assert connection_failure(error) is None
+
+
+def test_the_cause_chain_is_searched_for_a_connect_failure() -> None:
+    import httpx
+
+    def chained(inner: BaseException) -> BaseException:
+        try:
+            try:
+                raise inner
+            except BaseException as exc:
+                raise RuntimeError("litellm.InternalServerError: Connection error.") from exc
+        except RuntimeError as outer:
+            return outer
+
+    assert connection_failure(chained(ConnectionRefusedError(111, "refused"))) is not None
+    assert connection_failure(chained(socket.gaierror(-2, "Name or service not known")))
+    assert connection_failure(chained(httpx.ConnectTimeout("connect timeout")))
+    assert connection_failure(chained(httpx.ReadTimeout("read timeout"))) is None
+    assert connection_failure(chained(httpx.RemoteProtocolError("disconnected"))) is None
+    assert connection_failure(RuntimeError("nothing below")) is None
 
 
 def test_context_window_and_content_policy_are_permanent() -> None:

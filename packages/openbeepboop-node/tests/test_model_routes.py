@@ -37,6 +37,7 @@ def test_a_named_model_resolves_to_its_settings() -> None:
     )
     assert routes.route_for("gpt") == ModelRoute(
         name="gpt",
+        entry="gpt",
         litellm_model="openai/gpt-4o-mini",
         api_key="sk-provider",
         api_base=None,
@@ -86,11 +87,13 @@ def test_the_wildcard_serves_other_names_and_keeps_their_routes() -> None:
     assert named is not None and named.litellm_model == "ollama_chat/llama3:8b"
     mistral = routes.route_for("mistral")
     assert mistral is not None
-    assert (mistral.name, mistral.litellm_model, mistral.timeout) == (
+    assert (mistral.name, mistral.entry, mistral.litellm_model, mistral.timeout) == (
         "mistral",
+        "*",  # paused and counted with the entry that serves it
         "ollama_chat/mistral",
         12.0,
     )
+    assert named.entry == "llama3"
     assert routes.route_for("mistral") is mistral  # made once
 
 

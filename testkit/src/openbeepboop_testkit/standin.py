@@ -382,11 +382,19 @@ def _config(state: StandinState, log_level: str, keep_alive: float = 5.0) -> uvi
 
 
 class StandinLLM(CallLog):
-    """The stand-in served in a background thread on a free loopback port."""
+    """The stand-in served in a background thread on a free loopback port.
 
-    def __init__(self, host: str = "127.0.0.1", log_level: str = "warning", **knobs: Any) -> None:
+    With ``port``, on that port instead: a test can point a node at a port
+    where nothing listens yet (a backend that is down) and start the
+    stand-in there later (the backend coming up).
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", log_level: str = "warning", port: int = 0, **knobs: Any
+    ) -> None:
         self.state = StandinState(Knobs().updated(knobs))
         self._host = host
+        self._port = port
         self._log_level = log_level
         self._sock: socket.socket | None = None
         self._server: _NotifyingServer | None = None
@@ -412,7 +420,7 @@ class StandinLLM(CallLog):
     def start(self) -> StandinLLM:
         """Serve in a daemon thread; return once it accepts connections."""
         started = threading.Event()
-        self._sock = _bind(self._host, 0)
+        self._sock = _bind(self._host, self._port)
         self._server = _NotifyingServer(_config(self.state, self._log_level), started.set)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [self._sock]}, daemon=True

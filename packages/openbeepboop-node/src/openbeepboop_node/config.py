@@ -64,6 +64,10 @@ DEFAULT_SPOOL_AFTER_SECONDS = 0.5
 DEFAULT_FETCH_LINGER_SECONDS = 0.01
 #: ``batch``: how long the server may stay unreachable mid-run before giving up.
 DEFAULT_BATCH_GIVE_UP_SECONDS = 60.0
+#: ``batch``: how long, once nothing else is left, it waits for a paused backend.
+DEFAULT_BATCH_BACKEND_WAIT_SECONDS = 10.0
+#: Longest wait between two probes of a backend that could not be connected to.
+DEFAULT_BACKEND_PROBE_MAX_SECONDS = 30.0
 #: Placeholder in a ``name = "*"`` model's ``litellm_model``: the job's model name.
 MODEL_PLACEHOLDER = "{model}"
 
@@ -108,6 +112,9 @@ class ModelConfig(BaseModel):
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(default=None, min_length=1)
     timeout: float | None = Field(default=None, gt=0)
+    #: Most leases of this entry held at once (running and prefetched); unset:
+    #: only the node's ``concurrency`` bounds it.
+    concurrency: int | None = Field(default=None, ge=1, le=MAX_FETCH_JOBS)
     defaults: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("api_base")
@@ -185,6 +192,8 @@ class NodeConfig(BaseModel):
     #: :func:`default_prefetch`; 0 holds only what is running.
     prefetch: int | None = Field(default=None, ge=0, le=MAX_FETCH_JOBS)
     batch_give_up: float = Field(default=DEFAULT_BATCH_GIVE_UP_SECONDS, ge=0)
+    batch_backend_wait: float = Field(default=DEFAULT_BATCH_BACKEND_WAIT_SECONDS, ge=0)
+    backend_probe_max: float = Field(default=DEFAULT_BACKEND_PROBE_MAX_SECONDS, gt=0)
     spool_path: Path | None = None
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
 
@@ -208,9 +217,15 @@ class NodeConfig(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _backoff_order(self) -> NodeConfig:
+    def _cross_checks(self) -> NodeConfig:
         if self.backoff_max < self.backoff_initial:
             raise ValueError("backoff_max must not be below backoff_initial")
+        for model in self.models:
+            if model.concurrency is not None and model.concurrency > self.concurrency:
+                raise ValueError(
+                    f"model {model.name!r}: concurrency {model.concurrency} is above the "
+                    f"node's concurrency {self.concurrency}"
+                )
         return self
 
     def model_for(self, job_model: str) -> ModelConfig | None:
@@ -234,6 +249,10 @@ class NodeConfig(BaseModel):
     def prefetch_leases(self) -> int:
         """How many leases may wait in the node for a free slot."""
         return default_prefetch(self.concurrency) if self.prefetch is None else self.prefetch
+
+    def model_caps(self) -> dict[str, int]:
+        """Entry name -> its own ``concurrency``, for the entries that set one."""
+        return {m.name: m.concurrency for m in self.models if m.concurrency is not None}
 
     def timeout_for(self, model: ModelConfig) -> float:
         """The LLM call timeout for ``model``."""

@@ -8,7 +8,8 @@
     ├── KeyRejectedError        the server answered 401/403: retrying will not help
     ├── ServerRequestError      the server refused a request as invalid (other 4xx)
     ├── SpoolError              the local result spool cannot be opened or written
-    └── InferenceError          the LLM call failed; carries the wire NodeError
+    ├── InferenceError          the LLM call failed; carries the wire NodeError
+    └── BackendUnreachableError the model's own backend could not be connected to
 
 The command line turns each into one line on stderr and a non-zero exit.
 """
@@ -63,3 +64,12 @@ class InferenceError(OpenBeepBoopNodeError):
     def __init__(self, error: NodeError) -> None:
         super().__init__(error.message)
         self.error = error
+
+
+class BackendUnreachableError(OpenBeepBoopNodeError):
+    """No connection to a model's backend (refused, DNS, connect timeout): no answer at all.
+
+    Not the job's fault, so it costs the job nothing: its lease is handed back
+    and the model is paused until the backend answers again
+    (:mod:`~openbeepboop_node.backend_health`).
+    """

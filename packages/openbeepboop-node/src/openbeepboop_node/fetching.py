@@ -12,16 +12,27 @@ fetch brings several leases instead of one request per finished job;
 docs/performance.md, "Fetch linger"). An
 unreachable server is retried with backoff; an empty answer that came back
 sooner than a long-poll would is followed by a pause.
+
+What is asked for: the models whose backend is not paused
+(:attr:`~openbeepboop_node.backend_health.BackendHealth.live`), and of those
+with their own ``concurrency`` only the ones with room, never more leases
+than the fullest of them has room for (one fetch cannot say how many of
+each model it wants). A node without per-model limits asks for its live
+list as it is, so its fetch costs what it did. A long-poll in flight is
+abandoned when a paused model is live again, so its jobs are fetched at once.
+``batch``, once nothing else is left but paused models, waits up to
+``batch_backend_wait`` seconds in all for one of them to come back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from openbeepboop_schemas import MAX_FETCH_JOBS, Lease
 
+from openbeepboop_node.backend_health import BackendHealth
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.delivery import Deliverer
@@ -35,6 +46,31 @@ from openbeepboop_node.running import JobRunner
 MIN_EMPTY_FETCH_SECONDS = 0.5
 
 
+def models_to_ask(
+    live: Sequence[str], caps: Mapping[str, int], held: Mapping[str, int]
+) -> tuple[Sequence[str], int]:
+    """The models a fetch names, and the most leases it may ask for, given the caps.
+
+    ``live``: the models not paused; ``caps``: per-model ``concurrency``;
+    ``held``: leases held per capped model. Without caps ``live`` is returned
+    as it is (no list built per fetch).
+    """
+    if not caps:
+        return live, MAX_FETCH_JOBS
+    models: list[str] = []
+    most = MAX_FETCH_JOBS
+    for name in live:
+        cap = caps.get(name)
+        if cap is None:
+            models.append(name)
+            continue
+        room = cap - held[name]
+        if room > 0:
+            models.append(name)
+            most = min(most, room)
+    return models, most
+
+
 class Fetcher:
     """The fetch loop of one node: claims leases and hands them to its :class:`JobRunner`."""
 
@@ -44,17 +80,20 @@ class Fetcher:
         client: QueueClient,
         connectivity: Connectivity,
         *,
-        models: Sequence[str],
+        health: BackendHealth,
         runner: JobRunner,
         deliverer: Deliverer,
         prefetch: PrefetchSizer,
         stopping: asyncio.Event,
         slot_free: asyncio.Event,
+        interrupt: asyncio.Event,
     ) -> None:
         self._config = config
         self._client = client
         self._connectivity = connectivity
-        self._models = models
+        self._health = health
+        self._caps = config.model_caps()
+        self._held = runner.held
         self._start = runner.start
         self._jobs = runner.tasks
         self._calling = runner.calling
@@ -62,11 +101,20 @@ class Fetcher:
         self._prefetch = prefetch
         self._stopping = stopping
         self._slot_free = slot_free
+        #: Set by the node's stop and when a paused model is live again: ends
+        #: a long-poll in flight (and ``batch``'s wait for a backend).
+        self._interrupt = interrupt
+        #: ``batch``: seconds spent so far waiting for a paused backend.
+        self._waited_for_backends = 0.0
 
     @property
     def _room(self) -> int:
         """Leases the node may hold now: its slots and the waiting leases it wants."""
         return self._config.concurrency + self._prefetch.target
+
+    def asking(self) -> tuple[Sequence[str], int]:
+        """The models to ask for now, and the most leases their own limits allow."""
+        return models_to_ask(self._health.live, self._caps, self._held)
 
     async def run(self, batch: bool) -> None:
         """Fetch until stopped; with ``batch``, until the server has nothing left.
@@ -92,12 +140,23 @@ class Fetcher:
                     return
                 if free <= 0:  # the wanted buffer shrank meanwhile (the pace slowed)
                     continue
+            models, most = self.asking()
+            if not models:  # every model paused, or at its own limit
+                if batch and not self._jobs:
+                    if await self._wait_for_backends():
+                        continue
+                    return
+                await self._slot_free.wait()  # a job ended, or a backend is back
+                continue
             # Room can exceed what one fetch may ask for (256 slots and their prefetch).
-            asked = min(free, MAX_FETCH_JOBS)
+            asked = min(free, most)
             busy = bool(self._jobs)
             started = loop.time()
+            self._interrupt.clear()
+            if stopping.is_set():
+                return
             try:
-                leases = await self._fetch(asked, 0.0 if batch else config.fetch_wait)
+                leases = await self._fetch(models, asked, 0.0 if batch else config.fetch_wait)
             except ServerUnavailableError as exc:
                 self._connectivity.failed(exc)
                 if batch and (
@@ -106,13 +165,13 @@ class Fetcher:
                     raise
                 await self._pause(backoff.next_delay(exc.retry_after))
                 continue
+            if leases is None:  # stopped, or a paused model is back: ask again
+                continue
             if self._connectivity.down:
                 self._connectivity.succeeded()
                 self._deliverer.retry_now()
             contacted = True
             backoff.reset()
-            if leases is None:  # stopped while waiting
-                return
             if busy and len(leases) == asked:  # an idle node's long-poll is no round trip
                 self._prefetch.round_trip(loop.time() - started)
             for lease in leases:
@@ -121,6 +180,8 @@ class Fetcher:
                 continue
             if batch:
                 if not self._jobs:
+                    if await self._wait_for_backends():
+                        continue
                     return
                 await self._slot_free.wait()  # a job ended: there may be more to claim
             elif loop.time() - started < MIN_EMPTY_FETCH_SECONDS:
@@ -153,14 +214,31 @@ class Fetcher:
         """With prefetch on: the leases waiting for a slot would run out during a fetch."""
         return self._prefetch.fetch_now(len(self._jobs) - len(self._calling))
 
-    async def _fetch(self, max_jobs: int, wait: float) -> list[Lease] | None:
-        """One fetch, abandoned (None) if the node is stopped meanwhile."""
-        call = asyncio.ensure_future(self._client.fetch(self._models, max_jobs, wait))
-        stopped = asyncio.ensure_future(self._stopping.wait())
+    async def _wait_for_backends(self) -> bool:
+        """``batch`` with nothing else left: wait for a paused model to be live again.
+
+        At most ``batch_backend_wait`` seconds in all, over the whole run;
+        True if one came back (fetch again), False when ``batch`` should end.
+        """
+        budget = self._config.batch_backend_wait - self._waited_for_backends
+        if not self._health.paused or budget <= 0 or self._stopping.is_set():
+            return False
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        self._interrupt.clear()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._interrupt.wait(), budget)
+        self._waited_for_backends += loop.time() - started
+        return self._interrupt.is_set() and not self._stopping.is_set()
+
+    async def _fetch(self, models: Sequence[str], max_jobs: int, wait: float) -> list[Lease] | None:
+        """One fetch, abandoned (None) if the node is stopped or a paused model comes back."""
+        call = asyncio.ensure_future(self._client.fetch(models, max_jobs, wait))
+        interrupted = asyncio.ensure_future(self._interrupt.wait())
         try:
-            await asyncio.wait([call, stopped], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([call, interrupted], return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopped.cancel()
+            interrupted.cancel()
         if not call.done():
             # Leases the server hands out in this instant expire and requeue.
             call.cancel()

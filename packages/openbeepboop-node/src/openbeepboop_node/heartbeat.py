@@ -41,7 +41,7 @@ class Heartbeater:
         leases: Callable[[], list[LeaseRef]],
         lease_seconds: Callable[[], float | None],
         on_gone: GoneCallback,
-        models: Sequence[str] | None = None,
+        models: Callable[[], Sequence[str]] | None = None,
         interval: float | None = None,
     ) -> None:
         self._client = client
@@ -49,7 +49,8 @@ class Heartbeater:
         self._leases = leases
         self._lease_seconds = lease_seconds
         self._on_gone = on_gone
-        self._models = list(models) if models is not None else None
+        #: The models to declare (those not paused), read at each heartbeat.
+        self._models = models
         self._interval = interval
         self._wake = asyncio.Event()
         self.sent = 0
@@ -84,7 +85,8 @@ class Heartbeater:
         if not refs:
             return
         try:
-            answer = await self._client.heartbeat(refs, self._models)
+            models = self._models() if self._models is not None else None
+            answer = await self._client.heartbeat(refs, models)
         except ServerUnavailableError as exc:
             # Try again next period; a lease that expires meanwhile is reported lost.
             self._connectivity.failed(exc)

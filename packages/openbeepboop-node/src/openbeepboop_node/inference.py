@@ -17,7 +17,10 @@ LiteLLM's own retries are off because the queue retries.
 
 Failures become a wire :class:`~openbeepboop_schemas.NodeError`: retryable
 for timeouts, connection errors, 408, 429 and 5xx; permanent for bad
-requests (context window, content policy), auth and unknown models.
+requests (context window, content policy), auth and unknown models. A call
+that never got a connection to the backend (refused, DNS, connect timeout:
+:func:`connection_failure`) is no failure of the job: it raises
+:class:`~openbeepboop_node.exceptions.BackendUnreachableError` instead.
 """
 
 from __future__ import annotations
@@ -27,9 +30,12 @@ import gc
 import importlib
 import logging
 import os
+import socket
+import ssl
 import threading
 from typing import Any
 
+import aiohttp
 from openbeepboop_schemas import (
     MAX_ERROR_MESSAGE_CHARS,
     ChatCompletion,
@@ -38,7 +44,7 @@ from openbeepboop_schemas import (
 )
 from pydantic import ValidationError
 
-from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.model_routes import ModelRoute
 from openbeepboop_node.request_params import job_params
 
@@ -88,6 +94,17 @@ _STATUS_TYPES = {
 
 #: Statuses worth another attempt besides 5xx.
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
+
+#: httpx / httpcore exceptions (by module and name: neither is imported here,
+#: and LiteLLM may use either) raised when no connection was made. Not
+#: ReadTimeout, RemoteProtocolError, ...: there the backend was reached.
+_CONNECT_FAILURES = frozenset(
+    (module, name)
+    for module in ("httpx", "httpcore")
+    for name in ("ConnectError", "ConnectTimeout")
+)
+#: How deep an exception's chain of causes is searched.
+_MAX_CHAIN = 32
 
 
 def load_litellm() -> Any:
@@ -186,6 +203,52 @@ def is_retryable_status(status: int) -> bool:
     return status in _RETRYABLE_STATUSES or status >= 500
 
 
+def connection_failure(exc: BaseException) -> str | None:
+    """Why no connection to the backend was made, or None if one was (or it is unclear).
+
+    LiteLLM reports a refused connection as an ``APIConnectionError`` for
+    Ollama and as a 500 ``InternalServerError`` for OpenAI-compatible
+    servers, and a connect timeout as a ``Timeout`` like any slow answer, so
+    its class says nothing; the chain of causes does. Looked for in it:
+    httpx's or httpcore's ``ConnectError``/``ConnectTimeout``, aiohttp's
+    ``ClientConnectorError`` (refused, DNS: ``ClientConnectorDNSError``) and
+    ``ConnectionTimeoutError``, ``ConnectionRefusedError`` and
+    ``socket.gaierror``. A TLS failure anywhere in the chain rules it out:
+    the backend answered, with a certificate or protocol this node refuses
+    (httpx reports that as a ``ConnectError`` too).
+    """
+    found: BaseException | None = None
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < _MAX_CHAIN:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, (ssl.SSLError, aiohttp.ClientSSLError)):
+            return None
+        kind = type(current)
+        if found is None and (
+            (kind.__module__.split(".")[0], kind.__name__) in _CONNECT_FAILURES
+            or isinstance(
+                current,
+                (
+                    aiohttp.ClientConnectorError,
+                    aiohttp.ConnectionTimeoutError,
+                    ConnectionRefusedError,
+                    socket.gaierror,
+                ),
+            )
+        ):
+            found = current
+        for linked in (current.__context__, current.__cause__):
+            if linked is not None:
+                pending.append(linked)
+    if found is None:
+        return None
+    return str(found) or type(found).__name__
+
+
 def to_node_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> NodeError:
     """What the queue should record for a failed LLM call (``secrets`` are masked)."""
     litellm = load_litellm()
@@ -244,7 +307,10 @@ class Inference:
     async def complete(
         self, route: ModelRoute, request: ChatCompletionRequest, job_id: str | None = None
     ) -> ChatCompletion:
-        """Run one request; InferenceError carries the error to report."""
+        """Run one request; InferenceError carries the error to report.
+
+        BackendUnreachableError when no connection to the backend was made.
+        """
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         kwargs = self.call_kwargs(route, request, job_id)
         price_unknown_model_as_free(kwargs["model"])
@@ -253,6 +319,9 @@ class Inference:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            unreachable = connection_failure(exc)
+            if unreachable is not None:
+                raise BackendUnreachableError(unreachable) from exc
             secret = route.api_key
             raise InferenceError(to_node_error(exc, (secret,) if secret else ())) from exc
         try:

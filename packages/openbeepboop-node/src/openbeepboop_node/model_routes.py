@@ -35,6 +35,9 @@ class ModelRoute:
 
     #: The model name the job asked for.
     name: str
+    #: The ``[[models]]`` entry serving it (``*`` for the wildcard's names):
+    #: what per-model concurrency and a paused backend are counted by.
+    entry: str
     #: What LiteLLM is called with (``ollama_chat/llama3``).
     litellm_model: str
     #: The provider key, or None to let LiteLLM find one in the environment.
@@ -71,6 +74,7 @@ def resolve_route(
     env = os.environ if environ is None else environ
     return ModelRoute(
         name=model.name,
+        entry=model.name,
         litellm_model=model.litellm_model,
         api_key=model.resolve_api_key(env) or placeholder_key(model, env),
         api_base=model.api_base,
@@ -85,8 +89,11 @@ class ModelRoutes:
     def __init__(self, config: NodeConfig, environ: Mapping[str, str] | None = None) -> None:
         self._routes: dict[str, ModelRoute] = {}
         self._wildcard: tuple[ModelConfig, ModelRoute] | None = None
+        #: Each entry's own route, by entry name (the wildcard's with ``{model}`` in it).
+        self.entries: dict[str, ModelRoute] = {}
         for model in config.models:
             route = resolve_route(config, model, environ)
+            self.entries[model.name] = route
             if model.name == ANY_MODEL:
                 self._wildcard = (model, route)
             else:

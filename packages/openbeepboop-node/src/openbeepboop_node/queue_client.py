@@ -102,7 +102,7 @@ def proxy_for(url: str) -> str | None:
     return urllib.request.getproxies().get(parts.scheme)
 
 
-def _ssl_context() -> ssl.SSLContext:
+def default_ssl_context() -> ssl.SSLContext:
     """The system's trusted CAs plus certifi's bundle (what httpx and LiteLLM trust)."""
     context = ssl.create_default_context()
     context.load_verify_locations(certifi.where())
@@ -138,7 +138,7 @@ class QueueClient:
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(
-                    keepalive_timeout=KEEPALIVE_SECONDS, ssl=_ssl_context()
+                    keepalive_timeout=KEEPALIVE_SECONDS, ssl=default_ssl_context()
                 ),
                 headers=self._headers,
                 cookie_jar=aiohttp.DummyCookieJar(),  # the protocol has no cookies

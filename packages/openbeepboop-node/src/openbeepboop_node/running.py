@@ -7,8 +7,16 @@ lease waits there), then makes the LLM call through
 :mod:`~openbeepboop_node.inference` on the job's resolved
 :class:`~openbeepboop_node.model_routes.ModelRoute`. Whatever happens becomes
 the outcome to deliver: a result, or an error the queue records (retryable
-or not). The slot is free as soon as the call returns; the job's log line
-is written once the outcome is durable (acknowledged, or on disk).
+or not). A call that got no connection to the backend is not the job's
+failure: the lease is released (no attempt counted) and the model paused
+(:mod:`~openbeepboop_node.backend_health`); leases of a paused model that
+have not started are released without a call. The slot is free as soon as
+the call returns; the job's log line is written once the outcome is durable
+(acknowledged, or on disk).
+
+Per-model ``concurrency`` is counted here: :attr:`JobRunner.held` is how
+many leases each capped entry holds, running or waiting for a slot; the
+fetcher asks for an entry only while that is below its cap.
 
 The heartbeat loop reads the held leases from here and reports the ones the
 server took back (their tasks are cancelled); the delivery loop reports
@@ -19,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openbeepboop_schemas import (
@@ -28,12 +36,14 @@ from openbeepboop_schemas import (
     LeaseRef,
     NodeError,
     Outcome,
+    ReleaseOutcome,
     ResultOutcome,
     SubmitAck,
 )
 
+from openbeepboop_node.backend_health import BackendHealth
 from openbeepboop_node.delivery import Deliverer
-from openbeepboop_node.exceptions import InferenceError
+from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
 from openbeepboop_node.model_routes import ModelRoutes
@@ -50,7 +60,11 @@ class RunSummary:
     failed: int = 0
     aborted: int = 0
     released: int = 0
+    #: Of ``released``: handed back because their model's backend was unreachable.
+    backend_released: int = 0
     undelivered: int = 0
+    #: Model entries still paused (backend unreachable) when the run ended.
+    backends_down: list[str] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)
 
 
@@ -67,9 +81,13 @@ class JobRunner:
         prefetch: PrefetchSizer,
         slot_free: asyncio.Event,
         summary: RunSummary,
+        health: BackendHealth,
+        caps: Mapping[str, int] | None = None,
     ) -> None:
         self._node_id = node_id
         self._routes = routes
+        self._health = health
+        self._caps = dict(caps or {})
         self._inference = inference
         self._prefetch = prefetch
         self._slot_free = slot_free
@@ -89,6 +107,10 @@ class JobRunner:
         self.calling: set[asyncio.Task[None]] = set()
         #: Why a job's task was cancelled, for its log line ("shutdown" if unset).
         self.abort_reasons: dict[str, str] = {}
+        #: Leases held per capped ``[[models]]`` entry (running or waiting for a slot).
+        self.held: dict[str, int] = dict.fromkeys(self._caps, 0)
+        #: The capped entry each of those tasks is counted under.
+        self._counted: dict[asyncio.Task[None], str] = {}
 
     # -- one job ---------------------------------------------------------
 
@@ -98,19 +120,59 @@ class JobRunner:
         if previous is not None:  # leased to us again: the old lease is over
             self.abort_reasons[lease.job_id] = "superseded by a new lease"
             previous.cancel()
-        task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
         self.leases[lease.job_id] = lease
+        entry = self._entry(lease)
+        if entry is not None and self._health.is_paused(entry):
+            # Fetched by a long-poll that began before the pause: straight back.
+            self._hand_back(lease)
+            return
+        task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
         self.tasks[lease.job_id] = task
+        if entry in self._caps:
+            assert entry is not None
+            self.held[entry] += 1
+            self._counted[task] = entry
         task.add_done_callback(self._job_done)
         if self.heartbeater is not None:
             self.heartbeater.wake()
+
+    def _entry(self, lease: Lease) -> str | None:
+        route = self._routes.route_for(lease.model)
+        return route.entry if route is not None else None
 
     def _job_done(self, task: asyncio.Task[None]) -> None:
         job_id = task.get_name().removeprefix("job ")
         if self.tasks.get(job_id) is task:
             del self.tasks[job_id]
+        if self._counted:
+            entry = self._counted.pop(task, None)
+            if entry is not None:
+                self.held[entry] -= 1
         self._prefetch.job_ended()
         self._slot_free.set()
+
+    def _hand_back(self, lease: Lease) -> ReleaseOutcome:
+        """Release a lease of a paused model: requeued at once, no attempt counted."""
+        self.summary.released += 1
+        self.summary.backend_released += 1
+        logger.debug(
+            "job %s model=%s: handed back, its backend is unreachable", lease.job_id, lease.model
+        )
+        release = ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token)
+        assert self.deliverer is not None
+        self.deliverer.put(release)
+        return release
+
+    def paused(self, entry: str) -> None:
+        """``entry`` was just paused: hand back its leases still waiting for a slot."""
+        for job_id, task in list(self.tasks.items()):
+            lease = self.leases.get(job_id)
+            if task in self.calling or task.done() or lease is None:
+                continue
+            if self._entry(lease) == entry:
+                self.abort_reasons[job_id] = "its backend is unreachable"
+                task.cancel()
+                self._hand_back(lease)
 
     async def _work(self, lease: Lease) -> None:
         loop = asyncio.get_running_loop()
@@ -142,6 +204,8 @@ class JobRunner:
             )
             raise
         assert self.deliverer is not None
+        if isinstance(outcome, ReleaseOutcome):
+            return  # already handed to the deliverer
         # The slot is free now; the job's line is logged once its outcome is
         # durable (acknowledged by the server, or on disk).
         durable = self.deliverer.put(outcome)
@@ -162,8 +226,16 @@ class JobRunner:
                         retryable=False,
                     )
                 )
+            if self._health.is_paused(route.entry):
+                return self._hand_back(lease)
             result = await self._inference.complete(route, lease.request, lease.job_id)
+        except BackendUnreachableError as exc:
+            assert route is not None
+            self._health.pause(route.entry, str(exc))
+            return self._hand_back(lease)
         except InferenceError as exc:
+            if route is not None:  # the backend was reached: it is there
+                self._health.answered(route.entry)
             return self._failed(lease, exc.error)
         except asyncio.CancelledError:
             raise
@@ -174,6 +246,7 @@ class JobRunner:
             )
             return self._failed(lease, error)
         self.summary.completed += 1
+        self._health.answered(route.entry)
         return ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=result)
 
     def _log_job(self, lease: Lease, outcome: Outcome, seconds: float) -> None:

@@ -10,11 +10,15 @@
 - delivery (:mod:`~openbeepboop_node.delivery`): sends outcomes in batches,
   spooling what the server has not acknowledged.
 
+Beside them, :mod:`~openbeepboop_node.backend_health` pauses a model whose
+backend cannot be connected to and probes it until it answers.
+
 ``run`` works until :meth:`Node.stop` (:func:`serve_with_signals` calls it on
 the first SIGINT/SIGTERM and exits at once on the second): fetching stops and
 :mod:`~openbeepboop_node.draining` finishes, releases and delivers what is
 held. ``run_batch`` works through what is queued and returns when the server
-has nothing left for this node.
+has nothing left for this node (or only jobs of models whose backend stays
+unreachable: :attr:`RunSummary.backends_down` names them).
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import signal
 import sys
 from collections.abc import Awaitable, Mapping
 
+from openbeepboop_node.backend_health import BackendHealth
+from openbeepboop_node.backends import backend_for
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.delivery import Deliverer
@@ -75,11 +81,18 @@ class Node:
         )
         self.connectivity = Connectivity(config.server_url)
         self.summary = RunSummary()
-        self._models = config.model_names()
         self._prefetch = PrefetchSizer(config.prefetch_leases())
         self._stopping = asyncio.Event()
         #: Set when a job ends (and by stop): the fetch loop may have room again.
         self._slot_free = asyncio.Event()
+        #: Set by stop and when a paused model is back: ends a long-poll in flight.
+        self._fetch_interrupt = asyncio.Event()
+        self.health = BackendHealth(
+            [backend_for(m, self.routes.entries[m.name].api_key) for m in config.models],
+            initial=config.backoff_initial,
+            maximum=config.backend_probe_max,
+            on_change=self._backend_changed,
+        )
         self._spool: Spool | None = None
         self._deliverer: Deliverer | None = None
         self._runner: JobRunner | None = None
@@ -99,9 +112,22 @@ class Node:
         """Jobs leased to this node: running, or prefetched and waiting for a slot."""
         return len(self._runner.tasks) if self._runner is not None else 0
 
+    def held_by_model(self) -> dict[str, int]:
+        """Leases held now per model entry with its own ``concurrency``."""
+        return dict(self._runner.held) if self._runner is not None else {}
+
     def stop(self) -> None:
         """Stop fetching and shut down gracefully (safe to call more than once)."""
         self._stopping.set()
+        self._slot_free.set()
+        self._fetch_interrupt.set()
+
+    def _backend_changed(self, entry: str, paused: bool) -> None:
+        if paused:
+            if self._runner is not None:
+                self._runner.paused(entry)
+        else:
+            self._fetch_interrupt.set()
         self._slot_free.set()
 
     def persist_now(self) -> None:
@@ -146,6 +172,8 @@ class Node:
                 prefetch=self._prefetch,
                 slot_free=self._slot_free,
                 summary=self.summary,
+                health=self.health,
+                caps=config.model_caps(),
             )
             deliverer = self._deliverer = runner.deliverer = Deliverer(
                 self.client,
@@ -163,19 +191,20 @@ class Node:
                 leases=runner.lease_refs,
                 lease_seconds=runner.lease_seconds,
                 on_gone=runner.gone,
-                models=self._models,
+                models=lambda: self.health.live,
                 interval=config.heartbeat_interval,
             )
             fetcher = Fetcher(
                 config,
                 self.client,
                 self.connectivity,
-                models=self._models,
+                health=self.health,
                 runner=runner,
                 deliverer=deliverer,
                 prefetch=self._prefetch,
                 stopping=self._stopping,
                 slot_free=self._slot_free,
+                interrupt=self._fetch_interrupt,
             )
             self._log_start(batch)
             await deliverer.restore()
@@ -209,6 +238,8 @@ class Node:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+        self.summary.backends_down = self.health.paused
+        await self.health.aclose()
         if self._deliverer is not None:
             # Whatever finished but was not spooled yet goes to disk before exit.
             await self._deliverer.persist()

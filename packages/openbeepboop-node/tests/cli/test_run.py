@@ -25,6 +25,11 @@ from conditions import wait_until
 from conftest import PROVIDER_KEY
 from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
 from openbeepboop_node.cli import main
+from openbeepboop_node.cli.errors import (
+    EXIT_CONFIG,
+    EXIT_KEY_REFUSED,
+    EXIT_SERVER_UNREACHABLE,
+)
 from openbeepboop_node.spool import Spool
 from openbeepboop_schemas import QUEUE_SUBMIT_PATH
 from openbeepboop_testkit.standin import StandinLLM
@@ -103,7 +108,7 @@ def test_batch_exits_non_zero_when_the_server_is_unreachable(
     config = write_config(tmp_path / "node.toml", closed_port_url(), llm)
     started = time.monotonic()
     code, stderr = invoke("-q", "batch", "--config", str(config))
-    assert code == 1
+    assert code == EXIT_SERVER_UNREACHABLE
     assert_one_line_error(stderr, "cannot connect to http://127.0.0.1:")
     assert time.monotonic() - started < 30
 
@@ -115,7 +120,7 @@ def test_batch_exits_non_zero_when_the_key_is_refused(
     fake.add_job("never")
     config = write_config(tmp_path / "node.toml", served.url, llm)
     code, stderr = invoke("batch", "--config", str(config))
-    assert code == 1
+    assert code == EXIT_KEY_REFUSED
     assert_one_line_error(stderr, "rejected the API key")
     assert NODE_KEY not in stderr
     assert llm.calls() == []
@@ -128,7 +133,7 @@ def test_batch_exits_non_zero_when_results_cannot_be_delivered(
     fake.down_paths = {"/internal/queue/submit"}
     config = write_config(tmp_path / "node.toml", served.url, llm)
     code, stderr = invoke("batch", "--config", str(config))
-    assert code == 1
+    assert code == EXIT_SERVER_UNREACHABLE
     assert_one_line_error(stderr, "1 result(s) could not be delivered")
     assert len(Spool(tmp_path / "spool.sqlite3")) == 1
 
@@ -138,7 +143,7 @@ def test_invalid_config_is_one_line(tmp_path: Path, command: str) -> None:
     path = tmp_path / "node.toml"
     path.write_text('server_url = "http://x"\napi_key = "k"\nconcurrency = "many"\n')
     code, stderr = invoke(command, "--config", str(path))
-    assert code == 1
+    assert code == EXIT_CONFIG
     assert_one_line_error(stderr, "concurrency: Input should be a valid integer")
 
 
@@ -151,7 +156,7 @@ def test_missing_api_key_env_is_a_start_up_error(
         path.read_text().replace(f'api_key = "{PROVIDER_KEY}"', 'api_key_env = "NO_SUCH_KEY_VAR"')
     )
     code, stderr = invoke("run", "--config", str(path))
-    assert code == 1
+    assert code == EXIT_CONFIG
     assert_one_line_error(stderr, "environment variable NO_SUCH_KEY_VAR is not set")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 from openbeepboop_node.cli import main, options
+from openbeepboop_node.cli.errors import EXIT_CONFIG
 from openbeepboop_node.config import load_config
 
 KEY = "sk-" + "n" * 40
@@ -29,6 +30,7 @@ BASE = [
     "ollama_chat/llama3",
     "--api-base",
     "http://localhost:11434",
+    "--no-check",  # nothing listens there: the checks have tests of their own
 ]
 
 
@@ -121,7 +123,7 @@ def test_without_a_terminal_setup_never_prompts(tmp_path: Path) -> None:
 def test_a_value_the_current_file_holds_is_not_missing(tmp_path: Path) -> None:
     path = tmp_path / "node_config.toml"
     assert run(*BASE, "--config", str(path))[0] == 0
-    code, _, err = run("setup", "--config", str(path), "--concurrency", "3", input="")
+    code, _, err = run("setup", "--config", str(path), "--concurrency", "3", "--no-check", input="")
     assert code == 0, err
     assert load_config(path, environ={}).concurrency == 3
 
@@ -132,6 +134,7 @@ def test_running_setup_again_adds_a_model_and_keeps_the_rest(tmp_path: Path) -> 
     code, _, err = run(
         "setup",
         "--non-interactive",
+        "--no-check",
         "--config",
         str(path),
         "--model",
@@ -158,7 +161,13 @@ def test_replacing_a_models_key_source(tmp_path: Path) -> None:
     path = tmp_path / "node_config.toml"
     assert run(*BASE, "--config", str(path), "--api-key-env", "LLAMA_KEY")[0] == 0
     code, _, err = run(
-        "setup", "--non-interactive", "--config", str(path), "--model-api-key", "sk-direct"
+        "setup",
+        "--non-interactive",
+        "--no-check",
+        "--config",
+        str(path),
+        "--model-api-key",
+        "sk-direct",
     )
     assert code == 0, err
     (model,) = load_config(path, environ={}).models
@@ -171,7 +180,7 @@ def test_both_key_sources_is_an_error(tmp_path: Path) -> None:
     code, _, err = run(
         *BASE, "--config", str(tmp_path / "c.toml"), "--api-key-env", "E", "--model-api-key", "k"
     )
-    assert code == 1
+    assert code == EXIT_CONFIG
     assert "not both" in err
 
 
@@ -179,7 +188,7 @@ def test_bad_values_are_refused_with_the_field_named(tmp_path: Path) -> None:
     args = list(BASE)
     args[args.index("http://127.0.0.1:8000")] = "ftp://nope"
     code, _, err = run(*args, "--config", str(tmp_path / "c.toml"))
-    assert code == 1
+    assert code == EXIT_CONFIG
     assert "server_url" in err
     code, _, err = run(*BASE, "--config", str(tmp_path / "c.toml"), "--default", "api_base=x")
     assert code == 2  # a usage error from click
@@ -198,8 +207,8 @@ def test_interactive_wizard_asks_what_the_flags_leave_open(
             "box-7",  # node id
             "3",  # concurrency
             "llama3",  # model name
+            "http://127.0.0.1:1",  # API base (nothing there: no list to pick from)
             "ollama_chat/llama3",  # LiteLLM model
-            "http://localhost:11434",  # API base
             "",  # no key env var
             "",  # no provider key
             "",  # timeout: default
@@ -207,8 +216,8 @@ def test_interactive_wizard_asks_what_the_flags_leave_open(
             "",  # default max_tokens: none
             "y",  # another model
             "mistral",
+            "http://127.0.0.1:1",
             "ollama_chat/mistral",
-            "http://localhost:11434",
             "",
             "",
             "45",
@@ -217,7 +226,7 @@ def test_interactive_wizard_asks_what_the_flags_leave_open(
             "n",
         ]
     )
-    code, out, err = run("setup", "--config", str(path), input=answers + "\n")
+    code, out, err = run("setup", "--config", str(path), "--no-check", input=answers + "\n")
     assert code == 0, out + err
     config = load_config(path, environ={})
     assert config.server_url == "http://10.0.0.5:8000"
@@ -235,7 +244,7 @@ def test_interactive_wizard_keeps_current_values_on_enter(
     assert run(*BASE, "--config", str(path), "--model-api-key", "sk-provider")[0] == 0
     monkeypatch.setattr(options, "stdin_is_terminal", lambda: True)
     # Enter everywhere, then "no" to another model.
-    code, out, err = run("setup", "--config", str(path), input="\n" * 12 + "n\n")
+    code, out, err = run("setup", "--config", str(path), "--no-check", input="\n" * 12 + "n\n")
     assert code == 0, out + err
     config = load_config(path, environ={})
     assert config.api_key.get_secret_value() == KEY

@@ -1,4 +1,4 @@
-"""``openbeepboop-node``: setup (the wizard), run (daemon) and batch (cron).
+"""``openbeepboop-node``: setup (the wizard), check, run (daemon) and batch (cron).
 
 ``-v/-q`` belong to the group (``openbeepboop-node -v run``), which sets up
 logging once for whichever command runs.
@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import click
 
+from openbeepboop_node.cli.check import check_command
 from openbeepboop_node.cli.options import configure_logging, verbosity
 from openbeepboop_node.cli.run import batch_command, run_command
 from openbeepboop_node.cli.setup import setup_command
@@ -27,5 +28,6 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
 
 
 main.add_command(setup_command)
+main.add_command(check_command)
 main.add_command(run_command)
 main.add_command(batch_command)

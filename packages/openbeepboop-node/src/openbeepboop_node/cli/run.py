@@ -1,7 +1,8 @@
 """``openbeepboop-node run`` (daemon) and ``batch`` (cron).
 
-Expected failures (bad config, unreachable server, refused key) end with one
-line on stderr and exit status 1, never a traceback. Both stop cleanly on the
+Expected failures (bad config, unreachable server, refused key, a backend
+that stayed unreachable) end with one line on stderr and the exit status
+that names them (:mod:`~openbeepboop_node.cli.errors`), never a traceback. Both stop cleanly on the
 first SIGINT/SIGTERM and exit at once on the second
 (:func:`~openbeepboop_node.worker.serve_with_signals`).
 """
@@ -14,7 +15,11 @@ from pathlib import Path
 
 import click
 
-from openbeepboop_node.cli.errors import CommandError
+from openbeepboop_node.cli.errors import (
+    EXIT_BACKEND_UNREACHABLE,
+    EXIT_SERVER_UNREACHABLE,
+    CommandError,
+)
 from openbeepboop_node.cli.options import config_option
 from openbeepboop_node.config import load_config
 from openbeepboop_node.exceptions import ConfigError, OpenBeepBoopNodeError
@@ -49,18 +54,26 @@ def _run_node(config_path: Path | None, batch: bool) -> None:
         config = load_config(config_path)
         node = Node(config, version=_version())
     except ConfigError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError.from_error(exc) from None
     try:
         summary = asyncio.run(serve_with_signals(node, batch=batch))
     except OpenBeepBoopNodeError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError.from_error(exc) from None
     except KeyboardInterrupt:  # only where signal handlers cannot be installed
         click.echo("openbeepboop-node: interrupted", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
     if batch and summary.undelivered:
         raise CommandError(
             f"{summary.undelivered} result(s) could not be delivered to "
-            f"{config.server_url}; they are kept and sent by the next run"
+            f"{config.server_url}; they are kept and sent by the next run",
+            EXIT_SERVER_UNREACHABLE,
+        )
+    if batch and summary.backends_down:
+        raise CommandError(
+            f"the backend of model(s) {', '.join(summary.backends_down)} stayed unreachable "
+            f"for {config.batch_backend_wait:g} s; {summary.backend_released} job(s) handed "
+            "back to the queue with no attempt counted",
+            EXIT_BACKEND_UNREACHABLE,
         )
     logger.info(
         "%s: %d completed, %d failed, %d released",

@@ -7,10 +7,18 @@ nothing is asked: required values that no flag and no current value give
 end the command with one line naming their flags (exit status 2), never a
 hang. A model given with ``--model`` replaces the entry of that name or is
 added to the file's other models.
+
+Before the file is written, the checks of :mod:`~openbeepboop_node.checks`
+run on it (the server takes the key, each backend answers); without a
+terminal a failed check ends setup with its line and exit status and
+nothing is written, on a terminal setup asks whether to write it anyway.
+``--no-check`` skips them. On a terminal, once a model's API base is known,
+the models its backend lists are offered to pick from.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +26,9 @@ from typing import Any
 
 import click
 
+from openbeepboop_node.backends import Backend, list_models, open_session
+from openbeepboop_node.checks import run_checks
+from openbeepboop_node.cli.check import failed_status
 from openbeepboop_node.cli.errors import CommandError, MissingWithoutTerminal
 from openbeepboop_node.cli.options import config_option, is_interactive
 from openbeepboop_node.config import (
@@ -30,7 +41,7 @@ from openbeepboop_node.config import (
     read_toml,
     write_config,
 )
-from openbeepboop_node.exceptions import ConfigError
+from openbeepboop_node.exceptions import BackendUnreachableError, ConfigError
 from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
 
 #: Offered as the server URL when nothing else is known.
@@ -52,6 +63,7 @@ class SetupAnswers:
     api_key_env: str | None = None
     model_api_key: str | None = None
     request_timeout: float | None = None
+    model_concurrency: int | None = None
     temperature: float | None = None
     max_tokens: int | None = None
     defaults: dict[str, Any] = field(default_factory=dict)
@@ -143,12 +155,6 @@ def _model_entry(
     )
     entry: dict[str, Any] = dict(next((m for m in existing if m.get("name") == name), {}))
     entry["name"] = name
-    entry["litellm_model"] = ask.value(
-        answers.litellm_model,
-        "LiteLLM model (e.g. ollama_chat/llama3, openai/gpt-4o-mini)",
-        "--litellm-model",
-        current=entry.get("litellm_model"),
-    )
     api_base = ask.value(
         answers.api_base,
         "API base URL of the model server",
@@ -157,6 +163,15 @@ def _model_entry(
         required=False,
     )
     _set(entry, "api_base", api_base)
+    suggested = entry.get("litellm_model")
+    if ask.interactive and answers.litellm_model is None and api_base:
+        suggested = _pick_backend_model(api_base, entry.get("litellm_model")) or suggested
+    entry["litellm_model"] = ask.value(
+        answers.litellm_model,
+        "LiteLLM model (e.g. ollama_chat/llama3, openai/gpt-4o-mini)",
+        "--litellm-model",
+        current=suggested,
+    )
     if answers.api_key_env is not None and answers.model_api_key is not None:
         raise ConfigError("give --api-key-env or --model-api-key, not both")
     key_env = None
@@ -189,6 +204,9 @@ def _model_entry(
         kind=click.FloatRange(min=0, min_open=True),
     )
     _set(entry, "timeout", timeout if timeout != DEFAULT_REQUEST_TIMEOUT_SECONDS else None)
+    if answers.model_concurrency is not None:
+        # A flag only, never a question: most nodes serve one model (docs/node.md).
+        entry["concurrency"] = answers.model_concurrency
     defaults = dict(entry.get("defaults") or {})
     defaults.update(answers.defaults)
     for param, given, kind in (
@@ -208,6 +226,51 @@ def _model_entry(
     return entry
 
 
+def _pick_backend_model(api_base: str, current: str | None) -> str | None:
+    """Offer the models the backend at ``api_base`` lists; the LiteLLM model picked, or None.
+
+    The provider is guessed from what answers: Ollama's ``/api/tags``
+    (``ollama_chat/``), else an OpenAI-compatible ``/models`` (``openai/``).
+    """
+    found = asyncio.run(_backend_models(api_base))
+    if found is None:
+        click.echo(f"(no model list from {api_base}: type the LiteLLM model)", err=True)
+        return None
+    prefix, names = found
+    if not names:
+        return None
+    click.echo(f"Models at {api_base}:")
+    for number, listed in enumerate(names, 1):
+        click.echo(f"  {number}. {listed}")
+    choice = click.prompt(
+        "Pick one by number (Enter to type it yourself)",
+        default="",
+        show_default=False,
+        type=click.Choice(["", *(str(n) for n in range(1, len(names) + 1))]),
+        show_choices=False,
+    )
+    if not choice:
+        return current
+    return f"{prefix}/{names[int(choice) - 1]}"
+
+
+async def _backend_models(api_base: str) -> tuple[str, list[str]] | None:
+    """(LiteLLM prefix, listed models) of the first kind of backend that lists any."""
+    session = open_session()
+    try:
+        for prefix in ("ollama_chat", "openai"):
+            backend = Backend("?", f"{prefix}/?", api_base)
+            try:
+                answer = await list_models(session, backend)
+            except BackendUnreachableError:
+                return None
+            if answer.models is not None:
+                return prefix, answer.models
+        return None
+    finally:
+        await session.close()
+
+
 def _set(table: dict[str, Any], key: str, value: Any) -> None:
     if value is None or value == "":
         table.pop(key, None)
@@ -223,6 +286,7 @@ def _has_model_flags(answers: SetupAnswers) -> bool:
         answers.api_key_env,
         answers.model_api_key,
         answers.request_timeout,
+        answers.model_concurrency,
         answers.temperature,
         answers.max_tokens,
     )
@@ -311,6 +375,16 @@ def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeCo
     type=click.FloatRange(min=0, min_open=True),
     help="Seconds one LLM call may take (default 600).",
 )
+@click.option(
+    "--model-concurrency",
+    type=click.IntRange(1, 256),
+    help="Most jobs of this model held at once (default: only --concurrency bounds it).",
+)
+@click.option(
+    "--no-check",
+    is_flag=True,
+    help="Write the config without checking the server, the key and the backends.",
+)
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Default temperature.")
 @click.option("--max-tokens", type=click.IntRange(min=1), help="Default max_tokens.")
 @click.option(
@@ -323,20 +397,26 @@ def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeCo
 def setup_command(
     config_path: Path | None,
     non_interactive: bool,
+    no_check: bool,
     defaults: tuple[str, ...],
     **values: Any,
 ) -> None:
     """Create or update node_config.toml (wizard on a terminal, flags otherwise)."""
     path = config_path or default_config_path()
     answers = SetupAnswers(**values, defaults=dict(parse_default(d) for d in defaults))
+    interactive = is_interactive(non_interactive)
     try:
-        config = build_config(path, answers, is_interactive(non_interactive))
+        config = build_config(path, answers, interactive)
+        if not no_check:
+            _check_before_writing(config, interactive)
         write_config(config, path)
     except ConfigError as exc:
-        raise CommandError(str(exc)) from None
+        raise CommandError.from_error(exc) from None
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
     click.echo(f"Node config written to {path} (mode 0600).")
+    if no_check:
+        click.echo("  not checked (--no-check): run `openbeepboop-node check` later")
     click.echo(f"  server: {config.server_url}")
     click.echo(
         f"  node id: {config.node_id}, concurrency {config.concurrency}, "
@@ -347,4 +427,27 @@ def setup_command(
         click.echo(f"  model {model.name} -> {model.litellm_model}{where}")
     click.echo(
         "Start it with: openbeepboop-node run" + (f" --config {path}" if config_path else "")
+    )
+
+
+def _check_before_writing(config: NodeConfig, interactive: bool) -> None:
+    """Run the checks; a failure ends setup (nothing written) unless confirmed on a terminal."""
+    from openbeepboop_node import __version__
+
+    results = asyncio.run(run_checks(config, version=__version__))
+    status = failed_status(results)
+    if not status:
+        for result in results:
+            click.echo(result.line())
+        return
+    failed = [result for result in results if not result.ok]
+    if interactive:
+        for result in results:
+            click.echo(result.line(), err=not result.ok)
+        if click.confirm("Write the config anyway?", default=False):
+            return
+    raise CommandError(
+        "; ".join(f"{r.name}: {r.detail}" for r in failed)
+        + " (nothing written; --no-check writes it without checking)",
+        status,
     )

@@ -1,0 +1,180 @@
+"""``check``, the checks ``setup`` runs before writing, and ``batch`` with a dead backend."""
+
+from __future__ import annotations
+
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import PROVIDER_KEY
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
+from openbeepboop_node.cli import main
+from openbeepboop_node.cli.errors import (
+    EXIT_BACKEND_UNREACHABLE,
+    EXIT_CONFIG,
+    EXIT_KEY_REFUSED,
+    EXIT_SERVER_UNREACHABLE,
+)
+from openbeepboop_node.config import NodeConfig, load_config, write_config
+from openbeepboop_testkit.standin import StandinLLM
+
+
+def closed_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+@pytest.fixture
+def write(make_config: Callable[..., NodeConfig]) -> Callable[..., Path]:
+    """Write a node_config.toml for one model whose backend is at ``api_base``."""
+
+    def write_file(path: Path, server_url: str, api_base: str, **top: Any) -> Path:
+        model = {
+            "name": "standin",
+            "litellm_model": "openai/standin-model",
+            "api_base": api_base,
+            "api_key": PROVIDER_KEY,
+        }
+        config = make_config(server_url=server_url, node_id="checked-node", models=[model], **top)
+        write_config(config, path)
+        return path
+
+    return write_file
+
+
+def invoke(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.fixture
+def live_config(
+    write: Callable[..., Path], tmp_path: Path, served: FakeQueueServer, llm: StandinLLM
+) -> Path:
+    """A config for the fake queue and the stand-in: every check passes."""
+    return write(tmp_path / "node.toml", served.url, llm.base_url)
+
+
+def test_check_passes_when_server_key_and_backend_answer(
+    live_config: Path, fake: FakeQueue
+) -> None:
+    config = live_config
+    code, out, err = invoke("check", "--config", str(config))
+    assert code == 0, out + err
+    lines = out.splitlines()
+    assert [line.split()[0] for line in lines] == ["ok", "ok", "ok"]
+    assert "lists 1 model(s): standin-model" in lines[2]
+    assert fake.heartbeats == [
+        {
+            "node_id": "checked-node",
+            "leases": [],
+            "models": None,
+            "version": fake.heartbeats[0]["version"],
+        }
+    ]
+    assert fake.fetches == []  # nothing claimed
+    assert NODE_KEY not in out + err and PROVIDER_KEY not in out + err
+
+
+def test_check_names_a_dead_backend_and_exits_with_its_status(
+    write: Callable[..., Path], tmp_path: Path, served: FakeQueueServer
+) -> None:
+    dead = closed_url()
+    config = write(tmp_path / "node.toml", served.url, f"{dead}/v1")
+    code, out, _ = invoke("check", "--config", str(config))
+    assert code == EXIT_BACKEND_UNREACHABLE
+    assert out.splitlines()[-1].startswith(f"FAILED model standin: backend unreachable: {dead}")
+
+
+def test_check_json_and_the_status_of_each_kind_of_failure(
+    live_config: Path, fake: FakeQueue, write: Callable[..., Path], llm: StandinLLM, tmp_path: Path
+) -> None:
+    fake.key = "sk-another-key"
+    config = live_config
+    code, out, _ = invoke("check", "--config", str(config), "--json")
+    assert code == EXIT_KEY_REFUSED
+    report = json.loads(out)
+    assert report["ok"] is False
+    assert [(c["name"], c["ok"]) for c in report["checks"]] == [
+        ("config", True),
+        ("server", False),
+        ("model standin", True),
+    ]
+    assert report["checks"][2]["models"] == ["standin-model"]
+
+    config = write(tmp_path / "node.toml", closed_url(), llm.base_url)
+    code, out, _ = invoke("check", "--config", str(config))
+    assert code == EXIT_SERVER_UNREACHABLE
+    assert "FAILED server: http://127.0.0.1:" in out
+
+    code, out, _ = invoke("check", "--config", str(tmp_path / "missing.toml"))
+    assert code == EXIT_CONFIG
+    assert out.startswith("FAILED config: no node config at")
+
+
+SETUP = ["setup", "--non-interactive", "--api-key", NODE_KEY, "--node-id", "set-up"]
+
+
+def test_setup_refuses_to_write_a_config_whose_backend_is_dead(
+    tmp_path: Path, served: FakeQueueServer
+) -> None:
+    path = tmp_path / "node.toml"
+    dead = closed_url()
+    args = [*SETUP, "--config", str(path), "--server-url", served.url, "--model", "m"]
+    args += ["--litellm-model", "ollama_chat/m", "--api-base", dead]
+    code, out, err = invoke(*args)
+    assert code == EXIT_BACKEND_UNREACHABLE
+    assert not path.exists()
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith(f"openbeepboop-node: error: model m: backend unreachable: {dead}")
+    assert "nothing written" in err
+
+    code, out, err = invoke(*args, "--no-check")
+    assert code == 0, err
+    assert path.exists() and "not checked (--no-check)" in out
+
+
+def test_setup_checks_and_writes_with_a_live_backend(
+    tmp_path: Path, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    path = tmp_path / "node.toml"
+    code, out, err = invoke(
+        *SETUP,
+        "--config",
+        str(path),
+        "--server-url",
+        served.url,
+        "--model",
+        "m",
+        "--litellm-model",
+        "openai/standin-model",
+        "--api-base",
+        llm.base_url,
+        "--model-concurrency",
+        "2",
+        "--concurrency",
+        "4",
+    )
+    assert code == 0, err
+    assert "lists 1 model(s): standin-model" in out
+    assert load_config(path, environ={}).models[0].concurrency == 2
+
+
+def test_batch_exits_with_the_backend_status_and_leaves_the_jobs_queued(
+    write: Callable[..., Path], tmp_path: Path, fake: FakeQueue, served: FakeQueueServer
+) -> None:
+    ids = [fake.add_job(f"nobody home {i}") for i in range(3)]
+    config = write(tmp_path / "node.toml", served.url, f"{closed_url()}/v1", batch_backend_wait=0.3)
+    code, _, err = invoke("batch", "--config", str(config))
+    assert code == EXIT_BACKEND_UNREACHABLE
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("openbeepboop-node: error: the backend of model(s) standin stayed")
+    with fake.lock:
+        assert {job[0] for job in fake.queued} == set(ids)
+    assert fake.errors() == {} and fake.results() == {}
