@@ -109,3 +109,5 @@ async def test_a_capped_model_never_runs_more_than_its_cap_and_the_rest_stay_bus
     for fetch in fake.fetches:
         if "big" in fetch["models"]:
             assert fetch["max_jobs"] <= 1
+        # A full "big" is left out of the claim but still declared to the registry.
+        assert set(fetch.get("serves") or fetch["models"]) == {"big", "small"}

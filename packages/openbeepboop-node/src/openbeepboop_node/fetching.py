@@ -233,7 +233,11 @@ class Fetcher:
 
     async def _fetch(self, models: Sequence[str], max_jobs: int, wait: float) -> list[Lease] | None:
         """One fetch, abandoned (None) if the node is stopped or a paused model comes back."""
-        call = asyncio.ensure_future(self._client.fetch(models, max_jobs, wait))
+        live = self._health.live
+        # A model at its own limit is left out of the claim, not out of the
+        # registry: /v1/models must keep listing it (docs/node.md, "Per-model concurrency").
+        serves = None if models is live else live
+        call = asyncio.ensure_future(self._client.fetch(models, max_jobs, wait, serves))
         interrupted = asyncio.ensure_future(self._interrupt.wait())
         try:
             await asyncio.wait([call, interrupted], return_when=asyncio.FIRST_COMPLETED)

@@ -155,14 +155,24 @@ class QueueClient:
             await self._session.close()
             self._session = None
 
-    async def fetch(self, models: Sequence[str], max_jobs: int, wait: float) -> list[Lease]:
-        """Claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds."""
+    async def fetch(
+        self,
+        models: Sequence[str],
+        max_jobs: int,
+        wait: float,
+        serves: Sequence[str] | None = None,
+    ) -> list[Lease]:
+        """Claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds.
+
+        ``serves``: every model the node serves now, when ``models`` names fewer.
+        """
         body = FetchRequest(
             node_id=self.node_id,
             models=list(models),
             max_jobs=max_jobs,
             wait=wait,
             version=self.version,
+            serves=None if serves is None else list(serves),
         )
         response = await self._post(FETCH_PATH, body)
         return self._parse(response, _lease_list().validate_json)

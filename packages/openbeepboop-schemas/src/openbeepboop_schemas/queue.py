@@ -37,6 +37,14 @@ class FetchRequest(StrictBody):
     max_jobs: int = Field(default=1, ge=1, le=MAX_FETCH_JOBS)
     wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
     version: str | None = Field(default=None, max_length=64)
+    #: Every model the node serves now, sent when it claims for fewer (a model
+    #: at its own concurrency limit is left out of ``models`` but still served).
+    serves: list[ModelName] | None = Field(default=None, max_length=MAX_NODE_MODELS)
+
+    @property
+    def declared_models(self) -> list[str]:
+        """What the node registry records: ``serves`` if sent, else ``models``."""
+        return self.models if self.serves is None else self.serves
 
 
 class Lease(TolerantBody):
@@ -144,6 +152,11 @@ class HeartbeatRequest(StrictBody):
     leases: list[LeaseRef] = Field(default_factory=list, max_length=MAX_HEARTBEAT_LEASES)
     models: list[ModelName] | None = Field(default=None, max_length=MAX_NODE_MODELS)
     version: str | None = Field(default=None, max_length=64)
+
+    @property
+    def declared_models(self) -> list[str] | None:
+        """What the node registry records: ``models`` (None keeps what it knew)."""
+        return self.models
 
 
 class HeartbeatResponse(TolerantBody):

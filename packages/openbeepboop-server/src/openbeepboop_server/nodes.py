@@ -115,7 +115,7 @@ class NodeRecorder:
         Returns what to :meth:`remember` once the transaction has committed
         (None when skipped).
         """
-        node_id, models, version = seen.node_id, seen.models, seen.version
+        node_id, models, version = seen.node_id, seen.declared_models, seen.version
         facts: Facts = (key_name, None if models is None else tuple(models), version)
         last = self._recorded.get(node_id)
         if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:

@@ -51,6 +51,21 @@ def test_models_say_how_many_nodes_serve_them(client: TestClient, api_keys: ApiK
     assert body["any_model_nodes"] == 1
 
 
+def test_a_fetch_claiming_for_fewer_models_declares_what_it_serves(
+    client: TestClient, api_keys: ApiKeys
+) -> None:
+    # "big" is at the node's own limit for it: left out of the claim, still served.
+    response = client.post(
+        FETCH_PATH,
+        json={"node_id": "gpu-1", "models": ["small"], "serves": ["big", "small"]},
+        headers=bearer(api_keys.node),
+    )
+    assert response.status_code == 200, response.text
+    body = client.get(MODELS_PATH, headers=bearer(api_keys.user)).json()
+    assert [(card["id"], card["nodes"]) for card in body["data"]] == [("big", 1), ("small", 1)]
+    assert WARNING_HEADER not in _submit(client, api_keys.user, "big").headers
+
+
 def test_a_node_not_seen_within_the_window_is_not_listed(
     client: TestClient, api_keys: ApiKeys, context: ServerContext
 ) -> None:
