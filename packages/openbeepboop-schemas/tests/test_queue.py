@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from openbeepboop_schemas import (
     MAX_FETCH_JOBS,
@@ -12,13 +14,15 @@ from openbeepboop_schemas import (
     HeartbeatRequest,
     HeartbeatResponse,
     Lease,
+    NodeError,
     Outcome,
+    PollRequest,
     ReleaseOutcome,
     ResultOutcome,
     SubmitRequest,
     SubmitResponse,
 )
-from pydantic import TypeAdapter, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 COMPLETION = {
     "id": "c",
@@ -116,3 +120,25 @@ def test_heartbeat_round_trip() -> None:
         }
     )
     assert answer.cancelled == ["job-1"] and answer.lost == ["job-2"]
+
+
+@pytest.mark.parametrize(
+    ("model", "body"),
+    [
+        (FetchRequest, {"node_id": "n", "models": ["m"], "wait": False}),
+        (FetchRequest, {"node_id": "n", "models": ["m"], "max_jobs": True}),
+        (FetchRequest, {"node_id": "n", "models": ["m"], "max_jobs": "3"}),
+        (PollRequest, {"ids": ["job-1"], "wait": "5"}),
+        (NodeError, {"message": "x", "retryable": "yes"}),
+        (NodeError, {"message": "x", "retryable": 1}),
+    ],
+)
+def test_request_scalars_take_only_their_json_type(model: type[BaseModel], body: object) -> None:
+    with pytest.raises(ValidationError):
+        model.model_validate_json(json.dumps(body))
+
+
+def test_a_whole_float_is_still_an_integer() -> None:
+    body = {"node_id": "n", "models": ["m"], "max_jobs": 4.0, "wait": 5}
+    fetch = FetchRequest.model_validate_json(json.dumps(body))
+    assert (fetch.max_jobs, fetch.wait) == (4, 5.0)

@@ -174,7 +174,8 @@ class QueueClient:
             version=self.version,
             serves=None if serves is None else list(serves),
         )
-        response = await self._post(FETCH_PATH, body)
+        # ``serves`` only when it says something: the body stays as before otherwise.
+        response = await self._post(FETCH_PATH, body, omit=None if serves else {"serves"})
         return self._parse(response, _lease_list().validate_json)
 
     async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:
@@ -206,11 +207,11 @@ class QueueClient:
                 f"unexpected answer from {answer.url}: {exc.error_count()} problem(s)"
             ) from exc
 
-    async def _post(self, path: str, body: BaseModel) -> Answer:
+    async def _post(self, path: str, body: BaseModel, omit: set[str] | None = None) -> Answer:
         url = self.server_url + path
         try:
             async with self._open().post(
-                url, data=body.model_dump_json(), proxy=self._proxy
+                url, data=body.model_dump_json(exclude=omit), proxy=self._proxy
             ) as response:
                 answer = Answer(
                     url,

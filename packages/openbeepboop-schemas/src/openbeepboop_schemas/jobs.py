@@ -8,17 +8,17 @@ in :data:`WARNING_HEADER` headers), never by refusing the job.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
-from openbeepboop_schemas._base import StrictBody, TolerantBody
+from openbeepboop_schemas._base import JsonFloat, StrictBody, TolerantBody
 from openbeepboop_schemas.chat import ChatCompletion, ChatCompletionRequest
 from openbeepboop_schemas.limits import MAX_BULK_SUBMIT, MAX_POLL_IDS, MAX_WAIT_SECONDS
 from openbeepboop_schemas.status import JobStatus
 
 JobId = str
-WaitSeconds = float
+WaitSeconds = Annotated[JsonFloat, Field(ge=0, le=MAX_WAIT_SECONDS)]
 
 #: Response header repeating each warning's ``message`` of a submit, one header per
 #: warning, for callers that read headers but not bodies (proxies, ``curl -i``).
@@ -90,7 +90,7 @@ class PollRequest(StrictBody):
     """
 
     ids: list[JobId] = Field(min_length=1, max_length=MAX_POLL_IDS)
-    wait: WaitSeconds | None = Field(default=None, ge=0, le=MAX_WAIT_SECONDS)
+    wait: WaitSeconds | None = None
 
 
 class PollEntry(TolerantBody):

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field
 
-from openbeepboop_schemas._base import StrictBody, TolerantBody
+from openbeepboop_schemas._base import JsonBool, JsonFloat, JsonInt, StrictBody, TolerantBody
 from openbeepboop_schemas.chat import ChatCompletion, ChatCompletionRequest
 from openbeepboop_schemas.limits import (
     MAX_ERROR_MESSAGE_CHARS,
@@ -34,8 +34,8 @@ class FetchRequest(StrictBody):
 
     node_id: NodeId
     models: list[ModelName] = Field(min_length=1, max_length=MAX_NODE_MODELS)
-    max_jobs: int = Field(default=1, ge=1, le=MAX_FETCH_JOBS)
-    wait: float = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
+    max_jobs: JsonInt = Field(default=1, ge=1, le=MAX_FETCH_JOBS)
+    wait: JsonFloat = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
     version: str | None = Field(default=None, max_length=64)
     #: Every model the node serves now, sent when it claims for fewer (a model
     #: at its own concurrency limit is left out of ``models`` but still served).
@@ -75,8 +75,8 @@ class NodeError(StrictBody):
 
     message: str = Field(max_length=MAX_ERROR_MESSAGE_CHARS)
     type: str = Field(default="inference_error", max_length=128)
-    retryable: bool
-    status_code: int | None = None
+    retryable: JsonBool
+    status_code: JsonInt | None = None
 
 
 def _kind_is_required(schema: dict[str, Any]) -> None:
