@@ -28,6 +28,8 @@ EXPECTED = {
     ("get", "/status"): (None, "200", True),
     ("get", "/status/status.js"): (None, "200", True),
     ("get", "/status/status.css"): (None, "200", True),
+    ("post", "/openai/v1/chat/completions"): ("ChatCompletionRequest", "200", False),
+    ("get", "/openai/v1/models"): (None, "200", False),
 }
 
 

@@ -178,11 +178,16 @@ class QueueService:
         with self._db.read() as conn:
             return views.list_page(conn, caller, status=status, limit=limit, after=after)
 
-    def cancel(self, caller: Caller, job_id: str) -> PollEntry | None:
-        """Cancel a QUEUED or PROCESSING job; a terminal job is returned unchanged."""
+    def cancel(self, caller: Caller, job_id: str, *, only_queued: bool = False) -> PollEntry | None:
+        """Cancel a QUEUED or PROCESSING job (only a QUEUED one with ``only_queued``).
+
+        A job it does not cancel is returned unchanged.
+        """
         now = self._clock()
         with self._db.write() as conn:
-            return cancel_job(conn, caller, job_id, now=now, lock=self._row_locks)
+            return cancel_job(
+                conn, caller, job_id, now=now, lock=self._row_locks, only_queued=only_queued
+            )
 
     # -- nodes ---------------------------------------------------------------
 
