@@ -23,6 +23,9 @@ OPENAI_SETTINGS = {
     "min_completion_window_seconds": 1,
     "batch_check_seconds": 0.2,
     "sync_timeout_seconds": 60,
+    # Small limits, so the limit tests upload kilobytes, not 200 MB.
+    "max_file_bytes": 256 * 1024,
+    "max_file_lines": 1000,
 }
 
 

@@ -7,7 +7,6 @@ written for OpenAI use it, only ``base_url`` and ``api_key`` differ.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 
 import httpx
 import openai
@@ -15,12 +14,6 @@ import pytest
 from openai_world import MODEL, OpenAIWorld, start_world
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE
-
-
-@pytest.fixture(scope="module")
-def oa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIWorld]:
-    """The module's server, node and stand-in."""
-    yield from start_world(tmp_path_factory.mktemp("openai-chat"))
 
 
 def _client(oa: OpenAIWorld, key: str | None = None) -> openai.OpenAI:
