@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 
 from anyio.to_thread import run_sync
-from openbeepboop_schemas import BATCH_ENDPOINT, BatchCreateRequest
+from openbeepboop_schemas import BatchCreateRequest
 from starlette.responses import Response
 
 from openbeepboop_server.config import OpenAISection
@@ -63,13 +63,6 @@ def batch_not_found(batch_id: str) -> ApiError:
 async def create(call: Call) -> Response:
     """A new batch over an uploaded file; validated right after."""
     body = call.body_as(BatchCreateRequest)
-    if body.endpoint != BATCH_ENDPOINT:
-        raise ApiError(
-            400,
-            f"'endpoint': only {BATCH_ENDPOINT} is supported",
-            param="endpoint",
-            code="invalid_value",
-        )
     seconds = window_seconds(body.completion_window, call.context.settings.openai)
     service = _service(call)
     batch = await run_sync(

@@ -16,13 +16,21 @@ from openbeepboop_schemas import (
 
 from openbeepboop_server.http.endpoints import USERS, Endpoint, QueryParam, component
 from openbeepboop_server.http.openai import batches, chat, files
+from openbeepboop_server.http.openai.files import MAX_FILES_PAGE
 from openbeepboop_server.http.user_routes import list_models
+from openbeepboop_server.queue.batches import MAX_PAGE as MAX_BATCH_PAGE
 
 TAG = "openai"
-_PAGING = (
-    QueryParam("after", {"type": "string", "maxLength": 128}, "The last id of the previous page."),
-    QueryParam("limit", {"type": "integer", "minimum": 1}, "Page size."),
-)
+
+
+def _paging(max_limit: int) -> tuple[QueryParam, ...]:
+    return (
+        QueryParam(
+            "after", {"type": "string", "maxLength": 128}, "The last id of the previous page."
+        ),
+        QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": max_limit}, "Page size."),
+    )
+
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -91,7 +99,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         USERS,
         response=component("FileList"),
         query=(
-            *_PAGING,
+            *_paging(MAX_FILES_PAGE),
             QueryParam("purpose", {"type": "string"}, "Only files of this purpose."),
             QueryParam("order", {"type": "string", "enum": ["desc"]}, "Newest first."),
         ),
@@ -156,7 +164,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         batches.list_batches,
         USERS,
         response=component("BatchList"),
-        query=_PAGING,
+        query=_paging(MAX_BATCH_PAGE),
         tag=TAG,
     ),
     Endpoint(
