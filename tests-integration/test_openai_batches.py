@@ -243,3 +243,27 @@ def test_async_client_runs_a_batch(oa: OpenAIWorld) -> None:
             return [json.loads(line)["custom_id"] for line in content.text.splitlines()]
 
     assert asyncio.run(main()) == [f"a-{n}" for n in range(10)]
+
+
+def test_client_cli_starts_follows_and_collects_a_server_batch(oa: OpenAIWorld) -> None:
+    config = oa.cluster.client_config(oa.server, oa.user_key, name="oa-cli")
+    source = oa.cluster.root / "cli-input.jsonl"
+    source.write_bytes(_jsonl([_line(f"cli-{n}", f"cli batch {n}") for n in range(12)]))
+
+    done = oa.cluster.client(
+        "batch", "create", str(source), "--wait", "--json", "--config", str(config)
+    )
+    batch = json.loads(done.stdout)
+    assert batch["status"] == "completed", batch
+    assert batch["request_counts"] == {"total": 12, "completed": 12, "failed": 0}
+
+    output = oa.cluster.root / "cli-output.jsonl"
+    oa.cluster.client("batch", "results", batch["id"], "-o", str(output), "--config", str(config))
+    lines = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [line["custom_id"] for line in lines] == [f"cli-{n}" for n in range(12)]
+
+    missing = oa.cluster.client(
+        "batch", "status", "batch_nope", "--config", str(config), check=False
+    )
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert missing.stderr.strip().startswith("Error:")

@@ -24,13 +24,19 @@ from pydantic_core import to_json
 EXPIRED_CODE = "batch_expired"
 CANCELLED_CODE = "batch_cancelled"
 
-#: HTTP status by the error type a job failed with (as the synchronous surface answers).
+#: HTTP status by the error type a job failed with: a batch's error line and the
+#: synchronous surface's answer (``http/openai/failures.py``) both use it.
 _STATUS_BY_TYPE = {
     "invalid_request_error": 400,
+    "bad_request": 400,
+    "context_length_exceeded": 400,
+    "content_policy_violation": 400,
     "authentication_error": 401,
     "permission_error": 403,
     "not_found_error": 404,
+    "unprocessable_entity": 422,
     "rate_limit_error": 429,
+    "service_unavailable": 503,
     "timeout": 504,
     "lease_expired": 504,
 }

@@ -14,31 +14,11 @@ from __future__ import annotations
 from openbeepboop_schemas import JobError
 
 from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.queue.batch_output import error_status
 
 #: The header the official OpenAI SDKs read before retrying an answer.
 SHOULD_RETRY_HEADER = "x-should-retry"
 NO_RETRY = {SHOULD_RETRY_HEADER: "false"}
-
-#: HTTP status by the error ``type`` a node (or the queue) recorded; others are 500.
-STATUS_BY_TYPE = {
-    "invalid_request_error": 400,
-    "bad_request": 400,
-    "context_length_exceeded": 400,
-    "content_policy_violation": 400,
-    "authentication_error": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "unprocessable_entity": 422,
-    "rate_limit_error": 429,
-    "timeout": 504,
-    "lease_expired": 504,
-    "service_unavailable": 503,
-}
-
-
-def status_for(error_type: str) -> int:
-    """The HTTP status an OpenAI caller should see for a job that failed with ``error_type``."""
-    return STATUS_BY_TYPE.get(error_type, 500)
 
 
 def job_failed(job_id: str, error: JobError | None) -> ApiError:
@@ -46,7 +26,7 @@ def job_failed(job_id: str, error: JobError | None) -> ApiError:
     if error is None:
         return ApiError(500, f"job {job_id} failed", code="job_failed", headers=dict(NO_RETRY))
     return ApiError(
-        status_for(error.type),
+        error_status(error.type),
         error.message,
         type=error.type,
         code="job_failed",
