@@ -77,7 +77,7 @@ class BatchCreateRequest(StrictBody):
     input_file_id: str = Field(min_length=1, max_length=128)
     endpoint: Literal["/v1/chat/completions"]
     #: OpenAI's ``24h`` is what the document shows; a server may also take shorter
-    #: windows such as ``30m`` or ``90s`` (docs/openai.md, "completion_window").
+    #: windows such as ``30m`` or ``90s`` (docs/openai.md, "Configuration").
     completion_window: str = Field(min_length=1, max_length=32, json_schema_extra={"enum": ["24h"]})
     metadata: dict[str, str] | None = None
     output_expires_after: dict[str, Any] | None = None
