@@ -12,7 +12,9 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import httpx
 from cluster import Cluster, Server
 from openbeepboop_testkit.processes import ProcessSet
 from openbeepboop_testkit.standin import StandinLLM
@@ -67,3 +69,15 @@ def start_world(root: Path, *, node: bool = True, **openai: object) -> Iterator[
     finally:
         procs.stop_all()
         world.close()
+
+
+def native_jobs(world: OpenAIWorld, key: str, **params: str) -> list[dict[str, Any]]:
+    """The key's jobs as ``GET /v1/jobs`` lists them (the native API), newest first."""
+    response = httpx.get(
+        world.server.url + "/v1/jobs",
+        params={"limit": "100", **params},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+    assert response.status_code == 200, response.text
+    data: list[dict[str, Any]] = response.json()["data"]
+    return data

@@ -12,10 +12,9 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import openai
 import pytest
-from openai_world import MODEL, OpenAIWorld
+from openai_world import MODEL, OpenAIWorld, native_jobs
 from openbeepboop_testkit.processes import wait_until
 
 FINAL = {"completed", "failed", "expired", "cancelled"}
@@ -72,17 +71,6 @@ def _lines(client: openai.OpenAI, file_id: str | None) -> list[dict[str, Any]]:
     return [json.loads(line) for line in client.files.content(file_id).text.splitlines()]
 
 
-def _native_jobs(oa: OpenAIWorld, key: str, **params: str) -> list[dict[str, Any]]:
-    response = httpx.get(
-        oa.server.url + "/v1/jobs",
-        params={"limit": "100", **params},
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    assert response.status_code == 200, response.text
-    data: list[dict[str, Any]] = response.json()["data"]
-    return data
-
-
 def test_batch_completes_with_one_output_line_per_input_line(oa: OpenAIWorld) -> None:
     client = _client(oa)
     lines = [_line(f"req-{n}", f"batch prompt {n}") for n in range(20)]
@@ -102,7 +90,7 @@ def test_batch_completes_with_one_output_line_per_input_line(oa: OpenAIWorld) ->
         body = line["response"]["body"]
         assert body["choices"][0]["message"]["content"] == f"Echo: batch prompt {n}"
 
-    jobs = _native_jobs(oa, oa.user_key, batch_id=batch_id)
+    jobs = native_jobs(oa, oa.user_key, batch_id=batch_id)
     assert len(jobs) == 20 and {job["status"] for job in jobs} == {"COMPLETED"}
     assert {line["response"]["request_id"] for line in output} == {job["id"] for job in jobs}
     assert batch_id in [listed.id for listed in client.batches.list(limit=100)]
@@ -141,7 +129,7 @@ def test_a_broken_input_line_fails_the_batch_before_any_job(oa: OpenAIWorld) -> 
         (3, "invalid_json_line"),
         (5, "duplicate_custom_id"),
     ]
-    assert _native_jobs(oa, key) == []
+    assert native_jobs(oa, key) == []
     with pytest.raises(openai.BadRequestError):
         client.batches.create(
             input_file_id=uploaded.id, endpoint="/v1/embeddings", completion_window="24h"

@@ -11,24 +11,13 @@ import asyncio
 import httpx
 import openai
 import pytest
-from openai_world import MODEL, OpenAIWorld, start_world
+from openai_world import MODEL, OpenAIWorld, native_jobs, start_world
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE
 
 
 def _client(oa: OpenAIWorld, key: str | None = None) -> openai.OpenAI:
     return openai.OpenAI(base_url=oa.base_url, api_key=key or oa.user_key, timeout=60)
-
-
-def _native_jobs(oa: OpenAIWorld, key: str) -> list[dict[str, object]]:
-    response = httpx.get(
-        oa.server.url + "/v1/jobs",
-        params={"limit": 100},
-        headers={"Authorization": f"Bearer {key}"},
-    )
-    assert response.status_code == 200, response.text
-    data: list[dict[str, object]] = response.json()["data"]
-    return data
 
 
 def test_create_and_stream_return_the_node_content(oa: OpenAIWorld) -> None:
@@ -52,7 +41,7 @@ def test_create_and_stream_return_the_node_content(oa: OpenAIWorld) -> None:
     assert any(c.choices and c.choices[0].finish_reason == "stop" for c in chunks)
 
     # Ordinary jobs of the key, visible natively; stream fields never reach the node.
-    jobs = _native_jobs(oa, oa.user_key)
+    jobs = native_jobs(oa, oa.user_key)
     assert sum(1 for job in jobs if job["status"] == "COMPLETED") >= 2
     [call] = oa.llm.calls_for("sync stream")
     assert "stream" not in call.body and "stream_options" not in call.body
@@ -106,7 +95,7 @@ def test_a_caller_gone_before_the_lease_leaves_no_work(oa: OpenAIWorld) -> None:
         )
 
     def cancelled() -> bool:
-        jobs = _native_jobs(oa, key)
+        jobs = native_jobs(oa, key)
         return len(jobs) == 1 and jobs[0]["status"] == "CANCELLED"
 
     wait_until(cancelled, 30, "the abandoned synchronous job to be cancelled")
@@ -122,7 +111,7 @@ def test_sync_timeout_names_the_job(tmp_path_factory: pytest.TempPathFactory) ->
                 model="oa-nobody-serves", messages=[{"role": "user", "content": "late"}]
             )
         assert timed_out.value.status_code == 504
-        [job] = _native_jobs(short, short.user_key)
+        [job] = native_jobs(short, short.user_key)
         assert job["id"] in str(timed_out.value) and job["status"] == "QUEUED"
     finally:
         world.close()

@@ -53,14 +53,19 @@ class FileObject(TolerantBody):
     status_details: str | None = None
 
 
-class FileList(TolerantBody):
-    """A page of files, newest first (OpenAI's cursor page)."""
+class _CursorPage(TolerantBody):
+    """OpenAI's cursor page: ``after=last_id`` asks for the next one while ``has_more``."""
 
     object: Literal["list"] = "list"
-    data: list[FileObject]
     has_more: bool = False
     first_id: str | None = None
     last_id: str | None = None
+
+
+class FileList(_CursorPage):
+    """A page of files, newest first."""
+
+    data: list[FileObject]
 
 
 class FileDeleted(TolerantBody):
@@ -132,11 +137,7 @@ class Batch(TolerantBody):
     metadata: dict[str, str] | None = None
 
 
-class BatchList(TolerantBody):
-    """A page of batches, newest first (OpenAI's cursor page)."""
+class BatchList(_CursorPage):
+    """A page of batches, newest first."""
 
-    object: Literal["list"] = "list"
     data: list[Batch]
-    has_more: bool = False
-    first_id: str | None = None
-    last_id: str | None = None
