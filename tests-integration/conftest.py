@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from cluster import Cluster, Server
+from openai_world import OpenAIWorld, start_world
 from openbeepboop_testkit.processes import ProcessSet
 from openbeepboop_testkit.standin import StandinLLM
 
@@ -112,3 +113,9 @@ def llm() -> Iterator[StandinLLM]:
     """A stand-in OpenAI-compatible LLM on loopback (answers "Echo: <prompt>")."""
     with StandinLLM() as standin:
         yield standin
+
+
+@pytest.fixture(scope="session")
+def oa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIWorld]:
+    """The OpenAI-SDK tests' server (short ``[openai]`` windows), node and stand-in LLM."""
+    yield from start_world(tmp_path_factory.mktemp("openai"))

@@ -19,7 +19,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Generic, TypeVar
+from typing import IO, Generic, TypeVar
 
 import httpx
 import pydantic
@@ -55,6 +55,11 @@ class RequestOptions:
     params: QueryParams | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: httpx.Timeout | None = None
+    #: Multipart parts (``{"file": (name, handle)}``) and form fields, instead of ``json``.
+    files: Mapping[str, tuple[str, IO[bytes]]] | None = None
+    data: Mapping[str, str] | None = None
+    #: The answer is bytes (a file's content), handed to the parser as such.
+    binary: bool = False
 
 
 @functools.lru_cache(maxsize=1)
@@ -135,12 +140,18 @@ class BaseClient(Generic[HttpT]):
             options.method,
             f"{self._settings.base_url}{options.path}",
             json=options.json,
+            files=dict(options.files) if options.files else None,
+            data=dict(options.data) if options.data else None,
             params=dict(options.params) if options.params else None,
             headers=headers,
             timeout=options.timeout if options.timeout is not None else self._settings.timeout,
         )
 
-    def _parse_response(self, response: httpx.Response, parse: Parser[T]) -> T:
+    def _parse_response(
+        self, response: httpx.Response, parse: Parser[T], binary: bool = False
+    ) -> T:
+        if binary:
+            return parse(response.content)
         try:
             body = response.json()
         except (json.JSONDecodeError, UnicodeDecodeError):
@@ -220,7 +231,7 @@ class SyncAPIClient(BaseClient[httpx.Client]):
             else:
                 _log_response(response, started)
                 if response.is_success:
-                    return self._parse_response(response, parse)
+                    return self._parse_response(response, parse, options.binary)
                 if retries_done >= self._settings.max_retries or not self._should_retry(response):
                     raise self._make_status_error(response)
                 delay = _retry.retry_delay(retries_done, response)
@@ -270,7 +281,7 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
             else:
                 _log_response(response, started)
                 if response.is_success:
-                    return self._parse_response(response, parse)
+                    return self._parse_response(response, parse, options.binary)
                 if retries_done >= self._settings.max_retries or not self._should_retry(response):
                     raise self._make_status_error(response)
                 delay = _retry.retry_delay(retries_done, response)

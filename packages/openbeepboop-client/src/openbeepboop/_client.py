@@ -29,6 +29,7 @@ from openbeepboop._resources import (
     Models,
     Pool,
 )
+from openbeepboop._resources.batches import AsyncBatches, Batches
 
 
 class Client(SyncAPIClient):
@@ -88,6 +89,11 @@ class Client(SyncAPIClient):
     def pool(self) -> Pool:
         """The pool's status (an ADMIN or METRICS key)."""
         return Pool(self)
+
+    @cached_property
+    def batches(self) -> Batches:
+        """Server-side OpenAI batches: upload, create, follow, fetch results."""
+        return Batches(self)
 
     def with_options(
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None
@@ -160,6 +166,11 @@ class AsyncClient(AsyncAPIClient):
     def pool(self) -> AsyncPool:
         """The pool's status (an ADMIN or METRICS key)."""
         return AsyncPool(self)
+
+    @cached_property
+    def batches(self) -> AsyncBatches:
+        """Server-side OpenAI batches: upload, create, follow, fetch results."""
+        return AsyncBatches(self)
 
     def with_options(
         self, *, timeout: float | httpx.Timeout | None = None, max_retries: int | None = None

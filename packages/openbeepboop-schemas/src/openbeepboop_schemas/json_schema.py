@@ -22,6 +22,14 @@ from openbeepboop_schemas.jobs import (
     PollEntry,
     PollRequest,
 )
+from openbeepboop_schemas.openai_api import (
+    Batch,
+    BatchCreateRequest,
+    BatchList,
+    FileDeleted,
+    FileList,
+    FileObject,
+)
 from openbeepboop_schemas.pool import PoolStatus
 from openbeepboop_schemas.queue import (
     FetchRequest,
@@ -51,6 +59,12 @@ CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
     HeartbeatResponse,
     PoolStatus,
     ErrorEnvelope,
+    FileObject,
+    FileList,
+    FileDeleted,
+    BatchCreateRequest,
+    Batch,
+    BatchList,
 )
 
 REF_TEMPLATE = "#/components/schemas/{model}"

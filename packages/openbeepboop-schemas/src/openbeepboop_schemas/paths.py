@@ -56,3 +56,24 @@ def job_path(job_id: str) -> str:
 def job_cancel_path(job_id: str) -> str:
     """The cancel path of one job, its id escaped like :func:`job_path`."""
     return JOB_CANCEL_PATH.format(job_id=quote(job_id, safe=""))
+
+
+# The OpenAI-compatible surface (USER and ADMIN keys): ``OpenAI(base_url=HOST + OPENAI_PREFIX)``.
+#: Where the official OpenAI SDK's ``base_url`` points.
+OPENAI_PREFIX = "/openai/v1"
+#: Synchronous chat completion (waits for the job; ``stream: true`` as SSE).
+OPENAI_CHAT_COMPLETIONS_PATH = OPENAI_PREFIX + "/chat/completions"
+#: The live model list, OpenAI ``list`` shape.
+OPENAI_MODELS_PATH = OPENAI_PREFIX + "/models"
+#: Upload (multipart) and list files.
+OPENAI_FILES_PATH = OPENAI_PREFIX + "/files"
+#: One file (route pattern).
+OPENAI_FILE_PATH = OPENAI_PREFIX + "/files/{file_id}"
+#: One file's bytes (route pattern).
+OPENAI_FILE_CONTENT_PATH = OPENAI_PREFIX + "/files/{file_id}/content"
+#: Create and list batches.
+OPENAI_BATCHES_PATH = OPENAI_PREFIX + "/batches"
+#: One batch (route pattern).
+OPENAI_BATCH_PATH = OPENAI_PREFIX + "/batches/{batch_id}"
+#: Cancel one batch (route pattern).
+OPENAI_BATCH_CANCEL_PATH = OPENAI_PREFIX + "/batches/{batch_id}/cancel"

@@ -33,6 +33,7 @@ from openbeepboop_server.config import Settings
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.dispatch.batches import BatchDriver
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.housekeeping import Housekeeper
 from openbeepboop_server.http.access_log import AccessLog
@@ -44,6 +45,7 @@ from openbeepboop_server.http.errors import (
     handle_unexpected,
 )
 from openbeepboop_server.http.limits import BodySizeLimit
+from openbeepboop_server.http.openai.files import upload_limits
 from openbeepboop_server.http.routes import ENDPOINTS
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.metrics import Metrics
@@ -69,6 +71,7 @@ def create_app(settings: Settings) -> Starlette:
             sqlite_synchronous=settings.database.sqlite_synchronous,
         )
         housekeeper: Housekeeper | None = None
+        batch_driver: BatchDriver | None = None
         keys: KeyService | None = None
         wakeups = Wakeups()
         try:
@@ -94,11 +97,17 @@ def create_app(settings: Settings) -> Starlette:
             app.state.context = holder["context"] = context
             housekeeper = Housekeeper(context)
             housekeeper.start()
+            batch_driver = app.state.batch_driver = BatchDriver(
+                context, settings.openai.batch_check_seconds
+            )
+            batch_driver.start()
             yield
         finally:
             wakeups.close()
             if housekeeper is not None:
                 await housekeeper.stop()
+            if batch_driver is not None:
+                await batch_driver.stop()
             holder.pop("context", None)
             if keys is not None:
                 keys.close_inline()
@@ -108,7 +117,11 @@ def create_app(settings: Settings) -> Starlette:
         routes=build_routes(ENDPOINTS),
         middleware=[
             Middleware(AccessLog, metrics=metrics),
-            Middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes),
+            Middleware(
+                BodySizeLimit,
+                max_bytes=settings.server.max_body_bytes,
+                path_limits=upload_limits(settings),
+            ),
         ],
         exception_handlers={
             ApiError: handle_api_error,

@@ -146,12 +146,42 @@ class QueueSection(_Section):
         )
 
 
+#: How long ``POST /openai/v1/chat/completions`` waits for its job before answering an error.
+DEFAULT_SYNC_TIMEOUT_SECONDS = 600.0
+#: Largest file ``POST /openai/v1/files`` takes (OpenAI's own limit for batch input).
+DEFAULT_MAX_FILE_BYTES = 200 * 1024 * 1024
+#: Most lines a batch input file may hold (OpenAI's own limit).
+DEFAULT_MAX_FILE_LINES = 50_000
+#: Shortest ``completion_window`` a batch may ask for: one hour, unless an operator lowers it.
+DEFAULT_MIN_COMPLETION_WINDOW_SECONDS = 3600.0
+#: Longest ``completion_window`` a batch may ask for: OpenAI's ``24h``.
+DEFAULT_MAX_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
+#: How often running batches are looked at (finished, expired, cancelled).
+DEFAULT_BATCH_CHECK_SECONDS = 1.0
+
+
+class OpenAISection(_Section):
+    """``[openai]``: the OpenAI-compatible surface under ``/openai/v1`` (docs/openai.md)."""
+
+    sync_timeout_seconds: float = Field(default=DEFAULT_SYNC_TIMEOUT_SECONDS, gt=0)
+    max_file_bytes: int = Field(default=DEFAULT_MAX_FILE_BYTES, ge=1024)
+    max_file_lines: int = Field(default=DEFAULT_MAX_FILE_LINES, ge=1)
+    min_completion_window_seconds: float = Field(
+        default=DEFAULT_MIN_COMPLETION_WINDOW_SECONDS, gt=0
+    )
+    max_completion_window_seconds: float = Field(
+        default=DEFAULT_MAX_COMPLETION_WINDOW_SECONDS, gt=0
+    )
+    batch_check_seconds: float = Field(default=DEFAULT_BATCH_CHECK_SECONDS, gt=0, le=60)
+
+
 class Settings(_Section):
     """Everything ``server_config.toml`` holds; what :func:`create_app` is built from."""
 
     server: ServerSection = Field(default_factory=ServerSection)
     database: DatabaseSection
     queue: QueueSection = Field(default_factory=QueueSection)
+    openai: OpenAISection = Field(default_factory=OpenAISection)
 
     def to_toml(self) -> str:
         """The settings as the TOML text ``setup`` writes.

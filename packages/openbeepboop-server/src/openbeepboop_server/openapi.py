@@ -69,13 +69,16 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
             "required": True,
             "content": {"application/json": {"schema": component(endpoint.body.__name__)}},
         }
+    elif endpoint.documented_body is not None:
+        media_type, schema = endpoint.documented_body
+        operation["requestBody"] = {"required": True, "content": {media_type: {"schema": schema}}}
 
     success: dict[str, Any] = {"description": _STATUS_DESCRIPTIONS.get(endpoint.status, "OK")}
     if endpoint.response is not None:
         success["content"] = {endpoint.media_type: {"schema": dict(endpoint.response)}}
     responses: dict[str, Any] = {str(endpoint.status): success}
     errors: set[int] = set(endpoint.errors)
-    if endpoint.body is not None:
+    if endpoint.body is not None or endpoint.documented_body is not None:
         errors |= {400, 413}
     if endpoint.query:
         errors.add(400)

@@ -66,6 +66,25 @@ CASES = [
     Case("GET", "/status", EVERYONE, 200),
     Case("GET", "/status/status.js", EVERYONE, 200),
     Case("GET", "/status/status.css", EVERYONE, 200),
+    # No node here: the synchronous wait ends at the (tiny) sync timeout with a 504.
+    Case("POST", "/openai/v1/chat/completions", USERS, 504, chat()),
+    Case("GET", "/openai/v1/models", USERS, 200),
+    # Past authentication these answer what an empty store answers.
+    Case("POST", "/openai/v1/files", USERS, 400, {"not": "multipart"}),
+    Case("GET", "/openai/v1/files", USERS, 200),
+    Case("GET", "/openai/v1/files/{file_id}", USERS, 404),
+    Case("DELETE", "/openai/v1/files/{file_id}", USERS, 404),
+    Case("GET", "/openai/v1/files/{file_id}/content", USERS, 404),
+    Case(
+        "POST",
+        "/openai/v1/batches",
+        USERS,
+        404,
+        {"input_file_id": "file-x", "endpoint": "/v1/chat/completions", "completion_window": "24h"},
+    ),
+    Case("GET", "/openai/v1/batches", USERS, 200),
+    Case("GET", "/openai/v1/batches/{batch_id}", USERS, 404),
+    Case("POST", "/openai/v1/batches/{batch_id}/cancel", USERS, 404),
 ]
 
 
@@ -79,7 +98,7 @@ class Env:
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp: Path = tmp_path_factory.mktemp("roles")
-    settings = make_settings(tmp)
+    settings = make_settings(tmp, openai={"sync_timeout_seconds": 0.05})
     upgrade_to_head(settings.database.url)
     with TestClient(create_app(settings)) as client:
         context: ServerContext = client.app.state.context  # type: ignore[attr-defined]

@@ -1,7 +1,8 @@
 """``openbeepboop-client``: submit jobs and collect their results from a shell.
 
 One module per command group: ``setup`` (the wizard), ``jobs`` (one job at a
-time), ``batch`` (OpenAI Batch files), ``status`` (the pool at a glance);
+time), ``batch`` (OpenAI Batch files), ``server_batch`` (the ``batch`` group: batches
+the server runs), ``status`` (the pool at a glance);
 ``options`` and ``output`` hold what they share, ``errors`` turns expected
 failures into one line. Those failures
 (unreachable server, rejected key, unknown job, bad file, missing config) end
@@ -24,6 +25,7 @@ from openbeepboop.cli.jobs import (
     poll_command,
     submit_command,
 )
+from openbeepboop.cli.server_batch import batch_group
 from openbeepboop.cli.setup import setup_command
 from openbeepboop.cli.status import status_command
 
@@ -70,5 +72,6 @@ for _command in (
     results_command,
     wait_command,
     status_command,
+    batch_group,
 ):
     main.add_command(_command)

@@ -223,6 +223,7 @@ def setup(
         # Keep settings the wizard does not ask about.
         values["server"] = {**previous.server.model_dump(), **values["server"]}
         values["queue"] = {**previous.queue.model_dump(), **values["queue"]}
+        values["openai"] = previous.openai.model_dump()
     if sqlite_path(str(url)) is not None or sqlite_synchronous is not None:
         values["database"]["sqlite_synchronous"] = _ask(
             interactive,

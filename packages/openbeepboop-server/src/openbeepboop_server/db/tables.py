@@ -62,6 +62,10 @@ jobs = sa.Table(
     sa.Column("started_at", Timestamp, nullable=True),
     sa.Column("completed_at", Timestamp, nullable=True),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # A job of an OpenAI batch: which batch, its input line (from 1), the line's custom_id.
+    sa.Column("batch_id", sa.String(64), nullable=True),
+    sa.Column("batch_line", sa.Integer(), nullable=True),
+    sa.Column("custom_id", sa.Text(), nullable=True),
     sa.UniqueConstraint("id", name="uq_jobs_id"),
     # The claim path: QUEUED jobs of one model in FIFO order; not_before is a
     # residual filter (backed-off jobs are few), so a claim reads O(max_jobs)
@@ -81,6 +85,15 @@ jobs = sa.Table(
     ),
     # A USER key's own jobs, newest first.
     sa.Index("ix_jobs_owner_seq", "owner_key_id", "seq"),
+    # A batch's jobs by status (partial: native jobs never enter it), for its
+    # progress counts, its cancel and its output files.
+    sa.Index(
+        "ix_jobs_batch",
+        "batch_id",
+        "status",
+        sqlite_where=sa.text("batch_id IS NOT NULL"),
+        postgresql_where=sa.text("batch_id IS NOT NULL"),
+    ),
     # Finished jobs only (partial: submits and claims never touch it), for the
     # pool status: what finished in the last minutes, by model and key (covering),
     # and the latest failures; retention's "finished before the cutoff" reads it too.
@@ -140,4 +153,65 @@ idempotency_keys = sa.Table(
     sa.Column("job_ids", sa.Text(), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Index("ix_idempotency_created_at", "created_at"),
+)
+
+#: Files of the OpenAI surface (``/openai/v1/files``): uploads and batch outputs.
+files = sa.Table(
+    "files",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("owner_key_id", BigId, nullable=False),
+    sa.Column("purpose", sa.String(32), nullable=False),
+    sa.Column("filename", sa.String(512), nullable=False),
+    sa.Column("bytes", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("lines", sa.Integer(), nullable=False, server_default="0"),
+    # ``uploading`` while its chunks are written (invisible), then ``processed``.
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.UniqueConstraint("id", name="uq_files_id"),
+    sa.Index("ix_files_owner_seq", "owner_key_id", "seq"),
+)
+
+#: A file's bytes, in parts of at most ``files.CHUNK_BYTES``, in order.
+file_chunks = sa.Table(
+    "file_chunks",
+    metadata,
+    sa.Column("file_seq", BigId, primary_key=True),
+    sa.Column("part", sa.Integer(), primary_key=True),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+)
+
+#: Batches of the OpenAI surface; their lines are ordinary jobs (``jobs.batch_id``).
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("seq", BigId, primary_key=True, autoincrement=True),
+    sa.Column("id", sa.String(64), nullable=False),
+    sa.Column("owner_key_id", BigId, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("endpoint", sa.String(256), nullable=False),
+    sa.Column("input_file_id", sa.String(64), nullable=False),
+    sa.Column("completion_window", sa.String(32), nullable=False),
+    sa.Column("metadata", sa.Text(), nullable=True),
+    # JSON list of BatchLineError, when validation failed.
+    sa.Column("errors", sa.Text(), nullable=True),
+    sa.Column("output_file_id", sa.String(64), nullable=True),
+    sa.Column("error_file_id", sa.String(64), nullable=True),
+    # request_counts as of the end (while running they are counted from the jobs).
+    sa.Column("total", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("completed", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("in_progress_at", Timestamp, nullable=True),
+    sa.Column("expires_at", Timestamp, nullable=False),
+    sa.Column("finalizing_at", Timestamp, nullable=True),
+    sa.Column("completed_at", Timestamp, nullable=True),
+    sa.Column("failed_at", Timestamp, nullable=True),
+    sa.Column("expired_at", Timestamp, nullable=True),
+    sa.Column("cancelling_at", Timestamp, nullable=True),
+    sa.Column("cancelled_at", Timestamp, nullable=True),
+    sa.UniqueConstraint("id", name="uq_batches_id"),
+    sa.Index("ix_batches_owner_seq", "owner_key_id", "seq"),
+    sa.Index("ix_batches_status", "status"),
 )

@@ -41,13 +41,29 @@ async def read_model(request: Request, model: type[ModelT], *, strict: bool = Fa
     body = await request.body()
     if not body.strip():
         raise ApiError(400, "request body is empty: expected a JSON object", code="invalid_body")
+    if strict:
+        return validate_strict(read_json(body), model)
     try:
-        if not strict:
-            return model.model_validate_json(body)
-        try:
-            data = from_json(body)
-        except ValueError as exc:
-            raise ApiError(400, f"malformed JSON: {exc}", code="invalid_body") from None
+        return model.model_validate_json(body)
+    except ValidationError as exc:
+        raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc, model)) from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply", code="invalid_body") from None
+
+
+def read_json(body: bytes) -> Any:
+    """``body`` parsed as JSON, or a ``400`` saying why it is not."""
+    try:
+        return from_json(body)
+    except ValueError as exc:
+        raise ApiError(400, f"malformed JSON: {exc}", code="invalid_body") from None
+    except RecursionError:
+        raise ApiError(400, "request body is nested too deeply", code="invalid_body") from None
+
+
+def validate_strict(data: Any, model: type[ModelT]) -> ModelT:
+    """Parsed JSON validated as ``model`` in strict mode, or a ``400`` naming the field."""
+    try:
         return model.model_validate(_integral_numbers(data, model), strict=True)
     except ValidationError as exc:
         raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc, model)) from None

@@ -94,6 +94,8 @@ class Endpoint:
     idempotent: bool = False
     #: Validate the body in pydantic's strict mode (no ``true`` → ``1``).
     strict: bool = False
+    #: A body the handler reads itself, documented only: (media type, JSON Schema).
+    documented_body: tuple[str, Mapping[str, Any]] | None = None
 
 
 def component(name: str) -> dict[str, Any]:

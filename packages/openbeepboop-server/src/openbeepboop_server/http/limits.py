@@ -8,6 +8,8 @@ crosses the limit.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from openbeepboop_schemas import ErrorEnvelope
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -17,26 +19,31 @@ from openbeepboop_server.http.errors import BodyTooLargeError
 class BodySizeLimit:
     """Pure ASGI middleware: ``413`` for bodies over ``max_bytes``."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        #: Paths with a limit of their own (file uploads: ``[openai] max_file_bytes``).
+        self.path_limits = dict(path_limits or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        max_bytes = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = _content_length(scope)
         if declared is None:
             await _reject(
                 send, 400, "Content-Length header is not a valid number", "invalid_header"
             )
             return
-        if declared > self.max_bytes:
-            error = BodyTooLargeError(self.max_bytes)
+        if declared > max_bytes:
+            error = BodyTooLargeError(max_bytes)
             await _send_envelope(send, 413, error.envelope)
             return
 
-        limit = self.max_bytes
+        limit = max_bytes
         seen = 0
 
         async def counting_receive() -> Message:

@@ -151,6 +151,7 @@ class _ListQuery(BaseModel):
     status: JobStatus | None = None
     limit: int = Field(default=DEFAULT_PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE)
     after: str | None = Field(default=None, min_length=1, max_length=128)
+    batch_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
 async def list_jobs(call: Call) -> Response:
@@ -173,6 +174,7 @@ async def list_jobs(call: Call) -> Response:
         status=query.status,
         limit=query.limit,
         after=query.after,
+        batch_id=query.batch_id,
     )
     return job_list_response(page)
 
@@ -269,6 +271,11 @@ ENDPOINTS = (
                 "after",
                 {"type": "string", "minLength": 1, "maxLength": 128},
                 "The `next_after` of the previous page.",
+            ),
+            QueryParam(
+                "batch_id",
+                {"type": "string", "minLength": 1, "maxLength": 64},
+                "Only the jobs of this OpenAI batch (`/openai/v1/batches`).",
             ),
         ),
     ),

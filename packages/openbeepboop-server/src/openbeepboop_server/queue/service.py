@@ -169,6 +169,7 @@ class QueueService:
         status: JobStatus | None = None,
         limit: int = 20,
         after: str | None = None,
+        batch_id: str | None = None,
     ) -> JobList:
         """The caller's jobs (all jobs for ADMIN), newest first, ``limit`` per page.
 
@@ -176,13 +177,20 @@ class QueueService:
         caller cannot see ends the listing (an empty page), like a cursor past the end.
         """
         with self._db.read() as conn:
-            return views.list_page(conn, caller, status=status, limit=limit, after=after)
+            return views.list_page(
+                conn, caller, status=status, limit=limit, after=after, batch_id=batch_id
+            )
 
-    def cancel(self, caller: Caller, job_id: str) -> PollEntry | None:
-        """Cancel a QUEUED or PROCESSING job; a terminal job is returned unchanged."""
+    def cancel(self, caller: Caller, job_id: str, *, only_queued: bool = False) -> PollEntry | None:
+        """Cancel a QUEUED or PROCESSING job (only a QUEUED one with ``only_queued``).
+
+        A job it does not cancel is returned unchanged.
+        """
         now = self._clock()
         with self._db.write() as conn:
-            return cancel_job(conn, caller, job_id, now=now, lock=self._row_locks)
+            return cancel_job(
+                conn, caller, job_id, now=now, lock=self._row_locks, only_queued=only_queued
+            )
 
     # -- nodes ---------------------------------------------------------------
 

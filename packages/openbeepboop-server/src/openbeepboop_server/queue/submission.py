@@ -32,8 +32,13 @@ def insert_jobs(
     *,
     now: float,
     max_attempts: int,
+    batch: tuple[str, Sequence[str]] | None = None,
 ) -> list[Job]:
-    """Insert one QUEUED job per request; their :class:`Job` views in order."""
+    """Insert one QUEUED job per request; their :class:`Job` views in order.
+
+    ``batch``: the OpenAI batch the requests are the lines of (its id and
+    each line's ``custom_id``); the jobs record it, numbering lines from 1.
+    """
     queued = JobStatus.QUEUED.value
     rows: list[dict[str, Any]] = [
         {
@@ -50,6 +55,10 @@ def insert_jobs(
         }
         for request in requests
     ]
+    if batch is not None:
+        batch_id, custom_ids = batch
+        for line, (row, custom_id) in enumerate(zip(rows, custom_ids, strict=True), start=1):
+            row.update(batch_id=batch_id, batch_line=line, custom_id=custom_id)
     if rows:
         conn.execute(_insert_jobs, rows)
     return [job_view(row["id"], queued, row["model"], now) for row in rows]

@@ -32,7 +32,8 @@ Each arrow, who decides to take it, and what it does to the row:
   PROCESSING whose lease expired -> QUEUED at once while attempts are left,
   else FAILED with a ``lease_expired`` error.
 * :func:`cancel` (``cancel.py``): QUEUED or PROCESSING -> CANCELLED; a node
-  holding the lease learns it at its next heartbeat.
+  holding the lease learns it at its next heartbeat. :func:`cancel_many`
+  (``batches.py``): the same for the live jobs of a batch cancelled or expired.
 * :func:`purge` (``retention.py``): terminal jobs past retention are deleted
   with their lease history.
 
@@ -242,6 +243,16 @@ def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[
 def cancel(conn: sa.Connection, seq: int, now: float) -> None:
     """QUEUED or PROCESSING -> CANCELLED (the caller has checked the job is not terminal)."""
     conn.execute(_CANCEL, {"b_seq": seq, "b_now": now})
+
+
+def cancel_many(conn: sa.Connection, seqs: Sequence[int], now: float) -> None:
+    """QUEUED or PROCESSING -> CANCELLED for many jobs (a batch cancelled or expired).
+
+    The caller has read the jobs as live in the same transaction and ends
+    their held leases itself.
+    """
+    if seqs:
+        conn.execute(_CANCEL, [{"b_seq": seq, "b_now": now} for seq in seqs])
 
 
 def purge(conn: sa.Connection, seqs: list[int]) -> None:

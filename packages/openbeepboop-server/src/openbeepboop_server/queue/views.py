@@ -157,6 +157,7 @@ def list_page(
     status: JobStatus | None,
     limit: int,
     after: str | None,
+    batch_id: str | None = None,
 ) -> JobList:
     """The caller's jobs (all jobs for ADMIN), newest first, ``limit`` per page.
 
@@ -167,6 +168,8 @@ def list_page(
     query = sa.select(*POLL_COLUMNS).where(visible_to(caller))
     if status is not None:
         query = query.where(jobs.c.status == JobStatus(status).value)
+    if batch_id is not None:
+        query = query.where(jobs.c.batch_id == db_text(batch_id))
     if after is not None:
         cursor = conn.execute(
             sa.select(jobs.c.seq).where(jobs.c.id == db_text(after), visible_to(caller))

@@ -1,0 +1,143 @@
+"""The objects of the OpenAI-compatible surface (``/openai/v1``): files and batches.
+
+They are OpenAI's own shapes, field for field, so that the official SDK's
+``FileObject`` and ``Batch`` models read them unchanged; the server writes
+them and the client library reads them (unknown fields tolerated, as
+everywhere). The chat completion and model list answers reuse
+:mod:`~openbeepboop_schemas.chat` and :mod:`~openbeepboop_schemas.jobs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from openbeepboop_schemas._base import StrictBody, TolerantBody
+
+#: Prefix of file ids.
+FILE_ID_PREFIX = "file-"
+#: Prefix of batch ids.
+BATCH_ID_PREFIX = "batch_"
+#: The one endpoint a batch's lines may call.
+BATCH_ENDPOINT = "/v1/chat/completions"
+#: The one file purpose a user may upload; outputs carry ``batch_output``.
+PURPOSE_BATCH = "batch"
+PURPOSE_BATCH_OUTPUT = "batch_output"
+
+BatchStatus = Literal[
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+]
+#: Statuses a batch never leaves.
+BATCH_FINAL_STATUSES = frozenset({"failed", "completed", "expired", "cancelled"})
+
+
+class FileObject(TolerantBody):
+    """An uploaded (or generated) file, as ``client.files.create`` returns it."""
+
+    id: str
+    object: Literal["file"] = "file"
+    bytes: int
+    created_at: int
+    filename: str
+    purpose: str
+    status: str = "processed"
+    expires_at: int | None = None
+    status_details: str | None = None
+
+
+class _CursorPage(TolerantBody):
+    """OpenAI's cursor page: ``after=last_id`` asks for the next one while ``has_more``."""
+
+    object: Literal["list"] = "list"
+    has_more: bool = False
+    first_id: str | None = None
+    last_id: str | None = None
+
+
+class FileList(_CursorPage):
+    """A page of files, newest first."""
+
+    data: list[FileObject]
+
+
+class FileDeleted(TolerantBody):
+    """The answer to ``DELETE /files/{id}``."""
+
+    id: str
+    object: Literal["file"] = "file"
+    deleted: bool = True
+
+
+class BatchCreateRequest(StrictBody):
+    """``POST /batches``: which file, which endpoint, how long it may take."""
+
+    input_file_id: str = Field(min_length=1, max_length=128)
+    endpoint: Literal["/v1/chat/completions"]
+    #: OpenAI's ``24h`` is what the document shows; a server may also take shorter
+    #: windows such as ``30m`` or ``90s`` (docs/openai.md, "Configuration").
+    completion_window: str = Field(min_length=1, max_length=32, json_schema_extra={"enum": ["24h"]})
+    metadata: dict[str, str] | None = None
+    output_expires_after: dict[str, Any] | None = None
+
+
+class BatchRequestCounts(TolerantBody):
+    """How many of a batch's lines there are, and how many finished each way."""
+
+    total: int = 0
+    completed: int = 0
+    failed: int = 0
+
+
+class BatchLineError(TolerantBody):
+    """Why a batch (or one of its input lines) was refused; ``line`` counts from 1."""
+
+    code: str
+    message: str
+    param: str | None = None
+    line: int | None = None
+
+
+class BatchErrors(TolerantBody):
+    """A failed batch's errors, in OpenAI's ``list`` shape."""
+
+    object: Literal["list"] = "list"
+    data: list[BatchLineError]
+
+
+class Batch(TolerantBody):
+    """A batch, as ``client.batches.retrieve`` returns it."""
+
+    id: str
+    object: Literal["batch"] = "batch"
+    endpoint: str
+    errors: BatchErrors | None = None
+    input_file_id: str
+    completion_window: str
+    status: BatchStatus
+    output_file_id: str | None = None
+    error_file_id: str | None = None
+    created_at: int
+    in_progress_at: int | None = None
+    expires_at: int | None = None
+    finalizing_at: int | None = None
+    completed_at: int | None = None
+    failed_at: int | None = None
+    expired_at: int | None = None
+    cancelling_at: int | None = None
+    cancelled_at: int | None = None
+    request_counts: BatchRequestCounts = Field(default_factory=BatchRequestCounts)
+    metadata: dict[str, str] | None = None
+
+
+class BatchList(_CursorPage):
+    """A page of batches, newest first."""
+
+    data: list[Batch]

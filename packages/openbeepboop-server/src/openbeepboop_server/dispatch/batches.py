@@ -1,0 +1,74 @@
+"""The batch driver: validates new batches and moves running ones on, in the background.
+
+Every ``[openai] batch_check_seconds`` (and at once when a batch is created
+or cancelled) it validates ``validating`` batches into jobs (waking the
+nodes that serve their models) and lets :meth:`BatchService.advance` expire,
+finish cancelling and finalise the others; jobs it cancels wake the polls
+watching them. Work is done in the thread pool; a failing step is logged
+and retried on the next tick. Each replica runs one; the service's
+conditional updates keep them from doing the same work twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from anyio.to_thread import run_sync
+
+from openbeepboop_server.dispatch.context import DispatchContext
+from openbeepboop_server.queue.batches import VALIDATING, BatchService
+
+logger = logging.getLogger(__name__)
+
+
+class BatchDriver:
+    """One background task per app; :meth:`kick` makes it look now."""
+
+    def __init__(self, context: DispatchContext, interval: float) -> None:
+        self._context = context
+        self._interval = interval
+        self._service = BatchService(context.db, context.queue.policy)
+        self._kicked = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin the loop on the running event loop."""
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="batches")
+
+    async def stop(self) -> None:
+        """Stop the loop and wait for its current step."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    def kick(self) -> None:
+        """Look at the batches now rather than at the next tick."""
+        self._kicked.set()
+
+    async def step(self) -> None:
+        """Validate new batches, then advance running ones."""
+        service, wakeups = self._service, self._context.wakeups
+        for batch_id, status in await run_sync(service.active):
+            if status == VALIDATING:
+                models = await run_sync(service.validate, batch_id)
+                if models:
+                    self._context.metrics.submitted.inc(len(models))
+                    wakeups.jobs_available(models)
+        advanced = await run_sync(service.advance)
+        if advanced.cancelled_jobs:
+            self._context.metrics.cancelled.inc(len(advanced.cancelled_jobs))
+            wakeups.jobs_changed(advanced.cancelled_jobs)
+
+    async def _run(self) -> None:
+        while True:
+            self._kicked.clear()
+            try:
+                await self.step()
+            except Exception:
+                logger.exception("driving batches failed; retrying on the next tick")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._kicked.wait(), self._interval)

@@ -1,0 +1,83 @@
+"""Waiting for one job's outcome for as long as a synchronous caller may wait.
+
+``POST /openai/v1/chat/completions`` queues an ordinary job and holds the
+request until the job is terminal. The wait is the poll long-poll of
+:mod:`.waiting` (a watcher woken by the delivery that finishes the job,
+which also hands it the entry), repeated until the caller's own deadline,
+since one long-poll is capped at ``[server] max_wait_seconds``. A caller
+that hangs up before a node has leased its job leaves no GPU work behind:
+the job is cancelled if it is still QUEUED; one already running finishes and
+is kept, to be collected through the native API.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from openbeepboop_schemas import JobStatus, PollEntry
+
+from openbeepboop_server.dispatch.calls import run_service
+from openbeepboop_server.dispatch.context import DispatchContext
+from openbeepboop_server.dispatch.waiting import DisconnectWatch, poll_entries
+from openbeepboop_server.dispatch.wakeups import Waiter
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.statuses import TERMINAL
+
+
+@dataclass(frozen=True)
+class SyncOutcome:
+    """Where a synchronous wait ended: the job's last entry and why the wait stopped."""
+
+    entry: PollEntry
+    #: The caller hung up (the job was cancelled if it had not started).
+    disconnected: bool = False
+    #: The server is shutting down.
+    closed: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """True if the job is terminal."""
+        return self.entry.status in TERMINAL
+
+
+async def wait_for_job(
+    context: DispatchContext,
+    caller: Caller,
+    job_id: str,
+    timeout: float,
+    disconnect_watch: DisconnectWatch,
+) -> SyncOutcome:
+    """Wait up to ``timeout`` seconds for ``job_id`` to be terminal."""
+    gone = False
+
+    @contextlib.asynccontextmanager
+    async def watch(waiter: Waiter) -> AsyncIterator[None]:
+        nonlocal gone
+        async with disconnect_watch(waiter):
+            try:
+                yield
+            finally:
+                gone = gone or waiter.disconnected
+
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = max(0.0, deadline - time.monotonic())
+        [entry] = await poll_entries(context, caller, [job_id], remaining, watch)
+        if entry.status in TERMINAL:
+            return SyncOutcome(entry)
+        if gone:
+            cancel = functools.partial(context.queue.cancel, only_queued=True)
+            cancelled = await run_service(context.db, 1, cancel, caller, job_id)
+            if cancelled is not None and cancelled.status == JobStatus.CANCELLED.value:
+                context.metrics.cancelled.inc()
+                context.wakeups.jobs_changed([job_id])
+                entry = cancelled
+            return SyncOutcome(entry, disconnected=True)
+        if context.wakeups.closed:
+            return SyncOutcome(entry, closed=True)
+        if remaining <= 0:
+            return SyncOutcome(entry)

@@ -1,0 +1,140 @@
+"""``POST /openai/v1/chat/completions`` (synchronous) and ``GET /openai/v1/models``.
+
+The request is queued as an ordinary job of the caller's key (native
+validation, routing, retries, fair share; visible in ``/v1/jobs``), then the
+request waits for it (:mod:`openbeepboop_server.dispatch.sync_wait`) and
+answers ``200`` with the node's ``chat.completion`` exactly as the LLM server
+returned it. ``stream: true`` is answered as server-sent events in the shape
+of the SDK's stream iterator, emitted once the result is in: a node runs its
+call to completion, so there is nothing to stream before that (docs/openai.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import partial
+from typing import Any
+
+from openbeepboop_schemas import ChatCompletionRequest, JobStatus, PollEntry
+from pydantic_core import to_json
+from starlette.responses import Response
+
+from openbeepboop_server.dispatch.handoff import submit_handing_off
+from openbeepboop_server.dispatch.sync_wait import SyncOutcome, wait_for_job
+from openbeepboop_server.http.bodies import JSON, read_json, validate_strict
+from openbeepboop_server.http.disconnect import disconnect_watch
+from openbeepboop_server.http.endpoints import Call
+from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.openai.failures import NO_RETRY, job_failed
+
+#: The media type of a streamed answer.
+EVENT_STREAM = "text/event-stream"
+#: Fields of the OpenAI request this route handles itself; the job never sees them.
+_STREAM_FIELDS = ("stream", "stream_options")
+
+
+def _split_stream(data: Any) -> tuple[bool, bool]:
+    """Take ``stream`` and ``stream_options`` out of the body: (stream?, include usage?)."""
+    if not isinstance(data, dict):
+        return False, False
+    stream = data.pop("stream", None)
+    options = data.pop("stream_options", None)
+    if stream is not None and not isinstance(stream, bool):
+        raise ApiError(400, "'stream': must be a boolean", param="stream", code="invalid_value")
+    if options is not None and not isinstance(options, dict):
+        raise ApiError(
+            400, "'stream_options': must be an object", param="stream_options", code="invalid_value"
+        )
+    include_usage = bool(options and options.get("include_usage") is True)
+    return bool(stream), include_usage
+
+
+async def chat_completions(call: Call) -> Response:
+    """Queue the request as a job, wait for it, answer with its completion (or its error)."""
+    data = read_json(await call.request.body())
+    stream, include_usage = _split_stream(data)
+    request = validate_strict(data, ChatCompletionRequest)
+    context = call.context
+    job = await submit_handing_off(context, call.user, request, None)
+    context.metrics.submitted.inc()
+    outcome = await wait_for_job(
+        context,
+        call.user,
+        job.id,
+        context.settings.openai.sync_timeout_seconds,
+        partial(disconnect_watch, call.request),
+    )
+    completion = _completion_or_raise(outcome)
+    if stream:
+        return Response(b"".join(_sse(completion, include_usage)), media_type=EVENT_STREAM)
+    return Response(to_json(completion), media_type=JSON)
+
+
+def _completion_or_raise(outcome: SyncOutcome) -> dict[str, Any]:
+    entry: PollEntry = outcome.entry
+    job_id = entry.id
+    if entry.status == JobStatus.COMPLETED.value and entry.result is not None:
+        data: dict[str, Any] = entry.result.model_dump(mode="json", exclude_unset=True)
+        return data
+    if entry.status == JobStatus.FAILED.value:
+        raise job_failed(job_id, entry.error)
+    if entry.status == JobStatus.CANCELLED.value:
+        raise ApiError(
+            409, f"job {job_id} was cancelled", code="job_cancelled", headers=dict(NO_RETRY)
+        )
+    if outcome.closed:
+        raise ApiError(
+            503,
+            f"the server is shutting down; job {job_id} stays queued: collect it with "
+            f"GET /v1/jobs/{job_id}",
+            code="server_shutting_down",
+            headers=dict(NO_RETRY),
+        )
+    raise ApiError(
+        504,
+        f"job {job_id} did not finish within the server's sync_timeout_seconds; it stays "
+        f"queued and its result can be collected later with GET /v1/jobs/{job_id}",
+        type="timeout",
+        code="sync_timeout",
+        headers=dict(NO_RETRY),
+    )
+
+
+def stream_chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
+    """The ``chat.completion.chunk`` objects that join to ``completion``.
+
+    Per choice: one chunk with the role and the whole content (and tool calls,
+    each with its ``index``), then one with the ``finish_reason``; with
+    ``include_usage``, a last chunk with no choices and the usage.
+    """
+    base = {
+        "id": completion.get("id"),
+        "object": "chat.completion.chunk",
+        "created": completion.get("created"),
+        "model": completion.get("model"),
+    }
+    if completion.get("system_fingerprint") is not None:
+        base["system_fingerprint"] = completion["system_fingerprint"]
+    for position, choice in enumerate(completion.get("choices") or ()):
+        index = choice.get("index", position)
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {
+            "role": message.get("role") or "assistant",
+            "content": message.get("content") or "",
+        }
+        tool_calls = message.get("tool_calls")
+        if tool_calls:
+            delta["tool_calls"] = [
+                {**tool_call, "index": number} for number, tool_call in enumerate(tool_calls)
+            ]
+        yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
+        finish = choice.get("finish_reason") or "stop"
+        yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]}
+    if include_usage:
+        yield {**base, "choices": [], "usage": completion.get("usage")}
+
+
+def _sse(completion: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
+    for chunk in stream_chunks(completion, include_usage):
+        yield b"data: " + to_json(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"

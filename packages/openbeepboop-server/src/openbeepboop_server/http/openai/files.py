@@ -1,0 +1,148 @@
+"""``/openai/v1/files``: upload (multipart, ``purpose=batch``), list, retrieve, content, delete.
+
+An upload is parsed by Starlette's multipart parser, which spools the file
+part to a temporary file past 1 MB, and is then copied into the database
+part by part (:mod:`openbeepboop_server.queue.files`): a 200 MB upload never
+sits in memory whole. The body limit of this one path is ``[openai]
+max_file_bytes`` plus room for the multipart envelope, instead of ``[server]
+max_body_bytes``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from typing import IO
+
+from anyio.to_thread import run_sync
+from openbeepboop_schemas import OPENAI_FILES_PATH, PURPOSE_BATCH, FileDeleted
+from starlette.datastructures import UploadFile
+from starlette.responses import Response, StreamingResponse
+
+from openbeepboop_server.config import Settings
+from openbeepboop_server.http.bodies import model_response
+from openbeepboop_server.http.endpoints import Call
+from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.openai.paging import page_query
+from openbeepboop_server.queue.files import CHUNK_BYTES, FileRefusedError, FileStore, StoredFile
+
+#: Room for the multipart boundaries and the other fields around the file itself.
+MULTIPART_SLACK_BYTES = 64 * 1024
+#: OpenAI's own default and largest page of ``GET /files``.
+MAX_FILES_PAGE = 10_000
+
+
+def upload_limits(settings: Settings) -> dict[str, int]:
+    """The upload path's own body limit, for the body size middleware."""
+    return {OPENAI_FILES_PATH: settings.openai.max_file_bytes + MULTIPART_SLACK_BYTES}
+
+
+def file_not_found(file_id: str) -> ApiError:
+    """The same 404 for an unknown file and another key's file."""
+    return ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
+
+
+def _parts(stream: IO[bytes]) -> Iterator[bytes]:
+    while block := stream.read(CHUNK_BYTES):
+        yield block
+
+
+async def upload(call: Call) -> Response:
+    """Store one uploaded file of purpose ``batch``."""
+    request = call.request
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        raise ApiError(
+            400,
+            "expected a multipart/form-data body with 'file' and 'purpose'",
+            code="invalid_body",
+        )
+    limits = call.context.settings.openai
+    async with request.form(max_files=1, max_fields=16) as form:
+        purpose = form.get("purpose")
+        uploaded = form.get("file")
+        if purpose != PURPOSE_BATCH:
+            raise ApiError(
+                400,
+                f"'purpose': only '{PURPOSE_BATCH}' files can be uploaded here",
+                param="purpose",
+                code="invalid_value",
+            )
+        if not isinstance(uploaded, UploadFile):
+            raise ApiError(
+                400, "'file': a file part is required", param="file", code="invalid_value"
+            )
+        store = FileStore(call.context.db)
+        try:
+            stored = await run_sync(
+                lambda: store.save(
+                    call.user.key_id,
+                    uploaded.filename or "upload.jsonl",
+                    PURPOSE_BATCH,
+                    _parts(uploaded.file),
+                    max_bytes=limits.max_file_bytes,
+                    max_lines=limits.max_file_lines,
+                )
+            )
+        except FileRefusedError as exc:
+            raise ApiError(
+                413 if exc.too_large else 400, str(exc), param="file", code="file_too_large"
+            ) from None
+    return model_response(stored)
+
+
+async def list_files(call: Call) -> Response:
+    """The caller's files, newest first (``after``, ``limit``, ``purpose``, ``order=desc``)."""
+    limit, after, extra = page_query(
+        call.request,
+        default_limit=MAX_FILES_PAGE,
+        max_limit=MAX_FILES_PAGE,
+        extra=("purpose", "order"),
+    )
+    if extra.get("order", "desc") != "desc":
+        raise ApiError(
+            400, "'order': only 'desc' is supported", param="order", code="invalid_value"
+        )
+    store = FileStore(call.context.db)
+    page = await run_sync(
+        lambda: store.list_page(call.user, limit=limit, after=after, purpose=extra.get("purpose"))
+    )
+    return model_response(page)
+
+
+async def _found(call: Call) -> StoredFile:
+    file_id = call.request.path_params["file_id"]
+    found = await run_sync(FileStore(call.context.db).find, call.user, file_id)
+    if found is None:
+        raise file_not_found(file_id)
+    return found
+
+
+async def retrieve(call: Call) -> Response:
+    """One file's object."""
+    return model_response((await _found(call)).view)
+
+
+async def content(call: Call) -> Response:
+    """One file's bytes, streamed part by part."""
+    found = await _found(call)
+    store = FileStore(call.context.db)
+
+    async def parts() -> AsyncIterator[bytes]:
+        number = 0
+        while (data := await run_sync(store.part, found.seq, number)) is not None:
+            yield data
+            number += 1
+
+    return StreamingResponse(
+        parts(),
+        media_type="application/octet-stream",
+        headers={"content-length": str(found.view.bytes)},
+    )
+
+
+async def delete(call: Call) -> Response:
+    """Delete a file (a batch already running keeps its jobs)."""
+    file_id = call.request.path_params["file_id"]
+    deleted = await run_sync(FileStore(call.context.db).delete, call.user, file_id)
+    if not deleted:
+        raise file_not_found(file_id)
+    return model_response(FileDeleted(id=file_id))

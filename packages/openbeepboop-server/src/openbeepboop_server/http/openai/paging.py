@@ -1,0 +1,40 @@
+"""The query string of OpenAI's list endpoints (``after``, ``limit``), checked strictly."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+
+from starlette.requests import Request
+
+from openbeepboop_server.http.errors import ApiError
+
+
+def page_query(
+    request: Request, *, default_limit: int, max_limit: int, extra: Collection[str] = ()
+) -> tuple[int, str | None, dict[str, str]]:
+    """``(limit, after, {other allowed params})``; unknown or repeated parameters are a 400."""
+    params = request.query_params
+    allowed = {"limit", "after", *extra}
+    for name in params:
+        if name not in allowed:
+            raise ApiError(
+                400, f"unknown query parameter '{name}'", param=name, code="unknown_parameter"
+            )
+        if len(params.getlist(name)) > 1:
+            raise ApiError(400, f"query parameter '{name}' given more than once", param=name)
+    raw = params.get("limit")
+    limit = default_limit
+    if raw is not None:
+        if not raw.isdigit() or not 1 <= int(raw) <= max_limit:
+            raise ApiError(
+                400,
+                f"'limit': must be an integer from 1 to {max_limit}",
+                param="limit",
+                code="invalid_value",
+            )
+        limit = int(raw)
+    after = params.get("after") or None
+    if after is not None and len(after) > 128:
+        raise ApiError(400, "'after': too long", param="after", code="invalid_value")
+    others = {name: params[name] for name in extra if name in params}
+    return limit, after, others

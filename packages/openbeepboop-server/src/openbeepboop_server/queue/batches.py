@@ -1,0 +1,447 @@
+"""OpenAI batches: created, validated into ordinary jobs, followed, finalised into files.
+
+A batch's lines are ordinary jobs of its owner (``jobs.batch_id``): routed,
+retried and shared fairly like any other. This module decides the batch's
+own status, OpenAI's::
+
+    validating ─► in_progress ─► finalizing ─► completed
+        │              │   └─ window elapsed ─► finalizing ─► expired
+        │              └─ cancel ─► cancelling ─► finalizing ─► cancelled
+        ├─ a bad line ─► failed          (no job was created)
+        └─ cancel ─► cancelled
+
+Validation reads the whole input file and creates every job in one
+transaction, or none. While a batch runs its ``request_counts`` are counted
+from its jobs (one indexed read); at the end they are stored with it.
+Every status change is a conditional update (``WHERE status = ...``), so two
+replicas driving the same batch never both validate or finalise it. The
+jobs' own status changes go through :mod:`.transitions` like every other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import IO, Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import (
+    BATCH_FINAL_STATUSES,
+    BATCH_ID_PREFIX,
+    PURPOSE_BATCH_OUTPUT,
+    Batch,
+    BatchErrors,
+    BatchLineError,
+    BatchList,
+    BatchRequestCounts,
+    JobStatus,
+    Role,
+)
+
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.safe_text import db_text
+from openbeepboop_server.db.tables import batches, jobs
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue import leases, transitions
+from openbeepboop_server.queue.batch_lines import split_lines, validate_lines
+from openbeepboop_server.queue.batch_output import CANCELLED_CODE, EXPIRED_CODE, split_rows
+from openbeepboop_server.queue.files import FileStore
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.submission import insert_jobs
+from openbeepboop_server.queue.views import may_see
+
+logger = logging.getLogger(__name__)
+
+VALIDATING, IN_PROGRESS, FINALIZING = "validating", "in_progress", "finalizing"
+COMPLETED, FAILED, EXPIRED = "completed", "failed", "expired"
+CANCELLING, CANCELLED = "cancelling", "cancelled"
+#: Statuses the driver still has work for.
+ACTIVE = (VALIDATING, IN_PROGRESS, CANCELLING, FINALIZING)
+#: Rows per page while writing output files.
+OUTPUT_PAGE = 1000
+#: Output files are spooled in memory up to this size, then on disk.
+SPOOL_BYTES = 8 * 1024 * 1024
+#: Largest page of :meth:`BatchService.list_page`.
+MAX_PAGE = 100
+
+_LIVE = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+
+
+def new_batch_id() -> str:
+    """``batch_`` plus 24 random hex characters."""
+    return BATCH_ID_PREFIX + secrets.token_hex(12)
+
+
+def _owner(key_id: int) -> Caller:
+    """The batch's owner as a caller: its jobs are ordinary jobs of that key."""
+    return Caller(key_id=key_id, key_name="", role=Role.USER)
+
+
+def _seconds(value: float | None) -> int | None:
+    return None if value is None else int(value)
+
+
+@dataclass(frozen=True)
+class Advanced:
+    """What one driver step changed: jobs to wake polls for, batches that ended."""
+
+    cancelled_jobs: list[str]
+    ended: list[str]
+
+
+class BatchService:
+    """Batches for the HTTP layer and the driver; each method is its own transaction(s)."""
+
+    def __init__(
+        self, db: Database, policy: QueuePolicy, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._db = db
+        self._policy = policy
+        self._clock = clock
+        self._files = FileStore(db, clock)
+
+    # -- users ---------------------------------------------------------------
+
+    def create(
+        self,
+        caller: Caller,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        window_seconds: float,
+        metadata: dict[str, str] | None,
+    ) -> Batch | None:
+        """A new ``validating`` batch of an input file ``caller`` may see; None if it may not."""
+        if self._files.find(caller, input_file_id) is None:
+            return None
+        now = self._clock()
+        batch_id = new_batch_id()
+        with self._db.write() as conn:
+            conn.execute(
+                batches.insert().values(
+                    id=batch_id,
+                    owner_key_id=caller.key_id,
+                    status=VALIDATING,
+                    endpoint=endpoint,
+                    input_file_id=input_file_id,
+                    completion_window=completion_window,
+                    metadata=None if metadata is None else json.dumps(metadata),
+                    created_at=now,
+                    expires_at=now + window_seconds,
+                )
+            )
+            return self._view(conn, self._row(conn, batch_id))
+
+    def get(self, caller: Caller, batch_id: str) -> Batch | None:
+        """One batch ``caller`` may see, or None."""
+        with self._db.read() as conn:
+            row = self._row(conn, batch_id)
+            if row is None or not may_see(caller, row.owner_key_id):
+                return None
+            return self._view(conn, row)
+
+    def list_page(self, caller: Caller, *, limit: int, after: str | None) -> BatchList:
+        """The caller's batches, newest first, ``limit`` per page after the batch ``after``."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query = sa.select(batches)
+        if caller.role is not Role.ADMIN:
+            query = query.where(batches.c.owner_key_id == caller.key_id)
+        with self._db.read() as conn:
+            if after is not None:
+                cursor = self._row(conn, after)
+                if cursor is None or not may_see(caller, cursor.owner_key_id):
+                    return BatchList(data=[])
+                query = query.where(batches.c.seq < cursor.seq)
+            rows = conn.execute(query.order_by(batches.c.seq.desc()).limit(limit + 1)).all()
+            data = [self._view(conn, row) for row in rows[:limit]]
+        return BatchList(
+            data=data,
+            has_more=len(rows) > limit,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
+    def cancel(self, caller: Caller, batch_id: str) -> tuple[Batch | None, list[str]]:
+        """Cancel a batch: queued lines stop at once, running ones finish.
+
+        Returns the batch (None if ``caller`` may not see it) and the jobs cancelled.
+        """
+        now = self._clock()
+        with self._db.write() as conn:
+            row = self._row(conn, batch_id)
+            if row is None or not may_see(caller, row.owner_key_id):
+                return None, []
+            cancelled: list[str] = []
+            if row.status == VALIDATING:
+                self._move(
+                    conn, batch_id, VALIDATING, CANCELLED, cancelling_at=now, cancelled_at=now
+                )
+            elif row.status == IN_PROGRESS:
+                self._move(conn, batch_id, IN_PROGRESS, CANCELLING, cancelling_at=now)
+                cancelled = self._cancel_jobs(conn, batch_id, (JobStatus.QUEUED.value,), now)
+            return self._view(conn, self._row(conn, batch_id)), cancelled
+
+    # -- the driver ----------------------------------------------------------
+
+    def active(self) -> list[tuple[str, str]]:
+        """``(id, status)`` of every batch the driver has work for, oldest first."""
+        with self._db.read() as conn:
+            rows = conn.execute(
+                sa.select(batches.c.id, batches.c.status)
+                .where(batches.c.status.in_(ACTIVE))
+                .order_by(batches.c.seq)
+            ).all()
+        return [(row.id, row.status) for row in rows]
+
+    def validate(self, batch_id: str) -> list[str]:
+        """Validate a ``validating`` batch's input; queue its jobs or fail it.
+
+        Returns the model of every job created (for the wake-ups), ``[]`` if none.
+        """
+        with self._db.read() as conn:
+            row = self._row(conn, batch_id)
+        if row is None or row.status != VALIDATING:
+            return []
+        stored = self._files.find(_owner(row.owner_key_id), row.input_file_id)
+        now = self._clock()
+        if stored is None:
+            errors = [
+                BatchLineError(
+                    code="invalid_file",
+                    message=f"input file {row.input_file_id} no longer exists",
+                    param="input_file_id",
+                )
+            ]
+            self._fail(batch_id, errors, now)
+            return []
+        checked = validate_lines(split_lines(self._files.read_all(stored.seq)), row.endpoint)
+        if checked.errors:
+            self._fail(batch_id, checked.errors, now)
+            return []
+        owner = _owner(row.owner_key_id)
+        with self._db.write() as conn:
+            if not self._move(
+                conn,
+                batch_id,
+                VALIDATING,
+                IN_PROGRESS,
+                in_progress_at=now,
+                total=len(checked.requests),
+            ):
+                return []  # cancelled meanwhile, or another replica got there first
+            created = insert_jobs(
+                conn,
+                owner,
+                checked.requests,
+                now=now,
+                max_attempts=self._policy.max_attempts,
+                batch=(batch_id, checked.custom_ids),
+            )
+        logger.info("batch %s: queued %d job(s)", batch_id, len(created))
+        return [job.model for job in created]
+
+    def advance(self) -> Advanced:
+        """One step for every running batch: expire, finish cancelling, finalise."""
+        cancelled_jobs: list[str] = []
+        ended: list[str] = []
+        for batch_id, status in self.active():
+            if status == VALIDATING:
+                continue
+            now = self._clock()
+            with self._db.write() as conn:
+                row = self._row(conn, batch_id)
+                if row is None or row.status != status:
+                    continue
+                target = None
+                if status in (IN_PROGRESS, CANCELLING) and now >= row.expires_at:
+                    cancelled_jobs += self._cancel_jobs(conn, batch_id, _LIVE, now)
+                    target = EXPIRED
+                elif status == CANCELLING:
+                    cancelled_jobs += self._cancel_jobs(
+                        conn, batch_id, (JobStatus.QUEUED.value,), now
+                    )
+                    if not self._has_jobs(conn, batch_id, _LIVE):
+                        target = CANCELLED
+                elif status == IN_PROGRESS and not self._has_jobs(conn, batch_id, _LIVE):
+                    target = COMPLETED
+                elif status == FINALIZING:
+                    target = self._finalizing_target(row, now)
+                if target is None:
+                    continue
+                if status != FINALIZING and not self._move(
+                    conn, batch_id, status, FINALIZING, finalizing_at=now
+                ):
+                    continue
+            self._finalize(batch_id, target)
+            ended.append(batch_id)
+        return Advanced(cancelled_jobs, ended)
+
+    # -- inside --------------------------------------------------------------
+
+    @staticmethod
+    def _row(conn: sa.Connection, batch_id: str) -> Any:
+        return conn.execute(sa.select(batches).where(batches.c.id == db_text(batch_id))).first()
+
+    @staticmethod
+    def _move(conn: sa.Connection, batch_id: str, old: str, new: str, **values: Any) -> bool:
+        moved = conn.execute(
+            batches.update()
+            .where(batches.c.id == batch_id, batches.c.status == old)
+            .values(status=new, **values)
+        )
+        return moved.rowcount == 1
+
+    def _fail(self, batch_id: str, errors: list[BatchLineError], now: float) -> None:
+        text = json.dumps([error.model_dump(mode="json") for error in errors])
+        with self._db.write() as conn:
+            self._move(conn, batch_id, VALIDATING, FAILED, errors=text, failed_at=now)
+        logger.info("batch %s failed validation (%d error(s))", batch_id, len(errors))
+
+    @staticmethod
+    def _has_jobs(conn: sa.Connection, batch_id: str, statuses: tuple[str, ...]) -> bool:
+        found = conn.execute(
+            sa.select(jobs.c.seq)
+            .where(jobs.c.batch_id == batch_id, jobs.c.status.in_(statuses))
+            .limit(1)
+        ).first()
+        return found is not None
+
+    @staticmethod
+    def _cancel_jobs(
+        conn: sa.Connection, batch_id: str, statuses: tuple[str, ...], now: float
+    ) -> list[str]:
+        rows = conn.execute(
+            sa.select(jobs.c.seq, jobs.c.id, jobs.c.lease_token).where(
+                jobs.c.batch_id == batch_id, jobs.c.status.in_(statuses)
+            )
+        ).all()
+        transitions.cancel_many(conn, [row.seq for row in rows], now)
+        tokens = [row.lease_token for row in rows if row.lease_token is not None]
+        if tokens:
+            leases.end_leases(conn, tokens, leases.CANCELLED, now)
+        return [row.id for row in rows]
+
+    def _finalizing_target(self, row: Any, now: float) -> str:
+        # A restart in the middle of finalising: decide again what it ends as.
+        if row.cancelling_at is not None:
+            return CANCELLED
+        return EXPIRED if now >= row.expires_at else COMPLETED
+
+    def _counts(self, conn: sa.Connection, batch_id: str) -> dict[str, int]:
+        rows = conn.execute(
+            sa.select(jobs.c.status, sa.func.count())
+            .where(jobs.c.batch_id == batch_id)
+            .group_by(jobs.c.status)
+        ).all()
+        return {row[0]: int(row[1]) for row in rows}
+
+    def _finalize(self, batch_id: str, target: str) -> None:
+        """Write the output and error files, then end the batch as ``target``."""
+        with self._db.read() as conn:
+            row = self._row(conn, batch_id)
+        code = EXPIRED_CODE if target == EXPIRED else CANCELLED_CODE
+        output: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        errors: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        with output, errors:
+            succeeded = failed = 0
+            for is_output, line in split_rows(self._finished_rows(batch_id), code):
+                if is_output:
+                    succeeded += 1
+                    output.write(line)
+                else:
+                    failed += 1
+                    errors.write(line)
+            output_id = self._store(row, output, "output") if succeeded else None
+            error_id = self._store(row, errors, "error") if failed else None
+        now = self._clock()
+        with self._db.write() as conn:
+            counts = self._counts(conn, batch_id)
+            self._move(
+                conn,
+                batch_id,
+                FINALIZING,
+                target,
+                output_file_id=output_id,
+                error_file_id=error_id,
+                completed=counts.get(JobStatus.COMPLETED.value, 0),
+                failed=counts.get(JobStatus.FAILED.value, 0),
+                **{f"{target}_at": now},
+            )
+        logger.info(
+            "batch %s %s: %d succeeded, %d in the error file", batch_id, target, succeeded, failed
+        )
+
+    def _store(self, row: Any, spooled: IO[bytes], kind: str) -> str:
+        spooled.seek(0)
+        stored = self._files.save(
+            row.owner_key_id,
+            f"{row.id}_{kind}.jsonl",
+            PURPOSE_BATCH_OUTPUT,
+            iter(lambda: spooled.read(1024 * 1024), b""),
+        )
+        return stored.id
+
+    def _finished_rows(self, batch_id: str) -> Iterator[Any]:
+        """The batch's jobs in input line order, a page at a time."""
+        last = 0
+        while True:
+            with self._db.read() as conn:
+                rows = conn.execute(
+                    sa.select(
+                        jobs.c.id,
+                        jobs.c.status,
+                        jobs.c.result,
+                        jobs.c.error_message,
+                        jobs.c.error_type,
+                        jobs.c.custom_id,
+                        jobs.c.batch_line,
+                    )
+                    .where(jobs.c.batch_id == batch_id, jobs.c.batch_line > last)
+                    .order_by(jobs.c.batch_line)
+                    .limit(OUTPUT_PAGE)
+                ).all()
+            yield from rows
+            if len(rows) < OUTPUT_PAGE:
+                return
+            last = rows[-1].batch_line
+
+    def _view(self, conn: sa.Connection, row: Any) -> Batch:
+        if row.status in BATCH_FINAL_STATUSES or row.status == VALIDATING:
+            counts = BatchRequestCounts(total=row.total, completed=row.completed, failed=row.failed)
+        else:
+            by_status = self._counts(conn, row.id)
+            counts = BatchRequestCounts(
+                total=row.total,
+                completed=by_status.get(JobStatus.COMPLETED.value, 0),
+                failed=by_status.get(JobStatus.FAILED.value, 0),
+            )
+        errors = None
+        if row.errors:
+            errors = BatchErrors(data=[BatchLineError(**item) for item in json.loads(row.errors)])
+        return Batch(
+            id=row.id,
+            endpoint=row.endpoint,
+            errors=errors,
+            input_file_id=row.input_file_id,
+            completion_window=row.completion_window,
+            status=row.status,
+            output_file_id=row.output_file_id,
+            error_file_id=row.error_file_id,
+            created_at=int(row.created_at),
+            in_progress_at=_seconds(row.in_progress_at),
+            expires_at=_seconds(row.expires_at),
+            finalizing_at=_seconds(row.finalizing_at),
+            completed_at=_seconds(row.completed_at),
+            failed_at=_seconds(row.failed_at),
+            expired_at=_seconds(row.expired_at),
+            cancelling_at=_seconds(row.cancelling_at),
+            cancelled_at=_seconds(row.cancelled_at),
+            request_counts=counts,
+            metadata=json.loads(row.metadata) if row.metadata else None,
+        )

@@ -1,0 +1,234 @@
+"""Files of the OpenAI surface, stored in the database in chunks.
+
+Why the database and not a directory: several replicas share one database
+(and no disk), a backup of the database is a backup of the files, and
+deleting a file is a transaction like any other. A file is written in parts
+of :data:`CHUNK_BYTES`, a few parts per transaction, so the one SQLite writer
+is never held for a whole 200 MB upload; until its last part is in, the file
+is ``uploading`` and invisible. Reading streams it back one part at a time,
+so neither direction ever holds a whole file in memory.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import FILE_ID_PREFIX, FileList, FileObject, Role
+
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.safe_text import db_text
+from openbeepboop_server.db.tables import file_chunks, files
+from openbeepboop_server.errors import ServerError
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.views import may_see
+
+#: Bytes per stored part: large enough that a 200 MB file is 200 rows.
+CHUNK_BYTES = 1024 * 1024
+#: Parts written per transaction (the SQLite writer is released in between).
+PARTS_PER_WRITE = 8
+UPLOADING = "uploading"
+PROCESSED = "processed"
+#: Largest page of :meth:`FileStore.list_page`.
+MAX_PAGE = 10_000
+
+
+class FileRefusedError(ServerError):
+    """A file over a limit; ``too_large`` tells bytes (413) from lines (400)."""
+
+    def __init__(self, message: str, *, too_large: bool) -> None:
+        super().__init__(message)
+        self.too_large = too_large
+
+
+@dataclass(frozen=True)
+class StoredFile:
+    """A file's public view and where its bytes are."""
+
+    view: FileObject
+    seq: int
+    owner_key_id: int
+
+
+def new_file_id() -> str:
+    """``file-`` plus 24 random hex characters."""
+    return FILE_ID_PREFIX + secrets.token_hex(12)
+
+
+def _view(row: Any) -> FileObject:
+    return FileObject(
+        id=row.id,
+        bytes=row.bytes,
+        created_at=int(row.created_at),
+        filename=row.filename,
+        purpose=row.purpose,
+        status=row.status,
+    )
+
+
+def _blocks(parts: Iterable[bytes]) -> Iterator[bytes]:
+    """``parts`` re-cut into blocks of exactly :data:`CHUNK_BYTES` (the last may be shorter)."""
+    pending = bytearray()
+    for part in parts:
+        pending += part
+        while len(pending) >= CHUNK_BYTES:
+            yield bytes(pending[:CHUNK_BYTES])
+            del pending[:CHUNK_BYTES]
+    if pending:
+        yield bytes(pending)
+
+
+class FileStore:
+    """Saving, listing, reading and deleting files; each method is its own transaction(s)."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self._db = db
+        self._clock = clock
+
+    def save(
+        self,
+        owner_key_id: int,
+        filename: str,
+        purpose: str,
+        parts: Iterable[bytes],
+        *,
+        max_bytes: int | None = None,
+        max_lines: int | None = None,
+    ) -> FileObject:
+        """Store the bytes of ``parts`` as a new file; :class:`FileRefusedError` past a limit."""
+        file_id = new_file_id()
+        now = self._clock()
+        with self._db.write() as conn:
+            inserted = conn.execute(
+                files.insert().values(
+                    id=file_id,
+                    owner_key_id=owner_key_id,
+                    purpose=purpose,
+                    filename=db_text(filename)[:512],
+                    bytes=0,
+                    lines=0,
+                    status=UPLOADING,
+                    created_at=now,
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            seq = int(inserted[0])
+        size = lines = 0
+        last = b"\n"
+        pending: list[dict[str, Any]] = []
+        try:
+            for number, block in enumerate(_blocks(parts)):
+                size += len(block)
+                lines += block.count(b"\n")
+                last = block[-1:]
+                if max_bytes is not None and size > max_bytes:
+                    raise FileRefusedError(
+                        f"file is larger than the server's limit of {max_bytes} bytes",
+                        too_large=True,
+                    )
+                if max_lines is not None and lines > max_lines:
+                    raise FileRefusedError(
+                        f"file has more than the server's limit of {max_lines} lines",
+                        too_large=False,
+                    )
+                pending.append({"file_seq": seq, "part": number, "data": block})
+                if len(pending) >= PARTS_PER_WRITE:
+                    self._write_parts(pending)
+                    pending = []
+            lines += 0 if last == b"\n" else 1
+            if max_lines is not None and lines > max_lines:
+                raise FileRefusedError(
+                    f"file has more than the server's limit of {max_lines} lines", too_large=False
+                )
+            with self._db.write() as conn:
+                if pending:
+                    conn.execute(file_chunks.insert(), pending)
+                conn.execute(
+                    files.update()
+                    .where(files.c.seq == seq)
+                    .values(status=PROCESSED, bytes=size, lines=lines)
+                )
+        except BaseException:
+            self._discard(seq)
+            raise
+        return FileObject(
+            id=file_id,
+            bytes=size,
+            created_at=int(now),
+            filename=filename,
+            purpose=purpose,
+            status=PROCESSED,
+        )
+
+    def _write_parts(self, rows: list[dict[str, Any]]) -> None:
+        with self._db.write() as conn:
+            conn.execute(file_chunks.insert(), rows)
+
+    def _discard(self, seq: int) -> None:
+        with self._db.write() as conn:
+            conn.execute(file_chunks.delete().where(file_chunks.c.file_seq == seq))
+            conn.execute(files.delete().where(files.c.seq == seq))
+
+    def find(self, caller: Caller, file_id: str) -> StoredFile | None:
+        """A stored file ``caller`` may see, or None (unknown, uploading, another key's)."""
+        with self._db.read() as conn:
+            row = conn.execute(
+                sa.select(files).where(files.c.id == db_text(file_id), files.c.status == PROCESSED)
+            ).first()
+        if row is None or not may_see(caller, row.owner_key_id):
+            return None
+        return StoredFile(view=_view(row), seq=row.seq, owner_key_id=row.owner_key_id)
+
+    def list_page(
+        self, caller: Caller, *, limit: int, after: str | None, purpose: str | None
+    ) -> FileList:
+        """The caller's files, newest first, ``limit`` per page after the file ``after``."""
+        limit = max(1, min(limit, MAX_PAGE))
+        query = sa.select(files).where(files.c.status == PROCESSED)
+        if caller.role is not Role.ADMIN:
+            query = query.where(files.c.owner_key_id == caller.key_id)
+        if purpose is not None:
+            query = query.where(files.c.purpose == purpose)
+        with self._db.read() as conn:
+            if after is not None:
+                cursor = self.find(caller, after)
+                if cursor is None:
+                    return FileList(data=[])
+                query = query.where(files.c.seq < cursor.seq)
+            rows = conn.execute(query.order_by(files.c.seq.desc()).limit(limit + 1)).all()
+        data = [_view(row) for row in rows[:limit]]
+        return FileList(
+            data=data,
+            has_more=len(rows) > limit,
+            first_id=data[0].id if data else None,
+            last_id=data[-1].id if data else None,
+        )
+
+    def part(self, seq: int, number: int) -> bytes | None:
+        """Part ``number`` of the file ``seq``, or None past its end."""
+        with self._db.read() as conn:
+            data = conn.execute(
+                sa.select(file_chunks.c.data).where(
+                    file_chunks.c.file_seq == seq, file_chunks.c.part == number
+                )
+            ).scalar()
+        return None if data is None else bytes(data)
+
+    def read_all(self, seq: int) -> Iterator[bytes]:
+        """Every part of the file ``seq``, in order, one read each."""
+        number = 0
+        while (data := self.part(seq, number)) is not None:
+            yield data
+            number += 1
+
+    def delete(self, caller: Caller, file_id: str) -> bool:
+        """Delete a file ``caller`` may see; False if there is none."""
+        found = self.find(caller, file_id)
+        if found is None:
+            return False
+        self._discard(found.seq)
+        return True

@@ -1,0 +1,53 @@
+"""File storage in database parts: round trip, limits, ownership, nothing left by a refusal."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from openbeepboop_schemas import Role
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.tables import file_chunks, files
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue import files as store_module
+from openbeepboop_server.queue.files import FileRefusedError, FileStore
+
+OWNER = Caller(key_id=1, key_name="u", role=Role.USER)
+OTHER = Caller(key_id=2, key_name="v", role=Role.USER)
+ADMIN = Caller(key_id=3, key_name="a", role=Role.ADMIN)
+
+
+def _rows(db: Database) -> tuple[int, int]:
+    with db.read() as conn:
+        return (
+            conn.execute(sa.select(sa.func.count()).select_from(files)).scalar_one(),
+            conn.execute(sa.select(sa.func.count()).select_from(file_chunks)).scalar_one(),
+        )
+
+
+def test_round_trip_in_parts_and_ownership(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "CHUNK_BYTES", 4)
+    store = FileStore(db)
+    saved = store.save(OWNER.key_id, "in.jsonl", "batch", [b"ab", b"c\nde", b"fgh\nij"])
+    assert saved.bytes == 12
+    found = store.find(OWNER, saved.id)
+    assert found is not None and b"".join(store.read_all(found.seq)) == b"abc\ndefgh\nij"
+    assert _rows(db) == (1, 3)
+    assert store.find(OTHER, saved.id) is None and store.find(ADMIN, saved.id) is not None
+    assert [f.id for f in store.list_page(OWNER, limit=10, after=None, purpose=None).data] == [
+        saved.id
+    ]
+    assert store.list_page(OTHER, limit=10, after=None, purpose=None).data == []
+    assert not store.delete(OTHER, saved.id)
+    assert store.delete(OWNER, saved.id)
+    assert _rows(db) == (0, 0)
+
+
+def test_a_file_over_a_limit_leaves_nothing(db: Database) -> None:
+    store = FileStore(db)
+    with pytest.raises(FileRefusedError) as too_many:
+        store.save(OWNER.key_id, "x", "batch", [b"a\nb\nc"], max_lines=2)
+    assert not too_many.value.too_large
+    with pytest.raises(FileRefusedError) as too_big:
+        store.save(OWNER.key_id, "x", "batch", [b"x" * 100], max_bytes=10)
+    assert too_big.value.too_large
+    assert _rows(db) == (0, 0)
