@@ -2,8 +2,9 @@
 
 Comments and docstrings point at documents as ``docs/NAME.md, "Section"`` (or
 with single quotes). A section is a Markdown heading or a bold name (``**...**``)
-in that document. A pointer whose document or section is missing fails the lint
-session, so renaming a heading cannot silently strand the code that cites it.
+in that document, or what stands before a colon in one. A pointer whose
+document or section is missing fails the lint session, so renaming a heading
+cannot silently strand the code that cites it.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def sections(document: Path) -> set[str]:
     """Headings and bold names of one document, as written and without trailing dots."""
     text = document.read_text(encoding="utf-8")
     found = {*HEADING.findall(text), *BOLD.findall(text)}
-    return found | {name.rstrip(".:") for name in found}
+    # "Hand-off: a submit claims ..." may be cited by what stands before its colon.
+    return found | {name.rstrip(".:") for name in found} | {name.split(":")[0] for name in found}
 
 
 def unwrap(text: str) -> str:
