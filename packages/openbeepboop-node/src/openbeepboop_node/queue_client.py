@@ -56,6 +56,9 @@ READ_TIMEOUT_MARGIN_SECONDS = 15.0
 #: request down a connection the server has just closed.
 KEEPALIVE_SECONDS = 4.0
 
+#: A fetch answer larger than this is parsed on a worker thread, off the event loop.
+OFF_LOOP_PARSE_BYTES = 256 * 1024
+
 T = TypeVar("T")
 
 
@@ -175,6 +178,10 @@ class QueueClient:
             serves=None if serves is None else list(serves),
         )
         response = await self._post(FETCH_PATH, body)
+        if len(response.body) > OFF_LOOP_PARSE_BYTES:
+            # Parsing megabytes of job bodies takes the loop away from the
+            # heartbeats, deliveries and signals of every other job.
+            return await asyncio.to_thread(self._parse, response, _lease_list().validate_json)
         return self._parse(response, _lease_list().validate_json)
 
     async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:
@@ -237,4 +244,4 @@ class QueueClient:
             )
         if status in (408, 429) or status >= 500:
             raise ServerUnavailableError(f"server answered {status}: {message}", answer.retry_after)
-        raise ServerRequestError(f"server refused {path} ({status}): {message}", status)
+        raise ServerRequestError(f"server refused {path} ({status}): {message}", status, message)
