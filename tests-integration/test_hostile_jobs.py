@@ -71,6 +71,19 @@ def capture() -> Iterator[str]:
         server.server_close()
 
 
+def downloading_node(cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str) -> Node:
+    """A node whose model's provider would download media URLs (setup cannot check it)."""
+    return cluster.node(
+        shared.server,
+        shared.node_key,
+        f"{tag}-node",
+        f"{tag}-m",
+        DOWNLOADING_PROVIDER,
+        llm.base_url,
+        more=["--no-check"],
+    )
+
+
 def image_job(text: str, url: str) -> list[dict[str, Any]]:
     return [
         {
@@ -88,15 +101,7 @@ def test_media_urls_never_reach_the_nodes_network(
 ) -> None:
     server, model, open_model = shared.server, f"{tag}-m", f"{tag}-media"
     api = cluster.api(server, shared.user_key)
-    node = cluster.node(
-        server,
-        shared.node_key,
-        f"{tag}-node",
-        model,
-        DOWNLOADING_PROVIDER,
-        llm.base_url,
-        more=["--no-check"],
-    )
+    node = downloading_node(cluster, shared, llm, tag)
     # A second model whose operator allows media URLs: public addresses only.
     edit_node(
         node,
@@ -130,15 +135,7 @@ def test_error_messages_carry_no_traceback_and_a_bad_request_is_not_retried(
 ) -> None:
     server, model = shared.server, f"{tag}-m"
     api = cluster.api(server, shared.user_key)
-    cluster.node(
-        server,
-        shared.node_key,
-        f"{tag}-node",
-        model,
-        DOWNLOADING_PROVIDER,
-        llm.base_url,
-        more=["--no-check"],
-    ).run()
+    downloading_node(cluster, shared, llm, tag).run()
     # LiteLLM refuses to build this request, raising with a traceback in its message.
     bad = [{"role": "user", "content": [{"type": "bogus"}]}]
     job = api.submit("x", model, messages=bad)

@@ -21,6 +21,7 @@ from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool
 from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome, ResultOutcome
+from test_spool import result
 
 SUBMIT = "/internal/queue/submit"
 
@@ -295,19 +296,9 @@ async def test_what_is_unacknowledged_at_the_end_is_spooled(tmp_path: Path) -> N
 
 
 def big_result(job_id: str) -> ResultOutcome:
-    return ResultOutcome.model_validate(
-        {
-            "job_id": job_id,
-            "lease_token": f"t-{job_id}",
-            "result": {
-                "id": "c",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [{"index": 0, "message": {"role": "assistant", "content": "x" * 5000}}],
-            },
-        }
-    )
+    outcome = result(job_id)
+    outcome.result.choices[0].message.content = "x" * 5000
+    return outcome
 
 
 async def test_a_result_too_large_for_the_server_is_delivered_as_its_failure(

@@ -152,19 +152,11 @@ class Spool:
 
     def _quarantine(self, bad: Sequence[tuple[int, str]]) -> None:
         now = time.time()
-        with self._lock:
-            try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    for rowid, reason in bad:
-                        self._db.execute(_QUARANTINE, (now, reason, rowid))
-                        self._db.execute("DELETE FROM outcomes WHERE rowid = ?", (rowid,))
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-                self._db.execute("COMMIT")
-            except sqlite3.Error as exc:
-                raise SpoolError(f"cannot write the result spool {self.path}: {exc}") from exc
+        statements: list[tuple[str, Sequence[object]]] = []
+        for rowid, reason in bad:
+            statements.append((_QUARANTINE, (now, reason, rowid)))
+            statements.append(("DELETE FROM outcomes WHERE rowid = ?", (rowid,)))
+        self._transaction(statements)
         self.quarantined += len(bad)
         logger.error(
             "%d unreadable row(s) of the result spool moved aside to its quarantine table "
@@ -185,16 +177,26 @@ class Spool:
             self._db.close()
 
     def _write(self, rows: Sequence[tuple[object, ...]], forget: Sequence[OutcomeKey]) -> None:
-        if not rows and not forget:
+        statements: list[tuple[str, Sequence[object]]] = [
+            (_INSERT + _placeholders(len(chunk), 4), _flat(chunk))
+            for chunk in _chunks(rows, ROWS_PER_STATEMENT)
+        ]
+        statements.extend(
+            (_DELETE + _placeholders(len(chunk), 2) + ")", _flat(chunk))
+            for chunk in _chunks(forget, ROWS_PER_STATEMENT)
+        )
+        self._transaction(statements)
+
+    def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
+        """Run ``statements`` in one transaction (none: nothing to do); SpoolError on failure."""
+        if not statements:
             return
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-                        self._db.execute(_INSERT + _placeholders(len(chunk), 4), _flat(chunk))
-                    for chunk in _chunks(forget, ROWS_PER_STATEMENT):
-                        self._db.execute(_DELETE + _placeholders(len(chunk), 2) + ")", _flat(chunk))
+                    for sql, parameters in statements:
+                        self._db.execute(sql, parameters)
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
