@@ -96,11 +96,11 @@ def image_job(text: str, url: str) -> list[dict[str, Any]]:
     ]
 
 
-def test_media_urls_never_reach_the_nodes_network(
+def test_media_urls_never_reach_the_nodes_network_and_errors_are_clean(
     cluster: Cluster, shared: Shared, llm: StandinLLM, capture: str, tag: str
 ) -> None:
-    server, model, open_model = shared.server, f"{tag}-m", f"{tag}-media"
-    api = cluster.api(server, shared.user_key)
+    model, open_model = f"{tag}-m", f"{tag}-media"
+    api = cluster.api(shared.server, shared.user_key)
     node = downloading_node(cluster, shared, llm, tag)
     # A second model whose operator allows media URLs: public addresses only.
     edit_node(
@@ -117,51 +117,36 @@ def test_media_urls_never_reach_the_nodes_network(
     node.run()
     refused = api.submit("x", model, messages=image_job("what is it?", capture + "/a.png"))
     private = api.submit("x", open_model, messages=image_job("and this?", capture + "/b.png"))
+    # LiteLLM refuses to build this request, raising with a traceback in its message.
+    unbuildable = api.submit(
+        "x", model, messages=[{"role": "user", "content": [{"type": "bogus"}]}]
+    )
 
-    done = api.wait_terminal([refused, private])
+    done = api.wait_terminal([refused, private, unbuildable])
 
     assert done[refused]["status"] == "FAILED", done[refused]
     assert done[refused]["error"]["type"] == "media_url_refused"
     assert "media URLs are not allowed for this model" in done[refused]["error"]["message"]
     assert done[private]["status"] == "FAILED", done[private]
     assert "non-public address" in done[private]["error"]["message"]
-    assert [done[j]["attempts"] for j in (refused, private)] == [1, 1]  # permanent
     assert Capture.requests == []
-    assert llm.calls() == []
-
-
-def test_error_messages_carry_no_traceback_and_a_bad_request_is_not_retried(
-    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
-) -> None:
-    server, model = shared.server, f"{tag}-m"
-    api = cluster.api(server, shared.user_key)
-    downloading_node(cluster, shared, llm, tag).run()
-    # LiteLLM refuses to build this request, raising with a traceback in its message.
-    bad = [{"role": "user", "content": [{"type": "bogus"}]}]
-    job = api.submit("x", model, messages=bad)
-
-    entry = api.wait_terminal([job])[job]
-
-    assert entry["status"] == "FAILED", entry
-    assert entry["attempts"] == 1
-    message = entry["error"]["message"]
+    # Errors from the request itself are permanent: one attempt, nothing paid twice.
+    assert [done[j]["attempts"] for j in (refused, private, unbuildable)] == [1, 1, 1]
+    assert done[unbuildable]["status"] == "FAILED", done[unbuildable]
+    message = done[unbuildable]["error"]["message"]
     assert "Traceback" not in message and "/" not in message, message
     assert "Invalid user message" in message
     assert llm.calls() == []
 
 
-def test_a_result_too_large_for_the_server_fails_visibly(
-    cluster: Cluster, llm: StandinLLM, tag: str
+def test_an_11_mb_result_fails_visibly_as_result_too_large(
+    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
 ) -> None:
-    server = cluster.server(lease_seconds=6, retry_backoff_seconds=0.5)
-    server.edit_config("server", max_body_bytes=64 * 1024)
-    server.start()
-    node_key = server.create_key("NODE", "nodes")
-    api = cluster.api(server, server.create_key("USER", "user"))
-    model = f"{tag}-m"
-    cluster.node(server, node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
-    prompt = "word " * 2000  # 10 KB in, echoed 20 times: ~200 KB out
-    big = api.submit(prompt, model, n=20)
+    server, model = shared.server, f"{tag}-m"
+    api = cluster.api(server, shared.user_key)
+    cluster.node(server, shared.node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
+    prompt = "word " * 20_000  # 100 KB in, echoed 110 times: 11 MB out, over the 10 MB limit
+    big = api.submit(prompt, model, n=110)
     small = api.submit("small", model)
 
     done = api.wait_terminal([big, small])
@@ -172,7 +157,7 @@ def test_a_result_too_large_for_the_server_fails_visibly(
     assert failed["error"]["type"] == "result_too_large"
     assert "more than the server accepts" in failed["error"]["message"]
     assert failed["attempts"] == 1
-    assert len([call for call in llm.calls() if call.body.get("n") == 20]) == 1  # not re-run
+    assert len([call for call in llm.calls() if call.body.get("n") == 110]) == 1  # not re-run
 
 
 def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
