@@ -112,6 +112,23 @@ def test_node_id_defaults_to_a_valid_host_name() -> None:
             "needs {model} in litellm_model",
         ),
         (
+            {"models": [{"name": "*", "litellm_model": "{model}"}]},
+            "needs a fixed provider before {model}",
+        ),
+        (
+            {"models": [{"name": "*", "litellm_model": "{model}/x"}]},
+            "needs a fixed provider before {model}",
+        ),
+        (
+            {"models": [{"name": "a", "litellm_model": "x", "fixed": {"api_key": "k"}}]},
+            "models[0].fixed: Value error, not an OpenAI generation parameter",
+        ),
+        (
+            {"models": [{"name": "a", "litellm_model": "x", "max_tokens": 0}]},
+            "models[0].max_tokens: Input should be greater than or equal to 1",
+        ),
+        ({"max_content_parts": 0}, "max_content_parts: Input should be greater than or equal"),
+        (
             {"models": [{"name": "a", "litellm_model": "x"}, {"name": "a", "litellm_model": "y"}]},
             "model name 'a' appears twice",
         ),
@@ -193,7 +210,16 @@ def test_write_is_atomic_0600_and_round_trips(tmp_path: Path) -> None:
                     "defaults": {"temperature": 0.2, "max_tokens": 256},
                 },
                 {"name": "local", "litellm_model": "openai/x", "api_key": "sk-local"},
+                {
+                    "name": "capped",
+                    "litellm_model": "openai/y",
+                    "max_tokens": 512,
+                    "max_n": 2,
+                    "allow_media_urls": True,
+                    "fixed": {"temperature": 0},
+                },
             ],
+            "max_messages": 100,
         }
     )
     path = tmp_path / "deep" / "node_config.toml"
@@ -203,7 +229,8 @@ def test_write_is_atomic_0600_and_round_trips(tmp_path: Path) -> None:
     again = load_config(path, environ={})
     assert again == config
     text = path.read_text()
-    assert "[[models]]" in text and "[models.defaults]" in text
+    assert "[[models]]" in text and "[models.defaults]" in text and "[models.fixed]" in text
+    assert text.count("allow_media_urls") == 1  # left out where it is the default
     # Overwriting keeps the mode.
     write_config(again, path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -20,7 +20,8 @@ from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool
-from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome
+from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome, ResultOutcome
+from test_spool import result
 
 SUBMIT = "/internal/queue/submit"
 
@@ -292,3 +293,47 @@ async def test_what_is_unacknowledged_at_the_end_is_spooled(tmp_path: Path) -> N
     answer.set()
     h.task = run
     await h.__aexit__()
+
+
+def big_result(job_id: str) -> ResultOutcome:
+    outcome = result(job_id)
+    outcome.result.choices[0].message.content = "x" * 5000
+    return outcome
+
+
+async def test_a_result_too_large_for_the_server_is_delivered_as_its_failure(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def limit_bodies(request: Received) -> Reply:
+        if len(request.body) > 4000:
+            return Reply(
+                413,
+                {"error": {"message": "body over 4000 bytes", "type": "invalid_request_error"}},
+            )
+        return accept_all(request)
+
+    async with Harness(tmp_path) as h:
+        h.server.respond = limit_bodies
+        with caplog.at_level(logging.WARNING, logger="openbeepboop_node"):
+            for outcome in [error("job-1"), big_result("job-2"), error("job-3"), error("job-4")]:
+                h.deliverer.put(outcome)
+            assert await h.deliverer.wait_idle(10)
+    bodies = h.server.bodies(SUBMIT)
+    # Halved until the too-large result stands alone, then sent as a failure.
+    assert h.sent_batches() == [
+        ["job-1", "job-2", "job-3", "job-4"],
+        ["job-1", "job-2"],
+        ["job-1"],
+        ["job-2"],
+        ["job-2"],
+        ["job-3", "job-4"],
+    ]
+    failure = bodies[4]["outcomes"][0]
+    assert failure["kind"] == "error"
+    assert failure["error"]["type"] == "result_too_large"
+    assert failure["error"]["retryable"] is False
+    assert "body over 4000 bytes" in failure["error"]["message"]
+    assert "bytes, more than the server accepts" in failure["error"]["message"]
+    assert h.deliverer.acks == {"accepted": 4}
+    assert "job job-2: the result is" in caplog.text
+    assert len(h.spool) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 from fake_queue import DROP, LoopbackServer, Received, Reply, always
@@ -12,7 +13,12 @@ from openbeepboop_node.exceptions import (
     ServerRequestError,
     ServerUnavailableError,
 )
-from openbeepboop_node.queue_client import READ_TIMEOUT_MARGIN_SECONDS, QueueClient, proxy_for
+from openbeepboop_node.queue_client import (
+    OFF_LOOP_PARSE_BYTES,
+    READ_TIMEOUT_MARGIN_SECONDS,
+    QueueClient,
+    proxy_for,
+)
 from openbeepboop_schemas import LeaseRef, ReleaseOutcome
 
 KEY = "sk-" + "q" * 40
@@ -187,3 +193,25 @@ def test_proxy_comes_from_the_environment_unless_bypassed(
     assert proxy_for("https://queue.example") == "http://proxy.corp:3128"
     assert proxy_for("http://queue.example") is None
     assert proxy_for("https://queue.internal.corp") is None
+
+
+async def test_a_large_fetch_answer_is_parsed_off_the_event_loop(
+    server: LoopbackServer, client: QueueClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parsed_on: list[str] = []
+    real_parse = QueueClient._parse
+
+    def parse(self: QueueClient, answer: Any, parse: Any) -> Any:
+        parsed_on.append(threading.current_thread().name)
+        return real_parse(self, answer, parse)
+
+    monkeypatch.setattr(QueueClient, "_parse", parse)
+    long_message = {"role": "user", "content": "x" * (OFF_LOOP_PARSE_BYTES + 1)}
+    big = {**LEASE, "request": {"model": "llama3", "messages": [long_message]}}
+    server.respond = always(Reply(200, [big]))
+    (lease,) = await client.fetch(["llama3"], 1, 0)
+    server.respond = always(Reply(200, [LEASE]))
+    await client.fetch(["llama3"], 1, 0)
+    assert lease.job_id == "job-1"
+    main = threading.current_thread().name
+    assert parsed_on[0] != main and parsed_on[1] == main

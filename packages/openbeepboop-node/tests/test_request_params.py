@@ -105,3 +105,28 @@ def test_extra_message_fields_are_kept() -> None:
     )
     assert params["messages"][0]["name"] == "bob"
     assert params["messages"][1]["tool_calls"] == [{"id": "1"}]
+
+
+def test_fixed_parameters_replace_the_jobs() -> None:
+    params, _ = job_params(
+        request(temperature=1.5, seed=3), {"temperature": 0.7}, fixed={"temperature": 0}
+    )
+    assert params["temperature"] == 0
+    assert params["seed"] == 3
+
+
+def test_the_token_cap_lowers_both_token_limits_and_fills_an_unset_one() -> None:
+    capped, _ = job_params(request(max_tokens=10_000, max_completion_tokens=50), max_tokens=100)
+    assert (capped["max_tokens"], capped["max_completion_tokens"]) == (100, 50)
+    only_new, _ = job_params(request(max_completion_tokens=10_000), max_tokens=100)
+    assert only_new["max_completion_tokens"] == 100 and "max_tokens" not in only_new
+    unset, _ = job_params(request(), max_tokens=100)
+    assert unset["max_tokens"] == 100
+    defaulted, _ = job_params(request(), {"max_tokens": 5000}, max_tokens=100)
+    assert defaulted["max_tokens"] == 100
+
+
+def test_the_n_cap_lowers_n_and_leaves_it_unset_otherwise() -> None:
+    assert job_params(request(n=128), max_n=2)[0]["n"] == 2
+    assert job_params(request(n=1), max_n=2)[0]["n"] == 1
+    assert "n" not in job_params(request(), max_n=2)[0]

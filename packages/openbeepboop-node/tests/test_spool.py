@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from openbeepboop_node.spool import ROWS_PER_STATEMENT, Spool, outcome_key
 from openbeepboop_schemas import ErrorOutcome, NodeError, ResultOutcome
 
@@ -95,3 +98,32 @@ def test_spool_file_is_private(tmp_path: Path) -> None:
     path = tmp_path / "new" / "spool.sqlite3"
     Spool(path).close()
     assert (os.stat(path.parent).st_mode & 0o077) == 0
+
+
+def test_an_unreadable_row_is_moved_aside_and_the_rest_delivered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "spool.sqlite3"
+    spool = Spool(path)
+    spool.add([result("job-1"), result("job-3")])
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO outcomes VALUES ('job-2', 'tok-2', '{not json', 0), "
+            '(\'job-4\', \'tok-4\', \'{"kind": "result", "job_id": "job-4"}\', 0)'
+        )
+    with caplog.at_level(logging.ERROR, logger="openbeepboop_node"):
+        assert sorted(o.job_id for o in spool.pending()) == ["job-1", "job-3"]
+    assert spool.quarantined == 2 and spool.quarantine_size() == 2
+    assert len(spool) == 2
+    assert caplog.text.count("moved aside") == 1  # logged once, not per row
+    with sqlite3.connect(path) as db:
+        kept = db.execute("SELECT job_id, body, reason FROM quarantine ORDER BY job_id").fetchall()
+    assert [row[:2] for row in kept] == [
+        ("job-2", "{not json"),
+        ("job-4", '{"kind": "result", "job_id": "job-4"}'),
+    ]
+    assert all(reason for _, _, reason in kept)
+    # The next start finds only good rows.
+    assert sorted(o.job_id for o in spool.pending()) == ["job-1", "job-3"]
+    assert spool.quarantined == 2
+    spool.close()

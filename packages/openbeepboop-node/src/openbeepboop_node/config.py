@@ -33,6 +33,12 @@ from pydantic import (
 )
 
 from openbeepboop_node.exceptions import ConfigError
+from openbeepboop_node.request_guard import (
+    DEFAULT_MAX_CONTENT_PARTS,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_REQUEST_CHARS,
+    RequestLimits,
+)
 from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
 
 if sys.version_info >= (3, 11):
@@ -116,6 +122,14 @@ class ModelConfig(BaseModel):
     #: only the node's ``concurrency`` bounds it.
     concurrency: int | None = Field(default=None, ge=1, le=MAX_FETCH_JOBS)
     defaults: dict[str, Any] = Field(default_factory=dict)
+    #: Generation parameters that replace whatever a job sets.
+    fixed: dict[str, Any] = Field(default_factory=dict)
+    #: Ceiling on a job's max_tokens / max_completion_tokens (lowered to it).
+    max_tokens: int | None = Field(default=None, ge=1)
+    #: Ceiling on a job's n (lowered to it).
+    max_n: int | None = Field(default=None, ge=1)
+    #: Let jobs carry media URLs LiteLLM may fetch (public http(s) addresses only).
+    allow_media_urls: bool = False
 
     @field_validator("api_base")
     @classmethod
@@ -124,7 +138,7 @@ class ModelConfig(BaseModel):
             raise ValueError("must start with http:// or https://")
         return value or None
 
-    @field_validator("defaults")
+    @field_validator("defaults", "fixed")
     @classmethod
     def _known_defaults(cls, value: dict[str, Any]) -> dict[str, Any]:
         unknown = sorted(set(value) - DEFAULTABLE_PARAMS)
@@ -143,6 +157,17 @@ class ModelConfig(BaseModel):
                 f'a name = "{ANY_MODEL}" model needs {MODEL_PLACEHOLDER} in litellm_model '
                 f'(e.g. "ollama_chat/{MODEL_PLACEHOLDER}")'
             )
+        if self.name == ANY_MODEL:
+            provider, slash, _ = self.litellm_model.partition("/")
+            if not slash or not provider or MODEL_PLACEHOLDER in provider:
+                # Otherwise a job's model name ("anthropic/...") would choose
+                # the provider, and with it where the operator's key is sent.
+                raise ValueError(
+                    f'a name = "{ANY_MODEL}" model needs a fixed provider before '
+                    f"{MODEL_PLACEHOLDER} in litellm_model "
+                    f'(e.g. "ollama_chat/{MODEL_PLACEHOLDER}"), '
+                    "so that a job's model name cannot choose the provider"
+                )
         return self
 
     def litellm_model_for(self, job_model: str) -> str:
@@ -195,6 +220,10 @@ class NodeConfig(BaseModel):
     batch_backend_wait: float = Field(default=DEFAULT_BATCH_BACKEND_WAIT_SECONDS, ge=0)
     backend_probe_max: float = Field(default=DEFAULT_BACKEND_PROBE_MAX_SECONDS, gt=0)
     spool_path: Path | None = None
+    #: Ceilings on one job's request (:mod:`openbeepboop_node.request_guard`).
+    max_messages: int = Field(default=DEFAULT_MAX_MESSAGES, ge=1)
+    max_content_parts: int = Field(default=DEFAULT_MAX_CONTENT_PARTS, ge=1)
+    max_request_chars: int = Field(default=DEFAULT_MAX_REQUEST_CHARS, ge=1)
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
 
     @field_validator("server_url")
@@ -254,6 +283,14 @@ class NodeConfig(BaseModel):
         """Entry name -> its own ``concurrency``, for the entries that set one."""
         return {m.name: m.concurrency for m in self.models if m.concurrency is not None}
 
+    def request_limits(self) -> RequestLimits:
+        """The ceilings every job's request is checked against before its call."""
+        return RequestLimits(
+            max_messages=self.max_messages,
+            max_content_parts=self.max_content_parts,
+            max_request_chars=self.max_request_chars,
+        )
+
     def timeout_for(self, model: ModelConfig) -> float:
         """The LLM call timeout for ``model``."""
         return model.timeout or self.request_timeout
@@ -267,12 +304,18 @@ class NodeConfig(BaseModel):
         models = []
         for model in self.models:
             entry = model.model_dump(
-                mode="json", exclude_none=True, exclude={"api_key", "defaults"}
+                mode="json",
+                exclude_none=True,
+                exclude={"api_key", "defaults", "fixed", "allow_media_urls"},
             )
             if model.api_key is not None:
                 entry["api_key"] = model.api_key.get_secret_value()
+            if model.allow_media_urls:
+                entry["allow_media_urls"] = True
             if model.defaults:
                 entry["defaults"] = dict(model.defaults)
+            if model.fixed:
+                entry["fixed"] = dict(model.fixed)
             models.append(entry)
         data["models"] = models
         return data

@@ -27,6 +27,12 @@ that arrives before the fsync ends still leaves nothing behind. A server that
 cannot be reached is retried with backoff for as long as it takes. Releases
 (leases handed back unworked) are never spooled: losing one only means the
 job waits for its lease to expire.
+
+A result the server refuses as too large (HTTP 413 on a submit holding
+that result alone) is never dropped: it is delivered instead as a permanent
+error of type ``result_too_large`` naming its size and the server's limit,
+so the job ends ``FAILED`` with a reason the user can read. A batch refused
+with 413 is halved until the too-large result(s) stand alone.
 """
 
 from __future__ import annotations
@@ -37,12 +43,21 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from http import HTTPStatus
 from typing import TypeVar
 
-from openbeepboop_schemas import MAX_SUBMIT_OUTCOMES, Outcome, ReleaseOutcome, SubmitAck
+from openbeepboop_schemas import (
+    MAX_SUBMIT_OUTCOMES,
+    ErrorOutcome,
+    Outcome,
+    ReleaseOutcome,
+    ResultOutcome,
+    SubmitAck,
+)
 
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError
+from openbeepboop_node.oversized import too_large_failure
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool, outcome_key
 
@@ -287,14 +302,31 @@ class Deliverer:
 
     async def _refused(self, batch: list[Outcome], exc: ServerRequestError) -> None:
         # One bad outcome must not hold the others back: send them one by one,
-        # and drop (loudly) only the one the server will never take.
+        # and drop (loudly) only the one the server will never take. A batch
+        # too large for the server's body limit is halved instead: the halves
+        # may go through whole, and a too-large result is found in log2(n) steps.
+        too_large = exc.status_code == HTTPStatus.REQUEST_ENTITY_TOO_LARGE
         if len(batch) > 1:
-            for outcome in batch:
-                await self._send([outcome])
+            middle = len(batch) // 2
+            parts = [batch[:middle], batch[middle:]] if too_large else [[o] for o in batch]
+            for part in parts:
+                await self._send(part)
             return
         (outcome,) = batch
+        if too_large and isinstance(outcome, ResultOutcome):
+            await self._send([self._as_too_large(outcome, exc)])
+            return
         logger.error("job %s: server refused its outcome, dropping it: %s", outcome.job_id, exc)
         self._forget([outcome_key(outcome)])
+
+    def _as_too_large(self, outcome: ResultOutcome, exc: ServerRequestError) -> ErrorOutcome:
+        """Deliver a result the server will never take as its failure (see the module doc)."""
+        failure = too_large_failure(outcome, exc.detail)
+        logger.warning(
+            "job %s: %s; delivering that as its failure", outcome.job_id, failure.error.message
+        )
+        self._pending[outcome_key(outcome)] = failure
+        return failure
 
     def _settle(self, batch: list[Outcome], acks: list[SubmitAck]) -> None:
         if len(acks) == len(batch):

@@ -47,11 +47,15 @@ class KeyRejectedError(OpenBeepBoopNodeError):
 
 
 class ServerRequestError(OpenBeepBoopNodeError):
-    """The queue server rejected a request as invalid (4xx other than 401/403/429)."""
+    """The queue server rejected a request as invalid (4xx other than 401/403/429).
 
-    def __init__(self, message: str, status_code: int) -> None:
+    ``detail`` is the server's own message (from its error envelope).
+    """
+
+    def __init__(self, message: str, status_code: int, detail: str = "") -> None:
         super().__init__(message)
         self.status_code = status_code
+        self.detail = detail
 
 
 class SpoolError(OpenBeepBoopNodeError):

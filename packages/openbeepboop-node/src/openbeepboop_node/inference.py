@@ -15,9 +15,16 @@ model, resolved once into a :class:`~openbeepboop_node.model_routes.ModelRoute`
 (``model``, ``api_base``, ``api_key``, ``timeout``), are applied last, and
 LiteLLM's own retries are off because the queue retries.
 
+Before a call the request is checked against the node's ceilings and its
+media URLs against the model's policy (:mod:`~openbeepboop_node.request_guard`);
+the whole call is bounded by the model's ``timeout``.
+
 Failures become a wire :class:`~openbeepboop_schemas.NodeError`: retryable
 for timeouts, connection errors, 408, 429 and 5xx; permanent for bad
-requests (context window, content policy), auth and unknown models. A call
+requests (context window, content policy, a request LiteLLM refuses to
+build: an ``APIConnectionError`` with no network failure behind it), auth
+and unknown models. Its message is what the job's submitter sees: no
+traceback, no node path, no key (:mod:`~openbeepboop_node.public_errors`). A call
 that never got a connection to the backend (refused, DNS, connect timeout:
 :func:`connection_failure`) is no failure of the job: it raises
 :class:`~openbeepboop_node.exceptions.BackendUnreachableError` instead.
@@ -30,14 +37,10 @@ import gc
 import importlib
 import logging
 import os
-import socket
-import ssl
 import threading
 from typing import Any
 
-import aiohttp
 from openbeepboop_schemas import (
-    MAX_ERROR_MESSAGE_CHARS,
     ChatCompletion,
     ChatCompletionRequest,
     NodeError,
@@ -45,7 +48,10 @@ from openbeepboop_schemas import (
 from pydantic import ValidationError
 
 from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
+from openbeepboop_node.failure_causes import connection_failure, local_failure
 from openbeepboop_node.model_routes import ModelRoute
+from openbeepboop_node.public_errors import public_message
+from openbeepboop_node.request_guard import RequestLimits, check_media_urls, scan_request
 from openbeepboop_node.request_params import job_params
 
 logger = logging.getLogger(__name__)
@@ -61,6 +67,9 @@ LITELLM_LOGGERS = ("LiteLLM", "LiteLLM Router", "LiteLLM Proxy")
 
 _import_lock = threading.Lock()
 _litellm: Any = None
+#: How much longer than the model's ``timeout`` a whole call may take: LiteLLM's
+#: own timeout (connect or read) fires first where it applies and says which.
+CALL_CEILING_MARGIN_SECONDS = 2.0
 #: LiteLLM model strings already checked against LiteLLM's price list.
 _priced: set[str] = set()
 
@@ -94,17 +103,6 @@ _STATUS_TYPES = {
 
 #: Statuses worth another attempt besides 5xx.
 _RETRYABLE_STATUSES = frozenset({408, 409, 425, 429})
-
-#: httpx / httpcore exceptions (by module and name: neither is imported here,
-#: and LiteLLM may use either) raised when no connection was made. Not
-#: ReadTimeout, RemoteProtocolError, ...: there the backend was reached.
-_CONNECT_FAILURES = frozenset(
-    (module, name)
-    for module in ("httpx", "httpcore")
-    for name in ("ConnectError", "ConnectTimeout")
-)
-#: How deep an exception's chain of causes is searched.
-_MAX_CHAIN = 32
 
 
 def load_litellm() -> Any:
@@ -203,67 +201,28 @@ def is_retryable_status(status: int) -> bool:
     return status in _RETRYABLE_STATUSES or status >= 500
 
 
-def connection_failure(exc: BaseException) -> str | None:
-    """Why no connection to the backend was made, or None if one was (or it is unclear).
+def to_node_error(
+    exc: BaseException, secrets: tuple[str, ...] = (), endpoints: tuple[str, ...] = ()
+) -> NodeError:
+    """What the queue should record for a failed LLM call.
 
-    LiteLLM reports a refused connection as an ``APIConnectionError`` for
-    Ollama and as a 500 ``InternalServerError`` for OpenAI-compatible
-    servers, and a connect timeout as a ``Timeout`` like any slow answer, so
-    its class says nothing; the chain of causes does. Looked for in it:
-    httpx's or httpcore's ``ConnectError``/``ConnectTimeout``, aiohttp's
-    ``ClientConnectorError`` (refused, DNS: ``ClientConnectorDNSError``) and
-    ``ConnectionTimeoutError``, ``ConnectionRefusedError`` and
-    ``socket.gaierror``. A TLS failure anywhere in the chain rules it out:
-    the backend answered, with a certificate or protocol this node refuses
-    (httpx reports that as a ``ConnectError`` too).
+    The message is the one the job's submitter sees: no traceback, no node
+    file path, ``secrets`` and ``endpoints`` masked
+    (:func:`~openbeepboop_node.public_errors.public_message`).
     """
-    found: BaseException | None = None
-    seen: set[int] = set()
-    pending: list[BaseException] = [exc]
-    while pending and len(seen) < _MAX_CHAIN:
-        current = pending.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        if isinstance(current, (ssl.SSLError, aiohttp.ClientSSLError)):
-            return None
-        kind = type(current)
-        if found is None and (
-            (kind.__module__.split(".")[0], kind.__name__) in _CONNECT_FAILURES
-            or isinstance(
-                current,
-                (
-                    aiohttp.ClientConnectorError,
-                    aiohttp.ConnectionTimeoutError,
-                    ConnectionRefusedError,
-                    socket.gaierror,
-                ),
-            )
-        ):
-            found = current
-        for linked in (current.__context__, current.__cause__):
-            if linked is not None:
-                pending.append(linked)
-    if found is None:
-        return None
-    return str(found) or type(found).__name__
-
-
-def to_node_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> NodeError:
-    """What the queue should record for a failed LLM call (``secrets`` are masked)."""
     litellm = load_litellm()
     status = getattr(exc, "status_code", None)
     status = status if isinstance(status, int) and 100 <= status <= 599 else None
-    message = str(getattr(exc, "message", None) or exc) or type(exc).__name__
-    for secret in secrets:
-        if secret:
-            message = message.replace(secret, "***")
-    message = message[:MAX_ERROR_MESSAGE_CHARS]
+    raw = str(getattr(exc, "message", None) or exc)
+    message = public_message(raw, secrets=secrets, endpoints=endpoints, fallback=type(exc).__name__)
     for class_name, error_type, retryable in _EXCEPTION_TYPES:
         cls = getattr(litellm, class_name, None)
         if isinstance(cls, type) and isinstance(exc, cls):
             if class_name == "APIConnectionError":
                 status = None  # no HTTP answer came back; LiteLLM says 500
+                if local_failure(exc):
+                    # Raised while LiteLLM built the request: the request's own fault.
+                    error_type, retryable = "invalid_request_error", False
             return NodeError(
                 message=message, type=error_type, retryable=retryable, status_code=status
             )
@@ -276,11 +235,24 @@ def to_node_error(exc: BaseException, secrets: tuple[str, ...] = ()) -> NodeErro
         )
     # Not a provider answer at all (a LiteLLM bug, a local failure): let the
     # queue try again, bounded by the job's max_attempts.
-    return NodeError(message=message, type="node_error", retryable=True)
+    return NodeError(
+        message=public_message(
+            f"{type(exc).__name__}: {raw}", secrets=secrets, endpoints=endpoints
+        ),
+        type="node_error",
+        retryable=True,
+    )
 
 
 class Inference:
-    """Runs jobs' chat completions on the routes their models resolved to."""
+    """Runs jobs' chat completions on the routes their models resolved to.
+
+    ``limits`` are the node's ceilings on one request
+    (:mod:`~openbeepboop_node.request_guard`), checked before every call.
+    """
+
+    def __init__(self, limits: RequestLimits | None = None) -> None:
+        self.limits = limits or RequestLimits()
 
     def load(self) -> None:
         """Import LiteLLM now rather than on the first job."""
@@ -290,7 +262,13 @@ class Inference:
         self, route: ModelRoute, request: ChatCompletionRequest, job_id: str | None = None
     ) -> dict[str, Any]:
         """The keyword arguments for ``litellm.acompletion``: job parameters, then ours."""
-        params, dropped = job_params(request, route.defaults)
+        params, dropped = job_params(
+            request,
+            route.defaults,
+            fixed=route.fixed,
+            max_tokens=route.max_tokens,
+            max_n=route.max_n,
+        )
         if dropped:
             logger.debug("job %s: not forwarding %s", job_id or "-", ", ".join(sorted(dropped)))
         params["model"] = route.litellm_model
@@ -309,29 +287,48 @@ class Inference:
     ) -> ChatCompletion:
         """Run one request; InferenceError carries the error to report.
 
+        The request is checked first (size ceilings, media URLs: permanent
+        errors, no call made). The whole call, LiteLLM's own work included,
+        is bounded by the model's ``timeout``: LiteLLM applies it to the
+        HTTP exchange, not to what it does before and after.
         BackendUnreachableError when no connection to the backend was made.
         """
+        urls = scan_request(request, self.limits)
+        if urls:
+            await check_media_urls(urls, route.allow_media_urls)
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         kwargs = self.call_kwargs(route, request, job_id)
         price_unknown_model_as_free(kwargs["model"])
         try:
-            response = await litellm.acompletion(**kwargs)
+            response = await asyncio.wait_for(
+                litellm.acompletion(**kwargs), route.timeout + CALL_CEILING_MARGIN_SECONDS
+            )
         except asyncio.CancelledError:
             raise
+        except asyncio.TimeoutError as exc:
+            raise InferenceError(
+                NodeError(
+                    message=f"the LLM call took longer than the model's timeout of "
+                    f"{route.timeout:g} s (and {CALL_CEILING_MARGIN_SECONDS:g} s of margin)",
+                    type="timeout",
+                    retryable=True,
+                )
+            ) from exc
         except Exception as exc:
             unreachable = connection_failure(exc)
             if unreachable is not None:
                 raise BackendUnreachableError(unreachable) from exc
-            secret = route.api_key
-            raise InferenceError(to_node_error(exc, (secret,) if secret else ())) from exc
+            logger.debug("job %s: the LLM call failed", job_id or "-", exc_info=True)
+            secrets = (route.api_key,) if route.api_key else ()
+            endpoints = (route.api_base,) if route.api_base else ()
+            raise InferenceError(to_node_error(exc, secrets, endpoints)) from exc
         try:
             return ChatCompletion.model_validate(response.model_dump())
         except (ValidationError, AttributeError, TypeError) as exc:
+            logger.debug("job %s: not a chat.completion", job_id or "-", exc_info=True)
             raise InferenceError(
                 NodeError(
-                    message=f"the LLM's answer is not a chat.completion: {exc}"[
-                        :MAX_ERROR_MESSAGE_CHARS
-                    ],
+                    message=public_message(f"the LLM's answer is not a chat.completion: {exc}"),
                     type="invalid_response",
                     retryable=False,
                 )

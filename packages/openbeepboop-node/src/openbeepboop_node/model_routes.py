@@ -4,7 +4,9 @@ Every ``[[models]]`` entry becomes one route when the node starts: the
 LiteLLM model string, the provider key (from the file, or the environment
 variable ``api_key_env`` names: an unset one is a start-up error, not a job
 failure), the endpoint, the timeout with the node's default filled in, and
-the generation defaults. A job finds its route with one dictionary lookup.
+the generation defaults, fixed values and caps, and whether media URLs
+may pass (:mod:`~openbeepboop_node.request_guard`). A job finds its route
+with one dictionary lookup.
 A ``name = "*"`` entry serves every other name: its route for a name is made
 the first time a job asks for that name and kept (for up to
 :data:`MAX_WILDCARD_ROUTES` names).
@@ -48,6 +50,14 @@ class ModelRoute:
     timeout: float
     #: Generation parameters used where the job sets none.
     defaults: Mapping[str, Any]
+    #: Generation parameters the operator fixed: they replace the job's.
+    fixed: Mapping[str, Any] = field(default_factory=dict)
+    #: The operator's ceiling on ``max_tokens`` / ``max_completion_tokens``.
+    max_tokens: int | None = None
+    #: The operator's ceiling on ``n``.
+    max_n: int | None = None
+    #: Whether jobs may carry media URLs (public http(s) only) LiteLLM may fetch.
+    allow_media_urls: bool = False
 
 
 def placeholder_key(model: ModelConfig, environ: Mapping[str, str]) -> str | None:
@@ -80,6 +90,10 @@ def resolve_route(
         api_base=model.api_base,
         timeout=config.timeout_for(model),
         defaults=model.defaults,
+        fixed=model.fixed,
+        max_tokens=model.max_tokens,
+        max_n=model.max_n,
+        allow_media_urls=model.allow_media_urls,
     )
 
 

@@ -56,6 +56,9 @@ READ_TIMEOUT_MARGIN_SECONDS = 15.0
 #: request down a connection the server has just closed.
 KEEPALIVE_SECONDS = 4.0
 
+#: A fetch answer larger than this is parsed on a worker thread, off the event loop.
+OFF_LOOP_PARSE_BYTES = 256 * 1024
+
 T = TypeVar("T")
 
 
@@ -176,6 +179,10 @@ class QueueClient:
         )
         # ``serves`` only when it says something: the body stays as before otherwise.
         response = await self._post(FETCH_PATH, body, omit=None if serves else {"serves"})
+        if len(response.body) > OFF_LOOP_PARSE_BYTES:
+            # Parsing megabytes of job bodies takes the loop away from the
+            # heartbeats, deliveries and signals of every other job.
+            return await asyncio.to_thread(self._parse, response, _lease_list().validate_json)
         return self._parse(response, _lease_list().validate_json)
 
     async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:
@@ -238,4 +245,4 @@ class QueueClient:
             )
         if status in (408, 429) or status >= 500:
             raise ServerUnavailableError(f"server answered {status}: {message}", answer.retry_after)
-        raise ServerRequestError(f"server refused {path} ({status}): {message}", status)
+        raise ServerRequestError(f"server refused {path} ({status}): {message}", status, message)

@@ -7,6 +7,14 @@ from the same keyword arguments as the OpenAI generation parameters, so any
 field passed through blindly could redirect the call or leak the operator's
 key. Only the OpenAI generation parameters named here are forwarded; the
 operator's settings are applied after them and always win.
+
+The operator shapes what is forwarded per model, in this order: ``defaults``
+fill what the job left unset; ``fixed`` values replace the job's; then the
+caps: ``max_tokens`` lowers a larger ``max_tokens`` or
+``max_completion_tokens`` to the cap (and is sent as ``max_tokens`` when
+neither is set, so every call has a ceiling), ``max_n`` lowers a larger
+``n``. A job asking for more is not failed: it gets the operator's value,
+as it would from a provider whose limit is lower.
 """
 
 from __future__ import annotations
@@ -57,13 +65,23 @@ FORWARDED_PARAMS: frozenset[str] = frozenset(
 DEFAULTABLE_PARAMS: frozenset[str] = FORWARDED_PARAMS - {"messages"}
 
 
+#: The parameters a ``max_tokens`` cap bounds.
+TOKEN_LIMIT_PARAMS = ("max_tokens", "max_completion_tokens")
+
+
 def job_params(
-    request: ChatCompletionRequest, defaults: Mapping[str, Any] | None = None
+    request: ChatCompletionRequest,
+    defaults: Mapping[str, Any] | None = None,
+    *,
+    fixed: Mapping[str, Any] | None = None,
+    max_tokens: int | None = None,
+    max_n: int | None = None,
 ) -> tuple[dict[str, Any], list[str]]:
     """The generation parameters to call the LLM with, and the names that were dropped.
 
     A parameter the job left out (or sent as ``null``) takes the model's
-    default from the operator's config, if there is one.
+    default from the operator's config, if there is one; ``fixed`` and the
+    caps are applied after (see the module docstring).
     """
     params: dict[str, Any] = {}
     dropped: list[str] = []
@@ -76,4 +94,19 @@ def job_params(
     if defaults:
         for name, value in defaults.items():
             params.setdefault(name, value)
+    if fixed:
+        params.update(fixed)
+    if max_tokens is not None:
+        limited = [name for name in TOKEN_LIMIT_PARAMS if name in params]
+        for name in limited:
+            if _above(params[name], max_tokens):
+                params[name] = max_tokens
+        if not limited:
+            params["max_tokens"] = max_tokens
+    if max_n is not None and _above(params.get("n"), max_n):
+        params["n"] = max_n
     return params, dropped
+
+
+def _above(value: Any, cap: int) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > cap

@@ -48,6 +48,7 @@ from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
 from openbeepboop_node.model_routes import ModelRoutes
 from openbeepboop_node.prefetch import PrefetchSizer
+from openbeepboop_node.public_errors import public_message
 
 logger = logging.getLogger(__name__)
 
@@ -241,8 +242,11 @@ class JobRunner:
             raise
         except Exception as exc:  # a bug here must not cost the job: let it be retried
             logger.exception("job %s: unexpected error", lease.job_id)
+            # The detail (traceback, paths) stays in this log; the user gets the gist.
             error = NodeError(
-                message=f"node error: {exc}"[:1000], type="node_error", retryable=True
+                message=public_message(f"node error: {type(exc).__name__}: {exc}")[:1000],
+                type="node_error",
+                retryable=True,
             )
             return self._failed(lease, error)
         self.summary.completed += 1

@@ -6,7 +6,9 @@ has not acknowledged in time (``spool_after``), could not take, or still
 lacks at shutdown is written here, in one fsync'd SQLite transaction per
 batch (:mod:`~openbeepboop_node.delivery` decides when); it is deleted once
 the server acknowledged it (whatever the ack), along with the next write. A
-node that starts delivers what a previous run left behind.
+node that starts delivers what a previous run left behind; a row it cannot
+read is moved aside to a ``quarantine`` table in the same file, logged and
+counted, and the rest is delivered.
 
 The methods block on disk I/O; delivery calls them from one background
 thread so the event loop keeps running other jobs meanwhile. Every
@@ -22,6 +24,7 @@ spool transaction per write").
 from __future__ import annotations
 
 import functools
+import logging
 import sqlite3
 import threading
 import time
@@ -30,7 +33,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from openbeepboop_schemas import Outcome
-from pydantic import TypeAdapter
+from pydantic import TypeAdapter, ValidationError
 
 from openbeepboop_node.exceptions import SpoolError
 
@@ -43,6 +46,23 @@ CREATE TABLE IF NOT EXISTS outcomes (
     PRIMARY KEY (job_id, lease_token)
 )
 """
+#: Rows that could not be read back (not JSON, not an outcome), kept for an operator.
+_QUARANTINE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS quarantine (
+    job_id,
+    lease_token,
+    body,
+    spooled_at,
+    quarantined_at REAL NOT NULL,
+    reason TEXT NOT NULL
+)
+"""
+_QUARANTINE = (
+    "INSERT INTO quarantine (job_id, lease_token, body, spooled_at, quarantined_at, reason) "
+    "SELECT job_id, lease_token, body, spooled_at, ?, ? FROM outcomes WHERE rowid = ?"
+)
+
+logger = logging.getLogger(__name__)
 
 OutcomeKey = tuple[str, str]
 T = TypeVar("T", bound=tuple[object, ...])
@@ -68,6 +88,8 @@ class Spool:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        #: Unreadable rows this process moved to the quarantine table.
+        self.quarantined = 0
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -77,6 +99,7 @@ class Spool:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.execute(_SCHEMA)
+            self._db.execute(_QUARANTINE_SCHEMA)
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the result spool {path}: {exc}") from exc
 
@@ -97,11 +120,51 @@ class Spool:
         self._write([], list(keys))
 
     def pending(self) -> list[Outcome]:
-        """Every stored outcome, oldest first."""
+        """Every stored outcome, oldest first; unreadable rows are moved to ``quarantine``.
+
+        A row that is not an outcome (a disk error, a hand edit, a spool
+        written by an incompatible version) must not strand the good
+        results beside it, nor stop the node from starting: it is moved,
+        as it was, into the ``quarantine`` table of the same file, with the
+        reason, for an operator to look at. :attr:`quarantined` counts them.
+        """
         with self._lock:
-            rows = self._db.execute("SELECT body FROM outcomes ORDER BY spooled_at").fetchall()
+            rows = self._db.execute(
+                "SELECT rowid, body FROM outcomes ORDER BY spooled_at"
+            ).fetchall()
         adapter = _outcome()
-        return [adapter.validate_json(body) for (body,) in rows]
+        good: list[Outcome] = []
+        bad: list[tuple[int, str]] = []
+        for rowid, body in rows:
+            try:
+                good.append(adapter.validate_json(body))
+            except (ValueError, TypeError) as exc:  # pydantic's ValidationError is a ValueError
+                bad.append((rowid, _reason(exc)))
+        if bad:
+            self._quarantine(bad)
+        return good
+
+    def quarantine_size(self) -> int:
+        """How many unreadable rows the quarantine table holds (this run's and earlier)."""
+        with self._lock:
+            (count,) = self._db.execute("SELECT COUNT(*) FROM quarantine").fetchone()
+        return int(count)
+
+    def _quarantine(self, bad: Sequence[tuple[int, str]]) -> None:
+        now = time.time()
+        statements: list[tuple[str, Sequence[object]]] = []
+        for rowid, reason in bad:
+            statements.append((_QUARANTINE, (now, reason, rowid)))
+            statements.append(("DELETE FROM outcomes WHERE rowid = ?", (rowid,)))
+        self._transaction(statements)
+        self.quarantined += len(bad)
+        logger.error(
+            "%d unreadable row(s) of the result spool moved aside to its quarantine table "
+            "(%s); the first: %s",
+            len(bad),
+            self.path,
+            bad[0][1],
+        )
 
     def __len__(self) -> int:
         with self._lock:
@@ -114,22 +177,41 @@ class Spool:
             self._db.close()
 
     def _write(self, rows: Sequence[tuple[object, ...]], forget: Sequence[OutcomeKey]) -> None:
-        if not rows and not forget:
+        statements: list[tuple[str, Sequence[object]]] = [
+            (_INSERT + _placeholders(len(chunk), 4), _flat(chunk))
+            for chunk in _chunks(rows, ROWS_PER_STATEMENT)
+        ]
+        statements.extend(
+            (_DELETE + _placeholders(len(chunk), 2) + ")", _flat(chunk))
+            for chunk in _chunks(forget, ROWS_PER_STATEMENT)
+        )
+        self._transaction(statements)
+
+    def _transaction(self, statements: Sequence[tuple[str, Sequence[object]]]) -> None:
+        """Run ``statements`` in one transaction (none: nothing to do); SpoolError on failure."""
+        if not statements:
             return
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    for chunk in _chunks(rows, ROWS_PER_STATEMENT):
-                        self._db.execute(_INSERT + _placeholders(len(chunk), 4), _flat(chunk))
-                    for chunk in _chunks(forget, ROWS_PER_STATEMENT):
-                        self._db.execute(_DELETE + _placeholders(len(chunk), 2) + ")", _flat(chunk))
+                    for sql, parameters in statements:
+                        self._db.execute(sql, parameters)
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise SpoolError(f"cannot write the result spool {self.path}: {exc}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """One line saying why a row could not be read."""
+    if isinstance(exc, ValidationError):
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        return f"{where}: {first['msg']}" if where else str(first["msg"])
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
 def _chunks(rows: Sequence[T], size: int) -> Iterator[Sequence[T]]:

@@ -71,7 +71,7 @@ class Node:
     ) -> None:
         self.config = config
         self.routes = ModelRoutes(config, environ)
-        self.inference = Inference()
+        self.inference = Inference(config.request_limits())
         self.client = QueueClient(
             config.server_url,
             config.api_key.get_secret_value(),
