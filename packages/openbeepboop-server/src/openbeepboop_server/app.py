@@ -33,6 +33,7 @@ from openbeepboop_server.config import Settings
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.housekeeping import Housekeeper
 from openbeepboop_server.http.access_log import AccessLog
@@ -41,6 +42,7 @@ from openbeepboop_server.http.errors import (
     ApiError,
     handle_api_error,
     handle_http_exception,
+    handle_too_many_long_polls,
     handle_unexpected,
 )
 from openbeepboop_server.http.limits import BodySizeLimit
@@ -112,6 +114,7 @@ def create_app(settings: Settings) -> Starlette:
         ],
         exception_handlers={
             ApiError: handle_api_error,
+            TooManyLongPolls: handle_too_many_long_polls,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

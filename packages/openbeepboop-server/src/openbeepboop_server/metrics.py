@@ -133,6 +133,11 @@ class Metrics:
             "Finished jobs deleted after the retention period.",
             registry=self.registry,
         )
+        self.expired = Counter(
+            "openbeepboop_jobs_expired",
+            "Queued jobs failed as expired past [queue] max_queued_days.",
+            registry=self.registry,
+        )
         self.request_seconds = Histogram(
             "openbeepboop_http_request_duration_seconds",
             "HTTP request latency by method, route and status (long-polls included).",
