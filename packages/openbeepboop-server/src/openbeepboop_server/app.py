@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from openbeepboop_server import __version__
 from openbeepboop_server.config import Settings
@@ -41,6 +42,7 @@ from openbeepboop_server.http.endpoints import build_routes
 from openbeepboop_server.http.errors import (
     ApiError,
     handle_api_error,
+    handle_client_gone,
     handle_http_exception,
     handle_too_many_long_polls,
     handle_unexpected,
@@ -73,6 +75,8 @@ def create_app(settings: Settings) -> Starlette:
         housekeeper: Housekeeper | None = None
         keys: KeyService | None = None
         wakeups = Wakeups()
+        metrics.long_polls.labels(kind="poll").set_function(lambda: wakeups.watch_waiters)
+        metrics.long_polls.labels(kind="fetch").set_function(lambda: wakeups.fetch_waiters)
         try:
             await run_in_threadpool(ensure_current, db)
             queue = QueueService(db, settings.queue.policy())
@@ -115,6 +119,7 @@ def create_app(settings: Settings) -> Starlette:
         exception_handlers={
             ApiError: handle_api_error,
             TooManyLongPolls: handle_too_many_long_polls,
+            ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

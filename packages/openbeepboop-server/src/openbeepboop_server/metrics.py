@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 logger = logging.getLogger(__name__)
@@ -136,6 +136,12 @@ class Metrics:
         self.expired = Counter(
             "openbeepboop_jobs_expired",
             "Queued jobs failed as expired past [queue] max_queued_days.",
+            registry=self.registry,
+        )
+        self.long_polls = Gauge(
+            "openbeepboop_long_polls",
+            "Long-polls waiting in this process: kind poll (clients) or fetch (nodes).",
+            labelnames=["kind"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(

@@ -131,6 +131,23 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     return envelope_response(status, envelope, dict(exc.headers) if exc.headers else None)
 
 
+#: Status recorded (access log, metrics) for a request whose client left before
+#: its body arrived; nobody receives it (nginx's convention for the same case).
+CLIENT_GONE_STATUS = 499
+
+
+async def handle_client_gone(request: Request, exc: Exception) -> Response:
+    """The connection closed while the body was read (the client left, or was cut for
+    being too slow): nothing to answer and nothing wrong with the server."""
+    logger.debug(
+        "client left during the body of %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request.scope.get("request_id", "-"),
+    )
+    return Response(status_code=CLIENT_GONE_STATUS)
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """Anything else: log it with context, answer a ``500`` envelope."""
     logger.error(

@@ -131,6 +131,8 @@ def _refusal() -> bytes:
 
 #: The whole answer to a connection past ``max_connections``, built once.
 REFUSAL = _refusal()
+#: How long a refused connection is kept half-open for the client to read the answer.
+REFUSAL_LINGER_SECONDS = 1.0
 
 
 class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
@@ -159,10 +161,13 @@ class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
         if len(self.connections) > self.limits.max_connections:
+            # Answer, half-close, and keep reading (into the void) until the
+            # client closes or a moment passes: closing a socket with unread
+            # input resets it, and the reset would destroy the answer too.
             self._refused = True
-            assert isinstance(transport, asyncio.WriteTransport)
-            transport.write(REFUSAL)
-            transport.close()
+            self.transport.write(REFUSAL)
+            self.transport.write_eof()
+            self._arm(REFUSAL_LINGER_SECONDS, "refusal")
             return
         self._arm(self.limits.header_timeout_seconds, "request head")
 
