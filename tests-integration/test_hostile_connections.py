@@ -18,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-import pytest
 from cluster import Cluster, Server
 from openbeepboop_schemas import POLL_PATH
 from openbeepboop_testkit.processes import wait_until
@@ -103,7 +102,11 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
     jobs = [cluster.api(server, key).submit("wait for me", "nobody-serves-this") for key in users]
     late_job = cluster.api(server, late).submit("nobody finishes me", "nobody-serves-this")
     # Each key polls its own job; the first key sends `over` polls beyond its cap.
-    polls = [RawPoll(key, [job], 25) for key, job in zip(users, jobs) for _ in range(per_key)]
+    polls = [
+        RawPoll(key, [job], 25)
+        for key, job in zip(users, jobs, strict=True)
+        for _ in range(per_key)
+    ]
     extra = [RawPoll(users[0], [jobs[0]], 25) for _ in range(over)]
     short = [RawPoll(late, [late_job], 3) for _ in range(deadline_polls)]
     unrelated = httpx.Client(base_url=server.url, timeout=30)
@@ -129,7 +132,7 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
             await asyncio.sleep(0.3)
         timed_out = await asyncio.wait_for(short_answers, 30)
         short_elapsed = time.monotonic() - short_started
-        for key, job in zip(users, jobs):
+        for key, job in zip(users, jobs, strict=True):
             cancelled = await asyncio.to_thread(cluster.api(server, key).cancel, job)
             assert cancelled.status_code == 200, cancelled.text
         answered = await asyncio.wait_for(asyncio.gather(*answers), 60)

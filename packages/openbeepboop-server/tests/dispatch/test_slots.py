@@ -1,4 +1,4 @@
-"""Per-key caps on long-polls: past the cap a ``429`` with ``Retry-After``; other keys unaffected."""
+"""Per-key caps on long-polls: past the cap a ``429`` with ``Retry-After``; other keys not."""
 
 from __future__ import annotations
 
