@@ -97,6 +97,19 @@ async def _submit(world: World, model: str = "m") -> str:
     return job_id
 
 
+async def _parked_fetch(world: World, node_id: str) -> asyncio.Future[httpx.Response]:
+    """A fetch long-poll for model ``m``, once it is parked."""
+    fetch = asyncio.ensure_future(
+        world.http.post(
+            "/internal/queue/fetch",
+            json={"node_id": node_id, "models": ["m"], "wait": WAIT},
+            headers=bearer(world.node),
+        )
+    )
+    await eventually(lambda: world.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    return fetch
+
+
 @pytest.mark.anyio
 async def test_a_poll_learns_of_a_job_another_replica_cancelled(world: World) -> None:
     job_id = await _submit(world)
@@ -117,14 +130,7 @@ async def test_a_poll_learns_of_a_job_another_replica_cancelled(world: World) ->
 
 @pytest.mark.anyio
 async def test_a_parked_fetch_learns_of_a_job_another_replica_queued(world: World) -> None:
-    fetch = asyncio.ensure_future(
-        world.http.post(
-            "/internal/queue/fetch",
-            json={"node_id": "far-node", "models": ["m"], "wait": WAIT},
-            headers=bearer(world.node),
-        )
-    )
-    await eventually(lambda: world.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    fetch = await _parked_fetch(world, "far-node")
     started = time.monotonic()
     [job] = world.other.submit_many(
         world.user_caller, [ChatCompletionRequest.model_validate(chat("m"))]
@@ -221,14 +227,7 @@ async def test_a_node_parked_in_a_fetch_stays_seen(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(recheck, "NODE_TOUCH_SECONDS", 0.0)
-    fetch = asyncio.ensure_future(
-        world.http.post(
-            "/internal/queue/fetch",
-            json={"node_id": "idle-node", "models": ["m"], "wait": WAIT},
-            headers=bearer(world.node),
-        )
-    )
-    await eventually(lambda: world.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    fetch = await _parked_fetch(world, "idle-node")
     with world.context.db.write() as conn:
         conn.execute(nodes.update().values(last_seen=1.0))
 
