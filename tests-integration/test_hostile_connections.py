@@ -92,39 +92,41 @@ def _timed_get(http: httpx.Client, path: str) -> float:
 
 
 def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cluster) -> None:
-    per_key, keys, over, deadline_polls = 1000, 3, 50, 50
-    _raise_fd_limit(2 * (per_key * keys + over + deadline_polls) + 512)
+    crowd, keys, over, deadline_polls = 1000, 3, 50, 50
+    _raise_fd_limit(2 * (crowd * keys + over) + 512)
     server = cluster.server()
-    server.edit_config("server", max_polls_per_key=per_key)
+    server.edit_config("server", max_polls_per_key=crowd)
     server.start()
-    users = [server.create_key("USER", f"crowd-{n}") for n in range(keys)]
-    late = server.create_key("USER", "deadline")
+    # Two USER keys and the admin key (an ADMIN's polls count like anyone's).
+    users = [server.create_key("USER", f"crowd-{n}") for n in range(keys - 1)] + [server.admin_key]
     jobs = [cluster.api(server, key).submit("wait for me", "nobody-serves-this") for key in users]
-    late_job = cluster.api(server, late).submit("nobody finishes me", "nobody-serves-this")
-    # Each key polls its own job; the first key sends `over` polls beyond its cap.
+    late_job = cluster.api(server, users[-1]).submit("nobody finishes me", "nobody-serves-this")
+    # Each key polls its own job, `crowd` polls in all; of the last key's,
+    # `deadline_polls` wait 3 s on a job nobody finishes. The first key then
+    # sends `over` polls beyond its cap.
     polls = [
-        RawPoll(key, [job], 25)
-        for key, job in zip(users, jobs, strict=True)
-        for _ in range(per_key)
+        RawPoll(key, [job], 25) for key, job in zip(users, jobs, strict=True) for _ in range(crowd)
     ]
+    polls = polls[:-deadline_polls]
+    short = [RawPoll(users[-1], [late_job], 3) for _ in range(deadline_polls)]
     extra = [RawPoll(users[0], [jobs[0]], 25) for _ in range(over)]
-    short = [RawPoll(late, [late_job], 3) for _ in range(deadline_polls)]
     unrelated = httpx.Client(base_url=server.url, timeout=30)
 
     async def scenario() -> tuple[list[Any], list[Any], list[Any], list[float], float]:
         await _in_waves([lambda p=p: p.send(server.port) for p in polls])
-        await _in_waves([lambda p=p: p.send(server.port) for p in extra])
-        refused = await asyncio.wait_for(asyncio.gather(*(p.answer() for p in extra)), 60)
-        await asyncio.to_thread(
-            wait_until,
-            lambda: _long_polls(server) >= per_key * keys,
-            60,
-            "every poll within its key's cap to be parked",
-        )
-        answers = [asyncio.ensure_future(p.answer()) for p in polls]
         short_started = time.monotonic()
         await _in_waves([lambda p=p: p.send(server.port) for p in short])
         short_answers = asyncio.ensure_future(asyncio.gather(*(p.answer() for p in short)))
+        await asyncio.to_thread(
+            wait_until,
+            lambda: _long_polls(server) >= len(polls),
+            60,
+            "every poll within its key's cap to be parked",
+        )
+        await _in_waves([lambda p=p: p.send(server.port) for p in extra])
+        # Which of the first key's polls get the 429s depends on the order the
+        # server read them in: all its polls are answered together below.
+        answers = [asyncio.ensure_future(p.answer()) for p in [*polls, *extra]]
         # Unrelated requests while everything is parked, across several re-check rounds.
         latencies = []
         for _ in range(10):
@@ -136,7 +138,9 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
             cancelled = await asyncio.to_thread(cluster.api(server, key).cancel, job)
             assert cancelled.status_code == 200, cancelled.text
         answered = await asyncio.wait_for(asyncio.gather(*answers), 60)
-        return list(refused), list(answered), list(timed_out), latencies, short_elapsed
+        refused = [answer for answer in answered if answer[0] == 429]
+        kept = [answer for answer in answered if answer[0] != 429]
+        return refused, kept, list(timed_out), latencies, short_elapsed
 
     try:
         refused, answered, timed_out, latencies, short_elapsed = asyncio.run(scenario())
@@ -144,7 +148,7 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
         unrelated.close()
 
     # Past the cap: 429 in the OpenAI envelope, with Retry-After.
-    assert {status for status, _, _ in refused} == {429}
+    assert len(refused) == over
     assert all(headers.get("retry-after") == "1" for _, headers, _ in refused)
     assert all(body["error"]["code"] == "too_many_long_polls" for _, _, body in refused)
     # An unrelated request was not held up by the crowd.
@@ -155,7 +159,7 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
     assert 2.5 <= short_elapsed < 20, short_elapsed
     assert {status for status, _, _ in answered} == {200}
     assert {body[0]["status"] for _, _, body in answered} == {"CANCELLED"}
-    assert len(answered) == per_key * keys
+    assert len(answered) == crowd * keys - deadline_polls
 
 
 Stream = tuple[asyncio.StreamReader, asyncio.StreamWriter]
