@@ -125,6 +125,6 @@ async def poll_entries(
                 if any(entry.id in live and entry.status in TERMINAL for entry in entries):
                     return entries
                 del entries
-        if waiter.disconnected:
-            return []  # nobody is listening for the answer
+        # The deadline, a hang-up or a shutdown: the entries as they are now
+        # (callers that wait on may use them even when nobody reads the answer).
         return await run_service(context.db, len(ids), queue.poll, caller, ids)
