@@ -42,6 +42,23 @@ def test_defaults_fill_everything_but_the_database(tmp_path: Path) -> None:
     assert (policy.lease_seconds, policy.max_attempts, policy.retention_days) == (300, 3, 30)
 
 
+def test_defaults_for_hostile_conditions(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, MINIMAL))
+    server, queue = settings.server, settings.queue
+    assert (server.max_polls_per_key, server.max_fetches_per_key) == (100, 1000)
+    assert (server.header_timeout_seconds, server.body_timeout_seconds) == (10, 60)
+    assert (server.keep_alive_seconds, server.max_connections) == (5, 4096)
+    assert queue.max_queued_days is None and queue.policy().max_queued_days is None
+    assert queue.node_retention_days == queue.policy().node_retention_days == 30
+    # An unset maximum age stays out of the file `setup` writes.
+    assert "max_queued_days" not in settings.to_toml()
+
+
+def test_max_queued_days_may_be_a_fraction(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, MINIMAL + "[queue]\nmax_queued_days = 0.25\n"))
+    assert settings.queue.policy().max_queued_days == 0.25
+
+
 def test_spec_example_loads(tmp_path: Path) -> None:
     text = """
 [server]
@@ -75,6 +92,11 @@ retention_days = 30
         ),
         (MINIMAL + "[server]\nmax_wait_seconds = 31\n", "[server] max_wait_seconds:"),
         (MINIMAL + "[queue]\nmax_attempts = 0\n", "[queue] max_attempts:"),
+        (MINIMAL + "[queue]\nmax_queued_days = 0\n", "[queue] max_queued_days:"),
+        (MINIMAL + "[queue]\nnode_retention_days = -1\n", "[queue] node_retention_days:"),
+        (MINIMAL + "[server]\nmax_polls_per_key = 0\n", "[server] max_polls_per_key:"),
+        (MINIMAL + "[server]\nheader_timeout_seconds = 0\n", "[server] header_timeout_seconds:"),
+        (MINIMAL + "[server]\nmax_connections = 0\n", "[server] max_connections:"),
         ("[server]\nport = 1\n", "[database]: required setting is missing"),
         (MINIMAL + "[colours]\nred = 1\n", "[colours]: unknown setting"),
         ('[database]\nurl = "not a url"\n', "[database] url: Value error, not a database URL"),

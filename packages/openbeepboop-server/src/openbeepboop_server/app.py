@@ -27,6 +27,7 @@ from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect
 
 from openbeepboop_server import __version__
 from openbeepboop_server.config import Settings
@@ -34,6 +35,7 @@ from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
 from openbeepboop_server.dispatch.batches import BatchDriver
+from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.housekeeping import Housekeeper
 from openbeepboop_server.http.access_log import AccessLog
@@ -41,7 +43,9 @@ from openbeepboop_server.http.endpoints import build_routes
 from openbeepboop_server.http.errors import (
     ApiError,
     handle_api_error,
+    handle_client_gone,
     handle_http_exception,
+    handle_too_many_long_polls,
     handle_unexpected,
 )
 from openbeepboop_server.http.limits import BodySizeLimit
@@ -74,6 +78,8 @@ def create_app(settings: Settings) -> Starlette:
         batch_driver: BatchDriver | None = None
         keys: KeyService | None = None
         wakeups = Wakeups()
+        metrics.long_polls.labels(kind="poll").set_function(lambda: wakeups.watch_waiters)
+        metrics.long_polls.labels(kind="fetch").set_function(lambda: wakeups.fetch_waiters)
         try:
             await run_in_threadpool(ensure_current, db)
             queue = QueueService(db, settings.queue.policy())
@@ -125,6 +131,8 @@ def create_app(settings: Settings) -> Starlette:
         ],
         exception_handlers={
             ApiError: handle_api_error,
+            TooManyLongPolls: handle_too_many_long_polls,
+            ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,
         },

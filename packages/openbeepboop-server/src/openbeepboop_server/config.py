@@ -21,10 +21,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from openbeepboop_server.db.database import DEFAULT_SQLITE_SYNCHRONOUS
+from openbeepboop_server.db.database import SQLITE_SYNCHRONOUS_MODES as SQLITE_SYNCHRONOUS_MODES
 from openbeepboop_server.errors import ServerError
 from openbeepboop_server.queue.policy import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_NODE_RETENTION_DAYS,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
     DEFAULT_RETRY_BACKOFF_SECONDS,
@@ -49,10 +52,22 @@ DEFAULT_PORT = 8000
 DEFAULT_MAX_BODY_BYTES = 10 * 1024 * 1024
 #: How often leases are checked for expiry.
 DEFAULT_REAP_INTERVAL_SECONDS = 1.0
-#: How often finished jobs past retention are purged.
+#: How often finished jobs past retention (and long-gone nodes) are purged.
 DEFAULT_PURGE_INTERVAL_SECONDS = 3600.0
-SQLITE_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-
+#: Client polls with ``wait`` one key may hold at once (per process).
+DEFAULT_MAX_POLLS_PER_KEY = 100
+#: Node fetches with ``wait`` one key may hold at once (per process): a fleet
+#: often shares one NODE key, and each node holds one fetch per model group.
+DEFAULT_MAX_FETCHES_PER_KEY = 1000
+#: A connection must send a complete request head within this long.
+DEFAULT_HEADER_TIMEOUT_SECONDS = 10.0
+#: A request's body must arrive whole within this long after its head (10 MB at
+#: ~170 kB/s); a reverse proxy that buffers bodies makes this moot.
+DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
+#: An idle keep-alive connection is closed after this long (uvicorn's own default).
+DEFAULT_KEEP_ALIVE_SECONDS = 5.0
+#: Open connections at once; past it new ones get a ``503`` and are closed.
+DEFAULT_MAX_CONNECTIONS = 4096
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
@@ -72,13 +87,19 @@ class ServerSection(_Section):
     max_body_bytes: int = Field(default=DEFAULT_MAX_BODY_BYTES, ge=1024)
     #: Cap on long-poll waits, below the contract's 30 s for proxies with short idle timeouts.
     max_wait_seconds: float = Field(default=MAX_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    max_polls_per_key: int = Field(default=DEFAULT_MAX_POLLS_PER_KEY, ge=1)
+    max_fetches_per_key: int = Field(default=DEFAULT_MAX_FETCHES_PER_KEY, ge=1)
+    header_timeout_seconds: float = Field(default=DEFAULT_HEADER_TIMEOUT_SECONDS, gt=0)
+    body_timeout_seconds: float = Field(default=DEFAULT_BODY_TIMEOUT_SECONDS, gt=0)
+    keep_alive_seconds: float = Field(default=DEFAULT_KEEP_ALIVE_SECONDS, gt=0)
+    max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1)
 
 
 class DatabaseSection(_Section):
     """``[database]``: the SQLAlchemy URL and SQLite durability."""
 
     url: str = Field(min_length=1)
-    sqlite_synchronous: SqliteSynchronous = "NORMAL"
+    sqlite_synchronous: SqliteSynchronous = DEFAULT_SQLITE_SYNCHRONOUS
 
     @field_validator("url")
     @classmethod
@@ -111,6 +132,9 @@ class QueueSection(_Section):
     node_seen_seconds: float | None = Field(default=None, gt=0)
     reap_interval_seconds: float = Field(default=DEFAULT_REAP_INTERVAL_SECONDS, gt=0, le=60)
     purge_interval_seconds: float = Field(default=DEFAULT_PURGE_INTERVAL_SECONDS, gt=0)
+    #: None (the default): unfinished jobs wait for a node for ever.
+    max_queued_days: float | None = Field(default=None, gt=0)
+    node_retention_days: float = Field(default=DEFAULT_NODE_RETENTION_DAYS, gt=0)
 
     def node_seen_window(self) -> float:
         """``node_seen_seconds``, or the default that follows ``lease_seconds``."""
@@ -143,6 +167,8 @@ class QueueSection(_Section):
             retry_backoff_max_seconds=self.retry_backoff_max_seconds,
             retention_days=self.retention_days,
             node_seen_seconds=self.node_seen_window(),
+            max_queued_days=self.max_queued_days,
+            node_retention_days=self.node_retention_days,
         )
 
 

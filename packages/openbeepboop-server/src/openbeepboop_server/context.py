@@ -12,13 +12,15 @@ from dataclasses import dataclass, field
 
 from openbeepboop_server.config import Settings
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.dispatch.slots import LongPollSlots
 from openbeepboop_server.dispatch.status_cache import StatusCache
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.metrics import Metrics
 from openbeepboop_server.queue.service import QueueService
 
-#: Seconds between database re-checks of a long-poll, for changes made by other replicas.
+#: Seconds between the database re-checks for all parked long-polls of a process
+#: (changes made by other replicas: :mod:`openbeepboop_server.dispatch.recheck`).
 RECHECK_SECONDS = 1.0
 
 
@@ -35,3 +37,12 @@ class ServerContext:
     recheck_seconds: float = RECHECK_SECONDS
     #: The pool status as last served (``GET /v1/status``).
     status_cache: StatusCache = field(default_factory=StatusCache)
+    poll_slots: LongPollSlots = field(init=False)
+    fetch_slots: LongPollSlots = field(init=False)
+
+    def __post_init__(self) -> None:
+        server = self.settings.server
+        self.poll_slots = LongPollSlots("polls", server.max_polls_per_key, "max_polls_per_key")
+        self.fetch_slots = LongPollSlots(
+            "fetches", server.max_fetches_per_key, "max_fetches_per_key"
+        )

@@ -1,10 +1,16 @@
-"""Background upkeep while the server runs: expire leases, purge old jobs, re-read nodes.
+"""Background upkeep while the server runs: expire leases and old jobs, purge, re-read nodes.
 
 Lease expiry runs every ``[queue] reap_interval_seconds`` (1 s by default), so
 a dead node's jobs go back to the queue within about a second of their lease
-running out; each expiry wakes the long-polls that may care. Purging finished
-jobs past retention runs once soon after start-up and then every
-``purge_interval_seconds`` (an hour). Apart from those, every
+running out; each expiry wakes the long-polls that may care. On the same tick,
+with ``[queue] max_queued_days`` set, QUEUED jobs older than that end FAILED
+(``expired``; one index read when there are none). Purging finished jobs past
+retention and nodes not seen for ``node_retention_days`` runs once soon after
+start-up and then every ``purge_interval_seconds`` (an hour), followed on
+SQLite by an incremental vacuum that gives the freed pages back to the file
+system. The long-polls' one periodic re-check
+(:class:`~openbeepboop_server.dispatch.recheck.Rechecker`) runs here as a
+loop of its own. Apart from those, every
 :data:`SERVED_REFRESH_SECONDS` the registry is re-read into the snapshot that
 submits check their model against (:class:`~openbeepboop_server.nodes.ServedSnapshot`),
 on its own schedule so that a long reap interval cannot make it stale. All
@@ -23,6 +29,7 @@ import time
 from anyio.to_thread import run_sync
 
 from openbeepboop_server.context import ServerContext
+from openbeepboop_server.dispatch.recheck import Rechecker
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +52,7 @@ class Housekeeper:
         self._tasks = [
             loop.create_task(self._run(), name="housekeeping"),
             loop.create_task(self._refresh_served(), name="served-models"),
+            loop.create_task(Rechecker(self._context).run(), name="long-poll-recheck"),
         ]
 
     async def stop(self) -> None:
@@ -67,13 +75,25 @@ class Housekeeper:
             context.wakeups.jobs_changed(expired)
         return expired
 
+    async def expire_unfinished(self) -> list[str]:
+        """Fail the QUEUED jobs older than ``max_queued_days``, and wake their polls."""
+        context = self._context
+        expired = await run_sync(context.queue.expire_unfinished)
+        if expired:
+            context.metrics.expired.inc(len(expired))
+            context.wakeups.jobs_changed(expired)
+        return expired
+
     async def purge(self) -> int:
-        """One purge step: delete finished jobs older than the retention period."""
+        """One purge step: finished jobs past retention, long-gone nodes, then free pages."""
         context = self._context
         purged = await run_sync(context.queue.purge_finished)
         if purged:
             logger.info("purged %d finished job(s) past retention", purged)
             context.metrics.purged.inc(purged)
+        forgotten = await run_sync(context.queue.purge_nodes)
+        if purged or forgotten:
+            await run_sync(context.queue.reclaim_space)
         return purged
 
     async def _run(self) -> None:
@@ -84,8 +104,9 @@ class Housekeeper:
         while True:
             try:
                 await self.expire_leases()
+                await self.expire_unfinished()
             except Exception:
-                logger.exception("expiring leases failed; retrying on the next tick")
+                logger.exception("expiring leases or old jobs failed; retrying on the next tick")
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + queue_settings.purge_interval_seconds
                 try:

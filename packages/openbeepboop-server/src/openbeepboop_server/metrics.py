@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 logger = logging.getLogger(__name__)
@@ -131,6 +131,17 @@ class Metrics:
         self.purged = Counter(
             "openbeepboop_jobs_purged",
             "Finished jobs deleted after the retention period.",
+            registry=self.registry,
+        )
+        self.expired = Counter(
+            "openbeepboop_jobs_expired",
+            "Queued jobs failed as expired past [queue] max_queued_days.",
+            registry=self.registry,
+        )
+        self.long_polls = Gauge(
+            "openbeepboop_long_polls",
+            "Long-polls waiting in this process: kind poll (clients) or fetch (nodes).",
+            labelnames=["kind"],
             registry=self.registry,
         )
         self.request_seconds = Histogram(

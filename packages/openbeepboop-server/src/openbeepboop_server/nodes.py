@@ -24,6 +24,7 @@ from openbeepboop_schemas import (
     JobWarning,
 )
 
+from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
 
@@ -90,6 +91,23 @@ def record_node(
     else:
         # SQLite writes are serialised (one writer), so nobody inserted in between.
         conn.execute(nodes.insert().values(**insert))
+
+
+def touch_nodes(conn: sa.Connection, node_ids: list[str], *, now: float) -> None:
+    """Set ``last_seen`` of these (existing) nodes to ``now``: they are waiting in a long-poll."""
+    for start in range(0, len(node_ids), IN_CHUNK):
+        chunk = db_texts(node_ids[start : start + IN_CHUNK])
+        conn.execute(nodes.update().where(nodes.c.node_id.in_(chunk)).values(last_seen=now))
+
+
+def purge_nodes(conn: sa.Connection, *, seen_before: float) -> int:
+    """Delete the registry rows of nodes last seen before ``seen_before``; how many.
+
+    Only the registry forgets them: their lease history stays with the jobs
+    it belongs to (until those are purged), and a node that comes back is
+    simply registered again on its next fetch.
+    """
+    return conn.execute(nodes.delete().where(nodes.c.last_seen < seen_before)).rowcount or 0
 
 
 class NodeRecorder:

@@ -195,3 +195,22 @@ def test_wal_switch_retries_while_another_connection_holds_a_new_file(tmp_path: 
     assert switching.execute("PRAGMA journal_mode").fetchone() == ("wal",)
     holder.close()
     switching.close()
+
+
+def test_a_new_sqlite_file_can_shrink_and_full_commits_stay_off_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    normal = Database.connect(f"sqlite:///{tmp_path / 'normal.db'}")
+    full = Database.connect(f"sqlite:///{tmp_path / 'full.db'}", sqlite_synchronous="FULL")
+    try:
+        with normal.read() as conn:
+            assert conn.exec_driver_sql("PRAGMA auto_vacuum").scalar() == 2  # INCREMENTAL
+        with normal.write() as conn:
+            conn.exec_driver_sql("CREATE TABLE t (x)")
+        assert normal.writer_idle
+        # An fsync per commit must not run on the event loop (dispatch/calls.py).
+        assert full.syncing_commits and not full.writer_idle
+        assert not normal.syncing_commits
+    finally:
+        normal.dispose()
+        full.dispose()

@@ -1,7 +1,7 @@
-"""``openbeepboop-server``: setup, start, migrate, keys, nodes, status.
+"""``openbeepboop-server``: setup, start, migrate, keys, nodes, status, vacuum.
 
 One module per command group (``setup.py``, ``start.py``, ``migrate.py``,
-``keys.py``, ``nodes.py``, ``status.py``); what they share is in ``options.py``, and
+``keys.py``, ``nodes.py``, ``status.py``, ``vacuum.py``); what they share is in ``options.py``, and
 ``errors.py`` turns expected failures into one line on stderr. Only this
 package's command line configures logging, once, here.
 """
@@ -13,7 +13,7 @@ import logging
 import click
 
 from openbeepboop_server import __version__
-from openbeepboop_server.cli import keys, migrate, nodes, setup, start, status
+from openbeepboop_server.cli import keys, migrate, nodes, setup, start, status, vacuum
 from openbeepboop_server.cli.errors import OneLineErrors
 from openbeepboop_server.cli.options import configure_logging
 
@@ -34,7 +34,15 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     configure_logging(verbosity, default=default)
 
 
-for _command in (setup.setup, start.start, migrate.migrate, keys.keys, nodes.nodes, status.status):
+for _command in (
+    setup.setup,
+    start.start,
+    migrate.migrate,
+    keys.keys,
+    nodes.nodes,
+    status.status,
+    vacuum.vacuum,
+):
     main.add_command(_command)
 
 __all__ = ["main"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import resource
 import signal
 import socket
 from pathlib import Path
@@ -26,13 +27,45 @@ from openbeepboop_server.cli.options import config_option, read_settings
 from openbeepboop_server.config import display_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
-from openbeepboop_server.http.single_write_protocol import OneSendHTTPProtocol
+from openbeepboop_server.http.single_write_protocol import ConnectionLimits, OneSendHTTPProtocol
 
 logger = logging.getLogger(__name__)
 
 #: How long in-flight requests may run on after a stop signal.
 GRACEFUL_SHUTDOWN_SECONDS = 10
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+#: File descriptors kept for everything but client connections: the database
+#: (files, WAL, pool), log handlers, the listening socket, worker threads' files.
+RESERVED_FDS = 128
+
+
+def raise_fd_limit(max_connections: int) -> int:
+    """Raise the soft open-files limit as far as ``max_connections`` needs (up to the hard one).
+
+    Returns how many connections the limit leaves room for: ``max_connections``,
+    or fewer (with a warning) when the hard limit is too low, so the
+    connection cap answers ``503`` before ``accept`` starts failing.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = max_connections + RESERVED_FDS
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft == resource.RLIM_INFINITY or soft >= wanted:
+        return max_connections
+    room = max(1, soft - RESERVED_FDS)
+    logger.warning(
+        "[server] max_connections = %d does not fit the open-files limit (%d); "
+        "capping connections at %d (raise `ulimit -n` to allow more)",
+        max_connections,
+        soft,
+        room,
+    )
+    return room
 
 
 class _Server(uvicorn.Server):
@@ -119,11 +152,18 @@ def _serve(
         return
 
     app = create_app(settings)
+    server_settings = settings.server
+    limits = ConnectionLimits(
+        header_timeout_seconds=server_settings.header_timeout_seconds,
+        body_timeout_seconds=server_settings.body_timeout_seconds,
+        keep_alive_seconds=server_settings.keep_alive_seconds,
+        max_connections=raise_fd_limit(server_settings.max_connections),
+    )
     config = uvicorn.Config(
         app,
         host=settings.server.host,
         port=settings.server.port,
-        http=OneSendHTTPProtocol,
+        http=OneSendHTTPProtocol.configured(limits),
         lifespan="on",
         log_config=None,
         access_log=False,

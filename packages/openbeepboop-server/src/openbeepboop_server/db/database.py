@@ -25,7 +25,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy import event
@@ -40,7 +40,9 @@ logger = logging.getLogger(__name__)
 #: ``PRAGMA synchronous`` values we accept. NORMAL (the default) loses nothing
 #: when the process dies; FULL also survives a power cut or OS crash.
 SQLITE_SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-DEFAULT_SQLITE_SYNCHRONOUS = "NORMAL"
+DEFAULT_SQLITE_SYNCHRONOUS: Final = "NORMAL"
+#: Modes whose commit waits for an fsync: too slow to run on the event loop.
+SYNCING_MODES = frozenset({"FULL", "EXTRA"})
 #: How long a SQLite writer waits for another process's write to finish.
 DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
 #: Connections kept open; the HTTP layer runs the service in a thread pool.
@@ -62,8 +64,10 @@ class Database:
 
     engine: sa.Engine
 
-    def __init__(self, engine: sa.Engine) -> None:
+    def __init__(self, engine: sa.Engine, *, syncing_commits: bool = False) -> None:
         self.engine = engine
+        #: Each commit waits for an fsync (SQLite ``synchronous`` FULL or EXTRA).
+        self.syncing_commits = syncing_commits
         self.dialect: str = engine.dialect.name
         self._writer_lock = threading.Lock()
         self._write_engine = engine.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
@@ -94,7 +98,8 @@ class Database:
             pool_size=pool_size,
             max_overflow=max_overflow,
         )
-        return cls(engine)
+        syncing = engine.dialect.name == "sqlite" and sqlite_synchronous.upper() in SYNCING_MODES
+        return cls(engine, syncing_commits=syncing)
 
     @property
     def is_sqlite(self) -> bool:
@@ -106,9 +111,11 @@ class Database:
         """True on a SQLite file whose writer lock nobody in this process holds right now.
 
         Then a short write may run on the calling thread (the event loop)
-        without waiting; see :mod:`openbeepboop_server.dispatch.calls`.
+        without waiting; see :mod:`openbeepboop_server.dispatch.calls`. Never
+        with ``synchronous`` FULL or EXTRA: each commit there waits for the
+        disk (milliseconds), which the event loop must not.
         """
-        return self._keep_writer and not self._writer_lock.locked()
+        return self._keep_writer and not self.syncing_commits and not self._writer_lock.locked()
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sa.Connection]:
@@ -145,6 +152,48 @@ class Database:
         """Raise if the database cannot be reached (for ``/healthz``)."""
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+
+    def incremental_vacuum(self) -> None:
+        """On SQLite, give the file's free pages back to the file system (after purges).
+
+        Works on files created with ``auto_vacuum = INCREMENTAL`` (every file
+        this server creates, and any file ``openbeepboop-server vacuum`` has
+        rewritten); elsewhere SQLite makes it a no-op. A short write: it
+        moves only free pages to the end of the file and truncates them.
+        """
+        if not self.is_sqlite:
+            return
+        # Each step of the statement frees one page, and a driver's execute
+        # steps once: run it as a script, which SQLite steps to the end.
+        self._sqlite_script("PRAGMA incremental_vacuum")
+
+    def vacuum(self, *, full: bool = False) -> None:
+        """Rewrite the database compactly: ``VACUUM`` (the ``vacuum`` command).
+
+        SQLite: ``VACUUM`` rebuilds the file (and switches an older file to
+        ``auto_vacuum = INCREMENTAL``, which every connection asks for); it
+        needs the write lock for its whole run and as much free disk as the
+        file's size. PostgreSQL: ``VACUUM (ANALYZE)`` of the server's tables
+        (space becomes reusable, statistics fresh, no exclusive lock), or with
+        ``full`` ``VACUUM (FULL, ANALYZE)``, which returns the space to the
+        operating system but locks each table while it rewrites it.
+        """
+        if self.is_sqlite:
+            self._sqlite_script("PRAGMA auto_vacuum = INCREMENTAL; VACUUM")
+            return
+        options = "FULL, ANALYZE" if full else "ANALYZE"
+        with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            for table in sa.inspect(conn).get_table_names():
+                conn.exec_driver_sql(f'VACUUM ({options}) "{table}"')
+
+    def _sqlite_script(self, sql: str) -> None:
+        """Run ``sql`` on SQLite outside any transaction, as this process's one writer."""
+        with self._writer_lock:
+            raw = self.engine.raw_connection()
+            try:
+                raw.driver_connection.executescript(sql)  # type: ignore[union-attr]
+            finally:
+                raw.close()
 
     def dispose(self) -> None:
         """Close every pooled connection (and the writer's own)."""
@@ -212,6 +261,10 @@ def _configure_sqlite(engine: sa.Engine, *, synchronous: str, busy_ms: int, fks:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new, empty file: only now (or by a VACUUM) can the mode
+                # be chosen, and with it the file can shrink after purges.
+                cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
             _enable_wal(cursor, busy_ms)
             cursor.execute(f"PRAGMA synchronous = {synchronous}")
             cursor.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")

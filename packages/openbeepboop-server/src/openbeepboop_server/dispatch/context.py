@@ -11,6 +11,7 @@ from typing import Protocol
 
 from openbeepboop_server.config import Settings
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.dispatch.slots import LongPollSlots
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.metrics import Metrics
 from openbeepboop_server.queue.service import QueueService
@@ -24,5 +25,10 @@ class DispatchContext(Protocol):
     queue: QueueService
     wakeups: Wakeups
     metrics: Metrics
-    #: Seconds between database re-checks of a long-poll, for changes made by other replicas.
+    #: Seconds between the process's database re-checks for all parked long-polls
+    #: (changes made by other replicas: :mod:`.recheck`).
     recheck_seconds: float
+    #: Client polls with ``wait`` held per key, against ``[server] max_polls_per_key``.
+    poll_slots: LongPollSlots
+    #: Node fetches with ``wait`` held per key, against ``[server] max_fetches_per_key``.
+    fetch_slots: LongPollSlots

@@ -51,7 +51,11 @@ async def wait_for_job(
     timeout: float,
     disconnect_watch: DisconnectWatch,
 ) -> SyncOutcome:
-    """Wait up to ``timeout`` seconds for ``job_id`` to be terminal."""
+    """Wait up to ``timeout`` seconds for ``job_id`` to be terminal.
+
+    The caller holds a long-poll slot of the key for the whole wait
+    (``context.poll_slots``), taken before the job was queued.
+    """
     gone = False
 
     @contextlib.asynccontextmanager
@@ -66,7 +70,7 @@ async def wait_for_job(
     deadline = time.monotonic() + timeout
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        [entry] = await poll_entries(context, caller, [job_id], remaining, watch)
+        [entry] = await poll_entries(context, caller, [job_id], remaining, watch, slot_held=True)
         if entry.status in TERMINAL:
             return SyncOutcome(entry)
         if gone:

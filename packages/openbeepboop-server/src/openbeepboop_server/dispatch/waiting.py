@@ -1,11 +1,18 @@
 """The two long-polls: a node waiting for leases, a client waiting for results.
 
-Both follow one pattern. Register a waiter, then read the database; if there
-is nothing to answer yet, sleep until a wake-up, the next periodic re-check
-(changes made by another replica) or the deadline, and read again. No
-database transaction is open while sleeping, and the sleep is a future the
-wake-up resolves (:meth:`~openbeepboop_server.dispatch.wakeups.Waiter.wait`):
-no thread is held and nothing spins.
+Both follow one pattern. Take one of the key's long-poll slots
+(:mod:`.slots`), register a waiter, then read the database; if there is
+nothing to answer yet, sleep until a wake-up or the deadline, and read
+again. Changes made by another replica reach a parked waiter as a wake-up
+too, from the process's one periodic re-check (:mod:`.recheck`): a parked
+poll reads nothing of its own while nothing changes. No database
+transaction is open while sleeping, and the sleep is a future the wake-up
+resolves (:meth:`~openbeepboop_server.dispatch.wakeups.Waiter.wait`): no
+thread is held and nothing spins.
+
+A parked poll keeps only what it needs to answer: the ids it was asked about
+(at most ``MAX_POLL_IDS``) and the waiter's tuple of those still live; the
+HTTP layer lets go of the request body before it parks.
 
 The caller passes a :data:`DisconnectWatch`: for the waiter of a long-poll, a
 block during which the client hanging up marks the waiter disconnected (the
@@ -16,6 +23,7 @@ listening.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
@@ -34,8 +42,8 @@ from openbeepboop_server.queue.statuses import LIVE, TERMINAL
 DisconnectWatch = Callable[[Waiter], AbstractAsyncContextManager[None]]
 
 
-def _sleep_for(deadline: float, recheck: float, wake_at: float | None = None) -> float:
-    timeout = min(deadline - time.monotonic(), recheck)
+def _sleep_for(deadline: float, wake_at: float | None = None) -> float:
+    timeout = deadline - time.monotonic()
     if wake_at is not None:
         timeout = min(timeout, max(0.0, wake_at - time.time()))
     return max(0.0, timeout)
@@ -53,7 +61,10 @@ async def fetch_leases(
     if wait <= 0:
         return await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
     deadline = time.monotonic() + wait
-    with context.wakeups.fetching(fetch.models, (caller, fetch)) as waiter:
+    with (
+        context.fetch_slots.hold(caller.key_id),
+        context.wakeups.fetching(fetch.models, (caller, fetch), fetch.node_id) as waiter,
+    ):
         async with disconnect_watch(waiter):
             while True:
                 waiter.clear()
@@ -63,7 +74,7 @@ async def fetch_leases(
                 wake_at = await run_sync(queue.next_claimable_at, fetch.models)
                 waiter.parked = True
                 try:
-                    await waiter.wait(_sleep_for(deadline, context.recheck_seconds, wake_at))
+                    await waiter.wait(_sleep_for(deadline, wake_at))
                 finally:
                     waiter.parked = False
                 if waiter.reserved:
@@ -85,21 +96,34 @@ async def poll_entries(
     ids: list[str],
     wait: float | None,
     disconnect_watch: DisconnectWatch,
+    *,
+    slot_held: bool = False,
 ) -> list[PollEntry]:
-    """Poll ``ids``; with ``wait``, hold the answer until one live job becomes terminal."""
+    """Poll ``ids``; with ``wait``, hold the answer until one live job becomes terminal.
+
+    A waiting poll takes one of the key's long-poll slots, unless the caller
+    already holds one for it (``slot_held``: a synchronous chat takes its slot
+    before it queues the job, so a 429 never follows a stored job).
+    """
     queue = context.queue
     wait = min(wait or 0.0, context.settings.server.max_wait_seconds)
     if wait <= 0:
         return await run_service(context.db, len(ids), queue.poll, caller, ids)
     deadline = time.monotonic() + wait
-    with context.wakeups.watching(ids, caller) as waiter:
+    slot = contextlib.nullcontext() if slot_held else context.poll_slots.hold(caller.key_id)
+    with slot, context.wakeups.watching(ids, caller) as waiter:
         entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
         live = {entry.id for entry in entries if entry.status in LIVE}
         if not live:
             return entries
+        # Parked, the poll holds only its ids: the entries (results included)
+        # are read again when it answers.
+        context.wakeups.narrow(waiter, live)
+        del entries
         async with disconnect_watch(waiter):
             while not waiter.done and time.monotonic() < deadline:
-                await waiter.wait(_sleep_for(deadline, context.recheck_seconds))
+                if not await waiter.wait(_sleep_for(deadline)):
+                    break  # the deadline
                 waiter.clear()
                 handed = waiter.results
                 if all(job_id in handed for job_id in ids):
@@ -108,5 +132,8 @@ async def poll_entries(
                     return [handed[job_id] for job_id in ids]
                 entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
                 if any(entry.id in live and entry.status in TERMINAL for entry in entries):
-                    break
-        return entries
+                    return entries
+                del entries
+        # The deadline, a hang-up or a shutdown: the entries as they are now
+        # (callers that wait on may use them even when nobody reads the answer).
+        return await run_service(context.db, len(ids), queue.poll, caller, ids)

@@ -6,8 +6,9 @@ lease expiry). A *watch* waiter is a client long-polling on job ids; it is
 woken when one of those jobs may have become terminal. A wake-up is only a
 hint to look again: the waiter re-reads the database, so a spurious wake-up
 costs one query and a missed one (another replica changed the row) is caught
-by the periodic re-check every long-poll does anyway
-(:mod:`openbeepboop_server.dispatch.waiting`).
+by the process's one periodic re-check for all parked long-polls
+(:mod:`openbeepboop_server.dispatch.recheck`), which asks the database about
+everything watched here at once and wakes only the waiters it concerns.
 
 Waiters register *before* they first look at the database, so a change that
 lands between the look and the wait is never lost: it marks the waiter woken
@@ -118,11 +119,24 @@ class FetchWaiter(Waiter):
     is never reserved.
     """
 
-    __slots__ = ("_handoff", "_taken", "any_model", "claimant", "left", "models", "parked")
+    __slots__ = (
+        "_handoff",
+        "_taken",
+        "any_model",
+        "claimant",
+        "left",
+        "models",
+        "node_id",
+        "parked",
+    )
 
-    def __init__(self, models: Iterable[str], claimant: Any = None) -> None:
+    def __init__(
+        self, models: Iterable[str], claimant: Any = None, node_id: str | None = None
+    ) -> None:
         super().__init__()
         self.models = frozenset(models)
+        #: The node behind the long-poll, whose registry row the re-check keeps fresh.
+        self.node_id = node_id
         self.any_model = ANY_MODEL in self.models
         self.claimant = claimant
         #: Asleep in its long-poll: nothing of its own is in flight.
@@ -229,9 +243,11 @@ class Wakeups:
     # -- registration -------------------------------------------------------
 
     @contextlib.contextmanager
-    def fetching(self, models: Iterable[str], claimant: Any = None) -> Iterator[FetchWaiter]:
+    def fetching(
+        self, models: Iterable[str], claimant: Any = None, node_id: str | None = None
+    ) -> Iterator[FetchWaiter]:
         """Register a fetch waiter for the duration of the block."""
-        waiter = FetchWaiter(models, claimant)
+        waiter = FetchWaiter(models, claimant, node_id)
         waiter.closed = self._closed
         self._fetchers[waiter] = None
         try:
@@ -257,13 +273,56 @@ class Wakeups:
         try:
             yield waiter
         finally:
-            del self._watching[waiter]
-            for job_id in ids:
-                group = self._watchers.get(job_id)
-                if group is not None:
-                    group.discard(waiter)
-                    if not group:
-                        del self._watchers[job_id]
+            self._unwatch(waiter, self._watching.pop(waiter))
+
+    def narrow(self, waiter: Waiter, job_ids: Iterable[str]) -> None:
+        """Keep ``waiter`` watching only ``job_ids`` (a subset of what it registered).
+
+        A poll that has read its jobs waits only for those that were live:
+        the terminal ones can no longer change, and watching them would let
+        the periodic re-check wake the poll every second for nothing.
+        """
+        keep = tuple(dict.fromkeys(job_ids))
+        previous = self._watching.get(waiter)
+        if previous is None:
+            return
+        kept = set(keep)
+        self._unwatch(waiter, [job_id for job_id in previous if job_id not in kept])
+        self._watching[waiter] = keep
+
+    def _unwatch(self, waiter: Waiter, job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            group = self._watchers.get(job_id)
+            if group is not None:
+                group.discard(waiter)
+                if not group:
+                    del self._watchers[job_id]
+
+    # -- what the periodic re-check asks about --------------------------------
+
+    def watched_ids(self) -> list[str]:
+        """Every job id some poll is waiting on right now, each once."""
+        return list(self._watchers)
+
+    def parked_demand(self) -> dict[str, int]:
+        """Per model (``"*"`` for any), how many parked fetchers could take a job of it.
+
+        Only fetchers asleep with no wake-up pending count: the others are
+        about to look at the database anyway.
+        """
+        demand: dict[str, int] = {}
+        for waiter in self._fetchers:
+            if not waiter.parked or waiter.woken or waiter.reserved or waiter.done:
+                continue
+            for model in waiter.models:
+                demand[model] = demand.get(model, 0) + 1
+        return demand
+
+    def parked_nodes(self) -> list[str]:
+        """The node ids of the fetchers waiting right now, each once."""
+        return list(
+            dict.fromkeys(waiter.node_id for waiter in self._fetchers if waiter.node_id is not None)
+        )
 
     # -- notifications ------------------------------------------------------
 

@@ -24,8 +24,12 @@ async def disconnect_watch(request: Request, waiter: Waiter) -> AsyncIterator[No
     """While the block runs, a client disconnect marks ``waiter`` as disconnected.
 
     Only use after the body has been read: from then on the only message the
-    server can deliver is ``http.disconnect``.
+    server can deliver is ``http.disconnect``. The body's bytes are let go of
+    here: the long-poll may park for half a minute holding only what it
+    parsed out of them, while Starlette would keep the raw body (up to
+    ``max_body_bytes``) cached on the request.
     """
+    release_body(request)
     task = asyncio.ensure_future(_listen(request, waiter))
     try:
         yield
@@ -35,6 +39,13 @@ async def disconnect_watch(request: Request, waiter: Waiter) -> AsyncIterator[No
         task.cancel()
         _ending_listeners.add(task)
         task.add_done_callback(_listener_ended)
+
+
+def release_body(request: Request) -> None:
+    """Drop the body Starlette cached on ``request`` (already parsed; nobody reads it again)."""
+    cached = vars(request)
+    cached.pop("_body", None)
+    cached.pop("_json", None)
 
 
 async def _listen(request: Request, waiter: Waiter) -> None:

@@ -15,6 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openbeepboop_server.dispatch.slots import TooManyLongPolls
+
 logger = logging.getLogger(__name__)
 
 #: ``type`` of the envelope by status, for errors that do not choose their own.
@@ -25,6 +27,7 @@ ERROR_TYPES = {
     404: "not_found_error",
     405: "invalid_request_error",
     413: "invalid_request_error",
+    429: "rate_limit_error",
     500: "server_error",
     503: "service_unavailable",
 }
@@ -90,6 +93,22 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     return envelope_response(exc.status_code, exc.envelope, exc.headers)
 
 
+#: Seconds a client refused for holding too many long-polls is told to wait.
+LONG_POLL_RETRY_AFTER_SECONDS = 1
+
+
+async def handle_too_many_long_polls(request: Request, exc: Exception) -> Response:
+    """A key past its long-poll limit (:class:`TooManyLongPolls`) → ``429`` with ``Retry-After``."""
+    assert isinstance(exc, TooManyLongPolls)
+    error = ApiError(
+        429,
+        str(exc),
+        code="too_many_long_polls",
+        headers={"Retry-After": str(LONG_POLL_RETRY_AFTER_SECONDS)},
+    )
+    return envelope_response(error.status_code, error.envelope, error.headers)
+
+
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's 404 (no such route) and 405 (wrong method) → envelopes."""
     assert isinstance(exc, HTTPException)
@@ -110,6 +129,23 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
         message=message, type=ERROR_TYPES.get(status, "invalid_request_error"), code=code
     )
     return envelope_response(status, envelope, dict(exc.headers) if exc.headers else None)
+
+
+#: Status recorded (access log, metrics) for a request whose client left before
+#: its body arrived; nobody receives it (nginx's convention for the same case).
+CLIENT_GONE_STATUS = 499
+
+
+async def handle_client_gone(request: Request, exc: Exception) -> Response:
+    """The connection closed while the body was read (the client left, or was cut for
+    being too slow): nothing to answer and nothing wrong with the server."""
+    logger.debug(
+        "client left during the body of %s %s (request %s)",
+        request.method,
+        request.url.path,
+        request.scope.get("request_id", "-"),
+    )
+    return Response(status_code=CLIENT_GONE_STATUS)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP protocol, sending a response's head and body in one write.
+"""uvicorn's HTTP protocol: one write per response, and connections that cannot hog the server.
 
 uvicorn writes the status line and headers as soon as the app starts its
 response, then the body as a second write. On loopback or a LAN each write is
@@ -12,14 +12,38 @@ its own. Nothing else about the transport changes.
 Measured with the pickup scenario (idle long-polling node, submit -> leased),
 on top of the hand-off: p50 5.44 -> 5.00 ms, p99 10.1 -> 8.4 ms
 (docs/performance.md, one write per response).
+
+The same subclass bounds what one connection may hold (``[server]``
+settings, :class:`ConnectionLimits`; docs/server.md, "Connections"):
+
+* a connection must send a complete request head within
+  ``header_timeout_seconds`` of opening (or, on a kept-alive connection, of
+  the first byte of its next request); uvicorn itself waits for ever;
+* a request's body must arrive whole within ``body_timeout_seconds`` of its head;
+* an idle kept-alive connection closes after ``keep_alive_seconds``
+  (uvicorn's own timer, given our setting);
+* past ``max_connections`` open connections a new one is answered ``503`` in
+  the OpenAI error envelope at once and closed, before anything is parsed,
+  so a flood of idle sockets runs into that cap, not into the process's
+  file-descriptor limit.
+
+A connection cut for a timeout is simply closed (no response: a client that
+cannot send a head in time would not read one either); an app already
+running for it sees ``http.disconnect``. A long-poll is not affected: its
+request is complete, and no timer runs while the app works on it.
 """
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from openbeepboop_schemas import ErrorEnvelope
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
+
+logger = logging.getLogger(__name__)
 
 #: What a response head starts with; a body never does in practice, and if
 #: one did it would only be held back for one loop turn.
@@ -79,8 +103,108 @@ class HeadHoldingTransport:
             self._transport.write(held)
 
 
+@dataclass(frozen=True)
+class ConnectionLimits:
+    """What one connection may take (the ``[server]`` settings of the same names)."""
+
+    header_timeout_seconds: float = 10.0
+    body_timeout_seconds: float = 60.0
+    keep_alive_seconds: float = 5.0
+    max_connections: int = 4096
+
+
+def _refusal() -> bytes:
+    body = ErrorEnvelope.build(
+        message="the server has too many open connections; retry shortly",
+        type="service_unavailable",
+        code="too_many_connections",
+    ).model_dump_json()
+    head = (
+        "HTTP/1.1 503 Service Unavailable\r\n"
+        "content-type: application/json\r\n"
+        "retry-after: 1\r\n"
+        "connection: close\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    return (head + body).encode()
+
+
+#: The whole answer to a connection past ``max_connections``, built once.
+REFUSAL = _refusal()
+#: How long a refused connection is kept half-open for the client to read the answer.
+REFUSAL_LINGER_SECONDS = 1.0
+
+
 class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
-    """The HTTP protocol uvicorn would pick, on a :class:`HeadHoldingTransport`."""
+    """The HTTP protocol uvicorn would pick, on a :class:`HeadHoldingTransport`, with limits.
+
+    uvicorn creates one per connection from the class alone: :meth:`configured`
+    makes the subclass that carries a server's :class:`ConnectionLimits`.
+    """
+
+    limits: ClassVar[ConnectionLimits] = ConnectionLimits()
+
+    @classmethod
+    def configured(cls, limits: ConnectionLimits) -> type[OneSendHTTPProtocol]:
+        """A subclass whose connections follow ``limits``."""
+        return type("ConfiguredHTTPProtocol", (cls,), {"limits": limits})
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # uvicorn's keep-alive timer reads this (its config takes whole seconds only).
+        self.timeout_keep_alive = self.limits.keep_alive_seconds
+        self._deadline: asyncio.TimerHandle | None = None
+        #: The request whose head was last seen complete.
+        self._headed: Any = None
+        self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
+        if len(self.connections) > self.limits.max_connections:
+            # Answer, half-close, and keep reading (into the void) until the
+            # client closes or a moment passes: closing a socket with unread
+            # input resets it, and the reset would destroy the answer too.
+            self._refused = True
+            self.transport.write(REFUSAL)
+            self.transport.write_eof()
+            self._arm(REFUSAL_LINGER_SECONDS, "refusal")
+            return
+        self._arm(self.limits.header_timeout_seconds, "request head")
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        cycle = self.cycle
+        if self._deadline is None and cycle is not None and cycle.response_complete:
+            # The first bytes of the next request on a kept-alive connection.
+            self._arm(self.limits.header_timeout_seconds, "request head")
+        super().data_received(data)
+        cycle = self.cycle
+        if cycle is None:
+            return
+        if cycle is not self._headed:
+            self._headed = cycle
+            self._disarm()
+            if cycle.more_body:
+                self._arm(self.limits.body_timeout_seconds, "request body")
+        elif not cycle.more_body:
+            self._disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self, seconds: float, what: str) -> None:
+        self._disarm()
+        self._deadline = self.loop.call_later(seconds, self._cut, seconds, what)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _cut(self, seconds: float, what: str) -> None:
+        self._deadline = None
+        if not self.transport.is_closing():
+            logger.debug("closing a connection whose %s took over %g s", what, seconds)
+            self.transport.close()

@@ -143,6 +143,36 @@ def claim_jobs(
     return claimed
 
 
+@functools.cache
+def _claimable_sql(by_model: bool, dialect: str) -> sa.TextClause:
+    """Which models the next claimable jobs are of: the claim's walk, reading no request."""
+    index = "ix_jobs_claim" if by_model else "ix_jobs_status_seq"
+    table = f"jobs INDEXED BY {index}" if dialect == "sqlite" else "jobs"
+    where = f"{_WHERE} AND model = :model" if by_model else _WHERE
+    return sa.text(f"SELECT model FROM {table} WHERE {where} ORDER BY seq LIMIT :limit")  # noqa: S608 - fixed fragments only
+
+
+def claimable_models(conn: sa.Connection, demand: dict[str, int], *, now: float) -> list[str]:
+    """One model name per claimable job, up to ``demand[model]`` jobs per model.
+
+    ``demand`` counts the parked fetchers per model (``*``: any model). What a
+    claim would find, read the way a claim reads it (one index walk per
+    model, ``LIMIT`` the demand), so the cost follows the number of parked
+    fetchers, never the length of the queue.
+    """
+    params: dict[str, Any] = {"status": JobStatus.QUEUED.value, "now": now}
+    dialect = conn.dialect.name
+    found: list[str] = []
+    for model, limit in demand.items():
+        if model == ANY_MODEL:
+            rows = conn.execute(_claimable_sql(False, dialect), {**params, "limit": limit})
+        else:
+            sql = _claimable_sql(True, dialect)
+            rows = conn.execute(sql, {**params, "limit": limit, "model": db_text(model)})
+        found.extend(rows.scalars())
+    return found
+
+
 def next_claimable_at(conn: sa.Connection, models: list[str], *, now: float) -> float | None:
     """The earliest ``not_before`` still ahead among QUEUED jobs of ``models``.
 

@@ -20,6 +20,8 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_BACKOFF_SECONDS = 2.0
 DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
 DEFAULT_RETENTION_DAYS = 30.0
+#: Nodes not seen for this long leave the registry (``nodes``, ``/v1/status``).
+DEFAULT_NODE_RETENTION_DAYS = 30.0
 #: Idle long-poll periods a node may stay silent before it no longer counts as seen.
 SEEN_LONG_POLLS = 3
 #: Heartbeat periods (a third of the lease) a busy node may stay silent, likewise.
@@ -55,6 +57,9 @@ class QueuePolicy:
     retry_backoff_max_seconds: float = DEFAULT_RETRY_BACKOFF_MAX_SECONDS
     retention_days: float = DEFAULT_RETENTION_DAYS
     node_seen_seconds: float = DEFAULT_NODE_SEEN_SECONDS
+    #: Unfinished jobs older than this end FAILED (``expired``); None: never.
+    max_queued_days: float | None = None
+    node_retention_days: float = DEFAULT_NODE_RETENTION_DAYS
 
     def retry_delay(self, attempts: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds before a job that has failed ``attempts`` times may run again.

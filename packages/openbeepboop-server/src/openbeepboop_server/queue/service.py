@@ -45,7 +45,7 @@ from openbeepboop_server.nodes import (
 from openbeepboop_server.queue import leases as lease_ops
 from openbeepboop_server.queue import transitions, views
 from openbeepboop_server.queue.cancel import cancel_job
-from openbeepboop_server.queue.claiming import claim_jobs, next_claimable_at
+from openbeepboop_server.queue.claiming import claim_jobs, claimable_models, next_claimable_at
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
@@ -254,13 +254,42 @@ class QueueService:
         while True:
             with self._db.write() as conn:
                 batch = transitions.expire_batch(
-                    conn, now=self._clock(), skip_locked=self._row_locks
+                    conn,
+                    now=self._clock(),
+                    skip_locked=self._row_locks,
+                    max_queued_days=self._policy.max_queued_days,
                 )
             expired.extend(batch)
             if len(batch) < transitions.EXPIRY_BATCH:
                 break
         if expired:
             logger.info("took back %d expired lease(s)", len(expired))
+        return expired
+
+    def expire_unfinished(self) -> list[str]:
+        """Fail every QUEUED job older than ``max_queued_days`` (``expired``); their ids.
+
+        Nothing to do (and no write taken) unless ``max_queued_days`` is set
+        and the oldest queued job is past it: a read of one index entry.
+        """
+        max_days = self._policy.max_queued_days
+        if max_days is None:
+            return []
+        with self._db.read() as conn:
+            oldest = views.oldest_queued_at(conn)
+        if oldest is None or oldest >= self._clock() - max_days * transitions.DAY_SECONDS:
+            return []
+        expired: list[str] = []
+        while True:
+            with self._db.write() as conn:
+                batch = transitions.expire_unfinished(
+                    conn, now=self._clock(), max_queued_days=max_days, skip_locked=self._row_locks
+                )
+            expired.extend(batch)
+            if len(batch) < transitions.EXPIRY_BATCH:
+                break
+        if expired:
+            logger.info("%d job(s) expired unfinished after %g day(s)", len(expired), max_days)
         return expired
 
     def grant_restart_grace(self) -> int:
@@ -288,6 +317,37 @@ class QueueService:
         if purged:
             logger.info("purged %d finished job(s) past retention", purged)
         return purged
+
+    def purge_nodes(self) -> int:
+        """Forget nodes not seen for ``node_retention_days``; how many."""
+        seen_before = self._clock() - self._policy.node_retention_days * transitions.DAY_SECONDS
+        with self._db.write() as conn:
+            purged = registry.purge_nodes(conn, seen_before=seen_before)
+        if purged:
+            days = self._policy.node_retention_days
+            logger.info("forgot %d node(s) not seen for %g day(s)", purged, days)
+        return purged
+
+    def reclaim_space(self) -> None:
+        """Give the pages freed by purges back to the file system (SQLite, incremental)."""
+        self._db.incremental_vacuum()
+
+    # -- the long-polls' periodic re-check ------------------------------------
+
+    def finished_among(self, ids: list[str]) -> list[str]:
+        """Those of ``ids`` that are terminal (whoever finished them)."""
+        with self._db.read() as conn:
+            return views.finished_ids(conn, ids)
+
+    def claimable_models(self, demand: dict[str, int]) -> list[str]:
+        """One model per claimable job, at most ``demand[model]`` per model (``*``: any)."""
+        with self._db.read() as conn:
+            return claimable_models(conn, demand, now=self._clock())
+
+    def touch_nodes(self, node_ids: list[str]) -> None:
+        """Mark these nodes as seen now: they are waiting in a fetch long-poll."""
+        with self._db.write() as conn:
+            registry.touch_nodes(conn, node_ids, now=self._clock())
 
     def next_claimable_at(self, models: list[str]) -> float | None:
         """When the earliest backed-off QUEUED job of these models becomes claimable."""

@@ -11,7 +11,8 @@
         │                                ├─ fail, expire_batch ─► FAILED
         │                                └─ cancel ─────────────► CANCELLED
         ├─ cancel ──────────────────────────────────────────────► CANCELLED
-        └─ fail_unreadable ─────────────────────────────────────► FAILED
+        ├─ fail_unreadable ─────────────────────────────────────► FAILED
+        └─ expire_unfinished (older than max_queued_days) ──────► FAILED
 
     COMPLETED, FAILED, CANCELLED ── purge (past retention) ──► deleted
 
@@ -31,6 +32,11 @@ Each arrow, who decides to take it, and what it does to the row:
 * :func:`expire_batch` (housekeeping, through ``QueueService.expire_leases``):
   PROCESSING whose lease expired -> QUEUED at once while attempts are left,
   else FAILED with a ``lease_expired`` error.
+  A job older than ``[queue] max_queued_days`` whose lease expired is not
+  requeued: it ends FAILED with an ``expired`` error instead.
+* :func:`expire_unfinished` (housekeeping, through
+  ``QueueService.expire_unfinished``): QUEUED and older than ``[queue]
+  max_queued_days`` -> FAILED with an ``expired`` error, oldest first.
 * :func:`cancel` (``cancel.py``): QUEUED or PROCESSING -> CANCELLED; a node
   holding the lease learns it at its next heartbeat. :func:`cancel_many`
   (``batches.py``): the same for the live jobs of a batch cancelled or expired.
@@ -46,6 +52,7 @@ collect rows and each function writes them with one ``executemany``.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,10 +66,14 @@ from openbeepboop_server.queue.leases import EXPIRED, end_leases
 EXPIRY_BATCH = 500
 #: ``error_type`` of a job failed because its last lease expired.
 LEASE_EXPIRED_TYPE = "lease_expired"
+#: ``error_type`` of a job that outlived ``[queue] max_queued_days`` unfinished.
+EXPIRED_TYPE = "expired"
 #: ``error_type`` of a job failed because its stored request can no longer be read.
 UNREADABLE_TYPE = "invalid_request_error"
 
 Rows = Sequence[dict[str, Any]]
+#: Seconds in a day, for the settings counted in days.
+DAY_SECONDS = 86_400.0
 
 _LEASE_OFF = {"lease_token": None, "lease_expires_at": None}
 _BY_SEQ = jobs.c.seq == sa.bindparam("b_seq")
@@ -129,6 +140,7 @@ _EXPIRED = (
         jobs.c.max_attempts,
         jobs.c.lease_token,
         jobs.c.lease_node_id,
+        jobs.c.created_at,
     )
     .where(
         jobs.c.status == JobStatus.PROCESSING.value,
@@ -149,6 +161,14 @@ _REQUEUE_EXPIRED = (
         **_LEASE_OFF,
     )
 )
+#: The oldest QUEUED jobs, in queue order (``ix_jobs_status_seq``).
+_QUEUE_HEAD = (
+    sa.select(jobs.c.seq, jobs.c.id, jobs.c.created_at)
+    .where(jobs.c.status == sa.bindparam("status"))
+    .order_by(jobs.c.seq)
+    .limit(EXPIRY_BATCH)
+)
+_QUEUE_HEAD_SKIP_LOCKED = _QUEUE_HEAD.with_for_update(skip_locked=True)
 _CANCEL = (
     jobs.update()
     .where(_BY_SEQ)
@@ -207,18 +227,38 @@ def requeue(conn: sa.Connection, rows: Rows) -> None:
         conn.execute(_REQUEUE, rows)
 
 
-def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[str]:
+def expired_message(max_queued_days: float) -> str:
+    """The error a job that outlived ``max_queued_days`` unfinished ends with."""
+    return (
+        f"the job was not finished within the server's maximum age of {max_queued_days:g} "
+        "day(s) ([queue] max_queued_days); no node took it to the end in time"
+    )
+
+
+def expire_batch(
+    conn: sa.Connection,
+    *,
+    now: float,
+    skip_locked: bool,
+    max_queued_days: float | None = None,
+) -> list[str]:
     """PROCESSING past its lease -> QUEUED, or FAILED once attempts are used up.
 
     Takes back up to :data:`EXPIRY_BATCH` expired leases; returns the affected
     job ids. The attempt was counted when the job was claimed, so a job whose
-    attempts are used up fails here with a ``lease_expired`` error; the rest
+    attempts are used up fails here with a ``lease_expired`` error; a job
+    older than ``max_queued_days`` fails with an ``expired`` one; the rest
     requeue at once.
     """
     rows = conn.execute(_EXPIRED_SKIP_LOCKED if skip_locked else _EXPIRED, {"now": now}).all()
     if not rows:
         return []
-    requeued = [{"b_seq": row.seq, "b_now": now} for row in rows if row.attempts < row.max_attempts]
+    too_old = -1.0 if max_queued_days is None else now - max_queued_days * DAY_SECONDS
+    requeued = [
+        {"b_seq": row.seq, "b_now": now}
+        for row in rows
+        if row.attempts < row.max_attempts and row.created_at >= too_old
+    ]
     failed = [
         {
             "b_seq": row.seq,
@@ -230,14 +270,53 @@ def expire_batch(conn: sa.Connection, *, now: float, skip_locked: bool) -> list[
             "b_now": now,
         }
         for row in rows
-        if row.attempts >= row.max_attempts
+        if row.attempts >= row.max_attempts and row.created_at >= too_old
     ]
+    if max_queued_days is not None:
+        failed.extend(
+            {
+                "b_seq": row.seq,
+                "b_message": expired_message(max_queued_days),
+                "b_type": EXPIRED_TYPE,
+                "b_now": now,
+            }
+            for row in rows
+            if row.created_at < too_old
+        )
     if requeued:
         conn.execute(_REQUEUE_EXPIRED, requeued)
     if failed:
         conn.execute(_FAIL, failed)
     end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
     return [row.id for row in rows]
+
+
+def expire_unfinished(
+    conn: sa.Connection, *, now: float, max_queued_days: float, skip_locked: bool
+) -> list[str]:
+    """QUEUED and created more than ``max_queued_days`` ago -> FAILED (``expired``).
+
+    Looks at the head of the queue only (up to :data:`EXPIRY_BATCH` QUEUED
+    jobs in queue order, oldest first) and fails the leading ones that are
+    too old, so a sweep costs one short index walk however long the queue
+    is; returns the affected job ids (a full batch: call again). Jobs still
+    PROCESSING are left to :func:`expire_batch`: a live lease may yet finish.
+    """
+    cutoff = now - max_queued_days * DAY_SECONDS
+    head = conn.execute(
+        _QUEUE_HEAD_SKIP_LOCKED if skip_locked else _QUEUE_HEAD, {"status": JobStatus.QUEUED.value}
+    ).all()
+    old = list(itertools.takewhile(lambda row: row.created_at < cutoff, head))
+    if old:
+        message = expired_message(max_queued_days)
+        conn.execute(
+            _FAIL,
+            [
+                {"b_seq": row.seq, "b_message": message, "b_type": EXPIRED_TYPE, "b_now": now}
+                for row in old
+            ],
+        )
+    return [row.id for row in old]
 
 
 def cancel(conn: sa.Connection, seq: int, now: float) -> None:

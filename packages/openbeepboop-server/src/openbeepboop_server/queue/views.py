@@ -150,6 +150,36 @@ def finished_entries(conn: sa.Connection, ids: list[str]) -> list[tuple[int, Pol
     return finished
 
 
+_FINISHED_IDS = (
+    sa.select(jobs.c.id)
+    .where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .where(jobs.c.status.in_(TERMINAL_IN_SQL))
+)
+
+
+def finished_ids(conn: sa.Connection, ids: list[str]) -> list[str]:
+    """Those of ``ids`` that are terminal (the long-polls' periodic re-check: ids only)."""
+    finished: list[str] = []
+    for start in range(0, len(ids), IN_CHUNK):
+        rows = conn.execute(_FINISHED_IDS, {"ids": db_texts(ids[start : start + IN_CHUNK])})
+        finished.extend(rows.scalars())
+    return finished
+
+
+_OLDEST_QUEUED = (
+    sa.select(jobs.c.created_at)
+    .where(jobs.c.status == sa.bindparam("status"))
+    .order_by(jobs.c.seq)
+    .limit(1)
+)
+
+
+def oldest_queued_at(conn: sa.Connection) -> float | None:
+    """When the job at the head of the queue was submitted (one index entry), or None."""
+    value = conn.execute(_OLDEST_QUEUED, {"status": JobStatus.QUEUED.value}).scalar()
+    return None if value is None else float(value)
+
+
 def list_page(
     conn: sa.Connection,
     caller: Caller,

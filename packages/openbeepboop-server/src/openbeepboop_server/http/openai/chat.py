@@ -55,15 +55,18 @@ async def chat_completions(call: Call) -> Response:
     stream, include_usage = _split_stream(data)
     request = validate_strict(data, ChatCompletionRequest)
     context = call.context
-    job = await submit_handing_off(context, call.user, request, None)
-    context.metrics.submitted.inc()
-    outcome = await wait_for_job(
-        context,
-        call.user,
-        job.id,
-        context.settings.openai.sync_timeout_seconds,
-        partial(disconnect_watch, call.request),
-    )
+    # The wait's long-poll slot is taken before the job exists: past the key's
+    # cap the answer is a 429 with nothing stored, which the SDK may retry.
+    with context.poll_slots.hold(call.user.key_id):
+        job = await submit_handing_off(context, call.user, request, None)
+        context.metrics.submitted.inc()
+        outcome = await wait_for_job(
+            context,
+            call.user,
+            job.id,
+            context.settings.openai.sync_timeout_seconds,
+            partial(disconnect_watch, call.request),
+        )
     completion = _completion_or_raise(outcome)
     if stream:
         return Response(b"".join(_sse(completion, include_usage)), media_type=EVENT_STREAM)

@@ -1,0 +1,92 @@
+"""One periodic database re-check for every parked long-poll of the process.
+
+A long-poll is woken at once by changes made through its own process
+(:mod:`openbeepboop_server.dispatch.wakeups`). Changes made elsewhere — another
+replica on the same PostgreSQL database, or a second process on the same
+SQLite file — reach it only through the database, so something has to look.
+That used to be every parked poll re-reading its own jobs once a second:
+3,000 idle polls were 3,000 reads a second, and the loop had no time left for
+real requests.
+
+Now one task per process looks for all of them, once per
+``recheck_seconds``, and wakes only the waiters it concerns:
+
+* the ids some poll waits on: one indexed read (per 500 ids) of which are now
+  terminal; their polls are woken and read their entries as after any wake-up;
+* the models parked fetchers wait for: per model, an index walk of at most as
+  many claimable jobs as there are parked fetchers for it; that many fetchers
+  are woken, oldest first;
+* every :data:`NODE_TOUCH_SECONDS`, the registry rows of the nodes waiting in a
+  fetch get ``last_seen = now`` in one statement, so a node that idles in
+  long-polls stays "seen" (``/v1/models``, the status) without claiming.
+
+While nothing is parked the task reads nothing; while polls are parked and
+nothing changes it costs those few reads per second, whatever their number.
+It runs on PostgreSQL and SQLite alike: SQLite is meant for one server
+process, but nothing stops an operator from starting two on one file, and the
+safety net is what keeps their long-polls correct then.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from anyio.to_thread import run_sync
+
+from openbeepboop_server.dispatch.context import DispatchContext
+
+logger = logging.getLogger(__name__)
+
+#: How often the nodes waiting in a fetch get their registry row refreshed; far
+#: below any ``node_seen_seconds`` (at least 90 s by default).
+NODE_TOUCH_SECONDS = 10.0
+#: Watched ids looked at per re-check, so a flood of ids costs a bounded read
+#: per tick (the rest are looked at on the next ticks, in turn).
+MAX_IDS_PER_CHECK = 20_000
+
+
+class Rechecker:
+    """Runs the re-check of one app: :meth:`run` as a task, :meth:`check` for one round."""
+
+    def __init__(self, context: DispatchContext) -> None:
+        self._context = context
+        self._next_touch = time.monotonic() + NODE_TOUCH_SECONDS
+        self._offset = 0
+
+    async def run(self) -> None:
+        """Re-check every ``recheck_seconds`` until cancelled; a failure waits a round."""
+        while True:
+            await asyncio.sleep(self._context.recheck_seconds)
+            try:
+                await self.check()
+            except Exception:
+                logger.exception("re-checking the parked long-polls failed; retrying next time")
+
+    async def check(self) -> None:
+        """One round: wake the polls whose jobs finished and the fetchers that have work."""
+        context = self._context
+        wakeups, queue = context.wakeups, context.queue
+        watched = self._next_ids(wakeups.watched_ids())
+        if watched:
+            finished = await run_sync(queue.finished_among, watched)
+            wakeups.jobs_changed(finished)
+        demand = wakeups.parked_demand()
+        if demand:
+            wakeups.jobs_available(await run_sync(queue.claimable_models, demand))
+        if time.monotonic() >= self._next_touch:
+            self._next_touch = time.monotonic() + NODE_TOUCH_SECONDS
+            waiting = wakeups.parked_nodes()
+            if waiting:
+                await run_sync(queue.touch_nodes, waiting)
+
+    def _next_ids(self, ids: list[str]) -> list[str]:
+        """At most :data:`MAX_IDS_PER_CHECK` of ``ids``, taking turns across rounds."""
+        if len(ids) <= MAX_IDS_PER_CHECK:
+            self._offset = 0
+            return ids
+        start = self._offset if self._offset < len(ids) else 0
+        chosen = ids[start : start + MAX_IDS_PER_CHECK]
+        self._offset = start + len(chosen)
+        return chosen
