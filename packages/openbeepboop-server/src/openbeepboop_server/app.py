@@ -118,9 +118,10 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.budgets = settings.limits.budgets()
     app.state.metrics = metrics
     app.state.openapi_json = json.dumps(
-        build_openapi(ENDPOINTS, __version__), separators=(",", ":")
+        build_openapi(ENDPOINTS, __version__, app.state.budgets), separators=(",", ":")
     ).encode()
     return app
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from openbeepboop_schemas import component_schemas
 
+from openbeepboop_server.http.budgets import RequestBudgets
 from openbeepboop_server.http.endpoints import Endpoint, component
 
 OPENAPI_VERSION = "3.1.0"
@@ -108,8 +109,35 @@ def contract_components() -> dict[str, Any]:
     return component_schemas()
 
 
-def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
-    """The whole document."""
+def _apply_budgets(schemas: dict[str, Any], budgets: RequestBudgets) -> None:
+    """Narrow the request schemas to this server's ``[limits]``, so the document tells the truth.
+
+    The contract's models allow what any server may accept; a server with
+    caps and budgets accepts less, and says so here (``maximum``, ``maxItems``).
+    """
+    request = schemas["ChatCompletionRequest"]["properties"]
+    caps = {"n": budgets.max_n, "max_tokens": budgets.max_tokens}
+    caps["max_completion_tokens"] = budgets.max_tokens
+    for name, cap in caps.items():
+        if cap is None:
+            continue
+        for option in request[name].get("anyOf", [request[name]]):
+            if option.get("type") == "integer":
+                option["maximum"] = min(cap, option.get("maximum", cap))
+    request["messages"]["maxItems"] = budgets.max_messages
+    content = schemas["ChatMessage"]["properties"]["content"]
+    for option in content.get("anyOf", []):
+        if option.get("type") == "array":
+            option["maxItems"] = budgets.max_content_parts
+
+
+def build_openapi(
+    endpoints: Sequence[Endpoint], version: str, budgets: RequestBudgets | None = None
+) -> dict[str, Any]:
+    """The whole document (request schemas narrowed to ``budgets`` when given)."""
+    schemas = contract_components()
+    if budgets is not None:
+        _apply_budgets(schemas, budgets)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
@@ -126,7 +154,7 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
         },
         "paths": paths,
         "components": {
-            "schemas": contract_components(),
+            "schemas": schemas,
             "securitySchemes": {
                 SECURITY_SCHEME: {
                     "type": "http",

@@ -8,9 +8,11 @@ a wrong type, a missing or unknown field all become one ``400``
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any, TypeVar, get_args
 
+from anyio.to_thread import run_sync
 from openbeepboop_schemas import (
     BulkSubmitRequest,
     BulkSubmitResponse,
@@ -24,6 +26,12 @@ from pydantic_core import from_json, to_json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openbeepboop_server.http.budgets import (
+    RequestBudgets,
+    check_bulk_request,
+    check_chat_request,
+    check_structure,
+)
 from openbeepboop_server.http.errors import ApiError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
@@ -31,28 +39,62 @@ ModelT = TypeVar("ModelT", bound=BaseModel)
 JSON = "application/json"
 
 
-async def read_model(request: Request, model: type[ModelT], *, strict: bool = False) -> ModelT:
+#: Bodies up to this size are parsed on the event loop: at most a few ms even
+#: when built to be slow (the budgets bound the rest). Larger ones go to a
+#: worker thread, whose steps are short enough to let the loop run between them.
+INLINE_BODY_BYTES = 16 * 1024
+
+
+async def read_model(
+    request: Request,
+    model: type[ModelT],
+    *,
+    strict: bool = False,
+    budgets: RequestBudgets | None = None,
+) -> ModelT:
     """The request body validated as ``model``, or a ``400`` naming what is wrong.
 
     ``strict`` refuses values of the wrong JSON type instead of converting
     them (``"top_p": true`` would otherwise silently become ``1``, and
     ``"stream": "false"`` become ``False``), as the OpenAI API does.
+    ``budgets`` are checked before validation (:mod:`.budgets`).
     """
     body = await request.body()
     if not body.strip():
         raise ApiError(400, "request body is empty: expected a JSON object", code="invalid_body")
+    if len(body) <= INLINE_BODY_BYTES:
+        return parse_body(body, model, strict=strict, budgets=budgets)
+    return await run_sync(partial(parse_body, body, model, strict=strict, budgets=budgets))
+
+
+def parse_body(
+    body: bytes, model: type[ModelT], *, strict: bool, budgets: RequestBudgets | None
+) -> ModelT:
+    """:func:`read_model`'s work on the bytes: budgets, parse, budgets again, validate."""
     try:
-        if not strict:
+        if budgets is not None:
+            check_structure(body, budgets)
+        if not strict and (budgets is None or model not in _CHAT_BODIES):
             return model.model_validate_json(body)
         try:
             data = from_json(body)
         except ValueError as exc:
             raise ApiError(400, f"malformed JSON: {exc}", code="invalid_body") from None
-        return model.model_validate(_integral_numbers(data, model), strict=True)
+        if budgets is not None and model in _CHAT_BODIES:
+            _CHAT_BODIES[model](data, budgets)
+        data = _integral_numbers(data, model) if strict else data
+        return model.model_validate(data, strict=strict)
     except ValidationError as exc:
         raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc, model)) from None
     except RecursionError:
         raise ApiError(400, "request body is nested too deeply", code="invalid_body") from None
+
+
+#: The per-request budgets and caps of the bodies that carry chat completion requests.
+_CHAT_BODIES: dict[type[BaseModel], Callable[[Any, RequestBudgets], None]] = {
+    ChatCompletionRequest: check_chat_request,
+    BulkSubmitRequest: check_bulk_request,
+}
 
 
 @functools.cache

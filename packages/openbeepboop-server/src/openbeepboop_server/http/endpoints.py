@@ -114,7 +114,9 @@ def _endpoint_app(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]
             caller = await authenticate(request, endpoint.roles)
         body = None
         if endpoint.body is not None:
-            body = await read_model(request, endpoint.body, strict=endpoint.strict)
+            body = await read_model(
+                request, endpoint.body, strict=endpoint.strict, budgets=request.app.state.budgets
+            )
         call = Call(request=request, context=get_context(request), caller=caller, body=body)
         return await endpoint.handler(call)
 
