@@ -77,6 +77,7 @@ from openbeepboop_schemas.pool import (
 )
 from openbeepboop_schemas.queue import (
     ANY_MODEL,
+    RESULT_TOO_LARGE,
     AckStatus,
     ErrorOutcome,
     FetchRequest,
@@ -126,6 +127,7 @@ __all__ = [
     "OPENAPI_PATH",
     "POLL_PATH",
     "QUEUE_SUBMIT_PATH",
+    "RESULT_TOO_LARGE",
     "STATUS_PAGE_PATH",
     "STATUS_PATH",
     "STATUS_SCRIPT_PATH",

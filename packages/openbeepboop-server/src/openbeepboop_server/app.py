@@ -23,6 +23,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from openbeepboop_schemas import QUEUE_SUBMIT_PATH
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -108,7 +109,12 @@ def create_app(settings: Settings) -> Starlette:
         routes=build_routes(ENDPOINTS),
         middleware=[
             Middleware(AccessLog, metrics=metrics),
-            Middleware(BodySizeLimit, max_bytes=settings.server.max_body_bytes),
+            Middleware(
+                BodySizeLimit,
+                max_bytes=settings.server.max_body_bytes,
+                result_paths=frozenset({QUEUE_SUBMIT_PATH}),
+                max_result_bytes=settings.limits.max_result_bytes,
+            ),
         ],
         exception_handlers={
             ApiError: handle_api_error,

@@ -174,17 +174,40 @@ def poll_entry_data(entry: PollEntry) -> dict[str, Any]:
 
     The completion is dumped with only the fields it arrived with, so a
     ``chat.completion`` comes back without fields this version merely knows of
-    (``tool_calls: null`` and the like).
+    (``tool_calls: null`` and the like). ``result_omitted`` appears only when true.
     """
     data = entry.model_dump(mode="json")
     if entry.result is not None:
         data["result"] = entry.result.model_dump(mode="json", exclude_unset=True)
+    if not entry.result_omitted:
+        del data["result_omitted"]
     return data
 
 
-def poll_entries_response(entries: Sequence[PollEntry]) -> Response:
-    """A JSON array of poll entries."""
-    return Response(to_json([poll_entry_data(entry) for entry in entries]), media_type=JSON)
+def poll_entries_response(
+    entries: Sequence[PollEntry], max_answer_bytes: int | None = None
+) -> Response:
+    """A JSON array of poll entries, at most about ``max_answer_bytes`` long.
+
+    Past the budget, entries keep their status but leave their ``result`` out
+    (``result_omitted: true``); the first entry with a result always has it,
+    so every result can be read by polling it alone.
+    """
+    data = [poll_entry_data(entry) for entry in entries]
+    whole = to_json(data)
+    if max_answer_bytes is None or len(whole) <= max_answer_bytes:
+        return Response(whole, media_type=JSON)
+    parts: list[bytes] = []
+    used = 0
+    for item in data:
+        encoded = to_json(item)
+        if item.get("result") is not None and used and used + len(encoded) > max_answer_bytes:
+            item["result"] = None
+            item["result_omitted"] = True
+            encoded = to_json(item)
+        used += len(encoded) + 1
+        parts.append(encoded)
+    return Response(b"[" + b",".join(parts) + b"]", media_type=JSON)
 
 
 def poll_entry_response(entry: PollEntry) -> Response:

@@ -117,7 +117,7 @@ def check_structure(body: bytes, budgets: RequestBudgets) -> None:
         else:
             depth -= 1
         if values > value_limit:
-            raise _over_budget("max_json_values", value_limit, "the body holds too many JSON values")
+            raise _over_budget("max_json_values", value_limit, "too many JSON values in the body")
 
 
 def _escaped(body: bytes, quote: int) -> bool:

@@ -4,6 +4,13 @@ Two checks, because a client may lie or not say: a declared ``Content-Length``
 over the limit is refused before a byte of the body is read, and a body sent
 without one (chunked) is counted as it streams in and refused the moment it
 crosses the limit.
+
+The route nodes deliver results on has its own, larger limit
+(``[limits] max_result_bytes``, :func:`result_body_limit`): a completion may be
+bigger than any request, and losing it to the request limit would lose paid
+work. Over that limit the answer is ``413`` with the code
+:data:`~openbeepboop_schemas.RESULT_TOO_LARGE`, which tells the node to deliver
+an error outcome of that type instead.
 """
 
 from __future__ import annotations
@@ -11,15 +18,41 @@ from __future__ import annotations
 from openbeepboop_schemas import ErrorEnvelope
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openbeepboop_server.http.errors import BodyTooLargeError
+from openbeepboop_server.http.errors import ApiError, BodyTooLargeError, ResultTooLargeError
+
+#: Room for the delivery's own JSON around a result of exactly ``max_result_bytes``.
+RESULT_ENVELOPE_BYTES = 64 * 1024
+
+
+def result_body_limit(max_result_bytes: int, max_body_bytes: int) -> int:
+    """The deliver route's body limit: one result at the limit fits; never below the rest."""
+    return max(max_body_bytes, max_result_bytes + RESULT_ENVELOPE_BYTES)
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: ``413`` for bodies over ``max_bytes``."""
+    """Pure ASGI middleware: ``413`` for bodies over ``max_bytes`` (or a route's own limit).
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    ``result_paths`` name routes whose bodies carry results: they may be up to
+    ``max_result_bytes`` (:func:`result_body_limit`) and are refused with
+    :class:`ResultTooLargeError`.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        result_paths: frozenset[str] = frozenset(),
+        max_result_bytes: int | None = None,
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.result_paths = result_paths
+        self.result_limit = result_body_limit(max_result_bytes or max_bytes, max_bytes)
+
+    def _limit(self, scope: Scope) -> tuple[int, ApiError]:
+        if scope.get("path") in self.result_paths:
+            return self.result_limit, ResultTooLargeError(self.result_limit)
+        return self.max_bytes, BodyTooLargeError(self.max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -31,12 +64,11 @@ class BodySizeLimit:
                 send, 400, "Content-Length header is not a valid number", "invalid_header"
             )
             return
-        if declared > self.max_bytes:
-            error = BodyTooLargeError(self.max_bytes)
+        limit, error = self._limit(scope)
+        if declared > limit:
             await _send_envelope(send, 413, error.envelope)
             return
 
-        limit = self.max_bytes
         seen = 0
 
         async def counting_receive() -> Message:
@@ -47,7 +79,7 @@ class BodySizeLimit:
                 if seen > limit:
                     # Raised inside the handler's body read, so the app's
                     # exception handlers turn it into the 413 envelope.
-                    raise BodyTooLargeError(limit)
+                    raise error
             return message
 
         await self.app(scope, counting_receive, send)
