@@ -78,24 +78,33 @@ def _over_budget(name: str, limit: int, what: str, param: str | None = None) -> 
     )
 
 
-def check_structure(body: bytes, budgets: RequestBudgets) -> None:
-    """Refuse ``body`` if it nests deeper or holds more JSON values than the budgets allow.
+def check_structure(body: bytes, budgets: RequestBudgets) -> bool:
+    """Refuse ``body`` if it holds more JSON values (or nests deeper) than the budgets allow.
 
-    Malformed JSON is left to the parser (which names the problem): this only
-    counts. Strings are skipped with ``bytes.find`` (C speed, however long);
+    Returns whether the depth is still to be checked on the parsed data
+    (:func:`check_depth`). Malformed JSON is left to the parser (which names
+    the problem): this only counts.
+
+    First three ``bytes.count`` calls: ``{``, ``[`` and ``,`` anywhere are an
+    upper bound of the values (structure inside strings only adds to it), so
+    a body under the budget by that bound is passed at C speed and parsed
+    (its parse is bounded by the budget too); its depth is checked after the
+    parse, and only when there are more openers than the depth limit. A body
+    over the bound (a hostile one, or a prompt full of commas) is scanned
+    exactly: strings are skipped with ``bytes.find`` (C speed, however long),
     each value costs one step of a Python loop, and the loop ends at the
     budget, so a hostile body costs at most ``max_json_values`` steps.
     """
     openers = body.count(_OPENERS[0]) + body.count(_OPENERS[1])
-    if openers <= budgets.max_json_depth and openers + body.count(b",") <= budgets.max_json_values:
-        return
+    if openers + body.count(b",") <= budgets.max_json_values:
+        return openers > budgets.max_json_depth
     depth_limit, value_limit = budgets.max_json_depth, budgets.max_json_values
     search, find = _TOKEN.search, body.find
     depth = values = pos = 0
     while True:
         match = search(body, pos)
         if match is None:
-            return
+            return False
         at = match.start()
         char = body[at]
         if char == _QUOTE:
@@ -103,7 +112,7 @@ def check_structure(body: bytes, budgets: RequestBudgets) -> None:
             while end != -1 and _escaped(body, end):
                 end = find(b'"', end + 1)
             if end == -1:
-                return
+                return False
             pos = end + 1
             continue
         pos = at + 1
@@ -111,13 +120,33 @@ def check_structure(body: bytes, budgets: RequestBudgets) -> None:
             depth += 1
             values += 1
             if depth > depth_limit:
-                raise _over_budget("max_json_depth", depth_limit, "JSON is nested too deeply")
+                raise _too_deep(depth_limit)
         elif char == _COMMA:
             values += 1
         else:
             depth -= 1
         if values > value_limit:
             raise _over_budget("max_json_values", value_limit, "too many JSON values in the body")
+
+
+def check_depth(data: Any, limit: int) -> None:
+    """Refuse parsed JSON nested deeper than ``limit`` (objects and arrays only are walked)."""
+    level: list[Any] = [data]
+    for _ in range(limit):
+        deeper: list[Any] = []
+        for node in level:
+            if isinstance(node, dict):
+                deeper.extend(value for value in node.values() if isinstance(value, dict | list))
+            elif isinstance(node, list):
+                deeper.extend(value for value in node if isinstance(value, dict | list))
+        if not deeper:
+            return
+        level = deeper
+    raise _too_deep(limit)
+
+
+def _too_deep(limit: int) -> ApiError:
+    return _over_budget("max_json_depth", limit, "JSON is nested too deeply")
 
 
 def _escaped(body: bytes, quote: int) -> bool:

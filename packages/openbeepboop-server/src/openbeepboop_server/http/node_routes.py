@@ -38,7 +38,9 @@ async def fetch(call: Call) -> Response:
 
 async def deliver(call: Call) -> Response:
     """Record results, errors and releases for held leases."""
-    answer = await deliver_outcomes(call.context, call.user, call.body_as(SubmitRequest))
+    submit = call.body_as(SubmitRequest)
+    body_bytes = len(await call.request.body())
+    answer = await deliver_outcomes(call.context, call.user, submit, body_bytes)
     return model_response(answer)
 
 

@@ -90,7 +90,8 @@ async def submit(call: Call) -> Response:
     """
     request = call.body_as(ChatCompletionRequest)
     context = call.context
-    job = await submit_handing_off(context, call.user, request, _idempotency_key(call))
+    body_bytes = len(await call.request.body())
+    job = await submit_handing_off(context, call.user, request, _idempotency_key(call), body_bytes)
     context.metrics.submitted.inc()
     warnings = context.queue.submit_warnings((job.model,))
     if warnings:
