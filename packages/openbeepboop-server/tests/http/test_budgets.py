@@ -46,8 +46,18 @@ def test_an_escaped_quote_does_not_end_a_string() -> None:
 
 
 def test_deep_nesting_is_refused_by_the_scan() -> None:
-    body = b'{"a":' + b"[" * 20 + b"]" * 20 + b"," * 1_000 + b"}"
-    assert "[limits] max_json_depth = 8" in _code_and_message(body)[1]
+    # Many strings (the scan, not the per-string count) and many commas in a string.
+    budgets = RequestBudgets(max_json_depth=8, max_json_values=30_000)
+    data = {"csv": "x," * 40_000, "words": ["a"] * 10_001, "deep": [[[[[[[[[[]]]]]]]]]]}
+    with pytest.raises(ApiError, match=r"\[limits\] max_json_depth = 8"):
+        check_structure(json.dumps(data).encode(), budgets)
+    data["deep"] = [[[[[[[]]]]]]]
+    assert check_structure(json.dumps(data).encode(), budgets) is False
+
+
+def test_many_short_strings_are_refused_on_their_quotes_alone() -> None:
+    body = b'{"model":"m","junk":[' + b",".join([b'""'] * 5_000) + b"]}"
+    assert "max_json_values" in _code_and_message(body)[1]
 
 
 def test_a_small_body_with_many_openers_is_left_to_the_depth_walk() -> None:
@@ -56,3 +66,12 @@ def test_a_small_body_with_many_openers_is_left_to_the_depth_walk() -> None:
     with pytest.raises(ApiError, match="max_json_depth = 8"):
         check_depth(data, 8)
     check_depth({"a": [[[[[[[]]]]]]]}, 8)
+
+
+def test_counting_a_slice_at_a_time_counts_what_one_call_counts() -> None:
+    from openbeepboop_server.http import budgets
+
+    unit = b'ab\\"c{[,' * 7 + b"\\"
+    body = unit * (3 * budgets._COUNT_SLICE // len(unit) + 5)
+    for sub in (b"{", b",", b'\\"'):
+        assert budgets._count(body, sub, True) == body.count(sub)

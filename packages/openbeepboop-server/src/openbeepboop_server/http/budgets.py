@@ -4,12 +4,10 @@ A 10 MB body of millions of empty content parts once took seconds of the event
 loop to validate (and as long again for every claim of it). Two checks stop
 that, each cheaper than what it protects:
 
-1. :func:`check_structure`, on the raw bytes, before any parse: nesting depth
-   and the number of JSON values (every ``{``, ``[`` and ``,`` outside a
-   string). It stops at the first value past the budget, so its cost is
-   bounded by the budget, never by the body; a small body is passed on three
-   ``bytes.count`` calls (an upper bound: braces inside strings only make it
-   larger) without scanning at all.
+1. :func:`check_structure`, on the raw bytes, before any parse: the number
+   of JSON values (every ``{``, ``[`` and ``,`` outside a string) and, where
+   cheap, the nesting depth. Its cost is bounded by the budget, never by the
+   body; most bodies are passed on three ``bytes.count`` calls.
 2. :func:`check_chat_request`, on the parsed JSON before pydantic validation:
    messages, content parts per message and per request, and the operator's
    caps on ``max_tokens`` / ``max_completion_tokens`` and ``n``. It reads a
@@ -21,6 +19,7 @@ Both raise :class:`ApiError` naming the ``[limits]`` setting and its value.
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,9 +49,8 @@ BUDGET_CODE = "request_budget_exceeded"
 #: Envelope ``code`` of a job asking for more than an operator cap allows.
 CAP_CODE = "cap_exceeded"
 
-_OPENERS = (b"{", b"[")
 _TOKEN = re.compile(rb'[{}\[\]",]')
-_QUOTE, _BACKSLASH, _COMMA = 34, 92, 44
+_QUOTE, _COMMA = 34, 44
 _OPEN = frozenset({123, 91})
 
 
@@ -78,42 +76,113 @@ def _over_budget(name: str, limit: int, what: str, param: str | None = None) -> 
     )
 
 
-def check_structure(body: bytes, budgets: RequestBudgets) -> bool:
+def check_structure(body: bytes, budgets: RequestBudgets, *, share_cpu: bool = False) -> bool:
     """Refuse ``body`` if it holds more JSON values (or nests deeper) than the budgets allow.
 
     Returns whether the depth is still to be checked on the parsed data
-    (:func:`check_depth`). Malformed JSON is left to the parser (which names
-    the problem): this only counts.
+    (:func:`check_depth`; the parse is bounded by then). Malformed JSON is left
+    to the parser, which names the problem: this only counts. ``share_cpu``
+    (off the event loop) lets other threads run every few thousand steps:
+    without it, four hostile bodies scanned at once starve the loop's own
+    turns at the GIL.
 
-    First three ``bytes.count`` calls: ``{``, ``[`` and ``,`` anywhere are an
-    upper bound of the values (structure inside strings only adds to it), so
-    a body under the budget by that bound is passed at C speed and parsed
-    (its parse is bounded by the budget too); its depth is checked after the
-    parse, and only when there are more openers than the depth limit. A body
-    over the bound (a hostile one, or a prompt full of commas) is scanned
-    exactly: strings are skipped with ``bytes.find`` (C speed, however long),
-    each value costs one step of a Python loop, and the loop ends at the
-    budget, so a hostile body costs at most ``max_json_values`` steps.
+    The steps, cheapest first, each deciding when it can:
+
+    1. ``{``, ``[`` and ``,`` anywhere are an upper bound of the values
+       (structure inside strings only adds to it): under the budget, done.
+    2. Every string is preceded by a quote that is not escaped, so quotes not
+       preceded by a backslash bound the strings; a body holds at most two
+       per value (a key and a string value): far more, refused.
+    3. With few strings, each is found (a regex, C speed) and the structure
+       inside it taken off the count of step 1: the exact count.
+    4. Otherwise a scan of the structure itself, strings skipped by the same
+       regex, that ends at the budget: at most about three steps per allowed
+       value, whatever the body holds.
     """
-    openers = body.count(_OPENERS[0]) + body.count(_OPENERS[1])
-    if openers + body.count(b",") <= budgets.max_json_values:
+    value_limit = budgets.max_json_values
+    openers = _count(body, b"{", share_cpu) + _count(body, b"[", share_cpu)
+    upper = openers + _count(body, b",", share_cpu)
+    if upper <= value_limit:
         return openers > budgets.max_json_depth
+    quotes = _count(body, b'"', share_cpu)
+    bare_quotes = quotes - _count(body, b'\\"', share_cpu)
+    if bare_quotes // 2 > 2 * value_limit + 1:
+        raise _too_many_values(value_limit)
+    if quotes <= _FEW_STRINGS_QUOTES:
+        inside_openers, inside_commas = _structure_in_strings(body)
+        if upper - inside_openers - inside_commas > value_limit:
+            raise _too_many_values(value_limit)
+        return openers - inside_openers > budgets.max_json_depth
+    _scan(body, budgets, share_cpu)
+    return False
+
+
+#: Bytes counted per C call when sharing the CPU: ~1 ms each, however large the body.
+_COUNT_SLICE = 1024 * 1024
+
+
+def _count(body: bytes, sub: bytes, share_cpu: bool) -> int:
+    """``body.count(sub)``; when sharing the CPU, a slice at a time with turns for others.
+
+    A 10 MB ``count`` holds the GIL for several ms in one call; sliced, the
+    event loop gets a turn between slices. A match starting in a slice is
+    counted in that slice (the slice's end reaches past it by the rest of ``sub``).
+    """
+    if not share_cpu or len(body) <= _COUNT_SLICE:
+        return body.count(sub)
+    total = 0
+    for start in range(0, len(body), _COUNT_SLICE):
+        total += body.count(sub, start, start + _COUNT_SLICE + len(sub) - 1)
+        time.sleep(0)
+    return total
+
+
+#: Bodies with at most this many quotes get the exact count of step 3.
+_FEW_STRINGS_QUOTES = 20_000
+#: The rest of a string after its opening quote (escapes included), at C speed.
+_STRING_REST = re.compile(rb'[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+#: Scan steps between two chances for other threads to run.
+_STEPS_PER_TURN = 2_048
+
+
+def _structure_in_strings(body: bytes) -> tuple[int, int]:
+    """``{``/``[`` and ``,`` inside the strings of ``body`` (its strings found one by one)."""
+    openers = commas = 0
+    find, rest = body.find, _STRING_REST.match
+    pos = find(b'"')
+    while pos != -1:
+        match = rest(body, pos + 1)
+        if match is None:
+            break
+        end = match.end()
+        openers += body.count(b"{", pos, end) + body.count(b"[", pos, end)
+        commas += body.count(b",", pos, end)
+        pos = find(b'"', end)
+    return openers, commas
+
+
+def _scan(body: bytes, budgets: RequestBudgets, share_cpu: bool) -> None:
     depth_limit, value_limit = budgets.max_json_depth, budgets.max_json_values
-    search, find = _TOKEN.search, body.find
-    depth = values = pos = 0
+    string_limit = 2 * value_limit + 1
+    search, rest = _TOKEN.search, _STRING_REST.match
+    depth = values = strings = steps = pos = 0
     while True:
         match = search(body, pos)
         if match is None:
-            return False
+            return
+        steps += 1
+        if share_cpu and steps % _STEPS_PER_TURN == 0:
+            time.sleep(0)
         at = match.start()
         char = body[at]
         if char == _QUOTE:
-            end = find(b'"', at + 1)
-            while end != -1 and _escaped(body, end):
-                end = find(b'"', end + 1)
-            if end == -1:
-                return False
-            pos = end + 1
+            tail = rest(body, at + 1)
+            if tail is None:
+                return
+            pos = tail.end()
+            strings += 1
+            if strings > string_limit:
+                raise _too_many_values(value_limit)
             continue
         pos = at + 1
         if char in _OPEN:
@@ -126,7 +195,11 @@ def check_structure(body: bytes, budgets: RequestBudgets) -> bool:
         else:
             depth -= 1
         if values > value_limit:
-            raise _over_budget("max_json_values", value_limit, "too many JSON values in the body")
+            raise _too_many_values(value_limit)
+
+
+def _too_many_values(limit: int) -> ApiError:
+    return _over_budget("max_json_values", limit, "too many JSON values in the body")
 
 
 def check_depth(data: Any, limit: int) -> None:
@@ -147,14 +220,6 @@ def check_depth(data: Any, limit: int) -> None:
 
 def _too_deep(limit: int) -> ApiError:
     return _over_budget("max_json_depth", limit, "JSON is nested too deeply")
-
-
-def _escaped(body: bytes, quote: int) -> bool:
-    """Whether the quote at ``quote`` is escaped (an odd run of backslashes before it)."""
-    start = quote - 1
-    while start >= 0 and body[start] == _BACKSLASH:
-        start -= 1
-    return (quote - 1 - start) % 2 == 1
 
 
 def check_chat_request(data: Any, budgets: RequestBudgets, prefix: str = "") -> None:
