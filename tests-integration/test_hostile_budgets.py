@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 import httpx
-from cluster import Cluster
+from cluster import Api, Cluster
 from conftest import Shared
 from openbeepboop_schemas import (
     CHAT_COMPLETIONS_PATH,
@@ -152,14 +152,21 @@ class _SyntheticNode:
         return self.http.post(QUEUE_SUBMIT_PATH, content=json.dumps(body).encode())
 
 
-def test_an_11_mb_result_is_delivered_and_read_back_whole(
+def _claimed_job(
     cluster: Cluster, shared: Shared, tag: str
-) -> None:
+) -> tuple[Api, _SyntheticNode, str, dict[str, Any]]:
+    """A user's job, claimed by a synthetic node: the user's API, the node, the job, its lease."""
     model = f"{tag}-m"
     api = cluster.api(shared.server, shared.user_key)
     node = _SyntheticNode(shared.server.url, shared.node_key, f"{tag}-node")
     job = api.submit("write a lot", model)
-    lease = node.claim(model)
+    return api, node, job, node.claim(model)
+
+
+def test_an_11_mb_result_is_delivered_and_read_back_whole(
+    cluster: Cluster, shared: Shared, tag: str
+) -> None:
+    api, node, job, lease = _claimed_job(cluster, shared, tag)
     content = "eleven megabytes " * (11 * 1024 * 1024 // 17)
     assert len(content) > MAX_BODY_BYTES
     response = node.deliver(lease, {"kind": "result", "result": _completion(content)})
@@ -173,11 +180,7 @@ def test_an_11_mb_result_is_delivered_and_read_back_whole(
 def test_a_result_over_the_results_limit_fails_the_job_visibly(
     cluster: Cluster, shared: Shared, tag: str
 ) -> None:
-    model = f"{tag}-m"
-    api = cluster.api(shared.server, shared.user_key)
-    node = _SyntheticNode(shared.server.url, shared.node_key, f"{tag}-node")
-    job = api.submit("write far too much", model)
-    lease = node.claim(model)
+    api, node, job, lease = _claimed_job(cluster, shared, tag)
     huge = _completion("x" * (MAX_RESULT_BYTES + 1024 * 1024))
     response = node.deliver(lease, {"kind": "result", "result": huge})
     assert response.status_code == 413, response.text[:300]

@@ -8,6 +8,7 @@ misspelt setting silently ignored is worse than a refusal.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -162,7 +163,7 @@ class LimitsSection(_Section):
     """``[limits]``: what one request may cost and what one job may ask for.
 
     The request budgets bound the work a body can cause before it is parsed
-    (docs/server.md, "Request budgets"); the caps bound what a job may spend
+    (docs/server.md, "Request budgets and caps"); the caps bound what a job may spend
     at the provider. Defaults are in :mod:`.http.budgets`.
     """
 
@@ -179,16 +180,9 @@ class LimitsSection(_Section):
     max_n: int | None = Field(default=DEFAULT_MAX_N, ge=1, le=128)
 
     def budgets(self) -> RequestBudgets:
-        """The HTTP layer's view of these settings."""
-        return RequestBudgets(
-            max_json_depth=self.max_json_depth,
-            max_json_values=self.max_json_values,
-            max_messages=self.max_messages,
-            max_content_parts=self.max_content_parts,
-            max_total_content_parts=self.max_total_content_parts,
-            max_tokens=self.max_tokens,
-            max_n=self.max_n,
-        )
+        """The HTTP layer's view of these settings (all but the sizes, enforced elsewhere)."""
+        names = {field.name for field in dataclasses.fields(RequestBudgets)}
+        return RequestBudgets(**self.model_dump(include=names))
 
 
 class Settings(_Section):

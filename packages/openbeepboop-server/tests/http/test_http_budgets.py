@@ -11,14 +11,12 @@ from typing import Any
 
 import pytest
 from openbeepboop_schemas import RESULT_TOO_LARGE, Lease, Role, SubmitResponse
-from openbeepboop_server.app import create_app
 from openbeepboop_server.config import Settings
-from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.http.bodies import BULK_VALIDATION_CHUNK
 from starlette.testclient import TestClient
 
-from tests.support.surface import ApiKeys, bearer, chat, completion, make_settings
+from tests.support.surface import ApiKeys, bearer, chat, completion, fresh_app, make_settings
 
 LIMITS: dict[str, Any] = {
     "max_json_depth": 10,
@@ -131,11 +129,7 @@ def test_a_large_bulk_is_validated_in_chunks_and_names_the_bad_line(tmp_path: Pa
     bad = 2 * BULK_VALIDATION_CHUNK + 17
     lines[bad] = {"model": "m", "messages": [{"role": "robot", "content": "x"}]}
     # Larger than this module's small limits allow: an app with the defaults.
-    (tmp_path / "defaults").mkdir()
-    defaults = make_settings(tmp_path / "defaults")
-    upgrade_to_head(defaults.database.url)
-    with TestClient(create_app(defaults)) as other:
-        context: ServerContext = other.app.state.context  # type: ignore[attr-defined]
+    with fresh_app(tmp_path / "defaults") as (other, context):
         user = context.keys.create(Role.USER, "u")[0]
         response = other.post(
             "/v1/chat/completions/bulk", json={"requests": lines}, headers=bearer(user)
