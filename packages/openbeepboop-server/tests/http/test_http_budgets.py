@@ -255,3 +255,14 @@ def test_the_openapi_document_states_the_caps(client: TestClient) -> None:
     assert {"maximum": 2, "minimum": 1, "type": "integer"} in request["n"]["anyOf"]
     assert any(option.get("maximum") == 1_000 for option in request["max_tokens"]["anyOf"])
     assert request["messages"]["maxItems"] == 4
+
+
+def test_a_result_is_not_held_to_the_request_budgets(client: TestClient, api_keys: ApiKeys) -> None:
+    # A completion with logprobs holds many values: a paid result is never refused for its shape.
+    job = _submit(client, api_keys.user, chat()).json()["id"]
+    lease = _claim(client, api_keys.node)
+    result = {**completion("ok"), "logprobs": {"content": [{"token": "a", "logprob": 0}] * 600}}
+    response = _deliver(client, api_keys.node, lease, {"kind": "result", "result": result})
+    assert response.status_code == 200, response.text
+    entry = client.get(f"/v1/jobs/{job}", headers=bearer(api_keys.user)).json()
+    assert entry["status"] == "COMPLETED"

@@ -94,6 +94,8 @@ class Endpoint:
     idempotent: bool = False
     #: Validate the body in pydantic's strict mode (no ``true`` → ``1``).
     strict: bool = False
+    #: Check the ``[limits]`` request budgets before validating the body.
+    budgeted: bool = True
 
 
 def component(name: str) -> dict[str, Any]:
@@ -114,9 +116,8 @@ def _endpoint_app(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]
             caller = await authenticate(request, endpoint.roles)
         body = None
         if endpoint.body is not None:
-            body = await read_model(
-                request, endpoint.body, strict=endpoint.strict, budgets=request.app.state.budgets
-            )
+            budgets = request.app.state.budgets if endpoint.budgeted else None
+            body = await read_model(request, endpoint.body, strict=endpoint.strict, budgets=budgets)
         call = Call(request=request, context=get_context(request), caller=caller, body=body)
         return await endpoint.handler(call)
 

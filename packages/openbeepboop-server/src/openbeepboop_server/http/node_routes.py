@@ -78,6 +78,10 @@ ENDPOINTS = (
         body=SubmitRequest,
         response=component("SubmitResponse"),
         tag="queue",
+        # Results come from the operator's own nodes and are bounded by
+        # [limits] max_result_bytes; refusing a paid result for its shape (a
+        # completion with logprobs holds many values) would lose it.
+        budgeted=False,
         description="One ack per outcome, in order: accepted, duplicate, stale or rejected.",
     ),
     Endpoint(
