@@ -95,7 +95,14 @@ _IDEMPOTENCY_PARAM: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    # Printable characters (as the server checks them on the latin-1 header),
+    # not only spaces: what the server accepts, so generated clients send that.
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^ *[!-~\u00a1-\u00ac\u00ae-\u00ff][ -~\u00a1-\u00ac\u00ae-\u00ff]*$",
+    },
     "description": "Makes a retried submit return the first job instead of creating another.",
 }
 
