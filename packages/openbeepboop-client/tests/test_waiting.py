@@ -184,3 +184,13 @@ def test_plan_pacing(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan.pause() == 0.0
     assert plan.tally == {"COMPLETED": 1}
     assert plan.pending == ["job-2"]
+
+
+def test_a_result_left_out_of_a_large_answer_is_polled_again() -> None:
+    plan = WaitPlan(["job-1", "job-2"], timeout=None, clock=FakeClock())
+    plan.next_round()
+    omitted = PollEntry.model_validate({**entry_body("job-2", "COMPLETED"), "result_omitted": True})
+    assert plan.record(["job-1", "job-2"], [entry("job-1", "COMPLETED"), omitted]) == 1
+    assert [call.ids for call in plan.next_round()] == [["job-2"]]
+    assert plan.record(["job-2"], [entry("job-2", "COMPLETED")]) == 1
+    assert plan.done

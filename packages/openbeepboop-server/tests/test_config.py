@@ -245,3 +245,29 @@ def test_setup_leaves_the_derived_window_out_of_the_file(tmp_path: Path) -> None
     assert "node_seen_seconds" not in settings.to_toml()
     settings.queue.node_seen_seconds = 42
     assert "node_seen_seconds = 42" in settings.to_toml()
+
+
+def test_limits_have_defaults_a_shared_server_can_live_with(tmp_path: Path) -> None:
+    limits = load_settings(_write(tmp_path, MINIMAL)).limits
+    assert limits.max_tokens is None  # no cap unless the operator sets one
+    assert limits.max_n == 8
+    assert limits.max_poll_ids == 1_000
+    assert limits.max_result_bytes == 32 * 1024 * 1024
+    assert limits.max_result_bytes > DEFAULT_MAX_BODY_BYTES
+    budgets = limits.budgets()
+    assert (budgets.max_messages, budgets.max_json_values) == (2_048, 200_000)
+
+
+def test_limits_are_read_and_checked(tmp_path: Path) -> None:
+    text = MINIMAL + "[limits]\nmax_tokens = 4096\nmax_n = 2\nmax_messages = 50\n"
+    limits = load_settings(_write(tmp_path, text)).limits
+    assert (limits.max_tokens, limits.max_n, limits.budgets().max_messages) == (4096, 2, 50)
+    for bad, expected in (
+        ("max_poll_ids = 5000", "[limits] max_poll_ids"),
+        ("max_n = 0", "[limits] max_n"),
+        ("max_json_depth = 500", "[limits] max_json_depth"),
+        ("max_token = 5", "[limits] max_token: unknown setting"),
+    ):
+        path = _write(tmp_path, MINIMAL + f"[limits]\n{bad}\n")
+        with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
+            load_settings(path)

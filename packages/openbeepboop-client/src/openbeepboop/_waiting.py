@@ -33,8 +33,12 @@ FINAL_STATUSES = frozenset({*(status.value for status in TERMINAL_STATUSES), NOT
 
 
 def is_final(entry: PollEntry) -> bool:
-    """True when polling this job again can never tell anything new."""
-    return entry.status in FINAL_STATUSES
+    """True when polling this job again can never tell anything new.
+
+    An entry whose result the server left out of a large answer
+    (``result_omitted``) is not: the next round asks again, with fewer ids.
+    """
+    return entry.status in FINAL_STATUSES and not entry.result_omitted
 
 
 @dataclass(frozen=True)

@@ -104,6 +104,7 @@ from openbeepboop_schemas.pool import (
 )
 from openbeepboop_schemas.queue import (
     ANY_MODEL,
+    RESULT_TOO_LARGE,
     AckStatus,
     ErrorOutcome,
     FetchRequest,
@@ -168,6 +169,7 @@ __all__ = [
     "PURPOSE_BATCH",
     "PURPOSE_BATCH_OUTPUT",
     "QUEUE_SUBMIT_PATH",
+    "RESULT_TOO_LARGE",
     "STATUS_PAGE_PATH",
     "STATUS_PATH",
     "STATUS_SCRIPT_PATH",

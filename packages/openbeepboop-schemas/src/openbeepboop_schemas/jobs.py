@@ -98,7 +98,10 @@ class PollEntry(TolerantBody):
 
     ``status`` is a :class:`JobStatus` string, or ``NOT_FOUND`` for an id the
     caller may not see. ``completed`` is true only for ``COMPLETED``.
-    Timestamps are Unix seconds.
+    Timestamps are Unix seconds. ``result_omitted`` is true when a poll left
+    this entry's ``result`` out to stay within the server's answer size (the
+    entries before it filled it): poll that job again, alone or with fewer
+    others, or ``GET`` it.
     """
 
     id: JobId
@@ -112,6 +115,7 @@ class PollEntry(TolerantBody):
     created_at: int | None = None
     started_at: int | None = None
     completed_at: int | None = None
+    result_omitted: bool = False
 
 
 class JobList(TolerantBody):

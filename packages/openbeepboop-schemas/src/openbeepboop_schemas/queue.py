@@ -66,6 +66,12 @@ class LeaseRef(StrictBody):
     lease_token: str = Field(min_length=1, max_length=128)
 
 
+#: Error ``type`` (and ``413`` envelope ``code``) for a result over the server's results
+#: limit: a node that gets that ``413`` for a single result delivers an error outcome of
+#: this type (``retryable: false``) instead, so the job fails visibly rather than re-running.
+RESULT_TOO_LARGE = "result_too_large"
+
+
 class NodeError(StrictBody):
     """A failed inference as the node saw it.
 

@@ -23,6 +23,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+from openbeepboop_schemas import QUEUE_SUBMIT_PATH
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
@@ -127,6 +128,8 @@ def create_app(settings: Settings) -> Starlette:
                 BodySizeLimit,
                 max_bytes=settings.server.max_body_bytes,
                 path_limits=upload_limits(settings),
+                result_paths=frozenset({QUEUE_SUBMIT_PATH}),
+                max_result_bytes=settings.limits.max_result_bytes,
             ),
         ],
         exception_handlers={
@@ -139,9 +142,10 @@ def create_app(settings: Settings) -> Starlette:
         lifespan=lifespan,
     )
     app.state.settings = settings
+    app.state.budgets = settings.limits.budgets()
     app.state.metrics = metrics
     app.state.openapi_json = json.dumps(
-        build_openapi(ENDPOINTS, __version__), separators=(",", ":")
+        build_openapi(ENDPOINTS, __version__, app.state.budgets), separators=(",", ":")
     ).encode()
     return app
 

@@ -8,6 +8,7 @@ misspelt setting silently ignored is worse than a refusal.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 import platformdirs
 import tomli_w
-from openbeepboop_schemas import MAX_WAIT_SECONDS
+from openbeepboop_schemas import MAX_POLL_IDS, MAX_WAIT_SECONDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
@@ -24,6 +25,18 @@ from sqlalchemy.exc import ArgumentError
 from openbeepboop_server.db.database import DEFAULT_SQLITE_SYNCHRONOUS
 from openbeepboop_server.db.database import SQLITE_SYNCHRONOUS_MODES as SQLITE_SYNCHRONOUS_MODES
 from openbeepboop_server.errors import ServerError
+from openbeepboop_server.http.budgets import (
+    DEFAULT_MAX_CONTENT_PARTS,
+    DEFAULT_MAX_JSON_DEPTH,
+    DEFAULT_MAX_JSON_VALUES,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_N,
+    DEFAULT_MAX_POLL_ANSWER_BYTES,
+    DEFAULT_MAX_RESULT_BYTES,
+    DEFAULT_MAX_TOTAL_CONTENT_PARTS,
+    MAX_JSON_DEPTH_CEILING,
+    RequestBudgets,
+)
 from openbeepboop_server.queue.policy import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
@@ -201,6 +214,32 @@ class OpenAISection(_Section):
     batch_check_seconds: float = Field(default=DEFAULT_BATCH_CHECK_SECONDS, gt=0, le=60)
 
 
+class LimitsSection(_Section):
+    """``[limits]``: what one request may cost and what one job may ask for.
+
+    The request budgets bound the work a body can cause before it is parsed
+    (docs/server.md, "Request budgets and caps"); the caps bound what a job may spend
+    at the provider. Defaults are in :mod:`.http.budgets`.
+    """
+
+    max_json_depth: int = Field(default=DEFAULT_MAX_JSON_DEPTH, ge=8, le=MAX_JSON_DEPTH_CEILING)
+    max_json_values: int = Field(default=DEFAULT_MAX_JSON_VALUES, ge=1_000)
+    max_messages: int = Field(default=DEFAULT_MAX_MESSAGES, ge=1)
+    max_content_parts: int = Field(default=DEFAULT_MAX_CONTENT_PARTS, ge=1)
+    max_total_content_parts: int = Field(default=DEFAULT_MAX_TOTAL_CONTENT_PARTS, ge=1)
+    max_poll_ids: int = Field(default=MAX_POLL_IDS, ge=1, le=MAX_POLL_IDS)
+    max_poll_answer_bytes: int = Field(default=DEFAULT_MAX_POLL_ANSWER_BYTES, ge=1024)
+    max_result_bytes: int = Field(default=DEFAULT_MAX_RESULT_BYTES, ge=1024)
+    #: None (the default): no cap.
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_n: int | None = Field(default=DEFAULT_MAX_N, ge=1, le=128)
+
+    def budgets(self) -> RequestBudgets:
+        """The HTTP layer's view of these settings (all but the sizes, enforced elsewhere)."""
+        names = {field.name for field in dataclasses.fields(RequestBudgets)}
+        return RequestBudgets(**self.model_dump(include=names))
+
+
 class Settings(_Section):
     """Everything ``server_config.toml`` holds; what :func:`create_app` is built from."""
 
@@ -208,6 +247,7 @@ class Settings(_Section):
     database: DatabaseSection
     queue: QueueSection = Field(default_factory=QueueSection)
     openai: OpenAISection = Field(default_factory=OpenAISection)
+    limits: LimitsSection = Field(default_factory=LimitsSection)
 
     def to_toml(self) -> str:
         """The settings as the TOML text ``setup`` writes.

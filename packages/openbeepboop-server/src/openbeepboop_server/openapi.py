@@ -13,6 +13,7 @@ from typing import Any
 
 from openbeepboop_schemas import component_schemas
 
+from openbeepboop_server.http.budgets import RequestBudgets
 from openbeepboop_server.http.endpoints import Endpoint, component
 
 OPENAPI_VERSION = "3.1.0"
@@ -97,7 +98,14 @@ _IDEMPOTENCY_PARAM: dict[str, Any] = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
+    # Printable characters (as the server checks them on the latin-1 header),
+    # not only spaces: what the server accepts, so generated clients send that.
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": 255,
+        "pattern": "^ *[!-~\u00a1-\u00ac\u00ae-\u00ff][ -~\u00a1-\u00ac\u00ae-\u00ff]*$",
+    },
     "description": "Makes a retried submit return the first job instead of creating another.",
 }
 
@@ -111,8 +119,35 @@ def contract_components() -> dict[str, Any]:
     return component_schemas()
 
 
-def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]:
-    """The whole document."""
+def _apply_budgets(schemas: dict[str, Any], budgets: RequestBudgets) -> None:
+    """Narrow the request schemas to this server's ``[limits]``, so the document tells the truth.
+
+    The contract's models allow what any server may accept; a server with
+    caps and budgets accepts less, and says so here (``maximum``, ``maxItems``).
+    """
+    request = schemas["ChatCompletionRequest"]["properties"]
+    caps = {"n": budgets.max_n, "max_tokens": budgets.max_tokens}
+    caps["max_completion_tokens"] = budgets.max_tokens
+    for name, cap in caps.items():
+        if cap is None:
+            continue
+        for option in request[name].get("anyOf", [request[name]]):
+            if option.get("type") == "integer":
+                option["maximum"] = min(cap, option.get("maximum", cap))
+    request["messages"]["maxItems"] = budgets.max_messages
+    content = schemas["ChatMessage"]["properties"]["content"]
+    for option in content.get("anyOf", []):
+        if option.get("type") == "array":
+            option["maxItems"] = budgets.max_content_parts
+
+
+def build_openapi(
+    endpoints: Sequence[Endpoint], version: str, budgets: RequestBudgets | None = None
+) -> dict[str, Any]:
+    """The whole document (request schemas narrowed to ``budgets`` when given)."""
+    schemas = contract_components()
+    if budgets is not None:
+        _apply_budgets(schemas, budgets)
     paths: dict[str, dict[str, Any]] = {}
     for endpoint in endpoints:
         paths.setdefault(endpoint.path, {})[endpoint.method.lower()] = _operation(endpoint)
@@ -129,7 +164,7 @@ def build_openapi(endpoints: Sequence[Endpoint], version: str) -> dict[str, Any]
         },
         "paths": paths,
         "components": {
-            "schemas": contract_components(),
+            "schemas": schemas,
             "securitySchemes": {
                 SECURITY_SCHEME: {
                     "type": "http",

@@ -8,12 +8,10 @@ from pathlib import Path
 
 import pytest
 from openbeepboop_schemas import Role
-from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
-from openbeepboop_server.db.migrate import upgrade_to_head
 from starlette.testclient import TestClient
 
-from tests.support.surface import ApiKeys, bearer, chat, completion, make_settings
+from tests.support.surface import ApiKeys, bearer, chat, completion, fresh_app
 
 
 def _sample(text: str, name: str, **labels: str) -> float | None:
@@ -86,11 +84,7 @@ def test_each_app_has_its_own_registry(
     tmp_path: Path, client: TestClient, api_keys: ApiKeys
 ) -> None:
     client.post("/v1/chat/completions", json=chat(), headers=bearer(api_keys.user))
-    (tmp_path / "second").mkdir()
-    settings = make_settings(tmp_path / "second")
-    upgrade_to_head(settings.database.url)
-    with TestClient(create_app(settings)) as other:
-        context: ServerContext = other.app.state.context  # type: ignore[attr-defined]
+    with fresh_app(tmp_path / "second") as (other, context):
         admin = context.keys.create(Role.ADMIN, "a")[0]
         text = other.get("/metrics", headers=bearer(admin)).text
     assert _sample(text, "openbeepboop_jobs_submitted_total") == 0

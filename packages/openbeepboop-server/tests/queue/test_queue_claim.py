@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import FetchRequest, Role
 from openbeepboop_server.db.database import Database
@@ -229,3 +230,30 @@ def test_submit_and_claim_on_every_backend(backend_url: str, policy: QueuePolicy
         assert queue.claim(node, fetch(["*"])) == []
     finally:
         db.dispose()
+
+
+def test_a_claim_parses_requests_only_after_releasing_the_writer(
+    db: Database,
+    queue: QueueService,
+    alice: Caller,
+    node: Caller,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A large request parsed inside the transaction held the one SQLite writer
+    # (and, on a small call, the event loop) for as long as the parse took.
+    from openbeepboop_schemas import ChatCompletionRequest
+    from openbeepboop_server.queue import claiming
+
+    writer_free_at_parse: list[bool] = []
+    parse = ChatCompletionRequest.model_validate_json
+
+    class Spy:
+        @staticmethod
+        def model_validate_json(text: str) -> ChatCompletionRequest:
+            writer_free_at_parse.append(db.writer_idle)
+            return parse(text)
+
+    monkeypatch.setattr(claiming, "ChatCompletionRequest", Spy)
+    queue.submit_many(alice, [chat_request(), chat_request()])
+    assert len(queue.claim(node, fetch(["*"]))) == 2
+    assert writer_free_at_parse == [True, True]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from openbeepboop_server.config import Settings, parse_settings, sqlite_url
+from openbeepboop_server.context import ServerContext
+from starlette.testclient import TestClient
 
 
 def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
@@ -16,6 +20,20 @@ def make_settings(tmp_path: Path, **sections: dict[str, Any]) -> Settings:
     for name, values in sections.items():
         data[name] = {**data.get(name, {}), **values}
     return parse_settings(data, source="test", base=tmp_path)
+
+
+@contextmanager
+def fresh_app(directory: Path) -> Iterator[tuple[TestClient, ServerContext]]:
+    """A second, started app on its own new database in ``directory`` (default settings)."""
+    from openbeepboop_server.app import create_app
+    from openbeepboop_server.db.migrate import upgrade_to_head
+
+    directory.mkdir()
+    settings = make_settings(directory)
+    upgrade_to_head(settings.database.url)
+    with TestClient(create_app(settings)) as client:
+        context: ServerContext = client.app.state.context  # type: ignore[attr-defined]
+        yield client, context
 
 
 def chat(model: str = "llama3", content: str = "Hi", **extra: Any) -> dict[str, Any]:

@@ -28,6 +28,14 @@ T = TypeVar("T")
 
 #: Jobs, leases or outcomes up to which a call counts as small.
 INLINE_MAX_ITEMS = 8
+#: Request bytes up to which a call counts as small: a job or result this size
+#: is serialised and written in well under a millisecond; a 10 MB one is not.
+INLINE_MAX_BYTES = 16 * 1024
+
+
+def weight(items: int, body_bytes: int) -> int:
+    """The ``items`` a call counts as: a large body makes any call large."""
+    return items if body_bytes <= INLINE_MAX_BYTES else max(items, INLINE_MAX_ITEMS + 1)
 
 
 async def run_service(db: Database, items: int, func: Callable[..., T], *args: object) -> T:

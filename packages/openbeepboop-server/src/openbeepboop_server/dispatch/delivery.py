@@ -15,21 +15,29 @@ import asyncio
 
 from openbeepboop_schemas import SubmitRequest, SubmitResponse
 
-from openbeepboop_server.dispatch.calls import run_service
+from openbeepboop_server.dispatch.calls import run_service, weight
 from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.statuses import QUEUED, TERMINAL
 
 
 async def deliver_outcomes(
-    context: DispatchContext, caller: Caller, submit: SubmitRequest
+    context: DispatchContext, caller: Caller, submit: SubmitRequest, body_bytes: int = 0
 ) -> SubmitResponse:
-    """Record ``submit``'s outcomes, count them, and wake whoever waits on their jobs."""
+    """Record ``submit``'s outcomes, count them, and wake whoever waits on their jobs.
+
+    ``body_bytes`` (the delivery's size) keeps a large result's write off the event loop.
+    """
     wakeups = context.wakeups
     # Polls waiting on these jobs get their entries from this transaction.
     watched = wakeups.watched(outcome.job_id for outcome in submit.outcomes)
     answer, finished_entries = await run_service(
-        context.db, len(submit.outcomes), context.queue.deliver_and_read, caller, submit, watched
+        context.db,
+        weight(len(submit.outcomes), body_bytes),
+        context.queue.deliver_and_read,
+        caller,
+        submit,
+        watched,
     )
     for owner_key_id, entry in finished_entries:
         wakeups.hand_result(owner_key_id, entry)

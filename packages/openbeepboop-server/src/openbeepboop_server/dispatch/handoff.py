@@ -20,7 +20,7 @@ from openbeepboop_schemas import (
 )
 
 from openbeepboop_server.db.safe_text import db_text
-from openbeepboop_server.dispatch.calls import run_service
+from openbeepboop_server.dispatch.calls import run_service, weight
 from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.keys import Caller
 
@@ -30,8 +30,12 @@ async def submit_handing_off(
     caller: Caller,
     request: ChatCompletionRequest,
     idempotency_key: str | None,
+    body_bytes: int = 0,
 ) -> Job:
     """Queue one job; if a node is parked in a long-poll for its model, claim it for that node.
+
+    ``body_bytes`` (the request's size) decides whether the write may run on
+    the event loop (:func:`~openbeepboop_server.dispatch.calls.weight`).
 
     The claim runs in the submit's own transaction and the leases go straight
     to the waiting fetch (see :mod:`openbeepboop_server.dispatch.wakeups`), so
@@ -39,9 +43,10 @@ async def submit_handing_off(
     Without a parked node it is a plain submit plus a wake-up.
     """
     queue, wakeups = context.queue, context.wakeups
+    items = weight(1, body_bytes)
     waiter = wakeups.reserve(db_text(request.model))
     if waiter is None:
-        job = await run_service(context.db, 1, queue.submit, caller, request, idempotency_key)
+        job = await run_service(context.db, items, queue.submit, caller, request, idempotency_key)
         wakeups.jobs_available([job.model])
         return job
     node_caller, fetch = waiter.claimant
@@ -49,7 +54,7 @@ async def submit_handing_off(
     try:
         job, leases = await run_service(
             context.db,
-            1,
+            items,
             queue.submit_and_claim,
             caller,
             request,

@@ -96,6 +96,8 @@ class Endpoint:
     strict: bool = False
     #: A body the handler reads itself, documented only: (media type, JSON Schema).
     documented_body: tuple[str, Mapping[str, Any]] | None = None
+    #: Check the ``[limits]`` request budgets before validating the body.
+    budgeted: bool = True
 
 
 def component(name: str) -> dict[str, Any]:
@@ -116,7 +118,8 @@ def _endpoint_app(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]
             caller = await authenticate(request, endpoint.roles)
         body = None
         if endpoint.body is not None:
-            body = await read_model(request, endpoint.body, strict=endpoint.strict)
+            budgets = request.app.state.budgets if endpoint.budgeted else None
+            body = await read_model(request, endpoint.body, strict=endpoint.strict, budgets=budgets)
         call = Call(request=request, context=get_context(request), caller=caller, body=body)
         return await endpoint.handler(call)
 

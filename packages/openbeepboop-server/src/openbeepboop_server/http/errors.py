@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from openbeepboop_schemas import ErrorEnvelope
+from openbeepboop_schemas import RESULT_TOO_LARGE, ErrorEnvelope
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
@@ -72,6 +72,25 @@ class BodyTooLargeError(ApiError):
             f"request body is larger than the server's limit of {limit} bytes; "
             "split the work into smaller requests",
             code="request_too_large",
+        )
+
+
+class ResultTooLargeError(ApiError):
+    """A delivery's body is larger than the results limit (``[limits] max_result_bytes``).
+
+    The code tells a node what to do: deliver an error outcome of type
+    ``result_too_large`` for that job instead (permanent), or, if the body
+    carried several outcomes, send them in smaller batches.
+    """
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            413,
+            f"delivery body is larger than the server's results limit of {limit} bytes "
+            "([limits] max_result_bytes plus room for the delivery around it); deliver "
+            f"outcomes one at a time, and a single result this large as an error of type "
+            f"'{RESULT_TOO_LARGE}'",
+            code=RESULT_TOO_LARGE,
         )
 
 

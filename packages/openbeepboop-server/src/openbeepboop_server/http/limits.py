@@ -4,46 +4,81 @@ Two checks, because a client may lie or not say: a declared ``Content-Length``
 over the limit is refused before a byte of the body is read, and a body sent
 without one (chunked) is counted as it streams in and refused the moment it
 crosses the limit.
+
+The route nodes deliver results on has its own, larger limit
+(``[limits] max_result_bytes``, :func:`result_body_limit`): a completion may be
+bigger than any request, and losing it to the request limit would lose paid
+work. Over that limit the answer is ``413`` with the code
+:data:`~openbeepboop_schemas.RESULT_TOO_LARGE`, which tells the node to deliver
+an error outcome of that type instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from openbeepboop_schemas import ErrorEnvelope
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openbeepboop_server.http.errors import BodyTooLargeError
+from openbeepboop_server.http.errors import ApiError, BodyTooLargeError, ResultTooLargeError
+
+#: Room for the delivery's own JSON around a result of exactly ``max_result_bytes``.
+RESULT_ENVELOPE_BYTES = 64 * 1024
+
+
+def result_body_limit(max_result_bytes: int, max_body_bytes: int) -> int:
+    """The deliver route's body limit: one result at the limit fits; never below the rest."""
+    return max(max_body_bytes, max_result_bytes + RESULT_ENVELOPE_BYTES)
 
 
 class BodySizeLimit:
-    """Pure ASGI middleware: ``413`` for bodies over ``max_bytes``."""
+    """Pure ASGI middleware: ``413`` for bodies over ``max_bytes`` (or a route's own limit).
+
+    ``path_limits`` give routes a limit of their own (file uploads: ``[openai]
+    max_file_bytes``); ``result_paths`` name routes whose bodies carry results:
+    they may be up to ``max_result_bytes`` (:func:`result_body_limit`) and are
+    refused with :class:`ResultTooLargeError`.
+    """
 
     def __init__(
-        self, app: ASGIApp, max_bytes: int, path_limits: Mapping[str, int] | None = None
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        path_limits: Mapping[str, int] | None = None,
+        result_paths: frozenset[str] = frozenset(),
+        max_result_bytes: int | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
-        #: Paths with a limit of their own (file uploads: ``[openai] max_file_bytes``).
-        self.path_limits = dict(path_limits or {})
+        result_limit = result_body_limit(max_result_bytes or max_bytes, max_bytes)
+        #: Each route with a limit of its own, and the kind of error past it.
+        self._limits: dict[str, tuple[int, Callable[[int], ApiError]]] = {
+            path: (limit, BodyTooLargeError) for path, limit in (path_limits or {}).items()
+        }
+        for path in result_paths:
+            self._limits[path] = (result_limit, ResultTooLargeError)
+        self._default: tuple[int, Callable[[int], ApiError]] = (max_bytes, BodyTooLargeError)
+
+    def _limit(self, scope: Scope) -> tuple[int, ApiError]:
+        # A new error each time: one raised again and again would grow its traceback.
+        limit, error = self._limits.get(scope.get("path", ""), self._default)
+        return limit, error(limit)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        max_bytes = self.path_limits.get(scope.get("path", ""), self.max_bytes)
         declared = _content_length(scope)
         if declared is None:
             await _reject(
                 send, 400, "Content-Length header is not a valid number", "invalid_header"
             )
             return
-        if declared > max_bytes:
-            error = BodyTooLargeError(max_bytes)
+        limit, error = self._limit(scope)
+        if declared > limit:
             await _send_envelope(send, 413, error.envelope)
             return
 
-        limit = max_bytes
         seen = 0
 
         async def counting_receive() -> Message:
@@ -54,7 +89,7 @@ class BodySizeLimit:
                 if seen > limit:
                     # Raised inside the handler's body read, so the app's
                     # exception handlers turn it into the 413 envelope.
-                    raise BodyTooLargeError(limit)
+                    raise error
             return message
 
         await self.app(scope, counting_receive, send)

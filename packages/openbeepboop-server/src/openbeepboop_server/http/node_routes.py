@@ -38,7 +38,9 @@ async def fetch(call: Call) -> Response:
 
 async def deliver(call: Call) -> Response:
     """Record results, errors and releases for held leases."""
-    answer = await deliver_outcomes(call.context, call.user, call.body_as(SubmitRequest))
+    submit = call.body_as(SubmitRequest)
+    body_bytes = len(await call.request.body())
+    answer = await deliver_outcomes(call.context, call.user, submit, body_bytes)
     return model_response(answer)
 
 
@@ -76,6 +78,10 @@ ENDPOINTS = (
         body=SubmitRequest,
         response=component("SubmitResponse"),
         tag="queue",
+        # Results come from the operator's own nodes and are bounded by
+        # [limits] max_result_bytes; refusing a paid result for its shape (a
+        # completion with logprobs holds many values) would lose it.
+        budgeted=False,
         description="One ack per outcome, in order: accepted, duplicate, stale or rejected.",
     ),
     Endpoint(

@@ -37,6 +37,7 @@ from openbeepboop_server.http.bodies import (
     poll_entries_response,
     poll_entry_response,
 )
+from openbeepboop_server.http.budgets import BUDGET_CODE
 from openbeepboop_server.http.disconnect import disconnect_watch
 from openbeepboop_server.http.endpoints import (
     USERS,
@@ -89,7 +90,8 @@ async def submit(call: Call) -> Response:
     """
     request = call.body_as(ChatCompletionRequest)
     context = call.context
-    job = await submit_handing_off(context, call.user, request, _idempotency_key(call))
+    body_bytes = len(await call.request.body())
+    job = await submit_handing_off(context, call.user, request, _idempotency_key(call), body_bytes)
     context.metrics.submitted.inc()
     warnings = context.queue.submit_warnings((job.model,))
     if warnings:
@@ -113,12 +115,26 @@ async def submit_bulk(call: Call) -> Response:
 
 
 async def poll(call: Call) -> Response:
-    """One entry per id, in order; optionally long-polls."""
+    """One entry per distinct id, in the order of first mention; optionally long-polls.
+
+    A repeated id is answered once: a poll naming one finished job 1,000
+    times must not make the server send its result 1,000 times.
+    """
     body = call.body_as(PollRequest)
+    limits = call.context.settings.limits
+    if len(body.ids) > limits.max_poll_ids:
+        raise ApiError(
+            400,
+            f"the poll names {len(body.ids)} ids: the server's limit is {limits.max_poll_ids} "
+            f"([limits] max_poll_ids = {limits.max_poll_ids})",
+            param="ids",
+            code=BUDGET_CODE,
+        )
+    ids = list(dict.fromkeys(body.ids))
     entries = await poll_entries(
-        call.context, call.user, body.ids, body.wait, partial(disconnect_watch, call.request)
+        call.context, call.user, ids, body.wait, partial(disconnect_watch, call.request)
     )
-    return poll_entries_response(entries)
+    return poll_entries_response(entries, limits.max_poll_answer_bytes)
 
 
 async def get_job(call: Call) -> Response:
@@ -238,7 +254,9 @@ ENDPOINTS = (
         body=PollRequest,
         response=array_of("PollEntry"),
         description=(
-            "One entry per id, in order; ids the caller may not see answer `NOT_FOUND`. "
+            "One entry per distinct id, in the order each was first named (a repeated id "
+            "is answered once); ids the caller may not see answer `NOT_FOUND`. Past the "
+            "server's answer size, entries leave their `result` out (`result_omitted`). "
             f"With `wait` (at most {MAX_WAIT_SECONDS:g} s) the answer is held until a listed "
             "job that was not terminal becomes terminal, or the wait elapses."
         ),

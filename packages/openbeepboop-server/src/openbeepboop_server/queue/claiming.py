@@ -1,7 +1,9 @@
 """Atomic claims: which QUEUED jobs become leases, many in one transaction.
 
 The rows change status through :func:`.transitions.start` (and
-:func:`.transitions.fail_unreadable`); this module picks them.
+:func:`.transitions.fail_unreadable`); this module picks them. No request is
+parsed inside the claim's transaction: the stored JSON comes out as text and
+is read after the commit (:func:`read_claimed`).
 
 On SQLite the caller holds the one writer (``BEGIN IMMEDIATE`` plus the
 in-process lock), so select-then-update cannot race. On PostgreSQL the select
@@ -19,6 +21,7 @@ from __future__ import annotations
 import functools
 import heapq
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,6 +73,26 @@ def _candidates(conn: sa.Connection, models: list[str], limit: int, now: float) 
     return list(heapq.merge(*heads, key=lambda row: row.seq))[:limit]
 
 
+@dataclass(frozen=True)
+class Claimed:
+    """A lease just taken, its request still the stored JSON text.
+
+    The text is parsed only once the claim's transaction has committed
+    (:func:`read_claimed`): parsing a large request inside the transaction
+    would hold the one SQLite writer (and on a small call, the event loop)
+    for as long as the parse takes.
+    """
+
+    seq: int
+    job_id: str
+    lease_token: str
+    lease_expires_at: float
+    lease_seconds: float
+    attempt: int
+    model: str
+    request_json: str
+
+
 def claim_jobs(
     conn: sa.Connection,
     caller: Caller,
@@ -77,7 +100,7 @@ def claim_jobs(
     *,
     now: float,
     lease_seconds: float,
-) -> list[Lease]:
+) -> list[Claimed]:
     """Lease up to ``fetch.max_jobs`` claimable jobs of ``fetch.models`` to the caller."""
     rows = _candidates(conn, db_texts(fetch.models), fetch.max_jobs, now)
     if not rows:
@@ -86,24 +109,8 @@ def claim_jobs(
     node_id = db_text(fetch.node_id)
     updates: list[dict[str, Any]] = []
     history: list[dict[str, Any]] = []
-    claimed: list[Lease] = []
-    unreadable: list[dict[str, Any]] = []
+    claimed: list[Claimed] = []
     for row in rows:
-        try:
-            request = ChatCompletionRequest.model_validate_json(row.request)
-        except ValidationError as exc:
-            # Stored by an older version under looser rules: no node can run it,
-            # and leaving it QUEUED would hand it out (and fail here) forever.
-            logger.warning("job %s has a request this version cannot read: %s", row.id, exc)
-            unreadable.append(
-                {
-                    "b_seq": row.seq,
-                    "b_message": f"the stored request is no longer valid: {exc}",
-                    "b_type": transitions.UNREADABLE_TYPE,
-                    "b_now": now,
-                }
-            )
-            continue
         token = new_lease_token()
         attempt = row.attempts + 1
         updates.append(
@@ -128,19 +135,49 @@ def claim_jobs(
             }
         )
         claimed.append(
+            Claimed(row.seq, row.id, token, expires, lease_seconds, attempt, row.model, row.request)
+        )
+    transitions.start(conn, updates, history)
+    return claimed
+
+
+def read_claimed(claimed: list[Claimed], *, now: float) -> tuple[list[Lease], list[dict[str, Any]]]:
+    """The leases of ``claimed``, and the rows to fail for requests this version cannot read.
+
+    Called after the claim committed. A request stored by an older version
+    under looser rules can be run by no node, and leaving it claimable would
+    hand it out (and fail here) forever: it is failed instead
+    (:func:`.transitions.fail_unreadable`, guarded by its lease token).
+    """
+    leases: list[Lease] = []
+    unreadable: list[dict[str, Any]] = []
+    for item in claimed:
+        try:
+            request = ChatCompletionRequest.model_validate_json(item.request_json)
+        except ValidationError as exc:
+            logger.warning("job %s has a request this version cannot read: %s", item.job_id, exc)
+            unreadable.append(
+                {
+                    "b_seq": item.seq,
+                    "b_token": item.lease_token,
+                    "b_message": f"the stored request is no longer valid: {exc}",
+                    "b_type": transitions.UNREADABLE_TYPE,
+                    "b_now": now,
+                }
+            )
+            continue
+        leases.append(
             Lease(
-                job_id=row.id,
-                lease_token=token,
-                lease_expires_at=expires,
-                lease_seconds=lease_seconds,
-                attempt=attempt,
-                model=row.model,
+                job_id=item.job_id,
+                lease_token=item.lease_token,
+                lease_expires_at=item.lease_expires_at,
+                lease_seconds=item.lease_seconds,
+                attempt=item.attempt,
+                model=item.model,
                 request=request,
             )
         )
-    transitions.fail_unreadable(conn, unreadable)
-    transitions.start(conn, updates, history)
-    return claimed
+    return leases, unreadable
 
 
 @functools.cache

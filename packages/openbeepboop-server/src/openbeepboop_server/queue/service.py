@@ -45,7 +45,13 @@ from openbeepboop_server.nodes import (
 from openbeepboop_server.queue import leases as lease_ops
 from openbeepboop_server.queue import transitions, views
 from openbeepboop_server.queue.cancel import cancel_job
-from openbeepboop_server.queue.claiming import claim_jobs, claimable_models, next_claimable_at
+from openbeepboop_server.queue.claiming import (
+    Claimed,
+    claim_jobs,
+    claimable_models,
+    next_claimable_at,
+    read_claimed,
+)
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
@@ -135,7 +141,7 @@ class QueueService:
         claimant: tuple[Caller, FetchRequest] | None = None,
     ) -> tuple[list[Job], list[Lease]]:
         now = self._clock()
-        claimed: list[Lease] = []
+        claimed: list[Claimed] = []
         recorded = None
         with self._db.write() as conn:
             if key is not None:
@@ -150,7 +156,7 @@ class QueueService:
             if claimant is not None:
                 claimed, recorded = self._claim_in(conn, *claimant, now)
         self._nodes.remember(recorded)
-        return created, claimed
+        return created, self._read_claimed(claimed, now)
 
     def get(self, caller: Caller, job_id: str) -> PollEntry | None:
         """One job, or None if the caller may not see it."""
@@ -200,11 +206,21 @@ class QueueService:
         with self._db.write() as conn:
             claimed, recorded = self._claim_in(conn, caller, fetch, now)
         self._nodes.remember(recorded)
-        return claimed
+        return self._read_claimed(claimed, now)
+
+    def _read_claimed(self, claimed: list[Claimed], now: float) -> list[Lease]:
+        """Parse claimed requests after the commit; fail unreadable ones in a write of their own."""
+        if not claimed:
+            return []
+        leases, unreadable = read_claimed(claimed, now=now)
+        if unreadable:
+            with self._db.write() as conn:
+                transitions.fail_unreadable(conn, unreadable)
+        return leases
 
     def _claim_in(
         self, conn: sa.Connection, caller: Caller, fetch: FetchRequest, now: float
-    ) -> tuple[list[Lease], Recorded | None]:
+    ) -> tuple[list[Claimed], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
         claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
         recorded = self._nodes.record(conn, fetch, caller.key_name, now)

@@ -118,6 +118,9 @@ _FAIL = (
         **_LEASE_OFF,
     )
 )
+_FAIL_UNREADABLE = _FAIL.where(
+    jobs.c.status == JobStatus.PROCESSING.value, jobs.c.lease_token == sa.bindparam("b_token")
+)
 _REQUEUE = (
     jobs.update()
     .where(_BY_SEQ)
@@ -196,12 +199,14 @@ def start(conn: sa.Connection, rows: Rows, history: Rows) -> None:
 
 
 def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
-    """QUEUED -> FAILED: requests no node can run (the job holds no lease to clear).
+    """PROCESSING -> FAILED: requests no node can run, found after the claim committed.
 
-    ``rows``: ``b_seq``, ``b_message``, ``b_type`` (:data:`UNREADABLE_TYPE`), ``b_now``.
+    ``rows``: ``b_seq``, ``b_token`` (the lease just taken: a job cancelled in
+    between stays cancelled), ``b_message``, ``b_type`` (:data:`UNREADABLE_TYPE`),
+    ``b_now``.
     """
     if rows:
-        conn.execute(_FAIL, rows)
+        conn.execute(_FAIL_UNREADABLE, rows)
 
 
 def complete(conn: sa.Connection, rows: Rows) -> None:

@@ -21,7 +21,7 @@ from starlette.responses import Response
 
 from openbeepboop_server.dispatch.handoff import submit_handing_off
 from openbeepboop_server.dispatch.sync_wait import SyncOutcome, wait_for_job
-from openbeepboop_server.http.bodies import JSON, read_json, validate_strict
+from openbeepboop_server.http.bodies import JSON, read_chat_json, validate_strict
 from openbeepboop_server.http.disconnect import disconnect_watch
 from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
@@ -51,7 +51,7 @@ def _split_stream(data: Any) -> tuple[bool, bool]:
 
 async def chat_completions(call: Call) -> Response:
     """Queue the request as a job, wait for it, answer with its completion (or its error)."""
-    data = read_json(await call.request.body())
+    data = await read_chat_json(call.request, call.request.app.state.budgets)
     stream, include_usage = _split_stream(data)
     request = validate_strict(data, ChatCompletionRequest)
     context = call.context
