@@ -139,14 +139,20 @@ def test_media_urls_never_reach_the_nodes_network_and_errors_are_clean(
     assert llm.calls() == []
 
 
-def test_an_11_mb_result_fails_visibly_as_result_too_large(
-    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
+def test_a_result_over_the_servers_limit_fails_visibly_as_result_too_large(
+    cluster: Cluster, llm: StandinLLM, tag: str
 ) -> None:
-    server, model = shared.server, f"{tag}-m"
-    api = cluster.api(server, shared.user_key)
-    cluster.node(server, shared.node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
-    prompt = "word " * 20_000  # 100 KB in, echoed 110 times: 11 MB out, over the 10 MB limit
-    big = api.submit(prompt, model, n=110)
+    # Small limits, so a small result is "too large": requests up to 150 KB, results
+    # up to 200 KB (the deliver route takes that plus 64 KB of envelope).
+    server, model = cluster.server(), f"{tag}-m"
+    server.edit_config("server", max_body_bytes=150_000)
+    server.edit_config("limits", max_result_bytes=200_000)
+    server.start()
+    node_key = server.create_key("NODE", f"{tag}-nodes")
+    api = cluster.api(server, server.create_key("USER", f"{tag}-user"))
+    cluster.node(server, node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
+    prompt = "word " * 20_000  # 100 KB in, echoed 4 times: 400 KB out, over the results limit
+    big = api.submit(prompt, model, n=4)
     small = api.submit("small", model)
 
     done = api.wait_terminal([big, small])
@@ -157,7 +163,7 @@ def test_an_11_mb_result_fails_visibly_as_result_too_large(
     assert failed["error"]["type"] == "result_too_large"
     assert "more than the server accepts" in failed["error"]["message"]
     assert failed["attempts"] == 1
-    assert len([call for call in llm.calls() if call.body.get("n") == 110]) == 1  # not re-run
+    assert len([call for call in llm.calls() if call.body.get("n") == 4]) == 1  # not re-run
 
 
 def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
