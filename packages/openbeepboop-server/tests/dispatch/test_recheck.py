@@ -161,6 +161,10 @@ class SpyQueue:
         self.calls.append(("touch_nodes", node_ids))
         self.queue.touch_nodes(node_ids)
 
+    @property
+    def policy(self) -> QueuePolicy:
+        return self.queue.policy
+
 
 def spied(world: World) -> tuple[Rechecker, SpyQueue]:
     spy = SpyQueue(world.context.queue)
@@ -240,6 +244,13 @@ async def test_a_node_parked_in_a_fetch_stays_seen(
     assert last_seen > time.time() - 60
     world.context.wakeups.close()
     assert (await fetch).json() == []
+
+
+def test_a_short_freshness_window_is_touched_three_times_over() -> None:
+    # An idle node is seen only through these touches: with a 6 s window and the
+    # usual 10 s between touches it would drop out of /v1/models for 4 s in 10.
+    assert recheck.node_touch_seconds(6.0) == 2.0
+    assert recheck.node_touch_seconds(150.0) == recheck.NODE_TOUCH_SECONDS
 
 
 def test_rounds_take_turns_over_a_flood_of_ids(monkeypatch: pytest.MonkeyPatch) -> None:

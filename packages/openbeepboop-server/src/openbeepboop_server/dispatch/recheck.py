@@ -16,7 +16,7 @@ Now one task per process looks for all of them, once per
 * the models parked fetchers wait for: per model, an index walk of at most as
   many claimable jobs as there are parked fetchers for it; that many fetchers
   are woken, oldest first;
-* every :data:`NODE_TOUCH_SECONDS`, the registry rows of the nodes waiting in a
+* every :func:`node_touch_seconds`, the registry rows of the nodes waiting in a
   fetch get ``last_seen = now`` in one statement, so a node that idles in
   long-polls stays "seen" (``/v1/models``, the status) without claiming.
 
@@ -39,12 +39,20 @@ from openbeepboop_server.dispatch.context import DispatchContext
 
 logger = logging.getLogger(__name__)
 
-#: How often the nodes waiting in a fetch get their registry row refreshed; far
-#: below any ``node_seen_seconds`` (at least 90 s by default).
+#: How often, at most, the nodes waiting in a fetch get their registry row
+#: refreshed; far below the default ``node_seen_seconds`` (at least 90 s).
 NODE_TOUCH_SECONDS = 10.0
+#: Touches per ``node_seen_seconds`` at least, so a short window configured by
+#: an operator never sees an idle node fall out between two touches.
+TOUCHES_PER_WINDOW = 3
 #: Watched ids looked at per re-check, so a flood of ids costs a bounded read
 #: per tick (the rest are looked at on the next ticks, in turn).
 MAX_IDS_PER_CHECK = 20_000
+
+
+def node_touch_seconds(node_seen_seconds: float) -> float:
+    """Seconds between two touches of the parked nodes' rows for a freshness window."""
+    return min(NODE_TOUCH_SECONDS, node_seen_seconds / TOUCHES_PER_WINDOW)
 
 
 class Rechecker:
@@ -52,7 +60,7 @@ class Rechecker:
 
     def __init__(self, context: DispatchContext) -> None:
         self._context = context
-        self._next_touch = time.monotonic() + NODE_TOUCH_SECONDS
+        self._next_touch: float | None = None  # set by the first round
         self._offset = 0
 
     async def run(self) -> None:
@@ -75,8 +83,12 @@ class Rechecker:
         demand = wakeups.parked_demand()
         if demand:
             wakeups.jobs_available(await run_sync(queue.claimable_models, demand))
-        if time.monotonic() >= self._next_touch:
-            self._next_touch = time.monotonic() + NODE_TOUCH_SECONDS
+        now = time.monotonic()
+        touch_seconds = node_touch_seconds(queue.policy.node_seen_seconds)
+        if self._next_touch is None:
+            self._next_touch = now + touch_seconds
+        if now >= self._next_touch:
+            self._next_touch = now + touch_seconds
             waiting = wakeups.parked_nodes()
             if waiting:
                 await run_sync(queue.touch_nodes, waiting)
