@@ -10,11 +10,11 @@ operator's settings are applied after them and always win.
 
 The operator shapes what is forwarded per model, in this order: ``defaults``
 fill what the job left unset (``max_tokens`` and ``max_completion_tokens``
-count as one: a default for either is not added beside the job's other); ``fixed`` values replace the job's; then the
-caps: ``max_tokens`` lowers a larger ``max_tokens`` or
-``max_completion_tokens`` to the cap (and is sent as ``max_tokens`` when
-neither is set, so every call has a ceiling), ``max_n`` lowers a larger
-``n``. A job asking for more is not failed: it gets the operator's value,
+count as one: a default for either is not added beside the job's other);
+``fixed`` values replace the job's; then the caps: ``max_tokens`` lowers a
+larger ``max_tokens`` or ``max_completion_tokens`` to the cap (and is sent
+as ``max_tokens`` when neither is set, so every call has a ceiling),
+``max_n`` lowers a larger ``n``. A job asking for more is not failed: it gets the operator's value,
 as it would from a provider whose limit is lower.
 """
 

@@ -108,7 +108,8 @@ def test_interactive_wizard_proposes_the_max_tokens_default(
     answers = "\n\n\n\n\nn\n"
     code, out, err = run("setup", *BASE[2:], "--config", str(path), input=answers)
     assert code == 0, out + err
-    assert f"Default max_tokens when a job sets none (0 for no default) [{DEFAULT_MAX_TOKENS}]" in out
+    prompt = "Default max_tokens when a job sets none (0 for no default)"
+    assert f"{prompt} [{DEFAULT_MAX_TOKENS}]" in out
     assert load_config(path, environ={}).models[0].defaults == {"max_tokens": DEFAULT_MAX_TOKENS}
 
 

@@ -226,9 +226,9 @@ def _model_entry(
     )
     _set(defaults, "temperature", temperature)
     _set(defaults, "max_tokens", _default_max_tokens(ask, answers, defaults) or None)
-    if answers.max_tokens is None and defaults.get("max_tokens") == DEFAULT_MAX_TOKENS:
-        if "max_tokens" not in (entry.get("defaults") or {}):
-            ask.proposed_max_tokens.append(name)
+    chosen = answers.max_tokens is not None or "max_tokens" in (entry.get("defaults") or {})
+    if not chosen and defaults.get("max_tokens") == DEFAULT_MAX_TOKENS:
+        ask.proposed_max_tokens.append(name)
     _set(entry, "defaults", defaults or None)
     return entry
 
