@@ -63,7 +63,7 @@ class InstallError(Exception):
 
 def say(text: str) -> None:
     """Progress for the person waiting."""
-    print(text, flush=True)  # noqa: T201 - a command-line script talks to its user
+    print(text, flush=True)
 
 
 def parse_roles(specs: Sequence[str]) -> dict[str, set[str]]:
@@ -166,7 +166,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the virtualenv to install into, created if missing (default: ./.venv)",
     )
     args = parser.parse_args(argv)
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 - any python3 a user has may run this
         sys.stderr.write("install.py: error: OpenBeepBoop needs Python >= 3.10\n")
         return 1
     try:
