@@ -9,6 +9,7 @@ client command, paste the library snippet, then paste the stop command.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -44,10 +45,8 @@ def kept_pids() -> Iterator[list[int]]:
     yield pids
     for pid in pids:
         if alive(pid):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
 
 
 def test_demo_keep_leaves_a_working_stack_and_says_how_to_use_and_stop_it(
