@@ -21,15 +21,21 @@ ROOT = Path(__file__).resolve().parent.parent
 INSTALL_TIMEOUT_SECONDS = 600
 #: The README line this test runs (the README-commands test checks the README says it).
 INSTALL_COMMAND = "python3 scripts/install.py client --venv ~/obb-client"
+#: Prints True where the script can run: Python >= 3.10 that can make a venv with pip.
+PYTHON_CAN_INSTALL = "import sys, ensurepip, venv; print(sys.version_info >= (3, 10))"
 
 
 def system_python() -> str:
-    """The first ``python3`` outside any virtualenv, as a user's shell finds it."""
+    """The machine's own ``python3`` (>= 3.10, able to make a venv), as a user's shell finds it.
+
+    Debian/Ubuntu split ``ensurepip`` into ``python3-venv``; without it there is
+    no venv to install into, and the README says to install that first.
+    """
     for candidate in ("/usr/bin/python3", "/usr/local/bin/python3"):
         path = Path(candidate)
         if path.exists():
             done = subprocess.run(
-                [candidate, "-c", "import sys, venv; print(sys.version_info >= (3, 10))"],
+                [candidate, "-c", PYTHON_CAN_INSTALL],
                 capture_output=True,
                 text=True,
                 check=False,
