@@ -26,7 +26,7 @@ from openbeepboop_testkit.standin import DEFAULT_MODEL, StandinLLM
 ROOT = Path(__file__).resolve().parent.parent
 #: The whole demo on a loaded two-core machine (LiteLLM imports, six jobs).
 DEMO_TIMEOUT_SECONDS = 600
-STOP_TIMEOUT_SECONDS = 60
+STOP_TIMEOUT_SECONDS = 120
 
 
 def alive(pid: int) -> bool:
