@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -97,11 +98,22 @@ def ensure_venv(path: Path) -> Path:
     python = venv_python(path)
     if python.exists():
         say(f"==> Using the virtualenv {path}")
+        has_pip = subprocess.run(
+            [str(python), "-c", "import pip"], capture_output=True, check=False
+        )
+        if has_pip.returncode != 0:
+            # A venv made without pip (uv's, or `venv --without-pip`): give it one.
+            pip_bootstrap = [str(python), "-m", "ensurepip", "--default-pip"]
+            if subprocess.run(pip_bootstrap, capture_output=True, check=False).returncode:
+                raise InstallError(f"{path} has no pip and cannot get one (ensurepip failed)")
         return python
     say(f"==> Creating the virtualenv {path}")
+    existed = path.exists()
     try:
         venv.EnvBuilder(with_pip=True).create(path)
     except (OSError, subprocess.CalledProcessError) as exc:
+        if not existed:
+            shutil.rmtree(path, ignore_errors=True)  # a half-made venv would fail the next run
         raise InstallError(
             f"cannot create a virtualenv at {path} ({exc}); on Debian/Ubuntu "
             "install the venv module first: sudo apt install python3-venv"
