@@ -60,14 +60,22 @@ def timed_out(exc: JobTimeoutError) -> WaitTimedOut:
 
 
 def wait_for(
-    client: Client, ids: Sequence[str], *, timeout: float | None, model: str | None = None
+    client: Client,
+    ids: Sequence[str],
+    *,
+    timeout: float | None,
+    model: str | None = None,
+    show: bool | None = None,
 ) -> list[PollEntry]:
     """Wait until every job of ``ids`` is finished; their entries, in order.
 
-    Raises :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
+    ``show``: keep the status line on stderr (None: only when stderr is a
+    terminal, so a script's stderr stays free of progress). Raises :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
     :class:`WaitInterrupted` (exit 130) on Ctrl-C, each with its one line.
     """
-    line = StatusLine(ids, model=model, timeout=timeout) if stderr_is_terminal() else False
+    if show is None:
+        show = stderr_is_terminal()
+    line = StatusLine(ids, model=model, timeout=timeout) if show else False
     try:
         return client.jobs.wait(ids, timeout=timeout, progress=line)
     except JobTimeoutError as exc:
