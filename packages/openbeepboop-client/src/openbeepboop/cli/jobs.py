@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 from openbeepboop_schemas import NOT_FOUND, JobStatus, PollEntry
 
-from openbeepboop.cli.errors import WaitTimedOut
 from openbeepboop.cli.answers import echo_answer
 from openbeepboop.cli.cancel_report import cancel_line
+from openbeepboop.cli.errors import WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -89,7 +89,6 @@ def submit_command(
     messages = [{"role": "user", "content": prompt}]
     if system:
         messages.insert(0, {"role": "system", "content": system})
-    params: dict[str, object] = {} if max_tokens is None else {"max_tokens": max_tokens}
     with make_client(config_path) as client:
         if not (model or client.default_model):
             raise click.ClickException(
@@ -97,7 +96,12 @@ def submit_command(
                 "(openbeepboop-client setup --default-model NAME; "
                 "openbeepboop-client models lists the served ones)"
             )
-        job = client.chat.completions.create(model=model, messages=messages, **params)
+        if max_tokens is None:
+            job = client.chat.completions.create(model=model, messages=messages)
+        else:
+            job = client.chat.completions.create(
+                model=model, messages=messages, max_tokens=max_tokens
+            )
         echo_warnings(job.warnings)
         if not wait:
             if as_json:
@@ -196,10 +200,8 @@ def job_table(entries: Sequence[PollEntry]) -> list[str]:
         (entry.id, entry.status, entry.model or "-", _when(entry.created_at)) for entry in entries
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(LIST_HEADER) - 1)]
-    return [
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1]
-        for row in rows
-    ]
+    last = len(LIST_HEADER) - 1  # the last column is not padded: no trailing blanks
+    return ["  ".join([*(row[i].ljust(widths[i]) for i in range(last)), row[last]]) for row in rows]
 
 
 @click.command("list")

@@ -70,7 +70,8 @@ def wait_for(
     """Wait until every job of ``ids`` is finished; their entries, in order.
 
     ``show``: keep the status line on stderr (None: only when stderr is a
-    terminal, so a script's stderr stays free of progress). Raises :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
+    terminal, so a script's stderr stays free of progress). Raises
+    :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
     :class:`WaitInterrupted` (exit 130) on Ctrl-C, each with its one line.
     """
     if show is None:
