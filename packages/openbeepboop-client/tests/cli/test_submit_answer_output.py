@@ -14,8 +14,10 @@ import httpx
 import pytest
 import respx
 from conftest import Cli, completion_body, entry_body, job_body
+from openbeepboop import _constants
 from openbeepboop.cli import jobs as jobs_command
 from openbeepboop.cli import waiting
+from openbeepboop_schemas import MAX_WAIT_SECONDS
 
 
 @pytest.fixture
@@ -159,11 +161,21 @@ def test_usage_errors(server: respx.MockRouter, cli: Cli, argv: tuple, fragment:
 
 
 def test_progress_forces_the_status_line_with_the_node(server: respx.MockRouter, cli: Cli) -> None:
-    finishes(server, entry_body("job-abc", "COMPLETED"))
+    polls = finishes(server, entry_body("job-abc", "COMPLETED"))
     result = cli("submit", "Hi", "--wait", "--progress")
     assert result.exit_code == 0, result.stderr
     assert "Waiting for job-abc (llama3): PROCESSING on gpu-box-1, attempt 1" in result.stderr
     assert "..." not in result.stderr  # the status line replaces the one start line
+    # A watched wait long-polls briefly, so a job a node took shows within seconds.
+    waits = [json.loads(call.request.content)["wait"] for call in polls.calls]
+    assert waits and all(0 < wait <= _constants.WATCHED_WAIT_ROUND_SECONDS for wait in waits)
+
+
+def test_an_unwatched_wait_long_polls_long(server: respx.MockRouter, cli: Cli) -> None:
+    polls = finishes(server, entry_body("job-abc", "COMPLETED"))
+    assert cli("submit", "Hi", "--wait").exit_code == 0
+    waits = [json.loads(call.request.content)["wait"] for call in polls.calls]
+    assert waits and all(wait == MAX_WAIT_SECONDS for wait in waits)
 
 
 def test_no_progress_keeps_stderr_silent(
