@@ -185,6 +185,16 @@ def test_try_it_names_a_served_model_when_no_default_was_set(
     assert models.called
 
 
+def test_the_model_with_the_most_nodes_is_offered_first(
+    tmp_path: Path, models: respx.Route
+) -> None:
+    cards = [{"id": "a", "nodes": 1}, {"id": "b", "nodes": 3}, {"id": "c", "nodes": 3}]
+    models.respond(200, json={"object": "list", "data": cards})
+    path = tmp_path / "c.toml"
+    result = Cli(path)("setup", "--non-interactive", "--server-url", "http://h:1", "--api-key", KEY)
+    assert result.stdout.splitlines()[-1].endswith("--model b --wait")
+
+
 def test_try_it_with_a_default_model_asks_nothing(tmp_path: Path, models: respx.Route) -> None:
     path = tmp_path / "c.toml"
     result = Cli(path)(

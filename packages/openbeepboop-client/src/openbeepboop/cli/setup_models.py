@@ -28,7 +28,7 @@ TRY_PROMPT = "Say hello"
 
 @dataclass
 class ServedModels:
-    """The models the server's nodes serve now, or why they could not be listed."""
+    """The models the server's nodes serve now (most nodes first), or why it is not known."""
 
     names: list[str] = field(default_factory=list)
     problem: str | None = None
@@ -46,7 +46,9 @@ def ask_served_models(server_url: str, api_key: str) -> ServedModels:
             listed = client.models.list()
     except (OpenBeepBoopError, OSError) as exc:
         return ServedModels(problem=describe(exc))
-    return ServedModels(names=[card.id for card in listed.data])
+    # Most nodes first: the model offered (and tried) is the likeliest to be answered.
+    cards = sorted(listed.data, key=lambda card: -card.nodes)
+    return ServedModels(names=[card.id for card in cards])
 
 
 def try_it_line(config_path: Path | None, default_model: str | None, served: list[str]) -> str:
