@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from openbeepboop_server.queue.batch_lines import split_lines, validate_lines
+from openbeepboop_server.queue.batch_lines import split_lines, valid_lines, validate_lines
 from openbeepboop_server.queue.batch_output import error_line, error_status, output_line
 
 URL = "/v1/chat/completions"
@@ -28,23 +28,12 @@ def test_lines_are_split_across_parts_and_a_last_line_needs_no_newline() -> None
 
 
 def test_a_valid_file_gives_requests_in_order() -> None:
-    checked = validate_lines(
-        [
-            _line("x"),
-            _line(
-                "y",
-                body={
-                    "model": "m",
-                    "messages": [{"role": "user", "content": "yo"}],
-                    "max_tokens": 7.0,
-                },
-            ),
-        ],
-        URL,
-    )
-    assert checked.errors == []
-    assert checked.custom_ids == ["x", "y"]
-    assert checked.requests[1].max_tokens == 7
+    body = {"model": "m", "messages": [{"role": "user", "content": "yo"}], "max_tokens": 7.0}
+    checked = validate_lines([_line("x"), _line("y", body=dict(body))], URL)
+    assert checked.errors == [] and checked.count == 2
+    lines = list(valid_lines([_line("x"), _line("y", body=body)], URL))
+    assert [custom_id for custom_id, _ in lines] == ["x", "y"]
+    assert lines[1][1].max_tokens == 7
 
 
 def test_every_bad_line_is_reported_with_its_number() -> None:

@@ -33,11 +33,15 @@ def insert_jobs(
     now: float,
     max_attempts: int,
     batch: tuple[str, Sequence[str]] | None = None,
+    first_line: int = 1,
+    not_before: float = 0.0,
 ) -> list[Job]:
     """Insert one QUEUED job per request; their :class:`Job` views in order.
 
     ``batch``: the OpenAI batch the requests are the lines of (its id and
-    each line's ``custom_id``); the jobs record it, numbering lines from 1.
+    each line's ``custom_id``); the jobs record it, numbering lines from
+    ``first_line``. ``not_before`` past 0 holds the jobs back from claims
+    (a batch still being queued: :mod:`.batches`).
     """
     queued = JobStatus.QUEUED.value
     rows: list[dict[str, Any]] = [
@@ -49,7 +53,7 @@ def insert_jobs(
             "request": request.model_dump_json(exclude_unset=True),
             "attempts": 0,
             "max_attempts": max_attempts,
-            "not_before": 0.0,
+            "not_before": not_before,
             "created_at": now,
             "updated_at": now,
         }
@@ -57,7 +61,9 @@ def insert_jobs(
     ]
     if batch is not None:
         batch_id, custom_ids = batch
-        for line, (row, custom_id) in enumerate(zip(rows, custom_ids, strict=True), start=1):
+        for line, (row, custom_id) in enumerate(
+            zip(rows, custom_ids, strict=True), start=first_line
+        ):
             row.update(batch_id=batch_id, batch_line=line, custom_id=custom_id)
     if rows:
         conn.execute(_insert_jobs, rows)
