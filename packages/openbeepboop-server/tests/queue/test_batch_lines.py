@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from openbeepboop_server.queue.batch_lines import split_lines, valid_lines, validate_lines
+from openbeepboop_server.queue.batch_lines import split_lines, validate_lines
 from openbeepboop_server.queue.batch_output import error_line, error_status, output_line
 
 URL = "/v1/chat/completions"
@@ -29,11 +29,21 @@ def test_lines_are_split_across_parts_and_a_last_line_needs_no_newline() -> None
 
 def test_a_valid_file_gives_requests_in_order() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": "yo"}], "max_tokens": 7.0}
-    checked = validate_lines([_line("x"), _line("y", body=dict(body))], URL)
+    kept: list[tuple[str, Any]] = []
+    checked = validate_lines(
+        [_line("x"), _line("y", body=body)], URL, keep=lambda c, r: kept.append((c, r))
+    )
     assert checked.errors == [] and checked.count == 2
-    lines = list(valid_lines([_line("x"), _line("y", body=body)], URL))
-    assert [custom_id for custom_id, _ in lines] == ["x", "y"]
-    assert lines[1][1].max_tokens == 7
+    assert [custom_id for custom_id, _ in kept] == ["x", "y"]
+    assert kept[1][1].max_tokens == 7
+
+
+def test_nothing_more_is_kept_once_a_line_is_refused() -> None:
+    kept: list[str] = []
+    lines = [_line("a"), _line("b", method="GET"), _line("c")]
+    checked = validate_lines(lines, URL, keep=lambda c, r: kept.append(c))
+    assert checked.count == 3 and [error.line for error in checked.errors] == [2]
+    assert kept == ["a"]
 
 
 def test_every_bad_line_is_reported_with_its_number() -> None:

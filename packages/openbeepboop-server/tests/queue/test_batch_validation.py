@@ -16,7 +16,6 @@ from openbeepboop_server.queue.batches import BatchService
 from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
-from pydantic_core import from_json
 
 from tests.support.core import FakeClock
 
@@ -63,26 +62,13 @@ def _jobs(db: Database, batch_id: str) -> list[Any]:
         ).all()
 
 
-def _claim(queue: QueueService, node: Caller) -> int:
+def _claim(queue: QueueService, node: Caller) -> list[Any]:
     fetch = FetchRequest(node_id="gpu-1", models=["m"], max_jobs=100, version="1")
-    return len(queue.claim(node, fetch))
+    return queue.claim(node, fetch)
 
 
 class CrashError(Exception):
     """The process dies in the middle of queueing."""
-
-
-def _crashing_parser(after: int) -> Any:
-    """Parses normally, then crashes on the ``after``-th line of the queueing pass."""
-    calls = {"n": 0}
-
-    def parse(raw: bytes) -> Any:
-        calls["n"] += 1
-        if calls["n"] == LINES + after:
-            raise CrashError
-        return from_json(raw)
-
-    return parse
 
 
 def test_lines_are_queued_in_chunks_held_from_claims_until_the_last_is_in(
@@ -94,13 +80,23 @@ def test_lines_are_queued_in_chunks_held_from_claims_until_the_last_is_in(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(batches_module, "INSERT_CHUNK", 2)
-    service, batch_id = _batch(db, clock, alice, _file(LINES), line_parser=_crashing_parser(5))
+    service, batch_id = _batch(db, clock, alice, _file(LINES))
+    real = service._queue_held
+    chunks = {"n": 0}
+
+    def crash_on_the_third_chunk(*args: Any) -> bool:
+        chunks["n"] += 1
+        if chunks["n"] == 3:
+            raise CrashError
+        return real(*args)
+
+    monkeypatch.setattr(service, "_queue_held", crash_on_the_third_chunk)
     with pytest.raises(CrashError):
         service.validate(batch_id)
     held = _jobs(db, batch_id)
     assert [row.batch_line for row in held] == [1, 2, 3, 4]  # two whole chunks
     assert all(row.not_before == batches_module.HELD for row in held)
-    assert _claim(queue, node) == 0
+    assert _claim(queue, node) == []
     assert service.get(alice, batch_id).status == "validating"  # type: ignore[union-attr]
     # Restarted: it resumes after the chunks already in, then releases them all at once.
     service = BatchService(db, QueuePolicy(), clock=clock)
@@ -113,7 +109,10 @@ def test_lines_are_queued_in_chunks_held_from_claims_until_the_last_is_in(
     batch = service.get(alice, batch_id)
     assert batch is not None and batch.status == "in_progress"
     assert batch.request_counts.total == LINES
-    assert _claim(queue, node) == LINES
+    leases = _claim(queue, node)
+    assert sorted(lease.request.to_payload()["messages"][0]["content"] for lease in leases) == (
+        sorted(f"hi {n}" for n in range(1, LINES + 1))
+    )
 
 
 def test_a_bad_line_fails_the_batch_with_no_job(

@@ -7,10 +7,12 @@ Every line must be a JSON object with a unique ``custom_id``, ``method``
 problems are collected with their line numbers (up to
 :data:`MAX_REPORTED_ERRORS`), so a user fixes the file in one go.
 
-Validation is a streaming pass that keeps only what it must: the set of
-``custom_id`` seen (for duplicates), the first errors and a count. The jobs
-are made by a second pass (:func:`valid_lines`) that parses the lines again,
-a chunk at a time: a 50,000-line file never sits in memory as 50,000 requests.
+Validation is one streaming pass that keeps in memory only what it must: the
+set of ``custom_id`` seen (for duplicates), the first errors and a count.
+Each valid line is handed to a ``keep`` callback as it is checked (the batch
+service spools the serialised requests to a temporary file, then queues
+them a chunk at a time): a 50,000-line file never sits in memory as 50,000
+requests, and no line is parsed twice.
 """
 
 from __future__ import annotations
@@ -113,15 +115,22 @@ def parse_line(
 
 
 def validate_lines(
-    lines: Iterable[bytes], endpoint: str, parser: LineParser = from_json
+    lines: Iterable[bytes],
+    endpoint: str,
+    parser: LineParser = from_json,
+    keep: Callable[[str, ChatCompletionRequest], None] | None = None,
 ) -> ValidatedLines:
-    """Check every line of an input file against the batch's ``endpoint``, keeping no request."""
+    """Check every line of an input file against the batch's ``endpoint``, keeping no request.
+
+    ``keep`` is called with each valid line's ``custom_id`` and request, in
+    order, as long as no line was refused (after that the file is refused anyway).
+    """
     result = ValidatedLines()
     seen: set[str] = set()
     number = 0
     for number, raw in enumerate(lines, start=1):
         try:
-            custom_id, _ = parse_line(raw, endpoint, parser)
+            custom_id, request = parse_line(raw, endpoint, parser)
         except LineRefusedError as refused:
             result.refuse(number, refused.code, refused.message, refused.param)
             continue
@@ -134,6 +143,8 @@ def validate_lines(
             )
             continue
         seen.add(custom_id)
+        if keep is not None and not result.error_count:
+            keep(custom_id, request)
     result.count = number
     if number == 0:
         result.refuse(1, "empty_file", "the input file has no lines")
@@ -141,11 +152,3 @@ def validate_lines(
         last = result.errors[-1]
         last.message += f" ({result.error_count - len(result.errors)} more error(s) not shown)"
     return result
-
-
-def valid_lines(
-    lines: Iterable[bytes], endpoint: str, parser: LineParser = from_json
-) -> Iterator[tuple[str, ChatCompletionRequest]]:
-    """``(custom_id, request)`` of every line of a file :func:`validate_lines` passed."""
-    for raw in lines:
-        yield parse_line(raw, endpoint, parser)

@@ -10,10 +10,11 @@ own status, OpenAI's::
         ├─ a bad line ─► failed          (no job was created)
         └─ cancel ─► cancelled
 
-Validation streams the input file twice in bounded memory: once to check
-every line, once to queue them in chunked transactions whose jobs are held
-back from claims until the last chunk is in; then one transaction releases
-them all and moves the batch to ``in_progress`` (:meth:`BatchService.validate`).
+Validation streams the input file once in bounded memory, checking every
+line and spooling the serialised requests to a temporary file; then they are
+queued in chunked transactions whose jobs are held back from claims until
+the last chunk is in, and one transaction releases them all and moves the
+batch to ``in_progress`` (:meth:`BatchService.validate`).
 A batch with a bad line has no job; nor has one cancelled while validating.
 While a batch runs its ``request_counts`` are counted from its jobs (one
 indexed read); at the end they are stored with it.
@@ -48,23 +49,18 @@ from openbeepboop_schemas import (
     JobStatus,
     Role,
 )
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import batches, jobs
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
-from openbeepboop_server.queue.batch_lines import (
-    LineParser,
-    split_lines,
-    valid_lines,
-    validate_lines,
-)
+from openbeepboop_server.queue.batch_lines import LineParser, split_lines, validate_lines
 from openbeepboop_server.queue.batch_output import CANCELLED_CODE, EXPIRED_CODE, split_rows
 from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
-from openbeepboop_server.queue.submission import insert_jobs
+from openbeepboop_server.queue.submission import insert_batch_lines
 from openbeepboop_server.queue.views import may_see
 
 logger = logging.getLogger(__name__)
@@ -93,6 +89,13 @@ _LIVE = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
 def new_batch_id() -> str:
     """``batch_`` plus 24 random hex characters."""
     return BATCH_ID_PREFIX + secrets.token_hex(12)
+
+
+def _spooled(spool: IO[bytes]) -> Iterator[tuple[str, str, str]]:
+    """``(custom_id, model, request JSON)`` of each line spooled while validating."""
+    for head in spool:
+        custom_id, model = from_json(head)
+        yield custom_id, model, spool.readline().rstrip(b"\n").decode()
 
 
 def _owner(key_id: int) -> Caller:
@@ -232,14 +235,15 @@ class BatchService:
     def validate(self, batch_id: str) -> list[str]:
         """Validate a ``validating`` batch's input; queue its jobs or fail it.
 
-        Two streaming passes over the file, so memory is bounded by a chunk,
-        not by the file: the first checks every line (nothing is written);
-        the second queues the lines :data:`INSERT_CHUNK` at a time, each chunk
-        its own transaction, its jobs held back from claims
-        (``not_before`` = :data:`HELD`). The last transaction moves the batch
-        to ``in_progress`` and releases them all at once: all or nothing, as
-        far as any node can see. Returns the model of every job queued (for
-        the wake-ups), ``[]`` if none.
+        One streaming pass over the stored file checks every line, keeping in
+        memory only the ``custom_id`` set; each valid line's serialised
+        request goes to a spool (a temporary file past :data:`SPOOL_BYTES`).
+        Only then, if no line was refused, the spool is queued
+        :data:`INSERT_CHUNK` lines per transaction, the jobs held back from
+        claims (``not_before`` = :data:`HELD`); the last transaction moves
+        the batch to ``in_progress`` and releases them all at once: all or
+        nothing, as far as any node can see. Returns the model of every job
+        queued (for the wake-ups), ``[]`` if none.
         """
         with self._db.read() as conn:
             row = self._row(conn, batch_id)
@@ -250,42 +254,36 @@ class BatchService:
         if stored is None:
             self._fail(batch_id, [self._file_gone(row.input_file_id)], self._clock())
             return []
-        checked = validate_lines(
-            split_lines(self._files.read_all(stored.seq)), row.endpoint, self._line_parser
-        )
-        if checked.errors:
-            self._fail(batch_id, checked.errors, self._clock())
-            return []
-        # A restart (or another replica) may have queued the first chunks already:
-        # ``total`` counts the lines queued so far, and each chunk moves it on
-        # only from the value it expects, so no line is ever queued twice.
-        queued = int(row.total)
-        chunk: list[tuple[str, ChatCompletionRequest]] = []
-        lines = valid_lines(
-            split_lines(self._files.read_all(stored.seq)), row.endpoint, self._line_parser
-        )
-        for custom_id, request in itertools.islice(lines, queued, None):
-            chunk.append((custom_id, request))
-            if len(chunk) >= INSERT_CHUNK:
+        spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
+        with spool:
+
+            def keep(custom_id: str, request: ChatCompletionRequest) -> None:
+                spool.write(to_json([custom_id, request.model]) + b"\n")
+                spool.write(request.model_dump_json(exclude_unset=True).encode() + b"\n")
+
+            checked = validate_lines(
+                split_lines(self._files.read_all(stored.seq)),
+                row.endpoint,
+                self._line_parser,
+                keep,
+            )
+            if checked.errors:
+                self._fail(batch_id, checked.errors, self._clock())
+                return []
+            spool.seek(0)
+            # A restart (or another replica) may have queued the first chunks already:
+            # ``total`` counts the lines queued so far, and each chunk moves it on
+            # only from the value it expects, so no line is ever queued twice.
+            queued = int(row.total)
+            records = itertools.islice(_spooled(spool), queued, None)
+            while chunk := list(itertools.islice(records, INSERT_CHUNK)):
                 if not self._queue_held(owner, batch_id, queued, chunk):
                     return []
                 queued += len(chunk)
-                chunk = []
-        if chunk:
-            if not self._queue_held(owner, batch_id, queued, chunk):
-                return []
-            queued += len(chunk)
-        if queued != checked.count:  # the file was deleted between the two passes
-            self._fail(batch_id, [self._file_gone(row.input_file_id)], self._clock())
-            return []
         return self._release(batch_id, queued)
 
     def _queue_held(
-        self,
-        owner: Caller,
-        batch_id: str,
-        queued: int,
-        chunk: list[tuple[str, ChatCompletionRequest]],
+        self, owner: Caller, batch_id: str, queued: int, chunk: list[tuple[str, str, str]]
     ) -> bool:
         """Queue one chunk of lines, held; False if the batch moved on (cancelled, or
         another replica queued these lines first)."""
@@ -301,13 +299,13 @@ class BatchService:
             )
             if moved.rowcount != 1:
                 return False
-            insert_jobs(
+            insert_batch_lines(
                 conn,
                 owner,
-                [request for _, request in chunk],
+                chunk,
                 now=self._clock(),
                 max_attempts=self._policy.max_attempts,
-                batch=(batch_id, [custom_id for custom_id, _ in chunk]),
+                batch_id=batch_id,
                 first_line=queued + 1,
                 not_before=HELD,
             )

@@ -33,15 +33,11 @@ def insert_jobs(
     now: float,
     max_attempts: int,
     batch: tuple[str, Sequence[str]] | None = None,
-    first_line: int = 1,
-    not_before: float = 0.0,
 ) -> list[Job]:
     """Insert one QUEUED job per request; their :class:`Job` views in order.
 
     ``batch``: the OpenAI batch the requests are the lines of (its id and
-    each line's ``custom_id``); the jobs record it, numbering lines from
-    ``first_line``. ``not_before`` past 0 holds the jobs back from claims
-    (a batch still being queued: :mod:`.batches`).
+    each line's ``custom_id``); the jobs record it, numbering lines from 1.
     """
     queued = JobStatus.QUEUED.value
     rows: list[dict[str, Any]] = [
@@ -53,7 +49,7 @@ def insert_jobs(
             "request": request.model_dump_json(exclude_unset=True),
             "attempts": 0,
             "max_attempts": max_attempts,
-            "not_before": not_before,
+            "not_before": 0.0,
             "created_at": now,
             "updated_at": now,
         }
@@ -61,13 +57,52 @@ def insert_jobs(
     ]
     if batch is not None:
         batch_id, custom_ids = batch
-        for line, (row, custom_id) in enumerate(
-            zip(rows, custom_ids, strict=True), start=first_line
-        ):
+        for line, (row, custom_id) in enumerate(zip(rows, custom_ids, strict=True), start=1):
             row.update(batch_id=batch_id, batch_line=line, custom_id=custom_id)
     if rows:
         conn.execute(_insert_jobs, rows)
     return [job_view(row["id"], queued, row["model"], now) for row in rows]
+
+
+def insert_batch_lines(
+    conn: sa.Connection,
+    caller: Caller,
+    lines: Sequence[tuple[str, str, str]],
+    *,
+    now: float,
+    max_attempts: int,
+    batch_id: str,
+    first_line: int,
+    not_before: float,
+) -> None:
+    """Insert one QUEUED job per line of an OpenAI batch, its request already serialised.
+
+    ``lines``: ``(custom_id, model, request JSON)`` in input order, numbered
+    from ``first_line``; the JSON is what :func:`insert_jobs` would store
+    (``model_dump_json(exclude_unset=True)``), made once while validating.
+    ``not_before`` past 0 holds the jobs back from claims (:mod:`.batches`).
+    """
+    queued = JobStatus.QUEUED.value
+    rows: list[dict[str, Any]] = [
+        {
+            "id": new_job_id(),
+            "owner_key_id": caller.key_id,
+            "model": db_text(model),
+            "status": queued,
+            "request": request,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "not_before": not_before,
+            "created_at": now,
+            "updated_at": now,
+            "batch_id": batch_id,
+            "batch_line": line,
+            "custom_id": custom_id,
+        }
+        for line, (custom_id, model, request) in enumerate(lines, start=first_line)
+    ]
+    if rows:
+        conn.execute(_insert_jobs, rows)
 
 
 def find_idempotent(
