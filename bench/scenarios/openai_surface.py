@@ -217,7 +217,7 @@ def run_batch(ctx: Context) -> list[Figure]:
             queued_s,
             "s",
             at_most(10),
-            bound="the server's CPU: parsing and validating every line twice, inserting the jobs",
+            bound="the server's CPU: parsing and validating every line (once), inserting the jobs in chunks",
             detail=(
                 f"{size_mb:.1f} MB file; upload {upload_s:.2f} s, then validation and queueing "
                 f"{queued_s - upload_s:.2f} s; 2 nodes x 16 idle and taking jobs once released"

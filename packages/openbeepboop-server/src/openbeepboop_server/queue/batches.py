@@ -499,12 +499,29 @@ class BatchService:
         return stored.id
 
     def _finished_rows(self, batch_id: str) -> Iterator[Any]:
-        """The batch's jobs in input line order, a page at a time."""
-        last = 0
+        """The batch's jobs in input line order, a page at a time.
+
+        A batch's jobs are inserted in line order, so their ``seq`` (the
+        primary key) follows their line: the pages walk the primary key over
+        the batch's ``seq`` range, each page O(its rows). Paging by
+        ``batch_line`` through ``ix_jobs_batch`` instead re-read and sorted
+        every remaining row of the batch on each page (O(n²), seconds for
+        50,000 lines). The ``|| ''`` keeps the planner off that index.
+        """
+        with self._db.read() as conn:
+            low, high = conn.execute(
+                sa.select(sa.func.min(jobs.c.seq), sa.func.max(jobs.c.seq)).where(
+                    jobs.c.batch_id == batch_id
+                )
+            ).one()
+        if low is None:
+            return
+        last = int(low) - 1
         while True:
             with self._db.read() as conn:
                 rows = conn.execute(
                     sa.select(
+                        jobs.c.seq,
                         jobs.c.id,
                         jobs.c.status,
                         jobs.c.result,
@@ -513,14 +530,18 @@ class BatchService:
                         jobs.c.custom_id,
                         jobs.c.batch_line,
                     )
-                    .where(jobs.c.batch_id == batch_id, jobs.c.batch_line > last)
-                    .order_by(jobs.c.batch_line)
+                    .where(
+                        jobs.c.seq > last,
+                        jobs.c.seq <= high,
+                        jobs.c.batch_id.concat("") == batch_id,
+                    )
+                    .order_by(jobs.c.seq)
                     .limit(OUTPUT_PAGE)
                 ).all()
             yield from rows
             if len(rows) < OUTPUT_PAGE:
                 return
-            last = rows[-1].batch_line
+            last = rows[-1].seq
 
     def _view(self, conn: sa.Connection, row: Any) -> Batch:
         if row.status in BATCH_FINAL_STATUSES or row.status == VALIDATING:
