@@ -4,34 +4,58 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cluster import Cluster
 from conftest import Shared
 from openbeepboop_testkit.llamacpp import MODEL_NAME, llamacpp_available, start_llamacpp
-from openbeepboop_testkit.processes import wait_until
+from openbeepboop_testkit.processes import ProcessSet, wait_until
+
+#: The pool's name for the real model (the module's node serves it on the shared server).
+REAL_MODEL = "real-smollm2"
 
 
-@pytest.fixture
-def llamacpp_ready() -> None:
-    """Skip where the model is not installed — but never in CI, where it must run."""
+@pytest.fixture(scope="module")
+def smollm2(shared_world: Shared, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """llama.cpp on SmolLM2 and one node serving it, shared by this module's tests.
+
+    Skips where the model is not installed — but never in CI, where it must
+    run. Started once: loading the model and the node's LiteLLM are most of
+    a test's time.
+    """
     reason = llamacpp_available()
     if reason is not None:
         if os.environ.get("CI"):
             pytest.fail(f"the real-model test must run in CI: {reason}")
         pytest.skip(f"real model unavailable: {reason}")
+    root = tmp_path_factory.mktemp("smollm2")
+    procs = ProcessSet(root / "logs")
+    world = Cluster(root, procs)
+    try:
+        _, base_url = start_llamacpp(procs, root)
+        world.node(
+            shared_world.server,
+            shared_world.node_key,
+            "real-cpu",
+            REAL_MODEL,
+            f"openai/{MODEL_NAME}",
+            base_url,
+            2,
+        ).run()
+        yield REAL_MODEL
+    except BaseException:
+        procs.dump_logs(sys.stdout)
+        raise
+    finally:
+        procs.stop_all()
+        world.close()
 
 
-@pytest.mark.usefixtures("llamacpp_ready")
-def test_smollm2_answers_through_server_node_and_client(
-    cluster: Cluster, shared: Shared, tag: str
-) -> None:
-    _, base_url = start_llamacpp(cluster.procs, cluster.root)
-    server, model = shared.server, f"{tag}-smollm2"
-    cluster.node(
-        server, shared.node_key, f"{tag}-cpu", model, f"openai/{MODEL_NAME}", base_url, 2
-    ).run()
+def test_smollm2_answers_through_server_node_and_client(shared: Shared, smollm2: str) -> None:
+    server, model = shared.server, smollm2
 
     from openbeepboop import Client
 
@@ -50,16 +74,9 @@ def test_smollm2_answers_through_server_node_and_client(
     assert choice.finish_reason
 
 
-@pytest.mark.usefixtures("llamacpp_ready")
-def test_smollm2_runs_a_ten_line_batch_through_the_openai_sdk(
-    cluster: Cluster, shared: Shared, tag: str
-) -> None:
+def test_smollm2_runs_a_ten_line_batch_through_the_openai_sdk(shared: Shared, smollm2: str) -> None:
     """Issue 20's proof on a real model: files.create + batches.create, SDK to output file."""
-    _, base_url = start_llamacpp(cluster.procs, cluster.root)
-    server, model = shared.server, f"{tag}-smollm2"
-    cluster.node(
-        server, shared.node_key, f"{tag}-cpu", model, f"openai/{MODEL_NAME}", base_url, 2
-    ).run()
+    server, model = shared.server, smollm2
 
     from openai import OpenAI
 
