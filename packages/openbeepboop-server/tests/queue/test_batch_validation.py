@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,10 +18,18 @@ from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import FakeClock
+from tests.support.core import FakeClock, migrated_database
 
 URL = "/v1/chat/completions"
 LINES = 7
+
+
+@pytest.fixture
+def db(backend_url: str) -> Iterator[Database]:
+    """Both backends: the chunk transactions and the release are plain SQL on each."""
+    database = migrated_database(backend_url)
+    yield database
+    database.dispose()
 
 
 def _file(lines: int, bad: int | None = None) -> bytes:
