@@ -35,8 +35,12 @@ from openai import OpenAI
 from scenarios import Context
 from scenarios.e2e import LLM_DELAY, _throughput, bare_rate, start_nodes
 
-#: Seconds between two looks at a batch's status.
+#: Seconds between two looks at a validating batch (the figure is its end).
 STATUS_POLL = 0.05
+#: Seconds between two looks at a running batch: each look counts its jobs by
+#: status, and 20 a second would take server CPU from the run being measured
+#: (users poll every few seconds at most).
+RUN_POLL = 0.5
 BATCH_TIMEOUT = 1800.0
 ENDPOINT = "/v1/chat/completions"
 
@@ -91,6 +95,7 @@ def _wait_status(
     batch_id: str,
     done: Callable[[str], bool],
     seen: dict[str, float] | None = None,
+    interval: float = STATUS_POLL,
 ) -> Any:
     """Poll the batch until ``done(status)``; ``seen`` gets when each status was first seen."""
     deadline = time.monotonic() + BATCH_TIMEOUT
@@ -102,7 +107,7 @@ def _wait_status(
             return batch
         if time.monotonic() > deadline:
             raise TimeoutError(f"batch {batch_id} still {batch.status}")
-        time.sleep(STATUS_POLL)
+        time.sleep(interval)
 
 
 def _download(client: OpenAI, file_id: str) -> tuple[float, float, int]:
@@ -199,7 +204,11 @@ def run_batch(ctx: Context) -> list[Figure]:
                 raise RuntimeError(f"batch {batch.id} ended {batch.status}: {batch.errors}")
             seen: dict[str, float] = {}
             batch = _wait_status(
-                client, batch.id, lambda status: status not in ("in_progress", "finalizing"), seen
+                client,
+                batch.id,
+                lambda status: status not in ("in_progress", "finalizing"),
+                seen,
+                RUN_POLL,
             )
             ran_s = time.perf_counter() - started
             finalizing_s = seen[batch.status] - seen.get("finalizing", seen[batch.status])
@@ -217,7 +226,7 @@ def run_batch(ctx: Context) -> list[Figure]:
             queued_s,
             "s",
             at_most(10),
-            bound="the server's CPU: parsing and validating every line (once), inserting the jobs in chunks",
+            bound="server CPU: validating every line once, inserting the jobs in chunks",
             detail=(
                 f"{size_mb:.1f} MB file; upload {upload_s:.2f} s, then validation and queueing "
                 f"{queued_s - upload_s:.2f} s; 2 nodes x 16 idle and taking jobs once released"
@@ -257,37 +266,53 @@ def run_batch(ctx: Context) -> list[Figure]:
     ]
 
 
+def _batch_run(server: Server, data: bytes, jobs: int) -> tuple[float, float, float, float]:
+    """One batch through the SDK: (end to end s, queued after, completed after, finalizing)."""
+    client = _sdk(server)
+    started = time.perf_counter()
+    uploaded = client.files.create(file=("ratio.jsonl", io.BytesIO(data)), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h"
+    )
+    queued = _wait_status(client, batch.id, lambda status: status != "validating")
+    queued_s = time.perf_counter() - started
+    seen: dict[str, float] = {}
+    batch = _wait_status(
+        client, batch.id, lambda status: status in ("completed", "failed"), seen, RUN_POLL
+    )
+    finalizing_s = seen[batch.status] - seen.get("finalizing", seen[batch.status])
+    done_s = time.perf_counter() - started
+    _, _, got = _download(client, batch.output_file_id)
+    if queued.status == "failed" or got != jobs:
+        raise RuntimeError(f"batch {batch.id}: {batch.status}, {got} output lines")
+    return time.perf_counter() - started, queued_s, done_s, finalizing_s
+
+
 def run_ratio(ctx: Context) -> list[Figure]:
-    """The same jobs natively (bulk) and as a batch, 2 nodes x 16, LLM 20 ms."""
+    """The same jobs natively (bulk) and as a batch, 2 nodes x 16, LLM 20 ms.
+
+    Native, batch, native: the batch is compared with the mean of the two
+    native runs around it, so a change of the shared host's load during the
+    run weighs on both sides alike.
+    """
     jobs = ctx.size(6000, 2000)
     data = batch_file(jobs, "ratio")
+    natives: list[float] = []
     with ctx.cluster("openai-ratio") as cluster:
         server = cluster.server()
         server.start()
         standin = cluster.standin(LLM_DELAY)
         start_nodes(cluster, server, standin, 2, 16)
-        native_s, counts = asyncio.run(_throughput(server, jobs, "ratio"))
-        if counts.get("COMPLETED") != jobs:
-            raise RuntimeError(f"native run: {counts}")
-        client = _sdk(server)
-        time.sleep(1.0)  # the nodes are back in their long-polls
-        started = time.perf_counter()
-        uploaded = client.files.create(file=("ratio.jsonl", io.BytesIO(data)), purpose="batch")
-        batch = client.batches.create(
-            input_file_id=uploaded.id, endpoint=ENDPOINT, completion_window="24h"
-        )
-        queued = _wait_status(client, batch.id, lambda status: status != "validating")
-        queued_s = time.perf_counter() - started
-        seen: dict[str, float] = {}
-        batch = _wait_status(
-            client, batch.id, lambda status: status in ("completed", "failed"), seen
-        )
-        finalizing_s = seen[batch.status] - seen.get("finalizing", seen[batch.status])
-        done_s = time.perf_counter() - started
-        _, _, got = _download(client, batch.output_file_id)
-        batch_s = time.perf_counter() - started
-        if queued.status == "failed" or got != jobs:
-            raise RuntimeError(f"batch {batch.id}: {batch.status}, {got} output lines")
+        for turn in ("native", "batch", "native"):
+            time.sleep(1.0)  # the nodes are back in their long-polls
+            if turn == "batch":
+                batch_s, queued_s, done_s, finalizing_s = _batch_run(server, data, jobs)
+                continue
+            elapsed, counts = asyncio.run(_throughput(server, jobs, f"ratio{len(natives)}"))
+            if counts.get("COMPLETED") != jobs:
+                raise RuntimeError(f"native run: {counts}")
+            natives.append(elapsed)
+    native_s = sum(natives) / len(natives)
     ratio = native_s / batch_s * 100
     return [
         Figure(
@@ -296,12 +321,16 @@ def run_ratio(ctx: Context) -> list[Figure]:
             ratio,
             "%",
             at_least(90),
-            bound="the nodes' throughput, plus the batch's fixed costs (validation, finalising)",
+            bound=(
+                "the nodes' throughput, as natively, plus the batch's fixed costs: validation, "
+                "up to batch_check_seconds before its end is seen, finalising"
+            ),
             detail=(
-                f"{jobs} jobs: native {native_s:.2f} s ({jobs / native_s:.0f} jobs/s); batch "
-                f"{batch_s:.2f} s ({jobs / batch_s:.0f} jobs/s): queued after {queued_s:.2f} s, "
-                f"completed after {done_s:.2f} s (finalizing seen for {finalizing_s:.2f} s), "
-                f"output downloaded after {batch_s:.2f} s"
+                f"{jobs} jobs: native {natives[0]:.2f} s and {natives[1]:.2f} s "
+                f"({jobs / native_s:.0f} jobs/s on their mean); batch {batch_s:.2f} s "
+                f"({jobs / batch_s:.0f} jobs/s): queued after {queued_s:.2f} s, completed after "
+                f"{done_s:.2f} s (finalizing seen for {finalizing_s:.2f} s), output downloaded "
+                f"after {batch_s:.2f} s; the SDK looks at the running batch every {RUN_POLL} s"
             ),
         )
     ]
