@@ -36,6 +36,7 @@ from scenarios import (  # noqa: E402
     e2e,
     efficiency,
     node_memory,
+    openai_surface,
     pickup,
     submit,
 )
@@ -51,6 +52,9 @@ SCENARIOS: dict[str, Scenario] = {
     "efficiency": efficiency.run,
     "deepqueue": deep_queue.run,
     "nodemem": node_memory.run,
+    "openai_sync": openai_surface.run_sync,
+    "openai_batch": openai_surface.run_batch,
+    "openai_ratio": openai_surface.run_ratio,
 }
 
 

@@ -50,6 +50,7 @@ from openbeepboop_server.http.errors import (
     handle_unexpected,
 )
 from openbeepboop_server.http.limits import BodySizeLimit
+from openbeepboop_server.http.openai.batch_budgets import budgeted_line_parser
 from openbeepboop_server.http.openai.files import upload_limits
 from openbeepboop_server.http.routes import ENDPOINTS
 from openbeepboop_server.keys import KeyService
@@ -105,7 +106,9 @@ def create_app(settings: Settings) -> Starlette:
             housekeeper = Housekeeper(context)
             housekeeper.start()
             batch_driver = app.state.batch_driver = BatchDriver(
-                context, settings.openai.batch_check_seconds
+                context,
+                settings.openai.batch_check_seconds,
+                line_parser=budgeted_line_parser(app.state.budgets),
             )
             batch_driver.start()
             yield

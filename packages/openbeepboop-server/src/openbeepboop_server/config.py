@@ -197,6 +197,8 @@ DEFAULT_MIN_COMPLETION_WINDOW_SECONDS = 3600.0
 DEFAULT_MAX_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 #: How often running batches are looked at (finished, expired, cancelled).
 DEFAULT_BATCH_CHECK_SECONDS = 1.0
+#: An upload still ``uploading`` this long after it began was cut off by a crash: swept.
+DEFAULT_STALE_UPLOAD_SECONDS = 3600.0
 
 
 class OpenAISection(_Section):
@@ -212,6 +214,7 @@ class OpenAISection(_Section):
         default=DEFAULT_MAX_COMPLETION_WINDOW_SECONDS, gt=0
     )
     batch_check_seconds: float = Field(default=DEFAULT_BATCH_CHECK_SECONDS, gt=0, le=60)
+    stale_upload_seconds: float = Field(default=DEFAULT_STALE_UPLOAD_SECONDS, gt=0)
 
 
 class LimitsSection(_Section):
