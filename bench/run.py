@@ -31,6 +31,7 @@ from scenarios import (  # noqa: E402
     Context,
     Scenario,
     bulk,
+    cancel,
     capacity,
     deep_queue,
     e2e,
@@ -51,6 +52,7 @@ SCENARIOS: dict[str, Scenario] = {
     "efficiency": efficiency.run,
     "deepqueue": deep_queue.run,
     "nodemem": node_memory.run,
+    "cancel": cancel.run,
 }
 
 
