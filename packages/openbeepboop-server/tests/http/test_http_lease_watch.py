@@ -324,3 +324,22 @@ async def test_watches_have_their_own_cap_per_key(tmp_path: Path) -> None:
     assert second.status_code == 429
     assert "max_fetches_per_key" in second.json()["error"]["message"]
     assert fetch.status_code == 200
+
+
+@pytest.mark.anyio
+async def test_a_watch_the_node_abandons_leaves_no_waiter_and_no_slot(live: Live) -> None:
+    # The node renews its watch by ending the request: nothing may stay behind.
+    lease = await _leased_job(live)
+    waiting = _watch(live, [lease])
+    await _parked(live)
+    node = live.context.keys.authenticate(live.node)
+    assert node is not None
+    assert live.context.lease_watch_slots.held(node.key_id) == 1
+
+    waiting.cancel()
+
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert live.context.wakeups.lease_watch_waiters == 0
+    assert live.context.wakeups.watched_ids() == []
+    assert live.context.lease_watch_slots.held(node.key_id) == 0
