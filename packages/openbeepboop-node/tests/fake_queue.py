@@ -154,6 +154,8 @@ class FakeQueue:
                 time.sleep(POLL_STEP_SECONDS)
         if request.path == WATCH and self.watch_status is None:
             data = json.loads(request.body)
+            with self.lock:
+                self.watches.append(data)  # on arrival: a test can act while it waits
             deadline = time.monotonic() + float(data.get("wait", 0))
             while time.monotonic() < deadline and not self.watch_news(data.get("leases", [])):
                 if request.gone():
@@ -259,7 +261,6 @@ class FakeQueue:
         request = LeaseWatchRequest.model_validate(data)
         answer: dict[str, Any] = {"cancelled": [], "lost": []}
         with self.lock:
-            self.watches.append(data)
             for ref in request.leases:
                 lease = self.leases.get(ref.job_id)
                 if ref.job_id in self.cancelled:

@@ -1,7 +1,7 @@
 """The lease watch: a cancel reaches a running job at once, not at the next heartbeat.
 
 Against the fake queue (loopback HTTP) and the real stand-in LLM via LiteLLM.
-The fake's lease is 60 s, so the first heartbeat is 20 s away: an abort
+The fake's lease is 300 s, so the first heartbeat is 100 s away: an abort
 seen within the tests' deadlines came through the watch.
 """
 
@@ -21,7 +21,7 @@ from openbeepboop_node.worker import Node
 from openbeepboop_schemas import LeaseRef
 from openbeepboop_testkit.standin import StandinLLM
 
-LONG_LEASE_SECONDS = 60.0
+LONG_LEASE_SECONDS = 300.0
 
 
 async def start(node: Node) -> asyncio.Task[object]:
@@ -56,19 +56,6 @@ async def test_a_watch_answer_aborts_the_llm_call_and_frees_the_slot(
     await task
     assert job_id not in fake.outcomes
     assert llm.calls_for("long")[0].answered_at is None
-
-
-async def test_short_jobs_never_open_a_watch(
-    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
-) -> None:
-    fake.lease_seconds = LONG_LEASE_SECONDS
-    ids = [fake.add_job(f"quick {n}") for n in range(6)]
-    node = make_node()
-    task = await start(node)
-    await wait_for(lambda: set(ids) <= set(fake.results()), what="the quick jobs")
-    node.stop()
-    await task
-    assert fake.watches == []
 
 
 async def test_an_old_server_without_the_watch_leaves_cancels_to_the_heartbeat(
@@ -178,3 +165,76 @@ async def test_a_lease_that_joins_renews_the_watch(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert watched[1] == ["job-1", "job-2"]
+
+
+async def test_leases_joining_in_quick_succession_renew_the_watch_once(
+    client_for: Callable[[str], QueueClient],
+) -> None:
+    held = [LeaseRef(job_id="job-1", lease_token="t1")]
+    watched: list[list[str]] = []
+
+    def respond(request: Received) -> Reply | None:
+        watched.append([ref["job_id"] for ref in request.json()["leases"]])
+        while not request.gone():
+            asyncio.run(asyncio.sleep(0.01))
+        return None
+
+    with LoopbackServer(respond) as server:
+        watcher = LeaseWatcher(
+            client_for(server.url),
+            Backoff(0.05, 0.2),
+            leases=lambda: list(held),
+            on_gone=lambda ids, reason: None,
+            wait=5.0,
+            watch_after=0.0,
+            min_watch=3.0,  # one renewal per 3 s at most
+        )
+        running = asyncio.create_task(watcher.run())
+        await wait_for(lambda: watched == [["job-1"]], what="the first watch")
+        held.append(LeaseRef(job_id="job-2", lease_token="t2"))
+        watcher.wake()
+        await asyncio.sleep(0.05)  # the node's loop turns; job-3 arrives a moment later
+        held.append(LeaseRef(job_id="job-3", lease_token="t3"))
+        watcher.wake()
+        await wait_for(lambda: len(watched) >= 2, what="the watch to be renewed")
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert watched[1] == ["job-1", "job-2", "job-3"]
+
+
+async def test_leases_younger_than_watch_after_are_never_watched(
+    client_for: Callable[[str], QueueClient],
+) -> None:
+    # Short jobs come and go without a single watch request.
+    held: list[LeaseRef] = []
+    watched: list[list[str]] = []
+
+    def respond(request: Received) -> Reply:
+        watched.append([ref["job_id"] for ref in request.json()["leases"]])
+        return Reply(200, {"cancelled": [], "lost": []})
+
+    with LoopbackServer(respond) as server:
+        watcher = LeaseWatcher(
+            client_for(server.url),
+            Backoff(0.05, 0.2),
+            leases=lambda: list(held),
+            on_gone=lambda ids, reason: None,
+            wait=5.0,
+            watch_after=3.0,
+        )
+        running = asyncio.create_task(watcher.run())
+        for n in range(20):
+            held[:] = [LeaseRef(job_id=f"job-{n}", lease_token=f"t{n}")]
+            watcher.wake()
+            await asyncio.sleep(0.01)
+        held.clear()
+        watcher.wake()
+        await asyncio.sleep(0.1)
+        assert watched == []
+        # One that stays long enough is watched: the test can tell.
+        held[:] = [LeaseRef(job_id="job-long", lease_token="t-long")]
+        watcher.wake()
+        await wait_for(lambda: watched, what="the long lease to be watched")
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+    assert watched[0] == ["job-long"]

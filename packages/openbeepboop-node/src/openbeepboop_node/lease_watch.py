@@ -13,8 +13,10 @@ cancel reaches a running job").
 A lease joins the watch once it has been held for :data:`WATCH_AFTER_SECONDS`:
 a short job is over before a cancel would save much, and a node running many
 short jobs would otherwise renew its watch for each one (a watch cannot be
-widened: it is ended, which closes its connection, and opened again). A
-cancel therefore reaches a job within about that long, plus a round trip.
+widened: it is ended, which closes its connection, and opened again), and
+the watch is renewed at most once per :data:`MIN_WATCH_SECONDS`. A cancel
+therefore reaches a job at once once it is watched, and within about two
+seconds of its lease in the worst case.
 
 A server without the endpoint (``404``: older than the node) leaves the node
 as it was, learning of cancels at its heartbeats; it is asked again every
@@ -41,9 +43,10 @@ logger = logging.getLogger(__name__)
 
 #: Seconds a lease is held before it joins the watch.
 WATCH_AFTER_SECONDS = 1.0
-#: At least this long between the starts of two watches that ended with nothing
-#: to report, so a server that answers at once (``max_wait_seconds = 0``) is not
-#: asked in a tight loop.
+#: At least this long between the starts of two watches, unless the first
+#: brought news: a node whose leases join often renews its watch at most once
+#: per period, and a server that answers at once (``max_wait_seconds = 0``)
+#: is not asked in a tight loop.
 MIN_WATCH_SECONDS = 1.0
 #: After a ``404`` (a server without the watch) or a refused body, ask again this much later.
 UNSUPPORTED_RETRY_SECONDS = 600.0
@@ -129,14 +132,19 @@ class LeaseWatcher:
         loop = asyncio.get_running_loop()
         watched = {ref.lease_token for ref in refs}
         request = asyncio.ensure_future(self._client.watch_leases(refs, self._wait))
+        renew_at = loop.time() + self._min_watch
         try:
             while not request.done():
                 self._wake.clear()
-                ready, join_at = self._ready(loop.time())
+                now = loop.time()
+                ready, join_at = self._ready(now)
                 if any(ref.lease_token not in watched for ref in ready):
-                    return 0.0  # widened: the finally ends this one
+                    if now >= renew_at:
+                        return 0.0  # widened: the finally ends this one
+                    # At most one renewal per min_watch, however fast leases join.
+                    join_at = renew_at
                 woken = asyncio.ensure_future(self._wake.wait())
-                timeout = None if join_at is None else max(0.0, join_at - loop.time())
+                timeout = None if join_at is None else max(0.0, join_at - now)
                 try:
                     await asyncio.wait(
                         {request, woken}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
