@@ -47,12 +47,12 @@ SCENARIOS: dict[str, Scenario] = {
     "bulk": bulk.run,
     "capacity": capacity.run,
     "pickup": pickup.run,
+    "cancel": cancel.run,
     "e2e": e2e.run_one_node,
     "e2e2": e2e.run_two_nodes,
     "efficiency": efficiency.run,
     "deepqueue": deep_queue.run,
     "nodemem": node_memory.run,
-    "cancel": cancel.run,
 }
 
 
