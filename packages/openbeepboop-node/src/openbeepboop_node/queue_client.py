@@ -1,4 +1,4 @@
-"""The node's side of the node protocol (docs/api.md, 'Nodes'): fetch, submit, heartbeat.
+"""The node's side of the node protocol (docs/api.md, 'Nodes'): fetch, submit, heartbeat, watch.
 
 One :class:`aiohttp.ClientSession` with keep-alive serves every call, with a
 read timeout above the long-poll wait. aiohttp rather than httpx because
@@ -27,6 +27,7 @@ import certifi
 from openbeepboop_schemas import (
     FETCH_PATH,
     HEARTBEAT_PATH,
+    LEASE_WATCH_PATH,
     QUEUE_SUBMIT_PATH,
     ErrorEnvelope,
     FetchRequest,
@@ -34,6 +35,8 @@ from openbeepboop_schemas import (
     HeartbeatResponse,
     Lease,
     LeaseRef,
+    LeaseWatchRequest,
+    LeaseWatchResponse,
     Outcome,
     SubmitAck,
     SubmitRequest,
@@ -203,6 +206,12 @@ class QueueClient:
         )
         response = await self._post(HEARTBEAT_PATH, body)
         return self._parse(response, HeartbeatResponse.model_validate_json)
+
+    async def watch_leases(self, leases: Sequence[LeaseRef], wait: float) -> LeaseWatchResponse:
+        """Wait up to ``wait`` s until one of ``leases`` is cancelled or lost; which ones."""
+        body = LeaseWatchRequest(node_id=self.node_id, leases=list(leases), wait=wait)
+        response = await self._post(LEASE_WATCH_PATH, body)
+        return self._parse(response, LeaseWatchResponse.model_validate_json)
 
     def _parse(self, answer: Answer, parse: Callable[[bytes], T]) -> T:
         # A 200 that is not the contract's JSON (a proxy's error page, a

@@ -82,6 +82,9 @@ def create_app(settings: Settings) -> Starlette:
         wakeups = Wakeups()
         metrics.long_polls.labels(kind="poll").set_function(lambda: wakeups.watch_waiters)
         metrics.long_polls.labels(kind="fetch").set_function(lambda: wakeups.fetch_waiters)
+        metrics.long_polls.labels(kind="lease_watch").set_function(
+            lambda: wakeups.lease_watch_waiters
+        )
         try:
             await run_in_threadpool(ensure_current, db)
             queue = QueueService(db, settings.queue.policy())
