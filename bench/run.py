@@ -37,6 +37,7 @@ from scenarios import (  # noqa: E402
     efficiency,
     node_memory,
     pickup,
+    replicas,
     submit,
 )
 
@@ -51,6 +52,11 @@ SCENARIOS: dict[str, Scenario] = {
     "efficiency": efficiency.run,
     "deepqueue": deep_queue.run,
     "nodemem": node_memory.run,
+    # Replicas on PostgreSQL (a fresh database per scenario; docs/deploy.md).
+    "pgcapacity": replicas.run_capacity_two,
+    "pgpickup": replicas.run_pickup_across,
+    "pge2e": replicas.run_e2e,
+    "pgidle": replicas.run_idle,
 }
 
 
