@@ -77,4 +77,4 @@ class ServerPool:
                 self._left_first_at = self._clock()
             elif self._current == 0:
                 self._left_first_at = None
-            logger.warning("server %s unreachable (%s); moving to %s", url, reason, self.current)
+            logger.info("server %s unreachable (%s); moving to %s", url, reason, self.current)
