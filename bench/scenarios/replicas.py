@@ -23,6 +23,7 @@ from harness.figures import Figure, at_least, at_most, median, percentile
 from harness.idle_node import IdleNode
 from harness.replicas import PgServer, backend_pids, fresh_database, start_replicas
 from harness.synthetic import RESULT, SyntheticNode
+from openbeepboop_node.exceptions import ServerUnavailableError
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_schemas import Lease, ResultOutcome
 from openbeepboop_testkit.processes import wait_until
@@ -317,13 +318,22 @@ class _IdleFleet:
         self.leased: asyncio.Queue[tuple[str, float]] = asyncio.Queue()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: Fetches that failed (then retried after a second), and the last reason.
+        self.errors = 0
+        self.last_error = ""
 
     def start(self) -> None:
         self._tasks = [asyncio.create_task(self._loop(c)) for c in self.clients]
 
     async def _loop(self, client: QueueClient) -> None:
         while not self._stop.is_set():
-            leases = await client.fetch([MODEL], 1, IDLE_FETCH_WAIT)
+            try:
+                leases = await client.fetch([MODEL], 1, IDLE_FETCH_WAIT)
+            except ServerUnavailableError as exc:
+                self.errors += 1
+                self.last_error = str(exc)
+                await asyncio.sleep(1.0)
+                continue
             arrived = time.perf_counter()
             for lease in leases:
                 self.leased.put_nowait((lease.job_id, arrived))
@@ -345,6 +355,7 @@ class _IdleResult:
     rss_mb: float
     parked: int
     latencies: list[float]
+    errors: str
 
 
 async def _idle(
@@ -377,7 +388,8 @@ async def _idle(
             await api.aclose()
     finally:
         await fleet.stop()
-    return _IdleResult(cpu, rss, parked, latencies)
+    errors = f"{fleet.errors} failed fetches (last: {fleet.last_error})" if fleet.errors else ""
+    return _IdleResult(cpu, rss, parked, latencies, errors or "no failed fetch")
 
 
 def run_idle(ctx: Context) -> list[Figure]:
@@ -395,6 +407,7 @@ def run_idle(ctx: Context) -> list[Figure]:
         f"PostgreSQL replica ({result.parked} connections open when measured), CPU over "
         f"{IDLE_WINDOW_SECONDS:.0f} s; pickup: {samples} single submits, stamped when one of "
         f"the parked nodes gets the lease; pickup p99 {percentile(latencies, 99) * 1e3:.1f} ms; "
+        f"{result.errors}; "
         f"CPU: {result.cpu.describe()}"
     )
     share = result.cpu.shares.get(replica.name, 0.0)
