@@ -117,12 +117,12 @@ def test_node_and_client_move_to_the_survivor_when_a_replica_is_killed(
         4,
         more=["--server-url", second.url],
     )
+    node.run()  # it starts (imports LiteLLM) while the client is set up
     client_config = cluster.root / "clients" / "both" / "client_config.toml"
     client_config.parent.mkdir(parents=True)
     cluster.client(
         "setup", "--non-interactive", "--config", str(client_config), "--api-key", user_key, *both
     )
-    node.run()
 
     llm.configure(delay=0.3)  # slow enough that jobs are running when the replica dies
     prompts = [f"failover prompt #{i}" for i in range(JOBS)]
