@@ -39,6 +39,9 @@ IDLE_NODES = 1000
 #: How long the idle replica's CPU is measured with every node parked.
 IDLE_WINDOW_SECONDS = 20.0
 IDLE_FETCH_WAIT = 30.0
+#: Idle nodes come up this many at a time, this far apart (1,000 in about 5 s).
+RAMP_BATCH = 50
+RAMP_PAUSE_SECONDS = 0.25
 #: Concurrency of each node in the end-to-end scenario.
 E2E_CONCURRENCY = 16
 
@@ -322,8 +325,12 @@ class _IdleFleet:
         self.errors = 0
         self.last_error = ""
 
-    def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._loop(c)) for c in self.clients]
+    async def start(self) -> None:
+        """Start the clients a batch at a time, as nodes come up: not one connect storm."""
+        for first in range(0, len(self.clients), RAMP_BATCH):
+            batch = self.clients[first : first + RAMP_BATCH]
+            self._tasks += [asyncio.create_task(self._loop(c)) for c in batch]
+            await asyncio.sleep(RAMP_PAUSE_SECONDS)
 
     async def _loop(self, client: QueueClient) -> None:
         while not self._stop.is_set():
@@ -362,7 +369,7 @@ async def _idle(
     ctx: Context, replica: PgServer, keys: list[str], count: int, samples: int
 ) -> _IdleResult:
     fleet = _IdleFleet(replica.url, keys, count)
-    fleet.start()
+    await fleet.start()
     try:
         deadline = time.monotonic() + 120
         while _connections(replica) < count and time.monotonic() < deadline:
