@@ -163,11 +163,11 @@ def setup_command(
     }
     served = ServedModels()
     if interactive and default_model is None:
-        served = ask_served_models(str(values["server_url"]), str(values["api_key"]))
+        served = ask_served_models(",".join(urls), str(values["api_key"]))
         default_model = _prompt_default_model(current, served)
     elif not default_model:
         # Only for a "Try it" line that works: the flags did not name a model.
-        served = ask_served_models(str(values["server_url"]), str(values["api_key"]))
+        served = ask_served_models(",".join(urls), str(values["api_key"]))
         if served.problem:
             click.echo(f"Warning: could not list the server's models: {served.problem}", err=True)
     if default_model:
