@@ -39,6 +39,7 @@ from scenarios import (  # noqa: E402
     node_memory,
     openai_surface,
     pickup,
+    replicas,
     submit,
 )
 
@@ -57,6 +58,11 @@ SCENARIOS: dict[str, Scenario] = {
     "openai_sync": openai_surface.run_sync,
     "openai_batch": openai_surface.run_batch,
     "openai_ratio": openai_surface.run_ratio,
+    # Replicas on PostgreSQL (a fresh database per scenario; docs/deploy.md).
+    "pgcapacity": replicas.run_capacity_two,
+    "pgpickup": replicas.run_pickup_across,
+    "pge2e": replicas.run_e2e,
+    "pgidle": replicas.run_idle,
 }
 
 

@@ -77,13 +77,14 @@ class Node:
         self.routes = ModelRoutes(config, environ)
         self.inference = Inference(config.request_limits())
         self.client = QueueClient(
-            config.server_url,
+            config.all_server_urls(),
             config.api_key.get_secret_value(),
             config.node_id,
             version=version,
             fetch_wait=config.fetch_wait,
+            failback=config.server_failback,
         )
-        self.connectivity = Connectivity(config.server_url)
+        self.connectivity = Connectivity(", ".join(config.all_server_urls()))
         self.summary = RunSummary()
         self._prefetch = PrefetchSizer(config.prefetch_leases())
         self._stopping = asyncio.Event()
@@ -290,7 +291,7 @@ class Node:
             "node %s %s for %s; concurrency %d, prefetch up to %d; serving %s",
             self.config.node_id,
             "draining the queue" if batch else "working",
-            self.config.server_url,
+            self.client.servers.label(),
             self.config.concurrency,
             self._prefetch.limit,
             served,

@@ -320,3 +320,27 @@ def test_setup_is_reachable_as_a_module(tmp_path: Path) -> None:
     ).stdout
     for flag in ("--non-interactive", "--api-key-env", "--model-api-key", "--request-timeout"):
         assert flag in out
+
+
+def test_server_url_may_be_repeated_or_comma_separated(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    args = [a for a in BASE if a != "http://127.0.0.1:8000" and a != "--server-url"]
+    code, out, err = run(
+        *args,
+        "--config",
+        str(path),
+        "--server-url",
+        "http://a:8000",
+        "--server-url",
+        "http://b:8000,http://c:8000",
+    )
+    assert code == 0, out + err
+    config = load_config(path, environ={})
+    assert config.all_server_urls() == ["http://a:8000", "http://b:8000", "http://c:8000"]
+    assert "server: http://a:8000, http://b:8000, http://c:8000" in out
+    # Running setup again without the flag keeps the list; one URL replaces it.
+    assert run(*args, "--config", str(path))[0] == 0
+    assert len(load_config(path, environ={}).all_server_urls()) == 3
+    assert run(*args, "--config", str(path), "--server-url", "http://d:8000")[0] == 0
+    assert load_config(path, environ={}).all_server_urls() == ["http://d:8000"]
+    assert "server_urls" not in path.read_text()

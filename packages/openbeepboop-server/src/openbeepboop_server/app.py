@@ -75,6 +75,8 @@ def create_app(settings: Settings) -> Starlette:
             Database.connect,
             settings.database.url,
             sqlite_synchronous=settings.database.sqlite_synchronous,
+            pool_size=settings.database.pool_size,
+            max_overflow=settings.database.max_overflow,
         )
         housekeeper: Housekeeper | None = None
         batch_driver: BatchDriver | None = None

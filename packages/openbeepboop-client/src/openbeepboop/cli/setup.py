@@ -23,6 +23,7 @@ from openbeepboop._config import (
     write_config_file,
 )
 from openbeepboop._exceptions import ConfigError
+from openbeepboop._servers import split_urls
 from openbeepboop.cli.errors import MissingWithoutTerminal
 from openbeepboop.cli.setup_models import ServedModels, ask_served_models, try_it_line
 
@@ -55,7 +56,7 @@ def _prompt_connection(
     if server_url is None:
         server_url = click.prompt(
             "Queue server URL",
-            default=(current.get_str("server_url") if current else None) or DEFAULT_SERVER_URL,
+            default=(",".join(current.server_urls()) if current else None) or DEFAULT_SERVER_URL,
         )
     if api_key is None:
         existing = current.get_str("api_key") if current else None
@@ -103,7 +104,13 @@ def _prompt_default_model(current: ConfigFile | None, served: ServedModels) -> s
     help="Where to write client_config.toml (default: the user config directory).",
 )
 @click.option("--non-interactive", is_flag=True, help="Never prompt; take everything from flags.")
-@click.option("--server-url", default=None, help="The queue server, e.g. http://127.0.0.1:8000.")
+@click.option(
+    "--server-url",
+    "server_urls",
+    multiple=True,
+    help="The queue server, e.g. http://127.0.0.1:8000; repeat it (or separate with commas) "
+    "to give several replicas, in order of preference.",
+)
 @click.option("--api-key", default=None, help="Your API key (sk-...); USER or ADMIN role.")
 @click.option("--default-model", default=None, help="Model used when a request names none.")
 @click.option(
@@ -114,12 +121,13 @@ def _prompt_default_model(current: ConfigFile | None, served: ServedModels) -> s
 def setup_command(
     config_path: Path | None,
     non_interactive: bool,
-    server_url: str | None,
+    server_urls: tuple[str, ...],
     api_key: str | None,
     default_model: str | None,
     force: bool,
 ) -> None:
     """Write client_config.toml (mode 0600): server URL, API key, default model."""
+    server_url = ",".join(server_urls) or None
     path = config_path or default_config_path()
     current = read_config_file(path) if path.exists() else None
     interactive = not non_interactive and stdin_is_terminal()
@@ -134,7 +142,7 @@ def setup_command(
                 "(settings you do not pass keep their current values)"
             )
         if current is not None:
-            server_url = server_url or current.get_str("server_url")
+            server_url = server_url or ",".join(current.server_urls()) or None
             api_key = api_key or current.get_str("api_key")
             default_model = default_model or current.get_str("default_model")
         missing = [
@@ -145,17 +153,21 @@ def setup_command(
         if missing:
             raise MissingWithoutTerminal(missing)
     assert server_url is not None and api_key is not None  # checked or prompted above
-    values: dict[str, str | float | int] = {
-        "server_url": normalize_base_url(server_url),
+    urls = [normalize_base_url(url) for url in split_urls(server_url)]
+    if not urls:
+        raise ConfigError("give a server URL (e.g. http://127.0.0.1:8000)")
+    # One URL keeps the contract's `server_url`; several are `server_urls`, in order.
+    values: dict[str, str | float | int | list[str]] = {
+        **({"server_url": urls[0]} if len(urls) == 1 else {"server_urls": urls}),
         "api_key": _check_key(api_key),
     }
     served = ServedModels()
     if interactive and default_model is None:
-        served = ask_served_models(str(values["server_url"]), str(values["api_key"]))
+        served = ask_served_models(",".join(urls), str(values["api_key"]))
         default_model = _prompt_default_model(current, served)
     elif not default_model:
         # Only for a "Try it" line that works: the flags did not name a model.
-        served = ask_served_models(str(values["server_url"]), str(values["api_key"]))
+        served = ask_served_models(",".join(urls), str(values["api_key"]))
         if served.problem:
             click.echo(f"Warning: could not list the server's models: {served.problem}", err=True)
     if default_model:
@@ -168,7 +180,7 @@ def setup_command(
                 values[key] = value
     write_config_file(path, values)
     click.echo(f"Wrote {path} (readable by you only).")
-    click.echo(f"  server_url    = {values['server_url']}")
+    click.echo(f"  server_url    = {', '.join(urls)}")
     click.echo(f"  api_key       = {mask_key(str(values['api_key']))}")
     click.echo(f"  default_model = {values.get('default_model', '(none)')}")
     click.echo(try_it_line(config_path, default_model or None, served.names))

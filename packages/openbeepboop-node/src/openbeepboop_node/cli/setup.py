@@ -338,11 +338,16 @@ def build_config(
     current: dict[str, Any] = read_toml(path) if path.exists() else {}
     ask = _Asker(interactive)
     data = dict(current)
+    # One URL or several (replicas), comma-separated; the config splits them.
+    current_urls = current.get("server_urls")
+    data.pop("server_urls", None)
     data["server_url"] = ask.value(
         answers.server_url,
         "Queue server URL",
         "--server-url",
-        current=current.get("server_url"),
+        current=",".join(current_urls)
+        if isinstance(current_urls, list)
+        else current.get("server_url"),
         fallback=DEFAULT_SERVER_URL if interactive else None,
     )
     data["api_key"] = ask.value(
@@ -394,7 +399,13 @@ def build_config(
 @click.command("setup")
 @config_option
 @click.option("--non-interactive", is_flag=True, help="Never prompt; missing values are errors.")
-@click.option("--server-url", help="Queue server URL, e.g. http://127.0.0.1:8000.")
+@click.option(
+    "--server-url",
+    "server_urls",
+    multiple=True,
+    help="Queue server URL, e.g. http://127.0.0.1:8000; repeat it (or separate with commas) "
+    "to give several replicas, in order of preference.",
+)
 @click.option("--api-key", help="API key with the NODE (or ADMIN) role.")
 @click.option("--node-id", help="This node's name (default: the host name).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Jobs to run at once.")
@@ -445,7 +456,10 @@ def setup_command(
 ) -> None:
     """Create or update node_config.toml (wizard on a terminal, flags otherwise)."""
     path = config_path or default_config_path()
-    answers = SetupAnswers(**values, defaults=dict(parse_default(d) for d in defaults))
+    server_url = ",".join(values.pop("server_urls")) or None
+    answers = SetupAnswers(
+        **values, server_url=server_url, defaults=dict(parse_default(d) for d in defaults)
+    )
     interactive = is_interactive(non_interactive)
     proposed: list[str] = []
     try:
@@ -460,7 +474,7 @@ def setup_command(
     click.echo(f"Node config written to {path} (mode 0600).")
     if no_check:
         click.echo("  not checked (--no-check): run `openbeepboop-node check` later")
-    click.echo(f"  server: {config.server_url}")
+    click.echo(f"  server: {', '.join(config.all_server_urls())}")
     click.echo(
         f"  node id: {config.node_id}, concurrency {config.concurrency}, "
         f"prefetch up to {config.prefetch_leases()}"
