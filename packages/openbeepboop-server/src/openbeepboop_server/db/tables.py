@@ -233,5 +233,5 @@ fair_shares = sa.Table(
     metadata,
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("owner_key_id", BigId, primary_key=True),
-    sa.Column("pass", Timestamp, nullable=False, server_default="0"),
+    sa.Column("virtual_time", Timestamp, nullable=False, server_default="0"),
 )

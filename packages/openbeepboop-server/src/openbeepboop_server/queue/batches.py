@@ -46,6 +46,7 @@ from openbeepboop_schemas import (
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import batches, jobs
+from openbeepboop_server.errors import PriorityAboveCeiling
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
 from openbeepboop_server.queue.batch_lines import split_lines, validate_lines
@@ -225,24 +226,33 @@ class BatchService:
             self._fail(batch_id, checked.errors, now)
             return []
         owner = _owner(row.owner_key_id)
-        with self._db.write() as conn:
-            if not self._move(
-                conn,
-                batch_id,
-                VALIDATING,
-                IN_PROGRESS,
-                in_progress_at=now,
-                total=len(checked.requests),
-            ):
-                return []  # cancelled meanwhile, or another replica got there first
-            created = insert_jobs(
-                conn,
-                owner,
-                checked.requests,
-                now=now,
-                max_attempts=self._policy.max_attempts,
-                batch=(batch_id, checked.custom_ids),
+        try:
+            with self._db.write() as conn:
+                if not self._move(
+                    conn,
+                    batch_id,
+                    VALIDATING,
+                    IN_PROGRESS,
+                    in_progress_at=now,
+                    total=len(checked.requests),
+                ):
+                    return []  # cancelled meanwhile, or another replica got there first
+                created = insert_jobs(
+                    conn,
+                    owner,
+                    checked.requests,
+                    now=now,
+                    max_attempts=self._policy.max_attempts,
+                    batch=(batch_id, checked.custom_ids),
+                    aging_seconds=self._policy.priority_aging_seconds,
+                )
+        except PriorityAboveCeiling as exc:
+            # The transaction rolled back: the batch is still validating, and fails whole.
+            error = BatchLineError(
+                code="priority_above_ceiling", message=str(exc), param="priority"
             )
+            self._fail(batch_id, [error], now)
+            return []
         logger.info("batch %s: queued %d job(s)", batch_id, len(created))
         return [job.model for job in created]
 

@@ -46,7 +46,7 @@ def upgrade() -> None:
         "fair_shares",
         sa.Column("model", sa.String(256), primary_key=True),
         sa.Column("owner_key_id", BigId, primary_key=True),
-        sa.Column("pass", Timestamp, nullable=False, server_default="0"),
+        sa.Column("virtual_time", Timestamp, nullable=False, server_default="0"),
     )
 
 
