@@ -5,6 +5,7 @@
     ServerError                 base of every server exception
     ├── KeyNameTaken            ``keys create`` with a name already in use
     ├── InvalidKeyName          ``keys create`` with an empty or overlong name
+    ├── InvalidShare            a key's weight or max_priority out of range
     ├── InvalidSetting          a configuration value the database layer cannot use
     ├── PriorityAboveCeiling    a submit's ``priority`` above its key's ``max_priority``
     ├── DatabaseBehind          schema older than this code: run ``migrate``
@@ -28,6 +29,10 @@ class KeyNameTaken(ServerError):  # noqa: N818
 
 class InvalidKeyName(ServerError, ValueError):  # noqa: N818
     """A key name that is empty, too long, or padded with spaces."""
+
+
+class InvalidShare(ServerError, ValueError):  # noqa: N818
+    """A key's fair-share weight or priority ceiling out of its range."""
 
 
 class InvalidSetting(ServerError, ValueError):  # noqa: N818

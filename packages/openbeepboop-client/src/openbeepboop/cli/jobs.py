@@ -25,6 +25,12 @@ from openbeepboop.cli.waiting import wait_for
 @click.option("--model", "-m", default=None, help="Model to ask for (default: default_model).")
 @click.option("--system", default=None, help="A system message to put before the prompt.")
 @click.option("--wait", is_flag=True, help="Wait for the job and print its poll entry.")
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="Higher is claimed first (default 0); at most your key's max priority.",
+)
 @timeout_option
 @config_option
 @json_option
@@ -33,6 +39,7 @@ def submit_command(
     model: str | None,
     system: str | None,
     wait: bool,
+    priority: int | None,
     timeout: float | None,
     config_path: Path | None,
     as_json: bool,
@@ -55,7 +62,7 @@ def submit_command(
                 "no model: pass --model, or set a default "
                 "(openbeepboop-client setup --default-model NAME)"
             )
-        job = client.chat.completions.create(model=model, messages=messages)
+        job = client.chat.completions.create(model=model, messages=messages, priority=priority)
         echo_warnings(job.warnings)
         if not wait:
             if as_json:
