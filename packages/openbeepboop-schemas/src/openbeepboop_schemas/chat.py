@@ -52,6 +52,14 @@ _STREAM_SCHEMA: dict[str, Any] = {
     "description": "Must be false or absent: jobs run asynchronously.",
 }
 
+#: A strict JSON integer in the priority range. The schema is spelled out: with
+#: the number check in front, pydantic would write its own ``ge``/``le`` into it.
+Priority = Annotated[
+    JsonInt,
+    Field(ge=MIN_PRIORITY, le=MAX_PRIORITY),
+    WithJsonSchema({"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
+]
+
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -85,10 +93,8 @@ class ChatCompletionRequest(TolerantBody):
     frequency_penalty: Penalty | None = None
     #: Native, not OpenAI: the queue's claim order (docs/api.md, "Claim order").
     #: Stored beside the job, never forwarded to the LLM.
-    priority: JsonInt | None = Field(
+    priority: Priority | None = Field(
         default=None,
-        ge=MIN_PRIORITY,
-        le=MAX_PRIORITY,
         description=(
             "Native field: higher is claimed first (default 0), up to the API key's "
             "max_priority; fair share between owners applies within a priority level."

@@ -130,12 +130,14 @@ async def handle_too_many_long_polls(request: Request, exc: Exception) -> Respon
 
 
 async def handle_priority_above_ceiling(request: Request, exc: Exception) -> Response:
-    """A submit above its key's ``max_priority`` (:class:`PriorityAboveCeiling`) → ``400``.
+    """A submit above its key's ``max_priority`` (:class:`PriorityAboveCeiling`) → ``403``.
 
-    Wherever the submit came in (native, bulk, the OpenAI surface): nothing was stored.
+    The body is valid (400 would say it is not): this key may not ask for
+    that much, as a role may not call a route. Wherever the submit came in
+    (native, bulk, the OpenAI surface): nothing was stored.
     """
     assert isinstance(exc, PriorityAboveCeiling)
-    error = ApiError(400, str(exc), param="priority", code="priority_above_ceiling")
+    error = ApiError(403, str(exc), param="priority", code="priority_above_ceiling")
     return envelope_response(error.status_code, error.envelope)
 
 
