@@ -197,13 +197,13 @@ def test_a_low_priority_job_ages_into_the_turns(
     assert background in claim(queue, node, 2)
 
 
-def test_priority_orders_an_owner_own_jobs(
+def test_lower_priorities_wait_for_higher_ones(
     queue: QueueService, clock: FakeClock, users: dict[str, Caller], node: Caller
 ) -> None:
     ordinary = submit(queue, clock, users["alice"], 3)
     (later,) = submit(queue, clock, users["alice"], 1, priority=-2)
     (sooner,) = submit(queue, clock, users["vip"], 1, priority=-1)
-    assert claim(queue, node, 5) == ordinary + [sooner, later]
+    assert claim(queue, node, 5) == [*ordinary, sooner, later]
 
 
 def test_a_priority_above_the_ceiling_stores_nothing(
