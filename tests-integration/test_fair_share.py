@@ -11,9 +11,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from cluster import Api, Cluster
+from cluster import Api, Cluster, Server
 from conftest import Shared
 from openbeepboop_schemas import BULK_SUBMIT_PATH, CHAT_COMPLETIONS_PATH, FETCH_PATH, JOBS_PATH
+from openbeepboop_testkit.cluster import find_key
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import Call, StandinLLM
 
@@ -42,6 +43,11 @@ def bulk(api: Api, model: str, prompts: Sequence[str], **extra: object) -> list[
         assert response.status_code == 202, response.text
         ids += [job["id"] for job in response.json()["data"]]
     return ids
+
+
+def create_key(server: Server, name: str, *flags: str) -> str:
+    """``keys create --role USER`` with fair-share flags; the new key."""
+    return find_key(server.cli("keys", "create", "--role", "USER", "--name", name, *flags).stdout)
 
 
 def cancel_all(api: Api, ids: Sequence[str]) -> None:
@@ -84,9 +90,8 @@ def test_weights_interleave_completions_three_to_one(
     cluster: Cluster, shared: Shared, slow_llm: StandinLLM, tag: str
 ) -> None:
     server, model = shared.server, f"{tag}-m"
-    alice = cluster.api(server, server.create_key("USER", f"{tag}-alice"))
+    alice = cluster.api(server, create_key(server, f"{tag}-alice", "--weight", "3"))
     bob = cluster.api(server, server.create_key("USER", f"{tag}-bob"))
-    server.cli("keys", "update", f"{tag}-alice", "--weight", "3")
     ids = bulk(alice, model, [f"A {i}" for i in range(150)])
     ids += bulk(bob, model, [f"B {i}" for i in range(150)])
     node = cluster.node(
@@ -111,8 +116,7 @@ def test_a_priority_job_submitted_last_is_leased_next(
     server, model = shared.server, f"{tag}-m"
     alice = cluster.api(server, server.create_key("USER", f"{tag}-alice"))
     vip_name = f"{tag}-vip"
-    vip = cluster.api(server, server.create_key("USER", vip_name))
-    server.cli("keys", "update", vip_name, "--max-priority", "5")
+    vip = cluster.api(server, create_key(server, vip_name, "--max-priority", "5"))
     queued = bulk(alice, model, [f"A {i}" for i in range(250)])
     queued += bulk(vip, model, [f"V {i}" for i in range(250)])
     response = vip.http.post(
