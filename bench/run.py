@@ -45,11 +45,13 @@ SCENARIOS: dict[str, Scenario] = {
     "submit": submit.run,
     "bulk": bulk.run,
     "capacity": capacity.run,
+    "capacityfair": capacity.run_fair,
     "pickup": pickup.run,
     "e2e": e2e.run_one_node,
     "e2e2": e2e.run_two_nodes,
     "efficiency": efficiency.run,
     "deepqueue": deep_queue.run,
+    "deepfair": deep_queue.run_fair,
     "nodemem": node_memory.run,
 }
 
