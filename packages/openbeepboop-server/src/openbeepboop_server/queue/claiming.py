@@ -138,10 +138,7 @@ def _heads(conn: sa.Connection, models: list[str], now: float) -> list[Head]:
     heads: list[Head] = []
     for model in models:
         params = {"status": JobStatus.QUEUED.value, "model": model, "now": now}
-        heads.extend(
-            Head(model, row.owner, row.claim_rank, row.priority, row.weight, row.virtual_time)
-            for row in conn.execute(sql, params)
-        )
+        heads.extend(Head(model, *row) for row in conn.execute(sql, params).tuples().all())
     return heads
 
 
@@ -192,7 +189,7 @@ def _fair_order(
     heads = _heads(conn, models, now)
     if not heads:
         return [], None
-    turns = Turns(heads, now=now, aging_seconds=aging_seconds)
+    turns = Turns(heads, now=now, aging_seconds=aging_seconds, picks=limit)
     total_weight = sum(max(head.weight, 1) for head in heads)
     readers: dict[tuple[str, int], _OwnerJobs] = {}
     order: list[int] = []
@@ -202,7 +199,7 @@ def _fair_order(
             break
         reader = readers.get(turn)
         if reader is None:
-            weight = max(next(h.weight for h in heads if (h.model, h.owner) == turn), 1)
+            weight = turns.weight(*turn)
             first = min(limit, math.ceil(limit * weight / total_weight) + 1)
             reader = readers[turn] = _OwnerJobs(conn, turn[0], turn[1], now, first)
         if reader.peek() is None:

@@ -29,14 +29,17 @@ from __future__ import annotations
 import heapq
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 #: How far (in claims at weight 1) a returning owner may be behind the most-served one.
 MAX_CREDIT = 1.0
 
 
-@dataclass(frozen=True)
-class Head:
-    """An owner's next claimable job of one model, as the claim's skip scan found it."""
+class Head(NamedTuple):
+    """An owner's next claimable job of one model, as the claim's skip scan found it.
+
+    A named tuple: a claim makes one per owner with queued jobs.
+    """
 
     model: str
     owner: int
@@ -69,7 +72,13 @@ class Turns:
     job ranks (:meth:`served`), or that it has none left (:meth:`exhausted`).
     """
 
-    def __init__(self, heads: list[Head], *, now: float, aging_seconds: float) -> None:
+    def __init__(
+        self, heads: list[Head], *, now: float, aging_seconds: float, picks: int | None = None
+    ) -> None:
+        """``picks``: at most this many jobs will be taken, so only the ``picks`` owners
+        that come first can be served (each pick moves one owner back; the others
+        keep their places) and only they are kept: with 1,000 owners queued, a
+        claim of 4 orders 4 owners, not 1,000."""
         self._now = now
         self._aging = aging_seconds
         self._top: dict[str, int] = {}
@@ -81,13 +90,28 @@ class Turns:
                 self._floor[head.model] = max(ceiling, head.virtual_time)
         self._floor = {model: most - MAX_CREDIT for model, most in self._floor.items()}
         self._owners: dict[tuple[str, int], _Owner] = {}
+        entries = [(self._key(head, self._start(head)), head) for head in heads]
+        if picks is not None and picks < len(entries):
+            entries = heapq.nsmallest(picks, entries)
         self._heap: list[tuple[int, float, float, str, int]] = []
-        for head in heads:
-            floor = self._floor.get(head.model, 0.0)
-            start = floor if head.virtual_time is None else max(head.virtual_time, floor)
+        for key, head in entries:
+            start = key[1]
             state = _Owner(head.model, head.owner, max(head.weight, 1), start, start)
             self._owners[(head.model, head.owner)] = state
-            self._push(state, head.rank)
+            self._heap.append(key)
+        heapq.heapify(self._heap)
+
+    def _start(self, head: Head) -> float:
+        """The owner's virtual time, lifted to the floor (no credit banked while idle)."""
+        floor = self._floor.get(head.model, 0.0)
+        return floor if head.virtual_time is None else max(head.virtual_time, floor)
+
+    def _key(self, head: Head, virtual_time: float) -> tuple[int, float, float, str, int]:
+        return (-self.level(head.model, head.rank), virtual_time, head.rank, head.model, head.owner)
+
+    def weight(self, model: str, owner: int) -> int:
+        """The weight of an owner this claim may serve."""
+        return self._owners[(model, owner)].weight
 
     def level(self, model: str, rank: float) -> int:
         """The level of a job of ``model`` with ``rank``: priority plus aging, capped at the top."""
