@@ -90,7 +90,15 @@ class Turns:
                 self._floor[head.model] = max(ceiling, head.virtual_time)
         self._floor = {model: most - MAX_CREDIT for model, most in self._floor.items()}
         self._owners: dict[tuple[str, int], _Owner] = {}
-        entries = [(self._key(head, self._start(head)), head) for head in heads]
+        # One pass, no method calls per owner: a claim does this for every owner queued.
+        floors, tops, aging, floor_of = self._floor, self._top, aging_seconds, math.floor
+        entries = []
+        for head in heads:
+            model, vt = head.model, head.virtual_time
+            least = floors.get(model, 0.0)
+            start = least if vt is None or vt < least else vt
+            level = min(floor_of((now - head.rank) / aging), tops[model])
+            entries.append(((-level, start, head.rank, model, head.owner), head))
         if picks is not None and picks < len(entries):
             entries = heapq.nsmallest(picks, entries)
         self._heap: list[tuple[int, float, float, str, int]] = []
@@ -100,14 +108,6 @@ class Turns:
             self._owners[(head.model, head.owner)] = state
             self._heap.append(key)
         heapq.heapify(self._heap)
-
-    def _start(self, head: Head) -> float:
-        """The owner's virtual time, lifted to the floor (no credit banked while idle)."""
-        floor = self._floor.get(head.model, 0.0)
-        return floor if head.virtual_time is None else max(head.virtual_time, floor)
-
-    def _key(self, head: Head, virtual_time: float) -> tuple[int, float, float, str, int]:
-        return (-self.level(head.model, head.rank), virtual_time, head.rank, head.model, head.owner)
 
     def weight(self, model: str, owner: int) -> int:
         """The weight of an owner this claim may serve."""
