@@ -7,6 +7,12 @@ one job at a time (``wait`` 0) and the harness times each claim; the server's
 resident memory is read from /proc after claims, a ``/metrics`` scrape (queue
 depth by status and model), a listing and a poll, and its peak (VmHWM) is the
 figure.
+
+``deepfair`` does the same with the jobs spread over 1,000 owners (rows of
+``api_keys`` made with the fill), 1k queued and then 1M queued: a claim's
+skip scan visits every owner with queued jobs, so this is the ratio that
+shows the claim does not grow with the depth when owners are many; its
+detail also gives the one-owner 1k baseline.
 """
 
 from __future__ import annotations
@@ -30,25 +36,40 @@ FILL_CHUNK = 20_000
 CLAIM_BATCH = 100
 
 
-def fill(server: Server, count: int) -> float:
-    """Insert ``count`` QUEUED jobs owned by the USER key; seconds taken."""
+def _owner_ids(conn: sa.Connection, owners: int, now: float) -> list[int]:
+    """The bench USER key's id, or ``owners`` new key rows' (never used to log in)."""
+    from openbeepboop_server.db.tables import api_keys
+
+    if owners == 1:
+        found = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name == "bench-user"))
+        return [found.scalar_one()]
+    rows = [
+        {"name": f"deep-owner-{i}", "role": "USER", "key_sha256": f"{i:064x}", "created_at": now}
+        for i in range(owners)
+    ]
+    conn.execute(api_keys.insert(), rows)
+    names = [row["name"] for row in rows]
+    found = conn.execute(sa.select(api_keys.c.id).where(api_keys.c.name.in_(names)))
+    return sorted(found.scalars())
+
+
+def fill(server: Server, count: int, owners: int = 1) -> float:
+    """Insert ``count`` QUEUED jobs, owned by ``owners`` keys in turn; seconds taken."""
     from openbeepboop_server.db.database import Database
-    from openbeepboop_server.db.tables import api_keys, jobs
+    from openbeepboop_server.db.tables import jobs
     from openbeepboop_server.queue.ids import new_job_id
 
     started = time.perf_counter()
     db = Database.connect(server.database_url, sqlite_synchronous="OFF")
     try:
-        with db.read() as conn:
-            owner = conn.execute(
-                sa.select(api_keys.c.id).where(api_keys.c.name == "bench-user")
-            ).scalar_one()
         now = time.time()
+        with db.write() as conn:
+            owner_ids = _owner_ids(conn, owners, now)
         for start in range(0, count, FILL_CHUNK):
             rows = [
                 {
                     "id": new_job_id(),
-                    "owner_key_id": owner,
+                    "owner_key_id": owner_ids[index % len(owner_ids)],
                     "model": "bench-model",
                     "status": "QUEUED",
                     "request": orjson.dumps(chat_request(index, "deep")).decode(),
@@ -57,6 +78,8 @@ def fill(server: Server, count: int) -> float:
                     "not_before": 0.0,
                     "created_at": now,
                     "updated_at": now,
+                    "priority": 0,
+                    "claim_rank": now,
                 }
                 for index in range(start, min(count, start + FILL_CHUNK))
             ]
@@ -101,10 +124,10 @@ async def _other_reads(server: Server) -> None:
         (await admin.get(METRICS_PATH)).raise_for_status()
 
 
-def _measure(ctx: Context, queued: int, samples: int) -> dict[str, float]:
-    with ctx.cluster(f"deep-{queued}") as cluster:
+def _measure(ctx: Context, queued: int, samples: int, owners: int = 1) -> dict[str, float]:
+    with ctx.cluster(f"deep-{queued}-{owners}") as cluster:
         server = cluster.server()
-        fill_seconds = fill(server, queued)
+        fill_seconds = fill(server, queued, owners)
         server.start()
         started_rss = rss_mb(server.pid)
         asyncio.run(_claims(server, 20, 1))  # warm-up
@@ -157,6 +180,38 @@ def run(ctx: Context) -> list[Figure]:
                 f"VmHWM over start, {samples} claims, a /metrics scrape, a listing and a poll; "
                 f"RSS {large['rss_start']:.0f} MB after start, {large['rss']:.0f} MB at the end; "
                 f"with 1,000 queued: peak {small['peak']:.0f} MB"
+            ),
+        ),
+    ]
+
+
+#: Owners with queued jobs in ``deepfair``.
+DEEP_OWNERS = 1_000
+
+
+def run_fair(ctx: Context) -> list[Figure]:
+    """1k queued by one owner, 1k then 1M queued across 1,000 owners (fresh servers)."""
+    deep = ctx.size(1_000_000, 1_000_000)
+    samples = ctx.size(300, 150)
+    alone = _measure(ctx, 1_000, samples)
+    small = _measure(ctx, 1_000, samples, DEEP_OWNERS)
+    large = _measure(ctx, deep, samples, DEEP_OWNERS)
+    return [
+        Figure(
+            "claim_ratio_owners",
+            f"claim latency, {deep:,} queued across {DEEP_OWNERS:,} owners ÷ 1,000 queued "
+            f"across as many (p50)",
+            large["p50"] / small["p50"],
+            "x",
+            at_most(2),
+            bound="skip scan on ix_jobs_fair: O(owners with queued jobs + max_jobs), not O(queue)",
+            detail=(
+                f"{samples} claims of 1 job (wait 0): p50 {small['p50']:.2f} ms vs "
+                f"{large['p50']:.2f} ms, p99 {small['p99']:.2f} vs {large['p99']:.2f} ms; "
+                f"claims of {CLAIM_BATCH}: p50 {small['batch_p50']:.2f} vs "
+                f"{large['batch_p50']:.2f} ms; 1,000 queued by one owner: p50 "
+                f"{alone['p50']:.2f} ms (÷ that: {large['p50'] / alone['p50']:.2f}x), claims of "
+                f"{CLAIM_BATCH} {alone['batch_p50']:.2f} ms; peak RSS {large['peak']:.0f} MB"
             ),
         ),
     ]

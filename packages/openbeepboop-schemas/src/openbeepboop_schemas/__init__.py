@@ -11,6 +11,8 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from openbeepboop_schemas.chat import (
+    MAX_PRIORITY,
+    MIN_PRIORITY,
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessage,
@@ -153,9 +155,11 @@ __all__ = [
     "MAX_HEARTBEAT_LEASES",
     "MAX_NODE_MODELS",
     "MAX_POLL_IDS",
+    "MAX_PRIORITY",
     "MAX_SUBMIT_OUTCOMES",
     "MAX_WAIT_SECONDS",
     "METRICS_PATH",
+    "MIN_PRIORITY",
     "MODELS_PATH",
     "MODEL_NOT_SERVED",
     "NOT_FOUND",

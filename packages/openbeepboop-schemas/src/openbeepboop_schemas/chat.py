@@ -13,7 +13,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
-from openbeepboop_schemas._base import TolerantBody
+from openbeepboop_schemas._base import JsonInt, TolerantBody
+
+#: The range of a job's ``priority`` (a native field; higher is claimed first).
+MIN_PRIORITY = -1000
+MAX_PRIORITY = 1000
 
 
 def _between(low: float, high: float) -> Callable[[Any], Any]:
@@ -48,6 +52,14 @@ _STREAM_SCHEMA: dict[str, Any] = {
     "description": "Must be false or absent: jobs run asynchronously.",
 }
 
+#: A strict JSON integer in the priority range. The schema is spelled out: with
+#: the number check in front, pydantic would write its own ``ge``/``le`` into it.
+Priority = Annotated[
+    JsonInt,
+    Field(ge=MIN_PRIORITY, le=MAX_PRIORITY),
+    WithJsonSchema({"type": "integer", "minimum": MIN_PRIORITY, "maximum": MAX_PRIORITY}),
+]
+
 MessageRole = Literal["system", "developer", "user", "assistant", "tool", "function"]
 
 
@@ -79,6 +91,15 @@ class ChatCompletionRequest(TolerantBody):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
+    #: Native, not OpenAI: the queue's claim order (docs/api.md, "Claim order").
+    #: Stored beside the job, never forwarded to the LLM.
+    priority: Priority | None = Field(
+        default=None,
+        description=(
+            "Native field: higher is claimed first (default 0), up to the API key's "
+            "max_priority; fair share between owners applies within a priority level."
+        ),
+    )
 
     @field_validator("stream")
     @classmethod

@@ -45,6 +45,7 @@ from openbeepboop_server.queue.policy import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
     DEFAULT_NODE_RETENTION_DAYS,
+    DEFAULT_PRIORITY_AGING_MINUTES,
     DEFAULT_RETENTION_DAYS,
     DEFAULT_RETRY_BACKOFF_MAX_SECONDS,
     DEFAULT_RETRY_BACKOFF_SECONDS,
@@ -158,6 +159,8 @@ class QueueSection(_Section):
     #: None (the default): unfinished jobs wait for a node for ever.
     max_queued_days: float | None = Field(default=None, gt=0)
     node_retention_days: float = Field(default=DEFAULT_NODE_RETENTION_DAYS, gt=0)
+    #: Minutes of waiting worth one step of ``priority`` (docs/api.md, "Claim order").
+    priority_aging_minutes: float = Field(default=DEFAULT_PRIORITY_AGING_MINUTES, gt=0)
 
     def node_seen_window(self) -> float:
         """``node_seen_seconds``, or the default that follows ``lease_seconds``."""
@@ -192,6 +195,7 @@ class QueueSection(_Section):
             node_seen_seconds=self.node_seen_window(),
             max_queued_days=self.max_queued_days,
             node_retention_days=self.node_retention_days,
+            priority_aging_seconds=self.priority_aging_minutes * 60,
         )
 
 

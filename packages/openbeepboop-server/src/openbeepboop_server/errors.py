@@ -5,7 +5,9 @@
     ServerError                 base of every server exception
     ├── KeyNameTaken            ``keys create`` with a name already in use
     ├── InvalidKeyName          ``keys create`` with an empty or overlong name
+    ├── InvalidShare            a key's weight or max_priority out of range
     ├── InvalidSetting          a configuration value the database layer cannot use
+    ├── PriorityAboveCeiling    a submit's ``priority`` above its key's ``max_priority``
     ├── DatabaseBehind          schema older than this code: run ``migrate``
     └── DatabaseAhead           schema newer than this code: upgrade the server
 
@@ -29,8 +31,25 @@ class InvalidKeyName(ServerError, ValueError):  # noqa: N818
     """A key name that is empty, too long, or padded with spaces."""
 
 
+class InvalidShare(ServerError, ValueError):  # noqa: N818
+    """A key's fair-share weight or priority ceiling out of its range."""
+
+
 class InvalidSetting(ServerError, ValueError):  # noqa: N818
     """A database setting (URL, ``synchronous`` mode, ...) that cannot be used."""
+
+
+class PriorityAboveCeiling(ServerError, ValueError):  # noqa: N818
+    """A submit asked for a ``priority`` above its API key's ``max_priority``."""
+
+    def __init__(self, priority: int, ceiling: int) -> None:
+        super().__init__(
+            f"priority {priority} is above this API key's max_priority of {ceiling}; "
+            "submit with a priority of at most "
+            f"{ceiling} or ask an admin to raise it (keys update --max-priority)"
+        )
+        self.priority = priority
+        self.ceiling = ceiling
 
 
 class DatabaseBehind(ServerError):  # noqa: N818

@@ -20,12 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
-from openbeepboop_schemas import Role
+from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, Role
 
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import api_keys
-from openbeepboop_server.errors import InvalidKeyName, KeyNameTaken
+from openbeepboop_server.errors import InvalidKeyName, InvalidShare, KeyNameTaken
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +33,11 @@ KEY_PREFIX = "sk-"
 #: Random bytes behind each key (43 URL-safe characters).
 KEY_RANDOM_BYTES = 32
 MAX_KEY_NAME_LENGTH = 128
+#: A key's share of claims when its jobs compete with other keys' (1 = an equal share).
+DEFAULT_WEIGHT = 1
+MAX_WEIGHT = 1000
+#: The highest ``priority`` a key may submit with, unless an admin raises it.
+DEFAULT_MAX_PRIORITY = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,10 @@ class KeyInfo:
     role: Role
     created_at: float
     revoked_at: float | None
+    #: Fair share: claims for this key's jobs relative to other keys' (docs/api.md).
+    weight: int = DEFAULT_WEIGHT
+    #: The highest ``priority`` this key may submit with.
+    max_priority: int = DEFAULT_MAX_PRIORITY
 
 
 def hash_key(key: str) -> str:
@@ -62,6 +71,38 @@ def hash_key(key: str) -> str:
 def generate_key() -> str:
     """A fresh random API key."""
     return KEY_PREFIX + secrets.token_urlsafe(KEY_RANDOM_BYTES)
+
+
+def _check_share(weight: int | None, max_priority: int | None) -> None:
+    if weight is not None and not 1 <= weight <= MAX_WEIGHT:
+        raise InvalidShare(f"weight must be between 1 and {MAX_WEIGHT}, not {weight}")
+    if max_priority is not None and not MIN_PRIORITY <= max_priority <= MAX_PRIORITY:
+        raise InvalidShare(
+            f"max_priority must be between {MIN_PRIORITY} and {MAX_PRIORITY}, not {max_priority}"
+        )
+
+
+def _listed() -> sa.Select[Any]:
+    """The columns a key is listed with."""
+    return sa.select(
+        api_keys.c.name,
+        api_keys.c.role,
+        api_keys.c.created_at,
+        api_keys.c.revoked_at,
+        api_keys.c.weight,
+        api_keys.c.max_priority,
+    )
+
+
+def _info(row: Any) -> KeyInfo:
+    return KeyInfo(
+        name=row.name,
+        role=Role(row.role),
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+        weight=row.weight,
+        max_priority=row.max_priority,
+    )
 
 
 #: The lookup :meth:`KeyService.authenticate` does, as plain SQL for the inline path.
@@ -77,9 +118,17 @@ class KeyService:
         # The event loop's own connection for inline lookups (SQLite only).
         self._inline: Any = None
 
-    def create(self, role: Role, name: str) -> tuple[str, KeyInfo]:
+    def create(
+        self,
+        role: Role,
+        name: str,
+        *,
+        weight: int = DEFAULT_WEIGHT,
+        max_priority: int = DEFAULT_MAX_PRIORITY,
+    ) -> tuple[str, KeyInfo]:
         """A new key for ``role`` named ``name``; the key is returned once and never stored."""
         role = Role(role)
+        _check_share(weight, max_priority)
         if (
             not name
             or len(name) > MAX_KEY_NAME_LENGTH
@@ -98,28 +147,43 @@ class KeyService:
                 raise KeyNameTaken(f"an API key named {name!r} already exists")
             conn.execute(
                 api_keys.insert().values(
-                    name=name, role=role.value, key_sha256=hash_key(key), created_at=now
+                    name=name,
+                    role=role.value,
+                    key_sha256=hash_key(key),
+                    created_at=now,
+                    weight=weight,
+                    max_priority=max_priority,
                 )
             )
-        return key, KeyInfo(name=name, role=role, created_at=now, revoked_at=None)
+        info = KeyInfo(name, role, now, None, weight=weight, max_priority=max_priority)
+        return key, info
+
+    def update_share(
+        self, name: str, *, weight: int | None = None, max_priority: int | None = None
+    ) -> KeyInfo | None:
+        """Change a key's fair-share weight and priority ceiling; None if no key has that name.
+
+        Takes effect at the next claim (weight) and the next submit (ceiling);
+        jobs already queued keep the priority they were submitted with.
+        """
+        _check_share(weight, max_priority)
+        values: dict[str, int] = {}
+        if weight is not None:
+            values["weight"] = weight
+        if max_priority is not None:
+            values["max_priority"] = max_priority
+        name = db_text(name)
+        with self._db.write() as conn:
+            if values:
+                conn.execute(api_keys.update().where(api_keys.c.name == name).values(**values))
+            row = conn.execute(_listed().where(api_keys.c.name == name)).first()
+        return None if row is None else _info(row)
 
     def list(self) -> list[KeyInfo]:
         """Every key ever created, oldest first, revoked ones included."""
         with self._db.read() as conn:
-            rows = conn.execute(
-                sa.select(
-                    api_keys.c.name, api_keys.c.role, api_keys.c.created_at, api_keys.c.revoked_at
-                ).order_by(api_keys.c.id)
-            ).all()
-        return [
-            KeyInfo(
-                name=row.name,
-                role=Role(row.role),
-                created_at=row.created_at,
-                revoked_at=row.revoked_at,
-            )
-            for row in rows
-        ]
+            rows = conn.execute(_listed().order_by(api_keys.c.id)).all()
+        return [_info(row) for row in rows]
 
     def revoke(self, name: str) -> bool:
         """Revoke the active key ``name``; False if there is none."""

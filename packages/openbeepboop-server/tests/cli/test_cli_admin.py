@@ -85,11 +85,11 @@ def test_keys_list_never_shows_keys(config: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not KEY.search(result.output)
     lines = result.stdout.splitlines()
-    assert lines[0].split() == ["NAME", "ROLE", "CREATED", "STATUS"]
+    assert lines[0].split()[:4] == ["NAME", "ROLE", "CREATED", "STATUS"]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["admin"][1] == "ADMIN"
     assert rows["gpu-box"][1] == "NODE"
-    assert rows["gpu-box"][-1] == "active"
+    assert "active" in rows["gpu-box"]
 
 
 def test_keys_list_json(config: Path) -> None:

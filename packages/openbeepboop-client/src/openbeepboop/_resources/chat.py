@@ -69,11 +69,18 @@ def _single_request(
 
 
 def build_bulk_requests(
-    requests: Iterable[Mapping[str, object]], default_model: str | None
+    requests: Iterable[Mapping[str, object]],
+    default_model: str | None,
+    priority: int | None = None,
 ) -> list[ChatCompletionRequest]:
-    """Validate every request before anything is sent; the error names the index."""
+    """Validate every request before anything is sent; the error names the index.
+
+    ``priority``, when given, is the priority of every request without its own.
+    """
     built: list[ChatCompletionRequest] = []
     for index, params in enumerate(requests):
+        if priority is not None and params.get("priority") is None:
+            params = {**params, "priority": priority}
         try:
             built.append(build_chat_request(params, default_model))
         except InvalidRequestError as exc:
@@ -152,6 +159,7 @@ class Completions:
         messages: Sequence[Message],
         model: str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
         **params: object,
     ) -> Job:
         """Submit one chat completion job; returns at once with its :class:`Job`.
@@ -162,8 +170,12 @@ class Completions:
         server warns (no node serves the model right now: the job waits until
         one does), ``job.warnings`` holds it and it is raised as a
         :class:`~openbeepboop.ModelNotServedWarning` (a ``UserWarning``).
+        ``priority`` (native, not OpenAI): higher is claimed first, default 0,
+        at most the key's ``max_priority`` (above it: PermissionDeniedError).
         """
-        request = _single_request(model, messages, params, self._client.default_model)
+        request = _single_request(
+            model, messages, {**params, "priority": priority}, self._client.default_model
+        )
         data = self._client.request(_submit_options(request, idempotency_key), _parse_job)
         warn_about(data.warnings)
         return Job(data, self._client.jobs)
@@ -173,6 +185,7 @@ class Completions:
         requests: Iterable[Mapping[str, object]],
         *,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> list[Job]:
         """Submit many jobs through the bulk endpoint; their handles, in order.
 
@@ -181,8 +194,9 @@ class Completions:
         ``MAX_BULK_SUBMIT``, each one transaction on the server. If a later chunk
         fails, BulkSubmitError carries the jobs already created. Each job's
         ``warnings`` are those of its model; each distinct one is warned once.
+        ``priority`` applies to every request that does not name its own.
         """
-        built = build_bulk_requests(requests, self._client.default_model)
+        built = build_bulk_requests(requests, self._client.default_model, priority)
         jobs: list[Job] = []
         for options in plan_bulk_chunks(built, idempotency_key):
             try:
@@ -211,10 +225,13 @@ class AsyncCompletions:
         messages: Sequence[Message],
         model: str | None = None,
         idempotency_key: str | None = None,
+        priority: int | None = None,
         **params: object,
     ) -> AsyncJob:
         """Submit one chat completion job; see :meth:`Completions.create`."""
-        request = _single_request(model, messages, params, self._client.default_model)
+        request = _single_request(
+            model, messages, {**params, "priority": priority}, self._client.default_model
+        )
         data = await self._client.request(_submit_options(request, idempotency_key), _parse_job)
         warn_about(data.warnings)
         return AsyncJob(data, self._client.jobs)
@@ -224,9 +241,10 @@ class AsyncCompletions:
         requests: Iterable[Mapping[str, object]],
         *,
         idempotency_key: str | None = None,
+        priority: int | None = None,
     ) -> list[AsyncJob]:
         """Submit many jobs through the bulk endpoint; see :meth:`Completions.create_many`."""
-        built = build_bulk_requests(requests, self._client.default_model)
+        built = build_bulk_requests(requests, self._client.default_model, priority)
         jobs: list[AsyncJob] = []
         for options in plan_bulk_chunks(built, idempotency_key):
             try:

@@ -50,6 +50,12 @@ def _answer_as_text(as_json: bool, as_text: bool) -> bool:
     help="Longest answer, in tokens (default: the model's own limit).",
 )
 @click.option("--wait", is_flag=True, help="Wait for the job, then print its answer (see below).")
+@click.option(
+    "--priority",
+    type=int,
+    default=None,
+    help="Higher is claimed first (default 0); at most your key's max priority.",
+)
 @timeout_option
 @progress_option
 @config_option
@@ -61,6 +67,7 @@ def submit_command(
     system: str | None,
     max_tokens: int | None,
     wait: bool,
+    priority: int | None,
     timeout: float | None,
     progress: bool | None,
     config_path: Path | None,
@@ -97,10 +104,10 @@ def submit_command(
                 "openbeepboop-client models lists the served ones)"
             )
         if max_tokens is None:
-            job = client.chat.completions.create(model=model, messages=messages)
+            job = client.chat.completions.create(model=model, messages=messages, priority=priority)
         else:
             job = client.chat.completions.create(
-                model=model, messages=messages, max_tokens=max_tokens
+                model=model, messages=messages, priority=priority, max_tokens=max_tokens
             )
         echo_warnings(job.warnings)
         if not wait:

@@ -1,4 +1,4 @@
-"""``openbeepboop-server keys create|list|revoke``: the API keys."""
+"""``openbeepboop-server keys create|list|update|revoke``: the API keys."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from openbeepboop_schemas import Role
+from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, Role
 
 from openbeepboop_server.cli.options import (
     config_option,
@@ -15,7 +15,13 @@ from openbeepboop_server.cli.options import (
     open_database,
     read_settings,
 )
-from openbeepboop_server.keys import KeyService
+from openbeepboop_server.keys import (
+    DEFAULT_MAX_PRIORITY,
+    DEFAULT_WEIGHT,
+    MAX_WEIGHT,
+    KeyInfo,
+    KeyService,
+)
 
 MAX_KEY_NAME_LENGTH = 64
 
@@ -43,11 +49,29 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     ),
 )
 @click.option("--name", required=True, callback=_check_name, help="A unique name for the key.")
+@click.option(
+    "--weight",
+    type=click.IntRange(1, MAX_WEIGHT),
+    default=DEFAULT_WEIGHT,
+    show_default=True,
+    help="Fair share: claims for this key's jobs relative to other keys' (3 = three to one).",
+)
+@click.option(
+    "--max-priority",
+    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    default=DEFAULT_MAX_PRIORITY,
+    show_default=True,
+    help="The highest job priority this key may submit with.",
+)
 @config_option
-def create_key(role: str, name: str, config_path: Path | None) -> None:
+def create_key(
+    role: str, name: str, weight: int, max_priority: int, config_path: Path | None
+) -> None:
     """Create a key and print it (only this once)."""
     with open_database(read_settings(config_path)) as db:
-        key, info = KeyService(db).create(Role(role.upper()), name)
+        key, info = KeyService(db).create(
+            Role(role.upper()), name, weight=weight, max_priority=max_priority
+        )
     click.echo(key)
     click.echo(
         f"Created {info.role.value} key '{info.name}'. Store it now: it is not shown again.",
@@ -71,6 +95,8 @@ def list_keys(as_json: bool, config_path: Path | None) -> None:
                         "role": info.role.value,
                         "created_at": info.created_at,
                         "revoked_at": info.revoked_at,
+                        "weight": info.weight,
+                        "max_priority": info.max_priority,
                     }
                 )
             )
@@ -81,10 +107,45 @@ def list_keys(as_json: bool, config_path: Path | None) -> None:
             info.role.value,
             format_time(info.created_at),
             "revoked " + format_time(info.revoked_at) if info.revoked_at else "active",
+            str(info.weight),
+            str(info.max_priority),
         ]
         for info in infos
     ]
-    click.echo(format_table(["NAME", "ROLE", "CREATED", "STATUS"], rows))
+    headers = ["NAME", "ROLE", "CREATED", "STATUS", "WEIGHT", "MAX PRIORITY"]
+    click.echo(format_table(headers, rows))
+
+
+@keys.command("update")
+@click.argument("name")
+@click.option(
+    "--weight",
+    type=click.IntRange(1, MAX_WEIGHT),
+    default=None,
+    help="Fair share: claims for this key's jobs relative to other keys'.",
+)
+@click.option(
+    "--max-priority",
+    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    default=None,
+    help="The highest job priority this key may submit with.",
+)
+@config_option
+def update_key(
+    name: str, weight: int | None, max_priority: int | None, config_path: Path | None
+) -> None:
+    """Change a key's fair-share weight or priority ceiling (from its next claim or submit)."""
+    if weight is None and max_priority is None:
+        raise click.UsageError("nothing to change: give --weight and/or --max-priority")
+    with open_database(read_settings(config_path)) as db:
+        info = KeyService(db).update_share(name, weight=weight, max_priority=max_priority)
+    if info is None:
+        raise click.ClickException(f"no key named '{name}'")
+    click.echo(_share_line(info))
+
+
+def _share_line(info: KeyInfo) -> str:
+    return f"Key '{info.name}': weight {info.weight}, max priority {info.max_priority}."
 
 
 @keys.command("revoke")

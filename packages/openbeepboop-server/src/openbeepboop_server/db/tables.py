@@ -29,6 +29,10 @@ api_keys = sa.Table(
     sa.Column("key_sha256", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
     sa.Column("revoked_at", Timestamp, nullable=True),
+    # Fair share: this key's share of claims relative to other owners (1 = equal).
+    sa.Column("weight", sa.Integer(), nullable=False, server_default="1"),
+    # The highest ``priority`` this key may submit with (docs/api.md, "Claim order").
+    sa.Column("max_priority", sa.Integer(), nullable=False, server_default="0"),
     sa.UniqueConstraint("name", name="uq_api_keys_name"),
     sa.UniqueConstraint("key_sha256", name="uq_api_keys_key_sha256"),
 )
@@ -66,11 +70,18 @@ jobs = sa.Table(
     sa.Column("batch_id", sa.String(64), nullable=True),
     sa.Column("batch_line", sa.Integer(), nullable=True),
     sa.Column("custom_id", sa.Text(), nullable=True),
+    # The submit's ``priority`` and the rank it gives the job among its owner's
+    # jobs: created_at - priority * aging step (queue/fair_share.py).
+    sa.Column("priority", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("claim_rank", Timestamp, nullable=False),
     sa.UniqueConstraint("id", name="uq_jobs_id"),
     # The claim path: QUEUED jobs of one model in FIFO order; not_before is a
     # residual filter (backed-off jobs are few), so a claim reads O(max_jobs)
     # index entries whether 1k or 1M jobs are queued.
     sa.Index("ix_jobs_claim", "status", "model", "seq"),
+    # The fair claim: owners with QUEUED jobs of a model (a skip scan), and
+    # each owner's next job by rank.
+    sa.Index("ix_jobs_fair", "status", "model", "owner_key_id", "claim_rank", "seq"),
     # Claims for "*" and status-filtered admin listings.
     sa.Index("ix_jobs_status_seq", "status", "seq"),
     # Lease expiry sweeps and restart grace.
@@ -214,4 +225,13 @@ batches = sa.Table(
     sa.UniqueConstraint("id", name="uq_batches_id"),
     sa.Index("ix_batches_owner_seq", "owner_key_id", "seq"),
     sa.Index("ix_batches_status", "status"),
+)
+
+#: Fair share: each owner's virtual time per model (claims served / weight).
+fair_shares = sa.Table(
+    "fair_shares",
+    metadata,
+    sa.Column("model", sa.String(256), primary_key=True),
+    sa.Column("owner_key_id", BigId, primary_key=True),
+    sa.Column("virtual_time", Timestamp, nullable=False, server_default="0"),
 )

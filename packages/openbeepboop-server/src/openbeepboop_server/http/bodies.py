@@ -11,7 +11,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import Any, TypeVar, cast, get_args
+from typing import Annotated, Any, TypeVar, cast, get_args, get_origin
 
 from anyio.to_thread import run_sync
 from openbeepboop_schemas import (
@@ -210,6 +210,8 @@ def _integer_fields(model: type[BaseModel]) -> frozenset[str]:
     names = set()
     for name, field in model.model_fields.items():
         kinds = set(get_args(field.annotation)) or {field.annotation}
+        # ``Annotated[int, ...] | None`` (``priority``) is an integer field too.
+        kinds = {get_args(kind)[0] if get_origin(kind) is Annotated else kind for kind in kinds}
         if int in kinds and float not in kinds:
             names.add(name)
     return frozenset(names)

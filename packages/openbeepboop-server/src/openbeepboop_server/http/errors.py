@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
+from openbeepboop_server.errors import PriorityAboveCeiling
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +127,18 @@ async def handle_too_many_long_polls(request: Request, exc: Exception) -> Respon
         headers={"Retry-After": str(LONG_POLL_RETRY_AFTER_SECONDS)},
     )
     return envelope_response(error.status_code, error.envelope, error.headers)
+
+
+async def handle_priority_above_ceiling(request: Request, exc: Exception) -> Response:
+    """A submit above its key's ``max_priority`` (:class:`PriorityAboveCeiling`) → ``403``.
+
+    The body is valid (400 would say it is not): this key may not ask for
+    that much, as a role may not call a route. Wherever the submit came in
+    (native, bulk, the OpenAI surface): nothing was stored.
+    """
+    assert isinstance(exc, PriorityAboveCeiling)
+    error = ApiError(403, str(exc), param="priority", code="priority_above_ceiling")
+    return envelope_response(error.status_code, error.envelope)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:

@@ -54,13 +54,19 @@ from pydantic_core import from_json, to_json
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import batches, jobs
+from openbeepboop_server.errors import PriorityAboveCeiling
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
 from openbeepboop_server.queue.batch_lines import LineParser, split_lines, validate_lines
 from openbeepboop_server.queue.batch_output import CANCELLED_CODE, EXPIRED_CODE, split_rows
 from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
-from openbeepboop_server.queue.submission import insert_batch_lines
+from openbeepboop_server.queue.submission import (
+    SpooledLine,
+    check_priority,
+    insert_batch_lines,
+    node_request_json,
+)
 from openbeepboop_server.queue.views import may_see
 
 logger = logging.getLogger(__name__)
@@ -91,11 +97,11 @@ def new_batch_id() -> str:
     return BATCH_ID_PREFIX + secrets.token_hex(12)
 
 
-def _spooled(spool: IO[bytes]) -> Iterator[tuple[str, str, str]]:
-    """``(custom_id, model, request JSON)`` of each line spooled while validating."""
+def _spooled(spool: IO[bytes]) -> Iterator[SpooledLine]:
+    """``(custom_id, model, priority, request JSON)`` of each line spooled while validating."""
     for head in spool:
-        custom_id, model = from_json(head)
-        yield custom_id, model, spool.readline().rstrip(b"\n").decode()
+        custom_id, model, priority = from_json(head)
+        yield custom_id, model, int(priority), spool.readline().rstrip(b"\n").decode()
 
 
 def _owner(key_id: int) -> Caller:
@@ -256,10 +262,14 @@ class BatchService:
             return []
         spool: IO[bytes] = tempfile.SpooledTemporaryFile(max_size=SPOOL_BYTES)  # noqa: SIM115
         with spool:
+            highest = 0
 
             def keep(custom_id: str, request: ChatCompletionRequest) -> None:
-                spool.write(to_json([custom_id, request.model]) + b"\n")
-                spool.write(request.model_dump_json(exclude_unset=True).encode() + b"\n")
+                nonlocal highest
+                priority = request.priority or 0
+                highest = max(highest, priority)
+                spool.write(to_json([custom_id, request.model, priority]) + b"\n")
+                spool.write(node_request_json(request).encode() + b"\n")
 
             checked = validate_lines(
                 split_lines(self._files.read_all(stored.seq)),
@@ -269,6 +279,9 @@ class BatchService:
             )
             if checked.errors:
                 self._fail(batch_id, checked.errors, self._clock())
+                return []
+            if (ceiling := self._over_ceiling(owner, highest)) is not None:
+                self._fail(batch_id, [ceiling], self._clock())
                 return []
             spool.seek(0)
             # A restart (or another replica) may have queued the first chunks already:
@@ -282,8 +295,19 @@ class BatchService:
                 queued += len(chunk)
         return self._release(batch_id, queued)
 
+    def _over_ceiling(self, owner: Caller, highest: int) -> BatchLineError | None:
+        """The batch's error when a line's priority is above the owner's ceiling."""
+        if highest <= 0:
+            return None
+        try:
+            with self._db.read() as conn:
+                check_priority(conn, owner, highest)
+        except PriorityAboveCeiling as exc:
+            return BatchLineError(code="priority_above_ceiling", message=str(exc), param="priority")
+        return None
+
     def _queue_held(
-        self, owner: Caller, batch_id: str, queued: int, chunk: list[tuple[str, str, str]]
+        self, owner: Caller, batch_id: str, queued: int, chunk: list[SpooledLine]
     ) -> bool:
         """Queue one chunk of lines, held; False if the batch moved on (cancelled, or
         another replica queued these lines first)."""
@@ -308,6 +332,7 @@ class BatchService:
                 batch_id=batch_id,
                 first_line=queued + 1,
                 not_before=HELD,
+                aging_seconds=self._policy.priority_aging_seconds,
             )
         return True
 

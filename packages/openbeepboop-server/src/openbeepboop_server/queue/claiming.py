@@ -6,20 +6,19 @@ parsed inside the claim's transaction: the stored JSON comes out as text and
 is read after the commit (:func:`read_claimed`).
 
 On SQLite the caller holds the one writer (``BEGIN IMMEDIATE`` plus the
-in-process lock), so select-then-update cannot race. On PostgreSQL the select
-is ``FOR UPDATE SKIP LOCKED``: concurrent claimers (other replicas) skip rows
-someone else is taking instead of waiting for them.
+in-process lock), so select-then-update cannot race. On PostgreSQL each
+owner's jobs are read ``FOR UPDATE SKIP LOCKED``: concurrent claimers (other
+replicas) skip rows someone else is taking instead of waiting for them.
 
-Each declared model is read through ``ix_jobs_claim`` (status, model, seq) in
-FIFO order with ``LIMIT max_jobs``; the per-model heads are merged by ``seq``.
-That keeps the cost of a claim proportional to ``max_jobs``, not to the
-queue's length. ``*`` reads ``ix_jobs_status_seq`` instead.
+Which jobs, in which order, is :mod:`.fair_share`'s rule, read through the
+indexes by :mod:`.fair_claim`: the cost of a claim follows ``max_jobs`` and
+the number of owners with queued jobs of the model, never the number of jobs
+queued.
 """
 
 from __future__ import annotations
 
 import functools
-import heapq
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -31,46 +30,13 @@ from pydantic import ValidationError
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import transitions
+from openbeepboop_server.queue.fair_claim import fair_candidates, store_turns
 from openbeepboop_server.queue.ids import new_lease_token
+from openbeepboop_server.queue.policy import DEFAULT_PRIORITY_AGING_MINUTES
 
 logger = logging.getLogger(__name__)
 
-_COLUMNS = "seq, id, model, request, attempts"
 _WHERE = "status = :status AND not_before <= :now"
-
-
-@functools.cache
-def _candidate_sql(by_model: bool, dialect: str) -> sa.TextClause:
-    """The claim SELECT, spelled out so SQLite is told which index to walk.
-
-    Built once per shape (a statement built per claim costs more CPU than
-    the read).
-
-    Without ``INDEXED BY``, SQLite's planner (which has no statistics) may pick
-    another index on ``status`` and then sort every QUEUED row to apply
-    ``ORDER BY seq`` - fine at 1k queued, ruinous at 1M.
-    """
-    index = "ix_jobs_claim" if by_model else "ix_jobs_status_seq"
-    table = f"jobs INDEXED BY {index}" if dialect == "sqlite" else "jobs"
-    where = f"{_WHERE} AND model = :model" if by_model else _WHERE
-    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    return sa.text(
-        f"SELECT {_COLUMNS} FROM {table} WHERE {where} ORDER BY seq LIMIT :limit{lock}"  # noqa: S608 - fixed fragments only
-    )
-
-
-def _candidates(conn: sa.Connection, models: list[str], limit: int, now: float) -> list[Any]:
-    params: dict[str, Any] = {"status": JobStatus.QUEUED.value, "now": now, "limit": limit}
-    dialect = conn.dialect.name
-    if ANY_MODEL in models:
-        return list(conn.execute(_candidate_sql(False, dialect), params))
-    by_model = _candidate_sql(True, dialect)
-    heads = [
-        list(conn.execute(by_model, {**params, "model": model})) for model in dict.fromkeys(models)
-    ]
-    if len(heads) == 1:
-        return heads[0]
-    return list(heapq.merge(*heads, key=lambda row: row.seq))[:limit]
 
 
 @dataclass(frozen=True)
@@ -100,10 +66,13 @@ def claim_jobs(
     *,
     now: float,
     lease_seconds: float,
+    aging_seconds: float = DEFAULT_PRIORITY_AGING_MINUTES * 60,
 ) -> list[Claimed]:
-    """Lease up to ``fetch.max_jobs`` claimable jobs of ``fetch.models`` to the caller."""
-    rows = _candidates(conn, db_texts(fetch.models), fetch.max_jobs, now)
-    if not rows:
+    """Lease up to ``fetch.max_jobs`` claimable jobs of ``fetch.models`` to the caller,
+    in claim order (:mod:`.fair_share`)."""
+    models = db_texts(fetch.models)
+    rows, turns = fair_candidates(conn, models, fetch.max_jobs, now, aging_seconds)
+    if not rows or turns is None:
         return []
     expires = now + lease_seconds
     node_id = db_text(fetch.node_id)
@@ -138,6 +107,7 @@ def claim_jobs(
             Claimed(row.seq, row.id, token, expires, lease_seconds, attempt, row.model, row.request)
         )
     transitions.start(conn, updates, history)
+    store_turns(conn, turns)
     return claimed
 
 

@@ -22,6 +22,8 @@ DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
 DEFAULT_RETENTION_DAYS = 30.0
 #: Nodes not seen for this long leave the registry (``nodes``, ``/v1/status``).
 DEFAULT_NODE_RETENTION_DAYS = 30.0
+#: Waiting this long lifts a job by one step of ``priority`` (docs/api.md, "Claim order").
+DEFAULT_PRIORITY_AGING_MINUTES = 10.0
 #: Idle long-poll periods a node may stay silent before it no longer counts as seen.
 SEEN_LONG_POLLS = 3
 #: Heartbeat periods (a third of the lease) a busy node may stay silent, likewise.
@@ -60,6 +62,8 @@ class QueuePolicy:
     #: Unfinished jobs older than this end FAILED (``expired``); None: never.
     max_queued_days: float | None = None
     node_retention_days: float = DEFAULT_NODE_RETENTION_DAYS
+    #: Seconds of waiting worth one step of ``priority`` (fair_share.py).
+    priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_MINUTES * 60
 
     def retry_delay(self, attempts: int, rng: Callable[[], float] = random.random) -> float:
         """Seconds before a job that has failed ``attempts`` times may run again.

@@ -151,7 +151,12 @@ class QueueService:
                 if earlier is not None:
                     return earlier, []
             created = insert_jobs(
-                conn, caller, requests, now=now, max_attempts=self._policy.max_attempts
+                conn,
+                caller,
+                requests,
+                now=now,
+                max_attempts=self._policy.max_attempts,
+                aging_seconds=self._policy.priority_aging_seconds,
             )
             if key is not None:
                 remember_idempotent(conn, caller, key, created, now)
@@ -224,7 +229,14 @@ class QueueService:
         self, conn: sa.Connection, caller: Caller, fetch: FetchRequest, now: float
     ) -> tuple[list[Claimed], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
-        claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
+        claimed = claim_jobs(
+            conn,
+            caller,
+            fetch,
+            now=now,
+            lease_seconds=self._policy.lease_seconds,
+            aging_seconds=self._policy.priority_aging_seconds,
+        )
         recorded = self._nodes.record(conn, fetch, caller.key_name, now)
         return claimed, recorded
 

@@ -17,12 +17,31 @@ from openbeepboop_schemas import ChatCompletionRequest, Job, JobStatus
 
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, idempotency_column
-from openbeepboop_server.db.tables import idempotency_keys, jobs
+from openbeepboop_server.db.tables import api_keys, idempotency_keys, jobs
+from openbeepboop_server.errors import PriorityAboveCeiling
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.fair_share import claim_rank
 from openbeepboop_server.queue.ids import new_job_id
+from openbeepboop_server.queue.policy import DEFAULT_PRIORITY_AGING_MINUTES
 from openbeepboop_server.queue.views import job_view
 
 _insert_jobs = jobs.insert()
+#: Native fields kept beside the job, never in the request a node forwards to the LLM.
+_NATIVE_FIELDS = {"priority"}
+
+
+def check_priority(conn: sa.Connection, caller: Caller, priority: int) -> None:
+    """Refuse a ``priority`` above the caller's ``max_priority`` (nothing is stored then).
+
+    Read only when a priority above the default 0 is asked for: the default
+    ceiling is 0, and a priority at or below 0 needs no permission.
+    """
+    ceiling = conn.execute(
+        sa.select(api_keys.c.max_priority).where(api_keys.c.id == caller.key_id)
+    ).scalar()
+    ceiling = 0 if ceiling is None else int(ceiling)
+    if priority > ceiling:
+        raise PriorityAboveCeiling(priority, ceiling)
 
 
 def insert_jobs(
@@ -33,25 +52,33 @@ def insert_jobs(
     now: float,
     max_attempts: int,
     batch: tuple[str, Sequence[str]] | None = None,
+    aging_seconds: float = DEFAULT_PRIORITY_AGING_MINUTES * 60,
 ) -> list[Job]:
     """Insert one QUEUED job per request; their :class:`Job` views in order.
 
     ``batch``: the OpenAI batch the requests are the lines of (its id and
     each line's ``custom_id``); the jobs record it, numbering lines from 1.
+    Raises :class:`.PriorityAboveCeiling` (before inserting anything) when a
+    request's ``priority`` is above the caller's ``max_priority``.
     """
     queued = JobStatus.QUEUED.value
+    highest = max((request.priority or 0 for request in requests), default=0)
+    if highest > 0:
+        check_priority(conn, caller, highest)
     rows: list[dict[str, Any]] = [
         {
             "id": new_job_id(),
             "owner_key_id": caller.key_id,
             "model": db_text(request.model),
             "status": queued,
-            "request": request.model_dump_json(exclude_unset=True),
+            "request": node_request_json(request),
             "attempts": 0,
             "max_attempts": max_attempts,
             "not_before": 0.0,
             "created_at": now,
             "updated_at": now,
+            "priority": request.priority or 0,
+            "claim_rank": claim_rank(now, request.priority or 0, aging_seconds),
         }
         for request in requests
     ]
@@ -64,23 +91,33 @@ def insert_jobs(
     return [job_view(row["id"], queued, row["model"], now) for row in rows]
 
 
+#: One validated line of an OpenAI batch: ``(custom_id, model, priority, request JSON)``.
+SpooledLine = tuple[str, str, int, str]
+
+
+def node_request_json(request: ChatCompletionRequest) -> str:
+    """The request as a job stores it: what the node sends on, native fields left out."""
+    return request.model_dump_json(exclude_unset=True, exclude=_NATIVE_FIELDS)
+
+
 def insert_batch_lines(
     conn: sa.Connection,
     caller: Caller,
-    lines: Sequence[tuple[str, str, str]],
+    lines: Sequence[SpooledLine],
     *,
     now: float,
     max_attempts: int,
     batch_id: str,
     first_line: int,
     not_before: float,
+    aging_seconds: float = DEFAULT_PRIORITY_AGING_MINUTES * 60,
 ) -> None:
     """Insert one QUEUED job per line of an OpenAI batch, its request already serialised.
 
-    ``lines``: ``(custom_id, model, request JSON)`` in input order, numbered
-    from ``first_line``; the JSON is what :func:`insert_jobs` would store
-    (``model_dump_json(exclude_unset=True)``), made once while validating.
-    ``not_before`` past 0 holds the jobs back from claims (:mod:`.batches`).
+    ``lines`` are in input order, numbered from ``first_line``; the JSON is
+    :func:`node_request_json`, made once while validating, and the priority was
+    checked against the owner's ceiling before the first chunk (:mod:`.batches`).
+    ``not_before`` past 0 holds the jobs back from claims.
     """
     queued = JobStatus.QUEUED.value
     rows: list[dict[str, Any]] = [
@@ -98,8 +135,10 @@ def insert_batch_lines(
             "batch_id": batch_id,
             "batch_line": line,
             "custom_id": custom_id,
+            "priority": priority,
+            "claim_rank": claim_rank(now, priority, aging_seconds),
         }
-        for line, (custom_id, model, request) in enumerate(lines, start=first_line)
+        for line, (custom_id, model, priority, request) in enumerate(lines, start=first_line)
     ]
     if rows:
         conn.execute(_insert_jobs, rows)

@@ -1,0 +1,227 @@
+"""The SQL side of the claim order: which jobs a claim takes, read through the indexes.
+
+:mod:`.fair_share` holds the rule (levels, turns, ranks); this module feeds it
+and takes the jobs it picks. From ``ix_jobs_fair`` (status, model, owner,
+claim_rank, seq): a skip scan finds each owner's next job (a few index seeks
+per owner with queued jobs), then each owner picked is read a few jobs at a
+time in rank order (``FOR UPDATE SKIP LOCKED`` on PostgreSQL). The cost of a
+claim follows ``max_jobs`` and the number of owners with queued jobs of the
+model, never the number of jobs queued. ``*`` first finds the models with
+queued jobs the same way (``ix_jobs_claim``). The owners served have their
+turns added to ``fair_shares`` in the claim's transaction
+(:func:`store_turns`).
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import math
+from typing import Any
+
+import sqlalchemy as sa
+from openbeepboop_schemas import ANY_MODEL, MAX_FETCH_JOBS, JobStatus
+
+from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.queue.fair_share import Head, Turns
+
+_COLUMNS = "seq, id, model, request, attempts"
+_FAIR = "status = :status AND model = :model"
+
+
+def _table(index: str, dialect: str) -> str:
+    """``jobs``, told which index to walk on SQLite.
+
+    SQLite's planner has no statistics: without ``INDEXED BY`` it may pick
+    another index on ``status`` and then sort every QUEUED row - fine at 1k
+    queued, ruinous at 1M.
+    """
+    return f"jobs INDEXED BY {index}" if dialect == "sqlite" else "jobs"
+
+
+@functools.cache
+def _models_sql(dialect: str) -> sa.TextClause:
+    """The models with QUEUED jobs, one index seek per model (a skip scan), for ``*``."""
+    table = _table("ix_jobs_claim", dialect)
+    return sa.text(
+        "WITH RECURSIVE queued(name) AS ("  # noqa: S608 - fixed fragments only
+        f" SELECT (SELECT min(model) FROM {table} WHERE status = :status)"
+        f" UNION ALL SELECT (SELECT min(model) FROM {table}"
+        "  WHERE status = :status AND model > queued.name)"
+        " FROM queued WHERE queued.name IS NOT NULL"
+        ") SELECT name FROM queued WHERE name IS NOT NULL"
+    )
+
+
+@functools.cache
+def _heads_sql(dialect: str) -> sa.TextClause:
+    """Each owner with claimable jobs of a model, its next job's rank and priority,
+    its weight and its stored virtual time.
+
+    A skip scan over ``ix_jobs_fair``: a few index seeks per owner with QUEUED
+    jobs, whatever the number of jobs each has queued.
+    """
+    table = _table("ix_jobs_fair", dialect)
+    return sa.text(
+        "WITH RECURSIVE owners(k) AS ("  # noqa: S608 - fixed fragments only
+        f" SELECT (SELECT min(owner_key_id) FROM {table} WHERE {_FAIR})"
+        f" UNION ALL SELECT (SELECT min(owner_key_id) FROM {table}"
+        f"  WHERE {_FAIR} AND owner_key_id > owners.k)"
+        " FROM owners WHERE owners.k IS NOT NULL"
+        "), heads AS ("
+        " SELECT owners.k AS owner,"
+        f"  (SELECT seq FROM {table} WHERE {_FAIR} AND owner_key_id = owners.k"
+        "   AND not_before <= :now ORDER BY claim_rank, seq LIMIT 1) AS head"
+        " FROM owners WHERE owners.k IS NOT NULL"
+        ") SELECT heads.owner, jobs.claim_rank, jobs.priority,"
+        " coalesce(api_keys.weight, 1) AS weight, fair_shares.virtual_time"
+        " FROM heads JOIN jobs ON jobs.seq = heads.head"
+        " LEFT JOIN api_keys ON api_keys.id = heads.owner"
+        " LEFT JOIN fair_shares ON fair_shares.model = :model"
+        "  AND fair_shares.owner_key_id = heads.owner"
+    )
+
+
+@functools.cache
+def _owner_jobs_sql(dialect: str, after: bool) -> sa.TextClause:
+    """An owner's next claimable jobs of a model, by rank; locked on PostgreSQL.
+
+    ``FOR UPDATE SKIP LOCKED``: a concurrent claimer (another replica) skips
+    the rows this one is taking instead of waiting for them.
+    """
+    table = _table("ix_jobs_fair", dialect)
+    past = " AND (claim_rank > :rank OR (claim_rank = :rank AND seq > :seq))" if after else ""
+    lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
+    return sa.text(
+        f"SELECT seq, claim_rank FROM {table} WHERE {_FAIR} AND owner_key_id = :owner"  # noqa: S608 - fixed fragments only
+        f" AND not_before <= :now{past} ORDER BY claim_rank, seq LIMIT :limit{lock}"
+    )
+
+
+_DETAILS_SQL = sa.text(f"SELECT {_COLUMNS} FROM jobs WHERE seq IN :seqs").bindparams(  # noqa: S608 - fixed fragments only
+    sa.bindparam("seqs", expanding=True)
+)
+
+
+def _queued_models(conn: sa.Connection) -> list[str]:
+    params = {"status": JobStatus.QUEUED.value}
+    return list(conn.execute(_models_sql(conn.dialect.name), params).scalars())
+
+
+def _heads(conn: sa.Connection, models: list[str], now: float) -> list[Head]:
+    sql = _heads_sql(conn.dialect.name)
+    heads: list[Head] = []
+    for model in models:
+        params = {"status": JobStatus.QUEUED.value, "model": model, "now": now}
+        heads.extend(Head(model, *row) for row in conn.execute(sql, params).all())
+    return heads
+
+
+class _OwnerJobs:
+    """One owner's claimable jobs of one model, read (and locked) a few at a time."""
+
+    def __init__(self, conn: sa.Connection, model: str, owner: int, now: float, first: int):
+        self._conn = conn
+        self._params: dict[str, Any] = {
+            "status": JobStatus.QUEUED.value,
+            "model": model,
+            "owner": owner,
+            "now": now,
+        }
+        self._next_limit = first
+        self._buffer: collections.deque[tuple[int, float]] = collections.deque()
+        self._last: tuple[int, float] | None = None
+        self._done = False
+
+    def peek(self) -> tuple[int, float] | None:
+        """The owner's next job (seq, rank), reading more when the buffer ran dry."""
+        if not self._buffer and not self._done:
+            self._read()
+        return self._buffer[0] if self._buffer else None
+
+    def take(self) -> int:
+        """Take the job :meth:`peek` returned; its seq."""
+        item = self._buffer.popleft()
+        self._last = item
+        return item[0]
+
+    def _read(self) -> None:
+        limit = self._next_limit
+        self._next_limit = min(limit * 2, MAX_FETCH_JOBS)
+        params = {**self._params, "limit": limit}
+        after = self._last is not None
+        if self._last is not None:
+            params.update(seq=self._last[0], rank=self._last[1])
+        rows = self._conn.execute(_owner_jobs_sql(self._conn.dialect.name, after), params).all()
+        self._buffer.extend((row.seq, row.claim_rank) for row in rows)
+        self._done = len(rows) < limit
+
+
+def _fair_order(
+    conn: sa.Connection, models: list[str], limit: int, now: float, aging_seconds: float
+) -> tuple[list[int], Turns | None]:
+    """The seqs of up to ``limit`` jobs in claim order, and the turns that chose them."""
+    heads = _heads(conn, models, now)
+    if not heads:
+        return [], None
+    turns = Turns(heads, now=now, aging_seconds=aging_seconds, picks=limit)
+    total_weight = sum(max(head.weight, 1) for head in heads)
+    readers: dict[tuple[str, int], _OwnerJobs] = {}
+    order: list[int] = []
+    while len(order) < limit:
+        turn = turns.next()
+        if turn is None:
+            break
+        reader = readers.get(turn)
+        if reader is None:
+            weight = turns.weight(*turn)
+            first = min(limit, math.ceil(limit * weight / total_weight) + 1)
+            reader = readers[turn] = _OwnerJobs(conn, turn[0], turn[1], now, first)
+        if reader.peek() is None:
+            turns.exhausted(*turn, claimed_one=False)
+            continue
+        order.append(reader.take())
+        following = reader.peek() if len(order) < limit else None
+        if following is None:
+            turns.exhausted(*turn, claimed_one=True)
+        else:
+            turns.served(*turn, following[1])
+    return order, turns
+
+
+def fair_candidates(
+    conn: sa.Connection, models: list[str], limit: int, now: float, aging_seconds: float
+) -> tuple[list[Any], Turns | None]:
+    """Up to ``limit`` claimable jobs of ``models`` (``*``: any) in claim order, as rows of
+    ``seq, id, model, request, attempts``; and the turns to store once they are taken."""
+    if ANY_MODEL in models:
+        models = _queued_models(conn)
+    order, turns = _fair_order(conn, list(dict.fromkeys(models)), limit, now, aging_seconds)
+    if not order:
+        return [], turns
+    found: dict[int, Any] = {}
+    for start in range(0, len(order), IN_CHUNK):
+        chunk = order[start : start + IN_CHUNK]
+        found.update((row.seq, row) for row in conn.execute(_DETAILS_SQL, {"seqs": chunk}))
+    return [found[seq] for seq in order], turns
+
+
+def store_turns(conn: sa.Connection, turns: Turns) -> None:
+    """Add each served owner's claims to its stored virtual time (sorted: no deadlocks)."""
+    rows = [
+        {"model": model, "owner": owner, "floor": floor, "added": added}
+        for model, owner, floor, added in turns.advances()
+    ]
+    if rows:
+        conn.execute(_store_sql(conn.dialect.name), rows)
+
+
+@functools.cache
+def _store_sql(dialect: str) -> sa.TextClause:
+    larger = "max" if dialect == "sqlite" else "greatest"
+    return sa.text(
+        "INSERT INTO fair_shares (model, owner_key_id, virtual_time)"  # noqa: S608 - fixed fragments only
+        " VALUES (:model, :owner, :floor + :added)"
+        " ON CONFLICT (model, owner_key_id) DO UPDATE SET virtual_time ="
+        f" {larger}(fair_shares.virtual_time, :floor) + :added"
+    )
