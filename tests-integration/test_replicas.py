@@ -9,7 +9,13 @@ change made through one replica wakes the long-polls waiting on another.
 
 from __future__ import annotations
 
-from cluster import Cluster
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+from cluster import Cluster, Server
+from openbeepboop_schemas import FETCH_PATH, QUEUE_SUBMIT_PATH, ResultOutcome
+from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -32,3 +38,106 @@ def test_job_submitted_to_one_replica_is_run_by_a_node_of_the_other(
     assert entry["status"] == "COMPLETED", entry
     assert entry["result"]["choices"][0]["message"]["content"] == "Echo: across replicas"
     assert llm.prompt_counts() == {"across replicas": 1}
+
+
+#: The long-polls' periodic re-check, set far above what the tests allow, so only
+#: a cross-replica notice can wake a long-poll in time.
+LONG_RECHECK_SECONDS = 30.0
+#: How soon a change on one replica must reach a long-poll waiting on another.
+CROSS_REPLICA_LATENCY = 0.5
+
+
+def _replica_pair(cluster: Cluster, postgres_url: str) -> tuple[Server, Server]:
+    """Two started replicas on one fresh PostgreSQL database, re-check set long."""
+    a = cluster.server(database_url=postgres_url)
+    a.edit_config("server", recheck_seconds=LONG_RECHECK_SECONDS)
+    b = cluster.replica(a)
+    a.start()
+    b.start()
+    return a, b
+
+
+def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_other(
+    cluster: Cluster, postgres_url: str
+) -> None:
+    """Submit, delivery and cancel through one replica each end a long-poll on the other.
+
+    The test is the node here (the node protocol over HTTP), so what is timed
+    is the servers alone, not an LLM call or LiteLLM's start-up.
+    """
+    a, b = _replica_pair(cluster, postgres_url)
+    node_key = a.create_key("NODE", "node")
+    user_key = a.create_key("USER", "user")
+    api_a, api_b = cluster.api(a, user_key), cluster.api(b, user_key)
+    node_b = httpx.Client(
+        base_url=b.url, headers={"Authorization": f"Bearer {node_key}"}, timeout=60
+    )
+    fetch = {"node_id": "node-b", "models": ["m"], "max_jobs": 1, "wait": 25}
+
+    with ThreadPoolExecutor(1) as pool, node_b:
+        # A submit through A ends a fetch waiting on B.
+        fetching = pool.submit(node_b.post, FETCH_PATH, json=fetch)
+        wait_until(lambda: _long_polls(b, "fetch") >= 1, 60, "the fetch to wait on B")
+        submitted_at = time.monotonic()
+        job_id = api_a.submit("wake across replicas", "m")
+        answer = fetching.result(timeout=60)
+        assert time.monotonic() - submitted_at < CROSS_REPLICA_LATENCY
+        assert answer.status_code == 200, answer.text
+        (lease,) = answer.json()
+        assert lease["job_id"] == job_id
+
+        # A delivery through B ends a poll waiting on A.
+        polling = pool.submit(api_a.poll, [job_id], 25.0)
+        wait_until(lambda: _long_polls(a, "poll") >= 1, 60, "the poll to wait on A")
+        delivered_at = time.monotonic()
+        outcome = result_for(job_id, lease["lease_token"], "done on B")
+        body = {"node_id": "node-b", "outcomes": [outcome.model_dump(mode="json")]}
+        assert node_b.post(QUEUE_SUBMIT_PATH, json=body).status_code == 200
+        (entry,) = polling.result(timeout=60)
+        assert time.monotonic() - delivered_at < CROSS_REPLICA_LATENCY
+        assert entry["status"] == "COMPLETED", entry
+        assert entry["result"]["choices"][0]["message"]["content"] == "done on B"
+
+        # A cancel through A ends a poll waiting on B.
+        second = api_a.submit("cancel across replicas", "m")
+        polling = pool.submit(api_b.poll, [second], 25.0)
+        wait_until(lambda: _long_polls(b, "poll") >= 1, 60, "the poll to wait on B")
+        cancelled_at = time.monotonic()
+        assert api_a.cancel(second).status_code == 200
+        (entry,) = polling.result(timeout=60)
+        assert time.monotonic() - cancelled_at < CROSS_REPLICA_LATENCY
+        assert entry["status"] == "CANCELLED", entry
+
+
+def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
+    """A node's result for a lease, as the node protocol carries it."""
+    return ResultOutcome.model_validate(
+        {
+            "job_id": job_id,
+            "lease_token": lease_token,
+            "result": {
+                "id": f"chatcmpl-{job_id}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": "m",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "finish_reason": "stop",
+                    }
+                ],
+            },
+        }
+    )
+
+
+def _long_polls(server: Server, kind: str) -> float:
+    """Long-polls of ``kind`` (``poll``: clients, ``fetch``: nodes) waiting in ``server`` now."""
+    text = httpx.get(
+        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_key}"}
+    ).text
+    for line in text.splitlines():
+        if line.startswith(f'openbeepboop_long_polls{{kind="{kind}"}}'):
+            return float(line.split()[-1])
+    return 0.0
