@@ -13,7 +13,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
-from cluster import Cluster, Server
+from cluster import Cluster, Node, Server
 from openbeepboop_schemas import FETCH_PATH, QUEUE_SUBMIT_PATH, ResultOutcome
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import StandinLLM
@@ -38,6 +38,100 @@ def test_job_submitted_to_one_replica_is_run_by_a_node_of_the_other(
     assert entry["status"] == "COMPLETED", entry
     assert entry["result"]["choices"][0]["message"]["content"] == "Echo: across replicas"
     assert llm.prompt_counts() == {"across replicas": 1}
+
+
+#: Jobs per scale-out run, half submitted through each replica.
+JOBS = 1000
+#: Short leases, so the jobs a killed replica's node held come back soon.
+LEASE_SECONDS = 6.0
+
+
+def _node(cluster: Cluster, server: Server, key: str, name: str, llm: StandinLLM) -> Node:
+    """A node with its own provider key (``sk-<name>``), so the LLM log says who ran what."""
+    return cluster.node(
+        server, key, name, "m", "openai/m", llm.base_url, concurrency=8, provider_key=f"sk-{name}"
+    )
+
+
+def test_1000_jobs_through_two_replicas_each_prompt_reaches_an_llm_once(
+    cluster: Cluster, postgres_url: str, llm: StandinLLM
+) -> None:
+    a = cluster.server(database_url=postgres_url, lease_seconds=LEASE_SECONDS)
+    b = cluster.replica(a)
+    a.start()
+    b.start()
+    node_key = a.create_key("NODE", "node")
+    user_key = b.create_key("USER", "user")
+    nodes = [_node(cluster, a, node_key, "node-a", llm), _node(cluster, b, node_key, "node-b", llm)]
+    for node in nodes:
+        node.run()
+    a.wait_for_nodes(["node-a", "node-b"])
+
+    prompts = [f"replicated prompt #{i}" for i in range(JOBS)]
+    api_a, api_b = cluster.api(a, user_key), cluster.api(b, user_key)
+    ids = api_a.submit_many(prompts[: JOBS // 2], "m") + api_b.submit_many(
+        prompts[JOBS // 2 :], "m"
+    )
+    done = api_a.wait_terminal(ids[: JOBS // 2]) | api_b.wait_terminal(ids[JOBS // 2 :])
+
+    assert {entry["status"] for entry in done.values()} == {"COMPLETED"}
+    assert llm.prompt_counts() == dict.fromkeys(prompts, 1)
+    for job_id, prompt in zip(ids, prompts, strict=True):
+        assert done[job_id]["result"]["choices"][0]["message"]["content"] == f"Echo: {prompt}"
+        assert done[job_id]["attempts"] == 1
+    # Both replicas' nodes did some of the work.
+    assert {call.api_key for call in llm.calls()} == {"sk-node-a", "sk-node-b"}
+
+
+def test_a_replica_killed_mid_run_loses_nothing_and_the_other_finishes_the_run(
+    cluster: Cluster, postgres_url: str, llm: StandinLLM
+) -> None:
+    a = cluster.server(database_url=postgres_url, lease_seconds=LEASE_SECONDS)
+    b = cluster.replica(a)
+    a.start()
+    b.start()
+    node_key = a.create_key("NODE", "node")
+    user_key = b.create_key("USER", "user")
+    # TODO(multi-url): once nodes take several server URLs with failover, give
+    # both nodes both replicas ("a, b") and keep both live after A dies; until
+    # then the node that must survive talks to B only, and A's node is left
+    # stranded (it still runs, but cannot reach its server).
+    stranded = _node(cluster, a, node_key, "node-a", llm)
+    survivor = _node(cluster, b, node_key, "node-b", llm)
+    stranded.run()
+    survivor.run()
+    b.wait_for_nodes(["node-a", "node-b"])
+
+    llm.configure(delay=0.02)
+    prompts = [f"survive a replica #{i}" for i in range(JOBS)]
+    api_b = cluster.api(b, user_key)
+    ids = cluster.api(a, user_key).submit_many(prompts[: JOBS // 2], "m")
+    ids += api_b.submit_many(prompts[JOBS // 2 :], "m")
+    # Mid-run: both nodes are working, some jobs are done, most are not.
+    wait_until(
+        lambda: (
+            {call.api_key for call in llm.answered_calls()} == {"sk-node-a", "sk-node-b"}
+            and len(llm.answered_calls()) >= 50
+        ),
+        120,
+        "both nodes to be working",
+    )
+    assert a.kill() == -9
+    done = api_b.wait_terminal(ids)
+    stranded.kill()
+
+    assert {entry["status"] for entry in done.values()} == {"COMPLETED"}
+    counts = llm.prompt_counts()
+    assert set(counts) == set(prompts)
+    by_survivor = [call.prompt for call in llm.calls() if call.api_key == "sk-node-b"]
+    by_stranded = {call.prompt for call in llm.calls() if call.api_key == "sk-node-a"}
+    # The live node ran nothing twice; a prompt ran twice only when the node
+    # that lost its server had started it (its lease expired, B's node took over).
+    assert len(by_survivor) == len(set(by_survivor))
+    assert {prompt for prompt, n in counts.items() if n > 1} <= by_stranded
+    assert all(n <= 2 for n in counts.values())
+    for job_id, prompt in zip(ids, prompts, strict=True):
+        assert done[job_id]["result"]["choices"][0]["message"]["content"] == f"Echo: {prompt}"
 
 
 #: The long-polls' periodic re-check, set far above what the tests allow, so only
