@@ -10,6 +10,12 @@ from starlette.testclient import TestClient
 from tests.support.surface import ApiKeys
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every HTTP test that starts the app runs on both databases (PostgreSQL skips if absent)."""
+    return str(request.param)
+
+
 @pytest.fixture
 def context(client: TestClient) -> ServerContext:
     """The running app's context (database, services, wake-ups)."""

@@ -34,7 +34,6 @@ safety net is what keeps their long-polls correct then.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -82,8 +81,14 @@ class Rechecker:
         """Re-check every ``recheck_seconds`` (or when kicked) until cancelled; a failure
         waits a round."""
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self._context.recheck_seconds)
+            # Not ``asyncio.wait_for``: on Python < 3.12 it can swallow the
+            # task's cancellation when a kick lands at the same moment, and
+            # the loop would then outlive the app's shutdown.
+            kicked = asyncio.ensure_future(self._kicked.wait())
+            try:
+                await asyncio.wait({kicked}, timeout=self._context.recheck_seconds)
+            finally:
+                kicked.cancel()
             self._kicked.clear()
             try:
                 await self.check()
