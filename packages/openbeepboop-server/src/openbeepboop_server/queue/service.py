@@ -337,7 +337,7 @@ class QueueService:
         purged = 0
         while True:
             with self._db.write() as conn:
-                batch = purge_batch(conn, cutoff)
+                batch = purge_batch(conn, cutoff, skip_locked=self._row_locks)
             purged += batch
             if batch < PURGE_BATCH:
                 if batch:
