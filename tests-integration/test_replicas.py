@@ -1,5 +1,5 @@
 """Several ``openbeepboop-server`` replicas on one PostgreSQL database (docs/server.md,
-'Running several replicas').
+'Scaling out with PostgreSQL').
 
 A replica is a second ``start`` of the same config on another port; nodes and
 clients may talk to any of them. These tests prove the queue stays exact
