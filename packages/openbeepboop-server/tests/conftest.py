@@ -183,13 +183,13 @@ def db(sqlite_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def backend() -> str:
-    """The database the app fixtures run on: SQLite, unless a folder parametrizes it.
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the app fixtures run on: SQLite, unless a test is parametrized.
 
-    The folders where the backend matters (the HTTP surface: claims, leases,
-    deliveries, long-polls, batches) override this with both backends.
+    The HTTP modules where the backend matters (claims, leases, deliveries,
+    long-polls) parametrize it with both (tests/http/conftest.py).
     """
-    return "sqlite"
+    return str(getattr(request, "param", "sqlite"))
 
 
 @pytest.fixture
