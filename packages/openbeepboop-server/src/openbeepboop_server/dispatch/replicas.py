@@ -21,6 +21,7 @@ most ``[server] recheck_seconds`` of latency, never a job.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import threading
 from collections.abc import Callable
@@ -102,8 +103,10 @@ class ReplicaListener:
     # -- the thread ------------------------------------------------------------
 
     def _connect(self) -> Any:
-        import psycopg  # the PostgreSQL driver: present whenever the database is PostgreSQL
-
+        # The PostgreSQL driver (the [postgresql] extra) is there whenever the
+        # database is PostgreSQL; imported by name so SQLite-only installs and
+        # their type checks never need it.
+        psycopg = importlib.import_module("psycopg")
         args, params = self._engine.dialect.create_connect_args(self._engine.url)
         return psycopg.connect(*args, **{**params, **KEEPALIVES}, autocommit=True)
 
@@ -131,8 +134,7 @@ class ReplicaListener:
         self.listening.clear()
 
     def _listen(self, conn: Any) -> None:
-        from psycopg import sql
-
+        sql = importlib.import_module("psycopg.sql")
         channel = conn.execute(notify.CHANNEL_QUERY).fetchone()[0]
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self.connections += 1
