@@ -36,6 +36,8 @@ from openbeepboop_schemas.queue import (
     HeartbeatRequest,
     HeartbeatResponse,
     Lease,
+    LeaseWatchRequest,
+    LeaseWatchResponse,
     SubmitRequest,
     SubmitResponse,
 )
@@ -57,6 +59,8 @@ CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
     SubmitResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    LeaseWatchRequest,
+    LeaseWatchResponse,
     PoolStatus,
     ErrorEnvelope,
     FileObject,
