@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from cluster import Cluster, Node, Server
-from openbeepboop_schemas import FETCH_PATH, QUEUE_SUBMIT_PATH, ResultOutcome
+from openbeepboop_schemas import FETCH_PATH, LEASE_WATCH_PATH, QUEUE_SUBMIT_PATH, ResultOutcome
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import StandinLLM
 
@@ -144,7 +144,7 @@ def _replica_pair(cluster: Cluster, postgres_url: str) -> tuple[Server, Server]:
 def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_other(
     cluster: Cluster, postgres_url: str
 ) -> None:
-    """Submit, delivery and cancel through one replica each end a long-poll on the other.
+    """Submit, delivery and cancel through one replica each end long-polls on the other.
 
     The test is the node here (the node protocol over HTTP), so what is timed
     is the servers alone, not an LLM call or LiteLLM's start-up.
@@ -182,15 +182,33 @@ def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_oth
         assert entry["status"] == "COMPLETED", entry
         assert entry["result"]["choices"][0]["message"]["content"] == "done on B"
 
-        # A cancel through A ends a poll waiting on B.
+        # A cancel through A ends, at once, a poll waiting on B and the lease
+        # watch of the node running the job on B.
         second = api_a.submit("cancel across replicas", "m")
-        polling = pool.submit(api_b.poll, [second], 25.0)
-        wait_until(lambda: _long_polls(b, "poll") >= 1, 60, "the poll to wait on B")
-        cancelled_at = time.monotonic()
-        assert api_a.cancel(second).status_code == 200
-        (entry,) = polling.result(timeout=60)
-        assert time.monotonic() - cancelled_at < CROSS_REPLICA_LATENCY
+        claimed = node_b.post(FETCH_PATH, json={**fetch, "wait": 0})
+        assert claimed.status_code == 200, claimed.text
+        (held,) = claimed.json()
+        watch = {
+            "node_id": "node-b",
+            "leases": [{"job_id": second, "lease_token": held["lease_token"]}],
+            "wait": 25,
+        }
+        with ThreadPoolExecutor(1) as watcher:
+            watching = watcher.submit(node_b.post, LEASE_WATCH_PATH, json=watch)
+            polling = pool.submit(api_b.poll, [second], 25.0)
+            wait_until(
+                lambda: _long_polls(b, "poll") >= 1 and _long_polls(b, "lease_watch") >= 1,
+                60,
+                "the poll and the lease watch to wait on B",
+            )
+            cancelled_at = time.monotonic()
+            assert api_a.cancel(second).status_code == 200
+            (entry,) = polling.result(timeout=60)
+            watched = watching.result(timeout=60)
+            assert time.monotonic() - cancelled_at < CROSS_REPLICA_LATENCY
         assert entry["status"] == "CANCELLED", entry
+        assert watched.status_code == 200, watched.text
+        assert watched.json()["cancelled"] == [second]
 
 
 def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
