@@ -56,9 +56,20 @@ PROVIDER_KEY = "sk-provider-standin-key"
 
 
 class Server(kit.Server):
-    """One ``openbeepboop-server`` with its own config, database and port."""
+    """One ``openbeepboop-server`` with its own config and port.
+
+    Its database is a SQLite file in its own directory, unless
+    :meth:`Cluster.server` was given a ``database_url`` (PostgreSQL, shared by
+    replicas: :meth:`Cluster.replica`).
+    """
 
     cluster: Cluster
+    #: The database the server was set up on, when it is not the SQLite file in :attr:`dir`.
+    shared_database_url: str | None = None
+
+    @property
+    def database_url(self) -> str:
+        return self.shared_database_url or super().database_url
 
     def setup(self, **queue: Any) -> str:
         """``setup --non-interactive``, then the ``[queue]`` settings; returns the admin key."""
@@ -185,13 +196,40 @@ class Cluster(kit.Cluster):
         self.apis: list[Api] = []
         self._servers = 0
 
-    def server(self, **queue: Any) -> Server:
-        """A configured (not started) server; ``queue`` settings go into its ``[queue]``."""
-        self._servers += 1
-        name = "server" if self._servers == 1 else f"server{self._servers}"
-        server = Server(self, name, self.root / name, free_port())
+    def server(self, database_url: str | None = None, **queue: Any) -> Server:
+        """A configured (not started) server; ``queue`` settings go into its ``[queue]``.
+
+        ``database_url``: set it up on that database (e.g. a fresh PostgreSQL
+        one from the ``postgres_url`` fixture) instead of a SQLite file of its own.
+        """
+        server = Server(self, *self._next_name_and_dir(), free_port())
+        server.shared_database_url = database_url
         server.setup(**queue)
         return server
+
+    def replica(self, server: Server, **settings: Any) -> Server:
+        """Another server process on ``server``'s database (not started).
+
+        Set up the way an operator adds a replica: a copy of ``server``'s
+        config (same database, same ``[queue]`` settings) with its own port;
+        ``setup`` is not run again, as the database is set up already. Its
+        admin key is ``server``'s. ``settings`` are ``{section: {key: value}}``
+        changes for this replica only, e.g. ``server={"max_wait_seconds": 5}``.
+        """
+        name, directory = self._next_name_and_dir()
+        replica = Server(self, name, directory, free_port(), admin_key=server.admin_key)
+        replica.shared_database_url = server.database_url
+        directory.mkdir(parents=True, exist_ok=True)
+        replica.config.write_text(server.config.read_text())
+        replica.edit_config("server", port=replica.port)
+        for section, values in settings.items():
+            replica.edit_config(section, **values)
+        return replica
+
+    def _next_name_and_dir(self) -> tuple[str, Path]:
+        self._servers += 1
+        name = "server" if self._servers == 1 else f"server{self._servers}"
+        return name, self.root / name
 
     def node(
         self,

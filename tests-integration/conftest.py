@@ -20,6 +20,7 @@ from cluster import Cluster, Server
 from openai_world import OpenAIWorld, start_world
 from openbeepboop_testkit.processes import ProcessSet
 from openbeepboop_testkit.standin import StandinLLM
+from postgres import PostgresDatabases, find_admin_url
 
 #: Where a test's reports are kept for fixture teardowns to see.
 REPORT_KEY = pytest.StashKey[dict[str, pytest.TestReport]]()
@@ -119,3 +120,23 @@ def llm() -> Iterator[StandinLLM]:
 def oa(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenAIWorld]:
     """The OpenAI-SDK tests' server (short ``[openai]`` windows), node and stand-in LLM."""
     yield from start_world(tmp_path_factory.mktemp("openai"))
+
+
+@pytest.fixture(scope="session")
+def postgres_databases() -> Iterator[PostgresDatabases]:
+    """Fresh PostgreSQL databases for this session, all dropped at its end.
+
+    Skips when no PostgreSQL is reachable, and fails instead under ``CI=true``
+    (see postgres.py).
+    """
+    databases = PostgresDatabases(find_admin_url())
+    try:
+        yield databases
+    finally:
+        databases.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: PostgresDatabases) -> str:
+    """The URL of a new, empty, uniquely named PostgreSQL database for this test."""
+    return postgres_databases.create()

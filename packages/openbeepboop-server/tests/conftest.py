@@ -8,10 +8,13 @@ Fixtures only one folder needs live in that folder's conftest.py; the plain
 helpers tests call are in ``tests/support``.
 
 PostgreSQL: tests that want it ask for ``postgres_url_factory`` (or
-``backend_url``). It starts the local cluster if it is installed but down, and
-SKIPS (with the reason) when PostgreSQL or the psycopg driver is absent, so
-the suite passes on a laptop. Every database it hands out is fresh and
-uniquely named, and all of them are dropped at the end of the session.
+``backend_url``, or a started app on it: ``backend``, parametrized by the
+folders where the backend matters). It starts the local cluster if it is
+installed but down, and SKIPS (with the reason) when PostgreSQL or the
+psycopg driver is absent, so the suite passes on a laptop; under ``CI=true``
+a missing PostgreSQL FAILS instead, so CI never passes by skipping them.
+Every database it hands out is fresh and uniquely named, and all of them
+are dropped at the end of the session.
 ``OPENBEEPBOOP_TEST_POSTGRES_URL`` points it at another server (any database
 on it; the default is ``postgresql+psycopg://postgres@127.0.0.1:5432/test``).
 """
@@ -25,6 +28,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 import sqlalchemy as sa
@@ -77,12 +81,21 @@ def _start_local_cluster() -> None:
         )
 
 
+def _missing_postgres(reason: str) -> NoReturn:
+    """Skip with ``reason``; under ``CI=true`` fail instead: CI must run the PostgreSQL tests."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"CI=true and PostgreSQL is required: {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
 def _find_postgres() -> str:
-    """The admin URL of a reachable PostgreSQL, or skip saying why."""
+    """The admin URL of a reachable PostgreSQL, or skip (fail under ``CI=true``) saying why."""
     try:
         import psycopg  # noqa: F401
     except ImportError:
-        pytest.skip("PostgreSQL tests need the psycopg driver (pip install 'psycopg[binary]')")
+        _missing_postgres(
+            "PostgreSQL tests need the psycopg driver (pip install 'psycopg[binary]')"
+        )
     override = os.environ.get(POSTGRES_ENV)
     candidates = (override,) if override else DEFAULT_POSTGRES_URLS
     reasons: list[str] = []
@@ -99,7 +112,7 @@ def _find_postgres() -> str:
                 if _try_connect(url) is None:
                     return url
             time.sleep(0.5)
-    pytest.skip(f"PostgreSQL is not reachable at {candidates[0]} ({reasons[0]})")
+    _missing_postgres(f"PostgreSQL is not reachable at {candidates[0]} ({reasons[0]})")
 
 
 @pytest.fixture(scope="session")
@@ -170,9 +183,23 @@ def db(sqlite_url: str) -> Iterator[Database]:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings of a migrated SQLite database in ``tmp_path``."""
+def backend(request: pytest.FixtureRequest) -> str:
+    """The database the app fixtures run on: SQLite, unless a test is parametrized.
+
+    The HTTP modules where the backend matters (claims, leases, deliveries,
+    long-polls) parametrize it with both (tests/http/conftest.py).
+    """
+    return str(getattr(request, "param", "sqlite"))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, backend: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings of a migrated database: a SQLite file in ``tmp_path``, or a fresh
+    PostgreSQL schema when ``backend`` is ``"postgresql"``."""
     result = make_settings(tmp_path)
+    if backend == "postgresql":
+        factory: Callable[[], str] = request.getfixturevalue("postgres_url_factory")
+        result.database.url = factory()
     upgrade_to_head(result.database.url)
     return result
 

@@ -108,6 +108,7 @@ def create_app(settings: Settings) -> Starlette:
                 keys=keys,
                 wakeups=wakeups,
                 metrics=metrics,
+                recheck_seconds=settings.server.recheck_seconds,
             )
             app.state.context = holder["context"] = context
             housekeeper = Housekeeper(context)

@@ -11,7 +11,9 @@ start-up and then every ``purge_interval_seconds`` (an hour), followed on
 SQLite by an incremental vacuum that gives the freed pages back to the file
 system. The long-polls' one periodic re-check
 (:class:`~openbeepboop_server.dispatch.recheck.Rechecker`) runs here as a
-loop of its own. Apart from those, every
+loop of its own, and on PostgreSQL the thread that listens for other
+replicas' changes (:class:`~openbeepboop_server.dispatch.replicas.ReplicaListener`).
+Apart from those, every
 :data:`SERVED_REFRESH_SECONDS` the registry is re-read into the snapshot that
 submits check their model against (:class:`~openbeepboop_server.nodes.ServedSnapshot`),
 on its own schedule so that a long reap interval cannot make it stale. All
@@ -31,6 +33,7 @@ from anyio.to_thread import run_sync
 
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.dispatch.recheck import Rechecker
+from openbeepboop_server.dispatch.replicas import ReplicaListener
 from openbeepboop_server.queue.files import FileStore
 
 logger = logging.getLogger(__name__)
@@ -47,6 +50,9 @@ class Housekeeper:
     def __init__(self, context: ServerContext) -> None:
         self._context = context
         self._tasks: list[asyncio.Task[None]] = []
+        self.rechecker = Rechecker(context)
+        #: PostgreSQL only: other replicas' changes wake this one's long-polls.
+        self.listener: ReplicaListener | None = None
 
     def start(self) -> None:
         """Begin the background loops on the running event loop."""
@@ -54,11 +60,20 @@ class Housekeeper:
         self._tasks = [
             loop.create_task(self._run(), name="housekeeping"),
             loop.create_task(self._refresh_served(), name="served-models"),
-            loop.create_task(Rechecker(self._context).run(), name="long-poll-recheck"),
+            loop.create_task(self.rechecker.run(), name="long-poll-recheck"),
         ]
+        db = self._context.db
+        if not db.is_sqlite:
+            self.listener = ReplicaListener(
+                db.engine, db.replica_id, self._context.wakeups, self.rechecker.kick
+            )
+            self.listener.start()
 
     async def stop(self) -> None:
         """Stop the loops and wait for their current steps to finish."""
+        listener, self.listener = self.listener, None
+        if listener is not None:
+            await run_sync(listener.stop)
         tasks, self._tasks = self._tasks, []
         for task in tasks:
             task.cancel()

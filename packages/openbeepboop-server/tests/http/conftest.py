@@ -9,6 +9,22 @@ from starlette.testclient import TestClient
 
 from tests.support.surface import ApiKeys
 
+#: The modules whose tests run on both databases: where the backend changes
+#: what happens (claims, hand-offs, leases, deliveries, long-polls, cancels,
+#: the node registry). The rest (input errors, budgets, roles, status page,
+#: OpenAPI conformance) run on SQLite only: the database is not what they test,
+#: and each PostgreSQL app costs a migrated schema (CI time, docs/testing.md).
+BOTH_BACKENDS = frozenset(
+    {"test_http_jobs", "test_http_queue", "test_http_longpoll", "test_http_served_models"}
+)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Run the tests of :data:`BOTH_BACKENDS` that start the app on SQLite and PostgreSQL."""
+    module = metafunc.module.__name__.rsplit(".", 1)[-1]
+    if module in BOTH_BACKENDS and "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", ["sqlite", "postgresql"], indirect=True)
+
 
 @pytest.fixture
 def context(client: TestClient) -> ServerContext:

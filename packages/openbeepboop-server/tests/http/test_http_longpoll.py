@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
+from openbeepboop_server.config import Settings
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import jobs
@@ -51,9 +52,8 @@ class Live:
 
 
 @pytest.fixture
-async def live(tmp_path: Path) -> AsyncIterator[Live]:
-    settings = make_settings(tmp_path)
-    upgrade_to_head(settings.database.url)
+async def live(settings: Settings) -> AsyncIterator[Live]:
+    """The started app on a migrated database (both backends: see tests/http/conftest.py)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         context: ServerContext = app.state.context

@@ -24,6 +24,7 @@ import logging
 import sqlite3
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any, Final
 
@@ -33,6 +34,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
+from openbeepboop_server.db import notify
 from openbeepboop_server.errors import InvalidSetting
 
 logger = logging.getLogger(__name__)
@@ -76,6 +78,8 @@ class Database:
         # (a shared in-memory database keeps the pool's single connection).
         self._keep_writer = self.is_sqlite and not isinstance(engine.pool, StaticPool)
         self._writer: sa.Connection | None = None
+        #: Names this process's notices, so its own listener can skip them (PostgreSQL).
+        self.replica_id = uuid.uuid4().hex[:12]
 
     @classmethod
     def connect(
@@ -138,8 +142,15 @@ class Database:
             with self._writer_lock, self._write_engine.begin() as conn:
                 yield conn
         else:
+            # PostgreSQL: what the transaction changed is NOTIFYed to the other
+            # replicas as its last statement, and delivered when it commits (db/notify.py).
             with self.engine.begin() as conn:
-                yield conn
+                try:
+                    yield conn
+                except BaseException:
+                    notify.forget_pending(conn)
+                    raise
+                notify.send_pending(conn, self.replica_id)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:

@@ -9,7 +9,8 @@ That used to be every parked poll re-reading its own jobs once a second:
 real requests.
 
 Now one task per process looks for all of them, once per
-``recheck_seconds``, and wakes only the waiters it concerns:
+``recheck_seconds`` (``[server] recheck_seconds``, 1 s by default), and
+wakes only the waiters it concerns:
 
 * the ids some poll waits on: one indexed read (per 500 ids) of which are now
   terminal; their polls are woken and read their entries as after any wake-up;
@@ -22,7 +23,10 @@ Now one task per process looks for all of them, once per
 
 While nothing is parked the task reads nothing; while polls are parked and
 nothing changes it costs those few reads per second, whatever their number.
-It runs on PostgreSQL and SQLite alike: SQLite is meant for one server
+On PostgreSQL, changes made by other replicas arrive at once as notices
+(:mod:`.replicas`); the re-check is the safety net behind them, for a
+notice lost while the listening connection was down. It runs on PostgreSQL
+and SQLite alike: SQLite is meant for one server
 process, but nothing stops an operator from starting two on one file, and the
 safety net is what keeps their long-polls correct then.
 """
@@ -62,11 +66,30 @@ class Rechecker:
         self._context = context
         self._next_touch: float | None = None  # set by the first round
         self._offset = 0
+        self._kicked = asyncio.Event()
+
+    def kick(self) -> None:
+        """Run a round now rather than at the next tick (on the event loop).
+
+        The replica listener (:mod:`.replicas`) asks for one when it starts
+        listening again after losing its connection, or when a notice was too
+        large to say what changed.
+        """
+        self._kicked.set()
 
     async def run(self) -> None:
-        """Re-check every ``recheck_seconds`` until cancelled; a failure waits a round."""
+        """Re-check every ``recheck_seconds`` (or when kicked) until cancelled; a failure
+        waits a round."""
         while True:
-            await asyncio.sleep(self._context.recheck_seconds)
+            # Not ``asyncio.wait_for``: on Python < 3.12 it can swallow the
+            # task's cancellation when a kick lands at the same moment, and
+            # the loop would then outlive the app's shutdown.
+            kicked = asyncio.ensure_future(self._kicked.wait())
+            try:
+                await asyncio.wait({kicked}, timeout=self._context.recheck_seconds)
+            finally:
+                kicked.cancel()
+            self._kicked.clear()
             try:
                 await self.check()
             except Exception:

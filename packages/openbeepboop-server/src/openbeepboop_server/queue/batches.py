@@ -51,6 +51,7 @@ from openbeepboop_schemas import (
 )
 from pydantic_core import from_json, to_json
 
+from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import batches, jobs
@@ -461,7 +462,9 @@ class BatchService:
         tokens = [row.lease_token for row in rows if row.lease_token is not None]
         if tokens:
             leases.end_leases(conn, tokens, leases.CANCELLED, now)
-        return [row.id for row in rows]
+        ids = [row.id for row in rows]
+        notify.jobs_finished(conn, ids)  # other replicas' polls (db/notify.py)
+        return ids
 
     def _finalizing_target(self, row: Any, now: float) -> str:
         # A restart in the middle of finalising: decide again what it ends as.

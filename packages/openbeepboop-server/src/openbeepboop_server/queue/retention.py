@@ -25,19 +25,23 @@ def retention_cutoff(policy: QueuePolicy, now: float) -> float:
     return now - policy.retention_days * _DAY
 
 
-def purge_batch(conn: sa.Connection, cutoff: float) -> int:
+def purge_batch(conn: sa.Connection, cutoff: float, *, skip_locked: bool = False) -> int:
     """Delete up to :data:`PURGE_BATCH` terminal jobs finished before ``cutoff``; how many.
 
     When there is none left, deletes the idempotency keys created before ``cutoff``.
+    ``skip_locked`` (PostgreSQL, where every replica purges): the rows are
+    locked as they are picked and rows another replica is deleting are
+    skipped, so two purges never wait on, or deadlock with, each other.
     """
-    seqs = list(
-        conn.execute(
-            sa.select(jobs.c.seq)
-            .where(jobs.c.status.in_(TERMINAL_IN_SQL), jobs.c.completed_at < cutoff)
-            .order_by(jobs.c.seq)
-            .limit(PURGE_BATCH)
-        ).scalars()
+    query = (
+        sa.select(jobs.c.seq)
+        .where(jobs.c.status.in_(TERMINAL_IN_SQL), jobs.c.completed_at < cutoff)
+        .order_by(jobs.c.seq)
+        .limit(PURGE_BATCH)
     )
+    if skip_locked:
+        query = query.with_for_update(skip_locked=True)
+    seqs = list(conn.execute(query).scalars())
     if seqs:
         transitions.purge(conn, seqs)
     else:

@@ -34,6 +34,7 @@ from openbeepboop_schemas import (
 from sqlalchemy.exc import IntegrityError
 
 from openbeepboop_server import nodes as registry
+from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.nodes import (
@@ -58,6 +59,7 @@ from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
 from openbeepboop_server.queue.retention import PURGE_BATCH, purge_batch, retention_cutoff
+from openbeepboop_server.queue.statuses import QUEUED, TERMINAL
 from openbeepboop_server.queue.submission import (
     find_idempotent,
     insert_jobs,
@@ -201,9 +203,12 @@ class QueueService:
         """
         now = self._clock()
         with self._db.write() as conn:
-            return cancel_job(
+            entry = cancel_job(
                 conn, caller, job_id, now=now, lock=self._row_locks, only_queued=only_queued
             )
+            if entry is not None and entry.status == JobStatus.CANCELLED:
+                notify.jobs_finished(conn, [entry.id])
+            return entry
 
     # -- nodes ---------------------------------------------------------------
 
@@ -223,6 +228,8 @@ class QueueService:
         if unreadable:
             with self._db.write() as conn:
                 transitions.fail_unreadable(conn, unreadable)
+                ids = {claim.seq: claim.job_id for claim in claimed}
+                notify.jobs_finished(conn, [ids[row["b_seq"]] for row in unreadable])
         return leases
 
     def _claim_in(
@@ -258,6 +265,7 @@ class QueueService:
                 conn, caller, submit, now=now, policy=self._policy, lock=self._row_locks
             )
             finished = views.finished_entries(conn, watched)
+            _announce_acks(conn, response)
         return response, finished
 
     def heartbeat(self, caller: Caller, beat: HeartbeatRequest) -> HeartbeatResponse:
@@ -294,6 +302,10 @@ class QueueService:
                     skip_locked=self._row_locks,
                     max_queued_days=self._policy.max_queued_days,
                 )
+                if batch:
+                    # Requeued or failed: other replicas' fetchers and polls look again.
+                    notify.jobs_requeued(conn)
+                    notify.jobs_finished(conn, batch)
             expired.extend(batch)
             if len(batch) < transitions.EXPIRY_BATCH:
                 break
@@ -320,6 +332,7 @@ class QueueService:
                 batch = transitions.expire_unfinished(
                     conn, now=self._clock(), max_queued_days=max_days, skip_locked=self._row_locks
                 )
+                notify.jobs_finished(conn, batch)
             expired.extend(batch)
             if len(batch) < transitions.EXPIRY_BATCH:
                 break
@@ -343,7 +356,7 @@ class QueueService:
         purged = 0
         while True:
             with self._db.write() as conn:
-                batch = purge_batch(conn, cutoff)
+                batch = purge_batch(conn, cutoff, skip_locked=self._row_locks)
             purged += batch
             if batch < PURGE_BATCH:
                 if batch:
@@ -434,3 +447,15 @@ class QueueService:
         """Every node ever seen, most recent first."""
         with self._db.read() as conn:
             return registry.list_nodes(conn)
+
+
+def _announce_acks(conn: sa.Connection, response: SubmitResponse) -> None:
+    """Tell the other replicas what a delivery changed (sent when it commits: db/notify.py).
+
+    Jobs that reached a terminal status wake the polls watching them; jobs
+    requeued (a retry, a release) wake the fetchers.
+    """
+    accepted = [ack for ack in response.acks if ack.ack == "accepted"]
+    notify.jobs_finished(conn, [ack.job_id for ack in accepted if ack.status in TERMINAL])
+    if any(ack.status == QUEUED for ack in accepted):
+        notify.jobs_requeued(conn)

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from openbeepboop_schemas import ChatCompletionRequest, Job, JobStatus
 
+from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import api_keys, idempotency_keys, jobs
@@ -88,6 +89,8 @@ def insert_jobs(
             row.update(batch_id=batch_id, batch_line=line, custom_id=custom_id)
     if rows:
         conn.execute(_insert_jobs, rows)
+        # Other replicas' fetchers of these models wake when this commits (db/notify.py).
+        notify.jobs_available(conn, [row["model"] for row in rows])
     return [job_view(row["id"], queued, row["model"], now) for row in rows]
 
 

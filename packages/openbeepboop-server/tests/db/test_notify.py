@@ -1,0 +1,130 @@
+"""Cross-replica notices (db/notify.py): what a write transaction NOTIFYs, and when.
+
+The payload tests are pure; the rest run on PostgreSQL (skipped without one,
+failed under ``CI=true``) with a plain psycopg connection LISTENing, as
+another replica would.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from openbeepboop_schemas import ChatCompletionRequest, Role
+from openbeepboop_server.db import notify
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.notify import MAX_PAYLOAD_BYTES, Notice, decode
+from openbeepboop_server.keys import KeyService
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import make_caller, migrated_database
+
+#: How long a notice may take to arrive on a loaded machine (a deadline, not a sleep).
+ARRIVAL_SECONDS = 10.0
+
+
+# -- payloads --------------------------------------------------------------------------
+
+
+def test_a_bulk_submit_of_1000_jobs_is_one_small_payload() -> None:
+    notice = Notice(replica="r1", available={"llama3": 1000})
+    (payload,) = notice.payloads()
+    assert json.loads(payload) == {"r": "r1", "m": {"llama3": 1000}}
+    assert decode(payload) == notice
+
+
+def test_many_finished_ids_split_under_the_payload_limit_and_lose_none() -> None:
+    ids = [f"job-{i:032x}" for i in range(2000)]
+    notice = Notice(replica="r1", requeued=True, available={"a": 2, "b": 1}, finished=ids)
+    payloads = notice.payloads()
+    assert len(payloads) > 1
+    assert all(len(payload.encode()) <= MAX_PAYLOAD_BYTES for payload in payloads)
+    decoded = [decode(payload) for payload in payloads]
+    assert all(part is not None and part.replica == "r1" for part in decoded)
+    assert [job_id for part in decoded if part for job_id in part.finished] == ids
+    assert any(part.requeued for part in decoded if part)
+    merged: dict[str, int] = {}
+    for part in decoded:
+        assert part is not None
+        merged.update(part.available)
+    assert merged == {"a": 2, "b": 1}
+
+
+def test_an_item_too_large_for_any_payload_becomes_look_at_everything() -> None:
+    notice = Notice(replica="r1", available={"m" * (MAX_PAYLOAD_BYTES + 10): 1})
+    (payload,) = notice.payloads()
+    assert decode(payload) == Notice(replica="r1", overflow=True)
+
+
+def test_payloads_that_are_not_ours_are_ignored() -> None:
+    assert decode("not json") is None
+    assert decode("[1, 2]") is None
+    assert decode('{"m": {}}') is None
+
+
+# -- on PostgreSQL ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pg_db(postgres_url_factory: Callable[[], str]) -> Iterator[Database]:
+    database = migrated_database(postgres_url_factory())
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def listener(pg_db: Database) -> Iterator[object]:
+    """A plain psycopg connection LISTENing on the database's channel."""
+    import psycopg
+    from psycopg import sql
+
+    args, params = pg_db.engine.dialect.create_connect_args(pg_db.engine.url)
+    conn = psycopg.connect(*args, **params, autocommit=True)
+    channel = conn.execute(notify.CHANNEL_QUERY).fetchone()[0]  # type: ignore[index]
+    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+    yield conn
+    conn.close()
+
+
+def _received(conn: object) -> list[Notice]:
+    """Every notice delivered so far (waits briefly for stragglers)."""
+    notices = []
+    for message in conn.notifies(timeout=0.5):  # type: ignore[attr-defined]
+        decoded = decode(message.payload)
+        assert decoded is not None
+        notices.append(decoded)
+    return notices
+
+
+def test_a_bulk_submit_sends_one_notification_when_it_commits(
+    pg_db: Database, listener: object
+) -> None:
+    queue = QueueService(pg_db, QueuePolicy())
+    requests = [
+        ChatCompletionRequest.model_validate(
+            {"model": "m", "messages": [{"role": "user", "content": f"p{i}"}]}
+        )
+        for i in range(1000)
+    ]
+    queue.submit_many(make_caller(KeyService(pg_db), Role.USER, "alice"), requests)
+    (notice,) = _received(listener)
+    assert notice.available == {"m": 1000}
+    assert notice.replica == pg_db.replica_id
+
+
+def test_a_rolled_back_write_sends_nothing_and_leaves_nothing_behind(
+    pg_db: Database, listener: object
+) -> None:
+    def failing_write() -> None:
+        with pg_db.write() as conn:
+            notify.jobs_finished(conn, ["job-never"])
+            raise RuntimeError("the transaction fails after recording")
+
+    with pytest.raises(RuntimeError):
+        failing_write()
+    with pg_db.write() as conn:
+        notify.jobs_available(conn, ["m"])
+    (notice,) = _received(listener)
+    assert notice.available == {"m": 1} and notice.finished == []
