@@ -366,8 +366,10 @@ class BatchService:
                 .where(jobs.c.batch_id == batch_id, jobs.c.status == JobStatus.QUEUED.value)
                 .group_by(jobs.c.model)
             ).all()
+            released = [model for model, count in models for _ in range(int(count))]
+            notify.jobs_available(conn, released)  # other replicas' fetchers (db/notify.py)
         logger.info("batch %s: queued %d job(s)", batch_id, total)
-        return [model for model, count in models for _ in range(int(count))]
+        return released
 
     @staticmethod
     def _file_gone(file_id: str) -> BatchLineError:
