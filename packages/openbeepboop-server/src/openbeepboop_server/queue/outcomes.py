@@ -46,12 +46,14 @@ class _Changes:
 
     def __init__(self) -> None:
         self.complete: list[dict[str, Any]] = []
+        #: Prompt and completion tokens of each completed job, by seq (usage).
+        self.tokens: dict[int, tuple[int, int]] = {}
         self.fail: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
         self.ended: list[dict[str, Any]] = []
 
     def write(self, conn: sa.Connection) -> None:
-        transitions.complete(conn, self.complete)
+        transitions.complete(conn, self.complete, self.tokens)
         transitions.fail(conn, self.fail)
         transitions.requeue(conn, self.requeue)
         lease_outcomes.end_leases_by_id(conn, self.ended)
@@ -106,6 +108,9 @@ def _apply(
                 "b_now": now,
             }
         )
+        usage = outcome.result.usage
+        if usage is not None:
+            changes.tokens[job.seq] = (max(0, usage.prompt_tokens), max(0, usage.completion_tokens))
         job.status, state.outcome = JobStatus.COMPLETED.value, lease_outcomes.COMPLETED
     elif isinstance(outcome, ReleaseOutcome):
         job.attempts = max(job.attempts - 1, 0)

@@ -55,12 +55,14 @@ from openbeepboop_server.queue.claiming import (
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
+from openbeepboop_server.queue.quotas import admit
 from openbeepboop_server.queue.retention import PURGE_BATCH, purge_batch, retention_cutoff
 from openbeepboop_server.queue.submission import (
     find_idempotent,
     insert_jobs,
     remember_idempotent,
 )
+from openbeepboop_server.scopes import check_scope
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ class QueueService:
         # PostgreSQL replicas claim concurrently; SQLite has one writer anyway.
         self._row_locks = not db.is_sqlite
         self._served = ServedSnapshot(policy.node_seen_seconds)
-        self._nodes = NodeRecorder(self._served)
+        self._nodes = NodeRecorder(self._served, policy.node_seen_seconds)
 
     @property
     def policy(self) -> QueuePolicy:
@@ -148,6 +150,7 @@ class QueueService:
                 earlier = find_idempotent(conn, caller, key, forget_spent=True)
                 if earlier is not None:
                     return earlier, []
+            admit(conn, caller, len(requests), now=now, lock=self._row_locks)
             created = insert_jobs(
                 conn, caller, requests, now=now, max_attempts=self._policy.max_attempts
             )
@@ -222,8 +225,9 @@ class QueueService:
         self, conn: sa.Connection, caller: Caller, fetch: FetchRequest, now: float
     ) -> tuple[list[Claimed], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
-        claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
+        check_scope(caller, fetch.node_id, [*fetch.models, *fetch.declared_models])
         recorded = self._nodes.record(conn, fetch, caller.key_name, now)
+        claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
         return claimed, recorded
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
@@ -238,6 +242,7 @@ class QueueService:
 
         For polls waiting on those jobs: they get their answer without a read of their own.
         """
+        check_scope(caller, submit.node_id, None)
         now = self._clock()
         with self._db.write() as conn:
             response = deliver(
@@ -248,6 +253,7 @@ class QueueService:
 
     def heartbeat(self, caller: Caller, beat: HeartbeatRequest) -> HeartbeatResponse:
         """Extend held leases; also refreshes the node's registry entry."""
+        check_scope(caller, beat.node_id, beat.declared_models)
         now = self._clock()
         with self._db.write() as conn:
             response = lease_ops.heartbeat(
