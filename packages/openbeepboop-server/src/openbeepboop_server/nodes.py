@@ -27,6 +27,7 @@ from openbeepboop_schemas import (
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
+from openbeepboop_server.keys import Caller
 from openbeepboop_server.scopes import check_owner
 
 #: A node's registry row is rewritten at most this often by one process
@@ -128,7 +129,7 @@ class NodeRecorder:
         self._live_seconds = live_seconds
 
     def record(
-        self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, key_name: str, now: float
+        self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, caller: Caller, now: float
     ) -> Recorded | None:
         """Refresh the row of the node that sent ``seen``, unless this process did so
         with the same facts less than :data:`NODE_RECORD_SECONDS` ago.
@@ -136,6 +137,7 @@ class NodeRecorder:
         Returns what to :meth:`remember` once the transaction has committed
         (None when skipped).
         """
+        key_name = caller.key_name
         node_id, models, version = seen.node_id, seen.declared_models, seen.version
         facts: Facts = (key_name, None if models is None else tuple(models), version)
         last = self._recorded.get(node_id)
@@ -143,7 +145,7 @@ class NodeRecorder:
             return None
         if last is None or last[1][0] != key_name:
             # New to this process, or another key: make sure the id is the key's to use.
-            check_owner(conn, node_id, key_name, live_after=now - self._live_seconds)
+            check_owner(conn, node_id, caller, live_after=now - self._live_seconds)
         record_node(
             conn, node_id=node_id, key_name=key_name, now=now, models=models, version=version
         )

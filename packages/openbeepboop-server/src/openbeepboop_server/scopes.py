@@ -9,8 +9,9 @@ A ``node_id`` is also owned: by the key scoped to it, for good, and otherwise
 by the key that last acted under it while that node is live (seen within
 ``node_seen_seconds``). Another key acting under an owned id gets a ``409``
 (:class:`NodeIdTaken`): two machines with one id would steal each other's
-leases and muddle the registry. The ownership check runs only when the
-registry row is written (the first time a process sees a node under a key,
+leases and muddle the registry. An ADMIN key may act for any node (as it may
+deliver for any lease), so it neither owns an id nor is refused one. The
+ownership check runs only when the registry row is written (the first time a process sees a node under a key,
 then at most once a second), so it costs a busy node nothing per fetch.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import sqlalchemy as sa
+from openbeepboop_schemas import Role
 
 from openbeepboop_server.db.tables import api_keys, nodes
 from openbeepboop_server.errors import NodeIdTaken, ScopeRefused
@@ -29,10 +31,15 @@ _SCOPED_OWNER = sa.select(api_keys.c.name).where(
     api_keys.c.revoked_at.is_(None),
     api_keys.c.name != sa.bindparam("key_name"),
 )
-_LIVE_USER = sa.select(nodes.c.key_name).where(
-    nodes.c.node_id == sa.bindparam("node_id"),
-    nodes.c.key_name != sa.bindparam("key_name"),
-    nodes.c.last_seen >= sa.bindparam("live_after"),
+_LIVE_USER = (
+    sa.select(nodes.c.key_name)
+    .select_from(nodes.join(api_keys, api_keys.c.name == nodes.c.key_name))
+    .where(
+        nodes.c.node_id == sa.bindparam("node_id"),
+        nodes.c.key_name != sa.bindparam("key_name"),
+        nodes.c.last_seen >= sa.bindparam("live_after"),
+        api_keys.c.role == Role.NODE.value,
+    )
 )
 
 
@@ -52,8 +59,11 @@ def check_scope(caller: Caller, node_id: str, models: Iterable[str] | None) -> N
         )
 
 
-def check_owner(conn: sa.Connection, node_id: str, key_name: str, *, live_after: float) -> None:
+def check_owner(conn: sa.Connection, node_id: str, caller: Caller, *, live_after: float) -> None:
     """Raise :class:`NodeIdTaken` if another key owns ``node_id`` (see the module docstring)."""
+    if caller.role is Role.ADMIN:
+        return
+    key_name = caller.key_name
     params = {"node_id": node_id, "key_name": key_name}
     scoped = conn.execute(_SCOPED_OWNER, params).scalar()
     if scoped is not None:

@@ -24,11 +24,13 @@ from openbeepboop_schemas import (
     JobList,
     JobStatus,
     JobWarning,
+    KeyUsageTotals,
     Lease,
     PollEntry,
     PoolStatus,
     SubmitRequest,
     SubmitResponse,
+    UsageReport,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -62,6 +64,7 @@ from openbeepboop_server.queue.submission import (
     insert_jobs,
     remember_idempotent,
 )
+from openbeepboop_server.queue.usage import KeyUsageRow, hour_of, read_usage, totals_by_key
 from openbeepboop_server.scopes import check_scope
 
 logger = logging.getLogger(__name__)
@@ -226,7 +229,7 @@ class QueueService:
     ) -> tuple[list[Claimed], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
         check_scope(caller, fetch.node_id, [*fetch.models, *fetch.declared_models])
-        recorded = self._nodes.record(conn, fetch, caller.key_name, now)
+        recorded = self._nodes.record(conn, fetch, caller, now)
         claimed = claim_jobs(conn, caller, fetch, now=now, lease_seconds=self._policy.lease_seconds)
         return claimed, recorded
 
@@ -264,7 +267,7 @@ class QueueService:
                 lease_seconds=self._policy.lease_seconds,
                 lock=self._row_locks,
             )
-            recorded = self._nodes.record(conn, beat, caller.key_name, now)
+            recorded = self._nodes.record(conn, beat, caller, now)
         self._nodes.remember(recorded)
         return response
 
@@ -416,6 +419,35 @@ class QueueService:
                 node_seen_seconds=self._policy.node_seen_seconds,
                 window_seconds=window_seconds,
             )
+
+    def usage(
+        self, key_name: str | None, since: float | None = None, until: float | None = None
+    ) -> UsageReport:
+        """Usage per key over the hours overlapping ``[since, until)`` (see :mod:`.usage`)."""
+        with self._db.read() as conn:
+            rows = read_usage(conn, key_name=key_name, since=since, until=until)
+        return UsageReport(
+            since=None if since is None else hour_of(since),
+            until=until,
+            data=[
+                KeyUsageTotals(
+                    key=row.key_name,
+                    completed=row.totals.completed,
+                    failed=row.totals.failed,
+                    cancelled=row.totals.cancelled,
+                    prompt_tokens=row.totals.prompt_tokens,
+                    completion_tokens=row.totals.completion_tokens,
+                    total_tokens=row.totals.prompt_tokens + row.totals.completion_tokens,
+                    llm_seconds=round(row.totals.llm_seconds, 3),
+                )
+                for row in rows
+            ],
+        )
+
+    def usage_totals(self) -> list[KeyUsageRow]:
+        """All-time usage of every key that used anything (the Prometheus counters)."""
+        with self._db.read() as conn:
+            return totals_by_key(conn)
 
     def list_nodes(self) -> list[NodeInfo]:
         """Every node ever seen, most recent first."""
