@@ -11,8 +11,9 @@ by the key that last acted under it while that node is live (seen within
 (:class:`NodeIdTaken`): two machines with one id would steal each other's
 leases and muddle the registry. An ADMIN key may act for any node (as it may
 deliver for any lease), so it neither owns an id nor is refused one. The
-ownership check runs only when the registry row is written (the first time a process sees a node under a key,
-then at most once a second), so it costs a busy node nothing per fetch.
+ownership check runs only when the registry row is written (the first time
+a process sees a node under a key, then at most once a second), so it costs
+a busy node nothing per fetch.
 """
 
 from __future__ import annotations

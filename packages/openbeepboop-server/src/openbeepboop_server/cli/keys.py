@@ -1,13 +1,25 @@
-"""``openbeepboop-server keys create|list|revoke``: the API keys."""
+"""``openbeepboop-server keys create|update|list|revoke``: the API keys.
+
+Quotas, scopes and expiry (``--max-queued``, ``--rate-limit``, ``--models``,
+``--node-id``, ``--expires``) are set at ``create`` and changed with
+``update``; the flags are parsed in :mod:`.key_settings`.
+"""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import click
 from openbeepboop_schemas import Role
 
+from openbeepboop_server.cli.key_settings import (
+    describe_limits,
+    given_settings,
+    settings_from,
+    settings_options,
+)
 from openbeepboop_server.cli.options import (
     config_option,
     format_table,
@@ -15,7 +27,8 @@ from openbeepboop_server.cli.options import (
     open_database,
     read_settings,
 )
-from openbeepboop_server.keys import KeyService
+from openbeepboop_server.errors import InvalidKeySettings
+from openbeepboop_server.keys import KeyInfo, KeyService
 
 MAX_KEY_NAME_LENGTH = 64
 
@@ -43,11 +56,25 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
     ),
 )
 @click.option("--name", required=True, callback=_check_name, help="A unique name for the key.")
+@settings_options
 @config_option
-def create_key(role: str, name: str, config_path: Path | None) -> None:
+def create_key(
+    role: str,
+    name: str,
+    max_queued: str | None,
+    rate_limit: str | None,
+    models: str | None,
+    node_id: str | None,
+    expires: str | None,
+    config_path: Path | None,
+) -> None:
     """Create a key and print it (only this once)."""
+    settings = settings_from(given_settings(max_queued, rate_limit, models, node_id, expires))
     with open_database(read_settings(config_path)) as db:
-        key, info = KeyService(db).create(Role(role.upper()), name)
+        try:
+            key, info = KeyService(db).create(Role(role.upper()), name, settings)
+        except InvalidKeySettings as exc:
+            raise click.UsageError(str(exc)) from None
     click.echo(key)
     click.echo(
         f"Created {info.role.value} key '{info.name}'. Store it now: it is not shown again.",
@@ -55,11 +82,49 @@ def create_key(role: str, name: str, config_path: Path | None) -> None:
     )
 
 
+@keys.command("update")
+@click.argument("name")
+@settings_options
+@config_option
+def update_key(
+    name: str,
+    max_queued: str | None,
+    rate_limit: str | None,
+    models: str | None,
+    node_id: str | None,
+    expires: str | None,
+    config_path: Path | None,
+) -> None:
+    """Change a key's quotas, scopes or expiry (only the flags given; 'none' lifts one).
+
+    The next request with the key obeys them, on every replica.
+    """
+    changes = given_settings(max_queued, rate_limit, models, node_id, expires)
+    if not changes:
+        raise click.UsageError(
+            "nothing to change: give --max-queued, --rate-limit, --models, --node-id or --expires"
+        )
+    with open_database(read_settings(config_path)) as db:
+        try:
+            info = KeyService(db).update(name, changes)
+        except InvalidKeySettings as exc:
+            raise click.UsageError(str(exc)) from None
+    if info is None:
+        raise click.ClickException(f"no key named '{name}'")
+    click.echo(f"Updated key '{name}': {describe_limits(info.settings)}, expires {_expiry(info)}.")
+
+
+def _expiry(info: KeyInfo) -> str:
+    expires_at = info.settings.expires_at
+    return "never" if expires_at is None else format_time(expires_at)
+
+
 @keys.command("list")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines instead of a table.")
 @config_option
 def list_keys(as_json: bool, config_path: Path | None) -> None:
     """List keys (names and roles; the keys themselves are never stored)."""
+    now = time.time()
     with open_database(read_settings(config_path)) as db:
         infos = KeyService(db).list()
     if as_json:
@@ -71,6 +136,14 @@ def list_keys(as_json: bool, config_path: Path | None) -> None:
                         "role": info.role.value,
                         "created_at": info.created_at,
                         "revoked_at": info.revoked_at,
+                        "status": info.status(now),
+                        "max_queued": info.settings.max_queued,
+                        "rate_limit": info.settings.rate_limit,
+                        "models": (
+                            None if info.settings.models is None else list(info.settings.models)
+                        ),
+                        "node_id": info.settings.node_id,
+                        "expires_at": info.settings.expires_at,
                     }
                 )
             )
@@ -80,11 +153,20 @@ def list_keys(as_json: bool, config_path: Path | None) -> None:
             info.name,
             info.role.value,
             format_time(info.created_at),
-            "revoked " + format_time(info.revoked_at) if info.revoked_at else "active",
+            _status(info, now),
+            describe_limits(info.settings),
+            _expiry(info),
         ]
         for info in infos
     ]
-    click.echo(format_table(["NAME", "ROLE", "CREATED", "STATUS"], rows))
+    click.echo(format_table(["NAME", "ROLE", "CREATED", "STATUS", "LIMITS", "EXPIRES"], rows))
+
+
+def _status(info: KeyInfo, now: float) -> str:
+    status = info.status(now)
+    if status == "revoked" and info.revoked_at is not None:
+        return "revoked " + format_time(info.revoked_at)
+    return status
 
 
 @keys.command("revoke")
