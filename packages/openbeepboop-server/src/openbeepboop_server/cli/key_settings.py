@@ -30,11 +30,9 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 
 
-class Unset:
-    """A flag that was not given (``keys update`` leaves that setting as it is)."""
-
-
-UNSET = Unset()
+def _bad(message: str, *, flag: str) -> click.ClickException:
+    """A bad flag value, as the one line every expected failure is (not click's usage block)."""
+    return click.ClickException(f"{flag}: {message}")
 
 
 def _limit(name: str, raw: str) -> int | None:
@@ -43,11 +41,9 @@ def _limit(name: str, raw: str) -> int | None:
     try:
         value = int(raw)
     except ValueError:
-        raise click.BadParameter(
-            f"expected a whole number or 'none', got {raw!r}", param_hint=name
-        ) from None
+        raise _bad(f"expected a whole number or 'none', got {raw!r}", flag=name) from None
     if value < 1:
-        raise click.BadParameter("must be at least 1 (or 'none' for no limit)", param_hint=name)
+        raise _bad("must be at least 1 (or 'none' for no limit)", flag=name)
     return value
 
 
@@ -56,9 +52,7 @@ def _models(raw: str) -> tuple[str, ...] | None:
         return None
     models = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     if not models or "*" in models:
-        raise click.BadParameter(
-            "expected model names separated by commas (not '*'), or 'none'", param_hint="--models"
-        )
+        raise _bad("expected model names separated by commas (not '*'), or 'none'", flag="--models")
     return models
 
 
@@ -67,7 +61,7 @@ def _node_id(raw: str) -> str | None:
     if value.lower() in NONE_WORDS:
         return None
     if not 1 <= len(value) <= 128 or not value.isprintable():
-        raise click.BadParameter("must be 1-128 printable characters", param_hint="--node-id")
+        raise _bad("must be 1-128 printable characters", flag="--node-id")
     return value
 
 
@@ -101,7 +95,7 @@ def parse_expires(raw: str) -> float | None:
     try:
         return parse_instant(raw, now=time.time())
     except ValueError as exc:
-        raise click.BadParameter(f"{exc}, or 'never'", param_hint="--expires") from None
+        raise _bad(f"{exc}, or 'never'", flag="--expires") from None
 
 
 def settings_options(function: F) -> F:

@@ -74,7 +74,7 @@ def create_key(
         try:
             key, info = KeyService(db).create(Role(role.upper()), name, settings)
         except InvalidKeySettings as exc:
-            raise click.UsageError(str(exc)) from None
+            raise click.ClickException(str(exc)) from None
     click.echo(key)
     click.echo(
         f"Created {info.role.value} key '{info.name}'. Store it now: it is not shown again.",
@@ -101,14 +101,14 @@ def update_key(
     """
     changes = given_settings(max_queued, rate_limit, models, node_id, expires)
     if not changes:
-        raise click.UsageError(
+        raise click.ClickException(
             "nothing to change: give --max-queued, --rate-limit, --models, --node-id or --expires"
         )
     with open_database(read_settings(config_path)) as db:
         try:
             info = KeyService(db).update(name, changes)
         except InvalidKeySettings as exc:
-            raise click.UsageError(str(exc)) from None
+            raise click.ClickException(str(exc)) from None
     if info is None:
         raise click.ClickException(f"no key named '{name}'")
     click.echo(f"Updated key '{name}': {describe_limits(info.settings)}, expires {_expiry(info)}.")

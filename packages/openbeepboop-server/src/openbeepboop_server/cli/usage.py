@@ -26,9 +26,9 @@ def _instant(name: str, raw: str | None, now: float) -> float | None:
     try:
         when = parse_instant(raw, now=now, ago=True)
     except ValueError as exc:
-        raise click.BadParameter(f"{exc} (that long ago)", param_hint=name) from None
+        raise click.ClickException(f"{name}: {exc} (that long ago)") from None
     if when is None:
-        raise click.BadParameter("expected a date/time or a duration", param_hint=name)
+        raise click.ClickException(f"{name}: expected a date/time or a duration")
     return when
 
 
@@ -49,7 +49,7 @@ def usage(
     now = time.time()
     start, end = _instant("--since", since, now), _instant("--until", until, now)
     if start is not None and end is not None and end <= start:
-        raise click.BadParameter("must be later than --since", param_hint="--until")
+        raise click.ClickException("--until: must be later than --since")
     settings = read_settings(config_path)
     with open_database(settings) as db:
         report = QueueService(db, settings.queue.policy()).usage(key_name, start, end)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from openbeepboop_schemas import USAGE_PATH, ErrorEnvelope, Role
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -23,8 +23,8 @@ class _UsageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     key: str | None = Field(default=None, min_length=1, max_length=128)
-    since: AwareDatetime | datetime | None = None
-    until: AwareDatetime | datetime | None = None
+    since: datetime | None = None
+    until: datetime | None = None
 
 
 def _seconds(value: datetime | None) -> float | None:
@@ -62,8 +62,6 @@ async def usage(call: Call) -> Response:
             )
         key = caller.key_name
     since, until = _seconds(query.since), _seconds(query.until)
-    if since is not None and until is not None and until <= since:
-        raise ApiError(400, "'until' must be later than 'since'", param="until")
     report = await run_in_threadpool(call.context.queue.usage, key, since, until)
     if query.key is not None and caller.role is Role.ADMIN and not report.data:
         raise ApiError(404, f"no API key named '{query.key}'", param="key", code="key_not_found")
@@ -89,14 +87,15 @@ ENDPOINTS = (
             ),
             QueryParam(
                 "since",
-                {"type": "string"},
+                {"type": "string", "format": "date-time"},
                 "Start of the window: ISO 8601 (UTC if no zone) or Unix seconds. "
                 "Counted in whole hours: the hour it falls in is included.",
             ),
             QueryParam(
                 "until",
-                {"type": "string"},
-                "End of the window (exclusive), as `since`; default now.",
+                {"type": "string", "format": "date-time"},
+                "End of the window (exclusive), as `since`; default now. A window that ends "
+                "before it starts holds nothing.",
             ),
         ),
         description=(
