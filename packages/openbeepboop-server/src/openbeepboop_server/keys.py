@@ -279,6 +279,8 @@ class KeyService:
             values = _setting_columns(settings)
             if "rate_limit" in changes:
                 values["rate_tat"] = None  # a new rate starts with a full allowance
+            if "max_queued" in changes:
+                values["queued_hint"] = None  # count afresh at the next submit
             conn.execute(api_keys.update().where(api_keys.c.name == name).values(**values))
         return replace(info, settings=settings)
 

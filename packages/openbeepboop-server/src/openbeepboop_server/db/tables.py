@@ -35,6 +35,9 @@ api_keys = sa.Table(
     # The rate limiter's state (GCRA "theoretical arrival time"), in the
     # database so that every replica spends the same allowance.
     sa.Column("rate_tat", Timestamp, nullable=True),
+    # An upper bound of the key's unfinished jobs (NULL: unknown, count them),
+    # so that most submits of a key with max_queued need no count (quotas.py).
+    sa.Column("queued_hint", sa.BigInteger(), nullable=True),
     # NODE scopes (NULL: any): a JSON list of model names, one node_id.
     sa.Column("models", sa.Text(), nullable=True),
     sa.Column("node_id", sa.String(128), nullable=True),

@@ -32,6 +32,7 @@ def upgrade() -> None:
         batch.add_column(sa.Column("max_queued", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("rate_limit", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("rate_tat", Timestamp, nullable=True))
+        batch.add_column(sa.Column("queued_hint", sa.BigInteger(), nullable=True))
         batch.add_column(sa.Column("models", sa.Text(), nullable=True))
         batch.add_column(sa.Column("node_id", sa.String(128), nullable=True))
         batch.add_column(sa.Column("expires_at", Timestamp, nullable=True))
@@ -60,5 +61,13 @@ def downgrade() -> None:
     op.drop_table("key_usage")
     op.drop_index("ix_jobs_owner_unfinished", table_name="jobs")
     with op.batch_alter_table("api_keys") as batch:
-        for column in ("expires_at", "node_id", "models", "rate_tat", "rate_limit", "max_queued"):
+        for column in (
+            "expires_at",
+            "node_id",
+            "models",
+            "queued_hint",
+            "rate_tat",
+            "rate_limit",
+            "max_queued",
+        ):
             batch.drop_column(column)
