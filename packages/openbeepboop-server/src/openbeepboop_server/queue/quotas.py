@@ -52,17 +52,19 @@ _NO_WINDOW = 1e18
 
 #: Both checks and both spends in one statement; no row back: one of them
 #: did not pass (the slow path finds out which). ``:max_queued`` NULL: no quota.
+#: SQLite's is handed to the driver as it is (``exec_driver_sql``: the sqlite3
+#: module takes ``:name`` parameters itself), sparing SQLAlchemy's per-statement
+#: work, a third of the check's cost; success is the row count.
+_FAST_PATH_SQLITE = (
+    "UPDATE api_keys SET "
+    "rate_tat = max(coalesce(rate_tat, :now), :now) + :interval, "
+    "queued_hint = CASE WHEN :max_queued IS NULL THEN queued_hint "
+    "ELSE queued_hint + :wanted END "
+    "WHERE id = :key_id "
+    "AND max(coalesce(rate_tat, :now), :now) + :interval - :now <= :window "
+    "AND (:max_queued IS NULL OR queued_hint + :wanted <= :max_queued)"
+)
 _FAST_PATH = {
-    "sqlite": sa.text(
-        "UPDATE api_keys SET "
-        "rate_tat = max(coalesce(rate_tat, :now), :now) + :interval, "
-        "queued_hint = CASE WHEN :max_queued IS NULL THEN queued_hint "
-        "ELSE queued_hint + :wanted END "
-        "WHERE id = :key_id "
-        "AND max(coalesce(rate_tat, :now), :now) + :interval - :now <= :window "
-        "AND (:max_queued IS NULL OR queued_hint + :wanted <= :max_queued) "
-        "RETURNING id"
-    ),
     "postgresql": sa.text(
         "UPDATE api_keys SET "
         "rate_tat = greatest(coalesce(rate_tat, CAST(:now AS double precision)), "
@@ -117,7 +119,10 @@ def admit(conn: sa.Connection, caller: Caller, jobs_wanted: int, *, now: float, 
         "max_queued": caller.max_queued,
         "wanted": jobs_wanted,
     }
-    if conn.execute(_FAST_PATH[conn.dialect.name], params).first() is not None:
+    if conn.dialect.name == "sqlite":
+        if conn.exec_driver_sql(_FAST_PATH_SQLITE, params).rowcount:
+            return
+    elif conn.execute(_FAST_PATH[conn.dialect.name], params).first() is not None:
         return
     _slow_path(conn, caller, jobs_wanted, now=now, interval=interval, lock=lock)
 
