@@ -228,10 +228,11 @@ def test_node_id_scope_and_ownership(cluster: Cluster, shared: Shared, tag: str)
         assert taken.json()["error"]["code"] == "node_id_taken"
 
     # Unscoped keys: a live node's id is its key's; a second key gets 409.
-    first, second = (cluster.api(server, _key(server, "NODE", f"{tag}-k{i}")) for i in (1, 2))
-    shared_id = {"node_id": f"{tag}-twin", "models": [f"{tag}-m"]}
-    assert first.http.post(FETCH_PATH, json=shared_id).status_code == 200
-    assert second.http.post(FETCH_PATH, json=shared_id).status_code == 409
+    first = cluster.api(server, shared.node_key)
+    twin = {"node_id": f"{tag}-twin", "models": [f"{tag}-m"]}
+    assert first.http.post(FETCH_PATH, json=twin).status_code == 200
+    second = stranger.http.post(FETCH_PATH, json=twin)
+    assert second.status_code == 409 and "live node" in second.json()["error"]["message"]
 
 
 def test_a_metrics_key_reads_metrics_and_status_only(
