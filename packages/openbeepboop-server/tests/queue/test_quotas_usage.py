@@ -6,7 +6,9 @@ and expiring keys".
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import sqlalchemy as sa
@@ -237,3 +239,42 @@ def test_settings_that_do_not_fit_the_role_are_refused(keyring: KeyService) -> N
         with pytest.raises(InvalidKeySettings):
             keyring.create(role, f"bad-{role.value}", settings)
     assert keyring.update("nobody", {"max_queued": 3}) is None
+
+
+def test_max_queued_and_the_rate_hold_across_replicas(
+    postgres_url_factory: Callable[[], str], policy: QueuePolicy
+) -> None:
+    """Two services on one PostgreSQL database, submitting at once, never pass a quota."""
+    url = postgres_url_factory()
+    databases = [migrated_database(url), migrated_database(url)]
+    try:
+        replicas = [QueueService(database, policy) for database in databases]
+        keyring = KeyService(databases[0])
+        _, capped = _caller(keyring, Role.USER, "capped", max_queued=30)
+        _, paced = _caller(keyring, Role.USER, "paced", rate_limit=20)
+
+        def hammer(replica: QueueService, caller: Caller) -> int:
+            accepted = 0
+            for _ in range(25):
+                try:
+                    replica.submit_many(caller, [chat_request(), chat_request()])
+                    accepted += 1
+                except QuotaExceeded:
+                    pass
+            return accepted
+
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            capped_runs = [pool.submit(hammer, replica, capped) for replica in replicas * 2]
+            paced_runs = [pool.submit(hammer, replica, paced) for replica in replicas * 2]
+            capped_accepted = sum(run.result() for run in capped_runs)
+            paced_accepted = sum(run.result() for run in paced_runs)
+        elapsed = time.monotonic() - started
+        assert capped_accepted == 15 and _count(databases[0], capped) == 30
+        # 20 per minute with bursts of 20: 100 requests at once let 20 through, plus one
+        # per 3 s they took (the clock is real; a loaded machine may be slow).
+        assert 20 <= paced_accepted <= 20 + int(elapsed / 3) + 1
+        assert _count(databases[0], paced) == 2 * paced_accepted
+    finally:
+        for database in databases:
+            database.dispose()
