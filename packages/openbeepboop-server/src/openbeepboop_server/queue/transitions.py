@@ -63,7 +63,7 @@ from openbeepboop_schemas import JobStatus
 
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.queue.leases import EXPIRED, end_leases
-from openbeepboop_server.queue.usage import record_endings
+from openbeepboop_server.queue.usage import KeyTotals, add_totals, record_endings
 
 #: Rows handled per expiry transaction, so the writer is never held long.
 EXPIRY_BATCH = 500
@@ -213,29 +213,36 @@ def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
         record_endings(conn, [row["b_seq"] for row in rows], now=rows[0]["b_now"])
 
 
-def complete(
-    conn: sa.Connection, rows: Rows, tokens: Mapping[int, tuple[int, int]] | None = None
-) -> None:
+def complete(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | None) -> None:
     """PROCESSING -> COMPLETED, delivered by a node.
 
-    ``rows``: ``b_seq``, ``b_result`` (JSON), ``b_now``; ``tokens``: prompt and
-    completion tokens of each result, by job seq, for the usage counters.
+    ``rows``: ``b_seq``, ``b_result`` (JSON), ``b_now``; ``usage``: what the
+    jobs ended here (and by :func:`fail` in the same delivery) add to their
+    keys' usage, by key id, as the delivery counted it; ``None``: read it
+    from the rows.
     """
     if rows:
         conn.execute(_COMPLETE, rows)
-        record_endings(
-            conn, [row["b_seq"] for row in rows], now=rows[0]["b_now"], tokens=tokens, timed=True
-        )
+        _count(conn, rows, usage)
 
 
-def fail(conn: sa.Connection, rows: Rows) -> None:
+def fail(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | None) -> None:
     """PROCESSING -> FAILED, delivered by a node.
 
-    ``rows``: ``b_seq``, ``b_message``, ``b_type``, ``b_now``.
+    ``rows``: ``b_seq``, ``b_message``, ``b_type``, ``b_now``; ``usage`` as for
+    :func:`complete` (an empty mapping: counted there).
     """
     if rows:
         conn.execute(_FAIL, rows)
-        record_endings(conn, [row["b_seq"] for row in rows], now=rows[0]["b_now"], timed=True)
+        _count(conn, rows, usage)
+
+
+def _count(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | None) -> None:
+    now = rows[0]["b_now"]
+    if usage is None:
+        record_endings(conn, [row["b_seq"] for row in rows], now=now, timed=True)
+    else:
+        add_totals(conn, now, usage)
 
 
 def requeue(conn: sa.Connection, rows: Rows) -> None:

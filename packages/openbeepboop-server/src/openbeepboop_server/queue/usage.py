@@ -108,12 +108,18 @@ def record_endings(
                 totals.completion_tokens += completion
             if timed and row.started_at is not None:
                 totals.llm_seconds += max(0.0, now - row.started_at)
-    if per_key:
-        _add(conn, hour_of(now), per_key)
+    add_totals(conn, now, per_key)
 
 
-def _add(conn: sa.Connection, hour: float, per_key: Mapping[int, KeyTotals]) -> None:
-    """Upsert: add each key's totals to its row for ``hour``."""
+def add_totals(conn: sa.Connection, now: float, per_key: Mapping[int, KeyTotals]) -> None:
+    """Add each key's totals (by key id) to its row for the hour of ``now`` (an upsert).
+
+    For callers that know what ended without reading the jobs again (a
+    delivery has every lease's job and claim time in hand).
+    """
+    if not per_key:
+        return
+    hour = hour_of(now)
     rows = [
         {"key_id": key_id, "hour": hour, **{name: getattr(t, name) for name in _SUMS}}
         for key_id, t in sorted(per_key.items())  # a fixed lock order across replicas
