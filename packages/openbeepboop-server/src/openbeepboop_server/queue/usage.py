@@ -1,9 +1,11 @@
 """Usage per key: jobs by final status, tokens and LLM seconds, counted per hour.
 
-Every transition that ends jobs (:mod:`.transitions`) calls
-:func:`record_endings` in its own transaction, so the counters move exactly
-when the jobs do, on every replica, and a rolled-back delivery counts
-nothing. The rows are per key and per hour (``key_usage``), never per job:
+Every transition that ends jobs (:mod:`.transitions`) counts them in its own
+transaction, so the counters move exactly when the jobs do, on every replica,
+and a rolled-back delivery counts nothing: a node's delivery adds the totals
+it built from the leases it read (:func:`add_totals`), every other ending
+(cancel, expiry, an unreadable request) reads the jobs it ended
+(:func:`record_endings`). The rows are per key and per hour (``key_usage``), never per job:
 they survive the retention purge of the jobs they count, and a time window
 (``GET /v1/usage?since=&until=``) is a sum over whole hours.
 
@@ -81,15 +83,14 @@ def record_endings(
     seqs: Sequence[int],
     *,
     now: float,
-    tokens: Mapping[int, tuple[int, int]] | None = None,
     timed: bool = False,
 ) -> None:
     """Count the jobs ``seqs`` that just ended at ``now`` in their keys' usage.
 
-    ``tokens``: prompt and completion tokens per job seq (delivered results);
     ``timed``: the jobs were delivered by a node, so their last lease's time
-    is LLM time. Jobs whose row did not end at ``now`` (a guarded update that
-    matched nothing) are not counted.
+    is LLM time (tokens are counted only by a delivery, through
+    :func:`add_totals`, which has the results in hand). Jobs whose row did
+    not end at ``now`` (a guarded update that matched nothing) are not counted.
     """
     if not seqs:
         return
@@ -102,10 +103,6 @@ def record_endings(
                 continue
             totals = per_key.setdefault(row.owner_key_id, KeyTotals())
             setattr(totals, column, getattr(totals, column) + 1)
-            if tokens is not None and row.seq in tokens:
-                prompt, completion = tokens[row.seq]
-                totals.prompt_tokens += prompt
-                totals.completion_tokens += completion
             if timed and row.started_at is not None:
                 totals.llm_seconds += max(0.0, now - row.started_at)
     add_totals(conn, now, per_key)
