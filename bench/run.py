@@ -31,12 +31,15 @@ from scenarios import (  # noqa: E402
     Context,
     Scenario,
     bulk,
+    cancel,
     capacity,
     deep_queue,
     e2e,
     efficiency,
     node_memory,
+    openai_surface,
     pickup,
+    replicas,
     submit,
 )
 
@@ -46,11 +49,20 @@ SCENARIOS: dict[str, Scenario] = {
     "bulk": bulk.run,
     "capacity": capacity.run,
     "pickup": pickup.run,
+    "cancel": cancel.run,
     "e2e": e2e.run_one_node,
     "e2e2": e2e.run_two_nodes,
     "efficiency": efficiency.run,
     "deepqueue": deep_queue.run,
     "nodemem": node_memory.run,
+    "openai_sync": openai_surface.run_sync,
+    "openai_batch": openai_surface.run_batch,
+    "openai_ratio": openai_surface.run_ratio,
+    # Replicas on PostgreSQL (a fresh database per scenario; docs/deploy.md).
+    "pgcapacity": replicas.run_capacity_two,
+    "pgpickup": replicas.run_pickup_across,
+    "pge2e": replicas.run_e2e,
+    "pgidle": replicas.run_idle,
 }
 
 

@@ -12,8 +12,11 @@ requirements and the model). It:
    plus ``api_base``);
 5. writes a small batch of prompts in the OpenAI Batch format, submits it
    with ``openbeepboop-client submit-file``, waits with ``results --wait``;
-6. prints each prompt and its answer, and stops every process it started —
-   also on Ctrl-C.
+6. prints each prompt and its answer (marking one cut off at ``max_tokens``),
+   and stops every process it started — also on Ctrl-C. With ``--keep`` it
+   leaves the model, the server and the node running instead and prints how to
+   reach them (URLs, keys, config paths, a client command and a library
+   snippet to paste) and how to stop them.
 
 Every step is a real command a user would type; each is printed as it runs.
 """
@@ -33,6 +36,7 @@ import textwrap
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -71,6 +75,24 @@ START_TIMEOUT_SECONDS = 120
 
 class DemoError(Exception):
     """A step of the demo failed; the message says which."""
+
+
+@dataclass
+class Stack:
+    """What the demo set up: what ``--keep`` leaves running and prints."""
+
+    workdir: Path
+    procs: ProcessSet
+    model_url: str
+    litellm_model: str
+    server_url: str
+    server_config: Path
+    node_config: Path
+    client_config: Path
+    node_key: str
+    user_key: str
+    admin_key: str
+    client_bin: str
 
 
 def say(text: str = "") -> None:
@@ -143,7 +165,12 @@ def write_batch(path: Path, model: str) -> None:
 
 
 def answers(results_path: Path) -> dict[str, str]:
-    """``custom_id`` → the answer (or the error) from OpenAI Batch output lines."""
+    """``custom_id`` → the answer (or the error) from OpenAI Batch output lines.
+
+    An answer the model stopped because it reached ``max_tokens``
+    (``finish_reason: "length"``) is marked as cut off: a small model rambles
+    until the limit, and the reader should not take it for a finished answer.
+    """
     found: dict[str, str] = {}
     for line in results_path.read_text().splitlines():
         if not line.strip():
@@ -153,8 +180,11 @@ def answers(results_path: Path) -> dict[str, str]:
         body = response.get("body") or {}
         error = item.get("error")
         if body.get("choices"):
-            text = (body["choices"][0].get("message") or {}).get("content") or ""
-            found[item["custom_id"]] = " ".join(text.split()) or "(empty answer)"
+            choice = body["choices"][0]
+            text = " ".join(((choice.get("message") or {}).get("content") or "").split())
+            if choice.get("finish_reason") == "length":
+                text += f" [cut off at max_tokens = {MAX_TOKENS}]"
+            found[item["custom_id"]] = text or "(empty answer)"
         else:
             message = (error or {}).get("message", "no result")
             found[item["custom_id"]] = f"(failed: {message})"
@@ -180,8 +210,8 @@ def stop_on_signals() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
-    """Every step, in order."""
+def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> Stack:
+    """Every step, in order; what is running at the end."""
     # Every config/state dir inside ``workdir``; the user's HOME and colours are kept.
     env = isolated_env(workdir, home=False, no_color=False)
     procs.env = env
@@ -226,7 +256,7 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
         ],
         env,
     )
-    find_key(out)  # the admin key was printed once; the demo does not need it
+    admin_key = find_key(out)  # printed once, as setup always does; --keep shows it
     say("    (the Admin API Key was printed once, as setup always does)")
     server = procs.start("server", [server_bin, "start", "--config", str(server_config)])
     server_url = f"http://127.0.0.1:{port}"
@@ -309,6 +339,68 @@ def demo(args: argparse.Namespace, workdir: Path, procs: ProcessSet) -> None:
     missing = [f"prompt-{i}" for i in range(1, len(PROMPTS) + 1) if f"prompt-{i}" not in found]
     if missing:
         raise DemoError(f"no result for {', '.join(missing)}")
+    return Stack(
+        workdir=workdir,
+        procs=procs,
+        model_url=api_base,
+        litellm_model=litellm_model,
+        server_url=server_url,
+        server_config=server_config,
+        node_config=node_config,
+        client_config=client_config,
+        node_key=node_key,
+        user_key=user_key,
+        admin_key=admin_key,
+        client_bin=client_bin,
+    )
+
+
+def library_snippet(stack: Stack) -> str:
+    """A Python snippet to paste: the README's library example on this stack."""
+    return textwrap.dedent(
+        f"""\
+        from openbeepboop import Client
+
+        client = Client(base_url="{stack.server_url}", api_key="{stack.user_key}")
+        job = client.chat.completions.create(
+            model="{CLIENT_MODEL}",
+            messages=[{{"role": "user", "content": "Name three primary colours."}}],
+            max_tokens={MAX_TOKENS},
+        )
+        print(job.get(wait=True, timeout=600).choices[0].message.content)"""
+    )
+
+
+def print_kept(stack: Stack) -> None:
+    """How to reach what ``--keep`` left running, and how to stop it."""
+    by_name = {proc.name: proc for proc in stack.procs}
+    pids = [str(by_name[name].pid) for name in ("node", "server", "llamacpp") if name in by_name]
+    bindir = Path(stack.client_bin).parent
+    say("\n==> Still running (--keep): try it by hand")
+    if "llamacpp" in by_name:
+        say(f"    model     {stack.model_url}  (llama.cpp, pid {by_name['llamacpp'].pid})")
+    else:
+        say(f"    model     {stack.model_url}  (yours: {stack.litellm_model})")
+    say(f"    server    {stack.server_url}  (pid {by_name['server'].pid})")
+    say(f"              config {stack.server_config}")
+    say(f"              status page {stack.server_url}/status (it asks for the Admin key)")
+    node_pid = by_name["node"].pid
+    say(f"    node      serves {CLIENT_MODEL} -> {stack.litellm_model}  (pid {node_pid})")
+    say(f"              config {stack.node_config}")
+    say(f"    USER key  {stack.user_key}  (client config {stack.client_config})")
+    say(f"    NODE key  {stack.node_key}")
+    say(f"    Admin key {stack.admin_key}")
+    say(f"    logs      {stack.workdir / 'logs'}")
+    say("\n  A client command (or `source " + str(bindir / "activate") + "` first):")
+    say(
+        f"    {stack.client_bin} submit 'Write a haiku about queues.' --model {CLIENT_MODEL} "
+        f"--wait --config {stack.client_config}"
+    )
+    say(f"\n  The library ({bindir / 'python'}):")
+    say(textwrap.indent(library_snippet(stack), "    "))
+    say("\n  Stop them all, then remove their files:")
+    say(f"    kill {' '.join(pids)}")
+    say(f"    rm -rf {stack.workdir}")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -329,7 +421,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--api-key-env", help="environment variable holding the endpoint's API key, if any"
     )
     parser.add_argument(
-        "--keep", action="store_true", help="keep the temporary directory (configs, DB, logs)"
+        "--keep",
+        action="store_true",
+        help="leave the model, server and node running and print how to reach and stop them",
     )
     args = parser.parse_args(argv)
     if bool(args.api_base) != bool(args.litellm_model):
@@ -345,9 +439,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="openbeepboop-demo-"))
     procs = ProcessSet(workdir / "logs")
     code = 0
+    kept: Stack | None = None
     with stop_on_signals():
         try:
-            demo(args, workdir, procs)
+            stack = demo(args, workdir, procs)
+            kept = stack if args.keep else None
         except KeyboardInterrupt:
             say("\nInterrupted: stopping everything.")
             code = 130
@@ -359,14 +455,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             # A second Ctrl-C (or SIGTERM) must not cut the clean-up short.
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
-            say("\n==> Stopping the node, the server and the model")
-            procs.stop_all()
-            if args.keep or code == 1:
-                say(f"    configs, database and logs kept in {workdir}")
+            if kept is not None:
+                print_kept(kept)
             else:
-                shutil.rmtree(workdir, ignore_errors=True)
-    if code == 0:
-        say("\nDone. Try it on your own model: nox -s demo -- --help")
+                say("\n==> Stopping the node, the server and the model")
+                procs.stop_all()
+                if args.keep or code == 1:
+                    say(f"    configs, database and logs kept in {workdir}")
+                else:
+                    shutil.rmtree(workdir, ignore_errors=True)
+    if code == 0 and kept is None:
+        say("\nDone. Keep it running to try by hand: nox -s demo -- --keep")
+        say("Try it on your own model: nox -s demo -- --help")
     return code
 
 

@@ -136,6 +136,22 @@ def test_a_broken_input_line_fails_the_batch_before_any_job(oa: OpenAIWorld) -> 
         )
 
 
+def test_a_line_over_a_limits_cap_fails_the_batch_before_any_job(oa: OpenAIWorld) -> None:
+    """Batch lines are held to ``[limits]`` like native requests (max_n is 8 by default)."""
+    client = _client(oa)
+    lines = [_line(f"c-{n}", f"capped {n}") for n in range(5)]
+    lines[3]["body"]["n"] = 9
+    batch_id = _start(client, lines)
+    batch = _wait_final(client, batch_id)
+
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data is not None
+    [error] = batch.errors.data
+    assert (error.line, error.code, error.param) == (4, "cap_exceeded", "body.n")
+    assert "max_n = 8" in (error.message or "")
+    assert native_jobs(oa, oa.user_key, batch_id=batch_id) == []
+
+
 def test_cancel_mid_run_ends_cancelled_with_partial_files(oa: OpenAIWorld) -> None:
     oa.llm.configure(delay=0.3)
     client = _client(oa)

@@ -9,11 +9,12 @@ import json
 import time
 from typing import Any
 
-from cluster import Cluster, parse_json_output
+from cluster import CLIENT, Cluster, parse_json_output
 from conftest import Shared
 from openbeepboop_schemas import CHAT_COMPLETIONS_PATH, MODELS_PATH, WARNING_HEADER
 from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import StandinLLM
+from openbeepboop_testkit.terminal import run_in_terminal
 
 #: A short window so the test is quick; the lease keeps a busy node's heartbeat
 #: (a third of it) inside the window, as the server checks at start-up.
@@ -120,3 +121,19 @@ def test_submit_wait_timeout_ends_on_time_and_names_the_job(
     # What it said is true: the job is still there to collect.
     later = cluster.client("poll", job_id, "--config", str(config))
     assert json.loads(later.stdout)[0]["status"] == "QUEUED"
+
+
+def test_on_a_terminal_a_wait_for_an_unserved_model_says_what_it_waits_for(
+    cluster: Cluster, shared: Shared, tag: str
+) -> None:
+    config = cluster.client_config(shared.server, shared.user_key)
+    argv = ("submit", "hello?", "--model", f"{tag}-nobody", "--wait", "--timeout", "2")
+    out = run_in_terminal([CLIENT, *argv, "--config", str(config)], env=cluster.env)
+
+    assert out.returncode == 124, out
+    assert out.stdout == ""  # no answer, and no JSON for a person
+    assert out.stderr.startswith("Warning: no node serving model")
+    assert f"({tag}-nobody): QUEUED, no node has taken it yet" in out.stderr
+    error = out.stderr.split("\r\x1b[K")[-1].strip()  # after the erased status line
+    assert error.startswith("Error: job job-") and "is still QUEUED after waiting 2s" in error
+    assert "stays queued on the server" in error

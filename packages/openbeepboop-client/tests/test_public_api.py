@@ -35,12 +35,14 @@ EXPORTED = {
     "JobStatus",
     "JobTimeoutError",
     "ModelList",
+    "ModelNotServedWarning",
     "NotFoundError",
     "OpenBeepBoopError",
     "PermissionDeniedError",
     "PollEntry",
     "RateLimitError",
     "RequestTooLargeError",
+    "SubmitWarning",
     "__version__",
 }
 

@@ -5,7 +5,7 @@
 in-process node or a node subprocess alike. It enforces what the node relies
 on: strict request bodies (the schemas' own models), the Bearer key, leases
 with tokens, acks ``accepted``/``duplicate``/``stale``/``rejected``, and
-heartbeats that report cancelled and lost leases. :class:`LoopbackServer`
+heartbeats and lease watches that report cancelled and lost leases. :class:`LoopbackServer`
 is the HTTP part on its own, for tests that script each answer.
 """
 
@@ -26,9 +26,11 @@ from typing import Any
 from openbeepboop_schemas import (
     FETCH_PATH,
     HEARTBEAT_PATH,
+    LEASE_WATCH_PATH,
     QUEUE_SUBMIT_PATH,
     FetchRequest,
     HeartbeatRequest,
+    LeaseWatchRequest,
     SubmitRequest,
 )
 from pydantic import ValidationError
@@ -37,6 +39,7 @@ NODE_KEY = "sk-node-" + "k" * 40
 FETCH = FETCH_PATH
 SUBMIT = QUEUE_SUBMIT_PATH
 HEARTBEAT = HEARTBEAT_PATH
+WATCH = LEASE_WATCH_PATH
 #: How often a long-polling fetch looks at the queue again.
 POLL_STEP_SECONDS = 0.01
 
@@ -78,6 +81,9 @@ class FakeQueue:
     fetches: list[dict[str, Any]] = field(default_factory=list)
     submits: list[dict[str, Any]] = field(default_factory=list)
     heartbeats: list[dict[str, Any]] = field(default_factory=list)
+    watches: list[dict[str, Any]] = field(default_factory=list)
+    #: Answer lease watches with this status (404: a server older than the watch).
+    watch_status: int | None = None
     acks: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -115,7 +121,16 @@ class FakeQueue:
             return 401, _error("invalid API key", "authentication_error")
         if self.fail_status is not None:
             return self.fail_status, _error("forced failure", "server_error")
-        handler = {FETCH: self._fetch, SUBMIT: self._submit, HEARTBEAT: self._heartbeat}[path]
+        if path == WATCH and self.watch_status is not None:
+            with self.lock:
+                self.watches.append(json.loads(body))
+            return self.watch_status, _error("not found", "not_found_error")
+        handler = {
+            FETCH: self._fetch,
+            SUBMIT: self._submit,
+            HEARTBEAT: self._heartbeat,
+            WATCH: self._watch,
+        }[path]
         try:
             return 200, handler(json.loads(body))
         except ValidationError as exc:
@@ -137,6 +152,15 @@ class FakeQueue:
                 if request.gone():
                     return DROP  # like the real server: claim nothing for a hung-up node
                 time.sleep(POLL_STEP_SECONDS)
+        if request.path == WATCH and self.watch_status is None:
+            data = json.loads(request.body)
+            with self.lock:
+                self.watches.append(data)  # on arrival: a test can act while it waits
+            deadline = time.monotonic() + float(data.get("wait", 0))
+            while time.monotonic() < deadline and not self.watch_news(data.get("leases", [])):
+                if request.gone():
+                    return DROP
+                time.sleep(POLL_STEP_SECONDS)
         status, payload = self.handle(request.path, request.headers, request.body)
         if request.path == FETCH and self.fetch_delay:
             time.sleep(self.fetch_delay)
@@ -145,6 +169,11 @@ class FakeQueue:
     def has_work(self, models: list[str]) -> bool:
         with self.lock:
             return any(self._serves(models, model) for _, model, _, _ in self.queued)
+
+    def watch_news(self, refs: list[dict[str, Any]]) -> bool:
+        """True if a watch of ``refs`` has something to report."""
+        with self.lock:
+            return any(ref["job_id"] in self.cancelled | self.lost for ref in refs)
 
     def _serves(self, models: list[str], model: str) -> bool:
         return self.ignore_routing or model in models or "*" in models
@@ -226,6 +255,20 @@ class FakeQueue:
                 else:
                     lease.expires_at = time.time() + self.lease_seconds
                     answer["extended"].append(ref.job_id)
+        return answer
+
+    def _watch(self, data: dict[str, Any]) -> dict[str, Any]:
+        request = LeaseWatchRequest.model_validate(data)
+        answer: dict[str, Any] = {"cancelled": [], "lost": []}
+        with self.lock:
+            for ref in request.leases:
+                lease = self.leases.get(ref.job_id)
+                if ref.job_id in self.cancelled:
+                    answer["cancelled"].append(ref.job_id)
+                elif ref.job_id in self.outcomes:
+                    continue  # the node's own delivery: nothing to abort
+                elif lease is None or lease.token != ref.lease_token or ref.job_id in self.lost:
+                    answer["lost"].append(ref.job_id)
         return answer
 
 

@@ -270,3 +270,60 @@ def test_config_is_immutable() -> None:
     config = NodeConfig.model_validate(VALID)
     with pytest.raises(ValueError, match="frozen"):
         config.concurrency = 9  # type: ignore[misc]
+
+
+def test_several_server_urls_load_in_order(tmp_path: Path) -> None:
+    data = {k: v for k, v in VALID.items() if k != "server_url"}
+    data["server_urls"] = ["http://a:8000/", "http://b:8000"]
+    config = load_config(write(tmp_path / "n.toml", data), environ={})
+    assert config.all_server_urls() == ["http://a:8000", "http://b:8000"]
+    assert config.server_url == "http://a:8000"  # the first, for what reads one
+
+
+def test_one_server_url_is_a_list_of_one() -> None:
+    config = parse_config(VALID)
+    assert config.all_server_urls() == ["http://127.0.0.1:8000"]
+
+
+def test_both_url_forms_at_once_are_refused(tmp_path: Path) -> None:
+    data = {**VALID, "server_urls": ["http://a:8000", "http://b:8000"]}
+    with pytest.raises(ConfigError, match=r"server_url .* or server_urls .* not both"):
+        load_config(write(tmp_path / "n.toml", data), environ={})
+
+
+@pytest.mark.parametrize(
+    ("urls", "problem"),
+    [
+        ([], "at least one URL"),
+        (["http://a:8000", "ftp://b"], "server_urls: .*http"),
+        (["http://a:8000", "http://a:8000/"], "a URL appears twice"),
+    ],
+)
+def test_bad_server_urls_are_named(urls: list[str], problem: str) -> None:
+    data = {k: v for k, v in VALID.items() if k != "server_url"}
+    with pytest.raises(ConfigError, match=problem):
+        parse_config({**data, "server_urls": urls})
+
+
+def test_the_environment_may_give_several_urls_comma_separated(tmp_path: Path) -> None:
+    data = {k: v for k, v in VALID.items() if k != "server_url"}
+    data["server_urls"] = ["http://a:8000", "http://b:8000"]
+    path = write(tmp_path / "n.toml", data)
+    env = {"OPENBEEPBOOP_SERVER_URL": "http://c:8000, http://d:8000"}
+    assert load_config(path, environ=env).all_server_urls() == ["http://c:8000", "http://d:8000"]
+    env = {"OPENBEEPBOOP_SERVER_URL": "http://c:8000"}
+    assert load_config(path, environ=env).all_server_urls() == ["http://c:8000"]
+
+
+def test_several_urls_round_trip_as_server_urls(tmp_path: Path) -> None:
+    data = {k: v for k, v in VALID.items() if k != "server_url"}
+    config = parse_config({**data, "server_urls": ["http://a:8000", "http://b:8000"]})
+    path = tmp_path / "n.toml"
+    write_config(config, path)
+    text = path.read_text()
+    assert 'server_urls = [\n    "http://a:8000",\n    "http://b:8000",\n]' in text
+    assert "server_url =" not in text
+    assert load_config(path, environ={}) == config
+    write_config(parse_config(VALID), path)  # one URL keeps the contract's form
+    assert 'server_url = "http://127.0.0.1:8000"' in path.read_text()
+    assert "server_urls" not in path.read_text()

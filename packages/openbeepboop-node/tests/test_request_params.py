@@ -91,6 +91,17 @@ def test_defaults_fill_only_what_the_job_left_out() -> None:
     assert set(params) == {"messages"}
 
 
+def test_a_max_tokens_default_is_not_added_beside_a_jobs_max_completion_tokens() -> None:
+    # Setup writes defaults.max_tokens for every new model: a job that set the
+    # newer name must not be sent both (one limit, two names).
+    params, _ = job_params(request(max_completion_tokens=300), {"max_tokens": 1024})
+    assert params["max_completion_tokens"] == 300 and "max_tokens" not in params
+    params, _ = job_params(request(max_tokens=10), {"max_completion_tokens": 99})
+    assert params["max_tokens"] == 10 and "max_completion_tokens" not in params
+    params, _ = job_params(request(), {"max_tokens": 1024})
+    assert params["max_tokens"] == 1024
+
+
 def test_extra_message_fields_are_kept() -> None:
     params, _ = job_params(
         ChatCompletionRequest.model_validate(

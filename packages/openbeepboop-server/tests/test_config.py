@@ -271,3 +271,23 @@ def test_limits_are_read_and_checked(tmp_path: Path) -> None:
         path = _write(tmp_path, MINIMAL + f"[limits]\n{bad}\n")
         with pytest.raises(ConfigError, match=expected.replace("[", r"\[")):
             load_settings(path)
+
+
+def test_the_connection_pool_is_sized_from_the_config(tmp_path: Path) -> None:
+    from openbeepboop_server.app import create_app
+    from openbeepboop_server.db.migrate import upgrade_to_head
+    from starlette.testclient import TestClient
+
+    text = MINIMAL.replace("/tmp/x.db", str(tmp_path / "pool.db"))
+    settings = load_settings(_write(tmp_path, text + "pool_size = 3\nmax_overflow = 2\n"))
+    assert (settings.database.pool_size, settings.database.max_overflow) == (3, 2)
+    upgrade_to_head(settings.database.url)
+    with TestClient(create_app(settings)) as client:
+        pool = client.app.state.context.db.engine.pool  # type: ignore[attr-defined]
+        assert pool.size() == 3
+        assert pool._max_overflow == 2
+
+
+def test_the_connection_pool_defaults_fit_the_thread_pool(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, MINIMAL))
+    assert (settings.database.pool_size, settings.database.max_overflow) == (10, 30)

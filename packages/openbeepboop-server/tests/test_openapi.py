@@ -21,6 +21,7 @@ EXPECTED = {
     ("post", "/internal/queue/fetch"): ("FetchRequest", "200", False),
     ("post", "/internal/queue/submit"): ("SubmitRequest", "200", False),
     ("post", "/internal/queue/heartbeat"): ("HeartbeatRequest", "200", False),
+    ("post", "/internal/queue/watch"): ("LeaseWatchRequest", "200", False),
     ("get", "/healthz"): (None, "200", True),
     ("get", "/openapi.json"): (None, "200", True),
     ("get", "/metrics"): (None, "200", False),

@@ -7,7 +7,9 @@ so a test can count how often each prompt reached "the LLM", which fields
 arrived and which key it was called with:
 
 - ``delay``: seconds to wait before answering (``asyncio.sleep``, so the
-  stand-in itself is never the bottleneck);
+  stand-in itself is never the bottleneck); a caller that hangs up during
+  the delay ends it, and the call records when (``hung_up_at``), the way a
+  real provider stops generating for a closed connection;
 - ``fail_status``: answer every call with this HTTP status and an OpenAI error
   body;
 - ``fail_first_n``: per distinct prompt, the first N calls fail (with
@@ -114,6 +116,9 @@ class Call:
     #: When the answer was sent; None while the call is still in its ``delay``
     #: (or was abandoned by the caller).
     answered_at: float | None = None
+    #: When the caller closed the connection while the call was still in its
+    #: ``delay`` (it was never answered); None otherwise.
+    hung_up_at: float | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Call:
@@ -206,6 +211,13 @@ class StandinState:
         with self._lock:
             self._calls[call.call_id] = call
 
+    def hung_up(self, call_id: int) -> None:
+        """Note that a call's caller went away before its answer."""
+        with self._lock:
+            call = self._calls.get(call_id)
+            if call is not None:
+                self._calls[call_id] = replace(call, hung_up_at=time.time())
+
     def answered(self, call_id: int) -> None:
         """Note that a call's answer was sent."""
         with self._lock:
@@ -252,6 +264,24 @@ def _completion(call_id: int, body: dict[str, Any], prompt: str) -> dict[str, An
     }
 
 
+async def _hung_up(request: Request) -> None:
+    """Return once the caller has closed the connection (the body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _sleep_unless_hung_up(request: Request, seconds: float) -> bool:
+    """Sleep ``seconds``; False, early, if the caller hangs up meanwhile."""
+    sleeping = asyncio.ensure_future(asyncio.sleep(seconds))
+    hangup = asyncio.ensure_future(_hung_up(request))
+    try:
+        await asyncio.wait({sleeping, hangup}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeping.cancel()
+        hangup.cancel()
+    return not (hangup.done() and not hangup.cancelled() and hangup.exception() is None)
+
+
 def create_app(state: StandinState) -> Starlette:
     """The stand-in's ASGI app over ``state``."""
 
@@ -283,8 +313,9 @@ def create_app(state: StandinState) -> Starlette:
                 timestamp=time.time(),
             )
         )
-        if knobs.delay > 0:
-            await asyncio.sleep(knobs.delay)
+        if knobs.delay > 0 and not await _sleep_unless_hung_up(request, knobs.delay):
+            state.hung_up(call_id)
+            return _error(499, "the caller hung up")  # nobody reads it
         if fail is not None:
             response = _error(fail, message, code="standin_failure")
         else:

@@ -45,6 +45,7 @@ from openbeepboop._exceptions import (
     RequestTooLargeError,
 )
 from openbeepboop._jobs import AsyncJob, Job
+from openbeepboop._submit_warnings import ModelNotServedWarning, SubmitWarning
 
 __all__ = [
     "DEFAULT_MAX_RETRIES",
@@ -73,12 +74,14 @@ __all__ = [
     "JobStatus",
     "JobTimeoutError",
     "ModelList",
+    "ModelNotServedWarning",
     "NotFoundError",
     "OpenBeepBoopError",
     "PermissionDeniedError",
     "PollEntry",
     "RateLimitError",
     "RequestTooLargeError",
+    "SubmitWarning",
     "__version__",
 ]
 

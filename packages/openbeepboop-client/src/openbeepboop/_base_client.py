@@ -6,6 +6,10 @@ that differs, sending (with retries) on ``httpx.Client`` or
 ``httpx.AsyncClient``. The httpx client is created on the first request, so
 making a ``Client`` costs nothing and opens no connection.
 
+Given several server URLs, a request that finds its server gone goes at once
+to the next one (:mod:`openbeepboop._servers`); only when every URL failed
+does it count a retry and back off.
+
 The API key goes into the ``Authorization`` header of each request and nowhere
 else: it is not logged, not in any ``repr`` and not in error messages.
 """
@@ -24,7 +28,7 @@ from typing import IO, Generic, TypeVar
 import httpx
 import pydantic
 
-from openbeepboop import _retry
+from openbeepboop import _retry, _servers
 from openbeepboop._config import ClientSettings, make_timeout
 from openbeepboop._constants import LONG_POLL_GRACE
 from openbeepboop._exceptions import (
@@ -81,14 +85,20 @@ class BaseClient(Generic[HttpT]):
 
     def __init__(self, settings: ClientSettings, http_client: HttpT | None = None) -> None:
         self._settings = settings
+        self._servers = _servers.ServerPool(settings.all_base_urls())
         self._http = http_client
         # A client passed in by the caller is theirs to close.
         self._owns_http = http_client is None
 
     @property
     def base_url(self) -> str:
-        """The server's URL, e.g. ``http://127.0.0.1:8000``."""
-        return self._settings.base_url
+        """The server's URL in use, e.g. ``http://127.0.0.1:8000``."""
+        return self._servers.current
+
+    @property
+    def base_urls(self) -> list[str]:
+        """Every server URL given, in order of preference."""
+        return list(self._servers.urls)
 
     @property
     def timeout(self) -> httpx.Timeout:
@@ -131,14 +141,14 @@ class BaseClient(Generic[HttpT]):
         return {"timeout": self._settings.timeout}
 
     def _build_request(
-        self, http: httpx.Client | httpx.AsyncClient, options: RequestOptions
+        self, http: httpx.Client | httpx.AsyncClient, options: RequestOptions, server: str
     ) -> httpx.Request:
-        # Built once per call and re-sent unchanged on every retry: that is what
-        # keeps the Idempotency-Key of a submit the same across attempts.
+        # Built once per call and per server URL, from the same options: that
+        # is what keeps the Idempotency-Key of a submit the same across attempts.
         headers = {**self._default_headers(), **options.headers}
         return http.build_request(
             options.method,
-            f"{self._settings.base_url}{options.path}",
+            f"{server}{options.path}",
             json=options.json,
             files=dict(options.files) if options.files else None,
             data=dict(options.data) if options.data else None,
@@ -182,6 +192,22 @@ class BaseClient(Generic[HttpT]):
     def _should_retry(self, response: httpx.Response) -> bool:
         return _retry.is_retryable_status(response.status_code)
 
+    def _next_server(self, server: str, tried: set[str], reason: str) -> str | None:
+        """A URL this attempt has not tried yet, after ``server`` failed; None when none is left."""
+        self._servers.failed(server, reason)
+        for url in self._servers.order():
+            if url not in tried:
+                tried.add(url)
+                return url
+        return None
+
+    def _first_server(self, tried: set[str]) -> str:
+        """The URL in use, which starts a new round of ``tried`` (before a call or a retry)."""
+        tried.clear()
+        url = self._servers.order()[0]
+        tried.add(url)
+        return url
+
     def _log_retry(
         self, request: httpx.Request, retries_done: int, delay: float, reason: str
     ) -> None:
@@ -210,21 +236,31 @@ class SyncAPIClient(BaseClient[httpx.Client]):
     def request(self, options: RequestOptions, parse: Parser[T]) -> T:
         """Send one call, retrying what is worth retrying, and parse the answer."""
         http = self._client()
-        request = self._build_request(http, options)
+        tried: set[str] = set()
+        server = self._first_server(tried)
+        request = self._build_request(http, options, server)
         retries_done = 0
         while True:
             started = time.monotonic()
             try:
                 response = http.send(request)
             except httpx.TimeoutException as exc:
+                moved = self._next_server(server, tried, "timeout")
+                if moved is not None:
+                    server, request = moved, self._build_request(http, options, moved)
+                    continue
                 if retries_done >= self._settings.max_retries:
                     raise APITimeoutError(request) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, "timeout")
             except httpx.TransportError as exc:
-                if retries_done >= self._settings.max_retries or not (
-                    _retry.is_retryable_transport_error(exc)
-                ):
+                if not _retry.is_retryable_transport_error(exc):
+                    raise _connection_error(request, exc) from exc
+                moved = self._next_server(server, tried, type(exc).__name__)
+                if moved is not None:
+                    server, request = moved, self._build_request(http, options, moved)
+                    continue
+                if retries_done >= self._settings.max_retries:
                     raise _connection_error(request, exc) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, type(exc).__name__)
@@ -232,6 +268,12 @@ class SyncAPIClient(BaseClient[httpx.Client]):
                 _log_response(response, started)
                 if response.is_success:
                     return self._parse_response(response, parse, options.binary)
+                if response.status_code in _servers.FAILOVER_STATUSES:
+                    moved = self._next_server(server, tried, f"HTTP {response.status_code}")
+                    if moved is not None:
+                        response.close()
+                        server, request = moved, self._build_request(http, options, moved)
+                        continue
                 if retries_done >= self._settings.max_retries or not self._should_retry(response):
                     raise self._make_status_error(response)
                 delay = _retry.retry_delay(retries_done, response)
@@ -239,6 +281,9 @@ class SyncAPIClient(BaseClient[httpx.Client]):
                 response.close()
             self._sleep(delay)
             retries_done += 1
+            moved = self._first_server(tried)
+            if moved != server:
+                server, request = moved, self._build_request(http, options, moved)
 
     def close(self) -> None:
         """Close the connection pool (if this client made it)."""
@@ -260,21 +305,31 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
     async def request(self, options: RequestOptions, parse: Parser[T]) -> T:
         """Send one call, retrying what is worth retrying, and parse the answer."""
         http = self._client()
-        request = self._build_request(http, options)
+        tried: set[str] = set()
+        server = self._first_server(tried)
+        request = self._build_request(http, options, server)
         retries_done = 0
         while True:
             started = time.monotonic()
             try:
                 response = await http.send(request)
             except httpx.TimeoutException as exc:
+                moved = self._next_server(server, tried, "timeout")
+                if moved is not None:
+                    server, request = moved, self._build_request(http, options, moved)
+                    continue
                 if retries_done >= self._settings.max_retries:
                     raise APITimeoutError(request) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, "timeout")
             except httpx.TransportError as exc:
-                if retries_done >= self._settings.max_retries or not (
-                    _retry.is_retryable_transport_error(exc)
-                ):
+                if not _retry.is_retryable_transport_error(exc):
+                    raise _connection_error(request, exc) from exc
+                moved = self._next_server(server, tried, type(exc).__name__)
+                if moved is not None:
+                    server, request = moved, self._build_request(http, options, moved)
+                    continue
+                if retries_done >= self._settings.max_retries:
                     raise _connection_error(request, exc) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, type(exc).__name__)
@@ -282,6 +337,12 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
                 _log_response(response, started)
                 if response.is_success:
                     return self._parse_response(response, parse, options.binary)
+                if response.status_code in _servers.FAILOVER_STATUSES:
+                    moved = self._next_server(server, tried, f"HTTP {response.status_code}")
+                    if moved is not None:
+                        await response.aclose()
+                        server, request = moved, self._build_request(http, options, moved)
+                        continue
                 if retries_done >= self._settings.max_retries or not self._should_retry(response):
                     raise self._make_status_error(response)
                 delay = _retry.retry_delay(retries_done, response)
@@ -289,6 +350,9 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
                 await response.aclose()
             await self._sleep(delay)
             retries_done += 1
+            moved = self._first_server(tried)
+            if moved != server:
+                server, request = moved, self._build_request(http, options, moved)
 
     async def close(self) -> None:
         """Close the connection pool (if this client made it)."""

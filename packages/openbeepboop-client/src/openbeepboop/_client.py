@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from functools import cached_property
 from types import TracebackType
 
@@ -47,7 +48,7 @@ class Client(SyncAPIClient):
     def __init__(
         self,
         *,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,
@@ -127,7 +128,7 @@ class AsyncClient(AsyncAPIClient):
     def __init__(
         self,
         *,
-        base_url: str | None = None,
+        base_url: str | Sequence[str] | None = None,
         api_key: str | None = None,
         timeout: float | httpx.Timeout | None = None,
         max_retries: int | None = None,

@@ -8,6 +8,10 @@ Each setting is taken from the first place that has it:
 3. ``client_config.toml`` (``config_path=`` or the platformdirs user config
    dir), written by ``openbeepboop-client setup``.
 
+The server may be several URLs (replicas sharing one database): a list for
+``base_url=``, commas in ``OPENBEEPBOOP_SERVER_URL`` or ``server_url``, or
+``server_urls = [...]`` in the file (:mod:`openbeepboop._servers`).
+
 Nothing here runs at import time: the file is read when a client is made.
 """
 
@@ -16,7 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +38,7 @@ from openbeepboop._constants import (
 )
 from openbeepboop._exceptions import ConfigError
 from openbeepboop._files import write_private_file
+from openbeepboop._servers import split_urls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -46,6 +51,7 @@ logger = logging.getLogger(__name__)
 #: Keys ``client_config.toml`` may hold, with the type each must have.
 CONFIG_KEYS: dict[str, tuple[type, ...]] = {
     "server_url": (str,),
+    "server_urls": (list,),
     "api_key": (str,),
     "default_model": (str,),
     "timeout": (int, float),
@@ -72,6 +78,13 @@ class ConfigFile:
         value = self.values.get(key)
         return value if isinstance(value, str) and value.strip() else None
 
+    def server_urls(self) -> list[str]:
+        """``server_urls``, or ``server_url`` split at commas; empty when neither is set."""
+        urls = self.values.get("server_urls")
+        if isinstance(urls, list):
+            return split_urls([str(url) for url in urls])
+        return split_urls(self.get_str("server_url") or "")
+
 
 def read_config_file(path: Path) -> ConfigFile:
     """Parse and type-check a config file; every problem is one ConfigError line."""
@@ -94,10 +107,19 @@ def read_config_file(path: Path) -> ConfigFile:
         elif not isinstance(value, types) or isinstance(value, bool):
             wanted = " or ".join(t.__name__ for t in types)
             raise ConfigError(f"config file {path}: '{key}' must be a {wanted}")
+    urls = data.get("server_urls")
+    if urls is not None:
+        if not urls or not all(isinstance(url, str) for url in urls):
+            raise ConfigError(f"config file {path}: 'server_urls' must be a list of URLs")
+        if "server_url" in data:
+            raise ConfigError(
+                f"config file {path}: set 'server_url' (one server) or 'server_urls' "
+                "(several, in order), not both"
+            )
     return ConfigFile(path=path, values=data)
 
 
-def write_config_file(path: Path, values: Mapping[str, str | float | int]) -> None:
+def write_config_file(path: Path, values: Mapping[str, str | float | int | list[str]]) -> None:
     """Write ``values`` as TOML to ``path`` atomically, readable by the owner only."""
     import tomli_w  # only `setup` writes files
 
@@ -129,10 +151,17 @@ class ClientSettings:
     max_retries: int
     default_model: str | None = None
     config_path: Path | None = None
+    #: Every server URL in order (``base_url`` first); empty means ``base_url`` alone.
+    base_urls: tuple[str, ...] = ()
+
+    def all_base_urls(self) -> list[str]:
+        """Every server URL, in order of preference (at least one)."""
+        return list(self.base_urls) or [self.base_url]
 
     def __repr__(self) -> str:  # the key must never end up in a log or traceback
         return (
-            f"ClientSettings(base_url={self.base_url!r}, api_key='***', "
+            f"ClientSettings(base_url={self.base_url!r}, base_urls={self.base_urls!r}, "
+            "api_key='***', "
             f"timeout={self.timeout!r}, max_retries={self.max_retries}, "
             f"default_model={self.default_model!r}, config_path={self.config_path!r})"
         )
@@ -148,7 +177,7 @@ def make_timeout(timeout: float | httpx.Timeout | None) -> httpx.Timeout:
 
 def resolve_settings(
     *,
-    base_url: str | None = None,
+    base_url: str | Sequence[str] | None = None,
     api_key: str | None = None,
     timeout: float | httpx.Timeout | None = None,
     max_retries: int | None = None,
@@ -158,7 +187,7 @@ def resolve_settings(
 ) -> ClientSettings:
     """Settings from arguments, then the environment, then the config file."""
     env = os.environ if environ is None else environ
-    base_url = base_url or _env(env, ENV_SERVER_URL)
+    urls = split_urls(base_url or _env(env, ENV_SERVER_URL) or "")
     api_key = api_key or _env(env, ENV_API_KEY)
     default_model = default_model or _env(env, ENV_DEFAULT_MODEL)
 
@@ -173,14 +202,14 @@ def resolve_settings(
             try:
                 file = read_config_file(path)
             except ConfigError:
-                if not (base_url and api_key):
+                if not (urls and api_key):
                     raise
                 # Arguments or environment already say everything needed; a
                 # broken file the caller did not ask for must not stop them.
                 logger.warning("ignoring unreadable config file %s", path, exc_info=True)
 
     if file is not None:
-        base_url = base_url or file.get_str("server_url")
+        urls = urls or file.server_urls()
         api_key = api_key or file.get_str("api_key")
         default_model = default_model or file.get_str("default_model")
         if timeout is None and "timeout" in file.values:
@@ -189,7 +218,7 @@ def resolve_settings(
             max_retries = int(file.values["max_retries"])  # type: ignore[call-overload]
 
     where = f"{path}" + ("" if file is not None or explicit else " (not found)")
-    if not base_url:
+    if not urls:
         raise ConfigError(
             f"no server URL: pass base_url=, set {ENV_SERVER_URL}, or run "
             f"`openbeepboop-client setup` (config file: {where})"
@@ -202,8 +231,12 @@ def resolve_settings(
     retries = DEFAULT_MAX_RETRIES if max_retries is None else max_retries
     if retries < 0:
         raise ConfigError(f"max_retries must be 0 or more (got {retries})")
+    base_urls = [normalize_base_url(url) for url in urls]
+    if len(set(base_urls)) != len(base_urls):
+        raise ConfigError(f"a server URL appears twice in {', '.join(base_urls)}")
     return ClientSettings(
-        base_url=normalize_base_url(base_url),
+        base_url=base_urls[0],
+        base_urls=tuple(base_urls) if len(base_urls) > 1 else (),
         api_key=api_key.strip(),
         timeout=make_timeout(timeout),
         max_retries=retries,

@@ -28,6 +28,11 @@ LONG_POLL_GRACE = 15.0
 #: A waiting loop starts a new round of polls at most this often, so a stream of
 #: finishing jobs is collected in batches instead of one request per job.
 MIN_WAIT_ROUND_SECONDS = 0.5
+#: A wait that someone watches (a progress bar, the CLI's status line) long-polls
+#: at most this long per round: the server's long-poll answers when a job
+#: finishes, not when a node takes it, so without this a job already running
+#: would still read "QUEUED" for up to 30 s. One small request per 2 s per watcher.
+WATCHED_WAIT_ROUND_SECONDS = 2.0
 
 #: Environment variables that override the config file.
 ENV_SERVER_URL = "OPENBEEPBOOP_SERVER_URL"

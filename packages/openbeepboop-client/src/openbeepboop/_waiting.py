@@ -7,7 +7,10 @@ soon as one of them finishes, or when ``wait`` runs out) and asks about the
 remaining unfinished ids without waiting. Rounds start at most every
 :data:`~openbeepboop._constants.MIN_WAIT_ROUND_SECONDS`, so a stream of
 finishing jobs is collected in batches, and a server that ignored ``wait``
-still could not make the client spin.
+still could not make the client spin. A watched wait (progress shown) asks
+the server to wait at most
+:data:`~openbeepboop._constants.WATCHED_WAIT_ROUND_SECONDS` per round, so
+what it shows (queued, running on which node) is never long out of date.
 """
 
 from __future__ import annotations
@@ -57,8 +60,11 @@ class WaitPlan:
         ids: Sequence[str],
         timeout: float | None,
         clock: Callable[[], float] = time.monotonic,
+        *,
+        longest_wait: float = MAX_WAIT_SECONDS,
     ) -> None:
         self._order = list(ids)
+        self._longest_wait = longest_wait
         self._clock = clock
         self._timeout = timeout
         self._deadline = None if timeout is None else clock() + timeout
@@ -80,7 +86,7 @@ class WaitPlan:
         The first round always runs, even with ``timeout=0``, so a wait that
         cannot last still reports where every job stands.
         """
-        wait: float = MAX_WAIT_SECONDS
+        wait: float = self._longest_wait
         if self._deadline is not None:
             remaining = self._deadline - self._clock()
             if remaining <= 0 and self._rounds > 0:

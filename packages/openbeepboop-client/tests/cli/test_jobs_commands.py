@@ -155,18 +155,37 @@ def test_environment_overrides_the_config_file(
         assert route.called
 
 
-def test_cancel(server: respx.MockRouter, cli: Cli) -> None:
-    server.post("/v1/jobs/job-1/cancel").respond(200, json=entry_body("job-1", "CANCELLED"))
-    server.post("/v1/jobs/job-2/cancel").respond(200, json=entry_body("job-2", "COMPLETED"))
-    result = cli("cancel", "job-1", "job-2")
-    assert result.exit_code == 0
+def test_cancel_says_what_each_cancel_did(server: respx.MockRouter, cli: Cli) -> None:
+    before = {
+        "job-1": "QUEUED",
+        "job-2": "COMPLETED",
+        "job-3": "CANCELLED",
+        "job-4": "PROCESSING",
+        "job-5": "FAILED",
+    }
+    after = {**before, "job-1": "CANCELLED", "job-3": "CANCELLED", "job-4": "COMPLETED"}
+    server.post("/v1/results/poll").mock(
+        side_effect=lambda request: httpx.Response(
+            200, json=[entry_body(i, before[i]) for i in json.loads(request.content)["ids"]]
+        )
+    )
+    for job_id, status in after.items():
+        server.post(f"/v1/jobs/{job_id}/cancel").respond(200, json=entry_body(job_id, status))
+    result = cli("cancel", *before)
+    assert result.exit_code == 0, result.stderr
     assert result.stdout.splitlines() == [
-        "job-1: CANCELLED",
-        "job-2: COMPLETED (already finished; not cancelled)",
+        "job-1: CANCELLED (was QUEUED)",
+        "job-2: already COMPLETED; not cancelled (its result stays)",
+        "job-3: already CANCELLED (nothing to do)",
+        "job-4: COMPLETED before the cancel reached it; not cancelled",
+        "job-5: already FAILED; not cancelled (nothing to cancel)",
     ]
+    as_json = cli("cancel", "job-1", "--json")
+    assert json.loads(as_json.stdout) == [entry_body("job-1", "CANCELLED")]
 
 
 def test_cancel_unknown(server: respx.MockRouter, cli: Cli) -> None:
+    server.post("/v1/results/poll").respond(200, json=[entry_body("job-9", "NOT_FOUND")])
     server.post("/v1/jobs/job-9/cancel").respond(404, json=error_body("no such job: job-9"))
     assert_one_line_error(cli("cancel", "job-9"), "no such job: job-9")
 
@@ -183,7 +202,13 @@ def test_list(server: respx.MockRouter, cli: Cli) -> None:
     )
     result = cli("list", "--status", "failed", "--limit", "1")
     assert result.exit_code == 0
-    assert "job-2" in result.stdout and "FAILED" in result.stdout
+    header, row = result.stdout.splitlines()
+    assert header.split() == ["ID", "STATUS", "MODEL", "CREATED"]
+    assert row.split() == ["job-2", "FAILED", "llama3", "2023-11-14", "22:13:20Z"]
+    # Columns line up under their names.
+    assert [header.index(name) for name in ("STATUS", "MODEL", "CREATED")] == [
+        row.index(cell) for cell in ("FAILED", "llama3", "2023-11-14")
+    ]
     assert "--after job-2" in result.stderr
     assert dict(route.calls.last.request.url.params) == {"status": "FAILED", "limit": "1"}
     as_json = cli("list", "--json")

@@ -46,6 +46,8 @@ def test_one_job_in_words() -> None:
         one_job_status(entry("j", "QUEUED", attempts=2)) == "QUEUED, to be retried after attempt 2"
     )
     assert one_job_status(entry("j", "PROCESSING", attempts=1)) == "PROCESSING, attempt 1"
+    running_on = entry("j", "PROCESSING", attempts=2, node_id="gpu-box-1")
+    assert one_job_status(running_on) == "PROCESSING on gpu-box-1, attempt 2"
 
 
 def test_many_jobs_and_their_models() -> None:

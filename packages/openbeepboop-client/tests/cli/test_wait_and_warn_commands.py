@@ -154,3 +154,14 @@ def test_poll_wait_on_a_terminal_counts_queued_and_running(
     assert result.exit_code == 0, result.stderr
     assert "Waiting for 3 jobs (llama3): 2 queued, 0 running, 1 finished" in result.stderr
     assert "Waiting for 3 jobs (llama3): 1 queued, 1 running, 1 finished" in result.stderr
+
+
+def test_a_queued_job_waiting_for_a_retry_is_not_called_untaken(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    server.post("/v1/results/poll").respond(200, json=[entry_body("job-1", "QUEUED", attempts=2)])
+    result = cli("poll", "job-1", "--wait", "--timeout", "0.05")
+    assert result.exit_code == 124
+    (line,) = result.stderr.splitlines()
+    assert "attempt 2 did not succeed, and it stays queued on the server to be retried" in line
+    assert "no node has taken it" not in line

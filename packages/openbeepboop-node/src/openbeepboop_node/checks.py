@@ -56,27 +56,34 @@ class CheckResult:
         return f"{'ok' if self.ok else 'FAILED':<7}{self.name}: {self.detail}"
 
 
-async def check_server(config: NodeConfig, version: str | None = None) -> CheckResult:
-    """Does the server answer, and take the node key?"""
+async def check_server(
+    config: NodeConfig, version: str | None = None, url: str | None = None
+) -> CheckResult:
+    """Does the server at ``url`` (default: the first URL) answer, and take the node key?
+
+    With several URLs each is checked on its own (see :func:`run_checks`): a
+    replica that refuses the key would otherwise only show once the others fail.
+    """
+    url = url or config.server_url
     client = QueueClient(
-        config.server_url,
+        url,
         config.api_key.get_secret_value(),
         config.node_id,
         version=version,
         fetch_wait=0.0,
     )
-    name = "server"
+    name = "server" if len(config.all_server_urls()) == 1 else f"server {url}"
     try:
         await client.heartbeat([], None)
     except ServerUnavailableError as exc:
-        return CheckResult(name, False, f"{config.server_url} unreachable: {exc}", "server")
+        return CheckResult(name, False, f"{url} unreachable: {exc}", "server")
     except KeyRejectedError as exc:
         return CheckResult(name, False, str(exc), "key")
     except ServerRequestError as exc:
         return CheckResult(name, False, str(exc), "config")
     finally:
         await client.aclose()
-    return CheckResult(name, True, f"{config.server_url} takes the node key as {config.node_id}")
+    return CheckResult(name, True, f"{url} takes the node key as {config.node_id}")
 
 
 async def check_backend(backend: Backend) -> CheckResult:
@@ -129,12 +136,13 @@ async def run_checks(
     environ: Mapping[str, str] | None = None,
     version: str | None = None,
 ) -> list[CheckResult]:
-    """Every check, at once: the server and each model's backend."""
+    """Every check, at once: each server URL and each model's backend."""
     try:
         backends = backends_of(config, environ)
     except ConfigError as exc:
         return [CheckResult("config", False, str(exc), "config")]
     results = await asyncio.gather(
-        check_server(config, version), *(check_backend(b) for b in backends)
+        *(check_server(config, version, url) for url in config.all_server_urls()),
+        *(check_backend(b) for b in backends),
     )
     return list(results)

@@ -2,9 +2,9 @@
 
 The file is validated in full when it is read, so a typo is one clear line
 naming the field (``models[0].litellm_model: field required``) before the node
-claims any job. ``OPENBEEPBOOP_SERVER_URL`` and ``OPENBEEPBOOP_API_KEY``
-override the file. The file holds keys, so it is written atomically with mode
-0600.
+claims any job. ``OPENBEEPBOOP_SERVER_URL`` (one URL or several,
+comma-separated) and ``OPENBEEPBOOP_API_KEY`` override the file. The file
+holds keys, so it is written atomically with mode 0600.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from openbeepboop_node.request_guard import (
     RequestLimits,
 )
 from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
+from openbeepboop_node.server_pool import DEFAULT_FAILBACK_SECONDS, split_urls
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -76,6 +77,9 @@ DEFAULT_BATCH_BACKEND_WAIT_SECONDS = 10.0
 DEFAULT_BACKEND_PROBE_MAX_SECONDS = 30.0
 #: Placeholder in a ``name = "*"`` model's ``litellm_model``: the job's model name.
 MODEL_PLACEHOLDER = "{model}"
+
+#: The most server URLs one node may be given.
+MAX_SERVER_URLS = 16
 
 _NODE_ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9._:@-]+")
 
@@ -194,7 +198,14 @@ class NodeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    #: The first (preferred) server URL; with one server, the only one.
     server_url: str
+    #: Every server URL in order of preference (replicas sharing one database).
+    #: The file holds ``server_url`` (one) or ``server_urls`` (several); each
+    #: fills the other here.
+    server_urls: list[str] = Field(default_factory=list, max_length=MAX_SERVER_URLS)
+    #: Seconds after failing over before calls try the first URL again.
+    server_failback: float = Field(default=DEFAULT_FAILBACK_SECONDS, gt=0)
     api_key: SecretStr = Field(min_length=1)
     node_id: str = Field(
         default_factory=default_node_id,
@@ -226,14 +237,43 @@ class NodeConfig(BaseModel):
     max_request_chars: int = Field(default=DEFAULT_MAX_REQUEST_CHARS, ge=1)
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _one_url_form(cls, data: Any) -> Any:
+        """``server_url`` or ``server_urls`` in the file; each fills the other."""
+        if not isinstance(data, Mapping):
+            return data
+        single, several = data.get("server_url"), data.get("server_urls")
+        if single is not None and several is not None:
+            if isinstance(several, list) and several and several[0] == single:
+                return data  # as this class itself dumps it
+            raise ValueError(
+                "set server_url (one server) or server_urls (several, in order), not both"
+            )
+        if several is not None:
+            if not isinstance(several, list) or not all(isinstance(u, str) for u in several):
+                return data  # the field's own validation names the problem
+            urls = split_urls(several)
+            if not urls:
+                raise ValueError("server_urls: give at least one URL")
+            return {**data, "server_urls": urls, "server_url": urls[0] if urls else ""}
+        if isinstance(single, str):
+            urls = split_urls(single)  # a comma-separated string is a list too
+            return {**data, "server_url": urls[0] if urls else single, "server_urls": urls}
+        return data
+
     @field_validator("server_url")
     @classmethod
     def _server_url(cls, value: str) -> str:
-        value = value.strip()
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise ValueError("must be an http:// or https:// URL")
-        return value.rstrip("/")
+        return _http_url(value)
+
+    @field_validator("server_urls")
+    @classmethod
+    def _server_urls(cls, value: list[str]) -> list[str]:
+        urls = [_http_url(url) for url in value]
+        if len(set(urls)) != len(urls):
+            raise ValueError("a URL appears twice")
+        return urls
 
     @field_validator("models")
     @classmethod
@@ -256,6 +296,10 @@ class NodeConfig(BaseModel):
                     f"node's concurrency {self.concurrency}"
                 )
         return self
+
+    def all_server_urls(self) -> list[str]:
+        """Every server URL, in order of preference (at least one)."""
+        return self.server_urls or [self.server_url]
 
     def model_for(self, job_model: str) -> ModelConfig | None:
         """The entry serving ``job_model``: its own name first, then a ``*`` entry."""
@@ -297,8 +341,14 @@ class NodeConfig(BaseModel):
 
     def to_toml_data(self) -> dict[str, Any]:
         """The config as TOML-ready data: defaults left out, keys in clear."""
-        data = self.model_dump(mode="json", exclude_unset=True, exclude={"api_key", "models"})
-        data = {"server_url": self.server_url, "api_key": self.api_key.get_secret_value(), **data}
+        data = self.model_dump(
+            mode="json",
+            exclude_unset=True,
+            exclude={"api_key", "models", "server_url", "server_urls"},
+        )
+        urls = self.all_server_urls()
+        where: dict[str, Any] = {"server_url": urls[0]} if len(urls) == 1 else {"server_urls": urls}
+        data = {**where, "api_key": self.api_key.get_secret_value(), **data}
         data["node_id"] = self.node_id
         data["concurrency"] = self.concurrency
         models = []
@@ -319,6 +369,14 @@ class NodeConfig(BaseModel):
             models.append(entry)
         data["models"] = models
         return data
+
+
+def _http_url(value: str) -> str:
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("must be an http:// or https:// URL")
+    return value.rstrip("/")
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -358,6 +416,8 @@ def apply_env(data: Mapping[str, Any], environ: Mapping[str, str] | None = None)
     env = os.environ if environ is None else environ
     merged = dict(data)
     if env.get(ENV_SERVER_URL):
+        # One URL or several, comma-separated; it replaces either form in the file.
+        merged.pop("server_urls", None)
         merged["server_url"] = env[ENV_SERVER_URL]
     if env.get(ENV_API_KEY):
         merged["api_key"] = env[ENV_API_KEY]

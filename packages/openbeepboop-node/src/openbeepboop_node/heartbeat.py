@@ -4,8 +4,11 @@ Every held lease is extended together, every third of the lease period (or
 ``heartbeat_interval`` when the operator set one), so a generation slower
 than the lease never loses it. The server's answer names leases that were
 lost (expired, taken over) or whose job was cancelled; the node aborts
-those jobs (:mod:`~openbeepboop_node.running`). Nothing is sent while the
-node holds no lease: an idle node is already in touch through its long-poll.
+those jobs (:mod:`~openbeepboop_node.running`). A cancel usually arrives
+long before that, through the lease watch (:mod:`~openbeepboop_node.lease_watch`);
+the heartbeat is the safety net, and the only path against an older server.
+Nothing is sent while the node holds no lease: an idle node is already in
+touch through its long-poll.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The node's side of the node protocol (docs/api.md, 'Nodes'): fetch, submit, heartbeat.
+"""The node's side of the node protocol (docs/api.md, 'Nodes'): fetch, submit, heartbeat, watch.
 
 One :class:`aiohttp.ClientSession` with keep-alive serves every call, with a
 read timeout above the long-poll wait. aiohttp rather than httpx because
@@ -9,6 +9,10 @@ LiteLLM already installs and uses aiohttp. Failures are sorted into what the cal
 about them: :class:`ServerUnavailableError` (wait and retry),
 :class:`KeyRejectedError` (stop: the key is wrong), :class:`ServerRequestError`
 (this request will never succeed).
+
+Given several server URLs (replicas on one database), a call that finds its
+server gone (connection refused or reset, timeout, 502/503/504) goes at once
+to the next URL; :mod:`~openbeepboop_node.server_pool` holds that policy.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import certifi
 from openbeepboop_schemas import (
     FETCH_PATH,
     HEARTBEAT_PATH,
+    LEASE_WATCH_PATH,
     QUEUE_SUBMIT_PATH,
     ErrorEnvelope,
     FetchRequest,
@@ -34,6 +39,8 @@ from openbeepboop_schemas import (
     HeartbeatResponse,
     Lease,
     LeaseRef,
+    LeaseWatchRequest,
+    LeaseWatchResponse,
     Outcome,
     SubmitAck,
     SubmitRequest,
@@ -46,6 +53,7 @@ from openbeepboop_node.exceptions import (
     ServerRequestError,
     ServerUnavailableError,
 )
+from openbeepboop_node.server_pool import DEFAULT_FAILBACK_SECONDS, ServerPool
 
 #: Connect timeout (including waiting for a pooled connection), in seconds.
 DEFAULT_TIMEOUT_SECONDS = 30.0
@@ -55,6 +63,9 @@ READ_TIMEOUT_MARGIN_SECONDS = 15.0
 #: uvicorn (the server) closes idle connections, so the node does not send a
 #: request down a connection the server has just closed.
 KEEPALIVE_SECONDS = 4.0
+
+#: Answers that mean "this replica is gone, another may answer" (from a proxy in front).
+FAILOVER_STATUSES = frozenset({502, 503, 504})
 
 #: A fetch answer larger than this is parsed on a worker thread, off the event loop.
 OFF_LOOP_PARSE_BYTES = 256 * 1024
@@ -112,20 +123,30 @@ def default_ssl_context() -> ssl.SSLContext:
     return context
 
 
+class _FailoverError(Exception):
+    """One URL did not answer; the call may go on to the next one."""
+
+    def __init__(self, error: ServerUnavailableError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 class QueueClient:
-    """Talks to one queue server as one node."""
+    """Talks to the queue server (one of its URLs at a time) as one node."""
 
     def __init__(
         self,
-        server_url: str,
+        server_url: str | Sequence[str],
         api_key: str,
         node_id: str,
         *,
         version: str | None = None,
         fetch_wait: float = 25.0,
         read_margin: float = READ_TIMEOUT_MARGIN_SECONDS,
+        failback: float = DEFAULT_FAILBACK_SECONDS,
     ) -> None:
-        self.server_url = server_url.rstrip("/")
+        urls = [server_url] if isinstance(server_url, str) else list(server_url)
+        self.servers = ServerPool(urls, failback=failback)
         self.node_id = node_id
         self.version = version
         self._headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
@@ -133,9 +154,14 @@ class QueueClient:
             self._headers["User-Agent"] = f"openbeepboop-node/{version}"
         #: No request may wait longer than this for a byte of the answer.
         self.read_timeout = fetch_wait + read_margin
-        self._proxy = proxy_for(self.server_url)
+        self._proxies = {url: proxy_for(url) for url in self.servers.urls}
         # Made on first use: an aiohttp session belongs to the running event loop.
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def server_url(self) -> str:
+        """The URL calls go to now."""
+        return self.servers.current
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -204,6 +230,12 @@ class QueueClient:
         response = await self._post(HEARTBEAT_PATH, body)
         return self._parse(response, HeartbeatResponse.model_validate_json)
 
+    async def watch_leases(self, leases: Sequence[LeaseRef], wait: float) -> LeaseWatchResponse:
+        """Wait up to ``wait`` s until one of ``leases`` is cancelled or lost; which ones."""
+        body = LeaseWatchRequest(node_id=self.node_id, leases=list(leases), wait=wait)
+        response = await self._post(LEASE_WATCH_PATH, body)
+        return self._parse(response, LeaseWatchResponse.model_validate_json)
+
     def _parse(self, answer: Answer, parse: Callable[[bytes], T]) -> T:
         # A 200 that is not the contract's JSON (a proxy's error page, a
         # different service on that port) is treated like an outage.
@@ -215,11 +247,25 @@ class QueueClient:
             ) from exc
 
     async def _post(self, path: str, body: BaseModel, omit: set[str] | None = None) -> Answer:
-        url = self.server_url + path
+        data = body.model_dump_json(exclude=omit)
+        failure: ServerUnavailableError | None = None
+        for server in self.servers.order():
+            try:
+                answer = await self._post_to(server, path, data)
+            except _FailoverError as exc:
+                failure = exc.error
+                failure.__cause__ = exc.__cause__
+                self.servers.failed(server, failure)
+                continue
+            self.servers.succeeded(server)
+            return answer
+        assert failure is not None  # the pool holds at least one URL
+        raise failure
+
+    async def _post_to(self, server: str, path: str, data: str) -> Answer:
+        url = server + path
         try:
-            async with self._open().post(
-                url, data=body.model_dump_json(exclude=omit), proxy=self._proxy
-            ) as response:
+            async with self._open().post(url, data=data, proxy=self._proxies[server]) as response:
                 answer = Answer(
                     url,
                     response.status,
@@ -228,12 +274,14 @@ class QueueClient:
                     _seconds(response.headers.get("Retry-After")),
                 )
         except asyncio.TimeoutError as exc:  # aiohttp's read and connect timeouts
-            raise ServerUnavailableError(
-                f"timed out talking to {self.server_url} ({type(exc).__name__})"
+            raise _FailoverError(
+                ServerUnavailableError(f"timed out talking to {server} ({type(exc).__name__})")
             ) from exc
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__
-            raise ServerUnavailableError(f"cannot connect to {self.server_url}: {reason}") from exc
+            raise _FailoverError(
+                ServerUnavailableError(f"cannot connect to {server}: {reason}")
+            ) from exc
         status = answer.status
         if status < 400:
             return answer
@@ -242,8 +290,12 @@ class QueueClient:
             # 403: a wrong role, or a NODE key used outside its scope (models,
             # node_id); the server's message says which.
             what = "API key" if status == 401 else "API key's role or scope"
-            raise KeyRejectedError(
-                f"server {self.server_url} rejected the {what}: {message}", status
+            raise KeyRejectedError(f"server {server} rejected the {what}: {message}", status)
+        if status in FAILOVER_STATUSES:
+            raise _FailoverError(
+                ServerUnavailableError(
+                    f"server {server} answered {status}: {message}", answer.retry_after
+                )
             )
         if status in (408, 429) or status >= 500:
             raise ServerUnavailableError(f"server answered {status}: {message}", answer.retry_after)

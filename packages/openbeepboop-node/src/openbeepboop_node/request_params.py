@@ -9,11 +9,12 @@ key. Only the OpenAI generation parameters named here are forwarded; the
 operator's settings are applied after them and always win.
 
 The operator shapes what is forwarded per model, in this order: ``defaults``
-fill what the job left unset; ``fixed`` values replace the job's; then the
-caps: ``max_tokens`` lowers a larger ``max_tokens`` or
-``max_completion_tokens`` to the cap (and is sent as ``max_tokens`` when
-neither is set, so every call has a ceiling), ``max_n`` lowers a larger
-``n``. A job asking for more is not failed: it gets the operator's value,
+fill what the job left unset (``max_tokens`` and ``max_completion_tokens``
+count as one: a default for either is not added beside the job's other);
+``fixed`` values replace the job's; then the caps: ``max_tokens`` lowers a
+larger ``max_tokens`` or ``max_completion_tokens`` to the cap (and is sent
+as ``max_tokens`` when neither is set, so every call has a ceiling),
+``max_n`` lowers a larger ``n``. A job asking for more is not failed: it gets the operator's value,
 as it would from a provider whose limit is lower.
 """
 
@@ -93,6 +94,9 @@ def job_params(
             params[name] = value
     if defaults:
         for name, value in defaults.items():
+            if name in TOKEN_LIMIT_PARAMS and any(n in params for n in TOKEN_LIMIT_PARAMS):
+                # One limit, two names: a job's max_completion_tokens is its max_tokens.
+                continue
             params.setdefault(name, value)
     if fixed:
         params.update(fixed)

@@ -18,9 +18,10 @@ Per-model ``concurrency`` is counted here: :attr:`JobRunner.held` is how
 many leases each capped entry holds, running or waiting for a slot; the
 fetcher asks for an entry only while that is below its cap.
 
-The heartbeat loop reads the held leases from here and reports the ones the
-server took back (their tasks are cancelled); the delivery loop reports
-acknowledgements.
+The heartbeat loop and the lease watch read the held leases from here and
+report the ones the server took back or cancelled (their tasks are cancelled,
+which aborts their LLM calls and frees their slots); the delivery loop
+reports acknowledgements.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
+from openbeepboop_node.lease_watch import LeaseWatcher
 from openbeepboop_node.model_routes import ModelRoutes
 from openbeepboop_node.prefetch import PrefetchSizer
 from openbeepboop_node.public_errors import public_message
@@ -98,6 +100,8 @@ class JobRunner:
         self.deliverer: Deliverer | None = None
         #: Set once the heartbeat loop exists: a new lease starts its clock.
         self.heartbeater: Heartbeater | None = None
+        #: Set once the lease watch exists: a new lease joins it.
+        self.lease_watcher: LeaseWatcher | None = None
         #: Every held lease whose outcome the server has not acknowledged.
         self.leases: dict[str, Lease] = {}
         #: Every held job's task: running, or waiting for a slot (prefetched).
@@ -136,6 +140,8 @@ class JobRunner:
         task.add_done_callback(self._job_done)
         if self.heartbeater is not None:
             self.heartbeater.wake()
+        if self.lease_watcher is not None:
+            self.lease_watcher.wake()
 
     def _entry(self, lease: Lease) -> str | None:
         route = self._routes.route_for(lease.model)

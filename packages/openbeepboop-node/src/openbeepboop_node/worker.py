@@ -1,6 +1,6 @@
 """The node's life: start its loops, work (``run`` or ``batch``), shut down cleanly.
 
-:class:`Node` runs three loops on one event loop and one HTTP connection pool:
+:class:`Node` runs four loops on one event loop and one HTTP connection pool:
 
 - fetch (:mod:`~openbeepboop_node.fetching`): claims as many leases as the
   node has room for; each job runs as a task
@@ -9,6 +9,9 @@
   aborts jobs the server reports cancelled or lost;
 - delivery (:mod:`~openbeepboop_node.delivery`): sends outcomes in batches,
   spooling what the server has not acknowledged.
+- lease watch (:mod:`~openbeepboop_node.lease_watch`): a long-poll the server
+  answers as soon as a held lease is cancelled, so the job is aborted within
+  seconds rather than at the next heartbeat.
 
 Beside them, :mod:`~openbeepboop_node.backend_health` pauses a model whose
 backend cannot be connected to and probes it until it answers.
@@ -41,6 +44,7 @@ from openbeepboop_node.exceptions import SpoolError
 from openbeepboop_node.fetching import Fetcher
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
+from openbeepboop_node.lease_watch import LeaseWatcher
 from openbeepboop_node.model_routes import ModelRoutes
 from openbeepboop_node.prefetch import PrefetchSizer
 from openbeepboop_node.queue_client import QueueClient
@@ -73,13 +77,14 @@ class Node:
         self.routes = ModelRoutes(config, environ)
         self.inference = Inference(config.request_limits())
         self.client = QueueClient(
-            config.server_url,
+            config.all_server_urls(),
             config.api_key.get_secret_value(),
             config.node_id,
             version=version,
             fetch_wait=config.fetch_wait,
+            failback=config.server_failback,
         )
-        self.connectivity = Connectivity(config.server_url)
+        self.connectivity = Connectivity(", ".join(config.all_server_urls()))
         self.summary = RunSummary()
         self._prefetch = PrefetchSizer(config.prefetch_leases())
         self._stopping = asyncio.Event()
@@ -194,6 +199,13 @@ class Node:
                 models=lambda: self.health.live,
                 interval=config.heartbeat_interval,
             )
+            watcher = runner.lease_watcher = LeaseWatcher(
+                self.client,
+                Backoff(config.backoff_initial, config.backoff_max),
+                leases=runner.lease_refs,
+                on_gone=runner.gone,
+                wait=config.fetch_wait,
+            )
             fetcher = Fetcher(
                 config,
                 self.client,
@@ -210,6 +222,7 @@ class Node:
             await deliverer.restore()
             background.append(asyncio.create_task(deliverer.run(), name="delivery"))
             background.append(asyncio.create_task(heartbeater.run(), name="heartbeat"))
+            background.append(asyncio.create_task(watcher.run(), name="lease watch"))
             # LiteLLM takes seconds to import; spooled results go out meanwhile.
             await self._until_done(asyncio.to_thread(self.inference.load), background)
             fetching = asyncio.create_task(fetcher.run(batch), name="fetch")
@@ -278,7 +291,7 @@ class Node:
             "node %s %s for %s; concurrency %d, prefetch up to %d; serving %s",
             self.config.node_id,
             "draining the queue" if batch else "working",
-            self.config.server_url,
+            self.client.servers.label(),
             self.config.concurrency,
             self._prefetch.limit,
             served,

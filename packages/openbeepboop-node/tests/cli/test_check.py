@@ -178,3 +178,15 @@ def test_batch_exits_with_the_backend_status_and_leaves_the_jobs_queued(
     with fake.lock:
         assert {job[0] for job in fake.queued} == set(ids)
     assert fake.errors() == {} and fake.results() == {}
+
+
+def test_check_looks_at_every_server_url_on_its_own(
+    write: Callable[..., Path], tmp_path: Path, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    dead = closed_url()
+    config = write(tmp_path / "node.toml", f"{served.url},{dead}", llm.base_url)
+    code, out, _ = invoke("check", "--config", str(config))
+    assert code == EXIT_SERVER_UNREACHABLE
+    lines = out.splitlines()
+    assert lines[1].startswith(f"ok     server {served.url}: {served.url} takes the node key")
+    assert lines[2].startswith(f"FAILED server {dead}: {dead} unreachable")

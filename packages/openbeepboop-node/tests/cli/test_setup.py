@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 from openbeepboop_node.cli import main, options
 from openbeepboop_node.cli.errors import EXIT_CONFIG
+from openbeepboop_node.cli.setup import DEFAULT_MAX_TOKENS
 from openbeepboop_node.config import load_config
 
 KEY = "sk-" + "n" * 40
@@ -58,6 +59,58 @@ def test_non_interactive_setup_writes_a_0600_config(tmp_path: Path) -> None:
     )
     assert str(path) in out
     assert KEY not in out + err
+
+
+def test_a_model_without_max_tokens_gets_the_proposed_default_and_is_told(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "node_config.toml"
+    code, out, err = run(*BASE, "--config", str(path))
+    assert code == 0, err
+    (model,) = load_config(path, environ={}).models
+    assert model.defaults == {"max_tokens": DEFAULT_MAX_TOKENS}
+    assert f"max_tokens = {DEFAULT_MAX_TOKENS}, the proposed default" in out
+    assert "--max-tokens N to change it, 0 for none" in out
+
+
+def test_max_tokens_flag_overrides_the_default_and_zero_means_none(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    code, out, err = run(*BASE, "--config", str(path), "--max-tokens", "200")
+    assert code == 0, err
+    assert load_config(path, environ={}).models[0].defaults == {"max_tokens": 200}
+    assert "proposed default" not in out  # nothing proposed: the operator chose
+    code, out, err = run(*BASE, "--config", str(path), "--max-tokens", "0")
+    assert code == 0, err
+    assert not load_config(path, environ={}).models[0].defaults
+    assert "proposed default" not in out
+    code, _, err = run(*BASE, "--config", str(path), "--max-tokens", "-1")
+    assert code == 2 and "--max-tokens" in err
+
+
+def test_a_models_own_max_tokens_is_kept_on_a_later_setup(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    assert run(*BASE, "--config", str(path), "--max-tokens", "64")[0] == 0
+    code, out, err = run(*BASE, "--config", str(path), "--temperature", "0.3")
+    assert code == 0, err
+    assert load_config(path, environ={}).models[0].defaults == {
+        "max_tokens": 64,
+        "temperature": 0.3,
+    }
+    assert "proposed default" not in out
+
+
+def test_interactive_wizard_proposes_the_max_tokens_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(options, "stdin_is_terminal", lambda: True)
+    path = tmp_path / "node_config.toml"
+    # Key env var, provider key, timeout, temperature, max_tokens: Enter; no other model.
+    answers = "\n\n\n\n\nn\n"
+    code, out, err = run("setup", *BASE[2:], "--config", str(path), input=answers)
+    assert code == 0, out + err
+    prompt = "Default max_tokens when a job sets none (0 for no default)"
+    assert f"{prompt} [{DEFAULT_MAX_TOKENS}]" in out
+    assert load_config(path, environ={}).models[0].defaults == {"max_tokens": DEFAULT_MAX_TOKENS}
 
 
 def test_prefetch_is_a_flag_kept_across_later_setups(tmp_path: Path) -> None:
@@ -213,7 +266,7 @@ def test_interactive_wizard_asks_what_the_flags_leave_open(
             "",  # no provider key
             "",  # timeout: default
             "0.7",  # default temperature
-            "",  # default max_tokens: none
+            "0",  # default max_tokens: none
             "y",  # another model
             "mistral",
             "http://127.0.0.1:1",
@@ -267,3 +320,27 @@ def test_setup_is_reachable_as_a_module(tmp_path: Path) -> None:
     ).stdout
     for flag in ("--non-interactive", "--api-key-env", "--model-api-key", "--request-timeout"):
         assert flag in out
+
+
+def test_server_url_may_be_repeated_or_comma_separated(tmp_path: Path) -> None:
+    path = tmp_path / "node_config.toml"
+    args = [a for a in BASE if a != "http://127.0.0.1:8000" and a != "--server-url"]
+    code, out, err = run(
+        *args,
+        "--config",
+        str(path),
+        "--server-url",
+        "http://a:8000",
+        "--server-url",
+        "http://b:8000,http://c:8000",
+    )
+    assert code == 0, out + err
+    config = load_config(path, environ={})
+    assert config.all_server_urls() == ["http://a:8000", "http://b:8000", "http://c:8000"]
+    assert "server: http://a:8000, http://b:8000, http://c:8000" in out
+    # Running setup again without the flag keeps the list; one URL replaces it.
+    assert run(*args, "--config", str(path))[0] == 0
+    assert len(load_config(path, environ={}).all_server_urls()) == 3
+    assert run(*args, "--config", str(path), "--server-url", "http://d:8000")[0] == 0
+    assert load_config(path, environ={}).all_server_urls() == ["http://d:8000"]
+    assert "server_urls" not in path.read_text()

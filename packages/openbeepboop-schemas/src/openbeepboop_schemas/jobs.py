@@ -101,7 +101,9 @@ class PollEntry(TolerantBody):
     Timestamps are Unix seconds. ``result_omitted`` is true when a poll left
     this entry's ``result`` out to stay within the server's answer size (the
     entries before it filled it): poll that job again, alone or with fewer
-    others, or ``GET`` it.
+    others, or ``GET`` it. ``node_id`` names the node working on the job, only
+    while it is ``PROCESSING`` (absent otherwise), so a waiting user can see
+    where it runs.
     """
 
     id: JobId
@@ -116,6 +118,7 @@ class PollEntry(TolerantBody):
     started_at: int | None = None
     completed_at: int | None = None
     result_omitted: bool = False
+    node_id: str | None = None
 
 
 class JobList(TolerantBody):

@@ -36,6 +36,8 @@ from openbeepboop_schemas.queue import (
     HeartbeatRequest,
     HeartbeatResponse,
     Lease,
+    LeaseWatchRequest,
+    LeaseWatchResponse,
     SubmitRequest,
     SubmitResponse,
 )
@@ -58,6 +60,8 @@ CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
     SubmitResponse,
     HeartbeatRequest,
     HeartbeatResponse,
+    LeaseWatchRequest,
+    LeaseWatchResponse,
     PoolStatus,
     ErrorEnvelope,
     FileObject,

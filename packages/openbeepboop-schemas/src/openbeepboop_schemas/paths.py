@@ -31,6 +31,8 @@ FETCH_PATH = "/internal/queue/fetch"
 QUEUE_SUBMIT_PATH = "/internal/queue/submit"
 #: Extend held leases.
 HEARTBEAT_PATH = "/internal/queue/heartbeat"
+#: Long-poll until one of the held leases is cancelled or lost (a cancel reaches a running job).
+LEASE_WATCH_PATH = "/internal/queue/watch"
 
 # Open to anyone, or to operators.
 #: Liveness and database reachability (no key).

@@ -1,4 +1,4 @@
-"""The node protocol: fetch leases, deliver outcomes, heartbeat.
+"""The node protocol: fetch leases, deliver outcomes, heartbeat, watch leases.
 
 A lease is the right to work on one job until ``lease_expires_at``; the
 ``lease_token`` proves it on every later call. Outcomes are a tagged union on
@@ -177,3 +177,27 @@ class HeartbeatResponse(TolerantBody):
     extended: list[str] = Field(default_factory=list)
     lost: list[str] = Field(default_factory=list)
     cancelled: list[str] = Field(default_factory=list)
+
+
+class LeaseWatchRequest(StrictBody):
+    """Wait up to ``wait`` s until one of ``leases`` is cancelled or lost.
+
+    A node keeps one open while it holds leases, so that a cancel reaches a
+    running job at once rather than at its next heartbeat. It extends nothing
+    (the heartbeat does that).
+    """
+
+    node_id: NodeId
+    leases: list[LeaseRef] = Field(min_length=1, max_length=MAX_HEARTBEAT_LEASES)
+    wait: JsonFloat = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
+
+
+class LeaseWatchResponse(TolerantBody):
+    """Which of the watched leases were cancelled or lost; both empty when the wait ran out.
+
+    As in :class:`HeartbeatResponse`, a node must abort work on them. A lease
+    the node delivered itself (its outcome acknowledged or not) is in neither list.
+    """
+
+    cancelled: list[str] = Field(default_factory=list)
+    lost: list[str] = Field(default_factory=list)

@@ -54,6 +54,7 @@ from openbeepboop_server.http.errors import (
     handle_unexpected,
 )
 from openbeepboop_server.http.limits import BodySizeLimit
+from openbeepboop_server.http.openai.batch_budgets import budgeted_line_parser
 from openbeepboop_server.http.openai.files import upload_limits
 from openbeepboop_server.http.routes import ENDPOINTS
 from openbeepboop_server.keys import KeyService
@@ -78,6 +79,8 @@ def create_app(settings: Settings) -> Starlette:
             Database.connect,
             settings.database.url,
             sqlite_synchronous=settings.database.sqlite_synchronous,
+            pool_size=settings.database.pool_size,
+            max_overflow=settings.database.max_overflow,
         )
         housekeeper: Housekeeper | None = None
         batch_driver: BatchDriver | None = None
@@ -85,6 +88,9 @@ def create_app(settings: Settings) -> Starlette:
         wakeups = Wakeups()
         metrics.long_polls.labels(kind="poll").set_function(lambda: wakeups.watch_waiters)
         metrics.long_polls.labels(kind="fetch").set_function(lambda: wakeups.fetch_waiters)
+        metrics.long_polls.labels(kind="lease_watch").set_function(
+            lambda: wakeups.lease_watch_waiters
+        )
         try:
             await run_in_threadpool(ensure_current, db)
             queue = QueueService(db, settings.queue.policy())
@@ -109,7 +115,9 @@ def create_app(settings: Settings) -> Starlette:
             housekeeper = Housekeeper(context)
             housekeeper.start()
             batch_driver = app.state.batch_driver = BatchDriver(
-                context, settings.openai.batch_check_seconds
+                context,
+                settings.openai.batch_check_seconds,
+                line_parser=budgeted_line_parser(app.state.budgets),
             )
             batch_driver.start()
             yield

@@ -22,7 +22,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from openbeepboop_server.db.database import DEFAULT_SQLITE_SYNCHRONOUS
+from openbeepboop_server.db.database import (
+    DEFAULT_MAX_OVERFLOW,
+    DEFAULT_POOL_SIZE,
+    DEFAULT_SQLITE_SYNCHRONOUS,
+)
 from openbeepboop_server.db.database import SQLITE_SYNCHRONOUS_MODES as SQLITE_SYNCHRONOUS_MODES
 from openbeepboop_server.errors import ServerError
 from openbeepboop_server.http.budgets import (
@@ -109,10 +113,16 @@ class ServerSection(_Section):
 
 
 class DatabaseSection(_Section):
-    """``[database]``: the SQLAlchemy URL and SQLite durability."""
+    """``[database]``: the SQLAlchemy URL, SQLite durability, the connection pool."""
 
     url: str = Field(min_length=1)
     sqlite_synchronous: SqliteSynchronous = DEFAULT_SQLITE_SYNCHRONOUS
+    #: Connections each server process keeps open, and how many more it may
+    #: open at a peak. Several PostgreSQL replicas share the database's
+    #: ``max_connections``: size these so that replicas x (both) fits it
+    #: (docs/deploy.md, "Connection pools").
+    pool_size: int = Field(default=DEFAULT_POOL_SIZE, ge=1)
+    max_overflow: int = Field(default=DEFAULT_MAX_OVERFLOW, ge=0)
 
     @field_validator("url")
     @classmethod
@@ -197,6 +207,8 @@ DEFAULT_MIN_COMPLETION_WINDOW_SECONDS = 3600.0
 DEFAULT_MAX_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 #: How often running batches are looked at (finished, expired, cancelled).
 DEFAULT_BATCH_CHECK_SECONDS = 1.0
+#: An upload still ``uploading`` this long after it began was cut off by a crash: swept.
+DEFAULT_STALE_UPLOAD_SECONDS = 3600.0
 
 
 class OpenAISection(_Section):
@@ -212,6 +224,7 @@ class OpenAISection(_Section):
         default=DEFAULT_MAX_COMPLETION_WINDOW_SECONDS, gt=0
     )
     batch_check_seconds: float = Field(default=DEFAULT_BATCH_CHECK_SECONDS, gt=0, le=60)
+    stale_upload_seconds: float = Field(default=DEFAULT_STALE_UPLOAD_SECONDS, gt=0)
 
 
 class LimitsSection(_Section):

@@ -39,10 +39,17 @@ class ServerContext:
     status_cache: StatusCache = field(default_factory=StatusCache)
     poll_slots: LongPollSlots = field(init=False)
     fetch_slots: LongPollSlots = field(init=False)
+    lease_watch_slots: LongPollSlots = field(init=False)
 
     def __post_init__(self) -> None:
         server = self.settings.server
         self.poll_slots = LongPollSlots("polls", server.max_polls_per_key, "max_polls_per_key")
         self.fetch_slots = LongPollSlots(
             "fetches", server.max_fetches_per_key, "max_fetches_per_key"
+        )
+        # A node keeps at most one fetch and one lease watch open, so the
+        # fetch limit bounds the watches too, each in a pool of its own: a
+        # busy node's watch never takes the slot its next fetch needs.
+        self.lease_watch_slots = LongPollSlots(
+            "lease watches", server.max_fetches_per_key, "max_fetches_per_key"
         )

@@ -5,7 +5,8 @@ a dead node's jobs go back to the queue within about a second of their lease
 running out; each expiry wakes the long-polls that may care. On the same tick,
 with ``[queue] max_queued_days`` set, QUEUED jobs older than that end FAILED
 (``expired``; one index read when there are none). Purging finished jobs past
-retention and nodes not seen for ``node_retention_days`` runs once soon after
+retention, nodes not seen for ``node_retention_days`` and uploads a crash left
+``uploading`` for ``[openai] stale_upload_seconds`` runs once soon after
 start-up and then every ``purge_interval_seconds`` (an hour), followed on
 SQLite by an incremental vacuum that gives the freed pages back to the file
 system. The long-polls' one periodic re-check
@@ -30,6 +31,7 @@ from anyio.to_thread import run_sync
 
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.dispatch.recheck import Rechecker
+from openbeepboop_server.queue.files import FileStore
 
 logger = logging.getLogger(__name__)
 
@@ -92,9 +94,19 @@ class Housekeeper:
             logger.info("purged %d finished job(s) past retention", purged)
             context.metrics.purged.inc(purged)
         forgotten = await run_sync(context.queue.purge_nodes)
-        if purged or forgotten:
+        swept = await self.sweep_uploads()
+        if purged or forgotten or swept:
             await run_sync(context.queue.reclaim_space)
         return purged
+
+    async def sweep_uploads(self) -> int:
+        """Delete uploads a crash left ``uploading`` for ``[openai] stale_upload_seconds``."""
+        context = self._context
+        store = FileStore(context.db)
+        swept = await run_sync(store.sweep_uploading, context.settings.openai.stale_upload_seconds)
+        if swept:
+            logger.info("swept %d upload(s) left unfinished by a crash", swept)
+        return swept
 
     async def _run(self) -> None:
         queue_settings = self._context.settings.queue

@@ -195,7 +195,7 @@ class Metrics:
         )
         self.long_polls = Gauge(
             "openbeepboop_long_polls",
-            "Long-polls waiting in this process: kind poll (clients) or fetch (nodes).",
+            "Long-polls waiting in this process: kind poll (clients), fetch, lease_watch (nodes).",
             labelnames=["kind"],
             registry=self.registry,
         )

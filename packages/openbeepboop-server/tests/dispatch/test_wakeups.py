@@ -83,6 +83,29 @@ def test_job_changes_wake_only_their_watchers() -> None:
     assert not wakeups._watchers
 
 
+def test_lease_watches_wake_on_job_changes_but_stay_apart_from_polls() -> None:
+    wakeups = Wakeups()
+    with (
+        wakeups.watching_leases(["j1", "j2"]) as lease_watch,
+        wakeups.watching(["j2"]) as poll,
+    ):
+        # A delivery reads results only for polls, never for a node's lease watch.
+        assert wakeups.watched(["j1", "j2"]) == ["j2"]
+        # The periodic re-check asks about both.
+        assert sorted(wakeups.watched_ids()) == ["j1", "j2"]
+        assert (wakeups.lease_watch_waiters, wakeups.watch_waiters) == (1, 1)
+        wakeups.jobs_changed(["j1"])
+        assert (lease_watch.woken, poll.woken) == (True, False)
+        lease_watch.clear()
+        wakeups.narrow_leases(lease_watch, ["j2"])
+        wakeups.jobs_changed(["j1"])
+        assert not lease_watch.woken
+        assert wakeups.watched_ids() == ["j2"]
+        wakeups.close()
+        assert lease_watch.closed and lease_watch.woken
+    assert (wakeups.lease_watch_waiters, wakeups.watched_ids()) == (0, [])
+
+
 def test_close_wakes_and_marks_everyone() -> None:
     wakeups = Wakeups()
     with wakeups.fetching(["a"]) as fetcher, wakeups.watching(["j"]) as watcher:

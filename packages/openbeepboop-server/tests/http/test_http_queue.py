@@ -74,6 +74,34 @@ def test_result_completes_the_job(client: TestClient, api_keys: ApiKeys) -> None
     assert entry["error"] is None
 
 
+def test_entries_name_the_node_only_while_it_works(client: TestClient, api_keys: ApiKeys) -> None:
+    job = client.post("/v1/chat/completions", json=chat(), headers=bearer(api_keys.user)).json()
+
+    def entries() -> list[dict]:
+        polled = client.post(
+            "/v1/results/poll", json={"ids": [job["id"]]}, headers=bearer(api_keys.user)
+        ).json()
+        got = client.get(f"/v1/jobs/{job['id']}", headers=bearer(api_keys.user)).json()
+        listed = client.get("/v1/jobs", headers=bearer(api_keys.user)).json()["data"]
+        return [*polled, got, *listed]
+
+    assert all("node_id" not in entry for entry in entries())  # QUEUED: nobody has it
+    [lease] = _fetch(client, api_keys.node, ["llama3"])
+    assert [entry["node_id"] for entry in entries()] == ["node-1"] * 3
+    outcome = {
+        "kind": "result",
+        "job_id": lease.job_id,
+        "lease_token": lease.lease_token,
+        "result": completion(),
+    }
+    client.post(
+        "/internal/queue/submit",
+        json={"node_id": "node-1", "outcomes": [outcome]},
+        headers=bearer(api_keys.node),
+    )
+    assert all("node_id" not in entry for entry in entries())  # finished: history, left out
+
+
 def test_permanent_error_fails_and_retryable_requeues(
     client: TestClient, api_keys: ApiKeys
 ) -> None:

@@ -59,6 +59,13 @@ CASES = [
         },
     ),
     Case("POST", "/internal/queue/heartbeat", NODES, 200, {"node_id": "n1", "leases": []}),
+    Case(
+        "POST",
+        "/internal/queue/watch",
+        NODES,
+        200,
+        {"node_id": "n1", "leases": [{"job_id": "job-x", "lease_token": "t"}]},
+    ),
     Case("GET", "/healthz", EVERYONE, 200),
     Case("GET", "/openapi.json", EVERYONE, 200),
     Case("GET", "/metrics", OBSERVERS, 200),

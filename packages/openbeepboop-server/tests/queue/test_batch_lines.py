@@ -28,23 +28,22 @@ def test_lines_are_split_across_parts_and_a_last_line_needs_no_newline() -> None
 
 
 def test_a_valid_file_gives_requests_in_order() -> None:
+    body = {"model": "m", "messages": [{"role": "user", "content": "yo"}], "max_tokens": 7.0}
+    kept: list[tuple[str, Any]] = []
     checked = validate_lines(
-        [
-            _line("x"),
-            _line(
-                "y",
-                body={
-                    "model": "m",
-                    "messages": [{"role": "user", "content": "yo"}],
-                    "max_tokens": 7.0,
-                },
-            ),
-        ],
-        URL,
+        [_line("x"), _line("y", body=body)], URL, keep=lambda c, r: kept.append((c, r))
     )
-    assert checked.errors == []
-    assert checked.custom_ids == ["x", "y"]
-    assert checked.requests[1].max_tokens == 7
+    assert checked.errors == [] and checked.count == 2
+    assert [custom_id for custom_id, _ in kept] == ["x", "y"]
+    assert kept[1][1].max_tokens == 7
+
+
+def test_nothing_more_is_kept_once_a_line_is_refused() -> None:
+    kept: list[str] = []
+    lines = [_line("a"), _line("b", method="GET"), _line("c")]
+    checked = validate_lines(lines, URL, keep=lambda c, r: kept.append(c))
+    assert checked.count == 3 and [error.line for error in checked.errors] == [2]
+    assert kept == ["a"]
 
 
 def test_every_bad_line_is_reported_with_its_number() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import Role
@@ -51,3 +53,25 @@ def test_a_file_over_a_limit_leaves_nothing(db: Database) -> None:
         store.save(OWNER.key_id, "x", "batch", [b"x" * 100], max_bytes=10)
     assert too_big.value.too_large
     assert _rows(db) == (0, 0)
+
+
+def test_an_upload_cut_off_by_a_crash_is_swept_after_the_age(db: Database) -> None:
+    clock = [1_000.0]
+    store = FileStore(db, lambda: clock[0])
+
+    def crash_after_first_part() -> Iterator[bytes]:
+        yield b"x" * store_module.CHUNK_BYTES * store_module.PARTS_PER_WRITE
+        raise KeyboardInterrupt  # the process dies: _discard never gets to run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "_discard", lambda seq: None)
+        with pytest.raises(KeyboardInterrupt):
+            store.save(OWNER.key_id, "big.jsonl", "batch", crash_after_first_part())
+    assert _rows(db) == (1, store_module.PARTS_PER_WRITE)
+    kept = store.save(OWNER.key_id, "done.jsonl", "batch", [b"a\n"])
+    clock[0] += 3599
+    assert store.sweep_uploading(3600) == 0
+    clock[0] += 2
+    assert store.sweep_uploading(3600) == 1
+    assert _rows(db) == (1, 1)  # the finished file is kept
+    assert store.find(OWNER, kept.id) is not None

@@ -33,7 +33,7 @@ from openbeepboop._exceptions import (
     OpenBeepBoopError,
 )
 from openbeepboop._jobs import AsyncJob, Job
-from openbeepboop._submit_warnings import log_warnings, warnings_for
+from openbeepboop._submit_warnings import warn_about, warnings_for
 
 if TYPE_CHECKING:
     from openbeepboop._client import AsyncClient, Client
@@ -131,9 +131,9 @@ def _check_bulk_answer(
     return [(job, warnings_for(job.model, answer.warnings)) for job in answer.data]
 
 
-def _log_bulk_warnings(jobs: Sequence[Job | AsyncJob]) -> None:
-    """Log the warnings of a whole ``create_many`` once: one model can span many chunks."""
-    log_warnings(warning for job in jobs for warning in job.warnings)
+def _warn_bulk(jobs: Sequence[Job | AsyncJob]) -> None:
+    """Warn about a whole ``create_many`` once: one model can span many chunks."""
+    warn_about(warning for job in jobs for warning in job.warnings)
 
 
 def _partial_failure(done: int, total: int, exc: OpenBeepBoopError) -> str:
@@ -160,11 +160,12 @@ class Completions:
         ``max_tokens``, ``response_format``, ...), passed through to the node.
         ``model`` falls back to ``default_model`` from the config. When the
         server warns (no node serves the model right now: the job waits until
-        one does), ``job.warnings`` holds it and it is logged at WARNING.
+        one does), ``job.warnings`` holds it and it is raised as a
+        :class:`~openbeepboop.ModelNotServedWarning` (a ``UserWarning``).
         """
         request = _single_request(model, messages, params, self._client.default_model)
         data = self._client.request(_submit_options(request, idempotency_key), _parse_job)
-        log_warnings(data.warnings)
+        warn_about(data.warnings)
         return Job(data, self._client.jobs)
 
     def create_many(
@@ -179,7 +180,7 @@ class Completions:
         All are validated first; then they go in chunks of up to
         ``MAX_BULK_SUBMIT``, each one transaction on the server. If a later chunk
         fails, BulkSubmitError carries the jobs already created. Each job's
-        ``warnings`` are those of its model; each distinct one is logged once.
+        ``warnings`` are those of its model; each distinct one is warned once.
         """
         built = build_bulk_requests(requests, self._client.default_model)
         jobs: list[Job] = []
@@ -190,11 +191,11 @@ class Completions:
             except OpenBeepBoopError as exc:
                 if not jobs:
                     raise
-                _log_bulk_warnings(jobs)
+                _warn_bulk(jobs)
                 message = _partial_failure(len(jobs), len(built), exc)
                 raise BulkSubmitError(message, [job.data for job in jobs]) from exc
             jobs.extend(Job(item, self._client.jobs, warned) for item, warned in data)
-        _log_bulk_warnings(jobs)
+        _warn_bulk(jobs)
         return jobs
 
 
@@ -215,7 +216,7 @@ class AsyncCompletions:
         """Submit one chat completion job; see :meth:`Completions.create`."""
         request = _single_request(model, messages, params, self._client.default_model)
         data = await self._client.request(_submit_options(request, idempotency_key), _parse_job)
-        log_warnings(data.warnings)
+        warn_about(data.warnings)
         return AsyncJob(data, self._client.jobs)
 
     async def create_many(
@@ -234,11 +235,11 @@ class AsyncCompletions:
             except OpenBeepBoopError as exc:
                 if not jobs:
                     raise
-                _log_bulk_warnings(jobs)
+                _warn_bulk(jobs)
                 message = _partial_failure(len(jobs), len(built), exc)
                 raise BulkSubmitError(message, [job.data for job in jobs]) from exc
             jobs.extend(AsyncJob(item, self._client.jobs, warned) for item, warned in data)
-        _log_bulk_warnings(jobs)
+        _warn_bulk(jobs)
         return jobs
 
 

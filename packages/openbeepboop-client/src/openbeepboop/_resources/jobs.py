@@ -14,6 +14,7 @@ import pydantic
 from openbeepboop_schemas import (
     JOBS_PATH,
     MAX_POLL_IDS,
+    MAX_WAIT_SECONDS,
     NOT_FOUND,
     POLL_PATH,
     ChatCompletion,
@@ -26,6 +27,7 @@ from openbeepboop_schemas import (
 )
 from pydantic import TypeAdapter
 
+from openbeepboop import _constants
 from openbeepboop._base_client import RequestOptions, long_poll_timeout
 from openbeepboop._chat_request import describe_validation_error
 from openbeepboop._exceptions import APIResponseValidationError, InvalidRequestError
@@ -92,6 +94,11 @@ def _reporter(progress: bool | Progress, total: int) -> Progress:
     return progress
 
 
+def _longest_wait(progress: bool | Progress) -> float:
+    """Long-poll per round: short while someone watches, so what they see stays fresh."""
+    return _constants.WATCHED_WAIT_ROUND_SECONDS if progress else MAX_WAIT_SECONDS
+
+
 def _check_poll_answer(ids: Sequence[str], entries: builtins.list[PollEntry]) -> None:
     if len(entries) != len(ids):
         raise APIResponseValidationError(f"poll for {len(ids)} ids answered {len(entries)} entries")
@@ -143,7 +150,7 @@ class Jobs:
         stderr (finished by status, and how many are queued and running); the
         command line passes its own status line instead.
         """
-        plan = WaitPlan(ids, timeout)
+        plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress))
         bar = _reporter(progress, plan.total)
         try:
             while not plan.done:
@@ -226,7 +233,7 @@ class AsyncJobs:
         progress: bool | Progress = False,
     ) -> builtins.list[PollEntry]:
         """Wait until every job is finished; see :meth:`Jobs.wait`."""
-        plan = WaitPlan(ids, timeout)
+        plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress))
         bar = _reporter(progress, plan.total)
         try:
             while not plan.done:

@@ -13,9 +13,11 @@ as one ``Error: ...`` line on stderr and a non-zero exit, never a traceback;
 from __future__ import annotations
 
 import logging
+import warnings
 
 import click
 
+from openbeepboop._submit_warnings import SubmitWarning
 from openbeepboop.cli.batch import results_command, submit_file_command, wait_command
 from openbeepboop.cli.errors import GuardedGroup
 from openbeepboop.cli.jobs import (
@@ -34,8 +36,6 @@ __all__ = ["main"]
 
 #: Loggers of this package; ``-v`` opens them, ``-vv`` opens third-party ones too.
 _OWN_LOGGER = "openbeepboop"
-#: The library logs a submit's warnings here; commands print their own ``Warning:`` line.
-_SUBMIT_WARNINGS_LOGGER = "openbeepboop._submit_warnings"
 
 
 def configure_logging(verbosity: int) -> None:
@@ -47,7 +47,6 @@ def configure_logging(verbosity: int) -> None:
         format="%(levelname)s %(name)s: %(message)s",
     )
     logging.getLogger(_OWN_LOGGER).setLevel(logging.DEBUG if verbosity >= 1 else logging.NOTSET)
-    logging.getLogger(_SUBMIT_WARNINGS_LOGGER).setLevel(logging.ERROR)
 
 
 @click.group(cls=GuardedGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -60,6 +59,8 @@ def main(ctx: click.Context, verbose: int, quiet: bool) -> None:
     verbosity = -1 if quiet else min(verbose, 2)
     ctx.meta["verbosity"] = verbosity
     configure_logging(verbosity)
+    # The library warns about a submit's warnings; commands print their own ``Warning:`` line.
+    warnings.filterwarnings("ignore", category=SubmitWarning)
 
 
 for _command in (

@@ -1,4 +1,8 @@
-"""What every command shares: the ``--config``, ``--json`` and ``--timeout`` options, the client."""
+"""What every command shares: the ``--config``, ``--json`` and ``--timeout`` options, the client.
+
+Also where a command learns whether a person is watching (stdout or stderr is
+a terminal): the one place tests replace to play a terminal.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,17 @@ config_option = click.option(
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print machine-readable JSON instead of text."
 )
+text_option = click.option(
+    "--text",
+    "as_text",
+    is_flag=True,
+    help="Print only the answer text, even when stdout is not a terminal.",
+)
+progress_option = click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="Keep a status line on stderr while waiting (default: only when stderr is a terminal).",
+)
 timeout_option = click.option(
     "--timeout",
     type=click.FloatRange(min=0),
@@ -35,3 +50,8 @@ def make_client(config_path: Path | None) -> Client:
 def stderr_is_terminal() -> bool:
     """True when a progress bar would be seen by a person."""
     return sys.stderr.isatty()
+
+
+def stdout_is_terminal() -> bool:
+    """True when a person reads stdout (human output); False for a pipe or a file (JSON)."""
+    return sys.stdout.isatty()

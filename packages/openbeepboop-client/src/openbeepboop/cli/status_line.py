@@ -5,6 +5,7 @@ taken yet; a silent terminal looks hung. While stderr is a terminal they
 keep one line there, rewritten in place every second and after every poll::
 
     Waiting for job-5f0c (llama3): QUEUED, no node has taken it yet · 12s of 60s
+    Waiting for job-5f0c (llama3): PROCESSING on gpu-box-1, attempt 1 · 14s of 60s
     Waiting for 5 jobs (llama3): 3 queued, 1 running, 1 finished · 1m05s
 
 and clear it when the wait ends, so that what follows (an error line, or
@@ -47,7 +48,9 @@ def elapsed(seconds: float) -> str:
 def one_job_status(entry: PollEntry) -> str:
     """Where one unfinished job stands, in words."""
     if entry.status == JobStatus.PROCESSING.value:
-        return f"PROCESSING, attempt {max(entry.attempts, 1)}"
+        # A server older than node_id in poll entries does not say where it runs.
+        where = f" on {entry.node_id}" if entry.node_id else ""
+        return f"PROCESSING{where}, attempt {max(entry.attempts, 1)}"
     if entry.status == JobStatus.QUEUED.value:
         if entry.attempts:
             return f"QUEUED, to be retried after attempt {entry.attempts}"

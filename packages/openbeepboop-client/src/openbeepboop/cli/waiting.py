@@ -24,11 +24,16 @@ from openbeepboop.cli.status_line import StatusLine
 MAX_IDS_NAMED = 5
 
 
-def _what_happens(statuses: dict[str, int], count: int) -> str:
+def _what_happens(statuses: dict[str, int], count: int, attempts: int = 0) -> str:
     queued, running = JobStatus.QUEUED.value, JobStatus.PROCESSING.value
     if count == 1:
         if running in statuses:
             return "a node is working on it, and the server keeps its result"
+        if queued in statuses and attempts:
+            return (
+                f"attempt {attempts} did not succeed, and it stays queued on the server "
+                "to be retried when a node takes it"
+            )
         if queued in statuses:
             return "no node has taken it, and it stays queued on the server until one does"
         return "it stays on the server"
@@ -50,7 +55,8 @@ def collect_later(ids: Sequence[str]) -> str:
 
 def where_they_stand(exc: JobTimeoutError) -> str:
     """``job job-1 is still QUEUED after waiting 3s: no node has taken it, ...``."""
-    happens = _what_happens(exc.statuses(), len(exc.pending))
+    attempts = max((e.attempts for e in exc.entries if e.id in exc.pending), default=0)
+    happens = _what_happens(exc.statuses(), len(exc.pending), attempts)
     return f"{exc.standing()} after waiting {exc.timeout:g}s: {happens}"
 
 
@@ -60,14 +66,23 @@ def timed_out(exc: JobTimeoutError) -> WaitTimedOut:
 
 
 def wait_for(
-    client: Client, ids: Sequence[str], *, timeout: float | None, model: str | None = None
+    client: Client,
+    ids: Sequence[str],
+    *,
+    timeout: float | None,
+    model: str | None = None,
+    show: bool | None = None,
 ) -> list[PollEntry]:
     """Wait until every job of ``ids`` is finished; their entries, in order.
 
-    Raises :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
+    ``show``: keep the status line on stderr (None: only when stderr is a
+    terminal, so a script's stderr stays free of progress). Raises
+    :class:`WaitTimedOut` (exit 124) when ``timeout`` runs out and
     :class:`WaitInterrupted` (exit 130) on Ctrl-C, each with its one line.
     """
-    line = StatusLine(ids, model=model, timeout=timeout) if stderr_is_terminal() else False
+    if show is None:
+        show = stderr_is_terminal()
+    line = StatusLine(ids, model=model, timeout=timeout) if show else False
     try:
         return client.jobs.wait(ids, timeout=timeout, progress=line)
     except JobTimeoutError as exc:

@@ -65,7 +65,7 @@ def _run_node(config_path: Path | None, batch: bool) -> None:
     if batch and summary.undelivered:
         raise CommandError(
             f"{summary.undelivered} result(s) could not be delivered to "
-            f"{config.server_url}; they are kept and sent by the next run",
+            f"{', '.join(config.all_server_urls())}; they are kept and sent by the next run",
             EXIT_SERVER_UNREACHABLE,
         )
     if batch and summary.backends_down:

@@ -46,6 +46,11 @@ from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
 
 #: Offered as the server URL when nothing else is known.
 DEFAULT_SERVER_URL = "http://127.0.0.1:8000"
+#: The ``defaults.max_tokens`` setup proposes for a model that has none. A job
+#: without ``max_tokens`` otherwise runs until the model stops or its context
+#: is full (minutes on a CPU); 1024 tokens fits a long answer, and a job that
+#: needs more says so itself. ``--max-tokens 0`` keeps a model without one.
+DEFAULT_MAX_TOKENS = 1024
 
 
 @dataclass
@@ -94,6 +99,8 @@ class _Asker:
         self.interactive = interactive
         #: Flags of required values nothing gave (without a terminal).
         self.missing: list[str] = []
+        #: Models given DEFAULT_MAX_TOKENS because nobody chose a value (told after writing).
+        self.proposed_max_tokens: list[str] = []
 
     def value(
         self,
@@ -209,21 +216,43 @@ def _model_entry(
         entry["concurrency"] = answers.model_concurrency
     defaults = dict(entry.get("defaults") or {})
     defaults.update(answers.defaults)
-    for param, given, kind in (
-        ("temperature", answers.temperature, click.FloatRange(0, 2)),
-        ("max_tokens", answers.max_tokens, click.IntRange(min=1)),
-    ):
-        value = ask.value(
-            given,
-            f"Default {param} when a job sets none",
-            f"--{param.replace('_', '-')}",
-            current=defaults.get(param),
-            required=False,
-            kind=kind,
-        )
-        _set(defaults, param, value)
+    temperature = ask.value(
+        answers.temperature,
+        "Default temperature when a job sets none",
+        "--temperature",
+        current=defaults.get("temperature"),
+        required=False,
+        kind=click.FloatRange(0, 2),
+    )
+    _set(defaults, "temperature", temperature)
+    _set(defaults, "max_tokens", _default_max_tokens(ask, answers, defaults) or None)
+    chosen = answers.max_tokens is not None or "max_tokens" in (entry.get("defaults") or {})
+    if not chosen and defaults.get("max_tokens") == DEFAULT_MAX_TOKENS:
+        ask.proposed_max_tokens.append(name)
     _set(entry, "defaults", defaults or None)
     return entry
+
+
+def _default_max_tokens(ask: _Asker, answers: SetupAnswers, defaults: dict[str, Any]) -> int:
+    """The model's ``defaults.max_tokens``; 0 for none.
+
+    A model with no token limit among its defaults is proposed
+    :data:`DEFAULT_MAX_TOKENS` (taken as is without a terminal; setup says so
+    once the file is written), so a node never silently lets a prompt without
+    ``max_tokens`` fill the model's context.
+    """
+    current = defaults.get("max_tokens")
+    if answers.max_tokens is None and current is None and "max_completion_tokens" in defaults:
+        return 0  # the model already has a default limit, under its newer name
+    value: int = ask.value(
+        answers.max_tokens,
+        "Default max_tokens when a job sets none (0 for no default)",
+        "--max-tokens",
+        current=current,
+        fallback=DEFAULT_MAX_TOKENS,
+        kind=click.IntRange(min=0),
+    )
+    return value
 
 
 def _pick_backend_model(api_base: str, current: str | None) -> str | None:
@@ -293,20 +322,32 @@ def _has_model_flags(answers: SetupAnswers) -> bool:
     return any(value is not None for value in model_fields) or bool(answers.defaults)
 
 
-def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeConfig:
+def build_config(
+    path: Path,
+    answers: SetupAnswers,
+    interactive: bool,
+    proposed_max_tokens: list[str] | None = None,
+) -> NodeConfig:
     """The config setup would write: flags, then answers, then the current file.
 
     Without ``interactive``, raises MissingWithoutTerminal naming every
-    required value that neither a flag nor the current file gives.
+    required value that neither a flag nor the current file gives. The names
+    of models given the proposed ``max_tokens`` default are appended to
+    ``proposed_max_tokens``.
     """
     current: dict[str, Any] = read_toml(path) if path.exists() else {}
     ask = _Asker(interactive)
     data = dict(current)
+    # One URL or several (replicas), comma-separated; the config splits them.
+    current_urls = current.get("server_urls")
+    data.pop("server_urls", None)
     data["server_url"] = ask.value(
         answers.server_url,
         "Queue server URL",
         "--server-url",
-        current=current.get("server_url"),
+        current=",".join(current_urls)
+        if isinstance(current_urls, list)
+        else current.get("server_url"),
         fallback=DEFAULT_SERVER_URL if interactive else None,
     )
     data["api_key"] = ask.value(
@@ -350,13 +391,21 @@ def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeCo
     data["models"] = models
     if ask.missing:
         raise MissingWithoutTerminal(ask.missing)
+    if proposed_max_tokens is not None:
+        proposed_max_tokens.extend(ask.proposed_max_tokens)
     return parse_config(data, str(path))
 
 
 @click.command("setup")
 @config_option
 @click.option("--non-interactive", is_flag=True, help="Never prompt; missing values are errors.")
-@click.option("--server-url", help="Queue server URL, e.g. http://127.0.0.1:8000.")
+@click.option(
+    "--server-url",
+    "server_urls",
+    multiple=True,
+    help="Queue server URL, e.g. http://127.0.0.1:8000; repeat it (or separate with commas) "
+    "to give several replicas, in order of preference.",
+)
 @click.option("--api-key", help="API key with the NODE (or ADMIN) role.")
 @click.option("--node-id", help="This node's name (default: the host name).")
 @click.option("--concurrency", type=click.IntRange(1, 256), help="Jobs to run at once.")
@@ -386,7 +435,11 @@ def build_config(path: Path, answers: SetupAnswers, interactive: bool) -> NodeCo
     help="Write the config without checking the server, the key and the backends.",
 )
 @click.option("--temperature", type=click.FloatRange(0, 2), help="Default temperature.")
-@click.option("--max-tokens", type=click.IntRange(min=1), help="Default max_tokens.")
+@click.option(
+    "--max-tokens",
+    type=click.IntRange(min=0),
+    help=f"Default max_tokens for jobs that set none (default {DEFAULT_MAX_TOKENS}; 0 for none).",
+)
 @click.option(
     "--default",
     "defaults",
@@ -403,10 +456,14 @@ def setup_command(
 ) -> None:
     """Create or update node_config.toml (wizard on a terminal, flags otherwise)."""
     path = config_path or default_config_path()
-    answers = SetupAnswers(**values, defaults=dict(parse_default(d) for d in defaults))
+    server_url = ",".join(values.pop("server_urls")) or None
+    answers = SetupAnswers(
+        **values, server_url=server_url, defaults=dict(parse_default(d) for d in defaults)
+    )
     interactive = is_interactive(non_interactive)
+    proposed: list[str] = []
     try:
-        config = build_config(path, answers, interactive)
+        config = build_config(path, answers, interactive, proposed)
         if not no_check:
             _check_before_writing(config, interactive)
         write_config(config, path)
@@ -417,7 +474,7 @@ def setup_command(
     click.echo(f"Node config written to {path} (mode 0600).")
     if no_check:
         click.echo("  not checked (--no-check): run `openbeepboop-node check` later")
-    click.echo(f"  server: {config.server_url}")
+    click.echo(f"  server: {', '.join(config.all_server_urls())}")
     click.echo(
         f"  node id: {config.node_id}, concurrency {config.concurrency}, "
         f"prefetch up to {config.prefetch_leases()}"
@@ -425,6 +482,11 @@ def setup_command(
     for model in config.models:
         where = f" @ {model.api_base}" if model.api_base else ""
         click.echo(f"  model {model.name} -> {model.litellm_model}{where}")
+        if model.name in proposed:
+            click.echo(
+                f"    jobs that set no max_tokens get max_tokens = {DEFAULT_MAX_TOKENS}, "
+                "the proposed default (--max-tokens N to change it, 0 for none)"
+            )
     click.echo(
         "Start it with: openbeepboop-node run" + (f" --config {path}" if config_path else "")
     )

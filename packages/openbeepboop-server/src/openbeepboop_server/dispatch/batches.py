@@ -18,6 +18,7 @@ import logging
 from anyio.to_thread import run_sync
 
 from openbeepboop_server.dispatch.context import DispatchContext
+from openbeepboop_server.queue.batch_lines import LineParser
 from openbeepboop_server.queue.batches import VALIDATING, BatchService
 
 logger = logging.getLogger(__name__)
@@ -26,10 +27,16 @@ logger = logging.getLogger(__name__)
 class BatchDriver:
     """One background task per app; :meth:`kick` makes it look now."""
 
-    def __init__(self, context: DispatchContext, interval: float) -> None:
+    def __init__(
+        self, context: DispatchContext, interval: float, line_parser: LineParser | None = None
+    ) -> None:
         self._context = context
         self._interval = interval
-        self._service = BatchService(context.db, context.queue.policy)
+        self._service = (
+            BatchService(context.db, context.queue.policy)
+            if line_parser is None
+            else BatchService(context.db, context.queue.policy, line_parser=line_parser)
+        )
         self._kicked = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 

@@ -32,3 +32,5 @@ class DispatchContext(Protocol):
     poll_slots: LongPollSlots
     #: Node fetches with ``wait`` held per key, against ``[server] max_fetches_per_key``.
     fetch_slots: LongPollSlots
+    #: Node lease watches with ``wait`` held per key, against ``[server] max_fetches_per_key``.
+    lease_watch_slots: LongPollSlots

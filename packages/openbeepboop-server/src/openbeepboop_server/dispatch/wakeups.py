@@ -3,7 +3,11 @@
 Two kinds of waiter exist. A *fetch* waiter is a node long-polling for jobs of
 some models; it is woken when jobs it could claim appear (submit, requeue,
 lease expiry). A *watch* waiter is a client long-polling on job ids; it is
-woken when one of those jobs may have become terminal. A wake-up is only a
+woken when one of those jobs may have become terminal. A *lease watch* is a
+node long-polling on the leases it holds; it is woken like a watch waiter
+(terminal jobs, which include cancelled ones) and also when a lease expires,
+and is kept apart from the polls: a delivery hands it no result to read
+(:mod:`openbeepboop_server.dispatch.lease_watch`). A wake-up is only a
 hint to look again: the waiter re-reads the database, so a spurious wake-up
 costs one query and a missed one (another replica changed the row) is caught
 by the process's one periodic re-check for all parked long-polls
@@ -218,6 +222,9 @@ class Wakeups:
         self._fetchers: dict[FetchWaiter, None] = {}
         self._watchers: dict[str, set[Waiter]] = {}
         self._watching: dict[Waiter, tuple[str, ...]] = {}
+        # Nodes' lease watches by job id, and the ids each one watches.
+        self._lease_watchers: dict[str, set[Waiter]] = {}
+        self._lease_watching: dict[Waiter, tuple[str, ...]] = {}
         self._closed = False
 
     @property
@@ -239,6 +246,11 @@ class Wakeups:
     def watch_waiters(self) -> int:
         """How many poll long-polls are waiting right now."""
         return len(self._watching)
+
+    @property
+    def lease_watch_waiters(self) -> int:
+        """How many nodes' lease watches are waiting right now."""
+        return len(self._lease_watching)
 
     # -- registration -------------------------------------------------------
 
@@ -275,6 +287,35 @@ class Wakeups:
         finally:
             self._unwatch(waiter, self._watching.pop(waiter))
 
+    @contextlib.contextmanager
+    def watching_leases(self, job_ids: Iterable[str]) -> Iterator[Waiter]:
+        """Register a node's lease watch on ``job_ids`` for the duration of the block."""
+        waiter = Waiter()
+        waiter.closed = self._closed
+        ids = tuple(dict.fromkeys(job_ids))
+        self._lease_watching[waiter] = ids
+        for job_id in ids:
+            self._lease_watchers.setdefault(job_id, set()).add(waiter)
+        try:
+            yield waiter
+        finally:
+            _drop(self._lease_watchers, waiter, self._lease_watching.pop(waiter))
+
+    def narrow_leases(self, waiter: Waiter, job_ids: Iterable[str]) -> None:
+        """Keep a lease watch waiting only on ``job_ids`` (those still held and running).
+
+        A lease the node has delivered cannot be cancelled any more; the
+        periodic re-check would otherwise wake the watch every round for its
+        finished job until the node next renews it.
+        """
+        previous = self._lease_watching.get(waiter)
+        if previous is None:
+            return
+        keep = tuple(dict.fromkeys(job_ids))
+        kept = set(keep)
+        _drop(self._lease_watchers, waiter, [job_id for job_id in previous if job_id not in kept])
+        self._lease_watching[waiter] = keep
+
     def narrow(self, waiter: Waiter, job_ids: Iterable[str]) -> None:
         """Keep ``waiter`` watching only ``job_ids`` (a subset of what it registered).
 
@@ -301,8 +342,10 @@ class Wakeups:
     # -- what the periodic re-check asks about --------------------------------
 
     def watched_ids(self) -> list[str]:
-        """Every job id some poll is waiting on right now, each once."""
-        return list(self._watchers)
+        """Every job id some poll or lease watch is waiting on right now, each once."""
+        if not self._lease_watchers:
+            return list(self._watchers)
+        return list(dict.fromkeys([*self._watchers, *self._lease_watchers]))
 
     def parked_demand(self) -> dict[str, int]:
         """Per model (``"*"`` for any), how many parked fetchers could take a job of it.
@@ -390,9 +433,11 @@ class Wakeups:
                 waiter.results[entry.id] = entry
 
     def jobs_changed(self, job_ids: Iterable[str]) -> None:
-        """These jobs may have reached a terminal status: wake the polls watching them."""
+        """These jobs may have turned terminal (or lost their lease): wake their watchers."""
         for job_id in job_ids:
             for waiter in self._watchers.get(job_id, ()):
+                waiter.wake()
+            for waiter in self._lease_watchers.get(job_id, ()):
                 waiter.wake()
 
     def close(self) -> None:
@@ -404,9 +449,22 @@ class Wakeups:
         for watcher in self._watching:
             watcher.closed = True
             watcher.wake()
+        for watcher in self._lease_watching:
+            watcher.closed = True
+            watcher.wake()
 
     def _hand_on(self, leaving: FetchWaiter) -> None:
         for waiter in self._fetchers:
             if not waiter.woken and leaving.overlaps(waiter):
                 waiter.wake()
                 return
+
+
+def _drop(registry: dict[str, set[Waiter]], waiter: Waiter, job_ids: Iterable[str]) -> None:
+    """Take ``waiter`` off ``registry`` for ``job_ids``, forgetting ids nobody watches."""
+    for job_id in job_ids:
+        group = registry.get(job_id)
+        if group is not None:
+            group.discard(waiter)
+            if not group:
+                del registry[job_id]

@@ -281,13 +281,16 @@ def poll_entry_data(entry: PollEntry) -> dict[str, Any]:
 
     The completion is dumped with only the fields it arrived with, so a
     ``chat.completion`` comes back without fields this version merely knows of
-    (``tool_calls: null`` and the like). ``result_omitted`` appears only when true.
+    (``tool_calls: null`` and the like). ``result_omitted`` appears only when true,
+    ``node_id`` only while a node holds the job.
     """
     data = entry.model_dump(mode="json")
     if entry.result is not None:
         data["result"] = entry.result.model_dump(mode="json", exclude_unset=True)
     if not entry.result_omitted:
         del data["result_omitted"]
+    if entry.node_id is None:
+        del data["node_id"]
     return data
 
 

@@ -1,4 +1,4 @@
-"""Endpoints for NODE (and ADMIN) keys: fetch leases, deliver outcomes, heartbeat."""
+"""Endpoints for NODE (and ADMIN) keys: fetch leases, deliver outcomes, heartbeat, watch."""
 
 from __future__ import annotations
 
@@ -7,17 +7,20 @@ from functools import partial
 from openbeepboop_schemas import (
     FETCH_PATH,
     HEARTBEAT_PATH,
+    LEASE_WATCH_PATH,
     MAX_WAIT_SECONDS,
     QUEUE_SUBMIT_PATH,
     FetchRequest,
     HeartbeatRequest,
     Lease,
+    LeaseWatchRequest,
     SubmitRequest,
 )
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openbeepboop_server.dispatch.delivery import deliver_outcomes
+from openbeepboop_server.dispatch.lease_watch import watch_leases
 from openbeepboop_server.dispatch.waiting import fetch_leases
 from openbeepboop_server.http.bodies import list_response, model_response
 from openbeepboop_server.http.disconnect import disconnect_watch
@@ -48,6 +51,15 @@ async def heartbeat(call: Call) -> Response:
     """Extend held leases; say which were lost or cancelled."""
     beat = call.body_as(HeartbeatRequest)
     answer = await run_in_threadpool(call.context.queue.heartbeat, call.user, beat)
+    return model_response(answer)
+
+
+async def watch(call: Call) -> Response:
+    """Say which held leases were cancelled or lost, long-polling until one is."""
+    request = call.body_as(LeaseWatchRequest)
+    answer = await watch_leases(
+        call.context, call.user, request, partial(disconnect_watch, call.request)
+    )
     return model_response(answer)
 
 
@@ -95,5 +107,21 @@ ENDPOINTS = (
         response=component("HeartbeatResponse"),
         tag="queue",
         description="Lists which leases were extended, lost or cancelled.",
+    ),
+    Endpoint(
+        "POST",
+        LEASE_WATCH_PATH,
+        "watchLeases",
+        "Wait until a held lease is cancelled or lost",
+        watch,
+        NODES,
+        body=LeaseWatchRequest,
+        response=component("LeaseWatchResponse"),
+        tag="queue",
+        description=(
+            "Answers as soon as one of `leases` is cancelled or lost (a lease the caller "
+            f"never held is lost at once), or after `wait` (at most {MAX_WAIT_SECONDS:g} s) "
+            "with both lists empty. Extends nothing: the heartbeat does that."
+        ),
     ),
 )

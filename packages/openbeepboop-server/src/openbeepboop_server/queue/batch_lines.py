@@ -1,15 +1,23 @@
-"""Validating a batch's input file, line by line, before any job exists.
+"""Validating a batch's input file, line by line, in bounded memory, before any job exists.
 
 Every line must be a JSON object with a unique ``custom_id``, ``method``
 ``POST``, the batch's ``url`` and a ``body`` the native submit would accept
-(the same strict validation as ``POST /v1/chat/completions``). All problems
-are collected with their line numbers (up to :data:`MAX_REPORTED_ERRORS`), so
-a user fixes the file in one go.
+(the same strict validation as ``POST /v1/chat/completions``, and the same
+``[limits]`` request budgets and caps, given as a :data:`LineParser`). All
+problems are collected with their line numbers (up to
+:data:`MAX_REPORTED_ERRORS`), so a user fixes the file in one go.
+
+Validation is one streaming pass that keeps in memory only what it must: the
+set of ``custom_id`` seen (for duplicates), the first errors and a count.
+Each valid line is handed to a ``keep`` callback as it is checked (the batch
+service spools the serialised requests to a temporary file, then queues
+them a chunk at a time): a 50,000-line file never sits in memory as 50,000
+requests, and no line is parsed twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,13 +30,26 @@ MAX_REPORTED_ERRORS = 100
 #: Integer fields of a request body where JSON's ``7.0`` means ``7``.
 _INTEGER_FIELDS = ("n", "max_tokens", "max_completion_tokens")
 
+#: Parses one raw line into JSON, refusing (:class:`LineRefusedError`) a line over the
+#: server's request budgets and caps; raises ``ValueError`` on malformed JSON.
+LineParser = Callable[[bytes], Any]
+
+
+class LineRefusedError(Exception):
+    """One line refused by a :data:`LineParser` (over a budget or a cap)."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
 
 @dataclass
 class ValidatedLines:
-    """The requests of a valid file, or the errors of an invalid one."""
+    """What the validating pass keeps: how many lines, and the errors of an invalid file."""
 
-    requests: list[ChatCompletionRequest] = field(default_factory=list)
-    custom_ids: list[str] = field(default_factory=list)
+    count: int = 0
     errors: list[BatchLineError] = field(default_factory=list)
     error_count: int = 0
 
@@ -59,28 +80,59 @@ def _body(value: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(value, strict=True)
 
 
-def validate_lines(lines: Iterable[bytes], endpoint: str) -> ValidatedLines:
-    """Check every line of an input file against the batch's ``endpoint``."""
+def parse_line(
+    raw: bytes, endpoint: str, parser: LineParser = from_json
+) -> tuple[str, ChatCompletionRequest]:
+    """One line's ``custom_id`` and request; :class:`LineRefusedError` names what is wrong.
+
+    Duplicates are not seen here (that needs the whole file): see :func:`validate_lines`.
+    """
+    if not raw.strip():
+        raise LineRefusedError("empty_line", "the line is empty")
+    try:
+        data = parser(raw)
+    except ValueError as exc:
+        raise LineRefusedError("invalid_json_line", f"the line is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise LineRefusedError("invalid_json_line", "the line is not a JSON object")
+    custom_id = data.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        raise LineRefusedError("missing_required_parameter", "custom_id is required", "custom_id")
+    if data.get("method") != "POST":
+        raise LineRefusedError("invalid_method", "method must be 'POST'", "method")
+    if data.get("url") != endpoint:
+        raise LineRefusedError(
+            "mismatched_endpoint", f"url must be the batch's endpoint {endpoint}", "url"
+        )
+    try:
+        request = _body(data.get("body"))
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        param = f"body.{where}" if where else "body"
+        raise LineRefusedError("invalid_request", f"'{param}': {first['msg']}", param) from None
+    return custom_id, request
+
+
+def validate_lines(
+    lines: Iterable[bytes],
+    endpoint: str,
+    parser: LineParser = from_json,
+    keep: Callable[[str, ChatCompletionRequest], None] | None = None,
+) -> ValidatedLines:
+    """Check every line of an input file against the batch's ``endpoint``, keeping no request.
+
+    ``keep`` is called with each valid line's ``custom_id`` and request, in
+    order, as long as no line was refused (after that the file is refused anyway).
+    """
     result = ValidatedLines()
     seen: set[str] = set()
     number = 0
     for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            result.refuse(number, "empty_line", "the line is empty")
-            continue
         try:
-            data = from_json(raw)
-        except ValueError as exc:
-            result.refuse(number, "invalid_json_line", f"the line is not valid JSON: {exc}")
-            continue
-        if not isinstance(data, dict):
-            result.refuse(number, "invalid_json_line", "the line is not a JSON object")
-            continue
-        custom_id = data.get("custom_id")
-        if not isinstance(custom_id, str) or not custom_id:
-            result.refuse(
-                number, "missing_required_parameter", "custom_id is required", "custom_id"
-            )
+            custom_id, request = parse_line(raw, endpoint, parser)
+        except LineRefusedError as refused:
+            result.refuse(number, refused.code, refused.message, refused.param)
             continue
         if custom_id in seen:
             result.refuse(
@@ -91,24 +143,9 @@ def validate_lines(lines: Iterable[bytes], endpoint: str) -> ValidatedLines:
             )
             continue
         seen.add(custom_id)
-        if data.get("method") != "POST":
-            result.refuse(number, "invalid_method", "method must be 'POST'", "method")
-            continue
-        if data.get("url") != endpoint:
-            result.refuse(
-                number, "mismatched_endpoint", f"url must be the batch's endpoint {endpoint}", "url"
-            )
-            continue
-        try:
-            request = _body(data.get("body"))
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(part) for part in first["loc"])
-            param = f"body.{where}" if where else "body"
-            result.refuse(number, "invalid_request", f"'{param}': {first['msg']}", param)
-            continue
-        result.requests.append(request)
-        result.custom_ids.append(custom_id)
+        if keep is not None and not result.error_count:
+            keep(custom_id, request)
+    result.count = number
     if number == 0:
         result.refuse(1, "empty_file", "the input file has no lines")
     if result.error_count > len(result.errors):

@@ -225,6 +225,28 @@ class FileStore:
             yield data
             number += 1
 
+    def sweep_uploading(self, older_than_seconds: float) -> int:
+        """Delete files still ``uploading`` that began more than ``older_than_seconds`` ago.
+
+        An upload that completes or fails cleans up after itself; one cut off by
+        a crash (the process killed between two parts) would hold its parts
+        forever. Housekeeping calls this; returns how many files it deleted.
+        """
+        cutoff = self._clock() - older_than_seconds
+        with self._db.read() as conn:
+            stale = (
+                conn.execute(
+                    sa.select(files.c.seq).where(
+                        files.c.status == UPLOADING, files.c.created_at < cutoff
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        for seq in stale:
+            self._discard(seq)
+        return len(stale)
+
     def delete(self, caller: Caller, file_id: str) -> bool:
         """Delete a file ``caller`` may see; False if there is none."""
         found = self.find(caller, file_id)

@@ -4,7 +4,7 @@ Each method is one transaction: reads go through :meth:`Database.read` (no
 lock), writes through :meth:`Database.write` (the one writer on SQLite). The
 work itself lives in the sibling modules: :mod:`.submission`, :mod:`.claiming`,
 :mod:`.outcomes`, :mod:`.leases`, :mod:`.cancel`, :mod:`.retention`,
-:mod:`.views` and :mod:`.pool_status`; every change of a job's status goes
+:mod:`.views`, :mod:`.pool_status` and :mod:`.lease_watch`; every change of a job's status goes
 through :mod:`.transitions`.
 """
 
@@ -26,6 +26,7 @@ from openbeepboop_schemas import (
     JobWarning,
     KeyUsageTotals,
     Lease,
+    LeaseRef,
     PollEntry,
     PoolStatus,
     SubmitRequest,
@@ -54,6 +55,7 @@ from openbeepboop_server.queue.claiming import (
     next_claimable_at,
     read_claimed,
 )
+from openbeepboop_server.queue.lease_watch import WatchedLeases, watched_leases
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
@@ -270,6 +272,11 @@ class QueueService:
             recorded = self._nodes.record(conn, beat, caller, now)
         self._nodes.remember(recorded)
         return response
+
+    def watched_leases(self, caller: Caller, refs: list[LeaseRef]) -> WatchedLeases:
+        """Which of ``refs`` were cancelled or lost, and which are still held (a read only)."""
+        with self._db.read() as conn:
+            return watched_leases(conn, caller, refs)
 
     # -- housekeeping --------------------------------------------------------
 

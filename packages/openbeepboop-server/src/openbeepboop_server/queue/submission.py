@@ -64,6 +64,47 @@ def insert_jobs(
     return [job_view(row["id"], queued, row["model"], now) for row in rows]
 
 
+def insert_batch_lines(
+    conn: sa.Connection,
+    caller: Caller,
+    lines: Sequence[tuple[str, str, str]],
+    *,
+    now: float,
+    max_attempts: int,
+    batch_id: str,
+    first_line: int,
+    not_before: float,
+) -> None:
+    """Insert one QUEUED job per line of an OpenAI batch, its request already serialised.
+
+    ``lines``: ``(custom_id, model, request JSON)`` in input order, numbered
+    from ``first_line``; the JSON is what :func:`insert_jobs` would store
+    (``model_dump_json(exclude_unset=True)``), made once while validating.
+    ``not_before`` past 0 holds the jobs back from claims (:mod:`.batches`).
+    """
+    queued = JobStatus.QUEUED.value
+    rows: list[dict[str, Any]] = [
+        {
+            "id": new_job_id(),
+            "owner_key_id": caller.key_id,
+            "model": db_text(model),
+            "status": queued,
+            "request": request,
+            "attempts": 0,
+            "max_attempts": max_attempts,
+            "not_before": not_before,
+            "created_at": now,
+            "updated_at": now,
+            "batch_id": batch_id,
+            "batch_line": line,
+            "custom_id": custom_id,
+        }
+        for line, (custom_id, model, request) in enumerate(lines, start=first_line)
+    ]
+    if rows:
+        conn.execute(_insert_jobs, rows)
+
+
 def find_idempotent(
     conn: sa.Connection, caller: Caller, key: str, *, forget_spent: bool = False
 ) -> list[Job] | None:

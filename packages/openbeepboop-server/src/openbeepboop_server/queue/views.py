@@ -46,6 +46,7 @@ POLL_COLUMNS = (
     jobs.c.created_at,
     jobs.c.started_at,
     jobs.c.completed_at,
+    jobs.c.lease_node_id,
 )
 
 
@@ -102,6 +103,9 @@ def poll_entry(row: Any) -> PollEntry:
         created_at=_seconds(row.created_at),
         started_at=_seconds(row.started_at),
         completed_at=_seconds(row.completed_at),
+        # Which node runs it, for the owner's status line; a finished job's last
+        # lease is history the entry does not need.
+        node_id=row.lease_node_id if row.status == JobStatus.PROCESSING.value else None,
     )
 
 
