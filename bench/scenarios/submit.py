@@ -6,7 +6,9 @@ measures the server's cost per request rather than the client's: with one
 request in flight, the client's CPU adds straight to every round trip. The
 same loop with ``httpx.Client`` (~0.6 ms of client CPU per request) and with
 the product's own ``openbeepboop.Client`` (httpx plus an ``Idempotency-Key``
-on every submit, which the server records) are reported beside it.
+on every submit, which the server records) are reported beside it, and the
+``http.client`` loop once more with a key whose ``--max-queued`` and
+``--rate-limit`` are set (high enough never to refuse): the quota checks' cost.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from harness.cluster import MODEL, Server
 from harness.cpu import CpuShare
 from harness.figures import Figure, at_least, median, percentile
 from openbeepboop_schemas import CHAT_COMPLETIONS_PATH
+from openbeepboop_testkit.cluster import find_key
 
 from scenarios import Context
 
@@ -93,6 +96,19 @@ def _library(server: Server, count: int) -> Iterator[Callable[[int], None]]:
 CLIENTS = {"http.client": _stdlib, "httpx.Client": _httpx, "openbeepboop.Client": _library}
 
 
+#: Variants whose user key has quotas, set high enough never to refuse: what the
+#: checks cost (a locked read of the key's row, a count of its unfinished jobs
+#: through a partial index, and a write of its rate state, in the submit's transaction).
+QUOTA_VARIANTS = frozenset({"submit_quota"})
+QUOTA_FLAGS = ("--max-queued", "1000000000", "--rate-limit", "1000000000")
+
+
+def quota_key(server: Server) -> str:
+    """A USER key with quotas that never trigger."""
+    created = server.cli("keys", "create", "--role", "USER", "--name", "bench-quota", *QUOTA_FLAGS)
+    return find_key(created.stdout)
+
+
 def _detail(client: str, count: int, elapsed: float, latencies: list[float], cpu: CpuShare) -> str:
     return (
         f"{count} sequential requests ({client}, keep-alive) in {elapsed:.2f} s; "
@@ -115,10 +131,18 @@ def run(ctx: Context) -> list[Figure]:
             "openbeepboop.Client",
             None,
         ),
+        (
+            "submit_quota",
+            "single submits by a key with --max-queued and --rate-limit (http.client)",
+            "http.client",
+            None,
+        ),
     ]
     for key, label, client, target in variants:
         with ctx.cluster(key) as cluster:
             server = cluster.server()
+            if key in QUOTA_VARIANTS:
+                server.user_key = quota_key(server)
             server.start()
             with CLIENTS[client](server, WARMUP + count) as send:
                 _timed(send, 0, WARMUP)

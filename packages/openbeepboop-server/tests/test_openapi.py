@@ -26,6 +26,7 @@ EXPECTED = {
     ("get", "/openapi.json"): (None, "200", True),
     ("get", "/metrics"): (None, "200", False),
     ("get", "/v1/status"): (None, "200", False),
+    ("get", "/v1/usage"): (None, "200", False),
     ("get", "/status"): (None, "200", True),
     ("get", "/status/status.js"): (None, "200", True),
     ("get", "/status/status.css"): (None, "200", True),

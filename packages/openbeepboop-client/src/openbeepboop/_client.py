@@ -31,6 +31,7 @@ from openbeepboop._resources import (
     Pool,
 )
 from openbeepboop._resources.batches import AsyncBatches, Batches
+from openbeepboop._resources.usage import AsyncUsage, Usage
 
 
 class Client(SyncAPIClient):
@@ -90,6 +91,11 @@ class Client(SyncAPIClient):
     def pool(self) -> Pool:
         """The pool's status (an ADMIN or METRICS key)."""
         return Pool(self)
+
+    @cached_property
+    def usage(self) -> Usage:
+        """What keys' jobs used: this key's, or every key's for an ADMIN key."""
+        return Usage(self)
 
     @cached_property
     def batches(self) -> Batches:
@@ -167,6 +173,11 @@ class AsyncClient(AsyncAPIClient):
     def pool(self) -> AsyncPool:
         """The pool's status (an ADMIN or METRICS key)."""
         return AsyncPool(self)
+
+    @cached_property
+    def usage(self) -> AsyncUsage:
+        """What keys' jobs used: this key's, or every key's for an ADMIN key."""
+        return AsyncUsage(self)
 
     @cached_property
     def batches(self) -> AsyncBatches:

@@ -287,7 +287,9 @@ class QueueClient:
             return answer
         message = _error_message(answer)
         if status in (401, 403):
-            what = "API key" if status == 401 else "API key's role (NODE or ADMIN needed)"
+            # 403: a wrong role, or a NODE key used outside its scope (models,
+            # node_id); the server's message says which.
+            what = "API key" if status == 401 else "API key's role or scope"
             raise KeyRejectedError(f"server {server} rejected the {what}: {message}", status)
         if status in FAILOVER_STATUSES:
             raise _FailoverError(

@@ -93,6 +93,7 @@ from openbeepboop_schemas.paths import (
     STATUS_PATH,
     STATUS_SCRIPT_PATH,
     STATUS_STYLE_PATH,
+    USAGE_PATH,
     job_cancel_path,
     job_path,
 )
@@ -126,6 +127,7 @@ from openbeepboop_schemas.queue import (
     SubmitResponse,
 )
 from openbeepboop_schemas.status import NOT_FOUND, TERMINAL_STATUSES, JobStatus, Role
+from openbeepboop_schemas.usage import KeyUsageTotals, UsageReport, format_usage
 
 try:
     __version__ = version("openbeepboop-schemas")
@@ -183,6 +185,7 @@ __all__ = [
     "STATUS_SCRIPT_PATH",
     "STATUS_STYLE_PATH",
     "TERMINAL_STATUSES",
+    "USAGE_PATH",
     "WARNING_HEADER",
     "AckStatus",
     "Batch",
@@ -214,6 +217,7 @@ __all__ = [
     "JobStatus",
     "JobWarning",
     "KeyUsage",
+    "KeyUsageTotals",
     "Lease",
     "LeaseRef",
     "LeaseWatchRequest",
@@ -235,10 +239,12 @@ __all__ = [
     "SubmitRequest",
     "SubmitResponse",
     "Usage",
+    "UsageReport",
     "WindowCounts",
     "__version__",
     "component_schemas",
     "format_pool_status",
+    "format_usage",
     "job_cancel_path",
     "job_path",
 ]

@@ -41,6 +41,7 @@ from openbeepboop_schemas.queue import (
     SubmitRequest,
     SubmitResponse,
 )
+from openbeepboop_schemas.usage import UsageReport
 
 #: Every top-level body of the contract, by the name it has in the schema.
 CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
@@ -69,6 +70,7 @@ CONTRACT_MODELS: tuple[type[BaseModel], ...] = (
     BatchCreateRequest,
     Batch,
     BatchList,
+    UsageReport,
 )
 
 REF_TEMPLATE = "#/components/schemas/{model}"

@@ -41,6 +41,8 @@ HEALTHZ_PATH = "/healthz"
 OPENAPI_PATH = "/openapi.json"
 #: Prometheus metrics (ADMIN or METRICS key).
 METRICS_PATH = "/metrics"
+#: Usage per key: jobs by final status, tokens, LLM seconds (USER: its own; ADMIN: all).
+USAGE_PATH = "/v1/usage"
 #: The pool at a glance as JSON: queues, nodes, throughput, failures (ADMIN or METRICS key).
 STATUS_PATH = "/v1/status"
 #: The status page (no key to load it; it holds no data and asks for a key).

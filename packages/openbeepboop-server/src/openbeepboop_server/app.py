@@ -38,7 +38,12 @@ from openbeepboop_server.db.migrate import ensure_current
 from openbeepboop_server.dispatch.batches import BatchDriver
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.dispatch.wakeups import Wakeups
-from openbeepboop_server.errors import PriorityAboveCeiling
+from openbeepboop_server.errors import (
+    NodeIdTaken,
+    PriorityAboveCeiling,
+    QuotaExceeded,
+    ScopeRefused,
+)
 from openbeepboop_server.housekeeping import Housekeeper
 from openbeepboop_server.http.access_log import AccessLog
 from openbeepboop_server.http.endpoints import build_routes
@@ -47,7 +52,10 @@ from openbeepboop_server.http.errors import (
     handle_api_error,
     handle_client_gone,
     handle_http_exception,
+    handle_node_id_taken,
     handle_priority_above_ceiling,
+    handle_quota_exceeded,
+    handle_scope_refused,
     handle_too_many_long_polls,
     handle_unexpected,
 )
@@ -147,6 +155,9 @@ def create_app(settings: Settings) -> Starlette:
             ApiError: handle_api_error,
             TooManyLongPolls: handle_too_many_long_polls,
             PriorityAboveCeiling: handle_priority_above_ceiling,
+            QuotaExceeded: handle_quota_exceeded,
+            ScopeRefused: handle_scope_refused,
+            NodeIdTaken: handle_node_id_taken,
             ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,

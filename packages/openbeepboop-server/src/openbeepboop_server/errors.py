@@ -6,6 +6,10 @@
     ├── KeyNameTaken            ``keys create`` with a name already in use
     ├── InvalidKeyName          ``keys create`` with an empty or overlong name
     ├── InvalidShare            a key's weight or max_priority out of range
+    ├── InvalidKeySettings      key limits or scopes that do not fit the key
+    ├── QuotaExceeded           a submit past its key's ``max_queued`` or ``rate_limit``
+    ├── ScopeRefused            a NODE key acting outside its models or ``node_id``
+    ├── NodeIdTaken             a ``node_id`` another key is acting under
     ├── InvalidSetting          a configuration value the database layer cannot use
     ├── PriorityAboveCeiling    a submit's ``priority`` above its key's ``max_priority``
     ├── DatabaseBehind          schema older than this code: run ``migrate``
@@ -33,6 +37,31 @@ class InvalidKeyName(ServerError, ValueError):  # noqa: N818
 
 class InvalidShare(ServerError, ValueError):  # noqa: N818
     """A key's fair-share weight or priority ceiling out of its range."""
+
+
+class InvalidKeySettings(ServerError, ValueError):  # noqa: N818
+    """Key limits, scopes or an expiry that are invalid, or do not fit the key's role."""
+
+
+class QuotaExceeded(ServerError):  # noqa: N818
+    """A submit past its key's quota; nothing of it was stored.
+
+    ``retry_after``: whole seconds after which the same request may pass
+    (exact for the rate limit, a hint for ``max_queued``); ``code``: which quota.
+    """
+
+    def __init__(self, message: str, *, retry_after: int, code: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.code = code
+
+
+class ScopeRefused(ServerError):  # noqa: N818
+    """A NODE key used outside its scope (models or ``node_id``)."""
+
+
+class NodeIdTaken(ServerError):  # noqa: N818
+    """A ``node_id`` that belongs to another key."""
 
 
 class InvalidSetting(ServerError, ValueError):  # noqa: N818

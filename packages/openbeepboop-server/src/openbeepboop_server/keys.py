@@ -5,18 +5,25 @@ SHA-256 hex digest is stored, so a stolen database does not hand out working
 keys. A plain unsalted hash is enough here: the keys are random and long, so
 there is nothing to brute-force, and authenticating must be one indexed lookup
 per request. There is no cache: a key revoked from another process (the CLI)
-stops working on the very next request.
+stops working on the very next request, and so do changed limits and scopes.
+
+Besides its role a key may carry limits (:class:`KeySettings`): quotas for a
+submitter (``max_queued``, ``rate_limit``, enforced by
+:mod:`openbeepboop_server.queue.quotas`), scopes for a node (``models``,
+``node_id``, enforced by :mod:`openbeepboop_server.scopes`) and an expiry
+after which it is refused like a revoked key.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import secrets
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import sqlalchemy as sa
@@ -25,7 +32,12 @@ from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, Role
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import api_keys
-from openbeepboop_server.errors import InvalidKeyName, InvalidShare, KeyNameTaken
+from openbeepboop_server.errors import (
+    InvalidKeyName,
+    InvalidKeySettings,
+    InvalidShare,
+    KeyNameTaken,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,12 +53,42 @@ DEFAULT_MAX_PRIORITY = 0
 
 
 @dataclass(frozen=True)
+class KeySettings:
+    """A key's limits, scopes and expiry; ``None`` everywhere means none.
+
+    ``max_queued``: the most unfinished (QUEUED or PROCESSING) jobs the key may
+    have; ``rate_limit``: submit requests per minute; ``models`` and
+    ``node_id``: what a NODE key may serve and which node it may act as;
+    ``expires_at``: Unix seconds after which the key is refused.
+    """
+
+    max_queued: int | None = None
+    rate_limit: int | None = None
+    models: tuple[str, ...] | None = None
+    node_id: str | None = None
+    expires_at: float | None = None
+
+
+#: The fields of :class:`KeySettings`, which ``keys update`` may change one by one.
+SETTING_NAMES = tuple(field.name for field in fields(KeySettings))
+
+
+@dataclass(frozen=True)
 class Caller:
-    """Who is making a request: the authenticated key."""
+    """Who is making a request: the authenticated key, with its limits and scopes."""
 
     key_id: int
     key_name: str
     role: Role
+    max_queued: int | None = None
+    rate_limit: int | None = None
+    models: tuple[str, ...] | None = None
+    node_id: str | None = None
+
+    @property
+    def has_quota(self) -> bool:
+        """A submit by this key must pass :func:`~openbeepboop_server.queue.quotas.admit`."""
+        return self.max_queued is not None or self.rate_limit is not None
 
 
 @dataclass(frozen=True)
@@ -61,6 +103,72 @@ class KeyInfo:
     weight: int = DEFAULT_WEIGHT
     #: The highest ``priority`` this key may submit with.
     max_priority: int = DEFAULT_MAX_PRIORITY
+    settings: KeySettings = KeySettings()
+
+    def status(self, now: float) -> str:
+        """``active``, ``revoked`` or ``expired`` at ``now``."""
+        if self.revoked_at is not None:
+            return "revoked"
+        if self.settings.expires_at is not None and self.settings.expires_at <= now:
+            return "expired"
+        return "active"
+
+
+def check_settings(role: Role, settings: KeySettings) -> None:
+    """Refuse settings that make no sense for ``role`` (:class:`InvalidKeySettings`).
+
+    Quotas limit submits, so only keys that submit (USER, ADMIN) take them;
+    scopes limit what a node does, so only NODE keys take them.
+    """
+    if role not in (Role.USER, Role.ADMIN) and (
+        settings.max_queued is not None or settings.rate_limit is not None
+    ):
+        raise InvalidKeySettings(
+            f"--max-queued and --rate-limit apply to USER and ADMIN keys, not {role.value}"
+        )
+    if role is not Role.NODE and (settings.models is not None or settings.node_id is not None):
+        raise InvalidKeySettings(f"--models and --node-id apply to NODE keys, not {role.value}")
+    for name, value in (("max-queued", settings.max_queued), ("rate-limit", settings.rate_limit)):
+        if value is not None and value < 1:
+            raise InvalidKeySettings(f"--{name} must be at least 1 (or 'none' for no limit)")
+    if settings.models is not None and (
+        not settings.models or any(not model or model == "*" for model in settings.models)
+    ):
+        raise InvalidKeySettings("--models takes model names separated by commas (not '*')")
+    if settings.node_id is not None and not 1 <= len(settings.node_id) <= 128:
+        raise InvalidKeySettings("--node-id must be 1-128 characters")
+
+
+def _setting_columns(settings: KeySettings) -> dict[str, Any]:
+    return {
+        "max_queued": settings.max_queued,
+        "rate_limit": settings.rate_limit,
+        "models": None if settings.models is None else json.dumps(list(settings.models)),
+        "node_id": settings.node_id,
+        "expires_at": settings.expires_at,
+    }
+
+
+def _settings_of(row: Any) -> KeySettings:
+    return KeySettings(
+        max_queued=row.max_queued,
+        rate_limit=row.rate_limit,
+        models=None if row.models is None else tuple(json.loads(row.models)),
+        node_id=row.node_id,
+        expires_at=row.expires_at,
+    )
+
+
+def _caller(row: Any) -> Caller:
+    return Caller(
+        key_id=row[0],
+        key_name=row[1],
+        role=Role(row[2]),
+        max_queued=row[3],
+        rate_limit=row[4],
+        models=None if row[5] is None else tuple(json.loads(row[5])),
+        node_id=row[6],
+    )
 
 
 def hash_key(key: str) -> str:
@@ -82,16 +190,37 @@ def _check_share(weight: int | None, max_priority: int | None) -> None:
         )
 
 
-def _listed() -> sa.Select[Any]:
-    """The columns a key is listed with."""
-    return sa.select(
-        api_keys.c.name,
-        api_keys.c.role,
-        api_keys.c.created_at,
-        api_keys.c.revoked_at,
-        api_keys.c.weight,
-        api_keys.c.max_priority,
-    )
+#: The lookup :meth:`KeyService.authenticate` does, as plain SQL for the inline path.
+_INLINE_LOOKUP = (
+    "SELECT id, name, role, max_queued, rate_limit, models, node_id FROM api_keys "
+    "WHERE key_sha256 = ? AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > ?)"
+)
+_LOOKUP = sa.select(
+    api_keys.c.id,
+    api_keys.c.name,
+    api_keys.c.role,
+    api_keys.c.max_queued,
+    api_keys.c.rate_limit,
+    api_keys.c.models,
+    api_keys.c.node_id,
+).where(
+    api_keys.c.key_sha256 == sa.bindparam("digest"),
+    api_keys.c.revoked_at.is_(None),
+    sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.bindparam("now")),
+)
+_LISTED = sa.select(
+    api_keys.c.name,
+    api_keys.c.role,
+    api_keys.c.created_at,
+    api_keys.c.revoked_at,
+    api_keys.c.max_queued,
+    api_keys.c.rate_limit,
+    api_keys.c.models,
+    api_keys.c.node_id,
+    api_keys.c.expires_at,
+    api_keys.c.weight,
+    api_keys.c.max_priority,
+)
 
 
 def _info(row: Any) -> KeyInfo:
@@ -102,11 +231,8 @@ def _info(row: Any) -> KeyInfo:
         revoked_at=row.revoked_at,
         weight=row.weight,
         max_priority=row.max_priority,
+        settings=_settings_of(row),
     )
-
-
-#: The lookup :meth:`KeyService.authenticate` does, as plain SQL for the inline path.
-_INLINE_LOOKUP = "SELECT id, name, role FROM api_keys WHERE key_sha256 = ? AND revoked_at IS NULL"
 
 
 class KeyService:
@@ -122,12 +248,15 @@ class KeyService:
         self,
         role: Role,
         name: str,
+        settings: KeySettings | None = None,
         *,
         weight: int = DEFAULT_WEIGHT,
         max_priority: int = DEFAULT_MAX_PRIORITY,
     ) -> tuple[str, KeyInfo]:
         """A new key for ``role`` named ``name``; the key is returned once and never stored."""
         role = Role(role)
+        settings = settings or KeySettings()
+        check_settings(role, settings)
         _check_share(weight, max_priority)
         if (
             not name
@@ -153,9 +282,18 @@ class KeyService:
                     created_at=now,
                     weight=weight,
                     max_priority=max_priority,
+                    **_setting_columns(settings),
                 )
             )
-        info = KeyInfo(name, role, now, None, weight=weight, max_priority=max_priority)
+        info = KeyInfo(
+            name=name,
+            role=role,
+            created_at=now,
+            revoked_at=None,
+            weight=weight,
+            max_priority=max_priority,
+            settings=settings,
+        )
         return key, info
 
     def update_share(
@@ -176,14 +314,39 @@ class KeyService:
         with self._db.write() as conn:
             if values:
                 conn.execute(api_keys.update().where(api_keys.c.name == name).values(**values))
-            row = conn.execute(_listed().where(api_keys.c.name == name)).first()
+            row = conn.execute(_LISTED.where(api_keys.c.name == name)).first()
         return None if row is None else _info(row)
 
     def list(self) -> list[KeyInfo]:
         """Every key ever created, oldest first, revoked ones included."""
         with self._db.read() as conn:
-            rows = conn.execute(_listed().order_by(api_keys.c.id)).all()
+            rows = conn.execute(_LISTED.order_by(api_keys.c.id)).all()
         return [_info(row) for row in rows]
+
+    def update(self, name: str, changes: dict[str, Any]) -> KeyInfo | None:
+        """Change some of the settings of the key ``name`` (revoked or not); None if unknown.
+
+        ``changes`` maps names of :class:`KeySettings` fields to their new
+        values (``None`` lifts a limit). The next request with the key obeys them.
+        """
+        unknown = set(changes) - set(SETTING_NAMES)
+        if unknown:
+            raise InvalidKeySettings(f"unknown key settings: {', '.join(sorted(unknown))}")
+        name = db_text(name)
+        with self._db.write() as conn:
+            row = conn.execute(_LISTED.where(api_keys.c.name == name)).first()
+            if row is None:
+                return None
+            info = _info(row)
+            settings = replace(info.settings, **changes)
+            check_settings(info.role, settings)
+            values = _setting_columns(settings)
+            if "rate_limit" in changes:
+                values["rate_tat"] = None  # a new rate starts with a full allowance
+            if "max_queued" in changes:
+                values["queued_hint"] = None  # count afresh at the next submit
+            conn.execute(api_keys.update().where(api_keys.c.name == name).values(**values))
+        return replace(info, settings=settings)
 
     def revoke(self, name: str) -> bool:
         """Revoke the active key ``name``; False if there is none."""
@@ -201,14 +364,10 @@ class KeyService:
         if not key.startswith(KEY_PREFIX):
             return None
         with self._db.read() as conn:
-            row = conn.execute(
-                sa.select(api_keys.c.id, api_keys.c.name, api_keys.c.role).where(
-                    api_keys.c.key_sha256 == hash_key(key), api_keys.c.revoked_at.is_(None)
-                )
-            ).first()
+            row = conn.execute(_LOOKUP, {"digest": hash_key(key), "now": self._clock()}).first()
         if row is None:
             return None
-        return Caller(key_id=row.id, key_name=row.name, role=Role(row.role))
+        return _caller(row)
 
     @property
     def inline_capable(self) -> bool:
@@ -235,7 +394,7 @@ class KeyService:
                 if self._inline is None:
                     # Pragmas (busy timeout, WAL) come from the engine's connect hook.
                     self._inline = self._db.engine.raw_connection()
-                row = self._inline.execute(_INLINE_LOOKUP, (digest,)).fetchone()
+                row = self._inline.execute(_INLINE_LOOKUP, (digest, self._clock())).fetchone()
                 break
             except sqlite3.Error:
                 self.close_inline()
@@ -244,7 +403,7 @@ class KeyService:
                 logger.warning("inline key lookup failed; reconnecting", exc_info=True)
         if row is None:
             return None
-        return Caller(key_id=row[0], key_name=row[1], role=Role(row[2]))
+        return _caller(row)
 
     def close_inline(self) -> None:
         """Give the inline lookup's connection back (at shutdown)."""

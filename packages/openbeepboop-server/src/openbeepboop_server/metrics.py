@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 logger = logging.getLogger(__name__)
 
@@ -48,12 +48,66 @@ class _NodeLike(Protocol):
     def last_seen(self) -> float: ...
 
 
+class _TotalsLike(Protocol):
+    completed: int
+    failed: int
+    cancelled: int
+    prompt_tokens: int
+    completion_tokens: int
+    llm_seconds: float
+
+
+class _KeyUsageLike(Protocol):
+    @property
+    def key_name(self) -> str: ...
+
+    @property
+    def totals(self) -> _TotalsLike: ...
+
+
 class QueueReader(Protocol):
     """What the scrape-time collector needs from the queue service."""
 
     def queue_depth(self) -> list[tuple[str, str, int]]: ...
 
     def list_nodes(self) -> Sequence[_NodeLike]: ...
+
+    def usage_totals(self) -> Sequence[_KeyUsageLike]: ...
+
+
+def usage_counters(usage: Sequence[_KeyUsageLike]) -> list[Metric]:
+    """Per-key usage as counters, from the usage table (the same on every replica).
+
+    Read at scrape time from the all-time sums of ``key_usage``, so they only
+    grow, survive restarts and retention purges, and agree across replicas.
+    """
+    jobs = CounterMetricFamily(
+        "openbeepboop_key_jobs",
+        "Jobs that ended, by key name and final status.",
+        labels=["key", "status"],
+    )
+    tokens = CounterMetricFamily(
+        "openbeepboop_key_tokens",
+        "Tokens of the results, by key name and kind (prompt, completion).",
+        labels=["key", "kind"],
+    )
+    seconds = CounterMetricFamily(
+        "openbeepboop_key_llm_seconds",
+        "LLM seconds (claim of a delivered job's last attempt to its delivery), by key name.",
+        labels=["key"],
+    )
+    for row in usage:
+        totals = row.totals
+        for status, count in (
+            ("COMPLETED", totals.completed),
+            ("FAILED", totals.failed),
+            ("CANCELLED", totals.cancelled),
+        ):
+            jobs.add_metric([row.key_name, status], count)
+        tokens.add_metric([row.key_name, "prompt"], totals.prompt_tokens)
+        tokens.add_metric([row.key_name, "completion"], totals.completion_tokens)
+        seconds.add_metric([row.key_name], totals.llm_seconds)
+    return [jobs, tokens, seconds]
 
 
 class _QueueCollector:
@@ -89,6 +143,7 @@ class _QueueCollector:
             depth = queue.queue_depth()
             cutoff = time.time() - self._node_seen_seconds
             seen = sum(1 for node in queue.list_nodes() if node.last_seen >= cutoff)
+            usage = usage_counters(queue.usage_totals())
         except Exception:
             logger.exception("metrics scrape could not read the queue")
             up.add_metric([], 0)
@@ -98,7 +153,7 @@ class _QueueCollector:
             jobs.add_metric([status, model], count)
         nodes.add_metric([], seen)
         up.add_metric([], 1)
-        yield from (jobs, nodes, up)
+        yield from (jobs, nodes, *usage, up)
 
 
 class Metrics:

@@ -27,6 +27,8 @@ from openbeepboop_schemas import (
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
+from openbeepboop_server.keys import Caller
+from openbeepboop_server.scopes import check_owner
 
 #: A node's registry row is rewritten at most this often by one process
 #: (``last_seen`` lags by at most this much; ``/v1/models`` looks minutes back).
@@ -119,13 +121,15 @@ class NodeRecorder:
     service); what it remembers is only ever a reason to skip a write.
     """
 
-    def __init__(self, snapshot: ServedSnapshot | None = None) -> None:
+    def __init__(self, snapshot: ServedSnapshot | None = None, live_seconds: float = 0.0) -> None:
         # What this process last wrote to each node's registry row, and when.
         self._recorded: dict[str, tuple[float, Facts]] = {}
         self._snapshot = snapshot
+        # A node seen this recently under another key still owns its id (scopes.check_owner).
+        self._live_seconds = live_seconds
 
     def record(
-        self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, key_name: str, now: float
+        self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, caller: Caller, now: float
     ) -> Recorded | None:
         """Refresh the row of the node that sent ``seen``, unless this process did so
         with the same facts less than :data:`NODE_RECORD_SECONDS` ago.
@@ -133,11 +137,15 @@ class NodeRecorder:
         Returns what to :meth:`remember` once the transaction has committed
         (None when skipped).
         """
+        key_name = caller.key_name
         node_id, models, version = seen.node_id, seen.declared_models, seen.version
         facts: Facts = (key_name, None if models is None else tuple(models), version)
         last = self._recorded.get(node_id)
         if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:
             return None
+        if last is None or last[1][0] != key_name:
+            # New to this process, or another key: make sure the id is the key's to use.
+            check_owner(conn, node_id, caller, live_after=now - self._live_seconds)
         record_node(
             conn, node_id=node_id, key_name=key_name, now=now, models=models, version=version
         )

@@ -85,11 +85,76 @@ def test_keys_list_never_shows_keys(config: Path) -> None:
     assert result.exit_code == 0, result.output
     assert not KEY.search(result.output)
     lines = result.stdout.splitlines()
-    assert lines[0].split()[:4] == ["NAME", "ROLE", "CREATED", "STATUS"]
+    assert lines[0].split() == [
+        "NAME",
+        "ROLE",
+        "CREATED",
+        "STATUS",
+        "WEIGHT",
+        "MAX",
+        "PRIORITY",
+        "LIMITS",
+        "EXPIRES",
+    ]
     rows = {line.split()[0]: line.split() for line in lines[1:]}
     assert rows["admin"][1] == "ADMIN"
     assert rows["gpu-box"][1] == "NODE"
-    assert "active" in rows["gpu-box"]
+    assert rows["gpu-box"][-5:] == ["active", "1", "0", "-", "never"]
+
+
+def test_keys_create_and_update_quotas_scopes_and_expiry(config: Path) -> None:
+    created = run(
+        "keys", "create", "--role", "USER", "--name", "capped", "--max-queued", "100",
+        "--rate-limit", "60", "--expires", "2099-01-01", "--config", str(config),
+    )  # fmt: skip
+    assert created.exit_code == 0, created.output
+    run(
+        "keys", "create", "--role", "NODE", "--name", "box", "--models", "a, b",
+        "--node-id", "box-1", "--config", str(config),
+    )  # fmt: skip
+    lines = run("keys", "list", "--json", "--config", str(config)).stdout.splitlines()
+    listed = {entry["name"]: entry for entry in map(json.loads, lines)}
+    assert (listed["capped"]["max_queued"], listed["capped"]["rate_limit"]) == (100, 60)
+    assert listed["capped"]["expires_at"] == 4070908800.0
+    assert (listed["box"]["models"], listed["box"]["node_id"]) == (["a", "b"], "box-1")
+    table = run("keys", "list", "--config", str(config)).stdout
+    assert "max-queued=100 rate=60/min" in table and "models=a,b node-id=box-1" in table
+
+    updated = run("keys", "update", "capped", "--max-queued", "none", "--expires", "2020-01-01",
+                  "--config", str(config))  # fmt: skip
+    assert updated.exit_code == 0, updated.output
+    capped = next(line for line in run("keys", "list", "--config", str(config)).stdout.splitlines()
+                  if line.startswith("capped"))  # fmt: skip
+    assert "expired" in capped and "max-queued" not in capped and "rate=60/min" in capped
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("create", "--role", "USER", "--name", "x", "--max-queued", "0"),
+        ("create", "--role", "USER", "--name", "x", "--max-queued", "lots"),
+        ("create", "--role", "USER", "--name", "x", "--expires", "soon"),
+        ("create", "--role", "USER", "--name", "x", "--models", "a"),
+        ("create", "--role", "NODE", "--name", "x", "--rate-limit", "5"),
+        ("create", "--role", "NODE", "--name", "x", "--models", "*"),
+        ("update", "admin"),
+        ("update", "nobody", "--max-queued", "3"),
+    ],
+)
+def test_bad_key_settings_are_one_line(config: Path, args: tuple[str, ...]) -> None:
+    result = run("keys", *args, "--config", str(config))
+    assert result.exit_code == 1, result.output
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_usage_command(config: Path) -> None:
+    result = run("usage", "--config", str(config))
+    assert result.exit_code == 0, result.output
+    assert "admin" in result.stdout and "COMPLETED" in result.stdout
+    as_json = json.loads(run("usage", "--json", "--since", "24h", "--config", str(config)).stdout)
+    assert as_json["data"][0]["key"] == "admin" and as_json["since"] is not None
+    assert run("usage", "--key", "nobody", "--config", str(config)).exit_code == 1
 
 
 def test_keys_list_json(config: Path) -> None:

@@ -30,7 +30,9 @@ def test_create_with_a_weight_and_a_ceiling_then_update_them(config: Path) -> No
     assert (rows["plain"]["weight"], rows["plain"]["max_priority"]) == (1, 0)
     updated = run(config, "keys", "update", "plain", "--max-priority", "-2")
     assert updated.exit_code == 0, updated.output
-    assert updated.stdout.strip() == "Key 'plain': weight 1, max priority -2."
+    assert updated.stdout.strip() == (
+        "Updated key 'plain': weight 1, max priority -2, limits -, expires never."
+    )
     assert run(config, "keys", "update", "plain", "--weight", "7").exit_code == 0
     assert (listed(config)["plain"]["weight"], listed(config)["plain"]["max_priority"]) == (7, -2)
     table = run(config, "keys", "list").stdout

@@ -70,6 +70,7 @@ CASES = [
     Case("GET", "/openapi.json", EVERYONE, 200),
     Case("GET", "/metrics", OBSERVERS, 200),
     Case("GET", "/v1/status", OBSERVERS, 200),
+    Case("GET", "/v1/usage", USERS, 200),
     Case("GET", "/status", EVERYONE, 200),
     Case("GET", "/status/status.js", EVERYONE, 200),
     Case("GET", "/status/status.css", EVERYONE, 200),

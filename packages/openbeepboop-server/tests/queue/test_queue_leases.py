@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import FetchRequest, HeartbeatRequest, Lease, LeaseRef
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs, leases
+from openbeepboop_server.errors import NodeIdTaken
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
 
@@ -62,8 +64,11 @@ def test_heartbeat_reports_lost_leases(
     answer = beat(queue, node, mine, expired, forged)
     assert answer.extended == [mine.job_id]
     assert answer.lost == [expired.job_id, forged.job_id]
-    # Another key cannot keep my lease alive.
-    assert beat(queue, other_node, mine).lost == [mine.job_id]
+    # Another key may not act under my node's id (409), nor keep my lease alive from its own.
+    with pytest.raises(NodeIdTaken):
+        beat(queue, other_node, mine)
+    other_beat = HeartbeatRequest(node_id="gpu-2", leases=[ref(mine)])
+    assert queue.heartbeat(other_node, other_beat).lost == [mine.job_id]
     assert beat(queue, node).extended == [] and beat(queue, node).lease_expires_at is None
 
 

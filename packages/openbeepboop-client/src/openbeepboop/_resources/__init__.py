@@ -1,4 +1,5 @@
-"""The resources a client exposes as attributes: ``chat``, ``jobs``, ``models``, ``pool``."""
+"""The resources a client exposes as attributes: ``chat``, ``jobs``, ``models``, ``pool``,
+``usage``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from openbeepboop._resources.chat import AsyncChat, AsyncCompletions, Chat, Comp
 from openbeepboop._resources.jobs import AsyncJobs, Jobs
 from openbeepboop._resources.models import AsyncModels, Models
 from openbeepboop._resources.pool import AsyncPool, Pool
+from openbeepboop._resources.usage import AsyncUsage, Usage
 
 __all__ = [
     "AsyncChat",
@@ -13,9 +15,11 @@ __all__ = [
     "AsyncJobs",
     "AsyncModels",
     "AsyncPool",
+    "AsyncUsage",
     "Chat",
     "Completions",
     "Jobs",
     "Models",
     "Pool",
+    "Usage",
 ]

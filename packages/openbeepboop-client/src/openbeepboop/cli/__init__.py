@@ -2,7 +2,7 @@
 
 One module per command group: ``setup`` (the wizard), ``jobs`` (one job at a
 time), ``batch`` (OpenAI Batch files), ``server_batch`` (the ``batch`` group: batches
-the server runs), ``status`` (the pool at a glance);
+the server runs), ``status`` (the pool at a glance), ``usage`` (usage per key);
 ``options`` and ``output`` hold what they share, ``errors`` turns expected
 failures into one line. Those failures
 (unreachable server, rejected key, unknown job, bad file, missing config) end
@@ -30,6 +30,7 @@ from openbeepboop.cli.jobs import (
 from openbeepboop.cli.server_batch import batch_group
 from openbeepboop.cli.setup import setup_command
 from openbeepboop.cli.status import status_command
+from openbeepboop.cli.usage import usage_command
 
 __all__ = ["main"]
 
@@ -73,6 +74,7 @@ for _command in (
     results_command,
     wait_command,
     status_command,
+    usage_command,
     batch_group,
 ):
     main.add_command(_command)

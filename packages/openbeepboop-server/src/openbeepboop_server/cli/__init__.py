@@ -1,9 +1,10 @@
-"""``openbeepboop-server``: setup, start, migrate, keys, nodes, status, vacuum.
+"""``openbeepboop-server``: setup, start, migrate, keys, nodes, status, usage, vacuum.
 
 One module per command group (``setup.py``, ``start.py``, ``migrate.py``,
-``keys.py``, ``nodes.py``, ``status.py``, ``vacuum.py``); what they share is in ``options.py``, and
-``errors.py`` turns expected failures into one line on stderr. Only this
-package's command line configures logging, once, here.
+``keys.py``, ``nodes.py``, ``status.py``, ``usage.py``, ``vacuum.py``); what
+they share is in ``options.py``, and ``errors.py`` turns expected failures
+into one line on stderr. Only this package's command line configures
+logging, once, here.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import logging
 import click
 
 from openbeepboop_server import __version__
-from openbeepboop_server.cli import keys, migrate, nodes, setup, start, status, vacuum
+from openbeepboop_server.cli import keys, migrate, nodes, setup, start, status, usage, vacuum
 from openbeepboop_server.cli.errors import OneLineErrors
 from openbeepboop_server.cli.options import configure_logging
 
@@ -41,6 +42,7 @@ for _command in (
     keys.keys,
     nodes.nodes,
     status.status,
+    usage.usage,
     vacuum.vacuum,
 ):
     main.add_command(_command)

@@ -33,6 +33,20 @@ api_keys = sa.Table(
     sa.Column("weight", sa.Integer(), nullable=False, server_default="1"),
     # The highest ``priority`` this key may submit with (docs/api.md, "Claim order").
     sa.Column("max_priority", sa.Integer(), nullable=False, server_default="0"),
+    # Quotas (NULL: unlimited): the most unfinished jobs, submit requests per minute.
+    sa.Column("max_queued", sa.Integer(), nullable=True),
+    sa.Column("rate_limit", sa.Integer(), nullable=True),
+    # The rate limiter's state (GCRA "theoretical arrival time"), in the
+    # database so that every replica spends the same allowance.
+    sa.Column("rate_tat", Timestamp, nullable=True),
+    # An upper bound of the key's unfinished jobs (NULL: unknown, count them),
+    # so that most submits of a key with max_queued need no count (quotas.py).
+    sa.Column("queued_hint", sa.BigInteger(), nullable=True),
+    # NODE scopes (NULL: any): a JSON list of model names, one node_id.
+    sa.Column("models", sa.Text(), nullable=True),
+    sa.Column("node_id", sa.String(128), nullable=True),
+    # After this instant the key is refused like a revoked one (NULL: never).
+    sa.Column("expires_at", Timestamp, nullable=True),
     sa.UniqueConstraint("name", name="uq_api_keys_name"),
     sa.UniqueConstraint("key_sha256", name="uq_api_keys_key_sha256"),
 )
@@ -116,6 +130,14 @@ jobs = sa.Table(
         "owner_key_id",
         sqlite_where=sa.text("completed_at IS NOT NULL"),
         postgresql_where=sa.text("completed_at IS NOT NULL"),
+    ),
+    # A key's unfinished jobs only (partial), for its ``max_queued`` quota: a
+    # count reads as many entries as the key has jobs waiting, never its history.
+    sa.Index(
+        "ix_jobs_owner_unfinished",
+        "owner_key_id",
+        sqlite_where=sa.text("status IN ('QUEUED', 'PROCESSING')"),
+        postgresql_where=sa.text("status IN ('QUEUED', 'PROCESSING')"),
     ),
 )
 
@@ -234,4 +256,23 @@ fair_shares = sa.Table(
     sa.Column("model", sa.String(256), primary_key=True),
     sa.Column("owner_key_id", BigId, primary_key=True),
     sa.Column("virtual_time", Timestamp, nullable=False, server_default="0"),
+)
+
+#: What each key's jobs used, per hour (the hour's start, Unix seconds), kept
+#: when the jobs themselves are purged: ``GET /v1/usage`` and the metrics read it.
+key_usage = sa.Table(
+    "key_usage",
+    metadata,
+    sa.Column("key_id", BigId, primary_key=True),
+    sa.Column("hour", Timestamp, primary_key=True),
+    # Jobs that ended in the hour, by final status.
+    sa.Column("completed", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("failed", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("cancelled", sa.BigInteger(), nullable=False, server_default="0"),
+    # From the results' ``usage``.
+    sa.Column("prompt_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    sa.Column("completion_tokens", sa.BigInteger(), nullable=False, server_default="0"),
+    # Claim of the last attempt to the node's delivery, for delivered jobs.
+    sa.Column("llm_seconds", Timestamp, nullable=False, server_default="0"),
+    sa.Index("ix_key_usage_hour", "hour"),
 )

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
-from openbeepboop_server.errors import PriorityAboveCeiling
+from openbeepboop_server.errors import PriorityAboveCeiling, QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +195,22 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
         code="internal_error",
     )
     return envelope_response(500, envelope)
+
+
+async def handle_quota_exceeded(request: Request, exc: Exception) -> Response:
+    """A submit past its key's quota (:class:`QuotaExceeded`) → ``429`` with ``Retry-After``."""
+    assert isinstance(exc, QuotaExceeded)
+    error = ApiError(429, str(exc), code=exc.code, headers={"Retry-After": str(exc.retry_after)})
+    return envelope_response(error.status_code, error.envelope, error.headers)
+
+
+async def handle_scope_refused(request: Request, exc: Exception) -> Response:
+    """A NODE key outside its scope (:class:`ScopeRefused`) → ``403``."""
+    error = ApiError(403, str(exc), code="outside_key_scope")
+    return envelope_response(error.status_code, error.envelope)
+
+
+async def handle_node_id_taken(request: Request, exc: Exception) -> Response:
+    """A ``node_id`` another key acts under (:class:`NodeIdTaken`) → ``409``."""
+    error = ApiError(409, str(exc), type="conflict_error", code="node_id_taken")
+    return envelope_response(error.status_code, error.envelope)

@@ -54,7 +54,7 @@ from pydantic_core import from_json, to_json
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
-from openbeepboop_server.db.tables import batches, jobs
+from openbeepboop_server.db.tables import batches, files, jobs
 from openbeepboop_server.errors import PriorityAboveCeiling
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
@@ -62,6 +62,7 @@ from openbeepboop_server.queue.batch_lines import LineParser, split_lines, valid
 from openbeepboop_server.queue.batch_output import CANCELLED_CODE, EXPIRED_CODE, split_rows
 from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.quotas import admit
 from openbeepboop_server.queue.submission import (
     SpooledLine,
     check_priority,
@@ -151,11 +152,18 @@ class BatchService:
         metadata: dict[str, str] | None,
     ) -> Batch | None:
         """A new ``validating`` batch of an input file ``caller`` may see; None if it may not."""
-        if self._files.find(caller, input_file_id) is None:
+        stored = self._files.find(caller, input_file_id)
+        if stored is None:
             return None
         now = self._clock()
         batch_id = new_batch_id()
         with self._db.write() as conn:
+            # Every line of the input counts against max_queued now (an upper
+            # bound on the jobs it will queue), and the creation is one request.
+            lines = conn.execute(
+                sa.select(files.c.lines).where(files.c.seq == stored.seq)
+            ).scalar_one()
+            admit(conn, caller, lines, now=now, lock=not self._db.is_sqlite)
             conn.execute(
                 batches.insert().values(
                     id=batch_id,

@@ -43,6 +43,8 @@ class JobState:
     lease_token: str | None
     attempts: int
     max_attempts: int
+    #: The key that owns the job (its usage is counted when the job ends).
+    owner_key_id: int = 0
 
 
 @dataclass
@@ -54,6 +56,8 @@ class LeaseState:
     key_id: int
     outcome: str | None
     job: JobState
+    #: When this lease was taken: its delivery minus this is the job's LLM time.
+    claimed_at: float = 0.0
 
     def held_by(self, caller: Caller) -> bool:
         """The caller took this lease (an ADMIN key may act for any node)."""
@@ -77,12 +81,14 @@ _LEASES_BY_TOKEN = (
         leases.c.token,
         leases.c.key_id,
         leases.c.outcome,
+        leases.c.claimed_at,
         jobs.c.seq,
         jobs.c.id.label("job_id"),
         jobs.c.status,
         jobs.c.lease_token,
         jobs.c.attempts,
         jobs.c.max_attempts,
+        jobs.c.owner_key_id,
     )
     .select_from(leases.join(jobs, jobs.c.seq == leases.c.job_seq))
     .where(leases.c.token.in_(sa.bindparam("tokens", expanding=True)))
@@ -111,6 +117,7 @@ def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> di
                     lease_token=row.lease_token,
                     attempts=row.attempts,
                     max_attempts=row.max_attempts,
+                    owner_key_id=row.owner_key_id,
                 ),
             )
             found[row.token] = LeaseState(
@@ -119,6 +126,7 @@ def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> di
                 key_id=row.key_id,
                 outcome=row.outcome,
                 job=job,
+                claimed_at=row.claimed_at,
             )
     return found
 

@@ -39,6 +39,7 @@ from openbeepboop_server.queue import leases as lease_outcomes
 from openbeepboop_server.queue import transitions
 from openbeepboop_server.queue.leases import LeaseState, load_leases
 from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.usage import KeyTotals
 
 
 class _Changes:
@@ -46,13 +47,18 @@ class _Changes:
 
     def __init__(self) -> None:
         self.complete: list[dict[str, Any]] = []
+        #: What the jobs ended here add to their keys' usage, by key id.
+        self.usage: dict[int, KeyTotals] = {}
         self.fail: list[dict[str, Any]] = []
         self.requeue: list[dict[str, Any]] = []
         self.ended: list[dict[str, Any]] = []
 
     def write(self, conn: sa.Connection) -> None:
-        transitions.complete(conn, self.complete)
-        transitions.fail(conn, self.fail)
+        if self.complete:
+            transitions.complete(conn, self.complete, self.usage)
+            transitions.fail(conn, self.fail, {})  # counted with the completions
+        else:
+            transitions.fail(conn, self.fail, self.usage)
         transitions.requeue(conn, self.requeue)
         lease_outcomes.end_leases_by_id(conn, self.ended)
 
@@ -106,6 +112,12 @@ def _apply(
                 "b_now": now,
             }
         )
+        totals = _totals(changes, state, now)
+        totals.completed += 1
+        usage = outcome.result.usage
+        if usage is not None:
+            totals.prompt_tokens += max(0, usage.prompt_tokens)
+            totals.completion_tokens += max(0, usage.completion_tokens)
         job.status, state.outcome = JobStatus.COMPLETED.value, lease_outcomes.COMPLETED
     elif isinstance(outcome, ReleaseOutcome):
         job.attempts = max(job.attempts - 1, 0)
@@ -142,6 +154,14 @@ def _apply(
                 "b_now": now,
             }
         )
+        _totals(changes, state, now).failed += 1
         job.status, state.outcome = JobStatus.FAILED.value, lease_outcomes.FAILED
     job.lease_token = None
     changes.ended.append({"b_id": state.lease_id, "b_outcome": state.outcome, "b_now": now})
+
+
+def _totals(changes: _Changes, state: LeaseState, now: float) -> KeyTotals:
+    """The usage of the job's key in this delivery, with this lease's LLM time added."""
+    totals = changes.usage.setdefault(state.job.owner_key_id, KeyTotals())
+    totals.llm_seconds += max(0.0, now - state.claimed_at)
+    return totals

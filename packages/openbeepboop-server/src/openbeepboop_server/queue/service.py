@@ -24,12 +24,14 @@ from openbeepboop_schemas import (
     JobList,
     JobStatus,
     JobWarning,
+    KeyUsageTotals,
     Lease,
     LeaseRef,
     PollEntry,
     PoolStatus,
     SubmitRequest,
     SubmitResponse,
+    UsageReport,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -58,6 +60,7 @@ from openbeepboop_server.queue.lease_watch import WatchedLeases, watched_leases
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.pool_status import DEFAULT_WINDOW_SECONDS, build_pool_status
+from openbeepboop_server.queue.quotas import admit
 from openbeepboop_server.queue.retention import PURGE_BATCH, purge_batch, retention_cutoff
 from openbeepboop_server.queue.statuses import QUEUED, TERMINAL
 from openbeepboop_server.queue.submission import (
@@ -65,6 +68,8 @@ from openbeepboop_server.queue.submission import (
     insert_jobs,
     remember_idempotent,
 )
+from openbeepboop_server.queue.usage import KeyUsageRow, hour_of, read_usage, totals_by_key
+from openbeepboop_server.scopes import check_scope
 
 logger = logging.getLogger(__name__)
 
@@ -81,7 +86,7 @@ class QueueService:
         # PostgreSQL replicas claim concurrently; SQLite has one writer anyway.
         self._row_locks = not db.is_sqlite
         self._served = ServedSnapshot(policy.node_seen_seconds)
-        self._nodes = NodeRecorder(self._served)
+        self._nodes = NodeRecorder(self._served, policy.node_seen_seconds)
 
     @property
     def policy(self) -> QueuePolicy:
@@ -152,6 +157,7 @@ class QueueService:
                 earlier = find_idempotent(conn, caller, key, forget_spent=True)
                 if earlier is not None:
                     return earlier, []
+            admit(conn, caller, len(requests), now=now, lock=self._row_locks)
             created = insert_jobs(
                 conn,
                 caller,
@@ -236,6 +242,8 @@ class QueueService:
         self, conn: sa.Connection, caller: Caller, fetch: FetchRequest, now: float
     ) -> tuple[list[Claimed], Recorded | None]:
         """The claim inside an open write transaction; also what to remember once committed."""
+        check_scope(caller, fetch.node_id, [*fetch.models, *fetch.declared_models])
+        recorded = self._nodes.record(conn, fetch, caller, now)
         claimed = claim_jobs(
             conn,
             caller,
@@ -244,7 +252,6 @@ class QueueService:
             lease_seconds=self._policy.lease_seconds,
             aging_seconds=self._policy.priority_aging_seconds,
         )
-        recorded = self._nodes.record(conn, fetch, caller.key_name, now)
         return claimed, recorded
 
     def deliver(self, caller: Caller, submit: SubmitRequest) -> SubmitResponse:
@@ -259,6 +266,7 @@ class QueueService:
 
         For polls waiting on those jobs: they get their answer without a read of their own.
         """
+        check_scope(caller, submit.node_id, None)
         now = self._clock()
         with self._db.write() as conn:
             response = deliver(
@@ -270,6 +278,7 @@ class QueueService:
 
     def heartbeat(self, caller: Caller, beat: HeartbeatRequest) -> HeartbeatResponse:
         """Extend held leases; also refreshes the node's registry entry."""
+        check_scope(caller, beat.node_id, beat.declared_models)
         now = self._clock()
         with self._db.write() as conn:
             response = lease_ops.heartbeat(
@@ -280,7 +289,7 @@ class QueueService:
                 lease_seconds=self._policy.lease_seconds,
                 lock=self._row_locks,
             )
-            recorded = self._nodes.record(conn, beat, caller.key_name, now)
+            recorded = self._nodes.record(conn, beat, caller, now)
         self._nodes.remember(recorded)
         return response
 
@@ -442,6 +451,35 @@ class QueueService:
                 node_seen_seconds=self._policy.node_seen_seconds,
                 window_seconds=window_seconds,
             )
+
+    def usage(
+        self, key_name: str | None, since: float | None = None, until: float | None = None
+    ) -> UsageReport:
+        """Usage per key over the hours overlapping ``[since, until)`` (see :mod:`.usage`)."""
+        with self._db.read() as conn:
+            rows = read_usage(conn, key_name=key_name, since=since, until=until)
+        return UsageReport(
+            since=None if since is None else hour_of(since),
+            until=until,
+            data=[
+                KeyUsageTotals(
+                    key=row.key_name,
+                    completed=row.totals.completed,
+                    failed=row.totals.failed,
+                    cancelled=row.totals.cancelled,
+                    prompt_tokens=row.totals.prompt_tokens,
+                    completion_tokens=row.totals.completion_tokens,
+                    total_tokens=row.totals.prompt_tokens + row.totals.completion_tokens,
+                    llm_seconds=round(row.totals.llm_seconds, 3),
+                )
+                for row in rows
+            ],
+        )
+
+    def usage_totals(self) -> list[KeyUsageRow]:
+        """All-time usage of every key that used anything (the Prometheus counters)."""
+        with self._db.read() as conn:
+            return totals_by_key(conn)
 
     def list_nodes(self) -> list[NodeInfo]:
         """Every node ever seen, most recent first."""

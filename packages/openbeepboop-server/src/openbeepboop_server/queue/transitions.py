@@ -43,8 +43,10 @@ Each arrow, who decides to take it, and what it does to the row:
 * :func:`purge` (``retention.py``): terminal jobs past retention are deleted
   with their lease history.
 
-Nothing else writes ``jobs.status``. Leaving PROCESSING always clears the lease
-columns; the lease's own history row (``leases.py``) records how it ended.
+Every arrow into a final status also counts the jobs in their keys' usage
+(:func:`.usage.record_endings`, same transaction). Nothing else writes
+``jobs.status``. Leaving PROCESSING always clears the lease columns; the
+lease's own history row (``leases.py``) records how it ended.
 Statements are built once at import (building one per call costs more CPU
 than running it: docs/performance.md, "Statements built once"); the callers
 collect rows and each function writes them with one ``executemany``.
@@ -53,7 +55,7 @@ collect rows and each function writes them with one ``executemany``.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -61,6 +63,7 @@ from openbeepboop_schemas import JobStatus
 
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.queue.leases import EXPIRED, end_leases
+from openbeepboop_server.queue.usage import KeyTotals, add_totals, record_endings
 
 #: Rows handled per expiry transaction, so the writer is never held long.
 EXPIRY_BATCH = 500
@@ -207,18 +210,39 @@ def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
     """
     if rows:
         conn.execute(_FAIL_UNREADABLE, rows)
+        record_endings(conn, [row["b_seq"] for row in rows], now=rows[0]["b_now"])
 
 
-def complete(conn: sa.Connection, rows: Rows) -> None:
-    """PROCESSING -> COMPLETED. ``rows``: ``b_seq``, ``b_result`` (JSON), ``b_now``."""
+def complete(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | None) -> None:
+    """PROCESSING -> COMPLETED, delivered by a node.
+
+    ``rows``: ``b_seq``, ``b_result`` (JSON), ``b_now``; ``usage``: what the
+    jobs ended here (and by :func:`fail` in the same delivery) add to their
+    keys' usage, by key id, as the delivery counted it; ``None``: read it
+    from the rows.
+    """
     if rows:
         conn.execute(_COMPLETE, rows)
+        _count(conn, rows, usage)
 
 
-def fail(conn: sa.Connection, rows: Rows) -> None:
-    """PROCESSING -> FAILED. ``rows``: ``b_seq``, ``b_message``, ``b_type``, ``b_now``."""
+def fail(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | None) -> None:
+    """PROCESSING -> FAILED, delivered by a node.
+
+    ``rows``: ``b_seq``, ``b_message``, ``b_type``, ``b_now``; ``usage`` as for
+    :func:`complete` (an empty mapping: counted there).
+    """
     if rows:
         conn.execute(_FAIL, rows)
+        _count(conn, rows, usage)
+
+
+def _count(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | None) -> None:
+    now = rows[0]["b_now"]
+    if usage is None:
+        record_endings(conn, [row["b_seq"] for row in rows], now=now, timed=True)
+    else:
+        add_totals(conn, now, usage)
 
 
 def requeue(conn: sa.Connection, rows: Rows) -> None:
@@ -292,6 +316,7 @@ def expire_batch(
         conn.execute(_REQUEUE_EXPIRED, requeued)
     if failed:
         conn.execute(_FAIL, failed)
+        record_endings(conn, [row["b_seq"] for row in failed], now=now)
     end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
     return [row.id for row in rows]
 
@@ -321,12 +346,14 @@ def expire_unfinished(
                 for row in old
             ],
         )
+        record_endings(conn, [row.seq for row in old], now=now)
     return [row.id for row in old]
 
 
 def cancel(conn: sa.Connection, seq: int, now: float) -> None:
     """QUEUED or PROCESSING -> CANCELLED (the caller has checked the job is not terminal)."""
     conn.execute(_CANCEL, {"b_seq": seq, "b_now": now})
+    record_endings(conn, [seq], now=now)
 
 
 def cancel_many(conn: sa.Connection, seqs: Sequence[int], now: float) -> None:
@@ -337,6 +364,7 @@ def cancel_many(conn: sa.Connection, seqs: Sequence[int], now: float) -> None:
     """
     if seqs:
         conn.execute(_CANCEL, [{"b_seq": seq, "b_now": now} for seq in seqs])
+        record_endings(conn, seqs, now=now)
 
 
 def purge(conn: sa.Connection, seqs: list[int]) -> None:

@@ -2,7 +2,7 @@
 api_keys.weight and max_priority, the per-(model, owner) virtual time
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2025-01-06 00:00:00
 
 Nothing about a job already queued changes: it gets priority 0 and a claim
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
