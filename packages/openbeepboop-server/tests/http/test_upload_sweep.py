@@ -13,10 +13,10 @@ from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import file_chunks, files
 from openbeepboop_server.queue import files as store_module
 from openbeepboop_server.queue.files import FileStore
-from openbeepboop_testkit.processes import wait_until
 from starlette.testclient import TestClient
 
 from tests.support.surface import make_settings
+from tests.support.waiting import wait_until
 
 
 def _counts(db: Database) -> tuple[int, int]:
