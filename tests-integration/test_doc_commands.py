@@ -1,0 +1,284 @@
+"""Every command line the docs show parses against the real CLIs, as written.
+
+README.md and docs/*.md show ``openbeepboop-server``, ``openbeepboop-node``
+and ``openbeepboop-client`` command lines in fenced shell (``bash``, ``sh``,
+``console``, ``shell``) and unlabelled blocks. Each one is parsed by the
+installed click command exactly as a shell would hand it over, without running
+it: the subcommand chain must exist, every flag must exist on the command it
+is given to, values must convert, required flags must be there. A renamed
+command or a flag the docs invent fails here, naming the file and line.
+
+Two forms are read:
+
+* A command line (what a user types): comments, ``\\`` continuations, pipes,
+  ``;``/``&&``, redirections and ``$(...)`` are handled the way a shell splits
+  them, and every CLI invocation in the line is parsed in full.
+* A synopsis (``[--flag X]`` brackets, ``A|B`` alternatives, ``...``): the
+  line without its bracketed parts and with each alternative's first choice
+  must parse, and every flag named anywhere in it must exist on that command.
+
+The same test compiles the ``python`` blocks of docs/client.md and
+docs/openai.md, so an example a user copies is at least valid Python.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import click
+import pytest
+from openbeepboop.cli import main as client_cli
+from openbeepboop_node.cli import main as node_cli
+from openbeepboop_server.cli import main as server_cli
+
+ROOT = Path(__file__).resolve().parent.parent
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+PYTHON_DOCS = [ROOT / "docs" / "client.md", ROOT / "docs" / "openai.md"]
+CLIS: dict[str, click.Command] = {
+    "openbeepboop-server": server_cli,
+    "openbeepboop-node": node_cli,
+    "openbeepboop-client": client_cli,
+}
+SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
+#: A fence, possibly indented (inside a list item), with its language tag.
+FENCE = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)
+#: What marks a line as a synopsis rather than something to type.
+SYNOPSIS = re.compile(r"\[-|\[\w|\w\|\w|\.\.\.\]")
+FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
+#: Shell operators that end one command and start another (or a file name).
+OPERATORS = {"|", "||", "&", "&&", ";", ";;", "(", ")", "<", ">", ">>", ">&", "<&", "&>", "2>"}
+#: Words that run the command after them (``sudo openbeepboop-node run``).
+PREFIX_WORDS = {"sudo", "exec", "nohup", "time", "env", "command"}
+ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
+
+
+@dataclass(frozen=True)
+class DocCommand:
+    """One CLI invocation found in a doc, and where, for the failure message."""
+
+    where: str
+    program: str
+    args: tuple[str, ...]
+    synopsis: bool
+
+    def __str__(self) -> str:
+        return f"{self.where}: {shlex.join([self.program, *self.args])}"
+
+
+def fenced_blocks(text: str) -> Iterator[tuple[str, str, int]]:
+    """Each fenced block's language, body and first body line number (1-based)."""
+    for match in FENCE.finditer(text):
+        first_line = text.count("\n", 0, match.start(2)) + 1
+        yield match.group(1), match.group(2), first_line
+
+
+def logical_lines(body: str, first_line: int, language: str) -> Iterator[tuple[int, str]]:
+    """A block's lines as a shell reads them: ``\\`` continuations joined.
+
+    A synopsis wrapped onto indented lines starting with ``[`` or ``-`` is
+    joined too. In a ``console`` block only ``$ `` lines are commands.
+    """
+    lines: list[tuple[int, str]] = []
+    pending = ""
+    for number, line in enumerate(body.splitlines(), start=first_line):
+        if language == "console":
+            if not line.startswith("$ "):
+                continue
+            line = line[2:]
+        if pending:
+            lines[-1] = (lines[-1][0], pending + " " + line)
+        elif lines and line[:1].isspace() and line.lstrip()[:1] in ("[", "-"):
+            lines[-1] = (lines[-1][0], lines[-1][1] + " " + line.strip())
+        else:
+            lines.append((number, line))
+        pending = lines[-1][1][:-1] if lines[-1][1].endswith("\\") else ""
+    yield from lines
+
+
+def substitutions(line: str) -> tuple[str, list[str]]:
+    """The line with each ``$(...)`` replaced by a word, and the inner commands."""
+    inner: list[str] = []
+    pattern = re.compile(r"\$\(([^()]*)\)")
+    while match := pattern.search(line):
+        inner.append(match.group(1))
+        line = line[: match.start()] + "SUBSTITUTED" + line[match.end() :]
+    return line, inner
+
+
+def simple_commands(line: str) -> Iterator[list[str]]:
+    """The words of each simple command in one shell line, operators dropped."""
+    outer, inner = substitutions(line)
+    for text in [outer, *inner]:
+        lexer = shlex.shlex(text, posix=True, punctuation_chars="|&;()<>")
+        lexer.whitespace_split = True
+        lexer.commenters = "#"
+        words: list[str] = []
+        for token in lexer:
+            if token in OPERATORS or set(token) <= set("|&;()<>"):
+                if words and words[-1].isdigit() and token.startswith((">", "<")):
+                    words.pop()  # the fd of 2>&1
+                yield words
+                words = []
+            else:
+                words.append(token)
+        yield words
+
+
+def invocation(words: list[str]) -> tuple[str, list[str]] | None:
+    """The CLI and its arguments if this simple command runs one of ours."""
+    index = 0
+    while index < len(words) and (
+        ENV_ASSIGNMENT.match(words[index]) or words[index] in PREFIX_WORDS
+    ):
+        index += 1
+    if index < len(words) and (program := Path(words[index]).name) in CLIS:
+        return program, words[index + 1 :]
+    return None
+
+
+def synopsis_commands(line: str) -> Iterator[tuple[str, list[str]]]:
+    """A synopsis line's program and words, comments dropped, nothing split on ``|``."""
+    text = re.sub(r"\s#.*$", "", line)
+    words = text.split()
+    found = invocation(words)
+    if found:
+        yield found
+
+
+def doc_commands() -> list[DocCommand]:
+    """Every invocation of one of the three CLIs in the docs' shell blocks."""
+    found: list[DocCommand] = []
+    for path in DOCS:
+        text = path.read_text(encoding="utf-8")
+        for language, body, first_line in fenced_blocks(text):
+            if language not in SHELL_LANGUAGES:
+                continue
+            for number, line in logical_lines(body, first_line, language):
+                where = f"{path.relative_to(ROOT)}:{number}"
+                synopsis = bool(SYNOPSIS.search(re.sub(r"\s#.*$", "", line)))
+                if synopsis:
+                    for program, args in synopsis_commands(line):
+                        found.append(DocCommand(where, program, tuple(args), True))
+                    continue
+                for words in simple_commands(line):
+                    if hit := invocation(words):
+                        found.append(DocCommand(where, hit[0], tuple(hit[1]), False))
+    return found
+
+
+def parse(program: str, args: list[str]) -> click.Context:
+    """Parse ``args`` down the subcommand chain as click would; the innermost context.
+
+    Nothing is invoked: only the parsing (conversion, required options,
+    unknown flags) that happens before a command's code runs.
+    """
+    context = CLIS[program].make_context(program, list(args), resilient_parsing=False)
+    while isinstance(context.command, click.Group):
+        group = context.command
+        rest = [*context._protected_args, *context.args]
+        if not rest:
+            if group.invoke_without_command:
+                break
+            raise click.UsageError("Missing command.", context)
+        name, command, rest = group.resolve_command(context, rest)
+        assert command is not None and name is not None
+        context = command.make_context(name, rest, parent=context)
+    return context
+
+
+def minimal_form(words: list[str]) -> list[str]:
+    """A synopsis without its optional parts: brackets dropped, first alternative kept."""
+    text = " ".join(words)
+    while (cut := re.sub(r"\[[^\[\]]*\]", "", text)) != text:
+        text = cut
+    return [word.split("|")[0] for word in text.split() if word != "..."]
+
+
+def flags_of(context: click.Context) -> set[str]:
+    """Every flag spelling the command and the groups above it accept."""
+    flags: set[str] = set()
+    while context is not None:
+        for param in context.command.get_params(context):
+            flags.update(param.opts)
+            flags.update(param.secondary_opts)
+        context = context.parent  # type: ignore[assignment]
+    return flags
+
+
+def check(command: DocCommand) -> None:
+    """Fail with the doc's location when the command would not parse."""
+    args = minimal_form(list(command.args)) if command.synopsis else list(command.args)
+    try:
+        context = parse(command.program, args)
+    except click.exceptions.Exit as done:  # --help, --version
+        assert done.exit_code == 0, f"{command}: exits {done.exit_code}"
+        return
+    except click.UsageError as error:
+        pytest.fail(f"{command}\n  does not parse: {error.format_message()}", pytrace=False)
+    if command.synopsis:
+        known = flags_of(context)
+        named = {flag for word in command.args for flag in FLAG.findall(word)}
+        unknown = sorted(named - known)
+        assert not unknown, f"{command}\n  names flags the command lacks: {unknown}"
+
+
+COMMANDS = doc_commands()
+
+
+def test_the_docs_show_commands_of_all_three_clis() -> None:
+    """Guards the extraction itself: a parser that finds nothing checks nothing."""
+    programs = {command.program for command in COMMANDS}
+    assert programs == set(CLIS), programs
+    assert sum(command.synopsis for command in COMMANDS) >= 10
+    assert sum(not command.synopsis for command in COMMANDS) >= 20
+
+
+#: A relative file name a command reads (``prompts.jsonl``): a user has made it.
+USER_FILE = re.compile(r"^[\w-]+(\.[\w-]+)*\.(jsonl|json|toml|txt)$")
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=str)
+def test_doc_command_parses(
+    command: DocCommand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for word in command.args:
+        if USER_FILE.match(word):
+            (tmp_path / word).touch()
+    check(command)
+
+
+def test_a_made_up_flag_fails() -> None:
+    """The checker itself catches what it is for: flags and commands that do not exist."""
+    bad = [
+        DocCommand("x", "openbeepboop-client", ("submit", "hi", "--no-such-flag"), False),
+        DocCommand("x", "openbeepboop-client", ("list", "--limit", "many"), False),
+        DocCommand("x", "openbeepboop-server", ("keys", "create", "--name", "a"), False),
+        DocCommand("x", "openbeepboop-server", ("no-such-command",), False),
+        DocCommand("x", "openbeepboop-server", ("keys",), False),
+        DocCommand("x", "openbeepboop-client", ("status", "[--no-such-flag]"), True),
+    ]
+    for command in bad:
+        with pytest.raises((pytest.fail.Exception, AssertionError)):
+            check(command)
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """The ``python`` blocks of the client and OpenAI docs, with where they start."""
+    return [
+        (f"{path.relative_to(ROOT)}:{first_line}", body)
+        for path in PYTHON_DOCS
+        for language, body, first_line in fenced_blocks(path.read_text(encoding="utf-8"))
+        if language == "python"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "source"), python_blocks(), ids=[where for where, _ in python_blocks()]
+)
+def test_doc_python_example_compiles(where: str, source: str) -> None:
+    compile(source, where, "exec")
