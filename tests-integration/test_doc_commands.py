@@ -43,9 +43,14 @@ CLIS: dict[str, click.Command] = {
     "openbeepboop-node": node_cli,
     "openbeepboop-client": client_cli,
 }
-SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console"}
+#: Blocks a user copies commands from; ``text`` holds transcripts (``$ `` lines).
+SHELL_LANGUAGES = {"", "bash", "sh", "shell", "console", "text"}
 #: A fence, possibly indented (inside a list item), with its language tag.
-FENCE = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)
+FENCE = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+#: A fence line: an opening one may name a language, a closing one holds nothing else.
+FENCE_LINE = re.compile(r"^[ \t]*```(.*)$")
+#: Inline code that starts with one of the CLIs, in prose.
+INLINE = re.compile(r"(?<!`)`(openbeepboop-(?:server|node|client)\b[^`]*)`(?!`)")
 #: What marks a line as a synopsis rather than something to type.
 SYNOPSIS = re.compile(r"\[-|\[\w|\w\|\w|\.\.\.\]")
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
@@ -64,8 +69,14 @@ class DocCommand:
     program: str
     args: tuple[str, ...]
     synopsis: bool
+    #: Named in prose (inline code): may be partial, but every word must exist.
+    mention: bool = False
+    #: Why a shell could not even split the line into words.
+    shell_error: str | None = None
 
     def __str__(self) -> str:
+        if self.shell_error:
+            return f"{self.where}: {self.args[0]}"
         return f"{self.where}: {shlex.join([self.program, *self.args])}"
 
 
@@ -85,10 +96,10 @@ def logical_lines(body: str, first_line: int, language: str) -> Iterator[tuple[i
     lines: list[tuple[int, str]] = []
     pending = ""
     for number, line in enumerate(body.splitlines(), start=first_line):
-        if language == "console":
-            if not line.startswith("$ "):
-                continue
-            line = line[2:]
+        if language == "console" and not line.startswith("$ "):
+            continue
+        if line.lstrip().startswith("$ "):
+            line = line.lstrip()[2:]
         if pending:
             lines[-1] = (lines[-1][0], pending + " " + line)
         elif lines and line[:1].isspace() and line.lstrip()[:1] in ("[", "-"):
@@ -164,10 +175,41 @@ def doc_commands() -> list[DocCommand]:
                     for program, args in synopsis_commands(line):
                         found.append(DocCommand(where, program, tuple(args), True))
                     continue
-                for words in simple_commands(line):
+                try:
+                    commands = list(simple_commands(line))
+                except ValueError as error:  # an unclosed quote
+                    if any(program in line for program in CLIS):
+                        found.append(DocCommand(where, "sh", (line,), False, str(error)))
+                    continue
+                for words in commands:
                     if hit := invocation(words):
                         found.append(DocCommand(where, hit[0], tuple(hit[1]), False))
+        found.extend(inline_mentions(path, text))
     return found
+
+
+def inline_mentions(path: Path, text: str) -> Iterator[DocCommand]:
+    """The CLI invocations named in inline code outside fenced blocks."""
+    prose = FENCE.sub(lambda match: "\n" * match.group(0).count("\n"), text)
+    for match in INLINE.finditer(prose):
+        number = prose.count("\n", 0, match.start()) + 1
+        words = re.sub(r"\s+", " ", match.group(1)).split(" ")
+        synopsis = bool(SYNOPSIS.search(match.group(1)))
+        where = f"{path.relative_to(ROOT)}:{number}"
+        for args in alternatives(words[1:]):
+            yield DocCommand(where, words[0], tuple(args), synopsis, mention=True)
+
+
+def alternatives(words: list[str]) -> Iterator[list[str]]:
+    """``keys create|update --x`` as ``keys create --x`` and ``keys update --x``."""
+    for index, word in enumerate(words):
+        if word.startswith(("-", "[")):
+            break
+        if "|" in word:
+            for choice in word.split("|"):
+                yield from alternatives([*words[:index], choice, *words[index + 1 :]])
+            return
+    yield words
 
 
 def parse(program: str, args: list[str]) -> click.Context:
@@ -209,21 +251,55 @@ def flags_of(context: click.Context) -> set[str]:
     return flags
 
 
-def check(command: DocCommand) -> None:
-    """Fail with the doc's location when the command would not parse."""
-    args = minimal_form(list(command.args)) if command.synopsis else list(command.args)
+def mentioned_context(command: DocCommand) -> click.Context:
+    """The context of the deepest subcommand a prose mention names.
+
+    A mention may stop short of a runnable command (``keys create --role
+    NODE``), so only the words that must exist are checked: each word after a
+    group names one of its subcommands, until the first flag or value.
+    """
+    cli = CLIS[command.program]
+    context = click.Context(cli, info_name=command.program)
+    for word in command.args:
+        if not isinstance(context.command, click.Group) or word.startswith("-"):
+            break
+        sub = context.command.get_command(context, word)
+        if sub is None:
+            pytest.fail(f"{command}\n  no such command: {word!r}", pytrace=False)
+        context = click.Context(sub, info_name=word, parent=context)
+    return context
+
+
+def check_flags(command: DocCommand, context: click.Context) -> None:
+    """Every flag the doc names exists on the command or a group above it."""
+    known = flags_of(context)
+    named = {flag for word in command.args for flag in FLAG.findall(word.split("=")[0])}
+    unknown = sorted(named - known)
+    assert not unknown, f"{command}\n  names flags the command lacks: {unknown}"
+
+
+def check(command: DocCommand, as_typed: list[str] | None = None) -> None:
+    """Fail with the doc's location when the command would not parse.
+
+    ``as_typed`` is the argument list with the doc's placeholders made real
+    (shortened paths); the message shows the doc's own words.
+    """
+    assert command.shell_error is None, f"{command}\n  {command.shell_error}"
+    if command.mention:
+        check_flags(command, mentioned_context(command))
+        return
+    words = list(command.args) if as_typed is None else as_typed
+    args = minimal_form(words) if command.synopsis else words
     try:
         context = parse(command.program, args)
     except click.exceptions.Exit as done:  # --help, --version
-        assert done.exit_code == 0, f"{command}: exits {done.exit_code}"
+        if done.exit_code != 0:
+            pytest.fail(f"{command}\n  exits {done.exit_code}", pytrace=False)
         return
     except click.UsageError as error:
         pytest.fail(f"{command}\n  does not parse: {error.format_message()}", pytrace=False)
     if command.synopsis:
-        known = flags_of(context)
-        named = {flag for word in command.args for flag in FLAG.findall(word)}
-        unknown = sorted(named - known)
-        assert not unknown, f"{command}\n  names flags the command lacks: {unknown}"
+        check_flags(command, context)
 
 
 COMMANDS = doc_commands()
@@ -237,6 +313,8 @@ def test_the_docs_show_commands_of_all_three_clis() -> None:
     assert sum(not command.synopsis for command in COMMANDS) >= 20
 
 
+#: How a transcript shortens a path (docs/quickstart.md: "paths shortened").
+SHORTENED = "…/"
 #: A relative file name a command reads (``prompts.jsonl``): a user has made it.
 USER_FILE = re.compile(r"^[\w-]+(\.[\w-]+)*\.(jsonl|json|toml|txt)$")
 
@@ -246,10 +324,15 @@ def test_doc_command_parses(
     command: DocCommand, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
+    args = []
     for word in command.args:
-        if USER_FILE.match(word):
-            (tmp_path / word).touch()
-    check(command)
+        if word.startswith(SHORTENED):  # a transcript's shortened path
+            word = str(tmp_path / word.removeprefix(SHORTENED))
+        if USER_FILE.match(Path(word).name):
+            Path(word).parent.mkdir(parents=True, exist_ok=True)
+            Path(word).touch()
+        args.append(word)
+    check(command, args)
 
 
 def test_a_made_up_flag_fails() -> None:
@@ -261,10 +344,27 @@ def test_a_made_up_flag_fails() -> None:
         DocCommand("x", "openbeepboop-server", ("no-such-command",), False),
         DocCommand("x", "openbeepboop-server", ("keys",), False),
         DocCommand("x", "openbeepboop-client", ("status", "[--no-such-flag]"), True),
+        DocCommand("x", "openbeepboop-server", ("keys", "make"), False, mention=True),
+        DocCommand("x", "openbeepboop-node", ("run", "--no-such-flag"), False, mention=True),
     ]
     for command in bad:
         with pytest.raises((pytest.fail.Exception, AssertionError)):
             check(command)
+
+
+def test_doc_fences_are_well_formed() -> None:
+    """A closing fence with text after it is no fence: the block runs on into
+    the prose (and the commands in it go unchecked)."""
+    faults = []
+    for path in DOCS:
+        in_fence = False
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if match := FENCE_LINE.match(line):
+                rest = match.group(1).strip()
+                if in_fence and rest:
+                    faults.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+                in_fence = not in_fence if not (in_fence and rest) else in_fence
+    assert not faults, "closing fences with text after them:\n" + "\n".join(faults)
 
 
 def python_blocks() -> list[tuple[str, str]]:
