@@ -17,12 +17,15 @@ Two forms are read:
   line without its bracketed parts and with each alternative's first choice
   must parse, and every flag named anywhere in it must exist on that command.
 
-The same test compiles the ``python`` blocks of docs/client.md and
-docs/openai.md, so an example a user copies is at least valid Python.
+The same test compiles the ``python`` blocks of every doc (docs/client.md and
+docs/openai.md above all), so an example a user copies is at least valid
+Python, and checks that what it imports from ``openbeepboop`` exists.
 """
 
 from __future__ import annotations
 
+import ast
+import importlib
 import re
 import shlex
 from collections.abc import Iterator
@@ -37,7 +40,6 @@ from openbeepboop_server.cli import main as server_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PYTHON_DOCS = [ROOT / "docs" / "client.md", ROOT / "docs" / "openai.md"]
 CLIS: dict[str, click.Command] = {
     "openbeepboop-server": server_cli,
     "openbeepboop-node": node_cli,
@@ -368,10 +370,10 @@ def test_doc_fences_are_well_formed() -> None:
 
 
 def python_blocks() -> list[tuple[str, str]]:
-    """The ``python`` blocks of the client and OpenAI docs, with where they start."""
+    """The ``python`` blocks of the docs, with where they start."""
     return [
         (f"{path.relative_to(ROOT)}:{first_line}", body)
-        for path in PYTHON_DOCS
+        for path in DOCS
         for language, body, first_line in fenced_blocks(path.read_text(encoding="utf-8"))
         if language == "python"
     ]
@@ -381,4 +383,9 @@ def python_blocks() -> list[tuple[str, str]]:
     ("where", "source"), python_blocks(), ids=[where for where, _ in python_blocks()]
 )
 def test_doc_python_example_compiles(where: str, source: str) -> None:
-    compile(source, where, "exec")
+    tree = compile(source, where, "exec", ast.PyCF_ONLY_AST)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("openbeepboop"):
+            module = importlib.import_module(node.module or "")
+            missing = [alias.name for alias in node.names if not hasattr(module, alias.name)]
+            assert not missing, f"{where}: {node.module} has no {missing}"
