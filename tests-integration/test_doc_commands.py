@@ -25,10 +25,13 @@ Python, and checks that what it imports from ``openbeepboop`` exists.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
+import importlib.util
 import re
 import shlex
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,7 +55,11 @@ FENCE = re.compile(r"^[ \t]*```(\w*)[^\n]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S
 #: A fence line: an opening one may name a language, a closing one holds nothing else.
 FENCE_LINE = re.compile(r"^[ \t]*```(.*)$")
 #: Inline code that starts with one of the CLIs, in prose.
-INLINE = re.compile(r"(?<!`)`(openbeepboop-(?:server|node|client)\b[^`]*)`(?!`)")
+INLINE = re.compile(
+    r"(?<!`)`((?:openbeepboop-(?:server|node|client)|(?:\S*/)?nox -s demo)\b[^`]*)`(?!`)"
+)
+#: The quick start's ``nox -s demo -- ARGS``: ARGS go to demo/quickstart.py.
+DEMO = "nox -s demo --"
 #: What marks a line as a synopsis rather than something to type.
 SYNOPSIS = re.compile(r"\[-|\[\w|\w\|\w|\.\.\.\]")
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
@@ -79,6 +86,8 @@ class DocCommand:
     def __str__(self) -> str:
         if self.shell_error:
             return f"{self.where}: {self.args[0]}"
+        if self.program == DEMO:
+            return f"{self.where}: {self.program} {shlex.join(self.args)}"
         return f"{self.where}: {shlex.join([self.program, *self.args])}"
 
 
@@ -150,6 +159,10 @@ def invocation(words: list[str]) -> tuple[str, list[str]] | None:
         index += 1
     if index < len(words) and (program := Path(words[index]).name) in CLIS:
         return program, words[index + 1 :]
+    if words[index : index + 1] and Path(words[index]).name == "nox":
+        session = words[index + 1 :]
+        if session[:2] == ["-s", "demo"]:
+            return DEMO, session[3:] if session[2:3] == ["--"] else []
     return None
 
 
@@ -198,6 +211,10 @@ def inline_mentions(path: Path, text: str) -> Iterator[DocCommand]:
         words = re.sub(r"\s+", " ", match.group(1)).split(" ")
         synopsis = bool(SYNOPSIS.search(match.group(1)))
         where = f"{path.relative_to(ROOT)}:{number}"
+        if Path(words[0]).name == "nox":
+            program, args = invocation(words) or (DEMO, [])
+            yield DocCommand(where, program, tuple(args), synopsis)
+            continue
         for args in alternatives(words[1:]):
             yield DocCommand(where, words[0], tuple(args), synopsis, mention=True)
 
@@ -280,6 +297,27 @@ def check_flags(command: DocCommand, context: click.Context) -> None:
     assert not unknown, f"{command}\n  names flags the command lacks: {unknown}"
 
 
+@functools.cache
+def demo_parser() -> Callable[[list[str]], object]:
+    """demo/quickstart.py's own argument parsing (the script is not a package)."""
+    name = "openbeepboop_demo_quickstart"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "demo" / "quickstart.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module.parse_args  # type: ignore[no-any-return]
+
+
+def check_demo(command: DocCommand, args: list[str]) -> None:
+    """``nox -s demo -- ARGS`` parses: argparse exits 2 on a flag it does not know."""
+    try:
+        demo_parser()(args)
+    except SystemExit as done:
+        if done.code not in (0, None):
+            pytest.fail(f"{command}\n  demo/quickstart.py refuses it", pytrace=False)
+
+
 def check(command: DocCommand, as_typed: list[str] | None = None) -> None:
     """Fail with the doc's location when the command would not parse.
 
@@ -291,6 +329,9 @@ def check(command: DocCommand, as_typed: list[str] | None = None) -> None:
         check_flags(command, mentioned_context(command))
         return
     words = list(command.args) if as_typed is None else as_typed
+    if command.program == DEMO:
+        check_demo(command, words)
+        return
     args = minimal_form(words) if command.synopsis else words
     try:
         context = parse(command.program, args)
@@ -310,7 +351,7 @@ COMMANDS = doc_commands()
 def test_the_docs_show_commands_of_all_three_clis() -> None:
     """Guards the extraction itself: a parser that finds nothing checks nothing."""
     programs = {command.program for command in COMMANDS}
-    assert programs == set(CLIS), programs
+    assert programs == {*CLIS, DEMO}, programs
     assert sum(command.synopsis for command in COMMANDS) >= 10
     assert sum(not command.synopsis for command in COMMANDS) >= 20
 
@@ -348,6 +389,8 @@ def test_a_made_up_flag_fails() -> None:
         DocCommand("x", "openbeepboop-client", ("status", "[--no-such-flag]"), True),
         DocCommand("x", "openbeepboop-server", ("keys", "make"), False, mention=True),
         DocCommand("x", "openbeepboop-node", ("run", "--no-such-flag"), False, mention=True),
+        DocCommand("x", DEMO, ("--api-base", "http://x"), False),  # needs --litellm-model
+        DocCommand("x", DEMO, ("--kept",), False),
     ]
     for command in bad:
         with pytest.raises((pytest.fail.Exception, AssertionError)):
