@@ -67,7 +67,7 @@ DEMO = "nox -s demo --"
 SYNOPSIS = re.compile(r"\[-|\[\w|\w\|\w|\.\.\.\]")
 FLAG = re.compile(r"(?<![\w-])(--?[A-Za-z][\w-]*)")
 #: Shell operators that end one command and start another (or a file name).
-OPERATORS = {"|", "||", "&", "&&", ";", ";;", "(", ")", "<", ">", ">>", ">&", "<&", "&>", "2>"}
+OPERATORS = {"|", "||", "&", "&&", ";", ";;", "(", ")", "<", ">", ">>", ">&", "<&", "&>"}
 #: Words that run the command after them (``sudo openbeepboop-node run``).
 PREFIX_WORDS = {"sudo", "exec", "nohup", "time", "env", "command"}
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_]\w*=")
@@ -134,16 +134,32 @@ def substitutions(line: str) -> tuple[str, list[str]]:
     return line, inner
 
 
+def without_comment(line: str) -> str:
+    """The line up to a ``#`` that starts a word outside quotes, as a shell reads it.
+
+    (``shlex`` would also cut ``http://host/#part`` at its ``#``.)
+    """
+    quote = ""
+    for index, char in enumerate(line):
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and (index == 0 or line[index - 1].isspace()):
+            return line[:index]
+    return line
+
+
 def simple_commands(line: str) -> Iterator[list[str]]:
     """The words of each simple command in one shell line, operators dropped."""
-    outer, inner = substitutions(line)
+    outer, inner = substitutions(without_comment(line))
     for text in [outer, *inner]:
         lexer = shlex.shlex(text, posix=True, punctuation_chars="|&;()<>")
         lexer.whitespace_split = True
-        lexer.commenters = "#"
+        lexer.commenters = ""
         words: list[str] = []
         for token in lexer:
-            if token in OPERATORS or set(token) <= set("|&;()<>"):
+            if token in OPERATORS or (token and set(token) <= set("|&;()<>")):
                 if words and words[-1].isdigit() and token.startswith((">", "<")):
                     words.pop()  # the fd of 2>&1
                 yield words
@@ -388,6 +404,7 @@ def test_a_made_up_flag_fails() -> None:
     bad = [
         DocCommand("x", "openbeepboop-client", ("submit", "hi", "--no-such-flag"), False),
         DocCommand("x", "openbeepboop-client", ("list", "--limit", "many"), False),
+        DocCommand("x", "openbeepboop-client", ("submit", "hi", "--model"), False),
         DocCommand("x", "openbeepboop-server", ("keys", "create", "--name", "a"), False),
         DocCommand("x", "openbeepboop-server", ("no-such-command",), False),
         DocCommand("x", "openbeepboop-server", ("keys",), False),
