@@ -152,7 +152,8 @@ def test_a_result_over_the_servers_limit_fails_visibly_as_result_too_large(
     api = cluster.api(server, server.create_key("USER", f"{tag}-user"))
     cluster.node(server, node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
     prompt = "word " * 20_000  # 100 KB in, echoed 4 times: 400 KB out, over the results limit
-    big = api.submit(prompt, model, n=4)
+    # A max_tokens of its own: the node's default (1,024) would cut the echo short.
+    big = api.submit(prompt, model, n=4, max_tokens=50_000)
     small = api.submit("small", model)
 
     done = api.wait_terminal([big, small])

@@ -1,9 +1,10 @@
 """The seed README's workflow, end to end, through the installed commands.
 
 setup → start → keys → node setup/run → client setup → ``submit --wait``;
-``submit`` then ``poll``; the README's Python library example, verbatim; and
-the client's everyday output as a person sees it on a terminal (a real
-pseudo-terminal) and as a script sees it through a pipe.
+``submit`` then ``poll``; and the client's everyday output as a person sees
+it on a terminal (a real pseudo-terminal) and as a script sees it through a
+pipe. The README's own commands and library example run in
+test_readme_commands.py.
 """
 
 from __future__ import annotations
@@ -11,27 +12,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
-from pathlib import Path
 
 from cluster import CLIENT, Cluster, parse_json_output
 from conftest import Shared
 from openbeepboop_schemas import MODELS_PATH
-from openbeepboop_testkit.processes import run_command, wait_until
+from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE, StandinLLM
 from openbeepboop_testkit.terminal import TerminalRun, run_in_terminal
-
-README = Path(__file__).resolve().parents[1] / "README.md"
-
-
-def readme_library_example() -> str:
-    """The first ```python block of the README's "Python library" section."""
-    text = README.read_text()
-    heading = re.search(r"^#+\s*Python library\s*$", text, re.M)
-    assert heading, "README.md has no 'Python library' section"
-    block = re.search(r"^```python\n(.*?)^```", text[heading.end() :], re.S | re.M)
-    assert block, "the README's 'Python library' section has no ```python block"
-    return block.group(1)
 
 
 def test_cli_workflow_submit_wait_and_poll(cluster: Cluster, llm: StandinLLM) -> None:
@@ -92,34 +79,6 @@ def test_cli_workflow_submit_wait_and_poll(cluster: Cluster, llm: StandinLLM) ->
     # Each prompt reached the LLM once, with the model the operator configured.
     assert llm.prompt_counts() == {prompt: 1, prompt2: 1, "Say hello": 1}
     assert {call.model for call in llm.calls()} == {"llama3"}
-
-
-def test_readme_library_example_runs_verbatim(
-    cluster: Cluster, shared: Shared, llm: StandinLLM, tag: str
-) -> None:
-    example = readme_library_example()
-    server = shared.server
-    user_key = server.create_key("USER", f"{tag}-reader")
-    # The example asks for "llama3": that is the model name this node serves
-    # (the only test that uses that name on the shared server).
-    node = cluster.node(
-        server, shared.node_key, f"{tag}-node", "llama3", "openai/llama3", llm.base_url
-    )
-    node.run()
-
-    script = cluster.root / "readme_example.py"
-    script.write_text(example)
-    env = {
-        **cluster.env,
-        "OPENBEEPBOOP_SERVER_URL": server.url,
-        "OPENBEEPBOOP_API_KEY": user_key,
-    }
-    done = run_command([sys.executable, str(script)], env=env, timeout=180)
-    assert "Job submitted with ID: job-" in done.stdout, done.stdout
-    prompts = list(llm.prompt_counts())
-    assert len(prompts) == 1
-    # The example prints the model's answer: the stand-in echoes the prompt.
-    assert f"Echo: {prompts[0]}" in done.stdout, done.stdout
 
 
 def test_submit_file_and_results_in_openai_batch_format(
