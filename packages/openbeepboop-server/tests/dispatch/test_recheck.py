@@ -32,9 +32,9 @@ from openbeepboop_server.queue.service import QueueService
 from starlette.applications import Starlette
 
 from tests.support.surface import bearer, chat, make_settings
+from tests.support.waiting import eventually
 
 WAIT = 20.0
-CONDITION_TIMEOUT = 20.0
 
 
 @pytest.fixture
@@ -78,15 +78,6 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
                 other=QueueService(other_db, QueuePolicy()),
             )
     other_db.dispose()
-
-
-async def eventually(condition: object, what: str) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + CONDITION_TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 async def _submit(world: World, model: str = "m") -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +25,10 @@ from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import jobs
 
 from tests.support.surface import bearer, chat, completion, make_settings
+from tests.support.waiting import eventually, timed
 
 WAIT = 10.0
 #: Generous: the machine is shared with other test suites.
-CONDITION_TIMEOUT = 20.0
 
 
 @pytest.fixture
@@ -62,20 +62,6 @@ async def live(tmp_path: Path) -> AsyncIterator[Live]:
                 node=context.keys.create(Role.NODE, "n")[0],
                 other_node=context.keys.create(Role.NODE, "intruder")[0],
             )
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + CONDITION_TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = await call
-    return response, time.monotonic() - started
 
 
 async def _leased_job(live: Live, prompt: str = "Hi") -> dict[str, Any]:

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,12 +28,12 @@ from openbeepboop_server.dispatch import calls
 from starlette.applications import Starlette
 
 from tests.support.surface import bearer, chat, completion, make_settings
+from tests.support.waiting import CONDITION_TIMEOUT, eventually, timed
 
 T = TypeVar("T")
 
 WAIT = 10.0
 #: Generous: the machine is shared with other test suites.
-CONDITION_TIMEOUT = 20.0
 
 
 @pytest.fixture
@@ -66,20 +65,6 @@ async def live(settings: Settings) -> AsyncIterator[Live]:
                 user=context.keys.create(Role.USER, "u")[0],
                 node=context.keys.create(Role.NODE, "n")[0],
             )
-
-
-async def eventually(condition: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + CONDITION_TIMEOUT
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.005)
-
-
-async def timed(call: Awaitable[httpx.Response]) -> tuple[httpx.Response, float]:
-    started = time.monotonic()
-    response = await call
-    return response, time.monotonic() - started
 
 
 def fetch_body(models: list[str], wait: float = WAIT) -> dict[str, Any]:
