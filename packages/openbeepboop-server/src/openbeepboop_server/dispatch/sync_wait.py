@@ -68,9 +68,13 @@ async def wait_for_job(
                 gone = gone or waiter.disconnected
 
     deadline = time.monotonic() + timeout
+    just_queued = True
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        [entry] = await poll_entries(context, caller, [job_id], remaining, watch, slot_held=True)
+        [entry] = await poll_entries(
+            context, caller, [job_id], remaining, watch, slot_held=True, known_live=just_queued
+        )
+        just_queued = False
         if entry.status in TERMINAL:
             return SyncOutcome(entry)
         if gone:

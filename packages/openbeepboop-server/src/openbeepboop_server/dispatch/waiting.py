@@ -98,12 +98,19 @@ async def poll_entries(
     disconnect_watch: DisconnectWatch,
     *,
     slot_held: bool = False,
+    known_live: bool = False,
 ) -> list[PollEntry]:
     """Poll ``ids``; with ``wait``, hold the answer until one live job becomes terminal.
 
     A waiting poll takes one of the key's long-poll slots, unless the caller
     already holds one for it (``slot_held``: a synchronous chat takes its slot
     before it queues the job, so a 429 never follows a stored job).
+
+    ``known_live``: the caller has just queued these jobs itself (a
+    synchronous chat), so the first read, which could only say "live", is
+    skipped. Should one of them finish in the instant between its submit and
+    the waiter's registration, the periodic re-check (:mod:`.recheck`) wakes
+    the poll: at worst one ``recheck_seconds`` late, never lost.
     """
     queue = context.queue
     wait = min(wait or 0.0, context.settings.server.max_wait_seconds)
@@ -112,14 +119,17 @@ async def poll_entries(
     deadline = time.monotonic() + wait
     slot = contextlib.nullcontext() if slot_held else context.poll_slots.hold(caller.key_id)
     with slot, context.wakeups.watching(ids, caller) as waiter:
-        entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
-        live = {entry.id for entry in entries if entry.status in LIVE}
-        if not live:
-            return entries
-        # Parked, the poll holds only its ids: the entries (results included)
-        # are read again when it answers.
-        context.wakeups.narrow(waiter, live)
-        del entries
+        if known_live:
+            live = set(ids)
+        else:
+            entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
+            live = {entry.id for entry in entries if entry.status in LIVE}
+            if not live:
+                return entries
+            # Parked, the poll holds only its ids: the entries (results included)
+            # are read again when it answers.
+            context.wakeups.narrow(waiter, live)
+            del entries
         async with disconnect_watch(waiter):
             while not waiter.done and time.monotonic() < deadline:
                 if not await waiter.wait(_sleep_for(deadline)):

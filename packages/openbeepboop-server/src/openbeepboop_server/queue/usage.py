@@ -22,6 +22,7 @@ What is counted (docs/server.md, "Usage per key"):
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -121,17 +122,21 @@ def add_totals(conn: sa.Connection, now: float, per_key: Mapping[int, KeyTotals]
         {"key_id": key_id, "hour": hour, **{name: getattr(t, name) for name in _SUMS}}
         for key_id, t in sorted(per_key.items())  # a fixed lock order across replicas
     ]
-    if conn.dialect.name == "postgresql":
+    conn.execute(_upsert(conn.dialect.name), rows)
+
+
+@functools.cache
+def _upsert(dialect: str) -> sa.Insert:
+    """The hourly upsert, built once per dialect: building it (an ``excluded``
+    alias and six expressions) cost more than running it, every delivery."""
+    if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     statement = insert(key_usage)
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[key_usage.c.key_id, key_usage.c.hour],
-            set_={name: key_usage.c[name] + statement.excluded[name] for name in _SUMS},
-        ),
-        rows,
+    return statement.on_conflict_do_update(
+        index_elements=[key_usage.c.key_id, key_usage.c.hour],
+        set_={name: key_usage.c[name] + statement.excluded[name] for name in _SUMS},
     )
 
 
