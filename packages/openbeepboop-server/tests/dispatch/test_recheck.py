@@ -9,6 +9,7 @@ tests/http/test_http_longpoll.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import nodes
 from openbeepboop_server.dispatch import recheck
 from openbeepboop_server.dispatch.recheck import Rechecker
+from openbeepboop_server.dispatch.waiting import poll_entries
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
@@ -130,6 +132,29 @@ async def test_a_parked_fetch_learns_of_a_job_another_replica_queued(world: Worl
     response = await fetch
 
     assert [lease["job_id"] for lease in response.json()] == [job.id]
+    assert time.monotonic() - started < WAIT / 2
+
+
+@pytest.mark.anyio
+async def test_a_poll_that_skips_its_first_read_still_sees_a_job_already_finished(
+    world: World,
+) -> None:
+    # A synchronous chat parks on the job it just queued without reading it
+    # (known_live). Should the job end before the waiter is registered, no
+    # wake-up will ever come for it: the re-check must answer the poll.
+    job_id = await _submit(world)
+    world.other.cancel(world.user_caller, job_id)
+
+    @contextlib.asynccontextmanager
+    async def no_disconnect(_waiter: object) -> AsyncIterator[None]:
+        yield
+
+    started = time.monotonic()
+    [entry] = await poll_entries(
+        world.context, world.user_caller, [job_id], WAIT, no_disconnect, known_live=True
+    )
+
+    assert entry.status == "CANCELLED"
     assert time.monotonic() - started < WAIT / 2
 
 
