@@ -77,5 +77,11 @@ class BatchDriver:
                 await self.step()
             except Exception:
                 logger.exception("driving batches failed; retrying on the next tick")
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._kicked.wait(), self._interval)
+            # Not ``asyncio.wait_for``: on Python < 3.12 it can swallow the
+            # task's cancellation when a kick lands at the same moment, and
+            # :meth:`stop` would then wait for a loop that never ends.
+            kicked = asyncio.ensure_future(self._kicked.wait())
+            try:
+                await asyncio.wait({kicked}, timeout=self._interval)
+            finally:
+                kicked.cancel()
