@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from openbeepboop_server.config import Settings
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.dispatch.empty_looks import EmptyLooks
 from openbeepboop_server.dispatch.slots import LongPollSlots
 from openbeepboop_server.dispatch.status_cache import StatusCache
 from openbeepboop_server.dispatch.wakeups import Wakeups
@@ -37,6 +38,8 @@ class ServerContext:
     recheck_seconds: float = RECHECK_SECONDS
     #: The pool status as last served (``GET /v1/status``).
     status_cache: StatusCache = field(default_factory=StatusCache)
+    #: Idle nodes' last empty fetches (:mod:`~openbeepboop_server.dispatch.empty_looks`).
+    empty_looks: EmptyLooks = field(default_factory=EmptyLooks)
     poll_slots: LongPollSlots = field(init=False)
     fetch_slots: LongPollSlots = field(init=False)
     lease_watch_slots: LongPollSlots = field(init=False)

@@ -36,6 +36,15 @@ def test_served_by_counts_nodes_per_model_and_any_model_nodes_apart(
     assert served.serves("anything") and served.nodes_for("anything") == 1
 
 
+def test_nodes_declaring_the_same_models_each_count(queue: QueueService, node: Caller) -> None:
+    for index in range(3):
+        _fetch(queue, node, f"same-{index}", "qwen", "llama3")
+        _fetch(queue, node, f"any-{index}", "*", "mistral")
+    served = queue.served_by()
+    assert [served.nodes_for(m) for m in ("llama3", "mistral", "qwen")] == [6, 3, 6]
+    assert served.any_model == 3
+
+
 def test_a_node_counts_only_within_the_window(
     queue: QueueService, node: Caller, clock: FakeClock
 ) -> None:

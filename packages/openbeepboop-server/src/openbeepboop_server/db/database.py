@@ -14,7 +14,12 @@ Reads use plain ``BEGIN`` and never take the lock: in WAL mode they see a
 consistent snapshot while a write is in progress.
 
 PostgreSQL needs neither trick: writes run concurrently and the claim path
-uses ``FOR UPDATE SKIP LOCKED``.
+uses ``FOR UPDATE SKIP LOCKED``. There every statement is a network round
+trip on some request's critical path, so reads run without a transaction
+(``AUTOCOMMIT``: under PostgreSQL's READ COMMITTED each statement reads its
+own snapshot either way, and ``BEGIN`` and ``ROLLBACK`` would cost two round
+trips around it), and connections are checked without one
+(:mod:`.postgres`).
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
-from openbeepboop_server.db import notify
+from openbeepboop_server.db import notify, postgres
 from openbeepboop_server.errors import InvalidSetting
 
 logger = logging.getLogger(__name__)
@@ -78,6 +83,11 @@ class Database:
         # (a shared in-memory database keeps the pool's single connection).
         self._keep_writer = self.is_sqlite and not isinstance(engine.pool, StaticPool)
         self._writer: sa.Connection | None = None
+        # SQLite reads need their transaction (one snapshot across statements in
+        # WAL mode); PostgreSQL's need none (see the module docstring).
+        self._read_engine = (
+            engine if self.is_sqlite else engine.execution_options(isolation_level="AUTOCOMMIT")
+        )
         #: Names this process's notices, so its own listener can skip them (PostgreSQL).
         self.replica_id = uuid.uuid4().hex[:12]
 
@@ -154,8 +164,14 @@ class Database:
 
     @contextlib.contextmanager
     def read(self) -> Iterator[sa.Connection]:
-        """A read-only snapshot; never waits for writers."""
-        with self.engine.connect() as conn:
+        """A read-only connection; never waits for writers.
+
+        On SQLite its statements share one snapshot; on PostgreSQL each
+        statement reads the latest committed state (as a READ COMMITTED
+        transaction would), so a read that needs two statements to agree
+        must say so in one statement.
+        """
+        with self._read_engine.connect() as conn:
             yield conn
             conn.rollback()
 
@@ -254,9 +270,10 @@ def create_engine(
         )
         return engine
     if backend == "postgresql":
-        return sa.create_engine(
-            parsed, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-        )
+        # No pool_pre_ping: a dead pooled connection is found without a round trip.
+        engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=max_overflow)
+        postgres.configure(engine)
+        return engine
     raise InvalidSetting(
         f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://..."
     )

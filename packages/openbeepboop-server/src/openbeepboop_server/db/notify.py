@@ -13,8 +13,8 @@ connection, what changed:
   read them.
 
 :meth:`Database.write <openbeepboop_server.db.database.Database.write>` sends
-what was recorded as ``NOTIFY`` inside the same transaction, just before it
-commits; PostgreSQL delivers it only if, and only when, the commit succeeds,
+what was recorded as ``NOTIFY`` inside the same transaction, in the same
+round trip as its ``COMMIT``; PostgreSQL delivers it only if, and only when, the commit succeeds,
 so a listener that reads after a notice always sees the change. A
 transaction sends one notification however many jobs it touched (a bulk
 submit of 1,000 jobs is one ``{"model": 1000}``), split only when the
@@ -37,18 +37,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from openbeepboop_server.db import postgres
+
 #: Where the pending notice of a transaction is kept (``Connection.info``).
 _INFO_KEY = "openbeepboop_notice"
 #: PostgreSQL refuses payloads of 8,000 bytes or more; stay clear of it.
 MAX_PAYLOAD_BYTES = 7_800
 #: The channel of the connection's schema (identifiers are at most 63 bytes); the
-#: listener asks for it with this query, writers name it in :data:`_SEND`.
+#: listener asks for it with this query, writers name it the same way (:mod:`.postgres`).
 CHANNEL_QUERY = "SELECT left('obb:' || current_schema(), 63)"
-#: One statement sends every payload of a transaction.
-_SEND = sa.text(
-    "SELECT pg_notify(left('obb:' || current_schema(), 63), p)"
-    " FROM unnest(CAST(:payloads AS text[])) AS p"
-)
 
 
 @dataclass
@@ -191,12 +188,16 @@ def jobs_finished(conn: sa.Connection, job_ids: Iterable[str]) -> None:
 
 
 def send_pending(conn: sa.Connection, replica: str) -> None:
-    """Send what the transaction recorded (delivered by PostgreSQL when it commits)."""
+    """Send what the transaction recorded and commit it (the notice is delivered on commit).
+
+    One round trip for both (:func:`.postgres.notify_and_commit`); with
+    nothing recorded, the caller's own commit ends the transaction.
+    """
     notice: Notice | None = conn.info.pop(_INFO_KEY, None)
     if notice is None or notice.empty:
         return
     notice.replica = replica
-    conn.execute(_SEND, {"payloads": notice.payloads()})
+    postgres.notify_and_commit(conn, notice.payloads())
 
 
 def forget_pending(conn: sa.Connection) -> None:

@@ -73,8 +73,10 @@ class Rechecker:
 
         The replica listener (:mod:`.replicas`) asks for one when it starts
         listening again after losing its connection, or when a notice was too
-        large to say what changed.
+        large to say what changed. Either way this process may have missed
+        news, so no fetch may trust an earlier empty look (:mod:`.empty_looks`).
         """
+        self._context.wakeups.news_lost()
         self._kicked.set()
 
     async def run(self) -> None:

@@ -33,10 +33,12 @@ from openbeepboop_schemas import FetchRequest, Lease, PollEntry
 
 from openbeepboop_server.dispatch.calls import run_service
 from openbeepboop_server.dispatch.context import DispatchContext
+from openbeepboop_server.dispatch.empty_looks import look_key
 from openbeepboop_server.dispatch.handoff import give_back
 from openbeepboop_server.dispatch.wakeups import Waiter
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.statuses import LIVE, TERMINAL
+from openbeepboop_server.scopes import check_scope
 
 #: Given a long-poll's waiter: a block during which the client hanging up disconnects it.
 DisconnectWatch = Callable[[Waiter], AbstractAsyncContextManager[None]]
@@ -61,17 +63,34 @@ async def fetch_leases(
     if wait <= 0:
         return await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
     deadline = time.monotonic() + wait
+    wakeups, looks = context.wakeups, context.empty_looks
+    key = look_key(caller, fetch)
     with (
         context.fetch_slots.hold(caller.key_id),
-        context.wakeups.fetching(fetch.models, (caller, fetch), fetch.node_id) as waiter,
+        wakeups.fetching(fetch.models, (caller, fetch), fetch.node_id) as waiter,
     ):
         async with disconnect_watch(waiter):
+            # Refused before anything else, asked or not (the claim checks it as well).
+            check_scope(caller, fetch.node_id, [*fetch.models, *fetch.declared_models])
             while True:
                 waiter.clear()
-                leases = await run_service(context.db, fetch.max_jobs, queue.claim, caller, fetch)
+                generation = wakeups.generation
+                # Nothing changed since this node last found nothing: it would
+                # find nothing again (.empty_looks), so it does not ask.
+                look = looks.unchanged(key, generation, time.time())
+                if look is not None:
+                    leases, wake_at = [], look.wake_at
+                else:
+                    leases = await run_service(
+                        context.db, fetch.max_jobs, queue.claim, caller, fetch
+                    )
+                    if leases:
+                        looks.forget(key)
+                    elif not waiter.done and time.monotonic() < deadline:
+                        wake_at = await run_sync(queue.next_claimable_at, fetch.models)
+                        looks.remember(key, generation, wake_at)
                 if leases or waiter.done or time.monotonic() >= deadline:
                     return leases
-                wake_at = await run_sync(queue.next_claimable_at, fetch.models)
                 waiter.parked = True
                 try:
                     await waiter.wait(_sleep_for(deadline, wake_at))

@@ -226,6 +226,11 @@ class Wakeups:
         self._lease_watchers: dict[str, set[Waiter]] = {}
         self._lease_watching: dict[Waiter, tuple[str, ...]] = {}
         self._closed = False
+        #: Bumped by every change that may have made jobs claimable (new or
+        #: requeued jobs, here or on another replica, or news lost): a fetch
+        #: that found nothing at one value has nothing new to find while it
+        #: holds (:mod:`.empty_looks`).
+        self.generation = 0
 
     @property
     def closed(self) -> bool:
@@ -380,6 +385,7 @@ class Wakeups:
             budget[model] = budget.get(model, 0) + 1
         if not budget:
             return
+        self.generation += 1
         for waiter in self._fetchers:
             if waiter.woken:
                 continue
@@ -414,8 +420,13 @@ class Wakeups:
 
     def queue_changed(self) -> None:
         """Jobs were requeued or backoffs changed (models unknown): every fetcher looks again."""
+        self.generation += 1
         for waiter in self._fetchers:
             waiter.wake()
+
+    def news_lost(self) -> None:
+        """Changes may have been missed (another replica's notices): no earlier look holds."""
+        self.generation += 1
 
     def watched(self, job_ids: Iterable[str]) -> list[str]:
         """Those of ``job_ids`` some poll is waiting on right now."""
