@@ -50,8 +50,11 @@ def success_log() -> Iterator[list[str]]:
             seen.append(response_obj.choices[0].message.content)
 
     # LiteLLM copies a callback into further lists on first use: all are put back.
-    lists = ("callbacks", "success_callback", "_async_success_callback")
-    before = {name: list(getattr(litellm, name)) for name in lists}
+    before = {
+        name: list(value)
+        for name, value in vars(litellm).items()
+        if "callback" in name and isinstance(value, list)
+    }
     litellm.callbacks = [Recorder()]
     try:
         yield seen
@@ -96,7 +99,7 @@ def test_with_litellms_own_logs_on_its_bookkeeping_stays() -> None:
         "from openbeepboop_node.inference import load_litellm\n"
         "litellm = load_litellm()\n"
         "print(litellm.response_cost_calculator is litellm_bookkeeping._no_cost,"
-        " litellm_bookkeeping._marker is None)"
+        " litellm_bookkeeping._flag is None)"
     )
     out = {}
     for log in ("", "WARNING"):
@@ -111,12 +114,12 @@ def test_with_litellms_own_logs_on_its_bookkeeping_stays() -> None:
 
 
 @pytest.fixture
-def no_marker(monkeypatch: pytest.MonkeyPatch) -> None:
+def no_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     """The switch as it stands before :func:`switch_off` ran (restored after the test)."""
-    monkeypatch.setattr(litellm_bookkeeping, "_marker", None)
+    monkeypatch.setattr(litellm_bookkeeping, "_flag", None)
 
 
-@pytest.mark.usefixtures("no_marker")
+@pytest.mark.usefixtures("no_flag")
 def test_a_litellm_without_those_internals_is_left_as_it_is(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -128,14 +131,12 @@ def test_a_litellm_without_those_internals_is_left_as_it_is(
         pass
 
 
-@pytest.mark.usefixtures("no_marker")
-def test_a_marker_that_now_wants_arguments_is_not_used(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.usefixtures("no_flag")
+def test_a_flag_that_is_no_longer_a_context_variable_is_not_touched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     moved = types.ModuleType("moved_context")
-
-    def internal_sub_call(parent_request_id: str) -> Any:  # an argument it did not need
-        raise AssertionError("never entered")
-
-    moved.internal_sub_call = internal_sub_call  # type: ignore[attr-defined]
+    moved.is_internal_call = False  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "moved_context", moved)
     monkeypatch.setattr(litellm_bookkeeping, "INTERNAL_CONTEXT_MODULE", "moved_context")
     stand_in = types.ModuleType("litellm")
@@ -144,3 +145,20 @@ def test_a_marker_that_now_wants_arguments_is_not_used(monkeypatch: pytest.Monke
     assert stand_in.response_cost_calculator() is None  # type: ignore[attr-defined]
     with litellm_bookkeeping.unlogged():
         pass
+    assert moved.is_internal_call is False  # type: ignore[attr-defined]
+
+
+def test_the_flag_holds_only_inside_and_for_tasks_started_there() -> None:
+    flag = litellm_bookkeeping._internal_call_flag()
+    load_litellm()
+    assert flag is not None and litellm_bookkeeping._flag is flag
+
+    async def seen_by_a_task() -> bool:
+        return flag.get()
+
+    async def main() -> tuple[bool, bool, bool]:
+        with litellm_bookkeeping.unlogged():
+            inside = await asyncio.wait_for(seen_by_a_task(), 5)
+        return flag.get(), inside, await seen_by_a_task()
+
+    assert asyncio.run(main()) == (False, True, False)

@@ -4,9 +4,8 @@ After each call LiteLLM prices it (its price list, then a diagnostic for a
 price of zero) on the way back to the caller, then builds a logging payload
 for its success callbacks on a task of its own, pricing the call again for
 it. The node registers no callbacks and OpenBeepBoop reports no cost, yet
-that work was a third of the CPU of a whole call and half of what LiteLLM
-adds to the HTTP exchange (docs/performance.md, "No cost or success logging
-in LiteLLM").
+that work was a quarter of the instructions of a whole call
+(docs/performance.md, "No cost or success logging in LiteLLM").
 
 LiteLLM has no public switch for either, so this module reaches into it at
 two points, and nowhere else:
@@ -15,8 +14,8 @@ two points, and nowhere else:
   calls to price a response, is replaced by one that prices nothing:
   ``None``, "no cost known", which LiteLLM already handles (it then also
   skips its zero-cost diagnostic);
-- each call runs under ``litellm._internal_context.internal_sub_call()``,
-  LiteLLM's own marker for a call whose logging and billing someone else
+- each call runs with ``litellm._internal_context.is_internal_call`` set,
+  LiteLLM's own flag for a call whose logging and billing another call
   does, so no success or failure logging is scheduled for it.
 
 Either is left alone when LiteLLM has moved it (the call then costs what it
@@ -30,22 +29,20 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
+from contextvars import ContextVar
 from types import ModuleType
-from typing import cast
 
 logger = logging.getLogger(__name__)
 
 #: The function LiteLLM's logging object prices a response with.
 COST_CALCULATOR = "response_cost_calculator"
-#: Where LiteLLM keeps its marker for calls that must not be logged or billed.
+#: Where LiteLLM keeps its flag for calls that must not be logged or billed.
 INTERNAL_CONTEXT_MODULE = "litellm._internal_context"
-INTERNAL_CALL_MARKER = "internal_sub_call"
+INTERNAL_CALL_FLAG = "is_internal_call"
 
-_Marker = Callable[[], AbstractContextManager[object]]
-#: LiteLLM's marker once :func:`switch_off` found it; None: calls run unmarked.
-_marker: _Marker | None = None
+#: LiteLLM's flag once :func:`switch_off` found it; None: calls run unflagged.
+_flag: ContextVar[bool] | None = None
 
 
 def _no_cost(*args: object, **kwargs: object) -> None:
@@ -59,39 +56,39 @@ def switch_off(litellm: ModuleType) -> list[str]:
     Called once, right after LiteLLM's import. What LiteLLM no longer has
     where this module expects it is left as it is.
     """
-    global _marker
+    global _flag
     done: list[str] = []
     if callable(getattr(litellm, COST_CALCULATOR, None)):
         setattr(litellm, COST_CALCULATOR, _no_cost)
         done.append("cost calculation")
-    marker = _internal_call_marker()
-    if marker is not None:
-        _marker = marker
-        done.append("success logging")
+    _flag = _internal_call_flag()
+    if _flag is not None:
+        done.append("call logging")
     logger.debug("LiteLLM bookkeeping switched off: %s", ", ".join(done) or "nothing found")
     return done
 
 
-def _internal_call_marker() -> _Marker | None:
-    """LiteLLM's marker, if it is where expected and still enters without arguments."""
+def _internal_call_flag() -> ContextVar[bool] | None:
     try:
         module = importlib.import_module(INTERNAL_CONTEXT_MODULE)
     except ImportError:
         return None
-    found: object = getattr(module, INTERNAL_CALL_MARKER, None)
-    if not callable(found):
-        return None
-    marker = cast(_Marker, found)
-    try:  # a marker that now wants arguments would fail every call: tried once here
-        with marker():
-            pass
-    except Exception:  # whatever a moved internal raises, the calls go unmarked
-        return None
-    return marker
+    flag = getattr(module, INTERNAL_CALL_FLAG, None)
+    return flag if isinstance(flag, ContextVar) else None
 
 
-def unlogged() -> AbstractContextManager[object]:
-    """Run a LiteLLM call inside this to keep LiteLLM from logging it (once switched off)."""
-    if _marker is None:
-        return contextlib.nullcontext()
-    return _marker()
+@contextlib.contextmanager
+def unlogged() -> Iterator[None]:
+    """Run a LiteLLM call inside this to keep LiteLLM from logging it (once switched off).
+
+    The flag is a context variable: it holds for the task that enters this
+    and for the tasks it creates meanwhile (``asyncio.wait_for``'s, for one).
+    """
+    if _flag is None:
+        yield
+        return
+    token = _flag.set(True)
+    try:
+        yield
+    finally:
+        _flag.reset(token)
