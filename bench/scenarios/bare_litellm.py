@@ -3,9 +3,10 @@
 ``python bench/scenarios/bare_litellm.py --api-base URL --concurrency 16 --calls 2000``
 prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
 ``litellm.acompletion`` with at most ``concurrency`` in flight: the same
-call the node makes (``openai/`` model, ``api_base``, key, no retries), on
-LiteLLM configured by the node's own ``load_litellm`` and, like the node,
-with the stand-in's model registered as free (``price_unknown_model_as_free``).
+call the node makes (``openai/`` model, ``api_base``, key, no retries, inside
+the node's ``unlogged()``), on LiteLLM configured by the node's own
+``load_litellm`` and, like the node, with the stand-in's model registered as
+free (``price_unknown_model_as_free``).
 With ``--serve`` it stays up after its warm-up and runs one timed batch per
 number written to its stdin, so that a benchmark can alternate it with a
 node seconds apart instead of waiting for LiteLLM's import every time.
@@ -21,6 +22,8 @@ import sys
 import time
 from typing import Any
 
+from openbeepboop_node.litellm_bookkeeping import unlogged
+
 #: What the bench's nodes call LiteLLM with (``litellm_model``).
 MODEL = "openai/standin-model"
 
@@ -30,17 +33,18 @@ async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: 
 
     async def one(index: int) -> None:
         async with semaphore:
-            response = await litellm.acompletion(
-                model=MODEL,
-                messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
-                max_tokens=16,
-                api_base=api_base,
-                api_key="sk-standin-provider-key",
-                timeout=600.0,
-                stream=False,
-                num_retries=0,
-                max_retries=0,
-            )
+            with unlogged():  # as the node calls it: LiteLLM logs nothing
+                response = await litellm.acompletion(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
+                    max_tokens=16,
+                    api_base=api_base,
+                    api_key="sk-standin-provider-key",
+                    timeout=600.0,
+                    stream=False,
+                    num_retries=0,
+                    max_retries=0,
+                )
             response.model_dump()  # the node turns every answer into a dict too
 
     started = time.perf_counter()

@@ -4,10 +4,12 @@ LiteLLM is imported here and nowhere else, lazily (importing it takes seconds
 and reads the environment), after setting it up to stay offline: the bundled
 model cost map instead of a download, no telemetry, no callbacks, no
 "give feedback" banners on stdout. What the import leaves behind is frozen
-out of the garbage collector's full collections.
-
-A model LiteLLM has no price for (most self-hosted ones) is registered with
-zero prices on first use, see :func:`price_unknown_model_as_free`.
+out of the garbage collector's full collections. Neither the cost of a call
+nor a logging payload for it is worked out after each call
+(:mod:`~openbeepboop_node.litellm_bookkeeping`) unless LiteLLM's own logs
+are on; where LiteLLM does price calls, a model it has no price for (most
+self-hosted ones) is registered with zero prices on first use, see
+:func:`price_unknown_model_as_free`.
 
 A job's request reaches LiteLLM only through the allow-list in
 :mod:`openbeepboop_node.request_params`; the operator's settings for the
@@ -49,6 +51,7 @@ from pydantic import ValidationError
 
 from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.failure_causes import connection_failure, local_failure
+from openbeepboop_node.litellm_bookkeeping import switch_off, unlogged
 from openbeepboop_node.model_routes import ModelRoute
 from openbeepboop_node.public_errors import public_message
 from openbeepboop_node.request_guard import RequestLimits, check_media_urls, scan_request
@@ -130,6 +133,8 @@ def load_litellm() -> Any:
                 # still ask for it with LITELLM_LOG=DEBUG.
                 for name in LITELLM_LOGGERS:
                     logging.getLogger(name).setLevel(logging.WARNING)
+                # No cost, no logging payload: nobody reads them here.
+                switch_off(litellm)
             _freeze_import_objects()
             _litellm = litellm
         return _litellm
@@ -152,14 +157,16 @@ def _freeze_import_objects() -> None:
 def price_unknown_model_as_free(litellm_model: str) -> None:
     """Give LiteLLM zero prices for ``litellm_model`` if its price list lacks it.
 
-    After every call LiteLLM works out what the call cost. For a model its
-    bundled price list does not know (an Ollama tag, a vLLM or llama.cpp
-    deployment name) it first searches the list through every fallback
-    rule, which costs more CPU than the rest of the call's bookkeeping
-    (about 3 ms a call on the bench machine; docs/performance.md, "Unpriced
-    models registered as free") and finds nothing. OpenBeepBoop reports no cost, so a free entry
-    changes nothing a user sees; models LiteLLM does price are left alone.
-    Checked once per model string.
+    Where LiteLLM still works out what each call cost (its own logs on, or a
+    LiteLLM whose cost calculation :mod:`~openbeepboop_node.litellm_bookkeeping`
+    could not switch off), a model its bundled price list does not know (an
+    Ollama tag, a vLLM or llama.cpp deployment name) is first searched for
+    through every fallback rule, which costs more CPU than the rest of the
+    call's bookkeeping (about 3 ms a call on the bench machine;
+    docs/performance.md, "Unpriced models registered as free") and finds
+    nothing. OpenBeepBoop reports no cost, so a free entry changes nothing a
+    user sees; models LiteLLM does price are left alone. Checked once per
+    model string.
     """
     if litellm_model in _priced:
         return
@@ -300,9 +307,10 @@ class Inference:
         kwargs = self.call_kwargs(route, request, job_id)
         price_unknown_model_as_free(kwargs["model"])
         try:
-            response = await asyncio.wait_for(
-                litellm.acompletion(**kwargs), route.timeout + CALL_CEILING_MARGIN_SECONDS
-            )
+            with unlogged():
+                response = await asyncio.wait_for(
+                    litellm.acompletion(**kwargs), route.timeout + CALL_CEILING_MARGIN_SECONDS
+                )
         except asyncio.CancelledError:
             raise
         except asyncio.TimeoutError as exc:
