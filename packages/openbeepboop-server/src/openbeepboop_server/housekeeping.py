@@ -65,7 +65,11 @@ class Housekeeper:
         db = self._context.db
         if not db.is_sqlite:
             self.listener = ReplicaListener(
-                db.engine, db.replica_id, self._context.wakeups, self.rechecker.kick
+                db.engine,
+                db.replica_id,
+                self._context.wakeups,
+                self.rechecker.kick,
+                key_cache=self._context.keys.cache,
             )
             self.listener.start()
 

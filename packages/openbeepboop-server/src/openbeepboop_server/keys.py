@@ -4,8 +4,10 @@ A key is ``sk-`` plus 43 URL-safe characters (32 random bytes). Only its
 SHA-256 hex digest is stored, so a stolen database does not hand out working
 keys. A plain unsalted hash is enough here: the keys are random and long, so
 there is nothing to brute-force, and authenticating must be one indexed lookup
-per request. There is no cache: a key revoked from another process (the CLI)
-stops working on the very next request, and so do changed limits and scopes.
+per request. A key revoked from another process (the CLI) stops working on
+the very next request, and so do changed limits and scopes: on SQLite every
+request reads the key; on PostgreSQL a replica keeps the keys it has seen
+only while it hears every key change (:mod:`openbeepboop_server.key_cache`).
 
 Besides its role a key may carry limits (:class:`KeySettings`): quotas for a
 submitter (``max_queued``, ``rate_limit``, enforced by
@@ -29,6 +31,7 @@ from typing import Any
 import sqlalchemy as sa
 from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, Role
 
+from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import api_keys
@@ -38,6 +41,7 @@ from openbeepboop_server.errors import (
     InvalidShare,
     KeyNameTaken,
 )
+from openbeepboop_server.key_cache import KeyCache
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +207,7 @@ _LOOKUP = sa.select(
     api_keys.c.rate_limit,
     api_keys.c.models,
     api_keys.c.node_id,
+    api_keys.c.expires_at,
 ).where(
     api_keys.c.key_sha256 == sa.bindparam("digest"),
     api_keys.c.revoked_at.is_(None),
@@ -243,6 +248,9 @@ class KeyService:
         self._clock = clock
         # The event loop's own connection for inline lookups (SQLite only).
         self._inline: Any = None
+        #: Keys seen, on PostgreSQL, while the replica listens for key changes
+        #: (its ``LISTEN`` thread switches it on and off).
+        self.cache: KeyCache[Caller] = KeyCache()
 
     def create(
         self,
@@ -346,6 +354,8 @@ class KeyService:
             if "max_queued" in changes:
                 values["queued_hint"] = None  # count afresh at the next submit
             conn.execute(api_keys.update().where(api_keys.c.name == name).values(**values))
+            notify.keys_changed(conn)
+        self.cache.drop()
         return replace(info, settings=settings)
 
     def revoke(self, name: str) -> bool:
@@ -357,17 +367,32 @@ class KeyService:
                 .where(api_keys.c.name == name, api_keys.c.revoked_at.is_(None))
                 .values(revoked_at=self._clock())
             )
+            notify.keys_changed(conn)
+        self.cache.drop()
         return result.rowcount > 0
 
     def authenticate(self, key: str) -> Caller | None:
-        """The caller ``key`` belongs to, or None if it is unknown or revoked."""
+        """The caller ``key`` belongs to, or None if it is unknown or revoked.
+
+        Keeps what it read in :attr:`cache` (used only while that is enabled).
+        """
         if not key.startswith(KEY_PREFIX):
             return None
+        digest = hash_key(key)
+        generation = self.cache.generation
         with self._db.read() as conn:
-            row = conn.execute(_LOOKUP, {"digest": hash_key(key), "now": self._clock()}).first()
+            row = conn.execute(_LOOKUP, {"digest": digest, "now": self._clock()}).first()
         if row is None:
             return None
-        return _caller(row)
+        caller = _caller(row)
+        self.cache.put(digest, caller, row.expires_at, generation)
+        return caller
+
+    def cached(self, key: str) -> Caller | None:
+        """The caller ``key`` belongs to if :attr:`cache` holds it; None means "look it up"."""
+        if not self.cache.enabled or not key.startswith(KEY_PREFIX):
+            return None
+        return self.cache.get(hash_key(key), self._clock())
 
     @property
     def inline_capable(self) -> bool:

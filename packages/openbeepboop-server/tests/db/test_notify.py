@@ -58,6 +58,19 @@ def test_an_item_too_large_for_any_payload_becomes_look_at_everything() -> None:
     assert decode(payload) == Notice(replica="r1", overflow=True)
 
 
+def test_a_key_change_rides_on_every_part_of_a_split_notice() -> None:
+    (alone,) = Notice(replica="r1", keys=True).payloads()
+    assert json.loads(alone) == {"r": "r1", "k": 1}
+    assert decode(alone) == Notice(replica="r1", keys=True)
+    ids = [f"job-{i:032x}" for i in range(2000)]
+    parts = [decode(p) for p in Notice(replica="r1", keys=True, finished=ids).payloads()]
+    assert len(parts) > 1 and all(part is not None and part.keys for part in parts)
+    too_large = Notice(replica="r1", keys=True, available={"m" * (MAX_PAYLOAD_BYTES + 10): 1})
+    (payload,) = too_large.payloads()
+    assert decode(payload) == Notice(replica="r1", keys=True, overflow=True)
+    assert Notice(replica="r1").payloads() == []
+
+
 def test_payloads_that_are_not_ours_are_ignored() -> None:
     assert decode("not json") is None
     assert decode("[1, 2]") is None
@@ -128,3 +141,12 @@ def test_a_rolled_back_write_sends_nothing_and_leaves_nothing_behind(
         notify.jobs_available(conn, ["m"])
     (notice,) = _received(listener)
     assert notice.available == {"m": 1} and notice.finished == []
+
+
+def test_revoking_or_changing_a_key_tells_every_replica(pg_db: Database, listener: object) -> None:
+    keys = KeyService(pg_db)
+    keys.create(Role.USER, "alice")
+    assert _received(listener) == []  # a new key is in no replica's cache
+    keys.update("alice", {"max_queued": 5})
+    keys.revoke("alice")
+    assert [notice.keys for notice in _received(listener)] == [True, True]

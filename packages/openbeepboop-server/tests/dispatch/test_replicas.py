@@ -1,5 +1,6 @@
 """The replica listener (dispatch/replicas.py): notices from other replicas wake long-polls,
-its own are skipped, and a lost connection is re-made (with a re-check for the gap).
+its own are skipped, and a lost connection is re-made (with a re-check for the gap);
+the key cache is on only while it listens, and dropped by a key change's notice.
 
 Runs on PostgreSQL (skipped without one, failed under ``CI=true``). The other
 replica is a second :class:`Database` on the same schema, writing as a
@@ -17,6 +18,7 @@ from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.dispatch.replicas import ReplicaListener
 from openbeepboop_server.dispatch.wakeups import Wakeups
+from openbeepboop_server.key_cache import KeyCache
 
 from tests.support.core import migrated_database
 
@@ -47,11 +49,22 @@ def test_notices_wake_this_replica_and_survive_a_lost_connection(
 async def _scenario(here: Database, there: Database) -> None:
     wakeups = Wakeups()
     rechecks: list[int] = []
-    listener = ReplicaListener(here.engine, here.replica_id, wakeups, lambda: rechecks.append(1))
+    keys: KeyCache[str] = KeyCache()
+    listener = ReplicaListener(
+        here.engine, here.replica_id, wakeups, lambda: rechecks.append(1), key_cache=keys
+    )
+    assert not keys.enabled
     listener.start()
     try:
         await _until(listener.listening.is_set, "the listener to listen")
         await _until(lambda: len(rechecks) == 1, "the re-check after it started listening")
+        assert keys.enabled
+        # A key changed anywhere (here: another process) drops every cached key.
+        keys.put("digest", "alice", None, keys.generation)
+        with there.write() as conn:
+            notify.keys_changed(conn)
+        await _until(lambda: keys.get("digest", 0.0) is None, "the key change's notice")
+        keys.put("digest", "alice", None, keys.generation)
         with wakeups.watching(["job-1", "job-2"]) as waiter:
             # This replica's own notice is skipped: it woke its polls itself.
             with here.write() as conn:
@@ -68,11 +81,14 @@ async def _scenario(here: Database, there: Database) -> None:
             await _until(lambda: listener.connections == 2, "the listener to reconnect")
             await _until(listener.listening.is_set, "the listener to listen again")
             await _until(lambda: len(rechecks) == 2, "the re-check after the gap")
+            # Key changes during the gap went unheard: what was cached before it is gone.
+            assert keys.enabled and keys.get("digest", 0.0) is None
             with there.write() as conn:
                 notify.jobs_finished(conn, ["job-2"])
             assert await waiter.wait(ARRIVAL_SECONDS)
     finally:
         await asyncio.get_running_loop().run_in_executor(None, listener.stop)
+    assert not keys.enabled
 
 
 def _terminate_listeners(db: Database, listener: ReplicaListener) -> None:

@@ -10,7 +10,9 @@ connection, what changed:
 * ``requeued``: jobs went back to the queue (a retry, a release, an expired
   lease) — every fetcher looks again;
 * ``finished``: ids of jobs that may now be terminal — polls watching them
-  read them.
+  read them;
+* ``keys``: an API key was revoked or its settings changed — every replica
+  drops the keys it has cached (:mod:`openbeepboop_server.key_cache`).
 
 :meth:`Database.write <openbeepboop_server.db.database.Database.write>` sends
 what was recorded as ``NOTIFY`` inside the same transaction, in the same
@@ -56,21 +58,23 @@ class Notice:
     available: dict[str, int] = field(default_factory=dict)
     requeued: bool = False
     finished: list[str] = field(default_factory=list)
+    #: A key was revoked or changed: cached keys must be read again.
+    keys: bool = False
     #: Too much to describe: receivers re-check everything they wait on.
     overflow: bool = False
 
     @property
     def empty(self) -> bool:
         """True when nothing was recorded."""
-        return not (self.available or self.requeued or self.finished or self.overflow)
+        return not (self.available or self.requeued or self.finished or self.keys or self.overflow)
 
     def payloads(self) -> list[str]:
         """This notice as JSON payloads, each under :data:`MAX_PAYLOAD_BYTES`."""
-        packer = _Packer(self.replica)
+        packer = _Packer(self.replica, keys=self.keys)
         if self.overflow:
             return [packer.overflow()]
         if self.requeued:
-            packer.flag()
+            packer.flag("q")
         for model, count in self.available.items():
             if not packer.add("m", model, count):
                 return [packer.overflow()]
@@ -81,19 +85,24 @@ class Notice:
 
 
 class _Packer:
-    """Fills payloads greedily; sizes are exact because the JSON is ASCII-only."""
+    """Fills payloads greedily; sizes are exact because the JSON is ASCII-only.
 
-    def __init__(self, replica: str) -> None:
+    The keys flag rides on every payload (it is tiny, and so no receiver can
+    take one part of a split notice without it).
+    """
+
+    def __init__(self, replica: str, keys: bool = False) -> None:
         self._replica = replica
+        self._keys = keys
         self._done: list[str] = []
         self._fresh()
 
     def _fresh(self) -> None:
-        self._current: dict[str, Any] = {"r": self._replica}
+        self._current = self._head()
         self._size = len(_dump(self._current))
 
-    def flag(self) -> None:
-        self._current["q"] = 1
+    def flag(self, name: str) -> None:
+        self._current[name] = 1
         self._size = len(_dump(self._current))
 
     def add(self, kind: str, name: str, count: int = 0) -> bool:
@@ -109,20 +118,24 @@ class _Packer:
                     self._current.setdefault("f", []).append(name)
                 self._size += cost + opening
                 return True
-            if attempt or len(self._current) == 1:
+            if attempt or len(self._current) == len(self._head()):
                 break  # too large even for an empty payload
             self._flush()
         return False
 
     def overflow(self) -> str:
-        return _dump({"r": self._replica, "x": 1})
+        return _dump({**self._head(), "x": 1})
+
+    def _head(self) -> dict[str, Any]:
+        """What every payload carries: the sender, and the keys flag."""
+        return {"r": self._replica, "k": 1} if self._keys else {"r": self._replica}
 
     def _flush(self) -> None:
         self._done.append(_dump(self._current))
         self._fresh()
 
     def done(self) -> list[str]:
-        if len(self._current) > 1:
+        if len(self._current) > len(self._head()) or (self._keys and not self._done):
             self._flush()
         return self._done
 
@@ -148,6 +161,7 @@ def decode(payload: str) -> Notice | None:
         available={str(k): int(v) for k, v in models.items() if isinstance(v, int)},
         requeued=bool(data.get("q")),
         finished=[str(job_id) for job_id in finished],
+        keys=bool(data.get("k")),
         overflow=bool(data.get("x")),
     )
 
@@ -185,6 +199,13 @@ def jobs_finished(conn: sa.Connection, job_ids: Iterable[str]) -> None:
     notice = _pending(conn)
     if notice is not None:
         notice.finished.extend(job_ids)
+
+
+def keys_changed(conn: sa.Connection) -> None:
+    """Record that an API key was revoked or its settings changed."""
+    notice = _pending(conn)
+    if notice is not None:
+        notice.keys = True
 
 
 def send_pending(conn: sa.Connection, replica: str) -> None:

@@ -8,13 +8,16 @@ the long-polls it concerns exactly as a change made by this process would
 (:mod:`.wakeups`): new jobs wake that many fetchers of their model, requeued
 jobs wake every fetcher, finished jobs wake the polls watching them. Notices
 this replica sent itself are skipped (it woke its own long-polls already).
+A notice that a key changed drops the replica's cached keys right here on
+the thread, before it reads the next notice (:mod:`openbeepboop_server.key_cache`).
 
 The connection is not in the pool: it sits in ``LISTEN`` for the life of
 the process. If it is lost (PostgreSQL restarted, a network cut, an admin's
 ``pg_terminate_backend``) the thread reconnects with a growing pause, and
 each time it is listening again it asks the periodic re-check
 (:mod:`.recheck`) to run at once, since notices sent while it was away are
-gone. The re-check stays the safety net either way: a lost notice costs at
+gone. The key cache is off from the moment the connection fails until it
+listens again. The re-check stays the safety net either way: a lost notice costs at
 most ``[server] recheck_seconds`` of latency, never a job.
 """
 
@@ -32,6 +35,7 @@ import sqlalchemy as sa
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.notify import Notice
 from openbeepboop_server.dispatch.wakeups import Wakeups
+from openbeepboop_server.key_cache import KeyCache
 
 logger = logging.getLogger(__name__)
 
@@ -74,11 +78,13 @@ class ReplicaListener:
         replica_id: str,
         wakeups: Wakeups,
         recheck_now: Callable[[], None],
+        key_cache: KeyCache[Any] | None = None,
     ) -> None:
         self._engine = engine
         self._replica_id = replica_id
         self._wakeups = wakeups
         self._recheck_now = recheck_now
+        self._key_cache = key_cache
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -111,6 +117,14 @@ class ReplicaListener:
         return psycopg.connect(*args, **{**params, **KEEPALIVES}, autocommit=True)
 
     def _run(self) -> None:
+        try:
+            self._listen_until_stopped()
+        finally:
+            self.listening.clear()
+            if self._key_cache is not None:
+                self._key_cache.disable()
+
+    def _listen_until_stopped(self) -> None:
         pause = FIRST_RETRY_SECONDS
         while not self._stopping.is_set():
             try:
@@ -120,6 +134,8 @@ class ReplicaListener:
                     self._receive(conn)
             except Exception as exc:  # any driver error: the connection is gone
                 self.listening.clear()
+                if self._key_cache is not None:
+                    self._key_cache.disable()
                 if self._stopping.is_set():
                     return
                 logger.warning(
@@ -131,13 +147,14 @@ class ReplicaListener:
                 )
                 self._stopping.wait(pause)
                 pause = min(pause * 2, MAX_RETRY_SECONDS)
-        self.listening.clear()
 
     def _listen(self, conn: Any) -> None:
         sql = importlib.import_module("psycopg.sql")
         channel = conn.execute(notify.CHANNEL_QUERY).fetchone()[0]
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self.connections += 1
+        if self._key_cache is not None:
+            self._key_cache.enable()  # every key change from here on is heard
         if self.connections > 1:
             logger.info("listening for other replicas' changes again")
         self.listening.set()
@@ -149,6 +166,8 @@ class ReplicaListener:
         while not self._stopping.is_set():
             for message in conn.notifies(timeout=STOP_CHECK_SECONDS):
                 notice = notify.decode(message.payload)
+                if notice is not None and notice.keys and self._key_cache is not None:
+                    self._key_cache.drop()
                 if notice is not None and notice.replica != self._replica_id:
                     self._call(apply_notice, self._wakeups, notice, self._recheck_now)
 

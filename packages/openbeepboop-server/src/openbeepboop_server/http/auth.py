@@ -1,8 +1,10 @@
 """``Authorization: Bearer sk-...`` → a :class:`Caller`, or ``401``/``403``.
 
-The key is looked up on every request (no cache), so a revoked key stops
-working on the very next request, in every replica. The key itself is never
-logged and never echoed in an error.
+A revoked key stops working on the very next request, in every replica: on
+SQLite the key is read on every request, on PostgreSQL a replica answers
+from keys it has cached only while it hears every key change
+(:mod:`openbeepboop_server.key_cache`). The key itself is never logged and
+never echoed in an error.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ async def authenticate(request: Request, roles: Collection[Role]) -> Caller:
         if keys.inline_capable:
             caller = keys.authenticate_inline(token)  # one indexed read: cheaper than a thread hop
         else:
-            caller = await run_in_threadpool(keys.authenticate, token)
+            caller = keys.cached(token) or await run_in_threadpool(keys.authenticate, token)
     if caller is None:
         raise _unauthorized("invalid or revoked API key", "invalid_api_key")
     if caller.role not in roles:
