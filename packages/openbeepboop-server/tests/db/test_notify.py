@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterator
 
 import pytest
-from openbeepboop_schemas import ChatCompletionRequest, Role
+from openbeepboop_schemas import ChatCompletionRequest, FetchRequest, Role
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.notify import MAX_PAYLOAD_BYTES, Notice, decode
@@ -150,3 +150,21 @@ def test_revoking_or_changing_a_key_tells_every_replica(pg_db: Database, listene
     keys.update("alice", {"max_queued": 5})
     keys.revoke("alice")
     assert [notice.keys for notice in _received(listener)] == [True, True]
+
+
+def test_a_submit_handed_to_a_parked_node_wakes_no_other_replica(
+    pg_db: Database, listener: object
+) -> None:
+    queue = QueueService(pg_db, QueuePolicy())
+    keys = KeyService(pg_db)
+    user, node = make_caller(keys, Role.USER, "alice"), make_caller(keys, Role.NODE, "n1")
+    fetch = FetchRequest(node_id="n1", models=["m"], max_jobs=1, wait=30)
+    request = ChatCompletionRequest.model_validate(
+        {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    job, leases = queue.submit_and_claim(user, request, None, node, fetch)
+    assert [lease.job_id for lease in leases] == [job.id]
+    assert _received(listener) == []  # claimed as it was queued: nothing to wake elsewhere
+    queue.submit(user, request, None)
+    (notice,) = _received(listener)
+    assert notice.available == {"m": 1}

@@ -6,7 +6,8 @@ the others, so every write transaction that changes jobs records here, on its
 connection, what changed:
 
 * ``available``: new claimable jobs, as a count per model (a submit, a batch
-  turned into jobs) — fetchers of those models are woken;
+  turned into jobs) — fetchers of those models are woken; a submit claimed
+  for a parked node in its own transaction leaves nothing to wake;
 * ``requeued``: jobs went back to the queue (a retry, a release, an expired
   lease) — every fetcher looks again;
 * ``finished``: ids of jobs that may now be terminal — polls watching them
@@ -185,6 +186,19 @@ def jobs_available(conn: sa.Connection, models: Iterable[str]) -> None:
     if notice is not None:
         for model in models:
             notice.available[model] = notice.available.get(model, 0) + 1
+
+
+def jobs_taken(conn: sa.Connection, models: Iterable[str]) -> None:
+    """Record jobs claimed in the transaction that made them claimable (a submit handed
+    to a parked node): other replicas' fetchers have nothing to wake for."""
+    notice = _pending(conn)
+    if notice is not None:
+        for model in models:
+            left = notice.available.get(model, 0) - 1
+            if left > 0:
+                notice.available[model] = left
+            else:
+                notice.available.pop(model, None)
 
 
 def jobs_requeued(conn: sa.Connection) -> None:

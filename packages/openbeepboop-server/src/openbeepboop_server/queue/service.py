@@ -170,6 +170,7 @@ class QueueService:
                 remember_idempotent(conn, caller, key, created, now)
             if claimant is not None:
                 claimed, recorded = self._claim_in(conn, *claimant, now)
+                notify.jobs_taken(conn, [job.model for job in claimed])
         self._nodes.remember(recorded)
         return created, self._read_claimed(claimed, now)
 
