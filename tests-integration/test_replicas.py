@@ -144,7 +144,8 @@ def _replica_pair(cluster: Cluster, postgres_url: str) -> tuple[Server, Server]:
 def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_other(
     cluster: Cluster, postgres_url: str
 ) -> None:
-    """Submit, delivery and cancel through one replica each end long-polls on the other.
+    """Submit, delivery and cancel through one replica each end long-polls on the other;
+    a key revoked through the CLI is refused by both at once.
 
     The test is the node here (the node protocol over HTTP), so what is timed
     is the servers alone, not an LLM call or LiteLLM's start-up.
@@ -209,6 +210,15 @@ def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_oth
         assert entry["status"] == "CANCELLED", entry
         assert watched.status_code == 200, watched.text
         assert watched.json()["cancelled"] == [second]
+
+    # Both replicas have served the user key (and keep it in memory); revoked
+    # through the CLI, it is refused by each at once (docs/server-internals.md, "API keys").
+    a.cli("keys", "revoke", "user")
+    for server in (a, b):
+        refused = httpx.get(
+            f"{server.url}/v1/jobs", headers={"Authorization": f"Bearer {user_key}"}, timeout=30
+        )
+        assert refused.status_code == 401, (server.url, refused.text)
 
 
 def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:

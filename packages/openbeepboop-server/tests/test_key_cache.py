@@ -61,3 +61,13 @@ def test_a_full_cache_starts_afresh() -> None:
     for number in range(4):
         cache.put(f"d{number}", number, None, cache.generation)
     assert [cache.get(f"d{number}", 0.0) for number in range(4)] == [None, None, None, 3]
+
+
+def test_nothing_is_served_while_a_key_change_may_be_waiting_unread() -> None:
+    waiting = [False]
+    cache: KeyCache[str] = KeyCache()
+    cache.enable(lambda: waiting[0])
+    cache.put("d", "alice", None, cache.generation)
+    assert cache.get("d", 0.0) == "alice"
+    waiting[0] = True  # a notice reached the socket; the listener thread has not read it
+    assert cache.get("d", 0.0) is None

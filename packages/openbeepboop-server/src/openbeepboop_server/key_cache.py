@@ -12,8 +12,11 @@ keep "a revoked key stops working at once" true in every replica:
   ``keys`` CLI, from any machine) records ``keys`` in its transaction's
   notice (:mod:`openbeepboop_server.db.notify`); PostgreSQL delivers it to
   every replica's ``LISTEN`` connection when the change commits, and the
-  listener thread drops the whole cache there and then, before the next
-  request can be served from it.
+  listener thread drops the whole cache there and then. Until it has, a
+  notice that has reached the replica's socket but is still unread makes
+  every request read its key (a ``poll()`` of that socket, a few
+  microseconds), so a revoke is not served from memory while the thread
+  is merely waiting for its turn on a busy machine.
 * **Only while listening.** Entries are used only while the replica's
   ``LISTEN`` connection is up: when it is lost (notices sent meanwhile are
   gone) the cache is dropped and switched off until it listens again.
@@ -71,6 +74,7 @@ class KeyCache(Generic[T]):
         self._entries: dict[str, _Entry[T]] = {}
         self._generation = 0
         self._enabled = False
+        self._unread: Callable[[], bool] | None = None
 
     @property
     def enabled(self) -> bool:
@@ -87,6 +91,9 @@ class KeyCache(Generic[T]):
         entry = self._entries.get(digest)
         if entry is None:
             return None
+        unread = self._unread
+        if unread is not None and unread():
+            return None  # a key change may be waiting to be read: ask the database
         if (entry.expires_at is not None and entry.expires_at <= now) or (
             self._monotonic() >= entry.stale_at
         ):
@@ -109,15 +116,21 @@ class KeyCache(Generic[T]):
             self._generation += 1
             self._entries.clear()
 
-    def enable(self) -> None:
-        """Start keeping entries (the replica now hears every key change)."""
+    def enable(self, unread: Callable[[], bool] | None = None) -> None:
+        """Start keeping entries (the replica now hears every key change).
+
+        ``unread``: True while a notice may be waiting, not yet taken in;
+        no entry is used meanwhile.
+        """
         with self._lock:
             self._generation += 1
             self._enabled = True
+            self._unread = unread
 
     def disable(self) -> None:
         """Forget every entry and keep none (key changes may go unheard)."""
         with self._lock:
             self._generation += 1
             self._enabled = False
+            self._unread = None
             self._entries.clear()

@@ -59,6 +59,7 @@ async def _scenario(here: Database, there: Database) -> None:
         await _until(listener.listening.is_set, "the listener to listen")
         await _until(lambda: len(rechecks) == 1, "the re-check after it started listening")
         assert keys.enabled
+        assert not listener.unread()  # nothing waiting on an idle connection
         # A key changed anywhere (here: another process) drops every cached key.
         keys.put("digest", "alice", None, keys.generation)
         with there.write() as conn:
@@ -89,6 +90,7 @@ async def _scenario(here: Database, there: Database) -> None:
     finally:
         await asyncio.get_running_loop().run_in_executor(None, listener.stop)
     assert not keys.enabled
+    assert listener.unread()  # no connection: nothing cached is to be trusted
 
 
 def _terminate_listeners(db: Database, listener: ReplicaListener) -> None:

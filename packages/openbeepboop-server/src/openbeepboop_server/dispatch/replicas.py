@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
+import select
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -92,6 +93,8 @@ class ReplicaListener:
         self.listening = threading.Event()
         #: How many times it has started listening (1 + reconnects).
         self.connections = 0
+        #: The listening connection's socket, while there is one.
+        self._fd: int | None = None
 
     def start(self) -> None:
         """Begin listening in a daemon thread."""
@@ -121,6 +124,7 @@ class ReplicaListener:
             self._listen_until_stopped()
         finally:
             self.listening.clear()
+            self._fd = None
             if self._key_cache is not None:
                 self._key_cache.disable()
 
@@ -134,6 +138,7 @@ class ReplicaListener:
                     self._receive(conn)
             except Exception as exc:  # any driver error: the connection is gone
                 self.listening.clear()
+                self._fd = None
                 if self._key_cache is not None:
                     self._key_cache.disable()
                 if self._stopping.is_set():
@@ -153,14 +158,31 @@ class ReplicaListener:
         channel = conn.execute(notify.CHANNEL_QUERY).fetchone()[0]
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self.connections += 1
+        self._fd = conn.fileno()
         if self._key_cache is not None:
-            self._key_cache.enable()  # every key change from here on is heard
+            self._key_cache.enable(self.unread)  # every key change from here on is heard
         if self.connections > 1:
             logger.info("listening for other replicas' changes again")
         self.listening.set()
         # Notices sent before this point were missed (or there were none yet):
         # one re-check now finds whatever they were about.
         self._call(self._recheck_now)
+
+    def unread(self) -> bool:
+        """True if a notice may be waiting on the connection, not yet taken in by the thread.
+
+        Any thread may ask (one ``poll()``); with no connection, or one being
+        closed or replaced, the answer is True: nothing cached is to be trusted.
+        """
+        fd = self._fd
+        if fd is None:
+            return True
+        poller = select.poll()
+        try:
+            poller.register(fd, select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):
+            return True
 
     def _receive(self, conn: Any) -> None:
         while not self._stopping.is_set():
