@@ -5,13 +5,7 @@ from __future__ import annotations
 
 from openbeepboop_server.key_cache import KeyCache
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.support.core import FakeClock
 
 
 def test_nothing_is_kept_or_served_until_enabled_or_after_disable() -> None:
@@ -42,13 +36,13 @@ def test_a_lookup_that_started_before_a_drop_is_not_stored() -> None:
 
 
 def test_entries_end_at_their_age_and_at_the_keys_own_expiry() -> None:
-    clock = Clock()
+    clock = FakeClock()
     cache: KeyCache[str] = KeyCache(max_age=10.0, monotonic=clock)
     cache.enable()
     cache.put("d", "alice", None, cache.generation)
-    clock.now += 9.9
+    clock.advance(9.9)
     assert cache.get("d", 0.0) == "alice"
-    clock.now += 0.1
+    clock.advance(0.1)
     assert cache.get("d", 0.0) is None
     cache.put("e", "bob", 2_000.0, cache.generation)
     assert cache.get("e", 1_999.9) == "bob"
