@@ -179,6 +179,28 @@ def db(sqlite_url: str) -> Iterator[Database]:
     database.dispose()
 
 
+@pytest.fixture
+def any_db(backend_url: str) -> Iterator[Database]:
+    """A migrated database, once per backend (SQLite and PostgreSQL)."""
+    database = migrated_database(backend_url)
+    yield database
+    database.dispose()
+
+
+@pytest.fixture
+def pg_url(postgres_url_factory: Callable[[], str]) -> str:
+    """An empty PostgreSQL schema's URL (skips without PostgreSQL, fails under ``CI=true``)."""
+    return postgres_url_factory()
+
+
+@pytest.fixture
+def pg_db(pg_url: str) -> Iterator[Database]:
+    """A migrated PostgreSQL database."""
+    database = migrated_database(pg_url)
+    yield database
+    database.dispose()
+
+
 # -- a started app -----------------------------------------------------------------
 
 

@@ -8,7 +8,7 @@ another replica would.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from openbeepboop_schemas import ChatCompletionRequest, FetchRequest, Role
@@ -19,7 +19,7 @@ from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import make_caller, migrated_database
+from tests.support.core import make_caller
 
 #: How long a notice may take to arrive on a loaded machine (a deadline, not a sleep).
 ARRIVAL_SECONDS = 10.0
@@ -78,13 +78,6 @@ def test_payloads_that_are_not_ours_are_ignored() -> None:
 
 
 # -- on PostgreSQL ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_db(postgres_url_factory: Callable[[], str]) -> Iterator[Database]:
-    database = migrated_database(postgres_url_factory())
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

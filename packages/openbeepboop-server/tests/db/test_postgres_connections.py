@@ -7,10 +7,8 @@ Run on PostgreSQL only (skipped without one, failed under ``CI=true``).
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
 
 import psycopg
-import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import ChatCompletionRequest, Role
 from openbeepboop_server.db.database import Database
@@ -20,25 +18,13 @@ from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import make_caller, migrated_database
+from tests.support.core import make_caller
 from tests.support.waiting import wait_until
 
 #: Pooled connections killed at once (more than the pool's three checkout attempts).
 POOLED = 5
 #: A deadline for the server to finish terminating backends (a loaded host is slow).
 GONE_SECONDS = 20.0
-
-
-@pytest.fixture
-def pg_url(postgres_url_factory: Callable[[], str]) -> str:
-    return postgres_url_factory()
-
-
-@pytest.fixture
-def pg_db(pg_url: str) -> Iterator[Database]:
-    database = migrated_database(pg_url)
-    yield database
-    database.dispose()
 
 
 def _plain(url: str) -> str:

@@ -6,8 +6,6 @@ such input like any other unknown value instead of failing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from openbeepboop_schemas import (
     NOT_FOUND,
@@ -26,16 +24,9 @@ from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import FakeClock, chat_request, make_caller, migrated_database
+from tests.support.core import FakeClock, chat_request, make_caller
 
 NUL = "a\x00b"
-
-
-@pytest.fixture
-def any_db(backend_url: str) -> Iterator[Database]:
-    db = migrated_database(backend_url)
-    yield db
-    db.dispose()
 
 
 def test_nul_characters_everywhere(any_db: Database) -> None:

@@ -7,7 +7,7 @@ and expiring keys".
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -31,14 +31,6 @@ from openbeepboop_server.queue.service import QueueService
 from openbeepboop_server.queue.usage import HOUR_SECONDS
 
 from tests.support.core import FakeClock, chat_request, completion, migrated_database
-
-
-@pytest.fixture
-def any_db(backend_url: str) -> Iterator[Database]:
-    """A migrated database, SQLite and PostgreSQL."""
-    database = migrated_database(backend_url)
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -37,13 +37,18 @@ _UNASKED = select.POLLIN | select.POLLERR | select.POLLHUP | select.POLLNVAL
 _NOTIFY = "SELECT pg_notify(left('obb:' || current_schema(), 63), p) FROM unnest({}::text[]) AS p"
 
 
+def has_input(fd: int) -> bool:
+    """True if the socket ``fd`` has something to read, or is closed or broken (no wait)."""
+    poller = select.poll()  # not select(): file descriptors past 1,024 are common here
+    poller.register(fd, _UNASKED)
+    return bool(poller.poll(0))
+
+
 def idle_connection_alive(dbapi_connection: Any) -> bool:
     """False if an idle psycopg connection is known closed or its server spoke unasked."""
     if dbapi_connection.closed or dbapi_connection.broken:
         return False
-    poller = select.poll()  # not select(): file descriptors past 1,024 are common here
-    poller.register(dbapi_connection.fileno(), _UNASKED)
-    return not poller.poll(0)
+    return not has_input(dbapi_connection.fileno())
 
 
 def check_alive(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:

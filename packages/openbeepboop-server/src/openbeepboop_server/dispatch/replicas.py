@@ -26,14 +26,13 @@ from __future__ import annotations
 import asyncio
 import importlib
 import logging
-import select
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 
-from openbeepboop_server.db import notify
+from openbeepboop_server.db import notify, postgres
 from openbeepboop_server.db.notify import Notice
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.key_cache import KeyCache
@@ -175,12 +174,8 @@ class ReplicaListener:
         closed or replaced, the answer is True: nothing cached is to be trusted.
         """
         fd = self._fd
-        if fd is None:
-            return True
-        poller = select.poll()
         try:
-            poller.register(fd, select.POLLIN)
-            return bool(poller.poll(0))
+            return fd is None or postgres.has_input(fd)
         except (OSError, ValueError):
             return True
 
