@@ -68,7 +68,10 @@ async def test_busy_node_waits_for_more_free_slots_before_fetching(
     node = make_node(concurrency=4, fetch_linger=fetch_linger, prefetch=0)
     task = await start(node)
     await wait_for(lambda: len(llm.calls()) == 1, what="the first call")
-    llm.configure(delay=1.0)  # the first call keeps its 0.5 s
+    # The first call keeps its 0.5 s. The others' 0.6 s stay well inside the
+    # 1 s linger, so with it a wait always ends because a second slot came
+    # free, never because it ran out while a job overran its time.
+    llm.configure(delay=0.6)
     for i in range(3):
         fake.add_job(f"slow {i}")
     await wait_for(lambda: len(llm.calls()) == 4, what="all slots busy")

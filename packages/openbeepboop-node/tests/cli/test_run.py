@@ -325,7 +325,11 @@ def test_kill_9_loses_no_result_and_sigterm_lets_the_running_job_finish(
     # 3. ...and on SIGTERM lets a running job finish, delivers it and exits 0.
     llm.configure(delay=1.5)
     slow = fake.add_job("finish before exit")
-    wait_until(lambda: slow in fake.leases, PROCESS_DEADLINE_SECONDS, "the lease")
+    # Running means the LLM has the call: a lease the fake granted while the
+    # reply was still on its way could be abandoned by a stop in that instant.
+    wait_until(
+        lambda: llm.calls_for("finish before exit"), PROCESS_DEADLINE_SECONDS, "the LLM call"
+    )
     second.proc.send_signal(signal.SIGTERM)
     assert second.wait() == 0, second.text()
     assert slow in fake.results()
