@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import (
     ErrorOutcome,
@@ -18,6 +19,13 @@ from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
 
 from tests.support.core import FakeClock, chat_request, completion
+
+
+@pytest.fixture
+def db(any_db: Database) -> Database:
+    """Every test here on SQLite and PostgreSQL: a claim records its lease (which
+    tells a stale token from a forged one) with a statement of each dialect's own."""
+    return any_db
 
 
 def claim_one(queue: QueueService, node: Caller, node_id: str = "gpu-1") -> Lease:

@@ -77,7 +77,6 @@ def claim_jobs(
     expires = now + lease_seconds
     node_id = db_text(fetch.node_id)
     updates: list[dict[str, Any]] = []
-    history: list[dict[str, Any]] = []
     claimed: list[Claimed] = []
     for row in rows:
         token = new_lease_token()
@@ -93,20 +92,10 @@ def claim_jobs(
                 "b_now": now,
             }
         )
-        history.append(
-            {
-                "token": token,
-                "job_seq": row.seq,
-                "node_id": node_id,
-                "key_id": caller.key_id,
-                "attempt": attempt,
-                "claimed_at": now,
-            }
-        )
         claimed.append(
             Claimed(row.seq, row.id, token, expires, lease_seconds, attempt, row.model, row.request)
         )
-    transitions.start(conn, updates, history)
+    transitions.start(conn, updates)
     store_turns(conn, turns)
     return claimed
 

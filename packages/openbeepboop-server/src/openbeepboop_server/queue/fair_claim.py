@@ -26,6 +26,11 @@ from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.queue.fair_share import Head, Turns
 
 _COLUMNS = "seq, id, model, request, attempts"
+#: Claims up to this many jobs read each job's details with its place in the
+#: order (one round trip less: a node's single-job claim is on a job's
+#: critical path). Larger ones read the details of the jobs taken afterwards,
+#: so no request is read for a job a claim looked at but did not take.
+DETAILS_IN_ORDER_MAX = 8
 _FAIR = "status = :status AND model = :model"
 
 
@@ -83,17 +88,19 @@ def _heads_sql(dialect: str) -> sa.TextClause:
 
 
 @functools.cache
-def _owner_jobs_sql(dialect: str, after: bool) -> sa.TextClause:
-    """An owner's next claimable jobs of a model, by rank; locked on PostgreSQL.
+def _owner_jobs_sql(dialect: str, after: bool, details: bool) -> sa.TextClause:
+    """An owner's next claimable jobs of a model, by rank (``details``: and
+    ``_COLUMNS``); locked on PostgreSQL.
 
     ``FOR UPDATE SKIP LOCKED``: a concurrent claimer (another replica) skips
     the rows this one is taking instead of waiting for them.
     """
     table = _table("ix_jobs_fair", dialect)
+    columns = f"claim_rank, {_COLUMNS}" if details else "seq, claim_rank"
     past = " AND (claim_rank > :rank OR (claim_rank = :rank AND seq > :seq))" if after else ""
     lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
     return sa.text(
-        f"SELECT seq, claim_rank FROM {table} WHERE {_FAIR} AND owner_key_id = :owner"  # noqa: S608 - fixed fragments only
+        f"SELECT {columns} FROM {table} WHERE {_FAIR} AND owner_key_id = :owner"  # noqa: S608 - fixed fragments only
         f" AND not_before <= :now{past} ORDER BY claim_rank, seq LIMIT :limit{lock}"
     )
 
@@ -120,8 +127,11 @@ def _heads(conn: sa.Connection, models: list[str], now: float) -> list[Head]:
 class _OwnerJobs:
     """One owner's claimable jobs of one model, read (and locked) a few at a time."""
 
-    def __init__(self, conn: sa.Connection, model: str, owner: int, now: float, first: int):
+    def __init__(
+        self, conn: sa.Connection, model: str, owner: int, now: float, first: int, details: bool
+    ):
         self._conn = conn
+        self._details = details
         self._params: dict[str, Any] = {
             "status": JobStatus.QUEUED.value,
             "model": model,
@@ -129,21 +139,23 @@ class _OwnerJobs:
             "now": now,
         }
         self._next_limit = first
-        self._buffer: collections.deque[tuple[int, float]] = collections.deque()
-        self._last: tuple[int, float] | None = None
+        #: Rows with ``seq`` and ``claim_rank`` (and, with ``details``, ``_COLUMNS``).
+        self._buffer: collections.deque[Any] = collections.deque()
+        self._last: Any = None
         self._done = False
 
-    def peek(self) -> tuple[int, float] | None:
-        """The owner's next job (seq, rank), reading more when the buffer ran dry."""
+    def peek(self) -> Any:
+        """The owner's next job's row (``seq``, ``claim_rank``, ...), reading more
+        when the buffer ran dry; None when the owner has none left."""
         if not self._buffer and not self._done:
             self._read()
         return self._buffer[0] if self._buffer else None
 
-    def take(self) -> int:
-        """Take the job :meth:`peek` returned; its seq."""
-        item = self._buffer.popleft()
-        self._last = item
-        return item[0]
+    def take(self) -> Any:
+        """Take the job :meth:`peek` returned; its row."""
+        row = self._buffer.popleft()
+        self._last = row
+        return row
 
     def _read(self) -> None:
         limit = self._next_limit
@@ -151,23 +163,30 @@ class _OwnerJobs:
         params = {**self._params, "limit": limit}
         after = self._last is not None
         if self._last is not None:
-            params.update(seq=self._last[0], rank=self._last[1])
-        rows = self._conn.execute(_owner_jobs_sql(self._conn.dialect.name, after), params).all()
-        self._buffer.extend((row.seq, row.claim_rank) for row in rows)
+            params.update(seq=self._last.seq, rank=self._last.claim_rank)
+        sql = _owner_jobs_sql(self._conn.dialect.name, after, self._details)
+        rows = self._conn.execute(sql, params).all()
+        self._buffer.extend(rows)
         self._done = len(rows) < limit
 
 
 def _fair_order(
-    conn: sa.Connection, models: list[str], limit: int, now: float, aging_seconds: float
-) -> tuple[list[int], Turns | None]:
-    """The seqs of up to ``limit`` jobs in claim order, and the turns that chose them."""
+    conn: sa.Connection,
+    models: list[str],
+    limit: int,
+    now: float,
+    aging_seconds: float,
+    details: bool,
+) -> tuple[list[Any], Turns | None]:
+    """The rows of up to ``limit`` jobs in claim order (``details``: with
+    ``_COLUMNS``), and the turns that chose them."""
     heads = _heads(conn, models, now)
     if not heads:
         return [], None
     turns = Turns(heads, now=now, aging_seconds=aging_seconds, picks=limit)
     total_weight = sum(max(head.weight, 1) for head in heads)
     readers: dict[tuple[str, int], _OwnerJobs] = {}
-    order: list[int] = []
+    order: list[Any] = []
     while len(order) < limit:
         turn = turns.next()
         if turn is None:
@@ -176,7 +195,7 @@ def _fair_order(
         if reader is None:
             weight = turns.weight(*turn)
             first = min(limit, math.ceil(limit * weight / total_weight) + 1)
-            reader = readers[turn] = _OwnerJobs(conn, turn[0], turn[1], now, first)
+            reader = readers[turn] = _OwnerJobs(conn, turn[0], turn[1], now, first, details)
         if reader.peek() is None:
             turns.exhausted(*turn, claimed_one=False)
             continue
@@ -185,7 +204,7 @@ def _fair_order(
         if following is None:
             turns.exhausted(*turn, claimed_one=True)
         else:
-            turns.served(*turn, following[1])
+            turns.served(*turn, following.claim_rank)
     return order, turns
 
 
@@ -196,14 +215,17 @@ def fair_candidates(
     ``seq, id, model, request, attempts``; and the turns to store once they are taken."""
     if ANY_MODEL in models:
         models = _queued_models(conn)
-    order, turns = _fair_order(conn, list(dict.fromkeys(models)), limit, now, aging_seconds)
-    if not order:
-        return [], turns
+    details = limit <= DETAILS_IN_ORDER_MAX
+    unique = list(dict.fromkeys(models))
+    order, turns = _fair_order(conn, unique, limit, now, aging_seconds, details)
+    if details or not order:
+        return order, turns
+    seqs = [row.seq for row in order]
     found: dict[int, Any] = {}
-    for start in range(0, len(order), IN_CHUNK):
-        chunk = order[start : start + IN_CHUNK]
+    for start in range(0, len(seqs), IN_CHUNK):
+        chunk = seqs[start : start + IN_CHUNK]
         found.update((row.seq, row) for row in conn.execute(_DETAILS_SQL, {"seqs": chunk}))
-    return [found[seq] for seq in order], turns
+    return [found[seq] for seq in seqs], turns
 
 
 def store_turns(conn: sa.Connection, turns: Turns) -> None:
