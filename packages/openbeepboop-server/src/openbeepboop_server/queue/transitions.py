@@ -95,16 +95,18 @@ _START = (
         updated_at=sa.bindparam("b_now"),
     )
 )
-_RECORD_LEASES = leases.insert()
-#: ``_START`` and ``_RECORD_LEASES`` as one statement, for PostgreSQL (which
-#: runs an UPDATE inside a WITH): a claim's round trips are its latency.
-_START_AND_RECORD = sa.text(
-    "WITH started AS (UPDATE jobs SET status = :b_status, lease_token = :b_token,"
-    " lease_node_id = :b_node, lease_key_id = :b_key, lease_expires_at = :b_expires,"
-    " attempts = :b_attempts, started_at = :b_now, updated_at = :b_now WHERE seq = :b_seq)"
-    " INSERT INTO leases (token, job_seq, node_id, key_id, attempt, claimed_at)"
-    " VALUES (:b_token, :b_seq, :b_node, :b_key, :b_attempts, :b_now)"
+#: A claim's lease rows, read from the same parameters as ``_START``.
+_RECORD_LEASES = leases.insert().values(
+    token=sa.bindparam("b_token"),
+    job_seq=sa.bindparam("b_seq"),
+    node_id=sa.bindparam("b_node"),
+    key_id=sa.bindparam("b_key"),
+    attempt=sa.bindparam("b_attempts"),
+    claimed_at=sa.bindparam("b_now"),
 )
+#: Both as one statement, for PostgreSQL (which runs an UPDATE inside a
+#: WITH): a claim's round trips are its latency.
+_START_AND_RECORD = _RECORD_LEASES.add_cte(_START.cte("started"))
 _COMPLETE = (
     jobs.update()
     .where(_BY_SEQ)
@@ -208,24 +210,10 @@ def start(conn: sa.Connection, rows: Rows) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        status = JobStatus.PROCESSING.value
-        conn.execute(_START_AND_RECORD, [{**row, "b_status": status} for row in rows])
+        conn.execute(_START_AND_RECORD, rows)
         return
     conn.execute(_START, rows)
-    conn.execute(
-        _RECORD_LEASES,
-        [
-            {
-                "token": row["b_token"],
-                "job_seq": row["b_seq"],
-                "node_id": row["b_node"],
-                "key_id": row["b_key"],
-                "attempt": row["b_attempts"],
-                "claimed_at": row["b_now"],
-            }
-            for row in rows
-        ],
-    )
+    conn.execute(_RECORD_LEASES, rows)
 
 
 def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
