@@ -1,4 +1,4 @@
-"""A real ``openbeepboop-server start`` process: durability across kill -9, clean stops.
+"""A real ``openbeepboop-server start`` process: durability across kill -9, clean stops, GC.
 
 Each test starts the server as a subprocess on a free loopback port and waits
 for ``/healthz`` with a generous deadline (the machine is shared), never a
@@ -23,6 +23,7 @@ from openbeepboop_server.cli import main
 from openbeepboop_server.config import load_settings, sqlite_url, write_private_file
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import KeyService
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support.surface import bearer, chat, free_port, server_command
 
@@ -198,3 +199,27 @@ def _fetch_waiting(server: Server) -> bool:
     # Node-registry side effect of the fetch's first claim: the node is "seen".
     metrics = httpx.get(f"{server.url}/metrics", headers=bearer(server.keys["ADMIN"])).text
     return "openbeepboop_nodes_seen 1.0" in metrics
+
+
+def test_start_freezes_its_start_up_heap_and_counts_collector_pauses(server: Server) -> None:
+    server.start()
+    user = bearer(server.keys["USER"])
+    for index in range(20):  # enough allocation for young collections
+        assert httpx.post(f"{server.url}/v1/chat/completions", json=chat(), headers=user).is_success
+        httpx.get(f"{server.url}/v1/jobs", params={"limit": index + 1}, headers=user)
+    text = httpx.get(f"{server.url}/metrics", headers=bearer(server.keys["ADMIN"])).text
+    families = {family.name: family for family in text_string_to_metric_families(text)}
+
+    # SQLAlchemy, pydantic, Starlette and the app: tens of thousands of objects.
+    [frozen] = families["openbeepboop_gc_frozen_objects"].samples
+    assert frozen.value > 10_000
+    pauses = {
+        (sample.name, sample.labels["generation"], sample.labels.get("le")): sample.value
+        for sample in families["openbeepboop_gc_pause_seconds"].samples
+    }
+    for generation in ("0", "1", "2"):
+        count = pauses[("openbeepboop_gc_pause_seconds_count", generation, None)]
+        assert count == pauses[("openbeepboop_gc_pause_seconds_bucket", generation, "+Inf")]
+    # The full collection made just before the freeze was counted, and requests made young ones.
+    assert pauses[("openbeepboop_gc_pause_seconds_count", "2", None)] >= 1
+    assert pauses[("openbeepboop_gc_pause_seconds_count", "0", None)] >= 1

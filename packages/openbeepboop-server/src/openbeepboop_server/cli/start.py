@@ -27,6 +27,7 @@ from openbeepboop_server.cli.options import config_option, read_settings
 from openbeepboop_server.config import display_url
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.heap import GcPauses, freeze_startup_heap
 from openbeepboop_server.http.single_write_protocol import ConnectionLimits, OneSendHTTPProtocol
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,15 @@ class _Server(uvicorn.Server):
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         self._loop = asyncio.get_running_loop()
         await super().startup(sockets=sockets)
+        if self.should_exit:  # a stop signal came during start-up
+            return
+        # Start-up is done (the lifespan ran first): what is alive now lives
+        # as long as the process.
+        pauses = GcPauses()
+        pauses.install()
+        self._app.state.context.metrics.registry.register(pauses)
+        frozen = freeze_startup_heap()
+        logger.debug("kept %d start-up objects out of garbage collection", frozen)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is not None and not self._loop.is_closed():
