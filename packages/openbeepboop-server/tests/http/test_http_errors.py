@@ -311,3 +311,34 @@ def test_unexpected_exception_is_a_logged_500_envelope(
     assert error["type"] == "server_error"
     assert "disk on fire" not in response.text
     assert any("GET /v1/jobs" in record.getMessage() for record in caplog.records)
+
+
+@pytest.mark.parametrize("path", ["/openai/v1/files", "/openai/v1/batches"])
+@pytest.mark.parametrize("limit", ["\u00b2", "\u0663", "1" * 5000, "-1", "0", "x"])
+def test_openai_limits_that_are_not_small_ascii_integers_are_400(
+    client: TestClient, api_keys: ApiKeys, path: str, limit: str
+) -> None:
+    # str.isdigit() takes '²' and '٣'; int() then refused the first and took the second.
+    response = client.get(path, params={"limit": limit}, headers=bearer(api_keys.user))
+    assert _error(response, 400)["param"] == "limit"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"garbage",
+        b"--xyz\r\nNot-A-Header\r\n\r\nbody\r\n--xyz--\r\n",
+    ],
+)
+def test_a_multipart_upload_the_parser_cannot_read_is_400(
+    client: TestClient, api_keys: ApiKeys, body: bytes
+) -> None:
+    response = client.post(
+        "/openai/v1/files",
+        content=body,
+        headers={
+            **bearer(api_keys.user),
+            "content-type": "multipart/form-data; boundary=xyz",
+        },
+    )
+    assert _error(response, 400)["code"] == "invalid_body"

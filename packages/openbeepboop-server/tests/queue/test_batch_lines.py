@@ -58,6 +58,7 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
         b"",
         b"[1]",
         json.dumps({"method": "POST"}).encode(),
+        _line("a\u0000b"),  # PostgreSQL's text cannot hold it, and it must come back as it is
     ]
     checked = validate_lines(lines, URL)
     assert [(error.line, error.code) for error in checked.errors] == [
@@ -70,6 +71,7 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
         (8, "empty_line"),
         (9, "invalid_json_line"),
         (10, "missing_required_parameter"),
+        (11, "invalid_value"),
     ]
     assert checked.errors[4].param == "body.messages"
 

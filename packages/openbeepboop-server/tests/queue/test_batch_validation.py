@@ -136,6 +136,20 @@ def test_a_bad_line_fails_the_batch_with_no_job(
     assert _jobs(db, batch_id) == []
 
 
+def test_a_nul_in_a_custom_id_fails_the_batch_on_every_backend(
+    db: Database, clock: FakeClock, alice: Caller
+) -> None:
+    # PostgreSQL's text cannot hold a NUL: stored, it raised on every tick of the
+    # batch driver, and no other batch of any user moved on.
+    content = _file(LINES).replace(b'"c3"', b'"c\\u0000x"')
+    service, batch_id = _batch(db, clock, alice, content)
+    assert service.validate(batch_id) == []
+    batch = service.get(alice, batch_id)
+    assert batch is not None and batch.status == "failed" and batch.errors is not None
+    assert [(e.line, e.code) for e in batch.errors.data] == [(3, "invalid_value")]
+    assert _jobs(db, batch_id) == []
+
+
 def test_cancelled_while_queueing_leaves_no_job(
     db: Database, clock: FakeClock, alice: Caller, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -5,7 +5,8 @@ or cancelled) it validates ``validating`` batches into jobs (waking the
 nodes that serve their models) and lets :meth:`BatchService.advance` expire,
 finish cancelling and finalise the others; jobs it cancels wake the polls
 watching them. Work is done in the thread pool; a failing step is logged
-and retried on the next tick. Each replica runs one; the service's
+and retried on the next tick, and a batch whose validation fails is
+skipped until then, so it holds up no other. Each replica runs one; the service's
 conditional updates keep them from doing the same work twice.
 """
 
@@ -61,7 +62,13 @@ class BatchDriver:
         service, wakeups = self._service, self._context.wakeups
         for batch_id, status in await run_sync(service.active):
             if status == VALIDATING:
-                models = await run_sync(service.validate, batch_id)
+                try:
+                    models = await run_sync(service.validate, batch_id)
+                except Exception:
+                    # One batch that cannot be validated now must not hold up
+                    # the others, nor the running batches' progress below.
+                    logger.exception("validating batch %s failed; retrying next time", batch_id)
+                    continue
                 if models:
                     self._context.metrics.submitted.inc(len(models))
                     wakeups.jobs_available(models)

@@ -98,6 +98,12 @@ def parse_line(
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise LineRefusedError("missing_required_parameter", "custom_id is required", "custom_id")
+    if "\x00" in custom_id:
+        # Stored as it is (it must come back unchanged in the output file), and
+        # PostgreSQL's text cannot hold a NUL.
+        raise LineRefusedError(
+            "invalid_value", "custom_id must not contain a NUL character (\\u0000)", "custom_id"
+        )
     if data.get("method") != "POST":
         raise LineRefusedError("invalid_method", "method must be 'POST'", "method")
     if data.get("url") != endpoint:

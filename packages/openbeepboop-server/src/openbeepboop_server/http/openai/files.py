@@ -10,12 +10,15 @@ max_body_bytes``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Iterator
 from typing import IO
 
 from anyio.to_thread import run_sync
 from openbeepboop_schemas import OPENAI_FILES_PATH, PURPOSE_BATCH, FileDeleted
-from starlette.datastructures import UploadFile
+from python_multipart.exceptions import FormParserError
+from starlette.datastructures import FormData, UploadFile
+from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from openbeepboop_server.config import Settings
@@ -56,7 +59,7 @@ async def upload(call: Call) -> Response:
             code="invalid_body",
         )
     limits = call.context.settings.openai
-    async with request.form(max_files=1, max_fields=16) as form:
+    async with _multipart_form(request) as form:
         purpose = form.get("purpose")
         uploaded = form.get("file")
         if purpose != PURPOSE_BATCH:
@@ -87,6 +90,26 @@ async def upload(call: Call) -> Response:
                 413 if exc.too_large else 400, str(exc), param="file", code="file_too_large"
             ) from None
     return model_response(stored)
+
+
+@contextlib.asynccontextmanager
+async def _multipart_form(request: Request) -> AsyncIterator[FormData]:
+    """The upload's form, closed after; a body the multipart parser cannot read is a 400.
+
+    Starlette answers its own refusals (too many files or fields) with a 400,
+    but lets the parser's errors (a bad boundary, a broken part header) out
+    as exceptions: a 500 for what is the client's mistake.
+    """
+    try:
+        form = await request.form(max_files=1, max_fields=16)
+    except FormParserError as exc:
+        raise ApiError(
+            400, f"the multipart body cannot be read: {exc}", code="invalid_body"
+        ) from None
+    try:
+        yield form
+    finally:
+        await form.close()
 
 
 async def list_files(call: Call) -> Response:

@@ -25,7 +25,11 @@ def page_query(
     raw = params.get("limit")
     limit = default_limit
     if raw is not None:
-        if not raw.isdigit() or not 1 <= int(raw) <= max_limit:
+        # ASCII digits only, and few: str.isdigit() also takes '²' and '٣', and
+        # int() refuses more than 4,300 digits.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not (
+            1 <= int(raw) <= max_limit
+        ):
             raise ApiError(
                 400,
                 f"'limit': must be an integer from 1 to {max_limit}",
