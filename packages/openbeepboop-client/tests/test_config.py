@@ -167,6 +167,20 @@ def test_base_url_needs_a_scheme() -> None:
         Client(base_url="localhost:8000", api_key=KEY_ARG)
 
 
+@pytest.mark.parametrize("url", ["http://[::1", "http://", "http://host:notaport"])
+def test_a_base_url_that_is_no_url_is_a_config_error(url: str) -> None:
+    with pytest.raises(ConfigError, match="server URL"):
+        Client(base_url=url, api_key=KEY_ARG)
+
+
+@pytest.mark.parametrize("key", ["sk-\u043a\u043b\u044e\u0447", "sk-a\u200bb", "sk-\x07", "sk a"])
+def test_a_key_no_header_can_carry_is_a_config_error_that_does_not_repeat_it(key: str) -> None:
+    # Sent as it was, it failed every request with an encoding error (a traceback in the CLI).
+    with pytest.raises(ConfigError, match="API key") as raised:
+        Client(base_url="http://h:1", api_key=key)
+    assert key.strip() not in str(raised.value)
+
+
 def test_written_file_is_private_and_complete(tmp_path: Path) -> None:
     path = tmp_path / "deep" / "dir" / "client_config.toml"
     write_config_file(path, {"server_url": "http://h:1", "api_key": KEY_FILE})

@@ -138,7 +138,32 @@ def normalize_base_url(url: str) -> str:
         url = url[: -len("/v1")]
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server URL must start with http:// or https:// (got {url!r})")
+    try:
+        host = httpx.URL(url).host
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"server URL {url!r} is not a valid URL: {exc}") from None
+    if not host:
+        raise ConfigError(f"server URL {url!r} names no host")
     return url
+
+
+def check_api_key(key: str) -> str:
+    """The key without surrounding blanks; ConfigError if it cannot be one.
+
+    A key goes into an HTTP header, which holds printable ASCII only: a
+    character pasted along with it would otherwise fail every request with
+    an encoding error that names neither the key nor the fix. The message
+    never repeats the key.
+    """
+    key = key.strip()
+    if not key or any(char.isspace() for char in key):
+        raise ConfigError("the API key must be one word without spaces (e.g. sk-...)")
+    if not (key.isascii() and key.isprintable()):
+        raise ConfigError(
+            "the API key holds a character no key has (keys are printable ASCII, e.g. "
+            "sk-...): was something pasted along with it?"
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -237,7 +262,7 @@ def resolve_settings(
     return ClientSettings(
         base_url=base_urls[0],
         base_urls=tuple(base_urls) if len(base_urls) > 1 else (),
-        api_key=api_key.strip(),
+        api_key=check_api_key(api_key),
         timeout=make_timeout(timeout),
         max_retries=retries,
         default_model=default_model,

@@ -17,6 +17,7 @@ import click
 
 from openbeepboop._config import (
     ConfigFile,
+    check_api_key,
     default_config_path,
     normalize_base_url,
     read_config_file,
@@ -40,13 +41,6 @@ def mask_key(key: str) -> str:
     if len(key) <= 12:
         return "***"
     return f"{key[:7]}…{key[-4:]}"
-
-
-def _check_key(key: str) -> str:
-    key = key.strip()
-    if not key or any(char.isspace() for char in key):
-        raise ConfigError("the API key must be one word without spaces (e.g. sk-...)")
-    return key
 
 
 def _prompt_connection(
@@ -159,7 +153,7 @@ def setup_command(
     # One URL keeps the contract's `server_url`; several are `server_urls`, in order.
     values: dict[str, str | float | int | list[str]] = {
         **({"server_url": urls[0]} if len(urls) == 1 else {"server_urls": urls}),
-        "api_key": _check_key(api_key),
+        "api_key": check_api_key(api_key),
     }
     served = ServedModels()
     if interactive and default_model is None:
