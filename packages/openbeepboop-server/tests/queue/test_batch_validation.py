@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -171,6 +173,43 @@ def test_cancelled_while_queueing_leaves_no_job(
     assert _jobs(db, batch_id) == []
     with db.read() as conn:
         assert conn.execute(sa.select(batches.c.total)).scalar_one() == 0
+
+
+def test_a_cancel_racing_the_release_still_cancels(
+    db: Database, clock: FakeClock, alice: Caller
+) -> None:
+    if db.is_sqlite:
+        pytest.skip("SQLite runs one write transaction at a time: the two cannot interleave")
+    service, batch_id = _batch(db, clock, alice, _file(LINES))
+    done: list[Any] = []
+    with db.engine.connect() as release:
+        # A driver's release (validating -> in_progress), not yet committed.
+        release.execute(
+            batches.update().where(batches.c.id == batch_id).values(status="in_progress")
+        )
+        cancelling = threading.Thread(target=lambda: done.append(service.cancel(alice, batch_id)))
+        cancelling.start()
+        deadline = time.monotonic() + 30
+        while not _waiting_on_a_lock(db) and cancelling.is_alive():
+            assert time.monotonic() < deadline, "the cancel never reached the batch's row"
+            time.sleep(0.01)
+        release.commit()
+    cancelling.join(30)
+    [(batch, _)] = done
+    # Read before the release committed, the batch was answered as it was and
+    # the cancel's move found nothing to move: all its lines would have run.
+    assert batch is not None and batch.status == "cancelling"
+
+
+def _waiting_on_a_lock(db: Database) -> bool:
+    with db.engine.connect() as conn:
+        waiting = conn.execute(
+            sa.text(
+                "SELECT count(*) FROM pg_stat_activity "
+                "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        ).scalar_one()
+    return bool(waiting)
 
 
 def test_validation_keeps_no_request_in_memory(

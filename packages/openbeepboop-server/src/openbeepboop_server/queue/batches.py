@@ -215,7 +215,10 @@ class BatchService:
         """
         now = self._clock()
         with self._db.write() as conn:
-            row = self._row(conn, batch_id)
+            # Locked on PostgreSQL: a driver's release (validating -> in_progress)
+            # committing between this read and the move below would leave the
+            # cancel answered and ignored. Locked, it waits and reads the new status.
+            row = self._row(conn, batch_id, lock=not self._db.is_sqlite)
             if row is None or not may_see(caller, row.owner_key_id):
                 return None, []
             cancelled: list[str] = []
@@ -426,8 +429,9 @@ class BatchService:
     # -- inside --------------------------------------------------------------
 
     @staticmethod
-    def _row(conn: sa.Connection, batch_id: str) -> Any:
-        return conn.execute(sa.select(batches).where(batches.c.id == db_text(batch_id))).first()
+    def _row(conn: sa.Connection, batch_id: str, lock: bool = False) -> Any:
+        query = sa.select(batches).where(batches.c.id == db_text(batch_id))
+        return conn.execute(query.with_for_update() if lock else query).first()
 
     @staticmethod
     def _move(conn: sa.Connection, batch_id: str, old: str, new: str, **values: Any) -> bool:
