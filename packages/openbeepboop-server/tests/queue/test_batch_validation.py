@@ -12,9 +12,10 @@ import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import FetchRequest
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.db.tables import batches, jobs
+from openbeepboop_server.db.tables import batches, file_chunks, jobs
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import batches as batches_module
+from openbeepboop_server.queue import files as files_module
 from openbeepboop_server.queue.batches import BatchService
 from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
@@ -173,6 +174,29 @@ def test_cancelled_while_queueing_leaves_no_job(
     assert _jobs(db, batch_id) == []
     with db.read() as conn:
         assert conn.execute(sa.select(batches.c.total)).scalar_one() == 0
+
+
+def test_an_input_file_deleted_while_validating_fails_the_batch(
+    db: Database, clock: FakeClock, alice: Caller, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    content = _file(LINES)
+    monkeypatch.setattr(files_module, "CHUNK_BYTES", content.index(b"\n") + 1)  # ~a line a part
+    service, batch_id = _batch(db, clock, alice, content)
+    store = service._files
+    real_part = store.part
+
+    def deleted_after_two_parts(seq: int, number: int) -> bytes | None:
+        if number == 2:
+            with db.write() as conn:
+                conn.execute(file_chunks.delete().where(file_chunks.c.file_seq == seq))
+        return real_part(seq, number)
+
+    monkeypatch.setattr(store, "part", deleted_after_two_parts)
+    assert service.validate(batch_id) == []
+    batch = service.get(alice, batch_id)
+    assert batch is not None and batch.status == "failed" and batch.errors is not None
+    assert [e.code for e in batch.errors.data] == ["invalid_file"]
+    assert _jobs(db, batch_id) == []
 
 
 def test_a_cancel_racing_the_release_still_cancels(

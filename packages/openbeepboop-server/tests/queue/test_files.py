@@ -11,7 +11,7 @@ from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import file_chunks, files
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import files as store_module
-from openbeepboop_server.queue.files import FileRefusedError, FileStore
+from openbeepboop_server.queue.files import FileGoneError, FileRefusedError, FileStore
 
 OWNER = Caller(key_id=1, key_name="u", role=Role.USER)
 OTHER = Caller(key_id=2, key_name="v", role=Role.USER)
@@ -32,7 +32,7 @@ def test_round_trip_in_parts_and_ownership(db: Database, monkeypatch: pytest.Mon
     saved = store.save(OWNER.key_id, "in.jsonl", "batch", [b"ab", b"c\nde", b"fgh\nij"])
     assert saved.bytes == 12
     found = store.find(OWNER, saved.id)
-    assert found is not None and b"".join(store.read_all(found.seq)) == b"abc\ndefgh\nij"
+    assert found is not None and b"".join(store.read_all(found)) == b"abc\ndefgh\nij"
     assert _rows(db) == (1, 3)
     assert store.find(OTHER, saved.id) is None and store.find(ADMIN, saved.id) is not None
     assert [f.id for f in store.list_page(OWNER, limit=10, after=None, purpose=None).data] == [
@@ -42,6 +42,23 @@ def test_round_trip_in_parts_and_ownership(db: Database, monkeypatch: pytest.Mon
     assert not store.delete(OTHER, saved.id)
     assert store.delete(OWNER, saved.id)
     assert _rows(db) == (0, 0)
+
+
+def test_a_file_deleted_while_read_is_cut_not_shorter(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Parts that end on a line end: read to the last one found, a cut file
+    # looked like a whole shorter one (a batch ran only its first lines).
+    monkeypatch.setattr(store_module, "CHUNK_BYTES", 4)
+    store = FileStore(db)
+    saved = store.save(OWNER.key_id, "in.jsonl", "batch", [b"abc\ndef\nghi\n"])
+    found = store.find(OWNER, saved.id)
+    assert found is not None
+    parts = store.read_all(found)
+    assert next(parts) == b"abc\n"
+    assert store.delete(OWNER, saved.id)
+    with pytest.raises(FileGoneError):
+        next(parts)
 
 
 def test_a_file_over_a_limit_leaves_nothing(db: Database) -> None:

@@ -60,7 +60,7 @@ from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
 from openbeepboop_server.queue.batch_lines import LineParser, split_lines, validate_lines
 from openbeepboop_server.queue.batch_output import CANCELLED_CODE, EXPIRED_CODE, split_rows
-from openbeepboop_server.queue.files import FileStore
+from openbeepboop_server.queue.files import FileGoneError, FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.quotas import admit
 from openbeepboop_server.queue.submission import (
@@ -283,12 +283,16 @@ class BatchService:
                 spool.write(to_json([custom_id, request.model, priority]) + b"\n")
                 spool.write(node_request_json(request).encode() + b"\n")
 
-            checked = validate_lines(
-                split_lines(self._files.read_all(stored.seq)),
-                row.endpoint,
-                self._line_parser,
-                keep,
-            )
+            try:
+                checked = validate_lines(
+                    split_lines(self._files.read_all(stored)),
+                    row.endpoint,
+                    self._line_parser,
+                    keep,
+                )
+            except FileGoneError:  # deleted while read: all or nothing, so nothing
+                self._fail(batch_id, [self._file_gone(row.input_file_id)], self._clock())
+                return []
             if checked.errors:
                 self._fail(batch_id, checked.errors, self._clock())
                 return []

@@ -45,6 +45,14 @@ class FileRefusedError(ServerError):
         self.too_large = too_large
 
 
+class FileGoneError(ServerError):
+    """The file was deleted while it was being read."""
+
+    def __init__(self, file_id: str) -> None:
+        super().__init__(f"file {file_id} was deleted while it was being read")
+        self.file_id = file_id
+
+
 @dataclass(frozen=True)
 class StoredFile:
     """A file's public view and where its bytes are."""
@@ -218,11 +226,19 @@ class FileStore:
             ).scalar()
         return None if data is None else bytes(data)
 
-    def read_all(self, seq: int) -> Iterator[bytes]:
-        """Every part of the file ``seq``, in order, one read each."""
-        number = 0
-        while (data := self.part(seq, number)) is not None:
+    def read_all(self, stored: StoredFile) -> Iterator[bytes]:
+        """Every part of ``stored``, in order, one read each.
+
+        FileGoneError if the file is deleted while it is read: parts that
+        stop short of its size are a cut file, never a shorter whole one.
+        """
+        read = number = 0
+        while read < stored.view.bytes:
+            data = self.part(stored.seq, number)
+            if data is None:
+                raise FileGoneError(stored.view.id)
             yield data
+            read += len(data)
             number += 1
 
     def sweep_uploading(self, older_than_seconds: float) -> int:

@@ -150,10 +150,12 @@ async def content(call: Call) -> Response:
     store = FileStore(call.context.db)
 
     async def parts() -> AsyncIterator[bytes]:
-        number = 0
-        while (data := await run_sync(store.part, found.seq, number)) is not None:
+        # Ends early (FileGoneError) if the file is deleted meanwhile: the
+        # connection closes short of the content-length, so no client can
+        # take a cut file for a whole one.
+        chunks = store.read_all(found)
+        while (data := await run_sync(next, chunks, None)) is not None:
             yield data
-            number += 1
 
     return StreamingResponse(
         parts(),
