@@ -342,3 +342,19 @@ def test_a_multipart_upload_the_parser_cannot_read_is_400(
         },
     )
     assert _error(response, 400)["code"] == "invalid_body"
+
+
+def test_an_upload_over_the_line_limit_says_so(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path, openai={"max_file_lines": 2})
+    upgrade_to_head(settings.database.url)
+    with TestClient(create_app(settings)) as client:
+        keys = client.app.state.context.keys  # type: ignore[attr-defined]
+        user = keys.create(Role.USER, "alice")[0]
+        response = client.post(
+            "/openai/v1/files",
+            files={"file": ("in.jsonl", b"a\nb\nc\n")},
+            data={"purpose": "batch"},
+            headers=bearer(user),
+        )
+    error = _error(response, 400)
+    assert (error["code"], error["param"]) == ("too_many_lines", "file")

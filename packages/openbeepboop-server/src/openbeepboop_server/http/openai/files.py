@@ -87,7 +87,10 @@ async def upload(call: Call) -> Response:
             )
         except FileRefusedError as exc:
             raise ApiError(
-                413 if exc.too_large else 400, str(exc), param="file", code="file_too_large"
+                413 if exc.too_large else 400,
+                str(exc),
+                param="file",
+                code="file_too_large" if exc.too_large else "too_many_lines",
             ) from None
     return model_response(stored)
 
