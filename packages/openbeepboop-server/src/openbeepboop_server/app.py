@@ -39,6 +39,7 @@ from openbeepboop_server.dispatch.batches import BatchDriver
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.errors import (
+    IdempotencyKeyReused,
     NodeIdTaken,
     PriorityAboveCeiling,
     QuotaExceeded,
@@ -52,6 +53,7 @@ from openbeepboop_server.http.errors import (
     handle_api_error,
     handle_client_gone,
     handle_http_exception,
+    handle_idempotency_key_reused,
     handle_node_id_taken,
     handle_priority_above_ceiling,
     handle_quota_exceeded,
@@ -158,6 +160,7 @@ def create_app(settings: Settings) -> Starlette:
             QuotaExceeded: handle_quota_exceeded,
             ScopeRefused: handle_scope_refused,
             NodeIdTaken: handle_node_id_taken,
+            IdempotencyKeyReused: handle_idempotency_key_reused,
             ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,

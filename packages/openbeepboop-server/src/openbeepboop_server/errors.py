@@ -56,6 +56,10 @@ class QuotaExceeded(ServerError):  # noqa: N818
         self.code = code
 
 
+class IdempotencyKeyReused(ServerError):  # noqa: N818
+    """An ``Idempotency-Key`` sent again with a different request; nothing was stored."""
+
+
 class ScopeRefused(ServerError):  # noqa: N818
     """A NODE key used outside its scope (models or ``node_id``)."""
 

@@ -25,6 +25,7 @@ _ERROR_DESCRIPTIONS = {
     403: "The key's role may not call this endpoint.",
     404: "No such job (or another key's job).",
     413: "Request body over the server's size limit.",
+    422: "The Idempotency-Key was first sent with a different body; nothing queued.",
     503: "The database is unreachable.",
 }
 
@@ -83,6 +84,8 @@ def _operation(endpoint: Endpoint) -> dict[str, Any]:
         errors |= {400, 413}
     if endpoint.query:
         errors.add(400)
+    if endpoint.idempotent:
+        errors.add(422)
     if endpoint.roles is not None:
         errors |= {401, 403}
     for status in sorted(errors):
@@ -106,7 +109,10 @@ _IDEMPOTENCY_PARAM: dict[str, Any] = {
         "maxLength": 255,
         "pattern": "^ *[!-~\u00a1-\u00ac\u00ae-\u00ff][ -~\u00a1-\u00ac\u00ae-\u00ff]*$",
     },
-    "description": "Makes a retried submit return the first job instead of creating another.",
+    "description": (
+        "Makes a retried submit return the first job instead of creating another; "
+        "the same key with a different body is a 422."
+    ),
 }
 
 

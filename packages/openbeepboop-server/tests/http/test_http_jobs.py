@@ -57,6 +57,25 @@ def test_bulk_submit_keeps_order_and_is_idempotent(client: TestClient, api_keys:
     assert [job.id for job in again] == [job.id for job in jobs]
 
 
+def test_an_idempotency_key_sent_with_another_request_is_422(
+    client: TestClient, api_keys: ApiKeys
+) -> None:
+    headers = {**bearer(api_keys.user), "Idempotency-Key": "once"}
+    first = client.post("/v1/chat/completions", json=chat("a"), headers=headers)
+    assert first.status_code == 202
+    for path, body in (
+        ("/v1/chat/completions", chat("b")),
+        (BULK_SUBMIT_PATH, {"requests": [chat("a"), chat("a")]}),
+    ):
+        refused = client.post(path, json=body, headers=headers)
+        assert refused.status_code == 422, refused.text
+        error = refused.json()["error"]
+        assert (error["code"], error["param"]) == ("idempotency_key_reused", "Idempotency-Key")
+        assert refused.headers["x-should-retry"] == "false"
+    listed = JobList.model_validate(client.get("/v1/jobs", headers=bearer(api_keys.user)).json())
+    assert [entry.id for entry in listed.data] == [first.json()["id"]]
+
+
 def test_get_and_poll_show_the_job(client: TestClient, api_keys: ApiKeys) -> None:
     job = _submit(client, api_keys.user)
     entry = PollEntry.model_validate(

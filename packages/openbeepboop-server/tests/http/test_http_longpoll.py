@@ -109,9 +109,9 @@ def _count_calls(live: Live, monkeypatch: pytest.MonkeyPatch, method: str) -> li
     calls: list[int] = []
     original = getattr(live.context.queue, method)
 
-    def counting(*args: Any) -> Any:
+    def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(live.context.queue, method, counting)
     return calls
@@ -477,11 +477,11 @@ async def _hand_off_held(
     entered, proceed = threading.Event(), threading.Event()
     submit_and_claim = live.context.queue.submit_and_claim
 
-    def blocked(*args: Any) -> Any:
+    def blocked(*args: Any, **kwargs: Any) -> Any:
         entered.set()
         if not proceed.wait(CONDITION_TIMEOUT):
             raise AssertionError("the test never let the submit go on")
-        return submit_and_claim(*args)
+        return submit_and_claim(*args, **kwargs)
 
     monkeypatch.setattr(live.context.queue, "submit_and_claim", blocked)
     fetching = asyncio.ensure_future(fetch)

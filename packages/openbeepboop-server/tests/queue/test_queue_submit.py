@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import JobStatus
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.errors import IdempotencyKeyReused
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
 
@@ -96,6 +98,24 @@ def test_idempotent_submit_many_returns_all_first_jobs_in_order(
     again = queue.submit_many(alice, requests, idempotency_key="batch-7")
     assert [job.id for job in again] == [job.id for job in first]
     assert _count(db) == 5
+
+
+def test_an_idempotency_key_replays_only_the_request_it_was_first_sent_with(
+    queue: QueueService, alice: Caller, db: Database
+) -> None:
+    first = queue.submit(alice, chat_request(), idempotency_key="k", request_hash="a" * 64)
+    again = queue.submit(alice, chat_request(), idempotency_key="k", request_hash="a" * 64)
+    assert again.id == first.id
+    with pytest.raises(IdempotencyKeyReused):
+        queue.submit_many(
+            alice, [chat_request(), chat_request()], idempotency_key="k", request_hash="b" * 64
+        )
+    assert _count(db) == 1  # nothing of the refused request was stored
+    # A key recorded without a hash (before revision 0007) replays whatever the body.
+    old = queue.submit(alice, chat_request(), idempotency_key="old")
+    assert queue.submit(alice, chat_request(), idempotency_key="old", request_hash="c" * 64).id == (
+        old.id
+    )
 
 
 def test_idempotency_keys_are_per_caller(

@@ -185,6 +185,9 @@ idempotency_keys = sa.Table(
     # JSON list of the job ids the first request created, in order.
     sa.Column("job_ids", sa.Text(), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # SHA-256 of the first request's body: the key may not replay another one.
+    # NULL for keys recorded before revision 0007 (they replay whatever the body).
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Index("ix_idempotency_created_at", "created_at"),
 )
 

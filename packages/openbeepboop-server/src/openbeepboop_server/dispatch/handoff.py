@@ -10,6 +10,8 @@ node will never see are given back to the queue at once.
 
 from __future__ import annotations
 
+import functools
+
 from openbeepboop_schemas import (
     ChatCompletionRequest,
     Job,
@@ -31,6 +33,8 @@ async def submit_handing_off(
     request: ChatCompletionRequest,
     idempotency_key: str | None,
     body_bytes: int = 0,
+    *,
+    request_hash: str | None = None,
 ) -> Job:
     """Queue one job; if a node is parked in a long-poll for its model, claim it for that node.
 
@@ -46,7 +50,8 @@ async def submit_handing_off(
     items = weight(1, body_bytes)
     waiter = wakeups.reserve(db_text(request.model))
     if waiter is None:
-        job = await run_service(context.db, items, queue.submit, caller, request, idempotency_key)
+        submit = functools.partial(queue.submit, request_hash=request_hash)
+        job = await run_service(context.db, items, submit, caller, request, idempotency_key)
         wakeups.jobs_available([job.model])
         return job
     node_caller, fetch = waiter.claimant
@@ -55,7 +60,7 @@ async def submit_handing_off(
         job, leases = await run_service(
             context.db,
             items,
-            queue.submit_and_claim,
+            functools.partial(queue.submit_and_claim, request_hash=request_hash),
             caller,
             request,
             idempotency_key,

@@ -210,6 +210,22 @@ async def handle_scope_refused(request: Request, exc: Exception) -> Response:
     return envelope_response(error.status_code, error.envelope)
 
 
+async def handle_idempotency_key_reused(request: Request, exc: Exception) -> Response:
+    """An ``Idempotency-Key`` sent with another request (:class:`IdempotencyKeyReused`) → ``422``.
+
+    As the IETF's Idempotency-Key draft has it; ``x-should-retry: false``
+    tells SDKs that sending it again will not help.
+    """
+    error = ApiError(
+        422,
+        str(exc),
+        param="Idempotency-Key",
+        code="idempotency_key_reused",
+        headers={"x-should-retry": "false"},
+    )
+    return envelope_response(error.status_code, error.envelope, error.headers)
+
+
 async def handle_node_id_taken(request: Request, exc: Exception) -> Response:
     """A ``node_id`` another key acts under (:class:`NodeIdTaken`) → ``409``."""
     error = ApiError(409, str(exc), type="conflict_error", code="node_id_taken")

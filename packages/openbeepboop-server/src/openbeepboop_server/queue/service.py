@@ -96,28 +96,39 @@ class QueueService:
     # -- users ---------------------------------------------------------------
 
     def submit(
-        self, caller: Caller, request: ChatCompletionRequest, idempotency_key: str | None = None
+        self,
+        caller: Caller,
+        request: ChatCompletionRequest,
+        idempotency_key: str | None = None,
+        *,
+        request_hash: str | None = None,
     ) -> Job:
-        """Queue one job (durable when this returns)."""
-        return self.submit_many(caller, [request], idempotency_key)[0]
+        """Queue one job (durable when this returns).
+
+        ``request_hash`` (the body's SHA-256, with an idempotency key): a key
+        first used for another request is refused (IdempotencyKeyReused).
+        """
+        return self.submit_many(caller, [request], idempotency_key, request_hash=request_hash)[0]
 
     def submit_many(
         self,
         caller: Caller,
         requests: list[ChatCompletionRequest],
         idempotency_key: str | None = None,
+        *,
+        request_hash: str | None = None,
     ) -> list[Job]:
         """Queue many jobs in one transaction; with a known idempotency key, the first ones."""
         if not requests:
             return []
         try:
-            return self._submit(caller, requests, idempotency_key)[0]
+            return self._submit(caller, requests, idempotency_key, request_hash=request_hash)[0]
         except IntegrityError:
             if idempotency_key is None:
                 raise
             # A concurrent twin with the same key won the race (PostgreSQL): answer with its jobs.
             with self._db.read() as conn:
-                earlier = find_idempotent(conn, caller, idempotency_key)
+                earlier = find_idempotent(conn, caller, idempotency_key, request_hash=request_hash)
             if earlier is None:
                 raise
             return earlier
@@ -129,6 +140,8 @@ class QueueService:
         idempotency_key: str | None,
         node: Caller,
         fetch: FetchRequest,
+        *,
+        request_hash: str | None = None,
     ) -> tuple[Job, list[Lease]]:
         """Queue one job and, in the same transaction, claim for a node waiting on ``fetch``.
 
@@ -137,9 +150,11 @@ class QueueService:
         of its own. An idempotent replay creates nothing and claims nothing.
         """
         try:
-            created, claimed = self._submit(caller, [request], idempotency_key, (node, fetch))
+            created, claimed = self._submit(
+                caller, [request], idempotency_key, (node, fetch), request_hash=request_hash
+            )
         except IntegrityError:
-            return self.submit(caller, request, idempotency_key), []
+            return self.submit(caller, request, idempotency_key, request_hash=request_hash), []
         return created[0], claimed
 
     def _submit(
@@ -148,13 +163,17 @@ class QueueService:
         requests: list[ChatCompletionRequest],
         key: str | None,
         claimant: tuple[Caller, FetchRequest] | None = None,
+        *,
+        request_hash: str | None = None,
     ) -> tuple[list[Job], list[Lease]]:
         now = self._clock()
         claimed: list[Claimed] = []
         recorded = None
         with self._db.write() as conn:
             if key is not None:
-                earlier = find_idempotent(conn, caller, key, forget_spent=True)
+                earlier = find_idempotent(
+                    conn, caller, key, request_hash=request_hash, forget_spent=True
+                )
                 if earlier is not None:
                     return earlier, []
             admit(conn, caller, len(requests), now=now, lock=self._row_locks)
@@ -167,7 +186,7 @@ class QueueService:
                 aging_seconds=self._policy.priority_aging_seconds,
             )
             if key is not None:
-                remember_idempotent(conn, caller, key, created, now)
+                remember_idempotent(conn, caller, key, created, now, request_hash)
             if claimant is not None:
                 claimed, recorded = self._claim_in(conn, *claimant, now)
                 notify.jobs_taken(conn, [job.model for job in claimed])

@@ -19,7 +19,7 @@ from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import api_keys, idempotency_keys, jobs
-from openbeepboop_server.errors import PriorityAboveCeiling
+from openbeepboop_server.errors import IdempotencyKeyReused, PriorityAboveCeiling
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.fair_share import claim_rank
 from openbeepboop_server.queue.ids import new_job_id
@@ -148,22 +148,30 @@ def insert_batch_lines(
 
 
 def find_idempotent(
-    conn: sa.Connection, caller: Caller, key: str, *, forget_spent: bool = False
+    conn: sa.Connection,
+    caller: Caller,
+    key: str,
+    *,
+    request_hash: str | None = None,
+    forget_spent: bool = False,
 ) -> list[Job] | None:
     """The jobs an earlier request with this key created, or None if it is new.
 
     A key whose jobs were all purged is spent: it counts as new, and with
     ``forget_spent`` (inside a write transaction) its record is dropped.
+    IdempotencyKeyReused if the key was first used for another request
+    (``request_hash`` differs from the one recorded): answering with that
+    request's jobs would answer a question nobody asked.
     """
     stored = conn.execute(
-        sa.select(idempotency_keys.c.job_ids).where(
+        sa.select(idempotency_keys.c.job_ids, idempotency_keys.c.request_hash).where(
             idempotency_keys.c.owner_key_id == caller.key_id,
             idempotency_keys.c.key == idempotency_column(key),
         )
-    ).scalar()
+    ).first()
     if stored is None:
         return None
-    ids: list[str] = json.loads(stored)
+    ids: list[str] = json.loads(stored.job_ids)
     found: dict[str, Job] = {}
     for start in range(0, len(ids), IN_CHUNK):
         chunk = ids[start : start + IN_CHUNK]
@@ -177,6 +185,12 @@ def find_idempotent(
         if forget_spent:
             forget_idempotent(conn, caller, key)
         return None
+    first_hash = stored.request_hash
+    if request_hash is not None and first_hash is not None and first_hash != request_hash:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was first sent with a different request; nothing was "
+            "queued (use a new key for a new request, the same key only to retry one)"
+        )
     return [found[job_id] for job_id in ids if job_id in found]
 
 
@@ -191,14 +205,23 @@ def forget_idempotent(conn: sa.Connection, caller: Caller, key: str) -> None:
 
 
 def remember_idempotent(
-    conn: sa.Connection, caller: Caller, key: str, created: list[Job], now: float
+    conn: sa.Connection,
+    caller: Caller,
+    key: str,
+    created: list[Job],
+    now: float,
+    request_hash: str | None = None,
 ) -> None:
-    """Record which jobs this key created (a concurrent twin fails on the primary key)."""
+    """Record which jobs this key created, and for which request.
+
+    A concurrent twin fails on the primary key.
+    """
     conn.execute(
         idempotency_keys.insert().values(
             owner_key_id=caller.key_id,
             key=idempotency_column(key),
             job_ids=json.dumps([job.id for job in created]),
             created_at=now,
+            request_hash=request_hash,
         )
     )
