@@ -22,6 +22,7 @@ from openbeepboop import (
     PermissionDeniedError,
     RateLimitError,
     RequestTooLargeError,
+    UnprocessableEntityError,
 )
 
 STATUS_CLASSES = [
@@ -31,7 +32,8 @@ STATUS_CLASSES = [
     (404, NotFoundError),
     (409, ConflictError),
     (413, RequestTooLargeError),
-    (422, APIStatusError),
+    (418, APIStatusError),
+    (422, UnprocessableEntityError),
     (429, RateLimitError),
     (500, InternalServerError),
     (502, InternalServerError),

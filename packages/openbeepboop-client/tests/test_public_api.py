@@ -43,6 +43,7 @@ EXPORTED = {
     "RateLimitError",
     "RequestTooLargeError",
     "SubmitWarning",
+    "UnprocessableEntityError",
     "__version__",
 }
 

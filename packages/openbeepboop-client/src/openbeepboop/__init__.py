@@ -43,6 +43,7 @@ from openbeepboop._exceptions import (
     PermissionDeniedError,
     RateLimitError,
     RequestTooLargeError,
+    UnprocessableEntityError,
 )
 from openbeepboop._jobs import AsyncJob, Job
 from openbeepboop._submit_warnings import ModelNotServedWarning, SubmitWarning
@@ -82,6 +83,7 @@ __all__ = [
     "RateLimitError",
     "RequestTooLargeError",
     "SubmitWarning",
+    "UnprocessableEntityError",
     "__version__",
 ]
 

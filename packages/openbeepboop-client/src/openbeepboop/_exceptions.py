@@ -17,6 +17,7 @@ status code, so code written against ``openai`` catches the same names here::
     │       ├── NotFoundError            404 (also an id that poll reports NOT_FOUND)
     │       ├── ConflictError            409
     │       ├── RequestTooLargeError     413
+    │       ├── UnprocessableEntityError 422 (an Idempotency-Key sent with another request)
     │       ├── RateLimitError           429
     │       └── InternalServerError      5xx
     ├── BulkSubmitError                  a bulk submit stopped part-way; carries the jobs made
@@ -183,6 +184,10 @@ class RequestTooLargeError(APIStatusError):
     """413: the body is over the server's size limit; send fewer or smaller requests."""
 
 
+class UnprocessableEntityError(APIStatusError):
+    """422: well-formed but refused; an ``Idempotency-Key`` reused for a different request."""
+
+
 class RateLimitError(APIStatusError):
     """429: the server asks us to slow down."""
 
@@ -294,6 +299,7 @@ STATUS_ERRORS: dict[int, type[APIStatusError]] = {
     404: NotFoundError,
     409: ConflictError,
     413: RequestTooLargeError,
+    422: UnprocessableEntityError,
     429: RateLimitError,
 }
 
