@@ -3,7 +3,7 @@
 CPython's full collection walks every container object alive, with the
 event loop stopped. What imports and start-up leave (about 90,000 objects
 of SQLAlchemy, pydantic, Starlette and the app) lives as long as the
-process, yet every full collection walked it: ~45 ms on the bench machine,
+process, yet every full collection walked it: 63-80 ms on the bench machine,
 every 15-20 s under steady traffic, for every request in flight. Once the
 server is up, ``openbeepboop-server start`` collects once and freezes what
 is alive (:func:`freeze_startup_heap`): later full collections walk only
@@ -64,11 +64,6 @@ class GcPauses:
         """Start counting (once per process is enough; a second call changes nothing)."""
         if self._observe not in gc.callbacks:
             gc.callbacks.append(self._observe)
-
-    def uninstall(self) -> None:
-        """Stop counting."""
-        if self._observe in gc.callbacks:
-            gc.callbacks.remove(self._observe)
 
     def _observe(self, phase: str, info: dict[str, Any]) -> None:
         # Collections never overlap (one at a time, under the GIL), so these

@@ -72,14 +72,14 @@ def _idempotency_key(call: Call) -> str | None:
     return value
 
 
-def body_hash(body: bytes) -> str:
-    """What an idempotency key remembers of its request: the SHA-256 of the body.
+def idempotency_hash(key: str | None, body: bytes) -> str | None:
+    """What an idempotency key remembers of its request: the body's SHA-256 (None: no key).
 
     The bytes, not the parsed request: a retry sends the same bytes, and a
     hash of them costs a few milliseconds for the largest bulk (on a worker
     thread there), nothing like a second serialisation of 5,000 requests.
     """
-    return hashlib.sha256(body).hexdigest()
+    return None if key is None else hashlib.sha256(body).hexdigest()
 
 
 def _job_not_found(job_id: str) -> ApiError:
@@ -110,7 +110,7 @@ async def submit(call: Call) -> Response:
         request,
         key,
         len(body),
-        request_hash=body_hash(body) if key is not None else None,
+        request_hash=idempotency_hash(key, body),
     )
     context.metrics.submitted.inc()
     warnings = context.queue.submit_warnings((job.model,))
@@ -127,7 +127,7 @@ async def submit_bulk(call: Call) -> Response:
     body = await call.request.body()
 
     def submit_many() -> list[Job]:
-        request_hash = body_hash(body) if key is not None else None
+        request_hash = idempotency_hash(key, body)
         return context.queue.submit_many(call.user, bulk.requests, key, request_hash=request_hash)
 
     jobs = await run_in_threadpool(submit_many)

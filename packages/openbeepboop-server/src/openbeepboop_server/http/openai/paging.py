@@ -27,16 +27,14 @@ def page_query(
     if raw is not None:
         # ASCII digits only, and few: str.isdigit() also takes '²' and '٣', and
         # int() refuses more than 4,300 digits.
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 9) or not (
-            1 <= int(raw) <= max_limit
-        ):
+        limit = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else 0
+        if not 1 <= limit <= max_limit:
             raise ApiError(
                 400,
                 f"'limit': must be an integer from 1 to {max_limit}",
                 param="limit",
                 code="invalid_value",
             )
-        limit = int(raw)
     after = params.get("after") or None
     if after is not None and len(after) > 128:
         raise ApiError(400, "'after': too long", param="after", code="invalid_value")
