@@ -344,6 +344,24 @@ def test_a_multipart_upload_the_parser_cannot_read_is_400(
     assert _error(response, 400)["code"] == "invalid_body"
 
 
+def test_an_upload_cut_short_before_its_closing_boundary_says_so(
+    client: TestClient, api_keys: ApiKeys
+) -> None:
+    body = (
+        b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="in.jsonl"\r\n'
+        b"Content-Type: application/jsonl\r\n\r\n{}\n"
+    )
+    response = client.post(
+        "/openai/v1/files",
+        content=body,
+        headers={**bearer(api_keys.user), "content-type": "multipart/form-data; boundary=xyz"},
+    )
+    error = _error(response, 400)
+    assert (error["code"], error["param"]) == ("invalid_value", "file")
+    assert "cut short" in error["message"]
+
+
 def test_an_upload_over_the_line_limit_says_so(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, openai={"max_file_lines": 2})
     upgrade_to_head(settings.database.url)

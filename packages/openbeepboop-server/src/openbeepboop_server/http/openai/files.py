@@ -70,8 +70,14 @@ async def upload(call: Call) -> Response:
                 code="invalid_value",
             )
         if not isinstance(uploaded, UploadFile):
+            # The multipart parser drops a part the body ends inside of, so a
+            # body cut short before its closing boundary lands here too.
             raise ApiError(
-                400, "'file': a file part is required", param="file", code="invalid_value"
+                400,
+                "'file': the body has no complete file part named 'file' (is it cut short "
+                "before its closing boundary?)",
+                param="file",
+                code="invalid_value",
             )
         store = FileStore(call.context.db)
         try:
