@@ -9,7 +9,9 @@ the node's ``unlogged()``), on LiteLLM configured by the node's own
 free (``price_unknown_model_as_free``).
 With ``--serve`` it stays up after its warm-up and runs one timed batch per
 number written to its stdin, so that a benchmark can alternate it with a
-node seconds apart instead of waiting for LiteLLM's import every time.
+node seconds apart instead of waiting for LiteLLM's import every time. All
+batches run on one event loop, as a node's calls do: LiteLLM keeps its HTTP
+client and connections from one batch to the next.
 """
 
 from __future__ import annotations
@@ -52,6 +54,17 @@ async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: 
     return time.perf_counter() - started
 
 
+async def _serve(litellm: Any, api_base: str, concurrency: int) -> None:
+    """Warm up, say ``ready``, then one timed batch per number read on stdin, until its end."""
+    loop = asyncio.get_running_loop()
+    await _loop(litellm, api_base, concurrency, 4 * concurrency, "warm")
+    print("ready", flush=True)
+    while line := await loop.run_in_executor(None, sys.stdin.readline):
+        calls = int(line)
+        seconds = await _loop(litellm, api_base, concurrency, calls, "bare")
+        print(json.dumps({"calls": calls, "seconds": seconds}), flush=True)
+
+
 def main() -> None:
     """Warm up, then time ``--calls`` calls."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -71,16 +84,12 @@ def main() -> None:
 
     litellm = load_litellm()
     price_unknown_model_as_free(MODEL)
-    asyncio.run(_loop(litellm, args.api_base, args.concurrency, 4 * args.concurrency, "warm"))
-    if not args.serve:
-        seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
-        print(json.dumps({"calls": args.calls, "seconds": seconds}))
+    if args.serve:
+        asyncio.run(_serve(litellm, args.api_base, args.concurrency))
         return
-    print("ready", flush=True)
-    for line in sys.stdin:
-        calls = int(line)
-        seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, calls, "bare"))
-        print(json.dumps({"calls": calls, "seconds": seconds}), flush=True)
+    asyncio.run(_loop(litellm, args.api_base, args.concurrency, 4 * args.concurrency, "warm"))
+    seconds = asyncio.run(_loop(litellm, args.api_base, args.concurrency, args.calls, "bare"))
+    print(json.dumps({"calls": args.calls, "seconds": seconds}))
 
 
 if __name__ == "__main__":

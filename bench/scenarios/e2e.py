@@ -123,12 +123,15 @@ class BareLoop:
 
     def rate(self, calls: int) -> float:
         """Calls per second over ``calls`` calls; the stand-in's log holds just those after."""
-        assert self._proc.stdin is not None
         self._standin.reset()
+        return calls / self.seconds(calls)
+
+    def seconds(self, calls: int) -> float:
+        """Seconds the loop took for ``calls`` calls, timed inside the loop's process."""
+        assert self._proc.stdin is not None
         self._proc.stdin.write(f"{calls}\n")
         self._proc.stdin.flush()
-        result = json.loads(self._read())
-        return float(result["calls"] / result["seconds"])
+        return float(json.loads(self._read())["seconds"])
 
     def close(self) -> None:
         """Stop the loop (end of its input)."""
