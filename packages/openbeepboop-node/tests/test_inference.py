@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -422,3 +423,60 @@ async def test_keyless_openai_compatible_server_works(
     result = await complete(config, request("no key"))
     assert result.choices[0].message.content == "Echo: no key"
     assert [c.api_key for c in llm.calls()] == ["no-key"]
+
+
+def _nested_completion(depth: int) -> bytes:
+    """A chat.completion with an extra field of ``depth`` nested lists."""
+    body = {
+        "id": "chatcmpl-deep",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "deep",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        "extra": "X",
+    }
+    return json.dumps(body).replace('"X"', "[" * depth + "]" * depth).encode()
+
+
+@pytest.mark.parametrize(("depth", "fails"), [(60, False), (220, True), (300, True)])
+async def test_an_answer_nested_too_deep_to_deliver_fails_its_job(
+    make_config: Callable[..., NodeConfig], depth: int, fails: bool
+) -> None:
+    # Deeper than the server's JSON parser reads (200), or than pydantic can
+    # serialise (~250): delivered, it would be refused or crash the delivery.
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await reader.readexactly(length)
+        body = _nested_completion(depth)
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            + f"content-length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        writer.close()
+
+    backend = await asyncio.start_server(answer, "127.0.0.1", 0)
+    port = backend.sockets[0].getsockname()[1]
+    config = make_config()
+    model = config.models[0].model_copy(update={"api_base": f"http://127.0.0.1:{port}/v1"})
+    config = config.model_copy(update={"models": [model]})
+    try:
+        if not fails:
+            assert (await complete(config, request("deep"))).choices[0].message.content == "ok"
+            return
+        with pytest.raises(InferenceError) as caught:
+            await complete(config, request("deep"))
+    finally:
+        backend.close()
+    error = caught.value.error
+    assert (error.type, error.retryable) == ("invalid_response", False)
+    assert "nested more than 128 levels" in error.message

@@ -73,6 +73,12 @@ _litellm: Any = None
 #: How much longer than the model's ``timeout`` a whole call may take: LiteLLM's
 #: own timeout (connect or read) fires first where it applies and says which.
 CALL_CEILING_MARGIN_SECONDS = 2.0
+#: Deepest nesting of objects and arrays in a result the node delivers. The
+#: server's JSON parser refuses documents nested more than 200 levels, and a
+#: delivery wraps each result in three more; the node's own serialiser fails
+#: a little past 250. Without this ceiling such an answer would be refused at
+#: delivery (or crash it) instead of failing its one job.
+MAX_RESULT_DEPTH = 128
 #: LiteLLM model strings already checked against LiteLLM's price list.
 _priced: set[str] = set()
 
@@ -331,8 +337,11 @@ class Inference:
             endpoints = (route.api_base,) if route.api_base else ()
             raise InferenceError(to_node_error(exc, secrets, endpoints)) from exc
         try:
-            return ChatCompletion.model_validate(response.model_dump())
-        except (ValidationError, AttributeError, TypeError) as exc:
+            answer = response.model_dump()
+            if _nested_deeper_than(answer, MAX_RESULT_DEPTH):
+                raise ValueError(f"it is nested more than {MAX_RESULT_DEPTH} levels deep")
+            return ChatCompletion.model_validate(answer)
+        except (ValidationError, ValueError, AttributeError, TypeError) as exc:
             logger.debug("job %s: not a chat.completion", job_id or "-", exc_info=True)
             raise InferenceError(
                 NodeError(
@@ -341,3 +350,18 @@ class Inference:
                     retryable=False,
                 )
             ) from exc
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """True if ``value`` nests dicts and lists more than ``limit`` levels deep."""
+    if not isinstance(value, (dict, list)):
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        current, depth = stack.pop()
+        for child in current.values() if isinstance(current, dict) else current:
+            if isinstance(child, (dict, list)):
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False
