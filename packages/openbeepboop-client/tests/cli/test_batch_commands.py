@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -251,6 +252,50 @@ def test_wait_timeout_writes_what_finished(
     assert_one_line_error(result, "job-2 is still QUEUED", "p.results.jsonl", "results ")
     assert result.exit_code == 124  # the wait ran out; nothing failed
     assert [line["custom_id"] for line in read_jsonl(tmp_path / "p.results.jsonl")] == ["a"]
+
+
+def _interrupted_wait(
+    after: list[httpx.Response | Exception],
+) -> Callable[[httpx.Request], httpx.Response]:
+    """Poll answers: the wait's first long-poll is stopped by Ctrl-C, then ``after``."""
+    answers: list[httpx.Response | BaseException] = [KeyboardInterrupt(), *after]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        next_answer = answers.pop(0)
+        if isinstance(next_answer, BaseException):
+            raise next_answer
+        return next_answer
+
+    return answer
+
+
+def test_ctrl_c_in_a_results_wait_writes_what_finished(
+    tmp_path: Path, cli: Cli, server: respx.MockRouter
+) -> None:
+    ids = ids_file(tmp_path, [("a", "job-1"), ("b", "job-2")])
+    latest = [entry_body("job-1", "COMPLETED"), entry_body("job-2", "QUEUED")]
+    server.post("/v1/results/poll").mock(
+        side_effect=_interrupted_wait([httpx.Response(200, json=latest)])
+    )
+    result = cli("wait", str(ids), "--no-progress")
+    assert_one_line_error(result, "nothing was cancelled", "p.results.jsonl", "results ")
+    assert result.exit_code == 130
+    assert [line["custom_id"] for line in read_jsonl(tmp_path / "p.results.jsonl")] == ["a"]
+
+
+def test_ctrl_c_in_a_results_wait_keeps_the_output_when_the_server_is_gone(
+    tmp_path: Path, cli: Cli, server: respx.MockRouter
+) -> None:
+    ids = ids_file(tmp_path, [("a", "job-1")])
+    out = tmp_path / "p.results.jsonl"
+    out.write_text('{"custom_id": "from an earlier run"}\n')
+    server.post("/v1/results/poll").mock(
+        side_effect=_interrupted_wait([httpx.ConnectError("refused")] * 10)
+    )
+    result = cli("results", str(ids), "--wait", "--no-progress")
+    assert_one_line_error(result, "nothing was cancelled and nothing written")
+    assert result.exit_code == 130
+    assert out.read_text() == '{"custom_id": "from an earlier run"}\n'
 
 
 def test_results_with_a_malformed_ids_file(tmp_path: Path, cli: Cli) -> None:

@@ -19,8 +19,9 @@ from openbeepboop._batch_files import (
     read_ids_file,
     write_jsonl,
 )
-from openbeepboop._exceptions import BulkSubmitError, JobTimeoutError
-from openbeepboop.cli.errors import WaitTimedOut
+from openbeepboop._client import Client
+from openbeepboop._exceptions import BulkSubmitError, JobTimeoutError, OpenBeepBoopError
+from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -154,6 +155,7 @@ def results_command(
     out_path = output or default_output_path(ids_file)
     job_ids = [mapping.job_id for mapping in mappings]
     timed_out: JobTimeoutError | None = None
+    interrupted = False
     with make_client(config_path) as client:
         if wait:
             show = stderr_is_terminal() if progress is None else progress
@@ -161,8 +163,18 @@ def results_command(
                 entries = client.jobs.wait(job_ids, timeout=timeout, progress=show)
             except JobTimeoutError as exc:
                 timed_out, entries = exc, exc.entries
+            except KeyboardInterrupt:
+                interrupted = True
+                latest = _finished_so_far(client, job_ids)
         else:
             entries = client.jobs.poll(job_ids)
+    if interrupted:
+        if latest is None:  # the output file, if any, is left as it was
+            raise WaitInterrupted(
+                f"stopped waiting; nothing was cancelled and nothing written; run "
+                f"`openbeepboop-client results {ids_file}` again later"
+            )
+        entries = latest
     written, counts, pending = _write_output(out_path, mappings, entries)
     summary = ", ".join(f"{count} {status}" for status, count in sorted(counts.items()))
     if as_json:
@@ -176,15 +188,31 @@ def results_command(
         )
     else:
         click.echo(f"Wrote {written} results to {out_path}" + (f" ({summary})" if summary else ""))
-        if pending and timed_out is None:
+        if pending and timed_out is None and not interrupted:
             click.echo(
                 f"{pending} jobs not finished yet; run again later, or with --wait.", err=True
             )
+    again = f"run `openbeepboop-client results {ids_file}` again later for the rest"
     if timed_out is not None:
         raise WaitTimedOut(
-            f"{where_they_stand(timed_out)}. Finished ones are in {out_path}; "
-            f"run `openbeepboop-client results {ids_file}` again later for the rest"
+            f"{where_they_stand(timed_out)}. Finished ones are in {out_path}; {again}"
         )
+    if interrupted:
+        raise WaitInterrupted(
+            f"stopped waiting; nothing was cancelled. Finished ones are in {out_path}; {again}"
+        )
+
+
+def _finished_so_far(client: Client, job_ids: list[str]) -> list[PollEntry] | None:
+    """The jobs' entries after Ctrl-C stopped a wait: one more poll; None if it fails.
+
+    A second Ctrl-C, or a server that does not answer, leaves the output
+    file as it was; the jobs are untouched either way.
+    """
+    try:
+        return client.jobs.poll(job_ids)
+    except (KeyboardInterrupt, OpenBeepBoopError):
+        return None
 
 
 @click.command("wait")
