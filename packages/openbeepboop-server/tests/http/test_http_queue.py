@@ -165,3 +165,58 @@ def test_expired_lease_is_reaped_in_the_background(
     assert status == "QUEUED"
     metrics = client.get("/metrics", headers=bearer(api_keys.admin)).text
     assert "openbeepboop_lease_expiries_total 1.0" in metrics
+
+
+def test_absurd_token_counts_are_clamped_and_the_totals_saturate(
+    client: TestClient, api_keys: ApiKeys
+) -> None:
+    from openbeepboop_server.queue.usage import TOKEN_CEILING
+
+    jobs = [
+        client.post("/v1/chat/completions", json=chat(), headers=bearer(api_keys.user)).json()
+        for _ in range(3)
+    ]
+    leases = _fetch(client, api_keys.node, ["llama3"], max_jobs=3)
+    absurd = completion("big")
+    absurd["usage"] = {"prompt_tokens": 10**20, "completion_tokens": -5, "total_tokens": 10**20}
+    huge = completion("huger")
+    huge["usage"] = {"prompt_tokens": 2**63 - 1, "completion_tokens": 2**64, "total_tokens": 1}
+
+    def deliver(lease: Lease, result: dict[str, object]) -> None:
+        outcome = {
+            "kind": "result",
+            "job_id": lease.job_id,
+            "lease_token": lease.lease_token,
+            "result": result,
+        }
+        response = client.post(
+            "/internal/queue/submit",
+            json={"node_id": "node-1", "outcomes": [outcome]},
+            headers=bearer(api_keys.node),
+        )
+        assert response.status_code == 200, response.text
+        assert [ack["ack"] for ack in response.json()["acks"]] == ["accepted"]
+
+    # The result is stored as delivered; only the accounting is bounded, and a
+    # later delivery of the same key (same hour) is not refused by its total.
+    deliver(leases[0], absurd)
+    deliver(leases[1], huge)
+    deliver(leases[2], completion())
+    entries = client.post(
+        "/v1/results/poll", json={"ids": [job["id"] for job in jobs]}, headers=bearer(api_keys.user)
+    ).json()
+    by_id = {entry["id"]: entry for entry in entries}
+    results = {lease.job_id: by_id[lease.job_id] for lease in leases}
+    assert [results[lease.job_id]["status"] for lease in leases] == ["COMPLETED"] * 3
+    assert results[leases[0].job_id]["result"] == absurd
+    assert results[leases[1].job_id]["result"] == huge
+
+    usage = client.get("/v1/usage", headers=bearer(api_keys.user))
+    assert usage.status_code == 200, usage.text
+    [row] = usage.json()["data"]
+    assert row["completed"] == 3
+    assert row["prompt_tokens"] == TOKEN_CEILING  # saturated, not overflowed
+    assert row["completion_tokens"] == TOKEN_CEILING  # -5 counts as 0; 2**64 clamps
+    assert row["total_tokens"] == 2 * TOKEN_CEILING
+    metrics = client.get("/metrics", headers=bearer(api_keys.admin))
+    assert metrics.status_code == 200

@@ -22,13 +22,19 @@ from openbeepboop_schemas import (
     SubmitRequest,
 )
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.db.tables import jobs, key_usage
 from openbeepboop_server.errors import NodeIdTaken, QuotaExceeded, ScopeRefused
 from openbeepboop_server.keys import Caller, KeyService, KeySettings
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.retention import retention_cutoff
 from openbeepboop_server.queue.service import QueueService
-from openbeepboop_server.queue.usage import HOUR_SECONDS
+from openbeepboop_server.queue.usage import (
+    HOUR_SECONDS,
+    TOKEN_CEILING,
+    KeyTotals,
+    add_totals,
+    hour_of,
+)
 
 from tests.support.core import FakeClock, chat_request, completion, migrated_database
 
@@ -186,6 +192,36 @@ def test_usage_counts_statuses_tokens_and_llm_seconds_and_survives_the_purge(
     assert svc.usage("alice").data[0].completed == 2
     totals = {row.key_name: row.totals for row in svc.usage_totals()}
     assert totals["alice"].prompt_tokens == 14
+
+
+def test_usage_totals_saturate_per_hour_and_sum_over_saturated_hours(
+    svc: QueueService, keyring: KeyService, clock: FakeClock, any_db: Database
+) -> None:
+    _, alice = _caller(keyring, Role.USER, "alice")
+    _, node = _caller(keyring, Role.NODE, "node")
+    absurd = {"prompt_tokens": 10**20, "completion_tokens": -7}
+    for _ in range(2):  # two hours, each saturated
+        svc.submit_many(alice, [chat_request(), chat_request()])
+        leases = svc.claim(node, FetchRequest(node_id="n1", models=["*"], max_jobs=2))
+        _finish(svc, node, leases, absurd)
+        clock.advance(HOUR_SECONDS)
+    # A row stored before the bound (2**63 - 1, as two huge deliveries once
+    # made on SQLite) is bounded by the upsert itself, without overflowing.
+    with any_db.write() as conn:
+        add_totals(conn, clock.now, {alice.key_id: KeyTotals(prompt_tokens=1)})
+        conn.execute(
+            key_usage.update()
+            .where(key_usage.c.hour == hour_of(clock.now))
+            .values(prompt_tokens=2**63 - 1)
+        )
+        add_totals(conn, clock.now, {alice.key_id: KeyTotals(prompt_tokens=2**63 - 1)})
+
+    (row,) = svc.usage("alice").data
+    assert row.completed == 4
+    assert row.prompt_tokens == 3 * TOKEN_CEILING
+    assert row.completion_tokens == 0  # negative counts count as nothing
+    totals = {row.key_name: row.totals for row in svc.usage_totals()}
+    assert totals["alice"].prompt_tokens == 3 * TOKEN_CEILING
 
 
 def test_scopes_refuse_other_models_and_node_ids(svc: QueueService, keyring: KeyService) -> None:

@@ -39,7 +39,7 @@ from openbeepboop_server.queue import leases as lease_outcomes
 from openbeepboop_server.queue import transitions
 from openbeepboop_server.queue.leases import LeaseState, load_leases
 from openbeepboop_server.queue.policy import QueuePolicy
-from openbeepboop_server.queue.usage import KeyTotals
+from openbeepboop_server.queue.usage import KeyTotals, bounded
 
 
 class _Changes:
@@ -116,8 +116,8 @@ def _apply(
         totals.completed += 1
         usage = outcome.result.usage
         if usage is not None:
-            totals.prompt_tokens += max(0, usage.prompt_tokens)
-            totals.completion_tokens += max(0, usage.completion_tokens)
+            totals.prompt_tokens += bounded(usage.prompt_tokens)
+            totals.completion_tokens += bounded(usage.completion_tokens)
         job.status, state.outcome = JobStatus.COMPLETED.value, lease_outcomes.COMPLETED
     elif isinstance(outcome, ReleaseOutcome):
         job.attempts = max(job.attempts - 1, 0)

@@ -14,7 +14,10 @@ What is counted (docs/server.md, "Usage per key"):
 * jobs that ended COMPLETED, FAILED or CANCELLED, by that status, in the hour
   they ended;
 * ``prompt_tokens`` and ``completion_tokens`` from each result's ``usage``,
-  as the node delivered it;
+  as the node delivered it, each clamped into ``[0, TOKEN_CEILING]``; the
+  hourly totals saturate at :data:`TOKEN_CEILING` (the result itself is
+  stored as delivered: a node's absurd count must neither fail the delivery
+  nor overflow a 64-bit column, nor a sum of them over a window);
 * LLM seconds: for a job a node delivered (a result or a final error), the
   time from the claim of its last attempt to the delivery, measured by the
   server's clock (a node's own timings are not trusted for accounting).
@@ -35,13 +38,20 @@ from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.tables import api_keys, jobs, key_usage
 
 HOUR_SECONDS = 3600.0
+#: The most one count adds, and the most an hourly total holds (tokens and
+#: jobs alike; a trillion tokens a key an hour is far above any real pool). Far below 2**63 - 1 (the
+#: most a SQLite INTEGER or PostgreSQL BIGINT holds) so that a report's sum of
+#: saturated hours cannot overflow either (SQLite's ``sum()`` raises on
+#: integer overflow): 2**63 / 10**12 hours is over a thousand years.
+TOKEN_CEILING = 10**12
 #: The final statuses counted, each with its column of ``key_usage``.
 STATUS_COLUMNS = {
     JobStatus.COMPLETED.value: "completed",
     JobStatus.FAILED.value: "failed",
     JobStatus.CANCELLED.value: "cancelled",
 }
-_SUMS = ("completed", "failed", "cancelled", "prompt_tokens", "completion_tokens", "llm_seconds")
+_COUNTS = ("completed", "failed", "cancelled", "prompt_tokens", "completion_tokens")
+_SUMS = (*_COUNTS, "llm_seconds")
 
 _ENDED = sa.select(jobs.c.seq, jobs.c.owner_key_id, jobs.c.status, jobs.c.started_at).where(
     jobs.c.seq.in_(sa.bindparam("seqs", expanding=True)),
@@ -113,13 +123,20 @@ def add_totals(conn: sa.Connection, now: float, per_key: Mapping[int, KeyTotals]
     """Add each key's totals (by key id) to its row for the hour of ``now`` (an upsert).
 
     For callers that know what ended without reading the jobs again (a
-    delivery has every lease's job and claim time in hand).
+    delivery has every lease's job and claim time in hand). Each count is
+    clamped into ``[0, TOKEN_CEILING]`` before it is added, and the upsert
+    saturates the stored totals at :data:`TOKEN_CEILING`.
     """
     if not per_key:
         return
     hour = hour_of(now)
     rows = [
-        {"key_id": key_id, "hour": hour, **{name: getattr(t, name) for name in _SUMS}}
+        {
+            "key_id": key_id,
+            "hour": hour,
+            **{name: bounded(getattr(t, name)) for name in _COUNTS},
+            "llm_seconds": t.llm_seconds,
+        }
         for key_id, t in sorted(per_key.items())  # a fixed lock order across replicas
     ]
     conn.execute(_upsert(conn.dialect.name), rows)
@@ -134,10 +151,23 @@ def _upsert(dialect: str) -> sa.Insert:
     else:
         from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
     statement = insert(key_usage)
+    # least() on PostgreSQL, the scalar min() on SQLite. The stored total is
+    # bounded first, so even a row from before the bound cannot overflow.
+    least = sa.func.least if dialect == "postgresql" else sa.func.min
+    ceiling = sa.literal_column(str(TOKEN_CEILING), sa.BigInteger())
+    set_: dict[str, Any] = {
+        name: least(least(key_usage.c[name], ceiling) + statement.excluded[name], ceiling)
+        for name in _COUNTS
+    }
+    set_["llm_seconds"] = key_usage.c.llm_seconds + statement.excluded.llm_seconds
     return statement.on_conflict_do_update(
-        index_elements=[key_usage.c.key_id, key_usage.c.hour],
-        set_={name: key_usage.c[name] + statement.excluded[name] for name in _SUMS},
+        index_elements=[key_usage.c.key_id, key_usage.c.hour], set_=set_
     )
+
+
+def bounded(count: int) -> int:
+    """``count`` clamped into ``[0, TOKEN_CEILING]``."""
+    return min(max(count, 0), TOKEN_CEILING)
 
 
 def read_usage(
