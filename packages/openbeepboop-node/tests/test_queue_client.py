@@ -173,6 +173,19 @@ async def test_a_200_that_is_not_the_contract_is_an_outage(
         await client.fetch(["m"], 1, 0)
 
 
+@pytest.mark.parametrize(
+    "odd", [{"job_id": ""}, {"lease_token": ""}, {"job_id": "j" * 129}, {"lease_token": "t" * 129}]
+)
+async def test_a_lease_the_node_could_never_hand_back_is_an_unexpected_answer(
+    server: LoopbackServer, client: QueueClient, odd: dict[str, str]
+) -> None:
+    # Its id or token would be refused by the node's own release or delivery
+    # later (a crash when it stopped, before these were bounded).
+    server.respond = always(Reply(200, [{**LEASE, **odd}]))
+    with pytest.raises(ServerUnavailableError, match="unexpected answer"):
+        await client.fetch(["m"], 1, 0)
+
+
 async def test_invalid_request_is_not_retried(server: LoopbackServer, client: QueueClient) -> None:
     server.respond = always(
         Reply(400, {"error": {"message": "'models': too many", "type": "invalid_request_error"}})

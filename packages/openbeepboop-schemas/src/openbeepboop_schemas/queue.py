@@ -50,8 +50,10 @@ class FetchRequest(StrictBody):
 class Lease(TolerantBody):
     """One claimed job: the request to run and the proof of the claim."""
 
-    job_id: str
-    lease_token: str
+    # As bounded as the LeaseRef and outcomes that name it later: a lease a
+    # node could not hand back or deliver for is refused on arrival instead.
+    job_id: str = Field(min_length=1, max_length=128)
+    lease_token: str = Field(min_length=1, max_length=128)
     lease_expires_at: float
     lease_seconds: float
     attempt: int
