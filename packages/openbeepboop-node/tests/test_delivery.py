@@ -141,26 +141,65 @@ class RecordingSpool(Spool):
         super().remove(keys)
 
 
+def one_answer_at_a_time(turns: threading.Semaphore) -> Callable[[Received], Reply]:
+    """A responder that holds each submit until the test gives it a turn."""
+
+    def respond(request: Received) -> Reply:
+        if not turns.acquire(timeout=30):
+            raise AssertionError("the test never let the submit through")
+        return accept_all(request)
+
+    return respond
+
+
 async def test_acked_rows_leave_the_spool_with_the_next_write(tmp_path: Path) -> None:
     spool = RecordingSpool(tmp_path / "rec.sqlite3")
     h = Harness(tmp_path, linger=0, spool=spool)
-    answered = threading.Event()
-
-    def ack_once_more_is_waiting(request: Received) -> Reply:
-        answered.wait(10)  # job-1's ack leaves only once job-2 is handed over
-        return accept_all(request)
-
-    h.server.respond = ack_once_more_is_waiting
+    turns = threading.Semaphore(0)
+    h.server.respond = one_answer_at_a_time(turns)
     async with h:
         h.deliverer.put(error("job-1"))
         await wait_for(lambda: len(h.server.bodies(SUBMIT)) == 1, what="job-1's submit")
-        h.deliverer.put(error("job-2"))
-        answered.set()
+        # Handed over while job-1's submit is in flight: written at once.
+        await asyncio.wait_for(h.deliverer.put(error("job-2")), 10)
+        turns.release()  # job-1 acked; job-2 goes out and waits in its turn
+        await wait_for(lambda: len(h.server.bodies(SUBMIT)) == 2, what="job-2's submit")
+        await asyncio.wait_for(h.deliverer.put(error("job-3")), 10)
+        turns.release(2)
         assert await h.deliverer.wait_idle(10)
         await wait_for(lambda: len(spool) == 0, what="an empty spool")
-    # job-1's deletion rode along with job-2's write; only the last one,
+    # job-1's deletion rode along with job-3's write; only the last one,
     # with nothing left to send, took a transaction of its own.
-    assert spool.writes == [(["job-1"], []), (["job-2"], ["job-1"]), ([], ["job-2"])]
+    assert spool.writes == [
+        (["job-1"], []),
+        (["job-2"], []),
+        (["job-3"], ["job-1"]),
+        ([], ["job-2", "job-3"]),
+    ]
+
+
+@pytest.mark.parametrize("spool_after", [0.0, 0.2])
+async def test_a_result_handed_over_during_a_stalled_submit_is_spooled_in_time(
+    tmp_path: Path, spool_after: float
+) -> None:
+    # A submit that hangs (a partition, a server trickling its answer) must
+    # not keep the results finishing meanwhile in memory only.
+    turns = threading.Semaphore(0)
+    h = Harness(tmp_path, linger=0, spool_after=spool_after)
+    h.server.respond = one_answer_at_a_time(turns)
+    async with h:
+        h.deliverer.put(error("job-1"))
+        await wait_for(lambda: len(h.server.bodies(SUBMIT)) == 1, what="job-1's submit")
+        durable = h.deliverer.put(error("job-2"))
+        # Well within the submit's stall (30 s), however long it lasts.
+        await asyncio.wait_for(durable, 10)
+        on_disk = {o.job_id for o in Spool(tmp_path / "spool.sqlite3").pending()}
+        assert "job-2" in on_disk
+        assert len(h.server.bodies(SUBMIT)) == 1  # job-1's submit still stalled
+        turns.release(2)
+        assert await h.deliverer.wait_idle(10)
+        await wait_for(lambda: len(h.spool) == 0, what="the acked results to leave the spool")
+    assert h.sent_batches() == [["job-1"], ["job-2"]]
 
 
 @pytest.mark.parametrize("spool_after", [0.0, 3600.0])

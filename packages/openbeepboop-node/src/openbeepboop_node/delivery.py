@@ -4,7 +4,8 @@ Outcomes that finish close together travel in one ``POST /internal/queue/submit`
 (whatever finished while the previous submit was in flight, or within a few
 milliseconds of each other). The :class:`~openbeepboop_node.spool.Spool` is
 written behind the send: an outcome goes to disk only if the server has not
-acknowledged it within ``spool_after`` seconds, or at once when a submit
+acknowledged it within ``spool_after`` seconds of its :meth:`Deliverer.put`
+(whatever a submit in flight is doing meanwhile), or at once when a submit
 fails (the server is down or unreachable), or at shutdown. A healthy server
 acknowledges within milliseconds, after committing the result, so a busy
 node's results normally never touch the disk: the spool is for results the
@@ -19,7 +20,8 @@ statement hands Python's GIL to the spool thread and back, and on a node
 whose event loop is busy with LiteLLM those hand-overs cost more throughput
 than anything else the node does (docs/performance.md, "Write-behind
 spool").
-``spool_after = 0`` writes every outcome that way.
+``spool_after = 0`` writes every outcome that way (one handed over while a
+submit is in flight: at once, not when that submit ends).
 
 A spooled outcome is deleted once the server acknowledged it, whatever the
 ack; the deletion is queued behind the write on the same thread, so an ack
@@ -93,11 +95,14 @@ class Deliverer:
         self._spool_after = spool_after
         self._more_coming = more_coming
         self._on_settled = on_settled
-        self._inbox: list[Outcome] = []
+        #: Handed over since the loop last lingered for more (all in ``_pending`` too).
+        self._fresh = 0
+        #: True while a submit is in flight (``_send``'s await).
+        self._sending = False
         self._durable: dict[OutcomeKey, asyncio.Future[None]] = {}
         self._pending: dict[OutcomeKey, Outcome] = {}
         self._spooled: set[OutcomeKey] = set()
-        #: Sendable, neither on disk nor acknowledged yet: when each was handed over.
+        #: Neither on disk nor acknowledged yet: when each was handed over.
         self._unspooled: dict[OutcomeKey, float] = {}
         self._spool_timer: asyncio.TimerHandle | None = None
         #: Acknowledged and still on disk: deleted along with the next write.
@@ -115,18 +120,30 @@ class Deliverer:
     @property
     def backlog(self) -> int:
         """Outcomes not yet acknowledged (queued, spooled or in flight)."""
-        return len(self._inbox) + len(self._pending)
+        return len(self._pending)
 
     def put(self, outcome: Outcome) -> asyncio.Future[None]:
         """Hand over a finished job's outcome (never blocks).
 
         The returned future is done once the outcome is durable: acknowledged
         by the server or on disk (at once for a release), so "finished" is
-        only ever logged for a durable result.
+        only ever logged for a durable result. A result's ``spool_after``
+        clock starts here: a submit in flight (which may take up to its read
+        timeout) never holds its write back.
         """
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._durable[outcome_key(outcome)] = done
-        self._inbox.append(outcome)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        key = outcome_key(outcome)
+        self._durable[key] = done
+        self._pending[key] = outcome
+        self._fresh += 1
+        if isinstance(outcome, ReleaseOutcome):
+            self._resolve_durable(key)
+        else:
+            self._unspooled[key] = loop.time()
+            if self._spool_after > 0 or self._sending:
+                # Otherwise the loop writes it along with its send, after the linger.
+                self._arm_spool_timer()
         self._idle.clear()
         self._wake.set()
         return done
@@ -154,12 +171,10 @@ class Deliverer:
 
     def undelivered_results(self) -> int:
         """Results and errors handed over but not acknowledged (releases not counted)."""
-        outcomes = [*self._inbox, *self._pending.values()]
-        return sum(1 for o in outcomes if not isinstance(o, ReleaseOutcome))
+        return sum(1 for o in self._pending.values() if not isinstance(o, ReleaseOutcome))
 
     async def persist(self) -> None:
         """Spool whatever is not acknowledged and not on disk yet (after :meth:`run` ended)."""
-        self._accept()
         writes = [w for w in (self._to_disk(list(self._unspooled)), self._flush_acked()) if w]
         if writes:
             await asyncio.wait(writes)
@@ -171,7 +186,6 @@ class Deliverer:
         will run, so this blocks the event loop for the one transaction
         (waiting for a spool write in flight to finish first).
         """
-        self._accept()
         keys = list(self._unspooled)
         if keys:
             self._spool.add([self._pending[key] for key in keys])
@@ -194,20 +208,18 @@ class Deliverer:
         """Deliver until cancelled; raises KeyRejectedError if the key is refused."""
         loop = asyncio.get_running_loop()
         while True:
-            if not self._inbox and not self._pending:
+            if not self._pending:
                 self._flush_acked()  # no write is coming soon to carry the deletions
                 self._idle.set()
                 await self._wake.wait()
             self._wake.clear()
-            if self._inbox:
+            if self._fresh:
                 if self._linger and (self._more_coming is None or self._more_coming()):
                     # Only worth waiting when another outcome may join the batch.
                     await asyncio.sleep(self._linger)
-                self._accept()
+                self._fresh = 0
                 if self._spool_after <= 0:
                     self._to_disk(list(self._unspooled))  # written while the batch is sent
-                else:
-                    self._arm_spool_timer()
             if not self._pending:
                 continue
             delay = self._retry_at - loop.time()
@@ -215,22 +227,19 @@ class Deliverer:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 continue
-            await self._send(list(self._pending.values())[:MAX_SUBMIT_OUTCOMES])
-
-    def _accept(self) -> None:
-        """Make everything handed over sendable now; its results are not on disk yet."""
-        batch, self._inbox = self._inbox, []
-        now = asyncio.get_running_loop().time()
-        for outcome in batch:
-            key = outcome_key(outcome)
-            self._pending[key] = outcome
-            if isinstance(outcome, ReleaseOutcome):
-                self._resolve_durable(key)
-            else:
-                self._unspooled[key] = now
+            self._sending = True
+            try:
+                await self._send(list(self._pending.values())[:MAX_SUBMIT_OUTCOMES])
+            finally:
+                self._sending = False
 
     def _arm_spool_timer(self) -> None:
-        """Wake :meth:`_spool_due` when the oldest unacknowledged outcome is due."""
+        """Wake :meth:`_spool_due` when the oldest unacknowledged outcome is due.
+
+        Due ``spool_after`` seconds after its :meth:`put` (with ``spool_after
+        <= 0``: on the loop's next turn, so outcomes handed over together
+        share one write).
+        """
         if self._spool_timer is not None or not self._unspooled:
             return
         oldest = next(iter(self._unspooled.values()))
