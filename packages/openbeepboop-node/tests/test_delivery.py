@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import pytest
 from conditions import wait_for
 from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply, always
+from openbeepboop_node import delivery
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
@@ -376,3 +379,67 @@ async def test_a_result_too_large_for_the_server_is_delivered_as_its_failure(
     assert h.deliverer.acks == {"accepted": 4}
     assert "job job-2: the result is" in caplog.text
     assert len(h.spool) == 0
+
+
+class FullSpool(Spool):
+    """A spool on a full disk while ``full`` is set."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.full = True
+        self.failed = 0
+
+    def add(self, outcomes: Sequence[Outcome], forget: Iterable[OutcomeKey] = ()) -> None:
+        if self.full:
+            self.failed += 1
+            raise sqlite3.OperationalError("database or disk is full")
+        super().add(outcomes, forget)
+
+
+def hold_submits(request: Received) -> Reply | None:
+    """No answer until the node gives up (a server that never acknowledges)."""
+    while not request.gone():
+        time.sleep(0.01)
+    return DROP
+
+
+async def test_a_failed_spool_write_is_tried_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "SPOOL_RETRY_SECONDS", 0.05, raising=False)
+    spool = FullSpool(tmp_path / "full.sqlite3")
+    async with Harness(tmp_path, spool=spool, spool_after=0.05) as h:
+        h.server.respond = hold_submits
+        durable = h.deliverer.put(error("job-1"))
+        await wait_for(lambda: spool.failed >= 1, what="a failed write")
+        # Not on disk, so not durable: its job is not logged as finished.
+        assert not durable.done()
+        assert h.deliverer.unwritten_results() == 1
+        spool.full = False  # space freed
+        await asyncio.wait_for(durable, 10)
+        assert [o.job_id for o in spool.pending()] == ["job-1"]
+        assert h.deliverer.unwritten_results() == 0
+
+
+async def test_shutdown_writes_again_what_a_failed_write_left(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(delivery, "SPOOL_RETRY_SECONDS", 3600, raising=False)  # persist only
+    spool = FullSpool(tmp_path / "full.sqlite3")
+    h = Harness(tmp_path, spool=spool, spool_after=0.05)
+    h.server.respond = hold_submits
+    run = asyncio.create_task(h.deliverer.run())
+    h.deliverer.put(error("job-1"))
+    await wait_for(lambda: spool.failed == 1, what="a failed write")
+    run.cancel()
+    await asyncio.gather(run, return_exceptions=True)
+    await h.deliverer.persist()  # still full: nothing on disk, counted as such
+    assert spool.failed == 2
+    assert h.deliverer.unwritten_results() == 1
+    assert "database or disk is full" in str(h.deliverer.spool_failure)
+    spool.full = False
+    await h.deliverer.persist()
+    assert [o.job_id for o in spool.pending()] == ["job-1"]
+    assert h.deliverer.unwritten_results() == 0
+    h.task = run
+    await h.__aexit__()

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 
 import pytest
+import tomli_w
+from click.testing import CliRunner
 from conditions import wait_for
-from fake_queue import FakeQueue
+from conftest import PROVIDER_KEY
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
+from openbeepboop_node import worker
+from openbeepboop_node.cli import main
+from openbeepboop_node.cli.errors import EXIT_FAILURE
 from openbeepboop_node.exceptions import KeyRejectedError
 from openbeepboop_node.prefetch import PrefetchSizer
-from openbeepboop_node.spool import Spool
+from openbeepboop_node.spool import OutcomeKey, Spool
 from openbeepboop_node.worker import Node
-from openbeepboop_schemas import MAX_FETCH_JOBS, ChatCompletion
+from openbeepboop_schemas import MAX_FETCH_JOBS, ChatCompletion, Outcome
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -558,3 +566,53 @@ async def test_a_job_leased_again_counts_once_among_the_running(
     summary = await task
     assert summary.aborted == 2
     assert fake.released == [job_id]
+
+
+class UnwritableSpool(Spool):
+    """A spool on a disk that stays full."""
+
+    def add(self, outcomes: Sequence[Outcome], forget: Iterable[OutcomeKey] = ()) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+
+def test_results_neither_delivered_nor_spooled_are_reported_lost_and_exit_1(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker, "Spool", UnwritableSpool)
+    fake.add_job("done, nowhere to keep it")
+    fake.down_paths = {"/internal/queue/submit"}
+    config = tmp_path / "node.toml"
+    config.write_text(
+        tomli_w.dumps(
+            {
+                "server_url": served.url,
+                "api_key": NODE_KEY,
+                "node_id": "lost-node",
+                "backoff_initial": 0.05,
+                "backoff_max": 0.2,
+                "batch_give_up": 1.0,
+                "spool_path": str(tmp_path / "spool.sqlite3"),
+                "models": [
+                    {
+                        "name": "standin",
+                        "litellm_model": "openai/standin-model",
+                        "api_base": llm.base_url,
+                        "api_key": PROVIDER_KEY,
+                    }
+                ],
+            }
+        )
+    )
+    result = CliRunner().invoke(main, ["batch", "--config", str(config)])
+    assert result.exit_code == EXIT_FAILURE, result.stderr
+    assert "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("openbeepboop-node: error: 1 result(s) neither delivered nor written")
+    assert "database or disk is full" in last and "lost with this process" in last
+    assert "kept in" not in result.stderr  # never claimed to be on disk
+    assert "could not be delivered" not in result.stderr
+    assert fake.outcomes == {}

@@ -23,6 +23,13 @@ spool").
 ``spool_after = 0`` writes every outcome that way (one handed over while a
 submit is in flight: at once, not when that submit ends).
 
+A spool write that fails (a full disk) leaves its outcomes where they were:
+sendable from memory, not durable (their jobs are not logged yet), and
+written again ``SPOOL_RETRY_SECONDS`` later, with any new ones, and by
+:meth:`Deliverer.persist` at shutdown; what is still on neither the server
+nor the disk then is counted by :meth:`Deliverer.unwritten_results`, for the
+node to report as lost.
+
 A spooled outcome is deleted once the server acknowledged it, whatever the
 ack; the deletion is queued behind the write on the same thread, so an ack
 that arrives before the fsync ends still leaves nothing behind. A server that
@@ -69,6 +76,8 @@ T = TypeVar("T")
 
 #: Acknowledged rows kept on disk at most before they get a deletion of their own.
 MAX_ACKED_ON_DISK = 1000
+#: After a failed spool write, how long until its outcomes are written again.
+SPOOL_RETRY_SECONDS = 5.0
 SettledCallback = Callable[[Sequence[SubmitAck]], None]
 
 
@@ -105,6 +114,12 @@ class Deliverer:
         #: Neither on disk nor acknowledged yet: when each was handed over.
         self._unspooled: dict[OutcomeKey, float] = {}
         self._spool_timer: asyncio.TimerHandle | None = None
+        #: No spool write before this (loop time): the last one failed.
+        self._spool_retry_at = 0.0
+        #: Spool writes started and not ended yet.
+        self._writing: set[asyncio.Future[None]] = set()
+        #: Why the last spool write failed; None once one succeeded.
+        self.spool_failure: BaseException | None = None
         #: Acknowledged and still on disk: deleted along with the next write.
         self._acked: list[OutcomeKey] = []
         self._retry_at = 0.0
@@ -173,8 +188,18 @@ class Deliverer:
         """Results and errors handed over but not acknowledged (releases not counted)."""
         return sum(1 for o in self._pending.values() if not isinstance(o, ReleaseOutcome))
 
+    def unwritten_results(self) -> int:
+        """Results and errors neither acknowledged nor on disk (after :meth:`persist`: lost)."""
+        return len(self._unspooled)
+
     async def persist(self) -> None:
-        """Spool whatever is not acknowledged and not on disk yet (after :meth:`run` ended)."""
+        """Spool whatever is not acknowledged and not on disk yet (after :meth:`run` ended).
+
+        Waits for the writes in flight first, so that what one of them failed
+        to write is tried once more here, whatever its retry delay.
+        """
+        if self._writing:
+            await asyncio.wait(set(self._writing))
         writes = [w for w in (self._to_disk(list(self._unspooled)), self._flush_acked()) if w]
         if writes:
             await asyncio.wait(writes)
@@ -244,11 +269,16 @@ class Deliverer:
             return
         oldest = next(iter(self._unspooled.values()))
         loop = asyncio.get_running_loop()
-        self._spool_timer = loop.call_at(oldest + self._spool_after, self._spool_due)
+        due = max(oldest + self._spool_after, self._spool_retry_at)
+        self._spool_timer = loop.call_at(due, self._spool_due)
 
     def _spool_due(self) -> None:
         self._spool_timer = None
-        deadline = asyncio.get_running_loop().time() - self._spool_after
+        now = asyncio.get_running_loop().time()
+        if now < self._spool_retry_at:  # armed before a write failed: wait for the retry
+            self._arm_spool_timer()
+            return
+        deadline = now - self._spool_after
         # Oldest first (handed over in that order): stop at the first one not due.
         due = list(
             itertools.takewhile(lambda key: self._unspooled[key] <= deadline, self._unspooled)
@@ -273,18 +303,41 @@ class Deliverer:
         forget, self._acked = self._acked, []
         loop = asyncio.get_running_loop()
         write = loop.run_in_executor(self._disk, self._spool.add, outcomes, forget)
-        write.add_done_callback(lambda done: self._written(keys, done))
+        self._writing.add(write)
+        write.add_done_callback(lambda done: self._written(keys, forget, done))
         return write
 
-    def _written(self, keys: list[OutcomeKey], write: asyncio.Future[None]) -> None:
-        """The spool write for ``keys`` ended: log a failure, let "finished" be logged."""
+    def _written(
+        self, keys: list[OutcomeKey], forget: list[OutcomeKey], write: asyncio.Future[None]
+    ) -> None:
+        """The spool write for ``keys`` ended: let "finished" be logged, or try again later."""
+        self._writing.discard(write)
         failure = _failure(write)
-        if failure is not None:
-            # Still deliverable from memory; only a crash now would lose them.
-            logger.error("%s; delivering %d result(s) unspooled", failure, len(keys))
-            self._spooled.difference_update(keys)
+        if failure is None:
+            self.spool_failure = None
+            for key in keys:
+                self._resolve_durable(key)
+            return
+        self.spool_failure = failure
+        # Not on disk: back among the unwritten (unless acknowledged meanwhile),
+        # written again after a pause, and by persist() at shutdown at the latest.
+        now = asyncio.get_running_loop().time()
+        again = [key for key in keys if key in self._spooled]
+        self._spooled.difference_update(again)
         for key in keys:
-            self._resolve_durable(key)
+            if key in again:
+                self._unspooled[key] = now
+            else:  # acknowledged while it was being written: durable at the server
+                self._resolve_durable(key)
+        self._acked.extend(forget)  # their deletion goes with the next write
+        self._spool_retry_at = now + SPOOL_RETRY_SECONDS
+        logger.error(
+            "%s; %d result(s) only in memory, written again in %g s",
+            failure,
+            len(again),
+            SPOOL_RETRY_SECONDS,
+        )
+        self._arm_spool_timer()
 
     def _resolve_durable(self, key: OutcomeKey) -> None:
         done = self._durable.pop(key, None)

@@ -101,6 +101,8 @@ class Node:
         self._spool: Spool | None = None
         self._deliverer: Deliverer | None = None
         self._runner: JobRunner | None = None
+        #: Set at shutdown when results could be neither delivered nor spooled.
+        self._lost: SpoolError | None = None
 
     @property
     def stopping(self) -> bool:
@@ -146,7 +148,11 @@ class Node:
         try:
             kept = self._deliverer.persist_now()
         except SpoolError as exc:
-            logger.error("%s", exc)
+            logger.error(
+                "%s; %d result(s) lost with this process",
+                exc,
+                self._deliverer.unwritten_results(),
+            )
             return
         if kept:
             logger.warning("%d unacknowledged result(s) kept in the spool", kept)
@@ -161,6 +167,8 @@ class Node:
         Raises ServerUnavailableError when the server cannot be reached at first, or
         stays unreachable longer than ``batch_give_up`` seconds later on, and
         when results could not all be delivered (they stay in the spool).
+        Both modes raise SpoolError when results could be neither delivered
+        nor written to the spool (they are lost with the process).
         """
         return await self._serve(batch=True)
 
@@ -245,6 +253,8 @@ class Node:
                 )
         finally:
             await self._close(background)
+        if self._lost is not None:
+            raise self._lost
         return self.summary
 
     async def _close(self, background: list[asyncio.Task[None]]) -> None:
@@ -257,13 +267,23 @@ class Node:
             # Whatever finished but was not spooled yet goes to disk before exit.
             await self._deliverer.persist()
             self.summary.undelivered = self._deliverer.undelivered_results()
+            lost = self._deliverer.unwritten_results()
+            failure = self._deliverer.spool_failure
             self._deliverer.close()
-            if self.summary.undelivered:
+            path = self.config.resolved_spool_path()
+            if self.summary.undelivered > lost:
                 logger.warning(
                     "%d result(s) not delivered yet; kept in %s for the next start",
-                    self.summary.undelivered,
-                    self.config.resolved_spool_path(),
+                    self.summary.undelivered - lost,
+                    path,
                 )
+            if lost:
+                self._lost = SpoolError(
+                    f"{lost} result(s) neither delivered nor written to the spool {path} "
+                    f"({failure}): they are lost with this process; their jobs run again "
+                    "once their leases expire"
+                )
+                logger.error("%s", self._lost)
         await self.client.aclose()
         if self._spool is not None:
             self._spool.close()
