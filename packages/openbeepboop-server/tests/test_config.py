@@ -48,6 +48,7 @@ def test_defaults_for_hostile_conditions(tmp_path: Path) -> None:
     assert (server.max_polls_per_key, server.max_fetches_per_key) == (100, 1000)
     assert (server.header_timeout_seconds, server.body_timeout_seconds) == (10, 60)
     assert (server.keep_alive_seconds, server.max_connections) == (5, 4096)
+    assert server.max_header_bytes == 64 * 1024
     assert queue.max_queued_days is None and queue.policy().max_queued_days is None
     assert queue.node_retention_days == queue.policy().node_retention_days == 30
     # An unset maximum age stays out of the file `setup` writes.
@@ -97,6 +98,7 @@ retention_days = 30
         (MINIMAL + "[server]\nmax_polls_per_key = 0\n", "[server] max_polls_per_key:"),
         (MINIMAL + "[server]\nheader_timeout_seconds = 0\n", "[server] header_timeout_seconds:"),
         (MINIMAL + "[server]\nmax_connections = 0\n", "[server] max_connections:"),
+        (MINIMAL + "[server]\nmax_header_bytes = 100\n", "[server] max_header_bytes:"),
         ("[server]\nport = 1\n", "[database]: required setting is missing"),
         (MINIMAL + "[colours]\nred = 1\n", "[colours]: unknown setting"),
         ('[database]\nurl = "not a url"\n', "[database] url: Value error, not a database URL"),

@@ -86,6 +86,9 @@ DEFAULT_BODY_TIMEOUT_SECONDS = 60.0
 DEFAULT_KEEP_ALIVE_SECONDS = 5.0
 #: Open connections at once; past it new ones get a ``503`` and are closed.
 DEFAULT_MAX_CONNECTIONS = 4096
+#: The most a request head (request line and headers) may hold; past it ``431``
+#: and the connection is closed. Real clients and proxies send a few kB.
+DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 #: How often one task per process re-reads what its parked long-polls wait for
 #: (changes it was not told about: docs/server-internals.md, "Wake-ups across replicas").
 DEFAULT_RECHECK_SECONDS = 1.0
@@ -114,6 +117,7 @@ class ServerSection(_Section):
     body_timeout_seconds: float = Field(default=DEFAULT_BODY_TIMEOUT_SECONDS, gt=0)
     keep_alive_seconds: float = Field(default=DEFAULT_KEEP_ALIVE_SECONDS, gt=0)
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1)
+    max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024)
     #: The long-polls' database re-check (the safety net behind other replicas' notices).
     recheck_seconds: float = Field(default=DEFAULT_RECHECK_SECONDS, gt=0, le=60)
 

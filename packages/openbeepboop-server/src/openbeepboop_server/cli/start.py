@@ -168,6 +168,7 @@ def _serve(
         body_timeout_seconds=server_settings.body_timeout_seconds,
         keep_alive_seconds=server_settings.keep_alive_seconds,
         max_connections=raise_fd_limit(server_settings.max_connections),
+        max_header_bytes=server_settings.max_header_bytes,
     )
     config = uvicorn.Config(
         app,

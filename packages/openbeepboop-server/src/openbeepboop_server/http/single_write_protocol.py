@@ -19,6 +19,10 @@ settings, :class:`ConnectionLimits`; docs/server.md, "Connections"):
 * a connection must send a complete request head within
   ``header_timeout_seconds`` of opening (or, on a kept-alive connection, of
   the first byte of its next request); uvicorn itself waits for ever;
+* a request head (request line and headers) may hold at most
+  ``max_header_bytes``; one that grows past it is answered ``431`` in the
+  OpenAI error envelope and the connection closed, before more of it is
+  parsed (uvicorn's parser keeps any head whole in memory, however long);
 * a request's body must arrive whole within ``body_timeout_seconds`` of its head;
 * an idle kept-alive connection closes after ``keep_alive_seconds``
   (uvicorn's own timer, given our setting);
@@ -36,6 +40,7 @@ request is complete, and no timer runs while the app works on it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -111,26 +116,46 @@ class ConnectionLimits:
     body_timeout_seconds: float = 60.0
     keep_alive_seconds: float = 5.0
     max_connections: int = 4096
+    max_header_bytes: int = 65536
 
 
-def _refusal() -> bytes:
-    body = ErrorEnvelope.build(
-        message="the server has too many open connections; retry shortly",
-        type="service_unavailable",
-        code="too_many_connections",
-    ).model_dump_json()
-    head = (
-        "HTTP/1.1 503 Service Unavailable\r\n"
-        "content-type: application/json\r\n"
-        "retry-after: 1\r\n"
-        "connection: close\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
+def _answer(status: str, message: str, type_: str, code: str, *extra: str) -> bytes:
+    """A whole ``connection: close`` answer in the OpenAI error envelope."""
+    body = ErrorEnvelope.build(message=message, type=type_, code=code).model_dump_json()
+    head = "".join(
+        (
+            f"HTTP/1.1 {status}\r\n",
+            "content-type: application/json\r\n",
+            *(f"{line}\r\n" for line in extra),
+            "connection: close\r\n",
+            f"content-length: {len(body)}\r\n\r\n",
+        )
     )
     return (head + body).encode()
 
 
 #: The whole answer to a connection past ``max_connections``, built once.
-REFUSAL = _refusal()
+REFUSAL = _answer(
+    "503 Service Unavailable",
+    "the server has too many open connections; retry shortly",
+    "service_unavailable",
+    "too_many_connections",
+    "retry-after: 1",
+)
+
+
+@functools.cache
+def head_refusal(max_header_bytes: int) -> bytes:
+    """The whole answer to a request head over ``max_header_bytes``."""
+    return _answer(
+        "431 Request Header Fields Too Large",
+        f"the request line and headers exceed the server's limit of {max_header_bytes} "
+        "bytes ([server] max_header_bytes)",
+        "invalid_request_error",
+        "request_headers_too_large",
+    )
+
+
 #: How long a refused connection is kept half-open for the client to read the answer.
 REFUSAL_LINGER_SECONDS = 1.0
 
@@ -157,6 +182,9 @@ class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         #: The request whose head was last seen complete.
         self._headed: Any = None
         self._refused = False
+        #: Bytes received since the last request head was complete, while no
+        #: body is expected: the head that is arriving (see :meth:`data_received`).
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(HeadHoldingTransport(transport))  # type: ignore[arg-type]
@@ -175,6 +203,15 @@ class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
         if self._refused:
             return
         cycle = self.cycle
+        if cycle is None or not cycle.more_body:  # a request head is arriving
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_header_bytes:
+                self._past_head_limit(data)
+                return
+        self._receive(data)
+
+    def _receive(self, data: bytes) -> None:
+        cycle = self.cycle
         if self._deadline is None and cycle is not None and cycle.response_complete:
             # The first bytes of the next request on a kept-alive connection.
             self._arm(self.limits.header_timeout_seconds, "request head")
@@ -184,11 +221,40 @@ class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
             return
         if cycle is not self._headed:
             self._headed = cycle
+            self._head_bytes = 0
             self._disarm()
             if cycle.more_body:
                 self._arm(self.limits.body_timeout_seconds, "request body")
         elif not cycle.more_body:
             self._disarm()
+
+    def _past_head_limit(self, data: bytes) -> None:
+        """``data`` takes the bytes of the arriving head past the limit.
+
+        It may still hold a head that ends within the limit, followed by its
+        body or the next request (one read can carry both): the parser gets
+        the bytes up to the limit, and the rest only if a head ended there.
+        Otherwise the head is too long: ``431``, and the connection closes.
+        (Bytes that follow a complete request in the same read are not
+        counted, so a head may overrun the limit by at most one read.)
+        """
+        allowed = self.limits.max_header_bytes - (self._head_bytes - len(data))
+        before = self.cycle
+        if allowed > 0:
+            self._receive(data[:allowed])
+        if self.transport.is_closing():
+            return  # the parser refused the head itself
+        if self.cycle is not before:
+            self.data_received(data[allowed:])
+            return
+        logger.debug("refusing a request head over %d bytes", self.limits.max_header_bytes)
+        self._refused = True
+        if before is None or before.response_complete:
+            self.transport.write(head_refusal(self.limits.max_header_bytes))
+            self.transport.write_eof()
+            self._arm(REFUSAL_LINGER_SECONDS, "refusal")
+        else:  # a pipelined head behind an unfinished answer: no room for ours
+            self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
