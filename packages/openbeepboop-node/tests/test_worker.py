@@ -13,7 +13,7 @@ import tomli_w
 from click.testing import CliRunner
 from conditions import wait_for
 from conftest import PROVIDER_KEY
-from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
+from fake_queue import NODE_KEY, SUBMIT, FakeQueue, FakeQueueServer, Received, Reply
 from openbeepboop_node import worker
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import EXIT_FAILURE
@@ -616,3 +616,40 @@ def test_results_neither_delivered_nor_spooled_are_reported_lost_and_exit_1(
     assert "kept in" not in result.stderr  # never claimed to be on disk
     assert "could not be delivered" not in result.stderr
     assert fake.outcomes == {}
+
+
+def refusing(fake: FakeQueue, kinds: set[str]) -> Callable[[Received], Reply | None]:
+    """The fake queue, answering 400 to a submit holding an outcome of these kinds."""
+
+    def respond(request: Received) -> Reply | None:
+        if request.path == SUBMIT and any(o["kind"] in kinds for o in request.json()["outcomes"]):
+            return Reply(400, {"error": {"message": "not a chat.completion", "type": "x"}})
+        return fake.respond(request)
+
+    return respond
+
+
+@pytest.mark.parametrize("refused", [{"result"}, {"result", "error"}])
+async def test_a_refused_result_is_delivered_as_its_failure_and_its_lease_let_go(
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    refused: set[str],
+) -> None:
+    served.respond = refusing(fake, refused)
+    job_id = fake.add_job("refused")
+    node = make_node()
+    task = await start(node)
+    await wait_for(lambda: node.summary.completed == 1, what="the job to finish")
+    assert node._runner is not None
+    # Not heartbeated for ever: the lease is no longer held.
+    await wait_for(lambda: not node._runner.lease_refs(), what="the lease to be let go")
+    node.stop()
+    await task
+    if "error" in refused:
+        assert fake.outcomes == {}  # dropped: its lease expires at the server
+    else:
+        error = fake.errors()[job_id]["error"]
+        assert error["type"] == "invalid_response" and error["retryable"] is False
+        assert "HTTP 400" in error["message"] and "not a chat.completion" in error["message"]

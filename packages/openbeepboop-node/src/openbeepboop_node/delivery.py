@@ -41,7 +41,13 @@ A result the server refuses as too large (HTTP 413 on a submit holding
 that result alone) is never dropped: it is delivered instead as a permanent
 error of type ``result_too_large`` naming its size and the server's limit,
 so the job ends ``FAILED`` with a reason the user can read. A batch refused
-with 413 is halved until the too-large result(s) stand alone.
+with 413 is halved until the too-large result(s) stand alone. A result the
+server refuses otherwise (HTTP 400: it does not take it as a chat
+completion) is delivered likewise, as a permanent error of type
+``invalid_response`` carrying the server's message. An error or release the
+server refuses is dropped, and ``on_dropped`` tells the job runner its lease
+is no longer held: heartbeating it would keep the job ``PROCESSING`` for
+ever; left alone, the lease expires and the queue's retry rules apply.
 """
 
 from __future__ import annotations
@@ -56,8 +62,10 @@ from http import HTTPStatus
 from typing import TypeVar
 
 from openbeepboop_schemas import (
+    MAX_ERROR_MESSAGE_CHARS,
     MAX_SUBMIT_OUTCOMES,
     ErrorOutcome,
+    NodeError,
     Outcome,
     ReleaseOutcome,
     ResultOutcome,
@@ -79,6 +87,8 @@ MAX_ACKED_ON_DISK = 1000
 #: After a failed spool write, how long until its outcomes are written again.
 SPOOL_RETRY_SECONDS = 5.0
 SettledCallback = Callable[[Sequence[SubmitAck]], None]
+#: The error type of a result the server refused as invalid (as for an invalid LLM answer).
+RESULT_REFUSED = "invalid_response"
 
 
 class Deliverer:
@@ -95,6 +105,7 @@ class Deliverer:
         spool_after: float = 0.0,
         more_coming: Callable[[], bool] | None = None,
         on_settled: SettledCallback | None = None,
+        on_dropped: Callable[[Outcome], None] | None = None,
     ) -> None:
         self._client = client
         self._spool = spool
@@ -104,6 +115,7 @@ class Deliverer:
         self._spool_after = spool_after
         self._more_coming = more_coming
         self._on_settled = on_settled
+        self._on_dropped = on_dropped
         #: Handed over since the loop last lingered for more (all in ``_pending`` too).
         self._fresh = 0
         #: True while a submit is in flight (``_send``'s await).
@@ -375,15 +387,24 @@ class Deliverer:
                 await self._send(part)
             return
         (outcome,) = batch
-        if too_large and isinstance(outcome, ResultOutcome):
-            await self._send([self._as_too_large(outcome, exc)])
+        if isinstance(outcome, ResultOutcome):
+            if too_large:
+                failure = too_large_failure(outcome, exc.detail)
+            else:
+                failure = _refused(outcome, exc)
+            await self._send([self._instead(outcome, failure)])
             return
-        logger.error("job %s: server refused its outcome, dropping it: %s", outcome.job_id, exc)
+        logger.error(
+            "job %s: server refused its outcome, dropping it and its lease: %s",
+            outcome.job_id,
+            exc,
+        )
         self._forget([outcome_key(outcome)])
+        if self._on_dropped is not None:
+            self._on_dropped(outcome)
 
-    def _as_too_large(self, outcome: ResultOutcome, exc: ServerRequestError) -> ErrorOutcome:
+    def _instead(self, outcome: ResultOutcome, failure: ErrorOutcome) -> ErrorOutcome:
         """Deliver a result the server will never take as its failure (see the module doc)."""
-        failure = too_large_failure(outcome, exc.detail)
         logger.warning(
             "job %s: %s; delivering that as its failure", outcome.job_id, failure.error.message
         )
@@ -446,6 +467,19 @@ class Deliverer:
 
     async def _on_disk(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._disk, func, *args)
+
+
+def _refused(outcome: ResultOutcome, exc: ServerRequestError) -> ErrorOutcome:
+    """The permanent failure to deliver instead of a result the server refused as invalid."""
+    said = exc.detail or str(exc)
+    message = f"the server refused the result (HTTP {exc.status_code}): {said}"
+    return ErrorOutcome(
+        job_id=outcome.job_id,
+        lease_token=outcome.lease_token,
+        error=NodeError(
+            message=message[:MAX_ERROR_MESSAGE_CHARS], type=RESULT_REFUSED, retryable=False
+        ),
+    )
 
 
 def _log_removal_failure(removal: asyncio.Future[None]) -> None:

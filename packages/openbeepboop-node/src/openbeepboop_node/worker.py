@@ -34,6 +34,8 @@ import signal
 import sys
 from collections.abc import Awaitable, Mapping
 
+from openbeepboop_schemas import Outcome
+
 from openbeepboop_node.backend_health import BackendHealth
 from openbeepboop_node.backends import backend_for
 from openbeepboop_node.backoff import Backoff, Connectivity
@@ -197,6 +199,7 @@ class Node:
                 spool_after=config.spool_after,
                 more_coming=runner.in_flight,
                 on_settled=runner.settled,
+                on_dropped=lambda outcome: _let_go(runner, outcome),
             )
             heartbeater = runner.heartbeater = Heartbeater(
                 self.client,
@@ -316,6 +319,16 @@ class Node:
             self._prefetch.limit,
             served,
         )
+
+
+def _let_go(runner: JobRunner, outcome: Outcome) -> None:
+    """The server refused ``outcome`` for good: stop holding (and heartbeating) its lease.
+
+    Only that lease: the job may have been leased to this node again since.
+    """
+    lease = runner.leases.get(outcome.job_id)
+    if lease is not None and lease.lease_token == outcome.lease_token:
+        del runner.leases[outcome.job_id]
 
 
 async def serve_with_signals(node: Node, *, batch: bool) -> RunSummary:
