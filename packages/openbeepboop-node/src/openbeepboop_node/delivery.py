@@ -62,10 +62,8 @@ from http import HTTPStatus
 from typing import TypeVar
 
 from openbeepboop_schemas import (
-    MAX_ERROR_MESSAGE_CHARS,
     MAX_SUBMIT_OUTCOMES,
     ErrorOutcome,
-    NodeError,
     Outcome,
     ReleaseOutcome,
     ResultOutcome,
@@ -74,7 +72,7 @@ from openbeepboop_schemas import (
 
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError
-from openbeepboop_node.oversized import too_large_failure
+from openbeepboop_node.oversized import refused_failure, too_large_failure
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool, outcome_key
 
@@ -87,8 +85,6 @@ MAX_ACKED_ON_DISK = 1000
 #: After a failed spool write, how long until its outcomes are written again.
 SPOOL_RETRY_SECONDS = 5.0
 SettledCallback = Callable[[Sequence[SubmitAck]], None]
-#: The error type of a result the server refused as invalid (as for an invalid LLM answer).
-RESULT_REFUSED = "invalid_response"
 
 
 class Deliverer:
@@ -391,7 +387,7 @@ class Deliverer:
             if too_large:
                 failure = too_large_failure(outcome, exc.detail)
             else:
-                failure = _refused(outcome, exc)
+                failure = refused_failure(outcome, exc.status_code, exc.detail or str(exc))
             await self._send([self._instead(outcome, failure)])
             return
         logger.error(
@@ -467,19 +463,6 @@ class Deliverer:
 
     async def _on_disk(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._disk, func, *args)
-
-
-def _refused(outcome: ResultOutcome, exc: ServerRequestError) -> ErrorOutcome:
-    """The permanent failure to deliver instead of a result the server refused as invalid."""
-    said = exc.detail or str(exc)
-    message = f"the server refused the result (HTTP {exc.status_code}): {said}"
-    return ErrorOutcome(
-        job_id=outcome.job_id,
-        lease_token=outcome.lease_token,
-        error=NodeError(
-            message=message[:MAX_ERROR_MESSAGE_CHARS], type=RESULT_REFUSED, retryable=False
-        ),
-    )
 
 
 def _log_removal_failure(removal: asyncio.Future[None]) -> None:
