@@ -19,7 +19,7 @@ import pytest
 from conditions import wait_for
 from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply, always
 from openbeepboop_node import delivery
-from openbeepboop_node.backoff import Backoff, Connectivity
+from openbeepboop_node.backoff import JITTER_FLOOR, Backoff, Connectivity
 from openbeepboop_node.delivery import Deliverer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool
@@ -48,6 +48,7 @@ class Harness:
         more_coming: Callable[[], bool] | None = None,
         spool: Spool | None = None,
         spool_after: float = 0.0,
+        backoff: Backoff | None = None,
     ) -> None:
         self.server = LoopbackServer(accept_all)
         self.server.start()
@@ -57,7 +58,7 @@ class Harness:
             self.client,
             self.spool,
             Connectivity(self.server.url),
-            Backoff(0.01, 0.05),
+            backoff or Backoff(0.01, 0.05),
             linger=linger,
             spool_after=spool_after,
             more_coming=more_coming,
@@ -226,6 +227,23 @@ async def test_retries_until_the_server_is_back(tmp_path: Path) -> None:
         h.server.respond = accept_all
         assert await h.deliverer.wait_idle(10)
     assert len(h.spool) == 0
+
+
+async def test_outcomes_a_server_left_unanswered_are_sent_again_after_a_pause(
+    tmp_path: Path,
+) -> None:
+    asked: list[float] = []
+
+    def answer_none_at_first(request: Received) -> Reply:
+        asked.append(time.monotonic())
+        return Reply(200, {"acks": []}) if len(asked) == 1 else accept_all(request)
+
+    async with Harness(tmp_path, backoff=Backoff(0.4, 0.4)) as h:
+        h.server.respond = answer_none_at_first
+        h.deliverer.put(error("job-1"))
+        assert await h.deliverer.wait_idle(10)
+    assert len(asked) == 2
+    assert asked[1] - asked[0] >= 0.4 * JITTER_FLOOR  # at once, it was a hot loop
 
 
 async def test_a_refused_batch_is_split_and_only_the_bad_outcome_dropped(

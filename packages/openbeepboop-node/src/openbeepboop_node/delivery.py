@@ -367,8 +367,14 @@ class Deliverer:
             await self._refused(batch, exc)
             return
         self._connectivity.succeeded()
-        self._backoff.reset()
-        self._settle(batch, acks)
+        if self._settle(batch, acks):
+            self._backoff.reset()
+            return
+        # A server that left outcomes unanswered gets them again after a
+        # pause, as after an outage: at once, a broken one was sent thousands
+        # of submits a second.
+        logger.warning("the server answered %d of %d outcomes", len(acks), len(batch))
+        self._retry_at = loop.time() + self._backoff.next_delay()
 
     async def _refused(self, batch: list[Outcome], exc: ServerRequestError) -> None:
         # One bad outcome must not hold the others back: send them one by one,
@@ -407,7 +413,8 @@ class Deliverer:
         self._pending[outcome_key(outcome)] = failure
         return failure
 
-    def _settle(self, batch: list[Outcome], acks: list[SubmitAck]) -> None:
+    def _settle(self, batch: list[Outcome], acks: list[SubmitAck]) -> bool:
+        """Forget what the server answered; True if it answered every outcome of ``batch``."""
         if len(acks) == len(batch):
             answered = list(zip(batch, acks, strict=True))
         else:  # a server that skipped some: match by job; the rest goes again
@@ -430,6 +437,7 @@ class Deliverer:
         self._forget(settled)
         if self._on_settled is not None:
             self._on_settled(acks)
+        return len(answered) == len(batch)
 
     def _forget(self, keys: list[OutcomeKey]) -> None:
         """Drop acknowledged outcomes; their spool rows go with the next spool write.
