@@ -12,6 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from openbeepboop_node.exceptions import SpoolError
 from openbeepboop_node.spool import ROWS_PER_STATEMENT, Spool, outcome_key
 from openbeepboop_schemas import ErrorOutcome, NodeError, ResultOutcome
 
@@ -127,3 +128,17 @@ def test_an_unreadable_row_is_moved_aside_and_the_rest_delivered(
     assert sorted(o.job_id for o in spool.pending()) == ["job-1", "job-3"]
     assert spool.quarantined == 2
     spool.close()
+
+
+def test_a_damaged_spool_is_one_clear_error_not_a_traceback(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    spool = Spool(path)
+    spool.add([result(f"job-{n:04d}-" + "x" * 100) for n in range(200)])  # pages of rows
+    spool.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[4096:8192] = bytes(4096)  # one page of the outcomes table zeroed
+    path.write_bytes(bytes(data))
+    with pytest.raises(SpoolError, match=r"cannot read the result spool .*\.recover"):
+        Spool(path).pending()

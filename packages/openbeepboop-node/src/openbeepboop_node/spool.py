@@ -128,10 +128,17 @@ class Spool:
         as it was, into the ``quarantine`` table of the same file, with the
         reason, for an operator to look at. :attr:`quarantined` counts them.
         """
-        with self._lock:
-            rows = self._db.execute(
-                "SELECT rowid, body FROM outcomes ORDER BY spooled_at"
-            ).fetchall()
+        try:
+            with self._lock:
+                rows = self._db.execute(
+                    "SELECT rowid, body FROM outcomes ORDER BY spooled_at"
+                ).fetchall()
+        except sqlite3.Error as exc:  # a damaged file ("database disk image is malformed")
+            raise SpoolError(
+                f"cannot read the result spool {self.path}: {exc}; its results may be "
+                f"recoverable with `sqlite3 {self.path} .recover`, or move the file aside "
+                "to start without them"
+            ) from exc
         adapter = _outcome()
         good: list[Outcome] = []
         bad: list[tuple[int, str]] = []
