@@ -229,3 +229,27 @@ async def test_an_endless_head_sent_in_pieces_is_cut_at_the_limit(port: int) -> 
         assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
     finally:
         writer.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: -1\r\n\r\n",
+        b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+    ],
+)
+async def test_bytes_the_parser_refuses_get_a_400_in_the_error_envelope(
+    port: int, request_bytes: bytes
+) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request_bytes)
+        status, body = await _answer(reader)
+        assert status == 400
+        error = json.loads(body)["error"]
+        assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_http_request")
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed
+    finally:
+        writer.close()

@@ -156,6 +156,12 @@ def head_refusal(max_header_bytes: int) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def malformed_request(message: str) -> bytes:
+    """The whole answer to bytes uvicorn's parser cannot read (``message``: uvicorn's words)."""
+    return _answer("400 Bad Request", message, "invalid_request_error", "invalid_http_request")
+
+
 #: How long a refused connection is kept half-open for the client to read the answer.
 REFUSAL_LINGER_SECONDS = 1.0
 
@@ -255,6 +261,16 @@ class OneSendHTTPProtocol(AutoHTTPProtocol):  # type: ignore[misc,valid-type]
             self._arm(REFUSAL_LINGER_SECONDS, "refusal")
         else:  # a pipelined head behind an unfinished answer: no room for ours
             self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request its parser refuses, in the OpenAI error envelope.
+
+        uvicorn answers ``text/plain`` (a bad request line, a negative
+        ``Content-Length``, one with ``Transfer-Encoding`` as well); the API's
+        contract is the envelope for every failure.
+        """
+        self.transport.write(malformed_request(msg))
+        self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
