@@ -13,13 +13,14 @@ from openbeepboop_node.exceptions import (
     ServerRequestError,
     ServerUnavailableError,
 )
+from openbeepboop_node.fetch_answer import INVALID_LEASE
 from openbeepboop_node.queue_client import (
     OFF_LOOP_PARSE_BYTES,
     READ_TIMEOUT_MARGIN_SECONDS,
     QueueClient,
     proxy_for,
 )
-from openbeepboop_schemas import LeaseRef, ReleaseOutcome
+from openbeepboop_schemas import ErrorOutcome, LeaseRef, ReleaseOutcome
 
 KEY = "sk-" + "q" * 40
 FETCH = "/internal/queue/fetch"
@@ -176,14 +177,31 @@ async def test_a_200_that_is_not_the_contract_is_an_outage(
 @pytest.mark.parametrize(
     "odd", [{"job_id": ""}, {"lease_token": ""}, {"job_id": "j" * 129}, {"lease_token": "t" * 129}]
 )
-async def test_a_lease_the_node_could_never_hand_back_is_an_unexpected_answer(
+async def test_a_lease_the_node_could_never_hand_back_is_skipped(
     server: LoopbackServer, client: QueueClient, odd: dict[str, str]
 ) -> None:
     # Its id or token would be refused by the node's own release or delivery
-    # later (a crash when it stopped, before these were bounded).
-    server.respond = always(Reply(200, [{**LEASE, **odd}]))
-    with pytest.raises(ServerUnavailableError, match="unexpected answer"):
-        await client.fetch(["m"], 1, 0)
+    # later: it is left to expire, and the good lease beside it still runs.
+    good = {**LEASE, "job_id": "job-good"}
+    server.respond = always(Reply(200, [{**LEASE, **odd}, good]))
+    refused: list[ErrorOutcome] = []
+    leases = await client.fetch(["m"], 2, 0, refuse=refused.append)
+    assert [lease.job_id for lease in leases] == ["job-good"]
+    assert refused == []
+
+
+async def test_one_unreadable_lease_does_not_cost_the_good_ones(
+    server: LoopbackServer, client: QueueClient
+) -> None:
+    bad = {**LEASE, "job_id": "job-bad", "request": {"model": "llama3", "messages": "nope"}}
+    server.respond = always(Reply(200, [{**LEASE, "job_id": "job-a"}, bad, "junk", LEASE]))
+    refused: list[ErrorOutcome] = []
+    leases = await client.fetch(["llama3"], 4, 0, refuse=refused.append)
+    assert [lease.job_id for lease in leases] == ["job-a", "job-1"]
+    (outcome,) = refused
+    assert (outcome.job_id, outcome.lease_token) == ("job-bad", "tok")
+    assert outcome.error.type == INVALID_LEASE and outcome.error.retryable is True
+    assert "request.messages" in outcome.error.message
 
 
 async def test_invalid_request_is_not_retried(server: LoopbackServer, client: QueueClient) -> None:

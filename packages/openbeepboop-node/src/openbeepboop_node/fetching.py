@@ -95,6 +95,7 @@ class Fetcher:
         self._caps = config.model_caps()
         self._held = runner.held
         self._start = runner.start
+        self._refuse = runner.refuse
         self._jobs = runner.tasks
         self._calling = runner.calling
         self._deliverer = deliverer
@@ -237,7 +238,9 @@ class Fetcher:
         # A model at its own limit is left out of the claim, not out of the
         # registry: /v1/models must keep listing it (docs/node.md, "Per-model concurrency").
         serves = None if models is live else live
-        call = asyncio.ensure_future(self._client.fetch(models, max_jobs, wait, serves))
+        call = asyncio.ensure_future(
+            self._client.fetch(models, max_jobs, wait, serves, refuse=self._refuse)
+        )
         interrupted = asyncio.ensure_future(self._interrupt.wait())
         try:
             await asyncio.wait([call, interrupted], return_when=asyncio.FIRST_COMPLETED)

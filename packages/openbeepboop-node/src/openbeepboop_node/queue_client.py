@@ -18,7 +18,6 @@ to the next URL; :mod:`~openbeepboop_node.server_pool` holds that policy.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 import urllib.parse
 import urllib.request
@@ -34,6 +33,7 @@ from openbeepboop_schemas import (
     LEASE_WATCH_PATH,
     QUEUE_SUBMIT_PATH,
     ErrorEnvelope,
+    ErrorOutcome,
     FetchRequest,
     HeartbeatRequest,
     HeartbeatResponse,
@@ -46,13 +46,14 @@ from openbeepboop_schemas import (
     SubmitRequest,
     SubmitResponse,
 )
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from openbeepboop_node.exceptions import (
     KeyRejectedError,
     ServerRequestError,
     ServerUnavailableError,
 )
+from openbeepboop_node.fetch_answer import read_fetch_answer
 from openbeepboop_node.server_pool import DEFAULT_FAILBACK_SECONDS, ServerPool
 
 #: Connect timeout (including waiting for a pooled connection), in seconds.
@@ -71,11 +72,6 @@ FAILOVER_STATUSES = frozenset({502, 503, 504})
 OFF_LOOP_PARSE_BYTES = 256 * 1024
 
 T = TypeVar("T")
-
-
-@functools.cache
-def _lease_list() -> TypeAdapter[list[Lease]]:
-    return TypeAdapter(list[Lease])
 
 
 @dataclass(frozen=True)
@@ -190,10 +186,15 @@ class QueueClient:
         max_jobs: int,
         wait: float,
         serves: Sequence[str] | None = None,
+        *,
+        refuse: Callable[[ErrorOutcome], object] | None = None,
     ) -> list[Lease]:
         """Claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds.
 
         ``serves``: every model the node serves now, when ``models`` names fewer.
+        ``refuse`` gets the hand-back of each lease the node could not read
+        (:mod:`~openbeepboop_node.fetch_answer`); the leases returned are the
+        ones it can run.
         """
         body = FetchRequest(
             node_id=self.node_id,
@@ -208,8 +209,13 @@ class QueueClient:
         if len(response.body) > OFF_LOOP_PARSE_BYTES:
             # Parsing megabytes of job bodies takes the loop away from the
             # heartbeats, deliveries and signals of every other job.
-            return await asyncio.to_thread(self._parse, response, _lease_list().validate_json)
-        return self._parse(response, _lease_list().validate_json)
+            answer = await asyncio.to_thread(self._parse, response, read_fetch_answer)
+        else:
+            answer = self._parse(response, read_fetch_answer)
+        if refuse is not None:
+            for outcome in answer.unreadable:
+                refuse(outcome)
+        return answer.leases
 
     async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:
         """Deliver outcomes; one ack per outcome, in order."""

@@ -143,6 +143,15 @@ class JobRunner:
         if self.lease_watcher is not None:
             self.lease_watcher.wake()
 
+    def refuse(self, outcome: ErrorOutcome) -> None:
+        """Hand back a lease the node could not read (:mod:`~openbeepboop_node.fetch_answer`).
+
+        It never becomes a task: its error outcome goes straight to delivery.
+        """
+        self.summary.failed += 1
+        assert self.deliverer is not None
+        self.deliverer.put(outcome)
+
     def _entry(self, lease: Lease) -> str | None:
         route = self._routes.route_for(lease.model)
         return route.entry if route is not None else None
