@@ -33,6 +33,11 @@ MIN_WAIT_ROUND_SECONDS = 0.5
 #: finishes, not when a node takes it, so without this a job already running
 #: would still read "QUEUED" for up to 30 s. One small request per 2 s per watcher.
 WATCHED_WAIT_ROUND_SECONDS = 2.0
+#: A wait without a timeout of its own keeps asking a server that stopped
+#: answering (refused, reset, 502/503/504, timeouts) for this long before it
+#: gives up: a restart, an upgrade's migrations or a host reboot fit in it, and
+#: a server gone for good still ends an overnight wait with an error.
+WAIT_OUTAGE_SECONDS = 900.0
 
 #: Environment variables that override the config file.
 ENV_SERVER_URL = "OPENBEEPBOOP_SERVER_URL"

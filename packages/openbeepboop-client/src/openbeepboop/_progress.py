@@ -7,12 +7,15 @@ status line (``openbeepboop.cli.status_line``) is another :class:`Progress`.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol, TextIO
 
 from openbeepboop_schemas import JobStatus, PollEntry
+
+logger = logging.getLogger(__name__)
 
 _QUEUED = JobStatus.QUEUED.value
 _PROCESSING = JobStatus.PROCESSING.value
@@ -26,6 +29,9 @@ class Progress(Protocol):
 
     def pending(self, entries: Sequence[PollEntry]) -> None:
         """After each round: the latest entries of the jobs not finished yet."""
+
+    def unreachable(self, message: str) -> None:
+        """The server stopped answering and the wait keeps trying: said once per outage."""
 
     def close(self) -> None:
         """Stop drawing."""
@@ -47,6 +53,10 @@ class NoProgress:
     def pending(self, entries: Sequence[PollEntry]) -> None:
         """Do nothing."""
 
+    def unreachable(self, message: str) -> None:
+        """Log it as a warning: with no logging set up, Python still prints it on stderr."""
+        logger.warning("%s", message)
+
     def close(self) -> None:
         """Do nothing."""
 
@@ -60,11 +70,12 @@ class TqdmProgress:
 
         self._finished = ""
         self._waiting = ""
+        self._file = file if file is not None else sys.stderr
         self._bar = tqdm(
             total=total,
             desc=desc,
             unit="job",
-            file=file if file is not None else sys.stderr,
+            file=self._file,
             dynamic_ncols=True,
             leave=True,
         )
@@ -87,6 +98,10 @@ class TqdmProgress:
         self._waiting = f"queued={queued}, running={running}" if entries else ""
         self._postfix()
         self._bar.refresh()
+
+    def unreachable(self, message: str) -> None:
+        """Print the warning above the bar, which stays where it is."""
+        self._bar.write(f"Warning: {message}", file=self._file)
 
     def _postfix(self) -> None:
         text = "; ".join(part for part in (self._finished, self._waiting) if part)

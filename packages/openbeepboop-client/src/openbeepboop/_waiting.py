@@ -11,6 +11,10 @@ still could not make the client spin. A watched wait (progress shown) asks
 the server to wait at most
 :data:`~openbeepboop._constants.WATCHED_WAIT_ROUND_SECONDS` per round, so
 what it shows (queued, running on which node) is never long out of date.
+
+A wait can last all night, so a server restart or a short outage in the
+middle of it must not end it: :class:`Outage` decides how long a wait keeps
+asking a server that stopped answering.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from openbeepboop_schemas import (
     PollEntry,
 )
 
-from openbeepboop import _constants
-from openbeepboop._exceptions import JobTimeoutError
+from openbeepboop import _constants, _retry
+from openbeepboop._exceptions import APIConnectionError, APIStatusError, JobTimeoutError
+from openbeepboop._servers import FAILOVER_STATUSES
 
 #: Statuses that never change again: the terminal ones and "no such job".
 FINAL_STATUSES = frozenset({*(status.value for status in TERMINAL_STATUSES), NOT_FOUND})
@@ -74,6 +79,11 @@ class WaitPlan:
         self.tally: Counter[str] = Counter()
         self._rounds = 0
         self._round_started = 0.0
+
+    @property
+    def deadline(self) -> float | None:
+        """When the wait's ``timeout`` runs out (on its clock); None without one."""
+        return self._deadline
 
     @property
     def done(self) -> bool:
@@ -133,3 +143,69 @@ class WaitPlan:
     def entries(self) -> list[PollEntry]:
         """The latest entry of every id asked about, in the order asked (known ones only)."""
         return [self._entries[job_id] for job_id in self._order if job_id in self._entries]
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """True for a failure a server restart explains: refused, reset, timeout, 502/503/504."""
+    if isinstance(exc, APIConnectionError):  # APITimeoutError is one too
+        return True
+    return isinstance(exc, APIStatusError) and exc.status_code in FAILOVER_STATUSES
+
+
+class Outage:
+    """How long a wait keeps asking a server that stopped answering.
+
+    A single request gives up after ``max_retries`` (about a second), which is
+    right for a command that asks once and wrong for a wait that may last all
+    night across a server restart. A wait therefore tries a failed round again,
+    with backoff, until its own deadline, or until
+    :data:`~openbeepboop._constants.WAIT_OUTAGE_SECONDS` after the server
+    stopped answering when it has none. Other failures (a rejected key, a
+    malformed answer) end the wait at once, as before.
+    """
+
+    def __init__(
+        self,
+        deadline: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        limit: float | None = None,
+    ) -> None:
+        self._deadline = deadline
+        self._clock = clock
+        self._limit = _constants.WAIT_OUTAGE_SECONDS if limit is None else limit
+        self._since: float | None = None
+        self._tries = 0
+
+    @property
+    def began(self) -> bool:
+        """True right after the first failure of an outage: the moment to tell the user."""
+        return self._since is not None and self._tries == 1
+
+    def retry_in(self, exc: BaseException) -> float | None:
+        """Seconds to sleep before trying again after ``exc``; None: give up, raise it."""
+        if not is_unreachable(exc):
+            return None
+        now = self._clock()
+        if self._since is None:
+            self._since = now
+        give_up = self._deadline if self._deadline is not None else self._since + self._limit
+        # The backoff is capped long before this exponent, which only must not overflow.
+        delay = _retry.backoff_seconds(min(self._tries, 32))
+        if now + delay >= give_up:
+            return None
+        self._tries += 1
+        return delay
+
+    def over(self) -> None:
+        """The server answered: a later failure starts a new outage (and a new notice)."""
+        self._since = None
+        self._tries = 0
+
+    def describe(self, exc: BaseException) -> str:
+        """The one line that says the server is unreachable and the wait keeps trying."""
+        if self._deadline is not None:
+            until = "until the wait's timeout"
+        else:
+            until = f"for up to {self._limit:g}s"
+        return f"the server does not answer ({exc}); still waiting, trying again {until}"

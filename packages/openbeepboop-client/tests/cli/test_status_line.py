@@ -87,3 +87,16 @@ def test_the_clock_moves_between_polls() -> None:
     assert erased.endswith("\r\x1b[K")
     line.draw()  # closed: stays erased
     assert stream.getvalue() == erased
+
+
+def test_an_unreachable_server_gets_a_line_of_its_own_above_the_status() -> None:
+    clock, stream = Clock(), Stream()
+    line = StatusLine(["job-1"], stream=stream, tick=3600, clock=clock)
+    line.unreachable("the server does not answer (refused); still waiting")
+    line.close()
+    text = stream.getvalue()
+    assert "\r\x1b[KWarning: the server does not answer (refused); still waiting\n" in text
+    # The status line is drawn again below the warning, then erased at the end.
+    after = text.split("still waiting\n", 1)[1]
+    assert after.startswith("\r\x1b[KWaiting for job-1")
+    assert text.endswith("\r\x1b[K")

@@ -30,10 +30,14 @@ from pydantic import TypeAdapter
 from openbeepboop import _constants
 from openbeepboop._base_client import RequestOptions, long_poll_timeout
 from openbeepboop._chat_request import describe_validation_error
-from openbeepboop._exceptions import APIResponseValidationError, InvalidRequestError
+from openbeepboop._exceptions import (
+    APIResponseValidationError,
+    InvalidRequestError,
+    OpenBeepBoopError,
+)
 from openbeepboop._jobs import completion_of
-from openbeepboop._progress import Progress, open_progress
-from openbeepboop._waiting import WaitPlan
+from openbeepboop._progress import NoProgress, Progress, open_progress
+from openbeepboop._waiting import Outage, WaitPlan
 
 if TYPE_CHECKING:
     from openbeepboop._client import AsyncClient, Client
@@ -96,7 +100,8 @@ def _reporter(progress: bool | Progress, total: int) -> Progress:
 
 def _longest_wait(progress: bool | Progress) -> float:
     """Long-poll per round: short while someone watches, so what they see stays fresh."""
-    return _constants.WATCHED_WAIT_ROUND_SECONDS if progress else MAX_WAIT_SECONDS
+    watched = progress if isinstance(progress, bool) else not isinstance(progress, NoProgress)
+    return _constants.WATCHED_WAIT_ROUND_SECONDS if watched else MAX_WAIT_SECONDS
 
 
 def _check_poll_answer(ids: Sequence[str], entries: builtins.list[PollEntry]) -> None:
@@ -151,12 +156,25 @@ class Jobs:
         command line passes its own status line instead.
         """
         plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress))
+        outage = Outage(plan.deadline)
         bar = _reporter(progress, plan.total)
         try:
             while not plan.done:
-                for call in plan.next_round():
-                    finished = plan.record(call.ids, self._poll_chunk(call.ids, call.wait))
-                    bar.advance(finished, plan.tally)
+                try:
+                    for call in plan.next_round():
+                        finished = plan.record(call.ids, self._poll_chunk(call.ids, call.wait))
+                        bar.advance(finished, plan.tally)
+                except OpenBeepBoopError as exc:
+                    # A server restart mid-wait is ridden out: docs/client.md,
+                    # "A server restart does not end a wait".
+                    delay = outage.retry_in(exc)
+                    if delay is None:
+                        raise
+                    if outage.began:
+                        bar.unreachable(outage.describe(exc))
+                    self._client._sleep(delay)
+                    continue
+                outage.over()
                 bar.pending(plan.pending_entries())
                 pause = plan.pause()
                 if pause:
@@ -234,12 +252,23 @@ class AsyncJobs:
     ) -> builtins.list[PollEntry]:
         """Wait until every job is finished; see :meth:`Jobs.wait`."""
         plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress))
+        outage = Outage(plan.deadline)
         bar = _reporter(progress, plan.total)
         try:
             while not plan.done:
-                for call in plan.next_round():
-                    finished = plan.record(call.ids, await self._poll_chunk(call.ids, call.wait))
-                    bar.advance(finished, plan.tally)
+                try:
+                    for call in plan.next_round():
+                        entries = await self._poll_chunk(call.ids, call.wait)
+                        bar.advance(plan.record(call.ids, entries), plan.tally)
+                except OpenBeepBoopError as exc:
+                    delay = outage.retry_in(exc)
+                    if delay is None:
+                        raise
+                    if outage.began:
+                        bar.unreachable(outage.describe(exc))
+                    await self._client._sleep(delay)
+                    continue
+                outage.over()
                 bar.pending(plan.pending_entries())
                 pause = plan.pause()
                 if pause:

@@ -30,7 +30,7 @@ from openbeepboop.cli.options import (
     timeout_option,
 )
 from openbeepboop.cli.output import echo_json, echo_warnings
-from openbeepboop.cli.waiting import where_they_stand
+from openbeepboop.cli.waiting import Unwatched, where_they_stand
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
@@ -160,7 +160,7 @@ def results_command(
         if wait:
             show = stderr_is_terminal() if progress is None else progress
             try:
-                entries = client.jobs.wait(job_ids, timeout=timeout, progress=show)
+                entries = client.jobs.wait(job_ids, timeout=timeout, progress=show or Unwatched())
             except JobTimeoutError as exc:
                 timed_out, entries = exc, exc.entries
             except KeyboardInterrupt:

@@ -18,8 +18,10 @@ import click
 from openbeepboop_schemas import BATCH_FINAL_STATUSES, Batch
 
 from openbeepboop._client import Client
+from openbeepboop._exceptions import OpenBeepBoopError
 from openbeepboop._progress import open_progress
 from openbeepboop._resources.batches import DEFAULT_COMPLETION_WINDOW
+from openbeepboop._waiting import Outage
 from openbeepboop.cli.errors import WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
@@ -29,6 +31,7 @@ from openbeepboop.cli.options import (
     timeout_option,
 )
 from openbeepboop.cli.output import echo_json
+from openbeepboop.cli.waiting import Unwatched
 
 #: Seconds between looks at a running batch.
 POLL_SECONDS = 1.0
@@ -56,16 +59,32 @@ def _show(batch: Batch, as_json: bool) -> None:
 
 
 def _follow(client: Client, batch: Batch, timeout: float | None) -> Batch:
-    """Poll until the batch ends, drawing a progress bar on a terminal."""
+    """Poll until the batch ends, drawing a progress bar on a terminal.
+
+    A server restart meanwhile does not end it: like every wait it keeps
+    asking (:class:`~openbeepboop._waiting.Outage`).
+    """
     deadline = None if timeout is None else time.monotonic() + timeout
-    progress = open_progress(stderr_is_terminal(), batch.request_counts.total, desc="batch")
+    outage = Outage(deadline)
+    total = batch.request_counts.total
+    progress = open_progress(True, total, desc="batch") if stderr_is_terminal() else Unwatched()
     shown = 0
     try:
         while batch.status not in BATCH_FINAL_STATUSES:
             if deadline is not None and time.monotonic() >= deadline:
                 raise WaitTimedOut(f"batch {batch.id} is still {batch.status}")
             time.sleep(POLL_SECONDS)
-            batch = client.batches.retrieve(batch.id)
+            try:
+                batch = client.batches.retrieve(batch.id)
+            except OpenBeepBoopError as exc:
+                delay = outage.retry_in(exc)
+                if delay is None:
+                    raise
+                if outage.began:
+                    progress.unreachable(outage.describe(exc))
+                time.sleep(delay)
+                continue
+            outage.over()
             counts = batch.request_counts
             done = counts.completed + counts.failed
             tally = Counter({"COMPLETED": counts.completed, "FAILED": counts.failed})

@@ -137,6 +137,15 @@ class StatusLine:
         self._pending = list(entries)
         self.draw()
 
+    def unreachable(self, message: str) -> None:
+        """Put the warning on a line of its own above the status line, which goes on."""
+        with self._lock:
+            if self._stop.is_set():
+                return
+            self._stream.write(f"{_REWRITE}Warning: {message}\n")
+            self._drawn = False
+        self.draw()
+
     def close(self) -> None:
         """Stop redrawing and erase the line."""
         self._stop.set()

@@ -12,16 +12,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import click
 from openbeepboop_schemas import JobStatus, PollEntry
 
 from openbeepboop._client import Client
 from openbeepboop._exceptions import JobTimeoutError
+from openbeepboop._progress import NoProgress
 from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
 from openbeepboop.cli.options import stderr_is_terminal
 from openbeepboop.cli.status_line import StatusLine
 
 #: Job ids spelled out in the "collect later" command; the rest are on stdout.
 MAX_IDS_NAMED = 5
+
+
+class Unwatched(NoProgress):
+    """No status line (stderr is no terminal), yet an outage is still said, once.
+
+    A script's log then shows why a wait seems stuck: one ``Warning:`` line
+    when the server stops answering, and nothing else.
+    """
+
+    def unreachable(self, message: str) -> None:
+        """One ``Warning: ...`` line on stderr."""
+        click.echo(f"Warning: {message} (Ctrl-C stops waiting; nothing is cancelled)", err=True)
 
 
 def _what_happens(statuses: dict[str, int], count: int, attempts: int = 0) -> str:
@@ -82,7 +96,7 @@ def wait_for(
     """
     if show is None:
         show = stderr_is_terminal()
-    line = StatusLine(ids, model=model, timeout=timeout) if show else False
+    line = StatusLine(ids, model=model, timeout=timeout) if show else Unwatched()
     try:
         return client.jobs.wait(ids, timeout=timeout, progress=line)
     except JobTimeoutError as exc:
