@@ -10,6 +10,10 @@ Given several server URLs, a request that finds its server gone goes at once
 to the next one (:mod:`openbeepboop._servers`); only when every URL failed
 does it count a retry and back off.
 
+Each whole response has a deadline, not only each read: a server that
+trickles its answer cannot hold a request for ever
+(:mod:`openbeepboop._response_deadline`).
+
 The API key goes into the ``Authorization`` header of each request and nowhere
 else: it is not logged, not in any ``repr`` and not in error messages.
 """
@@ -38,6 +42,7 @@ from openbeepboop._exceptions import (
     APITimeoutError,
     status_error_class,
 )
+from openbeepboop._response_deadline import bounded_async_transport, bounded_transport
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +232,10 @@ class SyncAPIClient(BaseClient[httpx.Client]):
 
     def _client(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(**self._http_client_kwargs())  # type: ignore[arg-type]
+            self._http = httpx.Client(
+                transport=bounded_transport(),
+                **self._http_client_kwargs(),  # type: ignore[arg-type]
+            )
         return self._http
 
     def _sleep(self, seconds: float) -> None:
@@ -296,7 +304,10 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(**self._http_client_kwargs())  # type: ignore[arg-type]
+            self._http = httpx.AsyncClient(
+                transport=bounded_async_transport(),
+                **self._http_client_kwargs(),  # type: ignore[arg-type]
+            )
         return self._http
 
     async def _sleep(self, seconds: float) -> None:

@@ -1,0 +1,207 @@
+"""Each whole response has a deadline: a server that trickles its answer cannot hold a request.
+
+The servers here are raw sockets on loopback that read the request and then
+answer the way an attacker would, one byte at a time. Their pauses are the
+attacker's pacing; no assertion here is about time.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import httpcore
+import pytest
+from conftest import API_KEY
+from openbeepboop import APITimeoutError, AsyncClient, Client
+from openbeepboop._response_deadline import RESPONSE_BYTES_PER_SECOND, ResponseClock
+
+#: The client's read timeout in these tests: each trickled byte comes well within it.
+READ_TIMEOUT = 1.0
+#: The attacker's pause between bytes, and how many it sends before giving up:
+#: without the bound a request would live 80 x 0.1 s, then end as a broken
+#: connection rather than as a timeout.
+TRICKLE_PAUSE = 0.1
+TRICKLE_BYTES = 80
+
+Answer = Callable[[socket.socket, threading.Event], None]
+
+
+def read_request(conn: socket.socket) -> None:
+    """Read one request (head and Content-Length body) off ``conn``."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        body += chunk
+
+
+class RawServer:
+    """Accepts connections on loopback; reads each request, then ``answer`` writes raw bytes."""
+
+    def __init__(self, answer: Answer) -> None:
+        self._answer = answer
+        self._sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.connections = 0
+        self.stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                read_request(conn)
+                self._answer(conn, self.stop)
+            except OSError:
+                pass  # the client hung up, as it should
+
+    def close(self) -> None:
+        self.stop.set()
+        self._sock.close()
+
+
+def trickle(conn: socket.socket, stop: threading.Event, data: bytes) -> None:
+    for byte in data[:TRICKLE_BYTES]:
+        if stop.wait(TRICKLE_PAUSE):
+            return
+        conn.sendall(bytes([byte]))
+
+
+def trickled_head(conn: socket.socket, stop: threading.Event) -> None:
+    trickle(conn, stop, b"HTTP/1.1 200 OK\r\nX-Padding: " + b"a" * 1000)
+
+
+def trickled_body(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    conn.sendall(b"Content-Length: 1000\r\n\r\n")
+    trickle(conn, stop, b"[" + b" " * 999)
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Answer], RawServer]]:
+    made: list[RawServer] = []
+
+    def start(answer: Answer) -> RawServer:
+        made.append(RawServer(answer))
+        return made[-1]
+
+    yield start
+    for server in made:
+        server.close()
+
+
+@pytest.mark.parametrize("answer", [trickled_head, trickled_body], ids=["head", "body"])
+def test_a_trickled_response_is_a_timeout_and_retried(
+    serve: Callable[[Answer], RawServer], answer: Answer
+) -> None:
+    server = serve(answer)
+    with (
+        Client(base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=1) as client,
+        pytest.raises(APITimeoutError),
+    ):
+        client.models.list()
+    assert server.connections == 2  # retried once, like any timeout
+
+
+@pytest.mark.parametrize("answer", [trickled_head, trickled_body], ids=["head", "body"])
+async def test_async_a_trickled_response_is_a_timeout(
+    serve: Callable[[Answer], RawServer], answer: Answer
+) -> None:
+    server = serve(answer)
+    async with AsyncClient(
+        base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=0
+    ) as client:
+        with pytest.raises(APITimeoutError):
+            await client.models.list()
+
+
+def steady_download(size: int) -> Answer:
+    """A large body sent in steady 64 KiB steps, taking longer than the read timeout."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+            + f"Content-Length: {size}\r\n\r\n".encode()
+        )
+        step = 64 * 1024
+        for start in range(0, size, step):
+            if stop.wait(0.05):
+                return
+            conn.sendall(b"x" * min(step, size - start))
+
+    return answer
+
+
+def test_a_large_download_at_a_steady_pace_finishes(
+    serve: Callable[[Answer], RawServer],
+) -> None:
+    size = 2 * 1024 * 1024  # 32 steps of 50 ms: longer than READ_TIMEOUT in all
+    server = serve(steady_download(size))
+    with Client(base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=0) as c:
+        assert len(c.batches.content("file-1")) == size
+
+
+def test_the_clock_starts_when_the_request_is_sent() -> None:
+    now = [0.0]
+    clock = ResponseClock(lambda: now[0])
+    clock.sent()
+    now[0] = 1000.0  # a long upload: not counted
+    assert clock.read_timeout(60.0) == 60.0
+    now[0] = 1059.0
+    assert clock.read_timeout(60.0) == pytest.approx(1.0)
+    now[0] = 1060.0
+    with pytest.raises(httpcore.ReadTimeout):
+        clock.read_timeout(60.0)
+
+
+def test_bytes_received_buy_time_and_a_new_request_starts_afresh() -> None:
+    now = [0.0]
+    clock = ResponseClock(lambda: now[0])
+    assert clock.read_timeout(10.0) == 10.0
+    clock.received(b"x" * RESPONSE_BYTES_PER_SECOND * 5)  # five more seconds
+    now[0] = 14.0
+    assert clock.read_timeout(10.0) == pytest.approx(1.0)
+    clock.sent()  # the next request on this connection
+    assert clock.read_timeout(10.0) == 10.0
+    assert clock.read_timeout(None) is None  # no read timeout asked: no bound either
+
+
+def test_a_long_poll_gets_its_wait_on_top(serve: Callable[[Answer], RawServer]) -> None:
+    """The long-poll's raised read timeout is the budget: an answer after 1.5 s is fine."""
+
+    def late_answer(conn: socket.socket, stop: threading.Event) -> None:
+        if stop.wait(1.5):
+            return
+        body = b'[{"id": "job-1", "object": "job", "status": "QUEUED", "completed": false}]'
+        conn.sendall(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+
+    server = serve(late_answer)
+    with Client(base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=0) as c:
+        entries = c.jobs.poll(["job-1"], wait=1.0)
+    assert entries[0].status == "QUEUED"
