@@ -28,6 +28,7 @@ from openbeepboop_server.db.database import (
     DEFAULT_SQLITE_SYNCHRONOUS,
 )
 from openbeepboop_server.db.database import SQLITE_SYNCHRONOUS_MODES as SQLITE_SYNCHRONOUS_MODES
+from openbeepboop_server.dispatch.slots import DEFAULT_MAX_FETCH_MODELS_PER_KEY
 from openbeepboop_server.errors import ServerError
 from openbeepboop_server.http.budgets import (
     DEFAULT_MAX_CONTENT_PARTS,
@@ -259,6 +260,8 @@ class LimitsSection(_Section):
     #: None (the default): no cap.
     max_tokens: int | None = Field(default=None, ge=1)
     max_n: int | None = Field(default=DEFAULT_MAX_N, ge=1, le=128)
+    #: Distinct model names one key's fetch long-polls may wait for at once (per process).
+    max_fetch_models_per_key: int = Field(default=DEFAULT_MAX_FETCH_MODELS_PER_KEY, ge=1)
 
     def budgets(self) -> RequestBudgets:
         """The HTTP layer's view of these settings (all but the sizes, enforced elsewhere)."""

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from openbeepboop_server.config import Settings
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.dispatch.empty_looks import EmptyLooks
-from openbeepboop_server.dispatch.slots import LongPollSlots
+from openbeepboop_server.dispatch.slots import LongPollSlots, ModelSlots
 from openbeepboop_server.dispatch.status_cache import StatusCache
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.keys import KeyService
@@ -43,6 +43,7 @@ class ServerContext:
     poll_slots: LongPollSlots = field(init=False)
     fetch_slots: LongPollSlots = field(init=False)
     lease_watch_slots: LongPollSlots = field(init=False)
+    fetch_models: ModelSlots = field(init=False)
 
     def __post_init__(self) -> None:
         server = self.settings.server
@@ -56,3 +57,4 @@ class ServerContext:
         self.lease_watch_slots = LongPollSlots(
             "lease watches", server.max_fetches_per_key, "max_fetches_per_key"
         )
+        self.fetch_models = ModelSlots(self.settings.limits.max_fetch_models_per_key)

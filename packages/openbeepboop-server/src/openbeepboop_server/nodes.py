@@ -11,7 +11,6 @@ a second, whether anybody serves their model: never the database.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -204,16 +203,6 @@ class ServedModels:
         """True if some node would be handed a job for ``model``."""
         return self.any_model > 0 or model in self.named
 
-    def with_models(self, models: Iterable[str]) -> ServedModels:
-        """These plus one more node declaring ``models`` (each counted once)."""
-        declared = set(models)
-        if ANY_MODEL in declared:
-            named = {**self.named, **{m: self.named.get(m, 0) for m in declared - {ANY_MODEL}}}
-            return ServedModels(named, self.any_model + 1)
-        counts = Counter(self.named)
-        counts.update(declared)
-        return ServedModels(dict(counts), self.any_model)
-
 
 def served_by(conn: sa.Connection, *, since: float) -> ServedModels:
     """What the nodes seen at or after ``since`` serve.
@@ -277,33 +266,42 @@ class ServedSnapshot:
     def __init__(self, window: float) -> None:
         self.window = window
         self._served = ServedModels()
+        # Names noted since the last replacement. Added to in place: copying
+        # the whole snapshot for each new node cost every fetch declaring new
+        # names the size of everything served (a set's ``update`` and ``in``
+        # are each atomic under the GIL, so readers in threads need no lock).
+        self._noted: set[str] = set()
 
     @property
     def served(self) -> ServedModels:
-        """The snapshot as it stands."""
+        """The snapshot as last read (names noted since are in :meth:`warnings` only)."""
         return self._served
 
     def replace(self, served: ServedModels) -> None:
         """Take a fresh reading of the registry."""
         self._served = served
+        self._noted = set()
 
     def note(self, models: Iterable[str] | None) -> None:
         """A node declaring ``models`` was just recorded by this process."""
         if models is None:
             return
         current = self._served
-        declared = set(models)
-        if current.any_model or declared <= current.named.keys():
+        if current.any_model:
             return  # nothing it could add to an answer; the next refresh counts it
-        self._served = current.with_models(declared)
+        declared = set(models)
+        if ANY_MODEL in declared:
+            self._served = ServedModels(current.named, current.any_model + 1)
+            return
+        self._noted.update(declared.difference(current.named))
 
     def warnings(self, models: Iterable[str]) -> list[JobWarning]:
         """One warning per distinct model of ``models`` that no recent node serves."""
-        served = self._served
+        served, noted = self._served, self._noted
         if served.any_model:
             return []
         return [
             not_served_warning(model, self.window)
             for model in dict.fromkeys(models)
-            if model not in served.named
+            if model not in served.named and model not in noted
         ]

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 
 import pytest
-from openbeepboop_server.dispatch.wakeups import Wakeups
+from openbeepboop_server.dispatch.wakeups import Waiter, Wakeups
 
 
 @pytest.fixture
@@ -224,3 +224,36 @@ async def test_a_submit_learns_whether_its_leases_were_taken() -> None:
         wakeups.reserve("m")
         assert leaving.hand(["lease"])  # handed, but the fetch ends before taking it
     assert await leaving.taken() is False  # so the submit gives the lease back
+
+
+@pytest.mark.anyio
+async def test_a_submit_looks_only_at_the_fetchers_that_serve_its_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Many parked fetchers declaring many other names must not make a submit's
+    # hand-off or wake-up cost more: it walks only the waiters of its model.
+    looked: list[int] = []
+    woken = Waiter.woken
+
+    def counting(self: Waiter) -> bool:
+        looked.append(1)
+        return bool(woken.fget(self))  # type: ignore[attr-defined]
+
+    wakeups = Wakeups()
+    with contextlib.ExitStack() as stack:
+        others = [
+            stack.enter_context(wakeups.fetching([f"x{i}-{j}" for j in range(50)], "node"))
+            for i in range(500)
+        ]
+        mine = stack.enter_context(wakeups.fetching(["m"], "node"))
+        spare = stack.enter_context(wakeups.fetching(["m"], "node"))
+        for waiter in [*others, mine, spare]:
+            waiter.parked = True
+        assert wakeups.parked_demand()["m"] == 2
+        assert len(wakeups.parked_demand()) == 500 * 50 + 1
+        monkeypatch.setattr(Waiter, "woken", property(counting))
+        assert wakeups.reserve("m") is mine
+        wakeups.jobs_available(["m"])
+        assert spare.woken
+        assert len(looked) < 10
+        assert not any(waiter.woken for waiter in others)

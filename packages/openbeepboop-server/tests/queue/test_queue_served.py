@@ -130,10 +130,11 @@ def test_snapshot_note_adds_only_what_it_lacks() -> None:
     snapshot.note(["a"])
     first = snapshot.served
     snapshot.note(["a"])
-    assert snapshot.served is first  # nothing new: no copy
     snapshot.note(None)
-    assert snapshot.served is first
+    assert snapshot.served is first  # names are added in place: no copy per node
+    assert snapshot.warnings(["a"]) == []
+    assert [w.model for w in snapshot.warnings(["b"])] == ["b"]
     snapshot.note(["b", "*"])
-    assert snapshot.served.any_model == 1 and snapshot.served.models() == ["a", "b"]
+    assert snapshot.served.any_model == 1 and snapshot.warnings(["c"]) == []
     snapshot.replace(ServedModels())
     assert [w.model for w in snapshot.warnings(["a"])] == ["a"]

@@ -12,7 +12,7 @@ from typing import Protocol
 from openbeepboop_server.config import Settings
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.dispatch.empty_looks import EmptyLooks
-from openbeepboop_server.dispatch.slots import LongPollSlots
+from openbeepboop_server.dispatch.slots import LongPollSlots, ModelSlots
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.metrics import Metrics
 from openbeepboop_server.queue.service import QueueService
@@ -35,5 +35,8 @@ class DispatchContext(Protocol):
     fetch_slots: LongPollSlots
     #: Node lease watches with ``wait`` held per key, against ``[server] max_fetches_per_key``.
     lease_watch_slots: LongPollSlots
+    #: Distinct model names of the fetches with ``wait`` held per key, against
+    #: ``[limits] max_fetch_models_per_key``.
+    fetch_models: ModelSlots
     #: What idle nodes' last fetches found, so an unchanged queue is not asked again.
     empty_looks: EmptyLooks

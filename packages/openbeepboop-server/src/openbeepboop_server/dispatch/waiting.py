@@ -67,6 +67,7 @@ async def fetch_leases(
     key = look_key(caller, fetch)
     with (
         context.fetch_slots.hold(caller.key_id),
+        context.fetch_models.hold(caller.key_id, fetch.models),
         wakeups.fetching(fetch.models, (caller, fetch), fetch.node_id) as waiter,
     ):
         async with disconnect_watch(waiter):

@@ -28,12 +28,21 @@ answer (:mod:`openbeepboop_server.dispatch.handoff`; docs/server-internals.md,
 "Hand-off: a submit claims for a parked node"). A reserved waiter that
 wakes for another reason waits for the hand-off to settle before it does
 anything else, so a job is never claimed for a waiter that is not looking.
+
+Fetch waiters are indexed by the models they declare, and the parked ones
+are counted per model as they park: a submit looks only at the waiters that
+serve its model, and the re-check's demand costs the distinct models parked,
+never fetches x declared models (a key's hundreds of fetches declaring 256
+names each once made every submit wait seconds; docs/server.md, "Request budgets and caps").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
+from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -125,17 +134,25 @@ class FetchWaiter(Waiter):
 
     __slots__ = (
         "_handoff",
+        "_parked",
+        "_parked_models",
         "_taken",
         "any_model",
         "claimant",
         "left",
         "models",
         "node_id",
-        "parked",
+        "seq",
     )
 
     def __init__(
-        self, models: Iterable[str], claimant: Any = None, node_id: str | None = None
+        self,
+        models: Iterable[str],
+        claimant: Any = None,
+        node_id: str | None = None,
+        *,
+        seq: int = 0,
+        parked_models: Counter[str] | None = None,
     ) -> None:
         super().__init__()
         self.models = frozenset(models)
@@ -143,12 +160,36 @@ class FetchWaiter(Waiter):
         self.node_id = node_id
         self.any_model = ANY_MODEL in self.models
         self.claimant = claimant
-        #: Asleep in its long-poll: nothing of its own is in flight.
-        self.parked = False
+        #: Registration order: the lower, the longer it has waited.
+        self.seq = seq
+        self._parked = False
+        # The registry's count of parked waiters per model, kept as this one parks.
+        self._parked_models = parked_models
         #: Its long-poll is over; a hand-off can no longer reach it.
         self.left = False
         self._handoff: asyncio.Future[list[Any]] | None = None
         self._taken: asyncio.Future[bool] | None = None
+
+    @property
+    def parked(self) -> bool:
+        """Asleep in its long-poll: nothing of its own is in flight."""
+        return self._parked
+
+    @parked.setter
+    def parked(self, value: bool) -> None:
+        if value == self._parked:
+            return
+        self._parked = value
+        counts = self._parked_models
+        if counts is None:
+            return
+        if value:
+            counts.update(self.models)
+            return
+        counts.subtract(self.models)
+        for model in self.models:
+            if counts[model] <= 0:
+                del counts[model]
 
     def serves(self, model: str) -> bool:
         """True if a job of ``model`` is claimable by this waiter."""
@@ -220,6 +261,12 @@ class Wakeups:
     def __init__(self) -> None:
         # Insertion-ordered: the node that has waited longest is woken first.
         self._fetchers: dict[FetchWaiter, None] = {}
+        # The same waiters by declared model (``*`` under its own name), each in
+        # registration order: a submit looks only at those serving its model.
+        self._by_model: dict[str, dict[FetchWaiter, None]] = {}
+        # Parked fetch waiters per declared model (kept by the waiters as they park).
+        self._parked_models: Counter[str] = Counter()
+        self._seq = itertools.count()
         self._watchers: dict[str, set[Waiter]] = {}
         self._watching: dict[Waiter, tuple[str, ...]] = {}
         # Nodes' lease watches by job id, and the ids each one watches.
@@ -264,14 +311,24 @@ class Wakeups:
         self, models: Iterable[str], claimant: Any = None, node_id: str | None = None
     ) -> Iterator[FetchWaiter]:
         """Register a fetch waiter for the duration of the block."""
-        waiter = FetchWaiter(models, claimant, node_id)
+        waiter = FetchWaiter(
+            models, claimant, node_id, seq=next(self._seq), parked_models=self._parked_models
+        )
         waiter.closed = self._closed
         self._fetchers[waiter] = None
+        for model in waiter.models:
+            self._by_model.setdefault(model, {})[waiter] = None
         try:
             yield waiter
         finally:
             waiter._leave()
+            waiter.parked = False
             del self._fetchers[waiter]
+            for model in waiter.models:
+                group = self._by_model[model]
+                del group[waiter]
+                if not group:
+                    del self._by_model[model]
             if waiter.woken and not waiter.closed:
                 # It was picked to take new jobs but leaves without claiming
                 # (client gone, deadline): pass the turn on so the jobs do not
@@ -355,16 +412,12 @@ class Wakeups:
     def parked_demand(self) -> dict[str, int]:
         """Per model (``"*"`` for any), how many parked fetchers could take a job of it.
 
-        Only fetchers asleep with no wake-up pending count: the others are
-        about to look at the database anyway.
+        Counted as fetchers park, so this costs the distinct models parked,
+        not fetchers x models. A parked fetcher with a wake-up pending still
+        counts: the re-check then reads a few rows more than it needs and
+        wakes only fetchers not already woken.
         """
-        demand: dict[str, int] = {}
-        for waiter in self._fetchers:
-            if not waiter.parked or waiter.woken or waiter.reserved or waiter.done:
-                continue
-            for model in waiter.models:
-                demand[model] = demand.get(model, 0) + 1
-        return demand
+        return dict(self._parked_models)
 
     def parked_nodes(self) -> list[str]:
         """The node ids of the fetchers waiting right now, each once."""
@@ -386,18 +439,14 @@ class Wakeups:
         if not budget:
             return
         self.generation += 1
-        for waiter in self._fetchers:
-            if waiter.woken:
-                continue
-            match = next((name for name in budget if waiter.serves(name)), None)
-            if match is None:
-                continue
-            waiter.wake()
-            budget[match] -= 1
-            if not budget[match]:
-                del budget[match]
-                if not budget:
-                    return
+        for model, count in budget.items():
+            for waiter in self._serving(model):
+                if waiter.woken:
+                    continue
+                waiter.wake()
+                count -= 1
+                if not count:
+                    break
 
     def reserve(self, model: str) -> FetchWaiter | None:
         """The longest-parked waiter that can take a job of ``model``, now reserved; or None.
@@ -407,12 +456,11 @@ class Wakeups:
         """
         if self._closed:
             return None
-        for waiter in self._fetchers:
+        for waiter in self._serving(model):
             if (
                 waiter.parked
                 and waiter.claimant is not None
                 and not (waiter.woken or waiter.reserved or waiter.done)
-                and waiter.serves(model)
             ):
                 waiter._reserve()
                 return waiter
@@ -464,11 +512,35 @@ class Wakeups:
             watcher.closed = True
             watcher.wake()
 
+    def _serving(self, model: str) -> Iterator[FetchWaiter]:
+        """The fetch waiters that can take a job of ``model``, longest-waiting first.
+
+        Callers only wake or reserve what they get, which changes no registry,
+        so the groups are walked in place.
+        """
+        named = self._by_model.get(model, {}) if model != ANY_MODEL else {}
+        anything = self._by_model.get(ANY_MODEL, {})
+        if not anything:
+            return iter(named)
+        if not named:
+            return iter(anything)
+        return heapq.merge(named, anything, key=_registered)
+
     def _hand_on(self, leaving: FetchWaiter) -> None:
-        for waiter in self._fetchers:
+        if leaving.any_model:
+            candidates: Iterable[FetchWaiter] = self._fetchers
+        else:
+            candidates = heapq.merge(
+                *(self._serving(model) for model in leaving.models), key=_registered
+            )
+        for waiter in candidates:
             if not waiter.woken and leaving.overlaps(waiter):
                 waiter.wake()
                 return
+
+
+def _registered(waiter: FetchWaiter) -> int:
+    return waiter.seq
 
 
 def _drop(registry: dict[str, set[Waiter]], waiter: Waiter, job_ids: Iterable[str]) -> None:

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import transitions
-from openbeepboop_server.queue.fair_claim import fair_candidates, store_turns
+from openbeepboop_server.queue.fair_claim import fair_candidates, queued_among, store_turns
 from openbeepboop_server.queue.ids import new_lease_token
 from openbeepboop_server.queue.policy import DEFAULT_PRIORITY_AGING_MINUTES
 
@@ -159,12 +159,15 @@ def claimable_models(conn: sa.Connection, demand: dict[str, int], *, now: float)
     params: dict[str, Any] = {"status": JobStatus.QUEUED.value, "now": now}
     dialect = conn.dialect.name
     found: list[str] = []
-    for model, limit in demand.items():
-        if model == ANY_MODEL:
-            rows = conn.execute(_claimable_sql(False, dialect), {**params, "limit": limit})
-        else:
-            sql = _claimable_sql(True, dialect)
-            rows = conn.execute(sql, {**params, "limit": limit, "model": db_text(model)})
+    if ANY_MODEL in demand:
+        rows = conn.execute(_claimable_sql(False, dialect), {**params, "limit": demand[ANY_MODEL]})
+        found.extend(rows.scalars())
+    # Parked fetchers may declare many names with nothing queued: which ones
+    # have queued jobs is one statement per chunk of names, not one per name.
+    named = {db_text(model): limit for model, limit in demand.items() if model != ANY_MODEL}
+    sql = _claimable_sql(True, dialect)
+    for model in queued_among(conn, list(named)):
+        rows = conn.execute(sql, {**params, "limit": named[model], "model": model})
         found.extend(rows.scalars())
     return found
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import json
 import math
 from typing import Any
 
@@ -108,6 +109,44 @@ def _owner_jobs_sql(dialect: str, after: bool, details: bool) -> sa.TextClause:
 _DETAILS_SQL = sa.text(f"SELECT {_COLUMNS} FROM jobs WHERE seq IN :seqs").bindparams(  # noqa: S608 - fixed fragments only
     sa.bindparam("seqs", expanding=True)
 )
+
+
+#: A claim for more declared models than this first asks, in one statement,
+#: which of them have queued jobs: a node may declare 256 names, and one
+#: skip-scan statement per name held the one SQLite writer (and a submit
+#: handing its job to that node) for all of them.
+FILTER_MODELS_ABOVE = 2
+
+
+@functools.cache
+def _queued_among_sql(dialect: str) -> sa.TextClause:
+    """Which of a list of models have QUEUED jobs: one index seek each, one statement."""
+    if dialect == "postgresql":
+        names = "unnest(CAST(:models AS text[])) AS m(name)"
+    else:
+        names = "(SELECT value AS name FROM json_each(:models)) AS m"
+    table = _table("ix_jobs_claim", dialect)
+    return sa.text(
+        f"SELECT m.name FROM {names} WHERE EXISTS"  # noqa: S608 - fixed fragments only
+        f" (SELECT 1 FROM {table} WHERE status = :status AND model = m.name)"
+    )
+
+
+def queued_among(conn: sa.Connection, models: list[str]) -> list[str]:
+    """Those of ``models`` (distinct names) with QUEUED jobs, in their order.
+
+    One statement per :data:`~openbeepboop_server.db.database.IN_CHUNK` names,
+    whatever the queue holds: the cost follows the names, not the jobs.
+    """
+    dialect = conn.dialect.name
+    sql = _queued_among_sql(dialect)
+    found: set[str] = set()
+    for start in range(0, len(models), IN_CHUNK):
+        chunk = models[start : start + IN_CHUNK]
+        value: Any = chunk if dialect == "postgresql" else json.dumps(chunk)
+        params = {"status": JobStatus.QUEUED.value, "models": value}
+        found.update(conn.execute(sql, params).scalars())
+    return [model for model in models if model in found]
 
 
 def _queued_models(conn: sa.Connection) -> list[str]:
@@ -217,6 +256,8 @@ def fair_candidates(
         models = _queued_models(conn)
     details = limit <= DETAILS_IN_ORDER_MAX
     unique = list(dict.fromkeys(models))
+    if len(unique) > FILTER_MODELS_ABOVE:
+        unique = queued_among(conn, unique)
     order, turns = _fair_order(conn, unique, limit, now, aging_seconds, details)
     if details or not order:
         return order, turns

@@ -1,0 +1,87 @@
+"""What one NODE key's parked fetches may hold: distinct model names, per process.
+
+An attacker holding one NODE key parked a thousand fetches declaring 256
+invented names each; every submit then waited seconds behind the wake-ups and
+the re-check that scaled with fetches x names. Now a key's fetches together
+wait for at most ``[limits] max_fetch_models_per_key`` distinct names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from openbeepboop_schemas import Role
+from openbeepboop_server.app import create_app
+from openbeepboop_server.context import ServerContext
+from openbeepboop_server.db.migrate import upgrade_to_head
+
+from tests.support.surface import bearer, chat, make_settings
+from tests.support.waiting import eventually
+
+WAIT = 30.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, ServerContext]]:
+    settings = make_settings(tmp_path, limits={"max_fetch_models_per_key": 4})
+    upgrade_to_head(settings.database.url)
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http, app.state.context
+
+
+def _fetch(node_id: str, models: list[str]) -> dict[str, object]:
+    return {"node_id": node_id, "models": models, "wait": WAIT}
+
+
+@pytest.mark.anyio
+async def test_a_fetch_past_the_keys_distinct_models_is_refused_429(
+    served: tuple[httpx.AsyncClient, ServerContext],
+) -> None:
+    http, context = served
+    node = context.keys.create(Role.NODE, "pool")[0]
+    user = context.keys.create(Role.USER, "u")[0]
+    parked = asyncio.ensure_future(
+        http.post(
+            "/internal/queue/fetch", json=_fetch("a", ["m1", "m2", "m3"]), headers=bearer(node)
+        )
+    )
+    await eventually(lambda: context.wakeups.parked_fetch_waiters == 1, "the first fetch parks")
+
+    refused = await http.post(
+        "/internal/queue/fetch", json=_fetch("b", ["m4", "m5"]), headers=bearer(node)
+    )
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"]
+    error = refused.json()["error"]
+    assert error["code"] == "too_many_long_polls"
+    assert "max_fetch_models_per_key" in error["message"]
+    assert "4" in error["message"]
+
+    # Names already waited for cost nothing more: a pool sharing its models fits.
+    sharing = asyncio.ensure_future(
+        http.post("/internal/queue/fetch", json=_fetch("c", ["m1", "m4"]), headers=bearer(node))
+    )
+    await eventually(lambda: context.wakeups.parked_fetch_waiters == 2, "the second fetch parks")
+
+    # Both are answered by jobs as usual.
+    for model in ("m3", "m4"):
+        submitted = await http.post("/v1/chat/completions", json=chat(model), headers=bearer(user))
+        assert submitted.status_code == 202
+    first, second = await asyncio.wait_for(asyncio.gather(parked, sharing), WAIT)
+    assert [lease["model"] for lease in first.json()] == ["m3"]
+    assert [lease["model"] for lease in second.json()] == ["m4"]
+    # Once they have left, the key's names are free again.
+    caller = context.keys.authenticate(node)
+    assert caller is not None and context.fetch_models.held(caller.key_id) == 0
