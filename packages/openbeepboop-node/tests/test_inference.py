@@ -441,12 +441,9 @@ def _nested_completion(depth: int) -> bytes:
     return json.dumps(body).replace('"X"', "[" * depth + "]" * depth).encode()
 
 
-@pytest.mark.parametrize(("depth", "fails"), [(60, False), (220, True), (300, True)])
-async def test_an_answer_nested_too_deep_to_deliver_fails_its_job(
-    make_config: Callable[..., NodeConfig], depth: int, fails: bool
-) -> None:
-    # Deeper than the server's JSON parser reads (200), or than pydantic can
-    # serialise (~250): delivered, it would be refused or crash the delivery.
+async def _answer_with(config: NodeConfig, body: bytes) -> ChatCompletion:
+    """Run a job against a raw loopback backend that answers every call with ``body``."""
+
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
         length = next(
@@ -455,7 +452,6 @@ async def test_an_answer_nested_too_deep_to_deliver_fails_its_job(
             if line.lower().startswith(b"content-length:")
         )
         await reader.readexactly(length)
-        body = _nested_completion(depth)
         writer.write(
             b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n"
             + f"content-length: {len(body)}\r\n\r\n".encode()
@@ -466,17 +462,38 @@ async def test_an_answer_nested_too_deep_to_deliver_fails_its_job(
 
     backend = await asyncio.start_server(answer, "127.0.0.1", 0)
     port = backend.sockets[0].getsockname()[1]
-    config = make_config()
     model = config.models[0].model_copy(update={"api_base": f"http://127.0.0.1:{port}/v1"})
-    config = config.model_copy(update={"models": [model]})
     try:
-        if not fails:
-            assert (await complete(config, request("deep"))).choices[0].message.content == "ok"
-            return
-        with pytest.raises(InferenceError) as caught:
-            await complete(config, request("deep"))
+        return await complete(config.model_copy(update={"models": [model]}), request("raw"))
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize(("depth", "fails"), [(60, False), (220, True), (300, True)])
+async def test_an_answer_nested_too_deep_to_deliver_fails_its_job(
+    make_config: Callable[..., NodeConfig], depth: int, fails: bool
+) -> None:
+    # Deeper than the server's JSON parser reads (200), or than pydantic can
+    # serialise (~250): delivered, it would be refused or crash the delivery.
+    if not fails:
+        result = await _answer_with(make_config(), _nested_completion(depth))
+        assert result.choices[0].message.content == "ok"
+        return
+    with pytest.raises(InferenceError) as caught:
+        await _answer_with(make_config(), _nested_completion(depth))
     error = caught.value.error
     assert (error.type, error.retryable) == ("invalid_response", False)
     assert "nested more than 128 levels" in error.message
+
+
+async def test_an_answer_without_choices_fails_its_job(
+    make_config: Callable[..., NodeConfig],
+) -> None:
+    # No choice is no answer: stored as COMPLETED it would hand the user nothing.
+    body = json.loads(_nested_completion(1))
+    body["choices"] = []
+    with pytest.raises(InferenceError) as caught:
+        await _answer_with(make_config(), json.dumps(body).encode())
+    error = caught.value.error
+    assert (error.type, error.retryable) == ("invalid_response", False)
+    assert "choices" in error.message

@@ -103,3 +103,9 @@ def test_completion_tolerates_unknown_fields_and_keeps_them() -> None:
 def test_completion_needs_choices() -> None:
     with pytest.raises(ValidationError):
         ChatCompletion.model_validate({"id": "x", "created": 1, "model": "m"})
+
+
+def test_completion_needs_at_least_one_choice() -> None:
+    # An answer with no choice holds nothing: it must not pass as a result.
+    with pytest.raises(ValidationError, match="choices"):
+        ChatCompletion.model_validate({"id": "x", "created": 1, "model": "m", "choices": []})

@@ -143,11 +143,15 @@ class Usage(TolerantBody):
 
 
 class ChatCompletion(TolerantBody):
-    """An OpenAI ``chat.completion`` object: a job's result."""
+    """An OpenAI ``chat.completion`` object: a job's result.
+
+    At least one choice: an answer without one holds nothing for the user,
+    and a job that ended with it must fail, not pass as ``COMPLETED``.
+    """
 
     id: str
     object: str = "chat.completion"
     created: int
     model: str
-    choices: list[Choice]
+    choices: list[Choice] = Field(min_length=1)
     usage: Usage | None = None
