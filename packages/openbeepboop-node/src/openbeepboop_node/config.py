@@ -32,6 +32,7 @@ from pydantic import (
     model_validator,
 )
 
+from openbeepboop_node.answer_bounds import DEFAULT_MAX_LEASE_BYTES, MIN_MAX_LEASE_BYTES
 from openbeepboop_node.exceptions import ConfigError
 from openbeepboop_node.request_guard import (
     DEFAULT_MAX_CONTENT_PARTS,
@@ -235,6 +236,8 @@ class NodeConfig(BaseModel):
     max_messages: int = Field(default=DEFAULT_MAX_MESSAGES, ge=1)
     max_content_parts: int = Field(default=DEFAULT_MAX_CONTENT_PARTS, ge=1)
     max_request_chars: int = Field(default=DEFAULT_MAX_REQUEST_CHARS, ge=1)
+    #: The largest lease a fetch answer may hold (:mod:`openbeepboop_node.answer_bounds`).
+    max_lease_bytes: int = Field(default=DEFAULT_MAX_LEASE_BYTES, ge=MIN_MAX_LEASE_BYTES)
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
 
     @model_validator(mode="before")

@@ -48,6 +48,13 @@ from openbeepboop_schemas import (
 )
 from pydantic import BaseModel, ValidationError
 
+from openbeepboop_node.answer_bounds import (
+    DEFAULT_MAX_LEASE_BYTES,
+    MAX_OTHER_ANSWER_BYTES,
+    AnswerTooLargeError,
+    fetch_answer_cap,
+    read_answer,
+)
 from openbeepboop_node.exceptions import (
     KeyRejectedError,
     ServerRequestError,
@@ -140,6 +147,7 @@ class QueueClient:
         fetch_wait: float = 25.0,
         read_margin: float = READ_TIMEOUT_MARGIN_SECONDS,
         failback: float = DEFAULT_FAILBACK_SECONDS,
+        max_lease_bytes: int = DEFAULT_MAX_LEASE_BYTES,
     ) -> None:
         urls = [server_url] if isinstance(server_url, str) else list(server_url)
         self.servers = ServerPool(urls, failback=failback)
@@ -150,6 +158,8 @@ class QueueClient:
             self._headers["User-Agent"] = f"openbeepboop-node/{version}"
         #: No request may wait longer than this for a byte of the answer.
         self.read_timeout = fetch_wait + read_margin
+        #: The largest lease a fetch answer may hold (answer_bounds.py).
+        self.max_lease_bytes = max_lease_bytes
         self._proxies = {url: proxy_for(url) for url in self.servers.urls}
         # Made on first use: an aiohttp session belongs to the running event loop.
         self._session: aiohttp.ClientSession | None = None
@@ -205,7 +215,12 @@ class QueueClient:
             serves=None if serves is None else list(serves),
         )
         # ``serves`` only when it says something: the body stays as before otherwise.
-        response = await self._post(FETCH_PATH, body, omit=None if serves else {"serves"})
+        response = await self._post(
+            FETCH_PATH,
+            body,
+            omit=None if serves else {"serves"},
+            cap=fetch_answer_cap(max_jobs, self.max_lease_bytes),
+        )
         if len(response.body) > OFF_LOOP_PARSE_BYTES:
             # Parsing megabytes of job bodies takes the loop away from the
             # heartbeats, deliveries and signals of every other job.
@@ -252,12 +267,20 @@ class QueueClient:
                 f"unexpected answer from {answer.url}: {exc.error_count()} problem(s)"
             ) from exc
 
-    async def _post(self, path: str, body: BaseModel, omit: set[str] | None = None) -> Answer:
+    async def _post(
+        self,
+        path: str,
+        body: BaseModel,
+        omit: set[str] | None = None,
+        *,
+        cap: int = MAX_OTHER_ANSWER_BYTES,
+    ) -> Answer:
+        """POST ``body``; ``cap``: the most answer bytes read."""
         data = body.model_dump_json(exclude=omit)
         failure: ServerUnavailableError | None = None
         for server in self.servers.order():
             try:
-                answer = await self._post_to(server, path, data)
+                answer = await self._post_to(server, path, data, cap)
             except _FailoverError as exc:
                 failure = exc.error
                 failure.__cause__ = exc.__cause__
@@ -268,20 +291,29 @@ class QueueClient:
         assert failure is not None  # the pool holds at least one URL
         raise failure
 
-    async def _post_to(self, server: str, path: str, data: str) -> Answer:
+    async def _post_to(self, server: str, path: str, data: str, cap: int) -> Answer:
         url = server + path
         try:
             async with self._open().post(url, data=data, proxy=self._proxies[server]) as response:
                 answer = Answer(
                     url,
                     response.status,
-                    await response.read(),
+                    await read_answer(response, cap),
                     response.reason or "",
                     _seconds(response.headers.get("Retry-After")),
                 )
         except asyncio.TimeoutError as exc:  # aiohttp's read and connect timeouts
             raise _FailoverError(
                 ServerUnavailableError(f"timed out talking to {server} ({type(exc).__name__})")
+            ) from exc
+        except AnswerTooLargeError as exc:
+            hint = ""
+            if path == FETCH_PATH:
+                hint = " (a server whose max_body_bytes is above max_lease_bytes needs that raised)"
+            raise _FailoverError(
+                ServerUnavailableError(
+                    f"server {server} sent too large an answer to {path}: {exc}{hint}"
+                )
             ) from exc
         except aiohttp.ClientError as exc:
             reason = str(exc) or type(exc).__name__

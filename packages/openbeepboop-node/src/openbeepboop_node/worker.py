@@ -85,6 +85,7 @@ class Node:
             version=version,
             fetch_wait=config.fetch_wait,
             failback=config.server_failback,
+            max_lease_bytes=config.max_lease_bytes,
         )
         self.connectivity = Connectivity(", ".join(config.all_server_urls()))
         self.summary = RunSummary()
