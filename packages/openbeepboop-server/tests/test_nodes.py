@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.nodes import NodeInfo, list_nodes, record_node, served_models
+from openbeepboop_server.errors import TooManyNodes
+from openbeepboop_server.nodes import (
+    NodeAdmission,
+    NodeInfo,
+    list_nodes,
+    purge_excess_nodes,
+    record_node,
+    served_models,
+)
 
 from tests.support.core import migrated_database, sqlite_url_for
 
@@ -81,3 +89,32 @@ def test_postgresql_upsert(postgres_url_factory) -> None:  # type: ignore[no-unt
         assert (info.models, info.version, info.last_seen) == (["b"], "2", 2.0)
     finally:
         db.dispose()
+
+
+def test_a_key_past_its_live_node_ids_is_refused_until_one_ages_out() -> None:
+    admission = NodeAdmission(limit=2, window=90.0)
+    admission.admit(1, "a", 0.0)
+    admission.admit(1, "b", 10.0)
+    admission.admit(1, "a", 50.0)  # known ids are always welcome
+    with pytest.raises(TooManyNodes, match=r"max_nodes_per_key = 2"):
+        admission.admit(1, "c", 60.0)
+    admission.admit(2, "c", 60.0)  # another key counts apart
+    # "b" was last seen at 10: unseen for the window, it no longer counts.
+    admission.admit(1, "c", 101.0)
+    assert admission.live(1) == 2
+    with pytest.raises(TooManyNodes):
+        admission.admit(1, "d", 102.0)
+
+
+def test_purge_keeps_per_key_only_the_most_recent_nodes_that_are_not_live(
+    node_db: Database,
+) -> None:
+    for index in range(5):
+        _record(node_db, f"old-{index}", 10.0 + index)
+    _record(node_db, "live", 500.0)
+    _record(node_db, "other-key-old", 1.0, key_name="other")
+    with node_db.write() as conn:
+        assert purge_excess_nodes(conn, seen_before=400.0, keep=2) == 3
+    with node_db.read() as conn:
+        left = sorted(node.node_id for node in list_nodes(conn))
+    assert left == ["live", "old-3", "old-4", "other-key-old"]

@@ -44,6 +44,7 @@ from openbeepboop_server.errors import (
     PriorityAboveCeiling,
     QuotaExceeded,
     ScopeRefused,
+    TooManyNodes,
 )
 from openbeepboop_server.housekeeping import Housekeeper
 from openbeepboop_server.http.access_log import AccessLog
@@ -59,6 +60,7 @@ from openbeepboop_server.http.errors import (
     handle_quota_exceeded,
     handle_scope_refused,
     handle_too_many_long_polls,
+    handle_too_many_nodes,
     handle_unexpected,
 )
 from openbeepboop_server.http.limits import BodySizeLimit
@@ -160,6 +162,7 @@ def create_app(settings: Settings) -> Starlette:
             QuotaExceeded: handle_quota_exceeded,
             ScopeRefused: handle_scope_refused,
             NodeIdTaken: handle_node_id_taken,
+            TooManyNodes: handle_too_many_nodes,
             IdempotencyKeyReused: handle_idempotency_key_reused,
             ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,

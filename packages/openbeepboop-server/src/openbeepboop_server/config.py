@@ -45,6 +45,7 @@ from openbeepboop_server.http.budgets import (
 from openbeepboop_server.queue.policy import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_NODES_PER_KEY,
     DEFAULT_NODE_RETENTION_DAYS,
     DEFAULT_PRIORITY_AGING_MINUTES,
     DEFAULT_RETENTION_DAYS,
@@ -169,6 +170,8 @@ class QueueSection(_Section):
     #: None (the default): unfinished jobs wait for a node for ever.
     max_queued_days: float | None = Field(default=None, gt=0)
     node_retention_days: float = Field(default=DEFAULT_NODE_RETENTION_DAYS, gt=0)
+    #: Live node ids one key may use at once (per process); a new one past it gets 429.
+    max_nodes_per_key: int = Field(default=DEFAULT_MAX_NODES_PER_KEY, ge=1)
     #: Minutes of waiting worth one step of ``priority`` (docs/api.md, "Claim order").
     priority_aging_minutes: float = Field(default=DEFAULT_PRIORITY_AGING_MINUTES, gt=0)
 
@@ -205,6 +208,7 @@ class QueueSection(_Section):
             node_seen_seconds=self.node_seen_window(),
             max_queued_days=self.max_queued_days,
             node_retention_days=self.node_retention_days,
+            max_nodes_per_key=self.max_nodes_per_key,
             priority_aging_seconds=self.priority_aging_minutes * 60,
         )
 

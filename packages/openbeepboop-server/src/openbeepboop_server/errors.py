@@ -10,6 +10,7 @@
     ├── QuotaExceeded           a submit past its key's ``max_queued`` or ``rate_limit``
     ├── ScopeRefused            a NODE key acting outside its models or ``node_id``
     ├── NodeIdTaken             a ``node_id`` another key is acting under
+    ├── TooManyNodes            a new ``node_id`` past the key's live nodes
     ├── InvalidSetting          a configuration value the database layer cannot use
     ├── PriorityAboveCeiling    a submit's ``priority`` above its key's ``max_priority``
     ├── DatabaseBehind          schema older than this code: run ``migrate``
@@ -66,6 +67,18 @@ class ScopeRefused(ServerError):  # noqa: N818
 
 class NodeIdTaken(ServerError):  # noqa: N818
     """A ``node_id`` that belongs to another key."""
+
+
+class TooManyNodes(ServerError):  # noqa: N818
+    """A new ``node_id`` for a key that already uses as many live ones as allowed."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        super().__init__(
+            f"this API key already has {limit} live nodes on this server (node_ids seen in "
+            f"the last {window:g} s; the limit is [queue] max_nodes_per_key = {limit}); "
+            "reuse a node_id, or wait until unused ones age out"
+        )
+        self.limit = limit
 
 
 class InvalidSetting(ServerError, ValueError):  # noqa: N818

@@ -11,6 +11,8 @@ a second, whether anybody serves their model: never the database.
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,6 +28,7 @@ from openbeepboop_schemas import (
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
+from openbeepboop_server.errors import TooManyNodes
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.scopes import check_owner
 
@@ -101,6 +104,28 @@ def touch_nodes(conn: sa.Connection, node_ids: list[str], *, now: float) -> None
         conn.execute(nodes.update().where(nodes.c.node_id.in_(chunk)).values(last_seen=now))
 
 
+def purge_excess_nodes(conn: sa.Connection, *, seen_before: float, keep: int) -> int:
+    """Delete, per key, the rows of nodes last seen before ``seen_before`` beyond the
+    ``keep`` most recent; how many.
+
+    A key that cycles through new node ids leaves a row for each; without this
+    they would stay for ``node_retention_days``. A real pool's retired nodes
+    are far fewer than ``keep`` per key, so they keep the full retention.
+    """
+    ranked = (
+        sa.select(
+            nodes.c.node_id,
+            sa.func.row_number()
+            .over(partition_by=nodes.c.key_name, order_by=nodes.c.last_seen.desc())
+            .label("rank"),
+        )
+        .where(nodes.c.last_seen < seen_before)
+        .subquery()
+    )
+    excess = sa.select(ranked.c.node_id).where(ranked.c.rank > keep)
+    return conn.execute(nodes.delete().where(nodes.c.node_id.in_(excess))).rowcount or 0
+
+
 def purge_nodes(conn: sa.Connection, *, seen_before: float) -> int:
     """Delete the registry rows of nodes last seen before ``seen_before``; how many.
 
@@ -162,6 +187,50 @@ class NodeRecorder:
             if len(self._recorded) >= MAX_REMEMBERED_NODES:
                 self._recorded.clear()  # many short-lived node ids: start over, stay bounded
             self._recorded[node_id] = (now, facts)
+
+
+class NodeAdmission:
+    """Bounds the live ``node_id`` values each key uses in this process, before any write.
+
+    Every fetch or heartbeat with a new ``node_id`` creates a registry row, so
+    one key inventing ids could grow the registry (and everything that reads
+    it: ``/v1/models``, the status) without limit. A key may use at most
+    ``limit`` ids seen within ``window`` seconds (``node_seen_seconds``: the
+    ids that count as live); a new one past that raises :class:`TooManyNodes`
+    before the claim's transaction opens, so a refusal costs no database
+    work. Ids leave the count once unseen for ``window``; the registry rows
+    themselves go at the purge (:func:`purge_nodes`, :func:`purge_excess_nodes`).
+    Per process, like the long-poll caps; the process's threads share it
+    under a lock.
+    """
+
+    def __init__(self, limit: int, window: float) -> None:
+        self.limit = limit
+        self.window = window
+        # Per key: node id -> when it was last seen, least recently seen first.
+        self._seen: dict[int, OrderedDict[str, float]] = {}
+        self._lock = threading.Lock()
+
+    def live(self, key_id: int) -> int:
+        """How many node ids ``key_id`` has used within the window (as last pruned)."""
+        return len(self._seen.get(key_id, ()))
+
+    def admit(self, key_id: int, node_id: str, now: float) -> None:
+        """Note that ``key_id`` acts as ``node_id`` now; :class:`TooManyNodes` if it may not."""
+        with self._lock:
+            seen = self._seen.get(key_id)
+            if seen is None:
+                seen = self._seen[key_id] = OrderedDict()
+            if node_id in seen:
+                seen[node_id] = now
+                seen.move_to_end(node_id)
+                return
+            cutoff = now - self.window
+            while seen and next(iter(seen.values())) < cutoff:
+                seen.popitem(last=False)
+            if len(seen) >= self.limit:
+                raise TooManyNodes(self.limit, self.window)
+            seen[node_id] = now
 
 
 def list_nodes(conn: sa.Connection) -> list[NodeInfo]:

@@ -1,9 +1,12 @@
-"""What one NODE key's parked fetches may hold: distinct model names, per process.
+"""What one NODE key may hold on a server: distinct model names, node ids.
 
 An attacker holding one NODE key parked a thousand fetches declaring 256
 invented names each; every submit then waited seconds behind the wake-ups and
 the re-check that scaled with fetches x names. Now a key's fetches together
 wait for at most ``[limits] max_fetch_models_per_key`` distinct names.
+The same key invented node ids until ``/v1/status`` was 6.5 MB: now a key
+uses at most ``[queue] max_nodes_per_key`` live ids, and the status lists a
+bounded number of models per node.
 """
 
 from __future__ import annotations
@@ -32,7 +35,9 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, ServerContext]]:
-    settings = make_settings(tmp_path, limits={"max_fetch_models_per_key": 4})
+    settings = make_settings(
+        tmp_path, limits={"max_fetch_models_per_key": 4}, queue={"max_nodes_per_key": 3}
+    )
     upgrade_to_head(settings.database.url)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -85,3 +90,63 @@ async def test_a_fetch_past_the_keys_distinct_models_is_refused_429(
     # Once they have left, the key's names are free again.
     caller = context.keys.authenticate(node)
     assert caller is not None and context.fetch_models.held(caller.key_id) == 0
+
+
+@pytest.mark.anyio
+async def test_a_new_node_id_past_the_keys_live_nodes_is_refused_429(
+    served: tuple[httpx.AsyncClient, ServerContext],
+) -> None:
+    http, context = served
+    node = bearer(context.keys.create(Role.NODE, "pool")[0])
+    other = bearer(context.keys.create(Role.NODE, "other-pool")[0])
+    admin = bearer(context.keys.create(Role.ADMIN, "admin")[0])
+    for node_id in ("n1", "n2", "n3"):
+        answer = await http.post(
+            "/internal/queue/fetch", json={"node_id": node_id, "models": ["m"]}, headers=node
+        )
+        assert answer.status_code == 200, answer.text
+
+    fetched = await http.post(
+        "/internal/queue/fetch", json={"node_id": "n4", "models": ["m"]}, headers=node
+    )
+    beaten = await http.post(
+        "/internal/queue/heartbeat", json={"node_id": "n5", "leases": []}, headers=node
+    )
+    for refused in (fetched, beaten):
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["Retry-After"]
+        error = refused.json()["error"]
+        assert error["code"] == "too_many_nodes"
+        assert "max_nodes_per_key = 3" in error["message"]
+
+    # Its own ids still work, and another key has its own count.
+    again = await http.post(
+        "/internal/queue/fetch", json={"node_id": "n1", "models": ["m"]}, headers=node
+    )
+    assert again.status_code == 200
+    elsewhere = await http.post(
+        "/internal/queue/fetch", json={"node_id": "x1", "models": ["m"]}, headers=other
+    )
+    assert elsewhere.status_code == 200
+    status = (await http.get("/v1/status", headers=admin)).json()
+    assert status["nodes_online"] == 4
+
+
+@pytest.mark.anyio
+async def test_the_status_lists_a_bounded_number_of_models_per_node(
+    served: tuple[httpx.AsyncClient, ServerContext],
+) -> None:
+    http, context = served
+    node = bearer(context.keys.create(Role.NODE, "pool")[0])
+    admin = bearer(context.keys.create(Role.ADMIN, "admin")[0])
+    names = [f"{index:03d}" + "x" * 253 for index in range(256)]
+    for node_id in ("n1", "n2", "n3"):
+        answer = await http.post(
+            "/internal/queue/fetch", json={"node_id": node_id, "models": names}, headers=node
+        )
+        assert answer.status_code == 200, answer.text
+    status = await http.get("/v1/status", headers=admin)
+    assert status.status_code == 200
+    assert [len(entry["models"]) for entry in status.json()["nodes"]] == [16, 16, 16]
+    # 3 nodes x 256 names of 256 characters were ~200 KB; the lists are bounded now.
+    assert len(status.content) < 64 * 1024

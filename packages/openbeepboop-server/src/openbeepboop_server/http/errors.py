@@ -230,3 +230,20 @@ async def handle_node_id_taken(request: Request, exc: Exception) -> Response:
     """A ``node_id`` another key acts under (:class:`NodeIdTaken`) → ``409``."""
     error = ApiError(409, str(exc), type="conflict_error", code="node_id_taken")
     return envelope_response(error.status_code, error.envelope)
+
+
+#: Seconds a node refused for its key's live node ids is told to wait: ids age
+#: out of the count after ``node_seen_seconds`` (at least 90 s by default).
+NODE_LIMIT_RETRY_AFTER_SECONDS = 30
+
+
+async def handle_too_many_nodes(request: Request, exc: Exception) -> Response:
+    """A new ``node_id`` past its key's live nodes (:class:`TooManyNodes`) → ``429``."""
+    error = ApiError(
+        429,
+        str(exc),
+        param="node_id",
+        code="too_many_nodes",
+        headers={"Retry-After": str(NODE_LIMIT_RETRY_AFTER_SECONDS)},
+    )
+    return envelope_response(error.status_code, error.envelope, error.headers)

@@ -22,6 +22,10 @@ DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 300.0
 DEFAULT_RETENTION_DAYS = 30.0
 #: Nodes not seen for this long leave the registry (``nodes``, ``/v1/status``).
 DEFAULT_NODE_RETENTION_DAYS = 30.0
+#: Distinct live ``node_id``\ s one key may use at once, per server process: as
+#: many as the fetches it may hold (``max_fetches_per_key``; each node holds
+#: one), twice the largest pool we expect to share a key (500 nodes).
+DEFAULT_MAX_NODES_PER_KEY = 1000
 #: Waiting this long lifts a job by one step of ``priority`` (docs/api.md, "Claim order").
 DEFAULT_PRIORITY_AGING_MINUTES = 10.0
 #: Idle long-poll periods a node may stay silent before it no longer counts as seen.
@@ -62,6 +66,8 @@ class QueuePolicy:
     #: Unfinished jobs older than this end FAILED (``expired``); None: never.
     max_queued_days: float | None = None
     node_retention_days: float = DEFAULT_NODE_RETENTION_DAYS
+    #: Live node ids one key may use at once (per process); see :class:`~.nodes.NodeAdmission`.
+    max_nodes_per_key: int = DEFAULT_MAX_NODES_PER_KEY
     #: Seconds of waiting worth one step of ``priority`` (fair_share.py).
     priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_MINUTES * 60
 

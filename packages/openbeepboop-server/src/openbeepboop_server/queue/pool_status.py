@@ -50,6 +50,9 @@ MAX_STATUS_MODELS = 100
 MAX_STATUS_NODES = 100
 MAX_RECENT_FAILURES = 20
 MAX_STATUS_KEYS = 50
+#: Models listed per node (a node may declare 256 names of 256 characters:
+#: 100 such nodes made a 6.5 MB answer); ``openbeepboop-server nodes`` lists all.
+MAX_STATUS_NODE_MODELS = 16
 #: A failure's message is cut to this many characters.
 MAX_FAILURE_MESSAGE_CHARS = 500
 
@@ -148,7 +151,7 @@ def build_pool_status(
                     node_id=row.node_id,
                     key_name=row.key_name,
                     version=row.version,
-                    models=declared,
+                    models=declared[:MAX_STATUS_NODE_MODELS],
                     last_seen=row.last_seen,
                     seen_seconds_ago=round(max(0.0, now - row.last_seen), 3),
                     in_flight=in_flight.get(row.node_id, 0),

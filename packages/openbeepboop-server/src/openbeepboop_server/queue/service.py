@@ -40,6 +40,7 @@ from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.nodes import (
+    NodeAdmission,
     NodeInfo,
     NodeRecorder,
     Recorded,
@@ -87,6 +88,7 @@ class QueueService:
         self._row_locks = not db.is_sqlite
         self._served = ServedSnapshot(policy.node_seen_seconds)
         self._nodes = NodeRecorder(self._served, policy.node_seen_seconds)
+        self._admission = NodeAdmission(policy.max_nodes_per_key, policy.node_seen_seconds)
 
     @property
     def policy(self) -> QueuePolicy:
@@ -241,6 +243,7 @@ class QueueService:
     def claim(self, caller: Caller, fetch: FetchRequest) -> list[Lease]:
         """Lease up to ``fetch.max_jobs`` jobs for the declared models; records the node."""
         now = self._clock()
+        self._admission.admit(caller.key_id, fetch.node_id, now)
         with self._db.write() as conn:
             claimed, recorded = self._claim_in(conn, caller, fetch, now)
         self._nodes.remember(recorded)
@@ -300,6 +303,7 @@ class QueueService:
         """Extend held leases; also refreshes the node's registry entry."""
         check_scope(caller, beat.node_id, beat.declared_models)
         now = self._clock()
+        self._admission.admit(caller.key_id, beat.node_id, now)
         with self._db.write() as conn:
             response = lease_ops.heartbeat(
                 conn,
@@ -396,10 +400,17 @@ class QueueService:
         return purged
 
     def purge_nodes(self) -> int:
-        """Forget nodes not seen for ``node_retention_days``; how many."""
-        seen_before = self._clock() - self._policy.node_retention_days * transitions.DAY_SECONDS
+        """Forget nodes not seen for ``node_retention_days``, and per key those not live
+        beyond ``max_nodes_per_key``; how many."""
+        now = self._clock()
+        seen_before = now - self._policy.node_retention_days * transitions.DAY_SECONDS
         with self._db.write() as conn:
             purged = registry.purge_nodes(conn, seen_before=seen_before)
+            purged += registry.purge_excess_nodes(
+                conn,
+                seen_before=now - self._policy.node_seen_seconds,
+                keep=self._policy.max_nodes_per_key,
+            )
         if purged:
             days = self._policy.node_retention_days
             logger.info("forgot %d node(s) not seen for %g day(s)", purged, days)
