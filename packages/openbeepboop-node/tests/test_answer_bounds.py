@@ -1,4 +1,4 @@
-"""A hostile server on a raw loopback socket: huge answers and gzip bombs.
+"""A hostile server on a raw loopback socket: huge answers, gzip bombs, trickled heads and bodies.
 
 Each test waits at most :data:`SAFETY_NET` seconds for the client's call: a
 call that would hang (or read for ever) without the bounds fails the test
@@ -14,12 +14,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import pytest
-from openbeepboop_node.answer_bounds import fetch_answer_cap
+from openbeepboop_node.answer_bounds import MIN_BYTES_PER_SECOND, fetch_answer_cap
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.exceptions import ServerUnavailableError
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.worker import Node
-from openbeepboop_schemas import LeaseRef
+from openbeepboop_schemas import LeaseRef, ReleaseOutcome
 from pydantic import ValidationError
 
 KEY = "sk-" + "b" * 40
@@ -74,8 +74,8 @@ async def raw() -> AsyncIterator[tuple[RawServer, str]]:
 
 
 def client_for(url: str, **options: float) -> QueueClient:
-    """A client that long-polls for nothing."""
-    settings = {"fetch_wait": 0.0, "read_margin": 0.5, **options}
+    """Short allowances: a connect allowance and read margin of half a second each."""
+    settings = {"fetch_wait": 0.0, "read_margin": 0.5, "connect_timeout": 0.5, **options}
     return QueueClient(url, KEY, "node-1", **settings)  # type: ignore[arg-type]
 
 
@@ -157,3 +157,97 @@ async def test_a_huge_heartbeat_answer_is_not_read(raw: tuple[RawServer, str]) -
             await within_safety_net(client.heartbeat([LeaseRef(job_id="j", lease_token="t")]))
     finally:
         await client.aclose()
+
+
+# -- time ---------------------------------------------------------------------
+
+
+def calls(client: QueueClient) -> dict[str, Callable[[], Awaitable[object]]]:
+    return {
+        "fetch": lambda: client.fetch(["m"], 1, 0),
+        "submit": lambda: client.submit([ReleaseOutcome(job_id="j", lease_token="t")]),
+        "heartbeat": lambda: client.heartbeat([LeaseRef(job_id="j", lease_token="t")]),
+    }
+
+
+@pytest.mark.parametrize("call", ["fetch", "submit", "heartbeat"])
+@pytest.mark.parametrize("part", ["head", "body"])
+async def test_a_trickled_answer_is_cut_off(
+    raw: tuple[RawServer, str], call: str, part: str
+) -> None:
+    server, url = raw
+    stopped = asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # One byte at a time, each well inside the half-second read timeout.
+        if part == "head":
+            await server.write(writer, b"HTTP/1.1 200 OK\r\nx-slow: ")
+        else:
+            await server.write(writer, head(1_000_000))
+        try:
+            while True:
+                await server.write(writer, b"a")
+                await asyncio.sleep(0.05)
+        finally:
+            stopped.set()
+
+    server.handler = trickle
+    client = client_for(url)
+    try:
+        with pytest.raises(ServerUnavailableError, match="no whole answer within 1 s"):
+            await within_safety_net(calls(client)[call]())
+    finally:
+        await client.aclose()
+    await asyncio.wait_for(stopped.wait(), SAFETY_NET)  # the node hung up
+
+
+async def test_an_answer_that_keeps_moving_is_read_to_its_end(raw: tuple[RawServer, str]) -> None:
+    server, url = raw
+    lease = {
+        "job_id": "job-1",
+        "lease_token": "tok",
+        "lease_expires_at": 1e10,
+        "lease_seconds": 300,
+        "attempt": 1,
+        "model": "m",
+        "request": {"model": "m", "messages": [{"role": "user", "content": "x" * (2 * MIB)}]},
+    }
+    body = json.dumps([lease]).encode()
+    step = MIN_BYTES_PER_SECOND  # each step earns a second; it takes a tenth
+
+    async def steady(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await server.write(writer, head(len(body)))
+        for start in range(0, len(body), step):
+            await server.write(writer, body[start : start + step])
+            await asyncio.sleep(0.1)
+
+    server.handler = steady
+    client = client_for(url)
+    try:
+        # ~3 s in all, past the first second allowed: the bytes moving earn the rest.
+        (got,) = await within_safety_net(client.fetch(["m"], 1, 0))  # type: ignore[misc]
+    finally:
+        await client.aclose()
+    assert got.job_id == "job-1"
+
+
+async def test_a_large_delivery_earns_time_for_its_upload(raw: tuple[RawServer, str]) -> None:
+    server, url = raw
+    outcome = ReleaseOutcome(job_id="j" * 128, lease_token="t" * 128)
+    outcomes = [outcome] * 1000  # ~270 KB: about four seconds at the slowest rate
+    acks = json.dumps({"acks": [{"job_id": "j" * 128, "ack": "accepted"}] * 1000}).encode()
+
+    async def slow_head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # The head dribbles in over ~2 s: past the base second, inside what the upload earned.
+        for byte in b"HTTP/1.1 200 OK\r\nx-pad: " + b"p" * 20:
+            await server.write(writer, bytes([byte]))
+            await asyncio.sleep(0.05)
+        await server.write(writer, b"\r\n" + head(len(acks))[len(b"HTTP/1.1 200 OK\r\n") :] + acks)
+
+    server.handler = slow_head
+    client = client_for(url)
+    try:
+        answer = await within_safety_net(client.submit(outcomes))
+    finally:
+        await client.aclose()
+    assert len(answer) == 1000  # type: ignore[arg-type]

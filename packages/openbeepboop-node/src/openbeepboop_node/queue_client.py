@@ -52,8 +52,10 @@ from openbeepboop_node.answer_bounds import (
     DEFAULT_MAX_LEASE_BYTES,
     MAX_OTHER_ANSWER_BYTES,
     AnswerTooLargeError,
+    Deadline,
     fetch_answer_cap,
     read_answer,
+    transfer_seconds,
 )
 from openbeepboop_node.exceptions import (
     KeyRejectedError,
@@ -147,6 +149,7 @@ class QueueClient:
         fetch_wait: float = 25.0,
         read_margin: float = READ_TIMEOUT_MARGIN_SECONDS,
         failback: float = DEFAULT_FAILBACK_SECONDS,
+        connect_timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_lease_bytes: int = DEFAULT_MAX_LEASE_BYTES,
     ) -> None:
         urls = [server_url] if isinstance(server_url, str) else list(server_url)
@@ -158,6 +161,8 @@ class QueueClient:
             self._headers["User-Agent"] = f"openbeepboop-node/{version}"
         #: No request may wait longer than this for a byte of the answer.
         self.read_timeout = fetch_wait + read_margin
+        self.read_margin = read_margin
+        self.connect_timeout = connect_timeout
         #: The largest lease a fetch answer may hold (answer_bounds.py).
         self.max_lease_bytes = max_lease_bytes
         self._proxies = {url: proxy_for(url) for url in self.servers.urls}
@@ -178,7 +183,7 @@ class QueueClient:
                 headers=self._headers,
                 cookie_jar=aiohttp.DummyCookieJar(),  # the protocol has no cookies
                 timeout=aiohttp.ClientTimeout(
-                    total=None, connect=DEFAULT_TIMEOUT_SECONDS, sock_read=self.read_timeout
+                    total=None, connect=self.connect_timeout, sock_read=self.read_timeout
                 ),
                 raise_for_status=False,
             )
@@ -219,6 +224,7 @@ class QueueClient:
             FETCH_PATH,
             body,
             omit=None if serves else {"serves"},
+            wait=wait,
             cap=fetch_answer_cap(max_jobs, self.max_lease_bytes),
         )
         if len(response.body) > OFF_LOOP_PARSE_BYTES:
@@ -254,7 +260,7 @@ class QueueClient:
     async def watch_leases(self, leases: Sequence[LeaseRef], wait: float) -> LeaseWatchResponse:
         """Wait up to ``wait`` s until one of ``leases`` is cancelled or lost; which ones."""
         body = LeaseWatchRequest(node_id=self.node_id, leases=list(leases), wait=wait)
-        response = await self._post(LEASE_WATCH_PATH, body)
+        response = await self._post(LEASE_WATCH_PATH, body, wait=wait)
         return self._parse(response, LeaseWatchResponse.model_validate_json)
 
     def _parse(self, answer: Answer, parse: Callable[[bytes], T]) -> T:
@@ -273,14 +279,15 @@ class QueueClient:
         body: BaseModel,
         omit: set[str] | None = None,
         *,
+        wait: float = 0.0,
         cap: int = MAX_OTHER_ANSWER_BYTES,
     ) -> Answer:
-        """POST ``body``; ``cap``: the most answer bytes read."""
+        """POST ``body``; ``wait``: how long the server may hold it; ``cap``: most answer bytes."""
         data = body.model_dump_json(exclude=omit)
         failure: ServerUnavailableError | None = None
         for server in self.servers.order():
             try:
-                answer = await self._post_to(server, path, data, cap)
+                answer = await self._post_to(server, path, data, wait, cap)
             except _FailoverError as exc:
                 failure = exc.error
                 failure.__cause__ = exc.__cause__
@@ -291,20 +298,33 @@ class QueueClient:
         assert failure is not None  # the pool holds at least one URL
         raise failure
 
-    async def _post_to(self, server: str, path: str, data: str, cap: int) -> Answer:
+    async def _post_to(self, server: str, path: str, data: str, wait: float, cap: int) -> Answer:
         url = server + path
+        loop = asyncio.get_running_loop()
+        # The whole exchange, not only each read (answer_bounds.py): a server
+        # trickling its answer a byte at a time is cut off here.
+        allowed = self.connect_timeout + wait + self.read_margin + transfer_seconds(len(data))
+        started = loop.time()
+        deadline = Deadline(started + allowed)
         try:
-            async with self._open().post(url, data=data, proxy=self._proxies[server]) as response:
+            async with (
+                deadline,
+                self._open().post(url, data=data, proxy=self._proxies[server]) as response,
+            ):
                 answer = Answer(
                     url,
                     response.status,
-                    await read_answer(response, cap),
+                    await read_answer(response, cap, deadline),
                     response.reason or "",
                     _seconds(response.headers.get("Retry-After")),
                 )
-        except asyncio.TimeoutError as exc:  # aiohttp's read and connect timeouts
+        except asyncio.TimeoutError as exc:  # aiohttp's read and connect timeouts, or the deadline
+            if loop.time() >= deadline.when:
+                what = f"no whole answer within {deadline.when - started:.0f} s"
+            else:
+                what = type(exc).__name__
             raise _FailoverError(
-                ServerUnavailableError(f"timed out talking to {server} ({type(exc).__name__})")
+                ServerUnavailableError(f"timed out talking to {server} ({what})")
             ) from exc
         except AnswerTooLargeError as exc:
             hint = ""
