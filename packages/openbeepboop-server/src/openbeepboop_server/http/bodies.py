@@ -28,7 +28,9 @@ from pydantic_core import from_json, to_json
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openbeepboop_server import finite_json
 from openbeepboop_server.dispatch.calls import INLINE_MAX_BYTES
+from openbeepboop_server.finite_json import NonFiniteNumber
 from openbeepboop_server.http.budgets import (
     RequestBudgets,
     check_bulk_request,
@@ -39,6 +41,9 @@ from openbeepboop_server.http.budgets import (
 from openbeepboop_server.http.errors import ApiError
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
+
+#: The error code of a body holding ``NaN``, ``Infinity`` or a number like ``1e400``.
+NON_FINITE_CODE = "non_finite_number"
 
 JSON = "application/json"
 
@@ -91,10 +96,10 @@ def parse_body(
         chat = budgets is not None and model in _CHAT_BODIES
         if not (strict or deep or chat):
             return model.model_validate_json(body)
-        try:
-            data = from_json(body)
-        except ValueError as exc:
-            raise ApiError(400, f"malformed JSON: {exc}", code="invalid_body") from None
+        # A request a job is made of (chat bodies are always budgeted) is refused
+        # a number JSON cannot carry; a node's delivered result (not budgeted) is
+        # kept as it came: refusing it would lose the answer.
+        data = read_json(body, finite=budgets is not None)
         if budgets is not None:
             if deep:
                 check_depth(data, budgets.max_json_depth)
@@ -134,10 +139,13 @@ def _checked_chat_json(body: bytes, budgets: RequestBudgets, *, share_cpu: bool 
     return data
 
 
-def read_json(body: bytes) -> Any:
-    """``body`` parsed as JSON, or a ``400`` saying why it is not."""
+def read_json(body: bytes, *, finite: bool = True) -> Any:
+    """``body`` parsed as JSON, or a ``400`` saying why it is not (or, with ``finite``,
+    why it cannot be stored as sent: :mod:`~openbeepboop_server.finite_json`)."""
     try:
-        return from_json(body)
+        return finite_json.loads(body) if finite else from_json(body)
+    except NonFiniteNumber as exc:
+        raise ApiError(400, str(exc), param=exc.param or None, code=NON_FINITE_CODE) from None
     except ValueError as exc:
         raise ApiError(400, f"malformed JSON: {exc}", code="invalid_body") from None
     except RecursionError:

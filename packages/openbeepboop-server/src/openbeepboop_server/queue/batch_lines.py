@@ -23,7 +23,9 @@ from typing import Any
 
 from openbeepboop_schemas import BatchLineError, ChatCompletionRequest
 from pydantic import ValidationError
-from pydantic_core import from_json
+
+from openbeepboop_server import finite_json
+from openbeepboop_server.finite_json import NonFiniteNumber
 
 #: Errors kept per batch; the rest are counted in the last message.
 MAX_REPORTED_ERRORS = 100
@@ -31,7 +33,8 @@ MAX_REPORTED_ERRORS = 100
 _INTEGER_FIELDS = ("n", "max_tokens", "max_completion_tokens")
 
 #: Parses one raw line into JSON, refusing (:class:`LineRefusedError`) a line over the
-#: server's request budgets and caps; raises ``ValueError`` on malformed JSON.
+#: server's request budgets and caps; raises :class:`NonFiniteNumber` on a number
+#: JSON cannot carry and ``ValueError`` on malformed JSON.
 LineParser = Callable[[bytes], Any]
 
 
@@ -81,7 +84,7 @@ def _body(value: Any) -> ChatCompletionRequest:
 
 
 def parse_line(
-    raw: bytes, endpoint: str, parser: LineParser = from_json
+    raw: bytes, endpoint: str, parser: LineParser = finite_json.loads
 ) -> tuple[str, ChatCompletionRequest]:
     """One line's ``custom_id`` and request; :class:`LineRefusedError` names what is wrong.
 
@@ -91,6 +94,8 @@ def parse_line(
         raise LineRefusedError("empty_line", "the line is empty")
     try:
         data = parser(raw)
+    except NonFiniteNumber as exc:
+        raise LineRefusedError("non_finite_number", str(exc), exc.param or None) from None
     except ValueError as exc:
         raise LineRefusedError("invalid_json_line", f"the line is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
@@ -123,7 +128,7 @@ def parse_line(
 def validate_lines(
     lines: Iterable[bytes],
     endpoint: str,
-    parser: LineParser = from_json,
+    parser: LineParser = finite_json.loads,
     keep: Callable[[str, ChatCompletionRequest], None] | None = None,
 ) -> ValidatedLines:
     """Check every line of an input file against the batch's ``endpoint``, keeping no request.

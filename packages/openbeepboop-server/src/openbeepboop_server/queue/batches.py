@@ -51,6 +51,7 @@ from openbeepboop_schemas import (
 )
 from pydantic_core import from_json, to_json
 
+from openbeepboop_server import finite_json
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text
@@ -131,7 +132,7 @@ class BatchService:
         db: Database,
         policy: QueuePolicy,
         clock: Callable[[], float] = time.time,
-        line_parser: LineParser = from_json,
+        line_parser: LineParser = finite_json.loads,
     ) -> None:
         self._db = db
         self._policy = policy

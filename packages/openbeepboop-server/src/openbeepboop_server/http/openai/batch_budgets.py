@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic_core import from_json
-
+from openbeepboop_server import finite_json
 from openbeepboop_server.http.budgets import (
     BUDGET_CODE,
     RequestBudgets,
@@ -30,7 +29,7 @@ def budgeted_line_parser(budgets: RequestBudgets) -> LineParser:
     def parse(raw: bytes) -> Any:
         try:
             deep = check_structure(raw, budgets)
-            data = from_json(raw)
+            data = finite_json.loads(raw)
             if deep:
                 check_depth(data, budgets.max_json_depth)
             if isinstance(data, dict):
