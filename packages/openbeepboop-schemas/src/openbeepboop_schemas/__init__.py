@@ -106,6 +106,7 @@ from openbeepboop_schemas.pool import (
     WindowCounts,
     format_pool_status,
 )
+from openbeepboop_schemas.printable import ModelName, NodeVersion, escape_control
 from openbeepboop_schemas.queue import (
     ANY_MODEL,
     RESULT_TOO_LARGE,
@@ -224,9 +225,11 @@ __all__ = [
     "LeaseWatchResponse",
     "ModelCard",
     "ModelList",
+    "ModelName",
     "ModelStatus",
     "NodeError",
     "NodeStatus",
+    "NodeVersion",
     "Outcome",
     "PollEntry",
     "PollRequest",
@@ -243,6 +246,7 @@ __all__ = [
     "WindowCounts",
     "__version__",
     "component_schemas",
+    "escape_control",
     "format_pool_status",
     "format_usage",
     "job_cancel_path",

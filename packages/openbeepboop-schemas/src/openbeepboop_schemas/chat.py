@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 
 from openbeepboop_schemas._base import JsonInt, TolerantBody
+from openbeepboop_schemas.printable import ModelName
 
 #: The range of a job's ``priority`` (a native field; higher is claimed first).
 MIN_PRIORITY = -1000
@@ -79,7 +80,7 @@ class ChatCompletionRequest(TolerantBody):
 
     model_config = ConfigDict(extra="allow")
 
-    model: str = Field(min_length=1, max_length=256)
+    model: ModelName
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = Field(
         default=None, json_schema_extra=lambda schema: schema.update(_STREAM_SCHEMA)

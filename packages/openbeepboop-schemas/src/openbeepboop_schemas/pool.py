@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import Field
 
 from openbeepboop_schemas._base import TolerantBody
+from openbeepboop_schemas.printable import escape_control
 
 
 class WindowCounts(TolerantBody):
@@ -117,6 +118,10 @@ def format_rate(rate: float | None) -> str:
 
 
 def _table(headers: list[str], rows: list[list[str]]) -> list[str]:
+    # Every cell is escaped here, once: a model name, node id, version or
+    # error message holding a control character must not act on the terminal
+    # or split a row (see openbeepboop_schemas.printable).
+    rows = [[escape_control(cell) for cell in row] for row in rows]
     widths = [
         max([len(header), *(len(row[i]) for row in rows)]) for i, header in enumerate(headers)
     ]

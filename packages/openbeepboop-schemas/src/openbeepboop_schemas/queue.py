@@ -21,12 +21,12 @@ from openbeepboop_schemas.limits import (
     MAX_SUBMIT_OUTCOMES,
     MAX_WAIT_SECONDS,
 )
+from openbeepboop_schemas.printable import ModelName, NodeVersion
 
 #: The model name a node declares to take jobs for any model.
 ANY_MODEL = "*"
 
 NodeId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:@-]+$")]
-ModelName = Annotated[str, Field(min_length=1, max_length=256)]
 
 
 class FetchRequest(StrictBody):
@@ -36,7 +36,7 @@ class FetchRequest(StrictBody):
     models: list[ModelName] = Field(min_length=1, max_length=MAX_NODE_MODELS)
     max_jobs: JsonInt = Field(default=1, ge=1, le=MAX_FETCH_JOBS)
     wait: JsonFloat = Field(default=0.0, ge=0, le=MAX_WAIT_SECONDS)
-    version: str | None = Field(default=None, max_length=64)
+    version: NodeVersion | None = None
     #: Every model the node serves now, sent when it claims for fewer (a model
     #: at its own concurrency limit is left out of ``models`` but still served).
     serves: list[ModelName] | None = Field(default=None, max_length=MAX_NODE_MODELS)
@@ -159,7 +159,7 @@ class HeartbeatRequest(StrictBody):
     node_id: NodeId
     leases: list[LeaseRef] = Field(default_factory=list, max_length=MAX_HEARTBEAT_LEASES)
     models: list[ModelName] | None = Field(default=None, max_length=MAX_NODE_MODELS)
-    version: str | None = Field(default=None, max_length=64)
+    version: NodeVersion | None = None
 
     @property
     def declared_models(self) -> list[str] | None:

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import click
+from openbeepboop_schemas import escape_control
 
 from openbeepboop_server.cli.options import (
     config_option,
@@ -44,13 +45,18 @@ def nodes(as_json: bool, config_path: Path | None) -> None:
         click.echo("No node has connected yet.")
         return
     now = time.time()
+    # A version or model name stored by an older server may hold control
+    # characters: escaped, they cannot act on the terminal or split a row.
     rows = [
         [
-            node.node_id,
-            node.key_name,
-            node.version or "-",
-            ",".join(node.models),
-            f"{format_time(node.last_seen)} ({_ago(now - node.last_seen)})",
+            escape_control(cell)
+            for cell in (
+                node.node_id,
+                node.key_name,
+                node.version or "-",
+                ",".join(node.models),
+                f"{format_time(node.last_seen)} ({_ago(now - node.last_seen)})",
+            )
         ]
         for node in seen
     ]
