@@ -14,7 +14,8 @@ system. The long-polls' one periodic re-check
 loop of its own, and on PostgreSQL the thread that listens for other
 replicas' changes (:class:`~openbeepboop_server.dispatch.replicas.ReplicaListener`).
 Apart from those, every
-:data:`SERVED_REFRESH_SECONDS` the registry is re-read into the snapshot that
+:data:`SERVED_REFRESH_SECONDS` (or, when a re-read is slow, twenty times its
+duration) the registry is re-read into the snapshot that
 submits check their model against (:class:`~openbeepboop_server.nodes.ServedSnapshot`),
 on its own schedule so that a long reap interval cannot make it stale. All
 run the synchronous service calls in the thread pool; a failure is logged and
@@ -42,6 +43,15 @@ logger = logging.getLogger(__name__)
 FIRST_PURGE_DELAY_SECONDS = 5.0
 #: How often the served-models snapshot is re-read: how far a submit's warning may lag.
 SERVED_REFRESH_SECONDS = 1.0
+#: A re-read waits at least this many times its own duration before the next, so it
+#: takes at most 5 % of a core: a registry of many nodes declaring hundreds of
+#: names each (one key's invented ones) made it a tenth of a second, every second.
+SERVED_REFRESH_SHARE = 20.0
+
+
+def next_served_refresh(duration: float) -> float:
+    """Seconds until the next re-read of the served models, after one that took ``duration``."""
+    return max(SERVED_REFRESH_SECONDS, duration * SERVED_REFRESH_SHARE)
 
 
 class Housekeeper:
@@ -148,9 +158,12 @@ class Housekeeper:
 
     async def _refresh_served(self) -> None:
         queue = self._context.queue
+        pause = SERVED_REFRESH_SECONDS
         while True:
-            await asyncio.sleep(SERVED_REFRESH_SECONDS)
+            await asyncio.sleep(pause)
+            started = time.monotonic()
             try:
                 await run_sync(queue.refresh_served)
             except Exception:
                 logger.exception("re-reading the served models failed; retrying next time")
+            pause = next_served_refresh(time.monotonic() - started)
