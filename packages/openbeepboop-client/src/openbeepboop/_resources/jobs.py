@@ -45,15 +45,37 @@ if TYPE_CHECKING:
 _POLL_ANSWER: TypeAdapter[list[PollEntry]] = TypeAdapter(list[PollEntry])
 
 
+def _stored_result(entry: object) -> object:
+    """``entry`` with a result this version cannot validate taken as stored.
+
+    The server serves a result an older version accepted under looser rules
+    (``choices: []`` before a completion needed one) as it was stored rather
+    than failing every poll naming that job; the client reads it the same
+    way (unvalidated, as the server's ``model_construct``) instead of
+    refusing the whole answer. Anything else in the entry is still checked.
+    """
+    if not isinstance(entry, dict) or not isinstance(entry.get("result"), dict):
+        return entry
+    try:
+        ChatCompletion.model_validate(entry["result"])
+    except pydantic.ValidationError:
+        return {**entry, "result": ChatCompletion.model_construct(**entry["result"])}
+    return entry
+
+
 def _parse_entry(body: object) -> PollEntry:
-    return PollEntry.model_validate(body)
+    return PollEntry.model_validate(_stored_result(body))
 
 
 def _parse_job_list(body: object) -> JobList:
+    if isinstance(body, dict) and isinstance(body.get("data"), builtins.list):
+        body = {**body, "data": [_stored_result(entry) for entry in body["data"]]}
     return JobList.model_validate(body)
 
 
 def _parse_poll(body: object) -> list[PollEntry]:
+    if isinstance(body, builtins.list):
+        body = [_stored_result(entry) for entry in body]
     return _POLL_ANSWER.validate_python(body)
 
 

@@ -12,7 +12,7 @@ answer, so ``answer=$(openbeepboop-client submit --text ... --wait)`` works.
 from __future__ import annotations
 
 import click
-from openbeepboop_schemas import ChatCompletion, JobStatus, PollEntry
+from openbeepboop_schemas import ChatCompletion, JobStatus, PollEntry, escape_control
 
 #: ``finish_reason`` of a choice that stopped at the token limit, not where the model chose to.
 TRUNCATED = "length"
@@ -50,7 +50,8 @@ def _no_answer(entry: PollEntry) -> str:
     """Why a finished job has no answer, in one line (without the ``Error:``)."""
     if entry.status == JobStatus.FAILED.value:
         attempts = f" after {entry.attempts} attempt{'s' if entry.attempts != 1 else ''}"
-        why = f": {entry.error.message}" if entry.error else ""
+        # A backend wrote the message: escaped, it stays one inert line.
+        why = f": {escape_control(entry.error.message)}" if entry.error else ""
         return f"job {entry.id} FAILED{attempts if entry.attempts else ''}{why}"
     if entry.status == JobStatus.CANCELLED.value:
         return f"job {entry.id} was CANCELLED before it finished; it has no answer"
@@ -72,6 +73,12 @@ def echo_answer(entry: PollEntry) -> None:
     if entry.status != JobStatus.COMPLETED.value or entry.result is None:
         raise click.ClickException(_no_answer(entry))
     texts = _choice_texts(entry.result)
+    if not texts:
+        # A result an older server stored with ``choices: []``: no answer, not an empty one.
+        raise click.ClickException(
+            f"job {entry.id} is COMPLETED but its result holds no choice; "
+            f"see it with: openbeepboop-client poll {entry.id}"
+        )
     for index, text in enumerate(texts):
         if len(texts) > 1:
             click.echo(f"--- choice {index} ---")

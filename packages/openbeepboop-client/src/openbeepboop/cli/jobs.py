@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
-from openbeepboop_schemas import NOT_FOUND, JobStatus, PollEntry
+from openbeepboop_schemas import NOT_FOUND, JobStatus, PollEntry, escape_control
 
 from openbeepboop.cli.answers import echo_answer
 from openbeepboop.cli.cancel_report import cancel_line
@@ -204,7 +204,8 @@ LIST_HEADER = ("ID", "STATUS", "MODEL", "CREATED")
 def job_table(entries: Sequence[PollEntry]) -> list[str]:
     """``list``'s rows under a header row, each column as wide as its widest cell."""
     rows = [LIST_HEADER] + [
-        (entry.id, entry.status, entry.model or "-", _when(entry.created_at)) for entry in entries
+        (entry.id, entry.status, escape_control(entry.model or "-"), _when(entry.created_at))
+        for entry in entries
     ]
     widths = [max(len(row[column]) for row in rows) for column in range(len(LIST_HEADER) - 1)]
     last = len(LIST_HEADER) - 1  # the last column is not padded: no trailing blanks
@@ -253,7 +254,8 @@ def models_command(config_path: Path | None, as_json: bool) -> None:
     if not models.data:
         click.echo("No models: no node has been seen recently.")
     for card in models.data:
-        click.echo(card.id)
+        # A name a node declared to an older server may hold control characters.
+        click.echo(escape_control(card.id))
 
 
 __all__ = [
