@@ -11,6 +11,7 @@ with status 0.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import resource
 import signal
@@ -119,10 +120,29 @@ def bind(host: str, port: int) -> socket.socket:
         sock.bind(address)
     except OSError as exc:
         sock.close()
-        hint = " (is another server running? pass --port)" if port else ""
         reason = exc.strerror or str(exc)
+        hint = _BIND_HINTS.get(exc.errno or 0, "")
+        if exc.errno == errno.EADDRINUSE and not port:
+            hint = ""
         raise click.ClickException(f"cannot listen on {host}:{port}: {reason}{hint}") from None
     return sock
+
+
+#: What to do about the usual reasons a bind fails, by errno.
+_BIND_HINTS = {
+    errno.EADDRINUSE: " (is another server running? pass --port)",
+    errno.EADDRNOTAVAIL: (
+        " (this machine has no such address: pass --host with one of its own addresses, "
+        "0.0.0.0 for all of them or 127.0.0.1 for this machine only)"
+    ),
+    errno.EACCES: " (ports below 1024 need privileges: pass --port 1024 or higher)",
+}
+
+
+def bound_port(sock: socket.socket) -> int:
+    """The port ``sock`` listens on: the one the system picked when ``--port 0`` asked it to."""
+    port: int = sock.getsockname()[1]
+    return port
 
 
 @click.command()
@@ -173,7 +193,7 @@ def _serve(
     config = uvicorn.Config(
         app,
         host=settings.server.host,
-        port=settings.server.port,
+        port=bound_port(sock),
         http=OneSendHTTPProtocol.configured(limits),
         lifespan="on",
         log_config=None,
@@ -186,7 +206,7 @@ def _serve(
         "serving %s on http://%s:%d",
         display_url(settings.database.url),
         settings.server.host,
-        settings.server.port,
+        bound_port(sock),
     )
     server.run(sockets=[sock])
     if not server.started:
