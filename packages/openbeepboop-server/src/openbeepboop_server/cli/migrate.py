@@ -8,7 +8,7 @@ import click
 
 from openbeepboop_server.cli.options import config_option, read_settings
 from openbeepboop_server.config import display_url
-from openbeepboop_server.db.migrate import pending_revisions, upgrade_to_head
+from openbeepboop_server.db.migrate import upgrade_to_head
 
 
 @click.command()
@@ -17,9 +17,11 @@ def migrate(config_path: Path | None) -> None:
     """Apply pending database migrations (safe to run on an up-to-date database)."""
     settings = read_settings(config_path)
     url = settings.database.url
-    pending = pending_revisions(url)
-    if not pending:
+    # What was pending is read under the migration lock, by the upgrade
+    # itself: of two `migrate` run at once, the one that waited applies and
+    # reports nothing.
+    applied = upgrade_to_head(url)
+    if not applied:
         click.echo(f"Database is up to date: {display_url(url)}")
         return
-    upgrade_to_head(url)
-    click.echo(f"Applied {len(pending)} migration(s) ({', '.join(pending)}) to {display_url(url)}")
+    click.echo(f"Applied {len(applied)} migration(s) ({', '.join(applied)}) to {display_url(url)}")

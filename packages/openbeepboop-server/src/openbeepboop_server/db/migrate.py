@@ -95,22 +95,38 @@ def ensure_current(db: Database) -> None:
         )
 
 
-def upgrade_to_head(url: str) -> None:
-    """Apply every pending revision to the database at ``url``, under a lock."""
-    upgrade_to(url, "head")
+def upgrade_to_head(url: str) -> list[str]:
+    """Apply every pending revision to the database at ``url``, under a lock.
+
+    Returns the revisions this call applied, oldest first: [] when another
+    process applied them while this one waited for the lock.
+    """
+    return upgrade_to(url, "head")
 
 
-def upgrade_to(url: str, revision: str) -> None:
-    """Upgrade to ``revision`` (tests use it to build an old database)."""
+def upgrade_to(url: str, revision: str) -> list[str]:
+    """Upgrade to ``revision`` (tests use it to build an old database); what it applied."""
     engine = create_engine(url, foreign_keys=False, pool_size=1, max_overflow=0)
     try:
-        upgrade_engine(engine, revision)
+        return upgrade_engine(engine, revision)
     finally:
         engine.dispose()
 
 
-def upgrade_engine(engine: sa.Engine, revision: str = "head") -> None:
-    """Upgrade through an existing engine, in one locked transaction."""
+def _between(before: str | None, after: str | None) -> list[str]:
+    """The revisions after ``before`` up to ``after``, oldest first."""
+    if after is None or before == after:
+        return []
+    revisions = _scripts().iterate_revisions(after, before)
+    return [rev.revision for rev in reversed(list(revisions))]
+
+
+def upgrade_engine(engine: sa.Engine, revision: str = "head") -> list[str]:
+    """Upgrade through an existing engine, in one locked transaction; what it applied.
+
+    The revisions applied are read inside the lock, so of two processes
+    migrating at once only the one that did the work reports them.
+    """
     sqlite = engine.dialect.name == "sqlite"
     options = {"openbeepboop_sqlite_begin": "IMMEDIATE"} if sqlite else {}
     with engine.connect() as conn:
@@ -126,9 +142,11 @@ def upgrade_engine(engine: sa.Engine, revision: str = "head") -> None:
                     sa.text("SELECT pg_advisory_xact_lock(:id)"), {"id": PG_MIGRATION_LOCK_ID}
                 )
             before = current_revision(conn)
+            _pending(before)  # a revision this code does not know: DatabaseAhead, one line
             command.upgrade(alembic_config(conn), revision)
             after = current_revision(conn)
         if sqlite:
             conn.connection.driver_connection.execute("PRAGMA foreign_keys = ON")  # type: ignore[union-attr]
     if before != after:
         logger.info("database migrated from %s to %s", before or "empty", after)
+    return _between(before, after)
