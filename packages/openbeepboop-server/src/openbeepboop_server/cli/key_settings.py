@@ -5,7 +5,8 @@ for ``--expires``), so ``keys update`` can set and clear with the same flags.
 ``--expires`` takes an ISO 8601 date or date-time (UTC unless it names a
 zone) or a duration from now: a number and a unit, ``s``, ``m``, ``h``, ``d``
 or ``w`` (``30d``, ``12h``). It is stored as an instant, so ``keys list``
-shows when the key stops working.
+shows when the key stops working; it must be at most :data:`MAX_EXPIRES_DAYS`
+ahead.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ NONE_WORDS = frozenset({"none", "unlimited", "any"})
 NEVER_WORDS = frozenset({"never", "none"})
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$", re.IGNORECASE)
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+#: The furthest ``--expires`` may be: a century is "never" for any real key,
+#: and every instant before it can be shown as a date (``never`` is the way
+#: to say no expiry).
+MAX_EXPIRES_DAYS = 36_525
 
 
 def _bad(message: str, *, flag: str) -> click.ClickException:
@@ -91,11 +96,24 @@ def parse_instant(raw: str, *, now: float, ago: bool = False) -> float | None:
 
 
 def parse_expires(raw: str) -> float | None:
-    """``--expires``: an instant from an ISO date/time or a duration from now; None: never."""
+    """``--expires``: an instant from an ISO date/time or a duration from now; None: never.
+
+    Refuses an instant more than :data:`MAX_EXPIRES_DAYS` ahead.
+    """
+    now = time.time()
     try:
-        return parse_instant(raw, now=time.time())
+        expires_at = parse_instant(raw, now=now)
     except ValueError as exc:
         raise _bad(f"{exc}, or 'never'", flag="--expires") from None
+    if expires_at is None:
+        return None
+    if expires_at > now + MAX_EXPIRES_DAYS * _UNIT_SECONDS["d"]:
+        raise _bad(
+            f"{raw.strip()!r} is more than {MAX_EXPIRES_DAYS} days (100 years) ahead; "
+            "use 'never' for a key that does not expire",
+            flag="--expires",
+        )
+    return expires_at
 
 
 def settings_options(function: F) -> F:
@@ -124,7 +142,10 @@ def settings_options(function: F) -> F:
         click.option(
             "--expires",
             metavar="WHEN|never",
-            help="ISO date/time (UTC unless a zone is given) or a duration like 30d, 12h.",
+            help=(
+                "ISO date/time (UTC unless a zone is given) or a duration like 30d, 12h; "
+                f"at most {MAX_EXPIRES_DAYS} days (100 years) ahead."
+            ),
         ),
     ]
     for option in reversed(options):

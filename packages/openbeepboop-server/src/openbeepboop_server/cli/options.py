@@ -4,6 +4,7 @@ database, logging set-up, the terminal check, and how tables and times are shown
 from __future__ import annotations
 
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -81,10 +82,21 @@ def is_interactive(non_interactive: bool) -> bool:
 
 
 def format_time(timestamp: float | None) -> str:
-    """A UTC timestamp as ``YYYY-MM-DD HH:MM:SSZ`` (``-`` for none)."""
+    """A UTC timestamp as ``YYYY-MM-DD HH:MM:SSZ`` (``-`` for none).
+
+    Any stored number is shown, never an error: a listing must not fail on
+    one row (a database written by an older version may hold an expiry past
+    the year 9999), so an instant no date can show is named as such.
+    """
     if timestamp is None:
         return "-"
-    return datetime.fromtimestamp(timestamp, tz=timezone.utc).strftime("%Y-%m-%d %H:%M:%SZ")
+    try:
+        when = datetime.fromtimestamp(timestamp, tz=timezone.utc)
+    except (ValueError, OverflowError, OSError):
+        if math.isnan(timestamp):
+            return "not a time"
+        return "after 9999-12-31" if timestamp > 0 else "before 0001-01-01"
+    return f"{when.year:04d}-{when:%m-%d %H:%M:%S}Z"
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:

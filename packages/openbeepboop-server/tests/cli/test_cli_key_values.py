@@ -1,0 +1,100 @@
+"""``keys create|update|list`` with hostile values: one line naming the flag, nothing stored.
+
+An expiry centuries ahead, a quota past what the database can hold, an
+expiry in the past, a node id or model name no node could send, a change to
+a revoked key: all refused before they reach the database, and ``keys list``
+shows whatever an older version may have stored.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+from openbeepboop_server.cli import main
+from openbeepboop_server.cli.options import format_time
+from openbeepboop_server.config import load_settings
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.keys import KeyService
+
+
+def run(config: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, [*args, "--config", str(config)])
+
+
+def one_error_line(result: Result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ")
+    return lines[0]
+
+
+def listed(config: Path) -> dict[str, dict[str, object]]:
+    result = run(config, "keys", "list", "--json")
+    assert result.exit_code == 0, result.output
+    return {row["name"]: row for row in map(json.loads, result.stdout.splitlines())}
+
+
+@contextmanager
+def keys_of(config: Path) -> Iterator[KeyService]:
+    """The key service on ``config``'s database, as another process would open it."""
+    db = Database.connect(load_settings(config).database.url)
+    try:
+        yield KeyService(db)
+    finally:
+        db.dispose()
+
+
+# --- --expires: bounded, in the future, and shown back ---------------------------
+
+
+@pytest.mark.parametrize("expires", ["99999999d", "36526d", "9" * 400 + "w", "9999-12-31"])
+def test_an_expiry_past_a_century_is_refused(config: Path, expires: str) -> None:
+    line = one_error_line(run(config, "keys", "create", "--role", "USER", "--name", "u",
+                              "--expires", expires))  # fmt: skip
+    assert "--expires" in line and "100 years" in line and "never" in line
+    assert "u" not in listed(config)
+    assert run(config, "keys", "list").exit_code == 0
+
+
+def test_an_expiry_just_inside_a_century_is_taken(config: Path) -> None:
+    made = run(config, "keys", "create", "--role", "USER", "--name", "u", "--expires", "36524d")
+    assert made.exit_code == 0, made.output
+    assert run(config, "keys", "list").exit_code == 0
+
+
+def test_keys_list_shows_an_expiry_no_date_can_hold(config: Path) -> None:
+    """A database written before --expires was bounded may hold year 275817."""
+    assert run(config, "keys", "create", "--role", "USER", "--name", "far").exit_code == 0
+    with keys_of(config) as service:
+        service.update("far", {"expires_at": 8_640_000_000_000.0})
+    table = run(config, "keys", "list")
+    assert table.exit_code == 0, table.output
+    row = next(line for line in table.stdout.splitlines() if line.startswith("far"))
+    assert row.endswith("after 9999-12-31")
+    assert listed(config)["far"]["expires_at"] == 8_640_000_000_000.0
+    updated = run(config, "keys", "update", "far", "--weight", "2")
+    assert updated.exit_code == 0, updated.output
+    assert "expires after 9999-12-31" in updated.stdout
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "shown"),
+    [
+        (None, "-"),
+        (0.0, "1970-01-01 00:00:00Z"),
+        (253_402_300_799.0, "9999-12-31 23:59:59Z"),
+        (253_402_300_800.0, "after 9999-12-31"),
+        (float("inf"), "after 9999-12-31"),
+        (-1e18, "before 0001-01-01"),
+        (float("nan"), "not a time"),
+    ],
+)
+def test_format_time_never_fails(timestamp: float | None, shown: str) -> None:
+    assert format_time(timestamp) == shown
