@@ -69,6 +69,30 @@ def test_an_expiry_just_inside_a_century_is_taken(config: Path) -> None:
     assert run(config, "keys", "list").exit_code == 0
 
 
+@pytest.mark.parametrize("expires", ["2001-01-01", "0d", "1970-01-01T00:00:00Z"])
+@pytest.mark.parametrize("command", ["create", "update"])
+def test_an_expiry_in_the_past_is_refused(config: Path, command: str, expires: str) -> None:
+    assert run(config, "keys", "create", "--role", "USER", "--name", "old").exit_code == 0
+    args = (
+        ("keys", "create", "--role", "USER", "--name", "new")
+        if command == "create"
+        else ("keys", "update", "old")
+    )
+    line = one_error_line(run(config, *args, "--expires", expires))
+    assert "--expires" in line and "in the past" in line
+    keys = listed(config)
+    assert "new" not in keys and keys["old"]["expires_at"] is None
+
+
+def test_create_shows_the_expiry_it_stored(config: Path) -> None:
+    made = run(config, "keys", "create", "--role", "USER", "--name", "u", "--expires", "2031-01-01")
+    assert made.exit_code == 0, made.output
+    assert "(expires 2031-01-01 00:00:00Z)" in made.stderr
+    assert made.stdout.startswith("sk-") and len(made.stdout.splitlines()) == 1
+    plain = run(config, "keys", "create", "--role", "USER", "--name", "v")
+    assert "(expires never)" in plain.stderr
+
+
 def test_keys_list_shows_an_expiry_no_date_can_hold(config: Path) -> None:
     """A database written before --expires was bounded may hold year 275817."""
     assert run(config, "keys", "create", "--role", "USER", "--name", "far").exit_code == 0

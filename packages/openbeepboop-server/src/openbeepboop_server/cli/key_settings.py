@@ -5,8 +5,9 @@ for ``--expires``), so ``keys update`` can set and clear with the same flags.
 ``--expires`` takes an ISO 8601 date or date-time (UTC unless it names a
 zone) or a duration from now: a number and a unit, ``s``, ``m``, ``h``, ``d``
 or ``w`` (``30d``, ``12h``). It is stored as an instant, so ``keys list``
-shows when the key stops working; it must be at most :data:`MAX_EXPIRES_DAYS`
-ahead.
+shows when the key stops working; it must be in the future and at most
+:data:`MAX_EXPIRES_DAYS` ahead (a typo like ``2001`` for ``2031``, or ``0d``,
+is refused instead of making a key that is expired from birth).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any, TypeVar
 
 import click
 
+from openbeepboop_server.cli.options import format_time
 from openbeepboop_server.keys import KeySettings
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -98,7 +100,8 @@ def parse_instant(raw: str, *, now: float, ago: bool = False) -> float | None:
 def parse_expires(raw: str) -> float | None:
     """``--expires``: an instant from an ISO date/time or a duration from now; None: never.
 
-    Refuses an instant more than :data:`MAX_EXPIRES_DAYS` ahead.
+    Refuses an instant in the past (the key would be expired from birth) or
+    more than :data:`MAX_EXPIRES_DAYS` ahead.
     """
     now = time.time()
     try:
@@ -111,6 +114,12 @@ def parse_expires(raw: str) -> float | None:
         raise _bad(
             f"{raw.strip()!r} is more than {MAX_EXPIRES_DAYS} days (100 years) ahead; "
             "use 'never' for a key that does not expire",
+            flag="--expires",
+        )
+    if expires_at <= now:
+        raise _bad(
+            f"{raw.strip()!r} is in the past ({format_time(expires_at)}): the key would be "
+            "expired at once; give a later date or a duration like 30d",
             flag="--expires",
         )
     return expires_at
@@ -144,7 +153,7 @@ def settings_options(function: F) -> F:
             metavar="WHEN|never",
             help=(
                 "ISO date/time (UTC unless a zone is given) or a duration like 30d, 12h; "
-                f"at most {MAX_EXPIRES_DAYS} days (100 years) ahead."
+                f"in the future, at most {MAX_EXPIRES_DAYS} days (100 years) ahead."
             ),
         ),
     ]

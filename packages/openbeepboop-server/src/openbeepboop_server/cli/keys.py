@@ -101,8 +101,10 @@ def create_key(
         except InvalidKeySettings as exc:
             raise click.ClickException(str(exc)) from None
     click.echo(key)
+    # The stored expiry is shown so that a typo in --expires is seen at once.
     click.echo(
-        f"Created {info.role.value} key '{info.name}'. Store it now: it is not shown again.",
+        f"Created {info.role.value} key '{info.name}' (expires {_expiry(info)}). "
+        "Store it now: it is not shown again.",
         err=True,
     )
 
