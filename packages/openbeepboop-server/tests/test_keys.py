@@ -12,8 +12,13 @@ import sqlalchemy as sa
 from openbeepboop_schemas import Role
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import api_keys
-from openbeepboop_server.errors import InvalidKeyName, KeyNameTaken, ServerError
-from openbeepboop_server.keys import Caller, KeyInfo, KeyService
+from openbeepboop_server.errors import (
+    InvalidKeyName,
+    InvalidKeySettings,
+    KeyNameTaken,
+    ServerError,
+)
+from openbeepboop_server.keys import MAX_QUOTA, Caller, KeyInfo, KeyService, KeySettings
 
 from tests.support.core import FakeClock, migrated_database, sqlite_url_for
 
@@ -159,3 +164,15 @@ def test_inline_lookup_sees_a_revocation_from_another_process_at_once(
         assert service.authenticate_inline(key) is None
     finally:
         service.close_inline()
+
+
+def test_the_largest_quota_fits_every_database(any_db: Database) -> None:
+    """``MAX_QUOTA`` is stored on PostgreSQL's 32-bit INTEGER columns too; one more is refused."""
+    service = KeyService(any_db)
+    settings = KeySettings(max_queued=MAX_QUOTA, rate_limit=MAX_QUOTA)
+    service.create(Role.USER, "big", settings)
+    (listed,) = [info for info in service.list() if info.name == "big"]
+    assert listed.settings == settings
+    for field in ("max_queued", "rate_limit"):
+        with pytest.raises(InvalidKeySettings, match=str(MAX_QUOTA)):
+            service.update("big", {field: MAX_QUOTA + 1})

@@ -54,6 +54,10 @@ DEFAULT_WEIGHT = 1
 MAX_WEIGHT = 1000
 #: The highest ``priority`` a key may submit with, unless an admin raises it.
 DEFAULT_MAX_PRIORITY = 0
+#: The largest ``max_queued`` and ``rate_limit``: far past any real quota, and
+#: within the 32-bit INTEGER columns that hold them on PostgreSQL (``none``
+#: lifts a limit altogether).
+MAX_QUOTA = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -133,8 +137,10 @@ def check_settings(role: Role, settings: KeySettings) -> None:
     if role is not Role.NODE and (settings.models is not None or settings.node_id is not None):
         raise InvalidKeySettings(f"--models and --node-id apply to NODE keys, not {role.value}")
     for name, value in (("max-queued", settings.max_queued), ("rate-limit", settings.rate_limit)):
-        if value is not None and value < 1:
-            raise InvalidKeySettings(f"--{name} must be at least 1 (or 'none' for no limit)")
+        if value is not None and not 1 <= value <= MAX_QUOTA:
+            raise InvalidKeySettings(
+                f"--{name} must be between 1 and {MAX_QUOTA} (or 'none' for no limit)"
+            )
     if settings.models is not None and (
         not settings.models or any(not model or model == "*" for model in settings.models)
     ):

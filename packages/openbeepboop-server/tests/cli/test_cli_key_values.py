@@ -19,7 +19,7 @@ from openbeepboop_server.cli import main
 from openbeepboop_server.cli.options import format_time
 from openbeepboop_server.config import load_settings
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.keys import KeyService
+from openbeepboop_server.keys import MAX_QUOTA, KeyService
 
 
 def run(config: Path, *args: str) -> Result:
@@ -122,3 +122,52 @@ def test_keys_list_shows_an_expiry_no_date_can_hold(config: Path) -> None:
 )
 def test_format_time_never_fails(timestamp: float | None, shown: str) -> None:
     assert format_time(timestamp) == shown
+
+
+# --- quotas and shares: a documented maximum, one line naming the flag -----------
+
+HUGE = "99999999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("create", "--role", "USER", "--name", "x", "--max-queued", HUGE),
+        ("create", "--role", "USER", "--name", "x", "--rate-limit", HUGE),
+        ("create", "--role", "USER", "--name", "x", "--weight", HUGE),
+        ("create", "--role", "USER", "--name", "x", "--max-priority", HUGE),
+        ("create", "--role", "USER", "--name", "x", "--max-priority", "-" + HUGE),
+        ("create", "--role", "USER", "--name", "x", "--max-queued", str(MAX_QUOTA + 1)),
+        ("update", "u", "--max-queued", HUGE),
+        ("update", "u", "--rate-limit", HUGE),
+        ("update", "u", "--weight", HUGE),
+        ("update", "u", "--max-priority", HUGE),
+        ("update", "u", "--rate-limit", str(2**63)),
+    ],
+)
+def test_a_number_past_its_maximum_is_one_line_naming_the_flag(
+    config: Path, args: tuple[str, ...]
+) -> None:
+    assert run(config, "keys", "create", "--role", "USER", "--name", "u").exit_code == 0
+    flag = next(arg for arg in args if arg.startswith("--") and arg not in ("--role", "--name"))
+    line = one_error_line(run(config, "keys", *args))
+    assert line.startswith(f"Error: {flag}: "), line
+    assert "unexpected" not in line
+    keys = listed(config)
+    assert "x" not in keys
+    assert (keys["u"]["max_queued"], keys["u"]["rate_limit"], keys["u"]["weight"]) == (
+        None,
+        None,
+        1,
+    )
+
+
+def test_the_maximum_quota_is_stored(config: Path) -> None:
+    made = run(config, "keys", "create", "--role", "USER", "--name", "x",
+               "--max-queued", str(MAX_QUOTA), "--rate-limit", str(MAX_QUOTA))  # fmt: skip
+    assert made.exit_code == 0, made.output
+    assert (listed(config)["x"]["max_queued"], listed(config)["x"]["rate_limit"]) == (
+        MAX_QUOTA,
+        MAX_QUOTA,
+    )
+    assert str(MAX_QUOTA) in run(config, "keys", "create", "--help").stdout

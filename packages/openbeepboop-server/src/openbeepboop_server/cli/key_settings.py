@@ -16,12 +16,12 @@ import re
 import time
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
 
 from openbeepboop_server.cli.options import format_time
-from openbeepboop_server.keys import KeySettings
+from openbeepboop_server.keys import MAX_QUOTA, KeySettings
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +42,22 @@ def _bad(message: str, *, flag: str) -> click.ClickException:
     return click.ClickException(f"{flag}: {message}")
 
 
+class BoundedInt(click.IntRange):
+    """``--weight``, ``--max-priority``: an integer in a range, refused in one line naming
+    the flag (not click's usage block), as the other flags' bad values are."""
+
+    name = "integer"
+
+    def fail(
+        self,
+        message: str,
+        param: click.Parameter | None = None,
+        ctx: click.Context | None = None,
+    ) -> NoReturn:
+        flag = param.opts[0] if param is not None and param.opts else "value"
+        raise click.ClickException(f"{flag}: {message}")
+
+
 def _limit(name: str, raw: str) -> int | None:
     if raw.strip().lower() in NONE_WORDS:
         return None
@@ -49,8 +65,8 @@ def _limit(name: str, raw: str) -> int | None:
         value = int(raw)
     except ValueError:
         raise _bad(f"expected a whole number or 'none', got {raw!r}", flag=name) from None
-    if value < 1:
-        raise _bad("must be at least 1 (or 'none' for no limit)", flag=name)
+    if not 1 <= value <= MAX_QUOTA:
+        raise _bad(f"must be between 1 and {MAX_QUOTA} (or 'none' for no limit)", flag=name)
     return value
 
 
@@ -131,12 +147,18 @@ def settings_options(function: F) -> F:
         click.option(
             "--max-queued",
             metavar="N|none",
-            help="USER/ADMIN: the most unfinished (QUEUED or PROCESSING) jobs; past it, 429.",
+            help=(
+                "USER/ADMIN: the most unfinished (QUEUED or PROCESSING) jobs; past it, 429 "
+                f"(at most {MAX_QUOTA})."
+            ),
         ),
         click.option(
             "--rate-limit",
             metavar="N|none",
-            help="USER/ADMIN: submit requests per minute (a bulk or batch is one); past it, 429.",
+            help=(
+                "USER/ADMIN: submit requests per minute (a bulk or batch is one); past it, 429 "
+                f"(at most {MAX_QUOTA})."
+            ),
         ),
         click.option(
             "--models",

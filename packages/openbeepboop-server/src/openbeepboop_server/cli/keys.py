@@ -16,6 +16,7 @@ import click
 from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, Role
 
 from openbeepboop_server.cli.key_settings import (
+    BoundedInt,
     describe_limits,
     given_settings,
     settings_from,
@@ -65,14 +66,14 @@ def _check_name(ctx: click.Context, param: click.Parameter, value: str) -> str:
 @click.option("--name", required=True, callback=_check_name, help="A unique name for the key.")
 @click.option(
     "--weight",
-    type=click.IntRange(1, MAX_WEIGHT),
+    type=BoundedInt(1, MAX_WEIGHT),
     default=DEFAULT_WEIGHT,
     show_default=True,
     help="Fair share: claims for this key's jobs relative to other keys' (3 = three to one).",
 )
 @click.option(
     "--max-priority",
-    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    type=BoundedInt(MIN_PRIORITY, MAX_PRIORITY),
     default=DEFAULT_MAX_PRIORITY,
     show_default=True,
     help="The highest job priority this key may submit with.",
@@ -113,13 +114,13 @@ def create_key(
 @click.argument("name")
 @click.option(
     "--weight",
-    type=click.IntRange(1, MAX_WEIGHT),
+    type=BoundedInt(1, MAX_WEIGHT),
     default=None,
     help="Fair share: claims for this key's jobs relative to other keys'.",
 )
 @click.option(
     "--max-priority",
-    type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY),
+    type=BoundedInt(MIN_PRIORITY, MAX_PRIORITY),
     default=None,
     help="The highest job priority this key may submit with.",
 )
