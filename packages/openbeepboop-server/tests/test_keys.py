@@ -176,3 +176,18 @@ def test_the_largest_quota_fits_every_database(any_db: Database) -> None:
     for field in ("max_queued", "rate_limit"):
         with pytest.raises(InvalidKeySettings, match=str(MAX_QUOTA)):
             service.update("big", {field: MAX_QUOTA + 1})
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        KeySettings(node_id="bad id!"),
+        KeySettings(node_id=""),
+        KeySettings(models=("m" * 257,)),
+        KeySettings(models=("ok", "\x1b[31m")),
+    ],
+)
+def test_scopes_no_node_could_send_are_refused(service: KeyService, settings: KeySettings) -> None:
+    with pytest.raises(InvalidKeySettings):
+        service.create(Role.NODE, "box", settings)
+    assert service.list() == []

@@ -29,7 +29,8 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import sqlalchemy as sa
-from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, Role
+from openbeepboop_schemas import MAX_PRIORITY, MIN_PRIORITY, FetchRequest, Role
+from pydantic import ValidationError
 
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
@@ -141,12 +142,58 @@ def check_settings(role: Role, settings: KeySettings) -> None:
             raise InvalidKeySettings(
                 f"--{name} must be between 1 and {MAX_QUOTA} (or 'none' for no limit)"
             )
-    if settings.models is not None and (
-        not settings.models or any(not model or model == "*" for model in settings.models)
-    ):
+    if settings.models is not None:
+        if not settings.models:
+            raise InvalidKeySettings("--models takes model names separated by commas (not '*')")
+        for model in settings.models:
+            check_model_name(model)
+    if settings.node_id is not None:
+        check_node_id(settings.node_id)
+
+
+def _wire_problem(node_id: str, model: str) -> str | None:
+    """Why a node's fetch naming ``node_id`` and ``model`` would be refused (pydantic's
+    message), or None: the scope is checked by the wire schema itself, so it can never
+    allow what no node can send."""
+    try:
+        FetchRequest.model_validate({"node_id": node_id, "models": [model]})
+    except ValidationError as exc:
+        return str(exc.errors()[0]["msg"])
+    return None
+
+
+#: A node id and a model name the wire schema takes, to check the other one alone.
+_VALID_NODE_ID = "node"
+_VALID_MODEL = "model"
+
+
+def check_node_id(node_id: str) -> None:
+    """Refuse a ``node_id`` scope no node could send: the fetch and heartbeat schema's rule."""
+    if _wire_problem(node_id, _VALID_MODEL) is not None:
+        shown = node_id if len(node_id) <= 40 else node_id[:40] + "..."
+        raise InvalidKeySettings(
+            f"--node-id: {shown!r} is not a node id a node can send "
+            "(1-128 letters, digits and . _ : @ -)"
+        )
+
+
+def check_model_name(model: str) -> None:
+    """Refuse a ``models`` scope entry no node could declare (the wire's model name rule).
+
+    Control characters are refused too: a scope is typed by an operator, and
+    one that holds them is a paste gone wrong, not a model a node serves.
+    """
+    if model == "*":
         raise InvalidKeySettings("--models takes model names separated by commas (not '*')")
-    if settings.node_id is not None and not 1 <= len(settings.node_id) <= 128:
-        raise InvalidKeySettings("--node-id must be 1-128 characters")
+    problem = _wire_problem(_VALID_NODE_ID, model)
+    if problem is None and not model.isprintable():
+        problem = "it holds control characters"
+    if problem is not None:
+        shown = model if len(model) <= 40 else model[:40] + "..."
+        raise InvalidKeySettings(
+            f"--models: {shown!r} is not a model name a node can declare "
+            f"({problem[:1].lower()}{problem[1:]})"
+        )
 
 
 def _setting_columns(settings: KeySettings) -> dict[str, Any]:

@@ -171,3 +171,46 @@ def test_the_maximum_quota_is_stored(config: Path) -> None:
         MAX_QUOTA,
     )
     assert str(MAX_QUOTA) in run(config, "keys", "create", "--help").stdout
+
+
+# --- scopes: what a node can actually send ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [
+        ("--node-id", "bad id!"),
+        ("--node-id", "box/1"),
+        ("--node-id", "x" * 129),
+        ("--node-id", "n\x1b[31m"),
+        ("--models", "m" * 1000),
+        ("--models", "ok,m" + "x" * 256),
+        ("--models", "bad\x1b[2Jname"),
+        ("--models", "tab\tname"),
+    ],
+)
+@pytest.mark.parametrize("command", ["create", "update"])
+def test_a_scope_no_node_could_send_is_refused(
+    config: Path, command: str, flag: str, value: str
+) -> None:
+    assert run(config, "keys", "create", "--role", "NODE", "--name", "box").exit_code == 0
+    args = (
+        ("keys", "create", "--role", "NODE", "--name", "new")
+        if command == "create"
+        else ("keys", "update", "box")
+    )
+    line = one_error_line(run(config, *args, flag, value))
+    assert line.startswith(f"Error: {flag}: "), line
+    assert "\x1b" not in line and len(line) < 300
+    keys = listed(config)
+    assert "new" not in keys and (keys["box"]["models"], keys["box"]["node_id"]) == (None, None)
+
+
+def test_scopes_a_node_can_send_are_taken(config: Path) -> None:
+    models = "llama3:8b, org/model-v1," + "m" * 256
+    made = run(config, "keys", "create", "--role", "NODE", "--name", "box",
+               "--node-id", "gpu-1.lab:a@b_c", "--models", models)  # fmt: skip
+    assert made.exit_code == 0, made.output
+    box = listed(config)["box"]
+    assert box["node_id"] == "gpu-1.lab:a@b_c"
+    assert box["models"] == ["llama3:8b", "org/model-v1", "m" * 256]

@@ -21,7 +21,13 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from openbeepboop_server.cli.options import format_time
-from openbeepboop_server.keys import MAX_QUOTA, KeySettings
+from openbeepboop_server.errors import InvalidKeySettings
+from openbeepboop_server.keys import (
+    MAX_QUOTA,
+    KeySettings,
+    check_model_name,
+    check_node_id,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,6 +82,11 @@ def _models(raw: str) -> tuple[str, ...] | None:
     models = tuple(dict.fromkeys(part.strip() for part in raw.split(",") if part.strip()))
     if not models or "*" in models:
         raise _bad("expected model names separated by commas (not '*'), or 'none'", flag="--models")
+    try:
+        for model in models:
+            check_model_name(model)
+    except InvalidKeySettings as exc:
+        raise click.ClickException(str(exc)) from None
     return models
 
 
@@ -83,8 +94,10 @@ def _node_id(raw: str) -> str | None:
     value = raw.strip()
     if value.lower() in NONE_WORDS:
         return None
-    if not 1 <= len(value) <= 128 or not value.isprintable():
-        raise _bad("must be 1-128 printable characters", flag="--node-id")
+    try:
+        check_node_id(value)
+    except InvalidKeySettings as exc:
+        raise click.ClickException(str(exc)) from None
     return value
 
 
@@ -163,12 +176,18 @@ def settings_options(function: F) -> F:
         click.option(
             "--models",
             metavar="A,B|none",
-            help="NODE: the only models this key may serve (a node declaring others gets 403).",
+            help=(
+                "NODE: the only models this key may serve (a node declaring others gets 403); "
+                "names as a node declares them (1-256 characters)."
+            ),
         ),
         click.option(
             "--node-id",
             metavar="ID|none",
-            help="NODE: the only node_id this key may act as; no other key may use it (409).",
+            help=(
+                "NODE: the only node_id this key may act as; no other key may use it (409). "
+                "1-128 letters, digits and . _ : @ -"
+            ),
         ),
         click.option(
             "--expires",
