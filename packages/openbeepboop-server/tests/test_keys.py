@@ -191,3 +191,16 @@ def test_scopes_no_node_could_send_are_refused(service: KeyService, settings: Ke
     with pytest.raises(InvalidKeySettings):
         service.create(Role.NODE, "box", settings)
     assert service.list() == []
+
+
+def test_a_revoked_key_cannot_be_changed(service: KeyService) -> None:
+    service.create(Role.USER, "gone")
+    service.revoke("gone")
+    with pytest.raises(InvalidKeySettings, match="revoked"):
+        service.update("gone", {"expires_at": None})
+    with pytest.raises(InvalidKeySettings, match="revoked"):
+        service.update_share("gone", weight=5)
+    (info,) = service.list()
+    assert info.revoked_at is not None and info.weight == 1
+    assert service.update("nobody", {"max_queued": 1}) is None
+    assert service.update_share("nobody", weight=2) is None

@@ -293,6 +293,15 @@ def _info(row: Any) -> KeyInfo:
     )
 
 
+def _refuse_revoked(row: Any) -> None:
+    """Revocation is for good: changing a revoked key's settings would look like it works."""
+    if row.revoked_at is not None:
+        raise InvalidKeySettings(
+            f"the key {row.name!r} is revoked, and a revoked key stays revoked; "
+            "make a new one with `openbeepboop-server keys create`"
+        )
+
+
 class KeyService:
     """Key management over the ``api_keys`` table."""
 
@@ -373,10 +382,14 @@ class KeyService:
             values["max_priority"] = max_priority
         name = db_text(name)
         with self._db.write() as conn:
+            row = conn.execute(_LISTED.where(api_keys.c.name == name)).first()
+            if row is None:
+                return None
+            _refuse_revoked(row)
             if values:
                 conn.execute(api_keys.update().where(api_keys.c.name == name).values(**values))
-            row = conn.execute(_LISTED.where(api_keys.c.name == name)).first()
-        return None if row is None else _info(row)
+                row = conn.execute(_LISTED.where(api_keys.c.name == name)).one()
+        return _info(row)
 
     def list(self) -> list[KeyInfo]:
         """Every key ever created, oldest first, revoked ones included."""
@@ -385,7 +398,9 @@ class KeyService:
         return [_info(row) for row in rows]
 
     def update(self, name: str, changes: dict[str, Any]) -> KeyInfo | None:
-        """Change some of the settings of the key ``name`` (revoked or not); None if unknown.
+        """Change some of the settings of the key ``name``; None if unknown.
+
+        A revoked key is refused (:class:`InvalidKeySettings`): it stays revoked.
 
         ``changes`` maps names of :class:`KeySettings` fields to their new
         values (``None`` lifts a limit). The next request with the key obeys them.
@@ -398,6 +413,7 @@ class KeyService:
             row = conn.execute(_LISTED.where(api_keys.c.name == name)).first()
             if row is None:
                 return None
+            _refuse_revoked(row)
             info = _info(row)
             settings = replace(info.settings, **changes)
             check_settings(info.role, settings)

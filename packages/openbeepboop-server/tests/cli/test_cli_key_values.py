@@ -214,3 +214,24 @@ def test_scopes_a_node_can_send_are_taken(config: Path) -> None:
     box = listed(config)["box"]
     assert box["node_id"] == "gpu-1.lab:a@b_c"
     assert box["models"] == ["llama3:8b", "org/model-v1", "m" * 256]
+
+
+# --- a revoked key stays revoked ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "change",
+    [("--max-queued", "5"), ("--expires", "never"), ("--expires", "30d"), ("--weight", "3"),
+     ("--max-priority", "2")],
+)  # fmt: skip
+def test_updating_a_revoked_key_is_refused(config: Path, change: tuple[str, str]) -> None:
+    assert run(config, "keys", "create", "--role", "USER", "--name", "gone",
+               "--expires", "10d").exit_code == 0  # fmt: skip
+    before = listed(config)["gone"]
+    assert run(config, "keys", "revoke", "gone").exit_code == 0
+    line = one_error_line(run(config, "keys", "update", "gone", *change))
+    assert "revoked" in line and "keys create" in line
+    after = listed(config)["gone"]
+    assert after["status"] == "revoked"
+    for field in ("max_queued", "expires_at", "weight", "max_priority"):
+        assert after[field] == before[field], field
