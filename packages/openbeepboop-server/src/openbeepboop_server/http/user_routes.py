@@ -87,10 +87,31 @@ def _job_not_found(job_id: str) -> ApiError:
     return ApiError(404, f"no job with id '{job_id}'", param="job_id", code="job_not_found")
 
 
+#: The most :data:`WARNING_HEADER` headers one answer carries, the summary
+#: line included: a person reads a few, a program reads the body's
+#: ``warnings`` (every one). One header per warning let a bulk of 5,000
+#: unserved models answer with 750 KB of headers, past what HTTP clients
+#: read (httpx gives up at about 100 KB, Python's http.client at 100 headers).
+MAX_WARNING_HEADERS = 10
+
+
 def _warned(response: Response, warnings: list[JobWarning]) -> Response:
-    """``response`` with one :data:`WARNING_HEADER` per warning (messages are ASCII)."""
-    for warning in warnings:
+    """``response`` with a :data:`WARNING_HEADER` per warning, at most :data:`MAX_WARNING_HEADERS`.
+
+    Past the cap, the last header says how many more the body holds
+    (messages are ASCII: the model names in them are JSON-quoted).
+    """
+    shown = warnings
+    if len(warnings) > MAX_WARNING_HEADERS:
+        shown = warnings[: MAX_WARNING_HEADERS - 1]
+    for warning in shown:
         response.headers.append(WARNING_HEADER, warning.message)
+    more = len(warnings) - len(shown)
+    if more:
+        response.headers.append(
+            WARNING_HEADER,
+            f'and {more} more warnings: the response body\'s "warnings" lists all {len(warnings)}',
+        )
     return response
 
 
