@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.errors import TooManyNodes
+from openbeepboop_server.errors import TooManyModels, TooManyNodes
 from openbeepboop_server.nodes import (
     NodeAdmission,
     NodeInfo,
@@ -104,6 +104,23 @@ def test_a_key_past_its_live_node_ids_is_refused_until_one_ages_out() -> None:
     assert admission.live(1) == 2
     with pytest.raises(TooManyNodes):
         admission.admit(1, "d", 102.0)
+
+
+def test_admission_bounds_the_distinct_names_a_keys_live_nodes_declare() -> None:
+    admission = NodeAdmission(limit=10, window=90.0, max_models=3)
+    admission.admit(1, "a", 0.0, ["x", "y"])
+    admission.admit(1, "b", 10.0, ["y", "z"])  # "y" counts once
+    assert admission.declared(1) == 3
+    with pytest.raises(TooManyModels, match=r"max_fetch_models_per_key = 3"):
+        admission.admit(1, "c", 20.0, ["w"])
+    assert admission.live(1) == 2  # the refused node was not admitted either
+    admission.admit(1, "b", 30.0)  # None: declares what it did before
+    admission.admit(1, "b", 40.0, ["w", "y"])  # replaces its own list: "z" is gone
+    assert admission.declared(1) == 3
+    admission.admit(2, "c", 40.0, ["p", "q", "r"])  # another key counts apart
+    # "a" was last seen at 0: unseen for the window, its "x" no longer counts.
+    admission.admit(1, "c", 95.0, ["v"])
+    assert admission.declared(1) == 3
 
 
 def test_purge_keeps_per_key_only_the_most_recent_nodes_that_are_not_live(

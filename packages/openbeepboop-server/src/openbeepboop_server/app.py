@@ -18,6 +18,7 @@ everything else in the thread pool (:mod:`openbeepboop_server.dispatch.calls`).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -44,6 +45,7 @@ from openbeepboop_server.errors import (
     PriorityAboveCeiling,
     QuotaExceeded,
     ScopeRefused,
+    TooManyModels,
     TooManyNodes,
 )
 from openbeepboop_server.housekeeping import Housekeeper
@@ -60,6 +62,7 @@ from openbeepboop_server.http.errors import (
     handle_quota_exceeded,
     handle_scope_refused,
     handle_too_many_long_polls,
+    handle_too_many_models,
     handle_too_many_nodes,
     handle_unexpected,
 )
@@ -78,10 +81,7 @@ logger = logging.getLogger(__name__)
 def create_app(settings: Settings) -> Starlette:
     """The queue server's ASGI app for ``settings``; the database opens when the app starts."""
     holder: dict[str, ServerContext] = {}
-    metrics = Metrics(
-        lambda: holder["context"].queue if "context" in holder else None,
-        settings.queue.node_seen_window(),
-    )
+    metrics = Metrics(lambda: holder["context"].queue if "context" in holder else None)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -103,7 +103,11 @@ def create_app(settings: Settings) -> Starlette:
         )
         try:
             await run_in_threadpool(ensure_current, db)
-            queue = QueueService(db, settings.queue.policy())
+            policy = dataclasses.replace(
+                settings.queue.policy(),
+                max_models_per_key=settings.limits.max_fetch_models_per_key,
+            )
+            queue = QueueService(db, policy)
             keys = KeyService(db)
             granted = await run_in_threadpool(queue.grant_restart_grace)
             if granted:
@@ -163,6 +167,7 @@ def create_app(settings: Settings) -> Starlette:
             ScopeRefused: handle_scope_refused,
             NodeIdTaken: handle_node_id_taken,
             TooManyNodes: handle_too_many_nodes,
+            TooManyModels: handle_too_many_models,
             IdempotencyKeyReused: handle_idempotency_key_reused,
             ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,

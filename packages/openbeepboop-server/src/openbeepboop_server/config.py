@@ -28,7 +28,6 @@ from openbeepboop_server.db.database import (
     DEFAULT_SQLITE_SYNCHRONOUS,
 )
 from openbeepboop_server.db.database import SQLITE_SYNCHRONOUS_MODES as SQLITE_SYNCHRONOUS_MODES
-from openbeepboop_server.dispatch.slots import DEFAULT_MAX_FETCH_MODELS_PER_KEY
 from openbeepboop_server.errors import ServerError
 from openbeepboop_server.http.budgets import (
     DEFAULT_MAX_CONTENT_PARTS,
@@ -45,6 +44,7 @@ from openbeepboop_server.http.budgets import (
 from openbeepboop_server.queue.policy import (
     DEFAULT_LEASE_SECONDS,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_FETCH_MODELS_PER_KEY,
     DEFAULT_MAX_NODES_PER_KEY,
     DEFAULT_NODE_RETENTION_DAYS,
     DEFAULT_PRIORITY_AGING_MINUTES,

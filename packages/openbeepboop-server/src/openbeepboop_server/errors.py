@@ -81,6 +81,18 @@ class TooManyNodes(ServerError):  # noqa: N818
         self.limit = limit
 
 
+class TooManyModels(ServerError):  # noqa: N818
+    """A node declaring model names that take its key past its distinct names."""
+
+    def __init__(self, limit: int, declared: int, window: float) -> None:
+        super().__init__(
+            f"this API key's live nodes already declare {declared} distinct models on this "
+            f"server (nodes seen in the last {window:g} s; the limit is [limits] "
+            f"max_fetch_models_per_key = {limit}); declare the models your nodes serve"
+        )
+        self.limit = limit
+
+
 class InvalidSetting(ServerError, ValueError):  # noqa: N818
     """A database setting (URL, ``synchronous`` mode, ...) that cannot be used."""
 

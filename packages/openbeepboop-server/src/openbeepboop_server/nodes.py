@@ -28,8 +28,9 @@ from openbeepboop_schemas import (
 from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
-from openbeepboop_server.errors import TooManyNodes
+from openbeepboop_server.errors import TooManyModels, TooManyNodes
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.policy import DEFAULT_MAX_FETCH_MODELS_PER_KEY
 from openbeepboop_server.scopes import check_owner
 
 #: A node's registry row is rewritten at most this often by one process
@@ -189,8 +190,49 @@ class NodeRecorder:
             self._recorded[node_id] = (now, facts)
 
 
+class _DeclaredNames:
+    """The model names one key's live nodes declare, each counted once per node.
+
+    Each node's declaration is kept as a frozenset of the names stored here
+    (``canonical``), so a thousand nodes declaring the same 256 long names
+    share one copy of each string.
+    """
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, frozenset[str]] = {}
+        # Name -> how many of the key's live nodes declare it.
+        self.counts: dict[str, int] = {}
+        self.canonical: dict[str, str] = {}
+
+    def distinct_after(self, node_id: str, names: frozenset[str]) -> int:
+        """How many distinct names the key would declare with ``node_id`` declaring ``names``."""
+        old = self.by_node.get(node_id, frozenset())
+        added = sum(1 for name in names if name not in self.counts)
+        dropped = sum(1 for name in old - names if self.counts[name] == 1)
+        return len(self.counts) + added - dropped
+
+    def declare(self, node_id: str, names: frozenset[str]) -> None:
+        """``node_id`` now declares ``names`` (instead of what it declared before)."""
+        self.forget(node_id)
+        shared = frozenset(self.canonical.setdefault(name, name) for name in names)
+        for name in shared:
+            self.counts[name] = self.counts.get(name, 0) + 1
+        self.by_node[node_id] = shared
+
+    def forget(self, node_id: str) -> None:
+        """``node_id`` declares nothing any more (it aged out, or declares anew)."""
+        for name in self.by_node.pop(node_id, ()):
+            left = self.counts[name] - 1
+            if left:
+                self.counts[name] = left
+            else:
+                del self.counts[name]
+                del self.canonical[name]
+
+
 class NodeAdmission:
-    """Bounds the live ``node_id`` values each key uses in this process, before any write.
+    """Bounds, per key and before any write, the live ``node_id`` values it uses in this
+    process and the distinct model names those nodes declare.
 
     Every fetch or heartbeat with a new ``node_id`` creates a registry row, so
     one key inventing ids could grow the registry (and everything that reads
@@ -200,37 +242,62 @@ class NodeAdmission:
     before the claim's transaction opens, so a refusal costs no database
     work. Ids leave the count once unseen for ``window``; the registry rows
     themselves go at the purge (:func:`purge_nodes`, :func:`purge_excess_nodes`).
-    Per process, like the long-poll caps; the process's threads share it
-    under a lock.
+
+    The names those live nodes declare (a fetch's ``serves`` or ``models``,
+    a heartbeat's ``models``) are bounded the same way, by ``max_models``
+    distinct names per key (``[limits] max_fetch_models_per_key``, the bound
+    a key's parked fetches already obey): without it 1,000 ids declaring 256
+    different names each made ``/v1/models`` tens of megabytes. A declaration
+    past it raises :class:`TooManyModels`. Per process, like the long-poll
+    caps; the process's threads share it under a lock.
     """
 
-    def __init__(self, limit: int, window: float) -> None:
+    def __init__(
+        self, limit: int, window: float, max_models: int = DEFAULT_MAX_FETCH_MODELS_PER_KEY
+    ) -> None:
         self.limit = limit
         self.window = window
+        self.max_models = max_models
         # Per key: node id -> when it was last seen, least recently seen first.
         self._seen: dict[int, OrderedDict[str, float]] = {}
+        self._declared: dict[int, _DeclaredNames] = {}
         self._lock = threading.Lock()
 
     def live(self, key_id: int) -> int:
         """How many node ids ``key_id`` has used within the window (as last pruned)."""
         return len(self._seen.get(key_id, ()))
 
-    def admit(self, key_id: int, node_id: str, now: float) -> None:
-        """Note that ``key_id`` acts as ``node_id`` now; :class:`TooManyNodes` if it may not."""
+    def declared(self, key_id: int) -> int:
+        """How many distinct model names ``key_id``'s live nodes declare (as last pruned)."""
+        declared = self._declared.get(key_id)
+        return 0 if declared is None else len(declared.counts)
+
+    def admit(
+        self, key_id: int, node_id: str, now: float, models: Iterable[str] | None = None
+    ) -> None:
+        """Note that ``key_id`` acts as ``node_id`` now, declaring ``models`` (None: as
+        before); :class:`TooManyNodes` or :class:`TooManyModels` if it may not."""
         with self._lock:
             seen = self._seen.get(key_id)
             if seen is None:
                 seen = self._seen[key_id] = OrderedDict()
-            if node_id in seen:
-                seen[node_id] = now
-                seen.move_to_end(node_id)
-                return
+            declared = self._declared.get(key_id)
+            if declared is None:
+                declared = self._declared[key_id] = _DeclaredNames()
             cutoff = now - self.window
             while seen and next(iter(seen.values())) < cutoff:
-                seen.popitem(last=False)
-            if len(seen) >= self.limit:
+                declared.forget(seen.popitem(last=False)[0])
+            if node_id not in seen and len(seen) >= self.limit:
                 raise TooManyNodes(self.limit, self.window)
+            if models is not None:
+                names = frozenset(models)
+                if names != declared.by_node.get(node_id):
+                    distinct = declared.distinct_after(node_id, names)
+                    if distinct > self.max_models:
+                        raise TooManyModels(self.max_models, len(declared.counts), self.window)
+                    declared.declare(node_id, names)
             seen[node_id] = now
+            seen.move_to_end(node_id)
 
 
 def list_nodes(conn: sa.Connection) -> list[NodeInfo]:
@@ -246,6 +313,12 @@ def list_nodes(conn: sa.Connection) -> list[NodeInfo]:
         )
         for row in rows
     ]
+
+
+def count_nodes_seen(conn: sa.Connection, *, since: float) -> int:
+    """How many nodes were seen at or after ``since`` (a count: no model list is read)."""
+    query = sa.select(sa.func.count()).select_from(nodes).where(nodes.c.last_seen >= since)
+    return int(conn.execute(query).scalar_one())
 
 
 @dataclass(frozen=True)

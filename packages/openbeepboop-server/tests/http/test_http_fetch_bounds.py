@@ -34,9 +34,13 @@ def anyio_backend() -> str:
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, ServerContext]]:
+async def served(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[tuple[httpx.AsyncClient, ServerContext]]:
+    # Indirect parameter: the key's distinct model names (default 4).
+    max_models = getattr(request, "param", 4)
     settings = make_settings(
-        tmp_path, limits={"max_fetch_models_per_key": 4}, queue={"max_nodes_per_key": 3}
+        tmp_path, limits={"max_fetch_models_per_key": max_models}, queue={"max_nodes_per_key": 3}
     )
     upgrade_to_head(settings.database.url)
     app = create_app(settings)
@@ -133,6 +137,7 @@ async def test_a_new_node_id_past_the_keys_live_nodes_is_refused_429(
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("served", [1024], indirect=True)
 async def test_the_status_lists_a_bounded_number_of_models_per_node(
     served: tuple[httpx.AsyncClient, ServerContext],
 ) -> None:
@@ -150,3 +155,46 @@ async def test_the_status_lists_a_bounded_number_of_models_per_node(
     assert [len(entry["models"]) for entry in status.json()["nodes"]] == [16, 16, 16]
     # 3 nodes x 256 names of 256 characters were ~200 KB; the lists are bounded now.
     assert len(status.content) < 64 * 1024
+
+
+@pytest.mark.anyio
+async def test_declared_models_past_the_keys_distinct_names_are_refused_429(
+    served: tuple[httpx.AsyncClient, ServerContext],
+) -> None:
+    # Not parked fetches this time: what a key's live nodes declare to the
+    # registry (a fetch's serves, a heartbeat's models) is what /v1/models lists.
+    http, context = served
+    node = bearer(context.keys.create(Role.NODE, "pool")[0])
+    user = bearer(context.keys.create(Role.USER, "u")[0])
+    first = await http.post(
+        "/internal/queue/fetch",
+        json={"node_id": "n1", "models": ["m1"], "serves": ["m1", "m2", "m3"]},
+        headers=node,
+    )
+    assert first.status_code == 200, first.text
+    fetched = await http.post(
+        "/internal/queue/fetch",
+        json={"node_id": "n2", "models": ["m1"], "serves": ["m4", "m5"]},
+        headers=node,
+    )
+    beaten = await http.post(
+        "/internal/queue/heartbeat",
+        json={"node_id": "n2", "leases": [], "models": ["m4", "m5"]},
+        headers=node,
+    )
+    for refused in (fetched, beaten):
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["Retry-After"]
+        error = refused.json()["error"]
+        assert error["code"] == "too_many_models"
+        assert "max_fetch_models_per_key = 4" in error["message"]
+
+    # Names the key already declares cost nothing; a node may change its own list.
+    for body in (
+        {"node_id": "n2", "leases": [], "models": ["m1", "m2", "m4"]},
+        {"node_id": "n1", "leases": [], "models": ["m3"]},
+    ):
+        answer = await http.post("/internal/queue/heartbeat", json=body, headers=node)
+        assert answer.status_code == 200, answer.text
+    listed = (await http.get("/v1/models", headers=user)).json()["data"]
+    assert [card["id"] for card in listed] == ["m1", "m2", "m3", "m4"]

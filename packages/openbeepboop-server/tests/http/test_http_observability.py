@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from openbeepboop_schemas import Role
 from openbeepboop_server.context import ServerContext
 from starlette.testclient import TestClient
@@ -78,6 +79,32 @@ def test_metrics_count_the_queue_and_the_requests(client: TestClient, api_keys: 
         == 1
     )
     assert job not in text
+
+
+def test_a_scrape_counts_nodes_without_reading_their_models(
+    client: TestClient, api_keys: ApiKeys, context: ServerContext
+) -> None:
+    # Every node's declared models (up to 256 names each) were read and parsed
+    # on each scrape, for a count.
+    for index in range(3):
+        client.post(
+            "/internal/queue/fetch",
+            json={"node_id": f"gpu-{index}", "models": [f"model-{index}", "shared"]},
+            headers=bearer(api_keys.node),
+        )
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(context.db.engine, "before_cursor_execute", record)
+    try:
+        text = client.get("/metrics", headers=bearer(api_keys.admin)).text
+    finally:
+        sa.event.remove(context.db.engine, "before_cursor_execute", record)
+    assert _sample(text, "openbeepboop_nodes_seen") == 3
+    assert any("nodes" in statement for statement in statements)
+    assert not [s for s in statements if "models" in s and "nodes" in s], statements
 
 
 def test_each_app_has_its_own_registry(

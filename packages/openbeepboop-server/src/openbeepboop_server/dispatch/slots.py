@@ -27,12 +27,6 @@ from collections.abc import Iterable, Iterator
 
 from openbeepboop_server.errors import ServerError
 
-#: Distinct model names one key's fetch long-polls may wait for at once, per
-#: process: four nodes' worth of entirely different lists (a node declares at
-#: most 256), far above a real pool, whose nodes share a catalogue. Each name
-#: costs the re-check an index seek a second.
-DEFAULT_MAX_FETCH_MODELS_PER_KEY = 1024
-
 
 class TooManyLongPolls(ServerError):  # noqa: N818 - the server's exceptions carry no suffix
     """The key already holds as many long-polls of this kind as its limit allows."""

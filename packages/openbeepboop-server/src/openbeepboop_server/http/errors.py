@@ -247,3 +247,19 @@ async def handle_too_many_nodes(request: Request, exc: Exception) -> Response:
         headers={"Retry-After": str(NODE_LIMIT_RETRY_AFTER_SECONDS)},
     )
     return envelope_response(error.status_code, error.envelope, error.headers)
+
+
+async def handle_too_many_models(request: Request, exc: Exception) -> Response:
+    """A node declaring names past its key's distinct models (:class:`TooManyModels`) → ``429``.
+
+    The same wait as for too many nodes: names leave the count when the nodes
+    declaring them age out.
+    """
+    error = ApiError(
+        429,
+        str(exc),
+        param="models",
+        code="too_many_models",
+        headers={"Retry-After": str(NODE_LIMIT_RETRY_AFTER_SECONDS)},
+    )
+    return envelope_response(error.status_code, error.envelope, error.headers)

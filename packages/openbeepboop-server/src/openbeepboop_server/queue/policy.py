@@ -26,6 +26,12 @@ DEFAULT_NODE_RETENTION_DAYS = 30.0
 #: many as the fetches it may hold (``max_fetches_per_key``; each node holds
 #: one), twice the largest pool we expect to share a key (500 nodes).
 DEFAULT_MAX_NODES_PER_KEY = 1000
+#: Distinct model names one key's parked fetches may wait for, and one key's
+#: live nodes may declare, per process: four nodes' worth of entirely
+#: different lists (a node declares at most 256), far above a real pool,
+#: whose nodes share a catalogue. Each parked name costs the re-check an index
+#: seek a second; each declared name a line of ``/v1/models``.
+DEFAULT_MAX_FETCH_MODELS_PER_KEY = 1024
 #: Waiting this long lifts a job by one step of ``priority`` (docs/api.md, "Claim order").
 DEFAULT_PRIORITY_AGING_MINUTES = 10.0
 #: Idle long-poll periods a node may stay silent before it no longer counts as seen.
@@ -68,6 +74,9 @@ class QueuePolicy:
     node_retention_days: float = DEFAULT_NODE_RETENTION_DAYS
     #: Live node ids one key may use at once (per process); see :class:`~.nodes.NodeAdmission`.
     max_nodes_per_key: int = DEFAULT_MAX_NODES_PER_KEY
+    #: Distinct model names one key's live nodes may declare (per process):
+    #: ``[limits] max_fetch_models_per_key``; see :class:`~.nodes.NodeAdmission`.
+    max_models_per_key: int = DEFAULT_MAX_FETCH_MODELS_PER_KEY
     #: Seconds of waiting worth one step of ``priority`` (fair_share.py).
     priority_aging_seconds: float = DEFAULT_PRIORITY_AGING_MINUTES * 60
 

@@ -88,7 +88,9 @@ class QueueService:
         self._row_locks = not db.is_sqlite
         self._served = ServedSnapshot(policy.node_seen_seconds)
         self._nodes = NodeRecorder(self._served, policy.node_seen_seconds)
-        self._admission = NodeAdmission(policy.max_nodes_per_key, policy.node_seen_seconds)
+        self._admission = NodeAdmission(
+            policy.max_nodes_per_key, policy.node_seen_seconds, policy.max_models_per_key
+        )
 
     @property
     def policy(self) -> QueuePolicy:
@@ -243,7 +245,7 @@ class QueueService:
     def claim(self, caller: Caller, fetch: FetchRequest) -> list[Lease]:
         """Lease up to ``fetch.max_jobs`` jobs for the declared models; records the node."""
         now = self._clock()
-        self._admission.admit(caller.key_id, fetch.node_id, now)
+        self._admission.admit(caller.key_id, fetch.node_id, now, fetch.declared_models)
         with self._db.write() as conn:
             claimed, recorded = self._claim_in(conn, caller, fetch, now)
         self._nodes.remember(recorded)
@@ -303,7 +305,7 @@ class QueueService:
         """Extend held leases; also refreshes the node's registry entry."""
         check_scope(caller, beat.node_id, beat.declared_models)
         now = self._clock()
-        self._admission.admit(caller.key_id, beat.node_id, now)
+        self._admission.admit(caller.key_id, beat.node_id, now, beat.declared_models)
         with self._db.write() as conn:
             response = lease_ops.heartbeat(
                 conn,
@@ -511,6 +513,12 @@ class QueueService:
         """All-time usage of every key that used anything (the Prometheus counters)."""
         with self._db.read() as conn:
             return totals_by_key(conn)
+
+    def nodes_seen(self) -> int:
+        """How many nodes were seen within ``node_seen_seconds`` (``/metrics``)."""
+        since = self._clock() - self._policy.node_seen_seconds
+        with self._db.read() as conn:
+            return registry.count_nodes_seen(conn, since=since)
 
     def list_nodes(self) -> list[NodeInfo]:
         """Every node ever seen, most recent first."""
