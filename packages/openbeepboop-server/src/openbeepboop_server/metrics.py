@@ -10,9 +10,11 @@ several apps in one process (tests) never clash.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
+from openbeepboop_schemas import JobStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -59,10 +61,20 @@ class _KeyUsageLike(Protocol):
     def totals(self) -> _TotalsLike: ...
 
 
+class _ServedLike(Protocol):
+    def models(self) -> list[str]: ...
+
+
 class QueueReader(Protocol):
     """What the scrape-time collector needs from the queue service."""
 
-    def queue_depth(self) -> list[tuple[str, str, int]]: ...
+    def queue_depth(
+        self, statuses: Iterable[JobStatus] | None = None
+    ) -> list[tuple[str, str, int]]: ...
+
+    def finished_counts(self) -> list[tuple[str, int]]: ...
+
+    def served_now(self) -> _ServedLike: ...
 
     def nodes_seen(self) -> int: ...
 
@@ -91,17 +103,74 @@ def usage_counters(usage: Sequence[_KeyUsageLike]) -> list[Metric]:
         labels=["key"],
     )
     for row in usage:
-        totals = row.totals
+        totals, key = row.totals, label_value(row.key_name)
         for status, count in (
             ("COMPLETED", totals.completed),
             ("FAILED", totals.failed),
             ("CANCELLED", totals.cancelled),
         ):
-            jobs.add_metric([row.key_name, status], count)
-        tokens.add_metric([row.key_name, "prompt"], totals.prompt_tokens)
-        tokens.add_metric([row.key_name, "completion"], totals.completion_tokens)
-        seconds.add_metric([row.key_name], totals.llm_seconds)
+            jobs.add_metric([key, status], count)
+        tokens.add_metric([key, "prompt"], totals.prompt_tokens)
+        tokens.add_metric([key, "completion"], totals.completion_tokens)
+        seconds.add_metric([key], totals.llm_seconds)
     return [jobs, tokens, seconds]
+
+
+#: Models with a series of their own in ``openbeepboop_jobs`` (QUEUED and
+#: PROCESSING each), the most live jobs first; the rest are summed under
+#: ``model="other"``. A pool runs a few dozen models; every distinct name a
+#: USER key submits for was once a series per status for ``retention_days``
+#: (60,000 invented names: 60,000 series, 5.7 MB a scrape).
+MAX_MODEL_SERIES = 100
+#: The ``model`` label of the live jobs of models past :data:`MAX_MODEL_SERIES`.
+OTHER_MODELS = "other"
+#: Live statuses: the only ones counted per model.
+LIVE_STATUSES = (JobStatus.QUEUED, JobStatus.PROCESSING)
+
+# Characters a reader splitting lines (Python's ``splitlines``, a file read
+# with universal newlines) takes for a line break, and other controls: the
+# text format escapes only ``\n``, ``"`` and ``\``, so a raw CR in a model
+# name broke the page for such readers.
+_UNSAFE_IN_LABEL = re.compile("[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def label_value(text: str) -> str:
+    """``text`` with control characters and line separators written as ``\\xNN``/``\\uNNNN``."""
+    return _UNSAFE_IN_LABEL.sub(lambda match: ascii(match.group())[1:-1], text)
+
+
+def job_series(
+    live: Iterable[tuple[str, str, int]],
+    served: Iterable[str],
+    finished: Iterable[tuple[str, int]],
+    max_models: int = MAX_MODEL_SERIES,
+) -> list[tuple[str, str, int]]:
+    """The ``(status, model, count)`` samples of ``openbeepboop_jobs``, bounded.
+
+    Live jobs (``live``: QUEUED and PROCESSING by model) get a series per
+    model for at most ``max_models`` models, those with the most live jobs
+    first and then served models with none (so a served model's queue reads
+    0, not absent); the rest are summed under :data:`OTHER_MODELS`. Finished
+    jobs are counted per status only, with an empty ``model`` (which
+    Prometheus stores as no label): their models are history, not load.
+    """
+    by_model: dict[str, dict[str, int]] = {}
+    for status, model, count in live:
+        by_model.setdefault(model, {})[status] = count
+    for model in served:
+        by_model.setdefault(model, {})
+    ranked = sorted(by_model, key=lambda model: (-sum(by_model[model].values()), model))
+    samples: list[tuple[str, str, int]] = []
+    for model in ranked[:max_models]:
+        counts = by_model[model]
+        samples.extend((s.value, label_value(model), counts.get(s.value, 0)) for s in LIVE_STATUSES)
+    rest = ranked[max_models:]
+    if rest:
+        for status in LIVE_STATUSES:
+            total = sum(by_model[model].get(status.value, 0) for model in rest)
+            samples.append((status.value, OTHER_MODELS, total))
+    samples.extend((status, "", count) for status, count in finished)
+    return samples
 
 
 class _QueueCollector:
@@ -126,14 +195,19 @@ class _QueueCollector:
             return
         jobs = GaugeMetricFamily(
             "openbeepboop_jobs",
-            "Jobs in the database by status and model.",
+            "Jobs in the database: QUEUED and PROCESSING by model (the busiest "
+            f"{MAX_MODEL_SERIES}, the rest as model={OTHER_MODELS!r}), finished ones by status.",
             labels=["status", "model"],
         )
         nodes = GaugeMetricFamily(
             "openbeepboop_nodes_seen", "Nodes that fetched or heartbeated recently."
         )
         try:
-            depth = queue.queue_depth()
+            depth = job_series(
+                queue.queue_depth(LIVE_STATUSES),
+                queue.served_now().models(),
+                queue.finished_counts(),
+            )
             # A count in SQL: parsing every node's declared models (up to 256
             # names each) on each scrape cost seconds with thousands of nodes.
             seen = queue.nodes_seen()

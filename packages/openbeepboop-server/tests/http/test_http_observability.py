@@ -60,7 +60,9 @@ def test_metrics_count_the_queue_and_the_requests(client: TestClient, api_keys: 
     assert response.headers["content-type"].startswith("text/plain")
     text = response.text
     assert _sample(text, "openbeepboop_jobs", status="QUEUED", model="llama3") == 2
-    assert _sample(text, "openbeepboop_jobs", status="COMPLETED", model="qwen") == 1
+    # Finished jobs are counted per status only (no model label).
+    assert _sample(text, "openbeepboop_jobs", status="COMPLETED", model="") == 1
+    assert _sample(text, "openbeepboop_jobs", status="COMPLETED", model="qwen") is None
     assert _sample(text, "openbeepboop_jobs_submitted_total") == 3
     assert _sample(text, "openbeepboop_jobs_claimed_total") == 1
     assert _sample(text, "openbeepboop_outcomes_total", kind="result", ack="accepted") == 1

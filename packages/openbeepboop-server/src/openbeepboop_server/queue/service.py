@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 
 import sqlalchemy as sa
 from openbeepboop_schemas import (
+    TERMINAL_STATUSES,
     ChatCompletionRequest,
     FetchRequest,
     HeartbeatRequest,
@@ -450,6 +451,15 @@ class QueueService:
         """Job counts by (status, model), optionally only for some statuses (see views.depth)."""
         with self._db.read() as conn:
             return views.depth(conn, statuses)
+
+    def finished_counts(self) -> list[tuple[str, int]]:
+        """Finished jobs by status, all models together (``/metrics``)."""
+        with self._db.read() as conn:
+            return views.count_by_status(conn, TERMINAL_STATUSES)
+
+    def served_now(self) -> ServedModels:
+        """What nodes serve, from the in-memory snapshot (no read; about a second old)."""
+        return self._served.served
 
     def served_models(self) -> list[str]:
         """Models that nodes seen within ``node_seen_seconds`` serve (``*`` excluded)."""

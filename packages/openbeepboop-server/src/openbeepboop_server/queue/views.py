@@ -217,6 +217,17 @@ def list_page(
     return JobList(data=page, has_more=has_more, next_after=page[-1].id if has_more else None)
 
 
+def count_by_status(conn: sa.Connection, statuses: Iterable[JobStatus]) -> list[tuple[str, int]]:
+    """Job counts by status (no model), for ``statuses`` that have any jobs."""
+    query = (
+        sa.select(jobs.c.status, sa.func.count())
+        .where(jobs.c.status.in_([JobStatus(s).value for s in statuses]))
+        .group_by(jobs.c.status)
+        .order_by(jobs.c.status)
+    )
+    return [(row[0], int(row[1])) for row in conn.execute(query).all()]
+
+
 def depth(conn: sa.Connection, statuses: Iterable[JobStatus] | None) -> list[tuple[str, str, int]]:
     """Job counts by (status, model), optionally only for some statuses.
 
