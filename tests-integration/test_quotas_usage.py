@@ -28,6 +28,7 @@ from openbeepboop_schemas import (
     USAGE_PATH,
 )
 from openbeepboop_testkit.cluster import find_key
+from openbeepboop_testkit.processes import wait_until
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -271,9 +272,10 @@ def test_an_expired_key_is_refused_like_a_revoked_one(
     server, name, model = shared.server, f"{tag}-temp", f"{tag}-m"
     api = cluster.api(server, _key(server, "USER", name, "--expires", "30d"))
     job_id = api.submit("while valid", model)
-    server.cli("keys", "update", name, "--expires", "2020-01-01T00:00:00Z")
+    # An expiry in the past is refused: the key is given one two seconds ahead.
+    server.cli("keys", "update", name, "--expires", "2s")
 
-    assert api.get(job_id).status_code == 401
+    wait_until(lambda: api.get(job_id).status_code == 401, 30, "the key to expire")
     refused = api.http.post(CHAT_COMPLETIONS_PATH, json=_chat(model))
     assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
     assert "expired" in server.cli("keys", "list").stdout
