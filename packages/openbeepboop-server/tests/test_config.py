@@ -10,6 +10,7 @@ import pytest
 from openbeepboop_server.config import (
     CONFIG_ENV,
     DEFAULT_MAX_BODY_BYTES,
+    MIN_INTERVAL_SECONDS,
     ConfigError,
     Settings,
     default_config_path,
@@ -19,7 +20,9 @@ from openbeepboop_server.config import (
     parse_settings,
     write_private_file,
 )
-from openbeepboop_server.errors import ServerError
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.migrate import ensure_current
+from openbeepboop_server.errors import DatabaseBehind, ServerError
 
 MINIMAL = '[database]\nurl = "sqlite:////tmp/x.db"\n'
 
@@ -147,6 +150,69 @@ def test_relative_sqlite_path_is_relative_to_the_config_file(tmp_path: Path) -> 
     path = _write(tmp_path, '[database]\nurl = "sqlite:///data/queue.db"\n')
     settings = load_settings(path)
     assert settings.database.url == f"sqlite:///{(tmp_path / 'data' / 'queue.db').resolve()}"
+
+
+@pytest.mark.parametrize(
+    ("section", "line"),
+    [
+        ("server", "port = true"),
+        ("server", "max_body_bytes = false"),
+        ("server", "max_wait_seconds = true"),
+        ("queue", "lease_seconds = true"),
+        ("queue", "max_attempts = true"),
+        ("database", "pool_size = true"),
+        ("limits", "max_tokens = true"),
+        ("openai", "batch_check_seconds = true"),
+        ("server", 'port = "8000"'),
+    ],
+)
+def test_a_boolean_or_a_string_is_not_a_number(tmp_path: Path, section: str, line: str) -> None:
+    # Lax validation took `port = true` for port 1.
+    body = MINIMAL + f"[{section}]\n{line}\n"
+    if section == "database":
+        body = MINIMAL.rstrip("\n") + f"\n{line}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(_write(tmp_path, body))
+    assert f"[{section}] {line.split(' ')[0]}:" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("section", "name"),
+    [
+        ("server", "recheck_seconds"),
+        ("queue", "reap_interval_seconds"),
+        ("queue", "purge_interval_seconds"),
+        ("openai", "batch_check_seconds"),
+    ],
+)
+def test_periodic_intervals_have_a_floor(tmp_path: Path, section: str, name: str) -> None:
+    # batch_check_seconds = 0.000001 kept an idle server at 74 % of a core.
+    with pytest.raises(ConfigError, match=rf"\[{section}\] {name}: .*greater than or equal to 0.1"):
+        load_settings(_write(tmp_path, MINIMAL + f"[{section}]\n{name} = 0.000001\n"))
+    settings = load_settings(
+        _write(tmp_path, MINIMAL + f"[{section}]\n{name} = {MIN_INTERVAL_SECONDS}\n")
+    )
+    assert getattr(getattr(settings, section), name) == MIN_INTERVAL_SECONDS
+
+
+def test_a_missing_sqlite_file_is_named_and_not_created(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config_dir, elsewhere = tmp_path / "config", tmp_path / "elsewhere"
+    config_dir.mkdir()
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    settings = load_settings(_write(config_dir, '[database]\nurl = "sqlite:///rel.db"\n'))
+    db = Database.connect(settings.database.url)
+    try:
+        with pytest.raises(DatabaseBehind) as caught:
+            ensure_current(db)
+    finally:
+        db.dispose()
+    message = str(caught.value)
+    assert str((config_dir / "rel.db").resolve()) in message
+    assert "openbeepboop-server migrate" in message
+    assert not (config_dir / "rel.db").exists() and not (elsewhere / "rel.db").exists()
 
 
 def test_sqlite_synchronous_is_case_insensitive(tmp_path: Path) -> None:

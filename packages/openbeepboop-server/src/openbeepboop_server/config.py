@@ -94,6 +94,12 @@ DEFAULT_MAX_HEADER_BYTES = 64 * 1024
 #: How often one task per process re-reads what its parked long-polls wait for
 #: (changes it was not told about: docs/server-internals.md, "Wake-ups across replicas").
 DEFAULT_RECHECK_SECONDS = 1.0
+#: The shortest period any periodic task may be given (the long-polls'
+#: re-check, the lease reaper, the purge, the batch check): each wakes a task
+#: and reads the database, so ``batch_check_seconds = 0.000001`` kept an idle
+#: server at 74 % of a core. Ten times a second is as fresh as any of them
+#: needs to be; the defaults are ten times slower still.
+MIN_INTERVAL_SECONDS = 0.1
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
@@ -102,7 +108,9 @@ class ConfigError(ServerError):
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Strict: TOML says what type a value is, and `port = true` (a bool, which
+    # lax validation takes for 1) or `port = "80"` is a mistake to name, not coerce.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
 
 
 class ServerSection(_Section):
@@ -121,7 +129,7 @@ class ServerSection(_Section):
     max_connections: int = Field(default=DEFAULT_MAX_CONNECTIONS, ge=1)
     max_header_bytes: int = Field(default=DEFAULT_MAX_HEADER_BYTES, ge=1024)
     #: The long-polls' database re-check (the safety net behind other replicas' notices).
-    recheck_seconds: float = Field(default=DEFAULT_RECHECK_SECONDS, gt=0, le=60)
+    recheck_seconds: float = Field(default=DEFAULT_RECHECK_SECONDS, ge=MIN_INTERVAL_SECONDS, le=60)
 
 
 class DatabaseSection(_Section):
@@ -165,8 +173,12 @@ class QueueSection(_Section):
     retry_backoff_max_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_MAX_SECONDS, ge=0)
     #: None (the default, and what ``setup`` writes): derived from ``lease_seconds``.
     node_seen_seconds: float | None = Field(default=None, gt=0)
-    reap_interval_seconds: float = Field(default=DEFAULT_REAP_INTERVAL_SECONDS, gt=0, le=60)
-    purge_interval_seconds: float = Field(default=DEFAULT_PURGE_INTERVAL_SECONDS, gt=0)
+    reap_interval_seconds: float = Field(
+        default=DEFAULT_REAP_INTERVAL_SECONDS, ge=MIN_INTERVAL_SECONDS, le=60
+    )
+    purge_interval_seconds: float = Field(
+        default=DEFAULT_PURGE_INTERVAL_SECONDS, ge=MIN_INTERVAL_SECONDS
+    )
     #: None (the default): unfinished jobs wait for a node for ever.
     max_queued_days: float | None = Field(default=None, gt=0)
     node_retention_days: float = Field(default=DEFAULT_NODE_RETENTION_DAYS, gt=0)
@@ -241,7 +253,9 @@ class OpenAISection(_Section):
     max_completion_window_seconds: float = Field(
         default=DEFAULT_MAX_COMPLETION_WINDOW_SECONDS, gt=0
     )
-    batch_check_seconds: float = Field(default=DEFAULT_BATCH_CHECK_SECONDS, gt=0, le=60)
+    batch_check_seconds: float = Field(
+        default=DEFAULT_BATCH_CHECK_SECONDS, ge=MIN_INTERVAL_SECONDS, le=60
+    )
     stale_upload_seconds: float = Field(default=DEFAULT_STALE_UPLOAD_SECONDS, gt=0)
 
 

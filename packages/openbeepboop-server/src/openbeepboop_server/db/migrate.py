@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from importlib import resources
+from pathlib import Path
 
 import sqlalchemy as sa
 from alembic import command
@@ -84,7 +85,19 @@ def pending_revisions(url: str) -> list[str]:
 
 
 def ensure_current(db: Database) -> None:
-    """Raise :class:`DatabaseBehind` unless the schema is at head."""
+    """Raise :class:`DatabaseBehind` unless the schema is at head.
+
+    A SQLite file that does not exist is not created here (connecting would
+    create it, empty): the error names the path, so a relative path that
+    resolved somewhere unexpected shows at once.
+    """
+    missing = _missing_sqlite_file(db)
+    if missing is not None:
+        raise DatabaseBehind(
+            f"there is no database at {missing} (a relative SQLite path in the config is "
+            "taken from the config file's folder): run `openbeepboop-server migrate` to "
+            "create it there, or fix [database] url"
+        )
     with db.read() as conn:
         current = current_revision(conn)
     pending = _pending(current)
@@ -93,6 +106,18 @@ def ensure_current(db: Database) -> None:
             f"the database schema is at {current or 'nothing (empty database)'}, "
             f"this server needs {head_revision()}: run `openbeepboop-server migrate`"
         )
+
+
+def _missing_sqlite_file(db: Database) -> Path | None:
+    """The path of ``db``'s SQLite file if it does not exist yet, else None."""
+    url = db.engine.url
+    if url.get_backend_name() != "sqlite":
+        return None
+    name = url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    path = Path(name)
+    return None if path.exists() else path
 
 
 def upgrade_to_head(url: str) -> list[str]:
