@@ -21,12 +21,22 @@ from urllib.parse import urlsplit
 
 import platformdirs
 import tomli_w
-from openbeepboop_schemas import ANY_MODEL, MAX_FETCH_JOBS, MAX_NODE_MODELS, MAX_WAIT_SECONDS
+from openbeepboop_schemas import (
+    ANY_MODEL,
+    MAX_FETCH_JOBS,
+    MAX_NODE_MODELS,
+    MAX_WAIT_SECONDS,
+    ChatCompletionRequest,
+    ModelName,
+)
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     SecretStr,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
     ValidationError,
     field_validator,
     model_validator,
@@ -112,29 +122,36 @@ def default_node_id() -> str:
     return name or "node"
 
 
+# Numbers and switches of the file are pydantic's strict types: TOML has its
+# own, and lax mode would read ``concurrency = true`` as 1 or ``"5"`` as 5,
+# which is a typo to report, not a value to guess (an integer still does for
+# a float setting).
+
+
 class ModelConfig(BaseModel):
     """One ``[[models]]`` entry: a model name jobs ask for and how to reach it."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(min_length=1, max_length=256)
+    #: The wire's rule: the node declares this name to the server.
+    name: ModelName
     litellm_model: str = Field(min_length=1)
     api_base: str | None = None
     api_key: SecretStr | None = None
     api_key_env: str | None = Field(default=None, min_length=1)
-    timeout: float | None = Field(default=None, gt=0)
+    timeout: StrictFloat | None = Field(default=None, gt=0)
     #: Most leases of this entry held at once (running and prefetched); unset:
     #: only the node's ``concurrency`` bounds it.
-    concurrency: int | None = Field(default=None, ge=1, le=MAX_FETCH_JOBS)
+    concurrency: StrictInt | None = Field(default=None, ge=1, le=MAX_FETCH_JOBS)
     defaults: dict[str, Any] = Field(default_factory=dict)
     #: Generation parameters that replace whatever a job sets.
     fixed: dict[str, Any] = Field(default_factory=dict)
     #: Ceiling on a job's max_tokens / max_completion_tokens (lowered to it).
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: StrictInt | None = Field(default=None, ge=1)
     #: Ceiling on a job's n (lowered to it).
-    max_n: int | None = Field(default=None, ge=1)
+    max_n: StrictInt | None = Field(default=None, ge=1)
     #: Let jobs carry media URLs LiteLLM may fetch (public http(s) addresses only).
-    allow_media_urls: bool = False
+    allow_media_urls: StrictBool = False
 
     @field_validator("api_base")
     @classmethod
@@ -151,6 +168,7 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f"not an OpenAI generation parameter a node forwards: {', '.join(unknown)}"
             )
+        _check_as_a_request(value)
         return value
 
     @model_validator(mode="after")
@@ -206,7 +224,7 @@ class NodeConfig(BaseModel):
     #: fills the other here.
     server_urls: list[str] = Field(default_factory=list, max_length=MAX_SERVER_URLS)
     #: Seconds after failing over before calls try the first URL again.
-    server_failback: float = Field(default=DEFAULT_FAILBACK_SECONDS, gt=0)
+    server_failback: StrictFloat = Field(default=DEFAULT_FAILBACK_SECONDS, gt=0)
     api_key: SecretStr = Field(min_length=1)
     node_id: str = Field(
         default_factory=default_node_id,
@@ -214,30 +232,30 @@ class NodeConfig(BaseModel):
         max_length=128,
         pattern=r"^[A-Za-z0-9._:@-]+$",
     )
-    concurrency: int = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_FETCH_JOBS)
-    fetch_wait: float = Field(default=DEFAULT_FETCH_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
+    concurrency: StrictInt = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_FETCH_JOBS)
+    fetch_wait: StrictFloat = Field(default=DEFAULT_FETCH_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
     #: Seconds between heartbeats; unset means a third of the server's lease.
-    heartbeat_interval: float | None = Field(default=None, gt=0)
-    backoff_initial: float = Field(default=DEFAULT_BACKOFF_INITIAL_SECONDS, gt=0)
-    backoff_max: float = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)
-    shutdown_grace: float = Field(default=DEFAULT_SHUTDOWN_GRACE_SECONDS, ge=0)
-    request_timeout: float = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
-    submit_linger: float = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
-    fetch_linger: float = Field(default=DEFAULT_FETCH_LINGER_SECONDS, ge=0, le=1)
-    spool_after: float = Field(default=DEFAULT_SPOOL_AFTER_SECONDS, ge=0)
+    heartbeat_interval: StrictFloat | None = Field(default=None, gt=0)
+    backoff_initial: StrictFloat = Field(default=DEFAULT_BACKOFF_INITIAL_SECONDS, gt=0)
+    backoff_max: StrictFloat = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)
+    shutdown_grace: StrictFloat = Field(default=DEFAULT_SHUTDOWN_GRACE_SECONDS, ge=0)
+    request_timeout: StrictFloat = Field(default=DEFAULT_REQUEST_TIMEOUT_SECONDS, gt=0)
+    submit_linger: StrictFloat = Field(default=DEFAULT_SUBMIT_LINGER_SECONDS, ge=0, le=1)
+    fetch_linger: StrictFloat = Field(default=DEFAULT_FETCH_LINGER_SECONDS, ge=0, le=1)
+    spool_after: StrictFloat = Field(default=DEFAULT_SPOOL_AFTER_SECONDS, ge=0)
     #: Leases held beyond ``concurrency``, waiting for a slot; unset means
     #: :func:`default_prefetch`; 0 holds only what is running.
-    prefetch: int | None = Field(default=None, ge=0, le=MAX_FETCH_JOBS)
-    batch_give_up: float = Field(default=DEFAULT_BATCH_GIVE_UP_SECONDS, ge=0)
-    batch_backend_wait: float = Field(default=DEFAULT_BATCH_BACKEND_WAIT_SECONDS, ge=0)
-    backend_probe_max: float = Field(default=DEFAULT_BACKEND_PROBE_MAX_SECONDS, gt=0)
+    prefetch: StrictInt | None = Field(default=None, ge=0, le=MAX_FETCH_JOBS)
+    batch_give_up: StrictFloat = Field(default=DEFAULT_BATCH_GIVE_UP_SECONDS, ge=0)
+    batch_backend_wait: StrictFloat = Field(default=DEFAULT_BATCH_BACKEND_WAIT_SECONDS, ge=0)
+    backend_probe_max: StrictFloat = Field(default=DEFAULT_BACKEND_PROBE_MAX_SECONDS, gt=0)
     spool_path: Path | None = None
     #: Ceilings on one job's request (:mod:`openbeepboop_node.request_guard`).
-    max_messages: int = Field(default=DEFAULT_MAX_MESSAGES, ge=1)
-    max_content_parts: int = Field(default=DEFAULT_MAX_CONTENT_PARTS, ge=1)
-    max_request_chars: int = Field(default=DEFAULT_MAX_REQUEST_CHARS, ge=1)
+    max_messages: StrictInt = Field(default=DEFAULT_MAX_MESSAGES, ge=1)
+    max_content_parts: StrictInt = Field(default=DEFAULT_MAX_CONTENT_PARTS, ge=1)
+    max_request_chars: StrictInt = Field(default=DEFAULT_MAX_REQUEST_CHARS, ge=1)
     #: The largest lease a fetch answer may hold (:mod:`openbeepboop_node.answer_bounds`).
-    max_lease_bytes: int = Field(default=DEFAULT_MAX_LEASE_BYTES, ge=MIN_MAX_LEASE_BYTES)
+    max_lease_bytes: StrictInt = Field(default=DEFAULT_MAX_LEASE_BYTES, ge=MIN_MAX_LEASE_BYTES)
     models: list[ModelConfig] = Field(min_length=1, max_length=MAX_NODE_MODELS)
 
     @model_validator(mode="before")
@@ -372,6 +390,25 @@ class NodeConfig(BaseModel):
             models.append(entry)
         data["models"] = models
         return data
+
+
+#: The rest of the request a ``defaults`` or ``fixed`` table is checked within.
+_PROBE_REQUEST: dict[str, Any] = {"model": "probe", "messages": [{"role": "user", "content": "."}]}
+
+
+def _check_as_a_request(params: Mapping[str, Any]) -> None:
+    """Refuse parameters the server would refuse in a job (``max_tokens = -3``, ``n = true``).
+
+    They are sent with every job of the model, so a value outside the wire
+    contract would make every one of them fail at the backend: the schemas'
+    own request model checks them, in the server's strict JSON types.
+    """
+    try:
+        ChatCompletionRequest.model_validate({**params, **_PROBE_REQUEST}, strict=True)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
 def _http_url(value: str) -> str:
