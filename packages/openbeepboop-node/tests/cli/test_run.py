@@ -93,6 +93,21 @@ def test_batch_drains_and_exits_zero(
     assert len(Spool(tmp_path / "spool.sqlite3")) == 0
 
 
+@pytest.mark.parametrize("status", [400, 500])
+def test_batch_whose_jobs_failed_on_their_own_merit_exits_zero(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM, status: int
+) -> None:
+    # A failure is the job's outcome (delivered, retried by the queue if it
+    # may pass); exit statuses are for a batch that could not do its work.
+    llm.configure(fail_status=status)
+    job = fake.add_job("doomed")
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 0, stderr
+    assert list(fake.errors()) == [job]
+    assert "batch done: 0 completed, 1 failed" in stderr
+
+
 def test_batch_with_nothing_queued_exits_zero(
     tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
 ) -> None:
