@@ -21,6 +21,7 @@ from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
+from openbeepboop_server.keys import KeySettings
 
 from tests.support.surface import bearer, chat, make_settings
 from tests.support.waiting import eventually
@@ -198,3 +199,26 @@ async def test_declared_models_past_the_keys_distinct_names_are_refused_429(
         assert answer.status_code == 200, answer.text
     listed = (await http.get("/v1/models", headers=user)).json()["data"]
     assert [card["id"] for card in listed] == ["m1", "m2", "m3", "m4"]
+
+
+@pytest.mark.anyio
+async def test_names_outside_a_scoped_keys_models_are_refused_without_counting(
+    served: tuple[httpx.AsyncClient, ServerContext],
+) -> None:
+    http, context = served
+    scoped = KeySettings(models=("m1", "m2"))
+    node = bearer(context.keys.create(Role.NODE, "scoped", scoped)[0])
+    for node_id, names in (("n1", ["x1", "x2", "x3", "x4"]), ("n2", ["x5", "x6"])):
+        refused = await http.post(
+            "/internal/queue/fetch",
+            json={"node_id": node_id, "models": ["m1"], "serves": names},
+            headers=node,
+        )
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "outside_key_scope"
+    fine = await http.post(
+        "/internal/queue/fetch",
+        json={"node_id": "n3", "models": ["m1"], "serves": ["m1", "m2"]},
+        headers=node,
+    )
+    assert fine.status_code == 200, fine.text

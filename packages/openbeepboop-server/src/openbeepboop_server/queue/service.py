@@ -246,6 +246,8 @@ class QueueService:
     def claim(self, caller: Caller, fetch: FetchRequest) -> list[Lease]:
         """Lease up to ``fetch.max_jobs`` jobs for the declared models; records the node."""
         now = self._clock()
+        # Out of scope is refused before the admission counts the names it declares.
+        check_scope(caller, fetch.node_id, [*fetch.models, *fetch.declared_models])
         self._admission.admit(caller.key_id, fetch.node_id, now, fetch.declared_models)
         with self._db.write() as conn:
             claimed, recorded = self._claim_in(conn, caller, fetch, now)
