@@ -185,6 +185,9 @@ class NodeRecorder:
             node_id, now, facts = recorded
             if self._snapshot is not None:
                 self._snapshot.note(facts[1])
+                previous = self._recorded.get(node_id)
+                if previous is None or previous[1] != facts:
+                    self._snapshot.changed()
             if len(self._recorded) >= MAX_REMEMBERED_NODES:
                 self._recorded.clear()  # many short-lived node ids: start over, stay bounded
             self._recorded[node_id] = (now, facts)
@@ -413,6 +416,9 @@ class ServedSnapshot:
         # names the size of everything served (a set's ``update`` and ``in``
         # are each atomic under the GIL, so readers in threads need no lock).
         self._noted: set[str] = set()
+        # True until the first reading, and whenever a node of this process
+        # declared something new since the last one (see :meth:`listing_stale`).
+        self._stale = True
 
     @property
     def served(self) -> ServedModels:
@@ -423,6 +429,21 @@ class ServedSnapshot:
         """Take a fresh reading of the registry."""
         self._served = served
         self._noted = set()
+        self._stale = False
+
+    def changed(self) -> None:
+        """A node of this process declared other models, key or version than before."""
+        self._stale = True
+
+    @property
+    def listing_stale(self) -> bool:
+        """True when ``/v1/models`` must re-read the registry rather than answer from here.
+
+        Only a change seen by this process makes it so: nodes that merely
+        fetch again change nothing, and what other replicas' nodes do (or
+        nodes ageing out) arrives with the next reading, about a second later.
+        """
+        return self._stale
 
     def note(self, models: Iterable[str] | None) -> None:
         """A node declaring ``models`` was just recorded by this process."""

@@ -165,3 +165,36 @@ def test_submits_never_read_the_node_registry(quiet_client: TestClient) -> None:
         sa.event.remove(context.db.engine, "before_cursor_execute", record)
     assert any("jobs" in statement for statement in statements)
     assert not [s for s in statements if "nodes" in s], "a submit read the node registry"
+
+
+def test_models_are_listed_from_memory_until_a_node_declares_something_new(
+    quiet_client: TestClient,
+) -> None:
+    # Every /v1/models call read and parsed every node's declared models: with
+    # 2,000 node ids of 256 long names each, 169 MB and 5.8 s a call.
+    context: ServerContext = quiet_client.app.state.context  # type: ignore[attr-defined]
+    user = context.keys.create(Role.USER, "alice")[0]
+    node = context.keys.create(Role.NODE, "node")[0]
+
+    def listed() -> list[tuple[str, int]]:
+        body = quiet_client.get(MODELS_PATH, headers=bearer(user)).json()
+        return [(card["id"], card["nodes"]) for card in body["data"]]
+
+    _fetch(quiet_client, node, "gpu-1", "llama3")
+    assert listed() == [("llama3", 1)]
+    statements: list[str] = []
+
+    def record(*args: object) -> None:
+        statements.append(str(args[2]))
+
+    sa.event.listen(context.db.engine, "before_cursor_execute", record)
+    try:
+        _fetch(quiet_client, node, "gpu-1", "llama3")  # the same declaration again
+        for _ in range(3):
+            assert listed() == [("llama3", 1)]
+    finally:
+        sa.event.remove(context.db.engine, "before_cursor_execute", record)
+    assert not [s for s in statements if "models" in s and "nodes" in s], statements
+    # A new declaration is listed at once.
+    _fetch(quiet_client, node, "gpu-2", "llama3", "qwen")
+    assert listed() == [("llama3", 2), ("qwen", 1)]

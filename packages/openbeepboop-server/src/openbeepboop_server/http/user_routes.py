@@ -243,7 +243,7 @@ async def list_jobs(call: Call) -> Response:
 
 async def list_models(call: Call) -> Response:
     """Models that nodes seen recently serve, each with how many nodes serve it."""
-    served = await run_in_threadpool(call.context.queue.served_by)
+    served = await run_in_threadpool(call.context.queue.served_listing)
     cards = [ModelCard(id=name, nodes=served.nodes_for(name)) for name in served.models()]
     return model_response(ModelList(data=cards, any_model_nodes=served.any_model))
 

@@ -467,6 +467,19 @@ class QueueService:
         """Models that nodes seen within ``node_seen_seconds`` serve (``*`` excluded)."""
         return self.served_by().models()
 
+    def served_listing(self) -> ServedModels:
+        """What ``/v1/models`` lists: the snapshot, re-read first only if this process's
+        nodes declared something new since it was read.
+
+        Reading the registry parses every node's declared models; with a
+        thousand nodes of 256 long names each that took seconds, and every
+        ``/v1/models`` call did it. The snapshot is re-read about once a second
+        anyway (by the housekeeper, which slows down when reads get long).
+        """
+        if self._served.listing_stale:
+            return self.refresh_served()
+        return self._served.served
+
     def served_by(self) -> ServedModels:
         """What the nodes seen within ``node_seen_seconds`` serve, read now."""
         since = self._clock() - self._policy.node_seen_seconds
