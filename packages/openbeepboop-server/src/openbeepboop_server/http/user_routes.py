@@ -286,8 +286,9 @@ ENDPOINTS = (
         strict=True,
         description=(
             "All requests are queued or none is. Honours `Idempotency-Key`. `warnings` "
-            "(and one `" + WARNING_HEADER + "` header each) name every model no node "
-            "seen recently serves, once per model."
+            "name every model no node seen recently serves, once per model; up to "
+            f"{MAX_WARNING_HEADERS} are also `{WARNING_HEADER}` headers (past that, the "
+            f"first {MAX_WARNING_HEADERS - 1} and one saying how many more the body holds)."
         ),
     ),
     Endpoint(
