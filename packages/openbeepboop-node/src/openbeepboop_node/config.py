@@ -9,6 +9,7 @@ holds keys, so it is written atomically with mode 0600.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import socket
@@ -125,13 +126,15 @@ def default_node_id() -> str:
 # Numbers and switches of the file are pydantic's strict types: TOML has its
 # own, and lax mode would read ``concurrency = true`` as 1 or ``"5"`` as 5,
 # which is a typo to report, not a value to guess (an integer still does for
-# a float setting).
+# a float setting). ``allow_inf_nan=False``: TOML reads ``inf`` and ``nan``
+# as floats, and no duration, wait or interval is endless (an endless
+# ``timeout`` failed every job at the LLM call instead of at startup).
 
 
 class ModelConfig(BaseModel):
     """One ``[[models]]`` entry: a model name jobs ask for and how to reach it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: The wire's rule: the node declares this name to the server.
     name: ModelName
@@ -168,6 +171,7 @@ class ModelConfig(BaseModel):
             raise ValueError(
                 f"not an OpenAI generation parameter a node forwards: {', '.join(unknown)}"
             )
+        _check_finite(value)
         _check_as_a_request(value)
         return value
 
@@ -215,7 +219,7 @@ class ModelConfig(BaseModel):
 class NodeConfig(BaseModel):
     """The whole of node_config.toml (all durations in seconds)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     #: The first (preferred) server URL; with one server, the only one.
     server_url: str
@@ -409,6 +413,20 @@ def _check_as_a_request(params: Mapping[str, Any]) -> None:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(part) for part in first["loc"])
         raise ValueError(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+
+
+def _check_finite(params: Mapping[str, Any]) -> None:
+    """Refuse ``inf`` and ``nan`` anywhere in a ``defaults`` or ``fixed`` value (``seed = inf``).
+
+    Those tables are typed ``Any`` below the parameters the schemas check,
+    and JSON has no such numbers, so a job carrying one could not be sent:
+    the standard JSON encoder's own ``allow_nan=False`` finds them, nested too.
+    """
+    for name, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False)
+        except ValueError:
+            raise ValueError(f"{name}: must be a finite number (not inf or nan)") from None
 
 
 def _http_url(value: str) -> str:
