@@ -205,3 +205,83 @@ def test_a_long_poll_gets_its_wait_on_top(serve: Callable[[Answer], RawServer]) 
     with Client(base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=0) as c:
         entries = c.jobs.poll(["job-1"], wait=1.0)
     assert entries[0].status == "QUEUED"
+
+
+def endless_fast_body(conn: socket.socket, stop: threading.Event) -> None:
+    """A chunked body that never ends, each chunk well within the pace allowed."""
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    conn.sendall(b"Transfer-Encoding: chunked\r\n\r\n")
+    chunk = b" " * RESPONSE_BYTES_PER_SECOND
+    while not stop.wait(0.05):
+        conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+
+
+def test_an_endless_body_fast_enough_still_ends_at_the_ceiling(
+    serve: Callable[[Answer], RawServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("openbeepboop._response_deadline.MAX_RESPONSE_SECONDS", 2.0)
+    server = serve(endless_fast_body)
+    with (
+        Client(base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=0) as client,
+        pytest.raises(APITimeoutError),
+    ):
+        client.models.list()
+
+
+@pytest.mark.parametrize("answer", [trickled_head, trickled_body], ids=["head", "body"])
+def test_a_proxy_from_the_environment_is_used_and_bounded(
+    serve: Callable[[Answer], RawServer], answer: Answer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP_PROXY is honoured (the request goes to it) and its answers have the deadline too."""
+    seen: list[bytes] = []
+
+    def proxy(conn: socket.socket, stop: threading.Event) -> None:
+        answer(conn, stop)
+
+    server = serve(proxy)
+    original = read_request
+
+    def recording(conn: socket.socket) -> None:
+        peek = conn.recv(65536, socket.MSG_PEEK)
+        seen.append(peek.split(b"\r\n", 1)[0])
+        original(conn)
+
+    monkeypatch.setattr(f"{__name__}.read_request", recording)
+    monkeypatch.setenv("HTTP_PROXY", server.url)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with (
+        Client(
+            base_url="http://queue.example.invalid:8000",
+            api_key=API_KEY,
+            timeout=READ_TIMEOUT,
+            max_retries=0,
+        ) as client,
+        pytest.raises(APITimeoutError),
+    ):
+        client.models.list()
+    # The proxy got the request with the server's absolute URL in it.
+    assert seen and seen[0].startswith(b"GET http://queue.example.invalid:8000/")
+
+
+def reset_mid_answer(conn: socket.socket, stop: threading.Event) -> None:
+    conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n")
+    conn.sendall(b"Content-Length: 1000\r\n\r\n[")
+    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+
+
+def test_an_answer_cut_after_connecting_is_not_called_a_failure_to_connect(
+    serve: Callable[[Answer], RawServer],
+) -> None:
+    from openbeepboop import APIConnectionError
+    from openbeepboop.cli.errors import describe
+
+    server = serve(reset_mid_answer)
+    with (
+        Client(base_url=server.url, api_key=API_KEY, timeout=READ_TIMEOUT, max_retries=0) as client,
+        pytest.raises(APIConnectionError) as raised,
+    ):
+        client.models.list()
+    line = describe(raised.value)
+    assert "broke" in line and "could not connect" not in line, line
+    assert "is the server running" not in line, line

@@ -42,7 +42,7 @@ from openbeepboop._exceptions import (
     APITimeoutError,
     status_error_class,
 )
-from openbeepboop._response_deadline import bounded_async_transport, bounded_transport
+from openbeepboop._response_deadline import bound_responses
 
 logger = logging.getLogger(__name__)
 
@@ -232,10 +232,8 @@ class SyncAPIClient(BaseClient[httpx.Client]):
 
     def _client(self) -> httpx.Client:
         if self._http is None:
-            self._http = httpx.Client(
-                transport=bounded_transport(),
-                **self._http_client_kwargs(),  # type: ignore[arg-type]
-            )
+            self._http = httpx.Client(**self._http_client_kwargs())  # type: ignore[arg-type]
+            bound_responses(self._http)
         return self._http
 
     def _sleep(self, seconds: float) -> None:
@@ -304,10 +302,8 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
 
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(
-                transport=bounded_async_transport(),
-                **self._http_client_kwargs(),  # type: ignore[arg-type]
-            )
+            self._http = httpx.AsyncClient(**self._http_client_kwargs())  # type: ignore[arg-type]
+            bound_responses(self._http)
         return self._http
 
     async def _sleep(self, seconds: float) -> None:
@@ -385,8 +381,14 @@ def _connection_error(request: httpx.Request, exc: httpx.TransportError) -> APIC
     reason = str(exc) or type(exc).__name__
     url = request.url
     where = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
+    if isinstance(exc, httpx.ConnectError):
+        return APIConnectionError(
+            request, message=f"could not connect to the server at {where}: {reason}"
+        )
+    # Connected, then the exchange broke (a reset, a close mid-answer): saying
+    # "could not connect" would send the user to check a URL that works.
     return APIConnectionError(
-        request, message=f"could not connect to the server at {where}: {reason}"
+        request, message=f"the connection to the server at {where} broke: {reason}"
     )
 
 

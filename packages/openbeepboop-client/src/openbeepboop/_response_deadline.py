@@ -3,12 +3,13 @@
 httpx's timeouts are per operation: every byte that arrives resets the read
 timeout, so a server that trickles its answer one byte every few seconds
 would hold a request for ever. The connections the client opens are
-therefore wrapped (:func:`bounded_transport`, :func:`bounded_async_transport`)
-so that once the request is sent, the whole response, head and body, must
-arrive within the request's read timeout (which a long-poll already raises
-to its server-side ``wait`` + ``LONG_POLL_GRACE``), plus one second for every
+therefore wrapped (:func:`bound_responses`) so that once the request is
+sent, the whole response, head and body, must arrive within the request's
+read timeout (which a long-poll already raises to its server-side ``wait`` +
+``LONG_POLL_GRACE``), plus one second for every
 :data:`RESPONSE_BYTES_PER_SECOND` bytes received, so a large download that
-is slow but steady still finishes.
+is slow but steady still finishes; and never later than
+:data:`MAX_RESPONSE_SECONDS`, so an endless body cannot hold it either.
 
 The clock starts at the first read after the request is written: an upload,
 however large and slow, is bounded only by its per-write timeout, so a
@@ -16,11 +17,11 @@ however large and slow, is bounded only by its per-write timeout, so a
 raises ``httpcore.ReadTimeout``, which httpx turns into ``httpx.ReadTimeout``
 and the client into ``APITimeoutError``, retried like any other timeout.
 
-Only httpx's own network layer can see each read, so the wrap reaches one
-private attribute of httpx (``HTTPTransport._pool``) and one of httpcore
-(``_network_backend``); if a later release renames them the client runs
-without the bound (a debug log says so) rather than failing, and the tests
-of this bound fail loudly.
+Only httpx's own network layer can see each read, so the wrap reaches
+private attributes of httpx (the client's ``_transport`` and ``_mounts``,
+the transports' ``_pool``) and one of httpcore (``_network_backend``); if a
+later release renames them the client runs without the bound (a debug log
+says so) rather than failing, and the tests of this bound fail loudly.
 """
 
 from __future__ import annotations
@@ -40,6 +41,11 @@ logger = logging.getLogger(__name__)
 #: download may take as long as it would at 16 KiB/s (128 kbit/s, slower than
 #: any real link), while a trickle of a byte every few seconds buys nothing.
 RESPONSE_BYTES_PER_SECOND = 16 * 1024
+#: However fast it moves, no response may take longer than this: a hostile
+#: server streaming an endless body at 16 KiB/s or more would otherwise hold
+#: a call (and grow its memory) for ever. An hour carries a 200 MB batch
+#: output file at 57 KiB/s; a larger or slower download is cut and retried.
+MAX_RESPONSE_SECONDS = 3600.0
 
 _SocketOptions = Iterable[typing.Any] | None
 
@@ -67,7 +73,10 @@ class ResponseClock:
         now = self._clock()
         if self._started is None:
             self._started, self._received = now, 0
-        allowed = timeout + self._received / RESPONSE_BYTES_PER_SECOND
+        allowed = min(
+            timeout + self._received / RESPONSE_BYTES_PER_SECOND,
+            max(timeout, MAX_RESPONSE_SECONDS),
+        )
         left = self._started + allowed - now
         if left <= 0:
             raise httpcore.ReadTimeout(
@@ -198,25 +207,29 @@ class _AsyncBoundedBackend(httpcore.AsyncNetworkBackend):
         await self._backend.sleep(seconds)
 
 
-def bounded_transport() -> httpx.HTTPTransport:
-    """httpx's default transport, with a deadline on each whole response."""
-    transport = httpx.HTTPTransport()
+def bound_responses(http: httpx.Client | httpx.AsyncClient) -> None:
+    """Put a deadline on each whole response of every connection ``http`` opens.
+
+    Called on a client httpx has just built, so that what httpx set up from
+    the environment (a proxy from ``HTTP_PROXY``/``HTTPS_PROXY``, ``NO_PROXY``)
+    stays exactly as httpx made it: only the network layer under each of its
+    transports is wrapped. Passing ``transport=`` instead would switch
+    httpx's environment proxies off.
+    """
+    mounted = getattr(http, "_mounts", {})
+    for transport in (getattr(http, "_transport", None), *mounted.values()):
+        if transport is not None:
+            _bound_transport(transport)
+
+
+def _bound_transport(transport: object) -> None:
     pool = getattr(transport, "_pool", None)
     backend = getattr(pool, "_network_backend", None)
+    if isinstance(backend, (_BoundedBackend, _AsyncBoundedBackend)):
+        return
     if isinstance(backend, httpcore.NetworkBackend):
         pool._network_backend = _BoundedBackend(backend)  # type: ignore[union-attr]
-    else:  # pragma: no cover - an httpx or httpcore release that moved them
-        logger.debug("cannot bound whole responses with this httpx; per-read timeouts only")
-    return transport
-
-
-def bounded_async_transport() -> httpx.AsyncHTTPTransport:
-    """httpx's default async transport, with a deadline on each whole response."""
-    transport = httpx.AsyncHTTPTransport()
-    pool = getattr(transport, "_pool", None)
-    backend = getattr(pool, "_network_backend", None)
-    if isinstance(backend, httpcore.AsyncNetworkBackend):
+    elif isinstance(backend, httpcore.AsyncNetworkBackend):
         pool._network_backend = _AsyncBoundedBackend(backend)  # type: ignore[union-attr]
     else:  # pragma: no cover - an httpx or httpcore release that moved them
         logger.debug("cannot bound whole responses with this httpx; per-read timeouts only")
-    return transport

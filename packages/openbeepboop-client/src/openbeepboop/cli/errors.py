@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
+import httpx
 from openbeepboop_schemas import PollEntry
 
 from openbeepboop._exceptions import (
@@ -22,7 +23,10 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, APITimeoutError):
         text = f"{exc}; the server may be overloaded (retry, or raise the timeout)"
     elif isinstance(exc, APIConnectionError):
-        text = f"{exc} (is the server running, and is server_url right?)"
+        if isinstance(exc.__cause__, httpx.ConnectError):
+            text = f"{exc} (is the server running, and is server_url right?)"
+        else:
+            text = f"{exc} (the server or a proxy before it cut the answer short; retry)"
     elif isinstance(exc, AuthenticationError):
         text = (
             f"the server rejected the API key ({exc}); check api_key in "
