@@ -359,3 +359,25 @@ def test_the_connection_pool_is_sized_from_the_config(tmp_path: Path) -> None:
 def test_the_connection_pool_defaults_fit_the_thread_pool(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, MINIMAL))
     assert (settings.database.pool_size, settings.database.max_overflow) == (10, 30)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "[queue]\nlease_seconds = inf",
+        "[queue]\nretention_days = inf",
+        "[queue]\nmax_queued_days = inf",
+        "[queue]\nretry_backoff_max_seconds = inf",
+        "[server]\nkeep_alive_seconds = inf",
+        "[openai]\nsync_timeout_seconds = -inf",
+        "[queue]\npriority_aging_minutes = nan",
+    ],
+)
+def test_toml_infinity_and_nan_are_refused_by_name(tmp_path: Path, line: str) -> None:
+    """TOML has ``inf`` and ``nan``; no setting means them (``lease_seconds = inf``
+    once wrote an expiry no reaper reaches into every lease in flight)."""
+    section, setting = line.split("\n")
+    name = setting.split(" = ")[0]
+    path = _write(tmp_path, MINIMAL + f"{line}\n")
+    with pytest.raises(ConfigError, match=rf"\{section[:-1]}\] {name}: .*finite number"):
+        load_settings(path)

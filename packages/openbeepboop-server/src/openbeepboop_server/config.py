@@ -110,7 +110,11 @@ class ConfigError(ServerError):
 class _Section(BaseModel):
     # Strict: TOML says what type a value is, and `port = true` (a bool, which
     # lax validation takes for 1) or `port = "80"` is a mistake to name, not coerce.
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, strict=True)
+    # TOML also has `inf` and `nan`: no setting means them (`lease_seconds = inf`
+    # wrote an expiry no reaper ever reaches into every lease in flight).
+    model_config = ConfigDict(
+        extra="forbid", validate_assignment=True, strict=True, allow_inf_nan=False
+    )
 
 
 class ServerSection(_Section):
