@@ -19,20 +19,13 @@ from openbeepboop_server.db.migrate import pending_revisions, upgrade_to
 from openbeepboop_server.keys import KeyService
 from openbeepboop_server.queue.service import QueueService
 
+from tests.support.cli import one_error_line
+
 KEY = re.compile(r"sk-[A-Za-z0-9_-]{32,}")
 
 
 def run(*args: str) -> Result:
     return CliRunner().invoke(main, list(args))
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def test_keys_create_prints_only_the_key_on_stdout(config: Path) -> None:

@@ -21,18 +21,11 @@ from openbeepboop_server.config import load_settings
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import MAX_QUOTA, KeyService
 
+from tests.support.cli import one_error_line
+
 
 def run(config: Path, *args: str) -> Result:
     return CliRunner().invoke(main, [*args, "--config", str(config)])
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def listed(config: Path) -> dict[str, dict[str, object]]:

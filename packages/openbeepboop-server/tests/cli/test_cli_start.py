@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import httpx
-from click.testing import CliRunner, Result
+from click.testing import CliRunner
 from openbeepboop_server.cli import main
 
+from tests.support.cli import one_error_line
 from tests.support.surface import free_port, server_command
 
 #: Safety nets for a process starting and stopping on a loaded machine, not timings.
@@ -25,15 +26,6 @@ STOP_DEADLINE_SECONDS = 30.0
 SERVING = re.compile(r"serving .* on http://127\.0\.0\.1:(\d+)")
 #: An address from TEST-NET-1 (RFC 5737): never one of this machine's.
 FOREIGN_ADDRESS = "192.0.2.1"
-
-
-def one_error_line(result: Result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("Error: ")
-    return lines[0]
 
 
 def wait_for_serving_port(process: subprocess.Popen[str], log: Path) -> int:
