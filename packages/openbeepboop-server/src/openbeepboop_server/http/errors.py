@@ -239,14 +239,7 @@ NODE_LIMIT_RETRY_AFTER_SECONDS = 30
 
 async def handle_too_many_nodes(request: Request, exc: Exception) -> Response:
     """A new ``node_id`` past its key's live nodes (:class:`TooManyNodes`) → ``429``."""
-    error = ApiError(
-        429,
-        str(exc),
-        param="node_id",
-        code="too_many_nodes",
-        headers={"Retry-After": str(NODE_LIMIT_RETRY_AFTER_SECONDS)},
-    )
-    return envelope_response(error.status_code, error.envelope, error.headers)
+    return _node_limit_response(exc, param="node_id", code="too_many_nodes")
 
 
 async def handle_too_many_models(request: Request, exc: Exception) -> Response:
@@ -255,11 +248,15 @@ async def handle_too_many_models(request: Request, exc: Exception) -> Response:
     The same wait as for too many nodes: names leave the count when the nodes
     declaring them age out.
     """
+    return _node_limit_response(exc, param="models", code="too_many_models")
+
+
+def _node_limit_response(exc: Exception, *, param: str, code: str) -> Response:
     error = ApiError(
         429,
         str(exc),
-        param="models",
-        code="too_many_models",
+        param=param,
+        code=code,
         headers={"Retry-After": str(NODE_LIMIT_RETRY_AFTER_SECONDS)},
     )
     return envelope_response(error.status_code, error.envelope, error.headers)
