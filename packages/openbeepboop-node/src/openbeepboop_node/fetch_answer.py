@@ -12,6 +12,14 @@ that can read it (a newer one) still gets its chance. A bad lease without a
 usable ref cannot be named to the server: it is logged once and skipped (it
 expires on the server). An answer that is not a JSON array at all is still
 the server's failure (docs/node.md, "A broken or hostile server").
+
+An answer holding more leases than the fetch asked for (``max_jobs``) would
+make the node hold more jobs than its ``concurrency`` and prefetch allow.
+The first ``max_jobs`` are read as above; the rest are handed back at once
+as *releases* (the same hand-back a lease of a paused backend gets: no
+attempt counted, the job is requeued for another node), never run. One
+warning per answer says how many; an extra without a usable ref, or naming
+a job the node keeps from the same answer, is only dropped (it expires).
 """
 
 from __future__ import annotations
@@ -22,7 +30,14 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from openbeepboop_schemas import MAX_ERROR_MESSAGE_CHARS, ErrorOutcome, Lease, LeaseRef, NodeError
+from openbeepboop_schemas import (
+    MAX_ERROR_MESSAGE_CHARS,
+    ErrorOutcome,
+    Lease,
+    LeaseRef,
+    NodeError,
+    ReleaseOutcome,
+)
 from pydantic import TypeAdapter, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -45,18 +60,54 @@ class FetchAnswer:
     leases: list[Lease]
     #: Error outcomes for leases the node could not read but can name.
     unreadable: list[ErrorOutcome] = field(default_factory=list)
+    #: Releases of the leases beyond the ``max_jobs`` the fetch asked for.
+    surplus: list[ReleaseOutcome] = field(default_factory=list)
 
 
-def read_fetch_answer(body: bytes) -> FetchAnswer:
-    """Read a fetch answer; raises ValidationError only if it is not a JSON array at all."""
+def read_fetch_answer(body: bytes, max_jobs: int | None = None) -> FetchAnswer:
+    """Read a fetch answer to a fetch for ``max_jobs`` leases (None: any number).
+
+    Raises ValidationError only if it is not a JSON array at all.
+    """
     try:
         # The common case in one pass of pydantic's JSON parser.
-        return FetchAnswer(_lease_list().validate_json(body))
+        leases = _lease_list().validate_json(body)
     except ValidationError as whole:
         items = _json_array(body)
         if items is None:
             raise whole from None
-    return _one_by_one(items)
+        if max_jobs is None or len(items) <= max_jobs:
+            return _one_by_one(items)
+        answer = _one_by_one(items[:max_jobs])
+        return _with_surplus(answer, [_ref_of(item) for item in items[max_jobs:]], max_jobs)
+    if max_jobs is None or len(leases) <= max_jobs:
+        return FetchAnswer(leases)
+    extra: list[LeaseRef | None] = [
+        LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token) for lease in leases[max_jobs:]
+    ]
+    return _with_surplus(FetchAnswer(leases[:max_jobs]), extra, max_jobs)
+
+
+def _with_surplus(answer: FetchAnswer, extra: list[LeaseRef | None], max_jobs: int) -> FetchAnswer:
+    """``answer`` with releases for the ``extra`` leases past ``max_jobs``; one warning."""
+    kept = {lease.job_id for lease in answer.leases}
+    kept.update(outcome.job_id for outcome in answer.unreadable)
+    releases: list[ReleaseOutcome] = []
+    for ref in extra:
+        if ref is not None and ref.job_id not in kept:
+            kept.add(ref.job_id)  # a job named twice among the extras is released once
+            releases.append(ReleaseOutcome(job_id=ref.job_id, lease_token=ref.lease_token))
+    logger.warning(
+        "the server sent %d lease(s) to a fetch for at most %d: handing %d extra one(s) "
+        "back unworked (released, no attempt counted)%s",
+        max_jobs + len(extra),
+        max_jobs,
+        len(releases),
+        f"; {len(extra) - len(releases)} more dropped (they expire on the server)"
+        if len(releases) < len(extra)
+        else "",
+    )
+    return FetchAnswer(answer.leases, answer.unreadable, releases)
 
 
 def _json_array(body: bytes) -> list[Any] | None:

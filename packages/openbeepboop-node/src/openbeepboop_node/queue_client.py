@@ -18,6 +18,7 @@ to the next URL; :mod:`~openbeepboop_node.server_pool` holds that policy.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import urllib.parse
 import urllib.request
@@ -42,6 +43,7 @@ from openbeepboop_schemas import (
     LeaseWatchRequest,
     LeaseWatchResponse,
     Outcome,
+    ReleaseOutcome,
     SubmitAck,
     SubmitRequest,
     SubmitResponse,
@@ -202,14 +204,15 @@ class QueueClient:
         wait: float,
         serves: Sequence[str] | None = None,
         *,
-        refuse: Callable[[ErrorOutcome], object] | None = None,
+        refuse: Callable[[ErrorOutcome | ReleaseOutcome], object] | None = None,
     ) -> list[Lease]:
         """Claim up to ``max_jobs`` jobs, long-polling up to ``wait`` seconds.
 
         ``serves``: every model the node serves now, when ``models`` names fewer.
         ``refuse`` gets the hand-back of each lease the node could not read
+        and the release of each lease beyond ``max_jobs``
         (:mod:`~openbeepboop_node.fetch_answer`); the leases returned are the
-        ones it can run.
+        ones it can run, never more than ``max_jobs``.
         """
         body = FetchRequest(
             node_id=self.node_id,
@@ -227,15 +230,18 @@ class QueueClient:
             wait=wait,
             cap=fetch_answer_cap(max_jobs, self.max_lease_bytes),
         )
+        read = functools.partial(read_fetch_answer, max_jobs=max_jobs)
         if len(response.body) > OFF_LOOP_PARSE_BYTES:
             # Parsing megabytes of job bodies takes the loop away from the
             # heartbeats, deliveries and signals of every other job.
-            answer = await asyncio.to_thread(self._parse, response, read_fetch_answer)
+            answer = await asyncio.to_thread(self._parse, response, read)
         else:
-            answer = self._parse(response, read_fetch_answer)
+            answer = self._parse(response, read)
         if refuse is not None:
-            for outcome in answer.unreadable:
-                refuse(outcome)
+            for unreadable in answer.unreadable:
+                refuse(unreadable)
+            for release in answer.surplus:
+                refuse(release)
         return answer.leases
 
     async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:

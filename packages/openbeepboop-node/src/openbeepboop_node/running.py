@@ -143,12 +143,16 @@ class JobRunner:
         if self.lease_watcher is not None:
             self.lease_watcher.wake()
 
-    def refuse(self, outcome: ErrorOutcome) -> None:
-        """Hand back a lease the node could not read (:mod:`~openbeepboop_node.fetch_answer`).
+    def refuse(self, outcome: ErrorOutcome | ReleaseOutcome) -> None:
+        """Hand back a lease the node could not read, or one beyond what it asked for.
 
-        It never becomes a task: its error outcome goes straight to delivery.
+        (:mod:`~openbeepboop_node.fetch_answer`.) It never becomes a task: its
+        error outcome, or its release, goes straight to delivery.
         """
-        self.summary.failed += 1
+        if isinstance(outcome, ReleaseOutcome):
+            self.summary.released += 1
+        else:
+            self.summary.failed += 1
         assert self.deliverer is not None
         self.deliverer.put(outcome)
 
