@@ -46,9 +46,9 @@ def ordered(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     calls: list[list[str]] = []
     heads = fair_claim._heads
 
-    def spy(conn: object, models: list[str], now: float) -> object:
+    def spy(conn: object, models: list[str], now: float, pooled: bool) -> object:
         calls.append(list(models))
-        return heads(conn, models, now)  # type: ignore[arg-type]
+        return heads(conn, models, now, pooled)  # type: ignore[arg-type]
 
     monkeypatch.setattr(fair_claim, "_heads", spy)
     return calls

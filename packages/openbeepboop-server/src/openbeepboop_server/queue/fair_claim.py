@@ -9,7 +9,9 @@ claim follows ``max_jobs`` and the number of owners with queued jobs of the
 model, never the number of jobs queued. ``*`` first picks a bounded set of
 models with queued jobs, owner by owner (:func:`any_model_candidates`), so
 its cost follows the owners with queued work, never the number of distinct
-models queued. The owners served have their
+models queued. A claim over several models reads and stores each owner's
+turns under the pooled ``*`` row (:data:`.fair_share.POOLED`), so they are
+shared across those models. The owners served have their
 turns added to ``fair_shares`` in the claim's transaction
 (:func:`store_turns`).
 """
@@ -26,7 +28,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL, MAX_FETCH_JOBS, JobStatus
 
 from openbeepboop_server.db.database import IN_CHUNK
-from openbeepboop_server.queue.fair_share import Head, Turns
+from openbeepboop_server.queue.fair_share import POOLED, Head, Turns
 
 _COLUMNS = "seq, id, model, request, attempts"
 #: Claims up to this many jobs read each job's details with its place in the
@@ -113,7 +115,8 @@ def any_model_candidates(conn: sa.Connection, now: float) -> list[str]:
 @functools.cache
 def _heads_sql(dialect: str) -> sa.TextClause:
     """Each owner with claimable jobs of a model, its next job's rank and priority,
-    its weight and its stored virtual time.
+    its weight and its stored virtual time under ``:share`` (the model, or
+    :data:`.fair_share.POOLED` for a claim over several models).
 
     A skip scan over ``ix_jobs_fair``: a few index seeks per owner with QUEUED
     jobs, whatever the number of jobs each has queued.
@@ -131,10 +134,10 @@ def _heads_sql(dialect: str) -> sa.TextClause:
         "   AND not_before <= :now ORDER BY claim_rank, seq LIMIT 1) AS head"
         " FROM owners WHERE owners.k IS NOT NULL"
         ") SELECT heads.owner, jobs.claim_rank, jobs.priority,"
-        " coalesce(api_keys.weight, 1) AS weight, fair_shares.virtual_time"
+        " coalesce(api_keys.weight, 1) AS weight, fair_shares.virtual_time, heads.head"
         " FROM heads JOIN jobs ON jobs.seq = heads.head"
         " LEFT JOIN api_keys ON api_keys.id = heads.owner"
-        " LEFT JOIN fair_shares ON fair_shares.model = :model"
+        " LEFT JOIN fair_shares ON fair_shares.model = :share"
         "  AND fair_shares.owner_key_id = heads.owner"
     )
 
@@ -200,11 +203,12 @@ def queued_among(conn: sa.Connection, models: list[str]) -> list[str]:
     return [model for model in models if model in found]
 
 
-def _heads(conn: sa.Connection, models: list[str], now: float) -> list[Head]:
+def _heads(conn: sa.Connection, models: list[str], now: float, pooled: bool) -> list[Head]:
     sql = _heads_sql(conn.dialect.name)
     heads: list[Head] = []
     for model in models:
-        params = {"status": JobStatus.QUEUED.value, "model": model, "now": now}
+        share = POOLED if pooled else model
+        params = {"status": JobStatus.QUEUED.value, "model": model, "now": now, "share": share}
         heads.extend(Head(model, *row) for row in conn.execute(sql, params).all())
     return heads
 
@@ -262,14 +266,18 @@ def _fair_order(
     now: float,
     aging_seconds: float,
     details: bool,
+    pooled: bool,
 ) -> tuple[list[Any], Turns | None]:
     """The rows of up to ``limit`` jobs in claim order (``details``: with
-    ``_COLUMNS``), and the turns that chose them."""
-    heads = _heads(conn, models, now)
+    ``_COLUMNS``), and the turns that chose them (``pooled``: shared across
+    ``models``)."""
+    heads = _heads(conn, models, now, pooled)
     if not heads:
         return [], None
-    turns = Turns(heads, now=now, aging_seconds=aging_seconds, picks=limit)
-    total_weight = sum(max(head.weight, 1) for head in heads)
+    turns = Turns(heads, now=now, aging_seconds=aging_seconds, picks=limit, pooled=pooled)
+    # A pooled owner counts once, however many of the models it has queued.
+    weights = {(POOLED if pooled else head.model, head.owner): head.weight for head in heads}
+    total_weight = sum(max(weight, 1) for weight in weights.values())
     readers: dict[tuple[str, int], _OwnerJobs] = {}
     order: list[Any] = []
     while len(order) < limit:
@@ -289,7 +297,7 @@ def _fair_order(
         if following is None:
             turns.exhausted(*turn, claimed_one=True)
         else:
-            turns.served(*turn, following.claim_rank)
+            turns.served(*turn, following.claim_rank, following.seq)
     return order, turns
 
 
@@ -297,15 +305,22 @@ def fair_candidates(
     conn: sa.Connection, models: list[str], limit: int, now: float, aging_seconds: float
 ) -> tuple[list[Any], Turns | None]:
     """Up to ``limit`` claimable jobs of ``models`` (``*``: any) in claim order, as rows of
-    ``seq, id, model, request, attempts``; and the turns to store once they are taken."""
+    ``seq, id, model, request, attempts``; and the turns to store once they are taken.
+
+    A claim over several models (``*``, or several names declared) shares
+    each owner's turns across them, whichever of them have jobs queued right
+    now: a node's claims keep one account per owner from one fetch to the next.
+    """
     details = limit <= DETAILS_IN_ORDER_MAX
     if ANY_MODEL in models:
         unique = any_model_candidates(conn, now)
+        pooled = True
     else:
         unique = list(dict.fromkeys(models))
+        pooled = len(unique) > 1
         if len(unique) > FILTER_MODELS_ABOVE:
             unique = queued_among(conn, unique)
-    order, turns = _fair_order(conn, unique, limit, now, aging_seconds, details)
+    order, turns = _fair_order(conn, unique, limit, now, aging_seconds, details, pooled)
     if details or not order:
         return order, turns
     seqs = [row.seq for row in order]
