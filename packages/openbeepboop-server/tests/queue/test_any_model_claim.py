@@ -7,37 +7,23 @@ SQLite, 6 s on PostgreSQL with 20,000), holding the writer meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from openbeepboop_schemas import FetchRequest, Role
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import Caller, KeyService
 from openbeepboop_server.queue import fair_claim
-from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import FakeClock, chat_request, make_caller, migrated_database
+from tests.support.core import chat_request, make_caller
 
 #: Distinct models one key queues: far more than a ``*`` claim may look at.
 MANY = 3_000
 
 
 @pytest.fixture
-def database(backend_url: str) -> Iterator[Database]:
-    db = migrated_database(backend_url)
-    yield db
-    db.dispose()
-
-
-@pytest.fixture
-def queue(database: Database) -> QueueService:
-    return QueueService(database, QueuePolicy(), clock=FakeClock())
-
-
-@pytest.fixture
-def keys(database: Database) -> KeyService:
-    return KeyService(database)
+def db(any_db: Database) -> Database:
+    """The queue folder's services (``keys``, ``queue``) on both backends."""
+    return any_db
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from collections.abc import Iterator
 
 import pytest
 import sqlalchemy as sa
@@ -21,7 +20,7 @@ from openbeepboop_server.queue.fair_share import POOLED, Head, Turns
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import FakeClock, chat_request, make_caller, migrated_database
+from tests.support.core import FakeClock, chat_request, make_caller
 
 NOW = 1_700_000_000.0
 AGING = 600.0
@@ -100,35 +99,23 @@ def test_pooled_turns_are_stored_under_the_pooled_row() -> None:
 
 
 @pytest.fixture
-def database(backend_url: str) -> Iterator[Database]:
-    """A migrated database, once on SQLite and once on PostgreSQL."""
-    db = migrated_database(backend_url)
-    yield db
-    db.dispose()
+def db(any_db: Database) -> Database:
+    """The queue folder's services (``keys``, ``queue``) on both backends."""
+    return any_db
 
 
 @pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+def policy() -> QueuePolicy:
+    return QueuePolicy(priority_aging_seconds=AGING)
 
 
-@pytest.fixture
-def keys(database: Database, clock: FakeClock) -> KeyService:
-    return KeyService(database, clock=clock)
-
-
-@pytest.fixture
-def queue(database: Database, clock: FakeClock) -> QueueService:
-    return QueueService(database, QueuePolicy(priority_aging_seconds=AGING), clock=clock)
-
-
-def _owners(database: Database, ids: list[str]) -> list[str]:
+def _owners(db: Database, ids: list[str]) -> list[str]:
     """The owning key's name of each job id, in order."""
     sql = sa.text(
         "SELECT jobs.id, api_keys.name FROM jobs JOIN api_keys"
         " ON api_keys.id = jobs.owner_key_id WHERE jobs.id IN :ids"
     ).bindparams(sa.bindparam("ids", expanding=True))
-    with database.read() as conn:
+    with db.read() as conn:
         names = dict(conn.execute(sql, {"ids": ids}).all())
     return [names[job_id] for job_id in ids]
 
@@ -140,7 +127,7 @@ def _one_by_one(queue: QueueService, node: Caller, models: list[str], count: int
 
 
 def test_a_star_node_serves_every_key_in_each_round(
-    queue: QueueService, keys: KeyService, clock: FakeClock, database: Database
+    queue: QueueService, keys: KeyService, clock: FakeClock, db: Database
 ) -> None:
     """The QA scenario: 10 keys x 50 models x 2 jobs, a ``*`` node claiming one at a time."""
     names = [f"u{i:02d}" for i in range(10)]
@@ -150,13 +137,13 @@ def test_a_star_node_serves_every_key_in_each_round(
         requests = [chat_request(model=f"{name}-m{m}") for m in range(50) for _ in range(2)]
         queue.submit_many(owner, requests)
     node = make_caller(keys, Role.NODE, "node")
-    served = _owners(database, _one_by_one(queue, node, ["*"], 200))
+    served = _owners(db, _one_by_one(queue, node, ["*"], 200))
     for start in range(0, 200, 10):
         assert sorted(served[start : start + 10]) == names, start
 
 
 def test_a_node_declaring_several_models_counts_an_owner_once(
-    queue: QueueService, keys: KeyService, clock: FakeClock, database: Database
+    queue: QueueService, keys: KeyService, clock: FakeClock, db: Database
 ) -> None:
     alice = make_caller(keys, Role.USER, "alice")
     bob = make_caller(keys, Role.USER, "bob")
@@ -165,9 +152,9 @@ def test_a_node_declaring_several_models_counts_an_owner_once(
     clock.advance(0.001)
     queue.submit_many(bob, [chat_request(model="b")] * 30)
     node = make_caller(keys, Role.NODE, "node")
-    served = _owners(database, _one_by_one(queue, node, [*spread, "b"], 20))
+    served = _owners(db, _one_by_one(queue, node, [*spread, "b"], 20))
     assert served == ["alice", "bob"] * 10
     # One fetch of several jobs interleaves them the same way.
     fetch = FetchRequest(node_id="n1", models=[*spread, "b"], max_jobs=8)
-    batch = _owners(database, [lease.job_id for lease in queue.claim(node, fetch)])
+    batch = _owners(db, [lease.job_id for lease in queue.claim(node, fetch)])
     assert Counter(batch) == {"alice": 4, "bob": 4}
