@@ -197,6 +197,16 @@ class Outage:
         self._tries += 1
         return delay
 
+    def ride_out(self, exc: BaseException, notify: Callable[[str], None]) -> float:
+        """Seconds to sleep before trying again after ``exc``, telling ``notify`` once
+        per outage; raises ``exc`` when the wait gives up (:meth:`retry_in`)."""
+        delay = self.retry_in(exc)
+        if delay is None:
+            raise exc
+        if self.began:
+            notify(self.describe(exc))
+        return delay
+
     def over(self) -> None:
         """The server answered: a later failure starts a new outage (and a new notice)."""
         self._since = None

@@ -189,12 +189,7 @@ class Jobs:
                 except OpenBeepBoopError as exc:
                     # A server restart mid-wait is ridden out: docs/client.md,
                     # "A server restart does not end a wait".
-                    delay = outage.retry_in(exc)
-                    if delay is None:
-                        raise
-                    if outage.began:
-                        bar.unreachable(outage.describe(exc))
-                    self._client._sleep(delay)
+                    self._client._sleep(outage.ride_out(exc, bar.unreachable))
                     continue
                 outage.over()
                 bar.pending(plan.pending_entries())
@@ -283,12 +278,7 @@ class AsyncJobs:
                         entries = await self._poll_chunk(call.ids, call.wait)
                         bar.advance(plan.record(call.ids, entries), plan.tally)
                 except OpenBeepBoopError as exc:
-                    delay = outage.retry_in(exc)
-                    if delay is None:
-                        raise
-                    if outage.began:
-                        bar.unreachable(outage.describe(exc))
-                    await self._client._sleep(delay)
+                    await self._client._sleep(outage.ride_out(exc, bar.unreachable))
                     continue
                 outage.over()
                 bar.pending(plan.pending_entries())

@@ -77,12 +77,7 @@ def _follow(client: Client, batch: Batch, timeout: float | None) -> Batch:
             try:
                 batch = client.batches.retrieve(batch.id)
             except OpenBeepBoopError as exc:
-                delay = outage.retry_in(exc)
-                if delay is None:
-                    raise
-                if outage.began:
-                    progress.unreachable(outage.describe(exc))
-                time.sleep(delay)
+                time.sleep(outage.ride_out(exc, progress.unreachable))
                 continue
             outage.over()
             counts = batch.request_counts
