@@ -7,6 +7,8 @@ ANSI sequence would act on the user's terminal and a newline forge a line.
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 import respx
@@ -109,3 +111,23 @@ def test_an_old_result_without_choices_is_no_answer_not_an_empty_one(
     _finishes(server, entry_body("job-abc", "COMPLETED", result=completion_body(choices=[])))
     result = cli("submit", "Hi", "--wait")
     assert "job-abc is COMPLETED but its result holds no choice" in _error_line(result)
+
+
+def test_json_output_escapes_what_a_terminal_would_act_on(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    """``poll`` prints JSON: C1 controls, DEL, separators and bidi overrides as JSON escapes.
+
+    C0 controls json.dumps escapes anyway; the others it would write raw with
+    ``ensure_ascii=False``, and U+009B is a CSI to a UTF-8 terminal. The JSON
+    still parses to exactly the text the server sent, and other non-ASCII
+    text stays as it is.
+    """
+    content = "\x9b2J\x7f\u2028\u202eevil\u2066 naïve 日本"
+    entries = [entry_body("job-1", "COMPLETED", result=completion_body(content))]
+    server.post("/v1/results/poll").respond(200, json=entries)
+    result = cli("poll", "job-1")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == entries
+    assert "\\u009b2J\\u007f\\u2028\\u202eevil\\u2066 naïve 日本" in result.stdout
+    assert _inert(result.stdout)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Sequence
 
 import click
@@ -16,9 +17,27 @@ def entry_json(entry: PollEntry) -> dict[str, object]:
     return entry.model_dump(mode="json", exclude_unset=True)
 
 
+#: Characters ``json.dumps`` leaves raw with ``ensure_ascii=False`` that a
+#: terminal may act on or show misleadingly: DEL and the C1 controls (a UTF-8
+#: terminal may take U+009B as the start of an escape sequence), the line and
+#: paragraph separators, and the bidirectional overrides and isolates that
+#: reorder what is shown. JSON's own ``\\uXXXX`` escape keeps the parsed text
+#: exactly what the server sent.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_escaped(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
 def echo_json(data: object) -> None:
-    """Pretty JSON on stdout, the way ``poll`` prints it."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """Pretty JSON on stdout, the way ``poll`` prints it.
+
+    Non-ASCII text stays readable (``ensure_ascii=False``), except the
+    characters of :data:`_JSON_UNSAFE`, which are written as JSON escapes:
+    a result is text a backend chose, and it reaches the user's terminal.
+    """
+    click.echo(_JSON_UNSAFE.sub(_json_escaped, json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 def echo_entries(entries: Sequence[PollEntry]) -> None:
