@@ -4,10 +4,16 @@ The server runs the batch (its lines are ordinary jobs of the key); this
 resource uploads the input file, creates the batch, follows it and fetches
 its output and error files. Each method builds one request and names the
 model its answer parses into, like every resource.
+
+The upload and the create each carry an ``Idempotency-Key`` (generated per
+call unless given), kept across the client's retries: a create whose answer
+was lost on the way back is answered with the batch it made, instead of
+starting a second batch that would run every line again.
 """
 
 from __future__ import annotations
 
+import uuid
 from pathlib import Path
 from typing import IO, TYPE_CHECKING
 from urllib.parse import quote
@@ -18,6 +24,7 @@ from openbeepboop_schemas import (
     OPENAI_BATCH_PATH,
     OPENAI_BATCHES_PATH,
     OPENAI_FILE_CONTENT_PATH,
+    OPENAI_FILE_PATH,
     OPENAI_FILES_PATH,
     PURPOSE_BATCH,
     Batch,
@@ -25,6 +32,7 @@ from openbeepboop_schemas import (
 )
 
 from openbeepboop._base_client import RequestOptions
+from openbeepboop._constants import IDEMPOTENCY_HEADER
 
 if TYPE_CHECKING:
     from openbeepboop._client import AsyncClient, Client
@@ -46,13 +54,27 @@ def _bytes(body: object) -> bytes:
     return body
 
 
-def _upload_options(name: str, handle: IO[bytes]) -> RequestOptions:
+def _ignored(body: object) -> None:
+    return None
+
+
+def _idempotency(key: str | None) -> dict[str, str]:
+    return {IDEMPOTENCY_HEADER: key or str(uuid.uuid4())}
+
+
+def _upload_options(name: str, handle: IO[bytes], idempotency_key: str | None) -> RequestOptions:
     return RequestOptions(
-        "POST", OPENAI_FILES_PATH, files={"file": (name, handle)}, data={"purpose": PURPOSE_BATCH}
+        "POST",
+        OPENAI_FILES_PATH,
+        files={"file": (name, handle)},
+        data={"purpose": PURPOSE_BATCH},
+        headers=_idempotency(idempotency_key),
     )
 
 
-def _create_options(file_id: str, window: str, metadata: dict[str, str] | None) -> RequestOptions:
+def _create_options(
+    file_id: str, window: str, metadata: dict[str, str] | None, idempotency_key: str | None
+) -> RequestOptions:
     body: dict[str, object] = {
         "input_file_id": file_id,
         "endpoint": BATCH_ENDPOINT,
@@ -60,7 +82,13 @@ def _create_options(file_id: str, window: str, metadata: dict[str, str] | None) 
     }
     if metadata:
         body["metadata"] = metadata
-    return RequestOptions("POST", OPENAI_BATCHES_PATH, json=body)
+    return RequestOptions(
+        "POST", OPENAI_BATCHES_PATH, json=body, headers=_idempotency(idempotency_key)
+    )
+
+
+def _delete_file_options(file_id: str) -> RequestOptions:
+    return RequestOptions("DELETE", OPENAI_FILE_PATH.format(file_id=quote(file_id, safe="")))
 
 
 def _batch_options(batch_id: str, *, cancel: bool = False) -> RequestOptions:
@@ -81,10 +109,10 @@ class Batches:
     def __init__(self, client: Client) -> None:
         self._client = client
 
-    def upload(self, path: Path) -> FileObject:
+    def upload(self, path: Path, *, idempotency_key: str | None = None) -> FileObject:
         """Upload a JSONL batch input file (streamed from disk)."""
         with path.open("rb") as handle:
-            return self._client.request(_upload_options(path.name, handle), _file)
+            return self._client.request(_upload_options(path.name, handle, idempotency_key), _file)
 
     def create(
         self,
@@ -92,11 +120,16 @@ class Batches:
         *,
         completion_window: str = DEFAULT_COMPLETION_WINDOW,
         metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> Batch:
         """Start a batch over an uploaded file."""
         return self._client.request(
-            _create_options(input_file_id, completion_window, metadata), _batch
+            _create_options(input_file_id, completion_window, metadata, idempotency_key), _batch
         )
+
+    def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (one a running batch reads fails that batch)."""
+        self._client.request(_delete_file_options(file_id), _ignored)
 
     def retrieve(self, batch_id: str) -> Batch:
         """One batch, its counts as of now."""
@@ -117,10 +150,12 @@ class AsyncBatches:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
 
-    async def upload(self, path: Path) -> FileObject:
+    async def upload(self, path: Path, *, idempotency_key: str | None = None) -> FileObject:
         """Upload a JSONL batch input file (streamed from disk)."""
         with path.open("rb") as handle:
-            return await self._client.request(_upload_options(path.name, handle), _file)
+            return await self._client.request(
+                _upload_options(path.name, handle, idempotency_key), _file
+            )
 
     async def create(
         self,
@@ -128,11 +163,16 @@ class AsyncBatches:
         *,
         completion_window: str = DEFAULT_COMPLETION_WINDOW,
         metadata: dict[str, str] | None = None,
+        idempotency_key: str | None = None,
     ) -> Batch:
         """Start a batch over an uploaded file."""
         return await self._client.request(
-            _create_options(input_file_id, completion_window, metadata), _batch
+            _create_options(input_file_id, completion_window, metadata, idempotency_key), _batch
         )
+
+    async def delete_file(self, file_id: str) -> None:
+        """Delete an uploaded file (one a running batch reads fails that batch)."""
+        await self._client.request(_delete_file_options(file_id), _ignored)
 
     async def retrieve(self, batch_id: str) -> Batch:
         """One batch, its counts as of now."""

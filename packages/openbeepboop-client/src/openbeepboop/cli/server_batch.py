@@ -6,10 +6,17 @@ here); ``batch status ID --wait`` follows it with a progress bar;
 ``batch results ID -o OUT`` writes its output (and ``--errors-out``) file;
 ``batch cancel ID`` stops it. For batches this machine submits and collects
 itself, see ``submit-file`` and ``results``.
+
+Following a batch to its end (``--wait``) exits 0 only for ``completed``
+when it prints text: a ``failed``, ``expired`` or ``cancelled`` batch is
+exit 1 with one ``Error:`` line, so a script cannot take a partial run for
+a whole one. ``--json`` exits 0 whatever the end, as ``submit --wait``
+does: the status is in the JSON.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import Counter
 from pathlib import Path
@@ -18,7 +25,7 @@ import click
 from openbeepboop_schemas import BATCH_FINAL_STATUSES, Batch
 
 from openbeepboop._client import Client
-from openbeepboop._exceptions import OpenBeepBoopError
+from openbeepboop._exceptions import APIStatusError, OpenBeepBoopError
 from openbeepboop._progress import open_progress
 from openbeepboop._resources.batches import DEFAULT_COMPLETION_WINDOW
 from openbeepboop._waiting import Outage
@@ -56,6 +63,40 @@ def _show(batch: Batch, as_json: bool) -> None:
         echo_json(batch.model_dump(mode="json"))
     else:
         click.echo(_summary(batch))
+
+
+def _ended_unfinished(batch: Batch) -> click.ClickException | None:
+    """The one-line failure for a followed batch that did not complete (text output)."""
+    if batch.status == "completed":
+        return None
+    if batch.status == "failed":
+        return click.ClickException(f"batch {batch.id} failed: no line ran")
+    return click.ClickException(
+        f"batch {batch.id} ended {batch.status}; its finished lines are in its output file: "
+        f"openbeepboop-client batch results {batch.id} -o FILE"
+    )
+
+
+def _show_followed(batch: Batch, as_json: bool) -> None:
+    """Show a batch followed to its end; exit 1 (text) if it did not complete."""
+    _show(batch, as_json)
+    failure = None if as_json else _ended_unfinished(batch)
+    if failure is not None:
+        raise failure
+
+
+def _create_or_clean_up(client: Client, file_id: str, window: str) -> Batch:
+    """Create the batch; if the server refuses it, delete the file just uploaded for it.
+
+    Nothing else will ever read that file, and a refusal (a malformed
+    ``--window``, a quota) would otherwise leave one behind per attempt.
+    """
+    try:
+        return client.batches.create(file_id, completion_window=window)
+    except APIStatusError:
+        with contextlib.suppress(OpenBeepBoopError):  # the refusal is what the user needs
+            client.batches.delete_file(file_id)
+        raise
 
 
 def _follow(client: Client, batch: Batch, timeout: float | None) -> Batch:
@@ -118,10 +159,12 @@ def create_command(
     """Upload FILE (OpenAI Batch input JSONL) and start a batch on the server."""
     with make_client(config_path) as client:
         uploaded = client.batches.upload(file)
-        batch = client.batches.create(uploaded.id, completion_window=window)
+        batch = _create_or_clean_up(client, uploaded.id, window)
         if wait:
             batch = _follow(client, batch, timeout)
-    if as_json or wait:
+    if wait:
+        _show_followed(batch, as_json)
+    elif as_json:
         _show(batch, as_json)
     else:
         click.echo(f"Batch created: {batch.id} (input file {uploaded.id})")
@@ -142,7 +185,10 @@ def status_command(
         batch = client.batches.retrieve(batch_id)
         if wait:
             batch = _follow(client, batch, timeout)
-    _show(batch, as_json)
+    if wait:
+        _show_followed(batch, as_json)
+    else:
+        _show(batch, as_json)
 
 
 @batch_group.command("results")

@@ -1,0 +1,140 @@
+"""The ``batch`` group: retry-safe creates, no file left behind a refusal, exit by outcome."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import respx
+from conftest import Cli, assert_one_line_error, error_body
+from openbeepboop import Client
+from openbeepboop.cli import server_batch
+from openbeepboop_schemas import (
+    OPENAI_BATCH_PATH,
+    OPENAI_BATCHES_PATH,
+    OPENAI_FILE_PATH,
+    OPENAI_FILES_PATH,
+)
+
+FILE = {
+    "id": "file-1",
+    "object": "file",
+    "bytes": 3,
+    "created_at": 1_700_000_000,
+    "filename": "in.jsonl",
+    "purpose": "batch",
+}
+
+
+def batch_body(status: str) -> dict:
+    return {
+        "id": "batch_1",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-1",
+        "completion_window": "24h",
+        "status": status,
+        "created_at": 1_700_000_000,
+        "request_counts": {"total": 2, "completed": 1, "failed": 0},
+    }
+
+
+@pytest.fixture
+def source(tmp_path: Path) -> Path:
+    path = tmp_path / "in.jsonl"
+    path.write_text("{}\n")
+    return path
+
+
+@pytest.fixture
+def fast_polls(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(server_batch, "POLL_SECONDS", 0.001)
+
+
+def test_a_retried_create_sends_the_same_idempotency_key(
+    server: respx.MockRouter, cli: Cli, source: Path
+) -> None:
+    """The answer to the first create is lost (503 after the server may have made it):
+    the retry carries the key of the first try, so the server answers that batch."""
+    upload = server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    create = server.post(OPENAI_BATCHES_PATH).mock(
+        side_effect=[
+            respx.MockResponse(503, json=error_body("busy", "server_error")),
+            respx.MockResponse(200, json=batch_body("validating")),
+        ]
+    )
+    result = cli("batch", "create", str(source))
+    assert result.exit_code == 0, result.stderr
+    keys = [call.request.headers.get("Idempotency-Key") for call in create.calls]
+    assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
+    assert upload.calls.last.request.headers.get("Idempotency-Key")
+
+
+def test_the_library_sends_the_callers_idempotency_key(
+    server: respx.MockRouter, client: Client, source: Path
+) -> None:
+    upload = server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    create = server.post(OPENAI_BATCHES_PATH).respond(200, json=batch_body("validating"))
+    client.batches.upload(source, idempotency_key="upload-1")
+    client.batches.create("file-1", idempotency_key="create-1")
+    assert upload.calls.last.request.headers["Idempotency-Key"] == "upload-1"
+    assert create.calls.last.request.headers["Idempotency-Key"] == "create-1"
+
+
+def test_a_refused_create_deletes_the_file_it_uploaded(
+    server: respx.MockRouter, cli: Cli, source: Path
+) -> None:
+    server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    server.post(OPENAI_BATCHES_PATH).respond(
+        400, json=error_body("'completion_window': must be like 24h", param="completion_window")
+    )
+    delete = server.delete(OPENAI_FILE_PATH.format(file_id="file-1")).respond(
+        200, json={"id": "file-1", "object": "file", "deleted": True}
+    )
+    result = cli("batch", "create", str(source), "--window", "soon")
+    assert_one_line_error(result, "completion_window")
+    assert delete.called
+
+
+@pytest.mark.usefixtures("fast_polls")
+@pytest.mark.parametrize(
+    ("status", "said"),
+    [
+        ("expired", "ended expired; its finished lines are in its output file"),
+        ("cancelled", "ended cancelled; its finished lines are in its output file"),
+        ("failed", "failed: no line ran"),
+    ],
+)
+def test_a_followed_batch_that_did_not_complete_exits_1(
+    server: respx.MockRouter, cli: Cli, status: str, said: str
+) -> None:
+    server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).mock(
+        side_effect=[
+            respx.MockResponse(200, json=batch_body("in_progress")),
+            respx.MockResponse(200, json=batch_body(status)),
+        ]
+    )
+    result = cli("batch", "status", "batch_1", "--wait")
+    assert_one_line_error(result, said)
+    assert result.stdout.startswith(f"batch_1: {status} (1 completed, 0 failed of 2)")
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_json_output_of_a_followed_batch_exits_0_whatever_its_end(
+    server: respx.MockRouter, cli: Cli, source: Path
+) -> None:
+    server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    server.post(OPENAI_BATCHES_PATH).respond(200, json=batch_body("validating"))
+    server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).respond(
+        200, json=batch_body("expired")
+    )
+    result = cli("batch", "create", str(source), "--wait", "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["status"] == "expired"
+
+
+def test_status_without_wait_exits_0_for_any_status(server: respx.MockRouter, cli: Cli) -> None:
+    server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).respond(200, json=batch_body("failed"))
+    result = cli("batch", "status", "batch_1")
+    assert result.exit_code == 0, result.stderr
