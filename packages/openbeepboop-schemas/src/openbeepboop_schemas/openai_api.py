@@ -9,9 +9,10 @@ everywhere). The chat completion and model list answers reuse
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints, field_validator
+from pydantic_core import PydanticCustomError
 
 from openbeepboop_schemas._base import StrictBody, TolerantBody
 
@@ -24,6 +25,23 @@ BATCH_ENDPOINT = "/v1/chat/completions"
 #: The one file purpose a user may upload; outputs carry ``batch_output``.
 PURPOSE_BATCH = "batch"
 PURPOSE_BATCH_OUTPUT = "batch_output"
+
+#: OpenAI's bounds on a batch's ``metadata``: what a caller may attach is stored
+#: with the batch and sent back in every answer about it, so it must stay small.
+MAX_METADATA_PAIRS = 16
+MAX_METADATA_KEY_CHARS = 64
+MAX_METADATA_VALUE_CHARS = 512
+#: OpenAI's bounds on ``output_expires_after.seconds`` (one hour to 30 days).
+MIN_OUTPUT_EXPIRY_SECONDS = 3600
+MAX_OUTPUT_EXPIRY_SECONDS = 2_592_000
+
+Metadata = Annotated[
+    dict[
+        Annotated[str, StringConstraints(max_length=MAX_METADATA_KEY_CHARS)],
+        Annotated[str, StringConstraints(max_length=MAX_METADATA_VALUE_CHARS)],
+    ],
+    Field(max_length=MAX_METADATA_PAIRS),
+]
 
 BatchStatus = Literal[
     "validating",
@@ -76,16 +94,60 @@ class FileDeleted(TolerantBody):
     deleted: bool = True
 
 
+class OutputExpiresAfter(StrictBody):
+    """OpenAI's ``output_expires_after`` of a batch (accepted, not applied: files are kept)."""
+
+    anchor: Literal["created_at"]
+    seconds: int = Field(ge=MIN_OUTPUT_EXPIRY_SECONDS, le=MAX_OUTPUT_EXPIRY_SECONDS)
+
+
 class BatchCreateRequest(StrictBody):
-    """``POST /batches``: which file, which endpoint, how long it may take."""
+    """``POST /batches``: which file, which endpoint, how long it may take.
+
+    ``metadata`` is held to OpenAI's bounds (:data:`MAX_METADATA_PAIRS` pairs,
+    keys and values of at most :data:`MAX_METADATA_KEY_CHARS` and
+    :data:`MAX_METADATA_VALUE_CHARS` characters): it is stored with the batch
+    and repeated in every answer listing it, so without a bound one key could
+    make each page of ``GET /batches`` tens of megabytes.
+    """
 
     input_file_id: str = Field(min_length=1, max_length=128)
     endpoint: Literal["/v1/chat/completions"]
     #: OpenAI's ``24h`` is what the document shows; a server may also take shorter
     #: windows such as ``30m`` or ``90s`` (docs/openai.md, "Configuration").
     completion_window: str = Field(min_length=1, max_length=32, json_schema_extra={"enum": ["24h"]})
-    metadata: dict[str, str] | None = None
-    output_expires_after: dict[str, Any] | None = None
+    metadata: Metadata | None = None
+    output_expires_after: OutputExpiresAfter | None = None
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _metadata_bounds(cls, value: Any) -> Any:
+        """Name OpenAI's limit, checked before the pairs are (a huge map is refused at once).
+
+        The message never repeats the offending key or value, which may be huge.
+        """
+        if not isinstance(value, dict):
+            return value
+        if len(value) > MAX_METADATA_PAIRS:
+            raise PydanticCustomError(
+                "metadata_too_large",
+                "at most {limit} key-value pairs are allowed, got {count}",
+                {"limit": MAX_METADATA_PAIRS, "count": len(value)},
+            )
+        for key, item in value.items():
+            if isinstance(key, str) and len(key) > MAX_METADATA_KEY_CHARS:
+                raise PydanticCustomError(
+                    "metadata_too_large",
+                    "keys are at most {limit} characters, one has {count}",
+                    {"limit": MAX_METADATA_KEY_CHARS, "count": len(key)},
+                )
+            if isinstance(item, str) and len(item) > MAX_METADATA_VALUE_CHARS:
+                raise PydanticCustomError(
+                    "metadata_too_large",
+                    "values are at most {limit} characters; the one of key '{key}' has {count}",
+                    {"limit": MAX_METADATA_VALUE_CHARS, "key": key, "count": len(item)},
+                )
+        return value
 
 
 class BatchRequestCounts(TolerantBody):
