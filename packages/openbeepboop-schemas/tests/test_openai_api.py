@@ -47,3 +47,14 @@ def test_output_expires_after_is_openai_shape_only() -> None:
     )
     big = {f"k{index}": "v" for index in range(1000)}
     assert _refusal(output_expires_after=big)[0] is not None
+
+
+@pytest.mark.parametrize("window", ["24h", "90m", "30s", "1.5h"])
+def test_completion_windows_of_ascii_digits_and_a_unit_are_accepted(window: str) -> None:
+    assert BatchCreateRequest.model_validate({**BASE, "completion_window": window})
+
+
+@pytest.mark.parametrize("window", ["\u0661s", "24h\n", " 24h", "24 h", "24H", "\uff12\uff14h"])
+def test_completion_windows_with_other_digits_or_whitespace_are_refused(window: str) -> None:
+    param, message = _refusal(completion_window=window)
+    assert param == "completion_window" and "ASCII digits" in message

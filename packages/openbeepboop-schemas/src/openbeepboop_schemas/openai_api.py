@@ -9,6 +9,7 @@ everywhere). The chat completion and model list answers reuse
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, field_validator
@@ -34,6 +35,11 @@ MAX_METADATA_VALUE_CHARS = 512
 #: OpenAI's bounds on ``output_expires_after.seconds`` (one hour to 30 days).
 MIN_OUTPUT_EXPIRY_SECONDS = 3600
 MAX_OUTPUT_EXPIRY_SECONDS = 2_592_000
+
+#: ``completion_window``: ASCII digits (``\d`` would also take Arabic-Indic and other
+#: scripts' digits), an optional fraction and one unit, nothing around them.
+COMPLETION_WINDOW_PATTERN = r"^[0-9]+(?:\.[0-9]+)?[hms]$"
+_COMPLETION_WINDOW = re.compile(r"[0-9]+(?:\.[0-9]+)?[hms]")
 
 Metadata = Annotated[
     dict[
@@ -115,9 +121,26 @@ class BatchCreateRequest(StrictBody):
     endpoint: Literal["/v1/chat/completions"]
     #: OpenAI's ``24h`` is what the document shows; a server may also take shorter
     #: windows such as ``30m`` or ``90s`` (docs/openai.md, "Configuration").
-    completion_window: str = Field(min_length=1, max_length=32, json_schema_extra={"enum": ["24h"]})
+    completion_window: str = Field(
+        min_length=1,
+        max_length=32,
+        pattern=COMPLETION_WINDOW_PATTERN,
+        json_schema_extra={"enum": ["24h"]},
+    )
     metadata: Metadata | None = None
     output_expires_after: OutputExpiresAfter | None = None
+
+    @field_validator("completion_window", mode="before")
+    @classmethod
+    def _window_shape(cls, value: Any) -> Any:
+        """Say what a window looks like, rather than quote the pattern at the caller."""
+        if isinstance(value, str) and not _COMPLETION_WINDOW.fullmatch(value):
+            raise PydanticCustomError(
+                "completion_window",
+                "expected a duration like '24h': ASCII digits, then 'h', 'm' or 's', "
+                "with nothing before or after",
+            )
+        return value
 
     @field_validator("metadata", mode="before")
     @classmethod

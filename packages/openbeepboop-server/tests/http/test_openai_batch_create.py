@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
 from tests.support.surface import ApiKeys, bearer, chat
@@ -52,3 +53,13 @@ def test_metadata_within_openai_bounds_comes_back(client: TestClient, api_keys: 
     response = _create(client, api_keys.user, metadata=metadata)
     assert response.status_code == 200, response.text[:300]
     assert response.json()["metadata"] == metadata
+
+
+@pytest.mark.parametrize("window", ["\u0661s", "24h\n", " 24h"])
+def test_a_completion_window_of_other_digits_or_with_whitespace_is_400(
+    client: TestClient, api_keys: ApiKeys, window: str
+) -> None:
+    response = _create(client, api_keys.user, completion_window=window)
+    assert response.status_code == 400, response.text
+    assert response.json()["error"]["param"] == "completion_window"
+    assert _no_batches(client, api_keys.user)
