@@ -88,19 +88,30 @@ def _completion_or_raise(outcome: SyncOutcome) -> dict[str, Any]:
     if outcome.closed:
         raise ApiError(
             503,
-            f"the server is shutting down; job {job_id} stays queued: collect it with "
-            f"GET /v1/jobs/{job_id}",
+            f"the server is shutting down; job {job_id} {_where_it_is(entry)}: collect it "
+            f"with GET /v1/jobs/{job_id}",
             code="server_shutting_down",
             headers=dict(NO_RETRY),
         )
     raise ApiError(
         504,
-        f"job {job_id} did not finish within the server's sync_timeout_seconds; it stays "
-        f"queued and its result can be collected later with GET /v1/jobs/{job_id}",
+        f"job {job_id} did not finish within the server's sync_timeout_seconds; it "
+        f"{_where_it_is(entry)} and its result can be collected later with "
+        f"GET /v1/jobs/{job_id}",
         type="timeout",
         code="sync_timeout",
         headers=dict(NO_RETRY),
     )
+
+
+def _where_it_is(entry: PollEntry) -> str:
+    """What an unfinished job is doing, by its status as the wait last saw it."""
+    if entry.status == JobStatus.PROCESSING.value:
+        node = f" {entry.node_id}" if entry.node_id else ""
+        return f"is running on node{node}"
+    if entry.status == JobStatus.QUEUED.value:
+        return "stays queued"
+    return f"is {entry.status}"
 
 
 def stream_chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
