@@ -55,7 +55,7 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
         _line("d", method="GET"),
         _line("e", body={"model": "m", "messages": []}),
         _line("f", body={"model": "m", "messages": [{"role": "user"}], "stream": True}),
-        b"",
+        b"",  # blank: skipped, and the lines after it keep their numbers
         b"[1]",
         json.dumps({"method": "POST"}).encode(),
         _line("a\u0000b"),  # PostgreSQL's text cannot hold it, and it must come back as it is
@@ -68,7 +68,6 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
         (5, "invalid_method"),
         (6, "invalid_request"),
         (7, "invalid_request"),
-        (8, "empty_line"),
         (9, "invalid_json_line"),
         (10, "missing_required_parameter"),
         (11, "invalid_value"),

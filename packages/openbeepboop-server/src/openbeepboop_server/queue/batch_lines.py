@@ -13,6 +13,11 @@ Each valid line is handed to a ``keep`` callback as it is checked (the batch
 service spools the serialised requests to a temporary file, then queues
 them a chunk at a time): a 50,000-line file never sits in memory as 50,000
 requests, and no line is parsed twice.
+
+Blank lines (nothing but whitespace) carry no request and are skipped
+wherever they are: tools that write JSONL often end a file with one. A UTF-8
+byte order mark before the first line (many Windows tools write one) is
+skipped too. Line numbers in errors stay the file's own, blank lines counted.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from openbeepboop_server.finite_json import NonFiniteNumber
 
 #: Errors kept per batch; the rest are counted in the last message.
 MAX_REPORTED_ERRORS = 100
+#: The UTF-8 byte order mark, skipped at the start of a file.
+UTF8_BOM = b"\xef\xbb\xbf"
 #: Integer fields of a request body where JSON's ``7.0`` means ``7``.
 _INTEGER_FIELDS = ("n", "max_tokens", "max_completion_tokens")
 
@@ -50,7 +57,8 @@ class LineRefusedError(Exception):
 
 @dataclass
 class ValidatedLines:
-    """What the validating pass keeps: how many lines, and the errors of an invalid file."""
+    """What the validating pass keeps: how many requests (blank lines not counted),
+    and the errors of an invalid file."""
 
     count: int = 0
     errors: list[BatchLineError] = field(default_factory=list)
@@ -138,8 +146,12 @@ def validate_lines(
     """
     result = ValidatedLines()
     seen: set[str] = set()
-    number = 0
-    for number, raw in enumerate(lines, start=1):
+    for number, line in enumerate(lines, start=1):
+        raw = line.removeprefix(UTF8_BOM) if number == 1 else line
+        # ``isspace`` stops at the first other byte; ``strip`` would copy a long line.
+        if not raw or raw.isspace():
+            continue
+        result.count += 1
         try:
             custom_id, request = parse_line(raw, endpoint, parser)
         except LineRefusedError as refused:
@@ -156,9 +168,10 @@ def validate_lines(
         seen.add(custom_id)
         if keep is not None and not result.error_count:
             keep(custom_id, request)
-    result.count = number
-    if number == 0:
-        result.refuse(1, "empty_file", "the input file has no lines")
+    if result.count == 0:
+        result.refuse(
+            1, "empty_file", "the input file has no requests (no lines, or only blank ones)"
+        )
     if result.error_count > len(result.errors):
         last = result.errors[-1]
         last.message += f" ({result.error_count - len(result.errors)} more error(s) not shown)"
