@@ -34,6 +34,10 @@ from openbeepboop_server.finite_json import NonFiniteNumber
 
 #: Errors kept per batch; the rest are counted in the last message.
 MAX_REPORTED_ERRORS = 100
+#: Longest ``custom_id``: each is stored with its job, kept in memory while the file
+#: is checked (for duplicates) and written back in the output file; the same bound
+#: as a batch's metadata values.
+MAX_CUSTOM_ID_CHARS = 512
 #: The UTF-8 byte order mark, skipped at the start of a file.
 UTF8_BOM = b"\xef\xbb\xbf"
 #: Integer fields of a request body where JSON's ``7.0`` means ``7``.
@@ -111,6 +115,12 @@ def parse_line(
     custom_id = data.get("custom_id")
     if not isinstance(custom_id, str) or not custom_id:
         raise LineRefusedError("missing_required_parameter", "custom_id is required", "custom_id")
+    if len(custom_id) > MAX_CUSTOM_ID_CHARS:
+        raise LineRefusedError(
+            "invalid_value",
+            f"custom_id is at most {MAX_CUSTOM_ID_CHARS} characters; this one has {len(custom_id)}",
+            "custom_id",
+        )
     if "\x00" in custom_id:
         # Stored as it is (it must come back unchanged in the output file), and
         # PostgreSQL's text cannot hold a NUL.
