@@ -25,7 +25,7 @@ from openbeepboop_server.db.migrate import (
 from openbeepboop_server.db.tables import metadata
 from openbeepboop_server.errors import DatabaseAhead, DatabaseBehind
 
-ALL_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007"]
+ALL_REVISIONS = ["0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"]
 
 
 def _tables(url: str) -> set[str]:
@@ -85,7 +85,15 @@ def test_upgrading_twice_is_a_no_op(sqlite_url: str) -> None:
 
 def test_a_database_at_0001_with_data_upgrades_keeping_its_rows(backend_url: str) -> None:
     upgrade_to(backend_url, "0001")
-    assert pending_revisions(backend_url) == ["0002", "0003", "0004", "0005", "0006", "0007"]
+    assert pending_revisions(backend_url) == [
+        "0002",
+        "0003",
+        "0004",
+        "0005",
+        "0006",
+        "0007",
+        "0008",
+    ]
     engine = sa.create_engine(backend_url, poolclass=sa.pool.NullPool)
     with engine.begin() as conn:
         conn.execute(

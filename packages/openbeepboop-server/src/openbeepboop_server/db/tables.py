@@ -205,8 +205,13 @@ files = sa.Table(
     # ``uploading`` while its chunks are written (invisible), then ``processed``.
     sa.Column("status", sa.String(16), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # The upload's Idempotency-Key and the SHA-256 of what it uploaded (NULL: none):
+    # the key lives as long as the file, and a retry is answered this file.
+    sa.Column("idempotency_key", sa.String(256), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.UniqueConstraint("id", name="uq_files_id"),
     sa.Index("ix_files_owner_seq", "owner_key_id", "seq"),
+    sa.Index("uq_files_idempotency", "owner_key_id", "idempotency_key", unique=True),
 )
 
 #: A file's bytes, in parts of at most ``files.CHUNK_BYTES``, in order.
@@ -247,8 +252,15 @@ batches = sa.Table(
     sa.Column("expired_at", Timestamp, nullable=True),
     sa.Column("cancelling_at", Timestamp, nullable=True),
     sa.Column("cancelled_at", Timestamp, nullable=True),
+    # The input file's line count when created: while the batch is validating,
+    # ``lines - total`` of them count against the owner's max_queued (quotas.py).
+    sa.Column("lines", sa.Integer(), nullable=False, server_default="0"),
+    # The create's Idempotency-Key and the SHA-256 of its body (NULL: none).
+    sa.Column("idempotency_key", sa.String(256), nullable=True),
+    sa.Column("request_hash", sa.String(64), nullable=True),
     sa.UniqueConstraint("id", name="uq_batches_id"),
     sa.Index("ix_batches_owner_seq", "owner_key_id", "seq"),
+    sa.Index("uq_batches_idempotency", "owner_key_id", "idempotency_key", unique=True),
     sa.Index("ix_batches_status", "status"),
 )
 

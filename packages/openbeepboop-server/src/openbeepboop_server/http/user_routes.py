@@ -57,7 +57,8 @@ DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 100
 
 
-def _idempotency_key(call: Call) -> str | None:
+def idempotency_key_header(call: Call) -> str | None:
+    """The request's ``Idempotency-Key`` (None: not sent), or a ``400`` when it is malformed."""
     value = call.request.headers.get(IDEMPOTENCY_HEADER)
     if value is None:
         return None
@@ -124,7 +125,7 @@ async def submit(call: Call) -> Response:
     request = call.body_as(ChatCompletionRequest)
     context = call.context
     body = await call.request.body()
-    key = _idempotency_key(call)
+    key = idempotency_key_header(call)
     job = await submit_handing_off(
         context,
         call.user,
@@ -144,7 +145,7 @@ async def submit_bulk(call: Call) -> Response:
     """Queue many requests in one transaction; one warning per model no node serves."""
     bulk = call.body_as(BulkSubmitRequest)
     context = call.context
-    key = _idempotency_key(call)
+    key = idempotency_key_header(call)
     body = await call.request.body()
 
     def submit_many() -> list[Job]:

@@ -50,13 +50,14 @@ from openbeepboop_schemas import (
     Role,
 )
 from pydantic_core import from_json, to_json
+from sqlalchemy.exc import IntegrityError
 
 from openbeepboop_server import finite_json
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.db.safe_text import db_text
+from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import batches, files, jobs
-from openbeepboop_server.errors import PriorityAboveCeiling
+from openbeepboop_server.errors import IdempotencyKeyReused, PriorityAboveCeiling
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
 from openbeepboop_server.queue.batch_lines import LineParser, split_lines, validate_lines
@@ -151,19 +152,73 @@ class BatchService:
         completion_window: str,
         window_seconds: float,
         metadata: dict[str, str] | None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
     ) -> Batch | None:
-        """A new ``validating`` batch of an input file ``caller`` may see; None if it may not."""
+        """A new ``validating`` batch of an input file ``caller`` may see; None if it may not.
+
+        With ``idempotency_key``, a repeat of a create (same key, same
+        ``request_hash``) answers the batch the first one made, whatever the
+        file and the quota say now; IdempotencyKeyReused if the key came with
+        another request.
+        """
+        if idempotency_key is not None:
+            with self._db.read() as conn:
+                earlier = self._by_key(conn, caller, idempotency_key, request_hash)
+            if earlier is not None:
+                return earlier
         stored = self._files.find(caller, input_file_id)
         if stored is None:
             return None
+        try:
+            return self._insert(
+                caller,
+                stored.seq,
+                input_file_id=input_file_id,
+                endpoint=endpoint,
+                completion_window=completion_window,
+                window_seconds=window_seconds,
+                metadata=metadata,
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+        except IntegrityError:
+            if idempotency_key is None:
+                raise
+            # A concurrent twin with the same key won the race (PostgreSQL).
+            with self._db.read() as conn:
+                earlier = self._by_key(conn, caller, idempotency_key, request_hash)
+            if earlier is None:
+                raise
+            return earlier
+
+    def _insert(
+        self,
+        caller: Caller,
+        file_seq: int,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        window_seconds: float,
+        metadata: dict[str, str] | None,
+        idempotency_key: str | None,
+        request_hash: str | None,
+    ) -> Batch:
+        """Admit and store the batch in one transaction: a twin or a quota sees it at once."""
         now = self._clock()
         batch_id = new_batch_id()
         with self._db.write() as conn:
+            if idempotency_key is not None:
+                # SQLite: writers take turns, so a twin that committed meanwhile is seen here.
+                earlier = self._by_key(conn, caller, idempotency_key, request_hash)
+                if earlier is not None:
+                    return earlier
             # Every line of the input counts against max_queued now (an upper
             # bound on the jobs it will queue), and the creation is one request.
-            lines = conn.execute(
-                sa.select(files.c.lines).where(files.c.seq == stored.seq)
-            ).scalar_one()
+            lines = int(
+                conn.execute(sa.select(files.c.lines).where(files.c.seq == file_seq)).scalar_one()
+            )
             admit(conn, caller, lines, now=now, lock=not self._db.is_sqlite)
             conn.execute(
                 batches.insert().values(
@@ -176,9 +231,32 @@ class BatchService:
                     metadata=None if metadata is None else json.dumps(metadata),
                     created_at=now,
                     expires_at=now + window_seconds,
+                    idempotency_key=(
+                        None if idempotency_key is None else idempotency_column(idempotency_key)
+                    ),
+                    request_hash=request_hash,
                 )
             )
             return self._view(conn, self._row(conn, batch_id))
+
+    def _by_key(
+        self, conn: sa.Connection, caller: Caller, key: str, request_hash: str | None
+    ) -> Batch | None:
+        """The batch ``caller`` created with this ``Idempotency-Key``, or None."""
+        row = conn.execute(
+            sa.select(batches).where(
+                batches.c.owner_key_id == caller.key_id,
+                batches.c.idempotency_key == idempotency_column(key),
+            )
+        ).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was first sent with a different request; no batch was "
+                "created (use a new key for a new batch, the same key only to retry one)"
+            )
+        return self._view(conn, row)
 
     def get(self, caller: Caller, batch_id: str) -> Batch | None:
         """One batch ``caller`` may see, or None."""

@@ -21,9 +21,9 @@ import sqlalchemy as sa
 from openbeepboop_schemas import FILE_ID_PREFIX, FileList, FileObject, Role
 
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.db.safe_text import db_text
+from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import file_chunks, files
-from openbeepboop_server.errors import ServerError
+from openbeepboop_server.errors import IdempotencyKeyReused, ServerError
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.views import may_see
 
@@ -51,6 +51,10 @@ class FileGoneError(ServerError):
     def __init__(self, file_id: str) -> None:
         super().__init__(f"file {file_id} was deleted while it was being read")
         self.file_id = file_id
+
+
+class UploadInProgressError(ServerError):
+    """An upload with this ``Idempotency-Key`` is still being stored: retry shortly."""
 
 
 @dataclass(frozen=True)
@@ -106,8 +110,15 @@ class FileStore:
         *,
         max_bytes: int | None = None,
         max_lines: int | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
     ) -> FileObject:
-        """Store the bytes of ``parts`` as a new file; :class:`FileRefusedError` past a limit."""
+        """Store the bytes of ``parts`` as a new file; :class:`FileRefusedError` past a limit.
+
+        With ``idempotency_key`` the file row carries it from its first
+        transaction on, so a concurrent twin fails on the unique index
+        (IntegrityError) before writing a part: see :meth:`find_by_key`.
+        """
         file_id = new_file_id()
         now = self._clock()
         with self._db.write() as conn:
@@ -121,6 +132,10 @@ class FileStore:
                     lines=0,
                     status=UPLOADING,
                     created_at=now,
+                    idempotency_key=(
+                        None if idempotency_key is None else idempotency_column(idempotency_key)
+                    ),
+                    request_hash=request_hash,
                 )
             ).inserted_primary_key
             assert inserted is not None
@@ -180,6 +195,33 @@ class FileStore:
         with self._db.write() as conn:
             conn.execute(file_chunks.delete().where(file_chunks.c.file_seq == seq))
             conn.execute(files.delete().where(files.c.seq == seq))
+
+    def find_by_key(self, caller: Caller, key: str, request_hash: str) -> FileObject | None:
+        """The file an earlier upload of ``caller`` with this ``Idempotency-Key`` stored.
+
+        None if there is none (never sent, or its file was deleted since: the
+        key lives as long as its file). IdempotencyKeyReused if it stored other
+        content; UploadInProgressError while its parts are still being written.
+        """
+        with self._db.read() as conn:
+            row = conn.execute(
+                sa.select(files).where(
+                    files.c.owner_key_id == caller.key_id,
+                    files.c.idempotency_key == idempotency_column(key),
+                )
+            ).first()
+        if row is None:
+            return None
+        if row.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was first sent with a different upload; nothing was "
+                "stored (use a new key for a new file, the same key only to retry one)"
+            )
+        if row.status != PROCESSED:
+            raise UploadInProgressError(
+                "an upload with this Idempotency-Key is still being stored; retry shortly"
+            )
+        return _view(row)
 
     def find(self, caller: Caller, file_id: str) -> StoredFile | None:
         """A stored file ``caller`` may see, or None (unknown, uploading, another key's)."""

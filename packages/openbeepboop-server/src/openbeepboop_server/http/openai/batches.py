@@ -22,7 +22,11 @@ from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.files import file_not_found
 from openbeepboop_server.http.openai.paging import page_query
-from openbeepboop_server.queue.batches import MAX_PAGE, BatchService
+from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_key_header
+from openbeepboop_server.queue.batches import (
+    MAX_PAGE,
+    BatchService,
+)
 
 _WINDOW = re.compile(r"(\d+(?:\.\d+)?)([hms])")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
@@ -64,6 +68,8 @@ async def create(call: Call) -> Response:
     """A new batch over an uploaded file; validated right after."""
     body = call.body_as(BatchCreateRequest)
     seconds = window_seconds(body.completion_window, call.context.settings.openai)
+    key = idempotency_key_header(call)
+    request_hash = idempotency_hash(key, await call.request.body())
     service = _service(call)
     batch = await run_sync(
         lambda: service.create(
@@ -73,6 +79,8 @@ async def create(call: Call) -> Response:
             completion_window=body.completion_window,
             window_seconds=seconds,
             metadata=body.metadata,
+            idempotency_key=key,
+            request_hash=request_hash,
         )
     )
     if batch is None:

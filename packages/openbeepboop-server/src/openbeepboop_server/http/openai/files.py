@@ -5,18 +5,22 @@ part to a temporary file past 1 MB, and is then copied into the database
 part by part (:mod:`openbeepboop_server.queue.files`): a 200 MB upload never
 sits in memory whole. The body limit of this one path is ``[openai]
 max_file_bytes`` plus room for the multipart envelope, instead of ``[server]
-max_body_bytes``.
+max_body_bytes``. An upload honours ``Idempotency-Key``: its request hash is
+the SHA-256 of the purpose, the filename and the file's bytes, not of the body
+(a retry sends another multipart boundary).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import AsyncIterator, Iterator
 from typing import IO
 
 from anyio.to_thread import run_sync
-from openbeepboop_schemas import OPENAI_FILES_PATH, PURPOSE_BATCH, FileDeleted
+from openbeepboop_schemas import OPENAI_FILES_PATH, PURPOSE_BATCH, FileDeleted, FileObject
 from python_multipart.exceptions import FormParserError
+from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import FormData, UploadFile
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -26,7 +30,14 @@ from openbeepboop_server.http.bodies import model_response
 from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.paging import page_query
-from openbeepboop_server.queue.files import CHUNK_BYTES, FileRefusedError, FileStore, StoredFile
+from openbeepboop_server.http.user_routes import idempotency_key_header
+from openbeepboop_server.queue.files import (
+    CHUNK_BYTES,
+    FileRefusedError,
+    FileStore,
+    StoredFile,
+    UploadInProgressError,
+)
 
 #: Room for the multipart boundaries and the other fields around the file itself.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -47,6 +58,19 @@ def file_not_found(file_id: str) -> ApiError:
 def _parts(stream: IO[bytes]) -> Iterator[bytes]:
     while block := stream.read(CHUNK_BYTES):
         yield block
+
+
+def upload_hash(purpose: str, filename: str, stream: IO[bytes]) -> str:
+    """What an upload's ``Idempotency-Key`` remembers of it: purpose, filename and bytes.
+
+    Not the body's hash: a client retrying an upload builds a new multipart
+    body with a new random boundary around the same file.
+    """
+    digest = hashlib.sha256(f"{purpose}\0{filename}\0".encode("utf-8", "surrogatepass"))
+    for block in _parts(stream):
+        digest.update(block)
+    stream.seek(0)
+    return digest.hexdigest()
 
 
 async def upload(call: Call) -> Response:
@@ -79,18 +103,29 @@ async def upload(call: Call) -> Response:
                 param="file",
                 code="invalid_value",
             )
+        key = idempotency_key_header(call)
+        filename = uploaded.filename or "upload.jsonl"
         store = FileStore(call.context.db)
         try:
             stored = await run_sync(
-                lambda: store.save(
-                    call.user.key_id,
-                    uploaded.filename or "upload.jsonl",
-                    PURPOSE_BATCH,
-                    _parts(uploaded.file),
-                    max_bytes=limits.max_file_bytes,
-                    max_lines=limits.max_file_lines,
+                lambda: _save(
+                    store,
+                    call,
+                    key,
+                    filename,
+                    uploaded.file,
+                    limits.max_file_bytes,
+                    limits.max_file_lines,
                 )
             )
+        except UploadInProgressError as exc:
+            raise ApiError(
+                409,
+                str(exc),
+                param="Idempotency-Key",
+                type="conflict_error",
+                code="idempotency_key_in_use",
+            ) from None
         except FileRefusedError as exc:
             raise ApiError(
                 413 if exc.too_large else 400,
@@ -99,6 +134,43 @@ async def upload(call: Call) -> Response:
                 code="file_too_large" if exc.too_large else "too_many_lines",
             ) from None
     return model_response(stored)
+
+
+def _save(
+    store: FileStore,
+    call: Call,
+    key: str | None,
+    filename: str,
+    stream: IO[bytes],
+    max_bytes: int,
+    max_lines: int,
+) -> FileObject:
+    """Store the upload, or answer the file an earlier one with the same key stored."""
+    request_hash = None
+    if key is not None:
+        request_hash = upload_hash(PURPOSE_BATCH, filename, stream)
+        earlier = store.find_by_key(call.user, key, request_hash)
+        if earlier is not None:
+            return earlier
+    try:
+        return store.save(
+            call.user.key_id,
+            filename,
+            PURPOSE_BATCH,
+            _parts(stream),
+            max_bytes=max_bytes,
+            max_lines=max_lines,
+            idempotency_key=key,
+            request_hash=request_hash,
+        )
+    except IntegrityError:
+        if key is None or request_hash is None:
+            raise
+        # A concurrent twin with the same key inserted its row first.
+        earlier = store.find_by_key(call.user, key, request_hash)
+        if earlier is None:
+            raise
+        return earlier
 
 
 @contextlib.asynccontextmanager

@@ -72,6 +72,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         files.upload,
         USERS,
         response=component("FileObject"),
+        idempotent=True,
+        errors=(409,),
         documented_body=(
             "multipart/form-data",
             {
@@ -148,6 +150,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         USERS,
         body=BatchCreateRequest,
         response=component("Batch"),
+        idempotent=True,
         errors=(404,),
         tag=TAG,
         description=(

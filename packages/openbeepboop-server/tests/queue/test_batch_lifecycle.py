@@ -1,0 +1,153 @@
+"""A batch's life after validation, on every backend: quota at create, idempotent
+creates, cancels, and finalisation that overlaps or is cut short.
+
+See docs/openai.md, "Batches".
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+import pytest
+from openbeepboop_schemas import (
+    FetchRequest,
+    ResultOutcome,
+    Role,
+    SubmitRequest,
+)
+from openbeepboop_server.db.database import Database
+from openbeepboop_server.errors import IdempotencyKeyReused
+from openbeepboop_server.keys import Caller, KeyService, KeySettings
+from openbeepboop_server.queue.batches import (
+    BatchService,
+)
+from openbeepboop_server.queue.files import FileStore
+from openbeepboop_server.queue.policy import QueuePolicy
+from openbeepboop_server.queue.service import QueueService
+
+from tests.support.core import FakeClock, completion
+
+URL = "/v1/chat/completions"
+WINDOW = 3600.0
+
+
+@pytest.fixture
+def keyring(any_db: Database, clock: FakeClock) -> KeyService:
+    return KeyService(any_db, clock=clock)
+
+
+@pytest.fixture
+def svc(any_db: Database, policy: QueuePolicy, clock: FakeClock) -> QueueService:
+    return QueueService(any_db, policy, clock=clock)
+
+
+def _caller(keys: KeyService, name: str, **settings: object) -> Caller:
+    key, _ = keys.create(Role.USER, name, KeySettings(**settings))  # type: ignore[arg-type]
+    caller = keys.authenticate(key)
+    assert caller is not None
+    return caller
+
+
+def _input(lines: int) -> bytes:
+    rows = [
+        json.dumps(
+            {
+                "custom_id": f"c{number}",
+                "method": "POST",
+                "url": URL,
+                "body": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+            }
+        )
+        for number in range(1, lines + 1)
+    ]
+    return ("\n".join(rows) + "\n").encode()
+
+
+def _upload(db: Database, clock: FakeClock, owner: Caller, lines: int) -> str:
+    return FileStore(db, clock).save(owner.key_id, "in.jsonl", "batch", [_input(lines)]).id
+
+
+def _create(service: BatchService, owner: Caller, file_id: str, **kw: Any) -> str:
+    batch = service.create(
+        owner,
+        input_file_id=file_id,
+        endpoint=URL,
+        completion_window="1h",
+        window_seconds=WINDOW,
+        metadata=None,
+        **kw,
+    )
+    assert batch is not None
+    return batch.id
+
+
+def _running(db: Database, clock: FakeClock, owner: Caller, lines: int) -> tuple[BatchService, str]:
+    """A batch of ``lines`` lines, validated: its jobs queued."""
+    service = BatchService(db, QueuePolicy(), clock=clock)
+    batch_id = _create(service, owner, _upload(db, clock, owner, lines))
+    assert service.validate(batch_id) == ["m"] * lines
+    return service, batch_id
+
+
+def _run_all(svc: QueueService, node: Caller, lines: int) -> None:
+    leases = svc.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=lines))
+    outcomes = [
+        ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=completion())
+        for lease in leases
+    ]
+    svc.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=outcomes))
+
+
+# -- max_queued --------------------------------------------------------------
+
+
+# -- Idempotency-Key -----------------------------------------------------------
+
+
+def test_a_create_repeated_with_its_key_answers_the_first_batch(
+    any_db: Database, clock: FakeClock, keyring: KeyService
+) -> None:
+    owner = _caller(keyring, "alice", max_queued=10)
+    other = _caller(keyring, "bob")
+    service = BatchService(any_db, QueuePolicy(), clock=clock)
+    file_id = _upload(any_db, clock, owner, 6)
+    first = _create(service, owner, file_id, idempotency_key="k1", request_hash="h1")
+    # The repeat is not a second request against the quota (6 + 6 > 10).
+    assert _create(service, owner, file_id, idempotency_key="k1", request_hash="h1") == first
+    assert len(service.list_page(owner, limit=10, after=None).data) == 1
+    with pytest.raises(IdempotencyKeyReused):
+        _create(service, owner, file_id, idempotency_key="k1", request_hash="h2")
+    # Keys are per API key: another key's "k1" is its own.
+    other_file = _upload(any_db, clock, other, 1)
+    assert _create(service, other, other_file, idempotency_key="k1", request_hash="h1") != first
+
+
+def test_concurrent_creates_with_one_key_make_one_batch(
+    any_db: Database, clock: FakeClock, keyring: KeyService
+) -> None:
+    owner = _caller(keyring, "alice")
+    file_id = _upload(any_db, clock, owner, 3)
+    start = threading.Barrier(4)
+    answers: list[str] = []
+
+    def create() -> None:
+        service = BatchService(any_db, QueuePolicy(), clock=clock)
+        start.wait()
+        answers.append(_create(service, owner, file_id, idempotency_key="k", request_hash="h"))
+
+    threads = [threading.Thread(target=create) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(answers) == 4 and len(set(answers)) == 1
+    listed = BatchService(any_db, QueuePolicy(), clock=clock).list_page(owner, limit=10, after=None)
+    assert [batch.id for batch in listed.data] == answers[:1]
+
+
+# -- create refusals and cancels ---------------------------------------------
+
+
+# -- finalisation --------------------------------------------------------------
