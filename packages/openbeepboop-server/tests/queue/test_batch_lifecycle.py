@@ -18,7 +18,7 @@ from openbeepboop_schemas import (
     SubmitRequest,
 )
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.errors import IdempotencyKeyReused
+from openbeepboop_server.errors import IdempotencyKeyReused, QuotaExceeded
 from openbeepboop_server.keys import Caller, KeyService, KeySettings
 from openbeepboop_server.queue.batches import (
     BatchService,
@@ -101,6 +101,49 @@ def _run_all(svc: QueueService, node: Caller, lines: int) -> None:
 
 
 # -- max_queued --------------------------------------------------------------
+
+
+def test_lines_of_a_validating_batch_count_against_max_queued(
+    any_db: Database, clock: FakeClock, keyring: KeyService
+) -> None:
+    owner = _caller(keyring, "capped", max_queued=100)
+    service = BatchService(any_db, QueuePolicy(), clock=clock)
+    first = _create(service, owner, _upload(any_db, clock, owner, 60))
+    with pytest.raises(QuotaExceeded, match="it has 60") as refused:
+        _create(service, owner, _upload(any_db, clock, owner, 60))
+    assert refused.value.code == "max_queued_exceeded"
+    assert [batch.id for batch in service.list_page(owner, limit=10, after=None).data] == [first]
+    # Queued (the lines are jobs now, and no longer counted twice), then cancelled: room again.
+    assert len(service.validate(first)) == 60
+    with pytest.raises(QuotaExceeded, match="it has 60"):
+        _create(service, owner, _upload(any_db, clock, owner, 60))
+    service.cancel(owner, first)
+    _create(service, owner, _upload(any_db, clock, owner, 60))
+
+
+def test_concurrent_creates_cannot_pass_max_queued_together(
+    any_db: Database, clock: FakeClock, keyring: KeyService
+) -> None:
+    owner = _caller(keyring, "capped", max_queued=100)
+    inputs = [_upload(any_db, clock, owner, 60) for _ in range(4)]
+    start = threading.Barrier(len(inputs))
+    outcomes: list[str] = []
+
+    def create(file_id: str) -> None:
+        service = BatchService(any_db, QueuePolicy(), clock=clock)
+        start.wait()
+        try:
+            _create(service, owner, file_id)
+            outcomes.append("created")
+        except QuotaExceeded:
+            outcomes.append("refused")
+
+    threads = [threading.Thread(target=create, args=(file_id,)) for file_id in inputs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["created", "refused", "refused", "refused"]
 
 
 # -- Idempotency-Key -----------------------------------------------------------

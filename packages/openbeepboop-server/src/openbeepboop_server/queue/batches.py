@@ -216,6 +216,8 @@ class BatchService:
                     return earlier
             # Every line of the input counts against max_queued now (an upper
             # bound on the jobs it will queue), and the creation is one request.
+            # The batch stores that count: until its lines are jobs, quotas.py
+            # counts them from it, in the same transaction as this row.
             lines = int(
                 conn.execute(sa.select(files.c.lines).where(files.c.seq == file_seq)).scalar_one()
             )
@@ -231,6 +233,7 @@ class BatchService:
                     metadata=None if metadata is None else json.dumps(metadata),
                     created_at=now,
                     expires_at=now + window_seconds,
+                    lines=lines,
                     idempotency_key=(
                         None if idempotency_key is None else idempotency_column(idempotency_key)
                     ),

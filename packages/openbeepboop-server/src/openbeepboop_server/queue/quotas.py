@@ -18,6 +18,9 @@ and an accepted one spends its allowance atomically with its jobs.
   hint plus the new jobs fits the quota, the submit passes without a count;
   otherwise the jobs are counted (at most ``max_queued + 1`` index entries)
   and the hint is reset to the truth. ``keys update --max-queued`` clears it.
+  The lines of the key's OpenAI batches still ``validating`` count too, as far
+  as they are not jobs yet (``batches.lines - batches.total``): a batch's
+  creation admits all its lines, and until they are queued no job says so.
 
 The common case, a submit within both limits, is one ``UPDATE ... RETURNING``
 of the key's row that checks and spends both at once. On PostgreSQL that
@@ -88,6 +91,12 @@ _COUNT_UNFINISHED = sa.text(
     "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE owner_key_id = :key_id "
     "AND status IN ('QUEUED', 'PROCESSING') LIMIT :cap) AS unfinished"
 )
+#: Lines of the key's batches still validating that are not jobs yet (the jobs
+#: queued so far, held, are counted as jobs). Few rows: only validating batches.
+_COUNT_VALIDATING = sa.text(
+    "SELECT coalesce(sum(lines - total), 0) FROM batches "
+    "WHERE owner_key_id = :key_id AND status = 'validating'"
+)
 _STATE = sa.select(api_keys.c.rate_tat, api_keys.c.queued_hint).where(
     api_keys.c.id == sa.bindparam("key_id")
 )
@@ -149,10 +158,13 @@ def _slow_path(
 
 
 def _count_unfinished(conn: sa.Connection, caller: Caller, limit: int, wanted: int) -> int:
-    """The key's unfinished jobs, if ``wanted`` more fit under ``limit``; else refuse."""
+    """The key's unfinished jobs, if ``wanted`` more fit under ``limit``; else refuse.
+
+    Lines of its batches still validating count as unfinished jobs.
+    """
     unfinished = int(
         conn.execute(_COUNT_UNFINISHED, {"key_id": caller.key_id, "cap": limit + 1}).scalar_one()
-    )
+    ) + max(0, int(conn.execute(_COUNT_VALIDATING, {"key_id": caller.key_id}).scalar_one()))
     if unfinished + wanted <= limit:
         return unfinished
     if wanted > limit:
