@@ -8,16 +8,20 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from openbeepboop_schemas import (
+    PURPOSE_BATCH_OUTPUT,
     FetchRequest,
     ResultOutcome,
     Role,
     SubmitRequest,
 )
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.tables import files
 from openbeepboop_server.errors import IdempotencyKeyReused, QuotaExceeded
 from openbeepboop_server.keys import Caller, KeyService, KeySettings
 from openbeepboop_server.queue.batches import (
@@ -98,6 +102,19 @@ def _run_all(svc: QueueService, node: Caller, lines: int) -> None:
         for lease in leases
     ]
     svc.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=outcomes))
+
+
+def _outputs(db: Database, batch_id: str) -> list[str]:
+    """Ids of every stored output or error file of the batch."""
+    with db.read() as conn:
+        return list(
+            conn.execute(
+                sa.select(files.c.id).where(
+                    files.c.purpose == PURPOSE_BATCH_OUTPUT,
+                    files.c.filename.in_([f"{batch_id}_output.jsonl", f"{batch_id}_error.jsonl"]),
+                )
+            ).scalars()
+        )
 
 
 # -- max_queued --------------------------------------------------------------
@@ -194,3 +211,76 @@ def test_concurrent_creates_with_one_key_make_one_batch(
 
 
 # -- finalisation --------------------------------------------------------------
+
+
+def _finished(
+    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+) -> tuple[Caller, str]:
+    """A batch whose every line ended: one line succeeded, one was cancelled."""
+    owner = _caller(keyring, "alice")
+    node = Caller(key_id=_caller(keyring, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    service, batch_id = _running(any_db, clock, owner, 2)
+    lease = svc.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=1))
+    service.cancel(owner, batch_id)
+    outcome = ResultOutcome(
+        job_id=lease[0].job_id, lease_token=lease[0].lease_token, result=completion()
+    )
+    svc.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=[outcome]))
+    return owner, batch_id
+
+
+def _assert_one_of_each(db: Database, clock: FakeClock, owner: Caller, batch_id: str) -> None:
+    ended = BatchService(db, QueuePolicy(), clock=clock).get(owner, batch_id)
+    assert ended is not None and ended.status == "cancelled"
+    assert ended.output_file_id is not None and ended.error_file_id is not None
+    assert sorted(_outputs(db, batch_id)) == sorted([ended.output_file_id, ended.error_file_id])
+
+
+def test_two_drivers_finalising_at_once_leave_one_output_and_one_error_file(
+    any_db: Database,
+    clock: FakeClock,
+    keyring: KeyService,
+    svc: QueueService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    owner, batch_id = _finished(any_db, clock, keyring, svc)
+    first = BatchService(any_db, QueuePolicy(), clock=clock)
+    second = BatchService(any_db, QueuePolicy(), clock=clock)
+    real_store: Callable[..., str] = first._store
+    stored = {"n": 0}
+
+    def store_then_let_the_other_replica_finish(*args: Any) -> str:
+        # The first replica stored its files; meanwhile the second finalises the batch whole.
+        file_id = real_store(*args)
+        stored["n"] += 1
+        if stored["n"] == 2:
+            assert second.advance().ended == [batch_id]
+        return file_id
+
+    monkeypatch.setattr(first, "_store", store_then_let_the_other_replica_finish)
+    assert first.advance().ended == []  # it lost the move
+    _assert_one_of_each(any_db, clock, owner, batch_id)
+
+
+def test_a_finalisation_cut_short_after_storing_its_files_leaves_no_orphan(
+    any_db: Database,
+    clock: FakeClock,
+    keyring: KeyService,
+    svc: QueueService,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    owner, batch_id = _finished(any_db, clock, keyring, svc)
+    crashed = BatchService(any_db, QueuePolicy(), clock=clock)
+
+    def killed_before_the_move(*args: Any, **values: Any) -> bool:
+        if args[3] == "cancelled":
+            raise KeyboardInterrupt  # the process dies between storing and the status move
+        return BatchService._move(*args, **values)
+
+    monkeypatch.setattr(crashed, "_move", killed_before_the_move)
+    with pytest.raises(KeyboardInterrupt):
+        crashed.advance()
+    assert len(_outputs(any_db, batch_id)) == 2  # stored, not recorded: still finalizing
+    # Restarted: it finalises again and keeps only the files it records.
+    assert BatchService(any_db, QueuePolicy(), clock=clock).advance().ended == [batch_id]
+    _assert_one_of_each(any_db, clock, owner, batch_id)

@@ -108,6 +108,15 @@ def _spooled(spool: IO[bytes]) -> Iterator[SpooledLine]:
         yield custom_id, model, int(priority), spool.readline().rstrip(b"\n").decode()
 
 
+#: The two files a batch ends with, by the ``kind`` in their name.
+_OUTPUT_KINDS = ("output", "error")
+
+
+def _output_name(batch_id: str, kind: str) -> str:
+    """The filename of a batch's output (``kind`` ``output``) or error file."""
+    return f"{batch_id}_{kind}.jsonl"
+
+
 def _owner(key_id: int) -> Caller:
     """The batch's owner as a caller: its jobs are ordinary jobs of that key."""
     return Caller(key_id=key_id, key_name="", role=Role.USER)
@@ -508,8 +517,8 @@ class BatchService:
                     conn, batch_id, status, FINALIZING, finalizing_at=now
                 ):
                     continue
-            self._finalize(batch_id, target)
-            ended.append(batch_id)
+            if self._finalize(batch_id, target):
+                ended.append(batch_id)
         return Advanced(cancelled_jobs, ended)
 
     # -- inside --------------------------------------------------------------
@@ -580,8 +589,18 @@ class BatchService:
         ).all()
         return {row[0]: int(row[1]) for row in rows}
 
-    def _finalize(self, batch_id: str, target: str) -> None:
-        """Write the output and error files, then end the batch as ``target``."""
+    def _finalize(self, batch_id: str, target: str) -> bool:
+        """Write the output and error files, then end the batch as ``target``; False if
+        another driver ended it first.
+
+        Nothing claims the writing: two replicas (or a restart after a crash
+        between storing and the move) may both write files. The conditional
+        move decides: its winner deletes, in the same transaction, any other
+        stored output of this batch (named ``{batch}_output.jsonl`` /
+        ``_error.jsonl``, purpose ``batch_output``, which only this module
+        writes), and a loser deletes its own. So a batch ends with exactly
+        its one output and one error file, whatever overlapped.
+        """
         with self._db.read() as conn:
             row = self._row(conn, batch_id)
         code = EXPIRED_CODE if target == EXPIRED else CANCELLED_CODE
@@ -599,9 +618,10 @@ class BatchService:
             output_id = self._store(row, output, "output") if succeeded else None
             error_id = self._store(row, errors, "error") if failed else None
         now = self._clock()
+        mine = [file_id for file_id in (output_id, error_id) if file_id is not None]
         with self._db.write() as conn:
             counts = self._counts(conn, batch_id)
-            self._move(
+            won = self._move(
                 conn,
                 batch_id,
                 FINALIZING,
@@ -612,15 +632,31 @@ class BatchService:
                 failed=counts.get(JobStatus.FAILED.value, 0),
                 **{f"{target}_at": now},
             )
+            if won:
+                FileStore.delete_named(
+                    conn,
+                    row.owner_key_id,
+                    PURPOSE_BATCH_OUTPUT,
+                    [_output_name(batch_id, kind) for kind in _OUTPUT_KINDS],
+                    mine,
+                )
+        if not won:
+            for file_id in mine:
+                self._files.discard(file_id)
+            logger.info(
+                "batch %s was finalised by another driver; dropped this one's files", batch_id
+            )
+            return False
         logger.info(
             "batch %s %s: %d succeeded, %d in the error file", batch_id, target, succeeded, failed
         )
+        return True
 
     def _store(self, row: Any, spooled: IO[bytes], kind: str) -> str:
         spooled.seek(0)
         stored = self._files.save(
             row.owner_key_id,
-            f"{row.id}_{kind}.jsonl",
+            _output_name(row.id, kind),
             PURPOSE_BATCH_OUTPUT,
             iter(lambda: spooled.read(1024 * 1024), b""),
         )

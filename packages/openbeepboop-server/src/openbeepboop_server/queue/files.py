@@ -305,6 +305,41 @@ class FileStore:
             self._discard(seq)
         return len(stale)
 
+    @staticmethod
+    def delete_named(
+        conn: sa.Connection, owner_key_id: int, purpose: str, names: list[str], keep: list[str]
+    ) -> int:
+        """Delete ``owner_key_id``'s stored files of ``purpose`` named one of ``names``,
+        but those in ``keep``, inside ``conn``'s transaction; how many there were.
+
+        For the files only the server writes (batch output): ones a finalisation
+        stored and never recorded, because it crashed or another replica won.
+        """
+        seqs = (
+            conn.execute(
+                sa.select(files.c.seq).where(
+                    files.c.owner_key_id == owner_key_id,
+                    files.c.purpose == purpose,
+                    files.c.status == PROCESSED,
+                    files.c.filename.in_(names),
+                    files.c.id.not_in(keep),
+                )
+            )
+            .scalars()
+            .all()
+        )
+        if seqs:
+            conn.execute(file_chunks.delete().where(file_chunks.c.file_seq.in_(seqs)))
+            conn.execute(files.delete().where(files.c.seq.in_(seqs)))
+        return len(seqs)
+
+    def discard(self, file_id: str) -> None:
+        """Delete a file by id, whoever owns it (the server's own, unrecorded, files)."""
+        with self._db.read() as conn:
+            seq = conn.execute(sa.select(files.c.seq).where(files.c.id == file_id)).scalar()
+        if seq is not None:
+            self._discard(int(seq))
+
     def delete(self, caller: Caller, file_id: str) -> bool:
         """Delete a file ``caller`` may see; False if there is none."""
         found = self.find(caller, file_id)
