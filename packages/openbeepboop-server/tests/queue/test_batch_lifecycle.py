@@ -210,6 +210,34 @@ def test_concurrent_creates_with_one_key_make_one_batch(
 # -- create refusals and cancels ---------------------------------------------
 
 
+def test_a_cancel_wins_over_the_window_elapsing(
+    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+) -> None:
+    owner = _caller(keyring, "alice")
+    node = Caller(key_id=_caller(keyring, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    service, batch_id = _running(any_db, clock, owner, 3)
+    # One line runs and stays running, so the cancel waits for it ...
+    svc.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=1))
+    cancelling, _ = service.cancel(owner, batch_id)
+    assert cancelling is not None and cancelling.status == "cancelling"
+    # ... until the window elapses.
+    clock.advance(WINDOW + 1)
+    service.advance()
+    ended = service.get(owner, batch_id)
+    assert ended is not None and ended.status == "cancelled"
+    assert ended.cancelled_at is not None and ended.expired_at is None
+    assert ended.error_file_id is not None
+    lines = b"".join(FileStore(any_db, clock).read_all(_stored(any_db, clock, owner, ended)))
+    codes = {json.loads(line)["error"]["code"] for line in lines.splitlines()}
+    assert codes == {"batch_cancelled"}
+
+
+def _stored(db: Database, clock: FakeClock, owner: Caller, batch: Any) -> Any:
+    stored = FileStore(db, clock).find(owner, batch.error_file_id)
+    assert stored is not None
+    return stored
+
+
 # -- finalisation --------------------------------------------------------------
 
 

@@ -498,9 +498,14 @@ class BatchService:
                 if row is None or row.status != status:
                     continue
                 target = None
-                if status in (IN_PROGRESS, CANCELLING) and now >= row.expires_at:
+                if status == IN_PROGRESS and now >= row.expires_at:
                     cancelled_jobs += self._cancel_jobs(conn, batch_id, _LIVE, now)
                     target = EXPIRED
+                elif status == CANCELLING and now >= row.expires_at:
+                    # The cancel the user asked for wins over the window; past it
+                    # running lines are not waited for any more.
+                    cancelled_jobs += self._cancel_jobs(conn, batch_id, _LIVE, now)
+                    target = CANCELLED
                 elif status == CANCELLING:
                     cancelled_jobs += self._cancel_jobs(
                         conn, batch_id, (JobStatus.QUEUED.value,), now
