@@ -126,3 +126,14 @@ def _completed_batch(client: TestClient, context: ServerContext, key: str) -> di
         f"/openai/v1/batches/{batch_id}", headers=bearer(key)
     ).json()
     return answer
+
+
+def test_cancelling_a_completed_batch_is_400(
+    client: TestClient, api_keys: ApiKeys, context: ServerContext
+) -> None:
+    done = _completed_batch(client, context, api_keys.user)
+    cancel = client.post(f"/openai/v1/batches/{done['id']}/cancel", headers=bearer(api_keys.user))
+    error = _error(cancel, 400)
+    assert error["code"] == "batch_not_cancellable" and "completed" in error["message"]
+    answer = client.get(f"/openai/v1/batches/{done['id']}", headers=bearer(api_keys.user))
+    assert answer.json()["status"] == "completed"

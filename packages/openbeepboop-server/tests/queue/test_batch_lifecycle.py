@@ -26,6 +26,7 @@ from openbeepboop_server.errors import IdempotencyKeyReused, QuotaExceeded
 from openbeepboop_server.keys import Caller, KeyService, KeySettings
 from openbeepboop_server.queue.batches import (
     BatchService,
+    NotCancellableError,
 )
 from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
@@ -236,6 +237,24 @@ def _stored(db: Database, clock: FakeClock, owner: Caller, batch: Any) -> Any:
     stored = FileStore(db, clock).find(owner, batch.error_file_id)
     assert stored is not None
     return stored
+
+
+def test_cancelling_a_batch_that_ended_is_refused_and_a_repeated_cancel_is_answered(
+    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+) -> None:
+    owner = _caller(keyring, "alice")
+    node = Caller(key_id=_caller(keyring, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    service, done = _running(any_db, clock, owner, 1)
+    _run_all(svc, node, 1)
+    service.advance()
+    with pytest.raises(NotCancellableError, match="is completed"):
+        service.cancel(owner, done)
+    assert service.get(owner, done).status == "completed"  # type: ignore[union-attr]
+    _, cancelled = _running(any_db, clock, owner, 1)
+    service.cancel(owner, cancelled)
+    service.advance()
+    again, jobs = service.cancel(owner, cancelled)
+    assert again is not None and again.status == "cancelled" and jobs == []
 
 
 # -- finalisation --------------------------------------------------------------

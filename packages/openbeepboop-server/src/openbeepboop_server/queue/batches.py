@@ -57,7 +57,7 @@ from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import batches, files, jobs
-from openbeepboop_server.errors import IdempotencyKeyReused, PriorityAboveCeiling
+from openbeepboop_server.errors import IdempotencyKeyReused, PriorityAboveCeiling, ServerError
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import leases, transitions
 from openbeepboop_server.queue.batch_lines import LineParser, split_lines, validate_lines
@@ -94,6 +94,16 @@ INSERT_CHUNK = 2000
 HELD = 1e15
 
 _LIVE = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+
+
+class NotCancellableError(ServerError):
+    """The batch already ended (or is being finalised) without a cancel: nothing changed."""
+
+    def __init__(self, batch_id: str, status: str) -> None:
+        super().__init__(
+            f"batch {batch_id} is {status}: only a batch still running can be cancelled"
+        )
+        self.status = status
 
 
 def new_batch_id() -> str:
@@ -302,7 +312,10 @@ class BatchService:
     def cancel(self, caller: Caller, batch_id: str) -> tuple[Batch | None, list[str]]:
         """Cancel a batch: queued lines stop at once, running ones finish.
 
-        Returns the batch (None if ``caller`` may not see it) and the jobs cancelled.
+        Returns the batch (None if ``caller`` may not see it) and the jobs
+        cancelled. A batch already cancelled or cancelling is answered as it
+        is (a retried cancel); one that ended otherwise, or is being finalised
+        without a cancel, raises NotCancellableError.
         """
         now = self._clock()
         with self._db.write() as conn:
@@ -327,6 +340,8 @@ class BatchService:
             elif row.status == IN_PROGRESS:
                 self._move(conn, batch_id, IN_PROGRESS, CANCELLING, cancelling_at=now)
                 cancelled = self._cancel_jobs(conn, batch_id, (JobStatus.QUEUED.value,), now)
+            elif row.cancelling_at is None:
+                raise NotCancellableError(batch_id, row.status)
             return self._view(conn, self._row(conn, batch_id)), cancelled
 
     # -- the driver ----------------------------------------------------------

@@ -26,6 +26,7 @@ from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_k
 from openbeepboop_server.queue.batches import (
     MAX_PAGE,
     BatchService,
+    NotCancellableError,
 )
 
 _WINDOW = re.compile(r"(\d+(?:\.\d+)?)([hms])")
@@ -101,7 +102,11 @@ async def retrieve(call: Call) -> Response:
 async def cancel(call: Call) -> Response:
     """Cancel a batch: queued lines stop now, running ones finish, then it ends ``cancelled``."""
     batch_id = call.request.path_params["batch_id"]
-    batch, cancelled = await run_sync(_service(call).cancel, call.user, batch_id)
+    try:
+        batch, cancelled = await run_sync(_service(call).cancel, call.user, batch_id)
+    except NotCancellableError as exc:
+        # 400 rather than OpenAI-ish 409: the SDK retries a 409, and no retry helps.
+        raise ApiError(400, str(exc), param="batch_id", code="batch_not_cancellable") from None
     if batch is None:
         raise batch_not_found(batch_id)
     if cancelled:

@@ -189,7 +189,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         batches.cancel,
         USERS,
         response=component("Batch"),
-        errors=(404,),
+        errors=(400, 404),
         tag=TAG,
     ),
 )
