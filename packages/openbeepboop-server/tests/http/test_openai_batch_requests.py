@@ -128,6 +128,18 @@ def _completed_batch(client: TestClient, context: ServerContext, key: str) -> di
     return answer
 
 
+def test_an_output_file_as_input_is_400_and_creates_nothing(
+    client: TestClient, api_keys: ApiKeys, context: ServerContext
+) -> None:
+    done = _completed_batch(client, context, api_keys.user)
+    body = {"input_file_id": done["error_file_id"], "endpoint": URL, "completion_window": "24h"}
+    response = client.post("/openai/v1/batches", json=body, headers=bearer(api_keys.user))
+    refused = _error(response, 400)
+    assert (refused["code"], refused["param"]) == ("invalid_file", "input_file_id")
+    assert "batch_output" in refused["message"]
+    assert _batches(client, api_keys.user) == [done["id"]]
+
+
 def test_cancelling_a_completed_batch_is_400(
     client: TestClient, api_keys: ApiKeys, context: ServerContext
 ) -> None:

@@ -26,6 +26,7 @@ from openbeepboop_server.errors import IdempotencyKeyReused, QuotaExceeded
 from openbeepboop_server.keys import Caller, KeyService, KeySettings
 from openbeepboop_server.queue.batches import (
     BatchService,
+    InputFileRefusedError,
     NotCancellableError,
 )
 from openbeepboop_server.queue.files import FileStore
@@ -209,6 +210,22 @@ def test_concurrent_creates_with_one_key_make_one_batch(
 
 
 # -- create refusals and cancels ---------------------------------------------
+
+
+def test_an_output_file_is_refused_as_input_at_create(
+    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+) -> None:
+    owner = _caller(keyring, "alice")
+    node = _caller(keyring, "gpu")
+    node = Caller(key_id=node.key_id, key_name="gpu", role=Role.NODE)
+    service, batch_id = _running(any_db, clock, owner, 2)
+    _run_all(svc, node, 2)
+    service.advance()
+    done = service.get(owner, batch_id)
+    assert done is not None and done.output_file_id is not None
+    with pytest.raises(InputFileRefusedError, match="purpose 'batch_output'"):
+        _create(service, owner, done.output_file_id)
+    assert len(service.list_page(owner, limit=10, after=None).data) == 1
 
 
 def test_a_cancel_wins_over_the_window_elapsing(

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import (
     BATCH_FINAL_STATUSES,
     BATCH_ID_PREFIX,
+    PURPOSE_BATCH,
     PURPOSE_BATCH_OUTPUT,
     Batch,
     BatchErrors,
@@ -94,6 +95,10 @@ INSERT_CHUNK = 2000
 HELD = 1e15
 
 _LIVE = (JobStatus.QUEUED.value, JobStatus.PROCESSING.value)
+
+
+class InputFileRefusedError(ServerError):
+    """The input file is not a batch input (an output file): nothing was created."""
 
 
 class NotCancellableError(ServerError):
@@ -179,7 +184,8 @@ class BatchService:
         With ``idempotency_key``, a repeat of a create (same key, same
         ``request_hash``) answers the batch the first one made, whatever the
         file and the quota say now; IdempotencyKeyReused if the key came with
-        another request.
+        another request. InputFileRefusedError for a file that is not of
+        purpose ``batch``.
         """
         if idempotency_key is not None:
             with self._db.read() as conn:
@@ -189,6 +195,11 @@ class BatchService:
         stored = self._files.find(caller, input_file_id)
         if stored is None:
             return None
+        if stored.view.purpose != PURPOSE_BATCH:
+            raise InputFileRefusedError(
+                f"file {input_file_id} has purpose '{stored.view.purpose}': a batch's input "
+                f"must be a file uploaded with purpose '{PURPOSE_BATCH}'"
+            )
         try:
             return self._insert(
                 caller,

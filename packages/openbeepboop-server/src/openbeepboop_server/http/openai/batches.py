@@ -26,6 +26,7 @@ from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_k
 from openbeepboop_server.queue.batches import (
     MAX_PAGE,
     BatchService,
+    InputFileRefusedError,
     NotCancellableError,
 )
 
@@ -72,18 +73,21 @@ async def create(call: Call) -> Response:
     key = idempotency_key_header(call)
     request_hash = idempotency_hash(key, await call.request.body())
     service = _service(call)
-    batch = await run_sync(
-        lambda: service.create(
-            call.user,
-            input_file_id=body.input_file_id,
-            endpoint=body.endpoint,
-            completion_window=body.completion_window,
-            window_seconds=seconds,
-            metadata=body.metadata,
-            idempotency_key=key,
-            request_hash=request_hash,
+    try:
+        batch = await run_sync(
+            lambda: service.create(
+                call.user,
+                input_file_id=body.input_file_id,
+                endpoint=body.endpoint,
+                completion_window=body.completion_window,
+                window_seconds=seconds,
+                metadata=body.metadata,
+                idempotency_key=key,
+                request_hash=request_hash,
+            )
         )
-    )
+    except InputFileRefusedError as exc:
+        raise ApiError(400, str(exc), param="input_file_id", code="invalid_file") from None
     if batch is None:
         raise file_not_found(body.input_file_id)
     _kick(call)
