@@ -103,6 +103,26 @@ def test_a_retried_batch_create_with_its_key_answers_the_first_batch(
     assert plain.status_code == 200 and plain.json()["id"] != first.json()["id"]
 
 
+def test_a_file_part_without_a_filename_says_so(client: TestClient, api_keys: ApiKeys) -> None:
+    raw = client.post(
+        "/openai/v1/files",
+        content=_multipart("xyz", None, LINE),
+        headers={**bearer(api_keys.user), "content-type": "multipart/form-data; boundary=xyz"},
+    )
+    # httpx leaves out an empty filename: the same part.
+    empty = client.post(
+        "/openai/v1/files",
+        files={"file": ("", LINE)},
+        data={"purpose": "batch"},
+        headers=bearer(api_keys.user),
+    )
+    for response in (raw, empty):
+        error = _error(response, 400)
+        assert (error["code"], error["param"]) == ("invalid_value", "file")
+        assert "no filename" in error["message"] and "cut short" not in error["message"]
+    assert _files(client, api_keys.user) == []
+
+
 def _completed_batch(client: TestClient, context: ServerContext, key: str) -> dict[str, Any]:
     """A batch run to its end: its one line failed by hand, so it has an error file."""
     file_id = _upload(client, key, "aaa", LINE).json()["id"]

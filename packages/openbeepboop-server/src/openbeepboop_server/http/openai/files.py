@@ -73,6 +73,25 @@ def upload_hash(purpose: str, filename: str, stream: IO[bytes]) -> str:
     return digest.hexdigest()
 
 
+def _missing_file(form: FormData) -> ApiError:
+    """The 400 for a form whose ``file`` is not a file part, saying what is wrong."""
+    if isinstance(form.get("file"), str):
+        # Starlette reads a part without a filename (or with filename="") as a plain field.
+        message = (
+            "'file': the part named 'file' has no filename, so it is read as a text field; "
+            'send it as a file part (Content-Disposition: form-data; name="file"; '
+            'filename="input.jsonl")'
+        )
+    else:
+        # The multipart parser drops a part the body ends inside of, so a
+        # body cut short before its closing boundary lands here too.
+        message = (
+            "'file': the body has no complete file part named 'file' (is it cut short "
+            "before its closing boundary?)"
+        )
+    return ApiError(400, message, param="file", code="invalid_value")
+
+
 async def upload(call: Call) -> Response:
     """Store one uploaded file of purpose ``batch``."""
     request = call.request
@@ -94,15 +113,7 @@ async def upload(call: Call) -> Response:
                 code="invalid_value",
             )
         if not isinstance(uploaded, UploadFile):
-            # The multipart parser drops a part the body ends inside of, so a
-            # body cut short before its closing boundary lands here too.
-            raise ApiError(
-                400,
-                "'file': the body has no complete file part named 'file' (is it cut short "
-                "before its closing boundary?)",
-                param="file",
-                code="invalid_value",
-            )
+            raise _missing_file(form)
         key = idempotency_key_header(call)
         filename = uploaded.filename or "upload.jsonl"
         store = FileStore(call.context.db)
