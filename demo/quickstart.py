@@ -465,8 +465,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 else:
                     shutil.rmtree(workdir, ignore_errors=True)
     if code == 0 and kept is None:
-        say("\nDone. Keep it running to try by hand: nox -s demo -- --keep")
-        say("Try it on your own model: nox -s demo -- --help")
+        say("\nDone. Keep it running to try by hand: .venv/bin/nox -s demo -- --keep")
+        say("Try it on your own model: .venv/bin/nox -s demo -- --help")
     return code
 
 

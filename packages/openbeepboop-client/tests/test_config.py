@@ -156,6 +156,8 @@ def test_timeout_and_retries_from_file_and_defaults(tmp_path: Path) -> None:
         ("http://h:8000/", "http://h:8000"),
         ("http://h:8000/v1", "http://h:8000"),
         ("  https://h/prefix/v1/ ", "https://h/prefix"),
+        ("http://h:8000/openai/v1", "http://h:8000"),
+        ("https://h/queue/openai/v1/", "https://h/queue"),
     ],
 )
 def test_base_url_is_normalized(given: str, expected: str) -> None:

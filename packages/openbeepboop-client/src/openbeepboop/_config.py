@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from openbeepboop_schemas import OPENAI_PREFIX
 
 from openbeepboop._constants import (
     APP_NAME,
@@ -128,14 +129,20 @@ def write_config_file(path: Path, values: Mapping[str, str | float | int | list[
 
 
 def normalize_base_url(url: str) -> str:
-    """``http(s)://host[:port][/prefix]`` without a trailing ``/`` or ``/v1``.
+    """``http(s)://host[:port][/prefix]`` without a trailing ``/``, ``/v1`` or ``/openai/v1``.
 
     Users coming from the OpenAI SDK often write ``.../v1``; our paths already
-    start with ``/v1``, so it is dropped rather than doubled.
+    start with ``/v1``, so it is dropped rather than doubled. A URL ending in
+    the OpenAI-compatible surface's own prefix (``/openai/v1``, the SDK's
+    ``base_url`` in docs/openai.md) names the same server: kept, the
+    client's native submits would land on the synchronous chat route, wait
+    there for the LLM and read its answer as no job at all.
     """
     url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
+    for suffix in (OPENAI_PREFIX, "/v1"):
+        if url.endswith(suffix):
+            url = url[: -len(suffix)]
+            break
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server URL must start with http:// or https:// (got {url!r})")
     try:

@@ -7,7 +7,15 @@ from pathlib import Path
 
 import httpx
 import respx
-from conftest import API_KEY, Cli, assert_one_line_error, entry_body, error_body, job_body
+from conftest import (
+    API_KEY,
+    Cli,
+    assert_one_line_error,
+    completion_body,
+    entry_body,
+    error_body,
+    job_body,
+)
 from openbeepboop import _constants
 
 
@@ -234,3 +242,36 @@ def test_submit_without_any_model(server: respx.MockRouter, tmp_path: Path) -> N
     config.write_text(f'server_url = "http://obb.test"\napi_key = "{API_KEY}"\n')
     assert_one_line_error(Cli(config)("submit", "Hi"), "no model", "--model")
     assert not route.called
+
+
+def test_a_refusal_within_the_role_gets_no_advice_to_change_role(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    """A priority over the key's ceiling is a 403 of a USER key: "use a USER key" would mislead."""
+    message = "priority 5 is above this API key's max_priority of 0"
+    server.post("/v1/chat/completions").respond(
+        403, json=error_body(message, "permission_error", code="priority_above_ceiling")
+    )
+    result = cli("submit", "Hi", "--priority", "5")
+    assert_one_line_error(result, message)
+    assert "USER or ADMIN" not in result.stderr
+
+
+def test_a_key_of_the_wrong_role_is_told_which_roles_may(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    message = "a node key may not call this endpoint (allowed roles: admin, user)"
+    server.post("/v1/chat/completions").respond(
+        403, json=error_body(message, "permission_error", code="insufficient_role")
+    )
+    result = cli("submit", "Hi")
+    assert_one_line_error(result, message, "use a USER or ADMIN key")
+
+
+def test_a_server_that_is_not_openbeepboop_is_named_as_the_likely_cause(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    """An LLM backend answers a submit with a chat.completion, not a job."""
+    server.post("/v1/chat/completions").respond(200, json=completion_body())
+    result = cli("submit", "Hi")
+    assert_one_line_error(result, "wire contract", "is server_url the address of an OpenBeepBoop")

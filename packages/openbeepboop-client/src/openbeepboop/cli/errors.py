@@ -11,11 +11,16 @@ from openbeepboop_schemas import PollEntry
 
 from openbeepboop._exceptions import (
     APIConnectionError,
+    APIResponseValidationError,
     APITimeoutError,
     AuthenticationError,
     OpenBeepBoopError,
     PermissionDeniedError,
 )
+
+#: The server's code for a key whose role may not call an endpoint (other 403s
+#: are refusals within the role: a priority ceiling, a model outside the key's scope).
+INSUFFICIENT_ROLE = "insufficient_role"
 
 
 def describe(exc: BaseException) -> str:
@@ -32,8 +37,10 @@ def describe(exc: BaseException) -> str:
             f"the server rejected the API key ({exc}); check api_key in "
             "client_config.toml or OPENBEEPBOOP_API_KEY"
         )
-    elif isinstance(exc, PermissionDeniedError):
+    elif isinstance(exc, PermissionDeniedError) and exc.code == INSUFFICIENT_ROLE:
         text = f"this API key may not do that ({exc}); use a USER or ADMIN key"
+    elif isinstance(exc, APIResponseValidationError):
+        text = f"{exc} (is server_url the address of an OpenBeepBoop queue server?)"
     elif isinstance(exc, OSError):
         text = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
     else:
