@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 from fake_queue import DROP, LoopbackServer, Received, Reply, always
+from openbeepboop_node import queue_client
 from openbeepboop_node.exceptions import KeyRejectedError, ServerUnavailableError
 from openbeepboop_node.queue_client import QueueClient
+from openbeepboop_schemas import LeaseRef
 
 KEY = "sk-" + "q" * 40
 FETCH = "/internal/queue/fetch"
@@ -138,3 +141,43 @@ async def test_when_every_url_fails_the_call_fails_with_the_last_reason(
     assert await client.fetch(["m"], 1, 0) == []
     assert len(first.received) == 2
     assert len(second.received) == 1
+
+
+async def test_a_heartbeat_leaves_a_hung_replica_while_the_leases_still_hold(
+    second: LoopbackServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica that takes the call and never answers (stopped, frozen) is left after a
+    share of the lease, not after the connect and read allowance (45 s by default): the
+    other replica extends the leases before they expire."""
+    monkeypatch.setattr(queue_client, "MIN_LEASE_EXCHANGE_SECONDS", 0.2, raising=False)
+    lease = {
+        "job_id": "job-1",
+        "lease_token": "tok",
+        "lease_expires_at": 1e10,
+        "lease_seconds": 2.0,
+        "attempt": 1,
+        "model": "m",
+        "request": {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    }
+    let_go = threading.Event()
+
+    def answer_then_hang(request: Received) -> Reply:
+        if request.path == FETCH:
+            return Reply(200, [lease])
+        let_go.wait(60)
+        return Reply(200, {})
+
+    second.respond = always(Reply(200, {"lease_seconds": 2.0, "extended": ["job-1"]}))
+    with LoopbackServer(answer_then_hang) as hung:
+        # A node's own long-poll wait: every read may take it, plus the margin (40 s).
+        queue = QueueClient([hung.url, second.url], KEY, "node-1", fetch_wait=25)
+        try:
+            [held] = await queue.fetch(["m"], 1, 0)
+            ref = LeaseRef(job_id=held.job_id, lease_token=held.lease_token)
+            # Without the lease's bound this waits 40 s for the hung replica.
+            beat = await asyncio.wait_for(queue.heartbeat([ref]), timeout=10)
+        finally:
+            let_go.set()
+            await queue.aclose()
+    assert beat.extended == ["job-1"]
+    assert queue.server_url == second.url

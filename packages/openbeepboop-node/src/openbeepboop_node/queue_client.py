@@ -76,6 +76,16 @@ READ_TIMEOUT_MARGIN_SECONDS = 15.0
 #: request down a connection the server has just closed.
 KEEPALIVE_SECONDS = 4.0
 
+#: A heartbeat or delivery gives up on a replica after this share of the lease
+#: (and at least :data:`MIN_LEASE_EXCHANGE_SECONDS`) instead of the full connect
+#: and read allowance: a replica that accepts connections and never answers
+#: (stopped, frozen, in a long pause) must not hold a node's leases until they
+#: expire while another replica would take the heartbeat (docs/node.md).
+LEASE_EXCHANGE_SHARE = 0.25
+MIN_LEASE_EXCHANGE_SECONDS = 5.0
+#: The calls that keep or end held leases.
+_LEASE_PATHS = frozenset({HEARTBEAT_PATH, QUEUE_SUBMIT_PATH})
+
 #: Answers that mean "this replica is gone, another may answer" (from a proxy in front).
 FAILOVER_STATUSES = frozenset({502, 503, 504})
 
@@ -168,6 +178,8 @@ class QueueClient:
         #: The largest lease a fetch answer may hold (answer_bounds.py).
         self.max_lease_bytes = max_lease_bytes
         self._proxies = {url: proxy_for(url) for url in self.servers.urls}
+        #: The lease length of the last leases fetched (the server's ``lease_seconds``).
+        self._lease_seconds: float | None = None
         # Made on first use: an aiohttp session belongs to the running event loop.
         self._session: aiohttp.ClientSession | None = None
 
@@ -237,6 +249,8 @@ class QueueClient:
             answer = await asyncio.to_thread(self._parse, response, read)
         else:
             answer = self._parse(response, read)
+        if answer.leases:
+            self._lease_seconds = min(lease.lease_seconds for lease in answer.leases)
         if refuse is not None:
             for unreadable in answer.unreadable:
                 refuse(unreadable)
@@ -304,12 +318,25 @@ class QueueClient:
         assert failure is not None  # the pool holds at least one URL
         raise failure
 
+    def _fixed_allowance(self, path: str) -> float:
+        """Seconds an exchange may take besides its long-poll wait and its body's transfer.
+
+        The connect timeout and the read margin, or for a heartbeat or a
+        delivery at most :data:`LEASE_EXCHANGE_SHARE` of the lease: past that,
+        the next replica gets the call while the leases still hold.
+        """
+        fixed = self.connect_timeout + self.read_margin
+        if path in _LEASE_PATHS and self._lease_seconds is not None:
+            bound = max(MIN_LEASE_EXCHANGE_SECONDS, LEASE_EXCHANGE_SHARE * self._lease_seconds)
+            fixed = min(fixed, bound)
+        return fixed
+
     async def _post_to(self, server: str, path: str, data: str, wait: float, cap: int) -> Answer:
         url = server + path
         loop = asyncio.get_running_loop()
         # The whole exchange, not only each read (answer_bounds.py): a server
         # trickling its answer a byte at a time is cut off here.
-        allowed = self.connect_timeout + wait + self.read_margin + transfer_seconds(len(data))
+        allowed = self._fixed_allowance(path) + wait + transfer_seconds(len(data))
         started = loop.time()
         deadline = Deadline(started + allowed)
         try:
