@@ -263,3 +263,25 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     line = _one_error_line(result)
     assert "database" in line.lower()
     assert not (tmp_path / "c.toml").exists()
+
+
+def test_a_setup_that_loses_the_race_for_an_empty_database_issues_no_key(
+    paths: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two setups on one empty database both find it empty; the one that waited for the
+    migration lock finds it made by the other, and refuses instead of a second admin key."""
+    config, url = paths
+    first = _setup(CliRunner(), "--config", str(config), "--database-url", url, "--non-interactive")
+    assert first.exit_code == 0, first.output
+    # The second looked before the first had migrated: it saw an empty database.
+    monkeypatch.setattr(setup, "inspect_database", lambda url: setup.DatabaseState((), None))
+    other = tmp_path / "other.toml"
+    raced = _setup(CliRunner(), "--config", str(other), "--database-url", url, "--non-interactive")
+    line = _one_error_line(raced)
+    assert "another setup created this database" in line and "--force" in line
+    assert not other.exists()
+    db = Database.connect(url)
+    try:
+        assert [info.name for info in KeyService(db).list()] == ["admin"]
+    finally:
+        db.dispose()

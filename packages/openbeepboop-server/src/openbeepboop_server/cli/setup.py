@@ -246,7 +246,14 @@ def setup(
     if database_file is not None:
         database_file.parent.mkdir(parents=True, exist_ok=True)
 
-    upgrade_to_head(url)
+    applied = upgrade_to_head(url)
+    if state.empty and not applied:
+        # Empty when looked at, yet another process migrated it while this one
+        # waited for the migration lock: another setup made this database.
+        raise click.ClickException(
+            "another setup created this database at the same time; nothing was written "
+            "here (run setup again with --force to keep it and issue another admin key)"
+        )
     if database_file is not None and state.empty:
         # Jobs and key digests are nobody else's business.
         database_file.chmod(0o600)
