@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from openbeepboop_schemas import BULK_SUBMIT_PATH, CONTRACT_MODELS
+from openbeepboop_schemas import BULK_SUBMIT_PATH, CONTRACT_MODELS, OPENAI_CHAT_COMPLETIONS_PATH
 from openbeepboop_server.openapi import contract_components
 from starlette.testclient import TestClient
 
@@ -153,3 +153,9 @@ def test_submit_documents_idempotency_key(document: dict[str, Any]) -> None:
     for path in ("/v1/chat/completions", BULK_SUBMIT_PATH):
         names = [p["name"] for p in document["paths"][path]["post"]["parameters"]]
         assert "Idempotency-Key" in names
+
+
+def test_sync_chat_documents_a_backends_refusal(document: dict[str, Any]) -> None:
+    """A backend refusing the node's credentials is a 502 (not the caller's 401/403)."""
+    responses = document["paths"][OPENAI_CHAT_COMPLETIONS_PATH]["post"]["responses"]
+    assert {"400", "401", "403", "502", "504"} <= set(responses)

@@ -30,14 +30,16 @@ from openbeepboop_server.queue.batches import (
     NotCancellableError,
 )
 
-_WINDOW = re.compile(r"(\d+(?:\.\d+)?)([hms])")
+#: The schema's window (``COMPLETION_WINDOW_PATTERN``: ASCII digits, a unit,
+#: nothing around them), with groups for the number and the unit.
+_WINDOW = re.compile(r"([0-9]+(?:\.[0-9]+)?)([hms])")
 _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 DEFAULT_BATCH_PAGE = 20
 
 
 def window_seconds(window: str, limits: OpenAISection) -> float:
     """``completion_window`` in seconds, or a ``400`` saying what is accepted."""
-    match = _WINDOW.fullmatch(window.strip())
+    match = _WINDOW.fullmatch(window)
     seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
     low, high = limits.min_completion_window_seconds, limits.max_completion_window_seconds
     if seconds is None or not low <= seconds <= high:

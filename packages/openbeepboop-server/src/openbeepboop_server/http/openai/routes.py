@@ -42,7 +42,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         USERS,
         response=component("ChatCompletion"),
         documented_body=("application/json", component("ChatCompletionRequest")),
-        errors=(404, 409, 429, 500, 503, 504),
+        errors=(404, 409, 429, 500, 502, 503, 504),
         tag=TAG,
         description=(
             "Queues the request as an ordinary job of the key and answers `200` with the "
