@@ -1,8 +1,12 @@
 """What ``setup`` and ``check`` verify: the server takes the key, each backend answers.
 
-- **server**: a heartbeat naming no lease, with the node's id and key: it
-  needs the NODE (or ADMIN) role like every node call, claims nothing and
-  changes no job. The server notes the node id as seen (with no models).
+- **server**: a lease watch (``wait`` 0) naming a lease no node holds, with
+  the node's id and key: it needs the NODE (or ADMIN) role like every node
+  call, and the server only reads (the lease comes back ``lost``). Not a
+  heartbeat or a fetch: those record the node id as seen, so a setup that
+  failed, or a node set up but not running, would be listed and counted
+  online. Only a server older than the lease watch (its ``404``) gets the
+  heartbeat naming no lease that setup used to send.
 - **backend**, one per ``[[models]]`` entry: its model list
   (:func:`~openbeepboop_node.backends.list_models`: Ollama's ``/api/tags``,
   an OpenAI-compatible ``/models``). No connection, or a 401/403 (the
@@ -21,6 +25,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
+from openbeepboop_schemas import LeaseRef
+
 from openbeepboop_node.backends import Backend, backend_for, list_models, open_session
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.exceptions import (
@@ -37,6 +43,10 @@ from openbeepboop_node.queue_client import QueueClient
 FailureKind = Literal["config", "server", "key", "backend"]
 #: How many listed model names a result line shows.
 SHOWN_MODELS = 5
+#: A server older than the lease watch answers it 404.
+NOT_FOUND = 404
+#: The lease the server check watches: no node holds it, so the server answers it lost.
+PROBE_LEASE = LeaseRef(job_id="job-node-check", lease_token="node-check")  # noqa: S106
 
 
 @dataclass(frozen=True)
@@ -74,7 +84,7 @@ async def check_server(
     )
     name = "server" if len(config.all_server_urls()) == 1 else f"server {url}"
     try:
-        await client.heartbeat([], None)
+        await _take_key(client)
     except ServerUnavailableError as exc:
         return CheckResult(name, False, f"{url} unreachable: {exc}", "server")
     except KeyRejectedError as exc:
@@ -83,7 +93,17 @@ async def check_server(
         return CheckResult(name, False, str(exc), "config")
     finally:
         await client.aclose()
-    return CheckResult(name, True, f"{url} takes the node key as {config.node_id}")
+    return CheckResult(name, True, f"{url} takes the node key")
+
+
+async def _take_key(client: QueueClient) -> None:
+    """One node call that records nothing; a heartbeat only on a server without the watch."""
+    try:
+        await client.watch_leases([PROBE_LEASE], 0.0)
+    except ServerRequestError as exc:
+        if exc.status_code != NOT_FOUND:
+            raise
+        await client.heartbeat([], None)
 
 
 async def check_backend(backend: Backend) -> CheckResult:

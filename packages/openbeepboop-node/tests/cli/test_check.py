@@ -70,16 +70,26 @@ def test_check_passes_when_server_key_and_backend_answer(
     lines = out.splitlines()
     assert [line.split()[0] for line in lines] == ["ok", "ok", "ok"]
     assert "lists 1 model(s): standin-model" in lines[2]
-    assert fake.heartbeats == [
+    # A lease watch, which the server only reads: a heartbeat or a fetch
+    # would record the node as seen, running or not.
+    assert fake.watches == [
         {
             "node_id": "checked-node",
-            "leases": [],
-            "models": None,
-            "version": fake.heartbeats[0]["version"],
+            "leases": [{"job_id": "job-node-check", "lease_token": "node-check"}],
+            "wait": 0.0,
         }
     ]
-    assert fake.fetches == []  # nothing claimed
+    assert fake.heartbeats == [] and fake.fetches == []
     assert NODE_KEY not in out + err and PROVIDER_KEY not in out + err
+
+
+def test_check_falls_back_to_a_heartbeat_on_a_server_without_the_lease_watch(
+    live_config: Path, fake: FakeQueue
+) -> None:
+    fake.watch_status = 404  # with the server's envelope: an older OpenBeepBoop server
+    code, out, err = invoke("check", "--config", str(live_config))
+    assert code == 0, out + err
+    assert [hb["leases"] for hb in fake.heartbeats] == [[]]
 
 
 def test_check_names_a_dead_backend_and_exits_with_its_status(
@@ -122,7 +132,7 @@ SETUP = ["setup", "--non-interactive", "--api-key", NODE_KEY, "--node-id", "set-
 
 
 def test_setup_refuses_to_write_a_config_whose_backend_is_dead(
-    tmp_path: Path, served: FakeQueueServer
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer
 ) -> None:
     path = tmp_path / "node.toml"
     dead = closed_url()
@@ -134,6 +144,8 @@ def test_setup_refuses_to_write_a_config_whose_backend_is_dead(
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert err.startswith(f"openbeepboop-node: error: model m: backend unreachable: {dead}")
     assert "nothing written" in err
+    # The server check took the key without a call that records a node.
+    assert len(fake.watches) == 1 and fake.heartbeats == [] and fake.fetches == []
 
     code, out, err = invoke(*args, "--no-check")
     assert code == 0, err
