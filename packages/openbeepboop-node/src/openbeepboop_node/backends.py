@@ -30,6 +30,7 @@ from openbeepboop_schemas import ANY_MODEL
 
 from openbeepboop_node.config import ModelConfig
 from openbeepboop_node.exceptions import BackendUnreachableError
+from openbeepboop_node.failure_causes import unreachable_reason
 from openbeepboop_node.queue_client import default_ssl_context, proxy_for
 
 #: How long one probe or check may take in all (connect and answer).
@@ -148,7 +149,7 @@ async def get(
     except asyncio.TimeoutError as exc:  # aiohttp's connect and total timeouts
         raise BackendUnreachableError(f"{url}: no answer in time") from exc
     except aiohttp.ClientError as exc:
-        raise BackendUnreachableError(f"{url}: {exc or type(exc).__name__}") from exc
+        raise BackendUnreachableError(f"{url}: {unreachable_reason(exc)}") from exc
 
 
 async def probe(session: aiohttp.ClientSession, backend: Backend) -> None:

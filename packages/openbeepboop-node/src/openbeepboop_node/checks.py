@@ -86,7 +86,7 @@ async def check_server(
     try:
         await _take_key(client)
     except ServerUnavailableError as exc:
-        return CheckResult(name, False, f"{url} unreachable: {exc}", "server")
+        return CheckResult(name, False, str(exc), "server")
     except KeyRejectedError as exc:
         return CheckResult(name, False, str(exc), "key")
     except ServerRequestError as exc:

@@ -9,11 +9,19 @@ request before any network. The underlying exceptions in the chain
 (``__cause__`` / ``__context__``) do say: :func:`connection_failure` (no
 connection was made: the backend is down, not the job's fault) and
 :func:`local_failure` (raised before any network: the request's own fault).
+
+:func:`unreachable_reason` puts any failed connection (to a backend or to
+the queue server) in a few words: aiohttp's own text shows its internals
+(``Cannot connect to host h:p ssl:default [...]``, or the repr of an
+``SSLContext``), which tell an operator nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import re
 import socket
 import ssl
 
@@ -67,7 +75,7 @@ def connection_failure(exc: BaseException) -> str | None:
             found = current
     if found is None:
         return None
-    return str(found) or type(found).__name__
+    return unreachable_reason(found)
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
@@ -104,3 +112,73 @@ def local_failure(exc: BaseException) -> bool:
         ):
             return False
     return bool(causes)
+
+
+#: Connection errnos in the words an operator expects; others get ``os.strerror``.
+_ERRNO_REASONS = {
+    errno.ECONNREFUSED: "connection refused",
+    errno.ECONNRESET: "connection reset",
+    errno.ETIMEDOUT: "connection timed out",
+    errno.EHOSTUNREACH: "no route to host",
+    errno.ENETUNREACH: "network unreachable",
+}
+#: The errnos inside asyncio's "Multiple exceptions: [Errno 111] ..., [Errno 111] ...".
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (\d+)\]")
+#: TLS answered by a server speaking plain HTTP (OpenSSL's reason for it).
+_PLAIN_HTTP_REASONS = frozenset({"WRONG_VERSION_NUMBER", "RECORD_LAYER_FAILURE"})
+
+
+def unreachable_reason(exc: BaseException) -> str:
+    """Why a connection failed, in a few words: "connection refused", "host name not resolved"...
+
+    Read from ``exc`` and its chain of causes, the first one that says.
+    """
+    for current in [exc, *_causes(exc)]:
+        reason = _reason_of(current)
+        if reason is not None:
+            return reason
+    return type(exc).__name__
+
+
+def _reason_of(exc: BaseException) -> str | None:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return _certificate_reason(exc.certificate_error)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return _certificate_reason(exc)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy answered {exc.status}"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return f"cannot reach the proxy ({_reason_of(exc.os_error) or 'no connection'})"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return _reason_of(exc.os_error) or "no connection"
+    if isinstance(exc, ssl.SSLError):
+        reason = exc.reason or exc.strerror or type(exc).__name__
+        if reason in _PLAIN_HTTP_REASONS:
+            return f"TLS failure ({reason}: the server may speak plain HTTP; try http://)"
+        return f"TLS failure ({reason})"
+    if isinstance(exc, socket.gaierror):
+        return "host name not resolved"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection without answering"
+    if isinstance(exc, (aiohttp.ConnectionTimeoutError, asyncio.TimeoutError, TimeoutError)):
+        return "connection timed out"
+    if isinstance(exc, aiohttp.InvalidURL):
+        return "not a valid http(s) URL"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the answer broke off"
+    if isinstance(exc, OSError):
+        return _errno_reason(exc)
+    return None
+
+
+def _certificate_reason(exc: BaseException) -> str:
+    detail = getattr(exc, "verify_message", None) or getattr(exc, "reason", None)
+    return f"TLS certificate not accepted ({detail})" if detail else "TLS certificate not accepted"
+
+
+def _errno_reason(exc: OSError) -> str:
+    numbers = {exc.errno} if exc.errno else {int(n) for n in _ERRNO_IN_TEXT.findall(str(exc))}
+    if len(numbers) == 1:
+        number = numbers.pop()
+        return _ERRNO_REASONS.get(number) or os.strerror(number).lower()
+    return exc.strerror.lower() if exc.strerror else type(exc).__name__

@@ -331,7 +331,8 @@ class Inference:
         except Exception as exc:
             unreachable = connection_failure(exc)
             if unreachable is not None:
-                raise BackendUnreachableError(unreachable) from exc
+                where = route.api_base or route.litellm_model
+                raise BackendUnreachableError(f"cannot connect to {where}: {unreachable}") from exc
             logger.debug("job %s: the LLM call failed", job_id or "-", exc_info=True)
             secrets = (route.api_key,) if route.api_key else ()
             endpoints = (route.api_base,) if route.api_base else ()

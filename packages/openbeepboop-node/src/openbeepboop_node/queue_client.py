@@ -64,6 +64,7 @@ from openbeepboop_node.exceptions import (
     ServerRequestError,
     ServerUnavailableError,
 )
+from openbeepboop_node.failure_causes import unreachable_reason
 from openbeepboop_node.fetch_answer import read_fetch_answer
 from openbeepboop_node.server_pool import DEFAULT_FAILBACK_SECONDS, ServerPool
 
@@ -115,10 +116,14 @@ def _seconds(value: str | None) -> float | None:
 
 
 def _error_message(answer: Answer) -> str:
+    """The server's message; for another service's answer, one line of it (never a page of HTML)."""
     try:
         return ErrorEnvelope.model_validate_json(answer.body).error.message
     except ValidationError:
-        return answer.body[:200].decode("utf-8", "replace") or answer.reason
+        text = " ".join(answer.body[:200].decode("utf-8", "replace").split())
+        if not text or text.startswith("<"):
+            return answer.reason or f"HTTP {answer.status}"
+        return text
 
 
 def proxy_for(url: str) -> str | None:
@@ -369,9 +374,8 @@ class QueueClient:
                 )
             ) from exc
         except aiohttp.ClientError as exc:
-            reason = str(exc) or type(exc).__name__
             raise _FailoverError(
-                ServerUnavailableError(f"cannot connect to {server}: {reason}")
+                ServerUnavailableError(f"cannot connect to {server}: {unreachable_reason(exc)}")
             ) from exc
         status = answer.status
         if status < 400:
@@ -389,5 +393,7 @@ class QueueClient:
                 )
             )
         if status in (408, 429) or status >= 500:
-            raise ServerUnavailableError(f"server answered {status}: {message}", answer.retry_after)
+            raise ServerUnavailableError(
+                f"server {server} answered {status}: {message}", answer.retry_after
+            )
         raise ServerRequestError(f"server refused {path} ({status}): {message}", status, message)

@@ -1,0 +1,93 @@
+"""What the node says when it cannot reach its queue server or a backend: a URL and a reason.
+
+aiohttp's own text (``Cannot connect to host 127.0.0.1:9 ssl:default [...]``,
+or an ``SSLContext``'s repr) names its internals; an operator gets "connection
+refused", "host name not resolved", "TLS failure ..." instead.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+
+import aiohttp
+import pytest
+from aiohttp.client_reqrep import ConnectionKey
+from fake_queue import LoopbackServer, Reply, always
+from openbeepboop_node.exceptions import ServerUnavailableError
+from openbeepboop_node.failure_causes import unreachable_reason
+from openbeepboop_node.queue_client import QueueClient
+
+KEY = "sk-" + "u" * 40
+KEY_OF_CONNECTION = ConnectionKey("gpu.example", 8000, False, True, None, None, None)
+
+
+def connector_error(os_error: OSError) -> aiohttp.ClientConnectorError:
+    return aiohttp.ClientConnectorError(KEY_OF_CONNECTION, os_error)
+
+
+@pytest.mark.parametrize(
+    ("error", "reason"),
+    [
+        (connector_error(ConnectionRefusedError(111, "Connect call failed")), "connection refused"),
+        (
+            connector_error(socket.gaierror(-2, "Name or service not known")),
+            "host name not resolved",
+        ),
+        (
+            connector_error(
+                OSError(
+                    "Multiple exceptions: [Errno 111] Connect call failed ('::1', 11434, 0, 0), "
+                    "[Errno 111] Connect call failed ('127.0.0.1', 11434)"
+                )
+            ),
+            "connection refused",
+        ),
+        (connector_error(OSError(113, "No route to host")), "no route to host"),
+        (aiohttp.ServerDisconnectedError(), "the server closed the connection without answering"),
+        (aiohttp.ConnectionTimeoutError(), "connection timed out"),
+    ],
+)
+def test_each_failure_reads_as_a_reason(error: BaseException, reason: str) -> None:
+    assert unreachable_reason(error) == reason
+
+
+def test_a_certificate_failure_says_so() -> None:
+    refused = ssl.SSLCertVerificationError(1, "certificate verify failed")
+    refused.verify_message = "self-signed certificate"
+    error = aiohttp.ClientConnectorCertificateError(KEY_OF_CONNECTION, refused)
+    assert unreachable_reason(error) == "TLS certificate not accepted (self-signed certificate)"
+
+
+@pytest.fixture
+def plain_http() -> Iterator[LoopbackServer]:
+    with LoopbackServer(always(Reply(200, []))) as server:
+        yield server
+
+
+async def test_https_to_a_plain_http_server_is_a_tls_failure_not_aiohttp_internals(
+    plain_http: LoopbackServer,
+) -> None:
+    url = plain_http.url.replace("http://", "https://")
+    client = QueueClient(url, KEY, "node-1")
+    try:
+        with pytest.raises(ServerUnavailableError) as caught:
+            await client.fetch(["m"], 1, 0)
+    finally:
+        await client.aclose()
+    message = str(caught.value)
+    assert message.startswith(f"cannot connect to {url}: TLS failure (")
+    assert "ssl:" not in message and "SSLContext" not in message and "\n" not in message
+
+
+async def test_a_refused_connection_names_the_url_and_the_reason() -> None:
+    with LoopbackServer(always(Reply(200, []))) as gone:
+        url = gone.url
+    client = QueueClient(url, KEY, "node-1")
+    try:
+        with pytest.raises(ServerUnavailableError) as caught:
+            await client.fetch(["m"], 1, 0)
+    finally:
+        await client.aclose()
+    assert str(caught.value) == f"cannot connect to {url}: connection refused"
