@@ -40,13 +40,9 @@ WINDOW = 3600.0
 
 
 @pytest.fixture
-def keyring(any_db: Database, clock: FakeClock) -> KeyService:
-    return KeyService(any_db, clock=clock)
-
-
-@pytest.fixture
-def svc(any_db: Database, policy: QueuePolicy, clock: FakeClock) -> QueueService:
-    return QueueService(any_db, policy, clock=clock)
+def db(any_db: Database) -> Database:
+    """The queue folder's services (``keys``, ``queue``) on both backends."""
+    return any_db
 
 
 def _caller(keys: KeyService, name: str, **settings: object) -> Caller:
@@ -97,13 +93,13 @@ def _running(db: Database, clock: FakeClock, owner: Caller, lines: int) -> tuple
     return service, batch_id
 
 
-def _run_all(svc: QueueService, node: Caller, lines: int) -> None:
-    leases = svc.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=lines))
+def _run_all(queue: QueueService, node: Caller, lines: int) -> None:
+    leases = queue.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=lines))
     outcomes = [
         ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=completion())
         for lease in leases
     ]
-    svc.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=outcomes))
+    queue.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=outcomes))
 
 
 def _outputs(db: Database, batch_id: str) -> list[str]:
@@ -123,9 +119,9 @@ def _outputs(db: Database, batch_id: str) -> list[str]:
 
 
 def test_lines_of_a_validating_batch_count_against_max_queued(
-    any_db: Database, clock: FakeClock, keyring: KeyService
+    any_db: Database, clock: FakeClock, keys: KeyService
 ) -> None:
-    owner = _caller(keyring, "capped", max_queued=100)
+    owner = _caller(keys, "capped", max_queued=100)
     service = BatchService(any_db, QueuePolicy(), clock=clock)
     first = _create(service, owner, _upload(any_db, clock, owner, 60))
     with pytest.raises(QuotaExceeded, match="it has 60") as refused:
@@ -141,9 +137,9 @@ def test_lines_of_a_validating_batch_count_against_max_queued(
 
 
 def test_concurrent_creates_cannot_pass_max_queued_together(
-    any_db: Database, clock: FakeClock, keyring: KeyService
+    any_db: Database, clock: FakeClock, keys: KeyService
 ) -> None:
-    owner = _caller(keyring, "capped", max_queued=100)
+    owner = _caller(keys, "capped", max_queued=100)
     inputs = [_upload(any_db, clock, owner, 60) for _ in range(4)]
     start = threading.Barrier(len(inputs))
     outcomes: list[str] = []
@@ -169,10 +165,10 @@ def test_concurrent_creates_cannot_pass_max_queued_together(
 
 
 def test_a_create_repeated_with_its_key_answers_the_first_batch(
-    any_db: Database, clock: FakeClock, keyring: KeyService
+    any_db: Database, clock: FakeClock, keys: KeyService
 ) -> None:
-    owner = _caller(keyring, "alice", max_queued=10)
-    other = _caller(keyring, "bob")
+    owner = _caller(keys, "alice", max_queued=10)
+    other = _caller(keys, "bob")
     service = BatchService(any_db, QueuePolicy(), clock=clock)
     file_id = _upload(any_db, clock, owner, 6)
     first = _create(service, owner, file_id, idempotency_key="k1", request_hash="h1")
@@ -187,9 +183,9 @@ def test_a_create_repeated_with_its_key_answers_the_first_batch(
 
 
 def test_concurrent_creates_with_one_key_make_one_batch(
-    any_db: Database, clock: FakeClock, keyring: KeyService
+    any_db: Database, clock: FakeClock, keys: KeyService
 ) -> None:
-    owner = _caller(keyring, "alice")
+    owner = _caller(keys, "alice")
     file_id = _upload(any_db, clock, owner, 3)
     start = threading.Barrier(4)
     answers: list[str] = []
@@ -213,13 +209,13 @@ def test_concurrent_creates_with_one_key_make_one_batch(
 
 
 def test_an_output_file_is_refused_as_input_at_create(
-    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+    any_db: Database, clock: FakeClock, keys: KeyService, queue: QueueService
 ) -> None:
-    owner = _caller(keyring, "alice")
-    node = _caller(keyring, "gpu")
+    owner = _caller(keys, "alice")
+    node = _caller(keys, "gpu")
     node = Caller(key_id=node.key_id, key_name="gpu", role=Role.NODE)
     service, batch_id = _running(any_db, clock, owner, 2)
-    _run_all(svc, node, 2)
+    _run_all(queue, node, 2)
     service.advance()
     done = service.get(owner, batch_id)
     assert done is not None and done.output_file_id is not None
@@ -229,13 +225,13 @@ def test_an_output_file_is_refused_as_input_at_create(
 
 
 def test_a_cancel_wins_over_the_window_elapsing(
-    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+    any_db: Database, clock: FakeClock, keys: KeyService, queue: QueueService
 ) -> None:
-    owner = _caller(keyring, "alice")
-    node = Caller(key_id=_caller(keyring, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    owner = _caller(keys, "alice")
+    node = Caller(key_id=_caller(keys, "gpu").key_id, key_name="gpu", role=Role.NODE)
     service, batch_id = _running(any_db, clock, owner, 3)
     # One line runs and stays running, so the cancel waits for it ...
-    svc.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=1))
+    queue.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=1))
     cancelling, _ = service.cancel(owner, batch_id)
     assert cancelling is not None and cancelling.status == "cancelling"
     # ... until the window elapses.
@@ -257,12 +253,12 @@ def _stored(db: Database, clock: FakeClock, owner: Caller, batch: Any) -> Any:
 
 
 def test_cancelling_a_batch_that_ended_is_refused_and_a_repeated_cancel_is_answered(
-    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+    any_db: Database, clock: FakeClock, keys: KeyService, queue: QueueService
 ) -> None:
-    owner = _caller(keyring, "alice")
-    node = Caller(key_id=_caller(keyring, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    owner = _caller(keys, "alice")
+    node = Caller(key_id=_caller(keys, "gpu").key_id, key_name="gpu", role=Role.NODE)
     service, done = _running(any_db, clock, owner, 1)
-    _run_all(svc, node, 1)
+    _run_all(queue, node, 1)
     service.advance()
     with pytest.raises(NotCancellableError, match="is completed"):
         service.cancel(owner, done)
@@ -278,18 +274,18 @@ def test_cancelling_a_batch_that_ended_is_refused_and_a_repeated_cancel_is_answe
 
 
 def _finished(
-    any_db: Database, clock: FakeClock, keyring: KeyService, svc: QueueService
+    any_db: Database, clock: FakeClock, keys: KeyService, queue: QueueService
 ) -> tuple[Caller, str]:
     """A batch whose every line ended: one line succeeded, one was cancelled."""
-    owner = _caller(keyring, "alice")
-    node = Caller(key_id=_caller(keyring, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    owner = _caller(keys, "alice")
+    node = Caller(key_id=_caller(keys, "gpu").key_id, key_name="gpu", role=Role.NODE)
     service, batch_id = _running(any_db, clock, owner, 2)
-    lease = svc.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=1))
+    lease = queue.claim(node, FetchRequest(node_id="gpu-1", models=["m"], max_jobs=1))
     service.cancel(owner, batch_id)
     outcome = ResultOutcome(
         job_id=lease[0].job_id, lease_token=lease[0].lease_token, result=completion()
     )
-    svc.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=[outcome]))
+    queue.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=[outcome]))
     return owner, batch_id
 
 
@@ -303,11 +299,11 @@ def _assert_one_of_each(db: Database, clock: FakeClock, owner: Caller, batch_id:
 def test_two_drivers_finalising_at_once_leave_one_output_and_one_error_file(
     any_db: Database,
     clock: FakeClock,
-    keyring: KeyService,
-    svc: QueueService,
+    keys: KeyService,
+    queue: QueueService,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    owner, batch_id = _finished(any_db, clock, keyring, svc)
+    owner, batch_id = _finished(any_db, clock, keys, queue)
     first = BatchService(any_db, QueuePolicy(), clock=clock)
     second = BatchService(any_db, QueuePolicy(), clock=clock)
     real_store: Callable[..., str] = first._store
@@ -329,11 +325,11 @@ def test_two_drivers_finalising_at_once_leave_one_output_and_one_error_file(
 def test_a_finalisation_cut_short_after_storing_its_files_leaves_no_orphan(
     any_db: Database,
     clock: FakeClock,
-    keyring: KeyService,
-    svc: QueueService,
+    keys: KeyService,
+    queue: QueueService,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    owner, batch_id = _finished(any_db, clock, keyring, svc)
+    owner, batch_id = _finished(any_db, clock, keys, queue)
     crashed = BatchService(any_db, QueuePolicy(), clock=clock)
 
     def killed_before_the_move(*args: Any, **values: Any) -> bool:
