@@ -116,6 +116,21 @@ def entry_body(job_id: str, status: str = "QUEUED", **fields: object) -> dict:
     return body
 
 
+def batch_body(status: str, completed: int | None = None) -> dict:
+    """A server-side batch of two lines (both completed once ``completed``, by default)."""
+    done = completed if completed is not None else (2 if status == "completed" else 0)
+    return {
+        "id": "batch_1",
+        "object": "batch",
+        "endpoint": "/v1/chat/completions",
+        "input_file_id": "file-1",
+        "completion_window": "24h",
+        "status": status,
+        "created_at": 1_700_000_000,
+        "request_counts": {"total": 2, "completed": done, "failed": 0},
+    }
+
+
 def error_body(message: str, type_: str = "invalid_request_error", **fields: object) -> dict:
     return {"error": {"message": message, "type": type_, "param": None, "code": None, **fields}}
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import respx
-from conftest import Cli, assert_one_line_error, error_body
+from conftest import Cli, assert_one_line_error, batch_body, error_body
 from openbeepboop import Client
 from openbeepboop.cli import server_batch
 from openbeepboop_schemas import (
@@ -25,19 +25,6 @@ FILE = {
     "filename": "in.jsonl",
     "purpose": "batch",
 }
-
-
-def batch_body(status: str) -> dict:
-    return {
-        "id": "batch_1",
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-1",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": 1_700_000_000,
-        "request_counts": {"total": 2, "completed": 1, "failed": 0},
-    }
 
 
 @pytest.fixture
@@ -111,8 +98,8 @@ def test_a_followed_batch_that_did_not_complete_exits_1(
 ) -> None:
     server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).mock(
         side_effect=[
-            respx.MockResponse(200, json=batch_body("in_progress")),
-            respx.MockResponse(200, json=batch_body(status)),
+            respx.MockResponse(200, json=batch_body("in_progress", completed=1)),
+            respx.MockResponse(200, json=batch_body(status, completed=1)),
         ]
     )
     result = cli("batch", "status", "batch_1", "--wait")

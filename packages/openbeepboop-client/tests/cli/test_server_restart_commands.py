@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import respx
-from conftest import API_KEY, BASE_URL, Cli, assert_one_line_error
+from conftest import API_KEY, BASE_URL, Cli, assert_one_line_error, batch_body
 from openbeepboop import _constants
 from openbeepboop._config import write_config_file
 from openbeepboop.cli import server_batch, waiting
@@ -99,19 +99,6 @@ def test_results_without_wait_keeps_the_plain_retry_budget(
     server.stop()
     result = cli("results", str(ids))
     assert_one_line_error(result, "could not connect to the server")
-
-
-def batch_body(status: str) -> dict:
-    return {
-        "id": "batch_1",
-        "object": "batch",
-        "endpoint": "/v1/chat/completions",
-        "input_file_id": "file-1",
-        "completion_window": "24h",
-        "status": status,
-        "created_at": 1_700_000_000,
-        "request_counts": {"total": 2, "completed": 2 if status == "completed" else 0, "failed": 0},
-    }
 
 
 def test_batch_status_wait_rides_out_503s(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
