@@ -15,7 +15,11 @@ import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
 from fake_queue import LoopbackServer, Reply, always
-from openbeepboop_node.exceptions import ServerUnavailableError
+from openbeepboop_node.exceptions import (
+    NotAQueueServerError,
+    ServerRequestError,
+    ServerUnavailableError,
+)
 from openbeepboop_node.failure_causes import unreachable_reason
 from openbeepboop_node.queue_client import QueueClient
 
@@ -91,3 +95,43 @@ async def test_a_refused_connection_names_the_url_and_the_reason() -> None:
     finally:
         await client.aclose()
     assert str(caught.value) == f"cannot connect to {url}: connection refused"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        Reply(404, text="404 page not found"),  # an LLM backend, another web server
+        Reply(404, text="<html><body><h1>Not Found</h1></body></html>"),
+        Reply(501, text="<!DOCTYPE HTML>\n<html>\n<p>Unsupported method</p>\n</html>\n"),
+    ],
+)
+async def test_a_404_without_the_envelope_says_server_url_is_no_queue_server(
+    plain_http: LoopbackServer, reply: Reply
+) -> None:
+    plain_http.respond = always(reply)
+    client = QueueClient(plain_http.url, KEY, "node-1")
+    try:
+        with pytest.raises(NotAQueueServerError) as caught:
+            await client.fetch(["m"], 1, 0)
+    finally:
+        await client.aclose()
+    message = str(caught.value)
+    assert message.startswith(
+        f"server_url {plain_http.url} is not an OpenBeepBoop queue server: "
+        f"/internal/queue/fetch answered {reply.status}"
+    )
+    assert "\n" not in message and "<" not in message
+
+
+async def test_a_404_in_the_envelope_is_the_server_refusing_the_request(
+    plain_http: LoopbackServer,
+) -> None:
+    envelope = {"error": {"message": "no such thing", "type": "not_found_error"}}
+    plain_http.respond = always(Reply(404, envelope))
+    client = QueueClient(plain_http.url, KEY, "node-1")
+    try:
+        with pytest.raises(ServerRequestError, match="no such thing") as caught:
+            await client.fetch(["m"], 1, 0)
+    finally:
+        await client.aclose()
+    assert not isinstance(caught.value, NotAQueueServerError)

@@ -33,6 +33,7 @@ from openbeepboop_node.exceptions import (
     BackendUnreachableError,
     ConfigError,
     KeyRejectedError,
+    NotAQueueServerError,
     ServerRequestError,
     ServerUnavailableError,
 )
@@ -101,7 +102,7 @@ async def _take_key(client: QueueClient) -> None:
     try:
         await client.watch_leases([PROBE_LEASE], 0.0)
     except ServerRequestError as exc:
-        if exc.status_code != NOT_FOUND:
+        if exc.status_code != NOT_FOUND or isinstance(exc, NotAQueueServerError):
             raise
         await client.heartbeat([], None)
 

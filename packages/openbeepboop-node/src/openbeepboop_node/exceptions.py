@@ -7,6 +7,7 @@
     ├── ServerUnavailableError  the queue server cannot be reached now (retry later)
     ├── KeyRejectedError        the server answered 401/403: retrying will not help
     ├── ServerRequestError      the server refused a request as invalid (other 4xx)
+    │   └── NotAQueueServerError   server_url answers, but not as an OpenBeepBoop server
     ├── SpoolError              the local result spool cannot be opened or written
     ├── InferenceError          the LLM call failed; carries the wire NodeError
     └── BackendUnreachableError the model's own backend could not be connected to
@@ -56,6 +57,15 @@ class ServerRequestError(OpenBeepBoopNodeError):
         super().__init__(message)
         self.status_code = status_code
         self.detail = detail
+
+
+class NotAQueueServerError(ServerRequestError):
+    """A queue path answered 404 (or 405, 501) without the server's error envelope.
+
+    An OpenBeepBoop server answers every node path, and its errors always
+    carry the envelope; a bare 404 comes from something else at that URL (an
+    LLM backend, another web server, a proxy given the wrong path prefix).
+    """
 
 
 class SpoolError(OpenBeepBoopNodeError):

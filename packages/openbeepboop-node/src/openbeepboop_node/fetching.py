@@ -36,7 +36,11 @@ from openbeepboop_node.backend_health import BackendHealth
 from openbeepboop_node.backoff import Backoff, Connectivity
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.delivery import Deliverer
-from openbeepboop_node.exceptions import ServerRequestError, ServerUnavailableError
+from openbeepboop_node.exceptions import (
+    NotAQueueServerError,
+    ServerRequestError,
+    ServerUnavailableError,
+)
 from openbeepboop_node.prefetch import PrefetchSizer
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.running import JobRunner
@@ -253,6 +257,8 @@ class Fetcher:
             return None
         try:
             return call.result()
+        except NotAQueueServerError:
+            raise  # its message names server_url, the setting to check
         except ServerRequestError as exc:
             raise ServerRequestError(
                 f"{exc} (check node_id and models in the node config)", exc.status_code

@@ -61,6 +61,7 @@ from openbeepboop_node.answer_bounds import (
 )
 from openbeepboop_node.exceptions import (
     KeyRejectedError,
+    NotAQueueServerError,
     ServerRequestError,
     ServerUnavailableError,
 )
@@ -90,6 +91,9 @@ _LEASE_PATHS = frozenset({HEARTBEAT_PATH, QUEUE_SUBMIT_PATH})
 #: Answers that mean "this replica is gone, another may answer" (from a proxy in front).
 FAILOVER_STATUSES = frozenset({502, 503, 504})
 
+#: Answers to a node path that, without the error envelope, mean "no queue server here".
+NOT_A_QUEUE_STATUSES = frozenset({404, 405, 501})
+
 #: A fetch answer larger than this is parsed on a worker thread, off the event loop.
 OFF_LOOP_PARSE_BYTES = 256 * 1024
 
@@ -113,6 +117,14 @@ def _seconds(value: str | None) -> float | None:
         return float(value) if value is not None else None
     except ValueError:
         return None
+
+
+def _has_envelope(answer: Answer) -> bool:
+    try:
+        ErrorEnvelope.model_validate_json(answer.body)
+    except ValidationError:
+        return False
+    return True
 
 
 def _error_message(answer: Answer) -> str:
@@ -380,6 +392,14 @@ class QueueClient:
         status = answer.status
         if status < 400:
             return answer
+        if status in NOT_A_QUEUE_STATUSES and not _has_envelope(answer):
+            said = answer.reason or _error_message(answer)
+            raise NotAQueueServerError(
+                f"server_url {server} is not an OpenBeepBoop queue server: {path} answered "
+                f"{status} {said} without its error envelope (check server_url in the node "
+                "config: the queue server's address, with no path)",
+                status,
+            )
         message = _error_message(answer)
         if status in (401, 403):
             # 403: a wrong role, or a NODE key used outside its scope (models,

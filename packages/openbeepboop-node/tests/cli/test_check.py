@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import PROVIDER_KEY
-from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer, LoopbackServer, Reply, always
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import (
     EXIT_BACKEND_UNREACHABLE,
@@ -21,6 +21,7 @@ from openbeepboop_node.cli.errors import (
     EXIT_SERVER_UNREACHABLE,
 )
 from openbeepboop_node.config import NodeConfig, load_config, write_config
+from openbeepboop_schemas import LEASE_WATCH_PATH
 from openbeepboop_testkit.standin import StandinLLM
 
 
@@ -91,6 +92,20 @@ def test_check_falls_back_to_a_heartbeat_on_a_server_without_the_lease_watch(
     code, out, err = invoke("check", "--config", str(live_config))
     assert code == 0, out + err
     assert [hb["leases"] for hb in fake.heartbeats] == [[]]
+
+
+def test_check_says_when_server_url_is_not_an_openbeepboop_server(
+    write: Callable[..., Path], tmp_path: Path, llm: StandinLLM
+) -> None:
+    with LoopbackServer(always(Reply(404, text="404 page not found"))) as other:
+        config = write(tmp_path / "node.toml", other.url, llm.base_url)
+        code, out, _ = invoke("check", "--config", str(config))
+        assert [r.path for r in other.received] == [LEASE_WATCH_PATH]  # no heartbeat fallback
+    assert code == EXIT_CONFIG
+    assert out.splitlines()[1].startswith(
+        f"FAILED server: server_url {other.url} is not an OpenBeepBoop queue server: "
+        f"{LEASE_WATCH_PATH} answered 404 Not Found without its error envelope"
+    )
 
 
 def test_check_names_a_dead_backend_and_exits_with_its_status(

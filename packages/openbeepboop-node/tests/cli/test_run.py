@@ -23,7 +23,7 @@ import tomli_w
 from click.testing import CliRunner
 from conditions import wait_until
 from conftest import PROVIDER_KEY
-from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer
+from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer, LoopbackServer, Reply, always
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import (
     EXIT_CONFIG,
@@ -126,6 +126,20 @@ def test_batch_exits_non_zero_when_the_server_is_unreachable(
     assert code == EXIT_SERVER_UNREACHABLE
     assert_one_line_error(stderr, "cannot connect to http://127.0.0.1:")
     assert time.monotonic() - started < 30
+
+
+def test_batch_says_when_server_url_is_not_an_openbeepboop_server(
+    tmp_path: Path, llm: StandinLLM
+) -> None:
+    # The LLM backend's own URL given as server_url: a 404 without the server's envelope.
+    with LoopbackServer(always(Reply(404, text="404 page not found"))) as other:
+        config = write_config(tmp_path / "node.toml", other.url, llm)
+        code, stderr = invoke("-q", "batch", "--config", str(config))
+    assert code == EXIT_CONFIG
+    assert_one_line_error(
+        stderr, f"server_url {other.url} is not an OpenBeepBoop queue server: /internal/queue/fetch"
+    )
+    assert "check node_id and models" not in stderr
 
 
 def test_batch_exits_non_zero_when_the_key_is_refused(

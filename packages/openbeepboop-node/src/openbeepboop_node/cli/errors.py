@@ -11,7 +11,8 @@ tell why a run did not do its work:
 3      the queue server is unreachable (or results could not be delivered)
 4      the server refused the node key (401) or its role (403)
 5      a model's backend is unreachable: its jobs were handed back
-6      the node's configuration is missing or invalid
+6      the node's configuration is missing or invalid (or its server_url
+       is no OpenBeepBoop server)
 130    interrupted by a second signal
 =====  ===============================================================
 """
@@ -28,6 +29,7 @@ from openbeepboop_node.exceptions import (
     BackendUnreachableError,
     ConfigError,
     KeyRejectedError,
+    NotAQueueServerError,
     ServerUnavailableError,
 )
 
@@ -75,7 +77,7 @@ class CommandError(click.ClickException):
 
 def exit_status(exc: Exception) -> int:
     """The exit status that says what kind of failure ``exc`` is."""
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, (ConfigError, NotAQueueServerError)):
         return EXIT_CONFIG
     if isinstance(exc, ServerUnavailableError):
         return EXIT_SERVER_UNREACHABLE
