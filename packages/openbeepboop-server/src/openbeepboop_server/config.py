@@ -26,6 +26,7 @@ from openbeepboop_server.db.database import (
     DEFAULT_MAX_OVERFLOW,
     DEFAULT_POOL_SIZE,
     DEFAULT_SQLITE_SYNCHRONOUS,
+    check_supported,
 )
 from openbeepboop_server.db.database import SQLITE_SYNCHRONOUS_MODES as SQLITE_SYNCHRONOUS_MODES
 from openbeepboop_server.errors import ServerError
@@ -152,7 +153,7 @@ class DatabaseSection(_Section):
     @classmethod
     def _parseable(cls, value: str) -> str:
         try:
-            make_url(value)
+            check_supported(make_url(value))
         except ArgumentError as exc:
             raise ValueError(f"not a database URL ({exc})") from None
         return value

@@ -265,6 +265,38 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "c.toml").exists()
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("mysql://u:p@127.0.0.1/db", "only SQLite (sqlite:///PATH) and PostgreSQL"),
+        ("oracle://u@127.0.0.1/db", "only SQLite (sqlite:///PATH) and PostgreSQL"),
+        ("postgresql+asyncpg://u@127.0.0.1/db", "write the URL as postgresql+psycopg://"),
+    ],
+)
+def test_a_database_the_server_cannot_use_is_named_before_any_connection(
+    tmp_path: Path, url: str, said: str
+) -> None:
+    result = _setup(
+        CliRunner(),
+        "--config",
+        str(tmp_path / "c.toml"),
+        "--database-url",
+        url,
+        "--non-interactive",
+    )
+    line = _one_error_line(result)
+    assert said in line and "ModuleNotFoundError" not in line
+    assert not (tmp_path / "c.toml").exists()
+
+    # The same URL written into a config by hand: every command says so.
+    (tmp_path / "c.toml").write_text(f'[database]\nurl = "{url}"\n')
+    for command in (["migrate"], ["start"], ["keys", "list"]):
+        line = _one_error_line(
+            CliRunner().invoke(main, [*command, "--config", str(tmp_path / "c.toml")])
+        )
+        assert said in line, command
+
+
 def test_a_setup_that_loses_the_race_for_an_empty_database_issues_no_key(
     paths: tuple[Path, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -60,6 +60,9 @@ DEFAULT_MAX_OVERFLOW = 30
 #: is 999, so long lists are queried in chunks of this size.
 IN_CHUNK = 500
 
+#: The (backend, driver) pairs the server runs on: its SQLite and PostgreSQL code paths.
+SUPPORTED_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
+
 _BEGIN_OPTION = "openbeepboop_sqlite_begin"
 #: Pause between attempts to switch a new SQLite file to WAL while another
 #: connection is switching it (see :func:`_enable_wal`).
@@ -250,6 +253,7 @@ def create_engine(
         parsed = make_url(url)
     except ArgumentError as exc:
         raise InvalidSetting(f"invalid database URL: {exc}") from None
+    check_supported(parsed)
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         mode = sqlite_synchronous.upper()
@@ -274,8 +278,31 @@ def create_engine(
         engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=max_overflow)
         postgres.configure(engine)
         return engine
+    raise AssertionError(f"check_supported let {backend!r} through")  # pragma: no cover
+
+
+def check_supported(url: sa.URL) -> None:
+    """Raise :class:`InvalidSetting` unless ``url`` is SQLite or PostgreSQL through psycopg 3.
+
+    Checked before anything is imported or connected: SQLAlchemy would load
+    the URL's driver first, and a ``mysql://`` URL ended in a
+    ``ModuleNotFoundError`` for a driver this server could not use anyway.
+    """
+    backend = url.get_backend_name()
+    try:
+        driver = url.get_driver_name()  # the dialect's default when the URL names none
+    except ArgumentError:  # no SQLAlchemy dialect of that name at all
+        driver = None
+    if (backend, driver) in SUPPORTED_DRIVERS:
+        return
+    if backend == "postgresql":
+        raise InvalidSetting(
+            f"PostgreSQL is used through psycopg 3: write the URL as postgresql+psycopg://... "
+            f"(not {url.drivername}://...)"
+        )
     raise InvalidSetting(
-        f"unsupported database {backend!r}: use sqlite:///PATH or postgresql+psycopg://..."
+        f"unsupported database {url.drivername!r}: only SQLite (sqlite:///PATH) and "
+        "PostgreSQL (postgresql+psycopg://USER@HOST/DATABASE) are supported"
     )
 
 
