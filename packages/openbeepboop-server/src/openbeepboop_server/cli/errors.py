@@ -12,6 +12,7 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
+from openbeepboop_server.db.database import SqliteLocationError
 from openbeepboop_server.errors import ServerError
 
 
@@ -33,6 +34,8 @@ class OneLineErrors(click.Group):
             # Driver messages can hold the URL; SQLAlchemy hides passwords in
             # its own rendering, and only the first line is shown.
             orig = getattr(exc, "orig", None)
+            if isinstance(orig, SqliteLocationError):  # names the file and the reason itself
+                raise click.ClickException(first_line(orig)) from None
             raise click.ClickException(
                 f"database error: {first_line(orig if orig is not None else exc)}"
             ) from None

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import click
 
 from openbeepboop_server.config import CONFIG_ENV, Settings, default_config_path, load_settings
-from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.database import Database, check_sqlite_location
 from openbeepboop_server.db.migrate import ensure_current
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -51,6 +51,7 @@ def read_settings(config_path: Path | None) -> Settings:
 @contextmanager
 def open_database(settings: Settings) -> Iterator[Database]:
     """The configured database, checked to be at this code's schema; disposed after."""
+    check_sqlite_location(settings.database.url)
     db = Database.connect(
         settings.database.url, sqlite_synchronous=settings.database.sqlite_synchronous
     )

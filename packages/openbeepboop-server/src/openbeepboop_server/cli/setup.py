@@ -77,6 +77,19 @@ def inspect_database(url: str) -> DatabaseState:
     return DatabaseState(tables=tables, jobs=jobs)
 
 
+def _make_folder(database_file: Path) -> None:
+    """Create the SQLite file's folder: setup is where a database (and its place) is made."""
+    folder = database_file.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        where = f" at {exc.filename}" if exc.filename and Path(exc.filename) != folder else ""
+        raise click.ClickException(
+            f"cannot create folder {folder} for the SQLite database {database_file}: "
+            f"{exc.strerror or exc}{where}"
+        ) from None
+
+
 def _ask(interactive: bool, given: Any, text: str, default: Any, value_type: Any = None) -> Any:
     if given is not None:
         return given
@@ -244,7 +257,7 @@ def setup(
         )
     database_file = sqlite_path(url)
     if database_file is not None:
-        database_file.parent.mkdir(parents=True, exist_ok=True)
+        _make_folder(database_file)
 
     applied = upgrade_to_head(url)
     if state.empty and not applied:

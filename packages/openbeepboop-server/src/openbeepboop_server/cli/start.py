@@ -26,7 +26,7 @@ from starlette.applications import Starlette
 from openbeepboop_server.app import begin_shutdown, create_app
 from openbeepboop_server.cli.options import config_option, read_settings
 from openbeepboop_server.config import display_url
-from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.database import Database, check_sqlite_location
 from openbeepboop_server.db.migrate import ensure_current
 from openbeepboop_server.heap import GcPauses, freeze_startup_heap
 from openbeepboop_server.http.single_write_protocol import ConnectionLimits, OneSendHTTPProtocol
@@ -99,6 +99,7 @@ class _Server(uvicorn.Server):
 
 def check_schema(url: str, sqlite_synchronous: str) -> None:
     """Raise ``DatabaseBehind`` (one line: run migrate) before the server binds its port."""
+    check_sqlite_location(url)
     db = Database.connect(url, sqlite_synchronous=sqlite_synchronous)
     try:
         ensure_current(db)

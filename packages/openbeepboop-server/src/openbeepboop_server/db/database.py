@@ -27,10 +27,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import sqlite3
+import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
@@ -270,7 +272,11 @@ def create_engine(
             kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
         engine = sa.create_engine(parsed, **kwargs)
         _configure_sqlite(
-            engine, synchronous=mode, busy_ms=int(busy_timeout_seconds * 1000), fks=foreign_keys
+            engine,
+            synchronous=mode,
+            busy_ms=int(busy_timeout_seconds * 1000),
+            fks=foreign_keys,
+            path=_sqlite_file(parsed),
         )
         return engine
     if backend == "postgresql":
@@ -306,30 +312,133 @@ def check_supported(url: sa.URL) -> None:
     )
 
 
-def _configure_sqlite(engine: sa.Engine, *, synchronous: str, busy_ms: int, fks: bool) -> None:
-    """Pragmas on every new connection, and our own BEGIN (SQLAlchemy's documented recipe)."""
+def _sqlite_file(url: sa.URL) -> Path | None:
+    """The absolute path of a SQLite URL's file; None for in-memory databases."""
+    name = url.database
+    if not name or name == ":memory:" or name.startswith("file:"):
+        return None
+    return Path(name).expanduser().absolute()
+
+
+class SqliteLocationError(sqlite3.OperationalError):
+    """SQLite cannot open or write its file; the message names the absolute path and why.
+
+    A driver error still (SQLAlchemy wraps it as any other, ``/healthz``
+    answers 503 for it), raised in place of SQLite's "unable to open database
+    file", which names neither.
+    """
+
+
+def check_sqlite_location(url: str) -> None:
+    """Raise :class:`InvalidSetting` if a SQLite URL's file could never be there.
+
+    For the commands that look for an existing database before connecting
+    (``start``, ``keys``, ...): a missing folder is named as such, not as a
+    missing file to be created by ``migrate``, which would fail on it too.
+    Nothing is created: only ``setup`` makes a folder for its database.
+    """
+    path = _sqlite_file(make_url(url))
+    if path is None or path.exists():
+        return
+    problem = sqlite_layout_problem(path)
+    if problem is not None:
+        raise InvalidSetting(f"cannot open the SQLite database {path}: {problem}")
+
+
+def sqlite_layout_problem(path: Path) -> str | None:
+    """What in the file system keeps SQLite from ever opening ``path``, or None."""
+    folder = path.parent
+    if not folder.exists():
+        return f"folder {folder} does not exist (create it, or fix [database] url)"
+    if not folder.is_dir():
+        return f"{folder} is not a folder (fix [database] url)"
+    if path.is_dir():
+        return "that is a folder, not a database file (fix [database] url)"
+    return None
+
+
+def sqlite_access_problem(path: Path) -> str | None:
+    """Why this process cannot open or write ``path`` (tried, not guessed), or None."""
+    layout = sqlite_layout_problem(path)
+    if layout is not None:
+        return layout
+    if path.exists():
+        try:
+            with path.open("r+b"):
+                pass
+        except OSError as exc:
+            return f"the file is not writable by this user ({exc.strerror or exc})"
+    try:
+        with tempfile.TemporaryFile(dir=path.parent):
+            pass
+    except OSError as exc:
+        return (
+            f"folder {path.parent} is not writable by this user ({exc.strerror or exc}); "
+            "SQLite keeps the database and its -wal and -shm files there"
+        )
+    return None
+
+
+def _opening_failed(path: Path, exc: sqlite3.OperationalError) -> sqlite3.OperationalError:
+    """The error to raise for SQLite's pathless "unable to open database file" and kin."""
+    text = str(exc)
+    if "unable to open" not in text and "readonly" not in text:
+        return exc
+    problem = sqlite_access_problem(path)
+    if problem is None:
+        return exc
+    return SqliteLocationError(f"cannot open the SQLite database {path}: {problem}")
+
+
+def _configure_sqlite(
+    engine: sa.Engine, *, synchronous: str, busy_ms: int, fks: bool, path: Path | None
+) -> None:
+    """Pragmas on every new connection, and our own BEGIN (SQLAlchemy's documented recipe).
+
+    A file SQLite cannot open or write fails with a message that names
+    neither the file nor why ("unable to open database file"); for a file
+    database it becomes one naming both (:func:`sqlite_access_problem`).
+    """
+
+    if path is not None:
+
+        @event.listens_for(engine, "do_connect")
+        def _on_do_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            try:
+                return dialect.connect(*cargs, **cparams)
+            except sqlite3.OperationalError as exc:
+                raise _opening_failed(path, exc) from exc
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
-        # Stop pysqlite from issuing its own BEGIN/COMMIT so ours are the only ones.
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
         try:
-            cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
-            if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
-                # A new, empty file: only now (or by a VACUUM) can the mode
-                # be chosen, and with it the file can shrink after purges.
-                cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            _enable_wal(cursor, busy_ms)
-            cursor.execute(f"PRAGMA synchronous = {synchronous}")
-            cursor.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
-        finally:
-            cursor.close()
+            _set_pragmas(dbapi_connection, synchronous=synchronous, busy_ms=busy_ms, fks=fks)
+        except sqlite3.OperationalError as exc:
+            if path is None:
+                raise
+            raise _opening_failed(path, exc) from exc
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _set_pragmas(dbapi_connection: Any, *, synchronous: str, busy_ms: int, fks: bool) -> None:
+    # Stop pysqlite from issuing its own BEGIN/COMMIT so ours are the only ones.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {busy_ms}")
+        if cursor.execute("PRAGMA page_count").fetchone()[0] == 0:
+            # A new, empty file: only now (or by a VACUUM) can the mode
+            # be chosen, and with it the file can shrink after purges.
+            cursor.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        _enable_wal(cursor, busy_ms)
+        cursor.execute(f"PRAGMA synchronous = {synchronous}")
+        cursor.execute(f"PRAGMA foreign_keys = {'ON' if fks else 'OFF'}")
+    finally:
+        cursor.close()
 
 
 def _enable_wal(cursor: Any, busy_ms: int) -> None:
