@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 from collections.abc import Iterator
 
 import aiohttp
 import pytest
 from aiohttp.client_reqrep import ConnectionKey
-from fake_queue import LoopbackServer, Reply, always
+from fake_queue import LoopbackServer, Received, Reply, always
 from openbeepboop_node.exceptions import (
     NotAQueueServerError,
     ServerRequestError,
@@ -51,6 +52,7 @@ def connector_error(os_error: OSError) -> aiohttp.ClientConnectorError:
         (connector_error(OSError(113, "No route to host")), "no route to host"),
         (aiohttp.ServerDisconnectedError(), "the server closed the connection without answering"),
         (aiohttp.ConnectionTimeoutError(), "connection timed out"),
+        (aiohttp.SocketTimeoutError(), "no answer in time"),
     ],
 )
 def test_each_failure_reads_as_a_reason(error: BaseException, reason: str) -> None:
@@ -95,6 +97,26 @@ async def test_a_refused_connection_names_the_url_and_the_reason() -> None:
     finally:
         await client.aclose()
     assert str(caught.value) == f"cannot connect to {url}: connection refused"
+
+
+async def test_a_server_that_does_not_answer_in_time_is_named_with_the_reason(
+    plain_http: LoopbackServer,
+) -> None:
+    let_go = threading.Event()
+
+    def stall(request: Received) -> Reply:
+        let_go.wait(30)
+        return Reply(200, [])
+
+    plain_http.respond = stall
+    client = QueueClient(plain_http.url, KEY, "node-1", fetch_wait=0, read_margin=0.2)
+    try:
+        with pytest.raises(ServerUnavailableError) as caught:
+            await client.fetch(["m"], 1, 0)
+    finally:
+        let_go.set()
+        await client.aclose()
+    assert str(caught.value) == f"timed out talking to {plain_http.url} (no answer in time)"
 
 
 @pytest.mark.parametrize(

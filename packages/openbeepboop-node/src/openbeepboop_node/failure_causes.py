@@ -160,6 +160,8 @@ def _reason_of(exc: BaseException) -> str | None:
         return "host name not resolved"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection without answering"
+    if isinstance(exc, aiohttp.SocketTimeoutError):  # connected; the answer did not come
+        return "no answer in time"
     if isinstance(exc, (aiohttp.ConnectionTimeoutError, asyncio.TimeoutError, TimeoutError)):
         return "connection timed out"
     if isinstance(exc, aiohttp.InvalidURL):

@@ -372,7 +372,7 @@ class QueueClient:
             if loop.time() >= deadline.when:
                 what = f"no whole answer within {deadline.when - started:.0f} s"
             else:
-                what = type(exc).__name__
+                what = unreachable_reason(exc)
             raise _FailoverError(
                 ServerUnavailableError(f"timed out talking to {server} ({what})")
             ) from exc
