@@ -243,7 +243,7 @@ DEFAULT_MAX_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 #: How often running batches are looked at (finished, expired, cancelled).
 DEFAULT_BATCH_CHECK_SECONDS = 1.0
 #: An upload still ``uploading`` this long after it began was cut off by a crash: swept.
-DEFAULT_STALE_UPLOAD_SECONDS = 3600.0
+DEFAULT_STALE_UPLOAD_SECONDS = 600.0
 
 
 class OpenAISection(_Section):

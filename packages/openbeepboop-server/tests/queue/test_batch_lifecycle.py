@@ -344,3 +344,16 @@ def test_a_finalisation_cut_short_after_storing_its_files_leaves_no_orphan(
     # Restarted: it finalises again and keeps only the files it records.
     assert BatchService(any_db, QueuePolicy(), clock=clock).advance().ended == [batch_id]
     _assert_one_of_each(any_db, clock, owner, batch_id)
+
+
+def test_blank_lines_do_not_count_against_max_queued(
+    any_db: Database, clock: FakeClock, keys: KeyService
+) -> None:
+    """A file of 10 requests and a trailing blank line is a file of 10 requests."""
+    owner = _caller(keys, "exact", max_queued=10)
+    service = BatchService(any_db, QueuePolicy(), clock=clock)
+    padded = FileStore(any_db, clock).save(
+        owner.key_id, "in.jsonl", "batch", [_input(10) + b"\n  \n"]
+    )
+    batch_id = _create(service, owner, padded.id)
+    assert len(service.validate(batch_id)) == 10

@@ -11,7 +11,12 @@ from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.tables import file_chunks, files
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue import files as store_module
-from openbeepboop_server.queue.files import FileGoneError, FileRefusedError, FileStore
+from openbeepboop_server.queue.files import (
+    FileGoneError,
+    FileRefusedError,
+    FileStore,
+    UploadInProgressError,
+)
 
 OWNER = Caller(key_id=1, key_name="u", role=Role.USER)
 OTHER = Caller(key_id=2, key_name="v", role=Role.USER)
@@ -92,3 +97,56 @@ def test_an_upload_cut_off_by_a_crash_is_swept_after_the_age(db: Database) -> No
     assert store.sweep_uploading(3600) == 1
     assert _rows(db) == (1, 1)  # the finished file is kept
     assert store.find(OWNER, kept.id) is not None
+
+
+@pytest.mark.parametrize(
+    ("parts", "lines"),
+    [
+        ([b'{"a":1}\n{"b":2}\n'], 2),
+        ([b'{"a":1}\n{"b":2}\n\n'], 2),  # a trailing blank line is the same file
+        ([b'{"a":1}\n  \n\t\r\n{"b":2}'], 2),  # blank lines inside; no final newline
+        ([b'{"a"', b":1}\n", b"   ", b"\n", b"  {}"], 2),  # lines and blanks across blocks
+        ([b"\n\n \n"], 0),
+    ],
+)
+def test_only_lines_holding_something_are_counted(
+    db: Database, parts: list[bytes], lines: int
+) -> None:
+    """Blank lines carry no request: they count neither as lines nor against quotas."""
+    store = FileStore(db)
+    saved = store.save(OWNER.key_id, "in.jsonl", "batch", parts, max_lines=2)
+    with db.read() as conn:
+        stored = conn.execute(sa.select(files.c.lines).where(files.c.id == saved.id)).scalar_one()
+    assert stored == lines
+
+
+def test_a_key_held_by_an_upload_cut_off_by_a_crash_is_freed_after_the_age(db: Database) -> None:
+    clock = [1_000.0]
+    store = FileStore(db, lambda: clock[0])
+
+    def crash_after_first_part() -> Iterator[bytes]:
+        yield b"x" * store_module.CHUNK_BYTES * store_module.PARTS_PER_WRITE
+        raise KeyboardInterrupt  # the process dies: _discard never gets to run
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(store, "_discard", lambda seq: None)
+        with pytest.raises(KeyboardInterrupt):
+            store.save(
+                OWNER.key_id,
+                "big.jsonl",
+                "batch",
+                crash_after_first_part(),
+                idempotency_key="k1",
+                request_hash="h1",
+            )
+    # Soon after, a twin is told to retry: the first may still be storing its parts.
+    with pytest.raises(UploadInProgressError):
+        store.find_by_key(OWNER, "k1", "h1", stale_after=600)
+    # Past the age no upload can still be storing: the key is free, the parts gone.
+    clock[0] += 601
+    assert store.find_by_key(OWNER, "k1", "other-bytes", stale_after=600) is None
+    assert _rows(db) == (0, 0)
+    again = store.save(
+        OWNER.key_id, "big.jsonl", "batch", [b"{}\n"], idempotency_key="k1", request_hash="h2"
+    )
+    assert store.find_by_key(OWNER, "k1", "h2", stale_after=600) == again

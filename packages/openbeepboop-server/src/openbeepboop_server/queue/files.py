@@ -82,6 +82,34 @@ def _view(row: Any) -> FileObject:
     )
 
 
+class RequestLineCounter:
+    """Counts the lines of a file fed in blocks that hold something besides whitespace.
+
+    Blank lines carry no request (batch_lines.py skips them), so they count
+    neither against ``max_file_lines`` nor, through the stored count, against
+    a key's ``max_queued``: a file with a trailing blank line is the file
+    without it. A line may span blocks.
+    """
+
+    def __init__(self) -> None:
+        self.lines = 0
+        #: The line not yet ended has held nothing but whitespace so far.
+        self._blank = True
+
+    def feed(self, block: bytes) -> None:
+        """Count the lines ``block`` ends; remember whether the open one holds anything."""
+        *ended, opened = block.split(b"\n")
+        for line in ended:
+            if not self._blank or line.strip():
+                self.lines += 1
+            self._blank = True
+        self._blank = self._blank and not opened.strip()
+
+    def close(self) -> int:
+        """The count, the last line included if it holds something without a newline."""
+        return self.lines + (0 if self._blank else 1)
+
+
 def _blocks(parts: Iterable[bytes]) -> Iterator[bytes]:
     """``parts`` re-cut into blocks of exactly :data:`CHUNK_BYTES` (the last may be shorter)."""
     pending = bytearray()
@@ -140,20 +168,19 @@ class FileStore:
             ).inserted_primary_key
             assert inserted is not None
             seq = int(inserted[0])
-        size = lines = 0
-        last = b"\n"
+        size = 0
+        counter = RequestLineCounter()
         pending: list[dict[str, Any]] = []
         try:
             for number, block in enumerate(_blocks(parts)):
                 size += len(block)
-                lines += block.count(b"\n")
-                last = block[-1:]
+                counter.feed(block)
                 if max_bytes is not None and size > max_bytes:
                     raise FileRefusedError(
                         f"file is larger than the server's limit of {max_bytes} bytes",
                         too_large=True,
                     )
-                if max_lines is not None and lines > max_lines:
+                if max_lines is not None and counter.lines > max_lines:
                     raise FileRefusedError(
                         f"file has more than the server's limit of {max_lines} lines",
                         too_large=False,
@@ -162,7 +189,7 @@ class FileStore:
                 if len(pending) >= PARTS_PER_WRITE:
                     self._write_parts(pending)
                     pending = []
-            lines += 0 if last == b"\n" else 1
+            lines = counter.close()
             if max_lines is not None and lines > max_lines:
                 raise FileRefusedError(
                     f"file has more than the server's limit of {max_lines} lines", too_large=False
@@ -196,12 +223,18 @@ class FileStore:
             conn.execute(file_chunks.delete().where(file_chunks.c.file_seq == seq))
             conn.execute(files.delete().where(files.c.seq == seq))
 
-    def find_by_key(self, caller: Caller, key: str, request_hash: str) -> FileObject | None:
+    def find_by_key(
+        self, caller: Caller, key: str, request_hash: str, *, stale_after: float | None = None
+    ) -> FileObject | None:
         """The file an earlier upload of ``caller`` with this ``Idempotency-Key`` stored.
 
         None if there is none (never sent, or its file was deleted since: the
         key lives as long as its file). IdempotencyKeyReused if it stored other
         content; UploadInProgressError while its parts are still being written.
+        An upload still ``uploading`` more than ``stale_after`` seconds after
+        it began was cut off by a crash (what :meth:`sweep_uploading` deletes):
+        it is deleted here and then, so a retry with its key is not refused
+        until the next sweep.
         """
         with self._db.read() as conn:
             row = conn.execute(
@@ -211,6 +244,10 @@ class FileStore:
                 )
             ).first()
         if row is None:
+            return None
+        stale = stale_after is not None and row.created_at < self._clock() - stale_after
+        if row.status != PROCESSED and stale:
+            self._discard(row.seq)
             return None
         if row.request_hash != request_hash:
             raise IdempotencyKeyReused(

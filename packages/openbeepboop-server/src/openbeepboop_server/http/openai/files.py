@@ -157,10 +157,11 @@ def _save(
     max_lines: int,
 ) -> FileObject:
     """Store the upload, or answer the file an earlier one with the same key stored."""
+    stale_after = call.context.settings.openai.stale_upload_seconds
     request_hash = None
     if key is not None:
         request_hash = upload_hash(PURPOSE_BATCH, filename, stream)
-        earlier = store.find_by_key(call.user, key, request_hash)
+        earlier = store.find_by_key(call.user, key, request_hash, stale_after=stale_after)
         if earlier is not None:
             return earlier
     try:
@@ -178,7 +179,7 @@ def _save(
         if key is None or request_hash is None:
             raise
         # A concurrent twin with the same key inserted its row first.
-        earlier = store.find_by_key(call.user, key, request_hash)
+        earlier = store.find_by_key(call.user, key, request_hash, stale_after=stale_after)
         if earlier is None:
             raise
         return earlier
