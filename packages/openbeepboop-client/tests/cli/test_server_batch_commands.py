@@ -125,3 +125,14 @@ def test_status_without_wait_exits_0_for_any_status(server: respx.MockRouter, cl
     server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).respond(200, json=batch_body("failed"))
     result = cli("batch", "status", "batch_1")
     assert result.exit_code == 0, result.stderr
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_a_batch_that_ended_before_any_line_completed_says_so(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).respond(
+        200, json=batch_body("cancelled", completed=0)
+    )
+    result = cli("batch", "status", "batch_1", "--wait")
+    assert_one_line_error(result, "batch_1 ended cancelled: no line completed")

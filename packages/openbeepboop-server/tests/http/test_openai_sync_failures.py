@@ -44,7 +44,7 @@ async def _fail_sync_chat(world: Live, error_type: str, message: str) -> Any:
     ("error_type", "says"),
     [
         ("authentication_error", "refused the node's credentials"),
-        ("permission_error", "refused the node's credentials"),
+        ("permission_error", "refused the node access to this model"),
         ("not_found_error", "does not have the model"),
     ],
 )

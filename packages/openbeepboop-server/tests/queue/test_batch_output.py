@@ -24,7 +24,7 @@ def test_a_backend_refusing_the_nodes_credentials_is_a_502_line(error_type: str)
     assert isinstance(response, dict) and response["status_code"] == 502
     error = response["body"]["error"]
     assert error["type"] == f"backend_{error_type}"
-    assert "node's credentials" in error["message"]
+    assert "refused the node" in error["message"]
     assert "Incorrect API key provided" in error["message"]
 
 

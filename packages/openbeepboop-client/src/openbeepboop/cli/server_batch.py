@@ -71,6 +71,8 @@ def _ended_unfinished(batch: Batch) -> click.ClickException | None:
         return None
     if batch.status == "failed":
         return click.ClickException(f"batch {batch.id} failed: no line ran")
+    if batch.request_counts.completed == 0:
+        return click.ClickException(f"batch {batch.id} ended {batch.status}: no line completed")
     return click.ClickException(
         f"batch {batch.id} ended {batch.status}; its finished lines are in its output file: "
         f"openbeepboop-client batch results {batch.id} -o FILE"

@@ -34,7 +34,7 @@ BACKEND_REFUSED_STATUS = 502
 #: SDK would raise ``AuthenticationError`` (your key is wrong) or ``NotFoundError``.
 _BACKEND_REFUSALS = {
     "authentication_error": "the LLM backend refused the node's credentials",
-    "permission_error": "the LLM backend refused the node's credentials access to this model",
+    "permission_error": "the LLM backend refused the node access to this model",
     "not_found_error": "the LLM backend does not have the model or URL the node called",
 }
 #: Prefix of the ``type`` a backend's refusal is answered with (``backend_authentication_error``).
