@@ -66,6 +66,16 @@ def test_a_certificate_failure_says_so() -> None:
     assert unreachable_reason(error) == "TLS certificate not accepted (self-signed certificate)"
 
 
+async def fetch_failure(client: QueueClient, expected: type[Exception]) -> Exception:
+    """What one fetch through ``client`` raised (``expected`` or a subclass); closes it."""
+    try:
+        with pytest.raises(expected) as caught:
+            await client.fetch(["m"], 1, 0)
+    finally:
+        await client.aclose()
+    return caught.value
+
+
 @pytest.fixture
 def plain_http() -> Iterator[LoopbackServer]:
     with LoopbackServer(always(Reply(200, []))) as server:
@@ -76,13 +86,7 @@ async def test_https_to_a_plain_http_server_is_a_tls_failure_not_aiohttp_interna
     plain_http: LoopbackServer,
 ) -> None:
     url = plain_http.url.replace("http://", "https://")
-    client = QueueClient(url, KEY, "node-1")
-    try:
-        with pytest.raises(ServerUnavailableError) as caught:
-            await client.fetch(["m"], 1, 0)
-    finally:
-        await client.aclose()
-    message = str(caught.value)
+    message = str(await fetch_failure(QueueClient(url, KEY, "node-1"), ServerUnavailableError))
     assert message.startswith(f"cannot connect to {url}: TLS failure (")
     assert "ssl:" not in message and "SSLContext" not in message and "\n" not in message
 
@@ -90,13 +94,8 @@ async def test_https_to_a_plain_http_server_is_a_tls_failure_not_aiohttp_interna
 async def test_a_refused_connection_names_the_url_and_the_reason() -> None:
     with LoopbackServer(always(Reply(200, []))) as gone:
         url = gone.url
-    client = QueueClient(url, KEY, "node-1")
-    try:
-        with pytest.raises(ServerUnavailableError) as caught:
-            await client.fetch(["m"], 1, 0)
-    finally:
-        await client.aclose()
-    assert str(caught.value) == f"cannot connect to {url}: connection refused"
+    failure = await fetch_failure(QueueClient(url, KEY, "node-1"), ServerUnavailableError)
+    assert str(failure) == f"cannot connect to {url}: connection refused"
 
 
 async def test_a_server_that_does_not_answer_in_time_is_named_with_the_reason(
@@ -132,12 +131,7 @@ async def test_a_404_without_the_envelope_says_server_url_is_no_queue_server(
 ) -> None:
     plain_http.respond = always(reply)
     client = QueueClient(plain_http.url, KEY, "node-1")
-    try:
-        with pytest.raises(NotAQueueServerError) as caught:
-            await client.fetch(["m"], 1, 0)
-    finally:
-        await client.aclose()
-    message = str(caught.value)
+    message = str(await fetch_failure(client, NotAQueueServerError))
     assert message.startswith(
         f"server_url {plain_http.url} is not an OpenBeepBoop queue server: "
         f"/internal/queue/fetch answered {reply.status}"
@@ -150,10 +144,6 @@ async def test_a_404_in_the_envelope_is_the_server_refusing_the_request(
 ) -> None:
     envelope = {"error": {"message": "no such thing", "type": "not_found_error"}}
     plain_http.respond = always(Reply(404, envelope))
-    client = QueueClient(plain_http.url, KEY, "node-1")
-    try:
-        with pytest.raises(ServerRequestError, match="no such thing") as caught:
-            await client.fetch(["m"], 1, 0)
-    finally:
-        await client.aclose()
-    assert not isinstance(caught.value, NotAQueueServerError)
+    failure = await fetch_failure(QueueClient(plain_http.url, KEY, "node-1"), ServerRequestError)
+    assert "no such thing" in str(failure)
+    assert not isinstance(failure, NotAQueueServerError)

@@ -77,9 +77,10 @@ def test_a_file_over_a_limit_leaves_nothing(db: Database) -> None:
     assert _rows(db) == (0, 0)
 
 
-def test_an_upload_cut_off_by_a_crash_is_swept_after_the_age(db: Database) -> None:
-    clock = [1_000.0]
-    store = FileStore(db, lambda: clock[0])
+def _crash_mid_upload(
+    store: FileStore, idempotency_key: str | None = None, request_hash: str | None = None
+) -> None:
+    """An upload whose process dies after its first parts: its row stays ``uploading``."""
 
     def crash_after_first_part() -> Iterator[bytes]:
         yield b"x" * store_module.CHUNK_BYTES * store_module.PARTS_PER_WRITE
@@ -88,7 +89,20 @@ def test_an_upload_cut_off_by_a_crash_is_swept_after_the_age(db: Database) -> No
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(store, "_discard", lambda seq: None)
         with pytest.raises(KeyboardInterrupt):
-            store.save(OWNER.key_id, "big.jsonl", "batch", crash_after_first_part())
+            store.save(
+                OWNER.key_id,
+                "big.jsonl",
+                "batch",
+                crash_after_first_part(),
+                idempotency_key=idempotency_key,
+                request_hash=request_hash,
+            )
+
+
+def test_an_upload_cut_off_by_a_crash_is_swept_after_the_age(db: Database) -> None:
+    clock = [1_000.0]
+    store = FileStore(db, lambda: clock[0])
+    _crash_mid_upload(store)
     assert _rows(db) == (1, store_module.PARTS_PER_WRITE)
     kept = store.save(OWNER.key_id, "done.jsonl", "batch", [b"a\n"])
     clock[0] += 3599
@@ -123,22 +137,7 @@ def test_only_lines_holding_something_are_counted(
 def test_a_key_held_by_an_upload_cut_off_by_a_crash_is_freed_after_the_age(db: Database) -> None:
     clock = [1_000.0]
     store = FileStore(db, lambda: clock[0])
-
-    def crash_after_first_part() -> Iterator[bytes]:
-        yield b"x" * store_module.CHUNK_BYTES * store_module.PARTS_PER_WRITE
-        raise KeyboardInterrupt  # the process dies: _discard never gets to run
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(store, "_discard", lambda seq: None)
-        with pytest.raises(KeyboardInterrupt):
-            store.save(
-                OWNER.key_id,
-                "big.jsonl",
-                "batch",
-                crash_after_first_part(),
-                idempotency_key="k1",
-                request_hash="h1",
-            )
+    _crash_mid_upload(store, idempotency_key="k1", request_hash="h1")
     # Soon after, a twin is told to retry: the first may still be storing its parts.
     with pytest.raises(UploadInProgressError):
         store.find_by_key(OWNER, "k1", "h1", stale_after=600)
