@@ -23,6 +23,7 @@ from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.keys import KeySettings
 
 from tests.support.surface import bearer, chat, completion, make_settings
 from tests.support.waiting import eventually, timed
@@ -329,3 +330,22 @@ async def test_a_watch_the_node_abandons_leaves_no_waiter_and_no_slot(live: Live
     assert live.context.wakeups.lease_watch_waiters == 0
     assert live.context.wakeups.watched_ids() == []
     assert live.context.lease_watch_slots.held(node.key_id) == 0
+
+
+@pytest.mark.anyio
+async def test_a_key_scoped_to_a_node_id_watches_only_as_that_node(live: Live) -> None:
+    """As for fetch, heartbeat and delivery: node setup's key check is a watch."""
+    scoped, _ = live.context.keys.create(Role.NODE, "boxed", KeySettings(node_id="box"))
+    refs = [{"job_id": "j", "lease_token": "t"}]
+
+    elsewhere = await live.http.post(
+        LEASE_WATCH_PATH, json={"node_id": "elsewhere", "leases": refs}, headers=bearer(scoped)
+    )
+    assert elsewhere.status_code == 403, elsewhere.text
+    assert elsewhere.json()["error"]["code"] == "outside_key_scope"
+    assert "'box'" in elsewhere.json()["error"]["message"]
+
+    at_home = await live.http.post(
+        LEASE_WATCH_PATH, json={"node_id": "box", "leases": refs}, headers=bearer(scoped)
+    )
+    assert at_home.status_code == 200, at_home.text

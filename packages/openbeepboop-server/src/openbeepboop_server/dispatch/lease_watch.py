@@ -28,6 +28,7 @@ from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.dispatch.waiting import DisconnectWatch
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.lease_watch import WatchedLeases
+from openbeepboop_server.scopes import check_scope
 
 
 def _answer(found: WatchedLeases) -> LeaseWatchResponse:
@@ -40,7 +41,14 @@ async def watch_leases(
     watch: LeaseWatchRequest,
     disconnect_watch: DisconnectWatch,
 ) -> LeaseWatchResponse:
-    """Answer which of ``watch.leases`` were cancelled or lost, waiting up to its ``wait``."""
+    """Answer which of ``watch.leases`` were cancelled or lost, waiting up to its ``wait``.
+
+    A key made with ``--node-id`` may watch only as that node, as it may
+    fetch, heartbeat and deliver only as it: the node's setup checks its key
+    with a watch, which then refuses a key scoped to another node id before
+    the node runs, without recording anything.
+    """
+    check_scope(caller, watch.node_id, None)
     queue, refs = context.queue, watch.leases
     wait = min(watch.wait, context.settings.server.max_wait_seconds)
     if wait <= 0:
