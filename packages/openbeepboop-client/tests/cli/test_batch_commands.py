@@ -318,3 +318,76 @@ def test_submit_file_then_results_round_trip(
     assert result.exit_code == 0, result.stderr
     lines = read_jsonl(tmp_path / "p.results.jsonl")
     assert [(line["custom_id"], line["id"]) for line in lines] == [("q1", "job-1"), ("q2", "job-2")]
+
+
+def test_a_rerun_after_the_purge_keeps_the_answers_already_written(
+    tmp_path: Path, cli: Cli, server: respx.MockRouter
+) -> None:
+    """The jobs' retention ended: the output file is the only copy left of their answers."""
+    ids = ids_file(tmp_path, [("a", "job-1"), ("b", "job-2"), ("c", "job-3")])
+    server.post("/v1/results/poll").mock(
+        side_effect=[
+            httpx.Response(
+                200,
+                json=[
+                    entry_body("job-1", "COMPLETED", result=completion_body("A")),
+                    entry_body("job-2", "CANCELLED"),
+                    entry_body("job-3", "PROCESSING"),
+                ],
+            ),
+            httpx.Response(
+                200,
+                json=[
+                    entry_body("job-1", "NOT_FOUND"),
+                    entry_body("job-2", "NOT_FOUND"),
+                    entry_body("job-3", "NOT_FOUND"),
+                ],
+            ),
+        ]
+    )
+    assert cli("results", str(ids)).exit_code == 0
+    first = read_jsonl(tmp_path / "p.results.jsonl")
+    again = cli("results", str(ids))
+    assert again.exit_code == 0, again.stderr
+    lines = read_jsonl(tmp_path / "p.results.jsonl")
+    assert lines[:2] == first
+    assert lines[2]["custom_id"] == "c" and lines[2]["error"]["code"] == "not_found"
+    assert "(1 CANCELLED, 1 COMPLETED, 1 NOT_FOUND)" in again.stdout
+
+
+def test_an_interrupted_submit_file_run_again_creates_nothing_twice(
+    tmp_path: Path, cli: Cli, server: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C after the first chunk: exit 130, no id map; the same command again sends
+    every chunk with the keys of the first run, so the server answers what it made."""
+    monkeypatch.setattr(chat_module, "MAX_BULK_SUBMIT", 2)
+    made: dict[str, list[dict]] = {}
+
+    def server_side(request: httpx.Request) -> httpx.Response:
+        key = request.headers["Idempotency-Key"]
+        if key not in made:  # the server stores the chunk, then the user presses Ctrl-C
+            batch = json.loads(request.content)["requests"]
+            made[key] = [job_body(f"job-{len(made)}-{n}") for n in range(len(batch))]
+            if len(made) == 2:
+                raise KeyboardInterrupt
+        return httpx.Response(202, json={"object": "list", "data": made[key]})
+
+    server.post("/v1/chat/completions/bulk").mock(side_effect=server_side)
+    source = write_lines(tmp_path / "p.jsonl", [batch_line(c, c) for c in "abcd"])
+    stopped = cli("submit-file", str(source))
+    assert stopped.exit_code == 130
+    assert "Run the same command again to finish" in stopped.stderr
+    assert not (tmp_path / "p.ids.jsonl").exists()
+
+    finished = cli("submit-file", str(source))
+    assert finished.exit_code == 0, finished.stderr
+    assert len(made) == 2  # both chunks answered again, none queued twice
+    assert [line["job_id"] for line in read_jsonl(tmp_path / "p.ids.jsonl")] == [
+        "job-0-0",
+        "job-0-1",
+        "job-1-0",
+        "job-1-1",
+    ]
+    # --force is a new submission: new keys, new jobs.
+    cli("submit-file", str(source), "--force")
+    assert len(made) == 4

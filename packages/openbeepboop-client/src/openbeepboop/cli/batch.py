@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
-from openbeepboop_schemas import PollEntry
+from openbeepboop_schemas import NOT_FOUND, JobStatus, PollEntry
 
 from openbeepboop._batch_files import (
     IdMapping,
@@ -21,7 +23,7 @@ from openbeepboop._batch_files import (
 )
 from openbeepboop._client import Client
 from openbeepboop._exceptions import BulkSubmitError, JobTimeoutError, OpenBeepBoopError
-from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
+from openbeepboop.cli.errors import SubmitInterrupted, WaitInterrupted, WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -73,8 +75,18 @@ def submit_file_command(
     with make_client(config_path) as client:
         requests = read_batch_input(file, model or client.default_model)
         bodies = [request.request.to_payload() for request in requests]
+        # Without --force the key is the same for the same file and id map, so
+        # running the command again after an interruption is answered with the
+        # jobs already created (chunk by chunk) instead of queuing them twice.
+        key = None if force else submission_key(ids_path, bodies)
         try:
-            jobs = client.chat.completions.create_many(bodies)
+            jobs = client.chat.completions.create_many(bodies, idempotency_key=key)
+        except KeyboardInterrupt:
+            raise SubmitInterrupted(
+                f"stopped; some jobs may already be queued and {ids_path} is not written. "
+                "Run the same command again to finish: the jobs already created are "
+                "answered again, not queued twice"
+            ) from None
         except BulkSubmitError as exc:
             made = [
                 IdMapping(custom_id=request.custom_id, job_id=job.id)
@@ -97,15 +109,63 @@ def submit_file_command(
         click.echo(f"Collect the results with: openbeepboop-client results {ids_path} --wait")
 
 
+def submission_key(ids_path: Path, bodies: Sequence[object]) -> str:
+    """The Idempotency-Key of one file's submission to one id map (its chunks add ``-N``)."""
+    digest = hashlib.sha256(str(ids_path.resolve()).encode())
+    for body in bodies:
+        digest.update(json.dumps(body, sort_keys=True, separators=(",", ":")).encode())
+    return f"submit-file-{digest.hexdigest()[:40]}"
+
+
+def _earlier_output(path: Path) -> dict[str, dict[str, object]]:
+    """The result lines an earlier run wrote to ``path``, by job id (unreadable lines skipped)."""
+    earlier: dict[str, dict[str, object]] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return earlier
+    for raw in text.splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if not isinstance(line, dict) or not isinstance(line.get("id"), str):
+            continue
+        error = line.get("error")
+        if not (isinstance(error, dict) and error.get("code") == "not_found"):
+            earlier[line["id"]] = line
+    return earlier
+
+
+def _status_of(line: dict[str, object]) -> str:
+    """The job status an output line was written for."""
+    if line.get("response") is not None:
+        return JobStatus.COMPLETED.value
+    error = line.get("error")
+    cancelled = isinstance(error, dict) and error.get("code") == "cancelled"
+    return JobStatus.CANCELLED.value if cancelled else JobStatus.FAILED.value
+
+
 def _write_output(
     path: Path, mappings: Sequence[IdMapping], entries: Sequence[PollEntry]
 ) -> tuple[int, Counter[str], int]:
-    """Write every finished job's Batch output line, in id-map order."""
+    """Write every finished job's Batch output line, in id-map order.
+
+    A job the server no longer knows (purged after its retention) keeps the
+    line an earlier run wrote for it: the output file is then the only copy
+    of that answer, and a later run must not turn it into ``not_found``.
+    """
     by_id = {entry.id: entry for entry in entries}
+    earlier = _earlier_output(path)
     counts: Counter[str] = Counter()
     lines = []
     for mapping in mappings:
         entry = by_id.get(mapping.job_id)
+        kept = earlier.get(mapping.job_id)
+        if kept is not None and (entry is None or entry.status == NOT_FOUND):
+            lines.append(kept)
+            counts[_status_of(kept)] += 1
+            continue
         line = output_line(mapping.custom_id, entry) if entry is not None else None
         if line is not None and entry is not None:
             lines.append(line)

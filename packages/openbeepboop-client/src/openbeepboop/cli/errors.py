@@ -74,6 +74,12 @@ class WaitInterrupted(click.ClickException):
     exit_code = EXIT_INTERRUPTED
 
 
+class SubmitInterrupted(click.ClickException):
+    """Ctrl-C stopped a bulk submit: one line saying how to finish it without duplicates."""
+
+    exit_code = EXIT_INTERRUPTED
+
+
 class MissingWithoutTerminal(click.ClickException):
     """Values a wizard would ask for, missing where it may not ask: one line, exit 2."""
 
