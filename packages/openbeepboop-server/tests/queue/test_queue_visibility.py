@@ -6,6 +6,7 @@ import pytest
 from openbeepboop_schemas import NOT_FOUND, JobStatus
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.service import QueueService
+from openbeepboop_server.queue.views import CursorError
 
 from tests.support.core import FakeClock, chat_request
 
@@ -85,14 +86,18 @@ def test_list_filters_by_status(queue: QueueService, alice: Caller) -> None:
     assert [e.id for e in queued.data] == [c.id, a.id]
 
 
-def test_list_with_a_cursor_the_caller_cannot_see_is_empty(
+def test_list_after_another_keys_job_goes_on_with_the_callers_older_jobs(
     queue: QueueService, alice: Caller, bob: Caller
 ) -> None:
-    queue.submit(alice, chat_request())
+    # Another key's job id says where it was as much as its time prefix does,
+    # and a missing id would be answered the same way: no existence is told.
+    older = queue.submit(alice, chat_request())
     theirs = queue.submit(bob, chat_request())
-    for after in (theirs.id, "job-unknown"):
-        page = queue.list_jobs(alice, after=after)
-        assert page.data == [] and not page.has_more
+    queue.submit(alice, chat_request())
+    page = queue.list_jobs(alice, after=theirs.id)
+    assert [e.id for e in page.data] == [older.id] and not page.has_more
+    with pytest.raises(CursorError):
+        queue.list_jobs(alice, after="job-unknown")
 
 
 @pytest.mark.parametrize("limit", [0, -5])

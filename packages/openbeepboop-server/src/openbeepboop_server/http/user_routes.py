@@ -50,6 +50,8 @@ from openbeepboop_server.http.endpoints import (
     component,
 )
 from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.openai.paging import bad_cursor
+from openbeepboop_server.queue.views import JOB_CURSOR, CursorError
 
 IDEMPOTENCY_HEADER = "idempotency-key"
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
@@ -231,14 +233,17 @@ async def list_jobs(call: Call) -> Response:
         query = _ListQuery.model_validate(dict(params))
     except ValidationError as exc:
         raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc)) from None
-    page = await run_in_threadpool(
-        call.context.queue.list_jobs,
-        call.user,
-        status=query.status,
-        limit=query.limit,
-        after=query.after,
-        batch_id=query.batch_id,
-    )
+    try:
+        page = await run_in_threadpool(
+            call.context.queue.list_jobs,
+            call.user,
+            status=query.status,
+            limit=query.limit,
+            after=query.after,
+            batch_id=query.batch_id,
+        )
+    except CursorError as exc:
+        raise bad_cursor(exc) from None
     return job_list_response(page)
 
 
@@ -335,7 +340,7 @@ ENDPOINTS = (
             ),
             QueryParam(
                 "after",
-                {"type": "string", "minLength": 1, "maxLength": 128},
+                {"type": "string", "maxLength": 128, "pattern": JOB_CURSOR},
                 "The `next_after` of the previous page.",
             ),
             QueryParam(

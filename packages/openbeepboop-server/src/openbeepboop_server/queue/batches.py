@@ -72,7 +72,7 @@ from openbeepboop_server.queue.submission import (
     insert_batch_lines,
     node_request_json,
 )
-from openbeepboop_server.queue.views import may_see
+from openbeepboop_server.queue.views import BATCH_CURSOR, cursor_gone, may_see
 
 logger = logging.getLogger(__name__)
 
@@ -300,7 +300,10 @@ class BatchService:
             return self._view(conn, row)
 
     def list_page(self, caller: Caller, *, limit: int, after: str | None) -> BatchList:
-        """The caller's batches, newest first, ``limit`` per page after the batch ``after``."""
+        """The caller's batches, newest first, ``limit`` per page after the batch ``after``.
+
+        CursorError if ``after`` names no batch the caller may see.
+        """
         limit = max(1, min(limit, MAX_PAGE))
         query = sa.select(batches)
         if caller.role is not Role.ADMIN:
@@ -309,7 +312,7 @@ class BatchService:
             if after is not None:
                 cursor = self._row(conn, after)
                 if cursor is None or not may_see(caller, cursor.owner_key_id):
-                    return BatchList(data=[])
+                    raise cursor_gone(after, "batch", BATCH_CURSOR)
                 query = query.where(batches.c.seq < cursor.seq)
             rows = conn.execute(query.order_by(batches.c.seq.desc()).limit(limit + 1)).all()
             data = [self._view(conn, row) for row in rows[:limit]]

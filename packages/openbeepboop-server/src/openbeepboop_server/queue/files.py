@@ -25,7 +25,7 @@ from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import file_chunks, files
 from openbeepboop_server.errors import IdempotencyKeyReused, ServerError
 from openbeepboop_server.keys import Caller
-from openbeepboop_server.queue.views import may_see
+from openbeepboop_server.queue.views import FILE_CURSOR, cursor_gone, may_see
 
 #: Bytes per stored part: large enough that a 200 MB file is 200 rows.
 CHUNK_BYTES = 1024 * 1024
@@ -273,7 +273,10 @@ class FileStore:
     def list_page(
         self, caller: Caller, *, limit: int, after: str | None, purpose: str | None
     ) -> FileList:
-        """The caller's files, newest first, ``limit`` per page after the file ``after``."""
+        """The caller's files, newest first, ``limit`` per page after the file ``after``.
+
+        CursorError if ``after`` names no file the caller may see.
+        """
         limit = max(1, min(limit, MAX_PAGE))
         query = sa.select(files).where(files.c.status == PROCESSED)
         if caller.role is not Role.ADMIN:
@@ -284,7 +287,7 @@ class FileStore:
             if after is not None:
                 cursor = self.find(caller, after)
                 if cursor is None:
-                    return FileList(data=[])
+                    raise cursor_gone(after, "file", FILE_CURSOR)
                 query = query.where(files.c.seq < cursor.seq)
             rows = conn.execute(query.order_by(files.c.seq.desc()).limit(limit + 1)).all()
         data = [_view(row) for row in rows[:limit]]

@@ -219,8 +219,8 @@ class QueueService:
     ) -> JobList:
         """The caller's jobs (all jobs for ADMIN), newest first, ``limit`` per page.
 
-        ``after`` is the ``next_after`` of the previous page. An ``after`` the
-        caller cannot see ends the listing (an empty page), like a cursor past the end.
+        ``after`` is the ``next_after`` of the previous page, even one purged
+        since; views.CursorError if it is not a job id.
         """
         with self._db.read() as conn:
             return views.list_page(

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
 from openbeepboop_schemas import (
+    BATCH_ID_PREFIX,
+    FILE_ID_PREFIX,
+    JOB_ID_PREFIX,
     NOT_FOUND,
     ChatCompletion,
     Job,
@@ -184,6 +188,85 @@ def oldest_queued_at(conn: sa.Connection) -> float | None:
     return None if value is None else float(value)
 
 
+class CursorError(ValueError):
+    """An ``after`` a listing cannot continue from: the page would be a guess.
+
+    ``status`` and ``code`` are the error envelope's: ``400 invalid_cursor``
+    (not an id of this listing at all) or ``404 cursor_not_found`` (an id of
+    the right shape whose item is gone and whose id does not say where it was).
+    """
+
+    def __init__(self, after: str, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.after = after
+        self.status = status
+        self.code = code
+
+
+#: What ``after`` may look like in each listing (also their OpenAPI patterns):
+#: the ids :func:`openbeepboop_server.queue.ids.new_job_id`,
+#: ``files.new_file_id`` and ``batches.new_batch_id`` make.
+JOB_CURSOR = "^" + JOB_ID_PREFIX + "[0-9a-f]{32}$"
+FILE_CURSOR = "^" + FILE_ID_PREFIX + "[0-9a-f]{24}$"
+BATCH_CURSOR = "^" + BATCH_ID_PREFIX + "[0-9a-f]{24}$"
+
+
+def _not_an_id(after: str, kind: str) -> CursorError:
+    return CursorError(
+        after,
+        400,
+        "invalid_cursor",
+        f"'after': '{after}' is not a {kind} id; pass the last id of the previous page",
+    )
+
+
+def cursor_gone(after: str, kind: str, shape: str) -> CursorError:
+    """The error for an ``after`` naming no ``kind`` (``file``, ``batch``) the caller may see.
+
+    File and batch ids are random: once the item is deleted nothing says where
+    it was, and an empty page would end the listing silently with items left.
+    ``shape`` is the listing's cursor pattern (:data:`FILE_CURSOR`, ...).
+    """
+    if re.fullmatch(shape, after) is None:
+        return _not_an_id(after, kind)
+    return CursorError(
+        after,
+        404,
+        "cursor_not_found",
+        f"'after': no {kind} '{after}' to continue after (deleted since the last page,"
+        " or not one of yours); list again from the first page",
+    )
+
+
+#: A job id's first 12 hex digits are the milliseconds it was made in.
+_JOB_ID = re.compile(JOB_ID_PREFIX + r"([0-9a-f]{12})[0-9a-f]{20}")
+
+
+def _cursor_seq(conn: sa.Connection, after: str) -> int | None:
+    """The ``seq`` the page after the job ``after`` lists below; None: no bound.
+
+    The job's own ``seq`` while it exists, whoever owns it: answering a key
+    differently for another key's job than for a missing one would tell it
+    which ids exist. A job purged or deleted since the last page still says
+    when it was made, and ids are made in time order: the listing continues
+    below the first job made in a later millisecond, so a cursor that vanished
+    between two pages loses nothing. Only jobs submitted at about the same
+    moment as the cursor's (its millisecond, or several replicas whose clocks
+    or requests were that far apart) may be shown again or, rarely, skipped.
+    """
+    seq = conn.execute(sa.select(jobs.c.seq).where(jobs.c.id == db_text(after))).scalar()
+    if seq is not None:
+        return int(seq)
+    made = _JOB_ID.fullmatch(after)
+    if made is None:
+        raise _not_an_id(after, "job")
+    later = f"{JOB_ID_PREFIX}{int(made[1], 16) + 1:012x}{'0' * 20}"
+    bound = conn.execute(
+        sa.select(jobs.c.seq).where(jobs.c.id >= later).order_by(jobs.c.id).limit(1)
+    ).scalar()
+    return None if bound is None else int(bound)
+
+
 def list_page(
     conn: sa.Connection,
     caller: Caller,
@@ -195,8 +278,9 @@ def list_page(
 ) -> JobList:
     """The caller's jobs (all jobs for ADMIN), newest first, ``limit`` per page.
 
-    ``after`` is the ``next_after`` of the previous page. An ``after`` the
-    caller cannot see ends the listing (an empty page), like a cursor past the end.
+    ``after`` is the ``next_after`` of the previous page; the next page goes on
+    from where that job was even if it has since been purged (:func:`_cursor_seq`).
+    CursorError if ``after`` is not a job id.
     """
     limit = max(1, min(limit, MAX_LIST_LIMIT))
     query = sa.select(*POLL_COLUMNS).where(visible_to(caller))
@@ -205,12 +289,9 @@ def list_page(
     if batch_id is not None:
         query = query.where(jobs.c.batch_id == db_text(batch_id))
     if after is not None:
-        cursor = conn.execute(
-            sa.select(jobs.c.seq).where(jobs.c.id == db_text(after), visible_to(caller))
-        ).scalar()
-        if cursor is None:
-            return JobList(data=[], has_more=False, next_after=None)
-        query = query.where(jobs.c.seq < cursor)
+        cursor = _cursor_seq(conn, after)
+        if cursor is not None:
+            query = query.where(jobs.c.seq < cursor)
     rows = conn.execute(query.order_by(jobs.c.seq.desc()).limit(limit + 1)).all()
     page = [poll_entry(row) for row in rows[:limit]]
     has_more = len(rows) > limit

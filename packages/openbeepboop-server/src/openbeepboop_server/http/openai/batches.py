@@ -21,7 +21,7 @@ from openbeepboop_server.http.bodies import model_response
 from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.files import file_not_found
-from openbeepboop_server.http.openai.paging import page_query
+from openbeepboop_server.http.openai.paging import bad_cursor, page_query
 from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_key_header
 from openbeepboop_server.queue.batches import (
     MAX_PAGE,
@@ -29,6 +29,7 @@ from openbeepboop_server.queue.batches import (
     InputFileRefusedError,
     NotCancellableError,
 )
+from openbeepboop_server.queue.views import CursorError
 
 #: The schema's window (``COMPLETION_WINDOW_PATTERN``: ASCII digits, a unit,
 #: nothing around them), with groups for the number and the unit.
@@ -125,5 +126,8 @@ async def cancel(call: Call) -> Response:
 async def list_batches(call: Call) -> Response:
     """The caller's batches, newest first, paged with ``after`` and ``limit``."""
     limit, after, _ = page_query(call.request, default_limit=DEFAULT_BATCH_PAGE, max_limit=MAX_PAGE)
-    page = await run_sync(lambda: _service(call).list_page(call.user, limit=limit, after=after))
+    try:
+        page = await run_sync(lambda: _service(call).list_page(call.user, limit=limit, after=after))
+    except CursorError as exc:
+        raise bad_cursor(exc) from None
     return model_response(page)

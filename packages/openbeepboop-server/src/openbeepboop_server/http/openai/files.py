@@ -29,7 +29,7 @@ from openbeepboop_server.config import Settings
 from openbeepboop_server.http.bodies import model_response
 from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
-from openbeepboop_server.http.openai.paging import page_query
+from openbeepboop_server.http.openai.paging import bad_cursor, page_query
 from openbeepboop_server.http.user_routes import idempotency_key_header
 from openbeepboop_server.queue.files import (
     CHUNK_BYTES,
@@ -38,6 +38,7 @@ from openbeepboop_server.queue.files import (
     StoredFile,
     UploadInProgressError,
 )
+from openbeepboop_server.queue.views import CursorError
 
 #: Room for the multipart boundaries and the other fields around the file itself.
 MULTIPART_SLACK_BYTES = 64 * 1024
@@ -218,9 +219,14 @@ async def list_files(call: Call) -> Response:
             400, "'order': only 'desc' is supported", param="order", code="invalid_value"
         )
     store = FileStore(call.context.db)
-    page = await run_sync(
-        lambda: store.list_page(call.user, limit=limit, after=after, purpose=extra.get("purpose"))
-    )
+    try:
+        page = await run_sync(
+            lambda: store.list_page(
+                call.user, limit=limit, after=after, purpose=extra.get("purpose")
+            )
+        )
+    except CursorError as exc:
+        raise bad_cursor(exc) from None
     return model_response(page)
 
 

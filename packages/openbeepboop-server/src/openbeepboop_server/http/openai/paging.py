@@ -7,6 +7,7 @@ from collections.abc import Collection
 from starlette.requests import Request
 
 from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.queue.views import CursorError
 
 
 def page_query(
@@ -40,3 +41,8 @@ def page_query(
         raise ApiError(400, "'after': too long", param="after", code="invalid_value")
     others = {name: params[name] for name in extra if name in params}
     return limit, after, others
+
+
+def bad_cursor(error: CursorError) -> ApiError:
+    """The 400 or 404 for an ``after`` a listing cannot continue from (not an empty page)."""
+    return ApiError(error.status, str(error), param="after", code=error.code)

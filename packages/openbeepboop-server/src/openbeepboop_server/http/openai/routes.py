@@ -19,14 +19,18 @@ from openbeepboop_server.http.openai import batches, chat, files
 from openbeepboop_server.http.openai.files import MAX_FILES_PAGE
 from openbeepboop_server.http.user_routes import list_models
 from openbeepboop_server.queue.batches import MAX_PAGE as MAX_BATCH_PAGE
+from openbeepboop_server.queue.views import BATCH_CURSOR, FILE_CURSOR
 
 TAG = "openai"
 
 
-def _paging(max_limit: int) -> tuple[QueryParam, ...]:
+def _paging(max_limit: int, cursor: str) -> tuple[QueryParam, ...]:
     return (
         QueryParam(
-            "after", {"type": "string", "maxLength": 128}, "The last id of the previous page."
+            "after",
+            # Empty is allowed: ``after=`` is the first page.
+            {"type": "string", "maxLength": 128, "pattern": f"^({cursor.strip('^$')})?$"},
+            "The last id of the previous page (`404` if it has since been deleted).",
         ),
         QueryParam("limit", {"type": "integer", "minimum": 1, "maximum": max_limit}, "Page size."),
     )
@@ -101,10 +105,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         USERS,
         response=component("FileList"),
         query=(
-            *_paging(MAX_FILES_PAGE),
+            *_paging(MAX_FILES_PAGE, FILE_CURSOR),
             QueryParam("purpose", {"type": "string"}, "Only files of this purpose."),
             QueryParam("order", {"type": "string", "enum": ["desc"]}, "Newest first."),
         ),
+        errors=(404,),
         tag=TAG,
     ),
     Endpoint(
@@ -167,7 +172,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         batches.list_batches,
         USERS,
         response=component("BatchList"),
-        query=_paging(MAX_BATCH_PAGE),
+        query=_paging(MAX_BATCH_PAGE, BATCH_CURSOR),
+        errors=(404,),
         tag=TAG,
     ),
     Endpoint(
