@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from openbeepboop_server.http.endpoints import USERS, Call, Endpoint, QueryParam, component
 from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.query import check_query_names
 
 
 class _UsageQuery(BaseModel):
@@ -39,13 +40,7 @@ def _seconds(value: datetime | None) -> float | None:
 async def usage(call: Call) -> Response:
     """Usage per key over a window; a USER key sees only its own."""
     params = call.request.query_params
-    for name in params:
-        if name not in _UsageQuery.model_fields:
-            raise ApiError(
-                400, f"unknown query parameter '{name}'", param=name, code="unknown_parameter"
-            )
-        if len(params.getlist(name)) > 1:
-            raise ApiError(400, f"query parameter '{name}' given more than once", param=name)
+    check_query_names(params, _UsageQuery.model_fields)
     try:
         query = _UsageQuery.model_validate(dict(params))
     except ValidationError as exc:

@@ -51,6 +51,7 @@ from openbeepboop_server.http.endpoints import (
 )
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.paging import bad_cursor
+from openbeepboop_server.http.query import check_query_names
 from openbeepboop_server.queue.views import JOB_CURSOR, CursorError
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -222,13 +223,7 @@ class _ListQuery(BaseModel):
 async def list_jobs(call: Call) -> Response:
     """The caller's jobs, newest first, paged with ``after``."""
     params = call.request.query_params
-    for name in params:
-        if name not in _ListQuery.model_fields:
-            raise ApiError(
-                400, f"unknown query parameter '{name}'", param=name, code="unknown_parameter"
-            )
-        if len(params.getlist(name)) > 1:
-            raise ApiError(400, f"query parameter '{name}' given more than once", param=name)
+    check_query_names(params, _ListQuery.model_fields)
     try:
         query = _ListQuery.model_validate(dict(params))
     except ValidationError as exc:

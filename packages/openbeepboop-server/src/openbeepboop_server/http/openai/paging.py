@@ -7,6 +7,7 @@ from collections.abc import Collection
 from starlette.requests import Request
 
 from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.query import check_query_names
 from openbeepboop_server.queue.views import CursorError
 
 
@@ -16,13 +17,7 @@ def page_query(
     """``(limit, after, {other allowed params})``; unknown or repeated parameters are a 400."""
     params = request.query_params
     allowed = {"limit", "after", *extra}
-    for name in params:
-        if name not in allowed:
-            raise ApiError(
-                400, f"unknown query parameter '{name}'", param=name, code="unknown_parameter"
-            )
-        if len(params.getlist(name)) > 1:
-            raise ApiError(400, f"query parameter '{name}' given more than once", param=name)
+    check_query_names(params, allowed)
     raw = params.get("limit")
     limit = default_limit
     if raw is not None:
