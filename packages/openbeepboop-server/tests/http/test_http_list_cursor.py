@@ -14,9 +14,10 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from openbeepboop_schemas import JOB_ID_PREFIX
+from openbeepboop_schemas import FILE_ID_PREFIX, JOB_ID_PREFIX
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.tables import jobs
+from openbeepboop_server.queue import files as files_module
 from openbeepboop_server.queue import submission
 from starlette.testclient import TestClient
 
@@ -100,24 +101,35 @@ def _upload(client: TestClient, key: str, name: str) -> str:
     return str(uploaded.json()["id"])
 
 
-def test_a_file_cursor_deleted_between_pages_is_a_404_not_the_end(
-    client: TestClient, api_keys: ApiKeys
+def test_the_sdks_list_and_delete_loop_deletes_every_file(
+    client: TestClient, api_keys: ApiKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ids = [_upload(client, api_keys.user, f"{n}.jsonl") for n in range(3)]
-    first = client.get("/openai/v1/files?limit=1", headers=bearer(api_keys.user)).json()
-    assert [item["id"] for item in first["data"]] == [ids[2]]
-    assert first["has_more"] is True
-    # The SDK's `for f in client.files.list(limit=1): client.files.delete(f.id)`.
-    deleted = client.delete(f"/openai/v1/files/{ids[2]}", headers=bearer(api_keys.user))
-    assert deleted.status_code == 200, deleted.text
-    gone = client.get(f"/openai/v1/files?limit=1&after={ids[2]}", headers=bearer(api_keys.user))
-    assert gone.status_code == 404, gone.text
-    error = gone.json()["error"]
-    assert (error["param"], error["code"]) == ("after", "cursor_not_found")
-    # Another key's file says nothing more than a missing one.
-    foreign = client.get(f"/openai/v1/files?after={ids[1]}", headers=bearer(api_keys.other_user))
-    assert foreign.status_code == 404
-    assert foreign.json()["error"]["code"] == "cursor_not_found"
+    """``for f in client.files.list(limit=1): client.files.delete(f.id)``: each next page
+    names the file just deleted, and goes on from where its id says it was."""
+    millis = itertools.count(1_700_000_000_000)
+    monkeypatch.setattr(
+        files_module, "new_file_id", lambda: f"{FILE_ID_PREFIX}{next(millis):012x}{0:012x}"
+    )
+    made = [_upload(client, api_keys.user, f"{n}.jsonl") for n in range(3)]
+    deleted: list[str] = []
+    after = ""
+    while True:
+        page = client.get(f"/openai/v1/files?limit=1{after}", headers=bearer(api_keys.user))
+        assert page.status_code == 200, page.text
+        for item in page.json()["data"]:
+            gone = client.delete(f"/openai/v1/files/{item['id']}", headers=bearer(api_keys.user))
+            assert gone.status_code == 200, gone.text
+            deleted.append(item["id"])
+        if not page.json()["has_more"]:
+            break
+        after = f"&after={deleted[-1]}"
+    assert deleted == made[::-1]
+    # Another key's file is a position like any other: it tells nothing of whose it is.
+    foreign = client.get(f"/openai/v1/files?after={made[1]}", headers=bearer(api_keys.other_user))
+    assert foreign.status_code == 200 and foreign.json()["data"] == []
+
+
+def test_a_file_cursor_that_is_no_file_id_is_a_400(client: TestClient, api_keys: ApiKeys) -> None:
     garbage = client.get("/openai/v1/files?after=garbage", headers=bearer(api_keys.user))
     assert garbage.status_code == 400, garbage.text
     assert (garbage.json()["error"]["param"], garbage.json()["error"]["code"]) == (
@@ -131,7 +143,8 @@ def test_a_batch_cursor_that_names_no_batch_is_a_404_and_one_not_an_id_a_400(
 ) -> None:
     for after, status, code in (
         ("garbage", 400, "invalid_cursor"),
-        ("batch_0123456789abcdef01234567", 404, "cursor_not_found"),
+        # Made before ids were time-ordered: its "millisecond" is far in the future.
+        ("batch_f123456789abcdef01234567", 404, "cursor_not_found"),
     ):
         response = client.get(f"/openai/v1/batches?after={after}", headers=bearer(api_keys.user))
         assert response.status_code == status, response.text

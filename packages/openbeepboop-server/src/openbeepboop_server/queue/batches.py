@@ -28,7 +28,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import secrets
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -64,6 +63,7 @@ from openbeepboop_server.queue import leases, transitions
 from openbeepboop_server.queue.batch_lines import LineParser, split_lines, validate_lines
 from openbeepboop_server.queue.batch_output import CANCELLED_CODE, EXPIRED_CODE, split_rows
 from openbeepboop_server.queue.files import FileGoneError, FileStore
+from openbeepboop_server.queue.ids import new_time_ordered_id
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.quotas import admit
 from openbeepboop_server.queue.submission import (
@@ -72,7 +72,7 @@ from openbeepboop_server.queue.submission import (
     insert_batch_lines,
     node_request_json,
 )
-from openbeepboop_server.queue.views import BATCH_CURSOR, cursor_gone, may_see
+from openbeepboop_server.queue.views import BATCH_CURSOR, may_see, seq_after_vanished
 
 logger = logging.getLogger(__name__)
 
@@ -112,8 +112,8 @@ class NotCancellableError(ServerError):
 
 
 def new_batch_id() -> str:
-    """``batch_`` plus 24 random hex characters."""
-    return BATCH_ID_PREFIX + secrets.token_hex(12)
+    """``batch_`` plus 24 hex characters, time-ordered (:mod:`~openbeepboop_server.queue.ids`)."""
+    return new_time_ordered_id(BATCH_ID_PREFIX)
 
 
 def _spooled(spool: IO[bytes]) -> Iterator[SpooledLine]:
@@ -311,9 +311,20 @@ class BatchService:
         with self._db.read() as conn:
             if after is not None:
                 cursor = self._row(conn, after)
-                if cursor is None or not may_see(caller, cursor.owner_key_id):
-                    raise cursor_gone(after, "batch", BATCH_CURSOR)
-                query = query.where(batches.c.seq < cursor.seq)
+                if cursor is not None and may_see(caller, cursor.owner_key_id):
+                    query = query.where(batches.c.seq < cursor.seq)
+                else:
+                    bound = seq_after_vanished(
+                        conn,
+                        batches.c.id,
+                        batches.c.seq,
+                        after,
+                        BATCH_ID_PREFIX,
+                        "batch",
+                        BATCH_CURSOR,
+                    )
+                    if bound is not None:
+                        query = query.where(batches.c.seq < bound)
             rows = conn.execute(query.order_by(batches.c.seq.desc()).limit(limit + 1)).all()
             data = [self._view(conn, row) for row in rows[:limit]]
         return BatchList(

@@ -11,7 +11,6 @@ so neither direction ever holds a whole file in memory.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -25,7 +24,8 @@ from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import file_chunks, files
 from openbeepboop_server.errors import IdempotencyKeyReused, ServerError
 from openbeepboop_server.keys import Caller
-from openbeepboop_server.queue.views import FILE_CURSOR, cursor_gone, may_see
+from openbeepboop_server.queue.ids import new_time_ordered_id
+from openbeepboop_server.queue.views import FILE_CURSOR, may_see, seq_after_vanished
 
 #: Bytes per stored part: large enough that a 200 MB file is 200 rows.
 CHUNK_BYTES = 1024 * 1024
@@ -67,8 +67,8 @@ class StoredFile:
 
 
 def new_file_id() -> str:
-    """``file-`` plus 24 random hex characters."""
-    return FILE_ID_PREFIX + secrets.token_hex(12)
+    """``file-`` plus 24 hex characters, time-ordered (:mod:`~openbeepboop_server.queue.ids`)."""
+    return new_time_ordered_id(FILE_ID_PREFIX)
 
 
 def _view(row: Any) -> FileObject:
@@ -286,9 +286,14 @@ class FileStore:
         with self._db.read() as conn:
             if after is not None:
                 cursor = self.find(caller, after)
-                if cursor is None:
-                    raise cursor_gone(after, "file", FILE_CURSOR)
-                query = query.where(files.c.seq < cursor.seq)
+                if cursor is not None:
+                    query = query.where(files.c.seq < cursor.seq)
+                else:
+                    bound = seq_after_vanished(
+                        conn, files.c.id, files.c.seq, after, FILE_ID_PREFIX, "file", FILE_CURSOR
+                    )
+                    if bound is not None:
+                        query = query.where(files.c.seq < bound)
             rows = conn.execute(query.order_by(files.c.seq.desc()).limit(limit + 1)).all()
         data = [_view(row) for row in rows[:limit]]
         return FileList(

@@ -1,10 +1,12 @@
-"""Random public identifiers: job ids and lease tokens.
+"""Random public identifiers: job, file and batch ids and lease tokens.
 
-Both start with the time in milliseconds (12 hex digits) followed by 80 random
-bits, like a ULID. The random part makes them unguessable; the time prefix
-makes new ids sort after old ones, so inserting them into their unique
-indexes appends near the right edge of the B-tree instead of touching a random
-page — which keeps bulk submits fast when millions of jobs are stored.
+All start with the time in milliseconds (12 hex digits) followed by random
+bits (80 for jobs and lease tokens, 48 for files and batches), like a ULID.
+The random part makes them unguessable; the time prefix makes new ids sort
+after old ones, so inserting them into their unique indexes appends near the
+right edge of the B-tree instead of touching a random page — which keeps
+bulk submits fast when millions of jobs are stored — and lets a listing's
+cursor say where its item was after the item is gone (queue/views.py).
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ from openbeepboop_schemas import JOB_ID_PREFIX
 LEASE_TOKEN_PREFIX = "lease-"  # noqa: S105 - a prefix, not a secret
 
 
-def _time_ordered() -> str:
-    return f"{int(time.time() * 1000) & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(10)}"
+#: Hex digits of the millisecond an id begins with.
+TIME_HEX_DIGITS = 12
+
+
+def _time_ordered(random_bytes: int = 10) -> str:
+    return f"{int(time.time() * 1000) & 0xFFFF_FFFF_FFFF:012x}{secrets.token_hex(random_bytes)}"
+
+
+def new_time_ordered_id(prefix: str) -> str:
+    """``prefix`` plus 24 hex characters: the millisecond, then 48 random bits (files, batches)."""
+    return prefix + _time_ordered(6)
 
 
 def new_job_id() -> str:

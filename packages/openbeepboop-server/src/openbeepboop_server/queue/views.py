@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -34,6 +35,7 @@ from openbeepboop_server.db.database import IN_CHUNK
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.keys import Caller
+from openbeepboop_server.queue.ids import TIME_HEX_DIGITS
 from openbeepboop_server.queue.statuses import TERMINAL_IN_SQL
 
 logger = logging.getLogger(__name__)
@@ -220,26 +222,51 @@ def _not_an_id(after: str, kind: str) -> CursorError:
     )
 
 
-def cursor_gone(after: str, kind: str, shape: str) -> CursorError:
-    """The error for an ``after`` naming no ``kind`` (``file``, ``batch``) the caller may see.
+#: How far past this host's clock an id's millisecond may be and still have
+#: been made (another replica's clock may run a little ahead).
+_CLOCK_SKEW_MS = 24 * 3600 * 1000
 
-    File and batch ids are random: once the item is deleted nothing says where
-    it was, and an empty page would end the listing silently with items left.
-    ``shape`` is the listing's cursor pattern (:data:`FILE_CURSOR`, ...).
+
+def seq_after_vanished(
+    conn: sa.Connection,
+    ids: sa.ColumnElement[str],
+    seqs: sa.ColumnElement[int],
+    after: str,
+    prefix: str,
+    kind: str,
+    shape: str,
+    *,
+    always_timed: bool = False,
+) -> int | None:
+    """The ``seq`` a page after the vanished item ``after`` lists below; None: no bound.
+
+    The item was purged or deleted since the last page, but its id still says
+    when it was made (queue/ids.py: the first 12 hex digits are the
+    millisecond), and ids are made in time order: the listing continues below
+    the first item made in a later millisecond, so a cursor that vanished
+    between two pages loses nothing. Only items made at about the same moment
+    (its millisecond, or several replicas whose clocks or requests were that
+    far apart) may be shown again or, rarely, skipped. ``shape`` is the
+    listing's cursor pattern: an ``after`` not of it is a 400; one whose time
+    cannot be right (a file or batch id made before ids were time-ordered,
+    almost always far in the future) is a 404, since nothing says where it
+    was, unless ``always_timed`` (job ids always were): then it is a position
+    like any other.
     """
     if re.fullmatch(shape, after) is None:
-        return _not_an_id(after, kind)
-    return CursorError(
-        after,
-        404,
-        "cursor_not_found",
-        f"'after': no {kind} '{after}' to continue after (deleted since the last page,"
-        " or not one of yours); list again from the first page",
-    )
-
-
-#: A job id's first 12 hex digits are the milliseconds it was made in.
-_JOB_ID = re.compile(JOB_ID_PREFIX + r"([0-9a-f]{12})[0-9a-f]{20}")
+        raise _not_an_id(after, kind)
+    made_ms = int(after[len(prefix) : len(prefix) + TIME_HEX_DIGITS], 16)
+    if not always_timed and made_ms > time.time() * 1000 + _CLOCK_SKEW_MS:
+        raise CursorError(
+            after,
+            404,
+            "cursor_not_found",
+            f"'after': no {kind} '{after}' to continue after (deleted since the last page,"
+            " or not one of yours); list again from the first page",
+        )
+    later = f"{prefix}{made_ms + 1:0{TIME_HEX_DIGITS}x}"
+    bound = conn.execute(sa.select(seqs).where(ids >= later).order_by(ids).limit(1)).scalar()
+    return None if bound is None else int(bound)
 
 
 def _cursor_seq(conn: sa.Connection, after: str) -> int | None:
@@ -247,24 +274,15 @@ def _cursor_seq(conn: sa.Connection, after: str) -> int | None:
 
     The job's own ``seq`` while it exists, whoever owns it: answering a key
     differently for another key's job than for a missing one would tell it
-    which ids exist. A job purged or deleted since the last page still says
-    when it was made, and ids are made in time order: the listing continues
-    below the first job made in a later millisecond, so a cursor that vanished
-    between two pages loses nothing. Only jobs submitted at about the same
-    moment as the cursor's (its millisecond, or several replicas whose clocks
-    or requests were that far apart) may be shown again or, rarely, skipped.
+    which ids exist. Once it is gone, where its id says it was
+    (:func:`seq_after_vanished`).
     """
     seq = conn.execute(sa.select(jobs.c.seq).where(jobs.c.id == db_text(after))).scalar()
     if seq is not None:
         return int(seq)
-    made = _JOB_ID.fullmatch(after)
-    if made is None:
-        raise _not_an_id(after, "job")
-    later = f"{JOB_ID_PREFIX}{int(made[1], 16) + 1:012x}{'0' * 20}"
-    bound = conn.execute(
-        sa.select(jobs.c.seq).where(jobs.c.id >= later).order_by(jobs.c.id).limit(1)
-    ).scalar()
-    return None if bound is None else int(bound)
+    return seq_after_vanished(
+        conn, jobs.c.id, jobs.c.seq, after, JOB_ID_PREFIX, "job", JOB_CURSOR, always_timed=True
+    )
 
 
 def list_page(
