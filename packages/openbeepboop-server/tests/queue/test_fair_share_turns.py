@@ -6,24 +6,10 @@ import random
 
 from openbeepboop_server.queue.fair_share import Head, Turns
 
+from tests.support.turns import take_turns
+
 NOW = 1_700_000_000.0
 AGING = 600.0
-
-
-def _picks(
-    turns: Turns, ranks: dict[tuple[str, int], list[float]], count: int
-) -> list[tuple[str, int]]:
-    """Take ``count`` jobs, each owner's in rank order, as the claim does."""
-    taken: list[tuple[str, int]] = []
-    while len(taken) < count and (turn := turns.next()) is not None:
-        taken.append(turn)
-        left = ranks[turn]
-        left.pop(0)
-        if left:
-            turns.served(*turn, left[0])
-        else:
-            turns.exhausted(*turn, claimed_one=True)
-    return taken
 
 
 def test_keeping_only_the_first_owners_changes_no_pick() -> None:
@@ -40,12 +26,12 @@ def test_keeping_only_the_first_owners_changes_no_pick() -> None:
             heads.append(Head(model, owner, own[0], priority, rng.choice([1, 1, 2, 3]), stored))
             ranks[(model, owner)] = own
         count = rng.randint(1, 30)
-        whole = _picks(
+        whole = take_turns(
             Turns(heads, now=NOW, aging_seconds=AGING),
             {k: list(v) for k, v in ranks.items()},
             count,
         )
-        few = _picks(
+        few = take_turns(
             Turns(heads, now=NOW, aging_seconds=AGING, picks=count),
             {k: list(v) for k, v in ranks.items()},
             count,

@@ -21,6 +21,7 @@ from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
 from tests.support.core import FakeClock, chat_request, make_caller
+from tests.support.turns import take_turns
 
 NOW = 1_700_000_000.0
 AGING = 600.0
@@ -28,16 +29,7 @@ AGING = 600.0
 
 def _take(turns: Turns, ranks: dict[tuple[str, int], list[float]], count: int) -> list[int]:
     """The owners of ``count`` jobs taken, each (model, owner) in rank order, as a claim does."""
-    owners: list[int] = []
-    while len(owners) < count and (turn := turns.next()) is not None:
-        owners.append(turn[1])
-        left = ranks[turn]
-        left.pop(0)
-        if left:
-            turns.served(*turn, left[0])
-        else:
-            turns.exhausted(*turn, claimed_one=True)
-    return owners
+    return [owner for _, owner in take_turns(turns, ranks, count)]
 
 
 def _spread(
