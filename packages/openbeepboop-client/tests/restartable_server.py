@@ -2,7 +2,8 @@
 
 While it is stopped the port is closed, so the client's connections are
 refused, exactly as during a real server restart. It answers only
-``POST /v1/results/poll``, every job with the status it holds now.
+``POST /v1/results/poll``, every job with the status it holds now, and
+``POST /v1/chat/completions/bulk``, with a new queued job per request.
 """
 
 from __future__ import annotations
@@ -11,15 +12,18 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import entry_body
+from conftest import entry_body, job_body
+from openbeepboop_schemas import BULK_SUBMIT_PATH
 
 
 class RestartableServer:
-    """The poll endpoint over a set status; ``stop()`` and ``start()`` keep the port."""
+    """Polls over a set status, and bulk submits; ``stop()`` and ``start()`` keep the port."""
 
     def __init__(self, status: str = "QUEUED") -> None:
         self.status = status
         self.polls = 0
+        #: How many jobs bulk submits have made.
+        self.submitted = 0
         self.answered = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
         self.port = 0
@@ -43,21 +47,36 @@ class RestartableServer:
             self._httpd.server_close()
             self._httpd = None
 
+    def made(self, requests: list[dict]) -> list[dict]:
+        """The jobs of one bulk submit: one per request, numbered on from the last."""
+        jobs = []
+        for request in requests:
+            self.submitted += 1
+            jobs.append(job_body(f"job-{self.submitted}", model=request["model"]))
+        return jobs
+
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
-                ids = json.loads(self.rfile.read(length))["ids"]
-                body = json.dumps([entry_body(job_id, owner.status) for job_id in ids]).encode()
-                self.send_response(200)
+                sent = json.loads(self.rfile.read(length))
+                if self.path == BULK_SUBMIT_PATH:
+                    self.answer(202, {"object": "list", "data": owner.made(sent["requests"])})
+                    return
+                ids = sent["ids"]
+                self.answer(200, [entry_body(job_id, owner.status) for job_id in ids])
+                owner.polls += 1
+                owner.answered.set()
+
+            def answer(self, status: int, data: object) -> None:
+                body = json.dumps(data).encode()
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
-                owner.polls += 1
-                owner.answered.set()
 
             def log_message(self, format: str, *args: object) -> None:
                 """Quiet: the test's output is the client's."""

@@ -77,9 +77,13 @@ def _json_lines(path: Path) -> Iterator[tuple[int, object]]:
         raise BatchFileError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
-def read_batch_input(path: Path, default_model: str | None) -> list[BatchRequest]:
-    """Every line of an OpenAI Batch input file, validated; the first bad line stops it."""
-    requests: list[BatchRequest] = []
+def iter_batch_input(path: Path, default_model: str | None) -> Iterator[BatchRequest]:
+    """Every line of an OpenAI Batch input file, validated, read as it is asked for.
+
+    The first bad line raises BatchFileError naming it, and so does a file
+    without any request. Of the lines read, only their custom ids are kept (to
+    refuse a repeated one): a file of any size is read in little memory.
+    """
     seen: dict[str, int] = {}
     for number, data in _json_lines(path):
         where = f"{path}:{number}"
@@ -104,10 +108,9 @@ def read_batch_input(path: Path, default_model: str | None) -> list[BatchRequest
         except InvalidRequestError as exc:
             raise BatchFileError(f"{where}: body {exc}") from None
         seen[custom_id] = number
-        requests.append(BatchRequest(line=number, custom_id=custom_id, request=request))
-    if not requests:
+        yield BatchRequest(line=number, custom_id=custom_id, request=request)
+    if not seen:
         raise BatchFileError(f"{path}: no requests in the file")
-    return requests
 
 
 def read_ids_file(path: Path) -> list[IdMapping]:
@@ -124,10 +127,9 @@ def read_ids_file(path: Path) -> list[IdMapping]:
     return mappings
 
 
-def ids_lines(mappings: Iterable[IdMapping]) -> Iterator[dict[str, object]]:
-    """The JSON objects of an id map file."""
-    for mapping in mappings:
-        yield {"custom_id": mapping.custom_id, "job_id": mapping.job_id}
+def id_map_text(mapping: IdMapping) -> str:
+    """One line of an id map file, newline included."""
+    return jsonl_text({"custom_id": mapping.custom_id, "job_id": mapping.job_id})
 
 
 def output_line(custom_id: str, entry: PollEntry) -> dict[str, object] | None:
@@ -157,8 +159,13 @@ def output_line(custom_id: str, entry: PollEntry) -> dict[str, object] | None:
     return {"id": entry.id, "custom_id": custom_id, "response": response, "error": error}
 
 
+def jsonl_text(line: dict[str, object]) -> str:
+    """One line of a JSONL file the client writes, newline included."""
+    return json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
 def write_jsonl(path: Path, lines: Iterable[dict[str, object]]) -> int:
     """Write JSON lines atomically (see :func:`write_private_file`); returns how many."""
-    texts = [json.dumps(line, ensure_ascii=False, separators=(",", ":")) + "\n" for line in lines]
+    texts = [jsonl_text(line) for line in lines]
     write_private_file(path, "".join(texts))
     return len(texts)

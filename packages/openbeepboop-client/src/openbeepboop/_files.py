@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 #: Mode of every file the client writes.
 PRIVATE_FILE_MODE = 0o600
@@ -23,11 +26,23 @@ PRIVATE_DIR_MODE = 0o700
 def write_private_file(path: Path, text: str) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically, with mode 0600 from the first byte.
 
-    The text goes to a temporary file in the same directory, created 0600, and
-    is flushed and fsync'd before it is renamed over ``path``; the directory is
-    then fsync'd so the rename itself survives a crash. A crash leaves the old
-    file or the new one, never half of one; any failure removes the temporary
-    file and leaves the old file as it was.
+    See :func:`private_file_writer`, which this writes through in one piece.
+    """
+    with private_file_writer(path) as handle:
+        handle.write(text)
+
+
+@contextmanager
+def private_file_writer(path: Path) -> Iterator[TextIO]:
+    """A text handle whose content replaces ``path`` atomically, mode 0600, when the block ends.
+
+    What is written goes to a temporary file in the same directory, created
+    0600, which is flushed and fsync'd before it is renamed over ``path``; the
+    directory is then fsync'd so the rename itself survives a crash. A crash
+    leaves the old file or the new one, never half of one; an exception out
+    of the block removes the temporary file and leaves the old file as it was.
+    The content can thus be written piece by piece, as it becomes known,
+    without being held in memory whole.
     """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
@@ -36,7 +51,7 @@ def write_private_file(path: Path, text: str) -> None:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             if hasattr(os, "fchmod"):  # mkstemp already made it 0600; Windows has no fchmod
                 os.fchmod(handle.fileno(), PRIVATE_FILE_MODE)
-            handle.write(text)
+            yield handle
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp_name, path)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 import respx
 from conftest import Cli, assert_one_line_error, completion_body, entry_body, error_body, job_body
+from openbeepboop._batch_files import BatchRequest
 from openbeepboop._resources import chat as chat_module
+from openbeepboop.cli import batch as batch_module
 
 
 def batch_line(custom_id: str, content: str, **body: object) -> dict:
@@ -391,3 +394,22 @@ def test_an_interrupted_submit_file_run_again_creates_nothing_twice(
     # --force is a new submission: new keys, new jobs.
     cli("submit-file", str(source), "--force")
     assert len(made) == 4
+
+
+def test_ctrl_c_while_the_file_is_checked_sends_nothing(
+    tmp_path: Path, cli: Cli, server: respx.MockRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    route = server.post("/v1/chat/completions/bulk").respond(202, json={"data": []})
+    read = batch_module.iter_batch_input
+
+    def interrupted(path: Path, default_model: str | None) -> Iterator[BatchRequest]:
+        yield from itertools.islice(read(path, default_model), 1)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(batch_module, "iter_batch_input", interrupted)
+    source = write_lines(tmp_path / "p.jsonl", [batch_line(c, c) for c in "ab"])
+    stopped = cli("submit-file", str(source))
+    assert stopped.exit_code == 130
+    assert_one_line_error(stopped, f"stopped while checking {source}; nothing was sent")
+    assert not route.called
+    assert not (tmp_path / "p.ids.jsonl").exists()

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, TypeAlias
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, TypeAlias, TypeVar
 
 from openbeepboop_schemas import (
     BULK_SUBMIT_PATH,
@@ -40,6 +40,8 @@ if TYPE_CHECKING:
 
 #: A message as a dict (the OpenAI way) or as the schemas' model.
 Message: TypeAlias = Mapping[str, object] | ChatMessage
+#: What rides along with each payload through :func:`bulk_chunks`.
+T = TypeVar("T")
 
 
 def _parse_job(body: object) -> JobModel:
@@ -88,42 +90,58 @@ def build_bulk_requests(
     return built
 
 
-def plan_bulk_chunks(
-    requests: Sequence[ChatCompletionRequest], idempotency_key: str | None
-) -> list[RequestOptions]:
-    """Split into bodies of at most MAX_BULK_SUBMIT requests and ~MAX_BULK_BODY_BYTES each.
+def bulk_chunks(
+    items: Iterable[tuple[T, dict[str, object]]],
+) -> Iterator[list[tuple[T, dict[str, object]]]]:
+    """``(tag, payload)`` pairs in chunks of at most MAX_BULK_SUBMIT and ~MAX_BULK_BODY_BYTES.
 
-    Each chunk gets its own Idempotency-Key: ``KEY-<n>`` when the caller gave
-    one (so re-running the same call later is safe too), else a fresh uuid4.
+    Lazy: ``items`` is read only as far as the chunk being made, so a caller
+    reading them from a file holds one chunk at a time. The tag rides along
+    (a batch line's ``custom_id``) to pair each payload with its job.
     """
-    chunks: list[list[dict[str, object]]] = []
-    current: list[dict[str, object]] = []
+    current: list[tuple[T, dict[str, object]]] = []
     size = 0
-    for request in requests:
-        payload = request.to_payload()
+    for tag, payload in items:
         payload_size = len(json.dumps(payload, separators=(",", ":"))) + 1
         if current and (
             len(current) >= MAX_BULK_SUBMIT or size + payload_size > MAX_BULK_BODY_BYTES
         ):
-            chunks.append(current)
+            yield current
             current, size = [], 0
-        current.append(payload)
+        current.append((tag, payload))
         size += payload_size
     if current:
-        chunks.append(current)
-    return [
-        RequestOptions(
-            "POST",
-            BULK_SUBMIT_PATH,
-            json={"requests": chunk},
-            headers={
-                IDEMPOTENCY_HEADER: f"{idempotency_key}-{index}"
-                if idempotency_key
-                else str(uuid.uuid4())
-            },
-        )
-        for index, chunk in enumerate(chunks)
-    ]
+        yield current
+
+
+def chunk_key(idempotency_key: str | None, index: int) -> str:
+    """The Idempotency-Key of bulk chunk ``index`` (counted from 0).
+
+    ``KEY-<n>`` when the caller gave a key (so re-running the same call later
+    is safe too), else a fresh uuid4.
+    """
+    return f"{idempotency_key}-{index}" if idempotency_key else str(uuid.uuid4())
+
+
+def _bulk_options(payloads: Sequence[dict[str, object]], idempotency_key: str) -> RequestOptions:
+    return RequestOptions(
+        "POST",
+        BULK_SUBMIT_PATH,
+        json={"requests": list(payloads)},
+        headers={IDEMPOTENCY_HEADER: idempotency_key},
+    )
+
+
+def submit_bulk_chunk(
+    client: Client, payloads: Sequence[dict[str, object]], idempotency_key: str
+) -> list[Job]:
+    """Submit one chunk of validated payloads (see :func:`bulk_chunks`); its jobs, in order.
+
+    It warns about nothing: whoever submits the chunks says each warning once.
+    """
+    options = _bulk_options(payloads, idempotency_key)
+    answer = client.request(options, _parse_bulk)
+    return [Job(item, client.jobs, warned) for item, warned in _check_bulk_answer(options, answer)]
 
 
 def _check_bulk_answer(
@@ -143,7 +161,8 @@ def _warn_bulk(jobs: Sequence[Job | AsyncJob]) -> None:
     warn_about(warning for job in jobs for warning in job.warnings)
 
 
-def _partial_failure(done: int, total: int, exc: OpenBeepBoopError) -> str:
+def partial_failure(done: int, total: int, exc: OpenBeepBoopError) -> str:
+    """What a bulk submit that stopped after ``done`` of ``total`` jobs says."""
     return f"bulk submit stopped after {done} of {total} jobs were created: {exc}"
 
 
@@ -198,17 +217,18 @@ class Completions:
         """
         built = build_bulk_requests(requests, self._client.default_model, priority)
         jobs: list[Job] = []
-        for options in plan_bulk_chunks(built, idempotency_key):
+        chunks = bulk_chunks((None, request.to_payload()) for request in built)
+        for index, chunk in enumerate(chunks):
+            payloads = [payload for _, payload in chunk]
             try:
-                answer = self._client.request(options, _parse_bulk)
-                data = _check_bulk_answer(options, answer)
+                made = submit_bulk_chunk(self._client, payloads, chunk_key(idempotency_key, index))
             except OpenBeepBoopError as exc:
                 if not jobs:
                     raise
                 _warn_bulk(jobs)
-                message = _partial_failure(len(jobs), len(built), exc)
+                message = partial_failure(len(jobs), len(built), exc)
                 raise BulkSubmitError(message, [job.data for job in jobs]) from exc
-            jobs.extend(Job(item, self._client.jobs, warned) for item, warned in data)
+            jobs.extend(made)
         _warn_bulk(jobs)
         return jobs
 
@@ -246,7 +266,11 @@ class AsyncCompletions:
         """Submit many jobs through the bulk endpoint; see :meth:`Completions.create_many`."""
         built = build_bulk_requests(requests, self._client.default_model, priority)
         jobs: list[AsyncJob] = []
-        for options in plan_bulk_chunks(built, idempotency_key):
+        chunks = bulk_chunks((None, request.to_payload()) for request in built)
+        for index, chunk in enumerate(chunks):
+            options = _bulk_options(
+                [payload for _, payload in chunk], chunk_key(idempotency_key, index)
+            )
             try:
                 answer = await self._client.request(options, _parse_bulk)
                 data = _check_bulk_answer(options, answer)
@@ -254,7 +278,7 @@ class AsyncCompletions:
                 if not jobs:
                     raise
                 _warn_bulk(jobs)
-                message = _partial_failure(len(jobs), len(built), exc)
+                message = partial_failure(len(jobs), len(built), exc)
                 raise BulkSubmitError(message, [job.data for job in jobs]) from exc
             jobs.extend(AsyncJob(item, self._client.jobs, warned) for item, warned in data)
         _warn_bulk(jobs)
