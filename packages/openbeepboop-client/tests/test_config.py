@@ -8,6 +8,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+import respx
+from conftest import BASE_URL, job_body
 from openbeepboop import Client, ConfigError, _constants
 from openbeepboop._config import (
     default_config_path,
@@ -158,10 +160,30 @@ def test_timeout_and_retries_from_file_and_defaults(tmp_path: Path) -> None:
         ("  https://h/prefix/v1/ ", "https://h/prefix"),
         ("http://h:8000/openai/v1", "http://h:8000"),
         ("https://h/queue/openai/v1/", "https://h/queue"),
+        ("http://h:8000/openai", "http://h:8000"),
+        ("https://h/queue/openai/", "https://h/queue"),
+        ("http://h:8000//v1", "http://h:8000"),
+        ("http://openai", "http://openai"),
+        ("http://v1", "http://v1"),
+        ("http://v1:8000/v1", "http://v1:8000"),
+        ("http://openai/openai", "http://openai"),
+        ("https://h/openai-proxy", "https://h/openai-proxy"),
     ],
 )
 def test_base_url_is_normalized(given: str, expected: str) -> None:
     assert normalize_base_url(given) == expected
+
+
+@pytest.mark.parametrize("suffix", ["/openai", "/openai/v1/"])
+def test_the_openai_surface_url_reaches_the_native_api(
+    server: respx.MockRouter, suffix: str
+) -> None:
+    """The URL given to the OpenAI SDK, or its /openai part, is the same server's root."""
+    route = server.post("/v1/chat/completions").respond(202, json=job_body("job-1"))
+    with Client(base_url=BASE_URL + suffix, api_key=KEY_ARG) as client:
+        job = client.chat.completions.create(model="m", messages=[{"role": "user"}])
+    assert job.id == "job-1"
+    assert route.calls.last.request.url == f"{BASE_URL}/v1/chat/completions"
 
 
 def test_base_url_needs_a_scheme() -> None:

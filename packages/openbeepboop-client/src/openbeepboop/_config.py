@@ -128,21 +128,34 @@ def write_config_file(path: Path, values: Mapping[str, str | float | int | list[
     write_private_file(path, text)
 
 
+#: Path endings that name the server's root, not a prefix of it: the native API's
+#: version, the OpenAI-compatible surface's prefix and that prefix's first part.
+_SURFACE_SUFFIXES = (OPENAI_PREFIX, OPENAI_PREFIX.removesuffix("/v1"), "/v1")
+
+
 def normalize_base_url(url: str) -> str:
-    """``http(s)://host[:port][/prefix]`` without a trailing ``/``, ``/v1`` or ``/openai/v1``.
+    """The server's root URL: without a trailing ``/``, ``/v1``, ``/openai/v1`` or ``/openai``.
 
     Users coming from the OpenAI SDK often write ``.../v1``; our paths already
     start with ``/v1``, so it is dropped rather than doubled. A URL ending in
     the OpenAI-compatible surface's own prefix (``/openai/v1``, the SDK's
-    ``base_url`` in docs/openai.md) names the same server: kept, the
-    client's native submits would land on the synchronous chat route, wait
-    there for the LLM and read its answer as no job at all.
+    ``base_url`` in docs/openai.md), or in its first part (``/openai``),
+    names the same server: kept, the client's native paths would land on that
+    surface's routes (a submit on the synchronous chat route, waiting there
+    for the LLM and reading its answer as no job at all). Any other path is a
+    prefix (a reverse proxy's) and is kept. Only the path is looked at: a host
+    named ``openai`` stays.
     """
     url = url.strip().rstrip("/")
-    for suffix in (OPENAI_PREFIX, "/v1"):
-        if url.endswith(suffix):
-            url = url[: -len(suffix)]
-            break
+    host_start = url.find("://") + 3 if "://" in url else 0
+    path_start = url.find("/", host_start)
+    if path_start >= 0:
+        root, path = url[:path_start], url[path_start:]
+        for suffix in _SURFACE_SUFFIXES:
+            if path.endswith(suffix):
+                path = path[: -len(suffix)].rstrip("/")
+                break
+        url = root + path
     if not url.startswith(("http://", "https://")):
         raise ConfigError(f"server URL must start with http:// or https:// (got {url!r})")
     try:
