@@ -14,6 +14,7 @@ from openbeepboop import (
     AsyncJob,
     AuthenticationError,
     ChatCompletion,
+    ClientClosedError,
     InternalServerError,
     JobCancelledError,
     JobFailedError,
@@ -116,3 +117,18 @@ async def test_with_options_and_close(server: respx.MockRouter, aclient: AsyncCl
     await quick.jobs.get("job-1")
     await quick.close()
     assert aclient._http is not None and not aclient._http.is_closed
+
+
+async def test_a_closed_async_client_says_so_in_its_own_words(server: respx.MockRouter) -> None:
+    server.get("/v1/jobs/job-1").respond(200, json=entry_body("job-1"))
+    async with AsyncClient(base_url=BASE_URL, api_key=API_KEY) as client:
+        await client.jobs.get("job-1")
+        quick = client.with_options(max_retries=0)
+    with pytest.raises(ClientClosedError, match=r"this AsyncClient is closed .*new AsyncClient"):
+        await client.jobs.get("job-1")
+    with pytest.raises(ClientClosedError, match="connection pool is closed"):
+        await quick.jobs.get("job-1")
+    unused = AsyncClient(base_url=BASE_URL, api_key=API_KEY)
+    await unused.close()
+    with pytest.raises(ClientClosedError, match="this AsyncClient is closed"):
+        await unused.models.list()

@@ -13,12 +13,14 @@ from openbeepboop import (
     BulkSubmitError,
     ChatCompletion,
     Client,
+    ClientClosedError,
     InvalidRequestError,
     Job,
     JobCancelledError,
     JobFailedError,
     JobStatus,
     NotFoundError,
+    OpenBeepBoopError,
     PermissionDeniedError,
     RateLimitError,
 )
@@ -339,6 +341,37 @@ def test_with_options_shares_the_pool_and_close_is_owned(
     assert client._http is not None and not client._http.is_closed
     client.close()
     assert client._http.is_closed
+
+
+def test_a_closed_client_says_so_in_its_own_words(server: respx.MockRouter) -> None:
+    server.post("/v1/chat/completions").respond(202, json=job_body("job-1"))
+    server.get("/v1/jobs/job-1").respond(200, json=entry_body("job-1"))
+    client = Client(base_url=BASE_URL, api_key=API_KEY)
+    job = client.chat.completions.create(model="llama3", messages=MESSAGES)
+    fast = client.with_options(max_retries=0)
+    client.close()
+    with pytest.raises(ClientClosedError, match=r"this Client is closed .*make a new Client"):
+        client.jobs.get("job-1")
+    with pytest.raises(ClientClosedError, match="closed"):
+        job.refresh()  # a handle asks through its client
+    with pytest.raises(ClientClosedError, match="connection pool is closed"):
+        fast.jobs.get("job-1")  # shares the pool just closed
+    with pytest.raises(ClientClosedError):
+        client.with_options(timeout=1)
+    # Code that caught httpx's RuntimeError still catches it; so does the base class.
+    assert issubclass(ClientClosedError, RuntimeError)
+    assert issubclass(ClientClosedError, OpenBeepBoopError)
+
+
+def test_a_client_closed_before_its_first_call_opens_no_pool(server: respx.MockRouter) -> None:
+    route = server.post("/v1/chat/completions").respond(202, json=job_body("job-1"))
+    with Client(base_url=BASE_URL, api_key=API_KEY) as client:
+        pass
+    with pytest.raises(ClientClosedError, match="this Client is closed"):
+        client.chat.completions.create(model="llama3", messages=MESSAGES)
+    assert not route.called
+    assert client._http is None
+    client.close()  # closing again is harmless
 
 
 def test_a_caller_supplied_http_client_is_used_and_not_closed(server: respx.MockRouter) -> None:

@@ -23,6 +23,7 @@ EXPORTED = {
     "BulkSubmitError",
     "ChatCompletion",
     "Client",
+    "ClientClosedError",
     "ConfigError",
     "ConflictError",
     "InternalServerError",

@@ -40,6 +40,7 @@ from openbeepboop._exceptions import (
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
+    ClientClosedError,
     status_error_class,
 )
 from openbeepboop._response_deadline import bound_responses
@@ -94,6 +95,7 @@ class BaseClient(Generic[HttpT]):
         self._http = http_client
         # A client passed in by the caller is theirs to close.
         self._owns_http = http_client is None
+        self._closed = False
 
     @property
     def base_url(self) -> str:
@@ -122,6 +124,24 @@ class BaseClient(Generic[HttpT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(base_url={self.base_url!r})"
+
+    def _check_open(self) -> None:
+        """Raise ClientClosedError once this client, or the pool it uses, is closed.
+
+        Without it a closed client would fail deep inside httpx, or, closed
+        before its first call, quietly open a new pool that nothing closes.
+        """
+        name = type(self).__name__
+        if self._closed:
+            raise ClientClosedError(
+                f"this {name} is closed (close() was called, or its `with` block ended); "
+                f"make a new {name} to send requests"
+            )
+        if self._http is not None and self._http.is_closed:
+            raise ClientClosedError(
+                f"this {name}'s connection pool is closed (by the client it was made from "
+                f"with with_options(), or the http_client given to it); make a new {name}"
+            )
 
     def _settings_with(
         self, timeout: float | httpx.Timeout | None, max_retries: int | None
@@ -231,6 +251,7 @@ class SyncAPIClient(BaseClient[httpx.Client]):
     """Sends requests on one lazily created, keep-alive ``httpx.Client``."""
 
     def _client(self) -> httpx.Client:
+        self._check_open()
         if self._http is None:
             self._http = httpx.Client(**self._http_client_kwargs())  # type: ignore[arg-type]
             bound_responses(self._http)
@@ -292,7 +313,8 @@ class SyncAPIClient(BaseClient[httpx.Client]):
                 server, request = moved, self._build_request(http, options, moved)
 
     def close(self) -> None:
-        """Close the connection pool (if this client made it)."""
+        """Close the connection pool (if this client made it); the client is done with."""
+        self._closed = True
         if self._http is not None and self._owns_http:
             self._http.close()
 
@@ -301,6 +323,7 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
     """Sends requests on one lazily created, keep-alive ``httpx.AsyncClient``."""
 
     def _client(self) -> httpx.AsyncClient:
+        self._check_open()
         if self._http is None:
             self._http = httpx.AsyncClient(**self._http_client_kwargs())  # type: ignore[arg-type]
             bound_responses(self._http)
@@ -362,7 +385,8 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
                 server, request = moved, self._build_request(http, options, moved)
 
     async def close(self) -> None:
-        """Close the connection pool (if this client made it)."""
+        """Close the connection pool (if this client made it); the client is done with."""
+        self._closed = True
         if self._http is not None and self._owns_http:
             await self._http.aclose()
 

@@ -6,6 +6,7 @@ status code, so code written against ``openai`` catches the same names here::
     OpenBeepBoopError
     ├── ConfigError                      no server URL / API key, unreadable config file
     ├── InvalidRequestError (ValueError) a request rejected before it was sent
+    ├── ClientClosedError (RuntimeError) a call on a client after close()
     ├── APIError                         anything that went wrong talking to the server
     │   ├── APIConnectionError           the server could not be reached
     │   │   └── APITimeoutError          ... or did not answer in time
@@ -48,6 +49,7 @@ __all__ = [
     "AuthenticationError",
     "BadRequestError",
     "BulkSubmitError",
+    "ClientClosedError",
     "ConfigError",
     "ConflictError",
     "InternalServerError",
@@ -74,6 +76,14 @@ class ConfigError(OpenBeepBoopError):
 
 class InvalidRequestError(OpenBeepBoopError, ValueError):
     """A request that would be rejected, caught before anything was sent."""
+
+
+class ClientClosedError(OpenBeepBoopError, RuntimeError):
+    """A call on a client after ``close()`` (or its ``with`` block), or whose pool was closed.
+
+    A closed client's connections are gone for good; make a new client.
+    It is a RuntimeError, like httpx's own error for a closed client.
+    """
 
 
 class APIError(OpenBeepBoopError):
