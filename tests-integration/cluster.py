@@ -94,6 +94,16 @@ class Server(kit.Server):
 
         wait_until(listed, timeout, f"nodes {sorted(wanted)} to be seen by the server")
 
+    def long_polls(self, kind: str) -> float:
+        """Long-polls of ``kind`` (``poll``, ``fetch``, ``lease_watch``) waiting in it now."""
+        text = httpx.get(
+            f"{self.url}/metrics", headers={"Authorization": f"Bearer {self.admin_key}"}
+        ).text
+        for line in text.splitlines():
+            if line.startswith(f'openbeepboop_long_polls{{kind="{kind}"}}'):
+                return float(line.split()[-1])
+        return 0.0
+
 
 class Api:
     """The HTTP API as a test user calls it (docs/api.md, 'Users'); paths from the schemas."""

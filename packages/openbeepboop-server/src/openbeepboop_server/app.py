@@ -41,6 +41,7 @@ from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.dispatch.wakeups import Wakeups
 from openbeepboop_server.errors import (
     IdempotencyKeyReused,
+    KeyNoLongerValid,
     NodeIdTaken,
     PriorityAboveCeiling,
     QuotaExceeded,
@@ -57,6 +58,7 @@ from openbeepboop_server.http.errors import (
     handle_client_gone,
     handle_http_exception,
     handle_idempotency_key_reused,
+    handle_key_no_longer_valid,
     handle_node_id_taken,
     handle_priority_above_ceiling,
     handle_quota_exceeded,
@@ -169,6 +171,7 @@ def create_app(settings: Settings) -> Starlette:
             TooManyNodes: handle_too_many_nodes,
             TooManyModels: handle_too_many_models,
             IdempotencyKeyReused: handle_idempotency_key_reused,
+            KeyNoLongerValid: handle_key_no_longer_valid,
             ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,
             Exception: handle_unexpected,

@@ -13,6 +13,7 @@
     ├── TooManyNodes            a new ``node_id`` past the key's live nodes
     ├── InvalidSetting          a configuration value the database layer cannot use
     ├── PriorityAboveCeiling    a submit's ``priority`` above its key's ``max_priority``
+    ├── KeyNoLongerValid        a waiting request's key was revoked or expired meanwhile
     ├── DatabaseBehind          schema older than this code: run ``migrate``
     └── DatabaseAhead           schema newer than this code: upgrade the server
 
@@ -108,6 +109,11 @@ class PriorityAboveCeiling(ServerError, ValueError):  # noqa: N818
         )
         self.priority = priority
         self.ceiling = ceiling
+
+
+class KeyNoLongerValid(ServerError):  # noqa: N818
+    """The key of a request that is waiting (a long-poll, a synchronous chat) was revoked
+    or expired while it waited; the request ends as one made with that key now would."""
 
 
 class DatabaseBehind(ServerError):  # noqa: N818

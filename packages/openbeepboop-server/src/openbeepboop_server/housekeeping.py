@@ -80,6 +80,7 @@ class Housekeeper:
                 self._context.wakeups,
                 self.rechecker.kick,
                 key_cache=self._context.keys.cache,
+                keys_changed=self.rechecker.keys_changed,
             )
             self.listener.start()
 

@@ -24,7 +24,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -266,6 +266,14 @@ _LOOKUP = sa.select(
     api_keys.c.revoked_at.is_(None),
     sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.bindparam("now")),
 )
+#: Which of some keys still work (the periodic re-check of waiting long-polls' keys).
+_STILL_VALID = sa.select(api_keys.c.id).where(
+    api_keys.c.id.in_(sa.bindparam("ids", expanding=True)),
+    api_keys.c.revoked_at.is_(None),
+    sa.or_(api_keys.c.expires_at.is_(None), api_keys.c.expires_at > sa.bindparam("now")),
+)
+#: Key ids asked about per statement.
+MAX_IDS_PER_READ = 500
 _LISTED = sa.select(
     api_keys.c.name,
     api_keys.c.role,
@@ -456,6 +464,20 @@ class KeyService:
         caller = _caller(row)
         self.cache.put(digest, caller, row.expires_at, generation)
         return caller
+
+    def refused_among(self, key_ids: Sequence[int]) -> set[int]:
+        """Those of ``key_ids`` that no longer work: revoked, expired, or gone.
+
+        One indexed read (per :data:`MAX_IDS_PER_READ` ids), whatever the
+        number of requests each key has waiting.
+        """
+        now = self._clock()
+        valid: set[int] = set()
+        with self._db.read() as conn:
+            for start in range(0, len(key_ids), MAX_IDS_PER_READ):
+                chunk = key_ids[start : start + MAX_IDS_PER_READ]
+                valid.update(conn.execute(_STILL_VALID, {"ids": chunk, "now": now}).scalars())
+        return {key_id for key_id in key_ids if key_id not in valid}
 
     def cached(self, key: str) -> Caller | None:
         """The caller ``key`` belongs to if :attr:`cache` holds it; None means "look it up"."""

@@ -28,7 +28,7 @@ from openbeepboop_server.db.tables import nodes
 from openbeepboop_server.dispatch import recheck
 from openbeepboop_server.dispatch.recheck import Rechecker
 from openbeepboop_server.dispatch.waiting import poll_entries
-from openbeepboop_server.keys import Caller
+from openbeepboop_server.keys import Caller, KeyService
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 from starlette.applications import Starlette
@@ -182,9 +182,26 @@ class SpyQueue:
         return self.queue.policy
 
 
+class SpyKeys:
+    """The key service's re-check read, counted into the queue spy's calls."""
+
+    def __init__(self, keys: KeyService, calls: list[tuple[str, object]]) -> None:
+        self.keys = keys
+        self.calls = calls
+
+    def refused_among(self, key_ids: list[int]) -> set[int]:
+        self.calls.append(("refused_among", len(key_ids)))
+        return self.keys.refused_among(key_ids)
+
+
 def spied(world: World) -> tuple[Rechecker, SpyQueue]:
     spy = SpyQueue(world.context.queue)
-    context = SimpleNamespace(wakeups=world.context.wakeups, queue=spy, recheck_seconds=1.0)
+    context = SimpleNamespace(
+        wakeups=world.context.wakeups,
+        queue=spy,
+        keys=SpyKeys(world.context.keys, spy.calls),
+        recheck_seconds=1.0,
+    )
     return Rechecker(context), spy  # type: ignore[arg-type]
 
 
@@ -206,8 +223,8 @@ async def test_one_read_per_round_for_any_number_of_parked_polls(world: World) -
 
     await checker.check()
 
-    # One read of the three distinct ids, not one per poll.
-    assert spy.calls == [("finished_among", 3)]
+    # One read of the one key waiting and one of the three distinct ids, not one per poll.
+    assert spy.calls == [("refused_among", 1), ("finished_among", 3)]
     for job_id in job_ids:
         await world.http.post(f"/v1/jobs/{job_id}/cancel", headers=bearer(world.user))
     answers = await asyncio.gather(*polls)

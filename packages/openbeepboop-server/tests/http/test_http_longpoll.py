@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,11 @@ from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.config import Settings
 from openbeepboop_server.context import ServerContext
+from openbeepboop_server.db.database import Database
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.dispatch import calls
+from openbeepboop_server.keys import KeyService, KeySettings
 from starlette.applications import Starlette
 
 from tests.support.surface import bearer, chat, completion, make_settings
@@ -33,6 +36,8 @@ from tests.support.waiting import CONDITION_TIMEOUT, eventually, timed
 T = TypeVar("T")
 
 WAIT = 10.0
+#: Seconds until a key made to expire mid-wait expires: past the request's start.
+EXPIRES_IN = 2.0
 #: Generous: the machine is shared with other test suites.
 
 
@@ -657,3 +662,145 @@ async def test_a_handed_entry_never_reaches_a_poll_that_may_not_see_the_job(live
         (mine["id"], "COMPLETED"),
     ]
     assert "result" not in entries[0] or entries[0]["result"] is None
+
+
+# -- a key revoked or expired while its long-polls wait ends them (401) --------
+#
+# Revoked through the app's own key service (as another process's CLI would
+# be: nothing in the revoke wakes anyone), the periodic re-check or, on
+# PostgreSQL, the key change's notice must end every long-poll of the key.
+
+
+def _refused(response: httpx.Response) -> None:
+    """``response`` is the 401 a request with a revoked or expired key gets."""
+    assert response.status_code == 401, response.text
+    assert response.json()["error"]["code"] == "invalid_api_key"
+    assert response.headers["www-authenticate"] == "Bearer"
+
+
+@pytest.mark.anyio
+async def test_a_parked_poll_ends_with_401_when_its_key_is_revoked(live: Live) -> None:
+    job, lease = await _leased_job(live)
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/v1/results/poll",
+                json={"ids": [job["id"]], "wait": WAIT},
+                headers=bearer(live.user),
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    assert live.context.keys.revoke("u")
+    response, elapsed = await waiting
+    _refused(response)
+    assert elapsed < WAIT / 2, f"the poll outlived its key by {elapsed:.2f}s"
+    assert live.context.wakeups.watch_waiters == 0
+    # The job is the node's to finish still; its result is not handed to anyone.
+    assert await _deliver(live, [lease]) == ["accepted"]
+
+
+@pytest.mark.anyio
+async def test_a_parked_fetch_ends_with_401_when_its_key_is_revoked_and_takes_no_job(
+    live: Live,
+) -> None:
+    other_node = live.context.keys.create(Role.NODE, "other-node")[0]
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node)
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    assert live.context.keys.revoke("n")
+    response, elapsed = await waiting
+    _refused(response)
+    assert elapsed < WAIT / 2, f"the fetch outlived its key by {elapsed:.2f}s"
+    assert live.context.wakeups.fetch_waiters == 0
+
+    # The next job goes to a node that can still deliver it.
+    other = asyncio.ensure_future(
+        live.http.post(
+            "/internal/queue/fetch",
+            json={**fetch_body(["m"]), "node_id": "other-node"},
+            headers=bearer(other_node),
+        )
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the other to park")
+    job = (
+        await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
+    ).json()
+    assert [lease["job_id"] for lease in (await other).json()] == [job["id"]]
+
+
+@pytest.mark.anyio
+async def test_a_hand_off_to_a_fetch_whose_key_is_revoked_meanwhile_is_given_back(
+    live: Live, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The submit is claiming for the parked fetch when the revoke is seen: the
+    # lease written for it goes back to the queue before the fetch answers 401.
+    waiting, submitting, proceed = await _hand_off_held(
+        live,
+        monkeypatch,
+        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node)),
+    )
+    waiters = list(live.context.wakeups._fetchers)
+    assert live.context.keys.revoke("n")
+    await eventually(lambda: all(waiter.refused for waiter in waiters), "the revoke to be seen")
+    proceed.set()
+    job = (await submitting).json()
+    _refused(await waiting)
+    row = _job_row(live, job["id"])
+    assert (row.status, row.attempts, row.lease_token) == ("QUEUED", 0, None)
+
+
+@pytest.mark.anyio
+async def test_a_sync_chat_whose_key_expires_while_it_waits_ends_with_401(live: Live) -> None:
+    # It would wait WAIT seconds; the key expires well before. Its job, which no
+    # node took, is cancelled as after a hang-up (docs/openai.md).
+    live.context.settings.openai.sync_timeout_seconds = WAIT
+    expiring = live.context.keys.create(
+        Role.USER, "expiring", KeySettings(expires_at=time.time() + EXPIRES_IN)
+    )[0]
+    response, elapsed = await timed(
+        live.http.post("/openai/v1/chat/completions", json=chat("m"), headers=bearer(expiring))
+    )
+    _refused(response)
+    assert elapsed < WAIT, f"the wait outlived its key by {elapsed - EXPIRES_IN:.2f}s"
+    with live.context.db.read() as conn:
+        [status] = conn.execute(sa.select(jobs.c.status)).scalars().all()
+    assert status == "CANCELLED"
+    assert live.context.wakeups.watch_waiters == 0
+
+
+@pytest.mark.anyio
+async def test_on_postgresql_a_revoke_elsewhere_ends_a_parked_fetch_at_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    # The periodic re-check is a minute away: only the key change's notice can end it.
+    settings = make_settings(tmp_path, server={"recheck_seconds": 60.0})
+    settings.database.url = pg_url
+    upgrade_to_head(pg_url)
+    app = create_app(settings)
+    elsewhere = Database.connect(pg_url)  # the CLI's: another process, another replica id
+    try:
+        async with app.router.lifespan_context(app):
+            context: ServerContext = app.state.context
+            node = context.keys.create(Role.NODE, "n")[0]
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+                waiting = asyncio.ensure_future(
+                    timed(
+                        http.post(
+                            "/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(node)
+                        )
+                    )
+                )
+                await eventually(lambda: context.wakeups.parked_fetch_waiters == 1, "the park")
+                assert KeyService(elsewhere).revoke("n")
+                response, elapsed = await waiting
+    finally:
+        elsewhere.dispose()
+    _refused(response)
+    assert elapsed < WAIT / 2, f"the fetch outlived its key by {elapsed:.2f}s"

@@ -14,6 +14,7 @@ from openbeepboop_server.db.database import Database
 from openbeepboop_server.dispatch.empty_looks import EmptyLooks
 from openbeepboop_server.dispatch.slots import LongPollSlots, ModelSlots
 from openbeepboop_server.dispatch.wakeups import Wakeups
+from openbeepboop_server.keys import KeyService
 from openbeepboop_server.metrics import Metrics
 from openbeepboop_server.queue.service import QueueService
 
@@ -24,6 +25,8 @@ class DispatchContext(Protocol):
     settings: Settings
     db: Database
     queue: QueueService
+    #: The API keys (the re-check asks which keys of waiting long-polls still work).
+    keys: KeyService
     wakeups: Wakeups
     metrics: Metrics
     #: Seconds between the process's database re-checks for all parked long-polls

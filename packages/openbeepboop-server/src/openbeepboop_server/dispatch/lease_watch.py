@@ -25,7 +25,7 @@ from openbeepboop_schemas import LeaseWatchRequest, LeaseWatchResponse
 
 from openbeepboop_server.dispatch.calls import run_service
 from openbeepboop_server.dispatch.context import DispatchContext
-from openbeepboop_server.dispatch.waiting import DisconnectWatch
+from openbeepboop_server.dispatch.waiting import DisconnectWatch, check_key
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.lease_watch import WatchedLeases
 from openbeepboop_server.scopes import check_scope
@@ -56,12 +56,16 @@ async def watch_leases(
     deadline = time.monotonic() + wait
     with (
         context.lease_watch_slots.hold(caller.key_id),
-        context.wakeups.watching_leases(ref.job_id for ref in refs) as waiter,
+        context.wakeups.watching_leases(
+            (ref.job_id for ref in refs), key_id=caller.key_id
+        ) as waiter,
     ):
         async with disconnect_watch(waiter):
             while True:
                 waiter.clear()
+                check_key(waiter)  # a revoked or expired key is told so (401), nothing else
                 found = await run_service(context.db, len(refs), queue.watched_leases, caller, refs)
+                check_key(waiter)
                 if found.ended or waiter.done:
                     return _answer(found)
                 remaining = deadline - time.monotonic()

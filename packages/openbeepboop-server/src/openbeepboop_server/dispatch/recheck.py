@@ -12,6 +12,11 @@ Now one task per process looks for all of them, once per
 ``recheck_seconds`` (``[server] recheck_seconds``, 1 s by default), and
 wakes only the waiters it concerns:
 
+* the API keys of the waiting long-polls: one indexed read of which of them
+  were revoked or have expired; those long-polls end with ``401`` (the CLI
+  that revokes a key is another process, and a replica's own revoke sends
+  it no notice either way, so this read is what ends them on SQLite; on
+  PostgreSQL a key change's notice runs a round at once, :meth:`Rechecker.keys_changed`);
 * the ids some poll waits on: one indexed read (per 500 ids) of which are now
   terminal; their polls are woken and read their entries as after any wake-up;
 * the models parked fetchers wait for: per model, an index walk of at most as
@@ -68,6 +73,14 @@ class Rechecker:
         self._offset = 0
         self._kicked = asyncio.Event()
 
+    def keys_changed(self) -> None:
+        """Run a round now: an API key was revoked or changed somewhere (on the event loop).
+
+        The replica listener asks for one when a notice says so, so the
+        long-polls of a revoked key end at once rather than at the next tick.
+        """
+        self._kicked.set()
+
     def kick(self) -> None:
         """Run a round now rather than at the next tick (on the event loop).
 
@@ -98,9 +111,13 @@ class Rechecker:
                 logger.exception("re-checking the parked long-polls failed; retrying next time")
 
     async def check(self) -> None:
-        """One round: wake the polls whose jobs finished and the fetchers that have work."""
+        """One round: end the long-polls of refused keys, wake the polls whose jobs
+        finished and the fetchers that have work."""
         context = self._context
         wakeups, queue = context.wakeups, context.queue
+        keys = wakeups.waiting_keys()
+        if keys:
+            wakeups.keys_refused(await run_sync(context.keys.refused_among, keys))
         watched = self._next_ids(wakeups.watched_ids())
         if watched:
             finished = await run_sync(queue.finished_among, watched)

@@ -9,7 +9,10 @@ the long-polls it concerns exactly as a change made by this process would
 jobs wake every fetcher, finished jobs wake the polls watching them. Notices
 this replica sent itself are skipped (it woke its own long-polls already).
 A notice that a key changed drops the replica's cached keys right here on
-the thread, before it reads the next notice (:mod:`openbeepboop_server.key_cache`).
+the thread, before it reads the next notice (:mod:`openbeepboop_server.key_cache`),
+and asks the re-check for a round at once, which ends the long-polls of a
+key revoked or expired (whichever replica's notice it is: a revoke made
+through this process wakes nothing by itself either).
 
 The connection is not in the pool: it sits in ``LISTEN`` for the life of
 the process. If it is lost (PostgreSQL restarted, a network cut, an admin's
@@ -79,12 +82,14 @@ class ReplicaListener:
         wakeups: Wakeups,
         recheck_now: Callable[[], None],
         key_cache: KeyCache[Any] | None = None,
+        keys_changed: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._replica_id = replica_id
         self._wakeups = wakeups
         self._recheck_now = recheck_now
         self._key_cache = key_cache
+        self._keys_changed = keys_changed
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -183,8 +188,11 @@ class ReplicaListener:
         while not self._stopping.is_set():
             for message in conn.notifies(timeout=STOP_CHECK_SECONDS):
                 notice = notify.decode(message.payload)
-                if notice is not None and notice.keys and self._key_cache is not None:
-                    self._key_cache.drop()
+                if notice is not None and notice.keys:
+                    if self._key_cache is not None:
+                        self._key_cache.drop()
+                    if self._keys_changed is not None:
+                        self._call(self._keys_changed)
                 if notice is not None and notice.replica != self._replica_id:
                     self._call(apply_notice, self._wakeups, notice, self._recheck_now)
 

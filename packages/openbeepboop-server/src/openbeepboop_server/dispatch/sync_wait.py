@@ -8,6 +8,12 @@ since one long-poll is capped at ``[server] max_wait_seconds``. A caller
 that hangs up before a node has leased its job leaves no GPU work behind:
 the job is cancelled if it is still QUEUED; one already running finishes and
 is kept, to be collected through the native API.
+
+A caller whose key is revoked or expires while it waits is answered ``401``
+(as a new request with the key is) and its job is treated as after a
+hang-up: cancelled if no node has leased it yet, so no GPU works for a key
+that may no longer read the answer; one already running finishes and is
+kept (an ADMIN key can still read it).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from openbeepboop_server.dispatch.calls import run_service
 from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.dispatch.waiting import DisconnectWatch, poll_entries
 from openbeepboop_server.dispatch.wakeups import Waiter
+from openbeepboop_server.errors import KeyNoLongerValid
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.statuses import TERMINAL
 
@@ -71,21 +78,33 @@ async def wait_for_job(
     just_queued = True
     while True:
         remaining = max(0.0, deadline - time.monotonic())
-        [entry] = await poll_entries(
-            context, caller, [job_id], remaining, watch, slot_held=True, known_live=just_queued
-        )
+        try:
+            [entry] = await poll_entries(
+                context, caller, [job_id], remaining, watch, slot_held=True, known_live=just_queued
+            )
+        except KeyNoLongerValid:
+            await _cancel_if_queued(context, caller, job_id)
+            raise
         just_queued = False
         if entry.status in TERMINAL:
             return SyncOutcome(entry)
         if gone:
-            cancel = functools.partial(context.queue.cancel, only_queued=True)
-            cancelled = await run_service(context.db, 1, cancel, caller, job_id)
-            if cancelled is not None and cancelled.status == JobStatus.CANCELLED.value:
-                context.metrics.cancelled.inc()
-                context.wakeups.jobs_changed([job_id])
-                entry = cancelled
-            return SyncOutcome(entry, disconnected=True)
+            cancelled = await _cancel_if_queued(context, caller, job_id)
+            return SyncOutcome(cancelled or entry, disconnected=True)
         if context.wakeups.closed:
             return SyncOutcome(entry, closed=True)
         if remaining <= 0:
             return SyncOutcome(entry)
+
+
+async def _cancel_if_queued(
+    context: DispatchContext, caller: Caller, job_id: str
+) -> PollEntry | None:
+    """Cancel the job if no node has leased it yet; its entry if it was cancelled."""
+    cancel = functools.partial(context.queue.cancel, only_queued=True)
+    cancelled = await run_service(context.db, 1, cancel, caller, job_id)
+    if cancelled is None or cancelled.status != JobStatus.CANCELLED.value:
+        return None
+    context.metrics.cancelled.inc()
+    context.wakeups.jobs_changed([job_id])
+    return cancelled

@@ -19,6 +19,14 @@ block during which the client hanging up marks the waiter disconnected (the
 HTTP layer turns its request's ``http.disconnect`` into that). A fetch whose
 node has gone claims nothing more: the jobs stay queued for someone who is
 listening.
+
+A long-poll whose API key is revoked or expires while it waits is ended by
+the periodic re-check (:meth:`~.wakeups.Wakeups.keys_refused`): it raises
+:class:`~openbeepboop_server.errors.KeyNoLongerValid` (``401``, as a new
+request with the key gets) and answers nothing it has not already sent. A
+fetch gives back, in the same step, leases written for it that it can no
+longer hand out (a claim in flight, a submit's hand-off), so no job waits
+for a lease nobody will renew.
 """
 
 from __future__ import annotations
@@ -36,12 +44,19 @@ from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.dispatch.empty_looks import look_key
 from openbeepboop_server.dispatch.handoff import give_back
 from openbeepboop_server.dispatch.wakeups import Waiter
+from openbeepboop_server.errors import KeyNoLongerValid
 from openbeepboop_server.keys import Caller
 from openbeepboop_server.queue.statuses import LIVE, TERMINAL
 from openbeepboop_server.scopes import check_scope
 
 #: Given a long-poll's waiter: a block during which the client hanging up disconnects it.
 DisconnectWatch = Callable[[Waiter], AbstractAsyncContextManager[None]]
+
+
+def check_key(waiter: Waiter) -> None:
+    """Raise :class:`KeyNoLongerValid` if the waiter's key was revoked or expired."""
+    if waiter.refused:
+        raise KeyNoLongerValid("invalid or revoked API key")
 
 
 def _sleep_for(deadline: float, wake_at: float | None = None) -> float:
@@ -68,7 +83,9 @@ async def fetch_leases(
     with (
         context.fetch_slots.hold(caller.key_id),
         context.fetch_models.hold(caller.key_id, fetch.models),
-        wakeups.fetching(fetch.models, (caller, fetch), fetch.node_id) as waiter,
+        wakeups.fetching(
+            fetch.models, (caller, fetch), fetch.node_id, key_id=caller.key_id
+        ) as waiter,
     ):
         async with disconnect_watch(waiter):
             # Refused before anything else, asked or not (the claim checks it as well).
@@ -85,11 +102,15 @@ async def fetch_leases(
                     leases = await run_service(
                         context.db, fetch.max_jobs, queue.claim, caller, fetch
                     )
+                    if leases and waiter.refused:
+                        await give_back(context, caller, fetch.node_id, leases)
+                        leases = []
                     if leases:
                         looks.forget(key)
                     elif not waiter.done and time.monotonic() < deadline:
                         wake_at = await run_sync(queue.next_claimable_at, fetch.models)
                         looks.remember(key, generation, wake_at)
+                check_key(waiter)
                 if leases or waiter.done or time.monotonic() >= deadline:
                     return leases
                 waiter.parked = True
@@ -99,11 +120,13 @@ async def fetch_leases(
                     waiter.parked = False
                 if waiter.reserved:
                     leases = await waiter.handed()
-                    if leases and waiter.disconnected:
+                    if leases and (waiter.disconnected or waiter.refused):
                         await give_back(context, caller, fetch.node_id, leases)
+                        check_key(waiter)
                         return []
                     if leases:
                         return leases
+                check_key(waiter)
                 if waiter.done:
                     # The node hung up or the server is stopping: claiming now
                     # would only strand the jobs until their leases expire.
@@ -138,11 +161,12 @@ async def poll_entries(
         return await run_service(context.db, len(ids), queue.poll, caller, ids)
     deadline = time.monotonic() + wait
     slot = contextlib.nullcontext() if slot_held else context.poll_slots.hold(caller.key_id)
-    with slot, context.wakeups.watching(ids, caller) as waiter:
+    with slot, context.wakeups.watching(ids, caller, key_id=caller.key_id) as waiter:
         if known_live:
             live = set(ids)
         else:
             entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
+            check_key(waiter)
             live = {entry.id for entry in entries if entry.status in LIVE}
             if not live:
                 return entries
@@ -155,15 +179,20 @@ async def poll_entries(
                 if not await waiter.wait(_sleep_for(deadline)):
                     break  # the deadline
                 waiter.clear()
+                check_key(waiter)
                 handed = waiter.results
                 if all(job_id in handed for job_id in ids):
                     # The delivery that finished them read them for us (one
                     # read transaction fewer on the way to the user).
                     return [handed[job_id] for job_id in ids]
                 entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
+                check_key(waiter)
                 if any(entry.id in live and entry.status in TERMINAL for entry in entries):
                     return entries
                 del entries
+        check_key(waiter)
         # The deadline, a hang-up or a shutdown: the entries as they are now
         # (callers that wait on may use them even when nobody reads the answer).
-        return await run_service(context.db, len(ids), queue.poll, caller, ids)
+        entries = await run_service(context.db, len(ids), queue.poll, caller, ids)
+        check_key(waiter)
+        return entries

@@ -34,6 +34,12 @@ are counted per model as they park: a submit looks only at the waiters that
 serve its model, and the re-check's demand costs the distinct models parked,
 never fetches x declared models (a key's hundreds of fetches declaring 256
 names each once made every submit wait seconds; docs/server.md, "Request budgets and caps").
+
+Every waiter is also filed under the API key that made its request, so the
+periodic re-check can ask the database about the distinct keys waiting (one
+read, whatever the number of waiters) and end the long-polls of a key that
+was revoked or expired meanwhile (:meth:`Wakeups.keys_refused`): they answer
+``401`` like a new request with that key, and take nothing more.
 """
 
 from __future__ import annotations
@@ -65,9 +71,18 @@ class Waiter:
     whatever else was ready ran in between.)
     """
 
-    __slots__ = ("_sleeping", "_woken", "closed", "disconnected", "results", "viewer")
+    __slots__ = (
+        "_sleeping",
+        "_woken",
+        "closed",
+        "disconnected",
+        "key_id",
+        "refused",
+        "results",
+        "viewer",
+    )
 
-    def __init__(self, viewer: Any = None) -> None:
+    def __init__(self, viewer: Any = None, key_id: int | None = None) -> None:
         self._woken = False
         #: The futures of the waits in progress (one per request, in practice).
         self._sleeping: set[asyncio.Future[None]] = set()
@@ -75,6 +90,10 @@ class Waiter:
         self.disconnected = False
         #: The server is shutting down: answer with what there is.
         self.closed = False
+        #: The API key behind the request (None: not filed under a key).
+        self.key_id = key_id
+        #: That key was revoked or expired: answer ``401`` and hand over nothing.
+        self.refused = False
         #: Who is watching (a :class:`~openbeepboop_server.keys.Caller`); None: nobody to
         #: hand results to.
         self.viewer = viewer
@@ -88,8 +107,9 @@ class Waiter:
 
     @property
     def done(self) -> bool:
-        """True when waiting any longer is pointless (client gone, server stopping)."""
-        return self.disconnected or self.closed
+        """True when waiting any longer is pointless (client gone, server stopping, key
+        refused)."""
+        return self.disconnected or self.closed or self.refused
 
     def wake(self) -> None:
         """Make the current or next :meth:`wait` return."""
@@ -104,6 +124,11 @@ class Waiter:
     def disconnect(self) -> None:
         """The client hung up."""
         self.disconnected = True
+        self.wake()
+
+    def refuse(self) -> None:
+        """The request's key was revoked or expired."""
+        self.refused = True
         self.wake()
 
     async def wait(self, timeout: float) -> bool:
@@ -151,10 +176,11 @@ class FetchWaiter(Waiter):
         claimant: Any = None,
         node_id: str | None = None,
         *,
+        key_id: int | None = None,
         seq: int = 0,
         parked_models: Counter[str] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(key_id=key_id)
         self.models = frozenset(models)
         #: The node behind the long-poll, whose registry row the re-check keeps fresh.
         self.node_id = node_id
@@ -272,6 +298,8 @@ class Wakeups:
         # Nodes' lease watches by job id, and the ids each one watches.
         self._lease_watchers: dict[str, set[Waiter]] = {}
         self._lease_watching: dict[Waiter, tuple[str, ...]] = {}
+        # Every waiter filed under a key, by key id.
+        self._by_key: dict[int, dict[Waiter, None]] = {}
         self._closed = False
         #: Bumped by every change that may have made jobs claimable (new or
         #: requeued jobs, here or on another replica, or news lost): a fetch
@@ -307,19 +335,46 @@ class Wakeups:
     # -- registration -------------------------------------------------------
 
     @contextlib.contextmanager
+    def _filed(self, waiter: Waiter) -> Iterator[None]:
+        """Keep ``waiter`` under its key (if it has one) for the duration of the block."""
+        key_id = waiter.key_id
+        if key_id is None:
+            yield
+            return
+        self._by_key.setdefault(key_id, {})[waiter] = None
+        try:
+            yield
+        finally:
+            group = self._by_key[key_id]
+            del group[waiter]
+            if not group:
+                del self._by_key[key_id]
+
+    @contextlib.contextmanager
     def fetching(
-        self, models: Iterable[str], claimant: Any = None, node_id: str | None = None
+        self,
+        models: Iterable[str],
+        claimant: Any = None,
+        node_id: str | None = None,
+        *,
+        key_id: int | None = None,
     ) -> Iterator[FetchWaiter]:
-        """Register a fetch waiter for the duration of the block."""
+        """Register a fetch waiter (of the API key ``key_id``) for the duration of the block."""
         waiter = FetchWaiter(
-            models, claimant, node_id, seq=next(self._seq), parked_models=self._parked_models
+            models,
+            claimant,
+            node_id,
+            key_id=key_id,
+            seq=next(self._seq),
+            parked_models=self._parked_models,
         )
         waiter.closed = self._closed
         self._fetchers[waiter] = None
         for model in waiter.models:
             self._by_model.setdefault(model, {})[waiter] = None
         try:
-            yield waiter
+            with self._filed(waiter):
+                yield waiter
         finally:
             waiter._leave()
             waiter.parked = False
@@ -336,30 +391,38 @@ class Wakeups:
                 self._hand_on(waiter)
 
     @contextlib.contextmanager
-    def watching(self, job_ids: Iterable[str], viewer: Any = None) -> Iterator[Waiter]:
-        """Register a waiter for changes to any of ``job_ids`` for the duration of the block."""
-        waiter = Waiter(viewer)
+    def watching(
+        self, job_ids: Iterable[str], viewer: Any = None, *, key_id: int | None = None
+    ) -> Iterator[Waiter]:
+        """Register a waiter (of the API key ``key_id``) for changes to any of ``job_ids``
+        for the duration of the block."""
+        waiter = Waiter(viewer, key_id)
         waiter.closed = self._closed
         ids = tuple(dict.fromkeys(job_ids))
         self._watching[waiter] = ids
         for job_id in ids:
             self._watchers.setdefault(job_id, set()).add(waiter)
         try:
-            yield waiter
+            with self._filed(waiter):
+                yield waiter
         finally:
             self._unwatch(waiter, self._watching.pop(waiter))
 
     @contextlib.contextmanager
-    def watching_leases(self, job_ids: Iterable[str]) -> Iterator[Waiter]:
-        """Register a node's lease watch on ``job_ids`` for the duration of the block."""
-        waiter = Waiter()
+    def watching_leases(
+        self, job_ids: Iterable[str], *, key_id: int | None = None
+    ) -> Iterator[Waiter]:
+        """Register a node's lease watch (of the API key ``key_id``) on ``job_ids`` for the
+        duration of the block."""
+        waiter = Waiter(key_id=key_id)
         waiter.closed = self._closed
         ids = tuple(dict.fromkeys(job_ids))
         self._lease_watching[waiter] = ids
         for job_id in ids:
             self._lease_watchers.setdefault(job_id, set()).add(waiter)
         try:
-            yield waiter
+            with self._filed(waiter):
+                yield waiter
         finally:
             _drop(self._lease_watchers, waiter, self._lease_watching.pop(waiter))
 
@@ -418,6 +481,10 @@ class Wakeups:
         wakes only fetchers not already woken.
         """
         return dict(self._parked_models)
+
+    def waiting_keys(self) -> list[int]:
+        """The API keys with a long-poll waiting right now, each once."""
+        return list(self._by_key)
 
     def parked_nodes(self) -> list[str]:
         """The node ids of the fetchers waiting right now, each once."""
@@ -498,6 +565,16 @@ class Wakeups:
                 waiter.wake()
             for waiter in self._lease_watchers.get(job_id, ()):
                 waiter.wake()
+
+    def keys_refused(self, key_ids: Iterable[int]) -> None:
+        """These keys were revoked or expired: every long-poll of theirs ends now.
+
+        Each one answers ``401`` and takes nothing more: a fetch claims
+        nothing, and gives back what a submit handed it meanwhile.
+        """
+        for key_id in key_ids:
+            for waiter in self._by_key.get(key_id, ()):
+                waiter.refuse()
 
     def close(self) -> None:
         """Server shutting down: every long-poll answers now with what it has."""

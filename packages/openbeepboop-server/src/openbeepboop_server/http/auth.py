@@ -16,30 +16,25 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from openbeepboop_server.http.context import get_context
-from openbeepboop_server.http.errors import ApiError
+from openbeepboop_server.http.errors import ApiError, invalid_key, unauthorized
 from openbeepboop_server.keys import Caller
 
 KEY_PREFIX = "sk-"
 #: Longer "keys" are refused without a database lookup.
 MAX_KEY_LENGTH = 256
-_CHALLENGE = {"WWW-Authenticate": "Bearer"}
-
-
-def _unauthorized(message: str, code: str) -> ApiError:
-    return ApiError(401, message, code=code, headers=_CHALLENGE)
 
 
 def bearer_token(request: Request) -> str:
     """The key from the ``Authorization`` header, or ``401`` if there is none."""
     header = request.headers.get("authorization")
     if not header:
-        raise _unauthorized(
+        raise unauthorized(
             "missing API key: send an 'Authorization: Bearer sk-...' header", "missing_api_key"
         )
     scheme, _, token = header.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
-        raise _unauthorized(
+        raise unauthorized(
             "malformed Authorization header: expected 'Bearer sk-...'", "invalid_api_key"
         )
     return token
@@ -56,7 +51,7 @@ async def authenticate(request: Request, roles: Collection[Role]) -> Caller:
         else:
             caller = keys.cached(token) or await run_in_threadpool(keys.authenticate, token)
     if caller is None:
-        raise _unauthorized("invalid or revoked API key", "invalid_api_key")
+        raise invalid_key()
     if caller.role not in roles:
         allowed = ", ".join(sorted(role.value for role in roles))
         raise ApiError(

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
-from openbeepboop_server.errors import PriorityAboveCeiling, QuotaExceeded
+from openbeepboop_server.errors import KeyNoLongerValid, PriorityAboveCeiling, QuotaExceeded
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,16 @@ class ApiError(Exception):
         """An error carrying a ready-made envelope (e.g. from a validation error)."""
         body = envelope.error
         return cls(status_code, body.message, type=body.type, param=body.param, code=body.code)
+
+
+def unauthorized(message: str, code: str) -> ApiError:
+    """A ``401`` with the ``WWW-Authenticate: Bearer`` challenge."""
+    return ApiError(401, message, code=code, headers={"WWW-Authenticate": "Bearer"})
+
+
+def invalid_key() -> ApiError:
+    """What a request with an unknown, revoked or expired key answers."""
+    return unauthorized("invalid or revoked API key", "invalid_api_key")
 
 
 class BodyTooLargeError(ApiError):
@@ -139,6 +149,14 @@ async def handle_priority_above_ceiling(request: Request, exc: Exception) -> Res
     assert isinstance(exc, PriorityAboveCeiling)
     error = ApiError(403, str(exc), param="priority", code="priority_above_ceiling")
     return envelope_response(error.status_code, error.envelope)
+
+
+async def handle_key_no_longer_valid(request: Request, exc: Exception) -> Response:
+    """A waiting request whose key was revoked or expired meanwhile (:class:`KeyNoLongerValid`)
+    → the ``401`` a new request with that key gets."""
+    assert isinstance(exc, KeyNoLongerValid)
+    error = invalid_key()
+    return envelope_response(error.status_code, error.envelope, error.headers)
 
 
 async def handle_http_exception(request: Request, exc: Exception) -> Response:
