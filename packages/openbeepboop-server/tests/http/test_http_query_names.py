@@ -40,3 +40,27 @@ def test_an_unknown_query_parameter_is_unknown_parameter(
         "param": "bogus",
         "code": "unknown_parameter",
     }
+
+
+@pytest.mark.parametrize(
+    ("path", "param", "says"),
+    [
+        ("/v1/usage?since=1e400", "since", "must be an ISO 8601 date or date-time"),
+        ("/v1/usage?until=NaN", "until", "must be an ISO 8601 date or date-time"),
+        ("/v1/usage?since=99999999999999999999", "since", "or Unix seconds"),
+        ("/v1/jobs?limit=NaN", "limit", "must be an integer from 1 to 100"),
+        ("/v1/jobs?limit=1e400", "limit", "must be an integer from 1 to 100"),
+        ("/v1/jobs?limit=0", "limit", "must be an integer from 1 to 100"),
+    ],
+)
+def test_a_query_value_a_parameter_cannot_take_is_one_line_naming_it(
+    client: TestClient, api_keys: ApiKeys, path: str, param: str, says: str
+) -> None:
+    # What the parameter takes, as the OpenAI listings say of their limit; not
+    # the validator's "input is too short" for a date, or "unable to parse string".
+    response = client.get(path, headers=bearer(api_keys.user))
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert (error["param"], error["code"]) == (param, "invalid_value")
+    assert error["message"].startswith(f"'{param}': must be ") and says in error["message"]
+    assert "Input should" not in error["message"] and "\n" not in error["message"]

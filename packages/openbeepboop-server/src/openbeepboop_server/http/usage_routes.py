@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-from openbeepboop_schemas import USAGE_PATH, ErrorEnvelope, Role
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from openbeepboop_schemas import USAGE_PATH, Role
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from openbeepboop_server.http.endpoints import USERS, Call, Endpoint, QueryParam, component
 from openbeepboop_server.http.errors import ApiError
-from openbeepboop_server.http.query import check_query_names
+from openbeepboop_server.http.query import parse_query
 
 
 class _UsageQuery(BaseModel):
@@ -26,6 +26,18 @@ class _UsageQuery(BaseModel):
     key: str | None = Field(default=None, min_length=1, max_length=128)
     since: datetime | None = None
     until: datetime | None = None
+
+
+_TIME_TAKES = (
+    "must be an ISO 8601 date or date-time (UTC unless it names a zone, "
+    "such as 2027-01-31 or 2027-01-31T18:00:00+01:00) or Unix seconds"
+)
+#: What ``GET /v1/usage``'s parameters take, said when a value does not fit.
+_USAGE_QUERY_TAKES = {
+    "key": "must be a key name of 1 to 128 characters",
+    "since": _TIME_TAKES,
+    "until": _TIME_TAKES,
+}
 
 
 def _seconds(value: datetime | None) -> float | None:
@@ -39,12 +51,7 @@ def _seconds(value: datetime | None) -> float | None:
 
 async def usage(call: Call) -> Response:
     """Usage per key over a window; a USER key sees only its own."""
-    params = call.request.query_params
-    check_query_names(params, _UsageQuery.model_fields)
-    try:
-        query = _UsageQuery.model_validate(dict(params))
-    except ValidationError as exc:
-        raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc)) from None
+    query = parse_query(call.request.query_params, _UsageQuery, _USAGE_QUERY_TAKES)
     caller = call.user
     key = query.key
     if caller.role is not Role.ADMIN:

@@ -18,7 +18,6 @@ from openbeepboop_schemas import (
     BulkSubmitRequest,
     BulkSubmitResponse,
     ChatCompletionRequest,
-    ErrorEnvelope,
     Job,
     JobStatus,
     JobWarning,
@@ -26,7 +25,7 @@ from openbeepboop_schemas import (
     ModelList,
     PollRequest,
 )
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
@@ -51,7 +50,7 @@ from openbeepboop_server.http.endpoints import (
 )
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.paging import bad_cursor
-from openbeepboop_server.http.query import check_query_names
+from openbeepboop_server.http.query import parse_query
 from openbeepboop_server.queue.views import JOB_CURSOR, CursorError
 
 IDEMPOTENCY_HEADER = "idempotency-key"
@@ -220,14 +219,13 @@ class _ListQuery(BaseModel):
     batch_id: str | None = Field(default=None, min_length=1, max_length=64)
 
 
+#: What ``GET /v1/jobs``'s parameters take, said when a value does not fit.
+_LIST_QUERY_TAKES = {"limit": f"must be an integer from 1 to {MAX_PAGE_SIZE}"}
+
+
 async def list_jobs(call: Call) -> Response:
     """The caller's jobs, newest first, paged with ``after``."""
-    params = call.request.query_params
-    check_query_names(params, _ListQuery.model_fields)
-    try:
-        query = _ListQuery.model_validate(dict(params))
-    except ValidationError as exc:
-        raise ApiError.from_envelope(400, ErrorEnvelope.from_validation_error(exc)) from None
+    query = parse_query(call.request.query_params, _ListQuery, _LIST_QUERY_TAKES)
     try:
         page = await run_in_threadpool(
             call.context.queue.list_jobs,
