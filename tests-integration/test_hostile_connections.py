@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
-from cluster import Cluster, Server
+from cluster import Cluster
 from openbeepboop_schemas import POLL_PATH
 from openbeepboop_testkit.processes import wait_until
 
@@ -75,16 +75,6 @@ async def _in_waves(calls: list[Callable[[], Awaitable[None]]]) -> None:
         await asyncio.gather(*(call() for call in calls[start : start + OPEN_AT_ONCE]))
 
 
-def _long_polls(server: Server) -> float:
-    text = httpx.get(
-        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_key}"}
-    ).text
-    for line in text.splitlines():
-        if line.startswith('openbeepboop_long_polls{kind="poll"}'):
-            return float(line.split()[-1])
-    return 0.0
-
-
 def _timed_get(http: httpx.Client, path: str) -> float:
     started = time.perf_counter()
     http.get(path).raise_for_status()
@@ -119,7 +109,7 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
         short_answers = asyncio.ensure_future(asyncio.gather(*(p.answer() for p in short)))
         await asyncio.to_thread(
             wait_until,
-            lambda: _long_polls(server) >= len(polls),
+            lambda: server.long_polls("poll") >= len(polls),
             60,
             "every poll within its key's cap to be parked",
         )

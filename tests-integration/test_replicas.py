@@ -162,7 +162,7 @@ def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_oth
     with ThreadPoolExecutor(1) as pool, node_b:
         # A submit through A ends a fetch waiting on B.
         fetching = pool.submit(node_b.post, FETCH_PATH, json=fetch)
-        wait_until(lambda: _long_polls(b, "fetch") >= 1, 60, "the fetch to wait on B")
+        wait_until(lambda: b.long_polls("fetch") >= 1, 60, "the fetch to wait on B")
         submitted_at = time.monotonic()
         job_id = api_a.submit("wake across replicas", "m")
         answer = fetching.result(timeout=60)
@@ -173,7 +173,7 @@ def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_oth
 
         # A delivery through B ends a poll waiting on A.
         polling = pool.submit(api_a.poll, [job_id], 25.0)
-        wait_until(lambda: _long_polls(a, "poll") >= 1, 60, "the poll to wait on A")
+        wait_until(lambda: a.long_polls("poll") >= 1, 60, "the poll to wait on A")
         delivered_at = time.monotonic()
         outcome = result_for(job_id, lease["lease_token"], "done on B")
         body = {"node_id": "node-b", "outcomes": [outcome.model_dump(mode="json")]}
@@ -198,7 +198,7 @@ def test_long_polls_on_one_replica_wake_at_once_for_changes_made_through_the_oth
             watching = watcher.submit(node_b.post, LEASE_WATCH_PATH, json=watch)
             polling = pool.submit(api_b.poll, [second], 25.0)
             wait_until(
-                lambda: _long_polls(b, "poll") >= 1 and _long_polls(b, "lease_watch") >= 1,
+                lambda: b.long_polls("poll") >= 1 and b.long_polls("lease_watch") >= 1,
                 60,
                 "the poll and the lease watch to wait on B",
             )
@@ -242,14 +242,3 @@ def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
             },
         }
     )
-
-
-def _long_polls(server: Server, kind: str) -> float:
-    """Long-polls of ``kind`` (``poll``: clients, ``fetch``: nodes) waiting in ``server`` now."""
-    text = httpx.get(
-        f"{server.url}/metrics", headers={"Authorization": f"Bearer {server.admin_key}"}
-    ).text
-    for line in text.splitlines():
-        if line.startswith(f'openbeepboop_long_polls{{kind="{kind}"}}'):
-            return float(line.split()[-1])
-    return 0.0
