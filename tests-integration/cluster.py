@@ -42,7 +42,17 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-__all__ = ["CLIENT", "NODE", "SERVER", "Api", "Cluster", "Node", "Server", "parse_json_output"]
+__all__ = [
+    "CLIENT",
+    "NODE",
+    "SERVER",
+    "Api",
+    "Cluster",
+    "Node",
+    "Server",
+    "parse_json_output",
+    "tune",
+]
 
 TERMINAL = frozenset({"COMPLETED", "FAILED", "CANCELLED"})
 #: Long-poll wait used when waiting for jobs (well under the 30 s cap).
@@ -290,6 +300,13 @@ class Cluster(kit.Cluster):
     def close(self) -> None:
         for api in self.apis:
             api.close()
+
+
+def tune(config: Path, **values: object) -> None:
+    """Change top-level settings of a node_config.toml, as an operator would."""
+    data = tomllib.loads(config.read_text())
+    data.update(values)
+    config.write_text(tomli_w.dumps(data))
 
 
 def parse_json_output(text: str) -> Any:

@@ -11,11 +11,10 @@ from __future__ import annotations
 import json
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import tomli_w
-from cluster import NODE, Api, Cluster, Node, Server, parse_json_output
+from cluster import NODE, Api, Cluster, Node, Server, parse_json_output, tune
 from conftest import Shared
 from openbeepboop_testkit.cluster import setup_argv
 from openbeepboop_testkit.processes import free_port
@@ -57,13 +56,6 @@ def add_dead_model(cluster: Cluster, node: Node, server: Server, key: str, port:
             f"http://127.0.0.1:{port}/v1",
         )
     )
-
-
-def tune(config: Path, **values: object) -> None:
-    """Change top-level settings of a node_config.toml, as an operator would."""
-    data = tomllib.loads(config.read_text())
-    data.update(values)
-    config.write_text(tomli_w.dumps(data))
 
 
 def job(api: Api, job_id: str) -> dict[str, object]:

@@ -22,7 +22,10 @@ async def make() -> AsyncIterator[Make]:
     clients: list[QueueClient] = []
 
     def build(
-        url: str, held: list[LeaseRef], interval: float | None = None
+        url: str,
+        held: list[LeaseRef],
+        interval: float | None = None,
+        lease_seconds: Callable[[], float | None] | None = None,
     ) -> tuple[Heartbeater, list[tuple[list[str], str]]]:
         client = QueueClient(url, NODE_KEY, "n")
         clients.append(client)
@@ -36,7 +39,7 @@ async def make() -> AsyncIterator[Make]:
             client,
             Connectivity(url),
             leases=lambda: list(held),
-            lease_seconds=lambda: 0.3 if held else None,
+            lease_seconds=lease_seconds or (lambda: 0.3 if held else None),
             on_gone=on_gone,
             interval=interval,
         )
@@ -47,14 +50,26 @@ async def make() -> AsyncIterator[Make]:
         await client.aclose()
 
 
-def test_period_is_a_third_of_the_lease_unless_configured(make: Make) -> None:
+def test_period_is_a_third_of_the_lease_or_a_shorter_configured_interval(
+    make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
     url = "http://127.0.0.1:9"  # never called
-    beater, _ = make(url, [LeaseRef(job_id="j", lease_token="t")])
-    assert abs((beater.period() or 0) - 0.1) < 1e-9
+    held = [LeaseRef(job_id="j", lease_token="t")]
+    beater, _ = make(url, held)
+    assert beater.period() == pytest.approx(0.1)
     idle, _ = make(url, [])
     assert idle.period() is None
-    fixed, _ = make(url, [], interval=5)
-    assert fixed.period() == 5
+    shorter, _ = make(url, held, interval=0.05)
+    assert shorter.period() == 0.05
+    assert caplog.records == []
+    # Longer than the leases allow: a ceiling only, said once.
+    longer, _ = make(url, held, interval=5)
+    assert longer.period() == pytest.approx(0.1)
+    assert longer.period() == pytest.approx(0.1)
+    assert [r.getMessage() for r in caplog.records] == [
+        "heartbeat_interval = 5 s is longer than a third of the server's 0.3 s leases: "
+        "heartbeats go every 0.1 s so that no lease expires under a running job"
+    ]
 
 
 async def test_idle_node_sends_nothing_then_beats_for_held_leases(
@@ -80,6 +95,30 @@ async def test_idle_node_sends_nothing_then_beats_for_held_leases(
     count = len(fake.heartbeats)
     await asyncio.sleep(0.3)
     assert len(fake.heartbeats) == count  # nothing held, nothing sent
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_shorter_lease_taken_while_waiting_is_heartbeated_in_its_own_time(
+    fake: FakeQueue, served: FakeQueueServer, make: Make
+) -> None:
+    fake.add_job("a")
+    fake.add_job("b")
+    leases = fake._fetch({"node_id": "n", "models": ["standin"], "max_jobs": 2})
+    first, second = (
+        LeaseRef(job_id=str(x["job_id"]), lease_token=str(x["lease_token"])) for x in leases
+    )
+    held = [first]
+    seconds = {first.job_id: 300.0, second.job_id: 0.3}
+    beater, _ = make(
+        served.url, held, lease_seconds=lambda: min(seconds[ref.job_id] for ref in held)
+    )
+    task = asyncio.create_task(beater.run())
+    await asyncio.sleep(0)  # it now waits out a third of the 300 s lease
+    held.append(second)
+    beater.wake()
+    await wait_for(lambda: fake.heartbeats, timeout=10, what="a heartbeat within the 0.3 s lease")
+    assert fake.heartbeats[0]["leases"] == [ref.model_dump() for ref in held]
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
 

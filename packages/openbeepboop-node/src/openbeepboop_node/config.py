@@ -238,7 +238,8 @@ class NodeConfig(BaseModel):
     )
     concurrency: StrictInt = Field(default=DEFAULT_CONCURRENCY, ge=1, le=MAX_FETCH_JOBS)
     fetch_wait: StrictFloat = Field(default=DEFAULT_FETCH_WAIT_SECONDS, ge=0, le=MAX_WAIT_SECONDS)
-    #: Seconds between heartbeats; unset means a third of the server's lease.
+    #: Most seconds between heartbeats; a third of the held leases' period when
+    #: unset or longer (:mod:`openbeepboop_node.heartbeat`).
     heartbeat_interval: StrictFloat | None = Field(default=None, gt=0)
     backoff_initial: StrictFloat = Field(default=DEFAULT_BACKOFF_INITIAL_SECONDS, gt=0)
     backoff_max: StrictFloat = Field(default=DEFAULT_BACKOFF_MAX_SECONDS, gt=0)

@@ -1,19 +1,27 @@
 """Keeping leases alive while their jobs run, and hearing which ones to abort.
 
-Every held lease is extended together, every third of the lease period (or
-``heartbeat_interval`` when the operator set one), so a generation slower
-than the lease never loses it. The server's answer names leases that were
-lost (expired, taken over) or whose job was cancelled; the node aborts
-those jobs (:mod:`~openbeepboop_node.running`). A cancel usually arrives
-long before that, through the lease watch (:mod:`~openbeepboop_node.lease_watch`);
-the heartbeat is the safety net, and the only path against an older server.
+Every held lease is extended together, every third of the shortest lease
+period among them, so a generation slower than the lease never loses it.
+The server's answer names leases that were lost (expired, taken over) or
+whose job was cancelled; the node aborts those jobs
+(:mod:`~openbeepboop_node.running`). A cancel usually arrives long before
+that, through the lease watch (:mod:`~openbeepboop_node.lease_watch`); the
+heartbeat is the safety net, and the only path against an older server.
 Nothing is sent while the node holds no lease: an idle node is already in
 touch through its long-poll.
+
+``heartbeat_interval``, when the operator set one, can only make heartbeats
+more frequent. The node cannot tell from its config how long the server's
+leases are, only from the leases themselves, and an interval longer than a
+third of theirs would let them expire under a live node (each long job
+would run again, up to the server's ``max_attempts``); such a setting is
+named once in a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable, Sequence
 
@@ -55,6 +63,7 @@ class Heartbeater:
         #: The models to declare (those not paused), read at each heartbeat.
         self._models = models
         self._interval = interval
+        self._warned = False
         self._wake = asyncio.Event()
         self.sent = 0
 
@@ -63,22 +72,44 @@ class Heartbeater:
         self._wake.set()
 
     def period(self) -> float | None:
-        """Seconds until the next heartbeat, or None while no lease is held."""
-        if self._interval is not None:
-            return self._interval
+        """Seconds until the next heartbeat, or None while no lease is held.
+
+        A third of the shortest held lease, or the configured interval when it is shorter.
+        """
         seconds = self._lease_seconds()
         if seconds is None:
             return None
-        return max(MIN_HEARTBEAT_SECONDS, seconds * HEARTBEAT_FRACTION)
+        due = max(MIN_HEARTBEAT_SECONDS, seconds * HEARTBEAT_FRACTION)
+        if self._interval is None:
+            return due
+        if self._interval <= due:
+            return self._interval
+        if not self._warned:
+            self._warned = True
+            logger.warning(
+                "heartbeat_interval = %g s is longer than a third of the server's %g s "
+                "leases: heartbeats go every %.3g s so that no lease expires under a running job",
+                self._interval,
+                seconds,
+                due,
+            )
+        return due
 
     async def run(self) -> None:
         """Heartbeat until cancelled; raises KeyRejectedError if the key is refused."""
+        loop = asyncio.get_running_loop()
         while True:
             if not self._leases():
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            await asyncio.sleep(self.period() or MIN_HEARTBEAT_SECONDS)
+            due = loop.time() + (self.period() or MIN_HEARTBEAT_SECONDS)
+            while (now := loop.time()) < due:
+                self._wake.clear()
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), due - now)
+                # A lease taken meanwhile may be shorter than those this wait was timed for.
+                due = min(due, loop.time() + (self.period() or MIN_HEARTBEAT_SECONDS))
             refs = self._leases()
             for start in range(0, len(refs), MAX_HEARTBEAT_LEASES):
                 await self.beat(refs[start : start + MAX_HEARTBEAT_LEASES])
