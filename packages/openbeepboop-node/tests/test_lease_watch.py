@@ -15,6 +15,7 @@ import pytest
 from conditions import wait_for
 from fake_queue import NODE_KEY, WATCH, FakeQueue, LoopbackServer, Received, Reply
 from openbeepboop_node.backoff import Backoff
+from openbeepboop_node.exceptions import ServerUnavailableError
 from openbeepboop_node.lease_watch import LeaseWatcher
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.worker import Node
@@ -238,3 +239,46 @@ async def test_leases_younger_than_watch_after_are_never_watched(
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert watched[0] == ["job-long"]
+
+
+class FailingWatch:
+    """A queue client whose lease watch fails (the server went down) when told to."""
+
+    def __init__(self) -> None:
+        self.failure: asyncio.Future[None] | None = None
+        self.request: asyncio.Task[object] | None = None
+
+    async def watch_leases(self, refs: Sequence[LeaseRef], wait: float) -> object:
+        self.failure = asyncio.get_running_loop().create_future()
+        self.request = asyncio.current_task()
+        await self.failure
+        raise AssertionError("unreachable")
+
+
+async def test_a_watch_that_failed_just_before_its_cancel_leaves_no_unread_error() -> None:
+    """At a shutdown while the server is down, no "Task exception was never retrieved"."""
+    client = FailingWatch()
+    held = [LeaseRef(job_id="job-1", lease_token="t-1")]
+    watcher = LeaseWatcher(
+        client,  # type: ignore[arg-type]
+        Backoff(0.5, 1.0),
+        leases=lambda: held,
+        on_gone=lambda ids, reason: None,
+        wait=25.0,
+        watch_after=0.0,
+    )
+    task = asyncio.create_task(watcher.run())
+    await wait_for(lambda: client.request is not None, what="the watch request")
+    request = client.request
+    assert client.failure is not None and request is not None
+    client.failure.set_exception(ServerUnavailableError("cannot connect: connection refused"))
+    # The request fails; the watch is cancelled before it hears of it.
+    while not request.done():
+        await asyncio.sleep(0)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    # asyncio logs "Task exception was never retrieved" when a task whose
+    # exception nobody read is collected. Here that would be at the process's
+    # exit only (the cancelled wait keeps it alive until then), so the flag
+    # that message is logged on is read instead.
+    assert request._log_traceback is False

@@ -501,6 +501,30 @@ async def test_server_down_is_logged_once_and_recovery_once(
     assert node.config.api_key.get_secret_value() not in caplog.text
 
 
+async def test_work_the_node_waits_on_is_not_left_behind_when_the_wait_is_cancelled(
+    make_node: Callable[..., Node],
+) -> None:
+    node = make_node()
+    started, cancelled = asyncio.Event(), asyncio.Event()
+
+    async def work() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    idle = asyncio.create_task(asyncio.Event().wait())
+    waiting = asyncio.create_task(node._until_done(work(), [idle]))  # type: ignore[list-item]
+    await started.wait()
+    waiting.cancel()
+    await asyncio.gather(waiting, return_exceptions=True)
+    assert cancelled.is_set()
+    idle.cancel()
+    await asyncio.gather(idle, return_exceptions=True)
+
+
 async def test_refused_key_stops_the_node(
     fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
 ) -> None:

@@ -152,10 +152,12 @@ class LeaseWatcher:
                 finally:
                     woken.cancel()
         finally:
-            if not request.done():
-                request.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await request
+            # Awaited even when it is done: a request that failed just before
+            # this watch was cancelled (a shutdown while the server is down)
+            # would otherwise have its error logged as never retrieved.
+            request.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await request
         return self._answered(refs, request)
 
     def _answered(

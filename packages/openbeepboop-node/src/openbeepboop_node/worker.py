@@ -297,7 +297,13 @@ class Node:
     ) -> None:
         """Await ``work``, unless a background loop fails first (a refused key)."""
         task = asyncio.ensure_future(work)
-        done, _ = await asyncio.wait([task, *background], return_when=asyncio.FIRST_COMPLETED)
+        try:
+            done, _ = await asyncio.wait([task, *background], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled meanwhile: the work is not left behind, nor its error unread.
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise
         for finished in background:
             if finished in done:
                 task.cancel()
