@@ -167,6 +167,43 @@ def test_a_result_over_the_servers_limit_fails_visibly_as_result_too_large(
     assert len([call for call in llm.calls() if call.body.get("n") == 4]) == 1  # not re-run
 
 
+def test_batch_counts_and_logs_a_result_too_large_as_the_failure_it_became(
+    cluster: Cluster, llm: StandinLLM, tag: str
+) -> None:
+    # The server refuses the result (413); the node delivers a failure instead,
+    # so its job line and its last line must say failed, never "completed".
+    server, model = cluster.server(), f"{tag}-m"
+    server.edit_config("server", max_body_bytes=150_000)
+    server.edit_config("limits", max_result_bytes=200_000)
+    server.start()
+    api = cluster.api(server, server.create_key("USER", f"{tag}-user"))
+    node = cluster.node(
+        server,
+        server.create_key("NODE", f"{tag}-nodes"),
+        f"{tag}-node",
+        model,
+        "openai/m",
+        llm.base_url,
+    )
+    big = api.submit("word " * 20_000, model, n=4, max_tokens=50_000)
+    small = api.submit("small", model)
+
+    batch = node.batch()
+
+    done = api.wait_terminal([big, small])
+    assert done[big]["status"] == "FAILED", done[big]
+    assert done[big]["error"]["type"] == "result_too_large"
+    assert done[small]["status"] == "COMPLETED", done[small]
+    # A job that failed is the batch's work done (docs/node.md, "Batch mode (cron)").
+    assert batch.returncode == 0, batch.stderr
+    lines = batch.stderr.splitlines()
+    big_lines = [line for line in lines if f"job {big} " in line]
+    assert len(big_lines) == 1, big_lines
+    assert "failed (result_too_large, permanent): the result is" in big_lines[0]
+    assert "WARNING" in big_lines[0]
+    assert lines[-1].endswith("batch done: 1 completed, 1 failed, 0 released"), lines[-1]
+
+
 def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
     return ResultOutcome.model_validate(
         {

@@ -16,9 +16,9 @@ from openbeepboop_node.config import (
     load_config,
     parse_config,
     write_config,
-    write_private_file,
 )
 from openbeepboop_node.exceptions import ConfigError
+from openbeepboop_node.private_files import write_private_file
 
 VALID = {
     "server_url": "http://127.0.0.1:8000/",
@@ -236,6 +236,14 @@ def test_write_is_atomic_0600_and_round_trips(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
 
 
+def test_a_file_where_the_folder_should_be_is_named_as_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for path in (tmp_path / "afile" / "n.toml", tmp_path / "afile" / "deeper" / "n.toml"):
+        with pytest.raises(NotADirectoryError) as raised:
+            write_private_file(path, "key = 'sk-x'\n")
+        assert raised.value.strerror == f"{tmp_path / 'afile'} is not a directory"
+
+
 def test_private_file_is_0600_in_a_0700_folder(tmp_path: Path) -> None:
     path = tmp_path / "new" / "secret.toml"
     write_private_file(path, "key = 'sk-x'\n")
@@ -258,7 +266,7 @@ def test_a_failed_private_write_leaves_the_old_file_and_no_temporary_one(
     def fail(*args: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(f"openbeepboop_node.config.os.{failing}", fail)
+    monkeypatch.setattr(f"openbeepboop_node.private_files.os.{failing}", fail)
     with pytest.raises(OSError, match="No space left"):
         write_private_file(path, "new\n")
     monkeypatch.undo()
@@ -303,6 +311,32 @@ def test_bad_server_urls_are_named(urls: list[str], problem: str) -> None:
     data = {k: v for k, v in VALID.items() if k != "server_url"}
     with pytest.raises(ConfigError, match=problem):
         parse_config({**data, "server_urls": urls})
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("http://a b", "without spaces"),
+        ("http://example.com:80/x y", "without spaces"),
+        ("http://exa\tmple.com", "control characters"),
+        ("http://host:99999", "not a valid URL .*[Pp]ort"),
+        ("http://host:abc", "not a valid URL .*[Pp]ort"),
+        ("http://[::1", "not a valid URL"),
+        ("http://a%20b", "not a valid host name"),
+        ("http://a..b:8000", "not a valid host name"),
+        ("http://:8000", "not a valid host name"),
+    ],
+)
+def test_a_server_url_the_http_client_could_not_use_is_refused(url: str, problem: str) -> None:
+    with pytest.raises(ConfigError, match=f"server_url: .*{problem}"):
+        parse_config({**VALID, "server_url": url})
+
+
+@pytest.mark.parametrize(
+    "url", ["https://[::1]:8000", "http://gpu_box-1.local:8000", "http://bücher.example"]
+)
+def test_ip_addresses_and_host_names_of_any_script_are_accepted(url: str) -> None:
+    assert parse_config({**VALID, "server_url": url}).server_url == url
 
 
 def test_the_environment_may_give_several_urls_comma_separated(tmp_path: Path) -> None:

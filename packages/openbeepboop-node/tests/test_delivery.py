@@ -8,6 +8,7 @@ disk only when their ack is late, their submit failed, or the run ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -461,3 +462,89 @@ async def test_shutdown_writes_again_what_a_failed_write_left(
     assert h.deliverer.unwritten_results() == 0
     h.task = run
     await h.__aexit__()
+
+
+async def test_a_result_refused_after_it_was_spooled_is_told_again_as_its_failure(
+    tmp_path: Path,
+) -> None:
+    # On disk first (its job may log "completed"), then refused as too large:
+    # whoever logs the job hears of the failure that replaced it.
+    told: list[Outcome] = []
+
+    def refuse_once_on_disk(request: Received) -> Reply:
+        if len(request.body) > 4000:
+            with contextlib.closing(sqlite3.connect(tmp_path / "spool.sqlite3")) as spooled:
+                (rows,) = spooled.execute("SELECT COUNT(*) FROM outcomes").fetchone()
+            if not rows:
+                return DROP  # not on disk yet: the node sends it again
+            return Reply(413, {"error": {"message": "too big", "type": "invalid_request_error"}})
+        return accept_all(request)
+
+    async with Harness(tmp_path) as h:
+        h.server.respond = refuse_once_on_disk
+        durable = h.deliverer.put(big_result("job-1"), told.append)
+        assert await h.deliverer.wait_idle(10)
+        assert durable.done()
+    assert [type(outcome).__name__ for outcome in told] == ["ResultOutcome", "ErrorOutcome"]
+    failure = told[1]
+    assert isinstance(failure, ErrorOutcome) and failure.error.type == "result_too_large"
+    assert h.server.bodies(SUBMIT)[-1]["outcomes"][0]["kind"] == "error"
+
+
+async def test_a_result_refused_before_it_was_durable_is_told_only_as_its_failure(
+    tmp_path: Path,
+) -> None:
+    told: list[Outcome] = []
+
+    def limit_bodies(request: Received) -> Reply:
+        if len(request.body) > 4000:
+            return Reply(413, {"error": {"message": "too big", "type": "invalid_request_error"}})
+        return accept_all(request)
+
+    async with Harness(tmp_path, spool_after=3600) as h:  # never on disk before the ack
+        h.server.respond = limit_bodies
+        h.deliverer.put(big_result("job-1"), told.append)
+        assert await h.deliverer.wait_idle(10)
+    assert len(told) == 1
+    assert isinstance(told[0], ErrorOutcome) and told[0].error.type == "result_too_large"
+
+
+async def test_a_full_disk_is_tried_at_its_period_and_logged_once_per_outage(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Server down and disk full: each failed submit (every backoff step) and
+    # each new result used to try the disk again, and log it again.
+    monkeypatch.setattr(delivery, "SPOOL_RETRY_SECONDS", 3600, raising=False)
+    spool = FullSpool(tmp_path / "full.sqlite3")
+    async with Harness(tmp_path, spool=spool, backoff=Backoff(0.01, 0.02)) as h:
+        h.server.respond = always(DROP)
+        with caplog.at_level(logging.DEBUG, logger="openbeepboop_node"):
+            h.deliverer.put(error("job-1"))
+            await wait_for(lambda: spool.failed == 1, what="a failed write")
+            sent = len(h.server.received)
+            await wait_for(lambda: len(h.server.received) >= sent + 10, what="failed submits")
+            h.deliverer.put(error("job-2"))
+            await wait_for(lambda: len(h.server.received) >= sent + 20, what="failed submits")
+        assert spool.failed == 1  # not before the retry period is over
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+        assert "database or disk is full" in errors[0].getMessage()
+        assert "tried every 3600 s" in errors[0].getMessage()
+
+
+async def test_a_spool_that_takes_writes_again_says_so_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(delivery, "SPOOL_RETRY_SECONDS", 0.05, raising=False)
+    spool = FullSpool(tmp_path / "full.sqlite3")
+    async with Harness(tmp_path, spool=spool, spool_after=0.05) as h:
+        h.server.respond = hold_submits
+        with caplog.at_level(logging.WARNING, logger="openbeepboop_node"):
+            durable = h.deliverer.put(error("job-1"))
+            await wait_for(lambda: spool.failed >= 3, what="retried writes")
+            spool.full = False
+            await asyncio.wait_for(durable, 10)
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    back = [r.getMessage() for r in caplog.records if "takes writes again" in r.getMessage()]
+    assert len(errors) == 1, errors
+    assert len(back) == 1, back

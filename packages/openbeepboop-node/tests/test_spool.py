@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -135,10 +136,83 @@ def test_a_damaged_spool_is_one_clear_error_not_a_traceback(tmp_path: Path) -> N
     spool = Spool(path)
     spool.add([result(f"job-{n:04d}-" + "x" * 100) for n in range(200)])  # pages of rows
     spool.close()
-    with sqlite3.connect(path) as conn:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        (root,) = conn.execute(
+            "SELECT rootpage FROM sqlite_master WHERE name = 'outcomes'"
+        ).fetchone()
+        (page_size,) = conn.execute("PRAGMA page_size").fetchone()
     data = bytearray(path.read_bytes())
-    data[4096:8192] = bytes(4096)  # one page of the outcomes table zeroed
+    start = (root - 1) * page_size
+    data[start : start + page_size] = bytes(page_size)  # the outcomes table's root page zeroed
     path.write_bytes(bytes(data))
     with pytest.raises(SpoolError, match=r"cannot read the result spool .*\.recover"):
         Spool(path).pending()
+
+
+def huge_result(job_id: str, size: int) -> ResultOutcome:
+    outcome = result(job_id)
+    outcome.result.choices[0].message.content = "x" * size
+    return outcome
+
+
+def spool_files(path: Path) -> list[Path]:
+    return [p for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")) if p.exists()]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+def test_the_spool_and_its_wal_files_are_private(tmp_path: Path) -> None:
+    old_umask = os.umask(0o022)  # what most shells give: files readable by everyone
+    try:
+        path = tmp_path / "spool.sqlite3"
+        spool = Spool(path)
+        spool.add([result("job-1")])  # the -wal and -shm files exist now
+        files = spool_files(path)
+        assert len(files) == 3
+        assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {
+            p.name: "0o600" for p in files
+        }
+        spool.close()
+        # A spool left readable by an older node is made private when opened.
+        for p in spool_files(path):
+            p.chmod(0o644)
+        Spool(path).close()
+        assert {oct(p.stat().st_mode & 0o777) for p in spool_files(path)} == {"0o600"}
+    finally:
+        os.umask(old_umask)
+
+
+def test_an_emptied_spool_gives_its_space_back(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    spool = Spool(path)
+    big = huge_result("job-1", 8_000_000)
+    spool.add([big])
+    assert path.stat().st_size + Path(f"{path}-wal").stat().st_size > 8_000_000
+    spool.remove([outcome_key(big)])  # the deletion that comes once nothing is left to send
+    assert len(spool) == 0
+    assert sum(p.stat().st_size for p in spool_files(path)) < 1_000_000
+    spool.close()
+
+
+def test_a_spool_made_before_it_could_shrink_is_converted_when_opened(tmp_path: Path) -> None:
+    path = tmp_path / "spool.sqlite3"
+    with contextlib.closing(sqlite3.connect(path)) as db:  # as an older node made it
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute(
+            "CREATE TABLE outcomes (job_id TEXT NOT NULL, lease_token TEXT NOT NULL, "
+            "body TEXT NOT NULL, spooled_at REAL NOT NULL, PRIMARY KEY (job_id, lease_token))"
+        )
+        kept = result("job-1")
+        db.execute(
+            "INSERT INTO outcomes VALUES (?, ?, ?, 1.0)",
+            (kept.job_id, kept.lease_token, kept.model_dump_json()),
+        )
+        db.commit()
+    spool = Spool(path)
+    assert spool.pending() == [result("job-1")]  # what it held is kept
+    big = huge_result("job-2", 8_000_000)
+    spool.add([big])
+    spool.remove([outcome_key(big)])
+    assert sum(p.stat().st_size for p in spool_files(path)) < 1_000_000
+    assert spool.pending() == [result("job-1")]
+    spool.close()

@@ -17,7 +17,7 @@ from fake_queue import NODE_KEY, SUBMIT, FakeQueue, FakeQueueServer, Received, R
 from openbeepboop_node import worker
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import EXIT_FAILURE
-from openbeepboop_node.exceptions import KeyRejectedError
+from openbeepboop_node.exceptions import KeyRejectedError, SpoolError
 from openbeepboop_node.prefetch import PrefetchSizer
 from openbeepboop_node.spool import OutcomeKey, Spool
 from openbeepboop_node.worker import Node
@@ -501,6 +501,19 @@ async def test_server_down_is_logged_once_and_recovery_once(
     assert node.config.api_key.get_secret_value() not in caplog.text
 
 
+async def test_a_spool_path_under_a_file_says_it_is_not_a_directory(
+    tmp_path: Path, make_node: Callable[..., Node]
+) -> None:
+    (tmp_path / "afile").write_text("")
+    node = make_node(spool_path=tmp_path / "afile" / "x.sqlite3")
+    with pytest.raises(SpoolError) as raised:
+        await node.run()
+    assert str(raised.value) == (
+        f"cannot open the result spool {tmp_path / 'afile' / 'x.sqlite3'}: "
+        f"{tmp_path / 'afile'} is not a directory"
+    )
+
+
 async def test_work_the_node_waits_on_is_not_left_behind_when_the_wait_is_cancelled(
     make_node: Callable[..., Node],
 ) -> None:
@@ -653,19 +666,30 @@ def refusing(fake: FakeQueue, kinds: set[str]) -> Callable[[Received], Reply | N
     return respond
 
 
-@pytest.mark.parametrize("refused", [{"result"}, {"result", "error"}])
+@pytest.mark.parametrize(
+    ("refused", "spool_after"),
+    [
+        ({"result"}, 0.5),
+        ({"result", "error"}, 0.5),
+        # On disk while it is sent: may be logged "completed" before the refusal.
+        ({"result"}, 0.0),
+    ],
+)
 async def test_a_refused_result_is_delivered_as_its_failure_and_its_lease_let_go(
     fake: FakeQueue,
     served: FakeQueueServer,
     llm: StandinLLM,
     make_node: Callable[..., Node],
     refused: set[str],
+    spool_after: float,
 ) -> None:
     served.respond = refusing(fake, refused)
     job_id = fake.add_job("refused")
-    node = make_node()
+    node = make_node(spool_after=spool_after)
     task = await start(node)
-    await wait_for(lambda: node.summary.completed == 1, what="the job to finish")
+    # Counted (and logged) as what the server got: a failure, never "completed".
+    await wait_for(lambda: node.summary.failed == 1, what="the job to finish")
+    assert node.summary.completed == 0
     assert node._runner is not None
     # Not heartbeated for ever: the lease is no longer held.
     await wait_for(lambda: not node._runner.lease_refs(), what="the lease to be let go")

@@ -9,12 +9,12 @@ holds keys, so it is written atomically with mode 0600.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
 import socket
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from pydantic import (
 
 from openbeepboop_node.answer_bounds import DEFAULT_MAX_LEASE_BYTES, MIN_MAX_LEASE_BYTES
 from openbeepboop_node.exceptions import ConfigError
+from openbeepboop_node.private_files import write_private_file
 from openbeepboop_node.request_guard import (
     DEFAULT_MAX_CONTENT_PARTS,
     DEFAULT_MAX_MESSAGES,
@@ -94,6 +95,10 @@ MODEL_PLACEHOLDER = "{model}"
 MAX_SERVER_URLS = 16
 
 _NODE_ID_BAD_CHARS = re.compile(r"[^A-Za-z0-9._:@-]+")
+#: What no URL may hold as written: whitespace and control characters.
+_URL_BAD_CHARS = re.compile(r"[\s\x00-\x1f\x7f]")
+#: A host name's characters (letters of any script, for names like bücher.example).
+_HOST_NAME = re.compile(r"[\w.-]+")
 
 
 def default_config_path() -> Path:
@@ -431,11 +436,43 @@ def _check_finite(params: Mapping[str, Any]) -> None:
 
 
 def _http_url(value: str) -> str:
+    """``value`` trimmed, if the node's HTTP client can send requests to it.
+
+    aiohttp takes ``http://a b`` and fails each request later with a host
+    name that does not resolve, so the URL is checked here, where the line
+    names the setting: no spaces or control characters, a port that is a
+    number below 65536, and a host that is an IP address or a name.
+    """
     value = value.strip()
-    parts = urlsplit(value)
+    if _URL_BAD_CHARS.search(value):
+        raise ValueError("must be a URL without spaces or control characters")
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises for a port that is no number or out of range
+    except ValueError as exc:
+        raise ValueError(f"not a valid URL ({exc})") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise ValueError("must be an http:// or https:// URL")
+    if not _valid_host(parts.hostname or ""):
+        raise ValueError(f"not a valid host name in {value}")
     return value.rstrip("/")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP address, or a name of letters, digits, ``-`` and ``_`` between single dots."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        pass
+    else:
+        return True
+    if not _HOST_NAME.fullmatch(host):
+        return False
+    try:
+        host.encode("idna")  # also refuses an empty label (a..b) or one over 63 characters
+    except UnicodeError:
+        return False
+    return True
 
 
 def format_validation_error(exc: ValidationError) -> str:
@@ -500,44 +537,3 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
 def write_config(config: NodeConfig, path: Path) -> None:
     """Write ``config`` to ``path`` with :func:`write_private_file`."""
     write_private_file(path, tomli_w.dumps(config.to_toml_data()))
-
-
-def write_private_file(path: Path, text: str) -> None:
-    """Replace ``path`` with ``text`` atomically, readable by its owner only (0600).
-
-    The text goes to a temporary file in the same directory, created with
-    mode 0600 before a byte is written, flushed and fsynced, then renamed
-    over ``path``; the directory is fsynced so the rename survives a crash.
-    A missing directory is created (mode 0700). On failure the temporary
-    file is removed and ``path`` is left as it was.
-    """
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            if hasattr(os, "fchmod"):  # mkstemp's 0600 already, made sure of where possible
-                os.fchmod(handle.fileno(), 0o600)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable; platforms that cannot open a folder skip it."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)

@@ -25,10 +25,13 @@ submit is in flight: at once, not when that submit ends).
 
 A spool write that fails (a full disk) leaves its outcomes where they were:
 sendable from memory, not durable (their jobs are not logged yet), and
-written again ``SPOOL_RETRY_SECONDS`` later, with any new ones, and by
+written again ``SPOOL_RETRY_SECONDS`` later, with any new ones (nothing,
+not a failed submit nor a new result, writes sooner), and by
 :meth:`Deliverer.persist` at shutdown; what is still on neither the server
 nor the disk then is counted by :meth:`Deliverer.unwritten_results`, for the
-node to report as lost.
+node to report as lost. The first failure is logged as an error, the
+retries that fail too are not, and the first write that works again says
+so: one pair of lines per outage of the disk, like the server's.
 
 A spooled outcome is deleted once the server acknowledged it, whatever the
 ack; the deletion is queued behind the write on the same thread, so an ack
@@ -44,7 +47,11 @@ so the job ends ``FAILED`` with a reason the user can read. A batch refused
 with 413 is halved until the too-large result(s) stand alone. A result the
 server refuses otherwise (HTTP 400: it does not take it as a chat
 completion) is delivered likewise, as a permanent error of type
-``invalid_response`` carrying the server's message. An error or release the
+``invalid_response`` carrying the server's message. Whoever handed the
+result over hears of it: ``on_durable`` is called with the failure instead
+of the result if it was not durable yet, and called again, with the
+failure, if it already was (a result on disk before the server refused it).
+An error or release the
 server refuses is dropped, and ``on_dropped`` tells the job runner its lease
 is no longer held: heartbeating it would keep the job ``PROCESSING`` for
 ever; left alone, the lease expires and the queue's retry rules apply.
@@ -85,6 +92,8 @@ MAX_ACKED_ON_DISK = 1000
 #: After a failed spool write, how long until its outcomes are written again.
 SPOOL_RETRY_SECONDS = 5.0
 SettledCallback = Callable[[Sequence[SubmitAck]], None]
+#: Told the outcome a job ended with once it is durable (see :meth:`Deliverer.put`).
+DurableCallback = Callable[[Outcome], None]
 
 
 class Deliverer:
@@ -117,6 +126,9 @@ class Deliverer:
         #: True while a submit is in flight (``_send``'s await).
         self._sending = False
         self._durable: dict[OutcomeKey, asyncio.Future[None]] = {}
+        #: Whom to tell once each outcome is durable, or that it became a failure;
+        #: kept until the server acknowledged it.
+        self._reports: dict[OutcomeKey, _Report] = {}
         self._pending: dict[OutcomeKey, Outcome] = {}
         self._spooled: set[OutcomeKey] = set()
         #: Neither on disk nor acknowledged yet: when each was handed over.
@@ -128,6 +140,8 @@ class Deliverer:
         self._writing: set[asyncio.Future[None]] = set()
         #: Why the last spool write failed; None once one succeeded.
         self.spool_failure: BaseException | None = None
+        #: When the spool's writes began to fail (loop time); None while they work.
+        self._spool_down_since: float | None = None
         #: Acknowledged and still on disk: deleted along with the next write.
         self._acked: list[OutcomeKey] = []
         self._retry_at = 0.0
@@ -145,19 +159,27 @@ class Deliverer:
         """Outcomes not yet acknowledged (queued, spooled or in flight)."""
         return len(self._pending)
 
-    def put(self, outcome: Outcome) -> asyncio.Future[None]:
+    def put(
+        self, outcome: Outcome, on_durable: DurableCallback | None = None
+    ) -> asyncio.Future[None]:
         """Hand over a finished job's outcome (never blocks).
 
         The returned future is done once the outcome is durable: acknowledged
         by the server or on disk (at once for a release), so "finished" is
-        only ever logged for a durable result. A result's ``spool_after``
-        clock starts here: a submit in flight (which may take up to its read
-        timeout) never holds its write back.
+        only ever logged for a durable result. ``on_durable`` is called then
+        (before the future's callbacks run) with what is durable: the
+        outcome, or the failure delivered instead of a result the server
+        refused; and once more, with that failure, if the server refused a
+        result already on disk. A result's ``spool_after`` clock starts
+        here: a submit in flight (which may take up to its read timeout)
+        never holds its write back.
         """
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         key = outcome_key(outcome)
         self._durable[key] = done
+        if on_durable is not None:
+            self._reports[key] = _Report(on_durable, outcome)
         self._pending[key] = outcome
         self._fresh += 1
         if isinstance(outcome, ReleaseOutcome):
@@ -252,7 +274,7 @@ class Deliverer:
                     await asyncio.sleep(self._linger)
                 self._fresh = 0
                 if self._spool_after <= 0:
-                    self._to_disk(list(self._unspooled))  # written while the batch is sent
+                    self._spool_unwritten()  # written while the batch is sent
             if not self._pending:
                 continue
             delay = self._retry_at - loop.time()
@@ -265,6 +287,18 @@ class Deliverer:
                 await self._send(list(self._pending.values())[:MAX_SUBMIT_OUTCOMES])
             finally:
                 self._sending = False
+
+    def _spool_unwritten(self) -> None:
+        """Write every outcome not on disk yet, now, unless a failed write asked for a pause.
+
+        During the pause the timer writes them once it is over: a failed
+        submit (retried every backoff step) or a new result does not make
+        the disk be tried again sooner.
+        """
+        if asyncio.get_running_loop().time() < self._spool_retry_at:
+            self._arm_spool_timer()
+            return
+        self._to_disk(list(self._unspooled))
 
     def _arm_spool_timer(self) -> None:
         """Wake :meth:`_spool_due` when the oldest unacknowledged outcome is due.
@@ -321,7 +355,15 @@ class Deliverer:
         """The spool write for ``keys`` ended: let "finished" be logged, or try again later."""
         self._writing.discard(write)
         failure = _failure(write)
+        now = asyncio.get_running_loop().time()
         if failure is None:
+            if self._spool_down_since is not None:
+                logger.warning(
+                    "the result spool %s takes writes again after %.1f s",
+                    self._spool.path,
+                    now - self._spool_down_since,
+                )
+                self._spool_down_since = None
             self.spool_failure = None
             for key in keys:
                 self._resolve_durable(key)
@@ -329,7 +371,6 @@ class Deliverer:
         self.spool_failure = failure
         # Not on disk: back among the unwritten (unless acknowledged meanwhile),
         # written again after a pause, and by persist() at shutdown at the latest.
-        now = asyncio.get_running_loop().time()
         again = [key for key in keys if key in self._spooled]
         self._spooled.difference_update(again)
         for key in keys:
@@ -339,15 +380,21 @@ class Deliverer:
                 self._resolve_durable(key)
         self._acked.extend(forget)  # their deletion goes with the next write
         self._spool_retry_at = now + SPOOL_RETRY_SECONDS
-        logger.error(
-            "%s; %d result(s) only in memory, written again in %g s",
-            failure,
-            len(again),
-            SPOOL_RETRY_SECONDS,
-        )
+        if self._spool_down_since is None:
+            self._spool_down_since = now
+            logger.error(
+                "%s; results stay only in memory until it can be written, tried every %g s",
+                failure,
+                SPOOL_RETRY_SECONDS,
+            )
+        else:  # the outage goes on: said once, at its start
+            logger.debug("%s; %d result(s) only in memory", failure, len(self._unspooled))
         self._arm_spool_timer()
 
     def _resolve_durable(self, key: OutcomeKey) -> None:
+        report = self._reports.get(key)
+        if report is not None:
+            report.durable()
         done = self._durable.pop(key, None)
         if done is not None and not done.done():
             done.set_result(None)
@@ -361,7 +408,7 @@ class Deliverer:
             self._connectivity.failed(exc)
             self._retry_at = loop.time() + self._backoff.next_delay(exc.retry_after)
             # No ack is coming soon: what is not on disk yet goes there now.
-            self._to_disk(list(self._unspooled))
+            self._spool_unwritten()
             return
         except ServerRequestError as exc:
             await self._refused(batch, exc)
@@ -407,10 +454,15 @@ class Deliverer:
 
     def _instead(self, outcome: ResultOutcome, failure: ErrorOutcome) -> ErrorOutcome:
         """Deliver a result the server will never take as its failure (see the module doc)."""
-        logger.warning(
-            "job %s: %s; delivering that as its failure", outcome.job_id, failure.error.message
-        )
-        self._pending[outcome_key(outcome)] = failure
+        key = outcome_key(outcome)
+        self._pending[key] = failure
+        report = self._reports.get(key)
+        if report is None:  # a result from an earlier run: no job line will say it
+            logger.warning(
+                "job %s: %s; delivering that as its failure", outcome.job_id, failure.error.message
+            )
+        else:
+            report.replaced(failure)
         return failure
 
     def _settle(self, batch: list[Outcome], acks: list[SubmitAck]) -> bool:
@@ -453,6 +505,9 @@ class Deliverer:
             self._pending.pop(key, None)
             if self._unspooled.pop(key, None) is not None:
                 self._resolve_durable(key)
+            report = self._reports.pop(key, None)
+            if report is not None:  # acknowledged, so durable (even if a write is in flight)
+                report.durable()
         on_disk = [key for key in keys if key in self._spooled]
         if on_disk:
             self._spooled.difference_update(on_disk)
@@ -471,6 +526,27 @@ class Deliverer:
 
     async def _on_disk(self, func: Callable[..., T], *args: object) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._disk, func, *args)
+
+
+class _Report:
+    """Tells a job's owner its outcome once durable, and of a failure that replaced it."""
+
+    def __init__(self, callback: DurableCallback, outcome: Outcome) -> None:
+        self._callback = callback
+        self._outcome = outcome
+        self._told = False
+
+    def durable(self) -> None:
+        """The outcome is durable: tell it (once)."""
+        if not self._told:
+            self._told = True
+            self._callback(self._outcome)
+
+    def replaced(self, failure: ErrorOutcome) -> None:
+        """The server refused the result: it is ``failure`` now (told at once if already told)."""
+        self._outcome = failure
+        if self._told:
+            self._callback(failure)
 
 
 def _log_removal_failure(removal: asyncio.Future[None]) -> None:

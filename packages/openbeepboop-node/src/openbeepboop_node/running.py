@@ -11,8 +11,10 @@ or not). A call that got no connection to the backend is not the job's
 failure: the lease is released (no attempt counted) and the model paused
 (:mod:`~openbeepboop_node.backend_health`); leases of a paused model that
 have not started are released without a call. The slot is free as soon as
-the call returns; the job's log line is written once the outcome is durable
-(acknowledged, or on disk).
+the call returns; the job's log line is written, and the job counted, once
+the outcome is durable (acknowledged, or on disk), as the outcome the server
+gets: a result the server refused (too large, not a chat completion it
+reads) is logged and counted as the failure delivered in its place.
 
 Per-model ``concurrency`` is counted here: :attr:`JobRunner.held` is how
 many leases each capped entry holds, running or waiting for a slot; the
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from openbeepboop_schemas import (
@@ -226,11 +228,11 @@ class JobRunner:
         assert self.deliverer is not None
         if isinstance(outcome, ReleaseOutcome):
             return  # already handed to the deliverer
-        # The slot is free now; the job's line is logged once its outcome is
-        # durable (acknowledged by the server, or on disk).
-        durable = self.deliverer.put(outcome)
-        seconds = loop.time() - started
-        durable.add_done_callback(lambda _: self._log_job(lease, outcome, seconds))
+        # The slot is free now; the job's line is logged, and counted, once its
+        # outcome is durable (acknowledged by the server, or on disk), as what
+        # the server will get: a result it refuses is the failure delivered
+        # instead.
+        self.deliverer.put(outcome, self._job_line(lease, loop.time() - started))
 
     async def _outcome(self, lease: Lease) -> Outcome:
         """Run the job's LLM call; whatever happens becomes the outcome to deliver."""
@@ -268,12 +270,29 @@ class JobRunner:
                 retryable=True,
             )
             return self._failed(lease, error)
-        self.summary.completed += 1
         self._health.answered(route.entry)
         return ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=result)
 
+    def _job_line(self, lease: Lease, seconds: float) -> Callable[[Outcome], None]:
+        """What logs and counts the job once the deliverer says its outcome is durable.
+
+        Told twice when the server refused a result already on disk: the
+        job's "completed" line is then followed by its failure's, and the
+        counts move it from completed to failed.
+        """
+        told: list[Outcome] = []
+
+        def tell(outcome: Outcome) -> None:
+            if told and isinstance(told[-1], ResultOutcome):
+                self.summary.completed -= 1
+            told.append(outcome)
+            self._log_job(lease, outcome, seconds)
+
+        return tell
+
     def _log_job(self, lease: Lease, outcome: Outcome, seconds: float) -> None:
         if isinstance(outcome, ResultOutcome):
+            self.summary.completed += 1
             usage = outcome.result.usage
             logger.info(
                 "job %s model=%s attempt=%d %.2fs tokens=%d+%d completed",
@@ -285,6 +304,7 @@ class JobRunner:
                 usage.completion_tokens if usage else 0,
             )
         elif isinstance(outcome, ErrorOutcome):
+            self.summary.failed += 1
             error = outcome.error
             logger.warning(
                 "job %s model=%s attempt=%d %.2fs failed (%s, %s): %s",
@@ -298,7 +318,6 @@ class JobRunner:
             )
 
     def _failed(self, lease: Lease, error: NodeError) -> ErrorOutcome:
-        self.summary.failed += 1
         return ErrorOutcome(job_id=lease.job_id, lease_token=lease.lease_token, error=error)
 
     # -- what the heartbeat and delivery loops ask and tell --------------

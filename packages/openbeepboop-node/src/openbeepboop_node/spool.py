@@ -10,6 +10,16 @@ node that starts delivers what a previous run left behind; a row it cannot
 read is moved aside to a ``quarantine`` table in the same file, logged and
 counted, and the rest is delivered.
 
+The file holds model answers, so it is the user's alone: created with mode
+0600 (its ``-wal`` and ``-shm`` files get the same from SQLite), and an
+existing spool's files are set to 0600 when it is opened. It gives space
+back once emptied: it is made with ``auto_vacuum = INCREMENTAL`` (an older
+spool is converted when opened), and a deletion of its own (the one that
+comes once nothing is left to send) that leaves more than
+``SHRINK_FREE_BYTES`` of free pages runs an incremental vacuum and truncates
+the WAL. A write never does, so the busy path costs what it did; the WAL is
+also cut back to ``WAL_SIZE_LIMIT_BYTES`` whenever it restarts.
+
 The methods block on disk I/O; delivery calls them from one background
 thread so the event loop keeps running other jobs meanwhile. Every
 statement handed to SQLite lets go of the GIL and takes it back, and on a
@@ -23,8 +33,10 @@ spool transaction per write").
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -67,6 +79,14 @@ logger = logging.getLogger(__name__)
 OutcomeKey = tuple[str, str]
 T = TypeVar("T", bound=tuple[object, ...])
 
+#: Mode of the spool and its -wal/-shm files: model answers are the user's (docs/node.md).
+SPOOL_FILE_MODE = 0o600
+#: Free pages worth more than this after a deletion of its own are given back to the disk.
+SHRINK_FREE_BYTES = 1024 * 1024
+#: Largest size the WAL file is left at once it restarts (after a checkpoint).
+WAL_SIZE_LIMIT_BYTES = 4 * 1024 * 1024
+#: ``PRAGMA auto_vacuum`` value of INCREMENTAL.
+_INCREMENTAL = 2
 #: Rows per statement: 4 parameters each stays far below SQLite's 32,766.
 ROWS_PER_STATEMENT = 500
 _INSERT = "INSERT OR REPLACE INTO outcomes (job_id, lease_token, body, spooled_at) VALUES "
@@ -93,13 +113,22 @@ class Spool:
         self._lock = threading.Lock()
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            _make_private(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+            # Before any table exists, so a new spool is made with it.
+            self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
             # WAL, and synchronous=FULL: every commit is fsync'd, so a kill -9
             # (or a power cut) right after "finished" cannot lose the result.
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT_BYTES}")
             self._db.execute(_SCHEMA)
             self._db.execute(_QUARANTINE_SCHEMA)
+            for suffix in ("-wal", "-shm"):  # made by an older node, or another umask
+                _make_private(path.with_name(path.name + suffix), create=False)
+            self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
+            if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
+                self._convert()
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the result spool {path}: {exc}") from exc
 
@@ -116,8 +145,41 @@ class Spool:
         self._write(rows, list(forget))
 
     def remove(self, keys: Iterable[OutcomeKey]) -> None:
-        """Forget outcomes the server acknowledged (when no write is coming to carry them)."""
+        """Forget outcomes the server acknowledged (when no write is coming to carry them).
+
+        Comes when nothing is left to send, so this is where the file gives
+        back what a burst of results (an outage, one huge answer) grew it by.
+        """
         self._write([], list(keys))
+        self._shrink()
+
+    def _shrink(self) -> None:
+        """Give free pages back to the disk when there are many of them (best effort)."""
+        with self._lock:
+            try:
+                (free,) = self._db.execute("PRAGMA freelist_count").fetchone()
+                if free * self._page_size <= SHRINK_FREE_BYTES:
+                    return
+                # execute() would free one page: the pragma frees one per step,
+                # yields no row, and Python's execute steps it once.
+                self._db.executescript("PRAGMA incremental_vacuum;")
+                # The vacuum's pages sit in the WAL: write them back and empty it.
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            except sqlite3.Error as exc:  # only space not given back; the rows are gone
+                logger.debug("could not shrink the result spool %s: %s", self.path, exc)
+
+    def _convert(self) -> None:
+        """Make a spool written before incremental auto-vacuum able to shrink (a VACUUM)."""
+        try:
+            self._db.execute("VACUUM")
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:  # a full disk: it still works, it only keeps its size
+            logger.warning(
+                "the result spool %s cannot be converted to give space back (%s); "
+                "it works as before and is converted at a later start",
+                self.path,
+                exc,
+            )
 
     def pending(self) -> list[Outcome]:
         """Every stored outcome, oldest first; unreadable rows are moved to ``quarantine``.
@@ -210,6 +272,23 @@ class Spool:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 raise SpoolError(f"cannot write the result spool {self.path}: {exc}") from exc
+
+
+def _make_private(path: Path, *, create: bool = True) -> None:
+    """Create ``path`` with mode 0600 (``create``), or set an existing one to it.
+
+    SQLite creates the -wal and -shm files with the database file's mode,
+    so a spool created here keeps them private too. Only on POSIX: Windows
+    has no such modes (the user's profile folder is private there).
+    """
+    if os.name != "posix":
+        return
+    if create:
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, SPOOL_FILE_MODE))
+    with contextlib.suppress(FileNotFoundError):
+        if os.stat(path).st_mode & 0o777 != SPOOL_FILE_MODE:
+            os.chmod(path, SPOOL_FILE_MODE)
 
 
 def _reason(exc: BaseException) -> str:

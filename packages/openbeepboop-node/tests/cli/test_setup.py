@@ -248,6 +248,26 @@ def test_bad_values_are_refused_with_the_field_named(tmp_path: Path) -> None:
     assert "not an OpenAI generation parameter" in err
 
 
+def test_a_server_url_with_a_space_is_refused_and_nothing_written(tmp_path: Path) -> None:
+    args = list(BASE)
+    args[args.index("http://127.0.0.1:8000")] = "http://a b"
+    code, _, err = run(*args, "--config", str(tmp_path / "c.toml"))
+    assert code == EXIT_CONFIG
+    assert "server_url: " in err and "without spaces" in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "c.toml").exists()
+
+
+def test_a_config_path_under_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    code, _, err = run(*BASE, "--config", str(tmp_path / "afile" / "n.toml"))
+    assert code != 0
+    assert err.strip() == (
+        f"openbeepboop-node: error: cannot write {tmp_path / 'afile' / 'n.toml'}: "
+        f"{tmp_path / 'afile'} is not a directory"
+    )
+
+
 def test_interactive_wizard_asks_what_the_flags_leave_open(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
