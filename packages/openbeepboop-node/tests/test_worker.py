@@ -538,6 +538,29 @@ async def test_work_the_node_waits_on_is_not_left_behind_when_the_wait_is_cancel
     await asyncio.gather(idle, return_exceptions=True)
 
 
+async def test_an_idle_node_says_the_server_is_back_as_soon_as_it_answers(
+    fake: FakeQueue,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Nothing held, so no heartbeat or delivery: only the fetch can tell. A
+    # long-poll to the server just back answered only when its wait ended.
+    fake.down = True
+    node = make_node(fetch_wait=30.0)
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(node)
+        await wait_for(lambda: len(fake.attempts) >= 3, what="retries")
+        fake.down = False
+        await wait_for(
+            lambda: "reachable again" in caplog.text,
+            timeout=10.0,  # a third of the long-poll's wait
+            what="the recovery to be logged",
+        )
+        node.stop()
+        await task
+
+
 async def test_refused_key_stops_the_node(
     fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
 ) -> None:

@@ -10,8 +10,10 @@ is done: at once on an idle node or when the waiting leases would run out
 before a fetch returns, otherwise after at most ``fetch_linger`` (so one
 fetch brings several leases instead of one request per finished job;
 docs/performance.md, "Fetch linger"). An
-unreachable server is retried with backoff; an empty answer that came back
-sooner than a long-poll would is followed by a pause.
+unreachable server is retried with backoff, by fetches that do not wait (so
+the first answer after an outage comes at once, and the node says at once
+that the server is back); an empty answer that came back sooner than a
+long-poll would is followed by a pause.
 
 What is asked for: the models whose backend is not paused
 (:attr:`~openbeepboop_node.backend_health.BackendHealth.live`), and of those
@@ -160,8 +162,12 @@ class Fetcher:
             self._interrupt.clear()
             if stopping.is_set():
                 return
+            # While the server is unreachable, a fetch asks without waiting: a
+            # long-poll to a server just back would say so only when its wait
+            # ends (25 s by default), and "reachable again" would come that late.
+            wait = 0.0 if batch or self._connectivity.down else config.fetch_wait
             try:
-                leases = await self._fetch(models, asked, 0.0 if batch else config.fetch_wait)
+                leases = await self._fetch(models, asked, wait)
             except ServerUnavailableError as exc:
                 self._connectivity.failed(exc)
                 if batch and (
