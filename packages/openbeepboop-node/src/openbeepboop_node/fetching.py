@@ -254,6 +254,12 @@ class Fetcher:
         interrupted = asyncio.ensure_future(self._interrupt.wait())
         try:
             await asyncio.wait([call, interrupted], return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            # Cancelled meanwhile (the node stopping, a refused key): the fetch is
+            # not left running, nor its error unread at exit.
+            call.cancel()
+            await asyncio.gather(call, return_exceptions=True)
+            raise
         finally:
             interrupted.cancel()
         if not call.done():
