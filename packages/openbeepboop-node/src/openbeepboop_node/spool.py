@@ -48,6 +48,7 @@ from openbeepboop_schemas import Outcome
 from pydantic import TypeAdapter, ValidationError
 
 from openbeepboop_node.exceptions import SpoolError
+from openbeepboop_node.private_files import make_private_folder
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outcomes (
@@ -112,7 +113,7 @@ class Spool:
         self.quarantined = 0
         self._lock = threading.Lock()
         try:
-            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_folder(path.parent)  # a file in the way is named as such
             _make_private(path)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             # Before any table exists, so a new spool is made with it.
@@ -129,6 +130,8 @@ class Spool:
             self._page_size = int(self._db.execute("PRAGMA page_size").fetchone()[0])
             if self._db.execute("PRAGMA auto_vacuum").fetchone()[0] != _INCREMENTAL:
                 self._convert()
+        except NotADirectoryError as exc:
+            raise SpoolError(f"cannot open the result spool {path}: {exc.strerror}") from exc
         except (OSError, sqlite3.Error) as exc:
             raise SpoolError(f"cannot open the result spool {path}: {exc}") from exc
 

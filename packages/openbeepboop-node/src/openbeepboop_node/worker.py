@@ -49,7 +49,6 @@ from openbeepboop_node.inference import Inference
 from openbeepboop_node.lease_watch import LeaseWatcher
 from openbeepboop_node.model_routes import ModelRoutes
 from openbeepboop_node.prefetch import PrefetchSizer
-from openbeepboop_node.private_files import make_private_folder
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.running import JobRunner, RunSummary
 from openbeepboop_node.spool import Spool
@@ -180,15 +179,7 @@ class Node:
         config = self.config
         background: list[asyncio.Task[None]] = []
         try:
-            spool_path = config.resolved_spool_path()
-            try:
-                # Before the spool makes it: a file in the way is named as such here.
-                make_private_folder(spool_path.parent)
-            except OSError as exc:
-                raise SpoolError(
-                    f"cannot open the result spool {spool_path}: {exc.strerror or exc}"
-                ) from exc
-            self._spool = Spool(spool_path)
+            self._spool = Spool(config.resolved_spool_path())
             runner = self._runner = JobRunner(
                 node_id=config.node_id,
                 concurrency=config.concurrency,
