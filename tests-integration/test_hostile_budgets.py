@@ -28,8 +28,12 @@ from openbeepboop_schemas import (
 #: The server's default request limit (10 MB) and results limit (32 MB).
 MAX_BODY_BYTES = 10 * 1024 * 1024
 MAX_RESULT_BYTES = 32 * 1024 * 1024
-#: What other requests may wait while poison bodies are being refused.
-HEALTHZ_BUDGET_SECONDS = 0.1
+#: What other requests may wait while poison bodies are being refused. The
+#: stall this guards against is 2.5 s per poison body on the fastest host we
+#: have run on, and longer on slower ones; the parsing the storm does anyway
+#: (the accepted 10 MB body) holds the interpreter for up to ~130 ms on a host
+#: three times slower. Half a second tells the two apart on either.
+HEALTHZ_BUDGET_SECONDS = 0.5
 #: Storms sent at most, until one passes (see the poison test).
 STORMS = 3
 
@@ -93,7 +97,7 @@ def _cancel_accepted(url: str, key: str, answers: list[httpx.Response]) -> None:
 
 
 def test_poison_bodies_are_refused_while_healthz_stays_fast(shared: Shared, tag: str) -> None:
-    """Three poison bodies and the widest accepted one at once; ``/healthz`` stays under 100 ms.
+    """Three poison bodies and the widest accepted one at once; ``/healthz`` stays under 0.5 s.
 
     A stall of the event loop (what this guards against: 2.5 s per poison
     body once) shows in every storm. A machine shared with other work can

@@ -141,8 +141,9 @@ def test_thousands_of_parked_polls_stay_cheap_and_are_capped_per_key(cluster: Cl
     assert len(refused) == over
     assert all(headers.get("retry-after") == "1" for _, headers, _ in refused)
     assert all(body["error"]["code"] == "too_many_long_polls" for _, _, body in refused)
-    # An unrelated request was not held up by the crowd.
-    assert statistics.median(latencies) < 0.1, latencies
+    # An unrelated request was not held up by the crowd (3,000 reads a second
+    # held one for 28 s); the median's margin is for hosts three times slower.
+    assert statistics.median(latencies) < 0.25, latencies
     assert max(latencies) < 1.0, latencies
     # Every parked poll answered: at its deadline, or when its job finished.
     assert [body[0]["status"] for _, _, body in timed_out] == ["QUEUED"] * deadline_polls
