@@ -8,6 +8,7 @@ wheels, exactly what users install.
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -31,6 +32,10 @@ TESTKIT = str(ROOT / "testkit")
 TEST_EXTRAS: dict[str, tuple[str, ...]] = {"node": (TESTKIT,)}
 
 nox.options.default_venv_backend = "uv|virtualenv"
+# uv installs no bytecode, and where PYTHONDONTWRITEBYTECODE is set (as on
+# the CI machine) nothing writes it later: every process the tests start would
+# compile its imports again. LiteLLM alone is half of a node's start-up then.
+os.environ.setdefault("UV_COMPILE_BYTECODE", "1")
 nox.options.reuse_existing_virtualenvs = False
 nox.options.error_on_missing_interpreters = True
 nox.options.sessions = [
