@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 import tomli_w
-from cluster import Cluster, Node
+from cluster import Api, Cluster, Node
 from conftest import Shared
 from openbeepboop_schemas import FETCH_PATH, ResultOutcome
 from openbeepboop_testkit.processes import wait_until
@@ -139,22 +139,34 @@ def test_media_urls_never_reach_the_nodes_network_and_errors_are_clean(
     assert llm.calls() == []
 
 
-def test_a_result_over_the_servers_limit_fails_visibly_as_result_too_large(
+def _too_large_for_small_limits(
     cluster: Cluster, llm: StandinLLM, tag: str
-) -> None:
-    # Small limits, so a small result is "too large": requests up to 150 KB, results
-    # up to 200 KB (the deliver route takes that plus 64 KB of envelope).
+) -> tuple[Api, Node, str, str]:
+    """A server whose results limit a 400 KB answer exceeds, a node, and two jobs.
+
+    Requests up to 150 KB, results up to 200 KB (the deliver route takes that
+    plus 64 KB of envelope). Returns the user's API, the node (not started),
+    the job whose result is too large and a small one.
+    """
     server, model = cluster.server(), f"{tag}-m"
     server.edit_config("server", max_body_bytes=150_000)
     server.edit_config("limits", max_result_bytes=200_000)
     server.start()
-    node_key = server.create_key("NODE", f"{tag}-nodes")
     api = cluster.api(server, server.create_key("USER", f"{tag}-user"))
-    cluster.node(server, node_key, f"{tag}-node", model, "openai/m", llm.base_url).run()
+    node_key = server.create_key("NODE", f"{tag}-nodes")
+    node = cluster.node(server, node_key, f"{tag}-node", model, "openai/m", llm.base_url)
     prompt = "word " * 20_000  # 100 KB in, echoed 4 times: 400 KB out, over the results limit
     # A max_tokens of its own: the node's default (1,024) would cut the echo short.
     big = api.submit(prompt, model, n=4, max_tokens=50_000)
     small = api.submit("small", model)
+    return api, node, big, small
+
+
+def test_a_result_over_the_servers_limit_fails_visibly_as_result_too_large(
+    cluster: Cluster, llm: StandinLLM, tag: str
+) -> None:
+    api, node, big, small = _too_large_for_small_limits(cluster, llm, tag)
+    node.run()
 
     done = api.wait_terminal([big, small])
 
@@ -172,21 +184,7 @@ def test_batch_counts_and_logs_a_result_too_large_as_the_failure_it_became(
 ) -> None:
     # The server refuses the result (413); the node delivers a failure instead,
     # so its job line and its last line must say failed, never "completed".
-    server, model = cluster.server(), f"{tag}-m"
-    server.edit_config("server", max_body_bytes=150_000)
-    server.edit_config("limits", max_result_bytes=200_000)
-    server.start()
-    api = cluster.api(server, server.create_key("USER", f"{tag}-user"))
-    node = cluster.node(
-        server,
-        server.create_key("NODE", f"{tag}-nodes"),
-        f"{tag}-node",
-        model,
-        "openai/m",
-        llm.base_url,
-    )
-    big = api.submit("word " * 20_000, model, n=4, max_tokens=50_000)
-    small = api.submit("small", model)
+    api, node, big, small = _too_large_for_small_limits(cluster, llm, tag)
 
     batch = node.batch()
 

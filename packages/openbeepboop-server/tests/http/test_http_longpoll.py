@@ -109,6 +109,34 @@ async def _deliver(live: Live, leases: list[dict[str, Any]]) -> list[str]:
     return [ack["ack"] for ack in response.json()["acks"]]
 
 
+async def _parked_poll(live: Live, job_id: str) -> asyncio.Future[tuple[httpx.Response, float]]:
+    """The user's long-poll for ``job_id``, once the server holds it: its answer and time."""
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/v1/results/poll", json={"ids": [job_id], "wait": WAIT}, headers=bearer(live.user)
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    return waiting
+
+
+async def _parked_fetch(
+    live: Live, models: list[str]
+) -> asyncio.Future[tuple[httpx.Response, float]]:
+    """The node's fetch for ``models``, once it sleeps on the server: its answer and time."""
+    waiting = asyncio.ensure_future(
+        timed(
+            live.http.post(
+                "/internal/queue/fetch", json=fetch_body(models), headers=bearer(live.node)
+            )
+        )
+    )
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    return waiting
+
+
 def _count_calls(live: Live, monkeypatch: pytest.MonkeyPatch, method: str) -> list[int]:
     """Count calls to one queue method (one entry per call)."""
     calls: list[int] = []
@@ -124,14 +152,7 @@ def _count_calls(live: Live, monkeypatch: pytest.MonkeyPatch, method: str) -> li
 
 @pytest.mark.anyio
 async def test_waiting_fetch_gets_a_job_submitted_after_it_started(live: Live) -> None:
-    waiting = asyncio.ensure_future(
-        timed(
-            live.http.post(
-                "/internal/queue/fetch", json=fetch_body(["llama3"]), headers=bearer(live.node)
-            )
-        )
-    )
-    await eventually(lambda: live.context.wakeups.fetch_waiters == 1, "the fetch to wait")
+    waiting = await _parked_fetch(live, ["llama3"])
     submitted = await live.http.post(
         "/v1/chat/completions", json=chat("llama3"), headers=bearer(live.user)
     )
@@ -173,16 +194,7 @@ async def test_poll_wait_returns_when_the_job_completes(
 ) -> None:
     job, lease = await _leased_job(live)
     reads = _count_calls(live, monkeypatch, "poll")
-    waiting = asyncio.ensure_future(
-        timed(
-            live.http.post(
-                "/v1/results/poll",
-                json={"ids": [job["id"]], "wait": WAIT},
-                headers=bearer(live.user),
-            )
-        )
-    )
-    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    waiting = await _parked_poll(live, job["id"])
     assert await _deliver(live, [lease]) == ["accepted"]
     response, elapsed = await waiting
     [entry] = response.json()
@@ -236,16 +248,7 @@ async def test_poll_wait_returns_when_the_job_is_cancelled(live: Live) -> None:
     job = (
         await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
     ).json()
-    waiting = asyncio.ensure_future(
-        timed(
-            live.http.post(
-                "/v1/results/poll",
-                json={"ids": [job["id"]], "wait": WAIT},
-                headers=bearer(live.user),
-            )
-        )
-    )
-    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    waiting = await _parked_poll(live, job["id"])
     await live.http.post(f"/v1/jobs/{job['id']}/cancel", headers=bearer(live.user))
     response, elapsed = await waiting
     assert response.json()[0]["status"] == "CANCELLED"
@@ -503,15 +506,12 @@ async def test_submit_hands_its_job_to_a_parked_fetch(
     live: Live, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     claims = _count_calls(live, monkeypatch, "claim")  # a hand-off is not one
-    waiting = asyncio.ensure_future(
-        live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
-    )
-    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    waiting = await _parked_fetch(live, ["m"])
     job = (
         await live.http.post("/v1/chat/completions", json=chat("m"), headers=bearer(live.user))
     ).json()
     assert job["status"] == "QUEUED"  # what the job was accepted as
-    [lease] = (await waiting).json()
+    [lease] = (await waiting)[0].json()
     assert lease["job_id"] == job["id"] and lease["attempt"] == 1
     assert claims == [1], "the fetch claimed again instead of taking the hand-off"
     assert _job_row(live, job["id"]).status == "PROCESSING"
@@ -681,16 +681,7 @@ def _refused(response: httpx.Response) -> None:
 @pytest.mark.anyio
 async def test_a_parked_poll_ends_with_401_when_its_key_is_revoked(live: Live) -> None:
     job, lease = await _leased_job(live)
-    waiting = asyncio.ensure_future(
-        timed(
-            live.http.post(
-                "/v1/results/poll",
-                json={"ids": [job["id"]], "wait": WAIT},
-                headers=bearer(live.user),
-            )
-        )
-    )
-    await eventually(lambda: live.context.wakeups.watch_waiters == 1, "the poll to wait")
+    waiting = await _parked_poll(live, job["id"])
     assert live.context.keys.revoke("u")
     response, elapsed = await waiting
     _refused(response)
@@ -705,14 +696,7 @@ async def test_a_parked_fetch_ends_with_401_when_its_key_is_revoked_and_takes_no
     live: Live,
 ) -> None:
     other_node = live.context.keys.create(Role.NODE, "other-node")[0]
-    waiting = asyncio.ensure_future(
-        timed(
-            live.http.post(
-                "/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node)
-            )
-        )
-    )
-    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the fetch to park")
+    waiting = await _parked_fetch(live, ["m"])
     assert live.context.keys.revoke("n")
     response, elapsed = await waiting
     _refused(response)
