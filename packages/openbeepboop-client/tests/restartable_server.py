@@ -12,15 +12,17 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from conftest import entry_body, job_body
+from conftest import completion_body, entry_body, job_body
 from openbeepboop_schemas import BULK_SUBMIT_PATH
 
 
 class RestartableServer:
     """Polls over a set status, and bulk submits; ``stop()`` and ``start()`` keep the port."""
 
-    def __init__(self, status: str = "QUEUED") -> None:
+    def __init__(self, status: str = "QUEUED", answer: str | None = None) -> None:
         self.status = status
+        #: What every completed job answered, when not the usual short greeting.
+        self.answer = answer
         self.polls = 0
         #: How many jobs bulk submits have made.
         self.submitted = 0
@@ -65,8 +67,11 @@ class RestartableServer:
                 if self.path == BULK_SUBMIT_PATH:
                     self.answer(202, {"object": "list", "data": owner.made(sent["requests"])})
                     return
-                ids = sent["ids"]
-                self.answer(200, [entry_body(job_id, owner.status) for job_id in ids])
+                fields = {}
+                if owner.answer is not None and owner.status == "COMPLETED":
+                    fields["result"] = completion_body(owner.answer)
+                entries = [entry_body(job_id, owner.status, **fields) for job_id in sent["ids"]]
+                self.answer(200, entries)
                 owner.polls += 1
                 owner.answered.set()
 

@@ -19,7 +19,7 @@ from openbeepboop_schemas import NOT_FOUND, ChatCompletionRequest, JobStatus, Po
 
 from openbeepboop._chat_request import build_chat_request
 from openbeepboop._exceptions import InvalidRequestError
-from openbeepboop._files import write_private_file
+from openbeepboop._files import private_file_writer
 
 #: What every input line must say in ``method`` and ``url``. These are fields of
 #: OpenAI's Batch file format, naming OpenAI's endpoint, not a route of ours.
@@ -165,7 +165,14 @@ def jsonl_text(line: dict[str, object]) -> str:
 
 
 def write_jsonl(path: Path, lines: Iterable[dict[str, object]]) -> int:
-    """Write JSON lines atomically (see :func:`write_private_file`); returns how many."""
-    texts = [jsonl_text(line) for line in lines]
-    write_private_file(path, "".join(texts))
-    return len(texts)
+    """Write JSON lines atomically, each as ``lines`` yields it; returns how many.
+
+    Through :func:`private_file_writer`, so a results file is never held in
+    memory as text: only the line being written is.
+    """
+    written = 0
+    with private_file_writer(path) as handle:
+        for line in lines:
+            handle.write(jsonl_text(line))
+            written += 1
+    return written

@@ -32,6 +32,16 @@ def write_private_file(path: Path, text: str) -> None:
         handle.write(text)
 
 
+def write_private_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` as it is to ``path``, like :func:`write_private_file`.
+
+    For content the server made (a batch's output file), which is kept byte
+    for byte rather than decoded and encoded again.
+    """
+    with private_file_writer(path) as handle:
+        handle.buffer.write(data)
+
+
 @contextmanager
 def private_file_writer(path: Path) -> Iterator[TextIO]:
     """A text handle whose content replaces ``path`` atomically, mode 0600, when the block ends.

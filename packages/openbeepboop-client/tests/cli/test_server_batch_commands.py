@@ -13,6 +13,7 @@ from openbeepboop.cli import server_batch
 from openbeepboop_schemas import (
     OPENAI_BATCH_PATH,
     OPENAI_BATCHES_PATH,
+    OPENAI_FILE_CONTENT_PATH,
     OPENAI_FILE_PATH,
     OPENAI_FILES_PATH,
 )
@@ -136,3 +137,24 @@ def test_a_batch_that_ended_before_any_line_completed_says_so(
     )
     result = cli("batch", "status", "batch_1", "--wait")
     assert_one_line_error(result, "batch_1 ended cancelled: no line completed")
+
+
+def test_batch_results_are_written_byte_for_byte_and_private(
+    server: respx.MockRouter, cli: Cli, tmp_path: Path
+) -> None:
+    """The output and error files hold the answers: 0600 like every file the client writes."""
+    finished = {**batch_body("completed"), "output_file_id": "file-out"}
+    finished["error_file_id"] = "file-err"
+    server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).respond(200, json=finished)
+    output_lines = '{"custom_id": "a", "response": {"body": "caf\\u00e9 ☕"}}\n'.encode()
+    error_lines = b'{"custom_id": "b", "error": {"code": "x"}}\n'
+    for file_id, content in (("file-out", output_lines), ("file-err", error_lines)):
+        server.get(OPENAI_FILE_CONTENT_PATH.format(file_id=file_id)).respond(200, content=content)
+    output, errors = tmp_path / "out" / "answers.jsonl", tmp_path / "errors.jsonl"
+
+    result = cli("batch", "results", "batch_1", "-o", str(output), "--errors-out", str(errors))
+
+    assert result.exit_code == 0, result.stderr
+    assert output.read_bytes() == output_lines and errors.read_bytes() == error_lines
+    assert (output.stat().st_mode & 0o777, errors.stat().st_mode & 0o777) == (0o600, 0o600)
+    assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import pytest
 from conftest import API_KEY
 from openbeepboop._config import write_config_file
 from openbeepboop._constants import MAX_BULK_BODY_BYTES
+from peak_rss import HAS_PROC, client_peak_rss
 from restartable_server import RestartableServer
 
 #: Size of the large input file: about four bulk chunks. Holding the whole file
@@ -44,36 +43,13 @@ def write_input(path: Path, size: int) -> int:
     return lines
 
 
-#: Runs the command line, then writes its process's peak RSS (VmHWM, in kB) to argv[1].
-#: VmHWM belongs to the program exec'd, whereas ru_maxrss also counts the
-#: pytest process the child was forked from.
-PEAK_RSS_SCRIPT = """
-import atexit, re, sys
-out = sys.argv.pop(1)
-def report():
-    status = open("/proc/self/status").read()
-    open(out, "w").write(re.search(r"VmHWM:\\s*(\\d+) kB", status).group(1))
-atexit.register(report)
-from openbeepboop.cli import main
-main()
-"""
-
-
 def submit_file_peak_rss(tmp_path: Path, config: Path, source: Path) -> int:
     """Run `openbeepboop-client submit-file` in its own process; its peak RSS in bytes."""
     peak = tmp_path / f"{source.stem}.peak"
-    argv = [sys.executable, "-c", PEAK_RSS_SCRIPT, str(peak)]
-    done = subprocess.run(
-        [*argv, "submit-file", str(source), "--config", str(config)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    return int(peak.read_text()) * 1024
+    return client_peak_rss(peak, "submit-file", str(source), "--config", str(config))
 
 
-@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+@pytest.mark.skipif(not HAS_PROC, reason="reads Linux's /proc")
 def test_submit_file_memory_does_not_grow_with_the_file(
     tmp_path: Path, stand_in: RestartableServer
 ) -> None:

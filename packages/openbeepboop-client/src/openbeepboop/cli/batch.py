@@ -187,23 +187,28 @@ def submission_key(ids_path: Path, bodies: Iterable[object]) -> str:
     return f"submit-file-{digest.hexdigest()[:40]}"
 
 
-def _earlier_output(path: Path) -> dict[str, dict[str, object]]:
-    """The result lines an earlier run wrote to ``path``, by job id (unreadable lines skipped)."""
+def _earlier_output(path: Path, wanted: set[str]) -> dict[str, dict[str, object]]:
+    """The result lines an earlier run wrote to ``path`` for the ``wanted`` job ids.
+
+    Read a line at a time, keeping only those: the file may be large, and only
+    jobs the server no longer knows need their earlier line. Unreadable
+    lines are skipped; an unreadable file is as good as none.
+    """
     earlier: dict[str, dict[str, object]] = {}
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8") as handle:
+            for raw in handle:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                if not isinstance(line, dict) or line.get("id") not in wanted:
+                    continue
+                error = line.get("error")
+                if not (isinstance(error, dict) and error.get("code") == "not_found"):
+                    earlier[line["id"]] = line
     except (OSError, UnicodeDecodeError):
         return earlier
-    for raw in text.splitlines():
-        try:
-            line = json.loads(raw)
-        except ValueError:
-            continue
-        if not isinstance(line, dict) or not isinstance(line.get("id"), str):
-            continue
-        error = line.get("error")
-        if not (isinstance(error, dict) and error.get("code") == "not_found"):
-            earlier[line["id"]] = line
     return earlier
 
 
@@ -226,21 +231,29 @@ def _write_output(
     of that answer, and a later run must not turn it into ``not_found``.
     """
     by_id = {entry.id: entry for entry in entries}
-    earlier = _earlier_output(path)
+    gone = {
+        mapping.job_id
+        for mapping in mappings
+        if (entry := by_id.get(mapping.job_id)) is None or entry.status == NOT_FOUND
+    }
+    earlier = _earlier_output(path, gone) if gone else {}
     counts: Counter[str] = Counter()
-    lines = []
-    for mapping in mappings:
-        entry = by_id.get(mapping.job_id)
-        kept = earlier.get(mapping.job_id)
-        if kept is not None and (entry is None or entry.status == NOT_FOUND):
-            lines.append(kept)
-            counts[_status_of(kept)] += 1
-            continue
-        line = output_line(mapping.custom_id, entry) if entry is not None else None
-        if line is not None and entry is not None:
-            lines.append(line)
-            counts[entry.status] += 1
-    written = write_jsonl(path, lines)
+
+    def lines() -> Iterator[dict[str, object]]:
+        # Made one at a time as the file is written: never all held at once.
+        for mapping in mappings:
+            entry = by_id.get(mapping.job_id)
+            kept = earlier.get(mapping.job_id)
+            if kept is not None and (entry is None or entry.status == NOT_FOUND):
+                counts[_status_of(kept)] += 1
+                yield kept
+                continue
+            line = output_line(mapping.custom_id, entry) if entry is not None else None
+            if line is not None and entry is not None:
+                counts[entry.status] += 1
+                yield line
+
+    written = write_jsonl(path, lines())
     return written, counts, len(mappings) - written
 
 

@@ -26,6 +26,7 @@ from openbeepboop_schemas import BATCH_FINAL_STATUSES, Batch
 
 from openbeepboop._client import Client
 from openbeepboop._exceptions import APIStatusError, OpenBeepBoopError
+from openbeepboop._files import write_private_bytes
 from openbeepboop._progress import open_progress
 from openbeepboop._resources.batches import DEFAULT_COMPLETION_WINDOW
 from openbeepboop._waiting import Outage
@@ -211,12 +212,14 @@ def results_command(
                 f"batch {batch_id} is still {batch.status}; wait with "
                 f"`openbeepboop-client batch status {batch_id} --wait`"
             )
-        output.write_bytes(
-            client.batches.content(batch.output_file_id) if batch.output_file_id else b""
+        # Private and atomic, as every file the client writes: these are the answers.
+        write_private_bytes(
+            output, client.batches.content(batch.output_file_id) if batch.output_file_id else b""
         )
         if errors_out is not None:
-            errors_out.write_bytes(
-                client.batches.content(batch.error_file_id) if batch.error_file_id else b""
+            write_private_bytes(
+                errors_out,
+                client.batches.content(batch.error_file_id) if batch.error_file_id else b"",
             )
     counts = batch.request_counts
     click.echo(
