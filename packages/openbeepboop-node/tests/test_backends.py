@@ -32,6 +32,21 @@ def entry(litellm_model: str, api_base: str | None = None, name: str = "m") -> M
             "http://box:8000",
             ["http://box:8000/models", "http://box:8000/v1/models"],
         ),
+        # Only the path counts: a host named v1 is no /v1 path, and a query
+        # stays after the path.
+        ("openai/m", "http://v1", ["http://v1/models", "http://v1/v1/models"]),
+        ("openai/m", "http://v1:8080/", ["http://v1:8080/models", "http://v1:8080/v1/models"]),
+        (
+            "openai/m",
+            "https://box/v1?api-version=2",
+            ["https://box/v1/models?api-version=2"],
+        ),
+        (
+            "openai/m",
+            "http://box/llm?route=/v1",
+            ["http://box/llm/models?route=/v1", "http://box/llm/v1/models?route=/v1"],
+        ),
+        ("ollama_chat/llama3", "http://gpu:11434/?k=v", ["http://gpu:11434/api/tags?k=v"]),
         ("openai/gpt-4o-mini", None, ["https://api.openai.com/v1/models"]),
         ("gpt-4o-mini", None, ["https://api.openai.com/v1/models"]),
         ("someprovider/x", None, []),

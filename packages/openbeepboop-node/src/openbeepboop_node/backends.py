@@ -9,7 +9,8 @@ and a chat completion would cost the backend a generation. Where:
   list (``http://localhost:11434`` without ``api_base``, as LiteLLM does);
 - anything else with an ``api_base`` (OpenAI-compatible servers: vLLM,
   llama.cpp, LM Studio, ...): ``{api_base}/models``, then
-  ``{api_base}/v1/models`` when the base does not end in ``/v1``;
+  ``{api_base}/v1/models`` when the base's path does not end in ``/v1``
+  (the path only: a query stays after it, a host named ``v1`` is a host);
 - a hosted API without ``api_base``: its public base from
   :data:`HOSTED_BASES`; a provider missing there has no probe (a paused
   model is then retried blind, after the backoff).
@@ -24,6 +25,7 @@ import asyncio
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 from openbeepboop_schemas import ANY_MODEL
@@ -84,12 +86,20 @@ class Backend:
         """The URLs that list the backend's models, in the order to try them."""
         if self.base is None:
             return []
-        base = self.base.rstrip("/")
+        # Only the path is extended (and looked at): a host named v1
+        # (http://v1) is no /v1 path, and a query (?api-version=...) stays
+        # the query, after the path.
+        parts = urlsplit(self.base)
+        path = parts.path.rstrip("/")
+
+        def at(suffix: str) -> str:
+            return urlunsplit(parts._replace(path=path + suffix))
+
         if self.provider in OLLAMA_PROVIDERS:
-            return [f"{base}/api/tags"]
-        urls = [f"{base}/models"]
-        if not base.endswith("/v1"):
-            urls.append(f"{base}/v1/models")
+            return [at("/api/tags")]
+        urls = [at("/models")]
+        if not path.endswith("/v1"):
+            urls.append(at("/v1/models"))
         return urls
 
     @property
