@@ -313,30 +313,50 @@ def test_bad_server_urls_are_named(urls: list[str], problem: str) -> None:
         parse_config({**data, "server_urls": urls})
 
 
-@pytest.mark.parametrize(
-    ("url", "problem"),
-    [
-        ("http://a b", "without spaces"),
-        ("http://example.com:80/x y", "without spaces"),
-        ("http://exa\tmple.com", "control characters"),
-        ("http://host:99999", "not a valid URL .*[Pp]ort"),
-        ("http://host:abc", "not a valid URL .*[Pp]ort"),
-        ("http://[::1", "not a valid URL"),
-        ("http://a%20b", "not a valid host name"),
-        ("http://a..b:8000", "not a valid host name"),
-        ("http://:8000", "not a valid host name"),
-    ],
-)
+#: URLs no HTTP client could send a request to, and what their refusal says.
+UNUSABLE_URLS = [
+    ("http://a b", "without spaces"),
+    ("http://example.com:80/x y", "without spaces"),
+    ("http://exa\tmple.com", "control characters"),
+    ("http://host:99999", "not a valid URL .*[Pp]ort"),
+    ("http://host:abc", "not a valid URL .*[Pp]ort"),
+    ("http://[::1", "not a valid URL"),
+    ("http://a%20b", "not a valid host name"),
+    ("http://a..b:8000", "not a valid host name"),
+    ("http://:8000", "not a valid host name"),
+]
+#: IP addresses and host names of any script.
+USABLE_URLS = ["https://[::1]:8000", "http://gpu_box-1.local:8000", "http://bücher.example"]
+
+
+def with_api_base(url: str) -> dict[str, object]:
+    """VALID, its model's api_base set to ``url``."""
+    return {**VALID, "models": [{**VALID["models"][0], "api_base": url}]}
+
+
+@pytest.mark.parametrize(("url", "problem"), UNUSABLE_URLS)
 def test_a_server_url_the_http_client_could_not_use_is_refused(url: str, problem: str) -> None:
     with pytest.raises(ConfigError, match=f"server_url: .*{problem}"):
         parse_config({**VALID, "server_url": url})
 
 
-@pytest.mark.parametrize(
-    "url", ["https://[::1]:8000", "http://gpu_box-1.local:8000", "http://bücher.example"]
-)
+@pytest.mark.parametrize("url", USABLE_URLS)
 def test_ip_addresses_and_host_names_of_any_script_are_accepted(url: str) -> None:
     assert parse_config({**VALID, "server_url": url}).server_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"), [*UNUSABLE_URLS, ("ftp://host", "must be an http:// or https:// URL")]
+)
+def test_a_model_api_base_the_http_client_could_not_use_is_refused(url: str, problem: str) -> None:
+    # Checked as a server URL is: LiteLLM would fail every job of the model.
+    with pytest.raises(ConfigError, match=rf"models\[0\]\.api_base: .*{problem}"):
+        parse_config(with_api_base(url))
+
+
+@pytest.mark.parametrize("url", [*USABLE_URLS, "http://v1/v1?api-version=2"])
+def test_a_usable_api_base_is_kept(url: str) -> None:
+    assert parse_config(with_api_base(url)).models[0].api_base == url
 
 
 def test_the_environment_may_give_several_urls_comma_separated(tmp_path: Path) -> None:

@@ -163,10 +163,10 @@ class ModelConfig(BaseModel):
 
     @field_validator("api_base")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value or None
+    def _api_base(cls, value: str | None) -> str | None:
+        # Checked as a server URL is: LiteLLM, like the node's own client,
+        # would take http://a b and fail every job of the model later.
+        return None if value is None else _http_url(value)
 
     @field_validator("defaults", "fixed")
     @classmethod
@@ -441,7 +441,8 @@ def _http_url(value: str) -> str:
     aiohttp takes ``http://a b`` and fails each request later with a host
     name that does not resolve, so the URL is checked here, where the line
     names the setting: no spaces or control characters, a port that is a
-    number below 65536, and a host that is an IP address or a name.
+    number below 65536, and a host that is an IP address or a name. Server
+    URLs and a model's ``api_base`` are checked alike.
     """
     value = value.strip()
     if _URL_BAD_CHARS.search(value):

@@ -176,6 +176,17 @@ def test_invalid_config_is_one_line(tmp_path: Path, command: str) -> None:
     assert_one_line_error(stderr, "concurrency: Input should be a valid integer")
 
 
+@pytest.mark.parametrize("command", ["run", "batch"])
+def test_an_api_base_no_request_could_reach_is_a_config_error(
+    tmp_path: Path, llm: StandinLLM, command: str
+) -> None:
+    path = write_config(tmp_path / "node.toml", "http://127.0.0.1:1", llm)
+    path.write_text(path.read_text().replace(llm.base_url, "http://a b:11434"))
+    code, stderr = invoke(command, "--config", str(path))
+    assert code == EXIT_CONFIG
+    assert_one_line_error(stderr, "models[0].api_base: Value error, must be a URL without spaces")
+
+
 def test_missing_api_key_env_is_a_start_up_error(
     tmp_path: Path, llm: StandinLLM, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -258,6 +258,19 @@ def test_a_server_url_with_a_space_is_refused_and_nothing_written(tmp_path: Path
     assert not (tmp_path / "c.toml").exists()
 
 
+@pytest.mark.parametrize("api_base", ["http://a b", "http://localhost:99999", "http://:11434"])
+def test_an_api_base_no_request_could_reach_is_refused_and_nothing_written(
+    tmp_path: Path, api_base: str
+) -> None:
+    args = list(BASE)
+    args[args.index("http://localhost:11434")] = api_base
+    code, _, err = run(*args, "--no-check", "--config", str(tmp_path / "c.toml"))
+    assert code == EXIT_CONFIG
+    assert "models[0].api_base: " in err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert not (tmp_path / "c.toml").exists()
+
+
 def test_a_config_path_under_a_file_says_it_is_not_a_directory(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("")
     code, _, err = run(*BASE, "--config", str(tmp_path / "afile" / "n.toml"))
