@@ -21,7 +21,7 @@ from conditions import wait_for
 from fake_queue import DROP, NODE_KEY, LoopbackServer, Received, Reply, always
 from openbeepboop_node import delivery
 from openbeepboop_node.backoff import JITTER_FLOOR, Backoff, Connectivity
-from openbeepboop_node.delivery import Deliverer
+from openbeepboop_node.delivery import Deliverer, NotKept
 from openbeepboop_node.queue_client import QueueClient
 from openbeepboop_node.spool import OutcomeKey, Spool
 from openbeepboop_schemas import ErrorOutcome, NodeError, Outcome, ReleaseOutcome, ResultOutcome
@@ -280,6 +280,59 @@ async def test_restore_sends_what_an_earlier_run_left(tmp_path: Path) -> None:
     async with h:
         assert await h.deliverer.wait_idle(10)
     assert h.sent_batches() == [["job-9"]]
+
+
+async def test_restored_outcomes_are_told_once_the_server_answered_them(tmp_path: Path) -> None:
+    earlier = Spool(tmp_path / "spool.sqlite3")
+    earlier.add([result("job-8"), error("job-9")])
+    earlier.close()
+    told: list[Outcome | NotKept] = []
+    h = Harness(tmp_path)
+    h.server.respond = always(DROP)
+    assert await h.deliverer.restore(told.append) == 2
+    async with h:
+        await wait_for(lambda: len(h.server.received) >= 2, what="failed submits")
+        assert told == []  # durable already, but not answered yet: nothing to say
+        h.server.respond = accept_all
+        assert await h.deliverer.wait_idle(10)
+    assert sorted(told, key=lambda outcome: outcome.job_id) == [result("job-8"), error("job-9")]
+
+
+def answering(ack: str) -> Callable[[Received], Reply]:
+    """A server acknowledging every outcome with ``ack`` (the job now CANCELLED)."""
+
+    def respond(request: Received) -> Reply:
+        outcomes = request.json()["outcomes"]
+        acks = [{"job_id": o["job_id"], "ack": ack, "status": "CANCELLED"} for o in outcomes]
+        return Reply(200, {"acks": acks})
+
+    return respond
+
+
+@pytest.mark.parametrize("ack", ["stale", "rejected"])
+@pytest.mark.parametrize("spool_after", [0.0, 3600.0])
+async def test_an_outcome_the_server_did_not_keep_is_told_so(
+    tmp_path: Path, ack: str, spool_after: float
+) -> None:
+    # spool_after=0: on disk (told durable) before the ack; 3600: never on disk.
+    told: list[Outcome | NotKept] = []
+    answer = answering(ack)
+
+    def once_on_disk(request: Received) -> Reply:
+        return answer(request) if told else DROP  # not told durable yet: sent again
+
+    async with Harness(tmp_path, spool_after=spool_after) as h:
+        h.server.respond = once_on_disk if spool_after == 0 else answer
+        h.deliverer.put(result("job-1"), told.append)
+        assert await h.deliverer.wait_idle(10)
+    assert len(h.spool) == 0
+    *before, last = told
+    assert before == ([result("job-1")] if spool_after == 0 else [])
+    assert isinstance(last, NotKept) and last.outcome == result("job-1")
+    assert last.ack.ack == ack
+    assert last.reason().startswith(f"{ack}: ")
+    if ack == "stale":
+        assert last.reason().endswith("the job is CANCELLED")
 
 
 async def test_a_lone_outcome_does_not_wait_out_the_linger(tmp_path: Path) -> None:

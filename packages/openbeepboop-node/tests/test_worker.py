@@ -13,7 +13,7 @@ import tomli_w
 from click.testing import CliRunner
 from conditions import wait_for
 from conftest import PROVIDER_KEY
-from fake_queue import NODE_KEY, SUBMIT, FakeQueue, FakeQueueServer, Received, Reply
+from fake_queue import DROP, NODE_KEY, SUBMIT, FakeQueue, FakeQueueServer, Received, Reply
 from openbeepboop_node import worker
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import EXIT_FAILURE
@@ -367,25 +367,61 @@ async def test_lost_lease_aborts_the_job(
     assert job_id not in fake.outcomes
 
 
-async def test_stale_ack_is_dropped_and_logged(
+def job_lines(caplog: pytest.LogCaptureFixture, job_id: str) -> list[str]:
+    """The log lines that begin with the job (its job lines)."""
+    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(f"job {job_id} ")]
+
+
+def stale_submits(fake: FakeQueue, ready: Callable[[], bool]) -> Callable[[Received], Reply | None]:
+    """The fake queue, hanging up on submits until ``ready()``, then answering them ``stale``.
+
+    As the server answers for a job cancelled while it ran (the node sends
+    a submit it got no answer to again).
+    """
+
+    def respond(request: Received) -> Reply | None:
+        if request.path != SUBMIT:
+            return fake.respond(request)
+        if not ready():
+            return DROP
+        outcomes = request.json()["outcomes"]
+        acks = [{"job_id": o["job_id"], "ack": "stale", "status": "CANCELLED"} for o in outcomes]
+        return Reply(200, {"acks": acks})
+
+    return respond
+
+
+# spool_after 0: on disk while it is sent, so "completed" may be logged before the ack.
+@pytest.mark.parametrize("spool_after", [0.5, 0.0])
+async def test_a_result_the_server_did_not_keep_is_logged_and_counted_as_not_kept(
     fake: FakeQueue,
+    served: FakeQueueServer,
     llm: StandinLLM,
     make_node: Callable[..., Node],
     caplog: pytest.LogCaptureFixture,
+    spool_after: float,
 ) -> None:
-    llm.configure(delay=0.5)
-    job_id = fake.add_job("late")
-    node = make_node()
-    task = await start(node)
-    await wait_for(lambda: node.running_jobs == 1, what="the job to start")
-    fake.lost.add(job_id)  # the lease expires before the result arrives
-    with caplog.at_level(logging.WARNING, logger="openbeepboop_node"):
-        await wait_for(lambda: fake.acks, what="the late delivery")
+    job_id = fake.add_job("cancelled while it ran")
+    node = make_node(spool_after=spool_after)
+    spool = Spool(node.config.resolved_spool_path())
+    on_disk = spool_after == 0
+    # On disk: answered once the node has said "completed" (the result is durable).
+    ready = (lambda: node.summary.completed == 1) if on_disk else (lambda: True)
+    served.respond = stale_submits(fake, ready)
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(node)
+        await wait_for(lambda: node.summary.not_kept == 1, what="the job to be counted")
         node.stop()
-        await task
-    assert [a["ack"] for a in fake.acks] == ["stale"]
-    assert "server ignored the result" in caplog.text
-    assert len(Spool(node.config.resolved_spool_path())) == 0
+        summary = await task
+    assert (summary.completed, summary.failed, summary.not_kept) == (0, 0, 1)
+    *first, last = job_lines(caplog, job_id)
+    assert last.endswith(
+        "not kept (stale: the lease had expired, or the job was already finished or "
+        "cancelled; the job is CANCELLED)"
+    ), last
+    assert "tokens=" in last
+    assert [line.endswith(" completed") for line in first] == ([True] if on_disk else [])
+    assert len(spool) == 0
 
 
 async def test_shutdown_lets_running_jobs_finish(
@@ -434,14 +470,22 @@ async def test_a_grace_period_of_zero_releases_running_jobs_at_once(
     assert fake.released == [job_id]
 
 
+async def finished_while_submits_fail(
+    fake: FakeQueue, node: Node, prompt: str
+) -> tuple[list[str], asyncio.Task[object]]:
+    """Three jobs that ``node`` (started here) finished while the server took no submits."""
+    ids = [fake.add_job(f"{prompt} {i}") for i in range(3)]
+    fake.down_paths = {SUBMIT}
+    task = await start(node)
+    await wait_for(lambda: node.summary.completed == 3, what="3 completions")
+    return ids, task
+
+
 async def test_results_survive_an_outage_and_the_llm_is_not_called_again(
     fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
 ) -> None:
-    ids = [fake.add_job(f"outage {i}") for i in range(3)]
     node = make_node()
-    fake.down_paths = {"/internal/queue/submit"}
-    task = await start(node)
-    await wait_for(lambda: node.summary.completed == 3, what="3 completions")
+    ids, task = await finished_while_submits_fail(fake, node, "outage")
     spool = Spool(node.config.resolved_spool_path())
     await wait_for(lambda: len(spool) == 3, what="3 spooled results")
     assert fake.outcomes == {}
@@ -454,14 +498,14 @@ async def test_results_survive_an_outage_and_the_llm_is_not_called_again(
     assert len(spool) == 0
 
 
-async def test_spooled_results_are_delivered_by_the_next_run(
-    fake: FakeQueue, llm: StandinLLM, make_node: Callable[..., Node]
+async def test_spooled_results_are_delivered_and_counted_by_the_next_run(
+    fake: FakeQueue,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    ids = [fake.add_job(f"restart {i}") for i in range(3)]
-    fake.down_paths = {"/internal/queue/submit"}
     first = make_node(shutdown_grace=0.5)
-    task = await start(first)
-    await wait_for(lambda: first.summary.completed == 3, what="3 completions")
+    ids, task = await finished_while_submits_fail(fake, first, "restart")
     first.stop()
     summary = await task
     assert summary.undelivered == 3
@@ -469,13 +513,23 @@ async def test_spooled_results_are_delivered_by_the_next_run(
 
     fake.down_paths = set()
     second = make_node()
-    task = await start(second)
-    await wait_for(lambda: len(fake.results()) == 3, what="delivery by the second run")
-    second.stop()
-    await task
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(second)
+        await wait_for(lambda: len(fake.results()) == 3, what="delivery by the second run")
+        await wait_for(lambda: second.summary.completed == 3, what="the second run's count")
+        second.stop()
+        summary = await task
     assert sorted(fake.results()) == ids
     assert llm.prompt_counts() == {f"restart {i}": 1 for i in range(3)}
     assert len(Spool(second.config.resolved_spool_path())) == 0
+    # Counted, and each logged once, by the run that delivered them.
+    assert (summary.completed, summary.failed, summary.undelivered) == (3, 0, 0)
+    for job_id in ids:
+        (line,) = job_lines(caplog, job_id)
+        assert line.startswith(f"job {job_id} (from the spool) tokens=") and line.endswith(
+            " completed"
+        ), line
 
 
 async def test_server_down_is_logged_once_and_recovery_once(

@@ -55,6 +55,14 @@ An error or release the
 server refuses is dropped, and ``on_dropped`` tells the job runner its lease
 is no longer held: heartbeating it would keep the job ``PROCESSING`` for
 ever; left alone, the lease expires and the queue's retry rules apply.
+
+A result or error the server acknowledges without keeping it (``stale``: the
+lease had expired or the job was already finished or cancelled;
+``rejected``: the node never held the lease) is told to ``on_durable`` as
+:class:`NotKept`, whether or not it was told as durable before: the job's
+line says the server did not keep it. Outcomes an earlier run left in the
+spool (:meth:`Deliverer.restore`) are told once the server has answered them,
+so the run that delivers them can log and count them.
 """
 
 from __future__ import annotations
@@ -65,11 +73,13 @@ import itertools
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from http import HTTPStatus
 from typing import TypeVar
 
 from openbeepboop_schemas import (
     MAX_SUBMIT_OUTCOMES,
+    AckStatus,
     ErrorOutcome,
     Outcome,
     ReleaseOutcome,
@@ -92,8 +102,28 @@ MAX_ACKED_ON_DISK = 1000
 #: After a failed spool write, how long until its outcomes are written again.
 SPOOL_RETRY_SECONDS = 5.0
 SettledCallback = Callable[[Sequence[SubmitAck]], None]
-#: Told the outcome a job ended with once it is durable (see :meth:`Deliverer.put`).
-DurableCallback = Callable[[Outcome], None]
+#: The acks by which the server says it did not keep an outcome (see :class:`NotKept`).
+NOT_KEPT_ACKS: frozenset[AckStatus] = frozenset({"stale", "rejected"})
+
+
+@dataclass(frozen=True)
+class NotKept:
+    """An outcome the server acknowledged without keeping it (ack ``stale`` or ``rejected``)."""
+
+    outcome: Outcome
+    ack: SubmitAck
+
+    def reason(self) -> str:
+        """Why, in a few words, for the job's line (``stale: ...``)."""
+        if self.ack.ack == "rejected":
+            return "rejected: the server says this node never held its lease"
+        status = f"; the job is {self.ack.status}" if self.ack.status else ""
+        return "stale: the lease had expired, or the job was already finished or cancelled" + status
+
+
+#: Told the outcome a job ended with once it is durable (see :meth:`Deliverer.put`),
+#: and a :class:`NotKept` if the server did not keep it.
+DurableCallback = Callable[[Outcome | NotKept], None]
 
 
 class Deliverer:
@@ -170,7 +200,9 @@ class Deliverer:
         (before the future's callbacks run) with what is durable: the
         outcome, or the failure delivered instead of a result the server
         refused; and once more, with that failure, if the server refused a
-        result already on disk. A result's ``spool_after`` clock starts
+        result already on disk. If the server acknowledges it without
+        keeping it, ``on_durable`` is called with a :class:`NotKept`
+        instead, or once more if it was told already. A result's ``spool_after`` clock starts
         here: a submit in flight (which may take up to its read timeout)
         never holds its write back.
         """
@@ -193,13 +225,20 @@ class Deliverer:
         self._wake.set()
         return done
 
-    async def restore(self) -> int:
-        """Take over what a previous run left in the spool; returns how many."""
+    async def restore(self, on_delivered: DurableCallback | None = None) -> int:
+        """Take over what a previous run left in the spool; returns how many.
+
+        ``on_delivered`` is told each of them once the server has answered
+        it (they are durable already), as :meth:`put`'s ``on_durable`` is:
+        the outcome the server kept, or a :class:`NotKept`.
+        """
         outcomes = await self._on_disk(self._spool.pending)
         for outcome in outcomes:
             key = outcome_key(outcome)
             self._pending[key] = outcome
             self._spooled.add(key)
+            if on_delivered is not None:
+                self._reports[key] = _Report(on_delivered, outcome)
         if outcomes:
             self._idle.clear()
             self._wake.set()
@@ -457,7 +496,7 @@ class Deliverer:
         key = outcome_key(outcome)
         self._pending[key] = failure
         report = self._reports.get(key)
-        if report is None:  # a result from an earlier run: no job line will say it
+        if report is None:  # nobody to tell (restored without a callback): no job line says it
             logger.warning(
                 "job %s: %s; delivering that as its failure", outcome.job_id, failure.error.message
             )
@@ -474,9 +513,13 @@ class Deliverer:
             answered = [(o, by_job[o.job_id]) for o in batch if o.job_id in by_job]
         settled: list[OutcomeKey] = []
         for outcome, ack in answered:
-            settled.append(outcome_key(outcome))
+            key = outcome_key(outcome)
+            settled.append(key)
             self.acks[ack.ack] = self.acks.get(ack.ack, 0) + 1
-            if ack.ack == "stale":
+            report = self._reports.get(key)
+            if report is not None and ack.ack in NOT_KEPT_ACKS:
+                report.not_kept(ack)  # the job's line says it
+            elif ack.ack == "stale":
                 logger.warning(
                     "job %s: server ignored the %s (lease lost or job already finished)",
                     outcome.job_id,
@@ -547,6 +590,11 @@ class _Report:
         self._outcome = failure
         if self._told:
             self._callback(failure)
+
+    def not_kept(self, ack: SubmitAck) -> None:
+        """The server acknowledged the outcome without keeping it: tell that, told before or not."""
+        self._told = True
+        self._callback(NotKept(self._outcome, ack))
 
 
 def _log_removal_failure(removal: asyncio.Future[None]) -> None:

@@ -14,7 +14,12 @@ have not started are released without a call. The slot is free as soon as
 the call returns; the job's log line is written, and the job counted, once
 the outcome is durable (acknowledged, or on disk), as the outcome the server
 gets: a result the server refused (too large, not a chat completion it
-reads) is logged and counted as the failure delivered in its place.
+reads) is logged and counted as the failure delivered in its place, and an
+outcome the server acknowledged without keeping it (``stale``,
+``rejected``) as "not kept", neither completed nor failed. Outcomes an
+earlier run left in the spool are logged and counted by the run that
+delivers them, once the server has answered them, their lines saying they
+came from the spool.
 
 Per-model ``concurrency`` is counted here: :attr:`JobRunner.held` is how
 many leases each capped entry holds, running or waiting for a slot; the
@@ -45,7 +50,7 @@ from openbeepboop_schemas import (
 )
 
 from openbeepboop_node.backend_health import BackendHealth
-from openbeepboop_node.delivery import Deliverer
+from openbeepboop_node.delivery import Deliverer, NotKept
 from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.heartbeat import Heartbeater
 from openbeepboop_node.inference import Inference
@@ -63,6 +68,9 @@ class RunSummary:
 
     completed: int = 0
     failed: int = 0
+    #: Results and errors the server acknowledged without keeping them (``stale``,
+    #: ``rejected``): counted neither completed nor failed.
+    not_kept: int = 0
     aborted: int = 0
     released: int = 0
     #: Of ``released``: handed back because their model's backend was unreachable.
@@ -273,49 +281,41 @@ class JobRunner:
         self._health.answered(route.entry)
         return ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=result)
 
-    def _job_line(self, lease: Lease, seconds: float) -> Callable[[Outcome], None]:
+    def _job_line(self, lease: Lease, seconds: float) -> Callable[[Outcome | NotKept], None]:
         """What logs and counts the job once the deliverer says its outcome is durable.
 
-        Told twice when the server refused a result already on disk: the
-        job's "completed" line is then followed by its failure's, and the
-        counts move it from completed to failed.
+        Told again when the server refused a result already on disk, or did
+        not keep an outcome already on disk: the job's first line is then
+        followed by one saying what became of it, and the counts move the
+        job from the first to the second (completed to failed, or to not
+        kept).
         """
-        told: list[Outcome] = []
+        told: list[Outcome | NotKept] = []
+        head = "job %s model=%s attempt=%d %.2fs"
+        args = (lease.job_id, lease.model, lease.attempt, seconds)
 
-        def tell(outcome: Outcome) -> None:
-            if told and isinstance(told[-1], ResultOutcome):
-                self.summary.completed -= 1
+        def tell(outcome: Outcome | NotKept) -> None:
+            if told:
+                self._count(told[-1], -1)
             told.append(outcome)
-            self._log_job(lease, outcome, seconds)
+            self._count(outcome, 1)
+            _log_outcome(head, args, outcome)
 
         return tell
 
-    def _log_job(self, lease: Lease, outcome: Outcome, seconds: float) -> None:
-        if isinstance(outcome, ResultOutcome):
-            self.summary.completed += 1
-            usage = outcome.result.usage
-            logger.info(
-                "job %s model=%s attempt=%d %.2fs tokens=%d+%d completed",
-                lease.job_id,
-                lease.model,
-                lease.attempt,
-                seconds,
-                usage.prompt_tokens if usage else 0,
-                usage.completion_tokens if usage else 0,
-            )
+    def from_spool(self, outcome: Outcome | NotKept) -> None:
+        """Log and count an outcome an earlier run left in the spool, now the server answered it."""
+        self._count(outcome, 1)
+        job_id = (outcome.outcome if isinstance(outcome, NotKept) else outcome).job_id
+        _log_outcome("job %s (from the spool)", (job_id,), outcome)
+
+    def _count(self, outcome: Outcome | NotKept, step: int) -> None:
+        if isinstance(outcome, NotKept):
+            self.summary.not_kept += step
+        elif isinstance(outcome, ResultOutcome):
+            self.summary.completed += step
         elif isinstance(outcome, ErrorOutcome):
-            self.summary.failed += 1
-            error = outcome.error
-            logger.warning(
-                "job %s model=%s attempt=%d %.2fs failed (%s, %s): %s",
-                lease.job_id,
-                lease.model,
-                lease.attempt,
-                seconds,
-                error.type,
-                "retryable" if error.retryable else "permanent",
-                error.message,
-            )
+            self.summary.failed += step
 
     def _failed(self, lease: Lease, error: NodeError) -> ErrorOutcome:
         return ErrorOutcome(job_id=lease.job_id, lease_token=lease.lease_token, error=error)
@@ -366,3 +366,25 @@ class JobRunner:
                 task.cancel()
                 aborted[job_id] = task
         return aborted
+
+
+def _log_outcome(head: str, args: tuple[object, ...], told: Outcome | NotKept) -> None:
+    """The job's line: ``head % args`` (the job, and what is known of its run), then its end."""
+    outcome = told.outcome if isinstance(told, NotKept) else told
+    if isinstance(outcome, ResultOutcome):
+        usage = outcome.result.usage
+        tokens = (usage.prompt_tokens, usage.completion_tokens) if usage else (0, 0)
+        if isinstance(told, NotKept):
+            logger.warning(head + " tokens=%d+%d not kept (%s)", *args, *tokens, told.reason())
+        else:
+            logger.info(head + " tokens=%d+%d completed", *args, *tokens)
+    elif isinstance(outcome, ErrorOutcome):
+        error = outcome.error
+        logger.warning(
+            head + " failed (%s, %s)%s: %s",
+            *args,
+            error.type,
+            "retryable" if error.retryable else "permanent",
+            f", not kept ({told.reason()})" if isinstance(told, NotKept) else "",
+            error.message,
+        )

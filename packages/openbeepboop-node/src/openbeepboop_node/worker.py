@@ -231,7 +231,7 @@ class Node:
                 interrupt=self._fetch_interrupt,
             )
             self._log_start(batch)
-            await deliverer.restore()
+            await deliverer.restore(runner.from_spool)
             background.append(asyncio.create_task(deliverer.run(), name="delivery"))
             background.append(asyncio.create_task(heartbeater.run(), name="heartbeat"))
             background.append(asyncio.create_task(watcher.run(), name="lease watch"))

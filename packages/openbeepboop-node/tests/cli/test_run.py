@@ -23,7 +23,15 @@ import tomli_w
 from click.testing import CliRunner
 from conditions import wait_until
 from conftest import PROVIDER_KEY
-from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer, LoopbackServer, Reply, always
+from fake_queue import (
+    NODE_KEY,
+    FakeQueue,
+    FakeQueueServer,
+    LoopbackServer,
+    Received,
+    Reply,
+    always,
+)
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import (
     EXIT_CONFIG,
@@ -165,6 +173,47 @@ def test_batch_exits_non_zero_when_results_cannot_be_delivered(
     assert code == EXIT_SERVER_UNREACHABLE
     assert_one_line_error(stderr, "1 result(s) could not be delivered")
     assert len(Spool(tmp_path / "spool.sqlite3")) == 1
+
+
+def test_batch_counts_the_results_it_delivers_from_the_spool(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    job = fake.add_job("finished by the first run")
+    fake.down_paths = {QUEUE_SUBMIT_PATH}
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == EXIT_SERVER_UNREACHABLE, stderr
+    fake.down_paths = set()
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 0, stderr
+    assert list(fake.results()) == [job]
+    assert f"job {job} (from the spool) tokens=" in stderr
+    assert stderr.strip().splitlines()[-1].endswith("batch done: 1 completed, 0 failed, 0 released")
+
+
+def test_batch_counts_results_the_server_did_not_keep_apart(
+    tmp_path: Path, fake: FakeQueue, served: FakeQueueServer, llm: StandinLLM
+) -> None:
+    def stale_acks(request: Received) -> Reply | None:
+        if request.path != QUEUE_SUBMIT_PATH:
+            return fake.respond(request)
+        outcomes = request.json()["outcomes"]
+        # As the server answers for a job cancelled while it ran.
+        acks = [{"job_id": o["job_id"], "ack": "stale", "status": "CANCELLED"} for o in outcomes]
+        return Reply(200, {"acks": acks})
+
+    served.respond = stale_acks
+    job = fake.add_job("cancelled while it ran")
+    config = write_config(tmp_path / "node.toml", served.url, llm)
+    code, stderr = invoke("batch", "--config", str(config))
+    assert code == 0, stderr
+    assert f"job {job} " in stderr and "not kept (stale: " in stderr
+    assert "; the job is CANCELLED)" in stderr
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .endswith("batch done: 0 completed, 0 failed, 0 released, 1 not kept by the server")
+    )
 
 
 @pytest.mark.parametrize("command", ["run", "batch"])

@@ -76,9 +76,11 @@ def _run_node(config_path: Path | None, batch: bool) -> None:
             EXIT_BACKEND_UNREACHABLE,
         )
     logger.info(
-        "%s: %d completed, %d failed, %d released",
+        "%s: %d completed, %d failed, %d released%s",
         "batch done" if batch else "stopped",
         summary.completed,
         summary.failed,
         summary.released,
+        # Only when it happened: most runs never have one.
+        f", {summary.not_kept} not kept by the server" if summary.not_kept else "",
     )
