@@ -15,7 +15,10 @@ A job's request reaches LiteLLM only through the allow-list in
 :mod:`openbeepboop_node.request_params`; the operator's settings for the
 model, resolved once into a :class:`~openbeepboop_node.model_routes.ModelRoute`
 (``model``, ``api_base``, ``api_key``, ``timeout``), are applied last, and
-LiteLLM's own retries are off because the queue retries.
+LiteLLM's own retries are off because the queue retries. LiteLLM is told the
+route's provider where that changes nothing it does
+(:mod:`~openbeepboop_node.provider_hints`), so it does not work it out
+again for every call.
 
 Before a call the request is checked against the node's ceilings and its
 media URLs against the model's policy (:mod:`~openbeepboop_node.request_guard`);
@@ -53,6 +56,7 @@ from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.failure_causes import connection_failure, local_failure
 from openbeepboop_node.litellm_bookkeeping import switch_off, unlogged
 from openbeepboop_node.model_routes import ModelRoute
+from openbeepboop_node.provider_hints import provider_hint
 from openbeepboop_node.public_errors import public_message
 from openbeepboop_node.request_guard import RequestLimits, check_media_urls, scan_request
 from openbeepboop_node.request_params import job_params
@@ -312,6 +316,9 @@ class Inference:
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         kwargs = self.call_kwargs(route, request, job_id)
         price_unknown_model_as_free(kwargs["model"])
+        provider = provider_hint(litellm, route.litellm_model, route.api_base, route.api_key)
+        if provider is not None:
+            kwargs["custom_llm_provider"] = provider
         try:
             with unlogged():
                 response = await asyncio.wait_for(
