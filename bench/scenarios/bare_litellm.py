@@ -4,9 +4,10 @@
 prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
 ``litellm.acompletion`` with at most ``concurrency`` in flight: the same
 call the node makes (``openai/`` model, ``api_base``, key, no retries, inside
-the node's ``unlogged()``), on LiteLLM configured by the node's own
-``load_litellm`` and, like the node, with the stand-in's model registered as
-free (``price_unknown_model_as_free``).
+the node's ``unlogged()``, with the provider named as the node names it:
+``provider_hint``), on LiteLLM configured by the node's own ``load_litellm``
+and, like the node, with the stand-in's model registered as free
+(``price_unknown_model_as_free``).
 With ``--serve`` it stays up after its warm-up and runs one timed batch per
 number written to its stdin, so that a benchmark can alternate it with a
 node seconds apart instead of waiting for LiteLLM's import every time. All
@@ -25,6 +26,7 @@ import time
 from typing import Any
 
 from openbeepboop_node.litellm_bookkeeping import unlogged
+from openbeepboop_node.provider_hints import provider_hint
 
 #: What the bench's nodes call LiteLLM with (``litellm_model``).
 MODEL = "openai/standin-model"
@@ -32,6 +34,8 @@ MODEL = "openai/standin-model"
 
 async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: str) -> float:
     semaphore = asyncio.Semaphore(concurrency)
+    key = "sk-standin-provider-key"
+    provider = provider_hint(litellm, MODEL, api_base, key)
 
     async def one(index: int) -> None:
         async with semaphore:
@@ -41,7 +45,8 @@ async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: 
                     messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
                     max_tokens=16,
                     api_base=api_base,
-                    api_key="sk-standin-provider-key",
+                    api_key=key,
+                    custom_llm_provider=provider,
                     timeout=600.0,
                     stream=False,
                     num_retries=0,
