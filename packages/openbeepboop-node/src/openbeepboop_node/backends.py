@@ -16,7 +16,10 @@ and a chat completion would cost the backend a generation. Where:
   model is then retried blind, after the backoff).
 
 For a probe any HTTP answer (even 401 or 404) means "up": the backend is
-there; only no connection, or no answer in time, means "down".
+there; only no connection, or no answer in time, means "down". The checks of
+``setup`` and ``check`` give a backend that connects longer to answer
+(:data:`CHECK_ANSWER_SECONDS`: a busy local server may be slow to list its
+models) and say when one connected but did not answer (:class:`BackendSilentError`).
 """
 
 from __future__ import annotations
@@ -35,8 +38,10 @@ from openbeepboop_node.exceptions import BackendUnreachableError
 from openbeepboop_node.failure_causes import unreachable_reason
 from openbeepboop_node.queue_client import default_ssl_context, proxy_for
 
-#: How long one probe or check may take in all (connect and answer).
+#: How long one probe may take in all (connect and answer), and a check's connect.
 PROBE_TIMEOUT_SECONDS = 5.0
+#: How long a check of ``setup``/``check`` waits in all for a backend's answer.
+CHECK_ANSWER_SECONDS = 30.0
 #: Where LiteLLM sends ``ollama/`` and ``ollama_chat/`` calls without an ``api_base``.
 OLLAMA_DEFAULT_BASE = "http://localhost:11434"
 OLLAMA_PROVIDERS = frozenset({"ollama", "ollama_chat"})
@@ -140,13 +145,27 @@ class BackendAnswer:
     models: list[str] | None
 
 
-def open_session(timeout: float = PROBE_TIMEOUT_SECONDS) -> aiohttp.ClientSession:
-    """A session for probes and checks (close it): no keep-alive, a bounded wait."""
+class BackendSilentError(BackendUnreachableError):
+    """The backend took the connection but gave no HTTP answer in time."""
+
+
+def open_session(
+    timeout: float = PROBE_TIMEOUT_SECONDS, connect: float | None = None
+) -> aiohttp.ClientSession:
+    """A session for probes and checks (close it): no keep-alive, a bounded wait.
+
+    ``timeout`` bounds one request in all; ``connect``, when given, its connect alone.
+    """
     return aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(ssl=default_ssl_context(), force_close=True),
         cookie_jar=aiohttp.DummyCookieJar(),
-        timeout=aiohttp.ClientTimeout(total=timeout),
+        timeout=aiohttp.ClientTimeout(total=timeout, sock_connect=connect),
     )
+
+
+def open_check_session() -> aiohttp.ClientSession:
+    """A session for the checks: 5 s to connect, :data:`CHECK_ANSWER_SECONDS` to answer."""
+    return open_session(CHECK_ANSWER_SECONDS, connect=PROBE_TIMEOUT_SECONDS)
 
 
 async def get(
@@ -156,8 +175,13 @@ async def get(
     try:
         async with session.get(url, headers=headers, proxy=proxy_for(url)) as response:
             return response.status, await response.read()
-    except asyncio.TimeoutError as exc:  # aiohttp's connect and total timeouts
-        raise BackendUnreachableError(f"{url}: no answer in time") from exc
+    except aiohttp.ConnectionTimeoutError as exc:  # the session's connect timeout
+        raise BackendUnreachableError(f"{url}: no connection in time") from exc
+    except asyncio.TimeoutError as exc:  # the total timeout
+        timeout = session.timeout
+        if timeout.sock_connect is None or timeout.total is None:
+            raise BackendUnreachableError(f"{url}: no answer in time") from exc
+        raise BackendSilentError(f"{url}: connected, but no answer in {timeout.total:g} s") from exc
     except aiohttp.ClientError as exc:
         raise BackendUnreachableError(f"{url}: {unreachable_reason(exc)}") from exc
 

@@ -27,7 +27,13 @@ from typing import Literal
 
 from openbeepboop_schemas import LeaseRef
 
-from openbeepboop_node.backends import Backend, backend_for, list_models, open_session
+from openbeepboop_node.backends import (
+    Backend,
+    BackendSilentError,
+    backend_for,
+    list_models,
+    open_check_session,
+)
 from openbeepboop_node.config import NodeConfig
 from openbeepboop_node.exceptions import (
     BackendUnreachableError,
@@ -110,9 +116,11 @@ async def _take_key(client: QueueClient) -> None:
 async def check_backend(backend: Backend) -> CheckResult:
     """Does the model's backend answer, and which models does it list?"""
     name = f"model {backend.entry}"
-    session = open_session()
+    session = open_check_session()
     try:
         answer = await list_models(session, backend)
+    except BackendSilentError as exc:
+        return CheckResult(name, False, f"backend did not answer: {exc}", "backend")
     except BackendUnreachableError as exc:
         return CheckResult(name, False, f"backend unreachable: {exc}", "backend")
     finally:

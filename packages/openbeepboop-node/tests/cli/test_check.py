@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +15,7 @@ import pytest
 from click.testing import CliRunner
 from conftest import PROVIDER_KEY
 from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer, LoopbackServer, Reply, always
+from openbeepboop_node import backends
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import (
     EXIT_BACKEND_UNREACHABLE,
@@ -227,3 +230,65 @@ def test_check_looks_at_every_server_url_on_its_own(
     lines = out.splitlines()
     assert lines[1].startswith(f"ok     server {served.url}: {served.url} takes the node key")
     assert lines[2] == f"FAILED server {dead}: cannot connect to {dead}: connection refused"
+
+
+@pytest.fixture
+def slow_backend() -> Iterator[Callable[[float], str]]:
+    """A backend on loopback that connects at once and lists m1 after ``delay`` seconds."""
+    servers: list[ThreadingHTTPServer] = []
+    release = threading.Event()
+
+    def start(delay: float) -> str:
+        class Slow(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                release.wait(delay)
+                body = json.dumps({"object": "list", "data": [{"id": "m1"}]}).encode()
+                try:
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:
+                    pass  # the check gave up and hung up
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+        server.daemon_threads = True
+        servers.append(server)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        return f"http://127.0.0.1:{server.server_address[1]}/v1"
+
+    yield start
+    release.set()
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_setup_gives_a_slow_backend_time_to_answer_and_names_one_that_never_does(
+    tmp_path: Path,
+    served: FakeQueueServer,
+    slow_backend: Callable[[float], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Shortened: 5 s to connect, 30 s to answer.
+    monkeypatch.setattr(backends, "PROBE_TIMEOUT_SECONDS", 0.5)
+    monkeypatch.setattr(backends, "CHECK_ANSWER_SECONDS", 4.0, raising=False)
+    path = tmp_path / "node.toml"
+    args = [*SETUP, "--config", str(path), "--server-url", served.url, "--model", "m1"]
+    # Slower than the connect timeout, inside the answer timeout: it passes.
+    code, out, err = invoke(*args, "--litellm-model", "openai/m1", "--api-base", slow_backend(1.5))
+    assert code == 0, err
+    assert "lists 1 model(s): m1" in out and path.exists()
+
+    path.unlink()
+    monkeypatch.setattr(backends, "CHECK_ANSWER_SECONDS", 1.0)
+    base = slow_backend(60.0)
+    code, out, err = invoke(*args, "--litellm-model", "openai/m1", "--api-base", base)
+    assert code == EXIT_BACKEND_UNREACHABLE and not path.exists()
+    assert err.startswith(
+        f"openbeepboop-node: error: model m1: backend did not answer: {base}/models: "
+        "connected, but no answer in 1 s (nothing written"
+    ), err
