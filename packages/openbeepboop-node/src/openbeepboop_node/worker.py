@@ -32,7 +32,8 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Mapping
+import threading
+from collections.abc import Awaitable, Callable, Mapping
 
 from openbeepboop_schemas import Outcome
 
@@ -235,8 +236,9 @@ class Node:
             background.append(asyncio.create_task(deliverer.run(), name="delivery"))
             background.append(asyncio.create_task(heartbeater.run(), name="heartbeat"))
             background.append(asyncio.create_task(watcher.run(), name="lease watch"))
-            # LiteLLM takes seconds to import; spooled results go out meanwhile.
-            await self._until_done(asyncio.to_thread(self.inference.load), background)
+            # LiteLLM takes seconds to import (a minute on a starved host);
+            # spooled results go out meanwhile, and a stop ends the wait.
+            await self._until_done(self._loaded_unless_stopped(), background)
             fetching = asyncio.create_task(fetcher.run(batch), name="fetch")
             failure: BaseException | None = None
             try:
@@ -292,6 +294,27 @@ class Node:
         if self._spool is not None:
             self._spool.close()
 
+    async def _loaded_unless_stopped(self) -> None:
+        """Import LiteLLM, unless the node is stopped first (then nothing is fetched).
+
+        The import cannot be interrupted, so it runs on a daemon thread of its
+        own rather than the loop's executor, which ``asyncio.run`` joins at
+        exit: a stop during the import ends the process without waiting for it.
+        """
+        loaded = _in_daemon_thread(self.inference.load, "litellm import")
+        stopped = asyncio.ensure_future(self._stopped())
+        try:
+            await asyncio.wait([loaded, stopped], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if loaded.done():
+            loaded.result()  # an import that failed says why
+        else:
+            loaded.cancel()
+
+    async def _stopped(self) -> None:
+        await self._stopping.wait()
+
     async def _until_done(
         self, work: Awaitable[object], background: list[asyncio.Task[None]]
     ) -> None:
@@ -328,6 +351,36 @@ class Node:
         )
 
 
+def _in_daemon_thread(work: Callable[[], None], name: str) -> asyncio.Future[None]:
+    """Run ``work`` on a daemon thread; the future settles when it ends.
+
+    Nothing waits for the thread at exit. If the loop is gone by the time
+    ``work`` ends, its outcome is nobody's any more and is dropped.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: BaseException | None) -> None:
+        if future.done():  # cancelled: the node stopped first
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def run() -> None:
+        error: BaseException | None = None
+        try:
+            work()
+        except BaseException as exc:  # handed to the loop, which raises it
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop has closed
+            loop.call_soon_threadsafe(settle, error)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return future
+
+
 def _let_go(runner: JobRunner, outcome: Outcome) -> None:
     """The server refused ``outcome`` for good: stop holding (and heartbeating) its lease.
 
@@ -353,7 +406,11 @@ async def serve_with_signals(node: Node, *, batch: bool) -> RunSummary:
             sys.stderr.flush()
             node.persist_now()
             os._exit(EXIT_INTERRUPTED)
-        logger.warning("%s: finishing running jobs, then exiting (again to exit now)", name)
+        held = node.held_jobs
+        if held:
+            logger.warning("%s: finishing %d job(s), then exiting (again to exit now)", name, held)
+        else:
+            logger.warning("%s: no jobs running; stopping (again to exit now)", name)
         node.stop()
 
     for signum in (signal.SIGINT, signal.SIGTERM):

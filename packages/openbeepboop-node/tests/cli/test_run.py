@@ -39,7 +39,7 @@ from openbeepboop_node.cli.errors import (
     EXIT_SERVER_UNREACHABLE,
 )
 from openbeepboop_node.spool import Spool
-from openbeepboop_schemas import QUEUE_SUBMIT_PATH
+from openbeepboop_schemas import FETCH_PATH, QUEUE_SUBMIT_PATH
 from openbeepboop_testkit.standin import StandinLLM
 
 #: How long a node process may take to start (LiteLLM's import is slow) and stop.
@@ -261,7 +261,9 @@ def node_command() -> list[str]:
 
 
 class NodeProcess:
-    def __init__(self, config: Path, log: Path, command: str = "run") -> None:
+    def __init__(
+        self, config: Path, log: Path, command: str = "run", env: dict[str, str] | None = None
+    ) -> None:
         self.log = log
         self._file = open(log, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
@@ -269,7 +271,7 @@ class NodeProcess:
             stdin=subprocess.DEVNULL,
             stdout=self._file,
             stderr=subprocess.STDOUT,
-            env=dict(os.environ, PYTHONUNBUFFERED="1"),
+            env=dict(os.environ, PYTHONUNBUFFERED="1", **(env or {})),
         )
 
     def text(self) -> str:
@@ -354,7 +356,7 @@ def test_a_second_signal_keeps_an_unacknowledged_result_in_the_spool(
     )
     assert len(Spool(tmp_path / "spool.sqlite3")) == 0
     node.proc.send_signal(signal.SIGINT)
-    node.wait_for_log("SIGINT: finishing running jobs")
+    node.wait_for_log("SIGINT: ")  # the result is finished, its delivery not
     node.proc.send_signal(signal.SIGINT)
     assert node.wait() == 130
     assert [o.job_id for o in Spool(tmp_path / "spool.sqlite3").pending()] == [job_id]
@@ -369,18 +371,47 @@ def test_a_second_signal_exits_at_once_without_a_traceback(
     llm: StandinLLM,
     processes: list[NodeProcess],
 ) -> None:
+    llm.configure(delay=120)
+    fake.add_job("slow")
     config = write_config(tmp_path / "node.toml", served.url, llm, shutdown_grace=120)
     node = NodeProcess(config, tmp_path / "node.log")
     processes.append(node)
-    # Signals are handled from the start-up line on, even while LiteLLM loads.
-    node.wait_for_log("serving standin")
+    wait_until(lambda: llm.prompt_counts() == {"slow": 1}, PROCESS_DEADLINE_SECONDS, "the call")
     node.proc.send_signal(signal.SIGINT)
-    node.wait_for_log("SIGINT: finishing running jobs")
+    node.wait_for_log("SIGINT: finishing 1 job(s), then exiting")
     node.proc.send_signal(signal.SIGINT)
     code = node.wait()
     assert code == 130
     assert "SIGINT again, exiting now" in node.text()
     assert "Traceback" not in node.text()
+
+
+def test_sigterm_while_litellm_imports_exits_at_once_and_claims_nothing(
+    tmp_path: Path,
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    processes: list[NodeProcess],
+) -> None:
+    # An import that never ends stands for LiteLLM's on a starved host (a
+    # minute and more): the stop must not wait for it.
+    slow = tmp_path / "slow-import" / "litellm"
+    slow.mkdir(parents=True)
+    (slow / "__init__.py").write_text("import time\ntime.sleep(3600)\n")
+    path = os.pathsep.join([str(slow.parent), os.environ.get("PYTHONPATH", "")])
+    fake.add_job("waiting")
+    config = write_config(tmp_path / "node.toml", served.url, llm, shutdown_grace=120)
+    node = NodeProcess(config, tmp_path / "node.log", env={"PYTHONPATH": path})
+    processes.append(node)
+    node.wait_for_log("serving standin")
+
+    node.proc.send_signal(signal.SIGTERM)
+
+    assert node.wait() == 0, node.text()
+    assert "SIGTERM: no jobs running; stopping" in node.text()
+    assert "Traceback" not in node.text()
+    assert [path for path, _ in fake.attempts if path == FETCH_PATH] == []
+    assert len(fake.queued) == 1  # the job was never claimed
 
 
 def test_kill_9_loses_no_result_and_sigterm_lets_the_running_job_finish(
