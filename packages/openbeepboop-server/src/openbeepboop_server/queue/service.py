@@ -58,6 +58,7 @@ from openbeepboop_server.queue.claiming import (
     next_claimable_at,
     read_claimed,
 )
+from openbeepboop_server.queue.lease_arrivals import LeaseArrivals
 from openbeepboop_server.queue.lease_watch import WatchedLeases, watched_leases
 from openbeepboop_server.queue.outcomes import deliver
 from openbeepboop_server.queue.policy import QueuePolicy
@@ -88,6 +89,8 @@ class QueueService:
         # PostgreSQL replicas claim concurrently; SQLite has one writer anyway.
         self._row_locks = not db.is_sqlite
         self._served = ServedSnapshot(policy.node_seen_seconds)
+        # Heartbeats and results waiting for the writer: the reaper spares their leases.
+        self._arrivals = LeaseArrivals()
         self._nodes = NodeRecorder(self._served, policy.node_seen_seconds)
         self._admission = NodeAdmission(
             policy.max_nodes_per_key, policy.node_seen_seconds, policy.max_models_per_key
@@ -296,7 +299,8 @@ class QueueService:
         """
         check_scope(caller, submit.node_id, None)
         now = self._clock()
-        with self._db.write() as conn:
+        tokens = (outcome.lease_token for outcome in submit.outcomes)
+        with self._arrivals.arriving(tokens), self._db.write() as conn:
             response = deliver(
                 conn, caller, submit, now=now, policy=self._policy, lock=self._row_locks
             )
@@ -309,12 +313,15 @@ class QueueService:
         check_scope(caller, beat.node_id, beat.declared_models)
         now = self._clock()
         self._admission.admit(caller.key_id, beat.node_id, now, beat.declared_models)
-        with self._db.write() as conn:
+        tokens = (ref.lease_token for ref in beat.leases)
+        with self._arrivals.arriving(tokens), self._db.write() as conn:
+            # A full lease from when it is written, not from arrival: a beat that
+            # waited out a busy writer must not leave a lease already run out.
             response = lease_ops.heartbeat(
                 conn,
                 caller,
                 beat,
-                now=now,
+                now=self._clock(),
                 lease_seconds=self._policy.lease_seconds,
                 lock=self._row_locks,
             )
@@ -339,13 +346,14 @@ class QueueService:
                     now=self._clock(),
                     skip_locked=self._row_locks,
                     max_queued_days=self._policy.max_queued_days,
+                    spare=self._arrivals.marked(),
                 )
-                if batch:
+                if batch.job_ids:
                     # Requeued or failed: other replicas' fetchers and polls look again.
                     notify.jobs_requeued(conn)
-                    notify.jobs_finished(conn, batch)
-            expired.extend(batch)
-            if len(batch) < transitions.EXPIRY_BATCH:
+                    notify.jobs_finished(conn, batch.job_ids)
+            expired.extend(batch.job_ids)
+            if not batch.more:
                 break
         if expired:
             logger.info("took back %d expired lease(s)", len(expired))

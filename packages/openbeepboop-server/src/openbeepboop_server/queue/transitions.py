@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from openbeepboop_schemas import JobStatus
@@ -77,6 +77,14 @@ UNREADABLE_TYPE = "invalid_request_error"
 Rows = Sequence[dict[str, Any]]
 #: Seconds in a day, for the settings counted in days.
 DAY_SECONDS = 86_400.0
+
+
+class ExpiredBatch(NamedTuple):
+    """One step of the reaper: the jobs it took back, and whether to look again now."""
+
+    job_ids: list[str]
+    more: bool
+
 
 _LEASE_OFF = {"lease_token": None, "lease_expires_at": None}
 _BY_SEQ = jobs.c.seq == sa.bindparam("b_seq")
@@ -285,18 +293,23 @@ def expire_batch(
     now: float,
     skip_locked: bool,
     max_queued_days: float | None = None,
-) -> list[str]:
+    spare: frozenset[str] = frozenset(),
+) -> ExpiredBatch:
     """PROCESSING past its lease -> QUEUED, or FAILED once attempts are used up.
 
-    Takes back up to :data:`EXPIRY_BATCH` expired leases; returns the affected
-    job ids. The attempt was counted when the job was claimed, so a job whose
-    attempts are used up fails here with a ``lease_expired`` error; a job
-    older than ``max_queued_days`` fails with an ``expired`` one; the rest
-    requeue at once.
+    Looks at up to :data:`EXPIRY_BATCH` expired leases and takes back those
+    whose token is not in ``spare`` (a heartbeat or a result for them has
+    arrived and waits for the writer: :mod:`.lease_arrivals`). The attempt
+    was counted when the job was claimed, so a job whose attempts are used up
+    fails here with a ``lease_expired`` error; a job older than
+    ``max_queued_days`` fails with an ``expired`` one; the rest requeue at once.
     """
-    rows = conn.execute(_EXPIRED_SKIP_LOCKED if skip_locked else _EXPIRED, {"now": now}).all()
+    found = conn.execute(_EXPIRED_SKIP_LOCKED if skip_locked else _EXPIRED, {"now": now}).all()
+    rows = [row for row in found if row.lease_token not in spare]
+    # A full batch may have more behind it; one wholly spared would only come back.
+    more = len(found) == EXPIRY_BATCH and bool(rows)
     if not rows:
-        return []
+        return ExpiredBatch([], more)
     too_old = -1.0 if max_queued_days is None else now - max_queued_days * DAY_SECONDS
     requeued = [
         {"b_seq": row.seq, "b_now": now}
@@ -333,7 +346,7 @@ def expire_batch(
         conn.execute(_FAIL, failed)
         record_endings(conn, [row["b_seq"] for row in failed], now=now)
     end_leases(conn, [row.lease_token for row in rows if row.lease_token], EXPIRED, now)
-    return [row.id for row in rows]
+    return ExpiredBatch([row.id for row in rows], more)
 
 
 def expire_unfinished(
