@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import (
     FetchRequest,
     HeartbeatRequest,
+    HeartbeatResponse,
     JobStatus,
     Lease,
     LeaseRef,
@@ -59,88 +60,82 @@ def reaper_first(
     return reaped
 
 
-def status_of(queue: QueueService, alice: Caller, job_id: str) -> JobStatus:
-    return queue.get(alice, job_id).status
+@pytest.fixture
+def held(queue: QueueService, alice: Caller, node: Caller) -> Lease:
+    """One job of alice's, leased to the node."""
+    queue.submit_many(alice, [chat_request()])
+    (lease,) = claim(queue, node)
+    return lease
+
+
+def beat(queue: QueueService, node: Caller, lease: Lease) -> HeartbeatResponse:
+    ref = LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token)
+    return queue.heartbeat(node, HeartbeatRequest(node_id="gpu-1", leases=[ref]))
 
 
 def test_a_heartbeat_waiting_for_the_writer_keeps_its_lease(
     queue: QueueService,
     alice: Caller,
     node: Caller,
+    held: Lease,
     clock: FakeClock,
     db: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    queue.submit_many(alice, [chat_request()])
-    (lease,) = claim(queue, node)
     clock.advance(queue.policy.lease_seconds - 1)  # the beat arrives in time
     reaped = reaper_first(monkeypatch, db, queue, clock)
-    answer = queue.heartbeat(
-        node,
-        HeartbeatRequest(
-            node_id="gpu-1", leases=[LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token)]
-        ),
-    )
+    answer = beat(queue, node, held)
     assert reaped == []
-    assert answer.extended == [lease.job_id] and answer.lost == []
+    assert answer.extended == [held.job_id] and answer.lost == []
     # A full lease from when the beat was written, not from its arrival.
     assert answer.lease_expires_at == clock.now + queue.policy.lease_seconds
     assert queue.expire_leases() == []
-    assert status_of(queue, alice, lease.job_id) == JobStatus.PROCESSING
+    entry = queue.get(alice, held.job_id)
+    assert entry is not None and entry.status == JobStatus.PROCESSING
 
 
 def test_a_result_waiting_for_the_writer_is_kept(
     queue: QueueService,
     alice: Caller,
     node: Caller,
+    held: Lease,
     clock: FakeClock,
     db: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    queue.submit_many(alice, [chat_request()])
-    (lease,) = claim(queue, node)
     clock.advance(queue.policy.lease_seconds - 1)
     reaped = reaper_first(monkeypatch, db, queue, clock)
-    outcome = ResultOutcome(job_id=lease.job_id, lease_token=lease.lease_token, result=completion())
+    outcome = ResultOutcome(job_id=held.job_id, lease_token=held.lease_token, result=completion())
     response = queue.deliver(node, SubmitRequest(node_id="gpu-1", outcomes=[outcome]))
     assert reaped == []
     assert [ack.ack for ack in response.acks] == ["accepted"]
-    job = queue.get(alice, lease.job_id)
-    assert job.status == JobStatus.COMPLETED and job.attempts == 1
+    entry = queue.get(alice, held.job_id)
+    assert entry is not None and entry.status == JobStatus.COMPLETED and entry.attempts == 1
 
 
 def test_a_lease_is_taken_back_once_nothing_for_it_waits(
     queue: QueueService,
-    alice: Caller,
     node: Caller,
+    held: Lease,
     clock: FakeClock,
     db: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Sparing lasts only while the call waits; a node that then goes quiet still loses it."""
-    queue.submit_many(alice, [chat_request()])
-    (lease,) = claim(queue, node)
     reaper_first(monkeypatch, db, queue, clock)
-    queue.heartbeat(
-        node,
-        HeartbeatRequest(
-            node_id="gpu-1", leases=[LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token)]
-        ),
-    )
+    beat(queue, node, held)
     clock.advance(queue.policy.lease_seconds + 1)
-    assert queue.expire_leases() == [lease.job_id]
+    assert queue.expire_leases() == [held.job_id]
 
 
 def test_a_failed_write_stops_sparing_its_leases(
     queue: QueueService,
-    alice: Caller,
     node: Caller,
+    held: Lease,
     clock: FakeClock,
     db: Database,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    queue.submit_many(alice, [chat_request()])
-    (lease,) = claim(queue, node)
     real_write = db.write
 
     @contextlib.contextmanager
@@ -149,14 +144,11 @@ def test_a_failed_write_stops_sparing_its_leases(
         yield  # pragma: no cover
 
     monkeypatch.setattr(db, "write", broken_writer)
-    beat = HeartbeatRequest(
-        node_id="gpu-1", leases=[LeaseRef(job_id=lease.job_id, lease_token=lease.lease_token)]
-    )
     with pytest.raises(sa.exc.OperationalError):
-        queue.heartbeat(node, beat)
+        beat(queue, node, held)
     monkeypatch.setattr(db, "write", real_write)
     clock.advance(queue.policy.lease_seconds + 1)
-    assert queue.expire_leases() == [lease.job_id]
+    assert queue.expire_leases() == [held.job_id]
 
 
 def test_a_batch_wholly_spared_ends_the_reaper_step(
