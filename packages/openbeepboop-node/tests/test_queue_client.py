@@ -166,6 +166,36 @@ async def test_an_answer_slower_than_the_read_timeout_means_retry_later(
         await client.aclose()
 
 
+async def test_a_delivery_retried_after_timeouts_may_outlast_the_read_timeout(
+    server: LoopbackServer,
+) -> None:
+    """A server that takes 1 s to record results: a delivery cut by the 0.2 s read
+    timeout (its allowance: 0.4 s) goes through when retried after three timeouts,
+    given 3.2 s (within the 4 s lease), which the read timeout must not cut short."""
+    let_go = threading.Event()
+
+    def busy_writer(request: Received) -> Reply:
+        if request.path == FETCH:
+            return Reply(200, [{**LEASE, "lease_seconds": 4.0}])
+        let_go.wait(1.0)
+        return Reply(200, {"acks": [{"job_id": "job-1", "ack": "accepted"}]})
+
+    server.respond = busy_writer
+    client = QueueClient(server.url, KEY, "node-1", fetch_wait=0, read_margin=0.2)
+    client.connect_timeout = 0.2
+    release = [ReleaseOutcome(job_id="job-1", lease_token="tok")]
+    try:
+        await client.fetch(["llama3"], 1, 0)  # the lease's length is learned here
+        with pytest.raises(ServerUnavailableError, match="timed out") as cut:
+            await client.submit(release)
+        assert cut.value.timed_out
+        (ack,) = await client.submit(release, patience=3)
+    finally:
+        let_go.set()
+        await client.aclose()
+    assert ack.ack == "accepted"
+
+
 async def test_a_200_that_is_not_the_contract_is_an_outage(
     server: LoopbackServer, client: QueueClient
 ) -> None:

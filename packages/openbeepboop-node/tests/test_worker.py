@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
@@ -13,8 +14,17 @@ import tomli_w
 from click.testing import CliRunner
 from conditions import wait_for
 from conftest import PROVIDER_KEY
-from fake_queue import DROP, NODE_KEY, SUBMIT, FakeQueue, FakeQueueServer, Received, Reply
-from openbeepboop_node import worker
+from fake_queue import (
+    DROP,
+    FETCH,
+    NODE_KEY,
+    SUBMIT,
+    FakeQueue,
+    FakeQueueServer,
+    Received,
+    Reply,
+)
+from openbeepboop_node import queue_client, worker
 from openbeepboop_node.cli import main
 from openbeepboop_node.cli.errors import EXIT_FAILURE
 from openbeepboop_node.exceptions import KeyRejectedError, SpoolError
@@ -553,6 +563,94 @@ async def test_server_down_is_logged_once_and_recovery_once(
     back = [r for r in caplog.records if "reachable again" in r.getMessage()]
     assert len(down) == 1 and len(back) == 1
     assert node.config.api_key.get_secret_value() not in caplog.text
+
+
+def sent(fake: FakeQueue, path: str) -> int:
+    """Requests on ``path`` that reached the fake, answered or not."""
+    return sum(1 for attempted, _ in list(fake.attempts) if attempted == path)
+
+
+def outage_lines(caplog: pytest.LogCaptureFixture) -> tuple[list[str], list[str]]:
+    """The log's "unreachable" lines and its "reachable again" lines."""
+    messages = [r.getMessage() for r in caplog.records]
+    down = [m for m in messages if "unreachable" in m]
+    return down, [m for m in messages if "reachable again" in m]
+
+
+async def test_no_new_jobs_are_fetched_while_results_cannot_be_delivered(
+    fake: FakeQueue,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A server that takes heartbeats (every 0.2 s) but no results, with plenty queued.
+    llm.configure(delay=0.05)
+    fake.lease_seconds = 0.6
+    fake.down_paths = {SUBMIT}
+    ids = [fake.add_job(f"piling up {i}") for i in range(30)]
+    node = make_node(concurrency=1, prefetch=0)
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(node)
+        await wait_for(lambda: sent(fake, SUBMIT) >= 3, what="failed deliveries")
+        fetched, beats = sent(fake, FETCH), len(fake.heartbeats)
+        await wait_for(
+            lambda: (
+                sent(fake, SUBMIT) >= 8
+                and len(fake.heartbeats) >= beats + 2
+                and node.held_jobs == 0
+            ),
+            what="more failed deliveries, heartbeats answered between them, the jobs done",
+        )
+        # Only the job(s) fetched before the first delivery failed were run.
+        assert sent(fake, FETCH) == fetched
+        assert len(llm.calls()) <= 3 and len(fake.queued) >= 27
+        fake.down_paths = set()
+        await wait_for(lambda: len(fake.results()) == 30, what="every job once results flow")
+        node.stop()
+        await task
+    assert sorted(fake.results()) == ids
+    down, back = outage_lines(caplog)
+    assert len(down) == 1 and len(back) == 1, (down, back)
+    assert "no new jobs fetched until they are delivered" in down[0]
+
+
+async def test_a_delivery_that_timed_out_is_given_longer_on_its_retry(
+    fake: FakeQueue,
+    served: FakeQueueServer,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A server whose writer takes 1 s per submit, and does it even for a node that hung
+    up: cut at the first allowance (0.5 s, a quarter of the 2 s lease), the result is
+    taken by a retry given longer, instead of being cut and resent for ever."""
+    monkeypatch.setattr(queue_client, "MIN_LEASE_EXCHANGE_SECONDS", 0.25)
+    fake.lease_seconds = 2.0
+    done = threading.Event()
+
+    def busy_writer(request: Received) -> Reply | None:
+        if request.path == SUBMIT:
+            done.wait(1.0)  # the server's work, hung up on or not
+        return fake.respond(request)
+
+    served.respond = busy_writer
+    job_id = fake.add_job("slow to record")
+    node = make_node()
+    try:
+        with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+            task = await start(node)
+            await wait_for(lambda: node.summary.acks, what="the server's ack")
+            node.stop()
+            await task
+    finally:
+        done.set()
+    assert list(fake.results()) == [job_id]
+    assert sent(fake, SUBMIT) >= 2  # the first one was cut
+    assert node.summary.acks == {"duplicate": 1}
+    down, back = outage_lines(caplog)
+    assert len(down) == 1 and len(back) == 1, (down, back)
+    assert "timed out talking to" in down[0]
 
 
 async def test_a_spool_path_under_a_file_says_it_is_not_a_directory(

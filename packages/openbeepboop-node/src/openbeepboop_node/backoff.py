@@ -3,6 +3,9 @@
 Fetch, heartbeat and delivery all talk to the same server, so they share one
 :class:`Connectivity`: the first failure logs a warning, the first success
 after it logs that the server is back, and nothing is logged per retry.
+Once a delivery failed, only a delivery ends the outage: a server too busy to
+take results often still answers a heartbeat, and counting that as "back"
+logged "unreachable" and "reachable again" in turn at every retry.
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class Connectivity:
     def __init__(self, server_url: str) -> None:
         self._server_url = server_url
         self._down_since: float | None = None
+        #: A delivery failed and none has gone through since.
+        self._deliveries_failing = False
 
     @property
     def down(self) -> bool:
@@ -63,18 +68,28 @@ class Connectivity:
         """How long the server has been unreachable (0 when it is up)."""
         return 0.0 if self._down_since is None else time.monotonic() - self._down_since
 
-    def failed(self, reason: object) -> None:
-        """Record a failed call; logs only the first of an outage."""
+    def failed(self, reason: object, *, delivery: bool = False) -> None:
+        """Record a failed call (``delivery``: a submit of results); logs only the first."""
+        self._deliveries_failing = self._deliveries_failing or delivery
         if self._down_since is None:
             self._down_since = time.monotonic()
             logger.warning(
-                "queue server %s unreachable (%s); retrying with backoff, results are kept",
+                "queue server %s unreachable (%s); retrying with backoff, results are kept%s",
                 self._server_url,
                 reason,
+                # fetching.py holds new work back while results wait (docs/node.md).
+                " and no new jobs fetched until they are delivered" if delivery else "",
             )
 
-    def succeeded(self) -> None:
-        """Record a successful call; logs once when an outage ends."""
+    def succeeded(self, *, delivery: bool = False) -> None:
+        """Record a call the server answered; logs once when an outage ends.
+
+        While deliveries fail, only a delivery (``delivery``) ends it.
+        """
+        if delivery:
+            self._deliveries_failing = False
+        elif self._deliveries_failing:
+            return
         if self._down_since is not None:
             logger.warning(
                 "queue server %s reachable again after %.1f s",

@@ -40,6 +40,15 @@ cannot be reached is retried with backoff for as long as it takes. Releases
 (leases handed back unworked) are never spooled: losing one only means the
 job waits for its lease to expire.
 
+From a failed submit until the server answers one, the deliverer is
+:attr:`~Deliverer.stalled`, and the fetch loop takes no new jobs meanwhile
+(:mod:`~openbeepboop_node.fetching`): results the node cannot hand back must
+not pile up. A submit that timed out is often still being done by a busy
+server, which acks the resent results ``duplicate``, so each retry after a
+timeout is given longer to answer than the one before (up to the lease:
+``patience`` in :meth:`~openbeepboop_node.queue_client.QueueClient.submit`)
+rather than cut and sent again at the same pace.
+
 A result the server refuses as too large (HTTP 413 on a submit holding
 that result alone) is never dropped: it is delivered instead as a permanent
 error of type ``result_too_large`` naming its size and the server's limit,
@@ -175,6 +184,11 @@ class Deliverer:
         #: Acknowledged and still on disk: deleted along with the next write.
         self._acked: list[OutcomeKey] = []
         self._retry_at = 0.0
+        #: Submits in a row that timed out (the next one is given longer).
+        self._timeouts = 0
+        #: Clear from a failed submit until the server answers one.
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -188,6 +202,15 @@ class Deliverer:
     def backlog(self) -> int:
         """Outcomes not yet acknowledged (queued, spooled or in flight)."""
         return len(self._pending)
+
+    @property
+    def stalled(self) -> bool:
+        """True from a submit that failed until the server answers one: outcomes pile up."""
+        return not self._flowing.is_set()
+
+    async def wait_flowing(self) -> None:
+        """Wait until :attr:`stalled` is False."""
+        await self._flowing.wait()
 
     def put(
         self, outcome: Outcome, on_durable: DurableCallback | None = None
@@ -442,17 +465,21 @@ class Deliverer:
         loop = asyncio.get_running_loop()
         self.attempts += 1
         try:
-            acks = await self._client.submit(batch)
+            acks = await self._client.submit(batch, patience=self._timeouts)
         except ServerUnavailableError as exc:
-            self._connectivity.failed(exc)
+            if exc.timed_out:
+                self._timeouts += 1
+            self._flowing.clear()
+            self._connectivity.failed(exc, delivery=True)
             self._retry_at = loop.time() + self._backoff.next_delay(exc.retry_after)
             # No ack is coming soon: what is not on disk yet goes there now.
             self._spool_unwritten()
             return
         except ServerRequestError as exc:
+            self._answered()
             await self._refused(batch, exc)
             return
-        self._connectivity.succeeded()
+        self._answered()
         if self._settle(batch, acks):
             self._backoff.reset()
             return
@@ -461,6 +488,12 @@ class Deliverer:
         # of submits a second.
         logger.warning("the server answered %d of %d outcomes", len(acks), len(batch))
         self._retry_at = loop.time() + self._backoff.next_delay()
+
+    def _answered(self) -> None:
+        """The server answered a submit: it takes deliveries again."""
+        self._timeouts = 0
+        self._flowing.set()
+        self._connectivity.succeeded(delivery=True)
 
     async def _refused(self, batch: list[Outcome], exc: ServerRequestError) -> None:
         # One bad outcome must not hold the others back: send them one by one,

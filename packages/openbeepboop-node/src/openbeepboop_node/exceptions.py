@@ -31,12 +31,17 @@ class ConfigError(OpenBeepBoopNodeError):
 class ServerUnavailableError(OpenBeepBoopNodeError):
     """The queue server did not answer usefully (connection error, timeout, 429, 5xx).
 
-    ``retry_after`` is the server's ``Retry-After`` hint in seconds, when it gave one.
+    ``retry_after`` is the server's ``Retry-After`` hint in seconds, when it gave one;
+    ``timed_out`` says the server took the call and did not answer it in time
+    (it may still be doing the work: a busy server, not a gone one).
     """
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
+    def __init__(
+        self, message: str, retry_after: float | None = None, *, timed_out: bool = False
+    ) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.timed_out = timed_out
 
 
 class KeyRejectedError(OpenBeepBoopNodeError):

@@ -24,6 +24,14 @@ list as it is, so its fetch costs what it did. A long-poll in flight is
 abandoned when a paused model is live again, so its jobs are fetched at once.
 ``batch``, once nothing else is left but paused models, waits up to
 ``batch_backend_wait`` seconds in all for one of them to come back.
+
+While results wait for a server that does not take them (a submit failed or
+timed out, and none has been answered since:
+:attr:`~openbeepboop_node.delivery.Deliverer.stalled`), nothing is fetched:
+jobs held run on and their results join the others in the spool, but a node
+that kept claiming jobs would only pile up more results it cannot hand back,
+and hold jobs another node could deliver. ``batch`` waits for that at most
+until the server has been unreachable ``batch_give_up`` seconds.
 """
 
 from __future__ import annotations
@@ -135,6 +143,10 @@ class Fetcher:
         backoff = Backoff(config.backoff_initial, config.backoff_max)
         contacted = False
         while not stopping.is_set():
+            if self._deliverer.stalled:
+                if not await self._wait_for_delivery(batch):
+                    return
+                continue
             free = self._room - len(self._jobs)
             if free <= 0:
                 self._slot_free.clear()
@@ -180,7 +192,8 @@ class Fetcher:
                 continue
             if self._connectivity.down:
                 self._connectivity.succeeded()
-                self._deliverer.retry_now()
+                if not self._connectivity.down:  # over, not only deliveries failing
+                    self._deliverer.retry_now()
             contacted = True
             backoff.reset()
             if busy and len(leases) == asked:  # an idle node's long-poll is no round trip
@@ -224,6 +237,25 @@ class Fetcher:
     def _running_low(self) -> bool:
         """With prefetch on: the leases waiting for a slot would run out during a fetch."""
         return self._prefetch.fetch_now(len(self._jobs) - len(self._calling))
+
+    async def _wait_for_delivery(self, batch: bool) -> bool:
+        """Wait until the server takes results again; False if the node stopped first.
+
+        ``batch``: also False once the server has been unreachable ``batch_give_up`` s.
+        """
+        limit = None
+        if batch:
+            limit = max(0.0, self._config.batch_give_up - self._connectivity.outage_seconds())
+        flowing = asyncio.ensure_future(self._deliverer.wait_flowing())
+        stopped = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait(
+                [flowing, stopped], timeout=limit, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            flowing.cancel()
+            stopped.cancel()
+        return not self._deliverer.stalled and not self._stopping.is_set()
 
     async def _wait_for_backends(self) -> bool:
         """``batch`` with nothing else left: wait for a paused model to be live again.

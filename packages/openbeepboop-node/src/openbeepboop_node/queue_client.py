@@ -85,6 +85,10 @@ KEEPALIVE_SECONDS = 4.0
 #: expire while another replica would take the heartbeat (docs/node.md).
 LEASE_EXCHANGE_SHARE = 0.25
 MIN_LEASE_EXCHANGE_SECONDS = 5.0
+#: Each delivery in a row that timed out multiplies the next one's allowance by
+#: this much, up to the lease: a server that slow is busy, not gone, and resending
+#: it the same results (acked ``duplicate``) costs it the work again.
+PATIENCE_GROWTH = 2.0
 #: The calls that keep or end held leases.
 _LEASE_PATHS = frozenset({HEARTBEAT_PATH, QUEUE_SUBMIT_PATH})
 
@@ -275,10 +279,14 @@ class QueueClient:
                 refuse(release)
         return answer.leases
 
-    async def submit(self, outcomes: Sequence[Outcome]) -> list[SubmitAck]:
-        """Deliver outcomes; one ack per outcome, in order."""
+    async def submit(self, outcomes: Sequence[Outcome], *, patience: int = 0) -> list[SubmitAck]:
+        """Deliver outcomes; one ack per outcome, in order.
+
+        ``patience``: how many deliveries in a row timed out before this one;
+        each lengthens the time this one may take (:meth:`_fixed_allowance`).
+        """
         body = SubmitRequest(node_id=self.node_id, outcomes=list(outcomes))
-        response = await self._post(QUEUE_SUBMIT_PATH, body)
+        response = await self._post(QUEUE_SUBMIT_PATH, body, patience=patience)
         return self._parse(response, SubmitResponse.model_validate_json).acks
 
     async def heartbeat(
@@ -318,13 +326,17 @@ class QueueClient:
         *,
         wait: float = 0.0,
         cap: int = MAX_OTHER_ANSWER_BYTES,
+        patience: int = 0,
     ) -> Answer:
-        """POST ``body``; ``wait``: how long the server may hold it; ``cap``: most answer bytes."""
+        """POST ``body``; ``wait``: how long the server may hold it; ``cap``: most answer bytes.
+
+        ``patience``: see :meth:`_fixed_allowance`.
+        """
         data = body.model_dump_json(exclude=omit)
         failure: ServerUnavailableError | None = None
         for server in self.servers.order():
             try:
-                answer = await self._post_to(server, path, data, wait, cap)
+                answer = await self._post_to(server, path, data, wait, cap, patience)
             except _FailoverError as exc:
                 failure = exc.error
                 failure.__cause__ = exc.__cause__
@@ -335,31 +347,52 @@ class QueueClient:
         assert failure is not None  # the pool holds at least one URL
         raise failure
 
-    def _fixed_allowance(self, path: str) -> float:
+    def _fixed_allowance(self, path: str, patience: int = 0) -> float:
         """Seconds an exchange may take besides its long-poll wait and its body's transfer.
 
         The connect timeout and the read margin, or for a heartbeat or a
         delivery at most :data:`LEASE_EXCHANGE_SHARE` of the lease: past that,
-        the next replica gets the call while the leases still hold.
+        the next replica gets the call while the leases still hold. A
+        delivery after ``patience`` timed-out ones gets :data:`PATIENCE_GROWTH`
+        times more per timeout, never more than the lease (heartbeats keep the
+        leases of results waiting for delivery), nor, before the node has seen
+        a lease, than the connect timeout and the read margin. The first
+        attempt keeps the short allowance, so a hung replica is still left
+        for the next one as quickly as before.
         """
-        fixed = self.connect_timeout + self.read_margin
+        fixed = full = self.connect_timeout + self.read_margin
         if path in _LEASE_PATHS and self._lease_seconds is not None:
             bound = max(MIN_LEASE_EXCHANGE_SECONDS, LEASE_EXCHANGE_SHARE * self._lease_seconds)
             fixed = min(fixed, bound)
+            full = max(fixed, self._lease_seconds)
+        if patience > 0:
+            # The exponent capped: hours of timeouts must not overflow the float.
+            fixed = min(full, fixed * PATIENCE_GROWTH ** min(patience, 32))
         return fixed
 
-    async def _post_to(self, server: str, path: str, data: str, wait: float, cap: int) -> Answer:
+    async def _post_to(
+        self, server: str, path: str, data: str, wait: float, cap: int, patience: int = 0
+    ) -> Answer:
         url = server + path
         loop = asyncio.get_running_loop()
         # The whole exchange, not only each read (answer_bounds.py): a server
         # trickling its answer a byte at a time is cut off here.
-        allowed = self._fixed_allowance(path) + wait + transfer_seconds(len(data))
+        allowed = self._fixed_allowance(path, patience) + wait + transfer_seconds(len(data))
         started = loop.time()
         deadline = Deadline(started + allowed)
+        session = self._open()
+        timeout = session.timeout
+        if patience and allowed > self.read_timeout:
+            # A patient delivery: the session's read timeout must not cut it first.
+            timeout = aiohttp.ClientTimeout(
+                total=None, connect=self.connect_timeout, sock_read=allowed
+            )
         try:
             async with (
                 deadline,
-                self._open().post(url, data=data, proxy=self._proxies[server]) as response,
+                session.post(
+                    url, data=data, proxy=self._proxies[server], timeout=timeout
+                ) as response,
             ):
                 answer = Answer(
                     url,
@@ -374,7 +407,7 @@ class QueueClient:
             else:
                 what = unreachable_reason(exc)
             raise _FailoverError(
-                ServerUnavailableError(f"timed out talking to {server} ({what})")
+                ServerUnavailableError(f"timed out talking to {server} ({what})", timed_out=True)
             ) from exc
         except AnswerTooLargeError as exc:
             hint = ""
