@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from conftest import PROVIDER_KEY
 from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer, LoopbackServer, Reply, always
 from openbeepboop_node import backends
-from openbeepboop_node.cli import main
+from openbeepboop_node.cli import main, options
 from openbeepboop_node.cli.errors import (
     EXIT_BACKEND_UNREACHABLE,
     EXIT_CONFIG,
@@ -292,3 +292,23 @@ def test_setup_gives_a_slow_backend_time_to_answer_and_names_one_that_never_does
         f"openbeepboop-node: error: model m1: backend did not answer: {base}/models: "
         "connected, but no answer in 1 s (nothing written"
     ), err
+
+
+def test_the_interactive_wizard_lists_a_slow_backends_models_as_the_checks_would(
+    tmp_path: Path,
+    served: FakeQueueServer,
+    slow_backend: Callable[[float], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Slower than the 5 s a backend probe gets in all, inside the checks' 30 s to answer.
+    monkeypatch.setattr(options, "stdin_is_terminal", lambda: True)
+    base = slow_backend(6.0)
+    path = tmp_path / "node.toml"
+    args = ["setup", "--config", str(path), "--server-url", served.url, "--api-key", NODE_KEY]
+    args += ["--node-id", "set-up", "--concurrency", "1", "--model", "m1", "--api-base", base]
+    # Pick model 1, Enter for everything else, no other model.
+    answers = "1\n" + "\n" * 6 + "n\n"
+    result = CliRunner().invoke(main, [*args, "--no-check"], input=answers)
+    assert result.exit_code == 0, result.output
+    assert f"Models at {base}:\n  1. m1" in result.stdout
+    assert load_config(path, environ={}).models[0].litellm_model == "ollama_chat/m1"

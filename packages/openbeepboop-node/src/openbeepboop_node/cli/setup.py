@@ -26,7 +26,7 @@ from typing import Any
 
 import click
 
-from openbeepboop_node.backends import Backend, list_models, open_session
+from openbeepboop_node.backends import Backend, list_models, open_check_session
 from openbeepboop_node.checks import run_checks
 from openbeepboop_node.cli.check import failed_status
 from openbeepboop_node.cli.errors import CommandError, MissingWithoutTerminal
@@ -284,8 +284,12 @@ def _pick_backend_model(api_base: str, current: str | None) -> str | None:
 
 
 async def _backend_models(api_base: str) -> tuple[str, list[str]] | None:
-    """(LiteLLM prefix, listed models) of the first kind of backend that lists any."""
-    session = open_session()
+    """(LiteLLM prefix, listed models) of the first kind of backend that lists any.
+
+    As long as the checks wait (5 s to connect, 30 s to answer): a busy local
+    server may be slow to list its models.
+    """
+    session = open_check_session()
     try:
         for prefix in ("ollama_chat", "openai"):
             backend = Backend("?", f"{prefix}/?", api_base)
