@@ -30,6 +30,13 @@ from openbeepboop_server.queue.service import QueueService
 
 from tests.support.core import FakeClock, chat_request, completion
 
+
+@pytest.fixture
+def db(any_db: Database) -> Database:
+    """Every test here on SQLite and PostgreSQL: the marks are the same on both."""
+    return any_db
+
+
 #: How long the writer stays busy past the lease's end.
 WAIT_PAST_EXPIRY = 30.0
 
