@@ -138,7 +138,7 @@ def run_sync(ctx: Context) -> list[Figure]:
         server = cluster.server()
         server.start()
         standin = cluster.standin(LLM_DELAY)
-        start_nodes(cluster, server, standin, 1, 1)
+        [node] = start_nodes(cluster, server, standin, 1, 1)
         direct = OpenAI(base_url=standin.base_url, api_key=PROVIDER_KEY, max_retries=0)
         queued = _sdk(server)
         messages: Any = [{"role": "user", "content": "a short question"}]
@@ -158,12 +158,17 @@ def run_sync(ctx: Context) -> list[Figure]:
                 "queued": sdk_call(queued, MODEL),
                 "bare": partial(bare.seconds, 1),
             }
+            pids = {"server": server.pid, "node": node.pid, "standin": standin.pid}
+            meter = ctx.meter("openai-sync", pids)
             for index in range(samples + 5):
+                if index == 5:  # the first calls warm every path
+                    meter.start()
                 for name, call in calls.items():
                     time.sleep(0.05)  # the node is back in its long-poll
                     seconds = call()
-                    if index >= 5:  # the first calls warm every path
+                    if index >= 5:
                         timings[name].append(seconds)
+            cpu = meter.stop()
     direct_p50 = median(timings["direct"]) * 1e3
     queued_p50 = median(timings["queued"]) * 1e3
     bare_ms = median(timings["bare"]) * 1e3
@@ -184,7 +189,9 @@ def run_sync(ctx: Context) -> list[Figure]:
                 f"{samples} alternating samples each; through the queue p50 {queued_p50:.1f} ms "
                 f"(p99 {percentile(timings['queued'], 99) * 1e3:.1f}), straight to the stand-in "
                 f"p50 {direct_p50:.1f} ms (p99 {percentile(timings['direct'], 99) * 1e3:.1f}); "
-                f"one bare LiteLLM call (the node's, no queue) p50 {bare_ms:.1f} ms"
+                f"one bare LiteLLM call (the node's, no queue) p50 {bare_ms:.1f} ms; CPU per "
+                f"call through the queue: server {cpu.per_item_ms('server', samples):.2f} ms, "
+                f"node {cpu.per_item_ms('node', samples):.2f} ms; CPU: {cpu.describe()}"
             ),
         ),
         Figure(
