@@ -140,6 +140,42 @@ async def test_async_wait_timeout(server: respx.MockRouter) -> None:
             await client.jobs.wait(["job-1"], timeout=0.05)
 
 
+def test_on_final_hands_each_entry_over_as_it_finishes(
+    server: respx.MockRouter, client: Client
+) -> None:
+    queue = FakeQueue({"job-1": 3, "job-2": 1, "job-3": 2})
+    server.post("/v1/results/poll").mock(side_effect=queue)
+    handed: list[tuple[str, int]] = []
+    entries = client.jobs.wait(
+        ["job-1", "job-2", "job-3"],
+        on_final=lambda entry: handed.append((entry.id, len(queue.bodies))),
+    )
+    # In the order they finished, each in the round that saw it finish; none kept.
+    assert handed == [("job-2", 1), ("job-3", 2), ("job-1", 3)]
+    assert entries == []
+
+
+def test_on_final_and_a_timeout_carry_only_the_unfinished(
+    server: respx.MockRouter, client: Client
+) -> None:
+    server.post("/v1/results/poll").mock(side_effect=FakeQueue({"job-1": 1, "job-2": 10**6}))
+    handed: list[PollEntry] = []
+    with pytest.raises(JobTimeoutError) as caught:
+        client.jobs.wait(["job-1", "job-2"], timeout=0.05, on_final=handed.append)
+    assert [entry.id for entry in handed] == ["job-1"]
+    assert caught.value.pending == ["job-2"]
+    assert [entry.id for entry in caught.value.entries] == ["job-2"]
+
+
+async def test_async_on_final(server: respx.MockRouter) -> None:
+    server.post("/v1/results/poll").mock(side_effect=FakeQueue({"job-1": 2, "job-2": 1}))
+    handed: list[PollEntry] = []
+    async with AsyncClient(base_url=BASE_URL, api_key=API_KEY) as client:
+        entries = await client.jobs.wait(["job-1", "job-2"], on_final=handed.append)
+    assert [entry.id for entry in handed] == ["job-2", "job-1"]
+    assert entries == []
+
+
 class FakeClock:
     def __init__(self) -> None:
         self.now = 100.0

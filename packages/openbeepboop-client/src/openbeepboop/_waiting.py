@@ -67,8 +67,10 @@ class WaitPlan:
         clock: Callable[[], float] = time.monotonic,
         *,
         longest_wait: float = MAX_WAIT_SECONDS,
+        on_final: Callable[[PollEntry], None] | None = None,
     ) -> None:
         self._order = list(ids)
+        self._on_final = on_final
         self._longest_wait = longest_wait
         self._clock = clock
         self._timeout = timeout
@@ -114,12 +116,21 @@ class WaitPlan:
         ]
 
     def record(self, ids: Sequence[str], entries: Sequence[PollEntry]) -> int:
-        """Take in one poll's answer; returns how many jobs became final."""
+        """Take in one poll's answer; returns how many jobs became final.
+
+        With ``on_final`` a final entry is handed over instead of kept, so a
+        wait for many large answers holds one poll's worth of them, not all.
+        """
         finished = 0
         pending = set(self.pending)
         for job_id, entry in zip(ids, entries, strict=True):
-            self._entries[job_id] = entry
-            if job_id in pending and is_final(entry):
+            final = job_id in pending and is_final(entry)
+            if final and self._on_final is not None:
+                self._entries.pop(job_id, None)
+                self._on_final(entry)
+            else:
+                self._entries[job_id] = entry
+            if final:
                 pending.discard(job_id)
                 finished += 1
                 self.tally[entry.status] += 1
@@ -141,7 +152,10 @@ class WaitPlan:
         return [self._entries[job_id] for job_id in self.pending if job_id in self._entries]
 
     def entries(self) -> list[PollEntry]:
-        """The latest entry of every id asked about, in the order asked (known ones only)."""
+        """The latest entry of every id asked about, in the order asked (known ones only).
+
+        With ``on_final``, only of the ids not handed over: those still unfinished.
+        """
         return [self._entries[job_id] for job_id in self._order if job_id in self._entries]
 
 

@@ -7,7 +7,7 @@ Each method builds one request and names the model its answer parses into;
 from __future__ import annotations
 
 import builtins
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import pydantic
@@ -168,6 +168,7 @@ class Jobs:
         *,
         timeout: float | None = None,
         progress: bool | Progress = False,
+        on_final: Callable[[PollEntry], None] | None = None,
     ) -> builtins.list[PollEntry]:
         """Block until every job is finished; their entries, in the order of ``ids``.
 
@@ -176,8 +177,13 @@ class Jobs:
         which carries the entries seen so far. ``progress=True`` draws a bar on
         stderr (finished by status, and how many are queued and running); the
         command line passes its own status line instead.
+
+        ``on_final`` is called with each entry as its job finishes, which is
+        then not kept: the wait returns (and JobTimeoutError carries) only the
+        entries not handed over, so collecting answers too many to hold at once
+        takes the memory of one poll's answer (``results --wait`` spools them).
         """
-        plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress))
+        plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress), on_final=on_final)
         outage = Outage(plan.deadline)
         bar = _reporter(progress, plan.total)
         try:
@@ -266,9 +272,10 @@ class AsyncJobs:
         *,
         timeout: float | None = None,
         progress: bool | Progress = False,
+        on_final: Callable[[PollEntry], None] | None = None,
     ) -> builtins.list[PollEntry]:
         """Wait until every job is finished; see :meth:`Jobs.wait`."""
-        plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress))
+        plan = WaitPlan(ids, timeout, longest_wait=_longest_wait(progress), on_final=on_final)
         outage = Outage(plan.deadline)
         bar = _reporter(progress, plan.total)
         try:

@@ -1,8 +1,9 @@
 """``openbeepboop-client``: submit jobs and collect their results from a shell.
 
 One module per command group: ``setup`` (the wizard), ``jobs`` (one job at a
-time), ``batch`` (OpenAI Batch files), ``server_batch`` (the ``batch`` group: batches
-the server runs), ``status`` (the pool at a glance), ``usage`` (usage per key);
+time), ``batch`` and ``batch_results`` (OpenAI Batch files: submit them, collect
+their answers), ``server_batch`` (the ``batch`` group: batches the server
+runs), ``status`` (the pool at a glance), ``usage`` (usage per key);
 ``options`` and ``output`` hold what they share, ``errors`` turns expected
 failures into one line. Those failures
 (unreachable server, rejected key, unknown job, bad file, missing config) end
@@ -18,7 +19,8 @@ import warnings
 import click
 
 from openbeepboop._submit_warnings import SubmitWarning
-from openbeepboop.cli.batch import results_command, submit_file_command, wait_command
+from openbeepboop.cli.batch import submit_file_command
+from openbeepboop.cli.batch_results import results_command, wait_command
 from openbeepboop.cli.errors import GuardedGroup
 from openbeepboop.cli.jobs import (
     cancel_command,
