@@ -7,6 +7,7 @@ written for OpenAI use it, only ``base_url`` and ``api_key`` differ.
 from __future__ import annotations
 
 import asyncio
+import threading
 
 import httpx
 import openai
@@ -102,16 +103,88 @@ def test_a_caller_gone_before_the_lease_leaves_no_work(oa: OpenAIWorld) -> None:
 
 
 def test_sync_timeout_names_the_job(tmp_path_factory: pytest.TempPathFactory) -> None:
-    world = start_world(tmp_path_factory.mktemp("oa-timeout"), node=False, sync_timeout_seconds=1)
+    world = start_world(tmp_path_factory.mktemp("oa-timeout"), node=False, sync_timeout_seconds=5)
     short = next(world)
     try:
-        client = openai.OpenAI(base_url=short.base_url, api_key=short.user_key)
-        with pytest.raises(openai.APIStatusError) as timed_out:
-            client.chat.completions.create(
-                model="oa-nobody-serves", messages=[{"role": "user", "content": "late"}]
+        client = openai.OpenAI(base_url=short.base_url, api_key=short.user_key, max_retries=0)
+        key = {"Idempotency-Key": "waited-on-twice"}
+        messages = [{"role": "user", "content": "late"}]
+        answers: list[BaseException] = []
+
+        def first_caller() -> None:
+            try:
+                client.chat.completions.create(
+                    model="oa-nobody-serves",
+                    messages=messages,  # type: ignore[arg-type]
+                    extra_headers=key,
+                )
+            except BaseException as exc:  # handed to the test's thread
+                answers.append(exc)
+
+        waiting = threading.Thread(target=first_caller)
+        waiting.start()
+        wait_until(lambda: native_jobs(short, short.user_key), 30, "the first caller's job")
+        # A retry with the same key hangs up: the job stays, the first caller still waits.
+        with pytest.raises(openai.APITimeoutError):
+            client.with_options(timeout=1.0).chat.completions.create(
+                model="oa-nobody-serves",
+                messages=messages,  # type: ignore[arg-type]
+                extra_headers=key,
             )
-        assert timed_out.value.status_code == 504
+        waiting.join(60)
+        [timed_out] = answers
+        assert isinstance(timed_out, openai.APIStatusError) and timed_out.status_code == 504
         [job] = native_jobs(short, short.user_key)
-        assert job["id"] in str(timed_out.value) and job["status"] == "QUEUED"
+        assert job["id"] in str(timed_out) and job["status"] == "QUEUED"
+        assert "stays queued" in str(timed_out)
     finally:
         world.close()
+
+
+def test_sdk_retries_with_an_idempotency_key_share_one_job(oa: OpenAIWorld) -> None:
+    """The SDK retries a call it timed out on; with the same key the retries wait for
+    the first attempt's job instead of queuing the work again (docs/openai.md, "Retries")."""
+    prompt, key = "sync retried thrice", {"Idempotency-Key": "sdk-retry-1"}
+    messages = [{"role": "user", "content": prompt}]
+    impatient = openai.OpenAI(base_url=oa.base_url, api_key=oa.user_key, timeout=1.0, max_retries=2)
+    # Longer than the three attempts and the SDK's backoff between them (~5 s).
+    oa.llm.configure(delay=10.0)
+    try:
+        with pytest.raises(openai.APITimeoutError):
+            impatient.chat.completions.create(model=MODEL, messages=messages, extra_headers=key)  # type: ignore[arg-type]
+        completion = _client(oa).chat.completions.create(
+            model=MODEL,
+            messages=messages,  # type: ignore[arg-type]
+            extra_headers=key,
+        )
+    finally:
+        oa.llm.configure(delay=0.0)
+    assert completion.choices[0].message.content == f"Echo: {prompt}"
+    assert len(oa.llm.calls_for(prompt)) == 1
+    # The same key with another request is refused, not answered with this one.
+    with pytest.raises(openai.UnprocessableEntityError):
+        _client(oa).chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "another question"}],
+            extra_headers=key,
+        )
+
+
+def test_a_retry_after_a_hang_up_queues_the_request_again(oa: OpenAIWorld) -> None:
+    """A caller that hung up before a node took its job had the job cancelled; its
+    retry with the same key is queued anew, not answered "cancelled"."""
+    key = oa.server.create_key("USER", "oa-retry-gone")
+    body = {"model": "oa-nobody-serves", "messages": [{"role": "user", "content": "again"}]}
+    headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "gone-then-back"}
+
+    def hang_up() -> None:
+        with pytest.raises(httpx.TimeoutException):
+            httpx.post(oa.base_url + "/chat/completions", json=body, headers=headers, timeout=1.0)
+
+    def statuses() -> list[str]:
+        return sorted(job["status"] for job in native_jobs(oa, key))
+
+    hang_up()
+    wait_until(lambda: statuses() == ["CANCELLED"], 30, "the first job to be cancelled")
+    hang_up()  # a 409 "cancelled" would come back at once instead of timing out
+    wait_until(lambda: statuses() == ["CANCELLED", "CANCELLED"], 30, "a second job, cancelled")

@@ -57,11 +57,19 @@ async def wait_for_job(
     job_id: str,
     timeout: float,
     disconnect_watch: DisconnectWatch,
+    *,
+    idempotency_key: str | None = None,
+    just_queued: bool = True,
 ) -> SyncOutcome:
     """Wait up to ``timeout`` seconds for ``job_id`` to be terminal.
 
     The caller holds a long-poll slot of the key for the whole wait
     (``context.poll_slots``), taken before the job was queued.
+    ``idempotency_key``: the key the request was sent with; a job cancelled
+    because its caller hung up forgets it, so that the caller's retry queues
+    the request again instead of finding a cancelled job. ``just_queued``:
+    False when the job may be older than this request (a retry answered
+    with an earlier request's job): its status is read before the wait.
     """
     gone = False
 
@@ -75,7 +83,6 @@ async def wait_for_job(
                 gone = gone or waiter.disconnected
 
     deadline = time.monotonic() + timeout
-    just_queued = True
     while True:
         remaining = max(0.0, deadline - time.monotonic())
         try:
@@ -83,13 +90,13 @@ async def wait_for_job(
                 context, caller, [job_id], remaining, watch, slot_held=True, known_live=just_queued
             )
         except KeyNoLongerValid:
-            await _cancel_if_queued(context, caller, job_id)
+            await _cancel_if_queued(context, caller, job_id, idempotency_key)
             raise
         just_queued = False
         if entry.status in TERMINAL:
             return SyncOutcome(entry)
         if gone:
-            cancelled = await _cancel_if_queued(context, caller, job_id)
+            cancelled = await _cancel_if_queued(context, caller, job_id, idempotency_key)
             return SyncOutcome(cancelled or entry, disconnected=True)
         if context.wakeups.closed:
             return SyncOutcome(entry, closed=True)
@@ -98,10 +105,16 @@ async def wait_for_job(
 
 
 async def _cancel_if_queued(
-    context: DispatchContext, caller: Caller, job_id: str
+    context: DispatchContext, caller: Caller, job_id: str, idempotency_key: str | None
 ) -> PollEntry | None:
-    """Cancel the job if no node has leased it yet; its entry if it was cancelled."""
-    cancel = functools.partial(context.queue.cancel, only_queued=True)
+    """Cancel the job if no node has leased it yet; its entry if it was cancelled.
+
+    Not while another request waits on it: a retry of the same request (its
+    ``Idempotency-Key``) that reached this server before the hang-up was seen.
+    """
+    if context.wakeups.watched([job_id]):
+        return None
+    cancel = functools.partial(context.queue.cancel, only_queued=True, forget_key=idempotency_key)
     cancelled = await run_service(context.db, 1, cancel, caller, job_id)
     if cancelled is None or cancelled.status != JobStatus.CANCELLED.value:
         return None

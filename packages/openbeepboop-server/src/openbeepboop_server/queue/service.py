@@ -68,6 +68,7 @@ from openbeepboop_server.queue.retention import PURGE_BATCH, purge_batch, retent
 from openbeepboop_server.queue.statuses import QUEUED, TERMINAL
 from openbeepboop_server.queue.submission import (
     find_idempotent,
+    forget_idempotent,
     insert_jobs,
     remember_idempotent,
 )
@@ -230,10 +231,20 @@ class QueueService:
                 conn, caller, status=status, limit=limit, after=after, batch_id=batch_id
             )
 
-    def cancel(self, caller: Caller, job_id: str, *, only_queued: bool = False) -> PollEntry | None:
+    def cancel(
+        self,
+        caller: Caller,
+        job_id: str,
+        *,
+        only_queued: bool = False,
+        forget_key: str | None = None,
+    ) -> PollEntry | None:
         """Cancel a QUEUED or PROCESSING job (only a QUEUED one with ``only_queued``).
 
-        A job it does not cancel is returned unchanged.
+        A job it does not cancel is returned unchanged. ``forget_key``: the
+        idempotency key that made the job, dropped in the same transaction if
+        the job is cancelled, so that a retry with it queues the request anew
+        (a synchronous chat whose caller hung up before a node took the job).
         """
         now = self._clock()
         with self._db.write() as conn:
@@ -242,6 +253,8 @@ class QueueService:
             )
             if entry is not None and entry.status == JobStatus.CANCELLED:
                 notify.jobs_finished(conn, [entry.id])
+                if forget_key is not None:
+                    forget_idempotent(conn, caller, forget_key)
             return entry
 
     # -- nodes ---------------------------------------------------------------

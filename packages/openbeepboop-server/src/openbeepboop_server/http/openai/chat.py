@@ -26,6 +26,7 @@ from openbeepboop_server.http.disconnect import disconnect_watch
 from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.failures import NO_RETRY, job_failed
+from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_key_header
 
 #: The media type of a streamed answer.
 EVENT_STREAM = "text/event-stream"
@@ -55,10 +56,14 @@ async def chat_completions(call: Call) -> Response:
     stream, include_usage = _split_stream(data)
     request = validate_strict(data, ChatCompletionRequest)
     context = call.context
+    # A retry sent with the same Idempotency-Key waits for the first request's
+    # job instead of queuing the work again (docs/openai.md, "Retries").
+    key = idempotency_key_header(call)
+    request_hash = idempotency_hash(key, await call.request.body())
     # The wait's long-poll slot is taken before the job exists: past the key's
     # cap the answer is a 429 with nothing stored, which the SDK may retry.
     with context.poll_slots.hold(call.user.key_id):
-        job = await submit_handing_off(context, call.user, request, None)
+        job = await submit_handing_off(context, call.user, request, key, request_hash=request_hash)
         context.metrics.submitted.inc()
         outcome = await wait_for_job(
             context,
@@ -66,6 +71,8 @@ async def chat_completions(call: Call) -> Response:
             job.id,
             context.settings.openai.sync_timeout_seconds,
             partial(disconnect_watch, call.request),
+            idempotency_key=key,
+            just_queued=key is None,
         )
     completion = _completion_or_raise(outcome)
     if stream:
