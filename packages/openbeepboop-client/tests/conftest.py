@@ -7,6 +7,7 @@ directory pointed into tmp_path, so nothing reads or writes the real home.
 from __future__ import annotations
 
 import itertools
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setenv("XDG_CONFIG_HOME", str(config_home))
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     return config_home
+
+
+@pytest.fixture(autouse=True)
+def sigint_handler_restored() -> Iterator[None]:
+    """A command stopped by Ctrl-C ignores a second one; pytest must not inherit that."""
+    handler = signal.getsignal(signal.SIGINT)
+    yield
+    signal.signal(signal.SIGINT, handler)
 
 
 @pytest.fixture(autouse=True)

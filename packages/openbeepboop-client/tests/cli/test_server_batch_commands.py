@@ -158,3 +158,34 @@ def test_batch_results_are_written_byte_for_byte_and_private(
     assert output.read_bytes() == output_lines and errors.read_bytes() == error_lines
     assert (output.stat().st_mode & 0o777, errors.stat().st_mode & 0o777) == (0o600, 0o600)
     assert sorted(path.name for path in tmp_path.iterdir() if path.name.startswith(".")) == []
+
+
+@pytest.mark.parametrize("batch_id", ["", "   ", "batch_1/cancel", "../files"])
+@pytest.mark.parametrize(
+    "command",
+    [["status"], ["status", "--wait"], ["results", "-o", "out.jsonl"], ["cancel"]],
+    ids=["status", "status --wait", "results", "cancel"],
+)
+def test_an_id_that_names_no_batch_is_refused_before_any_request(
+    server: respx.MockRouter, cli: Cli, command: list[str], batch_id: str
+) -> None:
+    """An empty id would ask for ``/openai/v1/batches/`` and show the server's redirect."""
+    result = cli("batch", command[0], batch_id, *command[1:])
+    assert_one_line_error(result, "BATCH_ID")
+    assert result.exit_code == 2  # a usage error
+    assert not server.calls
+
+
+@pytest.mark.usefixtures("fast_polls")
+def test_a_timed_out_follow_says_how_to_follow_again_and_shows_the_json(
+    server: respx.MockRouter, cli: Cli
+) -> None:
+    server.get(OPENAI_BATCH_PATH.format(batch_id="batch_1")).respond(
+        200, json=batch_body("in_progress", completed=1)
+    )
+    result = cli("batch", "status", "batch_1", "--wait", "--timeout", "0", "--json")
+    assert_one_line_error(
+        result, "batch_1 is still in_progress", "openbeepboop-client batch status batch_1 --wait"
+    )
+    assert result.exit_code == 124
+    assert json.loads(result.stdout)["status"] == "in_progress"

@@ -80,6 +80,12 @@ class SubmitInterrupted(click.ClickException):
     exit_code = EXIT_INTERRUPTED
 
 
+class BadArgument(click.ClickException):
+    """An argument refused before any request is sent: one line, exit 2 (a usage error)."""
+
+    exit_code = 2
+
+
 class MissingWithoutTerminal(click.ClickException):
     """Values a wizard would ask for, missing where it may not ask: one line, exit 2."""
 

@@ -11,14 +11,21 @@ Following a batch to its end (``--wait``) exits 0 only for ``completed``
 when it prints text: a ``failed``, ``expired`` or ``cancelled`` batch is
 exit 1 with one ``Error:`` line, so a script cannot take a partial run for
 a whole one. ``--json`` exits 0 whatever the end, as ``submit --wait``
-does: the status is in the JSON.
+does: the status is in the JSON. A wait cut short (``--timeout``: 124,
+Ctrl-C: 130) leaves the batch running and says how to follow it again;
+``--json`` then prints the batch as it last stood, so its id is on stdout.
+A BATCH_ID that cannot name a batch (empty, blank, holding a ``/``) is
+refused before any request, exit 2.
 """
 
 from __future__ import annotations
 
 import contextlib
+import signal
+import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -30,7 +37,7 @@ from openbeepboop._files import write_private_bytes
 from openbeepboop._progress import open_progress
 from openbeepboop._resources.batches import DEFAULT_COMPLETION_WINDOW
 from openbeepboop._waiting import Outage
-from openbeepboop.cli.errors import WaitTimedOut
+from openbeepboop.cli.errors import BadArgument, WaitInterrupted, WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -46,6 +53,67 @@ POLL_SECONDS = 1.0
 
 _existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
 _output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
+
+
+def _batch_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """Refuse, before any request, an id that cannot name a batch (empty, blank, with a ``/``).
+
+    Sent as is it would make another path (``/openai/v1/batches/``), and the
+    server's answer to that would be the error shown instead of this one.
+    """
+    if not value.strip():
+        blank = "empty" if not value else "only spaces"
+        raise BadArgument(f"BATCH_ID is {blank}; give the id `batch create` printed (batch_...)")
+    if "/" in value:
+        raise BadArgument(f"BATCH_ID {value!r} holds a '/', so it is no batch id (batch_...)")
+    return value
+
+
+_batch_id_argument = click.argument("batch_id", callback=_batch_id)
+
+
+class _Followed:
+    """The batch a ``--wait`` follows, as last seen: what a wait cut short reports."""
+
+    def __init__(self, batch_id: str | None = None) -> None:
+        self.batch_id = batch_id
+        self.batch: Batch | None = None
+
+    def saw(self, batch: Batch) -> None:
+        """Keep ``batch`` as the latest view."""
+        self.batch_id, self.batch = batch.id, batch
+
+
+def _follow_again(batch_id: str) -> str:
+    return f"follow it again with: openbeepboop-client batch status {batch_id} --wait"
+
+
+@contextlib.contextmanager
+def _cut_short(followed: _Followed, as_json: bool) -> Iterator[None]:
+    """End a wait cut short by ``--timeout`` (124) or Ctrl-C (130) with one line naming the batch.
+
+    Ctrl-C anywhere in the block (a second one while the first unwinds too)
+    ends the same way; the batch runs on, untouched. ``--json`` prints the
+    batch as it last stood. Before the batch exists, Ctrl-C stays click's.
+    """
+    try:
+        yield
+    except WaitTimedOut:
+        if as_json and followed.batch is not None:
+            _show(followed.batch, as_json)
+        raise
+    except KeyboardInterrupt:
+        if followed.batch_id is None:
+            raise
+        if threading.current_thread() is threading.main_thread():
+            # The stop is under way and takes no time: a further Ctrl-C must not cut its line.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if as_json and followed.batch is not None:
+            _show(followed.batch, as_json)
+        raise WaitInterrupted(
+            f"stopped waiting for batch {followed.batch_id}; nothing was cancelled and the "
+            f"server goes on running it; {_follow_again(followed.batch_id)}"
+        ) from None
 
 
 def _summary(batch: Batch) -> str:
@@ -102,12 +170,16 @@ def _create_or_clean_up(client: Client, file_id: str, window: str) -> Batch:
         raise
 
 
-def _follow(client: Client, batch: Batch, timeout: float | None) -> Batch:
+def _follow(client: Client, followed: _Followed, timeout: float | None) -> Batch:
     """Poll until the batch ends, drawing a progress bar on a terminal.
+
+    Each look is kept in ``followed``, for a wait cut short to show.
 
     A server restart meanwhile does not end it: like every wait it keeps
     asking (:class:`~openbeepboop._waiting.Outage`).
     """
+    assert followed.batch is not None
+    batch = followed.batch
     deadline = None if timeout is None else time.monotonic() + timeout
     outage = Outage(deadline)
     total = batch.request_counts.total
@@ -116,7 +188,9 @@ def _follow(client: Client, batch: Batch, timeout: float | None) -> Batch:
     try:
         while batch.status not in BATCH_FINAL_STATUSES:
             if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimedOut(f"batch {batch.id} is still {batch.status}")
+                raise WaitTimedOut(
+                    f"batch {batch.id} is still {batch.status}; {_follow_again(batch.id)}"
+                )
             time.sleep(POLL_SECONDS)
             try:
                 batch = client.batches.retrieve(batch.id)
@@ -124,6 +198,7 @@ def _follow(client: Client, batch: Batch, timeout: float | None) -> Batch:
                 time.sleep(outage.ride_out(exc, progress.unreachable))
                 continue
             outage.over()
+            followed.saw(batch)
             counts = batch.request_counts
             done = counts.completed + counts.failed
             tally = Counter({"COMPLETED": counts.completed, "FAILED": counts.failed})
@@ -159,12 +234,22 @@ def create_command(
     config_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Upload FILE (OpenAI Batch input JSONL) and start a batch on the server."""
-    with make_client(config_path) as client:
+    """Upload FILE (OpenAI Batch input JSONL) and start a batch on the server.
+
+    With --wait the batch id is said on stderr before following it.
+    """
+    followed = _Followed()
+    with _cut_short(followed, as_json), make_client(config_path) as client:
         uploaded = client.batches.upload(file)
         batch = _create_or_clean_up(client, uploaded.id, window)
+        followed.saw(batch)
         if wait:
-            batch = _follow(client, batch, timeout)
+            click.echo(
+                f"Batch created: {batch.id} (input file {uploaded.id}); waiting for it to end "
+                "(Ctrl-C stops waiting, not the batch)",
+                err=True,
+            )
+            batch = _follow(client, followed, timeout)
     if wait:
         _show_followed(batch, as_json)
     elif as_json:
@@ -175,7 +260,7 @@ def create_command(
 
 
 @batch_group.command("status")
-@click.argument("batch_id")
+@_batch_id_argument
 @click.option("--wait", is_flag=True, help="Follow the batch until it ends.")
 @timeout_option
 @config_option
@@ -184,18 +269,19 @@ def status_command(
     batch_id: str, wait: bool, timeout: float | None, config_path: Path | None, as_json: bool
 ) -> None:
     """Show a batch: status and request counts (with --wait, once it has ended)."""
-    with make_client(config_path) as client:
-        batch = client.batches.retrieve(batch_id)
-        if wait:
-            batch = _follow(client, batch, timeout)
-    if wait:
-        _show_followed(batch, as_json)
-    else:
-        _show(batch, as_json)
+    if not wait:
+        with make_client(config_path) as client:
+            _show(client.batches.retrieve(batch_id), as_json)
+        return
+    followed = _Followed(batch_id)
+    with _cut_short(followed, as_json), make_client(config_path) as client:
+        followed.saw(client.batches.retrieve(batch_id))
+        batch = _follow(client, followed, timeout)
+    _show_followed(batch, as_json)
 
 
 @batch_group.command("results")
-@click.argument("batch_id")
+@_batch_id_argument
 @click.option(
     "-o", "--output", type=_output_file, required=True, help="Where to write output lines."
 )
@@ -229,7 +315,7 @@ def results_command(
 
 
 @batch_group.command("cancel")
-@click.argument("batch_id")
+@_batch_id_argument
 @config_option
 @json_option
 def cancel_command(batch_id: str, config_path: Path | None, as_json: bool) -> None:
