@@ -33,7 +33,7 @@ from openbeepboop_server.queue.files import FileStore
 from openbeepboop_server.queue.policy import QueuePolicy
 from openbeepboop_server.queue.service import QueueService
 
-from tests.support.core import FakeClock, completion
+from tests.support.core import FakeClock, chat_request, completion
 
 URL = "/v1/chat/completions"
 WINDOW = 3600.0
@@ -357,3 +357,34 @@ def test_blank_lines_do_not_count_against_max_queued(
     )
     batch_id = _create(service, owner, padded.id)
     assert len(service.validate(batch_id)) == 10
+
+
+# -- retention ---------------------------------------------------------------
+
+
+def test_retention_keeps_a_running_batchs_finished_jobs_until_its_output_is_written(
+    any_db: Database, clock: FakeClock, keys: KeyService
+) -> None:
+    # QA round 11: a retention shorter than a batch's run purged its finished
+    # lines, and the batch "completed" with most answers missing.
+    queue = QueueService(any_db, QueuePolicy(retention_days=0.01), clock=clock)  # 864 s < WINDOW
+    owner = _caller(keys, "alice")
+    node = Caller(key_id=_caller(keys, "gpu").key_id, key_name="gpu", role=Role.NODE)
+    service, batch_id = _running(any_db, clock, owner, 2)
+    _run_all(queue, node, 1)  # the first line finished
+    native = queue.submit(owner, chat_request(model="m"))
+    queue.cancel(owner, native.id)
+    clock.advance(864 + 1)
+    assert queue.purge_finished() == 1  # the native job only
+    _run_all(queue, node, 1)
+    assert service.advance().ended == [batch_id]
+    ended = service.get(owner, batch_id)
+    assert ended is not None and ended.status == "completed"
+    assert ended.request_counts.completed == 2 and ended.output_file_id is not None
+    stored = FileStore(any_db, clock).find(owner, ended.output_file_id)
+    assert stored is not None
+    output = b"".join(FileStore(any_db, clock).read_all(stored)).splitlines()
+    assert [json.loads(line)["custom_id"] for line in output] == ["c1", "c2"]
+    # Ended: retention applies to its jobs as to any job.
+    clock.advance(864 + 1)
+    assert queue.purge_finished() == 2
