@@ -21,6 +21,17 @@ on its own schedule so that a long reap interval cannot make it stale. All
 run the synchronous service calls in the thread pool; a failure is logged and
 retried on the next tick, never fatal. With several replicas each runs its own
 loops: the service calls are safe to run concurrently.
+
+A tick that fails because the database is unreachable (:func:`database_unreachable`)
+means nodes could not heartbeat either, through any replica: the first tick
+that reaches the database again gives every in-flight lease a full period
+(:meth:`~openbeepboop_server.queue.service.QueueService.grant_outage_grace`,
+the restart grace) before it expires anything, so an outage longer than a
+lease does not throw away the work of live nodes. Each replica's loop does
+this for itself. A busy SQLite writer or a PostgreSQL lock or statement
+timeout is not an outage (heartbeats got through, or are spared by
+``queue/lease_arrivals.py``): a tick failing that way grants nothing, so
+failures that come and go cannot keep a dead node's leases alive.
 """
 
 from __future__ import annotations
@@ -28,8 +39,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 import time
 
+import sqlalchemy as sa
 from anyio.to_thread import run_sync
 
 from openbeepboop_server.context import ServerContext
@@ -49,6 +62,36 @@ SERVED_REFRESH_SECONDS = 1.0
 SERVED_REFRESH_SHARE = 20.0
 
 
+#: SQLSTATE classes of PostgreSQL errors that mean the server is not there to talk to:
+#: connection exceptions, and "operator intervention" (shutdown, crash recovery, starting).
+_UNREACHABLE_SQLSTATES = ("08", "57P")
+#: SQLite result codes that mean the file itself cannot be used (not a busy writer).
+_UNREACHABLE_SQLITE = ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_NOTADB", "SQLITE_FULL")
+
+
+def database_unreachable(exc: BaseException) -> bool:
+    """True if ``exc`` says the database could not be reached at all.
+
+    That is: the connection was refused, dropped or could not be made (no
+    SQLSTATE: the driver's own error), PostgreSQL is shutting down or
+    starting, or SQLite's file cannot be opened or read. Lock and statement
+    timeouts, a busy SQLite writer and SQL errors are not: nodes may have
+    been heard meanwhile.
+    """
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    if exc.connection_invalidated:
+        return True
+    cause = exc.orig
+    if isinstance(cause, sqlite3.Error):
+        name = getattr(cause, "sqlite_errorname", "") or ""
+        return name.startswith(_UNREACHABLE_SQLITE)
+    if not isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError)):
+        return False
+    sqlstate = getattr(cause, "sqlstate", None)
+    return sqlstate is None or str(sqlstate).startswith(_UNREACHABLE_SQLSTATES)
+
+
 def next_served_refresh(duration: float) -> float:
     """Seconds until the next re-read of the served models, after one that took ``duration``."""
     return max(SERVED_REFRESH_SECONDS, duration * SERVED_REFRESH_SHARE)
@@ -63,6 +106,8 @@ class Housekeeper:
         self.rechecker = Rechecker(context)
         #: PostgreSQL only: other replicas' changes wake this one's long-polls.
         self.listener: ReplicaListener | None = None
+        #: A tick found the database unreachable: the next one grants the outage grace first.
+        self.outage = False
 
     def start(self) -> None:
         """Begin the background loops on the running event loop."""
@@ -95,6 +140,23 @@ class Housekeeper:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+
+    async def tick(self) -> None:
+        """One reaper tick: after an outage the lease grace, then the expiries.
+
+        Raises what the database raised; a tick that found the database
+        unreachable leaves :attr:`outage` set for the next one.
+        """
+        try:
+            if self.outage:
+                await run_sync(self._context.queue.grant_outage_grace)
+                self.outage = False
+            await self.expire_leases()
+            await self.expire_unfinished()
+        except Exception as exc:
+            if database_unreachable(exc):
+                self.outage = True
+            raise
 
     async def expire_leases(self) -> list[str]:
         """One reaper step: requeue or fail jobs whose lease ran out, and wake waiters."""
@@ -145,15 +207,15 @@ class Housekeeper:
         )
         while True:
             try:
-                await self.expire_leases()
-                await self.expire_unfinished()
+                await self.tick()
             except Exception:
                 logger.exception("expiring leases or old jobs failed; retrying on the next tick")
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + queue_settings.purge_interval_seconds
                 try:
                     await self.purge()
-                except Exception:
+                except Exception as exc:
+                    self.outage = self.outage or database_unreachable(exc)
                     logger.exception("purging finished jobs failed; retrying next time")
             await asyncio.sleep(queue_settings.reap_interval_seconds)
 

@@ -409,6 +409,22 @@ class QueueService:
             logger.info("extended %d lease(s) for the time the server was down", moved)
         return moved
 
+    def grant_outage_grace(self) -> int:
+        """After the database was unreachable: every PROCESSING lease gets a full period again.
+
+        Nodes could not heartbeat (or deliver) through any replica while the
+        database was gone, so that time must not expire their leases. Run by
+        each replica's housekeeping loop on its first tick that reaches the
+        database again, before it expires anything.
+        """
+        with self._db.write() as conn:
+            moved = lease_ops.grant_restart_grace(
+                conn, now=self._clock(), lease_seconds=self._policy.lease_seconds
+            )
+        if moved:
+            logger.info("extended %d lease(s) for the time the database was unreachable", moved)
+        return moved
+
     def purge_finished(self) -> int:
         """Delete terminal jobs finished more than ``retention_days`` ago; how many."""
         cutoff = retention_cutoff(self._policy, self._clock())
