@@ -63,3 +63,52 @@ def test_replicas_purging_at_once_delete_each_job_once_and_count_it_once(
     with check.read() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(jobs)).scalar_one() == 0
     check.dispose()
+
+
+def test_a_replica_starting_beside_a_live_one_grants_no_restart_grace(
+    postgres_url_factory: Callable[[], str],
+) -> None:
+    # QA round 11: a replica crash-looping beside live ones moved a dead node's
+    # leases a full period forward at every start, so its jobs never expired.
+    from openbeepboop_schemas import FetchRequest
+    from openbeepboop_server.dispatch.replicas import ReplicaListener
+    from openbeepboop_server.dispatch.wakeups import Wakeups
+    from openbeepboop_server.queue.leases import other_replicas_alive
+
+    from tests.support.core import FakeClock
+
+    url = postgres_url_factory()
+    db = migrated_database(url)
+    clock = FakeClock()
+    policy = QueuePolicy(lease_seconds=60)
+    keys = KeyService(db, clock=clock)
+    alice, node = make_caller(keys, Role.USER, "alice"), make_caller(keys, Role.NODE, "gpu")
+    queue = QueueService(db, policy, clock=clock)
+    queue.submit(alice, chat_request())
+    queue.claim(node, FetchRequest(node_id="dead", models=["*"], max_jobs=1))
+    clock.advance(50)
+
+    def lease_left() -> float:
+        with db.read() as conn:
+            expiry = conn.execute(sa.select(jobs.c.lease_expires_at)).scalar_one()
+        return float(expiry) - clock.now
+
+    live = ReplicaListener(db.engine, "live", Wakeups(), lambda: None)
+    with live._connect() as conn:  # another replica, listening as every replica does
+        live._listen(conn)
+        restarted = QueueService(migrated_database(url), policy, clock=clock)
+        assert restarted.grant_restart_grace() == 0
+        assert lease_left() == 10
+        # The database itself was unreachable: then no replica took heartbeats.
+        assert restarted.grant_outage_grace() == 1
+        assert lease_left() == 60
+    watcher = migrated_database(url)
+    while True:  # PostgreSQL ends the listener's session a moment after it closes
+        with watcher.read() as conn:
+            if not other_replicas_alive(conn):
+                break
+    watcher.dispose()
+    clock.advance(50)
+    # Alone (every replica was down): the grace is granted as on a single server.
+    assert QueueService(migrated_database(url), policy, clock=clock).grant_restart_grace() == 1
+    assert lease_left() == 60

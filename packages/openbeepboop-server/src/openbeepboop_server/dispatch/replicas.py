@@ -160,6 +160,9 @@ class ReplicaListener:
     def _listen(self, conn: Any) -> None:
         sql = importlib.import_module("psycopg.sql")
         channel = conn.execute(notify.CHANNEL_QUERY).fetchone()[0]
+        # The connection runs nothing after this: its LISTEN, seen in
+        # pg_stat_activity, tells a starting replica that this one is alive
+        # (queue/leases.py, other_replicas_alive).
         conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
         self.connections += 1
         self._fd = conn.fileno()

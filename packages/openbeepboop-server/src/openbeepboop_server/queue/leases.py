@@ -215,3 +215,26 @@ def grant_restart_grace(conn: sa.Connection, *, now: float, lease_seconds: float
         .values(lease_expires_at=floor, updated_at=now)
     )
     return int(result.rowcount)
+
+
+#: Another replica's ``LISTEN`` connection on this schema's channel
+#: (:mod:`openbeepboop_server.dispatch.replicas`): the listener runs nothing after
+#: its ``LISTEN``, so that stays its session's query in ``pg_stat_activity``,
+#: for as long as the replica lives (PostgreSQL ends the session when the
+#: process dies). The identifier is quoted as psycopg's ``sql.Identifier`` does.
+_OTHER_LISTENERS = sa.text(
+    "SELECT EXISTS (SELECT 1 FROM pg_stat_activity"
+    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    " AND query = 'LISTEN \"'"
+    " || replace(left('obb:' || current_schema(), 63), '\"', '\"\"') || '\"')"
+)
+
+
+def other_replicas_alive(conn: sa.Connection) -> bool:
+    """PostgreSQL: another replica of this database (and schema) is running now.
+
+    Its nodes could heartbeat through it, so time this replica was down was
+    not time nobody could: a replica starting beside a live one grants no
+    restart grace (docs/server.md, "Scaling out with PostgreSQL").
+    """
+    return bool(conn.execute(_OTHER_LISTENERS).scalar_one())

@@ -400,8 +400,16 @@ class QueueService:
         return expired
 
     def grant_restart_grace(self) -> int:
-        """At start-up: every PROCESSING lease gets at least a full lease period from now."""
+        """At start-up: every PROCESSING lease gets at least a full lease period from now.
+
+        Not on PostgreSQL while another replica is running: nodes could
+        heartbeat through it, so a replica restarting (or crash-looping)
+        beside live ones must not keep moving a dead node's leases forward.
+        """
         with self._db.write() as conn:
+            if self._row_locks and lease_ops.other_replicas_alive(conn):
+                logger.info("another replica is running: no lease grace for this start")
+                return 0
             moved = lease_ops.grant_restart_grace(
                 conn, now=self._clock(), lease_seconds=self._policy.lease_seconds
             )
