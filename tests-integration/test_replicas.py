@@ -242,3 +242,43 @@ def result_for(job_id: str, lease_token: str, text: str) -> ResultOutcome:
             },
         }
     )
+
+
+#: Long enough that the lease of the node that dies outlives the replica's restarts.
+LONG_LEASE_SECONDS = 600.0
+
+
+def _lease_expiry(postgres_url: str, job_id: str) -> float:
+    """The job's lease expiry as stored (the API does not show it)."""
+    import psycopg
+
+    with psycopg.connect(postgres_url.replace("postgresql+psycopg://", "postgresql://", 1)) as conn:
+        row = conn.execute("SELECT lease_expires_at FROM jobs WHERE id = %s", (job_id,)).fetchone()
+    assert row is not None and row[0] is not None
+    return float(row[0])
+
+
+def test_a_replica_restarted_beside_a_live_one_leaves_a_dead_nodes_lease_as_it_was(
+    cluster: Cluster, postgres_url: str
+) -> None:
+    """QA round 11: every start of a crash-looping replica moved a dead node's leases a
+    full period forward, so its jobs stayed PROCESSING as long as the loop went on.
+    A replica starting beside a live one grants no restart grace (docs/server.md)."""
+    a = cluster.server(database_url=postgres_url, lease_seconds=LONG_LEASE_SECONDS)
+    b = cluster.replica(a)
+    a.start()
+    b.start()
+    node_key = a.create_key("NODE", "node")
+    job_id = cluster.api(a, a.create_key("USER", "user")).submit("held by a dead node", "m")
+    with httpx.Client(
+        base_url=a.url, headers={"Authorization": f"Bearer {node_key}"}, timeout=60
+    ) as node:
+        fetch = {"node_id": "dies", "models": ["m"], "max_jobs": 1, "wait": 0}
+        claimed = node.post(FETCH_PATH, json=fetch)
+    assert claimed.status_code == 200, claimed.text
+    assert [lease["job_id"] for lease in claimed.json()] == [job_id]
+    before = _lease_expiry(postgres_url, job_id)
+    for _ in range(2):
+        assert b.kill() == -9
+        b.start()
+    assert _lease_expiry(postgres_url, job_id) == before
