@@ -188,3 +188,25 @@ def test_a_retry_after_a_hang_up_queues_the_request_again(oa: OpenAIWorld) -> No
     wait_until(lambda: statuses() == ["CANCELLED"], 30, "the first job to be cancelled")
     hang_up()  # a 409 "cancelled" would come back at once instead of timing out
     wait_until(lambda: statuses() == ["CANCELLED", "CANCELLED"], 30, "a second job, cancelled")
+
+
+def test_a_gather_of_more_calls_than_the_poll_limit_is_answered_in_full(oa: OpenAIWorld) -> None:
+    """150 calls at once from one key: more than its 100 waiting polls, well within
+    the synchronous chats' own limit (docs/openai.md, "Synchronous chat")."""
+    prompts = [f"gathered {index}" for index in range(150)]
+
+    async def main() -> list[str | None]:
+        async with openai.AsyncOpenAI(
+            base_url=oa.base_url, api_key=oa.user_key, max_retries=0, timeout=300
+        ) as client:
+            completions = await asyncio.gather(
+                *(
+                    client.chat.completions.create(
+                        model=MODEL, messages=[{"role": "user", "content": prompt}]
+                    )
+                    for prompt in prompts
+                )
+            )
+        return [completion.choices[0].message.content for completion in completions]
+
+    assert asyncio.run(main()) == [f"Echo: {prompt}" for prompt in prompts]

@@ -244,6 +244,9 @@ DEFAULT_MAX_COMPLETION_WINDOW_SECONDS = 24 * 3600.0
 DEFAULT_BATCH_CHECK_SECONDS = 1.0
 #: An upload still ``uploading`` this long after it began was cut off by a crash: swept.
 DEFAULT_STALE_UPLOAD_SECONDS = 600.0
+#: The official SDK's own connection limit (1,000): a script gathering any number
+#: of calls through one client never has more in flight than this.
+DEFAULT_MAX_SYNC_REQUESTS_PER_KEY = 1000
 
 
 class OpenAISection(_Section):
@@ -262,6 +265,8 @@ class OpenAISection(_Section):
         default=DEFAULT_BATCH_CHECK_SECONDS, ge=MIN_INTERVAL_SECONDS, le=60
     )
     stale_upload_seconds: float = Field(default=DEFAULT_STALE_UPLOAD_SECONDS, gt=0)
+    #: Synchronous chats one key may have waiting at once on this process; one more gets 429.
+    max_sync_requests_per_key: int = Field(default=DEFAULT_MAX_SYNC_REQUESTS_PER_KEY, ge=1)
 
 
 class LimitsSection(_Section):

@@ -43,6 +43,7 @@ class ServerContext:
     poll_slots: LongPollSlots = field(init=False)
     fetch_slots: LongPollSlots = field(init=False)
     lease_watch_slots: LongPollSlots = field(init=False)
+    sync_chat_slots: LongPollSlots = field(init=False)
     fetch_models: ModelSlots = field(init=False)
 
     def __post_init__(self) -> None:
@@ -58,3 +59,12 @@ class ServerContext:
             "lease watches", server.max_fetches_per_key, "max_fetches_per_key"
         )
         self.fetch_models = ModelSlots(self.settings.limits.max_fetch_models_per_key)
+        # Synchronous chats wait in a pool of their own: an SDK script gathering
+        # hundreds of calls must not take the slots the key's polls need.
+        self.sync_chat_slots = LongPollSlots(
+            "chat completions",
+            self.settings.openai.max_sync_requests_per_key,
+            "max_sync_requests_per_key",
+            section="openai",
+            advice="send large volumes as a batch (files.create, then batches.create)",
+        )

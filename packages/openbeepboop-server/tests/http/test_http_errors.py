@@ -344,6 +344,51 @@ def test_a_multipart_upload_the_parser_cannot_read_is_400(
     assert _error(response, 400)["code"] == "invalid_body"
 
 
+@pytest.mark.parametrize(
+    ("content_type", "body", "said"),
+    [
+        ("multipart/form-data", b"--xyz--\r\n", "boundary"),
+        (
+            "multipart/form-data; boundary=xyz",
+            b"".join(
+                b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="f%d"\r\n'
+                b"\r\n{}\n\r\n" % index
+                for index in range(2)
+            )
+            + b"--xyz--\r\n",
+            "files",
+        ),
+    ],
+)
+def test_a_multipart_body_starlette_refuses_is_400_with_a_code(
+    client: TestClient, api_keys: ApiKeys, content_type: str, body: bytes, said: str
+) -> None:
+    """No boundary, or two file parts: Starlette's own refusals, in the envelope with a code."""
+    response = client.post(
+        "/openai/v1/files",
+        content=body,
+        headers={**bearer(api_keys.user), "content-type": content_type},
+    )
+    error = _error(response, 400)
+    assert error["code"] == "invalid_body"
+    assert "multipart body cannot be read" in error["message"] and said in error["message"]
+
+
+@pytest.mark.parametrize("include_usage", ["yes", 1, ["x"]])
+def test_stream_options_include_usage_must_be_a_boolean(
+    client: TestClient, api_keys: ApiKeys, include_usage: object
+) -> None:
+    body = {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": include_usage},
+    }
+    response = client.post("/openai/v1/chat/completions", json=body, headers=bearer(api_keys.user))
+    error = _error(response, 400)
+    assert error["param"] == "stream_options.include_usage" and error["code"] == "invalid_value"
+
+
 def test_an_upload_cut_short_before_its_closing_boundary_says_so(
     client: TestClient, api_keys: ApiKeys
 ) -> None:

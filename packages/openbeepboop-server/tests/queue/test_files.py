@@ -139,8 +139,10 @@ def test_a_key_held_by_an_upload_cut_off_by_a_crash_is_freed_after_the_age(db: D
     store = FileStore(db, lambda: clock[0])
     _crash_mid_upload(store, idempotency_key="k1", request_hash="h1")
     # Soon after, a twin is told to retry: the first may still be storing its parts.
-    with pytest.raises(UploadInProgressError):
+    with pytest.raises(UploadInProgressError) as in_progress:
         store.find_by_key(OWNER, "k1", "h1", stale_after=600)
+    # ... and when the key frees up, should that first upload have been cut off.
+    assert "free again at 00:26:40 UTC" in str(in_progress.value)  # 1,000 s + 600 s
     # Past the age no upload can still be storing: the key is free, the parts gone.
     clock[0] += 601
     assert store.find_by_key(OWNER, "k1", "other-bytes", stale_after=600) is None

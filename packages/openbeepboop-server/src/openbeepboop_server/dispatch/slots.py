@@ -27,28 +27,53 @@ from collections.abc import Iterable, Iterator
 
 from openbeepboop_server.errors import ServerError
 
+#: What a key past its poll limit may do instead.
+POLL_ADVICE = "send the same ids in one call"
+
 
 class TooManyLongPolls(ServerError):  # noqa: N818 - the server's exceptions carry no suffix
     """The key already holds as many long-polls of this kind as its limit allows."""
 
-    def __init__(self, kind: str, limit: int, setting: str, message: str | None = None) -> None:
+    def __init__(
+        self,
+        kind: str,
+        limit: int,
+        setting: str,
+        message: str | None = None,
+        *,
+        section: str = "server",
+        advice: str = POLL_ADVICE,
+    ) -> None:
         super().__init__(
             message
             or f"this API key already has {limit} {kind} waiting on this server "
-            f"(the limit, [server] {setting}); wait for one to end, or send "
-            "the same ids in one call"
+            f"(the limit, [{section}] {setting}); wait for one to end, or {advice}"
         )
         self.limit = limit
         self.setting = setting
 
 
 class LongPollSlots:
-    """Counts the long-polls of one kind held per key (one per process and kind)."""
+    """Counts the long-polls of one kind held per key (one per process and kind).
 
-    def __init__(self, kind: str, limit: int, setting: str) -> None:
+    ``section`` and ``advice``: where the limit is set and what to do
+    instead, for the refusal's message.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        limit: int,
+        setting: str,
+        *,
+        section: str = "server",
+        advice: str = POLL_ADVICE,
+    ) -> None:
         self.kind = kind
         self.limit = limit
         self.setting = setting
+        self._section = section
+        self._advice = advice
         self._held: dict[int, int] = {}
 
     def held(self, key_id: int) -> int:
@@ -60,7 +85,9 @@ class LongPollSlots:
         """One slot of ``key_id`` for the block; :class:`TooManyLongPolls` if none is free."""
         held = self._held.get(key_id, 0)
         if held >= self.limit:
-            raise TooManyLongPolls(self.kind, self.limit, self.setting)
+            raise TooManyLongPolls(
+                self.kind, self.limit, self.setting, section=self._section, advice=self._advice
+            )
         self._held[key_id] = held + 1
         try:
             yield

@@ -63,8 +63,8 @@ async def wait_for_job(
 ) -> SyncOutcome:
     """Wait up to ``timeout`` seconds for ``job_id`` to be terminal.
 
-    The caller holds a long-poll slot of the key for the whole wait
-    (``context.poll_slots``), taken before the job was queued.
+    The caller holds a slot of the key for the whole wait
+    (``context.sync_chat_slots``), taken before the job was queued.
     ``idempotency_key``: the key the request was sent with; a job cancelled
     because its caller hung up forgets it, so that the caller's retry queues
     the request again instead of finding a cancelled job. ``just_queued``:

@@ -255,8 +255,15 @@ class FileStore:
                 "stored (use a new key for a new file, the same key only to retry one)"
             )
         if row.status != PROCESSED:
+            cut_off = ""
+            if stale_after is not None:
+                free_at = time.strftime("%H:%M:%S UTC", time.gmtime(row.created_at + stale_after))
+                cut_off = (
+                    f"; if that upload was cut off (its connection or the server stopped), "
+                    f"the key is free again at {free_at} ([openai] stale_upload_seconds)"
+                )
             raise UploadInProgressError(
-                "an upload with this Idempotency-Key is still being stored; retry shortly"
+                "an upload with this Idempotency-Key is still being stored; retry shortly" + cut_off
             )
         return _view(row)
 

@@ -46,8 +46,15 @@ def _split_stream(data: Any) -> tuple[bool, bool]:
         raise ApiError(
             400, "'stream_options': must be an object", param="stream_options", code="invalid_value"
         )
-    include_usage = bool(options and options.get("include_usage") is True)
-    return bool(stream), include_usage
+    include_usage = (options or {}).get("include_usage")
+    if include_usage is not None and not isinstance(include_usage, bool):
+        raise ApiError(
+            400,
+            "'stream_options.include_usage': must be a boolean",
+            param="stream_options.include_usage",
+            code="invalid_value",
+        )
+    return bool(stream), include_usage is True
 
 
 async def chat_completions(call: Call) -> Response:
@@ -60,9 +67,9 @@ async def chat_completions(call: Call) -> Response:
     # job instead of queuing the work again (docs/openai.md, "Retries").
     key = idempotency_key_header(call)
     request_hash = idempotency_hash(key, await call.request.body())
-    # The wait's long-poll slot is taken before the job exists: past the key's
-    # cap the answer is a 429 with nothing stored, which the SDK may retry.
-    with context.poll_slots.hold(call.user.key_id):
+    # The wait's slot is taken before the job exists: past the key's cap the
+    # answer is a 429 with nothing stored, which the SDK retries after Retry-After.
+    with context.sync_chat_slots.hold(call.user.key_id):
         job = await submit_handing_off(context, call.user, request, key, request_hash=request_hash)
         context.metrics.submitted.inc()
         outcome = await wait_for_job(

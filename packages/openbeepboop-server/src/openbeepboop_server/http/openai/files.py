@@ -22,6 +22,7 @@ from openbeepboop_schemas import OPENAI_FILES_PATH, PURPOSE_BATCH, FileDeleted, 
 from python_multipart.exceptions import FormParserError
 from sqlalchemy.exc import IntegrityError
 from starlette.datastructures import FormData, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -196,9 +197,12 @@ async def _multipart_form(request: Request) -> AsyncIterator[FormData]:
     """
     try:
         form = await request.form(max_files=1, max_fields=16)
-    except FormParserError as exc:
+    except (FormParserError, HTTPException) as exc:
+        # Starlette's own refusals (a missing boundary, too many parts) carry their text
+        # in ``detail``; the parser's in the exception itself.
+        detail = exc.detail if isinstance(exc, HTTPException) else exc
         raise ApiError(
-            400, f"the multipart body cannot be read: {exc}", code="invalid_body"
+            400, f"the multipart body cannot be read: {detail}", code="invalid_body"
         ) from None
     try:
         yield form
