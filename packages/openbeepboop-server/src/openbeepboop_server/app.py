@@ -35,6 +35,7 @@ from openbeepboop_server import __version__
 from openbeepboop_server.config import Settings
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.faults import DATABASE_ERRORS
 from openbeepboop_server.db.migrate import ensure_current
 from openbeepboop_server.dispatch.batches import BatchDriver
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
@@ -56,6 +57,7 @@ from openbeepboop_server.http.errors import (
     ApiError,
     handle_api_error,
     handle_client_gone,
+    handle_database_error,
     handle_http_exception,
     handle_idempotency_key_reused,
     handle_key_no_longer_valid,
@@ -174,6 +176,7 @@ def create_app(settings: Settings) -> Starlette:
             KeyNoLongerValid: handle_key_no_longer_valid,
             ClientDisconnect: handle_client_gone,
             HTTPException: handle_http_exception,
+            **dict.fromkeys(DATABASE_ERRORS, handle_database_error),
             Exception: handle_unexpected,
         },
         lifespan=lifespan,

@@ -19,7 +19,12 @@ trip on some request's critical path, so reads run without a transaction
 (``AUTOCOMMIT``: under PostgreSQL's READ COMMITTED each statement reads its
 own snapshot either way, and ``BEGIN`` and ``ROLLBACK`` would cost two round
 trips around it), and connections are checked without one
-(:mod:`.postgres`).
+(:mod:`.postgres`), and every wait on another session is bounded there.
+
+A request waits at most :data:`POOL_TIMEOUT_SECONDS` for a pooled connection:
+when every connection is held (by requests stuck behind a lock, say) the
+pool's ``TimeoutError`` fails it, and the HTTP layer answers 503, instead of
+queueing requests behind each other for ever.
 """
 
 from __future__ import annotations
@@ -57,6 +62,8 @@ DEFAULT_BUSY_TIMEOUT_SECONDS = 30.0
 #: Connections kept open; the HTTP layer runs the service in a thread pool.
 DEFAULT_POOL_SIZE = 10
 DEFAULT_MAX_OVERFLOW = 30
+#: Seconds a checkout waits for a pooled connection when all are in use.
+POOL_TIMEOUT_SECONDS = 10.0
 
 #: Values per ``IN (...)`` list: SQLite's historical limit on bound parameters
 #: is 999, so long lists are queried in chunks of this size.
@@ -116,6 +123,7 @@ class Database:
             busy_timeout_seconds=busy_timeout_seconds,
             pool_size=pool_size,
             max_overflow=max_overflow,
+            bound_waits=True,
         )
         syncing = engine.dialect.name == "sqlite" and sqlite_synchronous.upper() in SYNCING_MODES
         return cls(engine, syncing_commits=syncing)
@@ -163,7 +171,10 @@ class Database:
                 try:
                     yield conn
                 except BaseException:
-                    notify.forget_pending(conn)
+                    # A lost connection's record forgets its notice when it
+                    # reconnects; asking it now would raise over the real error.
+                    if not conn.invalidated:
+                        notify.forget_pending(conn)
                     raise
                 notify.send_pending(conn, self.replica_id)
 
@@ -244,12 +255,16 @@ def create_engine(
     foreign_keys: bool = True,
     pool_size: int = DEFAULT_POOL_SIZE,
     max_overflow: int = DEFAULT_MAX_OVERFLOW,
+    bound_waits: bool = False,
 ) -> sa.Engine:
     """An engine with our connection settings; also used by migrations.
 
     Migrations pass ``foreign_keys=False``: Alembic's batch mode rebuilds a
     SQLite table by dropping and renaming it, and a ``DROP`` with foreign keys
-    on would cascade into child tables.
+    on would cascade into child tables. ``bound_waits`` (the server's own
+    :class:`Database`) gives PostgreSQL connections their lock and
+    idle-in-transaction timeouts (:mod:`.postgres`); migrations wait for
+    their lock on purpose and go without.
     """
     try:
         parsed = make_url(url)
@@ -269,7 +284,9 @@ def create_engine(
             # One shared connection, or every checkout would see a new empty database.
             kwargs.update(poolclass=StaticPool, connect_args={"check_same_thread": False})
         else:
-            kwargs.update(pool_size=pool_size, max_overflow=max_overflow)
+            kwargs.update(
+                pool_size=pool_size, max_overflow=max_overflow, pool_timeout=POOL_TIMEOUT_SECONDS
+            )
         engine = sa.create_engine(parsed, **kwargs)
         _configure_sqlite(
             engine,
@@ -281,8 +298,13 @@ def create_engine(
         return engine
     if backend == "postgresql":
         # No pool_pre_ping: a dead pooled connection is found without a round trip.
-        engine = sa.create_engine(parsed, pool_size=pool_size, max_overflow=max_overflow)
-        postgres.configure(engine)
+        engine = sa.create_engine(
+            parsed,
+            pool_size=pool_size,
+            max_overflow=max_overflow,
+            pool_timeout=POOL_TIMEOUT_SECONDS,
+        )
+        postgres.configure(engine, bound_waits=bound_waits)
         return engine
     raise AssertionError(f"check_supported let {backend!r} through")  # pragma: no cover
 

@@ -3,7 +3,10 @@
 Handlers raise :class:`ApiError`; Starlette's own 404/405 and anything
 unexpected are converted here too, so no client ever sees a bare text body.
 Unexpected exceptions are logged with the request's method, path and id, and
-answer a generic ``500`` envelope that reveals nothing of the internals.
+answer a generic ``500`` envelope that reveals nothing of the internals. A
+database that is unreachable, dropped the connection, or did not free a lock
+or a pooled connection in time is no bug: that answers ``503``
+(``database_unavailable``, with ``Retry-After``), logged in one line.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from openbeepboop_server.db.faults import describe, is_unavailable
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.errors import KeyNoLongerValid, PriorityAboveCeiling, QuotaExceeded
 
@@ -213,6 +217,36 @@ async def handle_unexpected(request: Request, exc: Exception) -> Response:
         code="internal_error",
     )
     return envelope_response(500, envelope)
+
+
+#: Seconds a client whose request met an unavailable database is told to wait.
+DATABASE_RETRY_AFTER_SECONDS = 1
+
+
+def database_unavailable_response(message: str) -> Response:
+    """The ``503`` envelope for a database that could not serve a request now."""
+    error = ApiError(
+        503,
+        message,
+        code="database_unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)},
+    )
+    return envelope_response(error.status_code, error.envelope, error.headers)
+
+
+async def handle_database_error(request: Request, exc: Exception) -> Response:
+    """A database error (:data:`~openbeepboop_server.db.faults.DATABASE_ERRORS`): ``503``
+    if the database was unavailable (one log line, no traceback), else a bug (``500``)."""
+    if not is_unavailable(exc):
+        return await handle_unexpected(request, exc)
+    logger.warning(
+        "database unavailable on %s %s (request %s): %s",
+        request.method,
+        request.url.path,
+        request.scope.get("request_id", "-"),
+        describe(exc),
+    )
+    return database_unavailable_response("the database is unavailable right now; retry shortly")
 
 
 async def handle_quota_exceeded(request: Request, exc: Exception) -> Response:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import logging
 
+import anyio
+import anyio.to_thread
 from openbeepboop_schemas import HEALTHZ_PATH, METRICS_PATH, OPENAPI_PATH, ErrorEnvelope
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from openbeepboop_server.db.faults import describe
 from openbeepboop_server.http.endpoints import OBSERVERS, Call, Endpoint
 from openbeepboop_server.http.errors import envelope_response
 from openbeepboop_server.metrics import CONTENT_TYPE
@@ -24,20 +27,38 @@ HEALTH_SCHEMA = {
 }
 
 
+#: Seconds ``/healthz`` waits for the database (a worker thread, a pooled
+#: connection, ``SELECT 1``) before it answers 503: a load balancer's probe
+#: must hear "unhealthy" while the pool is exhausted or the database hangs.
+HEALTH_CHECK_TIMEOUT_SECONDS = 5.0
+
+
+def _unhealthy(message: str) -> Response:
+    return envelope_response(
+        503,
+        ErrorEnvelope.build(
+            message=message, type="service_unavailable", code="database_unavailable"
+        ),
+    )
+
+
 async def healthz(call: Call) -> Response:
-    """``200`` when the database answers, ``503`` envelope when it does not."""
+    """``200`` when the database answers within the bound, ``503`` envelope when it does not."""
     try:
-        await run_in_threadpool(call.context.db.ping)
-    except Exception:
-        logger.warning("health check: the database is unreachable", exc_info=True)
-        return envelope_response(
-            503,
-            ErrorEnvelope.build(
-                message="the database is unreachable",
-                type="service_unavailable",
-                code="database_unavailable",
-            ),
+        # Abandoned, not awaited, when the bound passes: a ping stuck on the
+        # pool or the network ends by itself within the pool's and libpq's bounds.
+        with anyio.fail_after(HEALTH_CHECK_TIMEOUT_SECONDS):
+            await anyio.to_thread.run_sync(call.context.db.ping, abandon_on_cancel=True)
+    except TimeoutError:
+        logger.warning(
+            "health check: the database did not answer within %ss", HEALTH_CHECK_TIMEOUT_SECONDS
         )
+        return _unhealthy(
+            f"the database did not answer within {HEALTH_CHECK_TIMEOUT_SECONDS:g} seconds"
+        )
+    except Exception as exc:
+        logger.warning("health check: the database is unreachable: %s", describe(exc))
+        return _unhealthy("the database is unreachable")
     return Response(b'{"status":"ok","database":"ok"}', media_type="application/json")
 
 

@@ -1,0 +1,40 @@
+"""Which database errors mean "the database is unavailable right now", not "a bug".
+
+A request that meets one of these answers ``503`` (retry here or at another
+replica) instead of ``500``: the database refused or dropped the connection,
+a lock or the pool was not free within its bound (:mod:`.postgres`,
+:data:`.database.POOL_TIMEOUT_SECONDS`), PostgreSQL cancelled the statement or
+is shutting down, SQLite's file is locked. The transaction the request was in
+is rolled back whole, so nothing is half-written. Constraint violations and
+SQL errors stay bugs.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+#: The exception classes among which :func:`is_unavailable` picks.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (sa.exc.DBAPIError, sa.exc.TimeoutError)
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """True if ``exc`` says the database could not serve the request now.
+
+    The DB-API's ``OperationalError`` is its class for "not the program's
+    fault": lost connections, lock and statement timeouts, an administrator's
+    shutdown (psycopg maps SQLSTATE classes 08, 53, 55, 57 and 58 to it).
+    """
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection free in time
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(
+            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        )
+    return False
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the driver's error, for a log line without a traceback."""
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    first = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {first[0] if first else '(no message)'}"
