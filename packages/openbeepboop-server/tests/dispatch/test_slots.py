@@ -108,7 +108,7 @@ async def test_polls_and_fetches_past_their_key_caps_get_429(tmp_path: Path) -> 
 
 @pytest.mark.anyio
 async def test_a_sync_chat_past_the_cap_is_refused_before_its_job_exists(tmp_path: Path) -> None:
-    settings = make_settings(tmp_path, server={"max_polls_per_key": 1})
+    settings = make_settings(tmp_path, openai={"max_sync_requests_per_key": 1})
     upgrade_to_head(settings.database.url)
     app = create_app(settings)
     async with app.router.lifespan_context(app):
@@ -116,21 +116,21 @@ async def test_a_sync_chat_past_the_cap_is_refused_before_its_job_exists(tmp_pat
         alice = context.keys.create(Role.USER, "alice")[0]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
-            job = await http.post("/v1/chat/completions", json=chat(), headers=bearer(alice))
-            body = {"ids": [job.json()["id"]], "wait": WAIT}
             parked = asyncio.ensure_future(
-                http.post("/v1/results/poll", json=body, headers=bearer(alice))
+                http.post(OPENAI_CHAT_COMPLETIONS_PATH, json=chat(), headers=bearer(alice))
             )
             await _until(lambda: context.wakeups.watch_waiters == 1)
             refused = await http.post(
                 OPENAI_CHAT_COMPLETIONS_PATH, json=chat(), headers=bearer(alice)
             )
             listing = await http.get("/v1/jobs", headers=bearer(alice))
-            await http.post(f"/v1/jobs/{job.json()['id']}/cancel", headers=bearer(alice))
+            [waiting] = listing.json()["data"]
+            await http.post(f"/v1/jobs/{waiting['id']}/cancel", headers=bearer(alice))
             await parked
 
     # The SDK retries a 429: had the job been queued first, each retry would add one.
     assert refused.status_code == 429
-    assert refused.json()["error"]["code"] == "too_many_long_polls"
-    assert [entry["id"] for entry in listing.json()["data"]] == [job.json()["id"]]
-    assert context.poll_slots.held(1) == 0
+    error = refused.json()["error"]
+    assert error["code"] == "too_many_long_polls"
+    assert "[openai] max_sync_requests_per_key" in error["message"]
+    assert context.sync_chat_slots.held(1) == 0
