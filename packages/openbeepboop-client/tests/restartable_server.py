@@ -16,6 +16,21 @@ from conftest import completion_body, entry_body, job_body
 from openbeepboop_schemas import BULK_SUBMIT_PATH
 
 
+class JsonHandler(BaseHTTPRequestHandler):
+    """A stand-in server's handler: JSON answers, and no log lines of its own."""
+
+    def answer(self, status: int, data: object) -> None:
+        body = json.dumps(data).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: the test's output is the client's."""
+
+
 class RestartableServer:
     """Polls over a set status, and bulk submits; ``stop()`` and ``start()`` keep the port."""
 
@@ -60,7 +75,7 @@ class RestartableServer:
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(JsonHandler):
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 sent = json.loads(self.rfile.read(length))
@@ -74,16 +89,5 @@ class RestartableServer:
                 self.answer(200, entries)
                 owner.polls += 1
                 owner.answered.set()
-
-            def answer(self, status: int, data: object) -> None:
-                body = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: the test's output is the client's."""
 
         return Handler

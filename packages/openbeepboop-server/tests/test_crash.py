@@ -11,7 +11,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -87,25 +87,20 @@ class Server:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
+def set_up_server(
+    tmp_path: Path, database_url: str, make_keys: Callable[[KeyService], dict[str, str]]
+) -> Iterator[Server]:
+    """``setup --non-interactive`` on ``database_url``, the keys ``make_keys`` creates,
+    then the (not started) server; killed at the end if still running."""
     config = tmp_path / "server_config.toml"
     result = CliRunner().invoke(
         main,
-        [
-            "setup",
-            "--config",
-            str(config),
-            "--database-url",
-            sqlite_url(tmp_path / "queue.db"),
-            "--non-interactive",
-        ],
+        ["setup", "--config", str(config), "--database-url", database_url, "--non-interactive"],
     )
     assert result.exit_code == 0, result.output
     db = Database.connect(load_settings(config).database.url)
     try:
-        keys = KeyService(db)
-        made = {role.value: keys.create(role, f"{role.value.lower()}-key")[0] for role in Role}
+        made = make_keys(KeyService(db))
     finally:
         db.dispose()
     instance = Server(config=config, log=tmp_path / "server.log", keys=made)
@@ -113,6 +108,14 @@ def server(tmp_path: Path) -> Iterator[Server]:
     if instance.process is not None and instance.process.poll() is None:
         instance.process.kill()
         instance.process.wait()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    def one_per_role(keys: KeyService) -> dict[str, str]:
+        return {role.value: keys.create(role, f"{role.value.lower()}-key")[0] for role in Role}
+
+    yield from set_up_server(tmp_path, sqlite_url(tmp_path / "queue.db"), one_per_role)
 
 
 def test_kill_9_loses_no_accepted_job_and_no_lease(server: Server) -> None:

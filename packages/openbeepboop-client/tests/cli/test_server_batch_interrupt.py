@@ -26,6 +26,7 @@ from openbeepboop_schemas import (
     OPENAI_BATCHES_PATH,
     OPENAI_FILES_PATH,
 )
+from restartable_server import JsonHandler
 
 #: Safety net of every wait here: generous on a slow, shared box.
 SAFETY_SECONDS = 60.0
@@ -64,8 +65,8 @@ class BatchServer:
             "purpose": "batch",
         }
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
+        class Handler(JsonHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path == OPENAI_FILES_PATH:
                     self.answer(200, file_body)
@@ -77,24 +78,13 @@ class BatchServer:
                 else:
                     self.answer(404, {"error": {"message": "no", "type": "not_found"}})
 
-            def do_GET(self) -> None:
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 if self.path != OPENAI_BATCH_PATH.format(batch_id="batch_1"):
                     self.answer(404, {"error": {"message": "no", "type": "not_found"}})
                     return
                 self.answer(200, batch_body("in_progress", completed=1))
                 owner.looks += 1
                 owner.looked.set()
-
-            def answer(self, status: int, data: object) -> None:
-                body = json.dumps(data).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                """Quiet: the test's output is the client's."""
 
         return Handler
 

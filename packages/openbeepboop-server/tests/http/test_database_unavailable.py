@@ -17,20 +17,18 @@ import httpx
 import psycopg
 import pytest
 import sqlalchemy as sa
-from click.testing import CliRunner
 from openbeepboop_schemas import Role
 from openbeepboop_server.app import create_app
-from openbeepboop_server.cli import main
-from openbeepboop_server.config import Settings, load_settings
+from openbeepboop_server.config import Settings
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db import postgres
-from openbeepboop_server.db.database import POOL_TIMEOUT_SECONDS, Database
+from openbeepboop_server.db.database import POOL_TIMEOUT_SECONDS
 from openbeepboop_server.keys import KeyService, KeySettings
 from starlette.testclient import TestClient
 
 from tests.support.surface import bearer, chat
 from tests.support.waiting import wait_until
-from tests.test_crash import Server
+from tests.test_crash import Server, set_up_server
 
 #: Long enough to tell "waits for ever" from "gave up after its bound" on a busy host;
 #: shorter than the pool's 30 s default wait the server had before its own bound.
@@ -144,33 +142,14 @@ def test_a_connection_killed_mid_submit_answers_503(
 @pytest.fixture
 def pg_server(tmp_path: Path, pg_url: str) -> Iterator[Server]:
     """A configured (not started) ``openbeepboop-server start`` on a PostgreSQL schema."""
-    config = tmp_path / "server_config.toml"
-    result = CliRunner().invoke(
-        main,
-        [
-            "setup",
-            "--config",
-            str(config),
-            "--database-url",
-            pg_url,
-            "--non-interactive",
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    db = Database.connect(load_settings(config).database.url)
-    try:
-        keys = KeyService(db)
-        made = {
+
+    def capped_and_free(keys: KeyService) -> dict[str, str]:
+        return {
             "capped": keys.create(Role.USER, "capped", KeySettings(max_queued=1000))[0],
             "free": keys.create(Role.USER, "free")[0],
         }
-    finally:
-        db.dispose()
-    instance = Server(config=config, log=tmp_path / "server.log", keys=made)
-    yield instance
-    if instance.process is not None and instance.process.poll() is None:
-        instance.process.kill()
-        instance.process.wait()
+
+    yield from set_up_server(tmp_path, pg_url, capped_and_free)
 
 
 def test_a_real_server_answers_503_behind_a_held_key_row_and_serves_the_rest(
