@@ -125,6 +125,17 @@ def entry_body(job_id: str, status: str = "QUEUED", **fields: object) -> dict:
     return body
 
 
+#: The uploaded input file of a server-side batch, as the server answers it.
+FILE = {
+    "id": "file-1",
+    "object": "file",
+    "bytes": 3,
+    "created_at": 1_700_000_000,
+    "filename": "in.jsonl",
+    "purpose": "batch",
+}
+
+
 def batch_body(status: str, completed: int | None = None) -> dict:
     """A server-side batch of two lines (both completed once ``completed``, by default)."""
     done = completed if completed is not None else (2 if status == "completed" else 0)

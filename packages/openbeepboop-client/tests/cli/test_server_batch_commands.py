@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import respx
-from conftest import Cli, assert_one_line_error, batch_body, error_body
+from conftest import FILE, Cli, assert_one_line_error, batch_body, error_body
 from openbeepboop import Client
 from openbeepboop.cli import server_batch
 from openbeepboop_schemas import (
@@ -17,15 +17,6 @@ from openbeepboop_schemas import (
     OPENAI_FILE_PATH,
     OPENAI_FILES_PATH,
 )
-
-FILE = {
-    "id": "file-1",
-    "object": "file",
-    "bytes": 3,
-    "created_at": 1_700_000_000,
-    "filename": "in.jsonl",
-    "purpose": "batch",
-}
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from conftest import API_KEY, batch_body
+from conftest import API_KEY, FILE, batch_body
 from openbeepboop._config import write_config_file
 from openbeepboop_schemas import (
     OPENAI_BATCH_CANCEL_PATH,
@@ -56,20 +56,12 @@ class BatchServer:
 
     def _handler(self) -> type[BaseHTTPRequestHandler]:
         owner = self
-        file_body = {
-            "id": "file-1",
-            "object": "file",
-            "bytes": 3,
-            "created_at": 1_700_000_000,
-            "filename": "in.jsonl",
-            "purpose": "batch",
-        }
 
         class Handler(JsonHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 if self.path == OPENAI_FILES_PATH:
-                    self.answer(200, file_body)
+                    self.answer(200, FILE)
                 elif self.path == OPENAI_BATCHES_PATH:
                     self.answer(200, batch_body("validating"))
                 elif self.path == OPENAI_BATCH_CANCEL_PATH.format(batch_id="batch_1"):

@@ -33,20 +33,19 @@ from openbeepboop._submit_warnings import distinct
 from openbeepboop.cli.errors import SubmitInterrupted
 from openbeepboop.cli.options import (
     config_option,
+    existing_file,
     json_option,
     make_client,
+    output_file,
 )
 from openbeepboop.cli.output import echo_json, echo_warnings
 
-_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
-_output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
-
 
 @click.command("submit-file")
-@click.argument("file", type=_existing_file)
+@click.argument("file", type=existing_file)
 @click.option(
     "--ids-out",
-    type=_output_file,
+    type=output_file,
     default=None,
     help="Where to write the custom_id -> job id map (default: FILE.ids.jsonl).",
 )

@@ -22,17 +22,16 @@ from openbeepboop._exceptions import JobTimeoutError, OpenBeepBoopError
 from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
+    existing_file,
     json_option,
     make_client,
+    output_file,
     stderr_is_terminal,
     timeout_option,
 )
 from openbeepboop.cli.output import echo_json
 from openbeepboop.cli.result_spool import ResultSpool, open_spool
 from openbeepboop.cli.waiting import Unwatched, where_they_stand
-
-_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
-_output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
 
 
 def _keep_earlier_output(path: Path, wanted: set[str], spool: ResultSpool) -> None:
@@ -94,7 +93,7 @@ def _poll_into(client: Client, spool: ResultSpool, job_ids: Sequence[str]) -> No
 _output_option = click.option(
     "-o",
     "--output",
-    type=_output_file,
+    type=output_file,
     default=None,
     help="Output JSONL (default: IDS_FILE with .results.jsonl).",
 )
@@ -106,7 +105,7 @@ _progress_option = click.option(
 
 
 @click.command("results")
-@click.argument("ids_file", type=_existing_file)
+@click.argument("ids_file", type=existing_file)
 @_output_option
 @click.option("--wait", is_flag=True, help="Wait until every job has finished.")
 @timeout_option
@@ -195,7 +194,7 @@ def _finished_so_far(client: Client, spool: ResultSpool, job_ids: list[str]) -> 
 
 
 @click.command("wait")
-@click.argument("ids_file", type=_existing_file)
+@click.argument("ids_file", type=existing_file)
 @_output_option
 @timeout_option
 @_progress_option

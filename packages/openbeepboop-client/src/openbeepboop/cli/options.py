@@ -13,6 +13,11 @@ import click
 
 from openbeepboop._client import Client
 
+#: An input file the command reads (an id map, a JSONL file): it must exist.
+existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
+#: A file the command writes.
+output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
+
 config_option = click.option(
     "--config",
     "config_path",

@@ -40,8 +40,10 @@ from openbeepboop._waiting import Outage
 from openbeepboop.cli.errors import BadArgument, WaitInterrupted, WaitTimedOut
 from openbeepboop.cli.options import (
     config_option,
+    existing_file,
     json_option,
     make_client,
+    output_file,
     stderr_is_terminal,
     timeout_option,
 )
@@ -50,9 +52,6 @@ from openbeepboop.cli.waiting import Unwatched
 
 #: Seconds between looks at a running batch.
 POLL_SECONDS = 1.0
-
-_existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
-_output_file = click.Path(dir_okay=False, writable=True, path_type=Path)
 
 
 def _batch_id(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -215,7 +214,7 @@ def batch_group() -> None:
 
 
 @batch_group.command("create")
-@click.argument("file", type=_existing_file)
+@click.argument("file", type=existing_file)
 @click.option(
     "--window",
     default=DEFAULT_COMPLETION_WINDOW,
@@ -283,9 +282,9 @@ def status_command(
 @batch_group.command("results")
 @_batch_id_argument
 @click.option(
-    "-o", "--output", type=_output_file, required=True, help="Where to write output lines."
+    "-o", "--output", type=output_file, required=True, help="Where to write output lines."
 )
-@click.option("--errors-out", type=_output_file, default=None, help="Where to write error lines.")
+@click.option("--errors-out", type=output_file, default=None, help="Where to write error lines.")
 @config_option
 def results_command(
     batch_id: str, output: Path, errors_out: Path | None, config_path: Path | None
