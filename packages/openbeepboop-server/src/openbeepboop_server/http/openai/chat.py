@@ -66,7 +66,7 @@ async def chat_completions(call: Call) -> Response:
     # A retry sent with the same Idempotency-Key waits for the first request's
     # job instead of queuing the work again (docs/openai.md, "Retries").
     key = idempotency_key_header(call)
-    request_hash = idempotency_hash(key, await call.request.body())
+    request_hash = None if key is None else idempotency_hash(key, await call.request.body())
     # The wait's slot is taken before the job exists: past the key's cap the
     # answer is a 429 with nothing stored, which the SDK retries after Retry-After.
     with context.sync_chat_slots.hold(call.user.key_id):
