@@ -10,11 +10,13 @@ a second, whether anybody serves their model: never the database.
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import sqlalchemy as sa
 from openbeepboop_schemas import (
@@ -23,6 +25,7 @@ from openbeepboop_schemas import (
     FetchRequest,
     HeartbeatRequest,
     JobWarning,
+    Role,
 )
 
 from openbeepboop_server.db.database import IN_CHUNK
@@ -30,8 +33,11 @@ from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import nodes
 from openbeepboop_server.errors import TooManyModels, TooManyNodes
 from openbeepboop_server.keys import Caller
-from openbeepboop_server.queue.policy import DEFAULT_MAX_FETCH_MODELS_PER_KEY
-from openbeepboop_server.scopes import check_owner
+from openbeepboop_server.queue.policy import (
+    DEFAULT_MAX_FETCH_MODELS_PER_KEY,
+    DEFAULT_NODE_SEEN_SECONDS,
+)
+from openbeepboop_server.scopes import check_reserved, may_take, node_id_taken
 
 #: A node's registry row is rewritten at most this often by one process
 #: (``last_seen`` lags by at most this much; ``/v1/models`` looks minutes back).
@@ -64,38 +70,87 @@ def record_node(
     now: float,
     models: list[str] | None,
     version: str | None,
-) -> None:
-    """Insert or refresh a node's row; ``None`` models/version keep what was known."""
-    node_id, key_name = db_text(node_id), db_text(key_name)
-    version = None if version is None else db_text(version)
-    models = None if models is None else db_texts(models)
-    values: dict[str, object] = {"key_name": key_name, "last_seen": now}
-    if models is not None:
-        values["models"] = json.dumps(sorted(set(models)))
-    if version is not None:
-        values["version"] = version
-    updated = conn.execute(nodes.update().where(nodes.c.node_id == node_id).values(**values))
-    if updated.rowcount:
-        return
-    insert = {
-        "node_id": node_id,
-        "key_name": key_name,
-        "version": version,
-        "models": json.dumps(sorted(set(models or []))),
-        "first_seen": now,
-        "last_seen": now,
-    }
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
+    live_after: float | None = None,
+) -> bool:
+    """Insert or refresh a node's row; ``None`` models/version keep what was known.
 
-        conn.execute(
-            pg_insert(nodes)
-            .values(**insert)
-            .on_conflict_do_update(index_elements=[nodes.c.node_id], set_=values)
-        )
+    With ``live_after``, only if ``key_name`` may take the row (:func:`may_take`:
+    no other NODE key's node was seen since then); False, and nothing written,
+    if it may not. The condition is part of the write, not a read before it,
+    so of two keys writing one id at once only one succeeds: on PostgreSQL the
+    second update (or insert) waits for the first's row and then sees it.
+    """
+    params: dict[str, object] = {
+        "row_id": db_text(node_id),
+        "new_key": db_text(key_name),
+        "seen_at": now,
+        "live_after": live_after,
+        "new_version": None if version is None else db_text(version),
+        "new_models": None if models is None else json.dumps(sorted(set(db_texts(models)))),
+    }
+    shape = (models is not None, version is not None, live_after is not None)
+    if conn.execute(_refresh(*shape), params).rowcount:
+        return True
+    # No row yet, or one this key may not take (the upsert then changes nothing).
+    params["first_models"] = params["new_models"] or "[]"
+    return conn.execute(_upsert(conn.dialect.name, *shape), params).first() is not None
+
+
+def _set_clause(has_models: bool, has_version: bool) -> dict[str, sa.BindParameter[Any]]:
+    """What a refresh writes: the key and ``last_seen``, models and version when given."""
+    values: dict[str, sa.BindParameter[Any]] = {
+        "key_name": sa.bindparam("new_key"),
+        "last_seen": sa.bindparam("seen_at"),
+    }
+    if has_models:
+        values["models"] = sa.bindparam("new_models")
+    if has_version:
+        values["version"] = sa.bindparam("new_version")
+    return values
+
+
+def _taking(guarded: bool) -> sa.ColumnElement[bool] | None:
+    """The condition of a guarded write (:func:`may_take`), as bind parameters."""
+    if not guarded:
+        return None
+    return may_take(sa.bindparam("new_key"), live_after=sa.bindparam("live_after"))
+
+
+@functools.cache
+def _refresh(has_models: bool, has_version: bool, guarded: bool) -> sa.Update:
+    """The registry row's update, built once per shape: building it (the
+    ownership condition above all) cost as much as running it."""
+    update = (
+        nodes.update()
+        .where(nodes.c.node_id == sa.bindparam("row_id"))
+        .values(_set_clause(has_models, has_version))
+    )
+    allowed = _taking(guarded)
+    return update if allowed is None else update.where(allowed)
+
+
+@functools.cache
+def _upsert(dialect: str, has_models: bool, has_version: bool, guarded: bool) -> sa.Insert:
+    """The registry row's insert, refreshing the row if another write inserted it first
+    (only if it may be taken, when ``guarded``); returns the id if it wrote."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
     else:
-        # SQLite writes are serialised (one writer), so nobody inserted in between.
-        conn.execute(nodes.insert().values(**insert))
+        from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+    statement = insert(nodes).values(
+        node_id=sa.bindparam("row_id"),
+        key_name=sa.bindparam("new_key"),
+        version=sa.bindparam("new_version"),
+        models=sa.bindparam("first_models"),
+        first_seen=sa.bindparam("seen_at"),
+        last_seen=sa.bindparam("seen_at"),
+    )
+    # RETURNING, not rowcount: PostgreSQL's driver reports no rowcount for it.
+    return statement.on_conflict_do_update(
+        index_elements=[nodes.c.node_id],
+        set_=_set_clause(has_models, has_version),
+        where=_taking(guarded),
+    ).returning(nodes.c.node_id)
 
 
 def touch_nodes(conn: sa.Connection, node_ids: list[str], *, now: float) -> None:
@@ -144,36 +199,61 @@ class NodeRecorder:
     time was a quarter of a small claim's cost, for a value read with a
     resolution of seconds. One recorder per process (it lives in the queue
     service); what it remembers is only ever a reason to skip a write.
+
+    Every write it makes for a NODE key is conditional (``record_node`` with
+    ``live_after``): it refuses the id of another key's live node with
+    :class:`NodeIdTaken`. A skipped write cannot hide such a takeover made
+    through another replica: a write is skipped only within ``live_seconds``
+    (and :data:`NODE_RECORD_SECONDS`) of this process's own write of the
+    row, and until ``live_seconds`` after that write no other key may take
+    the row. Replicas' clocks must agree to well within ``live_seconds``, as
+    leases already need.
     """
 
-    def __init__(self, snapshot: ServedSnapshot | None = None, live_seconds: float = 0.0) -> None:
+    def __init__(
+        self,
+        snapshot: ServedSnapshot | None = None,
+        live_seconds: float = DEFAULT_NODE_SEEN_SECONDS,
+    ) -> None:
         # What this process last wrote to each node's registry row, and when.
         self._recorded: dict[str, tuple[float, Facts]] = {}
         self._snapshot = snapshot
-        # A node seen this recently under another key still owns its id (scopes.check_owner).
+        # A node seen this recently under another key still owns its id (scopes.may_take).
         self._live_seconds = live_seconds
+        self._skip_seconds = min(NODE_RECORD_SECONDS, live_seconds)
 
     def record(
         self, conn: sa.Connection, seen: FetchRequest | HeartbeatRequest, caller: Caller, now: float
     ) -> Recorded | None:
         """Refresh the row of the node that sent ``seen``, unless this process did so
-        with the same facts less than :data:`NODE_RECORD_SECONDS` ago.
+        with the same facts less than :data:`NODE_RECORD_SECONDS` (or ``live_seconds``,
+        if shorter) ago.
 
         Returns what to :meth:`remember` once the transaction has committed
-        (None when skipped).
+        (None when skipped). :class:`NodeIdTaken` if the id is another key's.
         """
         key_name = caller.key_name
         node_id, models, version = seen.node_id, seen.declared_models, seen.version
         facts: Facts = (key_name, None if models is None else tuple(models), version)
         last = self._recorded.get(node_id)
-        if last is not None and last[1] == facts and 0 <= now - last[0] < NODE_RECORD_SECONDS:
+        if last is not None and last[1] == facts and 0 <= now - last[0] < self._skip_seconds:
             return None
         if last is None or last[1][0] != key_name:
-            # New to this process, or another key: make sure the id is the key's to use.
-            check_owner(conn, node_id, caller, live_after=now - self._live_seconds)
-        record_node(
-            conn, node_id=node_id, key_name=key_name, now=now, models=models, version=version
+            # New to this process, or another key: is the id reserved for some other key?
+            check_reserved(conn, node_id, caller)
+        # An ADMIN acts for any node; a NODE key writes only a row no other live key holds.
+        live_after = None if caller.role is Role.ADMIN else now - self._live_seconds
+        written = record_node(
+            conn,
+            node_id=node_id,
+            key_name=key_name,
+            now=now,
+            models=models,
+            version=version,
+            live_after=live_after,
         )
+        if not written:
+            raise node_id_taken(conn, node_id)
         return node_id, now, facts
 
     def remember(self, recorded: Recorded | None) -> None:

@@ -10,10 +10,18 @@ by the key that last acted under it while that node is live (seen within
 ``node_seen_seconds``). Another key acting under an owned id gets a ``409``
 (:class:`NodeIdTaken`): two machines with one id would steal each other's
 leases and muddle the registry. An ADMIN key may act for any node (as it may
-deliver for any lease), so it neither owns an id nor is refused one. The
-ownership check runs only when the registry row is written (the first time
-a process sees a node under a key, then at most once a second), so it costs
-a busy node nothing per fetch.
+deliver for any lease), so it neither owns an id nor is refused one.
+
+The live owner is one key at a time across replicas because the registry
+write itself refuses another key's live row (:func:`may_take`, the condition
+of ``nodes.record_node``'s update and upsert): two keys taking one id at the
+same instant both write the one row, and the database lets the second see
+the first's (a row lock on PostgreSQL, the one writer on SQLite), so exactly
+one of them gets it. The reservation of ``--node-id`` is read once per
+process and key (:func:`check_reserved`): only an administrator changes it.
+Both run only when the registry row is written (the first time a process
+sees a node under a key, then at most once a second), so they cost a busy
+node nothing per fetch.
 """
 
 from __future__ import annotations
@@ -32,16 +40,11 @@ _SCOPED_OWNER = sa.select(api_keys.c.name).where(
     api_keys.c.revoked_at.is_(None),
     api_keys.c.name != sa.bindparam("key_name"),
 )
-_LIVE_USER = (
-    sa.select(nodes.c.key_name)
-    .select_from(nodes.join(api_keys, api_keys.c.name == nodes.c.key_name))
-    .where(
-        nodes.c.node_id == sa.bindparam("node_id"),
-        nodes.c.key_name != sa.bindparam("key_name"),
-        nodes.c.last_seen >= sa.bindparam("live_after"),
-        api_keys.c.role == Role.NODE.value,
-    )
-)
+#: The names of NODE keys: a registry row another key wrote (an ADMIN acting for
+#: the node) owns nothing. Not a correlated EXISTS: in an upsert's ON CONFLICT
+#: condition SQLAlchemy cannot correlate it to the row in conflict.
+_NODE_KEYS = sa.select(api_keys.c.name).where(api_keys.c.role == Role.NODE.value)
+_HOLDER = sa.select(nodes.c.key_name).where(nodes.c.node_id == sa.bindparam("node_id"))
 
 
 def check_scope(caller: Caller, node_id: str, models: Iterable[str] | None) -> None:
@@ -60,18 +63,32 @@ def check_scope(caller: Caller, node_id: str, models: Iterable[str] | None) -> N
         )
 
 
-def check_owner(conn: sa.Connection, node_id: str, caller: Caller, *, live_after: float) -> None:
-    """Raise :class:`NodeIdTaken` if another key owns ``node_id`` (see the module docstring)."""
+def check_reserved(conn: sa.Connection, node_id: str, caller: Caller) -> None:
+    """Raise :class:`NodeIdTaken` if ``node_id`` is reserved for another key (``--node-id``)."""
     if caller.role is Role.ADMIN:
         return
-    key_name = caller.key_name
-    params = {"node_id": node_id, "key_name": key_name}
+    params = {"node_id": node_id, "key_name": caller.key_name}
     scoped = conn.execute(_SCOPED_OWNER, params).scalar()
     if scoped is not None:
         raise NodeIdTaken(f"node_id '{node_id}' is reserved for key '{scoped}'; use another id")
-    live = conn.execute(_LIVE_USER, {**params, "live_after": live_after}).scalar()
-    if live is not None:
-        raise NodeIdTaken(
-            f"node_id '{node_id}' is in use by a live node with another key ('{live}'); "
-            "give each node its own id"
-        )
+
+
+def may_take(
+    key_name: str | sa.BindParameter[str], *, live_after: float | sa.BindParameter[float]
+) -> sa.ColumnElement[bool]:
+    """True of a registry row that ``key_name`` may write: its own, a node not seen
+    since ``live_after``, or a row an ADMIN key wrote last."""
+    return sa.or_(
+        nodes.c.key_name == key_name,
+        nodes.c.last_seen < live_after,
+        nodes.c.key_name.not_in(_NODE_KEYS),
+    )
+
+
+def node_id_taken(conn: sa.Connection, node_id: str) -> NodeIdTaken:
+    """The error for a registry write :func:`may_take` refused, naming the key holding the id."""
+    live = conn.execute(_HOLDER, {"node_id": node_id}).scalar()
+    return NodeIdTaken(
+        f"node_id '{node_id}' is in use by a live node with another key ('{live}'); "
+        "give each node its own id"
+    )
