@@ -46,6 +46,7 @@ import sqlalchemy as sa
 from anyio.to_thread import run_sync
 
 from openbeepboop_server.context import ServerContext
+from openbeepboop_server.db.faults import RoundFailures
 from openbeepboop_server.dispatch.recheck import Rechecker
 from openbeepboop_server.dispatch.replicas import ReplicaListener
 from openbeepboop_server.queue.files import FileStore
@@ -205,28 +206,37 @@ class Housekeeper:
         next_purge = time.monotonic() + min(
             FIRST_PURGE_DELAY_SECONDS, queue_settings.purge_interval_seconds
         )
+        ticks = RoundFailures(logger, "expiring leases and old jobs")
+        purges = RoundFailures(logger, "purging finished jobs")
         while True:
             try:
                 await self.tick()
-            except Exception:
-                logger.exception("expiring leases or old jobs failed; retrying on the next tick")
+            except Exception as exc:
+                ticks.failed(exc)
+            else:
+                ticks.succeeded()
             if time.monotonic() >= next_purge:
                 next_purge = time.monotonic() + queue_settings.purge_interval_seconds
                 try:
                     await self.purge()
                 except Exception as exc:
                     self.outage = self.outage or database_unreachable(exc)
-                    logger.exception("purging finished jobs failed; retrying next time")
+                    purges.failed(exc)
+                else:
+                    purges.succeeded()
             await asyncio.sleep(queue_settings.reap_interval_seconds)
 
     async def _refresh_served(self) -> None:
         queue = self._context.queue
         pause = SERVED_REFRESH_SECONDS
+        failures = RoundFailures(logger, "re-reading the served models")
         while True:
             await asyncio.sleep(pause)
             started = time.monotonic()
             try:
                 await run_sync(queue.refresh_served)
-            except Exception:
-                logger.exception("re-reading the served models failed; retrying next time")
+            except Exception as exc:
+                failures.failed(exc)
+            else:
+                failures.succeeded()
             pause = next_served_refresh(time.monotonic() - started)

@@ -18,6 +18,8 @@ from openbeepboop_schemas import JobStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from openbeepboop_server.db.faults import describe, is_unavailable
+
 logger = logging.getLogger(__name__)
 
 #: Content type of the text exposition format.
@@ -212,8 +214,11 @@ class _QueueCollector:
             # names each) on each scrape cost seconds with thousands of nodes.
             seen = queue.nodes_seen()
             usage = usage_counters(queue.usage_totals())
-        except Exception:
-            logger.exception("metrics scrape could not read the queue")
+        except Exception as exc:
+            if is_unavailable(exc):
+                logger.warning("metrics scrape: the database is unavailable (%s)", describe(exc))
+            else:
+                logger.exception("metrics scrape could not read the queue")
             up.add_metric([], 0)
             yield up
             return

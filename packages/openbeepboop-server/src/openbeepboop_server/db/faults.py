@@ -11,6 +11,8 @@ SQL errors stay bugs.
 
 from __future__ import annotations
 
+import logging
+
 import sqlalchemy as sa
 
 #: The exception classes among which :func:`is_unavailable` picks.
@@ -38,3 +40,41 @@ def describe(exc: BaseException) -> str:
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
     first = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {first[0] if first else '(no message)'}"
+
+
+class RoundFailures:
+    """What a background loop logs when its rounds fail: an outage once, a bug every time.
+
+    The database being down, locked or out of connections fails every round
+    of every loop (the reaper's every second): a traceback per round buried
+    the one line that said what was wrong. While the rounds keep failing
+    with :func:`is_unavailable` errors, the first failure is one warning line
+    naming the driver's error, the rest are silent, and the first round that
+    succeeds again says so. Any other exception is a bug and is logged with
+    its traceback each time.
+    """
+
+    def __init__(self, logger: logging.Logger, what: str) -> None:
+        self._logger = logger
+        #: What the loop does, as the subject of its lines ("expiring leases").
+        self._what = what
+        self._down = False
+
+    def failed(self, exc: BaseException) -> None:
+        """A round raised ``exc`` (call from its ``except`` block)."""
+        if not is_unavailable(exc):
+            self._logger.error("%s failed; retrying next time", self._what, exc_info=exc)
+            return
+        if not self._down:
+            self._down = True
+            self._logger.warning(
+                "%s: the database is unavailable (%s); retrying until it answers",
+                self._what,
+                describe(exc),
+            )
+
+    def succeeded(self) -> None:
+        """A round went through."""
+        if self._down:
+            self._down = False
+            self._logger.info("%s: the database answers again", self._what)

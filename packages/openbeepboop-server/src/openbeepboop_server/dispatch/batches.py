@@ -18,6 +18,7 @@ import logging
 
 from anyio.to_thread import run_sync
 
+from openbeepboop_server.db.faults import RoundFailures, is_unavailable
 from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.queue.batch_lines import LineParser
 from openbeepboop_server.queue.batches import VALIDATING, BatchService
@@ -64,7 +65,9 @@ class BatchDriver:
             if status == VALIDATING:
                 try:
                     models = await run_sync(service.validate, batch_id)
-                except Exception:
+                except Exception as exc:
+                    if is_unavailable(exc):
+                        raise  # every batch would fail alike: the round's failure
                     # One batch that cannot be validated now must not hold up
                     # the others, nor the running batches' progress below.
                     logger.exception("validating batch %s failed; retrying next time", batch_id)
@@ -78,12 +81,15 @@ class BatchDriver:
             wakeups.jobs_changed(advanced.cancelled_jobs)
 
     async def _run(self) -> None:
+        failures = RoundFailures(logger, "driving batches")
         while True:
             self._kicked.clear()
             try:
                 await self.step()
-            except Exception:
-                logger.exception("driving batches failed; retrying on the next tick")
+            except Exception as exc:
+                failures.failed(exc)
+            else:
+                failures.succeeded()
             # Not ``asyncio.wait_for``: on Python < 3.12 it can swallow the
             # task's cancellation when a kick lands at the same moment, and
             # :meth:`stop` would then wait for a loop that never ends.

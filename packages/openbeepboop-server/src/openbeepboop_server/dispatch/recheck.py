@@ -44,6 +44,7 @@ import time
 
 from anyio.to_thread import run_sync
 
+from openbeepboop_server.db.faults import RoundFailures
 from openbeepboop_server.dispatch.context import DispatchContext
 
 logger = logging.getLogger(__name__)
@@ -95,6 +96,7 @@ class Rechecker:
     async def run(self) -> None:
         """Re-check every ``recheck_seconds`` (or when kicked) until cancelled; a failure
         waits a round."""
+        failures = RoundFailures(logger, "re-checking the parked long-polls")
         while True:
             # Not ``asyncio.wait_for``: on Python < 3.12 it can swallow the
             # task's cancellation when a kick lands at the same moment, and
@@ -107,8 +109,10 @@ class Rechecker:
             self._kicked.clear()
             try:
                 await self.check()
-            except Exception:
-                logger.exception("re-checking the parked long-polls failed; retrying next time")
+            except Exception as exc:
+                failures.failed(exc)
+            else:
+                failures.succeeded()
 
     async def check(self) -> None:
         """One round: end the long-polls of refused keys, wake the polls whose jobs
