@@ -86,7 +86,16 @@ retention_days = 30
     [
         (
             MINIMAL + "[queue]\nlease_seconds = -5\n",
-            "[queue] lease_seconds: Input should be greater than 0",
+            "[queue] lease_seconds: Input should be greater than or equal to 1",
+        ),
+        (
+            MINIMAL + "[queue]\nlease_seconds = 1e-9\n",
+            "[queue] lease_seconds: Input should be greater than or equal to 1",
+        ),
+        (
+            # Stored with every job in an INTEGER column: past this PostgreSQL refused every submit.
+            MINIMAL + "[queue]\nmax_attempts = 100000000000\n",
+            "[queue] max_attempts: Input should be less than or equal to 2147483647",
         ),
         (MINIMAL + "[queue]\nlease_secs = 5\n", "[queue] lease_secs: unknown setting"),
         (MINIMAL + '[server]\nport = "eighty"\n', "[server] port: Input should be a valid integer"),

@@ -101,6 +101,13 @@ DEFAULT_RECHECK_SECONDS = 1.0
 #: server at 74 % of a core. Ten times a second is as fresh as any of them
 #: needs to be; the defaults are ten times slower still.
 MIN_INTERVAL_SECONDS = 0.1
+#: The shortest ``[queue] lease_seconds``: a node extends its leases over HTTP a
+#: few times per lease, and a lease shorter than that takes every job back
+#: mid-call (``1e-9`` was taken: each job failed after ``max_attempts`` LLM calls).
+MIN_LEASE_SECONDS = 1.0
+#: The largest ``[queue] max_attempts``: every job stores it in an INTEGER
+#: column, which on PostgreSQL holds at most this (past it, every submit failed).
+MAX_ATTEMPTS_CEILING = 2**31 - 1
 SqliteSynchronous = Literal["OFF", "NORMAL", "FULL", "EXTRA"]
 
 
@@ -171,8 +178,8 @@ class QueueSection(_Section):
     here only, where a bad value can be reported by its setting's name.
     """
 
-    lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, gt=0)
-    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1)
+    lease_seconds: float = Field(default=DEFAULT_LEASE_SECONDS, ge=MIN_LEASE_SECONDS)
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, le=MAX_ATTEMPTS_CEILING)
     retention_days: float = Field(default=DEFAULT_RETENTION_DAYS, gt=0)
     retry_backoff_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_SECONDS, ge=0)
     retry_backoff_max_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_MAX_SECONDS, ge=0)

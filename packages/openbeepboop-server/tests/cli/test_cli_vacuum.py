@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 from openbeepboop_schemas import Role
@@ -90,3 +91,21 @@ def test_vacuum_without_a_config_is_one_line(tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert result.output.startswith("Error: no configuration")
     assert "Traceback" not in result.output
+
+
+def test_vacuum_without_the_disk_space_it_needs_says_so_in_one_line(
+    config: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What SQLite raises when VACUUM's copy of the database finds the disk full.
+    disk_full = sqlite3.OperationalError("database or disk is full")
+    disk_full.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+
+    def vacuum(self: Database, *, full: bool = False) -> None:
+        raise disk_full
+
+    monkeypatch.setattr(Database, "vacuum", vacuum)
+    result = CliRunner().invoke(main, ["vacuum", "--config", str(config)])
+    assert result.exit_code == 1
+    assert result.output.startswith("Error: not enough free disk space to vacuum "), result.output
+    assert "the size of the file" in result.output
+    assert "unexpected" not in result.output and "Traceback" not in result.output

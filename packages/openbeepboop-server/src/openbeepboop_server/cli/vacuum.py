@@ -11,6 +11,7 @@ then on), a file that was never purged, or PostgreSQL tables
 from __future__ import annotations
 
 import os
+import sqlite3
 from pathlib import Path
 
 import click
@@ -41,7 +42,17 @@ def vacuum(config_path: Path | None, full: bool) -> None:
     path = sqlite_path(url)
     before = _size(path)
     with open_database(settings) as db:
-        db.vacuum(full=full)
+        try:
+            db.vacuum(full=full)
+        except sqlite3.OperationalError as exc:
+            if getattr(exc, "sqlite_errorname", "") != "SQLITE_FULL":
+                raise
+            # VACUUM writes a whole new copy before it drops the old one.
+            raise click.ClickException(
+                f"not enough free disk space to vacuum {display_url(url)}: it writes a new "
+                f"copy of the database first, so it needs free space about the size of the "
+                f"file ({before or 0:,} bytes) in its folder and in the temporary folder"
+            ) from None
     after = _size(path)
     if before is not None and after is not None:
         click.echo(f"Vacuumed {display_url(url)}: {before:,} -> {after:,} bytes")
