@@ -114,6 +114,20 @@ async def test_result_is_the_chat_completion(
     assert call.model == "standin-model"
 
 
+async def test_the_request_leaving_is_reported_once_before_the_answer(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    # Through LiteLLM's logger_fn, which it calls before the request and
+    # again after the answer; an upgrade that stops calling it fails here.
+    route = ModelRoutes(make_config()).route_for("standin")
+    assert route is not None
+    sent: list[str] = []
+    result = await Inference().complete(route, request("Hi"), on_sent=lambda: sent.append("out"))
+    assert result.choices[0].message.content == "Echo: Hi"
+    assert sent == ["out"]
+    assert len(llm.calls()) == 1
+
+
 async def test_a_model_litellm_cannot_price_is_registered_as_free(
     llm: StandinLLM, make_config: Callable[..., NodeConfig]
 ) -> None:

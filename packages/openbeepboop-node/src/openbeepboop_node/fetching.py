@@ -112,6 +112,7 @@ class Fetcher:
         self._refuse = runner.refuse
         self._jobs = runner.tasks
         self._calling = runner.calling
+        self._preparing = runner.preparing
         self._deliverer = deliverer
         self._prefetch = prefetch
         self._stopping = stopping
@@ -219,7 +220,7 @@ class Fetcher:
         jobs at once instead of one per finished job. The wait ends early
         once half the room (at least one lease) is free, or, with prefetch
         on, as soon as the leases waiting for a slot would run out before a
-        fetch could bring more.
+        fetch could bring more; but not while :meth:`_holding_prefetch`.
         """
         loop = asyncio.get_running_loop()
         enough = max(1, self._room // 2)
@@ -227,12 +228,35 @@ class Fetcher:
         while not self._stopping.is_set() and self._jobs:
             free = self._room - len(self._jobs)
             remaining = deadline - loop.time()
-            if free >= enough or remaining <= 0 or self._running_low():
+            if remaining <= 0:
+                break
+            if not self._holding_prefetch(linger) and (free >= enough or self._running_low()):
                 break
             self._slot_free.clear()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._slot_free.wait(), remaining)
         return self._room - len(self._jobs)
+
+    def _holding_prefetch(self, linger: float) -> bool:
+        """Should a fetch wait for the requests of the jobs just started to go out?
+
+        Yes while every slot is taken (the fetch would only bring leases to
+        wait for a slot), a job's request is still being prepared, and no
+        job is expected to end within ``linger``, the longest the fetch is
+        held (so a slot that frees meanwhile finds no lease waiting only by
+        bad luck, as it could without the hold). LiteLLM builds a
+        request in a worker thread, and the fetch's own request would take
+        the interpreter from it: the job's call would go out a millisecond
+        or more later, on the path of an idle node's every job
+        (docs/performance.md, "Prefetch after the request"), while the
+        lease the fetch brings waits for a slot that frees only once that
+        call is answered.
+        """
+        return (
+            bool(self._preparing)
+            and len(self._jobs) >= self._config.concurrency
+            and self._prefetch.ending_per_second * linger < 1
+        )
 
     def _running_low(self) -> bool:
         """With prefetch on: the leases waiting for a slot would run out during a fetch."""

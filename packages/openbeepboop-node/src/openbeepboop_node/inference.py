@@ -43,6 +43,7 @@ import importlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from openbeepboop_schemas import (
@@ -300,7 +301,12 @@ class Inference:
         return params
 
     async def complete(
-        self, route: ModelRoute, request: ChatCompletionRequest, job_id: str | None = None
+        self,
+        route: ModelRoute,
+        request: ChatCompletionRequest,
+        job_id: str | None = None,
+        *,
+        on_sent: Callable[[], None] | None = None,
     ) -> ChatCompletion:
         """Run one request; InferenceError carries the error to report.
 
@@ -309,12 +315,17 @@ class Inference:
         is bounded by the model's ``timeout``: LiteLLM applies it to the
         HTTP exchange, not to what it does before and after.
         BackendUnreachableError when no connection to the backend was made.
+        ``on_sent`` is called on the event loop once LiteLLM has built the
+        request and is handing it to the backend (see :func:`once_on_loop`);
+        not at all if the call ends before that.
         """
         urls = scan_request(request, self.limits)
         if urls:
             await check_media_urls(urls, route.allow_media_urls)
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         kwargs = self.call_kwargs(route, request, job_id)
+        if on_sent is not None:
+            kwargs["logger_fn"] = once_on_loop(on_sent, asyncio.get_running_loop())
         price_unknown_model_as_free(kwargs["model"])
         provider = provider_hint(litellm, route.litellm_model, route.api_base, route.api_key)
         if provider is not None:
@@ -358,6 +369,37 @@ class Inference:
                     retryable=False,
                 )
             ) from exc
+
+
+def once_on_loop(
+    callback: Callable[[], None], loop: asyncio.AbstractEventLoop
+) -> Callable[[Any], None]:
+    """A LiteLLM ``logger_fn`` that schedules ``callback`` on ``loop`` the first time it is called.
+
+    LiteLLM calls its ``logger_fn`` (a documented parameter of ``completion``)
+    with the call's details just before it sends the request to the
+    provider, and again once the answer is in; only the first call is
+    passed on. It is scheduled rather than run: LiteLLM may call from a
+    worker thread, and on the loop the request is then out by the time the
+    callback runs (nothing awaits between the call and the send).
+    """
+    called = False
+
+    def logger_fn(_details: Any) -> None:
+        nonlocal called
+        if called:
+            return
+        called = True
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            loop.call_soon(callback)
+        else:
+            loop.call_soon_threadsafe(callback)
+
+    return logger_fn
 
 
 def _nested_deeper_than(value: Any, limit: int) -> bool:

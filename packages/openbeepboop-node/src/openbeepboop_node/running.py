@@ -37,6 +37,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from openbeepboop_schemas import (
     ErrorOutcome,
@@ -120,6 +121,12 @@ class JobRunner:
         #: not job ids: a job leased again runs as a new task beside the old one
         #: for a moment.
         self.calling: set[asyncio.Task[None]] = set()
+        #: The tasks whose request is still being prepared: started and about
+        #: to take a slot, or holding one with LiteLLM building the request
+        #: (not yet sent to the backend). A fetch that would only bring leases
+        #: to wait for a slot waits for these first (:mod:`.fetching`); the
+        #: fetch loop's wake-up (``slot_free``) is set when the last one is sent.
+        self.preparing: set[asyncio.Task[None]] = set()
         #: Why a job's task was cancelled, for its log line ("shutdown" if unset).
         self.abort_reasons: dict[str, str] = {}
         #: Leases held per capped ``[[models]]`` entry (running or waiting for a slot).
@@ -143,6 +150,7 @@ class JobRunner:
             return
         task = asyncio.create_task(self._work(lease), name=f"job {lease.job_id}")
         self.tasks[lease.job_id] = task
+        self.preparing.add(task)
         if entry in self._caps:
             assert entry is not None
             self.held[entry] += 1
@@ -178,6 +186,7 @@ class JobRunner:
             entry = self._counted.pop(task, None)
             if entry is not None:
                 self.held[entry] -= 1
+        self.preparing.discard(task)  # one cancelled before it ever ran
         self._prefetch.job_ended()
         self._slot_free.set()
 
@@ -208,15 +217,19 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         started: float | None = None
         outcome: Outcome
+        task = asyncio.current_task()
+        assert task is not None
         try:
+            if self._slots.locked():  # a prefetched lease: it prepares nothing while it waits
+                self._prepared(task)
             async with self._slots:  # a prefetched lease waits here for a slot
                 started = loop.time()
-                task = asyncio.current_task()
-                assert task is not None
                 self.calling.add(task)
+                self.preparing.add(task)
                 try:
-                    outcome = await self._outcome(lease)
+                    outcome = await self._outcome(lease, partial(self._prepared, task))
                 finally:
+                    self._prepared(task)
                     self.calling.discard(task)
         except asyncio.CancelledError:
             reason = self.abort_reasons.pop(lease.job_id, "shutdown")
@@ -242,8 +255,18 @@ class JobRunner:
         # instead.
         self.deliverer.put(outcome, self._job_line(lease, loop.time() - started))
 
-    async def _outcome(self, lease: Lease) -> Outcome:
-        """Run the job's LLM call; whatever happens becomes the outcome to deliver."""
+    def _prepared(self, task: asyncio.Task[None]) -> None:
+        """The job's request has gone to its backend (or its call ended, or it waits for a slot)."""
+        if task in self.preparing:
+            self.preparing.discard(task)
+            if not self.preparing:
+                self._slot_free.set()
+
+    async def _outcome(self, lease: Lease, sent: Callable[[], None]) -> Outcome:
+        """Run the job's LLM call; whatever happens becomes the outcome to deliver.
+
+        ``sent`` is called once the request is on its way to the backend.
+        """
         route = self._routes.route_for(lease.model)
         try:
             if route is None:
@@ -258,7 +281,9 @@ class JobRunner:
                 )
             if self._health.is_paused(route.entry):
                 return self._hand_back(lease)
-            result = await self._inference.complete(route, lease.request, lease.job_id)
+            result = await self._inference.complete(
+                route, lease.request, lease.job_id, on_sent=sent
+            )
         except BackendUnreachableError as exc:
             assert route is not None
             self._health.pause(route.entry, str(exc))
