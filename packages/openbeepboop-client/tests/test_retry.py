@@ -11,10 +11,12 @@ import respx
 from conftest import API_KEY, BASE_URL, entry_body, error_body, job_body
 from openbeepboop import (
     APIConnectionError,
+    APIError,
     AsyncClient,
     BadRequestError,
     Client,
     InternalServerError,
+    InvalidRequestError,
     NotFoundError,
     RateLimitError,
     _constants,
@@ -219,3 +221,60 @@ def test_retry_decisions() -> None:
     assert not any(_retry.is_retryable_status(code) for code in (400, 401, 403, 404, 413, 422))
     assert _retry.is_retryable_transport_error(httpx.ConnectError("x"))
     assert not _retry.is_retryable_transport_error(httpx.UnsupportedProtocol("x"))
+
+
+def _refused() -> httpx.ConnectError:
+    return httpx.ConnectError("refused")
+
+
+@pytest.mark.parametrize(
+    ("tries", "lost"),
+    [
+        ([_refused(), _refused(), _refused()], False),  # never left this machine
+        ([httpx.ConnectTimeout("slow"), _refused(), _refused()], False),
+        ([httpx.ReadTimeout("no answer"), _refused(), _refused()], True),  # an earlier try
+        ([_refused(), _refused(), httpx.ReadError("reset")], True),
+        ([_refused(), _refused(), httpx.RemoteProtocolError("cut")], True),
+        ([_refused(), _refused(), httpx.Response(503)], False),  # the server said: not taken
+        ([_refused(), _refused(), httpx.Response(504)], True),  # a gateway gave up waiting
+    ],
+)
+def test_an_error_says_whether_the_answer_of_a_try_that_arrived_was_lost(
+    server: respx.MockRouter, client: Client, tries: list, lost: bool
+) -> None:
+    server.post("/v1/chat/completions").mock(side_effect=tries)
+    with pytest.raises(APIError) as raised:
+        client.chat.completions.create(model="llama3", messages=MESSAGES)
+    assert raised.value.answer_lost is lost
+
+
+async def test_the_async_client_marks_a_lost_answer_too(server: respx.MockRouter) -> None:
+    server.post("/v1/chat/completions").mock(side_effect=httpx.ReadTimeout("no answer"))
+    async with AsyncClient(base_url=BASE_URL, api_key=API_KEY, max_retries=0) as client:
+        with pytest.raises(APIError) as raised:
+            await client.chat.completions.create(model="llama3", messages=MESSAGES)
+    assert raised.value.answer_lost is True
+
+
+@pytest.mark.parametrize("key", ["", "a b", "caf\u00e9", "k" * 256])
+def test_a_key_the_server_would_refuse_is_refused_before_sending(
+    server: respx.MockRouter, client: Client, key: str
+) -> None:
+    route = server.post("/v1/chat/completions").respond(202, json=job_body())
+    with pytest.raises(InvalidRequestError, match="printable ASCII"):
+        client.chat.completions.create(model="llama3", messages=MESSAGES, idempotency_key=key)
+    assert not route.called
+
+
+def test_a_bulk_key_leaves_room_for_its_chunk_numbers(
+    server: respx.MockRouter, client: Client
+) -> None:
+    route = server.post("/v1/chat/completions/bulk").respond(
+        202, json={"object": "list", "data": [job_body()]}
+    )
+    requests = [{"model": "llama3", "messages": MESSAGES}]
+    with pytest.raises(InvalidRequestError, match="1 to 240"):
+        client.chat.completions.create_many(requests, idempotency_key="k" * 241)
+    assert not route.called
+    client.chat.completions.create_many(requests, idempotency_key="k" * 240)
+    assert route.calls.last.request.headers["Idempotency-Key"] == "k" * 240 + "-0"

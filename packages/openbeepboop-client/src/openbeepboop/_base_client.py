@@ -14,6 +14,12 @@ Each whole response has a deadline, not only each read: a server that
 trickles its answer cannot hold a request for ever
 (:mod:`openbeepboop._response_deadline`).
 
+A try that may have reached the server without its answer arriving (a
+timeout or a broken connection after connecting, a gateway's 502/504) marks
+the error the call ends with as ``answer_lost``: a submit may have queued its
+job. A command line can also be told (``_on_no_answer``) when a try ends
+without an answer and another follows, to say that it is not hung.
+
 The API key goes into the ``Authorization`` header of each request and nowhere
 else: it is not logged, not in any ``repr`` and not in error messages.
 """
@@ -37,6 +43,7 @@ from openbeepboop._config import ClientSettings, make_timeout
 from openbeepboop._constants import LONG_POLL_GRACE
 from openbeepboop._exceptions import (
     APIConnectionError,
+    APIError,
     APIResponseValidationError,
     APIStatusError,
     APITimeoutError,
@@ -53,6 +60,37 @@ HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 #: Turns a decoded JSON body into the model a method returns.
 Parser = Callable[[object], T]
 QueryParams = Mapping[str, str | int]
+E = TypeVar("E", bound=APIError)
+
+#: Failures of a try that never left this machine: the server cannot have acted on it.
+_NEVER_SENT = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.ProxyError,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+)
+#: A gateway's answers after which the server behind it may have acted on the request.
+_GATEWAY_LOST_STATUSES = frozenset({502, 504})
+
+
+@dataclass(frozen=True)
+class NoAnswer:
+    """A try of a call ended without an answer, and another try follows.
+
+    What a command line needs to say that it is not hung: which server did
+    not answer and why, how long the call has waited, how many tries are left,
+    each waiting up to ``try_seconds``, and that the call ends at the latest
+    ``within`` seconds from now.
+    """
+
+    server: str
+    reason: str
+    waited: float
+    tries_left: int
+    try_seconds: float
+    within: float
 
 
 @dataclass(frozen=True)
@@ -96,6 +134,8 @@ class BaseClient(Generic[HttpT]):
         # A client passed in by the caller is theirs to close.
         self._owns_http = http_client is None
         self._closed = False
+        #: Told when a try ends without an answer and another follows (the CLI sets it).
+        self._on_no_answer: Callable[[NoAnswer], None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -233,6 +273,40 @@ class BaseClient(Generic[HttpT]):
         tried.add(url)
         return url
 
+    def _no_answer(
+        self,
+        request: httpx.Request,
+        reason: str,
+        tried: set[str],
+        retries_done: int,
+        call_started: float,
+    ) -> None:
+        """Tell ``_on_no_answer`` that this try got no answer, if another try follows."""
+        hook = self._on_no_answer
+        if hook is None:
+            return
+        urls = len(self._servers.urls)
+        retries_left = self._settings.max_retries - retries_done
+        left = (urls - len(tried)) + retries_left * urls
+        if left <= 0:
+            return
+        timeout = request.extensions.get("timeout", {})
+        read = timeout.get("read") or 0.0
+        pauses = sum(
+            _retry.longest_backoff(n) for n in range(retries_done, self._settings.max_retries)
+        )
+        url = request.url
+        hook(
+            NoAnswer(
+                server=f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}",
+                reason=reason,
+                waited=time.monotonic() - call_started,
+                tries_left=left,
+                try_seconds=read,
+                within=left * ((timeout.get("connect") or 0.0) + read) + pauses,
+            )
+        )
+
     def _log_retry(
         self, request: httpx.Request, retries_done: int, delay: float, reason: str
     ) -> None:
@@ -267,34 +341,41 @@ class SyncAPIClient(BaseClient[httpx.Client]):
         server = self._first_server(tried)
         request = self._build_request(http, options, server)
         retries_done = 0
+        call_started = time.monotonic()
+        lost = False
         while True:
             started = time.monotonic()
             try:
                 response = http.send(request)
             except httpx.TimeoutException as exc:
+                lost = lost or not isinstance(exc, _NEVER_SENT)
+                self._no_answer(request, _timeout_reason(exc), tried, retries_done, call_started)
                 moved = self._next_server(server, tried, "timeout")
                 if moved is not None:
                     server, request = moved, self._build_request(http, options, moved)
                     continue
                 if retries_done >= self._settings.max_retries:
-                    raise APITimeoutError(request) from exc
+                    raise _marked(APITimeoutError(request), lost) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, "timeout")
             except httpx.TransportError as exc:
+                lost = lost or not isinstance(exc, _NEVER_SENT)
                 if not _retry.is_retryable_transport_error(exc):
-                    raise _connection_error(request, exc) from exc
+                    raise _marked(_connection_error(request, exc), lost) from exc
+                self._no_answer(request, _reason(exc), tried, retries_done, call_started)
                 moved = self._next_server(server, tried, type(exc).__name__)
                 if moved is not None:
                     server, request = moved, self._build_request(http, options, moved)
                     continue
                 if retries_done >= self._settings.max_retries:
-                    raise _connection_error(request, exc) from exc
+                    raise _marked(_connection_error(request, exc), lost) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, type(exc).__name__)
             else:
                 _log_response(response, started)
                 if response.is_success:
                     return self._parse_response(response, parse, options.binary)
+                lost = lost or response.status_code in _GATEWAY_LOST_STATUSES
                 if response.status_code in _servers.FAILOVER_STATUSES:
                     moved = self._next_server(server, tried, f"HTTP {response.status_code}")
                     if moved is not None:
@@ -302,7 +383,7 @@ class SyncAPIClient(BaseClient[httpx.Client]):
                         server, request = moved, self._build_request(http, options, moved)
                         continue
                 if retries_done >= self._settings.max_retries or not self._should_retry(response):
-                    raise self._make_status_error(response)
+                    raise _marked(self._make_status_error(response), lost)
                 delay = _retry.retry_delay(retries_done, response)
                 self._log_retry(request, retries_done, delay, f"HTTP {response.status_code}")
                 response.close()
@@ -339,34 +420,41 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
         server = self._first_server(tried)
         request = self._build_request(http, options, server)
         retries_done = 0
+        call_started = time.monotonic()
+        lost = False
         while True:
             started = time.monotonic()
             try:
                 response = await http.send(request)
             except httpx.TimeoutException as exc:
+                lost = lost or not isinstance(exc, _NEVER_SENT)
+                self._no_answer(request, _timeout_reason(exc), tried, retries_done, call_started)
                 moved = self._next_server(server, tried, "timeout")
                 if moved is not None:
                     server, request = moved, self._build_request(http, options, moved)
                     continue
                 if retries_done >= self._settings.max_retries:
-                    raise APITimeoutError(request) from exc
+                    raise _marked(APITimeoutError(request), lost) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, "timeout")
             except httpx.TransportError as exc:
+                lost = lost or not isinstance(exc, _NEVER_SENT)
                 if not _retry.is_retryable_transport_error(exc):
-                    raise _connection_error(request, exc) from exc
+                    raise _marked(_connection_error(request, exc), lost) from exc
+                self._no_answer(request, _reason(exc), tried, retries_done, call_started)
                 moved = self._next_server(server, tried, type(exc).__name__)
                 if moved is not None:
                     server, request = moved, self._build_request(http, options, moved)
                     continue
                 if retries_done >= self._settings.max_retries:
-                    raise _connection_error(request, exc) from exc
+                    raise _marked(_connection_error(request, exc), lost) from exc
                 delay = _retry.retry_delay(retries_done, None)
                 self._log_retry(request, retries_done, delay, type(exc).__name__)
             else:
                 _log_response(response, started)
                 if response.is_success:
                     return self._parse_response(response, parse, options.binary)
+                lost = lost or response.status_code in _GATEWAY_LOST_STATUSES
                 if response.status_code in _servers.FAILOVER_STATUSES:
                     moved = self._next_server(server, tried, f"HTTP {response.status_code}")
                     if moved is not None:
@@ -374,7 +462,7 @@ class AsyncAPIClient(BaseClient[httpx.AsyncClient]):
                         server, request = moved, self._build_request(http, options, moved)
                         continue
                 if retries_done >= self._settings.max_retries or not self._should_retry(response):
-                    raise self._make_status_error(response)
+                    raise _marked(self._make_status_error(response), lost)
                 delay = _retry.retry_delay(retries_done, response)
                 self._log_retry(request, retries_done, delay, f"HTTP {response.status_code}")
                 await response.aclose()
@@ -401,8 +489,24 @@ def long_poll_timeout(base: httpx.Timeout, wait: float | None) -> httpx.Timeout 
     return httpx.Timeout(connect=base.connect, read=needed, write=base.write, pool=base.pool)
 
 
+def _marked(error: E, lost: bool) -> E:
+    """``error``, marked ``answer_lost`` when a try may have reached the server unanswered."""
+    error.answer_lost = lost
+    return error
+
+
+def _reason(exc: httpx.TransportError) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def _timeout_reason(exc: httpx.TimeoutException) -> str:
+    if isinstance(exc, httpx.ConnectTimeout):
+        return "could not connect in time"
+    return "no answer in time"
+
+
 def _connection_error(request: httpx.Request, exc: httpx.TransportError) -> APIConnectionError:
-    reason = str(exc) or type(exc).__name__
+    reason = _reason(exc)
     url = request.url
     where = f"{url.scheme}://{url.netloc.decode('ascii', 'replace')}"
     if isinstance(exc, httpx.ConnectError):
@@ -451,6 +555,7 @@ def _first_error(exc: pydantic.ValidationError) -> str:
 __all__ = [
     "AsyncAPIClient",
     "BaseClient",
+    "NoAnswer",
     "Parser",
     "RequestOptions",
     "SyncAPIClient",

@@ -50,6 +50,10 @@ CONFIG_FILENAME = "client_config.toml"
 
 #: The header that makes a submit safe to retry (the server dedupes on it).
 IDEMPOTENCY_HEADER = "Idempotency-Key"
+#: The longest Idempotency-Key the server takes.
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+#: The longest key a bulk submit is given: each chunk sends it with ``-N`` added.
+MAX_BULK_IDEMPOTENCY_KEY_LENGTH = 240
 #: Response headers that may carry the server's id for a request, first match wins.
 REQUEST_ID_HEADERS = ("x-request-id", "request-id")
 

@@ -96,6 +96,11 @@ class APIError(OpenBeepBoopError):
     message: str
     request: httpx.Request | None
     body: object | None
+    #: True when a try of this call may have reached the server without its
+    #: answer arriving (it connected, then timed out or the connection broke,
+    #: or a gateway answered 502/504): the call may have taken effect. A
+    #: submit's job may then be queued; its Idempotency-Key sent again finds it.
+    answer_lost: bool = False
 
     def __init__(
         self, message: str, request: httpx.Request | None = None, *, body: object | None = None

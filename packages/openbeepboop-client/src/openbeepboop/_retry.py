@@ -57,9 +57,14 @@ def retry_after_seconds(headers: httpx.Headers, now: float | None = None) -> flo
     return seconds
 
 
+def longest_backoff(retries_done: int) -> float:
+    """The longest :func:`backoff_seconds` can be (no jitter taken off)."""
+    return min(_constants.INITIAL_RETRY_DELAY * (2.0**retries_done), _constants.MAX_RETRY_DELAY)
+
+
 def backoff_seconds(retries_done: int) -> float:
     """Exponential backoff with jitter for the retry after ``retries_done`` retries."""
-    base = min(_constants.INITIAL_RETRY_DELAY * (2.0**retries_done), _constants.MAX_RETRY_DELAY)
+    base = longest_backoff(retries_done)
     return base * (1.0 - _constants.RETRY_JITTER * random.random())  # noqa: S311 - not crypto
 
 

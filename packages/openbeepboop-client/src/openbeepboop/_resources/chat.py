@@ -8,6 +8,7 @@ lost answer returns the job the server already made instead of a second one.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, TypeAlias, TypeVar
@@ -25,7 +26,12 @@ from openbeepboop_schemas import Job as JobModel
 
 from openbeepboop._base_client import RequestOptions
 from openbeepboop._chat_request import build_chat_request
-from openbeepboop._constants import IDEMPOTENCY_HEADER, MAX_BULK_BODY_BYTES
+from openbeepboop._constants import (
+    IDEMPOTENCY_HEADER,
+    MAX_BULK_BODY_BYTES,
+    MAX_BULK_IDEMPOTENCY_KEY_LENGTH,
+    MAX_IDEMPOTENCY_KEY_LENGTH,
+)
 from openbeepboop._exceptions import (
     APIResponseValidationError,
     BulkSubmitError,
@@ -44,6 +50,31 @@ Message: TypeAlias = Mapping[str, object] | ChatMessage
 T = TypeVar("T")
 
 
+#: What an Idempotency-Key may hold: printable ASCII without spaces, a subset of
+#: what the server takes that an HTTP header carries as is and a shell copies.
+_KEY_CHARACTERS = re.compile(r"[!-~]+")
+
+
+def check_idempotency_key(key: str, *, bulk: bool = False) -> str:
+    """``key`` if the server will take it as an Idempotency-Key; else InvalidRequestError.
+
+    1 to 255 printable ASCII characters without spaces (240 for a bulk submit,
+    whose chunks add ``-N``).
+    """
+    longest = MAX_BULK_IDEMPOTENCY_KEY_LENGTH if bulk else MAX_IDEMPOTENCY_KEY_LENGTH
+    if not _KEY_CHARACTERS.fullmatch(key) or len(key) > longest:
+        raise InvalidRequestError(
+            f"an idempotency key is 1 to {longest} printable ASCII characters "
+            f"without spaces (got {len(key)} characters)"
+        )
+    return key
+
+
+def new_idempotency_key() -> str:
+    """A fresh Idempotency-Key (a uuid4), for one call and its retries."""
+    return str(uuid.uuid4())
+
+
 def _parse_job(body: object) -> JobModel:
     return JobModel.model_validate(body)
 
@@ -57,7 +88,7 @@ def _submit_options(request: ChatCompletionRequest, idempotency_key: str | None)
         "POST",
         CHAT_COMPLETIONS_PATH,
         json=request.to_payload(),
-        headers={IDEMPOTENCY_HEADER: idempotency_key or str(uuid.uuid4())},
+        headers={IDEMPOTENCY_HEADER: idempotency_key or new_idempotency_key()},
     )
 
 
@@ -120,7 +151,7 @@ def chunk_key(idempotency_key: str | None, index: int) -> str:
     ``KEY-<n>`` when the caller gave a key (so re-running the same call later
     is safe too), else a fresh uuid4.
     """
-    return f"{idempotency_key}-{index}" if idempotency_key else str(uuid.uuid4())
+    return f"{idempotency_key}-{index}" if idempotency_key else new_idempotency_key()
 
 
 def _bulk_options(payloads: Sequence[dict[str, object]], idempotency_key: str) -> RequestOptions:
@@ -191,7 +222,11 @@ class Completions:
         :class:`~openbeepboop.ModelNotServedWarning` (a ``UserWarning``).
         ``priority`` (native, not OpenAI): higher is claimed first, default 0,
         at most the key's ``max_priority`` (above it: PermissionDeniedError).
+        ``idempotency_key`` (see :func:`check_idempotency_key`): the same key
+        and request sent again, by any process, return this job, never a second.
         """
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         request = _single_request(
             model, messages, {**params, "priority": priority}, self._client.default_model
         )
@@ -215,6 +250,8 @@ class Completions:
         ``warnings`` are those of its model; each distinct one is warned once.
         ``priority`` applies to every request that does not name its own.
         """
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key, bulk=True)
         built = build_bulk_requests(requests, self._client.default_model, priority)
         jobs: list[Job] = []
         chunks = bulk_chunks((None, request.to_payload()) for request in built)
@@ -249,6 +286,8 @@ class AsyncCompletions:
         **params: object,
     ) -> AsyncJob:
         """Submit one chat completion job; see :meth:`Completions.create`."""
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key)
         request = _single_request(
             model, messages, {**params, "priority": priority}, self._client.default_model
         )
@@ -264,6 +303,8 @@ class AsyncCompletions:
         priority: int | None = None,
     ) -> list[AsyncJob]:
         """Submit many jobs through the bulk endpoint; see :meth:`Completions.create_many`."""
+        if idempotency_key is not None:
+            check_idempotency_key(idempotency_key, bulk=True)
         built = build_bulk_requests(requests, self._client.default_model, priority)
         jobs: list[AsyncJob] = []
         chunks = bulk_chunks((None, request.to_payload()) for request in built)

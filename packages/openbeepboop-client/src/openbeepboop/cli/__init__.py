@@ -5,7 +5,7 @@ time), ``batch`` and ``batch_results`` (OpenAI Batch files: submit them, collect
 their answers), ``server_batch`` (the ``batch`` group: batches the server
 runs), ``status`` (the pool at a glance), ``usage`` (usage per key);
 ``options`` and ``output`` hold what they share, ``errors`` turns expected
-failures into one line. Those failures
+failures into one line, ``no_answer`` says once when a server does not answer. Those failures
 (unreachable server, rejected key, unknown job, bad file, missing config) end
 as one ``Error: ...`` line on stderr and a non-zero exit, never a traceback;
 ``-v`` shows what happened on the wire (keys never).

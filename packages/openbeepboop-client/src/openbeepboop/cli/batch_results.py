@@ -20,6 +20,7 @@ from openbeepboop._batch_files import IdMapping, default_output_path, read_ids_f
 from openbeepboop._client import Client
 from openbeepboop._exceptions import JobTimeoutError, OpenBeepBoopError
 from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
+from openbeepboop.cli.no_answer import paused
 from openbeepboop.cli.options import (
     config_option,
     existing_file,
@@ -136,9 +137,10 @@ def results_command(
         if wait:
             show = stderr_is_terminal() if progress is None else progress
             try:
-                client.jobs.wait(
-                    job_ids, timeout=timeout, progress=show or Unwatched(), on_final=spool.add
-                )
+                with paused(client):
+                    client.jobs.wait(
+                        job_ids, timeout=timeout, progress=show or Unwatched(), on_final=spool.add
+                    )
             except JobTimeoutError as exc:
                 timed_out = exc
                 spool.add_all(exc.entries)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import click
@@ -11,6 +13,7 @@ from openbeepboop_schemas import PollEntry
 
 from openbeepboop._exceptions import (
     APIConnectionError,
+    APIError,
     APIResponseValidationError,
     APITimeoutError,
     AuthenticationError,
@@ -45,6 +48,22 @@ def describe(exc: BaseException) -> str:
         text = f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc)
     else:
         text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def lost_submit(exc: APIError, idempotency_key: str, config_path: Path | None = None) -> str:
+    """The one line of a submit whose answer was lost (``exc.answer_lost``).
+
+    The job may be queued although no id came back: the line says how to
+    look for it and how to submit again without queuing it twice.
+    """
+    config = f" --config {shlex.quote(str(config_path))}" if config_path else ""
+    text = (
+        f"{exc}; the job may already be queued (look with: openbeepboop-client list "
+        f"--limit 5{config}). Re-run the same command with --idempotency-key "
+        f"{shlex.quote(idempotency_key)}: a job already queued under that key is "
+        "answered again, never queued twice"
+    )
     return " ".join(text.split())
 
 

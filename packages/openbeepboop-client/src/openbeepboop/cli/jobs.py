@@ -9,9 +9,11 @@ from pathlib import Path
 import click
 from openbeepboop_schemas import NOT_FOUND, JobStatus, PollEntry, escape_control
 
+from openbeepboop._exceptions import APIError, InvalidRequestError
+from openbeepboop._resources.chat import check_idempotency_key, new_idempotency_key
 from openbeepboop.cli.answers import echo_answer
 from openbeepboop.cli.cancel_report import cancel_line
-from openbeepboop.cli.errors import WaitTimedOut
+from openbeepboop.cli.errors import WaitTimedOut, lost_submit
 from openbeepboop.cli.options import (
     config_option,
     json_option,
@@ -39,6 +41,16 @@ def _answer_as_text(as_json: bool, as_text: bool) -> bool:
     return stdout_is_terminal()
 
 
+def _idempotency_key(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """A key the server will take, or a usage error (exit 2) before anything is sent."""
+    if value is None:
+        return None
+    try:
+        return check_idempotency_key(value)
+    except InvalidRequestError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from None
+
+
 @click.command("submit")
 @click.argument("prompt")
 @click.option("--model", "-m", default=None, help="Model to ask for (default: default_model).")
@@ -56,6 +68,13 @@ def _answer_as_text(as_json: bool, as_text: bool) -> bool:
     default=None,
     help="Higher is claimed first (default 0); at most your key's max priority.",
 )
+@click.option(
+    "--idempotency-key",
+    default=None,
+    callback=_idempotency_key,
+    help="Submitting again with the same key (and the same request) never queues a "
+    "second job (default: a new key each run).",
+)
 @timeout_option
 @progress_option
 @config_option
@@ -68,6 +87,7 @@ def submit_command(
     max_tokens: int | None,
     wait: bool,
     priority: int | None,
+    idempotency_key: str | None,
     timeout: float | None,
     progress: bool | None,
     config_path: Path | None,
@@ -89,6 +109,10 @@ def submit_command(
     With --timeout the wait ends after that many seconds: one line saying
     where the job is, exit 124 (the array as it stands on stdout, in JSON
     mode); the job stays on the server.
+
+    If the submit's answer is lost (a timeout, a broken connection), the job
+    may be queued all the same: the error line gives the --idempotency-key
+    to run the same command again with, which never queues it twice.
     """
     text_answer = _answer_as_text(as_json, as_text) if wait else False
     if as_text and not wait:
@@ -103,12 +127,17 @@ def submit_command(
                 "(openbeepboop-client setup --default-model NAME; "
                 "openbeepboop-client models lists the served ones)"
             )
-        if max_tokens is None:
-            job = client.chat.completions.create(model=model, messages=messages, priority=priority)
-        else:
+        # The key is made here, not in the library, so that a lost answer can name it.
+        key = idempotency_key or new_idempotency_key()
+        extra = {} if max_tokens is None else {"max_tokens": max_tokens}
+        try:
             job = client.chat.completions.create(
-                model=model, messages=messages, priority=priority, max_tokens=max_tokens
+                model=model, messages=messages, priority=priority, idempotency_key=key, **extra
             )
+        except APIError as exc:
+            if not exc.answer_lost:
+                raise
+            raise click.ClickException(lost_submit(exc, key, config_path)) from None
         echo_warnings(job.warnings)
         if not wait:
             if as_json:

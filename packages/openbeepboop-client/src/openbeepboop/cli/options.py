@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from openbeepboop._client import Client
+from openbeepboop.cli.no_answer import watch
 
 #: An input file the command reads (an id map, a JSONL file): it must exist.
 existing_file = click.Path(exists=True, dir_okay=False, path_type=Path)
@@ -49,7 +50,7 @@ timeout_option = click.option(
 
 def make_client(config_path: Path | None) -> Client:
     """A client from --config, the environment and the default config file."""
-    return Client(config_path=config_path)
+    return watch(Client(config_path=config_path))
 
 
 def stderr_is_terminal() -> bool:

@@ -38,6 +38,7 @@ from openbeepboop._progress import open_progress
 from openbeepboop._resources.batches import DEFAULT_COMPLETION_WINDOW
 from openbeepboop._waiting import Outage
 from openbeepboop.cli.errors import BadArgument, WaitInterrupted, WaitTimedOut
+from openbeepboop.cli.no_answer import paused
 from openbeepboop.cli.options import (
     config_option,
     existing_file,
@@ -185,24 +186,25 @@ def _follow(client: Client, followed: _Followed, timeout: float | None) -> Batch
     progress = open_progress(True, total, desc="batch") if stderr_is_terminal() else Unwatched()
     shown = 0
     try:
-        while batch.status not in BATCH_FINAL_STATUSES:
-            if deadline is not None and time.monotonic() >= deadline:
-                raise WaitTimedOut(
-                    f"batch {batch.id} is still {batch.status}; {_follow_again(batch.id)}"
-                )
-            time.sleep(POLL_SECONDS)
-            try:
-                batch = client.batches.retrieve(batch.id)
-            except OpenBeepBoopError as exc:
-                time.sleep(outage.ride_out(exc, progress.unreachable))
-                continue
-            outage.over()
-            followed.saw(batch)
-            counts = batch.request_counts
-            done = counts.completed + counts.failed
-            tally = Counter({"COMPLETED": counts.completed, "FAILED": counts.failed})
-            progress.advance(max(0, done - shown), +tally)
-            shown = max(shown, done)
+        with paused(client):
+            while batch.status not in BATCH_FINAL_STATUSES:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise WaitTimedOut(
+                        f"batch {batch.id} is still {batch.status}; {_follow_again(batch.id)}"
+                    )
+                time.sleep(POLL_SECONDS)
+                try:
+                    batch = client.batches.retrieve(batch.id)
+                except OpenBeepBoopError as exc:
+                    time.sleep(outage.ride_out(exc, progress.unreachable))
+                    continue
+                outage.over()
+                followed.saw(batch)
+                counts = batch.request_counts
+                done = counts.completed + counts.failed
+                tally = Counter({"COMPLETED": counts.completed, "FAILED": counts.failed})
+                progress.advance(max(0, done - shown), +tally)
+                shown = max(shown, done)
     finally:
         progress.close()
     return batch

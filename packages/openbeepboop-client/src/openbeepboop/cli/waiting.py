@@ -19,6 +19,7 @@ from openbeepboop._client import Client
 from openbeepboop._exceptions import JobTimeoutError
 from openbeepboop._progress import NoProgress
 from openbeepboop.cli.errors import WaitInterrupted, WaitTimedOut
+from openbeepboop.cli.no_answer import paused
 from openbeepboop.cli.options import stderr_is_terminal
 from openbeepboop.cli.status_line import StatusLine
 
@@ -98,7 +99,8 @@ def wait_for(
         show = stderr_is_terminal()
     line = StatusLine(ids, model=model, timeout=timeout) if show else Unwatched()
     try:
-        return client.jobs.wait(ids, timeout=timeout, progress=line)
+        with paused(client):
+            return client.jobs.wait(ids, timeout=timeout, progress=line)
     except JobTimeoutError as exc:
         raise timed_out(exc) from None
     except KeyboardInterrupt:
