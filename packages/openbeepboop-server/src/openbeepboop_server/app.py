@@ -6,7 +6,9 @@ connects to the database, refuses to run on a schema older than the code
 (``openbeepboop-server migrate`` first: the server never migrates on its
 own), gives every in-flight lease a full lease period again (server down time
 must not count against nodes), reads which models recently seen nodes serve
-(so the first submits are checked against it), and starts the housekeeper. At shutdown it
+(so the first submits are checked against it), and starts the housekeeper. A
+database error in those steps is kept in ``app.state.startup_error`` for
+``openbeepboop-server start`` to report in one line. At shutdown it
 answers every waiting long-poll, stops the housekeeper and closes the
 database.
 
@@ -106,18 +108,25 @@ def create_app(settings: Settings) -> Starlette:
             lambda: wakeups.lease_watch_waiters
         )
         try:
-            await run_in_threadpool(ensure_current, db)
             policy = dataclasses.replace(
                 settings.queue.policy(),
                 max_models_per_key=settings.limits.max_fetch_models_per_key,
             )
             queue = QueueService(db, policy)
             keys = KeyService(db)
-            granted = await run_in_threadpool(queue.grant_restart_grace)
+            try:
+                await run_in_threadpool(ensure_current, db)
+                granted = await run_in_threadpool(queue.grant_restart_grace)
+                # Submits check their model against this from the first request on.
+                await run_in_threadpool(queue.refresh_served)
+            except DATABASE_ERRORS as exc:
+                # Expected (a full disk, a read-only file, a database gone
+                # since ``start`` checked it): ``start`` says it in one line
+                # instead of uvicorn's traceback (cli/start.py).
+                app.state.startup_error = exc
+                raise
             if granted:
                 logger.info("extended %d in-flight lease(s) after the restart", granted)
-            # Submits check their model against this from the first request on.
-            await run_in_threadpool(queue.refresh_served)
             seen_warning = settings.queue.node_seen_warning()
             if seen_warning:
                 logger.warning("%s", seen_warning)

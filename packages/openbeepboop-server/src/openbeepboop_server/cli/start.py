@@ -3,7 +3,10 @@
 The database schema is checked before anything listens: a database behind
 the code's migrations is refused with one line saying to run
 ``openbeepboop-server migrate`` (the server never migrates by itself, so an
-upgrade is always a deliberate step). On a stop signal, waiting long-polls
+upgrade is always a deliberate step). A database that cannot serve the
+check or the app's start-up writes (unreachable, a full disk, a read-only
+file) is one line naming the database and the driver's reason, exit 1, not
+uvicorn's traceback and its exit 3. On a stop signal, waiting long-polls
 answer at once, in-flight requests get a grace period, and the process exits
 with status 0.
 """
@@ -11,9 +14,11 @@ with status 0.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import resource
+import shutil
 import signal
 import socket
 from pathlib import Path
@@ -21,12 +26,20 @@ from types import FrameType
 
 import click
 import uvicorn
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.applications import Starlette
+from uvicorn.lifespan.on import LifespanOn, LifespanSendMessage
 
 from openbeepboop_server.app import begin_shutdown, create_app
+from openbeepboop_server.cli.errors import first_line
 from openbeepboop_server.cli.options import config_option, read_settings
-from openbeepboop_server.config import display_url
-from openbeepboop_server.db.database import Database, check_sqlite_location
+from openbeepboop_server.config import display_url, sqlite_path
+from openbeepboop_server.db.database import (
+    Database,
+    SqliteLocationError,
+    check_sqlite_location,
+    sqlite_access_problem,
+)
 from openbeepboop_server.db.migrate import ensure_current
 from openbeepboop_server.heap import GcPauses, freeze_startup_heap
 from openbeepboop_server.http.single_write_protocol import ConnectionLimits, OneSendHTTPProtocol
@@ -39,6 +52,8 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 #: File descriptors kept for everything but client connections: the database
 #: (files, WAL, pool), log handlers, the listening socket, worker threads' files.
 RESERVED_FDS = 128
+#: Free space below which a SQLite write failure at start is blamed on the disk.
+LOW_DISK_BYTES = 1024 * 1024
 
 
 def raise_fd_limit(max_connections: int) -> int:
@@ -80,7 +95,13 @@ class _Server(uvicorn.Server):
 
     async def startup(self, sockets: list | None = None) -> None:  # type: ignore[type-arg]
         self._loop = asyncio.get_running_loop()
-        await super().startup(sockets=sockets)
+        try:
+            await super().startup(sockets=sockets)
+        except SystemExit:
+            # uvicorn exits with its own status when the app's start-up
+            # failed; ``start`` says why instead (``server.started`` is False).
+            self.should_exit = True
+            return
         if self.should_exit:  # a stop signal came during start-up
             return
         # Start-up is done (the lifespan ran first): what is alive now lives
@@ -97,12 +118,48 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+class _Lifespan(LifespanOn):
+    """uvicorn's lifespan, without the traceback of a start-up failure ``start`` reports itself.
+
+    The app keeps a database error of its start-up in ``app.state.startup_error``
+    (``app.py``); anything else still shows its traceback.
+    """
+
+    async def send(self, message: LifespanSendMessage) -> None:
+        state = getattr(self.config.app, "state", None)
+        if message["type"] == "lifespan.startup.failed" and getattr(state, "startup_error", None):
+            message = {"type": "lifespan.startup.failed", "message": ""}
+        await super().send(message)
+
+
+def startup_failure(url: str, exc: BaseException) -> str:
+    """One line naming the database ``start`` could not use and the driver's reason."""
+    cause = getattr(exc, "orig", None) or exc
+    if isinstance(cause, SqliteLocationError):  # names the file and the reason itself
+        return first_line(cause)
+    reason = first_line(cause)
+    path = sqlite_path(url)
+    if path is not None and "readonly" in reason:
+        problem = sqlite_access_problem(path)
+        if problem is not None:
+            reason = f"{reason}: {problem}"
+    elif path is not None and ("full" in reason or "I/O" in reason):
+        # SQLite says "disk I/O error" when even its -shm file cannot be made.
+        with contextlib.suppress(OSError):
+            free = shutil.disk_usage(path.parent).free
+            if free < LOW_DISK_BYTES:
+                reason = f"{reason} (the file system holding it has {free // 1024} KiB free)"
+    return f"cannot start on the database {display_url(url)}: {reason}"
+
+
 def check_schema(url: str, sqlite_synchronous: str) -> None:
     """Raise ``DatabaseBehind`` (one line: run migrate) before the server binds its port."""
     check_sqlite_location(url)
     db = Database.connect(url, sqlite_synchronous=sqlite_synchronous)
     try:
         ensure_current(db)
+    except SQLAlchemyError as exc:
+        raise click.ClickException(startup_failure(url, exc)) from None
     finally:
         db.dispose()
 
@@ -202,6 +259,8 @@ def _serve(
         server_header=False,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
+    config.load()
+    config.lifespan_class = _Lifespan
     server = _Server(config, app)
     logger.info(
         "serving %s on http://%s:%d",
@@ -211,5 +270,8 @@ def _serve(
     )
     server.run(sockets=[sock])
     if not server.started:
+        error: BaseException | None = getattr(app.state, "startup_error", None)
+        if error is not None:
+            raise click.ClickException(startup_failure(settings.database.url, error))
         raise click.ClickException("the server did not start (see the log above for the reason)")
     logger.info("stopped")
