@@ -34,6 +34,7 @@ from pydantic import ValidationError
 
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import Database
+from openbeepboop_server.db.faults import describe
 from openbeepboop_server.db.safe_text import db_text
 from openbeepboop_server.db.tables import api_keys
 from openbeepboop_server.errors import (
@@ -512,11 +513,12 @@ class KeyService:
                     self._inline = self._db.engine.raw_connection()
                 row = self._inline.execute(_INLINE_LOOKUP, (digest, self._clock())).fetchone()
                 break
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
                 self.close_inline()
                 if attempt == 2:
                     raise
-                logger.warning("inline key lookup failed; reconnecting", exc_info=True)
+                # One line: a second failure is answered (and logged) by the HTTP layer.
+                logger.warning("inline key lookup failed (%s); reconnecting", describe(exc))
         if row is None:
             return None
         return _caller(row)

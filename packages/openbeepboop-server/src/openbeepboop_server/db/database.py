@@ -25,12 +25,22 @@ A request waits at most :data:`POOL_TIMEOUT_SECONDS` for a pooled connection:
 when every connection is held (by requests stuck behind a lock, say) the
 pool's ``TimeoutError`` fails it, and the HTTP layer answers 503, instead of
 queueing requests behind each other for ever.
+
+A SQLite file can go wrong under a running server in two ways SQLite itself
+does not report on every statement (docs/deploy.md, "Backups"): its content
+damaged (the first SQLITE_CORRUPT or SQLITE_NOTADB any statement meets is
+remembered in :attr:`Database.damage` until the process ends), or its path no
+longer naming the file the server has open (moved, deleted, replaced, or its
+``-wal`` file deleted: :meth:`Database.file_problem`). ``/healthz`` reports
+both through :meth:`Database.ping`; neither costs more than two ``stat``
+calls per probe.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import tempfile
 import threading
@@ -47,7 +57,8 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from openbeepboop_server.db import notify, postgres
-from openbeepboop_server.errors import InvalidSetting
+from openbeepboop_server.db.faults import describe, is_damaged
+from openbeepboop_server.errors import InvalidSetting, ServerError
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +88,27 @@ _BEGIN_OPTION = "openbeepboop_sqlite_begin"
 #: connection is switching it (see :func:`_enable_wal`).
 WAL_RETRY_SECONDS = 0.01
 
+#: What to do about a damaged SQLite file, for the log line that reports it.
+DAMAGED_ADVICE = (
+    "stop the server, check the file with `sqlite3 FILE 'PRAGMA integrity_check'` and "
+    "restore it from a backup (docs/deploy.md, 'Backups'); /healthz answers 503 until "
+    "the server is restarted"
+)
+#: What to do when the path no longer names the server's file, for the log line.
+MOVED_ADVICE = (
+    "jobs acknowledged from now on go into the file the server still has open, not into "
+    "the one at the path; stop the server and put its own file back "
+    "(docs/deploy.md, 'Backups'); /healthz answers 503 until then"
+)
+
+
+class DatabaseFileChanged(ServerError):  # noqa: N818
+    """The SQLite path no longer names the file the server opened (for ``/healthz``).
+
+    The message says what happened without the path (it is shown to anyone
+    who asks ``/healthz``); the log line names the path.
+    """
+
 
 class Database:
     """An engine plus the discipline for using it (see the module docstring)."""
@@ -102,6 +134,18 @@ class Database:
         )
         #: Names this process's notices, so its own listener can skip them (PostgreSQL).
         self.replica_id = uuid.uuid4().hex[:12]
+        #: The driver's error (one line) of the first statement that found the
+        #: SQLite file damaged; kept until the process ends, see :meth:`ping`.
+        self.damage: str | None = None
+        event.listen(
+            engine, "handle_error", lambda context: self.note_damage(context.original_exception)
+        )
+        #: The SQLite file, and its (device, inode) when the first connection opened it.
+        self.path = _sqlite_file(engine.url) if self.is_sqlite else None
+        self._opened: tuple[int, int] | None = None
+        self._file_reported: str | None = None
+        if self.path is not None:
+            event.listen(engine, "connect", self._on_connect)
 
     @classmethod
     def connect(
@@ -192,9 +236,81 @@ class Database:
             conn.rollback()
 
     def ping(self) -> None:
-        """Raise if the database cannot be reached (for ``/healthz``)."""
+        """Raise if the database cannot be reached (for ``/healthz``).
+
+        On a SQLite file also :class:`DatabaseFileChanged` if
+        :meth:`file_problem` finds one, looked at while this connection holds
+        the file open (so its ``-wal`` file must exist).
+        """
         with self.engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
+            problem = self.file_problem()
+        self._report_file(problem)
+        if problem is not None:
+            raise DatabaseFileChanged(problem)
+
+    def file_problem(self) -> str | None:
+        """Why the SQLite path no longer names the file this process opened, or None.
+
+        Compares the path's device and inode with those the first connection
+        opened: a file moved away, deleted or replaced (a copy or a restore
+        renamed over it) is another file to every connection opened from
+        then on, while the open ones keep writing into the old one. And the
+        ``-wal`` file beside it must exist: SQLite deletes it only when the
+        last connection closes, so while one is open (call this with one
+        held) a missing ``-wal`` was deleted by someone else, with the
+        commits not yet checkpointed in it. A ``-wal`` replaced by another
+        file is not seen (its inode may change legitimately when every
+        connection closed). Two ``stat`` calls; None on PostgreSQL and in memory.
+        """
+        if self.path is None or self._opened is None:
+            return None
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            return "the database file was moved away or deleted while the server had it open"
+        except OSError as exc:
+            return f"the database file cannot be looked up ({exc.strerror or exc})"
+        if (found.st_dev, found.st_ino) != self._opened:
+            return (
+                "the database path names another file than the one the server opened "
+                "(it was replaced, or moved away and a new one created)"
+            )
+        if not os.path.exists(f"{self.path}-wal"):
+            return "the database's -wal file was deleted while the server had it open"
+        return None
+
+    def _report_file(self, problem: str | None) -> None:
+        """Log a file problem once when first seen, and once when it is gone again."""
+        if problem == self._file_reported:
+            return
+        self._file_reported = problem
+        if problem is not None:
+            logger.warning("%s: %s; %s", problem, self.path, MOVED_ADVICE)
+        else:
+            logger.info("the database path %s names the server's file again", self.path)
+
+    def _on_connect(self, _dbapi_connection: Any, _record: Any) -> None:
+        """Remember which file the first connection opened (runs after the pragmas)."""
+        if self._opened is None and self.path is not None:
+            with contextlib.suppress(OSError):
+                found = os.stat(self.path)
+                self._opened = (found.st_dev, found.st_ino)
+
+    def note_damage(self, exc: BaseException) -> None:
+        """Remember (and log once) the first error that says the SQLite file is damaged.
+
+        Every statement's error through SQLAlchemy comes here by itself; the
+        HTTP layer also passes the driver's own (the inline key lookup's).
+        """
+        if self.damage is None and is_damaged(exc):
+            self.damage = describe(exc)
+            logger.error(
+                "the SQLite database file %s is damaged (%s): %s",
+                self.path,
+                self.damage,
+                DAMAGED_ADVICE,
+            )
 
     def incremental_vacuum(self) -> None:
         """On SQLite, give the file's free pages back to the file system (after purges).

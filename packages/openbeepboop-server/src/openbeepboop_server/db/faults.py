@@ -4,19 +4,27 @@ A request that meets one of these answers ``503`` (retry here or at another
 replica) instead of ``500``: the database refused or dropped the connection,
 a lock or the pool was not free within its bound (:mod:`.postgres`,
 :data:`.database.POOL_TIMEOUT_SECONDS`), PostgreSQL cancelled the statement or
-is shutting down, SQLite's file is locked. The transaction the request was in
-is rolled back whole, so nothing is half-written. Constraint violations and
-SQL errors stay bugs.
+is shutting down, SQLite's file is locked, or SQLite found its file damaged
+(:func:`is_damaged`: no retry helps there, but it is the operator's to
+repair, not a bug of the request). The transaction the request was in is
+rolled back whole, so nothing is half-written. Constraint violations and SQL
+errors stay bugs.
 """
 
 from __future__ import annotations
 
 import logging
+import sqlite3
 
 import sqlalchemy as sa
 
-#: The exception classes among which :func:`is_unavailable` picks.
-DATABASE_ERRORS: tuple[type[Exception], ...] = (sa.exc.DBAPIError, sa.exc.TimeoutError)
+#: The exception classes among which :func:`is_unavailable` picks: SQLAlchemy's,
+#: and the driver's own from the inline key lookup's raw SQLite connection.
+DATABASE_ERRORS: tuple[type[Exception], ...] = (
+    sa.exc.DBAPIError,
+    sa.exc.TimeoutError,
+    sqlite3.Error,
+)
 
 
 def is_unavailable(exc: BaseException) -> bool:
@@ -28,11 +36,42 @@ def is_unavailable(exc: BaseException) -> bool:
     """
     if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection free in time
         return True
+    if isinstance(exc, sqlite3.Error):  # raised by the driver, not through SQLAlchemy
+        return isinstance(exc, (sqlite3.OperationalError, sqlite3.InterfaceError)) or is_damaged(
+            exc
+        )
     if isinstance(exc, sa.exc.DBAPIError):
-        return exc.connection_invalidated or isinstance(
-            exc, (sa.exc.OperationalError, sa.exc.InterfaceError)
+        return (
+            exc.connection_invalidated
+            or isinstance(exc, (sa.exc.OperationalError, sa.exc.InterfaceError))
+            or is_damaged(exc)
         )
     return False
+
+
+#: SQLite's result codes for a file that is not, or no longer, a sound
+#: database (extended codes such as SQLITE_CORRUPT_INDEX start the same).
+_DAMAGED_SQLITE = ("SQLITE_CORRUPT", "SQLITE_NOTADB")
+#: Their messages, for Python before 3.11 (no ``sqlite_errorname``).
+_DAMAGED_TEXTS = ("database disk image is malformed", "file is not a database")
+
+
+def is_damaged(exc: BaseException) -> bool:
+    """True if ``exc`` says SQLite found its database file damaged.
+
+    SQLITE_CORRUPT ("database disk image is malformed") or SQLITE_NOTADB
+    ("file is not a database"): the file was overwritten, truncated or torn
+    under the server. Driver errors of SQLite only; ``exc`` may be the
+    driver's own error or SQLAlchemy's wrapper around it.
+    """
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if not isinstance(cause, sqlite3.DatabaseError):
+        return False
+    name = getattr(cause, "sqlite_errorname", None)
+    if name:
+        return str(name).startswith(_DAMAGED_SQLITE)
+    text = str(cause)
+    return any(damaged in text for damaged in _DAMAGED_TEXTS)
 
 
 def describe(exc: BaseException) -> str:

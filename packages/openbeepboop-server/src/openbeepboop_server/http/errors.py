@@ -6,7 +6,9 @@ Unexpected exceptions are logged with the request's method, path and id, and
 answer a generic ``500`` envelope that reveals nothing of the internals. A
 database that is unreachable, dropped the connection, or did not free a lock
 or a pooled connection in time is no bug: that answers ``503``
-(``database_unavailable``, with ``Retry-After``), logged in one line.
+(``database_unavailable``, with ``Retry-After``), logged in one line. So does a
+SQLite file found damaged (the first such error is also logged as such by
+:class:`~openbeepboop_server.db.database.Database`, with what to do).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openbeepboop_server.db.faults import describe, is_unavailable
+from openbeepboop_server.db.faults import describe, is_damaged, is_unavailable
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.errors import KeyNoLongerValid, PriorityAboveCeiling, QuotaExceeded
 
@@ -246,6 +248,13 @@ async def handle_database_error(request: Request, exc: Exception) -> Response:
         request.scope.get("request_id", "-"),
         describe(exc),
     )
+    if is_damaged(exc):
+        context = getattr(request.app.state, "context", None)
+        if context is not None:
+            context.db.note_damage(exc)
+        return database_unavailable_response(
+            "the database file is damaged; the server's operator must restore it"
+        )
     return database_unavailable_response("the database is unavailable right now; retry shortly")
 
 

@@ -1,4 +1,10 @@
-"""Endpoints about the server itself: health, the OpenAPI document, metrics."""
+"""Endpoints about the server itself: health, the OpenAPI document, metrics.
+
+``/healthz`` answers 503 while the database does not answer, and also, on
+SQLite, once any statement found the file damaged (until the server
+restarts: no integrity check runs per probe) or while the path no longer
+names the file the server has open (:class:`~openbeepboop_server.db.database.Database`).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ from openbeepboop_schemas import HEALTHZ_PATH, METRICS_PATH, OPENAPI_PATH, Error
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from openbeepboop_server.db.database import DatabaseFileChanged
 from openbeepboop_server.db.faults import describe
 from openbeepboop_server.http.endpoints import OBSERVERS, Call, Endpoint
 from openbeepboop_server.http.errors import envelope_response
@@ -42,8 +49,18 @@ def _unhealthy(message: str) -> Response:
     )
 
 
+def _damaged(damage: str) -> Response:
+    return _unhealthy(
+        f"the database file is damaged ({damage}); it must be restored from a backup "
+        "and the server restarted (see the server's log)"
+    )
+
+
 async def healthz(call: Call) -> Response:
     """``200`` when the database answers within the bound, ``503`` envelope when it does not."""
+    db = call.context.db
+    if db.damage is not None:  # logged once, when a statement first met it
+        return _damaged(db.damage)
     try:
         # Abandoned, not awaited, when the bound passes: a ping stuck on the
         # pool or the network ends by itself within the pool's and libpq's bounds.
@@ -56,7 +73,11 @@ async def healthz(call: Call) -> Response:
         return _unhealthy(
             f"the database did not answer within {HEALTH_CHECK_TIMEOUT_SECONDS:g} seconds"
         )
+    except DatabaseFileChanged as exc:  # logged once, when first seen
+        return _unhealthy(f"{exc}; see the server's log")
     except Exception as exc:
+        if db.damage is not None:
+            return _damaged(db.damage)
         logger.warning("health check: the database is unreachable: %s", describe(exc))
         return _unhealthy("the database is unreachable")
     return Response(b'{"status":"ok","database":"ok"}', media_type="application/json")
