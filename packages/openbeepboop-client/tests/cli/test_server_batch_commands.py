@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pytest
 import respx
 from conftest import FILE, Cli, assert_one_line_error, batch_body, error_body
@@ -48,6 +49,50 @@ def test_a_retried_create_sends_the_same_idempotency_key(
     keys = [call.request.headers.get("Idempotency-Key") for call in create.calls]
     assert len(keys) == 2 and keys[0] and keys[0] == keys[1]
     assert upload.calls.last.request.headers.get("Idempotency-Key")
+
+
+def test_a_lost_create_answer_names_the_key_that_makes_a_rerun_start_nothing_twice(
+    server: respx.MockRouter, cli: Cli, source: Path
+) -> None:
+    """The create may have started the batch although its answer never came: the
+    line gives the key, and the same command with it sends the same two keys."""
+    upload = server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    create = server.post(OPENAI_BATCHES_PATH).mock(side_effect=httpx.ReadError("reset"))
+    delete = server.delete(OPENAI_FILE_PATH.format(file_id="file-1")).respond(200, json={})
+    result = cli("batch", "create", str(source))
+    assert_one_line_error(result, "the batch may already be started", "--idempotency-key ")
+    assert "retry)" not in result.stderr
+    key = result.stderr.split("--idempotency-key ")[1].split(":")[0]
+    assert upload.calls.last.request.headers["Idempotency-Key"] == f"{key}-file"
+    assert {call.request.headers["Idempotency-Key"] for call in create.calls} == {f"{key}-batch"}
+    assert not delete.called  # the batch may be reading it
+
+    create.mock(side_effect=None, return_value=httpx.Response(200, json=batch_body("validating")))
+    again = cli("batch", "create", str(source), "--idempotency-key", key)
+    assert again.exit_code == 0, again.stderr
+    assert upload.calls.last.request.headers["Idempotency-Key"] == f"{key}-file"
+    assert create.calls.last.request.headers["Idempotency-Key"] == f"{key}-batch"
+
+
+def test_a_gateway_timeout_on_create_leaves_the_uploaded_file(
+    server: respx.MockRouter, cli: Cli, source: Path
+) -> None:
+    server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    server.post(OPENAI_BATCHES_PATH).respond(504, json=error_body("gateway timeout"))
+    delete = server.delete(OPENAI_FILE_PATH.format(file_id="file-1")).respond(200, json={})
+    result = cli("batch", "create", str(source))
+    assert_one_line_error(result, "the batch may already be started")
+    assert not delete.called
+
+
+def test_a_batch_key_the_server_would_refuse_is_a_usage_error(
+    server: respx.MockRouter, cli: Cli, source: Path
+) -> None:
+    upload = server.post(OPENAI_FILES_PATH).respond(200, json=FILE)
+    result = cli("batch", "create", str(source), "--idempotency-key", "has space")
+    assert result.exit_code == 2
+    assert "printable ASCII characters without spaces" in result.stderr
+    assert not upload.called
 
 
 def test_the_library_sends_the_callers_idempotency_key(

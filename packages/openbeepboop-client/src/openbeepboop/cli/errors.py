@@ -67,6 +67,20 @@ def lost_submit(exc: APIError, idempotency_key: str, config_path: Path | None = 
     return " ".join(text.split())
 
 
+def lost_batch(exc: APIError, idempotency_key: str) -> str:
+    """The one line of a ``batch create`` whose upload's or create's answer was lost.
+
+    The batch may have started although no id came back; the same command
+    with the key this run used makes neither the file nor the batch twice.
+    """
+    text = (
+        f"{exc}; the batch may already be started. Re-run the same command with "
+        f"--idempotency-key {shlex.quote(idempotency_key)}: a file or batch already made "
+        "under that key is answered again, never made twice"
+    )
+    return " ".join(text.split())
+
+
 #: Exit status of a wait that ran out (``--timeout``), as ``timeout(1)`` uses: the
 #: jobs are unharmed, only unfinished, so a script can tell this from a failure (1).
 EXIT_WAIT_TIMEOUT = 124

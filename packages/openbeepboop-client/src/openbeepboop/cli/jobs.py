@@ -9,13 +9,14 @@ from pathlib import Path
 import click
 from openbeepboop_schemas import NOT_FOUND, JobStatus, PollEntry, escape_control
 
-from openbeepboop._exceptions import APIError, InvalidRequestError
-from openbeepboop._resources.chat import check_idempotency_key, new_idempotency_key
+from openbeepboop._exceptions import APIError
+from openbeepboop._resources.chat import new_idempotency_key
 from openbeepboop.cli.answers import echo_answer
 from openbeepboop.cli.cancel_report import cancel_line
 from openbeepboop.cli.errors import WaitTimedOut, lost_submit
 from openbeepboop.cli.options import (
     config_option,
+    idempotency_key_option,
     json_option,
     make_client,
     progress_option,
@@ -41,16 +42,6 @@ def _answer_as_text(as_json: bool, as_text: bool) -> bool:
     return stdout_is_terminal()
 
 
-def _idempotency_key(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
-    """A key the server will take, or a usage error (exit 2) before anything is sent."""
-    if value is None:
-        return None
-    try:
-        return check_idempotency_key(value)
-    except InvalidRequestError as exc:
-        raise click.BadParameter(str(exc), ctx, param) from None
-
-
 @click.command("submit")
 @click.argument("prompt")
 @click.option("--model", "-m", default=None, help="Model to ask for (default: default_model).")
@@ -68,13 +59,7 @@ def _idempotency_key(ctx: click.Context, param: click.Parameter, value: str | No
     default=None,
     help="Higher is claimed first (default 0); at most your key's max priority.",
 )
-@click.option(
-    "--idempotency-key",
-    default=None,
-    callback=_idempotency_key,
-    help="Submitting again with the same key (and the same request) never queues a "
-    "second job (default: a new key each run).",
-)
+@idempotency_key_option("queues a second job")
 @timeout_option
 @progress_option
 @config_option

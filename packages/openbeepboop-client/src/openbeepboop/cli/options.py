@@ -7,11 +7,15 @@ a terminal): the one place tests replace to play a terminal.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
 from openbeepboop._client import Client
+from openbeepboop._exceptions import InvalidRequestError
+from openbeepboop._resources.chat import check_idempotency_key
 from openbeepboop.cli.no_answer import watch
 
 #: An input file the command reads (an id map, a JSONL file): it must exist.
@@ -61,3 +65,28 @@ def stderr_is_terminal() -> bool:
 def stdout_is_terminal() -> bool:
     """True when a person reads stdout (human output); False for a pipe or a file (JSON)."""
     return sys.stdout.isatty()
+
+
+def idempotency_key_option(what: str, *, bulk: bool = False) -> Callable[[Any], Any]:
+    """``--idempotency-key KEY``: running the command again with it never does ``what`` twice.
+
+    A key the server would refuse is a usage error (exit 2) before anything
+    is sent. ``bulk``: the command derives keys from it (a suffix each), so
+    it may be 240 characters, not 255.
+    """
+
+    def checked(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return check_idempotency_key(value, bulk=bulk)
+        except InvalidRequestError as exc:
+            raise click.BadParameter(str(exc), ctx, param) from None
+
+    return click.option(
+        "--idempotency-key",
+        default=None,
+        callback=checked,
+        help=f"Running this again with the same key (and the same input) never {what} "
+        "(default: a new key each run).",
+    )

@@ -32,16 +32,18 @@ import click
 from openbeepboop_schemas import BATCH_FINAL_STATUSES, Batch
 
 from openbeepboop._client import Client
-from openbeepboop._exceptions import APIStatusError, OpenBeepBoopError
+from openbeepboop._exceptions import APIError, APIStatusError, OpenBeepBoopError
 from openbeepboop._files import write_private_bytes
 from openbeepboop._progress import open_progress
 from openbeepboop._resources.batches import DEFAULT_COMPLETION_WINDOW
+from openbeepboop._resources.chat import new_idempotency_key
 from openbeepboop._waiting import Outage
-from openbeepboop.cli.errors import BadArgument, WaitInterrupted, WaitTimedOut
+from openbeepboop.cli.errors import BadArgument, WaitInterrupted, WaitTimedOut, lost_batch
 from openbeepboop.cli.no_answer import paused
 from openbeepboop.cli.options import (
     config_option,
     existing_file,
+    idempotency_key_option,
     json_option,
     make_client,
     output_file,
@@ -156,17 +158,20 @@ def _show_followed(batch: Batch, as_json: bool) -> None:
         raise failure
 
 
-def _create_or_clean_up(client: Client, file_id: str, window: str) -> Batch:
+def _create_or_clean_up(client: Client, file_id: str, window: str, key: str) -> Batch:
     """Create the batch; if the server refuses it, delete the file just uploaded for it.
 
     Nothing else will ever read that file, and a refusal (a malformed
-    ``--window``, a quota) would otherwise leave one behind per attempt.
+    ``--window``, a quota) would otherwise leave one behind per attempt. An
+    answer that may have been lost (a gateway's 502 or 504) is no refusal:
+    the batch may exist, reading that file.
     """
     try:
-        return client.batches.create(file_id, completion_window=window)
-    except APIStatusError:
-        with contextlib.suppress(OpenBeepBoopError):  # the refusal is what the user needs
-            client.batches.delete_file(file_id)
+        return client.batches.create(file_id, completion_window=window, idempotency_key=key)
+    except APIStatusError as exc:
+        if not exc.answer_lost:
+            with contextlib.suppress(OpenBeepBoopError):  # the refusal is what the user needs
+                client.batches.delete_file(file_id)
         raise
 
 
@@ -224,6 +229,7 @@ def batch_group() -> None:
     help="completion_window: lines not finished by then end as batch_expired.",
 )
 @click.option("--wait", is_flag=True, help="Follow the batch until it ends.")
+@idempotency_key_option("uploads the file or starts the batch twice", bulk=True)
 @timeout_option
 @config_option
 @json_option
@@ -231,18 +237,29 @@ def create_command(
     file: Path,
     window: str,
     wait: bool,
+    idempotency_key: str | None,
     timeout: float | None,
     config_path: Path | None,
     as_json: bool,
 ) -> None:
     """Upload FILE (OpenAI Batch input JSONL) and start a batch on the server.
 
-    With --wait the batch id is said on stderr before following it.
+    With --wait the batch id is said on stderr before following it. If an
+    answer is lost (a timeout, a broken connection), the batch may have
+    started all the same: the error line gives the --idempotency-key to run
+    the same command again with, which never starts it twice.
     """
     followed = _Followed()
+    # Made here, not in the library, so that a lost answer can name it.
+    key = idempotency_key or new_idempotency_key()
     with _cut_short(followed, as_json), make_client(config_path) as client:
-        uploaded = client.batches.upload(file)
-        batch = _create_or_clean_up(client, uploaded.id, window)
+        try:
+            uploaded = client.batches.upload(file, idempotency_key=f"{key}-file")
+            batch = _create_or_clean_up(client, uploaded.id, window, f"{key}-batch")
+        except APIError as exc:
+            if not exc.answer_lost:
+                raise
+            raise click.ClickException(lost_batch(exc, key)) from None
         followed.saw(batch)
         if wait:
             click.echo(
