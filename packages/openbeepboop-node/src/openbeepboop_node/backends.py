@@ -35,7 +35,11 @@ from openbeepboop_schemas import ANY_MODEL
 
 from openbeepboop_node.config import ModelConfig
 from openbeepboop_node.exceptions import BackendUnreachableError
-from openbeepboop_node.failure_causes import unreachable_reason
+from openbeepboop_node.failure_causes import (
+    broken_connection,
+    never_connected,
+    unreachable_reason,
+)
 from openbeepboop_node.queue_client import default_ssl_context, proxy_for
 
 #: How long one probe may take in all (connect and answer), and a check's connect.
@@ -146,7 +150,7 @@ class BackendAnswer:
 
 
 class BackendSilentError(BackendUnreachableError):
-    """The backend took the connection but gave no HTTP answer in time."""
+    """The backend took the connection but gave no HTTP answer (in time, or before it broke)."""
 
 
 def open_session(
@@ -183,7 +187,10 @@ async def get(
             raise BackendUnreachableError(f"{url}: no answer in time") from exc
         raise BackendSilentError(f"{url}: connected, but no answer in {timeout.total:g} s") from exc
     except aiohttp.ClientError as exc:
-        raise BackendUnreachableError(f"{url}: {unreachable_reason(exc)}") from exc
+        if never_connected(exc):
+            raise BackendUnreachableError(f"{url}: {unreachable_reason(exc)}") from exc
+        # Down all the same for a probe; a check words it as what it was.
+        raise BackendSilentError(f"{url}: connected, but {broken_connection(exc)}") from exc
 
 
 async def probe(session: aiohttp.ClientSession, backend: Backend) -> None:

@@ -13,7 +13,11 @@ connection was made: the backend is down, not the job's fault) and
 :func:`unreachable_reason` puts any failed connection (to a backend or to
 the queue server) in a few words: aiohttp's own text shows its internals
 (``Cannot connect to host h:p ssl:default [...]``, or the repr of an
-``SSLContext``), which tell an operator nothing.
+``SSLContext``), which tell an operator nothing. :func:`failed_exchange`
+makes the sentence of an aiohttp request that got no answer, worded by
+whether a connection was made (:func:`never_connected`): "cannot connect
+to X" points an operator at addresses, DNS and firewalls, which a
+connection that was made and then broke has already passed.
 """
 
 from __future__ import annotations
@@ -114,6 +118,59 @@ def local_failure(exc: BaseException) -> bool:
     return bool(causes)
 
 
+def never_connected(exc: BaseException) -> bool:
+    """Whether an aiohttp request failed before a connection to its server was made.
+
+    aiohttp's connector failed (refused, DNS, connect timeout, TLS handshake,
+    the proxy), or the URL could not be used. Anything else (a reset, the
+    server closing the connection, an answer that broke off) came after the
+    connection was made. Wording only: what pauses a backend is
+    :func:`connection_failure`'s to decide.
+    """
+    return isinstance(
+        exc,
+        (
+            aiohttp.ClientConnectorError,
+            aiohttp.ConnectionTimeoutError,
+            aiohttp.ClientHttpProxyError,
+            aiohttp.InvalidURL,
+        ),
+    )
+
+
+def failed_exchange(where: str, exc: BaseException) -> str:
+    """One sentence on an aiohttp request to ``where`` that got no answer.
+
+    "cannot connect to X: connection refused" only when no connection was
+    made; otherwise "X closed the connection without answering", "the answer
+    from X broke off" or "the connection to X broke: connection reset".
+    """
+    if never_connected(exc):
+        return f"cannot connect to {where}: {unreachable_reason(exc)}"
+    return _after_connecting(exc, where)
+
+
+def broken_connection(exc: BaseException) -> str:
+    """What became of a connection made and then lost, without naming its server.
+
+    "closed the connection without answering", "the answer broke off", "the
+    connection broke: connection reset".
+    """
+    return _after_connecting(exc, None)
+
+
+def _after_connecting(exc: BaseException, where: str | None) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        closed = "closed the connection without answering"
+        return f"{where} {closed}" if where else closed
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the answer from {where} broke off" if where else "the answer broke off"
+    if isinstance(exc, aiohttp.ClientResponseError):  # not HTTP (a proxy's error is caught above)
+        return f"{where or 'it'} answered with something that is not HTTP ({exc.message})"
+    broke = f"the connection to {where} broke" if where else "the connection broke"
+    return f"{broke}: {unreachable_reason(exc)}"
+
+
 #: Connection errnos in the words an operator expects; others get ``os.strerror``.
 _ERRNO_REASONS = {
     errno.ECONNREFUSED: "connection refused",
@@ -183,4 +240,8 @@ def _errno_reason(exc: OSError) -> str:
     if len(numbers) == 1:
         number = numbers.pop()
         return _ERRNO_REASONS.get(number) or os.strerror(number).lower()
-    return exc.strerror.lower() if exc.strerror else type(exc).__name__
+    if exc.strerror:
+        return exc.strerror.lower()
+    if isinstance(exc, ConnectionResetError):  # aiohttp's, writing to a closed connection
+        return "connection reset"
+    return type(exc).__name__

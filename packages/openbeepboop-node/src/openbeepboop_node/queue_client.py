@@ -65,7 +65,7 @@ from openbeepboop_node.exceptions import (
     ServerRequestError,
     ServerUnavailableError,
 )
-from openbeepboop_node.failure_causes import unreachable_reason
+from openbeepboop_node.failure_causes import failed_exchange, unreachable_reason
 from openbeepboop_node.fetch_answer import read_fetch_answer
 from openbeepboop_node.server_pool import DEFAULT_FAILBACK_SECONDS, ServerPool
 
@@ -419,9 +419,7 @@ class QueueClient:
                 )
             ) from exc
         except aiohttp.ClientError as exc:
-            raise _FailoverError(
-                ServerUnavailableError(f"cannot connect to {server}: {unreachable_reason(exc)}")
-            ) from exc
+            raise _FailoverError(ServerUnavailableError(failed_exchange(server, exc))) from exc
         status = answer.status
         if status < 400:
             return answer

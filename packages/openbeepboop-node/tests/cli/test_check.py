@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -312,3 +313,65 @@ def test_the_interactive_wizard_lists_a_slow_backends_models_as_the_checks_would
     assert result.exit_code == 0, result.output
     assert f"Models at {base}:\n  1. m1" in result.stdout
     assert load_config(path, environ={}).models[0].litellm_model == "ollama_chat/m1"
+
+
+@pytest.fixture
+def breaking() -> Iterator[Callable[[str], str]]:
+    """Servers that take the connection, read a request and break it: reset, or close."""
+    listeners: list[socket.socket] = []
+
+    def serve(mode: str) -> str:
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        listeners.append(listener)
+
+        def answer_none() -> None:
+            while True:
+                try:
+                    conn, _ = listener.accept()
+                except OSError:  # closed: the test is over
+                    return
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data and (chunk := conn.recv(65536)):
+                        data += chunk
+                    if mode == "reset":  # RST instead of FIN
+                        conn.setsockopt(
+                            socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+                        )
+
+        threading.Thread(target=answer_none, daemon=True).start()
+        return f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+    yield serve
+    for listener in listeners:
+        listener.close()
+
+
+def test_a_connection_made_and_broken_is_not_worded_as_no_connection(
+    write: Callable[..., Path], tmp_path: Path, breaking: Callable[[str], str]
+) -> None:
+    server, base = breaking("reset"), breaking("close")
+    path = write(tmp_path / "node.toml", server, base)
+    code, out, _ = invoke("check", "--config", str(path))
+    # Still failures of the same kinds (the first one's status): only the words changed.
+    assert code == EXIT_SERVER_UNREACHABLE
+    lines = out.splitlines()
+    assert f"FAILED server: the connection to {server} broke: connection reset" in lines, out
+    assert (
+        f"FAILED model standin: backend did not answer: {base}/models: "
+        "connected, but closed the connection without answering"
+    ) in lines, out
+
+    server, base = breaking("close"), breaking("reset")
+    path = write(tmp_path / "node.toml", server, base)
+    code, out, _ = invoke("check", "--config", str(path))
+    assert code == EXIT_SERVER_UNREACHABLE
+    lines = out.splitlines()
+    assert f"FAILED server: {server} closed the connection without answering" in lines, out
+    assert (
+        f"FAILED model standin: backend did not answer: {base}/models: "
+        "connected, but the connection broke: connection reset"
+    ) in lines, out
+    assert "cannot connect" not in out
