@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -540,6 +541,57 @@ async def test_spooled_results_are_delivered_and_counted_by_the_next_run(
         assert line.startswith(f"job {job_id} (from the spool) tokens=") and line.endswith(
             " completed"
         ), line
+
+
+async def test_releases_the_server_never_got_are_not_counted_and_go_to_the_next_run(
+    fake: FakeQueue,
+    llm: StandinLLM,
+    make_node: Callable[..., Node],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    llm.configure(delay=1.0)
+    first_job = fake.add_job("running")
+    waiting = fake.add_job("prefetched")
+    first = make_node(concurrency=1, prefetch=1, shutdown_grace=2)
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(first)
+        await wait_for(lambda: first.held_jobs == 2, what="one job running, one waiting")
+        fake.down_paths = {SUBMIT}  # a partition: nothing the node sends arrives
+        first.stop()
+        summary = await task
+    # The prefetched lease's release never reached the server: not counted
+    # as released, and said so, with when the server will take it back.
+    assert fake.released == [] and fake.outcomes == {}
+    assert (summary.released, summary.undelivered_releases, summary.undelivered) == (0, 1, 1)
+    (line,) = [r.getMessage() for r in caplog.records if "release(s) not" in r.getMessage()]
+    said = re.fullmatch(
+        r"1 lease release\(s\) not delivered: the server requeues those jobs when their leases "
+        r"expire, in about (\d+) s, counting an attempt; kept in .*: a start before then "
+        r"releases them at once, with no attempt counted",
+        line,
+    )
+    assert said is not None and 0 < int(said[1]) <= fake.lease_seconds, line
+    spool = Spool(first.config.resolved_spool_path())
+    assert sorted((o.job_id, o.kind) for o in spool.pending()) == [
+        (first_job, "result"),
+        (waiting, "release"),
+    ]
+
+    # The next start delivers it before its lease expires: requeued at once.
+    fake.down_paths = set()
+    second = make_node(concurrency=1, prefetch=0)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="openbeepboop_node"):
+        task = await start(second)
+        await wait_for(lambda: second.summary.released == 1, what="the release delivered")
+        second.stop()
+        summary = await task
+    assert fake.released[0] == waiting
+    assert first_job in fake.results()
+    assert job_lines(caplog, waiting)[0] == (
+        f"job {waiting} (from the spool) released (requeued, no attempt counted)"
+    )
+    assert "delivering 1 result(s) and 1 lease release(s) kept from an earlier run" in caplog.text
 
 
 async def test_server_down_is_logged_once_and_recovery_once(

@@ -37,8 +37,14 @@ A spooled outcome is deleted once the server acknowledged it, whatever the
 ack; the deletion is queued behind the write on the same thread, so an ack
 that arrives before the fsync ends still leaves nothing behind. A server that
 cannot be reached is retried with backoff for as long as it takes. Releases
-(leases handed back unworked) are never spooled: losing one only means the
-job waits for its lease to expire.
+(leases handed back unworked) are spooled only by :meth:`Deliverer.persist`
+and :meth:`Deliverer.persist_now`, at exit: while the node runs they are
+retried from memory, and a release the server never got costs the job an
+attempt when its lease expires, which the next start saves by delivering it
+first (a release that comes too late is answered ``stale`` and changes
+nothing). A release's ``on_durable`` is told once the server has taken the
+lease back (``accepted`` or ``duplicate``), or a :class:`NotKept`: a release
+counts as done only then, not when it is handed over.
 
 From a failed submit until the server answers one, the deliverer is
 :attr:`~Deliverer.stalled`, and the fetch loop takes no new jobs meanwhile
@@ -220,7 +226,8 @@ class Deliverer:
         The returned future is done once the outcome is durable: acknowledged
         by the server or on disk (at once for a release), so "finished" is
         only ever logged for a durable result. ``on_durable`` is called then
-        (before the future's callbacks run) with what is durable: the
+        (before the future's callbacks run; for a release: once the server
+        has answered it) with what is durable: the
         outcome, or the failure delivered instead of a result the server
         refused; and once more, with that failure, if the server refused a
         result already on disk. If the server acknowledges it without
@@ -256,7 +263,9 @@ class Deliverer:
         the outcome the server kept, or a :class:`NotKept`.
         """
         outcomes = await self._on_disk(self._spool.pending)
+        releases = 0
         for outcome in outcomes:
+            releases += isinstance(outcome, ReleaseOutcome)
             key = outcome_key(outcome)
             self._pending[key] = outcome
             self._spooled.add(key)
@@ -265,7 +274,14 @@ class Deliverer:
         if outcomes:
             self._idle.clear()
             self._wake.set()
-            logger.info("delivering %d result(s) kept from an earlier run", len(outcomes))
+            if releases:
+                logger.info(
+                    "delivering %d result(s) and %d lease release(s) kept from an earlier run",
+                    len(outcomes) - releases,
+                    releases,
+                )
+            else:
+                logger.info("delivering %d result(s) kept from an earlier run", len(outcomes))
         return len(outcomes)
 
     async def wait_idle(self, timeout: float | None = None) -> bool:
@@ -284,30 +300,51 @@ class Deliverer:
         """Results and errors neither acknowledged nor on disk (after :meth:`persist`: lost)."""
         return len(self._unspooled)
 
+    def undelivered_releases(self) -> list[tuple[ReleaseOutcome, bool]]:
+        """Releases handed over but not acknowledged, each with whether it is on disk."""
+        return [
+            (outcome, key in self._spooled)
+            for key, outcome in self._pending.items()
+            if isinstance(outcome, ReleaseOutcome)
+        ]
+
+    def _unwritten_releases(self) -> list[OutcomeKey]:
+        return [
+            key
+            for key, outcome in self._pending.items()
+            if isinstance(outcome, ReleaseOutcome) and key not in self._spooled
+        ]
+
     async def persist(self) -> None:
         """Spool whatever is not acknowledged and not on disk yet (after :meth:`run` ended).
 
+        Releases too: the next start delivers them, and one that comes
+        before the lease expires saves the job the attempt its expiry costs.
         Waits for the writes in flight first, so that what one of them failed
         to write is tried once more here, whatever its retry delay.
         """
         if self._writing:
             await asyncio.wait(set(self._writing))
-        writes = [w for w in (self._to_disk(list(self._unspooled)), self._flush_acked()) if w]
+        keys = [*self._unspooled, *self._unwritten_releases()]
+        writes = [w for w in (self._to_disk(keys), self._flush_acked()) if w]
         if writes:
             await asyncio.wait(writes)
 
-    def persist_now(self) -> int:
-        """Write what is neither acknowledged nor on disk, on this thread; returns how many.
+    def persist_now(self) -> tuple[int, int]:
+        """Write what is neither acknowledged nor on disk, on this thread.
 
         For a process about to exit at once (a second signal): nothing else
         will run, so this blocks the event loop for the one transaction
-        (waiting for a spool write in flight to finish first).
+        (waiting for a spool write in flight to finish first). Returns how
+        many results (and errors) and how many releases it wrote.
         """
-        keys = list(self._unspooled)
+        releases = self._unwritten_releases()
+        keys = [*self._unspooled, *releases]
         if keys:
             self._spool.add([self._pending[key] for key in keys])
             self._unspooled.clear()
-        return len(keys)
+            self._spooled.update(releases)
+        return len(keys) - len(releases), len(releases)
 
     def retry_now(self) -> None:
         """Skip the current backoff wait (e.g. the server just answered another call)."""
@@ -401,7 +438,7 @@ class Deliverer:
         if not keys:
             return None
         for key in keys:
-            del self._unspooled[key]
+            self._unspooled.pop(key, None)  # not there for a release
         self._spooled.update(keys)
         outcomes = [self._pending[key] for key in keys]
         forget, self._acked = self._acked, []
@@ -437,7 +474,8 @@ class Deliverer:
         self._spooled.difference_update(again)
         for key in keys:
             if key in again:
-                self._unspooled[key] = now
+                if not isinstance(self._pending.get(key), ReleaseOutcome):
+                    self._unspooled[key] = now
             else:  # acknowledged while it was being written: durable at the server
                 self._resolve_durable(key)
         self._acked.extend(forget)  # their deletion goes with the next write
@@ -552,6 +590,8 @@ class Deliverer:
             report = self._reports.get(key)
             if report is not None and ack.ack in NOT_KEPT_ACKS:
                 report.not_kept(ack)  # the job's line says it
+            elif report is not None and isinstance(outcome, ReleaseOutcome):
+                report.released()  # the server took the lease back
             elif ack.ack == "stale":
                 logger.warning(
                     "job %s: server ignored the %s (lease lost or job already finished)",
@@ -613,7 +653,13 @@ class _Report:
         self._told = False
 
     def durable(self) -> None:
-        """The outcome is durable: tell it (once)."""
+        """The outcome is durable: tell it (once). Not a release: see :meth:`released`."""
+        if not self._told and not isinstance(self._outcome, ReleaseOutcome):
+            self._told = True
+            self._callback(self._outcome)
+
+    def released(self) -> None:
+        """The server took the released lease back: tell it (once)."""
         if not self._told:
             self._told = True
             self._callback(self._outcome)

@@ -6,17 +6,15 @@ to expire). Running jobs get ``shutdown_grace`` seconds to finish; the ones
 still running then are aborted and released too. Everything finished is
 then delivered: ``run`` tries for up to ``SHUTDOWN_DELIVERY_SECONDS``,
 ``batch`` for as long as the server is up or has been down less than
-``batch_give_up``. What is not delivered stays in the spool for the next
-start. A refused key or a failed loop skips the waiting: nothing would be
-accepted.
+``batch_give_up``. What is not delivered, releases included, stays in the
+spool for the next start. A refused key or a failed loop skips the waiting:
+nothing would be accepted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-
-from openbeepboop_schemas import ReleaseOutcome
 
 from openbeepboop_node.backoff import Connectivity
 from openbeepboop_node.config import NodeConfig
@@ -71,8 +69,7 @@ async def drain(
     for job_id in [*unstarted, *leftover]:
         lease = runner.leases.get(job_id)
         if lease is not None:
-            deliverer.put(ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token))
-            runner.summary.released += 1
+            runner.release(lease)
     if broken or unreachable:
         return
     if not batch:

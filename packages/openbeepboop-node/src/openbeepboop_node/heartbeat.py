@@ -52,6 +52,7 @@ class Heartbeater:
         leases: Callable[[], list[LeaseRef]],
         lease_seconds: Callable[[], float | None],
         on_gone: GoneCallback,
+        on_extended: Callable[[Sequence[str], float], None] | None = None,
         models: Callable[[], Sequence[str]] | None = None,
         interval: float | None = None,
     ) -> None:
@@ -60,6 +61,8 @@ class Heartbeater:
         self._leases = leases
         self._lease_seconds = lease_seconds
         self._on_gone = on_gone
+        #: Told which leases an answer extended, and by how long from now.
+        self._on_extended = on_extended
         #: The models to declare (those not paused), read at each heartbeat.
         self._models = models
         self._interval = interval
@@ -130,6 +133,8 @@ class Heartbeater:
             return
         self.sent += 1
         self._connectivity.succeeded()
+        if answer.extended and self._on_extended is not None:
+            self._on_extended(answer.extended, answer.lease_seconds)
         if answer.cancelled:
             self._on_gone(answer.cancelled, "cancelled")
         if answer.lost:

@@ -73,10 +73,14 @@ class RunSummary:
     #: ``rejected``): counted neither completed nor failed.
     not_kept: int = 0
     aborted: int = 0
+    #: Leases handed back that the server took back (acknowledged releases).
     released: int = 0
     #: Of ``released``: handed back because their model's backend was unreachable.
     backend_released: int = 0
+    #: Results and errors not delivered when the run ended (kept in the spool).
     undelivered: int = 0
+    #: Releases not delivered when the run ended: their jobs wait for the leases to expire.
+    undelivered_releases: int = 0
     #: Model entries still paused (backend unreachable) when the run ended.
     backends_down: list[str] = field(default_factory=list)
     acks: dict[str, int] = field(default_factory=dict)
@@ -129,6 +133,9 @@ class JobRunner:
         self.preparing: set[asyncio.Task[None]] = set()
         #: Why a job's task was cancelled, for its log line ("shutdown" if unset).
         self.abort_reasons: dict[str, str] = {}
+        #: When each held lease expires at the server, as far as the node knows
+        #: (loop time: its fetch or last extending heartbeat plus the lease period).
+        self.expiry: dict[str, float] = {}
         #: Leases held per capped ``[[models]]`` entry (running or waiting for a slot).
         self.held: dict[str, int] = dict.fromkeys(self._caps, 0)
         #: The capped entry each of those tasks is counted under.
@@ -143,6 +150,7 @@ class JobRunner:
             self.abort_reasons[lease.job_id] = "superseded by a new lease"
             previous.cancel()
         self.leases[lease.job_id] = lease
+        self.expiry[lease.job_id] = asyncio.get_running_loop().time() + lease.lease_seconds
         entry = self._entry(lease)
         if entry is not None and self._health.is_paused(entry):
             # Fetched by a long-poll that began before the pause: straight back.
@@ -167,12 +175,50 @@ class JobRunner:
         (:mod:`~openbeepboop_node.fetch_answer`.) It never becomes a task: its
         error outcome, or its release, goes straight to delivery.
         """
+        assert self.deliverer is not None
         if isinstance(outcome, ReleaseOutcome):
-            self.summary.released += 1
+            self.deliverer.put(outcome, partial(self._released, False))
         else:
             self.summary.failed += 1
+            self.deliverer.put(outcome)
+
+    def release(self, lease: Lease, *, backend: bool = False) -> ReleaseOutcome:
+        """Hand ``lease`` back unworked: the server requeues its job, no attempt counted.
+
+        Counted as released once the server has acknowledged it (``backend``:
+        as handed back because the model's backend was unreachable too).
+        """
+        release = ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token)
         assert self.deliverer is not None
-        self.deliverer.put(outcome)
+        self.deliverer.put(release, partial(self._released, backend))
+        return release
+
+    def _released(self, backend: bool, told: Outcome | NotKept) -> None:
+        """The server answered a release: count it if it took the lease back."""
+        if isinstance(told, NotKept):
+            logger.warning(
+                "job %s: server ignored the release (%s)", told.outcome.job_id, told.reason()
+            )
+            return
+        self.summary.released += 1
+        if backend:
+            self.summary.backend_released += 1
+
+    def release_expiry(self, releases: Sequence[ReleaseOutcome]) -> list[float]:
+        """Seconds until each of these released leases expires at the server, where known."""
+        now = asyncio.get_running_loop().time()
+        return [
+            max(0.0, self.expiry[release.job_id] - now)
+            for release in releases
+            if release.job_id in self.expiry
+        ]
+
+    def extended(self, job_ids: Sequence[str], lease_seconds: float) -> None:
+        """A heartbeat extended these leases by ``lease_seconds`` from now."""
+        until = asyncio.get_running_loop().time() + lease_seconds
+        for job_id in job_ids:
+            if job_id in self.expiry:
+                self.expiry[job_id] = until
 
     def _entry(self, lease: Lease) -> str | None:
         route = self._routes.route_for(lease.model)
@@ -192,15 +238,10 @@ class JobRunner:
 
     def _hand_back(self, lease: Lease) -> ReleaseOutcome:
         """Release a lease of a paused model: requeued at once, no attempt counted."""
-        self.summary.released += 1
-        self.summary.backend_released += 1
         logger.debug(
             "job %s model=%s: handed back, its backend is unreachable", lease.job_id, lease.model
         )
-        release = ReleaseOutcome(job_id=lease.job_id, lease_token=lease.lease_token)
-        assert self.deliverer is not None
-        self.deliverer.put(release)
-        return release
+        return self.release(lease, backend=True)
 
     def paused(self, entry: str) -> None:
         """``entry`` was just paused: hand back its leases still waiting for a slot."""
@@ -336,7 +377,10 @@ class JobRunner:
 
     def _count(self, outcome: Outcome | NotKept, step: int) -> None:
         if isinstance(outcome, NotKept):
-            self.summary.not_kept += step
+            if not isinstance(outcome.outcome, ReleaseOutcome):  # a release too late: no count
+                self.summary.not_kept += step
+        elif isinstance(outcome, ReleaseOutcome):
+            self.summary.released += step
         elif isinstance(outcome, ResultOutcome):
             self.summary.completed += step
         elif isinstance(outcome, ErrorOutcome):
@@ -368,6 +412,7 @@ class JobRunner:
         """The server says these leases are over: abort their jobs."""
         for job_id in job_ids:
             self.leases.pop(job_id, None)
+            self.expiry.pop(job_id, None)
             task = self.tasks.get(job_id)
             if task is not None and not task.done():
                 logger.warning("job %s: %s by the server, aborting it", job_id, reason)
@@ -379,6 +424,7 @@ class JobRunner:
         for ack in acks:
             if ack.job_id not in self.tasks:
                 self.leases.pop(ack.job_id, None)
+                self.expiry.pop(ack.job_id, None)
             self.summary.acks[ack.ack] = self.summary.acks.get(ack.ack, 0) + 1
 
     def abort(self, job_ids: list[str]) -> dict[str, asyncio.Task[None]]:
@@ -403,6 +449,11 @@ def _log_outcome(head: str, args: tuple[object, ...], told: Outcome | NotKept) -
             logger.warning(head + " tokens=%d+%d not kept (%s)", *args, *tokens, told.reason())
         else:
             logger.info(head + " tokens=%d+%d completed", *args, *tokens)
+    elif isinstance(outcome, ReleaseOutcome):
+        if isinstance(told, NotKept):
+            logger.info(head + " release not needed (%s)", *args, told.reason())
+        else:
+            logger.info(head + " released (requeued, no attempt counted)", *args)
     elif isinstance(outcome, ErrorOutcome):
         error = outcome.error
         logger.warning(

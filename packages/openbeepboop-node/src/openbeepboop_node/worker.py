@@ -34,8 +34,9 @@ import signal
 import sys
 import threading
 from collections.abc import Awaitable, Callable, Mapping
+from pathlib import Path
 
-from openbeepboop_schemas import Outcome
+from openbeepboop_schemas import Outcome, ReleaseOutcome
 
 from openbeepboop_node.backend_health import BackendHealth
 from openbeepboop_node.backends import backend_for
@@ -150,7 +151,7 @@ class Node:
         if self._deliverer is None:
             return
         try:
-            kept = self._deliverer.persist_now()
+            kept, releases = self._deliverer.persist_now()
         except SpoolError as exc:
             logger.error(
                 "%s; %d result(s) lost with this process",
@@ -160,6 +161,8 @@ class Node:
             return
         if kept:
             logger.warning("%d unacknowledged result(s) kept in the spool", kept)
+        if releases:
+            logger.warning("%d undelivered lease release(s) kept in the spool", releases)
 
     async def run(self) -> RunSummary:
         """Work until :meth:`stop`; returns what was done."""
@@ -209,6 +212,7 @@ class Node:
                 leases=runner.lease_refs,
                 lease_seconds=runner.lease_seconds,
                 on_gone=runner.gone,
+                on_extended=runner.extended,
                 models=lambda: self.health.live,
                 interval=config.heartbeat_interval,
             )
@@ -275,6 +279,7 @@ class Node:
             self.summary.undelivered = self._deliverer.undelivered_results()
             lost = self._deliverer.unwritten_results()
             failure = self._deliverer.spool_failure
+            releases = self._deliverer.undelivered_releases()
             self._deliverer.close()
             path = self.config.resolved_spool_path()
             if self.summary.undelivered > lost:
@@ -283,6 +288,9 @@ class Node:
                     self.summary.undelivered - lost,
                     path,
                 )
+            if releases:
+                self.summary.undelivered_releases = len(releases)
+                self._warn_undelivered_releases(releases, path)
             if lost:
                 self._lost = SpoolError(
                     f"{lost} result(s) neither delivered nor written to the spool {path} "
@@ -293,6 +301,49 @@ class Node:
         await self.client.aclose()
         if self._spool is not None:
             self._spool.close()
+
+    def _warn_undelivered_releases(
+        self, releases: list[tuple[ReleaseOutcome, bool]], path: Path
+    ) -> None:
+        """Say, in one line, what becomes of jobs whose release the server never got.
+
+        Their leases expire at the server, which then runs the jobs again,
+        counting an attempt (for jobs that never reached the LLM); the next
+        start delivers the releases kept in the spool, which saves that
+        attempt if it comes first.
+        """
+        seconds = []
+        if self._runner is not None:
+            seconds = self._runner.release_expiry([release for release, _ in releases])
+        when = ""
+        if seconds:
+            soonest, latest = round(min(seconds)), round(max(seconds))
+            if latest <= 0:
+                when = " (they have expired by now)"
+            elif soonest == latest:
+                when = f", in about {latest} s"
+            else:
+                when = f", in about {soonest}-{latest} s"
+        kept = sum(1 for _, on_disk in releases if on_disk)
+        if kept == len(releases):
+            where = (
+                f"kept in {path}: a start before then releases them at once, "
+                "with no attempt counted"
+            )
+        elif kept:
+            where = (
+                f"{kept} kept in {path} (a start before then releases them at once, "
+                "with no attempt counted), the others could not be written"
+            )
+        else:
+            where = f"they could not be written to {path}"
+        logger.warning(
+            "%d lease release(s) not delivered: the server requeues those jobs when their "
+            "leases expire%s, counting an attempt; %s",
+            len(releases),
+            when,
+            where,
+        )
 
     async def _loaded_unless_stopped(self) -> None:
         """Import LiteLLM, unless the node is stopped first (then nothing is fetched).
@@ -389,6 +440,7 @@ def _let_go(runner: JobRunner, outcome: Outcome) -> None:
     lease = runner.leases.get(outcome.job_id)
     if lease is not None and lease.lease_token == outcome.lease_token:
         del runner.leases[outcome.job_id]
+        runner.expiry.pop(outcome.job_id, None)
 
 
 async def serve_with_signals(node: Node, *, batch: bool) -> RunSummary:

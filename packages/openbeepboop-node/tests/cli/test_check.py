@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from conftest import PROVIDER_KEY
-from fake_queue import NODE_KEY, FakeQueue, FakeQueueServer, LoopbackServer, Reply, always
+from fake_queue import (
+    NODE_KEY,
+    SUBMIT,
+    FakeQueue,
+    FakeQueueServer,
+    LoopbackServer,
+    Reply,
+    always,
+)
 from openbeepboop_node import backends
 from openbeepboop_node.cli import main, options
 from openbeepboop_node.cli.errors import (
@@ -25,6 +33,7 @@ from openbeepboop_node.cli.errors import (
     EXIT_SERVER_UNREACHABLE,
 )
 from openbeepboop_node.config import NodeConfig, load_config, write_config
+from openbeepboop_node.spool import Spool
 from openbeepboop_schemas import LEASE_WATCH_PATH
 from openbeepboop_testkit.standin import StandinLLM
 
@@ -219,6 +228,25 @@ def test_batch_exits_with_the_backend_status_and_leaves_the_jobs_queued(
     with fake.lock:
         assert {job[0] for job in fake.queued} == set(ids)
     assert fake.errors() == {} and fake.results() == {}
+
+
+def test_batch_whose_releases_never_reached_the_server_keeps_them_and_exits_3(
+    write: Callable[..., Path], tmp_path: Path, fake: FakeQueue, served: FakeQueueServer
+) -> None:
+    job_id = fake.add_job("nobody home")
+    fake.down_paths = {SUBMIT}  # the job's hand-back (its backend is dead) never arrives
+    dead = f"{closed_url()}/v1"
+    config = write(
+        tmp_path / "node.toml", served.url, dead, batch_backend_wait=0.3, batch_give_up=0.5
+    )
+    code, _, err = invoke("batch", "--config", str(config))
+    assert code == EXIT_SERVER_UNREACHABLE, err
+    assert err.strip().splitlines()[-1] == (
+        f"openbeepboop-node: error: 1 lease release(s) could not be delivered to {served.url}; "
+        "they are kept and sent by the next run"
+    )
+    spooled = Spool(load_config(config, environ={}).resolved_spool_path()).pending()
+    assert [(o.job_id, o.kind) for o in spooled] == [(job_id, "release")]
 
 
 def test_check_looks_at_every_server_url_on_its_own(

@@ -62,9 +62,12 @@ def _run_node(config_path: Path | None, batch: bool) -> None:
     except KeyboardInterrupt:  # only where signal handlers cannot be installed
         click.echo("openbeepboop-node: interrupted", err=True)
         raise SystemExit(EXIT_INTERRUPTED) from None
-    if batch and summary.undelivered:
+    if batch and (summary.undelivered or summary.undelivered_releases):
+        what = [f"{summary.undelivered} result(s)"] if summary.undelivered else []
+        if summary.undelivered_releases:
+            what.append(f"{summary.undelivered_releases} lease release(s)")
         raise CommandError(
-            f"{summary.undelivered} result(s) could not be delivered to "
+            f"{' and '.join(what)} could not be delivered to "
             f"{', '.join(config.all_server_urls())}; they are kept and sent by the next run",
             EXIT_SERVER_UNREACHABLE,
         )
