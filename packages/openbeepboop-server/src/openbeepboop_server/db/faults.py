@@ -74,6 +74,23 @@ def is_damaged(exc: BaseException) -> bool:
     return any(damaged in text for damaged in _DAMAGED_TEXTS)
 
 
+#: PostgreSQL's SQLSTATE for "disk full" (class 53, insufficient resources).
+_DISK_FULL_SQLSTATE = "53100"
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    """True if ``exc`` says the database could not write for want of disk space.
+
+    SQLite's SQLITE_FULL ("database or disk is full") or PostgreSQL's
+    ``disk_full``: retrying helps only once an operator has freed space.
+    """
+    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    if isinstance(cause, sqlite3.Error):
+        name = getattr(cause, "sqlite_errorname", None)
+        return name == "SQLITE_FULL" if name else "database or disk is full" in str(cause)
+    return str(getattr(cause, "sqlstate", "") or "") == _DISK_FULL_SQLSTATE
+
+
 def describe(exc: BaseException) -> str:
     """One line naming the driver's error, for a log line without a traceback."""
     cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc

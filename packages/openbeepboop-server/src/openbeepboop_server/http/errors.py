@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from openbeepboop_server.db.faults import describe, is_damaged, is_unavailable
+from openbeepboop_server.db.faults import describe, is_damaged, is_disk_full, is_unavailable
 from openbeepboop_server.dispatch.slots import TooManyLongPolls
 from openbeepboop_server.errors import KeyNoLongerValid, PriorityAboveCeiling, QuotaExceeded
 
@@ -254,6 +254,12 @@ async def handle_database_error(request: Request, exc: Exception) -> Response:
             context.db.note_damage(exc)
         return database_unavailable_response(
             "the database file is damaged; the server's operator must restore it"
+        )
+    if is_disk_full(exc):
+        # Nothing was stored; a retry succeeds only once space is freed.
+        return database_unavailable_response(
+            "the database's disk is full; nothing was stored, and the server's operator "
+            "must free space before a retry can succeed"
         )
     return database_unavailable_response("the database is unavailable right now; retry shortly")
 
