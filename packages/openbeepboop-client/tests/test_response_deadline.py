@@ -13,9 +13,11 @@ from collections.abc import Callable, Iterator
 
 import httpcore
 import pytest
+import raw_server
 from conftest import API_KEY
 from openbeepboop import APITimeoutError, AsyncClient, Client
 from openbeepboop._response_deadline import RESPONSE_BYTES_PER_SECOND, ResponseClock
+from raw_server import Answer, RawServer, read_request
 
 #: The client's read timeout in these tests: each trickled byte comes well within it.
 READ_TIMEOUT = 1.0
@@ -24,62 +26,6 @@ READ_TIMEOUT = 1.0
 #: connection rather than as a timeout.
 TRICKLE_PAUSE = 0.1
 TRICKLE_BYTES = 80
-
-Answer = Callable[[socket.socket, threading.Event], None]
-
-
-def read_request(conn: socket.socket) -> None:
-    """Read one request (head and Content-Length body) off ``conn``."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = 0
-    for line in head.split(b"\r\n")[1:]:
-        name, _, value = line.partition(b":")
-        if name.strip().lower() == b"content-length":
-            length = int(value)
-    while len(body) < length:
-        chunk = conn.recv(65536)
-        if not chunk:
-            return
-        body += chunk
-
-
-class RawServer:
-    """Accepts connections on loopback; reads each request, then ``answer`` writes raw bytes."""
-
-    def __init__(self, answer: Answer) -> None:
-        self._answer = answer
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.connections = 0
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            try:
-                read_request(conn)
-                self._answer(conn, self.stop)
-            except OSError:
-                pass  # the client hung up, as it should
-
-    def close(self) -> None:
-        self.stop.set()
-        self._sock.close()
 
 
 def trickle(conn: socket.socket, stop: threading.Event, data: bytes) -> None:
@@ -246,7 +192,7 @@ def test_a_proxy_from_the_environment_is_used_and_bounded(
         seen.append(peek.split(b"\r\n", 1)[0])
         original(conn)
 
-    monkeypatch.setattr(f"{__name__}.read_request", recording)
+    monkeypatch.setattr(raw_server, "read_request", recording)
     monkeypatch.setenv("HTTP_PROXY", server.url)
     monkeypatch.delenv("NO_PROXY", raising=False)
     monkeypatch.delenv("no_proxy", raising=False)

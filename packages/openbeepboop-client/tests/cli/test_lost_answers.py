@@ -24,6 +24,7 @@ from openbeepboop import APITimeoutError, Client
 from openbeepboop._config import write_config_file
 from openbeepboop.cli import no_answer
 from openbeepboop_schemas import CHAT_COMPLETIONS_PATH
+from raw_server import RawServer
 from restartable_server import JsonHandler
 
 #: Bytes of an answer that get through before the connection is cut (as QA's proxy did).
@@ -97,37 +98,11 @@ class SubmitServer:
         return Handler
 
 
-class BlackHole:
-    """Accepts connections and reads what comes; never answers."""
-
-    def __init__(self) -> None:
-        self._sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.connections = 0
-        self.stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            self.connections += 1
-            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
-
-    def _hold(self, conn: socket.socket) -> None:
-        with conn:
-            conn.settimeout(SAFETY_SECONDS)
-            try:
-                while conn.recv(65536):
-                    pass
-            except OSError:
-                pass  # the client gave up on it, as it should
-
-    def close(self) -> None:
-        self.stop.set()
-        self._sock.close()
+def hold(conn: socket.socket, stop: threading.Event) -> None:
+    """A black hole's answer: none, the connection held until the client gives up."""
+    conn.settimeout(SAFETY_SECONDS)
+    while conn.recv(65536):
+        pass
 
 
 @pytest.fixture
@@ -138,8 +113,8 @@ def submits() -> Iterator[SubmitServer]:
 
 
 @pytest.fixture
-def black_hole() -> Iterator[BlackHole]:
-    made = BlackHole()
+def black_hole() -> Iterator[RawServer]:
+    made = RawServer(hold)
     yield made
     made.close()
 
@@ -238,7 +213,7 @@ def test_a_submit_that_never_connected_does_not_say_it_may_be_queued(tmp_path: P
 
 
 def test_a_submit_to_a_black_hole_may_be_queued_too(
-    tmp_path: Path, black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, black_hole: RawServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(no_answer, "NOTICE_AFTER_SECONDS", 0.0)
     cli = cli_for(tmp_path, black_hole.url, timeout=TRY_SECONDS, max_retries=1)
@@ -257,7 +232,7 @@ def test_a_submit_to_a_black_hole_may_be_queued_too(
 @pytest.mark.parametrize("command", [["poll", "job-1"], ["list"], ["submit", "hi", "-m", "m1"]])
 def test_a_command_with_no_answer_says_so_once_before_its_error(
     tmp_path: Path,
-    black_hole: BlackHole,
+    black_hole: RawServer,
     monkeypatch: pytest.MonkeyPatch,
     command: list[str],
 ) -> None:
@@ -277,7 +252,7 @@ def test_a_command_with_no_answer_says_so_once_before_its_error(
 
 
 def test_a_wait_pauses_the_notice_for_its_own_outage_line(
-    black_hole: BlackHole, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    black_hole: RawServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setattr(no_answer, "NOTICE_AFTER_SECONDS", 0.0)
     made = Client(base_url=black_hole.url, api_key=API_KEY, timeout=TRY_SECONDS, max_retries=1)
