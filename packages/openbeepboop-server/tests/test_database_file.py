@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import Role
 from openbeepboop_server.config import sqlite_url
 from openbeepboop_server.context import ServerContext
+from openbeepboop_server.db.database import Database
 from openbeepboop_server.keys import KeyService
 
 from tests.support.surface import bearer, chat, fresh_app
@@ -186,3 +187,31 @@ def test_healthz_says_when_the_path_no_longer_names_the_servers_file(
         undo(tmp_path / "queue.db")
         assert httpx.get(f"{server.url}/healthz").status_code == 200
         assert len(_log_lines(server, "names the server's file again")) == 1
+
+
+def test_no_new_connection_opens_a_new_database_where_the_file_was_moved_from(
+    db: Database, tmp_path: Path
+) -> None:
+    # A new connection on the emptied path made a new database there and could
+    # reset the -wal beside it, which held the moved file's latest commits
+    # (QA round 14: acknowledged jobs lost). In process, so that the pool's
+    # next connection is a new one for certain.
+    with db.write() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO fair_shares (model, owner_key_id, virtual_time) VALUES ('m', 1, 0)"
+            )
+        )
+    assert db.path is not None
+    moved = tmp_path / "moved.db"
+    os.rename(db.path, moved)
+    db.engine.pool.dispose()  # the idle connections go: the next read opens one
+    with (
+        pytest.raises(sa.exc.OperationalError, match="moved away or deleted"),
+        db.read() as conn,
+    ):
+        conn.execute(sa.text("SELECT count(*) FROM jobs"))
+    assert not db.path.exists()  # no new, empty database made at the path
+    os.rename(moved, db.path)
+    with db.read() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM fair_shares")).scalar() == 1

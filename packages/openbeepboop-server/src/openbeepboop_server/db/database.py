@@ -84,6 +84,9 @@ IN_CHUNK = 500
 SUPPORTED_DRIVERS = frozenset({("sqlite", "pysqlite"), ("postgresql", "psycopg")})
 
 _BEGIN_OPTION = "openbeepboop_sqlite_begin"
+#: The dialect attribute a :class:`Database` sets to check each new SQLite
+#: connection's file before it is opened (:meth:`Database._before_open`).
+_BEFORE_OPEN = "openbeepboop_before_open"
 #: Pause between attempts to switch a new SQLite file to WAL while another
 #: connection is switching it (see :func:`_enable_wal`).
 WAL_RETRY_SECONDS = 0.01
@@ -146,6 +149,9 @@ class Database:
         self._file_reported: str | None = None
         if self.path is not None:
             event.listen(engine, "connect", self._on_connect)
+            # Run by the engine's own ``do_connect`` (:func:`_configure_sqlite`) before it
+            # opens anything: a listener of our own would come after the one that opens.
+            setattr(engine.dialect, _BEFORE_OPEN, self._before_open)
 
     @classmethod
     def connect(
@@ -289,6 +295,30 @@ class Database:
             logger.warning("%s: %s; %s", problem, self.path, MOVED_ADVICE)
         else:
             logger.info("the database path %s names the server's file again", self.path)
+
+    def _before_open(self) -> None:
+        """Open no new connection once the path names another file than the first one opened.
+
+        A connection opened on a path whose file was moved away creates a new,
+        empty database there, and its first look at the ``-wal`` beside it
+        (still the open file's, holding commits not yet copied back) can
+        reset it: acknowledged jobs were lost that way. The new connection is
+        refused instead (requests answer ``503``) until the file is back.
+        """
+        if self._opened is None or self.path is None:
+            return
+        try:
+            found = os.stat(self.path)
+        except FileNotFoundError:
+            problem = "the database file was moved away or deleted while the server had it open"
+        except OSError:
+            return  # cannot tell: the open itself says what is wrong
+        else:
+            if (found.st_dev, found.st_ino) == self._opened:
+                return
+            problem = "the database path names another file than the one the server opened"
+        self._report_file(problem)
+        raise sqlite3.OperationalError(f"{problem}; no new connection is opened to it")
 
     def _on_connect(self, _dbapi_connection: Any, _record: Any) -> None:
         """Remember which file the first connection opened (runs after the pragmas)."""
@@ -542,6 +572,9 @@ def _configure_sqlite(
 
         @event.listens_for(engine, "do_connect")
         def _on_do_connect(dialect: Any, _record: Any, cargs: Any, cparams: Any) -> Any:
+            before_open = getattr(dialect, _BEFORE_OPEN, None)  # Database._before_open
+            if before_open is not None:
+                before_open()
             try:
                 return dialect.connect(*cargs, **cparams)
             except sqlite3.OperationalError as exc:
