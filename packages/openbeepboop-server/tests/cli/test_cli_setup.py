@@ -245,12 +245,24 @@ def test_default_locations_follow_the_user_dirs(
     assert expected.exists()
 
 
-def test_bad_flag_value_is_a_usage_error(paths: tuple[Path, str]) -> None:
+@pytest.mark.parametrize(
+    ("flag", "value", "shown"),
+    [
+        ("--port", "99999", "--port"),
+        # The [queue] bounds, shown in --help and refused before anything is written.
+        ("--lease-seconds", "0.5", "x>=1"),
+        ("--max-attempts", "2147483648", "1<=x<=2147483647"),
+    ],
+)
+def test_bad_flag_value_is_a_usage_error(
+    paths: tuple[Path, str], flag: str, value: str, shown: str
+) -> None:
     config, _url = paths
-    result = _setup(CliRunner(), "--config", str(config), "--port", "99999", "--non-interactive")
+    result = _setup(CliRunner(), "--config", str(config), flag, value, "--non-interactive")
     assert result.exit_code == 2
     assert "Traceback" not in result.output
     assert not config.exists()
+    assert shown in CliRunner().invoke(main, ["setup", "--help"]).output
 
 
 def test_unreachable_database_is_one_line(tmp_path: Path) -> None:

@@ -24,6 +24,8 @@ from openbeepboop_server.cli.options import config_option, is_interactive, resol
 from openbeepboop_server.config import (
     DEFAULT_HOST,
     DEFAULT_PORT,
+    MAX_ATTEMPTS_CEILING,
+    MIN_LEASE_SECONDS,
     SQLITE_SYNCHRONOUS_MODES,
     ConfigError,
     Settings,
@@ -131,12 +133,12 @@ def _issue_admin_key(url: str, sqlite_synchronous: str, name: str, reuse: bool) 
 @click.option("--port", type=click.IntRange(0, 65535), help=f"Port (default {DEFAULT_PORT}).")
 @click.option(
     "--lease-seconds",
-    type=click.FloatRange(min=0, min_open=True),
+    type=click.FloatRange(min=MIN_LEASE_SECONDS),
     help=f"How long a node holds a job between heartbeats (default {DEFAULT_LEASE_SECONDS:g}).",
 )
 @click.option(
     "--max-attempts",
-    type=click.IntRange(min=1),
+    type=click.IntRange(min=1, max=MAX_ATTEMPTS_CEILING),
     help=f"Attempts before a job fails (default {DEFAULT_MAX_ATTEMPTS}).",
 )
 @click.option(
