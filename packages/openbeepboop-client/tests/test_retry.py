@@ -256,14 +256,23 @@ async def test_the_async_client_marks_a_lost_answer_too(server: respx.MockRouter
     assert raised.value.answer_lost is True
 
 
-@pytest.mark.parametrize("key", ["", "a b", "caf\u00e9", "k" * 256])
+@pytest.mark.parametrize(
+    ("key", "why"),
+    [
+        ("", "got an empty one"),
+        ("a b", "got one with a space"),
+        ("caf\u00e9", "got one holding '\u00e9'"),
+        ("k" * 256, "got one of 256 characters"),
+    ],
+)
 def test_a_key_the_server_would_refuse_is_refused_before_sending(
-    server: respx.MockRouter, client: Client, key: str
+    server: respx.MockRouter, client: Client, key: str, why: str
 ) -> None:
     route = server.post("/v1/chat/completions").respond(202, json=job_body())
-    with pytest.raises(InvalidRequestError, match="printable ASCII"):
+    with pytest.raises(InvalidRequestError, match="printable ASCII") as refused:
         client.chat.completions.create(model="llama3", messages=MESSAGES, idempotency_key=key)
     assert not route.called
+    assert why in str(refused.value)  # what is wrong with it, not only its length
 
 
 def test_a_bulk_key_leaves_room_for_its_chunk_numbers(

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 from conftest import API_KEY, Cli, job_body
-from openbeepboop import APITimeoutError, Client
+from openbeepboop import APIError, APITimeoutError, Client
 from openbeepboop._config import write_config_file
 from openbeepboop.cli import no_answer
+from openbeepboop.cli.errors import lost_batch, lost_submit
 from openbeepboop_schemas import CHAT_COMPLETIONS_PATH
 from raw_server import RawServer
 from restartable_server import JsonHandler
@@ -263,3 +264,12 @@ def test_a_wait_pauses_the_notice_for_its_own_outage_line(
         with pytest.raises(APITimeoutError):
             client.models.list()
         assert capsys.readouterr().err.startswith("Warning: no answer yet from the server")
+
+
+def test_a_cause_ending_in_a_full_stop_does_not_end_the_line_early() -> None:
+    # httpx's own words for a connection closed without an answer end in one.
+    cause = APIError(
+        "the server at http://q broke: Server disconnected without sending a response."
+    )
+    for line in (lost_submit(cause, "k-1"), lost_batch(cause, "k-1")):
+        assert "response; the " in line and ".;" not in line

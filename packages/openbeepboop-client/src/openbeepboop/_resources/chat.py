@@ -62,12 +62,17 @@ def check_idempotency_key(key: str, *, bulk: bool = False) -> str:
     whose chunks add ``-N``).
     """
     longest = MAX_BULK_IDEMPOTENCY_KEY_LENGTH if bulk else MAX_IDEMPOTENCY_KEY_LENGTH
-    if not _KEY_CHARACTERS.fullmatch(key) or len(key) > longest:
-        raise InvalidRequestError(
-            f"an idempotency key is 1 to {longest} printable ASCII characters "
-            f"without spaces (got {len(key)} characters)"
-        )
-    return key
+    if _KEY_CHARACTERS.fullmatch(key) and len(key) <= longest:
+        return key
+    if not key or len(key) > longest:
+        got = "an empty one" if not key else f"one of {len(key)} characters"
+    else:
+        bad = next(char for char in key if not _KEY_CHARACTERS.fullmatch(char))
+        got = "one with a space" if bad == " " else f"one holding {bad!r}"
+    raise InvalidRequestError(
+        f"an idempotency key is 1 to {longest} printable ASCII characters without "
+        f"spaces (got {got})"
+    )
 
 
 def new_idempotency_key() -> str:

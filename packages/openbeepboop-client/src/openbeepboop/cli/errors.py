@@ -51,6 +51,11 @@ def describe(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
+def _clause(exc: BaseException) -> str:
+    """``exc``'s message as a clause that more can follow (no full stop of its own)."""
+    return str(exc).rstrip().rstrip(".")
+
+
 def lost_submit(exc: APIError, idempotency_key: str, config_path: Path | None = None) -> str:
     """The one line of a submit whose answer was lost (``exc.answer_lost``).
 
@@ -59,7 +64,7 @@ def lost_submit(exc: APIError, idempotency_key: str, config_path: Path | None = 
     """
     config = f" --config {shlex.quote(str(config_path))}" if config_path else ""
     text = (
-        f"{exc}; the job may already be queued (look with: openbeepboop-client list "
+        f"{_clause(exc)}; the job may already be queued (look with: openbeepboop-client list "
         f"--limit 5{config}). Re-run the same command with --idempotency-key "
         f"{shlex.quote(idempotency_key)}: a job already queued under that key is "
         "answered again, never queued twice"
@@ -74,7 +79,7 @@ def lost_batch(exc: APIError, idempotency_key: str) -> str:
     with the key this run used makes neither the file nor the batch twice.
     """
     text = (
-        f"{exc}; the batch may already be started. Re-run the same command with "
+        f"{_clause(exc)}; the batch may already be started. Re-run the same command with "
         f"--idempotency-key {shlex.quote(idempotency_key)}: a file or batch already made "
         "under that key is answered again, never made twice"
     )
