@@ -272,18 +272,30 @@ class Database:
         if self.path is None or self._opened is None:
             return None
         try:
+            moved = self._moved()
+        except OSError as exc:
+            return f"the database file cannot be looked up ({exc.strerror or exc})"
+        if moved is not None:
+            return moved
+        if not os.path.exists(f"{self.path}-wal"):
+            return "the database's -wal file was deleted while the server had it open"
+        return None
+
+    def _moved(self) -> str | None:
+        """Why the path no longer names the file the first connection opened, or None.
+
+        One ``stat``; an ``OSError`` other than a missing file is raised.
+        """
+        assert self.path is not None
+        try:
             found = os.stat(self.path)
         except FileNotFoundError:
             return "the database file was moved away or deleted while the server had it open"
-        except OSError as exc:
-            return f"the database file cannot be looked up ({exc.strerror or exc})"
         if (found.st_dev, found.st_ino) != self._opened:
             return (
                 "the database path names another file than the one the server opened "
                 "(it was replaced, or moved away and a new one created)"
             )
-        if not os.path.exists(f"{self.path}-wal"):
-            return "the database's -wal file was deleted while the server had it open"
         return None
 
     def _report_file(self, problem: str | None) -> None:
@@ -308,15 +320,11 @@ class Database:
         if self._opened is None or self.path is None:
             return
         try:
-            found = os.stat(self.path)
-        except FileNotFoundError:
-            problem = "the database file was moved away or deleted while the server had it open"
+            problem = self._moved()
         except OSError:
             return  # cannot tell: the open itself says what is wrong
-        else:
-            if (found.st_dev, found.st_ino) == self._opened:
-                return
-            problem = "the database path names another file than the one the server opened"
+        if problem is None:
+            return
         self._report_file(problem)
         raise sqlite3.OperationalError(f"{problem}; no new connection is opened to it")
 

@@ -27,6 +27,11 @@ DATABASE_ERRORS: tuple[type[Exception], ...] = (
 )
 
 
+def driver_error(exc: BaseException) -> BaseException | None:
+    """The driver's own error behind ``exc`` (SQLAlchemy wraps it), or ``exc`` itself."""
+    return exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+
+
 def is_unavailable(exc: BaseException) -> bool:
     """True if ``exc`` says the database could not serve the request now.
 
@@ -64,7 +69,7 @@ def is_damaged(exc: BaseException) -> bool:
     under the server. Driver errors of SQLite only; ``exc`` may be the
     driver's own error or SQLAlchemy's wrapper around it.
     """
-    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    cause = driver_error(exc)
     if not isinstance(cause, sqlite3.DatabaseError):
         return False
     name = getattr(cause, "sqlite_errorname", None)
@@ -84,7 +89,7 @@ def is_disk_full(exc: BaseException) -> bool:
     SQLite's SQLITE_FULL ("database or disk is full") or PostgreSQL's
     ``disk_full``: retrying helps only once an operator has freed space.
     """
-    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    cause = driver_error(exc)
     if isinstance(cause, sqlite3.Error):
         name = getattr(cause, "sqlite_errorname", None)
         return name == "SQLITE_FULL" if name else "database or disk is full" in str(cause)
@@ -93,7 +98,7 @@ def is_disk_full(exc: BaseException) -> bool:
 
 def describe(exc: BaseException) -> str:
     """One line naming the driver's error, for a log line without a traceback."""
-    cause = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
+    cause = driver_error(exc)
     first = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {first[0] if first else '(no message)'}"
 
