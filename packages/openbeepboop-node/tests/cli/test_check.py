@@ -377,29 +377,41 @@ def breaking() -> Iterator[Callable[[str], str]]:
         listener.close()
 
 
+@pytest.mark.parametrize(
+    ("server_way", "backend_way", "server_says", "backend_says"),
+    [
+        (
+            "reset",
+            "close",
+            "the connection to {server} broke: connection reset",
+            "closed the connection without answering",
+        ),
+        (
+            "close",
+            "reset",
+            "{server} closed the connection without answering",
+            "the connection broke: connection reset",
+        ),
+    ],
+)
 def test_a_connection_made_and_broken_is_not_worded_as_no_connection(
-    write: Callable[..., Path], tmp_path: Path, breaking: Callable[[str], str]
+    write: Callable[..., Path],
+    tmp_path: Path,
+    breaking: Callable[[str], str],
+    server_way: str,
+    backend_way: str,
+    server_says: str,
+    backend_says: str,
 ) -> None:
-    server, base = breaking("reset"), breaking("close")
+    server, base = breaking(server_way), breaking(backend_way)
     path = write(tmp_path / "node.toml", server, base)
     code, out, _ = invoke("check", "--config", str(path))
     # Still failures of the same kinds (the first one's status): only the words changed.
     assert code == EXIT_SERVER_UNREACHABLE
     lines = out.splitlines()
-    assert f"FAILED server: the connection to {server} broke: connection reset" in lines, out
+    assert f"FAILED server: {server_says.format(server=server)}" in lines, out
     assert (
-        f"FAILED model standin: backend did not answer: {base}/models: "
-        "connected, but closed the connection without answering"
-    ) in lines, out
-
-    server, base = breaking("close"), breaking("reset")
-    path = write(tmp_path / "node.toml", server, base)
-    code, out, _ = invoke("check", "--config", str(path))
-    assert code == EXIT_SERVER_UNREACHABLE
-    lines = out.splitlines()
-    assert f"FAILED server: {server} closed the connection without answering" in lines, out
-    assert (
-        f"FAILED model standin: backend did not answer: {base}/models: "
-        "connected, but the connection broke: connection reset"
+        f"FAILED model standin: backend did not answer: {base}/models: connected, but "
+        f"{backend_says}"
     ) in lines, out
     assert "cannot connect" not in out
