@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai_world import MODEL, OpenAIWorld, native_jobs, start_world
 from openbeepboop_testkit.processes import wait_until
-from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE
+from openbeepboop_testkit.standin import PERMANENT_ERROR_MESSAGE, REFUSAL_MARKER, REFUSAL_TEXT
 
 
 def _client(oa: OpenAIWorld, key: str | None = None) -> openai.OpenAI:
@@ -49,6 +49,34 @@ def test_create_and_stream_return_the_node_content(oa: OpenAIWorld) -> None:
 
     models = [model.id for model in client.models.list()]
     assert MODEL in models
+
+
+@pytest.mark.parametrize(
+    ("prompt", "params"),
+    [
+        ("stream a legacy function call", {"functions": [{"name": "lookup", "parameters": {}}]}),
+        (f"stream a refusal {REFUSAL_MARKER}", {}),
+        ("stream logprobs", {"logprobs": True}),
+    ],
+    ids=["function_call", "refusal", "logprobs"],
+)
+def test_a_stream_joins_to_the_same_message(
+    oa: OpenAIWorld, prompt: str, params: dict[str, object]
+) -> None:
+    """The SDK's stream accumulator ends with what the plain call returns, every field of it."""
+    client = _client(oa)
+    messages = [{"role": "user", "content": prompt}]
+    plain = client.chat.completions.create(model=MODEL, messages=messages, **params)  # type: ignore[arg-type, call-overload]
+    with client.chat.completions.stream(model=MODEL, messages=messages, **params) as stream:  # type: ignore[arg-type]
+        streamed = stream.get_final_completion()
+    [plain_choice], [streamed_choice] = plain.choices, streamed.choices
+    assert streamed_choice.finish_reason == plain_choice.finish_reason
+    for field in ("content", "refusal", "function_call"):
+        assert getattr(streamed_choice.message, field) == getattr(plain_choice.message, field)
+    assert streamed_choice.logprobs == plain_choice.logprobs
+    # What the stand-in answered really carried the field under test.
+    answered = plain_choice.message
+    assert answered.function_call or answered.refusal == REFUSAL_TEXT or plain_choice.logprobs
 
 
 def test_errors_map_to_the_sdk_exception_classes(oa: OpenAIWorld) -> None:

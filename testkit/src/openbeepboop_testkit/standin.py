@@ -18,6 +18,12 @@ arrived and which key it was called with:
 - ``fail_prompts``: a prompt containing one of these markers always gets a 400
   whose message contains :data:`PERMANENT_ERROR_MESSAGE`.
 
+The answer takes the shapes OpenAI gives, so tests can follow every field a
+message may carry through the queue: ``logprobs: true`` adds a log
+probability per word; a request with legacy ``functions`` is answered with a
+``function_call`` of the first one (its arguments: the prompt); a prompt
+containing :data:`REFUSAL_MARKER` is refused (``refusal`` set, no content).
+
 Knobs are set at start (constructor or command-line flags) and at run time with
 ``POST /_control`` (JSON object of knobs); ``GET /_calls`` returns the log and
 ``POST /_reset`` clears it and the per-prompt counters.
@@ -61,6 +67,10 @@ DEFAULT_MODEL = "standin-model"
 #: Part of the message of every permanent (``fail_prompts``) failure, so tests
 #: can check the provider's message reached the user unchanged.
 PERMANENT_ERROR_MESSAGE = "stand-in provider rejected this prompt permanently"
+#: A prompt containing this is answered with a refusal instead of content.
+REFUSAL_MARKER = "[refuse]"
+#: The refusal's text.
+REFUSAL_TEXT = "The stand-in declines this prompt."
 #: Headers never recorded in the call log (the key is recorded apart, as ``api_key``).
 SECRET_HEADERS = frozenset({"authorization", "api-key", "x-api-key"})
 #: How long :class:`StandinLLM` waits for its thread to start serving.
@@ -232,7 +242,7 @@ def _completion(call_id: int, body: dict[str, Any], prompt: str) -> dict[str, An
     finish_reason = "stop"
     if isinstance(limit, int) and 0 < limit < len(words):
         words, finish_reason = words[:limit], "length"
-    content = " ".join(words)
+    message, finish_reason = _message(body, prompt, " ".join(words), finish_reason)
     requested_n = body.get("n")
     n = requested_n if isinstance(requested_n, int) and requested_n > 0 else 1
     prompt_tokens = sum(
@@ -250,8 +260,8 @@ def _completion(call_id: int, body: dict[str, Any], prompt: str) -> dict[str, An
         "choices": [
             {
                 "index": index,
-                "message": {"role": "assistant", "content": content},
-                "logprobs": None,
+                "message": message,
+                "logprobs": _logprobs(words) if body.get("logprobs") is True else None,
                 "finish_reason": finish_reason,
             }
             for index in range(n)
@@ -262,6 +272,33 @@ def _completion(call_id: int, body: dict[str, Any], prompt: str) -> dict[str, An
             "total_tokens": prompt_tokens + completion_tokens,
         },
     }
+
+
+def _message(
+    body: dict[str, Any], prompt: str, content: str, finish_reason: str
+) -> tuple[dict[str, Any], str]:
+    """The assistant message and finish reason: content, a refusal or a legacy function call."""
+    if REFUSAL_MARKER in prompt:
+        return {"role": "assistant", "content": None, "refusal": REFUSAL_TEXT}, "stop"
+    functions = body.get("functions")
+    if isinstance(functions, list) and functions and isinstance(functions[0], dict):
+        call = {"name": str(functions[0].get("name")), "arguments": json.dumps({"prompt": prompt})}
+        return {"role": "assistant", "content": None, "function_call": call}, "function_call"
+    return {"role": "assistant", "content": content}, finish_reason
+
+
+def _logprobs(words: list[str]) -> dict[str, Any]:
+    """OpenAI's ``logprobs`` object: one entry per word of the answer, each a little less likely."""
+    tokens = [
+        {
+            "token": word,
+            "logprob": -0.25 * number,
+            "bytes": list(word.encode()),
+            "top_logprobs": [],
+        }
+        for number, word in enumerate(words)
+    ]
+    return {"content": tokens, "refusal": None}
 
 
 async def _hung_up(request: Request) -> None:

@@ -6,7 +6,7 @@ import pytest
 from openbeepboop_server.config import OpenAISection
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.batches import window_seconds
-from openbeepboop_server.http.openai.chat import stream_chunks
+from openbeepboop_server.http.openai.stream import stream_chunks
 
 COMPLETION = {
     "id": "chatcmpl-1",
@@ -37,3 +37,34 @@ def test_completion_windows_within_the_configured_bounds() -> None:
     for bad in ("30s", "25h", "forever", "1d", ""):
         with pytest.raises(ApiError):
             window_seconds(bad, limits)
+
+
+def test_stream_chunks_keep_every_field_of_the_message() -> None:
+    """A self-hosted server's extra fields and a null content reach the stream as they were."""
+    tool_call = {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+    completion = {
+        **COMPLETION,
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "reasoning_content": "thinking",
+                    "tool_calls": [tool_call],
+                },
+                "logprobs": {"content": [], "refusal": None},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    opening, closing = stream_chunks(completion, include_usage=False)
+    [choice] = opening["choices"]
+    assert choice["delta"] == {
+        "role": "assistant",
+        "content": None,
+        "reasoning_content": "thinking",
+        "tool_calls": [{**tool_call, "index": 0}],
+    }
+    assert choice["logprobs"] == {"content": [], "refusal": None}
+    assert closing["choices"][0]["finish_reason"] == "tool_calls"

@@ -11,7 +11,6 @@ call to completion, so there is nothing to stream before that (docs/openai.md).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -26,6 +25,7 @@ from openbeepboop_server.http.disconnect import disconnect_watch
 from openbeepboop_server.http.endpoints import Call
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.failures import NO_RETRY, job_failed
+from openbeepboop_server.http.openai.stream import event_stream
 from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_key_header
 
 #: The media type of a streamed answer.
@@ -83,7 +83,7 @@ async def chat_completions(call: Call) -> Response:
         )
     completion = _completion_or_raise(outcome)
     if stream:
-        return Response(b"".join(_sse(completion, include_usage)), media_type=EVENT_STREAM)
+        return Response(event_stream(completion, include_usage), media_type=EVENT_STREAM)
     return Response(to_json(completion), media_type=JSON)
 
 
@@ -126,43 +126,3 @@ def _where_it_is(entry: PollEntry) -> str:
     if entry.status == JobStatus.QUEUED.value:
         return "stays queued"
     return f"is {entry.status}"
-
-
-def stream_chunks(completion: dict[str, Any], include_usage: bool) -> Iterator[dict[str, Any]]:
-    """The ``chat.completion.chunk`` objects that join to ``completion``.
-
-    Per choice: one chunk with the role and the whole content (and tool calls,
-    each with its ``index``), then one with the ``finish_reason``; with
-    ``include_usage``, a last chunk with no choices and the usage.
-    """
-    base = {
-        "id": completion.get("id"),
-        "object": "chat.completion.chunk",
-        "created": completion.get("created"),
-        "model": completion.get("model"),
-    }
-    if completion.get("system_fingerprint") is not None:
-        base["system_fingerprint"] = completion["system_fingerprint"]
-    for position, choice in enumerate(completion.get("choices") or ()):
-        index = choice.get("index", position)
-        message = choice.get("message") or {}
-        delta: dict[str, Any] = {
-            "role": message.get("role") or "assistant",
-            "content": message.get("content") or "",
-        }
-        tool_calls = message.get("tool_calls")
-        if tool_calls:
-            delta["tool_calls"] = [
-                {**tool_call, "index": number} for number, tool_call in enumerate(tool_calls)
-            ]
-        yield {**base, "choices": [{"index": index, "delta": delta, "finish_reason": None}]}
-        finish = choice.get("finish_reason") or "stop"
-        yield {**base, "choices": [{"index": index, "delta": {}, "finish_reason": finish}]}
-    if include_usage:
-        yield {**base, "choices": [], "usage": completion.get("usage")}
-
-
-def _sse(completion: dict[str, Any], include_usage: bool) -> Iterator[bytes]:
-    for chunk in stream_chunks(completion, include_usage):
-        yield b"data: " + to_json(chunk) + b"\n\n"
-    yield b"data: [DONE]\n\n"
