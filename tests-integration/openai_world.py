@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 from cluster import Cluster, Server
+from openbeepboop_schemas import FETCH_PATH
 from openbeepboop_testkit.processes import ProcessSet
 from openbeepboop_testkit.standin import StandinLLM
 
@@ -45,6 +46,20 @@ class OpenAIWorld:
     def base_url(self) -> str:
         """What ``OpenAI(base_url=...)`` is given."""
         return self.server.url + "/openai/v1"
+
+    def seen_serving(self, model: str) -> None:
+        """Have a node be seen serving ``model`` that takes none of its jobs.
+
+        A synchronous chat for a model no node serves is refused at once;
+        tests of what happens while such a job waits queue it this way.
+        """
+        node_key = self.server.create_key("NODE", f"idle-{model}")
+        seen = httpx.post(
+            self.server.url + FETCH_PATH,
+            json={"node_id": f"idle-{model}", "models": [model], "wait": 0},
+            headers={"Authorization": f"Bearer {node_key}"},
+        )
+        assert seen.status_code == 200 and seen.json() == [], seen.text
 
 
 def start_world(root: Path, *, node: bool = True, **openai: object) -> Iterator[OpenAIWorld]:

@@ -114,7 +114,8 @@ def test_async_client_creates_and_streams(oa: OpenAIWorld) -> None:
 
 def test_a_caller_gone_before_the_lease_leaves_no_work(oa: OpenAIWorld) -> None:
     key = oa.server.create_key("USER", "oa-gone")
-    body = {"model": "oa-nobody-serves", "messages": [{"role": "user", "content": "gone"}]}
+    oa.seen_serving("oa-nobody-takes")
+    body = {"model": "oa-nobody-takes", "messages": [{"role": "user", "content": "gone"}]}
     with pytest.raises(httpx.TimeoutException):
         httpx.post(
             oa.base_url + "/chat/completions",
@@ -134,6 +135,7 @@ def test_sync_timeout_names_the_job(tmp_path_factory: pytest.TempPathFactory) ->
     world = start_world(tmp_path_factory.mktemp("oa-timeout"), node=False, sync_timeout_seconds=5)
     short = next(world)
     try:
+        short.seen_serving("oa-nobody-takes")
         client = openai.OpenAI(base_url=short.base_url, api_key=short.user_key, max_retries=0)
         key = {"Idempotency-Key": "waited-on-twice"}
         messages = [{"role": "user", "content": "late"}]
@@ -142,7 +144,7 @@ def test_sync_timeout_names_the_job(tmp_path_factory: pytest.TempPathFactory) ->
         def first_caller() -> None:
             try:
                 client.chat.completions.create(
-                    model="oa-nobody-serves",
+                    model="oa-nobody-takes",
                     messages=messages,  # type: ignore[arg-type]
                     extra_headers=key,
                 )
@@ -155,7 +157,7 @@ def test_sync_timeout_names_the_job(tmp_path_factory: pytest.TempPathFactory) ->
         # A retry with the same key hangs up: the job stays, the first caller still waits.
         with pytest.raises(openai.APITimeoutError):
             client.with_options(timeout=1.0).chat.completions.create(
-                model="oa-nobody-serves",
+                model="oa-nobody-takes",
                 messages=messages,  # type: ignore[arg-type]
                 extra_headers=key,
             )
@@ -167,6 +169,18 @@ def test_sync_timeout_names_the_job(tmp_path_factory: pytest.TempPathFactory) ->
         assert "stays queued" in str(timed_out)
     finally:
         world.close()
+
+
+def test_a_model_no_node_serves_raises_not_found_at_once(oa: OpenAIWorld) -> None:
+    """As OpenAI answers an unknown model: nothing queued, no wait for a node that is not there."""
+    key = oa.server.create_key("USER", "oa-unserved")
+    client = openai.OpenAI(base_url=oa.base_url, api_key=key, max_retries=0)
+    with pytest.raises(openai.NotFoundError) as refused:
+        client.chat.completions.create(
+            model="gpt-4o-mini", messages=[{"role": "user", "content": "anyone?"}]
+        )
+    assert refused.value.code == "model_not_found" and '"gpt-4o-mini"' in refused.value.message
+    assert native_jobs(oa, key) == []
 
 
 def test_sdk_retries_with_an_idempotency_key_share_one_job(oa: OpenAIWorld) -> None:
@@ -202,7 +216,8 @@ def test_a_retry_after_a_hang_up_queues_the_request_again(oa: OpenAIWorld) -> No
     """A caller that hung up before a node took its job had the job cancelled; its
     retry with the same key is queued anew, not answered "cancelled"."""
     key = oa.server.create_key("USER", "oa-retry-gone")
-    body = {"model": "oa-nobody-serves", "messages": [{"role": "user", "content": "again"}]}
+    oa.seen_serving("oa-retry-nobody-takes")
+    body = {"model": "oa-retry-nobody-takes", "messages": [{"role": "user", "content": "again"}]}
     headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "gone-then-back"}
 
     def hang_up() -> None:

@@ -70,6 +70,14 @@ def test_max_queued_refuses_past_the_quota_and_stores_nothing(
 ) -> None:
     server, model = shared.server, f"{tag}-nobody"
     api = cluster.api(server, _key(server, "USER", f"{tag}-q", "--max-queued", "100"))
+    # A node is seen serving the model and takes nothing (the queue is empty):
+    # the synchronous chat waits only for a model some node serves.
+    seen = httpx.post(
+        server.url + FETCH_PATH,
+        json={"node_id": f"{tag}-idle", "models": [model], "wait": 0},
+        headers={"Authorization": f"Bearer {_key(server, 'NODE', f'{tag}-idle')}"},
+    )
+    assert seen.json() == [], seen.text
     ids = api.submit_many([f"p{i}" for i in range(100)], model)
     assert _unfinished(api) == 100
 

@@ -30,7 +30,7 @@ from openbeepboop_server.dispatch import calls
 from openbeepboop_server.keys import KeyService, KeySettings
 from starlette.applications import Starlette
 
-from tests.support.surface import bearer, chat, completion, make_settings
+from tests.support.surface import bearer, chat, completion, idle_fetch, make_settings
 from tests.support.waiting import CONDITION_TIMEOUT, eventually, timed
 
 T = TypeVar("T")
@@ -744,6 +744,7 @@ async def test_a_sync_chat_whose_key_expires_while_it_waits_ends_with_401(live: 
     # It would wait WAIT seconds; the key expires well before. Its job, which no
     # node took, is cancelled as after a hang-up (docs/openai.md).
     live.context.settings.openai.sync_timeout_seconds = WAIT
+    await live.http.post("/internal/queue/fetch", json=idle_fetch("m"), headers=bearer(live.node))
     expiring = live.context.keys.create(
         Role.USER, "expiring", KeySettings(expires_at=time.time() + EXPIRES_IN)
     )[0]

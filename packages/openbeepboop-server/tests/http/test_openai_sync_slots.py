@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from tests.http.test_http_longpoll import Live, live  # noqa: F401 (fixture)
-from tests.support.surface import bearer, chat
+from tests.support.surface import bearer, chat, idle_fetch
 from tests.support.waiting import eventually
 
 
@@ -26,10 +26,14 @@ async def test_past_the_sync_limit_a_chat_is_refused_and_polls_still_wait(live: 
     context = live.context
     context.sync_chat_slots.limit = 2
     context.poll_slots.limit = 1
+    seen = await live.http.post(
+        "/internal/queue/fetch", json=idle_fetch("nobody-takes"), headers=bearer(live.node)
+    )
+    assert seen.json() == []
     waiting = [
         asyncio.ensure_future(
             live.http.post(
-                "/openai/v1/chat/completions", json=chat("nobody-serves"), headers=bearer(live.user)
+                "/openai/v1/chat/completions", json=chat("nobody-takes"), headers=bearer(live.user)
             )
         )
         for _ in range(2)
@@ -38,7 +42,7 @@ async def test_past_the_sync_limit_a_chat_is_refused_and_polls_still_wait(live: 
     assert caller is not None
     await eventually(lambda: context.sync_chat_slots.held(caller.key_id) == 2, "both chats to wait")
     refused = await live.http.post(
-        "/openai/v1/chat/completions", json=chat("nobody-serves"), headers=bearer(live.user)
+        "/openai/v1/chat/completions", json=chat("nobody-takes"), headers=bearer(live.user)
     )
     assert refused.status_code == 429, refused.text
     assert refused.headers["Retry-After"] == "1"

@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from tests.http.test_http_longpoll import Live, fetch_body, live  # noqa: F401 (fixture)
-from tests.support.surface import bearer, chat
+from tests.support.surface import bearer, chat, idle_fetch
 from tests.support.waiting import eventually
 
 #: Long enough to wait on, short enough for a test: the timeout itself is what is tested.
@@ -23,7 +23,9 @@ def anyio_backend() -> str:
 async def test_a_job_running_on_a_node_is_not_said_to_stay_queued(live: Live) -> None:  # noqa: F811
     live.context.settings.openai.sync_timeout_seconds = SHORT_SYNC_TIMEOUT
     # A parked node takes the job in the submit's own transaction: it is PROCESSING
-    # for the whole wait, and nothing delivers it.
+    # for the whole wait, and nothing delivers it. (Its model is known to be
+    # served before the chat, whichever runs first: its claim or the chat.)
+    await live.http.post("/internal/queue/fetch", json=idle_fetch("m"), headers=bearer(live.node))
     parked = asyncio.ensure_future(
         live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
     )
@@ -31,8 +33,8 @@ async def test_a_job_running_on_a_node_is_not_said_to_stay_queued(live: Live) ->
     response = await live.http.post(
         "/openai/v1/chat/completions", json=chat("m"), headers=bearer(live.user)
     )
-    [lease] = (await parked).json()
     assert response.status_code == 504, response.text
+    [lease] = (await parked).json()
     message = response.json()["error"]["message"]
     assert "is running on node waiting-node" in message and "queued" not in message
     assert f"GET /v1/jobs/{lease['job_id']}" in message
@@ -41,8 +43,26 @@ async def test_a_job_running_on_a_node_is_not_said_to_stay_queued(live: Live) ->
 @pytest.mark.anyio
 async def test_a_job_no_node_took_stays_queued(live: Live) -> None:  # noqa: F811
     live.context.settings.openai.sync_timeout_seconds = SHORT_SYNC_TIMEOUT
+    await live.http.post("/internal/queue/fetch", json=idle_fetch("m"), headers=bearer(live.node))
     response = await live.http.post(
         "/openai/v1/chat/completions", json=chat("m"), headers=bearer(live.user)
     )
     assert response.status_code == 504, response.text
     assert "stays queued" in response.json()["error"]["message"]
+
+
+@pytest.mark.anyio
+async def test_a_model_no_node_serves_is_a_404_at_once_and_nothing_is_queued(live: Live) -> None:  # noqa: F811
+    # It would otherwise wait out the sync timeout (600 s by default) for nothing.
+    live.context.settings.openai.sync_timeout_seconds = 2.0
+    await live.http.post("/internal/queue/fetch", json=idle_fetch("m"), headers=bearer(live.node))
+    response = await live.http.post(
+        "/openai/v1/chat/completions", json=chat("gpt-4o-mini"), headers=bearer(live.user)
+    )
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert error["code"] == "model_not_found" and error["param"] == "model"
+    assert error["type"] == "invalid_request_error"
+    assert '"gpt-4o-mini"' in error["message"] and "nothing was queued" in error["message"]
+    listed = await live.http.get("/v1/jobs", headers=bearer(live.user))
+    assert listed.json()["data"] == []

@@ -41,6 +41,15 @@ def chat(model: str = "llama3", content: str = "Hi", **extra: Any) -> dict[str, 
     return {"model": model, "messages": [{"role": "user", "content": content}], **extra}
 
 
+def idle_fetch(*models: str) -> dict[str, Any]:
+    """A node's fetch that returns at once: the node is seen serving ``models``, nothing parks.
+
+    The synchronous chat refuses a model no node seen recently serves; tests
+    of its wait post this first, so its job is queued and no node takes it.
+    """
+    return {"node_id": "idle-node", "models": list(models), "wait": 0}
+
+
 def completion(content: str = "Hello!", model: str = "llama3") -> dict[str, Any]:
     """A chat.completion as a node delivers it."""
     return {

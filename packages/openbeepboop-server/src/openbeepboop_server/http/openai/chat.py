@@ -11,6 +11,7 @@ call to completion, so there is nothing to stream before that (docs/openai.md).
 
 from __future__ import annotations
 
+import json
 from functools import partial
 from typing import Any
 
@@ -18,6 +19,7 @@ from openbeepboop_schemas import ChatCompletionRequest, JobStatus, PollEntry
 from pydantic_core import to_json
 from starlette.responses import Response
 
+from openbeepboop_server.dispatch.context import DispatchContext
 from openbeepboop_server.dispatch.handoff import submit_handing_off
 from openbeepboop_server.dispatch.sync_wait import SyncOutcome, wait_for_job
 from openbeepboop_server.http.bodies import JSON, read_chat_json, validate_strict
@@ -63,6 +65,7 @@ async def chat_completions(call: Call) -> Response:
     stream, include_usage = _split_stream(data)
     request = validate_strict(data, ChatCompletionRequest)
     context = call.context
+    _refuse_unserved(context, request.model)
     # A retry sent with the same Idempotency-Key waits for the first request's
     # job instead of queuing the work again (docs/openai.md, "Retries").
     key = idempotency_key_header(call)
@@ -85,6 +88,28 @@ async def chat_completions(call: Call) -> Response:
     if stream:
         return Response(event_stream(completion, include_usage), media_type=EVENT_STREAM)
     return Response(to_json(completion), media_type=JSON)
+
+
+def _refuse_unserved(context: DispatchContext, model: str) -> None:
+    """A ``404`` before anything is queued when no node seen recently serves ``model``.
+
+    Natively such a job is queued with a warning, for a node yet to come; a
+    synchronous caller cannot see a warning and would only wait out
+    ``sync_timeout_seconds`` (as long as the SDK's own read timeout, which
+    then retries). OpenAI answers an unknown model with this ``404``, which
+    the SDK raises as ``NotFoundError``.
+    """
+    if not context.queue.submit_warnings((model,)):
+        return
+    window = context.settings.queue.node_seen_window()
+    raise ApiError(
+        404,
+        f"no node serving model {json.dumps(model)} has been seen in the last {window:g} s, "
+        "so nothing was queued; GET /openai/v1/models lists the models served now",
+        type="invalid_request_error",
+        param="model",
+        code="model_not_found",
+    )
 
 
 def _completion_or_raise(outcome: SyncOutcome) -> dict[str, Any]:
