@@ -183,6 +183,18 @@ def test_a_model_no_node_serves_raises_not_found_at_once(oa: OpenAIWorld) -> Non
     assert native_jobs(oa, key) == []
 
 
+def test_the_sdk_pointed_at_the_native_api_is_told_where_to_point(oa: OpenAIWorld) -> None:
+    """``base_url=HOST/v1``, as for vLLM or Ollama: a clear error, not a job nobody reads."""
+    key = oa.server.create_key("USER", "oa-wrong-base")
+    client = openai.OpenAI(base_url=oa.server.url + "/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "wrong"}])
+    assert "/openai/v1" in refused.value.message
+    assert native_jobs(oa, key) == [] and not oa.llm.calls_for("wrong")
+    with pytest.raises(openai.NotFoundError, match="under /openai/v1"):
+        client.batches.list()
+
+
 def test_sdk_retries_with_an_idempotency_key_share_one_job(oa: OpenAIWorld) -> None:
     """The SDK retries a call it timed out on; with the same key the retries wait for
     the first attempt's job instead of queuing the work again (docs/openai.md, "Retries")."""

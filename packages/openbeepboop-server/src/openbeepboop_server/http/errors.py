@@ -170,7 +170,11 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     status = exc.status_code
     if status == 404:
-        message = f"no such endpoint: {request.method} {request.url.path}"
+        # Imported here: that module raises this module's ApiError.
+        from openbeepboop_server.http.openai.wrong_base import openai_path_hint
+
+        path = request.url.path
+        message = f"no such endpoint: {request.method} {path}{openai_path_hint(path)}"
         code: str | None = "unknown_url"
     elif status == 405:
         allowed = (exc.headers or {}).get("Allow", "")

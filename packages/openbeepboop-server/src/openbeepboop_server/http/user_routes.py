@@ -50,6 +50,7 @@ from openbeepboop_server.http.endpoints import (
 )
 from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.paging import bad_cursor
+from openbeepboop_server.http.openai.wrong_base import refuse_openai_sdk
 from openbeepboop_server.http.query import parse_query
 from openbeepboop_server.queue.views import JOB_CURSOR, CursorError
 
@@ -124,6 +125,7 @@ async def submit(call: Call) -> Response:
     The job is queued either way (a node may come later); the warning comes
     from memory, never from a read of its own.
     """
+    refuse_openai_sdk(call.request)
     request = call.body_as(ChatCompletionRequest)
     context = call.context
     body = await call.request.body()
