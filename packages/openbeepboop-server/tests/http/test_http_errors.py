@@ -389,6 +389,22 @@ def test_stream_options_include_usage_must_be_a_boolean(
     assert error["param"] == "stream_options.include_usage" and error["code"] == "invalid_value"
 
 
+@pytest.mark.parametrize("stream", [False, None])
+def test_stream_options_without_stream_is_400(
+    client: TestClient, api_keys: ApiKeys, stream: bool | None
+) -> None:
+    # As OpenAI answers it: the options would silently do nothing.
+    body: dict[str, object] = {**chat(), "stream_options": {"include_usage": True}}
+    if stream is not None:
+        body["stream"] = stream
+    response = client.post("/openai/v1/chat/completions", json=body, headers=bearer(api_keys.user))
+    error = _error(response, 400)
+    assert (
+        error["param"] == "stream_options"
+        and "only allowed when 'stream' is true" in error["message"]
+    )
+
+
 def test_an_upload_cut_short_before_its_closing_boundary_says_so(
     client: TestClient, api_keys: ApiKeys
 ) -> None:

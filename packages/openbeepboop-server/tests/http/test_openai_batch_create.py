@@ -63,3 +63,15 @@ def test_a_completion_window_of_other_digits_or_with_whitespace_is_400(
     assert response.status_code == 400, response.text
     assert response.json()["error"]["param"] == "completion_window"
     assert _no_batches(client, api_keys.user)
+
+
+def test_an_unknown_input_file_names_input_file_id(client: TestClient, api_keys: ApiKeys) -> None:
+    body = {
+        "input_file_id": "file-nope",
+        "endpoint": "/v1/chat/completions",
+        "completion_window": "24h",
+    }
+    response = client.post("/openai/v1/batches", json=body, headers=bearer(api_keys.user))
+    assert response.status_code == 404, response.text
+    error = response.json()["error"]
+    assert (error["code"], error["param"]) == ("file_not_found", "input_file_id")

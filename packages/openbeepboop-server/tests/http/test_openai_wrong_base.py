@@ -40,5 +40,8 @@ def test_a_404_for_a_path_of_the_openai_surface_says_where_it_is(
         response = client.get(path, headers=headers)
         assert response.status_code == 404, response.text
         assert f"under /openai/v1 (/openai{path})" in response.json()["error"]["message"]
+    for prefix in ("/v1", "/openai/v1"):  # models.retrieve(name)
+        one = client.get(f"{prefix}/models/llama3", headers=headers).json()["error"]["message"]
+        assert one.endswith(f"; {prefix}/models lists the models served now")
     other = client.get("/v1/embeddings", headers=headers).json()["error"]["message"]
     assert "openai" not in other

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from openbeepboop_server.queue.batch_lines import split_lines, validate_lines
 from openbeepboop_server.queue.batch_output import error_line, error_status, output_line
 
@@ -73,6 +74,15 @@ def test_every_bad_line_is_reported_with_its_number() -> None:
         (11, "invalid_value"),
     ]
     assert checked.errors[4].param == "body.messages"
+
+
+@pytest.mark.parametrize(("custom_id", "kind"), [(7, "a number"), (["a"], "an array")])
+def test_a_custom_id_of_another_type_is_named_as_such(custom_id: object, kind: str) -> None:
+    # Not "custom_id is required": it is there, only not a string.
+    line = json.dumps({"custom_id": custom_id, "method": "POST", "url": URL, "body": {}}).encode()
+    [error] = validate_lines([line], URL).errors
+    assert (error.code, error.param) == ("invalid_value", "custom_id")
+    assert error.message == f"custom_id must be a string; this one is {kind}"
 
 
 def test_an_empty_file_is_refused() -> None:

@@ -95,6 +95,16 @@ def _body(value: Any) -> ChatCompletionRequest:
     return ChatCompletionRequest.model_validate(value, strict=True)
 
 
+#: How a refused ``custom_id`` of another JSON type is named.
+_JSON_TYPES = {
+    int: "a number",
+    float: "a number",
+    bool: "a boolean",
+    list: "an array",
+    dict: "an object",
+}
+
+
 def parse_line(
     raw: bytes, endpoint: str, parser: LineParser = finite_json.loads
 ) -> tuple[str, ChatCompletionRequest]:
@@ -113,7 +123,12 @@ def parse_line(
     if not isinstance(data, dict):
         raise LineRefusedError("invalid_json_line", "the line is not a JSON object")
     custom_id = data.get("custom_id")
-    if not isinstance(custom_id, str) or not custom_id:
+    if custom_id is not None and not isinstance(custom_id, str):
+        kind = _JSON_TYPES.get(type(custom_id), "a value")
+        raise LineRefusedError(
+            "invalid_value", f"custom_id must be a string; this one is {kind}", "custom_id"
+        )
+    if not custom_id:
         raise LineRefusedError("missing_required_parameter", "custom_id is required", "custom_id")
     if len(custom_id) > MAX_CUSTOM_ID_CHARS:
         raise LineRefusedError(

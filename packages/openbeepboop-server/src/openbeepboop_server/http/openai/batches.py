@@ -92,7 +92,7 @@ async def create(call: Call) -> Response:
     except InputFileRefusedError as exc:
         raise ApiError(400, str(exc), param="input_file_id", code="invalid_file") from None
     if batch is None:
-        raise file_not_found(body.input_file_id)
+        raise file_not_found(body.input_file_id, param="input_file_id")
     _kick(call)
     return model_response(batch)
 

@@ -48,6 +48,14 @@ def _split_stream(data: Any) -> tuple[bool, bool]:
         raise ApiError(
             400, "'stream_options': must be an object", param="stream_options", code="invalid_value"
         )
+    if options is not None and stream is not True:
+        # As OpenAI answers it: the options would silently do nothing.
+        raise ApiError(
+            400,
+            "'stream_options': only allowed when 'stream' is true",
+            param="stream_options",
+            code="invalid_value",
+        )
     include_usage = (options or {}).get("include_usage")
     if include_usage is not None and not isinstance(include_usage, bool):
         raise ApiError(

@@ -52,9 +52,9 @@ def upload_limits(settings: Settings) -> dict[str, int]:
     return {OPENAI_FILES_PATH: settings.openai.max_file_bytes + MULTIPART_SLACK_BYTES}
 
 
-def file_not_found(file_id: str) -> ApiError:
-    """The same 404 for an unknown file and another key's file."""
-    return ApiError(404, f"No such File object: {file_id}", param="file_id", code="file_not_found")
+def file_not_found(file_id: str, param: str = "file_id") -> ApiError:
+    """The same 404 for an unknown file and another key's file; ``param``: where it was named."""
+    return ApiError(404, f"No such File object: {file_id}", param=param, code="file_not_found")
 
 
 def _parts(stream: IO[bytes]) -> Iterator[bytes]:

@@ -12,7 +12,8 @@ client and plain HTTP callers do not. So the native submit refuses such a
 request before anything is queued, with a ``400`` the SDK raises as
 ``BadRequestError`` and whose message says where to point it; and a ``404``
 for a path the OpenAI surface has (``/v1/batches``, ``/v1/files``) says
-that it lives under ``/openai/v1``.
+that it lives under ``/openai/v1``, one for a single model
+(``models.retrieve``) where the list is.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from openbeepboop_server.http.errors import ApiError
 SDK_HEADER = "x-stainless-lang"
 #: Native paths with the same name under the OpenAI surface (after ``/v1``).
 _OPENAI_ONLY = ("/files", "/batches")
+#: Where one model would be (``models.retrieve``), which neither API has.
+_MODEL_PATHS = ("/v1/models/", f"{OPENAI_PREFIX}/models/")
 
 
 def refuse_openai_sdk(request: Request) -> None:
@@ -45,4 +48,7 @@ def openai_path_hint(path: str) -> str:
     """What a ``404`` for ``path`` adds when the OpenAI surface has that path ('' if not)."""
     if path.startswith("/v1/") and path[3:].startswith(_OPENAI_ONLY):
         return f"; the OpenAI-compatible API is under {OPENAI_PREFIX} ({OPENAI_PREFIX}{path[3:]})"
+    if path.startswith(_MODEL_PATHS):
+        # models.retrieve(name): names come and go with the pool's nodes.
+        return f"; {path[: path.rindex('/')]} lists the models served now"
     return ""
