@@ -19,6 +19,7 @@ from openbeepboop_node.config import (
 )
 from openbeepboop_node.exceptions import ConfigError
 from openbeepboop_node.private_files import write_private_file
+from pydantic import ValidationError
 
 VALID = {
     "server_url": "http://127.0.0.1:8000/",
@@ -381,3 +382,19 @@ def test_several_urls_round_trip_as_server_urls(tmp_path: Path) -> None:
     write_config(parse_config(VALID), path)  # one URL keeps the contract's form
     assert 'server_url = "http://127.0.0.1:8000"' in path.read_text()
     assert "server_urls" not in path.read_text()
+
+
+@pytest.mark.parametrize(
+    ("names", "said"),
+    [
+        (["temperature"], "an OpenAI parameter the node forwards anyway"),
+        (["model"], "a field the node sets itself"),
+        (["extra_body"], "a field the node sets itself"),
+        ([""], "a field name of 1-64 ASCII characters is expected"),
+        (["top_k", "top_k"], "a name is listed twice"),
+    ],
+)
+def test_extra_params_refuse_what_is_not_a_servers_own_field(names: list[str], said: str) -> None:
+    model = {"name": "m", "litellm_model": "openai/m", "extra_params": names}
+    with pytest.raises(ValidationError, match=said):
+        NodeConfig.model_validate({"server_url": "http://q", "api_key": "sk-x", "models": [model]})

@@ -141,3 +141,15 @@ def test_the_n_cap_lowers_n_and_leaves_it_unset_otherwise() -> None:
     assert job_params(request(n=128), max_n=2)[0]["n"] == 2
     assert job_params(request(n=1), max_n=2)[0]["n"] == 1
     assert "n" not in job_params(request(), max_n=2)[0]
+
+
+def test_fields_the_operator_names_go_in_extra_body_and_nothing_else_does() -> None:
+    # vLLM's own sampling knobs: dropped unless the model's extra_params names them.
+    thinking = {"enable_thinking": False}
+    job = request(top_k=5, min_p=None, chat_template_kwargs=thinking, api_base="x")
+    params, dropped = job_params(job, extra=("top_k", "min_p", "chat_template_kwargs"))
+    assert params["extra_body"] == {"top_k": 5, "chat_template_kwargs": thinking}
+    assert dropped == ["api_base"]
+    params, dropped = job_params(job)
+    assert "extra_body" not in params
+    assert sorted(dropped) == ["api_base", "chat_template_kwargs", "min_p", "top_k"]

@@ -52,7 +52,11 @@ from openbeepboop_node.request_guard import (
     DEFAULT_MAX_REQUEST_CHARS,
     RequestLimits,
 )
-from openbeepboop_node.request_params import DEFAULTABLE_PARAMS
+from openbeepboop_node.request_params import (
+    DEFAULTABLE_PARAMS,
+    MAX_EXTRA_PARAMS,
+    extra_param_problem,
+)
 from openbeepboop_node.server_pool import DEFAULT_FAILBACK_SECONDS, split_urls
 
 if sys.version_info >= (3, 11):
@@ -160,6 +164,9 @@ class ModelConfig(BaseModel):
     max_n: StrictInt | None = Field(default=None, ge=1)
     #: Let jobs carry media URLs LiteLLM may fetch (public http(s) addresses only).
     allow_media_urls: StrictBool = False
+    #: Request fields outside OpenAI's a job may set for this model, sent to its
+    #: server in the request body (a self-hosted server's own sampling knobs).
+    extra_params: list[str] = Field(default_factory=list, max_length=MAX_EXTRA_PARAMS)
 
     @field_validator("api_base")
     @classmethod
@@ -178,6 +185,17 @@ class ModelConfig(BaseModel):
             )
         _check_finite(value)
         _check_as_a_request(value)
+        return value
+
+    @field_validator("extra_params")
+    @classmethod
+    def _extra_params(cls, value: list[str]) -> list[str]:
+        for name in value:
+            problem = extra_param_problem(name)
+            if problem is not None:
+                raise ValueError(f"{name!r}: {problem}")
+        if len(set(value)) != len(value):
+            raise ValueError("a name is listed twice")
         return value
 
     @model_validator(mode="after")
@@ -387,12 +405,14 @@ class NodeConfig(BaseModel):
             entry = model.model_dump(
                 mode="json",
                 exclude_none=True,
-                exclude={"api_key", "defaults", "fixed", "allow_media_urls"},
+                exclude={"api_key", "defaults", "fixed", "allow_media_urls", "extra_params"},
             )
             if model.api_key is not None:
                 entry["api_key"] = model.api_key.get_secret_value()
             if model.allow_media_urls:
                 entry["allow_media_urls"] = True
+            if model.extra_params:
+                entry["extra_params"] = list(model.extra_params)
             if model.defaults:
                 entry["defaults"] = dict(model.defaults)
             if model.fixed:

@@ -58,6 +58,8 @@ class ModelRoute:
     max_n: int | None = None
     #: Whether jobs may carry media URLs (public http(s) only) LiteLLM may fetch.
     allow_media_urls: bool = False
+    #: Fields outside OpenAI's a job may send to this model's server (``extra_params``).
+    extra_params: frozenset[str] = frozenset()
 
 
 def placeholder_key(model: ModelConfig, environ: Mapping[str, str]) -> str | None:
@@ -94,6 +96,7 @@ def resolve_route(
         max_tokens=model.max_tokens,
         max_n=model.max_n,
         allow_media_urls=model.allow_media_urls,
+        extra_params=frozenset(model.extra_params),
     )
 
 
