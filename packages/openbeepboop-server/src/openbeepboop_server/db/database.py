@@ -57,6 +57,7 @@ from sqlalchemy.exc import ArgumentError
 from sqlalchemy.pool import StaticPool
 
 from openbeepboop_server.db import notify, postgres
+from openbeepboop_server.db.driver_sql import execute_plain
 from openbeepboop_server.db.faults import describe, is_damaged
 from openbeepboop_server.errors import InvalidSetting, ServerError
 
@@ -600,7 +601,8 @@ def _configure_sqlite(
     @event.listens_for(engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
-        conn.exec_driver_sql(f"BEGIN {mode}")
+        # On the driver's cursor: through SQLAlchemy, a BEGIN cost as much as a write's statement.
+        execute_plain(conn, f"BEGIN {mode}")
 
 
 def _set_pragmas(dbapi_connection: Any, *, synchronous: str, busy_ms: int, fks: bool) -> None:

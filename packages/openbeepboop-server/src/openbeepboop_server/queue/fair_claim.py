@@ -28,6 +28,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import ANY_MODEL, MAX_FETCH_JOBS, JobStatus
 
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.queue.fair_share import POOLED, Head, Turns
 
 _COLUMNS = "seq, id, model, request, attempts"
@@ -113,7 +114,7 @@ def any_model_candidates(conn: sa.Connection, now: float) -> list[str]:
 
 
 @functools.cache
-def _heads_sql(dialect: str) -> sa.TextClause:
+def _heads_sql(dialect: str) -> DriverStatement:
     """Each owner with claimable jobs of a model, its next job's rank and priority,
     its weight and its stored virtual time under ``:share`` (the model, or
     :data:`.fair_share.POOLED` for a claim over several models).
@@ -122,28 +123,30 @@ def _heads_sql(dialect: str) -> sa.TextClause:
     jobs, whatever the number of jobs each has queued.
     """
     table = _table("ix_jobs_fair", dialect)
-    return sa.text(
-        "WITH RECURSIVE owners(k) AS ("  # noqa: S608 - fixed fragments only
-        f" SELECT (SELECT min(owner_key_id) FROM {table} WHERE {_FAIR})"
-        f" UNION ALL SELECT (SELECT min(owner_key_id) FROM {table}"
-        f"  WHERE {_FAIR} AND owner_key_id > owners.k)"
-        " FROM owners WHERE owners.k IS NOT NULL"
-        "), heads AS ("
-        " SELECT owners.k AS owner,"
-        f"  (SELECT seq FROM {table} WHERE {_FAIR} AND owner_key_id = owners.k"
-        "   AND not_before <= :now ORDER BY claim_rank, seq LIMIT 1) AS head"
-        " FROM owners WHERE owners.k IS NOT NULL"
-        ") SELECT heads.owner, jobs.claim_rank, jobs.priority,"
-        " coalesce(api_keys.weight, 1) AS weight, fair_shares.virtual_time, heads.head"
-        " FROM heads JOIN jobs ON jobs.seq = heads.head"
-        " LEFT JOIN api_keys ON api_keys.id = heads.owner"
-        " LEFT JOIN fair_shares ON fair_shares.model = :share"
-        "  AND fair_shares.owner_key_id = heads.owner"
+    return DriverStatement(
+        sa.text(
+            "WITH RECURSIVE owners(k) AS ("  # noqa: S608 - fixed fragments only
+            f" SELECT (SELECT min(owner_key_id) FROM {table} WHERE {_FAIR})"
+            f" UNION ALL SELECT (SELECT min(owner_key_id) FROM {table}"
+            f"  WHERE {_FAIR} AND owner_key_id > owners.k)"
+            " FROM owners WHERE owners.k IS NOT NULL"
+            "), heads AS ("
+            " SELECT owners.k AS owner,"
+            f"  (SELECT seq FROM {table} WHERE {_FAIR} AND owner_key_id = owners.k"
+            "   AND not_before <= :now ORDER BY claim_rank, seq LIMIT 1) AS head"
+            " FROM owners WHERE owners.k IS NOT NULL"
+            ") SELECT heads.owner, jobs.claim_rank, jobs.priority,"
+            " coalesce(api_keys.weight, 1) AS weight, fair_shares.virtual_time, heads.head"
+            " FROM heads JOIN jobs ON jobs.seq = heads.head"
+            " LEFT JOIN api_keys ON api_keys.id = heads.owner"
+            " LEFT JOIN fair_shares ON fair_shares.model = :share"
+            "  AND fair_shares.owner_key_id = heads.owner"
+        )
     )
 
 
 @functools.cache
-def _owner_jobs_sql(dialect: str, after: bool, details: bool) -> sa.TextClause:
+def _owner_jobs_sql(dialect: str, after: bool, details: bool) -> DriverStatement:
     """An owner's next claimable jobs of a model, by rank (``details``: and
     ``_COLUMNS``); locked on PostgreSQL.
 
@@ -154,9 +157,11 @@ def _owner_jobs_sql(dialect: str, after: bool, details: bool) -> sa.TextClause:
     columns = f"claim_rank, {_COLUMNS}" if details else "seq, claim_rank"
     past = " AND (claim_rank > :rank OR (claim_rank = :rank AND seq > :seq))" if after else ""
     lock = " FOR UPDATE SKIP LOCKED" if dialect == "postgresql" else ""
-    return sa.text(
-        f"SELECT {columns} FROM {table} WHERE {_FAIR} AND owner_key_id = :owner"  # noqa: S608 - fixed fragments only
-        f" AND not_before <= :now{past} ORDER BY claim_rank, seq LIMIT :limit{lock}"
+    return DriverStatement(
+        sa.text(
+            f"SELECT {columns} FROM {table} WHERE {_FAIR} AND owner_key_id = :owner"  # noqa: S608 - fixed fragments only
+            f" AND not_before <= :now{past} ORDER BY claim_rank, seq LIMIT :limit{lock}"
+        )
     )
 
 
@@ -209,7 +214,7 @@ def _heads(conn: sa.Connection, models: list[str], now: float, pooled: bool) -> 
     for model in models:
         share = POOLED if pooled else model
         params = {"status": JobStatus.QUEUED.value, "model": model, "now": now, "share": share}
-        heads.extend(Head(model, *row) for row in conn.execute(sql, params).all())
+        heads.extend(Head(model, *row) for row in sql.all(conn, params))
     return heads
 
 
@@ -254,7 +259,7 @@ class _OwnerJobs:
         if self._last is not None:
             params.update(seq=self._last.seq, rank=self._last.claim_rank)
         sql = _owner_jobs_sql(self._conn.dialect.name, after, self._details)
-        rows = self._conn.execute(sql, params).all()
+        rows = sql.all(self._conn, params)
         self._buffer.extend(rows)
         self._done = len(rows) < limit
 
@@ -338,15 +343,17 @@ def store_turns(conn: sa.Connection, turns: Turns) -> None:
         for model, owner, floor, added in turns.advances()
     ]
     if rows:
-        conn.execute(_store_sql(conn.dialect.name), rows)
+        _store_sql(conn.dialect.name).execute(conn, rows)
 
 
 @functools.cache
-def _store_sql(dialect: str) -> sa.TextClause:
+def _store_sql(dialect: str) -> DriverStatement:
     larger = "max" if dialect == "sqlite" else "greatest"
-    return sa.text(
-        "INSERT INTO fair_shares (model, owner_key_id, virtual_time)"  # noqa: S608 - fixed fragments only
-        " VALUES (:model, :owner, :floor + :added)"
-        " ON CONFLICT (model, owner_key_id) DO UPDATE SET virtual_time ="
-        f" {larger}(fair_shares.virtual_time, :floor) + :added"
+    return DriverStatement(
+        sa.text(
+            "INSERT INTO fair_shares (model, owner_key_id, virtual_time)"  # noqa: S608 - fixed fragments only
+            " VALUES (:model, :owner, :floor + :added)"
+            " ON CONFLICT (model, owner_key_id) DO UPDATE SET virtual_time ="
+            f" {larger}(fair_shares.virtual_time, :floor) + :added"
+        )
     )

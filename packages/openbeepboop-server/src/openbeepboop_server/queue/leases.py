@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import HeartbeatRequest, HeartbeatResponse, JobStatus, Role
 
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.db.safe_text import db_texts
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.keys import Caller
@@ -75,7 +76,7 @@ class LeaseState:
 
 #: Leases by token (``tokens``, expanded when executed) with their jobs, built
 #: once: a select built per delivery cost ~150 us of CPU, three times the read.
-_LEASES_BY_TOKEN = (
+_LEASES_BY_TOKEN_SQL = (
     sa.select(
         leases.c.id.label("lease_id"),
         leases.c.token,
@@ -96,7 +97,9 @@ _LEASES_BY_TOKEN = (
 )
 #: Both rows locked: after waiting for a concurrent delivery, PostgreSQL then
 #: re-reads the lease's outcome too, so a twin delivery is a duplicate.
-_LEASES_BY_TOKEN_LOCKED = _LEASES_BY_TOKEN.with_for_update(of=[jobs, leases])
+_LEASES_BY_TOKEN_LOCKED = DriverStatement(_LEASES_BY_TOKEN_SQL.with_for_update(of=[jobs, leases]))
+#: Run on the driver's cursor, as the delivery's other statements (db/driver_sql.py).
+_LEASES_BY_TOKEN = DriverStatement(_LEASES_BY_TOKEN_SQL)
 
 
 def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> dict[str, LeaseState]:
@@ -106,7 +109,7 @@ def load_leases(conn: sa.Connection, tokens: Iterable[str], *, lock: bool) -> di
     job_states: dict[int, JobState] = {}
     query = _LEASES_BY_TOKEN_LOCKED if lock else _LEASES_BY_TOKEN
     for start in range(0, len(wanted), IN_CHUNK):
-        for row in conn.execute(query, {"tokens": wanted[start : start + IN_CHUNK]}):
+        for row in query.all(conn, {"tokens": wanted[start : start + IN_CHUNK]}):
             # Two tokens of one job share its state, so a change through one is seen by the other.
             job = job_states.setdefault(
                 row.seq,
@@ -177,7 +180,7 @@ def heartbeat(
     )
 
 
-_END_LEASE_BY_ID = (
+_END_LEASE_BY_ID = DriverStatement(
     leases.update()
     .where(leases.c.id == sa.bindparam("b_id"))
     .values(outcome=sa.bindparam("b_outcome"), ended_at=sa.bindparam("b_now"))
@@ -187,7 +190,7 @@ _END_LEASE_BY_ID = (
 def end_leases_by_id(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
     """Record how held leases ended; ``rows``: ``b_id`` (lease row), ``b_outcome``, ``b_now``."""
     if rows:
-        conn.execute(_END_LEASE_BY_ID, rows)
+        _END_LEASE_BY_ID.execute(conn, rows)
 
 
 def end_leases(conn: sa.Connection, tokens: list[str], outcome: str, now: float) -> None:

@@ -17,6 +17,7 @@ from openbeepboop_schemas import ChatCompletionRequest, Job, JobStatus
 
 from openbeepboop_server.db import notify
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.db.safe_text import db_text, idempotency_column
 from openbeepboop_server.db.tables import api_keys, idempotency_keys, jobs
 from openbeepboop_server.errors import IdempotencyKeyReused, PriorityAboveCeiling
@@ -27,6 +28,8 @@ from openbeepboop_server.queue.policy import DEFAULT_PRIORITY_AGING_MINUTES
 from openbeepboop_server.queue.views import job_view
 
 _insert_jobs = jobs.insert()
+#: A submit's insert, on the driver's cursor (db/driver_sql.py).
+_INSERT_JOBS = DriverStatement(_insert_jobs)
 #: Native fields kept beside the job, never in the request a node forwards to the LLM.
 _NATIVE_FIELDS = {"priority"}
 
@@ -88,7 +91,7 @@ def insert_jobs(
         for line, (row, custom_id) in enumerate(zip(rows, custom_ids, strict=True), start=1):
             row.update(batch_id=batch_id, batch_line=line, custom_id=custom_id)
     if rows:
-        conn.execute(_insert_jobs, rows)
+        _INSERT_JOBS.execute(conn, rows)
         # Other replicas' fetchers of these models wake when this commits (db/notify.py).
         notify.jobs_available(conn, [row["model"] for row in rows])
     return [job_view(row["id"], queued, row["model"], now) for row in rows]

@@ -61,6 +61,7 @@ from typing import Any, NamedTuple
 import sqlalchemy as sa
 from openbeepboop_schemas import JobStatus
 
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.db.tables import jobs, leases
 from openbeepboop_server.queue.leases import EXPIRED, end_leases
 from openbeepboop_server.queue.usage import KeyTotals, add_totals, record_endings
@@ -89,7 +90,7 @@ class ExpiredBatch(NamedTuple):
 _LEASE_OFF = {"lease_token": None, "lease_expires_at": None}
 _BY_SEQ = jobs.c.seq == sa.bindparam("b_seq")
 
-_START = (
+_START_SQL = (
     jobs.update()
     .where(_BY_SEQ)
     .values(
@@ -103,8 +104,8 @@ _START = (
         updated_at=sa.bindparam("b_now"),
     )
 )
-#: A claim's lease rows, read from the same parameters as ``_START``.
-_RECORD_LEASES = leases.insert().values(
+#: A claim's lease rows, read from the same parameters as ``_START_SQL``.
+_RECORD_LEASES_SQL = leases.insert().values(
     token=sa.bindparam("b_token"),
     job_seq=sa.bindparam("b_seq"),
     node_id=sa.bindparam("b_node"),
@@ -114,8 +115,11 @@ _RECORD_LEASES = leases.insert().values(
 )
 #: Both as one statement, for PostgreSQL (which runs an UPDATE inside a
 #: WITH): a claim's round trips are its latency.
-_START_AND_RECORD = _RECORD_LEASES.add_cte(_START.cte("started"))
-_COMPLETE = (
+_START_AND_RECORD = DriverStatement(_RECORD_LEASES_SQL.add_cte(_START_SQL.cte("started")))
+#: The claim's and the delivery's statements run on the driver's cursor (db/driver_sql.py).
+_START = DriverStatement(_START_SQL)
+_RECORD_LEASES = DriverStatement(_RECORD_LEASES_SQL)
+_COMPLETE_SQL = (
     jobs.update()
     .where(_BY_SEQ)
     .values(
@@ -128,6 +132,7 @@ _COMPLETE = (
         **_LEASE_OFF,
     )
 )
+_COMPLETE = DriverStatement(_COMPLETE_SQL)
 _FAIL = (
     jobs.update()
     .where(_BY_SEQ)
@@ -218,10 +223,10 @@ def start(conn: sa.Connection, rows: Rows) -> None:
     if not rows:
         return
     if conn.dialect.name == "postgresql":
-        conn.execute(_START_AND_RECORD, rows)
+        _START_AND_RECORD.execute(conn, rows)
         return
-    conn.execute(_START, rows)
-    conn.execute(_RECORD_LEASES, rows)
+    _START.execute(conn, rows)
+    _RECORD_LEASES.execute(conn, rows)
 
 
 def fail_unreadable(conn: sa.Connection, rows: Rows) -> None:
@@ -245,7 +250,7 @@ def complete(conn: sa.Connection, rows: Rows, usage: Mapping[int, KeyTotals] | N
     from the rows.
     """
     if rows:
-        conn.execute(_COMPLETE, rows)
+        _COMPLETE.execute(conn, rows)
         _count(conn, rows, usage)
 
 

@@ -35,6 +35,7 @@ import sqlalchemy as sa
 from openbeepboop_schemas import JobStatus
 
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.db.tables import api_keys, jobs, key_usage
 
 HOUR_SECONDS = 3600.0
@@ -139,11 +140,11 @@ def add_totals(conn: sa.Connection, now: float, per_key: Mapping[int, KeyTotals]
         }
         for key_id, t in sorted(per_key.items())  # a fixed lock order across replicas
     ]
-    conn.execute(_upsert(conn.dialect.name), rows)
+    _upsert(conn.dialect.name).execute(conn, rows)
 
 
 @functools.cache
-def _upsert(dialect: str) -> sa.Insert:
+def _upsert(dialect: str) -> DriverStatement:
     """The hourly upsert, built once per dialect: building it (an ``excluded``
     alias and six expressions) cost more than running it, every delivery."""
     if dialect == "postgresql":
@@ -160,8 +161,10 @@ def _upsert(dialect: str) -> sa.Insert:
         for name in _COUNTS
     }
     set_["llm_seconds"] = key_usage.c.llm_seconds + statement.excluded.llm_seconds
-    return statement.on_conflict_do_update(
-        index_elements=[key_usage.c.key_id, key_usage.c.hour], set_=set_
+    return DriverStatement(
+        statement.on_conflict_do_update(
+            index_elements=[key_usage.c.key_id, key_usage.c.hour], set_=set_
+        )
     )
 
 

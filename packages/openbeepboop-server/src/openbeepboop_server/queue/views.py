@@ -32,6 +32,7 @@ from openbeepboop_schemas import (
 from pydantic import ValidationError
 
 from openbeepboop_server.db.database import IN_CHUNK
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.db.safe_text import db_text, db_texts
 from openbeepboop_server.db.tables import jobs
 from openbeepboop_server.keys import Caller
@@ -64,9 +65,12 @@ MAX_LIST_LIMIT = 1_000
 #: read itself (docs/performance.md, "Statements built once").
 _POLL_BY_IDS = sa.select(*POLL_COLUMNS).where(jobs.c.id.in_(sa.bindparam("ids", expanding=True)))
 _POLL_BY_IDS_OWNED = _POLL_BY_IDS.where(jobs.c.owner_key_id == sa.bindparam("owner"))
-#: The watched jobs (``ids``) a delivery has just finished, with their owners (built once too).
-_FINISHED_BY_IDS = sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
-    jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.status.in_(TERMINAL_IN_SQL)
+#: The watched jobs (``ids``) a delivery has just finished, with their owners (built once
+#: too), read on the driver's cursor inside the delivery's transaction (db/driver_sql.py).
+_FINISHED_BY_IDS = DriverStatement(
+    sa.select(jobs.c.owner_key_id, *POLL_COLUMNS).where(
+        jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.status.in_(TERMINAL_IN_SQL)
+    )
 )
 
 
@@ -155,7 +159,7 @@ def finished_entries(conn: sa.Connection, ids: list[str]) -> list[tuple[int, Pol
     """The entries of those of ``ids`` that are terminal, each with the key that owns it."""
     finished: list[tuple[int, PollEntry]] = []
     for start in range(0, len(ids), IN_CHUNK):
-        rows = conn.execute(_FINISHED_BY_IDS, {"ids": db_texts(ids[start : start + IN_CHUNK])})
+        rows = _FINISHED_BY_IDS.all(conn, {"ids": db_texts(ids[start : start + IN_CHUNK])})
         finished.extend((row.owner_key_id, poll_entry(row)) for row in rows)
     return finished
 
