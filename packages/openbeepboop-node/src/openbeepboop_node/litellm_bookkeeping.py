@@ -82,7 +82,7 @@ def unlogged() -> Iterator[None]:
     """Run a LiteLLM call inside this to keep LiteLLM from logging it (once switched off).
 
     The flag is a context variable: it holds for the task that enters this
-    and for the tasks it creates meanwhile (``asyncio.wait_for``'s, for one).
+    and for the tasks it creates meanwhile.
     """
     if _flag is None:
         yield
