@@ -5,7 +5,8 @@ prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
 ``litellm.acompletion`` with at most ``concurrency`` in flight: the same
 call the node makes (``openai/`` model, ``api_base``, key, no retries, inside
 the node's ``unlogged()``, with the provider named as the node names it:
-``provider_hint``), on LiteLLM configured by the node's own ``load_litellm``
+``provider_hint``, its request built on the event loop as the node builds
+it: ``inline_preparation``), on LiteLLM configured by the node's own ``load_litellm``
 and, like the node, with the stand-in's model registered as free
 (``price_unknown_model_as_free``).
 With ``--serve`` it stays up after its warm-up and runs one timed batch per
@@ -26,6 +27,7 @@ import time
 from typing import Any
 
 from openbeepboop_node.litellm_bookkeeping import unlogged
+from openbeepboop_node.litellm_preparation import inline_preparation, install
 from openbeepboop_node.provider_hints import provider_hint
 
 #: What the bench's nodes call LiteLLM with (``litellm_model``).
@@ -36,10 +38,12 @@ async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: 
     semaphore = asyncio.Semaphore(concurrency)
     key = "sk-standin-provider-key"
     provider = provider_hint(litellm, MODEL, api_base, key)
+    install(asyncio.get_running_loop())
 
     async def one(index: int) -> None:
         async with semaphore:
-            with unlogged():  # as the node calls it: LiteLLM logs nothing
+            # As the node calls it: LiteLLM logs nothing, builds the request on the loop.
+            with unlogged(), inline_preparation(provider == "openai"):
                 response = await litellm.acompletion(
                     model=MODEL,
                     messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
