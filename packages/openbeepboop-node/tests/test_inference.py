@@ -179,6 +179,18 @@ async def test_model_defaults_apply_only_where_the_job_is_silent(
     assert (second.body["temperature"], second.body["max_tokens"]) == (0.1, 9)
 
 
+async def test_a_models_extra_params_reach_its_server_in_the_body(
+    llm: StandinLLM, make_config: Callable[..., NodeConfig]
+) -> None:
+    config = make_config()
+    model = config.models[0].model_copy(update={"extra_params": ["top_k", "repetition_penalty"]})
+    config = config.model_copy(update={"models": [model]})
+    await complete(config, request("knobs", top_k=5, repetition_penalty=1.1, min_p=0.2))
+    (call,) = llm.calls()
+    assert (call.body["top_k"], call.body["repetition_penalty"]) == (5, 1.1)
+    assert "min_p" not in call.body and "extra_body" not in call.body
+
+
 ATTACK_FIELDS = {
     "api_base": None,  # filled with the attacker's URL
     "base_url": None,

@@ -302,6 +302,7 @@ class Inference:
             fixed=route.fixed,
             max_tokens=route.max_tokens,
             max_n=route.max_n,
+            extra=route.extra_params,
         )
         if dropped:
             logger.debug("job %s: not forwarding %s", job_id or "-", ", ".join(sorted(dropped)))
