@@ -66,6 +66,24 @@ async def test_litellm_builds_an_openai_request_on_the_loop(llm: StandinLLM) -> 
     assert PreparationExecutor.inline_runs == before + 1
 
 
+async def test_a_request_made_while_another_call_runs_is_built_on_a_thread(
+    llm: StandinLLM,
+) -> None:
+    llm.configure(delay=0.5)
+    inference = Inference()
+    before = PreparationExecutor.inline_runs
+    first = asyncio.create_task(inference.complete(route(llm), request("first")))
+    while not llm.prompt_counts().get("first"):
+        await asyncio.sleep(0.01)
+    second = await inference.complete(route(llm), request("second"))
+    assert second.choices[0].message.content == "Echo: second"
+    assert (await first).choices[0].message.content == "Echo: first"
+    assert PreparationExecutor.inline_runs == before + 1  # the first only
+    # Alone again: built on the loop.
+    await inference.complete(route(llm), request("third"))
+    assert PreparationExecutor.inline_runs == before + 2
+
+
 async def test_another_providers_request_is_built_on_a_thread(llm: StandinLLM) -> None:
     before = PreparationExecutor.inline_runs
     result = await Inference().complete(route(llm, "hosted_vllm/standin-model"), request("vllm"))

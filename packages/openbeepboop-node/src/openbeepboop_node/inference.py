@@ -20,9 +20,9 @@ route's provider where that changes nothing it does
 (:mod:`~openbeepboop_node.provider_hints`), so it does not work it out
 again for every call.
 For an ``openai/`` route and a request with no media URL and at most
-:data:`MAX_INLINE_PREPARATION_CHARS` characters, LiteLLM builds the request
-on the event loop instead of a worker thread
-(:mod:`~openbeepboop_node.litellm_preparation`).
+:data:`MAX_INLINE_PREPARATION_CHARS` characters, when no other call is in
+progress, LiteLLM builds the request on the event loop instead of a worker
+thread (:mod:`~openbeepboop_node.litellm_preparation`).
 
 Before a call the request is checked against the node's ceilings and its
 media URLs against the model's policy (:mod:`~openbeepboop_node.request_guard`);
@@ -287,6 +287,8 @@ class Inference:
 
     def __init__(self, limits: RequestLimits | None = None) -> None:
         self.limits = limits or RequestLimits()
+        #: LLM calls in progress (see :meth:`complete`'s inline preparation).
+        self._calling = 0
 
     def load(self) -> None:
         """Import LiteLLM now rather than on the first job."""
@@ -351,12 +353,18 @@ class Inference:
         install(loop)
         # Its request building does no I/O for an openai/ route with no media
         # URL to fetch: it may run on this thread (litellm_preparation), for a
-        # request small enough to keep the loop for a millisecond or so.
+        # request small enough to keep the loop for a millisecond or so, when
+        # no other call is in progress. With others in progress the thread
+        # builds it while the loop sends and reads theirs: a node at
+        # concurrency 16 did 15 % fewer jobs a second with every request
+        # built on the loop.
         inline = (
             provider == "openai"
             and not scanned.urls
             and scanned.chars <= MAX_INLINE_PREPARATION_CHARS
+            and self._calling == 0
         )
+        self._calling += 1
         try:
             # A deadline on this task rather than asyncio.wait_for's task around
             # the call: one task fewer to start and wake for every job.
@@ -383,6 +391,8 @@ class Inference:
             secrets = (route.api_key,) if route.api_key else ()
             endpoints = (route.api_base,) if route.api_base else ()
             raise InferenceError(to_node_error(exc, secrets, endpoints)) from exc
+        finally:
+            self._calling -= 1
         try:
             answer = response.model_dump()
             if _nested_deeper_than(answer, MAX_RESULT_DEPTH):
