@@ -5,10 +5,9 @@ prints ``{"calls": N, "seconds": S}``: ``calls`` chat completions through
 ``litellm.acompletion`` with at most ``concurrency`` in flight: the same
 call the node makes (``openai/`` model, ``api_base``, key, no retries, inside
 the node's ``unlogged()``, with the provider named as the node names it:
-``provider_hint``, its request built on the event loop as the node builds
-it when no other call is in progress: ``inline_preparation``), on LiteLLM
-configured by the node's own ``load_litellm`` and, like the node, with the
-stand-in's model registered as free (``price_unknown_model_as_free``).
+``provider_hint``), on LiteLLM configured by the node's own ``load_litellm``
+and, like the node, with the stand-in's model registered as free
+(``price_unknown_model_as_free``).
 With ``--serve`` it stays up after its warm-up and runs one timed batch per
 number written to its stdin, so that a benchmark can alternate it with a
 node seconds apart instead of waiting for LiteLLM's import every time. All
@@ -27,7 +26,6 @@ import time
 from typing import Any
 
 from openbeepboop_node.litellm_bookkeeping import unlogged
-from openbeepboop_node.litellm_preparation import inline_preparation, install
 from openbeepboop_node.provider_hints import provider_hint
 
 #: What the bench's nodes call LiteLLM with (``litellm_model``).
@@ -38,32 +36,22 @@ async def _loop(litellm: Any, api_base: str, concurrency: int, calls: int, tag: 
     semaphore = asyncio.Semaphore(concurrency)
     key = "sk-standin-provider-key"
     provider = provider_hint(litellm, MODEL, api_base, key)
-    install(asyncio.get_running_loop())
-    calling = 0
 
     async def one(index: int) -> None:
-        nonlocal calling
         async with semaphore:
-            # As the node calls it: LiteLLM logs nothing, builds the request on
-            # the loop when no other call is in progress.
-            inline = provider == "openai" and calling == 0
-            calling += 1
-            try:
-                with unlogged(), inline_preparation(inline):
-                    response = await litellm.acompletion(
-                        model=MODEL,
-                        messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
-                        max_tokens=16,
-                        api_base=api_base,
-                        api_key=key,
-                        custom_llm_provider=provider,
-                        timeout=600.0,
-                        stream=False,
-                        num_retries=0,
-                        max_retries=0,
-                    )
-            finally:
-                calling -= 1
+            with unlogged():  # as the node calls it: LiteLLM logs nothing
+                response = await litellm.acompletion(
+                    model=MODEL,
+                    messages=[{"role": "user", "content": f"{tag} prompt number {index}"}],
+                    max_tokens=16,
+                    api_base=api_base,
+                    api_key=key,
+                    custom_llm_provider=provider,
+                    timeout=600.0,
+                    stream=False,
+                    num_retries=0,
+                    max_retries=0,
+                )
             response.model_dump()  # the node turns every answer into a dict too
 
     started = time.perf_counter()

@@ -19,10 +19,6 @@ LiteLLM's own retries are off because the queue retries. LiteLLM is told the
 route's provider where that changes nothing it does
 (:mod:`~openbeepboop_node.provider_hints`), so it does not work it out
 again for every call.
-For an ``openai/`` route and a request with no media URL and at most
-:data:`MAX_INLINE_PREPARATION_CHARS` characters, when no other call is in
-progress, LiteLLM builds the request on the event loop instead of a worker
-thread (:mod:`~openbeepboop_node.litellm_preparation`).
 
 Before a call the request is checked against the node's ceilings and its
 media URLs against the model's policy (:mod:`~openbeepboop_node.request_guard`);
@@ -61,11 +57,10 @@ from pydantic import ValidationError
 from openbeepboop_node.exceptions import BackendUnreachableError, InferenceError
 from openbeepboop_node.failure_causes import connection_failure, local_failure
 from openbeepboop_node.litellm_bookkeeping import switch_off, unlogged
-from openbeepboop_node.litellm_preparation import inline_preparation, install
 from openbeepboop_node.model_routes import ModelRoute
 from openbeepboop_node.provider_hints import provider_hint
 from openbeepboop_node.public_errors import public_message
-from openbeepboop_node.request_guard import RequestLimits, check_media_urls, inspect_request
+from openbeepboop_node.request_guard import RequestLimits, check_media_urls, scan_request
 from openbeepboop_node.request_params import job_params
 
 if sys.version_info >= (3, 11):
@@ -95,11 +90,6 @@ CALL_CEILING_MARGIN_SECONDS = 2.0
 #: a little past 250. Without this ceiling such an answer would be refused at
 #: delivery (or crash it) instead of failing its one job.
 MAX_RESULT_DEPTH = 128
-#: Largest request (characters of its strings) whose LiteLLM request building
-#: runs on the event loop (:mod:`~openbeepboop_node.litellm_preparation`);
-#: LiteLLM takes ~1 ms more per 300,000 characters, during which the loop
-#: would run nothing else. Larger ones are built on a worker thread.
-MAX_INLINE_PREPARATION_CHARS = 256 * 1024
 #: LiteLLM model strings already checked against LiteLLM's price list.
 _priced: set[str] = set()
 
@@ -287,8 +277,6 @@ class Inference:
 
     def __init__(self, limits: RequestLimits | None = None) -> None:
         self.limits = limits or RequestLimits()
-        #: LLM calls in progress (see :meth:`complete`'s inline preparation).
-        self._calling = 0
 
     def load(self) -> None:
         """Import LiteLLM now rather than on the first job."""
@@ -338,9 +326,9 @@ class Inference:
         request and is handing it to the backend (see :func:`once_on_loop`);
         not at all if the call ends before that.
         """
-        scanned = inspect_request(request, self.limits)
-        if scanned.urls:
-            await check_media_urls(scanned.urls, route.allow_media_urls)
+        urls = scan_request(request, self.limits)
+        if urls:
+            await check_media_urls(urls, route.allow_media_urls)
         litellm = _litellm or await asyncio.to_thread(load_litellm)
         kwargs = self.call_kwargs(route, request, job_id)
         if on_sent is not None:
@@ -349,26 +337,10 @@ class Inference:
         provider = provider_hint(litellm, route.litellm_model, route.api_base, route.api_key)
         if provider is not None:
             kwargs["custom_llm_provider"] = provider
-        loop = asyncio.get_running_loop()
-        install(loop)
-        # Its request building does no I/O for an openai/ route with no media
-        # URL to fetch: it may run on this thread (litellm_preparation), for a
-        # request small enough to keep the loop for a millisecond or so, when
-        # no other call is in progress. With others in progress the thread
-        # builds it while the loop sends and reads theirs: a node at
-        # concurrency 16 did 15 % fewer jobs a second with every request
-        # built on the loop.
-        inline = (
-            provider == "openai"
-            and not scanned.urls
-            and scanned.chars <= MAX_INLINE_PREPARATION_CHARS
-            and self._calling == 0
-        )
-        self._calling += 1
         try:
             # A deadline on this task rather than asyncio.wait_for's task around
             # the call: one task fewer to start and wake for every job.
-            with unlogged(), inline_preparation(inline):
+            with unlogged():
                 async with timeout(route.timeout + CALL_CEILING_MARGIN_SECONDS):
                     response = await litellm.acompletion(**kwargs)
         except asyncio.CancelledError:
@@ -391,8 +363,6 @@ class Inference:
             secrets = (route.api_key,) if route.api_key else ()
             endpoints = (route.api_base,) if route.api_base else ()
             raise InferenceError(to_node_error(exc, secrets, endpoints)) from exc
-        finally:
-            self._calling -= 1
         try:
             answer = response.model_dump()
             if _nested_deeper_than(answer, MAX_RESULT_DEPTH):

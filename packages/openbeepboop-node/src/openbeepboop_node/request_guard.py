@@ -123,26 +123,11 @@ class _Walk:
             raise _too_large("JSON values", MAX_REQUEST_ITEMS)
 
 
-@dataclass(frozen=True)
-class ScannedRequest:
-    """What :func:`inspect_request` found in a request within the ceilings."""
-
-    #: The media URLs its messages hold (see the module docstring).
-    urls: list[str]
-    #: Characters of all its strings (messages, tools, other fields).
-    chars: int
-
-
 def scan_request(request: ChatCompletionRequest, limits: RequestLimits) -> list[str]:
     """Check ``request`` against ``limits``; returns the media URLs its messages hold.
 
     InferenceError (permanent, ``request_too_large``) past a ceiling.
     """
-    return inspect_request(request, limits).urls
-
-
-def inspect_request(request: ChatCompletionRequest, limits: RequestLimits) -> ScannedRequest:
-    """:func:`scan_request`, also saying how many characters the request holds."""
     messages = request.messages
     if len(messages) > limits.max_messages:
         raise _too_large("messages", limits.max_messages, "max_messages")
@@ -162,7 +147,7 @@ def inspect_request(request: ChatCompletionRequest, limits: RequestLimits) -> Sc
     if request.model_extra:
         # Tools, response formats, ...: counted, never fetched by LiteLLM.
         walk.visit(request.model_extra, None, find_urls=False)
-    return ScannedRequest(urls=walk.urls, chars=walk.chars)
+    return walk.urls
 
 
 def _public(address: str) -> bool:
