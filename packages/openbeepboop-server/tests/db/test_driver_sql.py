@@ -9,7 +9,7 @@ import pytest
 import sqlalchemy as sa
 from openbeepboop_schemas import Role
 from openbeepboop_server.db.database import Database
-from openbeepboop_server.db.driver_sql import PLANNED_ELEMENTS, DriverStatement
+from openbeepboop_server.db.driver_sql import DriverStatement
 from openbeepboop_server.db.tables import api_keys
 
 _COLUMNS = (api_keys.c.name, api_keys.c.role, api_keys.c.created_at, api_keys.c.max_priority)
@@ -51,16 +51,6 @@ def test_rows_and_counts_are_sqlalchemys(any_db: Database) -> None:
         assert rows[0].max_priority == 5
         assert rows[0].created_at == 1.0 and isinstance(rows[0].created_at, float)
         assert [row.name for row in _SELECT.all(conn, {"names": ["b"]})] == ["b"]
-
-
-def test_lists_expand_alike_at_every_length(any_db: Database) -> None:
-    names = [f"k{number:02d}" for number in range(PLANNED_ELEMENTS + 4)]
-    with any_db.write() as conn:
-        _INSERT.execute(conn, [_key(name) for name in names])
-    with any_db.read() as conn:
-        for wanted in (names[:2], names[2:4], names[:1], [], names[3:], names):
-            rows = _SELECT.all(conn, {"names": wanted})
-            assert [row.name for row in rows] == wanted
 
 
 def _insert_then_fail(db: Database) -> None:

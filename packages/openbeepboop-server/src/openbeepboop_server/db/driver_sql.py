@@ -28,27 +28,12 @@ from __future__ import annotations
 import collections
 import threading
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.sql.compiler import SQLCompiler
 
 Params = Mapping[str, Any]
-#: Lists expanded into placeholders are planned once per length up to this many elements
-#: in all (a delivery's one token); longer ones are expanded by SQLAlchemy on each call.
-PLANNED_ELEMENTS = 16
-
-
-class _Slot(NamedTuple):
-    """Where a placeholder's value comes from: a parameter, or one element of a list."""
-
-    name: str
-    element: int | None
-
-
-#: An expanded statement: its SQL, its placeholders' sources in order, and (named
-#: placeholders) their names.
-_Plan = tuple[str, list[_Slot], list[str] | None]
 
 
 class _Compiled:
@@ -75,9 +60,6 @@ class _Compiled:
             if not bind.required and bind.callable is None
         }
         self.expanding = bool(compiled.post_compile_params)
-        #: Parameters that are lists expanded into placeholders (``IN``), and the plans by length.
-        self.lists = tuple(compiled.bind_names[bind] for bind in compiled.post_compile_params)
-        self.plans: dict[tuple[int, ...], _Plan] = {}
         #: The dialect's conversions of parameter values (SQLite's ``float()`` of a REAL).
         self.convert: dict[str, Any] = dict(compiled._bind_processors)
         self.row: type[Any] | None = None
@@ -92,46 +74,13 @@ class _Compiled:
                 if value is not None:
                     merged[name] = convert(value)
         if self.expanding:
-            return self._expanded(merged)
-        if self.order is not None:
-            return self.sql, tuple(merged[name] for name in self.order)
-        return self.sql, merged
-
-    def _expanded(self, merged: Params) -> tuple[str, Any]:
-        lengths = tuple(len(merged[name]) for name in self.lists)
-        if sum(lengths) > PLANNED_ELEMENTS:
             state = self.compiled.construct_expanded_state(merged)
             if self.compiled.positional:
                 return state.statement, state.positional_parameters
             return state.statement, state.parameters
-        plan = self.plans.get(lengths)
-        if plan is None:
-            plan = self.plans[lengths] = self._plan(merged)
-        sql, slots, names = plan
-        values = [
-            merged[slot.name] if slot.element is None else merged[slot.name][slot.element]
-            for slot in slots
-        ]
-        return sql, tuple(values) if names is None else dict(zip(names, values, strict=True))
-
-    def _plan(self, merged: Params) -> _Plan:
-        """SQLAlchemy's expansion for lists of these lengths, with each value's source."""
-        lists = self.lists
-        sources = {
-            name: [_Slot(name, index) for index in range(len(value))]
-            if name in lists
-            else _Slot(name, None)
-            for name, value in merged.items()
-        }
-        state = self.compiled.construct_expanded_state(sources)
-        names = None
-        if self.compiled.positional:
-            slots = list(state.positional_parameters)
-        else:
-            names, slots = list(state.parameters), list(state.parameters.values())
-        if not all(isinstance(slot, _Slot) for slot in slots):
-            raise TypeError(f"not a statement for the driver's cursor: {state.statement}")
-        return state.statement, slots, names
+        if self.order is not None:
+            return self.sql, tuple(merged[name] for name in self.order)
+        return self.sql, merged
 
     def row_type(self, cursor: Any) -> type[Any]:
         """A named tuple type for the cursor's columns (made once)."""
@@ -159,8 +108,6 @@ def _unsupported(compiled: SQLCompiler) -> str | None:
         return "parameter names the driver cannot take as they are"
     if compiled.effective_returning:
         return "RETURNING"
-    if compiled.literal_execute_params:
-        return "values rendered into the SQL"
     return None
 
 
