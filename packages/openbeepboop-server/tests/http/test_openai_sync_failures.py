@@ -23,7 +23,7 @@ async def _fail_sync_chat(world: Live, error_type: str, message: str) -> Any:
     parked = asyncio.ensure_future(
         world.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(world.node))
     )
-    await eventually(lambda: world.context.wakeups.fetch_waiters == 1, "the node to park")
+    await eventually(lambda: world.context.wakeups.parked_fetch_waiters == 1, "the node to park")
     answer = asyncio.ensure_future(
         world.http.post("/openai/v1/chat/completions", json=chat("m"), headers=bearer(world.user))
     )

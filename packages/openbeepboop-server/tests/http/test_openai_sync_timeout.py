@@ -23,13 +23,12 @@ def anyio_backend() -> str:
 async def test_a_job_running_on_a_node_is_not_said_to_stay_queued(live: Live) -> None:  # noqa: F811
     live.context.settings.openai.sync_timeout_seconds = SHORT_SYNC_TIMEOUT
     # A parked node takes the job in the submit's own transaction: it is PROCESSING
-    # for the whole wait, and nothing delivers it. (Its model is known to be
-    # served before the chat, whichever runs first: its claim or the chat.)
-    await live.http.post("/internal/queue/fetch", json=idle_fetch("m"), headers=bearer(live.node))
+    # for the whole wait, and nothing delivers it.
     parked = asyncio.ensure_future(
         live.http.post("/internal/queue/fetch", json=fetch_body(["m"]), headers=bearer(live.node))
     )
-    await eventually(lambda: live.context.wakeups.fetch_waiters == 1, "the node to park")
+    # Parked: past its claim, which records the node, so its model is served.
+    await eventually(lambda: live.context.wakeups.parked_fetch_waiters == 1, "the node to park")
     response = await live.http.post(
         "/openai/v1/chat/completions", json=chat("m"), headers=bearer(live.user)
     )
