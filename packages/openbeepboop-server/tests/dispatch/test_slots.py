@@ -8,13 +8,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from openbeepboop_schemas import OPENAI_CHAT_COMPLETIONS_PATH, Role
+from openbeepboop_schemas import FETCH_PATH, OPENAI_CHAT_COMPLETIONS_PATH, Role
 from openbeepboop_server.app import create_app
 from openbeepboop_server.context import ServerContext
 from openbeepboop_server.db.migrate import upgrade_to_head
 from openbeepboop_server.dispatch.slots import LongPollSlots, TooManyLongPolls
 
-from tests.support.surface import bearer, chat, make_settings
+from tests.support.surface import bearer, chat, idle_fetch, make_settings
 
 WAIT = 20.0
 
@@ -114,8 +114,11 @@ async def test_a_sync_chat_past_the_cap_is_refused_before_its_job_exists(tmp_pat
     async with app.router.lifespan_context(app):
         context: ServerContext = app.state.context
         alice = context.keys.create(Role.USER, "alice")[0]
+        node = context.keys.create(Role.NODE, "node")[0]
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            # Its model is served (by a node that takes nothing): the chat waits.
+            await http.post(FETCH_PATH, json=idle_fetch(chat()["model"]), headers=bearer(node))
             parked = asyncio.ensure_future(
                 http.post(OPENAI_CHAT_COMPLETIONS_PATH, json=chat(), headers=bearer(alice))
             )
