@@ -114,14 +114,15 @@ def job_params(
     A parameter the job left out (or sent as ``null``) takes the model's
     default from the operator's config, if there is one; ``fixed`` and the
     caps are applied after (see the module docstring). The job's fields
-    named in ``extra`` (the model's ``extra_params``) go in ``extra_body``.
+    named in ``extra`` (the model's ``extra_params``, which the config has
+    checked with :func:`extra_param_problem`) go in ``extra_body``.
     """
     params: dict[str, Any] = {}
     dropped: list[str] = []
     extra_body: dict[str, Any] = {}
     for name, value in request.to_payload().items():
         if name not in FORWARDED_PARAMS:
-            if name in extra and name not in RESERVED_FIELDS:
+            if name in extra:
                 if value is not None:
                     extra_body[name] = value
             elif name not in ("model", "stream"):

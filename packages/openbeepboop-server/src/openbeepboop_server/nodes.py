@@ -460,18 +460,23 @@ def served_models(conn: sa.Connection, *, since: float) -> list[str]:
     return served_by(conn, since=since).models()
 
 
-def not_served_warning(model: str, window: float) -> JobWarning:
-    """The warning a submit for ``model`` carries when no node serves it.
+def not_served(model: str, window: float) -> str:
+    """What is wrong with a request for ``model`` when no node serves it.
 
-    The model is quoted as JSON with non-ASCII escaped, so the message is one
+    The model is quoted as JSON with non-ASCII escaped, so the words are one
     line that is also a valid HTTP header value, whatever the name holds.
     """
+    return f"no node serving model {json.dumps(model)} has been seen in the last {window:g} s"
+
+
+def not_served_warning(model: str, window: float) -> JobWarning:
+    """The warning a submit for ``model`` carries when no node serves it."""
     return JobWarning(
         code=MODEL_NOT_SERVED,
         model=model,
         message=(
-            f"no node serving model {json.dumps(model)} has been seen in the last "
-            f"{window:g} s; the job is queued and waits until such a node asks for work"
+            f"{not_served(model, window)}; the job is queued and waits until such a node "
+            "asks for work"
         ),
     )
 

@@ -49,10 +49,8 @@ class _Compiled:
         self.sql: str = compiled.string
         #: Parameter names in the order of the placeholders (``?`` on SQLite), or None (named).
         self.order: tuple[str, ...] | None = (
-            tuple(compiled.positiontup) if compiled.positional and compiled.positiontup else None
+            tuple(compiled.positiontup or ()) if compiled.positional else None
         )
-        if compiled.positional and self.order is None:
-            self.order = ()
         #: Values bound in the statement itself (``status = 'QUEUED'`` built from Core).
         self.fixed = {
             name: bind.value

@@ -11,7 +11,6 @@ call to completion, so there is nothing to stream before that (docs/openai.md).
 
 from __future__ import annotations
 
-import json
 from functools import partial
 from typing import Any
 
@@ -29,6 +28,7 @@ from openbeepboop_server.http.errors import ApiError
 from openbeepboop_server.http.openai.failures import NO_RETRY, job_failed
 from openbeepboop_server.http.openai.stream import event_stream
 from openbeepboop_server.http.user_routes import idempotency_hash, idempotency_key_header
+from openbeepboop_server.nodes import not_served
 
 #: The media type of a streamed answer.
 EVENT_STREAM = "text/event-stream"
@@ -112,8 +112,8 @@ def _refuse_unserved(context: DispatchContext, model: str) -> None:
     window = context.settings.queue.node_seen_window()
     raise ApiError(
         404,
-        f"no node serving model {json.dumps(model)} has been seen in the last {window:g} s, "
-        "so nothing was queued; GET /openai/v1/models lists the models served now",
+        f"{not_served(model, window)}, so nothing was queued; GET /openai/v1/models "
+        "lists the models served now",
         type="invalid_request_error",
         param="model",
         code="model_not_found",
